@@ -1,0 +1,57 @@
+/* log.c - leveled logging with a UTC timestamp and the rank. */
+#include "yk_common.h"
+
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+
+static const char *level_tag[] = {"ERROR", "WARN ", "INFO ", "DEBUG"};
+
+void yk_logger_init(yk_logger *lg, int rank, int level, FILE *out) {
+  lg->rank = rank;
+  lg->level = level;
+  lg->out = out;
+}
+
+int yk_log_level_parse(const char *s) {
+  static const char *names[] = {"error", "warn", "info", "debug"};
+  for (int i = 0; i < 4; i++)
+    if (strcasecmp(s, names[i]) == 0) return i;
+  return -1;
+}
+
+void yk_vlog(const yk_logger *lg, int level, const char *fmt, va_list ap) {
+  int max = lg ? lg->level : YK_LOG_INFO;
+  if (level > max) return;
+  if (level < 0) level = 0;
+  if (level > 3) level = 3;
+  FILE *out = (lg && lg->out) ? lg->out : stderr;
+
+  /* Build the whole line first so concurrent threads never interleave. */
+  char line[4096];
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  struct tm tm;
+  gmtime_r(&tv.tv_sec, &tm);
+  int n = (int)strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (lg && lg->rank >= 0)
+    n += snprintf(line + n, sizeof line - (size_t)n, ".%03dZ r%d %s ", (int)(tv.tv_usec / 1000), lg->rank,
+                  level_tag[level]);
+  else
+    n += snprintf(line + n, sizeof line - (size_t)n, ".%03dZ %s ", (int)(tv.tv_usec / 1000), level_tag[level]);
+  int m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+  if (m < 0) m = 0;
+  n += m;
+  if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
+  if (line[n - 1] != '\n') line[n++] = '\n';
+  fwrite(line, 1, (size_t)n, out);
+  fflush(out);
+}
+
+void yk_log(const yk_logger *lg, int level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  yk_vlog(lg, level, fmt, ap);
+  va_end(ap);
+}

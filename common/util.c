@@ -1,0 +1,337 @@
+/* util.c - time, memory, files, number parsing, fp16/bf16, RNG. */
+#define _GNU_SOURCE
+#include "yk_common.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef YK_GIT_REV
+#define YK_GIT_REV "unknown"
+#endif
+#ifndef YK_VERSION
+#define YK_VERSION "0.0.0"
+#endif
+
+/* ---- time ---- */
+
+uint64_t yk_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+double yk_now_s(void) { return (double)yk_now_ns() * 1e-9; }
+
+uint64_t yk_wall_ms(void) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return (uint64_t)tv.tv_sec * 1000ull + (uint64_t)tv.tv_usec / 1000ull;
+}
+
+void yk_sleep_ms(unsigned ms) {
+  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+/* ---- memory ---- */
+
+void *yk_alloc(size_t n) {
+  if (n == 0) n = 64;
+  size_t rounded = (n + 63) & ~(size_t)63;
+  if (rounded < n) return NULL;
+  void *p = aligned_alloc(64, rounded);
+  if (p) memset(p, 0, rounded);
+  return p;
+}
+
+void yk_free(void *p) { free(p); }
+
+/* ---- files ---- */
+
+int yk_file_read(const char *path, char **buf, size_t *len, yk_diag *d) {
+  *buf = NULL;
+  *len = 0;
+  FILE *f = fopen(path, "rb");
+  if (!f) return yk_errorf_sys(d, errno == ENOENT ? YK_ENOTFOUND : YK_EIO, "cannot open '%s'", path);
+  if (fseek(f, 0, SEEK_END) != 0) {
+    fclose(f);
+    return yk_errorf_sys(d, YK_EIO, "cannot seek '%s'", path);
+  }
+  long sz = ftell(f);
+  if (sz < 0) {
+    fclose(f);
+    return yk_errorf_sys(d, YK_EIO, "cannot size '%s'", path);
+  }
+  rewind(f);
+  char *b = malloc((size_t)sz + 1);
+  if (!b) {
+    fclose(f);
+    return yk_errorf(d, YK_ENOMEM, "out of memory reading '%s' (%ld bytes)", path, sz);
+  }
+  if (sz > 0 && fread(b, 1, (size_t)sz, f) != (size_t)sz) {
+    free(b);
+    fclose(f);
+    return yk_errorf_sys(d, YK_EIO, "short read on '%s'", path);
+  }
+  fclose(f);
+  b[sz] = '\0';
+  *buf = b;
+  *len = (size_t)sz;
+  return 0;
+}
+
+static int fsync_dir_of(const char *path) {
+  char *copy = strdup(path);
+  if (!copy) return -1;
+  int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
+  free(copy);
+  if (fd < 0) return -1;
+  int rc = fsync(fd);
+  close(fd);
+  return rc;
+}
+
+int yk_file_write_atomic(const char *path, const void *buf, size_t len, yk_diag *d) {
+  char tmp[4096];
+  if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
+    return yk_errorf(d, YK_EINVAL, "path too long: '%s'", path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return yk_errorf_sys(d, YK_EIO, "cannot create '%s'", tmp);
+  const char *p = buf;
+  size_t left = len;
+  while (left > 0) {
+    ssize_t w = write(fd, p, left);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      close(fd);
+      unlink(tmp);
+      return yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp);
+    }
+    p += w;
+    left -= (size_t)w;
+  }
+  if (fsync(fd) != 0 || close(fd) != 0) {
+    unlink(tmp);
+    return yk_errorf_sys(d, YK_EIO, "cannot flush '%s'", tmp);
+  }
+  if (rename(tmp, path) != 0) {
+    unlink(tmp);
+    return yk_errorf_sys(d, YK_EIO, "cannot rename '%s' to '%s'", tmp, path);
+  }
+  fsync_dir_of(path);
+  return 0;
+}
+
+int yk_mkdirs(const char *path, yk_diag *d) {
+  char buf[4096];
+  size_t n = strlen(path);
+  if (n == 0 || n >= sizeof buf) return yk_errorf(d, YK_EINVAL, "bad directory path '%s'", path);
+  memcpy(buf, path, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (buf[i] == '/' || buf[i] == '\0') {
+      char c = buf[i];
+      buf[i] = '\0';
+      if (mkdir(buf, 0755) != 0 && errno != EEXIST) return yk_errorf_sys(d, YK_EIO, "cannot create directory '%s'", buf);
+      buf[i] = c;
+    }
+  }
+  return 0;
+}
+
+/* ---- numbers ---- */
+
+int yk_parse_i64(const char *s, int64_t *out) {
+  if (!s || !*s) return YK_EINVAL;
+  errno = 0;
+  char *end = NULL;
+  long long v = strtoll(s, &end, 0);
+  if (errno != 0 || *end != '\0') {
+    /* Accept integral floats such as "1e6". */
+    double dv;
+    if (yk_parse_f64(s, &dv) == 0 && dv == floor(dv) && fabs(dv) < 9.2e18) {
+      *out = (int64_t)dv;
+      return 0;
+    }
+    return YK_EINVAL;
+  }
+  *out = v;
+  return 0;
+}
+
+int yk_parse_f64(const char *s, double *out) {
+  if (!s || !*s) return YK_EINVAL;
+  errno = 0;
+  char *end = NULL;
+  double v = strtod(s, &end);
+  if (errno != 0 || *end != '\0' || isnan(v)) return YK_EINVAL;
+  *out = v;
+  return 0;
+}
+
+int yk_parse_bytes(const char *s, uint64_t *out) {
+  if (!s || !*s) return YK_EINVAL;
+  char *end = NULL;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno != 0 || end == s || v < 0) return YK_EINVAL;
+  uint64_t mul = 1;
+  if (*end) {
+    char u = (char)tolower((unsigned char)*end);
+    if (u == 'k') mul = 1ull << 10;
+    else if (u == 'm') mul = 1ull << 20;
+    else if (u == 'g') mul = 1ull << 30;
+    else if (u == 'b' && end[1] == '\0') mul = 1;
+    else return YK_EINVAL;
+    const char *rest = end + 1;
+    if (*rest && strcasecmp(rest, "ib") != 0 && strcasecmp(rest, "b") != 0 && u != 'b') return YK_EINVAL;
+  }
+  *out = (uint64_t)(v * (double)mul);
+  return 0;
+}
+
+int yk_edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 128 || lb > 128) return 1000;
+  int row[130];
+  for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+  for (size_t i = 1; i <= la; i++) {
+    int prev = row[0];
+    row[0] = (int)i;
+    for (size_t j = 1; j <= lb; j++) {
+      int cur = row[j];
+      int sub = prev + (a[i - 1] != b[j - 1]);
+      int del = row[j] + 1, ins = row[j - 1] + 1;
+      row[j] = YK_MIN(sub, YK_MIN(del, ins));
+      prev = cur;
+    }
+  }
+  return row[lb];
+}
+
+/* ---- fp16 / bf16 (round to nearest even) ---- */
+
+static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+uint16_t yk_f32_to_f16(float f) {
+  uint32_t x = f2u(f);
+  uint32_t sign = (x >> 16) & 0x8000u;
+  uint32_t ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) /* Inf or NaN (keep NaN quiet) */
+    return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0));
+  if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to >= 65520: Inf */
+  if (ax < 0x38800000u) { /* result is subnormal or zero */
+    if (ax < 0x33000000u) return (uint16_t)sign; /* < 2^-25: rounds to 0 */
+    uint32_t e = ax >> 23;
+    uint32_t m = (ax & 0x7fffffu) | 0x800000u;
+    uint32_t shift = 126 - e; /* 14 + (112 - e) ... shift in [14, 24] */
+    uint32_t half = m >> shift;
+    uint32_t rem = m & ((1u << shift) - 1);
+    uint32_t mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1))) half++;
+    return (uint16_t)(sign | half);
+  }
+  uint32_t h = ((ax - 0x38000000u) >> 13);
+  uint32_t rem = ax & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;
+  return (uint16_t)(sign | h);
+}
+
+float yk_f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  uint32_t e = (h >> 10) & 0x1fu;
+  uint32_t m = h & 0x3ffu;
+  if (e == 0) {
+    if (m == 0) return u2f(sign);
+    float v = (float)m * 5.9604644775390625e-8f; /* 2^-24 */
+    return sign ? -v : v;
+  }
+  if (e == 31) return u2f(sign | 0x7f800000u | (m << 13));
+  return u2f(sign | ((e + 112) << 23) | (m << 13));
+}
+
+uint16_t yk_f32_to_bf16(float f) {
+  uint32_t x = f2u(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
+  uint32_t lsb = (x >> 16) & 1u;
+  x += 0x7fffu + lsb;
+  return (uint16_t)(x >> 16);
+}
+
+float yk_bf16_to_f32(uint16_t h) { return u2f((uint32_t)h << 16); }
+
+/* ---- RNG: xoshiro256** seeded by splitmix64 ---- */
+
+static uint64_t splitmix64(uint64_t *x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+void yk_rng_seed(yk_rng *r, uint64_t seed) {
+  for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t yk_rng_u64(yk_rng *r) {
+  uint64_t *s = r->s;
+  uint64_t result = rotl(s[1] * 5, 7) * 9;
+  uint64_t t = s[1] << 17;
+  s[2] ^= s[0];
+  s[3] ^= s[1];
+  s[1] ^= s[2];
+  s[0] ^= s[3];
+  s[2] ^= t;
+  s[3] = rotl(s[3], 45);
+  return result;
+}
+
+float yk_rng_uniform(yk_rng *r) { return (float)(yk_rng_u64(r) >> 40) * (1.0f / 16777216.0f); }
+
+float yk_rng_normal(yk_rng *r) {
+  float u1 = yk_rng_uniform(r), u2 = yk_rng_uniform(r);
+  if (u1 < 1e-7f) u1 = 1e-7f;
+  return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864f * u2);
+}
+
+/* ---- misc ---- */
+
+int yk_cpu_count(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+
+const char *yk_version_string(void) { return YK_VERSION " (git " YK_GIT_REV ")"; }
+
+/* ---- dtypes ---- */
+
+static const struct {
+  const char *name;
+  size_t size;
+} dtypes[YK_DT_COUNT_] = {
+    [YK_DT_F32] = {"f32", 4}, [YK_DT_F16] = {"f16", 2}, [YK_DT_BF16] = {"bf16", 2}, [YK_DT_I32] = {"i32", 4},
+    [YK_DT_I64] = {"i64", 8}, [YK_DT_U16] = {"u16", 2}, [YK_DT_U8] = {"u8", 1},
+};
+
+size_t yk_dtype_size(yk_dtype t) { return (unsigned)t < YK_DT_COUNT_ ? dtypes[t].size : 0; }
+const char *yk_dtype_name(yk_dtype t) { return (unsigned)t < YK_DT_COUNT_ ? dtypes[t].name : "?"; }
+int yk_dtype_parse(const char *s, yk_dtype *out) {
+  for (int i = 0; i < YK_DT_COUNT_; i++)
+    if (!strcmp(s, dtypes[i].name)) {
+      *out = (yk_dtype)i;
+      return 0;
+    }
+  return YK_EINVAL;
+}

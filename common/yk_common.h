@@ -1,0 +1,348 @@
+/* yk_common.h - the one public header of yoke's `common` module.
+ *
+ * What lives here: the project-wide error codes (one enum, yk_strerror), a
+ * diagnostic buffer that carries a human-readable reason next to a code,
+ * leveled logging with rank and timestamp, monotonic time and deadlines, the
+ * job configuration (YAML file + command-line overrides, table-driven), and a
+ * few small utilities (aligned allocation, whole-file reads, fp16/bf16
+ * conversion).
+ *
+ * Rules every module follows (docs/architecture.md):
+ *   - functions return int: 0 on success, a negative YK_E* code on failure;
+ *   - a function that can fail for a reason the user must see takes a
+ *     `yk_diag *` (may be NULL) and writes one sentence naming the bad value
+ *     and what to do about it;
+ *   - nobody calls exit() except main();
+ *   - no global mutable state: loggers, configs and contexts are passed in.
+ */
+#ifndef YK_COMMON_H
+#define YK_COMMON_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* X-macro: name, value, message. Values are negative (libuv style) so that an
+ * int return of >= 0 can also carry a count. */
+#define YK_ERRNO_MAP(XX)                                                       \
+  XX(EINVAL, -1, "invalid argument")                                           \
+  XX(ENOMEM, -2, "out of memory")                                              \
+  XX(EIO, -3, "input/output error")                                            \
+  XX(ECONFIG, -4, "bad configuration")                                         \
+  XX(EFORMAT, -5, "bad file format")                                           \
+  XX(ECORRUPT, -6, "data corrupt (checksum mismatch)")                         \
+  XX(ETIMEDOUT, -7, "deadline exceeded")                                       \
+  XX(EPEERDEAD, -8, "peer rank died or became unreachable")                    \
+  XX(EMISMATCH, -9, "ranks called mismatched collectives")                     \
+  XX(EABORTED, -10, "communicator aborted")                                    \
+  XX(ETRANSPORT, -11, "transport error")                                       \
+  XX(EPROTO, -12, "malformed or unexpected protocol message")                  \
+  XX(EAUTH, -13, "authentication failed")                                      \
+  XX(ENOTFOUND, -14, "not found")                                              \
+  XX(EUNSUPPORTED, -15, "not supported")                                       \
+  XX(ENONFINITE, -16, "non-finite value (NaN or Inf)")                         \
+  XX(EOVERFLOW, -17, "fp16 gradient overflow at the minimum loss scale")       \
+  XX(EINTR, -18, "interrupted by a signal")                                    \
+  XX(EBUSY, -19, "resource busy")                                              \
+  XX(EEXIST, -20, "already exists")                                            \
+  XX(EUSAGE, -21, "bad command-line usage")                                    \
+  XX(ESYS, -22, "system call failed")                                          \
+  XX(ECLOSED, -23, "connection closed")
+
+typedef enum {
+  YK_OK = 0,
+#define YK_ERR_ENUM_(name, val, msg) YK_##name = (val),
+  YK_ERRNO_MAP(YK_ERR_ENUM_)
+#undef YK_ERR_ENUM_
+  YK_ERR_LAST_ = -24
+} yk_err;
+
+/* Static string for a code; never NULL ("unknown error" for unknown codes). */
+const char *yk_strerror(int code);
+/* Symbolic name, e.g. "YK_ETIMEDOUT". */
+const char *yk_err_name(int code);
+
+/* A diagnostic: one sentence for the user, filled by the function that found
+ * the problem. Callers own it (usually on the stack). */
+#define YK_DIAG_MAX 1024
+typedef struct yk_diag {
+  int code;
+  char msg[YK_DIAG_MAX];
+} yk_diag;
+
+/* Format a message into d (if d is non-NULL) and return code. Typical use:
+ *   return yk_errorf(d, YK_EFORMAT, "%s: magic %d, expected %d", path, m, M);
+ * If d already holds a message it is replaced. */
+int yk_errorf(yk_diag *d, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Like yk_errorf but appends ": <strerror(errno)>" for the current errno. */
+int yk_errorf_sys(yk_diag *d, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The message in d, or yk_strerror(code) if d is empty. */
+const char *yk_diag_msg(const yk_diag *d, int code);
+void yk_diag_clear(yk_diag *d);
+
+/* ------------------------------------------------------------------------ */
+/* Logging                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+  YK_LOG_ERROR = 0,
+  YK_LOG_WARN = 1,
+  YK_LOG_INFO = 2,
+  YK_LOG_DEBUG = 3,
+} yk_log_level;
+
+/* A logger is a small value owned by whoever creates it (the daemon, a test).
+ * Lines look like:  2026-11-24T03:51:02.123Z r0 INFO  message
+ * rank < 0 omits the rank field. out == NULL means stderr. A logger is safe to
+ * use from several threads (each line is written with one fwrite). */
+typedef struct yk_logger {
+  int rank;
+  int level;
+  FILE *out;
+} yk_logger;
+
+void yk_logger_init(yk_logger *lg, int rank, int level, FILE *out);
+/* lg == NULL logs to stderr at INFO without a rank. */
+void yk_log(const yk_logger *lg, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void yk_vlog(const yk_logger *lg, int level, const char *fmt, va_list ap);
+/* "error", "warn", "info", "debug" -> level; -1 if unknown. */
+int yk_log_level_parse(const char *s);
+
+#define YK_ERROR(lg, ...) yk_log((lg), YK_LOG_ERROR, __VA_ARGS__)
+#define YK_WARN(lg, ...) yk_log((lg), YK_LOG_WARN, __VA_ARGS__)
+#define YK_INFO(lg, ...) yk_log((lg), YK_LOG_INFO, __VA_ARGS__)
+#define YK_DEBUG(lg, ...) yk_log((lg), YK_LOG_DEBUG, __VA_ARGS__)
+
+/* ------------------------------------------------------------------------ */
+/* Time                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Monotonic clock in nanoseconds / seconds. */
+uint64_t yk_now_ns(void);
+double yk_now_s(void);
+/* Wall clock in milliseconds since the epoch (for logs and manifests). */
+uint64_t yk_wall_ms(void);
+/* A deadline is an absolute monotonic time in ns; 0 means "none". */
+static inline uint64_t yk_deadline_in_ms(uint64_t ms) { return ms ? yk_now_ns() + ms * 1000000ull : 0; }
+static inline int yk_deadline_passed(uint64_t deadline_ns) { return deadline_ns && yk_now_ns() >= deadline_ns; }
+void yk_sleep_ms(unsigned ms);
+
+/* ------------------------------------------------------------------------ */
+/* Memory and files                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* 64-byte aligned, zeroed allocation (cache lines and AVX-512 loads).
+ * Returns NULL on failure or when n == 0 overflows. Free with yk_free. */
+void *yk_alloc(size_t n);
+void yk_free(void *p);
+
+/* Read a whole file into a new buffer (NUL-terminated for convenience; the
+ * terminator is not counted in *len). Caller frees with free(). */
+int yk_file_read(const char *path, char **buf, size_t *len, yk_diag *d);
+/* Write a file atomically: path.tmp, fsync, rename, fsync the directory. */
+int yk_file_write_atomic(const char *path, const void *buf, size_t len, yk_diag *d);
+/* mkdir -p. */
+int yk_mkdirs(const char *path, yk_diag *d);
+
+/* ------------------------------------------------------------------------ */
+/* Numbers                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* IEEE half and bfloat16, round-to-nearest-even. Scalar reference versions;
+ * device/ has the vectorised ones. */
+uint16_t yk_f32_to_f16(float f);
+float yk_f16_to_f32(uint16_t h);
+uint16_t yk_f32_to_bf16(float f);
+float yk_bf16_to_f32(uint16_t h);
+
+/* Deterministic RNG (xoshiro256**), state is the caller's. Serialisable as 4
+ * uint64 words for checkpoints. */
+typedef struct yk_rng {
+  uint64_t s[4];
+} yk_rng;
+void yk_rng_seed(yk_rng *r, uint64_t seed);
+uint64_t yk_rng_u64(yk_rng *r);
+/* Uniform in [0, 1). */
+float yk_rng_uniform(yk_rng *r);
+/* Standard normal (Box-Muller). */
+float yk_rng_normal(yk_rng *r);
+
+/* Strict number parsing: whole string must be consumed. */
+int yk_parse_i64(const char *s, int64_t *out);
+int yk_parse_f64(const char *s, double *out);
+/* Parse "64", "64k", "4MiB", "1G" into bytes. */
+int yk_parse_bytes(const char *s, uint64_t *out);
+
+/* Levenshtein distance, for "did you mean" suggestions. */
+int yk_edit_distance(const char *a, const char *b);
+
+/* ------------------------------------------------------------------------ */
+/* Tensor descriptors                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Element types shared by model, collectives, optimizer and ckpt. */
+typedef enum {
+  YK_DT_F32 = 0,
+  YK_DT_F16 = 1,
+  YK_DT_BF16 = 2,
+  YK_DT_I32 = 3,
+  YK_DT_I64 = 4,
+  YK_DT_U16 = 5,
+  YK_DT_U8 = 6,
+  YK_DT_COUNT_
+} yk_dtype;
+size_t yk_dtype_size(yk_dtype t);
+const char *yk_dtype_name(yk_dtype t);   /* "f32", "f16", "bf16", ... */
+int yk_dtype_parse(const char *s, yk_dtype *out);
+
+/* One named tensor inside a flat arena: the arena is the unit that is
+ * all-reduced, sharded and checkpointed; a tensor is offset arithmetic on it.
+ * Offsets and counts are in elements. decay marks tensors that get AdamW
+ * weight decay (2-D weights and embeddings; never biases or LayerNorm). */
+#define YK_TENSOR_MAX_DIMS 4
+typedef struct yk_tensor_desc {
+  char name[48];
+  size_t offset;
+  size_t numel;
+  int ndim;
+  int64_t shape[YK_TENSOR_MAX_DIMS];
+  int decay;
+} yk_tensor_desc;
+
+/* ------------------------------------------------------------------------ */
+/* Job configuration                                                        */
+/* ------------------------------------------------------------------------ */
+
+typedef enum { YK_PREC_FP32 = 0, YK_PREC_FP16 = 1, YK_PREC_BF16 = 2 } yk_precision;
+
+/* The whole job config. Every field has an entry in the key table
+ * (common/config.c) with type, default, range and a one-line doc; that table
+ * is the single source of truth and generates cluster-configs/reference.yaml.
+ * Strings are fixed-size so a config is a plain value (copyable, no frees). */
+#define YK_CFG_STR 256
+typedef struct yk_config {
+  struct {
+    char name[64];         /* named preset: tiny, small, d12, d24, d36, d48 */
+    int64_t layers;        /* 0 = from preset */
+    int64_t channels;
+    int64_t heads;
+    int64_t max_seq_len;
+    int64_t vocab_size;
+  } model;
+  struct {
+    char train[YK_CFG_STR];    /* token shard file or glob */
+    char val[YK_CFG_STR];
+  } data;
+  struct {
+    int64_t micro_batch;     /* B per rank */
+    int64_t seq_len;         /* T */
+    int64_t grad_accum;
+    int64_t steps;
+    int64_t seed;
+    int64_t val_every;
+    int64_t val_batches;
+    int64_t log_every;
+    int64_t threads;         /* 0 = all cores */
+    char precision[8];       /* fp32 | fp16 | bf16 */
+    char init_weights[YK_CFG_STR];
+    char save_weights[YK_CFG_STR];
+  } train;
+  struct {
+    double lr;
+    double min_lr;
+    int64_t warmup_steps;
+    char schedule[16];       /* constant | cosine */
+    double weight_decay;
+    double beta1;
+    double beta2;
+    double eps;
+    double grad_clip;
+  } optim;
+  struct {
+    double init;
+    double min;
+    double growth_factor;
+    double backoff;
+    int64_t growth_interval;
+    int64_t hysteresis;
+    char on_min[16];         /* stop | continue */
+  } loss_scale;
+  struct {
+    char transport[16];      /* auto | libfabric | mpi | inproc */
+    char provider[64];       /* libfabric provider: shm, tcp;ofi_rxm, verbs, efa */
+    char algo[16];           /* auto | ring | tree | shm | hier */
+    int64_t timeout_ms;
+    int64_t bucket_kb;
+    int64_t fusion_kb;
+  } comm;
+  struct {
+    char dir[YK_CFG_STR];
+    int64_t every;
+    int64_t keep;
+    int64_t level;
+    int64_t async;
+    char resume[YK_CFG_STR]; /* "" | latest | PATH */
+  } ckpt;
+  struct {
+    char host[128];
+    int64_t port;
+    int64_t heartbeat_ms;
+    int64_t heartbeat_timeout_ms;
+    char secret_file[YK_CFG_STR];
+    int64_t metrics_port;
+  } coord;
+  struct {
+    char level[16];
+  } log;
+} yk_config;
+
+/* Fill with defaults from the key table. */
+void yk_config_defaults(yk_config *c);
+/* Load a YAML file on top of what c holds. Errors name the file, line, key
+ * and the allowed values. */
+int yk_config_load_file(yk_config *c, const char *path, yk_diag *d);
+/* Same, from a string (origin is used in messages). */
+int yk_config_load_string(yk_config *c, const char *yaml, const char *origin, yk_diag *d);
+/* Apply one "section.key=value" override (from --set). */
+int yk_config_set(yk_config *c, const char *assignment, yk_diag *d);
+/* Cross-field checks (e.g. heads divides channels). */
+int yk_config_validate(const yk_config *c, yk_diag *d);
+/* Write the commented reference of every key (cluster-configs/reference.yaml). */
+void yk_config_write_reference(FILE *out);
+/* Write c as YAML (for manifests and `yoke config show`). */
+void yk_config_write_yaml(const yk_config *c, FILE *out);
+/* Precision enum from c->train.precision. */
+yk_precision yk_config_precision(const yk_config *c);
+/* Number of keys in the table and the i-th key's dotted name (for tests). */
+int yk_config_key_count(void);
+const char *yk_config_key_name(int i);
+
+/* ------------------------------------------------------------------------ */
+/* Misc                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Number of online CPUs (>= 1). */
+int yk_cpu_count(void);
+/* Version string, e.g. "0.1.0 (git abc1234)". */
+const char *yk_version_string(void);
+
+#define YK_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define YK_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define YK_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* YK_COMMON_H */

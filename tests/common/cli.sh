@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The yoke CLI: subcommands, --help, clear errors for unknown input, and the
+# committed config reference staying in step with the key table.
+set -u
+. "$(dirname "$0")/../lib.sh"
+
+expect_ok "version" "$YOKE" version
+expect_fail 2 "unknown command" "$YOKE" frobnicate
+expect_stderr "unknown command 'frobnicate'" "$YOKE" frobnicate
+expect_ok "help" "$YOKE" --help
+expect_fail 2 "no command" "$YOKE"
+expect_stderr "unexpected argument" "$YOKE" version --bogus
+expect_ok "config --help" "$YOKE" config --help
+
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+"$YOKE" config reference > "$tmp/ref.yaml"
+if ! diff -u "$YK_SOURCE_DIR/cluster-configs/reference.yaml" "$tmp/ref.yaml" > "$tmp/diff"; then
+  fail "cluster-configs/reference.yaml is stale; regenerate with: yoke config reference > cluster-configs/reference.yaml"
+  cat "$tmp/diff"
+fi
+# The reference itself must load as a config.
+expect_ok "reference loads" "$YOKE" config show "$tmp/ref.yaml"
+printf 'train:\n  stepz: 3\n' > "$tmp/bad.yaml"
+expect_stderr "bad.yaml:2: unknown key 'train.stepz' (did you mean 'train.steps'?)" "$YOKE" config show "$tmp/bad.yaml"
+expect_stderr "key 'train.steps' has value 'x'" "$YOKE" config show --set train.steps=x
+out=$("$YOKE" config show --set optim.lr=0.01)
+case "$out" in *"lr: 0.01"*) pass "override applied" ;; *) fail "override not applied: $out" ;; esac
+finish

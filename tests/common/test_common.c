@@ -1,0 +1,193 @@
+/* Unit tests for common/: errors, config, fp16/bf16, parsing, RNG. */
+#include "yk_common.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+START_TEST(test_strerror_all_codes) {
+  ck_assert_str_eq(yk_strerror(0), "success");
+  for (int c = -1; c > YK_ERR_LAST_; c--) {
+    ck_assert_str_ne(yk_strerror(c), "unknown error");
+    ck_assert_str_ne(yk_err_name(c), "YK_UNKNOWN");
+  }
+  ck_assert_str_eq(yk_strerror(-9999), "unknown error");
+  ck_assert_str_eq(yk_err_name(YK_ETIMEDOUT), "YK_ETIMEDOUT");
+}
+END_TEST
+
+START_TEST(test_diag) {
+  yk_diag d = {0};
+  ck_assert_int_eq(yk_errorf(&d, YK_EFORMAT, "bad %s %d", "magic", 7), YK_EFORMAT);
+  ck_assert_str_eq(d.msg, "bad magic 7");
+  ck_assert_int_eq(d.code, YK_EFORMAT);
+  ck_assert_int_eq(yk_errorf(NULL, YK_EIO, "x"), YK_EIO);
+  yk_diag_clear(&d);
+  ck_assert_str_eq(yk_diag_msg(&d, YK_EIO), yk_strerror(YK_EIO));
+}
+END_TEST
+
+START_TEST(test_config_defaults_valid) {
+  yk_config c;
+  yk_config_defaults(&c);
+  ck_assert_str_eq(c.model.name, "tiny");
+  ck_assert_int_eq(c.train.micro_batch, 4);
+  ck_assert(fabs(c.optim.lr - 3e-4) < 1e-12);
+  ck_assert_int_eq(c.ckpt.async, 1);
+  yk_diag d = {0};
+  ck_assert_int_eq(yk_config_validate(&c, &d), 0);
+  /* Every default must be accepted by its own key's checks. */
+  for (int i = 0; i < yk_config_key_count(); i++) ck_assert_ptr_nonnull(yk_config_key_name(i));
+}
+END_TEST
+
+START_TEST(test_config_yaml_ok) {
+  yk_config c;
+  yk_config_defaults(&c);
+  yk_diag d = {0};
+  const char *y = "model:\n  name: d12\ntrain:\n  micro_batch: 8\n  precision: bf16\noptim:\n  lr: 1e-3\n"
+                  "ckpt:\n  async: false\n";
+  int rc = yk_config_load_string(&c, y, "job.yaml", &d);
+  ck_assert_msg(rc == 0, "%s", d.msg);
+  ck_assert_str_eq(c.model.name, "d12");
+  ck_assert_int_eq(c.train.micro_batch, 8);
+  ck_assert_int_eq(yk_config_precision(&c), YK_PREC_BF16);
+  ck_assert(fabs(c.optim.lr - 1e-3) < 1e-15);
+  ck_assert_int_eq(c.ckpt.async, 0);
+}
+END_TEST
+
+START_TEST(test_config_errors_name_line_and_key) {
+  yk_config c;
+  yk_config_defaults(&c);
+  yk_diag d = {0};
+  ck_assert_int_eq(yk_config_load_string(&c, "train:\n  steps: 10\n  lrr: 3\n", "job.yaml", &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "job.yaml:3") && strstr(d.msg, "train.lrr"), "%s", d.msg);
+  ck_assert_int_eq(yk_config_load_string(&c, "optim:\n  lrr: 3\n", "j.yaml", &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "did you mean 'optim.lr'"), "%s", d.msg);
+  ck_assert_int_eq(yk_config_load_string(&c, "train:\n  micro_batch: -4\n", "j.yaml", &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "j.yaml:2") && strstr(d.msg, "'-4'") && strstr(d.msg, "[1, 65536]"), "%s", d.msg);
+  ck_assert_int_eq(yk_config_load_string(&c, "train:\n  micro_batch: four\n", "j.yaml", &d), YK_ECONFIG);
+  ck_assert_int_eq(yk_config_load_string(&c, "train:\n  precision: fp8\n", "j.yaml", &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "fp32|fp16|bf16"), "%s", d.msg);
+  ck_assert_int_eq(yk_config_load_string(&c, "train: [1, 2]\n", "j.yaml", &d), YK_ECONFIG);
+  ck_assert_int_eq(yk_config_load_string(&c, "train:\n  steps: 1\n bad", "j.yaml", &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "YAML syntax error"), "%s", d.msg);
+}
+END_TEST
+
+START_TEST(test_config_set) {
+  yk_config c;
+  yk_config_defaults(&c);
+  yk_diag d = {0};
+  ck_assert_int_eq(yk_config_set(&c, "train.steps=42", &d), 0);
+  ck_assert_int_eq(c.train.steps, 42);
+  ck_assert_int_eq(yk_config_set(&c, "comm.provider=tcp;ofi_rxm", &d), 0);
+  ck_assert_str_eq(c.comm.provider, "tcp;ofi_rxm");
+  ck_assert_int_eq(yk_config_set(&c, "nope", &d), YK_ECONFIG);
+  ck_assert_int_eq(yk_config_set(&c, "train.stepz=1", &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "train.steps"), "%s", d.msg);
+  c.optim.min_lr = 1.0;
+  ck_assert_int_eq(yk_config_validate(&c, &d), YK_ECONFIG);
+}
+END_TEST
+
+START_TEST(test_fp16_roundtrip) {
+  /* Every finite half converts to float and back exactly. */
+  for (uint32_t h = 0; h < 65536; h++) {
+    uint16_t x = (uint16_t)h;
+    if ((x & 0x7c00) == 0x7c00 && (x & 0x3ff)) continue; /* NaN */
+    ck_assert_uint_eq(yk_f32_to_f16(yk_f16_to_f32(x)), x);
+  }
+  ck_assert_uint_eq(yk_f32_to_f16(65520.0f), 0x7c00);    /* rounds to inf */
+  ck_assert_uint_eq(yk_f32_to_f16(65519.0f), 0x7bff);    /* max half */
+  ck_assert_uint_eq(yk_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie to even */
+  ck_assert(isnan(yk_f16_to_f32(yk_f32_to_f16(NAN))));
+  for (uint32_t h = 0; h < 65536; h++) {
+    uint16_t x = (uint16_t)h;
+    if ((x & 0x7f80) == 0x7f80 && (x & 0x7f)) continue;
+    ck_assert_uint_eq(yk_f32_to_bf16(yk_bf16_to_f32(x)), x);
+  }
+  ck_assert_uint_eq(yk_f32_to_bf16(1.00390625f), 0x3f80); /* tie to even: 1 + 2^-8 */
+}
+END_TEST
+
+START_TEST(test_parse) {
+  int64_t i;
+  double f;
+  uint64_t b;
+  ck_assert_int_eq(yk_parse_i64("42", &i), 0);
+  ck_assert_int_eq(i, 42);
+  ck_assert_int_eq(yk_parse_i64("1e6", &i), 0);
+  ck_assert_int_eq(i, 1000000);
+  ck_assert_int_ne(yk_parse_i64("4x", &i), 0);
+  ck_assert_int_ne(yk_parse_i64("1.5", &i), 0);
+  ck_assert_int_eq(yk_parse_f64("3e-4", &f), 0);
+  ck_assert_int_ne(yk_parse_f64("nan", &f), 0);
+  ck_assert_int_eq(yk_parse_bytes("4MiB", &b), 0);
+  ck_assert_uint_eq(b, 4u << 20);
+  ck_assert_int_eq(yk_parse_bytes("64k", &b), 0);
+  ck_assert_uint_eq(b, 65536);
+  ck_assert_int_ne(yk_parse_bytes("4Q", &b), 0);
+  ck_assert_int_eq(yk_edit_distance("kitten", "sitting"), 3);
+}
+END_TEST
+
+START_TEST(test_rng_deterministic) {
+  yk_rng a, b;
+  yk_rng_seed(&a, 7);
+  yk_rng_seed(&b, 7);
+  double sum = 0, sq = 0;
+  for (int k = 0; k < 20000; k++) {
+    ck_assert_uint_eq(yk_rng_u64(&a), yk_rng_u64(&b));
+    float z = yk_rng_normal(&a);
+    yk_rng_normal(&b);
+    sum += z;
+    sq += (double)z * z;
+  }
+  ck_assert(fabs(sum / 20000) < 0.05);
+  ck_assert(fabs(sq / 20000 - 1.0) < 0.05);
+}
+END_TEST
+
+START_TEST(test_atomic_write) {
+  char dir[] = "/tmp/yk_test_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char sub[256], path[300];
+  snprintf(sub, sizeof sub, "%s/a/b", dir);
+  yk_diag d = {0};
+  ck_assert_int_eq(yk_mkdirs(sub, &d), 0);
+  snprintf(path, sizeof path, "%s/f.txt", sub);
+  ck_assert_int_eq(yk_file_write_atomic(path, "hello", 5, &d), 0);
+  char *buf;
+  size_t len;
+  ck_assert_int_eq(yk_file_read(path, &buf, &len, &d), 0);
+  ck_assert_uint_eq(len, 5);
+  ck_assert_str_eq(buf, "hello");
+  free(buf);
+  ck_assert_int_eq(yk_file_read("/nonexistent/x", &buf, &len, &d), YK_ENOTFOUND);
+  ck_assert_msg(strstr(d.msg, "/nonexistent/x"), "%s", d.msg);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("common");
+  TCase *tc = tcase_create("core");
+  tcase_add_test(tc, test_strerror_all_codes);
+  tcase_add_test(tc, test_diag);
+  tcase_add_test(tc, test_config_defaults_valid);
+  tcase_add_test(tc, test_config_yaml_ok);
+  tcase_add_test(tc, test_config_errors_name_line_and_key);
+  tcase_add_test(tc, test_config_set);
+  tcase_add_test(tc, test_fp16_roundtrip);
+  tcase_add_test(tc, test_parse);
+  tcase_add_test(tc, test_rng_deterministic);
+  tcase_add_test(tc, test_atomic_write);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}

@@ -3,6 +3,7 @@
  *   0 success, 1 runtime failure, 2 usage or configuration error,
  *   and the codes documented in docs/exit-codes.md for preemption. */
 #include "yk_common.h"
+#include "yk_daemon.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,10 @@ typedef struct {
 static const subcmd subcmds[] = {
     {"version", cmd_version, "print the version"},
     {"config", cmd_config, "print the config reference or a resolved job config"},
+    {"launch", yk_daemon_cmd_launch, "run N ranks of a job on this machine (local launcher)"},
+    {"coord", yk_daemon_cmd_coord, "run the coordinator on its own"},
+    {"status", yk_daemon_cmd_status, "ask the coordinator for the job's state"},
+    {"daemon-selftest", yk_daemon_cmd_selftest, "exercise the control plane with a synthetic workload"},
 };
 
 static void usage(FILE *out) {

@@ -166,6 +166,14 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal) {
               strsignal(term_signal));
     else
       YK_WARN(L->lg, "launch: rank %d (pid %d) exited with code %d", r->rank, proc->pid, r->code);
+    /* Ranks that stop *because* another died (PEER_DEAD, COORD_LOST) can be
+     * reaped before the one that died; the root cause's code wins. */
+    int consequence = L->first_code == YK_EXIT_PEER_DEAD || L->first_code == YK_EXIT_COORD_LOST;
+    int is_cause = r->code != YK_EXIT_PEER_DEAD && r->code != YK_EXIT_COORD_LOST;
+    if (L->first_code && consequence && is_cause) {
+      L->first_code = r->code;
+      L->first_rank = r->rank;
+    }
     if (!L->first_code) {
       L->first_code = r->code;
       L->first_rank = r->rank;

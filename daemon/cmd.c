@@ -272,6 +272,7 @@ typedef struct {
   uv_timer_t timer;
   uv_signal_t sint, sterm;
   uint64_t rdv_deadline;
+  uint64_t linger;
   int code;
   int done;
   const yk_logger *lg;
@@ -290,11 +291,17 @@ static void coord_shutdown(coord_run *cr, int code) {
 static void coord_tick(uv_timer_t *t) {
   coord_run *cr = t->data;
   int code;
-  if (yk_coord_finished(cr->co, &code)) {
+  if (yk_coord_finished(cr->co, &code) && !cr->linger) {
     YK_INFO(cr->lg, "coordinator: every rank left; exiting with code %d", code);
     coord_shutdown(cr, code);
   } else if (cr->rdv_deadline && yk_deadline_passed(cr->rdv_deadline)) {
-    YK_ERROR(cr->lg, "coordinator: not every rank registered within the rendezvous timeout; giving up");
+    char miss[256], why[400];
+    yk_coord_missing(cr->co, miss, sizeof miss);
+    snprintf(why, sizeof why, "rendezvous timeout: %s", miss);
+    yk_coord_abort(cr->co, YK_EXIT_RENDEZVOUS, why);
+    cr->rdv_deadline = 0;
+    cr->linger = yk_deadline_in_ms(200); /* let SHUTDOWN reach the ranks */
+  } else if (cr->linger && yk_deadline_passed(cr->linger)) {
     coord_shutdown(cr, YK_EXIT_RENDEZVOUS);
   }
 }

@@ -134,6 +134,25 @@ static void abort_job(yk_coord *co, int code, int dead_rank, const char *reason)
   broadcast(co, &m, dead_rank);
 }
 
+void yk_coord_abort(yk_coord *co, int code, const char *reason) {
+  YK_ERROR(co->log, "coordinator: ending the job: %s", reason);
+  abort_job(co, code, -1, reason);
+}
+
+void yk_coord_missing(const yk_coord *co, char *out, size_t cap) {
+  int missing = co->world - co->n_registered;
+  size_t n = (size_t)snprintf(out, cap, "%d of %d ranks never registered:", missing, co->world);
+  int shown = 0;
+  for (int i = 0; i < co->world && n < cap; i++)
+    if (co->m[i].state == YK_MEMBER_EMPTY) {
+      if (shown++ == 16) {
+        snprintf(out + n, cap - n, " ...");
+        break;
+      }
+      n += (size_t)snprintf(out + n, cap - n, " %d", i);
+    }
+}
+
 static void declare_dead(yk_coord *co, int rank, const char *why) {
   member *mb = &co->m[rank];
   if (mb->state != YK_MEMBER_REGISTERED) return;

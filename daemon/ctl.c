@@ -313,7 +313,11 @@ static void link_on_msg(ykd_conn *c, const yk_msg *m) {
     int started = ctl->started;
     uv_mutex_unlock(&ctl->mu);
     if (!started) {
-      fail_start(ctl, m->type == YK_MSG_PEER_DEAD ? YK_EPEERDEAD : YK_EABORTED, "during rendezvous: %s", m->text);
+      fail_start(ctl,
+                 m->type == YK_MSG_PEER_DEAD          ? YK_EPEERDEAD
+                 : m->code == YK_EXIT_RENDEZVOUS ? YK_ETIMEDOUT
+                                                 : YK_EABORTED,
+                 "during rendezvous: %s", m->text);
       return;
     }
     raise_abort(ctl, &ev);

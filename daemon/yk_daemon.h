@@ -243,6 +243,10 @@ int yk_coord_port(const yk_coord *c);
 /* 1 once every member said BYE or is dead (after the job started), or the
  * job was aborted and everybody was told. *code is the job's exit code. */
 int yk_coord_finished(const yk_coord *c, int *code);
+/* End the job now: every registered rank gets SHUTDOWN(code, reason). */
+void yk_coord_abort(yk_coord *c, int code, const char *reason);
+/* One line naming the ranks not registered yet, e.g. "1 of 4 ranks missing: 3". */
+void yk_coord_missing(const yk_coord *c, char *out, size_t cap);
 void yk_coord_close(yk_coord *c);
 
 /* ------------------------------------------------------------------------ */

@@ -42,9 +42,13 @@ wait_for() {
 }
 
 # pids_gone PID...: 0 if none of the processes exists any more.
+# (a zombie whose parent has not reaped it yet counts as gone)
 pids_gone() {
-  local p
-  for p in "$@"; do kill -0 "$p" 2>/dev/null && return 1; done
+  local p st
+  for p in "$@"; do
+    st=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null) || continue
+    [ -n "$st" ] && [ "$st" != Z ] && return 1
+  done
   return 0
 }
 

@@ -35,20 +35,7 @@
 extern "C" {
 #endif
 
-/* Instruction-set variants of the CPU vector kernels. */
-typedef enum {
-  YK_ISA_AUTO = -1,     /* best the CPU supports, or $YK_ISA if set */
-  YK_ISA_PORTABLE = 0,  /* scalar C, any x86-64 (or other) CPU */
-  YK_ISA_AVX2 = 1,      /* AVX2 + FMA + F16C */
-  YK_ISA_COUNT_
-} yk_isa;
-
-/* "portable" / "avx2". */
-const char *yk_isa_name(yk_isa isa);
-/* Parse "portable" | "avx2" | "auto". */
-int yk_isa_parse(const char *s, yk_isa *out);
-/* 1 if this CPU can run the variant (portable always). */
-int yk_isa_supported(yk_isa isa);
+/* yk_isa (instruction-set variants) lives in yk_common.h. */
 
 typedef struct yk_device yk_device;
 

@@ -3,6 +3,7 @@
  *   0 success, 1 runtime failure, 2 usage or configuration error,
  *   and the codes documented in docs/exit-codes.md for preemption. */
 #include "yk_common.h"
+#include "yk_data.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@ typedef struct {
 static const subcmd subcmds[] = {
     {"version", cmd_version, "print the version"},
     {"config", cmd_config, "print the config reference or a resolved job config"},
+    {"data", yk_data_cmd_data, "prepare token shards from text files (data prepare)"},
 };
 
 static void usage(FILE *out) {

@@ -50,7 +50,8 @@ int yk_data_shard_open(yk_data_shard *s, const char *path, int64_t vocab, yk_dia
                                               (unsigned long long)size);
   s->map = map;
   s->map_len = size;
-  const int32_t *h = map;
+  int32_t h[3]; /* copied: messages below are formatted after the unmap */
+  memcpy(h, map, sizeof h);
   if (h[0] != YK_SHARD_MAGIC) {
     yk_data_shard_close(s);
     return yk_errorf(d, YK_EFORMAT, "token shard %s: header magic %d, expected %d (not a token shard)", path, h[0],

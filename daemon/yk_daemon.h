@@ -8,6 +8,7 @@
  *   - the coordinator (rendezvous, heartbeats, dead-rank detection, status);
  *   - the per-rank control plane: a libuv loop in its own thread that the
  *     step loop drives through yk_daemon_ctl_{start,report,poll,stop};
+ *   - the step loop itself: `yoke train` / `yoke eval` (train.c);
  *   - the subcommands `yoke coord`, `yoke launch`, `yoke status`,
  *     `yoke daemon-selftest`.
  *
@@ -346,6 +347,10 @@ void yk_daemon_ctl_stop(yk_daemon_ctl *ctl, int exit_code, const char *reason);
 /* Subcommands                                                              */
 /* ------------------------------------------------------------------------ */
 
+/* yoke train [JOB.yaml] [--set k=v]... : train on this rank. */
+int yk_daemon_cmd_train(int argc, char **argv);
+/* yoke eval --weights W --data D ... : mean loss of a weights file. */
+int yk_daemon_cmd_eval(int argc, char **argv);
 int yk_daemon_cmd_coord(int argc, char **argv);
 int yk_daemon_cmd_launch(int argc, char **argv);
 int yk_daemon_cmd_status(int argc, char **argv);

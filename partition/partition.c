@@ -15,3 +15,15 @@ int yk_partition_owner(uint64_t total, int world, uint64_t index) {
   if (index < cut) return (int)(index / (base + 1));
   return (int)(extra + (index - cut) / (base ? base : 1));
 }
+
+uint64_t yk_partition_data_windows(uint64_t ntok, uint64_t w) {
+  if (w == 0 || ntok < w + 1) return 0;
+  return (ntok - 1) / w;
+}
+
+uint64_t yk_partition_data_step_windows(int world, int accum) { return (uint64_t)world * (uint64_t)accum; }
+
+uint64_t yk_partition_data_window(uint64_t step_first, int world, int accum, int rank, int micro) {
+  (void)accum; /* the step spans world*accum numbers; micro < accum keeps q inside it */
+  return step_first + (uint64_t)micro * (uint64_t)world + (uint64_t)rank;
+}

@@ -22,6 +22,44 @@ void yk_partition_even_range(uint64_t total, int world, int rank, uint64_t *off,
 /* The rank that owns element `index` under yk_partition_even_range. */
 int yk_partition_owner(uint64_t total, int world, uint64_t index);
 
+/* ------------------------------------------------------------------------ */
+/* Data slices                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* The data loader cuts each token shard into WINDOWS of w = B*T tokens:
+ * window k of a shard reads tokens [k*w, k*w + w + 1) (w inputs plus one more
+ * for the shifted targets), so consecutive windows share one token and a
+ * shard of n tokens holds floor((n - 1) / w) windows (0 if n < w + 1).
+ * Windows of all shards (sorted by path) are numbered 0..W-1 to form an epoch,
+ * and an infinite sequence q = 0, 1, 2, ... maps to window q % W of epoch
+ * q / W.
+ *
+ * One optimizer step consumes world*accum consecutive sequence numbers,
+ * starting at `step_first` (the number of windows consumed by all earlier
+ * steps): micro-batch `micro` (0 <= micro < accum) of rank `rank`
+ * (0 <= rank < world) reads
+ *
+ *     q = step_first + micro * world + rank.
+ *
+ * Hence, for any split with the same world*accum (1 x 4, 2 x 2, 4 x 1), the
+ * UNION of windows read in a step is the same set, so the summed gradient and
+ * the loss curve do not depend on the split (up to fp32 summation order);
+ * within one epoch no window is read twice or skipped, whatever the world
+ * size; and ranks never read the same window in one step. Micro-batch k of
+ * all ranks reads a contiguous run of windows, as llm.c's loader does. */
+
+/* Windows of w tokens in a shard of ntok tokens: floor((ntok - 1) / w), 0
+ * when ntok < w + 1 or w == 0. */
+uint64_t yk_partition_data_windows(uint64_t ntok, uint64_t w);
+
+/* Sequence numbers one optimizer step consumes: world * accum. */
+uint64_t yk_partition_data_step_windows(int world, int accum);
+
+/* The sequence number read by micro-batch `micro` of `rank` in the step that
+ * starts at `step_first` (see above). Requires 0 <= rank < world and
+ * 0 <= micro < accum. */
+uint64_t yk_partition_data_window(uint64_t step_first, int world, int accum, int rank, int micro);
+
 #ifdef __cplusplus
 }
 #endif

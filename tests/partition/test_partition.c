@@ -19,10 +19,62 @@ START_TEST(test_even_ranges_cover_exactly_once) {
 }
 END_TEST
 
+
+START_TEST(test_data_windows_count) {
+  ck_assert_uint_eq(yk_partition_data_windows(0, 6), 0);
+  ck_assert_uint_eq(yk_partition_data_windows(6, 6), 0);  /* needs w + 1 tokens */
+  ck_assert_uint_eq(yk_partition_data_windows(7, 6), 1);
+  ck_assert_uint_eq(yk_partition_data_windows(12, 6), 1);
+  ck_assert_uint_eq(yk_partition_data_windows(13, 6), 2);
+  ck_assert_uint_eq(yk_partition_data_windows(100, 0), 0);
+  /* every window fits: last window's last token index < ntok */
+  for (uint64_t n = 0; n < 200; n++)
+    for (uint64_t w = 1; w < 20; w++) {
+      uint64_t k = yk_partition_data_windows(n, w);
+      if (k) ck_assert_uint_lt((k - 1) * w + w, n);      /* last window's last target */
+      if (n >= (k + 1) * w + 1) ck_abort_msg("window %llu would fit too", (unsigned long long)k);
+    }
+}
+END_TEST
+
+/* The windows one step reads: the same set for every split of world*accum,
+ * disjoint across ranks and micro-batches, and consecutive steps tile the
+ * sequence without gaps. */
+START_TEST(test_data_window_splits) {
+  for (int G = 1; G <= 12; G++) {
+    for (int world = 1; world <= G; world++) {
+      if (G % world) continue;
+      int accum = G / world;
+      ck_assert_uint_eq(yk_partition_data_step_windows(world, accum), (uint64_t)G);
+      for (uint64_t step = 0; step < 5; step++) {
+        uint64_t first = step * (uint64_t)G;
+        unsigned char seen[16] = {0};
+        for (int r = 0; r < world; r++)
+          for (int m = 0; m < accum; m++) {
+            uint64_t q = yk_partition_data_window(first, world, accum, r, m);
+            ck_assert_uint_ge(q, first);
+            ck_assert_uint_lt(q, first + (uint64_t)G);
+            ck_assert_msg(!seen[q - first], "G=%d world=%d accum=%d: window %llu read twice", G, world, accum,
+                          (unsigned long long)q);
+            seen[q - first] = 1;
+          }
+      }
+      /* micro-batch m of all ranks is one contiguous run (llm.c order) */
+      for (int m = 0; m < accum; m++)
+        for (int r = 1; r < world; r++)
+          ck_assert_uint_eq(yk_partition_data_window(40, world, accum, r, m),
+                            yk_partition_data_window(40, world, accum, r - 1, m) + 1);
+    }
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("partition");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, test_even_ranges_cover_exactly_once);
+  tcase_add_test(tc, test_data_windows_count);
+  tcase_add_test(tc, test_data_window_splits);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -1,0 +1,153 @@
+/* yk_data.h - the one public header of yoke's `data` module.
+ *
+ * What lives here:
+ *   - token shards (docs/formats.md, "Token shard (version 1)"): a header of
+ *     256 int32 (magic 20240520, version 1, token count) then that many
+ *     uint16 tokens; read with mmap (validated), written atomically;
+ *   - the byte-level tokenizer of the quick-start models (vocab 256,
+ *     token = byte value);
+ *   - `yoke data prepare`: text files -> byte-level train / val shards;
+ *   - the batch loader: contiguous B*T+1-token windows over sorted shards,
+ *     each data-parallel rank reading its own window per micro-batch by the
+ *     rule in yk_partition.h, with a position that checkpoints save and
+ *     restore exactly.
+ * No global state; every object is owned by its caller.
+ */
+#ifndef YK_DATA_H
+#define YK_DATA_H
+
+#include "yk_common.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define YK_SHARD_MAGIC 20240520
+#define YK_SHARD_VERSION 1
+#define YK_SHARD_HEADER_INTS 256
+#define YK_SHARD_HEADER_BYTES (YK_SHARD_HEADER_INTS * 4)
+/* Largest token count a header can hold (int32 field). */
+#define YK_SHARD_MAX_TOKENS 2147483647ull
+
+/* ------------------------------------------------------------------------ */
+/* Token shards                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* An open (memory-mapped, read-only) shard. */
+typedef struct yk_data_shard {
+  char path[1024];
+  const uint16_t *tokens; /* ntok tokens, inside the mapping */
+  uint64_t ntok;
+  void *map; /* private: the mapping and its length */
+  size_t map_len;
+} yk_data_shard;
+
+/* Open and validate a shard: magic, version, a token count >= 0, and a file
+ * size of exactly 1024 + 2 * count bytes. vocab > 0 also checks every token
+ * id is < vocab (one pass over the file); vocab <= 0 skips that pass. Each
+ * error is YK_EFORMAT (YK_EIO / YK_ENOTFOUND for I/O) with a message naming
+ * the file, the field, the expected and the found value. The caller owns *s
+ * and releases it with yk_data_shard_close (also after a failed open: safe). */
+int yk_data_shard_open(yk_data_shard *s, const char *path, int64_t vocab, yk_diag *d);
+void yk_data_shard_close(yk_data_shard *s);
+
+/* Write ntok tokens as a shard at path, atomically (path.tmp, fsync,
+ * rename). YK_EINVAL if ntok > YK_SHARD_MAX_TOKENS. */
+int yk_data_shard_write(const char *path, const uint16_t *tokens, uint64_t ntok, yk_diag *d);
+
+/* ------------------------------------------------------------------------ */
+/* Byte-level tokenizer                                                     */
+/* ------------------------------------------------------------------------ */
+
+#define YK_DATA_BYTE_VOCAB 256
+
+/* out[i] = (uint8_t)text[i] for n bytes; out holds n tokens. */
+void yk_data_bytes_encode(const void *text, size_t n, uint16_t *out);
+/* out[i] = tokens[i] as a byte; YK_EINVAL (naming index and value) if a
+ * token is >= 256. out holds n bytes (not NUL-terminated). */
+int yk_data_bytes_decode(const uint16_t *tokens, size_t n, char *out, yk_diag *d);
+
+/* ------------------------------------------------------------------------ */
+/* Batch loader                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Opaque: the open shards, the window index and the position. */
+typedef struct yk_data_loader yk_data_loader;
+
+/* The loader position, a plain struct that checkpoints store verbatim.
+ * windows_done counts sequence numbers consumed by completed optimizer steps,
+ * over all ranks (it grows past the epoch: epoch = windows_done / W). The
+ * other fields identify what it counts, so a restore into a loader with a
+ * different window size or data is refused instead of silently misread. */
+typedef struct yk_data_pos {
+  uint64_t windows_done;
+  uint64_t window_tokens;     /* B*T */
+  uint64_t epoch_windows;     /* W */
+  uint64_t total_tokens;      /* tokens over all shards */
+} yk_data_pos;
+
+/* Open every shard matching `pattern` (a path or a glob, matches sorted by
+ * byte-wise path order) for windows of B*T tokens, validating each (vocab as
+ * in yk_data_shard_open). `what` names the source in messages (e.g.
+ * "data.train"). Errors: YK_ENOTFOUND when nothing matches, YK_EFORMAT for a
+ * bad shard, YK_ECONFIG when the shards hold no complete window (message says
+ * how many tokens are needed). Position starts at 0. Caller frees with
+ * yk_data_loader_close. */
+int yk_data_loader_open(yk_data_loader **out, const char *what, const char *pattern, int64_t B, int64_t T,
+                        int64_t vocab, yk_diag *d);
+void yk_data_loader_close(yk_data_loader *ld);
+
+int64_t yk_data_loader_B(const yk_data_loader *ld);
+int64_t yk_data_loader_T(const yk_data_loader *ld);
+/* W, the number of windows in one epoch. */
+uint64_t yk_data_loader_epoch_windows(const yk_data_loader *ld);
+uint64_t yk_data_loader_total_tokens(const yk_data_loader *ld);
+int yk_data_loader_shard_count(const yk_data_loader *ld);
+/* Path of shard i (sorted order); valid until close. NULL if out of range. */
+const char *yk_data_loader_shard_path(const yk_data_loader *ld, int i);
+
+/* Random access: the B*T+1 tokens of sequence number q (window q % W),
+ * inside the mapping, valid until close. Row b of the batch is
+ * inputs = p[b*T .. b*T+T), targets = p[b*T+1 .. b*T+T+1). */
+const uint16_t *yk_data_loader_window_tokens(const yk_data_loader *ld, uint64_t q);
+/* Same, widened: inputs and targets are (B, T) int32, row-major; either may
+ * be NULL. Which shard/offset it came from goes to *shard / *token_off when
+ * non-NULL (for logs). */
+void yk_data_loader_window(const yk_data_loader *ld, uint64_t q, int32_t *inputs, int32_t *targets, int *shard,
+                           uint64_t *token_off);
+
+/* Training use, one call per micro-batch: fill inputs/targets ((B, T)
+ * int32) with the window of micro-batch `micro` of `rank` in the current
+ * step, q = windows_done + micro*world + rank (yk_partition_data_window).
+ * Does not move the position. YK_EINVAL if rank/micro are out of range. */
+int yk_data_loader_next(const yk_data_loader *ld, int world, int accum, int rank, int micro, int32_t *inputs,
+                        int32_t *targets);
+/* End of an optimizer step: windows_done += world * accum. Every rank calls
+ * it with the same arguments, so all ranks hold the same position. */
+void yk_data_loader_advance(yk_data_loader *ld, int world, int accum);
+/* Current epoch (windows_done / W). */
+uint64_t yk_data_loader_epoch(const yk_data_loader *ld);
+
+void yk_data_loader_get_pos(const yk_data_loader *ld, yk_data_pos *pos);
+/* Restore a saved position. YK_EMISMATCH (naming both values) if the saved
+ * window size, epoch size or token total differ from this loader's: resume
+ * with the same data and the same train.micro_batch * train.seq_len. */
+int yk_data_loader_set_pos(yk_data_loader *ld, const yk_data_pos *pos, yk_diag *d);
+
+/* ------------------------------------------------------------------------ */
+/* Subcommands                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* yoke data prepare [--out DIR] [--val-fraction F] [--shard-tokens N] FILE|GLOB...
+ * Exit code 0 / 1 (I/O or input failure) / 2 (usage). */
+int yk_data_cmd_prepare(int argc, char **argv);
+/* yoke data <action> ...: dispatches to prepare (the table entry in cli/). */
+int yk_data_cmd_data(int argc, char **argv);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* YK_DATA_H */

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# `yoke data prepare` end to end on a few small text files: token counts,
+# exact shard contents (byte-level, separators, per-document val split),
+# sorted and deduplicated inputs, determinism, multi-shard output, and the
+# errors for bad usage and bad input.
+set -u
+. "$(dirname "$0")/../lib.sh"
+
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/in/sub"
+printf 'The quick brown fox jumps over the lazy dog.\n' > "$tmp/in/b.txt"      # 45 bytes
+printf 'Hello, world!\nSecond line here.\n' > "$tmp/in/a.txt"                 # 32 bytes
+head -c 1000 /usr/share/common-licenses/GPL-3 > "$tmp/in/c.txt"              # 1000 bytes
+ln -s b.txt "$tmp/in/link.txt"                                                # duplicate of b.txt
+
+expect_ok "--help" "$YOKE" data prepare --help
+expect_ok "data --help" "$YOKE" data --help
+expect_fail 2 "no inputs" "$YOKE" data prepare
+expect_fail 2 "unknown flag" "$YOKE" data prepare --frobnicate x
+expect_stderr "unknown option '--frobnicate'" "$YOKE" data prepare --frobnicate x
+expect_fail 2 "bad val fraction" "$YOKE" data prepare --val-fraction 1.5 "$tmp/in/a.txt"
+expect_stderr "--val-fraction '1.5' must be a number in [0, 1)" "$YOKE" data prepare --val-fraction 1.5 "$tmp/in/a.txt"
+expect_fail 2 "glob without match" "$YOKE" data prepare --out "$tmp/o" "$tmp/in/*.nope"
+expect_stderr "no file matches" "$YOKE" data prepare --out "$tmp/o" "$tmp/in/*.nope"
+expect_fail 2 "unknown action" "$YOKE" data frobnicate
+expect_fail 2 "directory argument" "$YOKE" data prepare --out "$tmp/o" "$tmp/in/sub"
+printf 'bin\0ary' > "$tmp/bin.dat"
+expect_fail 1 "NUL byte file" "$YOKE" data prepare --out "$tmp/o" "$tmp/bin.dat"
+expect_stderr "bin.dat has a NUL byte at offset 3" "$YOKE" data prepare --out "$tmp/o" "$tmp/bin.dat"
+
+# val fraction 0.25: per document floor(len/4) bytes go to val, each part gets a separator token
+out=$("$YOKE" data prepare --out "$tmp/o" --val-fraction 0.25 "$tmp/in/*.txt" 2>&1); rc=$?
+[ $rc = 0 ] && pass "prepare ran" || fail "prepare exit $rc: $out"
+echo "$out"
+# a: 32 -> 24 + 8; b: 45 -> 34 + 11; c: 1000 -> 750 + 250; link.txt skipped
+train=$(( (1 + 24) + (1 + 34) + (1 + 750) )); val=$(( (1 + 8) + (1 + 11) + (1 + 250) ))
+case "$out" in *"read 3 files, 1077 bytes (1 duplicate path skipped)"*) pass "file count" ;; *) fail "file count: $out" ;; esac
+case "$out" in *"train: $train tokens in 1 shard"*) pass "train count $train" ;; *) fail "train count: $out" ;; esac
+case "$out" in *"val: $val tokens in 1 shard"*) pass "val count $val" ;; *) fail "val count: $out" ;; esac
+
+# exact contents: sorted order a, b, c; token = byte; 0 before each document part
+toks() { tail -c +1025 "$1" | od -An -tu2 -v | tr -s ' ' '\n' | grep -v '^$'; }
+bytes() { od -An -tu1 -v | tr -s ' ' '\n' | grep -v '^$'; }
+{ for f in a b c; do echo 0; n=$(stat -c %s "$tmp/in/$f.txt"); head -c $((n - n / 4)) "$tmp/in/$f.txt" | bytes; done; } > "$tmp/want_train"
+{ for f in a b c; do echo 0; n=$(stat -c %s "$tmp/in/$f.txt"); tail -c $((n / 4)) "$tmp/in/$f.txt" | bytes; done; } > "$tmp/want_val"
+toks "$tmp/o/train_000.bin" > "$tmp/got_train"
+toks "$tmp/o/val_000.bin" > "$tmp/got_val"
+cmp -s "$tmp/want_train" "$tmp/got_train" && pass "train tokens exact" || fail "train tokens differ: $(diff "$tmp/want_train" "$tmp/got_train" | head -5)"
+cmp -s "$tmp/want_val" "$tmp/got_val" && pass "val tokens exact" || fail "val tokens differ"
+hdr=$(head -c 12 "$tmp/o/train_000.bin" | od -An -td4 | tr -s ' ')
+[ "$hdr" = " 20240520 1 $train" ] && pass "header magic/version/count" || fail "header: '$hdr'"
+[ "$(stat -c %s "$tmp/o/train_000.bin")" = $((1024 + 2 * train)) ] && pass "file size" || fail "file size"
+
+# deterministic: same inputs, byte-identical shards (argument order does not matter)
+"$YOKE" data prepare --out "$tmp/o2" --val-fraction 0.25 "$tmp/in/c.txt" "$tmp/in/link.txt" "$tmp/in/a.txt" "$tmp/in/b.txt" > /dev/null
+cmp -s "$tmp/o/train_000.bin" "$tmp/o2/train_000.bin" && cmp -s "$tmp/o/val_000.bin" "$tmp/o2/val_000.bin" \
+  && pass "deterministic" || fail "shards differ between runs"
+
+# several shards, and a rerun removes the earlier run's extra shards
+out=$("$YOKE" data prepare --out "$tmp/o" --val-fraction 0 --shard-tokens 300 "$tmp/in/*.txt")
+all=$(( 1 + 32 + 1 + 45 + 1 + 1000 ))
+case "$out" in *"train: $all tokens in 4 shards"*) pass "multi-shard" ;; *) fail "multi-shard: $out" ;; esac
+[ -e "$tmp/o/train_003.bin" ] && [ ! -e "$tmp/o/val_000.bin" ] && pass "shard files" || fail "shard files: $(ls "$tmp/o")"
+cat "$tmp/o"/train_00[0-3].bin > /dev/null
+sum=0; for f in "$tmp"/o/train_*.bin; do sum=$((sum + ($(stat -c %s "$f") - 1024) / 2)); done
+[ $sum = $all ] && pass "shards sum to $all tokens" || fail "shards hold $sum tokens"
+"$YOKE" data prepare --out "$tmp/o" "$tmp/in/a.txt" > /dev/null
+[ ! -e "$tmp/o/train_001.bin" ] && pass "stale shards removed" || fail "stale shard left: $(ls "$tmp/o")"
+
+# the quick-start corpus every Debian machine has
+out=$("$YOKE" data prepare --out "$tmp/lic" '/usr/share/common-licenses/*')
+case "$out" in *"train: "*" tokens in 1 shard"*) pass "common-licenses corpus" ;; *) fail "corpus: $out" ;; esac
+finish

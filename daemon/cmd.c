@@ -71,7 +71,7 @@ int ykd_parse_int_arg(const char *cmd, const char *name, const char *v, int64_t 
   return 0;
 }
 
-int ykd_exit_for(int rc) {
+int yk_daemon_exit_code(int rc) {
   switch (rc) {
   case 0: return YK_EXIT_OK;
   case YK_ECONFIG:
@@ -156,7 +156,7 @@ int yk_daemon_cmd_selftest(int argc, char **argv) {
   rc = yk_daemon_ctl_start(&o, &ctl, &d);
   if (rc) {
     YK_ERROR(&lg, "%s: %s", cmd, yk_diag_msg(&d, rc));
-    return ykd_exit_for(rc);
+    return yk_daemon_exit_code(rc);
   }
   yk_daemon_job job;
   yk_daemon_ctl_job(ctl, &job);

@@ -72,7 +72,7 @@ done
 # 5. observability and robustness while a job runs
 mport=$(free_port)
 out=$YK_TMP/obs.log
-"$YOKE" launch -n 2 -- daemon-selftest --steps 120 --step-ms 25 $HB --set coord.metrics_port=$mport > "$out" 2>&1 &
+"$YOKE" launch -n 2 -- daemon-selftest --steps 200 --step-ms 25 $HB --set coord.metrics_port=$mport > "$out" 2>&1 &
 L=$!
 wait_for "all 2 ranks registered" "$out" 20
 port=$(launcher_port "$out")

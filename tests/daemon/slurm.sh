@@ -26,13 +26,18 @@ timeout 60 srun -n 2 --time=2 "$YOKE" $cmd "$YK_TMP/job.yaml" $args --set coord.
 grep -q "all 2 ranks registered" "$out" && pass "srun: rank 0 embedded the coordinator on the first node" || fail "srun: no rendezvous"
 for r in 0 1; do grep -q "as rank $r of 2" "$out" && pass "srun: rank $r joined" || fail "srun: rank $r missing"; done
 
-# sbatch with the shipped one-node script, waited for
+# sbatch with the shipped one-node script (polled: `sbatch --wait` sleeps in
+# long steps)
 out=$YK_TMP/sbatch.out
-jid=$(YOKE=$YOKE YOKE_CMD=$cmd timeout 90 sbatch --parsable --wait --time=2 --output="$out" \
-  "$YK_SOURCE_DIR/cluster-configs/slurm/one-node.sbatch" "$YK_TMP/job.yaml" $args 2> "$YK_TMP/sbatch.err"); rc=$?
-[ $rc = 0 ] && pass "sbatch one-node.sbatch job $jid completed" || fail "sbatch: exit $rc: $(cat "$YK_TMP/sbatch.err") $(tail -5 "$out" 2>/dev/null)"
+jid=$(YOKE=$YOKE YOKE_CMD=$cmd timeout 30 sbatch --parsable --time=2 --output="$out" \
+  "$YK_SOURCE_DIR/cluster-configs/slurm/one-node.sbatch" "$YK_TMP/job.yaml" $args 2> "$YK_TMP/sbatch.err")
+state=""
+for i in $(seq 300); do
+  state=$(timeout 5 scontrol show job "$jid" 2>/dev/null | grep -oE 'JobState=[A-Z_]+' | head -1)
+  case "$state" in JobState=PENDING|JobState=RUNNING|JobState=CONFIGURING|JobState=COMPLETING|"") sleep 0.2 ;; *) break ;; esac
+done
+[ "$state" = JobState=COMPLETED ] && pass "sbatch one-node.sbatch job $jid: $state" \
+  || fail "sbatch job '$jid': '$state': $(cat "$YK_TMP/sbatch.err") $(tail -5 "$out" 2>/dev/null)"
 grep -q "all 2 ranks registered" "$out" && pass "sbatch: 2 ranks rendezvoused" || fail "sbatch: no rendezvous in $(tail -5 "$out" 2>/dev/null)"
 [ "$(grep -c 'joined job' "$out" 2>/dev/null)" = 2 ] && pass "sbatch: both ranks joined" || fail "sbatch: joins"
-state=$(timeout 5 scontrol show job "$jid" 2>/dev/null | grep -oE 'JobState=[A-Z]+' | head -1)
-[ "$state" = JobState=COMPLETED ] && pass "sbatch: $state" || fail "sbatch: job state '$state'"
 finish

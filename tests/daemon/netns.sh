@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Several "hosts": three network namespaces on one bridge (198.18.0.1-3/24,
-# the benchmarking range), ranks started inside them with `ip netns exec`.
+# the benchmarking range), ranks started inside them with `ip netns exec`
+# (by hand with the YOKE_* variables, and by mpirun through an rsh agent that
+# enters the namespace: tests/daemon/nsrsh.sh).
 # Rank 0 on host A embeds the coordinator; ranks on B and C reach it over the
 # veth links. Then: kill -9 of the rank on C, and a network partition of C
 # (link down: no FIN, so only heartbeats can tell). Namespaces are removed on
@@ -66,6 +68,20 @@ for i in 0 1 2; do wait "${PIDS[$i]}"; rcs="$rcs$?"; done
 [ "$rcs" = 000 ] && pass "3 ranks on 3 hosts finished" || fail "exit codes $rcs: $(tail -2 "$YK_TMP/ok.r1")"
 grep -q "rank 2 registered from hostC .*(198.18.0.3:" "$YK_TMP/ok.r0" && pass "coordinator on A saw rank 2 from hostC at 198.18.0.3" \
   || fail "no registration from 198.18.0.3: $(grep registered "$YK_TMP/ok.r0")"
+
+# 1b. mpirun across the hosts: mpirun runs on A, its rsh agent starts orted
+#     inside B and C; coord.host is A's address
+out=$YK_TMP/mpi.log
+port=$(free_port)
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 ip netns exec "${NS[0]}" \
+  mpirun --mca plm_rsh_agent "$(dirname "$0")/nsrsh.sh" --mca oob_tcp_if_include 198.18.0.0/24 \
+  --mca btl self,tcp --mca btl_tcp_if_include 198.18.0.0/24 -H "${NS[0]},${NS[1]},${NS[2]}" -np 3 -x YOKE_SECRET \
+  "$YOKE" $YK_WORKLOAD $HB --set coord.host=198.18.0.1 --set coord.port=$port > "$out" 2>&1; rc=$?
+[ $rc = 0 ] && pass "mpirun -np 3 across 3 hosts exits 0" || fail "mpirun across hosts: exit $rc: $(tail -5 "$out")"
+for i in 1 2; do
+  grep -q "registered from ${NS[$i]} .*(198.18.0.$((i + 1)):" "$out" && pass "mpirun: rank on ${NS[$i]} registered from 198.18.0.$((i + 1))" \
+    || fail "mpirun: no registration from ${NS[$i]}: $(grep registered "$out")"
+done
 
 # 2. kill -9 of the rank on host C: A and B exit within timeout + 2 s naming it
 run_job "$YK_TMP/kill" $YK_WORKLOAD_LONG

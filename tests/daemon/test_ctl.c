@@ -1,6 +1,6 @@
 /* The step loop's API against a real coordinator, in one process: two ranks'
- * control planes start (rendezvous), see each other's addresses, all-gather,
- * report metrics that the coordinator's STATUS shows, and when one rank
+ * control planes start (rendezvous), see each other's addresses, all-gather
+ * twice, report metrics and heartbeat, and when one rank
  * leaves with a failure the other gets SHUTDOWN through poll and its
  * on_abort hook runs. */
 #include <check.h>

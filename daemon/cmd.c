@@ -79,6 +79,7 @@ int yk_daemon_exit_code(int rc) {
   case YK_EPEERDEAD: return YK_EXIT_PEER_DEAD;
   case YK_ECLOSED: return YK_EXIT_COORD_LOST;
   case YK_ETIMEDOUT: return YK_EXIT_RENDEZVOUS;
+  case YK_EINTR: return YK_EXIT_SIGINT;
   default: return YK_EXIT_FAILURE;
   }
 }

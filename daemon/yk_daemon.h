@@ -43,7 +43,7 @@ typedef enum {
 
 /* The exit code for a YK_E* error from the control plane (yk_daemon_ctl_start
  * and friends): YK_ECONFIG/YK_EUSAGE -> 2, YK_EPEERDEAD -> 3, YK_ECLOSED -> 4,
- * YK_ETIMEDOUT -> 5, 0 -> 0, anything else -> 1. */
+ * YK_ETIMEDOUT -> 5, YK_EINTR -> 130, 0 -> 0, anything else -> 1. */
 int yk_daemon_exit_code(int yk_err);
 
 /* ------------------------------------------------------------------------ */
@@ -345,7 +345,8 @@ int64_t yk_daemon_ctl_heartbeat_age_ms(yk_daemon_ctl *ctl);
 /* Leave the job: send BYE(exit_code, reason), wait (bounded, 2 s) for it to
  * be flushed, stop the thread, close everything and free ctl. If this rank
  * embeds the coordinator, it keeps serving until the other ranks said BYE
- * or died (bounded by heartbeat_timeout). ctl may be NULL. */
+ * or died (heartbeats keep detecting deaths meanwhile; at most 30 min). ctl
+ * may be NULL. */
 void yk_daemon_ctl_stop(yk_daemon_ctl *ctl, int exit_code, const char *reason);
 
 /* ------------------------------------------------------------------------ */

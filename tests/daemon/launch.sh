@@ -92,6 +92,9 @@ expect_stderr "does not share our job secret" "$YOKE" status --coord 127.0.0.1:$
 head -c 4096 /dev/urandom > "/dev/tcp/127.0.0.1/$port" 2>/dev/null
 printf 'YKCP\001\002\000\000\377\377' > "/dev/tcp/127.0.0.1/$port" 2>/dev/null
 printf 'GET /metrics HTTP/1.0\r\n\r\n' > "/dev/tcp/127.0.0.1/$port" 2>/dev/null
+# garbage and a half request at the metrics port do not take it down
+head -c 2048 /dev/urandom > "/dev/tcp/127.0.0.1/$mport" 2>/dev/null
+printf 'GET /metr' > "/dev/tcp/127.0.0.1/$mport" 2>/dev/null
 # /metrics of both ranks, parsed
 for r in 0 1; do
   resp=$(http_get 127.0.0.1 $((mport + r)) /metrics | tr -d '\r')

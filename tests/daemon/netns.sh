@@ -15,8 +15,8 @@ if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null; then
 fi
 tag=$$
 hub=ykhub$tag
-NS=(ykA$tag ykB$tag ykC$tag)
-HOSTS=(hostA hostB hostC)
+NS=(yk${tag}h0 yk${tag}h1 yk${tag}h2)
+HOSTS=(host0 host1 host2)
 cleanup_ns() {
   local n
   for n in "${NS[@]}" "$hub"; do
@@ -66,7 +66,7 @@ run_job "$YK_TMP/ok" $YK_WORKLOAD
 rcs=""
 for i in 0 1 2; do wait "${PIDS[$i]}"; rcs="$rcs$?"; done
 [ "$rcs" = 000 ] && pass "3 ranks on 3 hosts finished" || fail "exit codes $rcs: $(tail -2 "$YK_TMP/ok.r1")"
-grep -q "rank 2 registered from hostC .*(198.18.0.3:" "$YK_TMP/ok.r0" && pass "coordinator on A saw rank 2 from hostC at 198.18.0.3" \
+grep -q "rank 2 registered from host2 .*(198.18.0.3:" "$YK_TMP/ok.r0" && pass "coordinator on A saw rank 2 from host2 at 198.18.0.3" \
   || fail "no registration from 198.18.0.3: $(grep registered "$YK_TMP/ok.r0")"
 
 # 1b. mpirun across the hosts: mpirun runs on A, its rsh agent starts orted
@@ -83,7 +83,15 @@ for i in 1 2; do
     || fail "mpirun: no registration from ${NS[$i]}: $(grep registered "$out")"
 done
 
-# 2. kill -9 of the rank on host C: A and B exit within timeout + 2 s naming it
+# 1c. the local launcher on host 0 starts each rank on its own host (--wrap)
+out=$YK_TMP/launch.log
+timeout 60 ip netns exec "${NS[0]}" "$YOKE" launch -n 3 --bind 198.18.0.1 \
+  --wrap "ip netns exec yk${tag}h{rank} env YOKE_HOSTNAME=host{rank}" -- $YK_WORKLOAD $HB > "$out" 2>&1; rc=$?
+[ $rc = 0 ] && pass "yoke launch --wrap: 3 ranks on 3 hosts exit 0" || fail "launch --wrap: exit $rc: $(tail -5 "$out")"
+grep -q "rank 2 registered from host2 .*(198.18.0.3:" "$out" && grep -q "^\[r2\] " "$out" \
+  && pass "launch --wrap: rank 2 on host2 (198.18.0.3), output prefixed [r2]" || fail "launch --wrap: $(grep registered "$out")"
+
+# 2. kill -9 of the rank on host 2: A and B exit within timeout + 2 s naming it
 run_job "$YK_TMP/kill" $YK_WORKLOAD_LONG
 wait_for "all 3 ranks registered" "$YK_TMP/kill.r0" 20 || fail "kill: no rendezvous"
 sleep 0.5
@@ -95,9 +103,9 @@ wait "${PIDS[1]}"; rc1=$?
 dt=$(( $(now_ms) - t0 ))
 [ $dt -le 4000 ] && pass "A and B exited ${dt} ms after kill -9 on C" || fail "took ${dt} ms"
 [ "$rc0$rc1" = 33 ] && pass "both exit 3 (peer dead)" || fail "exit codes $rc0 $rc1"
-grep -q "job aborted: rank 2 (host hostC" "$YK_TMP/kill.r1" && pass "rank on B names rank 2 on hostC" || fail "B: $(tail -2 "$YK_TMP/kill.r1")"
+grep -q "job aborted: rank 2 (host host2" "$YK_TMP/kill.r1" && pass "rank on B names rank 2 on host2" || fail "B: $(tail -2 "$YK_TMP/kill.r1")"
 
-# 3. host C drops off the network (no FIN): heartbeats find it on both sides
+# 3. host 2 drops off the network (no FIN): heartbeats find it on both sides
 run_job "$YK_TMP/part" $YK_WORKLOAD_LONG
 wait_for "all 3 ranks registered" "$YK_TMP/part.r0" 20 || fail "partition: no rendezvous"
 sleep 0.5
@@ -110,7 +118,7 @@ wait "${PIDS[2]}"; rc2=$?
 dtc=$(( $(now_ms) - t0 ))
 [ $dtab -le 4000 ] && pass "partition: A and B exited in ${dtab} ms" || fail "partition: A/B took ${dtab} ms"
 [ $dtc -le 4000 ] && pass "partition: C exited in ${dtc} ms" || fail "partition: C took ${dtc} ms"
-[ "$rc0$rc1" = 33 ] && grep -q "rank 2 (host hostC.*no heartbeat for" "$YK_TMP/part.r1" && pass "A, B: exit 3, rank 2 on hostC missed heartbeats" \
+[ "$rc0$rc1" = 33 ] && grep -q "rank 2 (host host2.*no heartbeat for" "$YK_TMP/part.r1" && pass "A, B: exit 3, rank 2 on host2 missed heartbeats" \
   || fail "A/B: $rc0 $rc1: $(tail -2 "$YK_TMP/part.r1")"
 [ $rc2 = 4 ] && grep -q "sent nothing for" "$YK_TMP/part.r2" && pass "C: exit 4, coordinator silent" || fail "C: exit $rc2: $(tail -2 "$YK_TMP/part.r2")"
 finish

@@ -207,7 +207,7 @@ static int cmd_inspect(int argc, char **argv) {
       printf("      %-16s (%s)  offset %zu  numel %zu\n", td->name, shape, td->offset, td->numel);
     }
   }
-  printf("\nblobs:\n");
+  printf("\nblobs:%s\n", yk_ckpt_reader_blob_count(r) ? "" : " (none)");
   for (int b = 0; b < yk_ckpt_reader_blob_count(r); b++) {
     const char *name;
     int rank;

@@ -182,6 +182,45 @@ static int take_err(yk_ckpt_writer *w, yk_diag *d) {
   return rc;
 }
 
+/* Snapshot buffers for this rank's slice of every arena of s; allocated
+ * (and so touched: yk_alloc zeroes) once and reused by later saves. */
+static int ensure_buffers(yk_ckpt_writer *w, const yk_ckpt_state *s, yk_diag *d) {
+  if (s->narenas > w->nbuf) {
+    uint8_t **nb = realloc(w->buf, (size_t)s->narenas * sizeof *nb);
+    if (nb) w->buf = nb;
+    size_t *nc = realloc(w->cap, (size_t)s->narenas * sizeof *nc);
+    if (nc) w->cap = nc;
+    if (!nb || !nc) return yk_errorf(d, YK_ENOMEM, "out of memory");
+    for (int i = w->nbuf; i < s->narenas; i++) {
+      w->buf[i] = NULL;
+      w->cap[i] = 0;
+    }
+    w->nbuf = s->narenas;
+  }
+  for (int i = 0; i < s->narenas; i++) {
+    const ck_arena *a = &s->arenas[i];
+    uint64_t lo, len;
+    yk_partition_even_range(a->numel, w->o.world, w->o.rank, &lo, &len);
+    size_t need = len * yk_dtype_size(a->dtype);
+    if (need > w->cap[i] || !w->buf[i]) {
+      yk_free(w->buf[i]);
+      w->buf[i] = yk_alloc(need ? need : 1);
+      w->cap[i] = w->buf[i] ? need : 0;
+      if (!w->buf[i])
+        return yk_errorf(d, YK_ENOMEM, "out of memory for a %zu-byte snapshot of arena '%s'", need, a->name);
+    }
+  }
+  return 0;
+}
+
+int yk_ckpt_writer_prepare(yk_ckpt_writer *w, const yk_ckpt_state *s, yk_diag *d) {
+  pthread_mutex_lock(&w->mu);
+  int busy = w->busy;
+  pthread_mutex_unlock(&w->mu);
+  if (busy) return yk_errorf(d, YK_EBUSY, "checkpoint writer is busy; prepare before the first save");
+  return ensure_buffers(w, s, d);
+}
+
 int yk_ckpt_writer_save(yk_ckpt_writer *w, const yk_ckpt_state *s, int64_t step, unsigned flags, yk_diag *d) {
   pthread_mutex_lock(&w->mu);
   int rc = take_err(w, d);
@@ -197,18 +236,8 @@ int yk_ckpt_writer_save(yk_ckpt_writer *w, const yk_ckpt_state *s, int64_t step,
   w->meta = calloc((size_t)s->narenas + 1, sizeof *w->meta);
   w->parts = calloc((size_t)s->narenas + 1, sizeof *w->parts);
   if (!w->meta || !w->parts) return yk_errorf(d, YK_ENOMEM, "out of memory");
-  if (s->narenas > w->nbuf) {
-    uint8_t **nb = realloc(w->buf, (size_t)s->narenas * sizeof *nb);
-    size_t *nc = realloc(w->cap, (size_t)s->narenas * sizeof *nc);
-    if (nb) w->buf = nb;
-    if (nc) w->cap = nc;
-    if (!nb || !nc) return yk_errorf(d, YK_ENOMEM, "out of memory");
-    for (int i = w->nbuf; i < s->narenas; i++) {
-      w->buf[i] = NULL;
-      w->cap[i] = 0;
-    }
-    w->nbuf = s->narenas;
-  }
+  rc = 0;
+  if ((rc = ensure_buffers(w, s, d))) return rc;
   for (int i = 0; i < s->narenas; i++) {
     ck_arena *m = &w->meta[i];
     *m = s->arenas[i];
@@ -222,14 +251,6 @@ int yk_ckpt_writer_save(yk_ckpt_writer *w, const yk_ckpt_state *s, int64_t step,
     ck_part *p = &w->parts[i];
     p->arena = m;
     yk_partition_even_range(m->numel, w->o.world, w->o.rank, &p->lo, &p->len);
-    size_t need = p->len * yk_dtype_size(m->dtype);
-    if (need > w->cap[i]) {
-      yk_free(w->buf[i]);
-      w->buf[i] = yk_alloc(need);
-      w->cap[i] = w->buf[i] ? need : 0;
-      if (!w->buf[i])
-        return yk_errorf(d, YK_ENOMEM, "out of memory for a %zu-byte snapshot of arena '%s'", need, m->name);
-    }
     p->slice = w->buf[i];
   }
   ck_blob_ref *refs;

@@ -357,6 +357,7 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk
   free(blob_sum);
   free(chunks);
   XXH3_freeState(fsum);
+  double ts = yk_now_s();
   if (!rc && fsync(fd) != 0) rc = yk_errorf_sys(d, YK_EIO, "cannot fsync '%s'", tmp);
   if (close(fd) != 0 && !rc) rc = yk_errorf_sys(d, YK_EIO, "cannot close '%s'", tmp);
   if (!rc && rename(tmp, path) != 0) rc = yk_errorf_sys(d, YK_EIO, "cannot rename '%s' to '%s'", tmp, path);
@@ -366,6 +367,7 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk
     st->raw_bytes = raw;
     st->file_bytes = pos;
     st->write_s = yk_now_s() - t0;
+    st->sync_s = yk_now_s() - ts;
   }
   return rc;
 }

@@ -102,7 +102,8 @@ typedef struct yk_ckpt_write_stats {
   uint64_t raw_bytes;    /* arena slice + blob bytes of this rank */
   uint64_t file_bytes;   /* shard file size */
   double copy_s;         /* snapshot copy (the training stall) */
-  double write_s;        /* compress + write + fsync */
+  double write_s;        /* compress + write + fsync (total) */
+  double sync_s;         /* of which fsync of the shard file and directory */
 } yk_ckpt_write_stats;
 
 /* Phase 1, every rank, synchronous: write this rank's shard of `s` at `step`
@@ -144,6 +145,9 @@ typedef struct yk_ckpt_writer yk_ckpt_writer;
 
 /* o is copied (o->dir string too). Free with yk_ckpt_writer_free. */
 int yk_ckpt_writer_create(const yk_ckpt_opts *o, yk_ckpt_writer **out, yk_diag *d);
+/* Optional, at startup: allocate (and fault in) the snapshot buffers for s
+ * now, so the first save's stall is the copy alone. Buffers are reused. */
+int yk_ckpt_writer_prepare(yk_ckpt_writer *w, const yk_ckpt_state *s, yk_diag *d);
 int yk_ckpt_writer_save(yk_ckpt_writer *w, const yk_ckpt_state *s, int64_t step, unsigned flags, yk_diag *d);
 int yk_ckpt_writer_release(yk_ckpt_writer *w, uint64_t deadline_ns, yk_diag *d);
 int yk_ckpt_writer_poll(yk_ckpt_writer *w);

@@ -2,6 +2,7 @@
  * subcommand is a function returning the process exit code:
  *   0 success, 1 runtime failure, 2 usage or configuration error,
  *   and the codes documented in docs/exit-codes.md for preemption. */
+#include "yk_bench.h"
 #include "yk_ckpt.h"
 #include "yk_common.h"
 
@@ -13,6 +14,7 @@ typedef int (*subcmd_fn)(int argc, char **argv);
 
 static int cmd_version(int argc, char **argv);
 static int cmd_config(int argc, char **argv);
+static int cmd_bench(int argc, char **argv);
 
 typedef struct {
   const char *name;
@@ -24,6 +26,7 @@ static const subcmd subcmds[] = {
     {"version", cmd_version, "print the version"},
     {"config", cmd_config, "print the config reference or a resolved job config"},
     {"ckpt", yk_ckpt_cmd_main, "list, verify, inspect and convert checkpoints"},
+    {"bench", cmd_bench, "benchmarks (ckpt)"},
 };
 
 static void usage(FILE *out) {
@@ -98,6 +101,18 @@ static int cmd_config(int argc, char **argv) {
     return 0;
   }
   fprintf(stderr, "yoke config: unknown action '%s'\n%s", argv[1], config_usage);
+  return 2;
+}
+
+static const char bench_usage[] = "usage: yoke bench <ckpt> [options]\n\nckpt  checkpoint save/load throughput, ratio, stall\n";
+
+static int cmd_bench(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    fputs(bench_usage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (!strcmp(argv[1], "ckpt")) return yk_bench_cmd_ckpt(argc - 1, argv + 1);
+  fprintf(stderr, "yoke bench: unknown benchmark '%s'\n%s", argv[1], bench_usage);
   return 2;
 }
 

@@ -83,6 +83,13 @@ static void synth_alloc(synth *s) {
   s->h = malloc(N32 * 2);
 }
 
+static void synth_free(synth *s) {
+  free(s->p);
+  free(s->m);
+  free(s->v);
+  free(s->h);
+}
+
 static int do_save(const char *dir, int64_t steps, int async, int world) {
   synth s;
   synth_alloc(&s);
@@ -126,14 +133,16 @@ static int do_save(const char *dir, int64_t steps, int async, int world) {
     }
     if (rc) {
       fprintf(stderr, "ckpt_crash_driver: step %lld: %s\n", (long long)step, yk_diag_msg(&d, rc));
+      synth_free(&s);
       return 1;
     }
   }
+  synth_free(&s);
   return 0;
 }
 
 static int do_check(const char *dir) {
-  yk_ckpt_reader *r;
+  yk_ckpt_reader *r = NULL;
   yk_diag d = {0};
   int rc = yk_ckpt_reader_open(dir, NULL, &r, &d);
   if (rc == YK_ENOTFOUND && latest_step(dir) == 0) {
@@ -143,6 +152,7 @@ static int do_check(const char *dir) {
   if (!rc) rc = yk_ckpt_reader_verify(r, &d);
   if (rc) {
     fprintf(stderr, "check: %s\n", yk_diag_msg(&d, rc));
+    yk_ckpt_reader_close(r);
     return 1;
   }
   int64_t step = yk_ckpt_reader_step(r);
@@ -152,35 +162,37 @@ static int do_check(const char *dir) {
   synth_fill(&want, step);
   synth_fill(&got, step + 1); /* tensor tables; the data gets overwritten */
   yk_ckpt_state *st = synth_state(&got, step, 0);
+  int bad = 0;
   rc = yk_ckpt_restore(r, st, &d);
   if (rc || memcmp(want.p, got.p, N32 * 4) || memcmp(want.m, got.m, N32 * 4) || memcmp(want.v, got.v, N32 * 4) ||
       memcmp(want.h, got.h, N32 * 2)) {
-    fprintf(stderr, "check: step %lld: state differs from the one saved: %s (p %d m %d v %d h %d)\n",
-            (long long)step, rc ? yk_diag_msg(&d, rc) : "content", memcmp(want.p, got.p, N32 * 4) != 0,
-            memcmp(want.m, got.m, N32 * 4) != 0, memcmp(want.v, got.v, N32 * 4) != 0, memcmp(want.h, got.h, N32 * 2) != 0);
-    return 1;
+    fprintf(stderr, "check: step %lld: state differs from the one saved: %s\n", (long long)step,
+            rc ? yk_diag_msg(&d, rc) : "content");
+    bad = 1;
   }
-  void *b;
+  void *b = NULL;
   size_t len;
-  rc = yk_ckpt_reader_blob(r, "loader", -1, &b, &len, &d);
-  if (rc || strcmp(b, want.loader)) {
+  if (!bad && (yk_ckpt_reader_blob(r, "loader", -1, &b, &len, &d) || strcmp(b, want.loader))) {
     fprintf(stderr, "check: loader blob wrong\n");
-    return 1;
+    bad = 1;
   }
   free(b);
-  for (int q = 0; q < yk_ckpt_reader_world(r); q++) {
+  for (int q = 0; !bad && q < yk_ckpt_reader_world(r); q++) {
     char exp[64];
+    b = NULL;
     snprintf(exp, sizeof exp, "rank %d step %lld", q, (long long)step);
     if (yk_ckpt_reader_blob(r, "rng", q, &b, &len, &d) || strcmp(b, exp)) {
       fprintf(stderr, "check: rng blob of rank %d wrong\n", q);
-      return 1;
+      bad = 1;
     }
     free(b);
   }
-  printf("ok step %lld world %d\n", (long long)step, yk_ckpt_reader_world(r));
+  if (!bad) printf("ok step %lld world %d\n", (long long)step, yk_ckpt_reader_world(r));
   yk_ckpt_state_free(st);
   yk_ckpt_reader_close(r);
-  return 0;
+  synth_free(&want);
+  synth_free(&got);
+  return bad;
 }
 
 static void tdesc(yk_tensor_desc *t, const char *name, size_t *off, int ndim, int64_t a, int64_t b, int64_t c) {

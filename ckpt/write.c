@@ -148,16 +148,65 @@ typedef struct {
   yk_diag *d;
 } wctx;
 
+/* Compress chunk i into its slot (claimed by the caller). Returns 0 or sets
+ * w->err. Called without the lock. */
+static void compress_one(wctx *w, int i, void *z, uint8_t *scratch) {
+  ck_chunk *c = &w->chunks[i];
+  const ck_part *pt = &w->p->parts[c->part];
+  size_t es = yk_dtype_size(pt->arena->dtype);
+  const uint8_t *src = pt->slice + (c->off - pt->lo) * es;
+  int s = i % w->window;
+  c->raw_sum = XXH3_64bits(src, c->n * es);
+  size_t len = ck_chunk_encode(src, c->n, es, w->level, z, scratch, w->slot[s], w->slot_cap);
+  if (len) c->sum = XXH3_64bits(w->slot[s], len);
+  pthread_mutex_lock(&w->mu);
+  if (!len && !w->err)
+    w->err = yk_errorf(w->d, YK_EIO, "compression of arena '%s' chunk at element %llu failed", pt->arena->name,
+                       (unsigned long long)c->off);
+  c->bytes = len;
+  w->slot_len[s] = len;
+  w->slot_ready[s] = i;
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* Worker 0 writes chunks in order; the others compress ahead of it, at most
+ * `window` chunks. Worker 0 also compresses a chunk nobody has claimed yet,
+ * so the pipeline finishes even if no helper thread could be started. */
 static void writer_worker(void *arg, int worker) {
   wctx *w = arg;
-  if (worker == 0) { /* the ordered writer */
+  void *z = NULL;
+  uint8_t *scratch = NULL;
+  if (worker == 0) {
     for (int i = 0; i < w->nchunks; i++) {
       int s = i % w->window;
       pthread_mutex_lock(&w->mu);
-      while (!w->err && w->slot_ready[s] != i) pthread_cond_wait(&w->cv, &w->mu);
+      int mine = 0;
+      while (!w->err && w->slot_ready[s] != i) {
+        if (w->next_claim == i) {
+          w->next_claim++;
+          mine = 1;
+          break;
+        }
+        pthread_cond_wait(&w->cv, &w->mu);
+      }
+      pthread_mutex_unlock(&w->mu);
+      if (mine) {
+        if (!z) z = ck_zctx_new();
+        if (!scratch) scratch = malloc((size_t)YK_CKPT_CHUNK_ELEMS * 8);
+        if (!z || !scratch) {
+          pthread_mutex_lock(&w->mu);
+          if (!w->err) w->err = yk_errorf(w->d, YK_ENOMEM, "out of memory for compression buffers");
+          pthread_cond_broadcast(&w->cv);
+          pthread_mutex_unlock(&w->mu);
+          break;
+        }
+        compress_one(w, i, z, scratch);
+      }
+      pthread_mutex_lock(&w->mu);
       int err = w->err;
       pthread_mutex_unlock(&w->mu);
-      if (err) return;
+      if (err) break;
       ck_chunk *c = &w->chunks[i];
       c->file_off = w->pos;
       int rc = write_all(w->fd, w->slot[s], w->slot_len[s]);
@@ -168,12 +217,14 @@ static void writer_worker(void *arg, int worker) {
       w->next_write++;
       pthread_cond_broadcast(&w->cv);
       pthread_mutex_unlock(&w->mu);
-      if (rc) return;
+      if (rc) break;
     }
+    free(scratch);
+    ck_zctx_free(z);
     return;
   }
-  void *z = ck_zctx_new();
-  uint8_t *scratch = malloc((size_t)YK_CKPT_CHUNK_ELEMS * 8);
+  z = ck_zctx_new();
+  scratch = malloc((size_t)YK_CKPT_CHUNK_ELEMS * 8);
   pthread_mutex_lock(&w->mu);
   if ((!z || !scratch) && !w->err) w->err = yk_errorf(w->d, YK_ENOMEM, "out of memory for compression buffers");
   for (;;) {
@@ -182,23 +233,8 @@ static void writer_worker(void *arg, int worker) {
     if (w->err || w->next_claim >= w->nchunks) break;
     int i = w->next_claim++;
     pthread_mutex_unlock(&w->mu);
-    ck_chunk *c = &w->chunks[i];
-    const ck_part *pt = &w->p->parts[c->part];
-    size_t es = yk_dtype_size(pt->arena->dtype);
-    const uint8_t *src = pt->slice + (c->off - pt->lo) * es;
-    int s = i % w->window;
-    c->raw_sum = XXH3_64bits(src, c->n * es);
-    size_t len = ck_chunk_encode(src, c->n, es, w->level, z, scratch, w->slot[s], w->slot_cap);
-    if (len) c->sum = XXH3_64bits(w->slot[s], len);
+    compress_one(w, i, z, scratch);
     pthread_mutex_lock(&w->mu);
-    if (!len && !w->err) {
-      w->err = yk_errorf(w->d, YK_EIO, "compression of arena '%s' chunk at element %llu failed", pt->arena->name,
-                         (unsigned long long)c->off);
-    }
-    c->bytes = len;
-    w->slot_len[s] = len;
-    w->slot_ready[s] = i;
-    pthread_cond_broadcast(&w->cv);
   }
   pthread_cond_broadcast(&w->cv);
   pthread_mutex_unlock(&w->mu);
@@ -630,12 +666,22 @@ int ck_commit(const char *root, int64_t step, int world, int keep, const yk_logg
    * one rename (an older save of the same step is swapped out atomically). */
   struct stat sb;
   if (stat(final, &sb) == 0) {
-    if (renameat2(AT_FDCWD, dir, AT_FDCWD, final, RENAME_EXCHANGE) != 0)
-      return yk_errorf_sys(d, YK_EIO, "cannot swap '%s' into '%s'", dir, final);
-    ck_fsync_dir(root, NULL);
     char gone[4200];
     snprintf(gone, sizeof gone, "%s.deleting", dir);
-    if (rename(dir, gone) == 0) rm_rf(gone);
+    if (renameat2(AT_FDCWD, dir, AT_FDCWD, final, RENAME_EXCHANGE) == 0) {
+      ck_fsync_dir(root, NULL);
+      if (rename(dir, gone) == 0) rm_rf(gone); /* dir now holds the old save */
+    } else if (errno == EINVAL || errno == ENOSYS) {
+      /* No atomic exchange on this filesystem: move the old save aside
+       * first (older checkpoints stay valid meanwhile), then commit. */
+      snprintf(gone, sizeof gone, "%s.deleting", final);
+      if (rename(final, gone) != 0) return yk_errorf_sys(d, YK_EIO, "cannot move '%s' aside", final);
+      if (rename(dir, final) != 0) return yk_errorf_sys(d, YK_EIO, "cannot rename '%s' to '%s'", dir, final);
+      ck_fsync_dir(root, NULL);
+      rm_rf(gone);
+    } else {
+      return yk_errorf_sys(d, YK_EIO, "cannot swap '%s' into '%s'", dir, final);
+    }
   } else if (rename(dir, final) != 0) {
     return yk_errorf_sys(d, YK_EIO, "cannot rename '%s' to '%s'", dir, final);
   }

@@ -511,6 +511,50 @@ START_TEST(test_async_writer) {
 }
 END_TEST
 
+START_TEST(test_tiny_and_empty_arenas) {
+  /* fewer elements than ranks, an empty arena, no tensor table, no blobs */
+  int64_t tiny[3] = {-1, 1ll << 40, 7};
+  char *root = mkroot();
+  yk_diag d = {0};
+  for (int r = 0; r < 4; r++) {
+    yk_ckpt_state *s;
+    ck_assert_int_eq(yk_ckpt_state_create(&s), 0);
+    ck_assert_int_eq(yk_ckpt_state_add_arena(s, "tiny", YK_DT_I64, tiny, 3, NULL, 0, &d), 0);
+    ck_assert_int_eq(yk_ckpt_state_add_arena(s, "empty", YK_DT_U8, NULL, 0, NULL, 0, &d), 0);
+    yk_ckpt_opts o;
+    yk_ckpt_opts_default(&o);
+    o.dir = root;
+    o.rank = r;
+    o.world = 4;
+    o.threads = 1;
+    int rc = yk_ckpt_write_shard(&o, s, 0, NULL, &d);
+    ck_assert_msg(rc == 0, "%s", yk_diag_msg(&d, rc));
+    yk_ckpt_state_free(s);
+  }
+  yk_ckpt_opts o;
+  yk_ckpt_opts_default(&o);
+  o.dir = root;
+  o.world = 4;
+  ck_assert_int_eq(yk_ckpt_commit(&o, 0, &d), 0);
+  yk_ckpt_reader *r;
+  ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &r, &d), 0);
+  int64_t back[3] = {0};
+  ck_assert_int_eq(yk_ckpt_reader_read(r, "tiny", 0, 3, back, &d), 0);
+  ck_assert(!memcmp(back, tiny, sizeof tiny));
+  ck_assert_int_eq(yk_ckpt_reader_read(r, "tiny", 1, 1, back, &d), 0);
+  ck_assert(back[0] == tiny[1]);
+  ck_assert_int_eq(yk_ckpt_reader_read(r, "tiny", 2, 2, back, &d), YK_EINVAL);
+  ck_assert_int_eq(yk_ckpt_reader_read(r, "empty", 0, 0, back, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_verify(r, &d), 0);
+  ck_assert_ptr_null(yk_ckpt_reader_model_json(r));
+  yk_ckpt_reader_close(r);
+  /* commit at the wrong world size names the missing shard */
+  o.world = 5;
+  ck_assert_int_ne(yk_ckpt_commit(&o, 0, &d), 0);
+  rmroot(root);
+}
+END_TEST
+
 START_TEST(test_bad_input) {
   yk_ckpt_state *s;
   yk_diag d = {0};
@@ -550,6 +594,7 @@ int main(void) {
   tcase_add_test(tc, test_corruption_detected);
   tcase_add_test(tc, test_fallback_only_when_told);
   tcase_add_test(tc, test_async_writer);
+  tcase_add_test(tc, test_tiny_and_empty_arenas);
   tcase_add_test(tc, test_bad_input);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);

@@ -31,6 +31,10 @@ static const subcmd subcmds[] = {
     {"ckpt", yk_ckpt_cmd_main, "list, verify, inspect and convert checkpoints"},
     {"bench", yk_bench_cmd_main, "benchmarks: train, ckpt"},
     {"data", yk_data_cmd_data, "prepare token shards from text files (data prepare)"},
+    {"launch", yk_daemon_cmd_launch, "run N ranks of a job on this machine (local launcher)"},
+    {"coord", yk_daemon_cmd_coord, "run the coordinator on its own"},
+    {"status", yk_daemon_cmd_status, "ask the coordinator for the job's state"},
+    {"daemon-selftest", yk_daemon_cmd_selftest, "exercise the control plane with a synthetic workload"},
 };
 
 static void usage(FILE *out) {

@@ -1,8 +1,24 @@
-/* yk_daemon.h - the per-rank process: the step loop (train/eval) and, as the
- * control-plane work lands, the coordinator link, launchers and metrics.
- * Subcommands return the process exit code (docs/architecture.md). */
+/* yk_daemon.h - the one public header of yoke's `daemon` module.
+ *
+ * What lives here:
+ *   - the control protocol (docs/protocol.md): framing, HMAC-SHA256
+ *     authentication, a pure decoder (fuzzed), replay refusal;
+ *   - SLURM hostlist expansion and launch-environment detection (OpenMPI,
+ *     SLURM, the local launcher's YOKE_* variables);
+ *   - the coordinator (rendezvous, heartbeats, dead-rank detection, status);
+ *   - the per-rank control plane: a libuv loop in its own thread that the
+ *     step loop drives through yk_daemon_ctl_{start,report,poll,stop};
+ *   - the step loop itself: `yoke train` / `yoke eval` (train.c);
+ *   - the subcommands `yoke coord`, `yoke launch`, `yoke status`,
+ *     `yoke daemon-selftest`.
+ *
+ * Exit codes are in docs/exit-codes.md and yk_exit_code below.
+ */
 #ifndef YK_DAEMON_H
 #define YK_DAEMON_H
+
+#include <stddef.h>
+#include <stdint.h>
 
 #include "yk_common.h"
 
@@ -10,12 +26,337 @@
 extern "C" {
 #endif
 
+/* ------------------------------------------------------------------------ */
+/* Exit codes (docs/exit-codes.md)                                          */
+/* ------------------------------------------------------------------------ */
+typedef enum {
+  YK_EXIT_OK = 0,
+  YK_EXIT_FAILURE = 1,     /* runtime failure of this rank */
+  YK_EXIT_USAGE = 2,       /* bad command line or config */
+  YK_EXIT_PEER_DEAD = 3,   /* another rank died; this one stopped because of it */
+  YK_EXIT_COORD_LOST = 4,  /* the coordinator went away or stopped answering */
+  YK_EXIT_RENDEZVOUS = 5,  /* not every rank registered before the deadline */
+  YK_EXIT_REQUEUE = 75,    /* checkpointed on SIGTERM/SIGUSR1: requeue me (EX_TEMPFAIL) */
+  YK_EXIT_SIGINT = 130,    /* stopped by SIGINT (128 + 2) */
+  YK_EXIT_SIGTERM = 143,   /* stopped by SIGTERM without a checkpoint (128 + 15) */
+} yk_exit_code;
+
+/* ------------------------------------------------------------------------ */
+/* Control protocol (docs/protocol.md)                                      */
+/* ------------------------------------------------------------------------ */
+
+#define YK_PROTO_VERSION 1
+#define YK_PROTO_MAGIC 0x50434b59u    /* "YKCP" little-endian */
+#define YK_PROTO_HDR 40               /* fixed header bytes */
+#define YK_PROTO_MAC 32               /* HMAC-SHA256 trailer */
+#define YK_PROTO_MAX_PAYLOAD (4u << 20)
+#define YK_PROTO_MAX_HOST 255
+#define YK_PROTO_MAX_ADDR 4096        /* data-plane address blob per rank */
+#define YK_PROTO_MAX_TEXT 1024
+#define YK_PROTO_MAX_WORLD 65536
+#define YK_SECRET_MAX 256
+
+typedef enum {
+  YK_MSG_CHALLENGE = 1,     /* S->C  first frame on a connection: server nonce */
+  YK_MSG_REGISTER = 2,      /* C->S  rank hint, world, host, pid, address blob */
+  YK_MSG_WELCOME = 3,       /* S->C  rank, world, epoch, job id, every member's address */
+  YK_MSG_HEARTBEAT = 4,     /* C->S  latest step metrics */
+  YK_MSG_HEARTBEAT_ACK = 5, /* S->C  epoch, members alive */
+  YK_MSG_PEER_DEAD = 6,     /* S->C  rank, host, reason */
+  YK_MSG_SHUTDOWN = 7,      /* S->C  job ends: exit code, reason */
+  YK_MSG_BYE = 8,           /* C->S  this rank is leaving: exit code, reason */
+  YK_MSG_STATUS_REQ = 9,    /* C->S  ask for the job's state */
+  YK_MSG_STATUS = 10,       /* S->C  job state and members */
+  YK_MSG_EXCHANGE = 11,     /* C->S  one blob for an all-gather round */
+  YK_MSG_EXCHANGE_ALL = 12, /* S->C  every rank's blob for that round */
+  YK_MSG_ERROR = 13,        /* S->C  refusal with a reason, then the server closes */
+  YK_MSG_TYPE_MAX_ = 14
+} yk_msg_type;
+
+const char *yk_msg_type_name(int type);
+
+/* Metrics a rank reports each step (also carried by HEARTBEAT). */
+typedef struct yk_step_report {
+  int64_t step;             /* last completed optimizer step */
+  double loss;
+  double tokens_per_s;
+  double step_ms;           /* wall time of the last step */
+  double allreduce_ms;      /* time in all-reduce during the last step */
+  uint64_t allreduce_bytes; /* bytes all-reduced in the last step */
+  double loss_scale;        /* current fp16 loss scale (1 if unused) */
+} yk_step_report;
+
+/* One member in WELCOME / STATUS. */
+typedef struct yk_msg_member {
+  int32_t rank;
+  uint32_t pid;
+  uint8_t state;              /* yk_member_state */
+  char host[YK_PROTO_MAX_HOST + 1];
+  uint32_t addr_len;
+  const uint8_t *addr;        /* points into the decoded buffer (WELCOME) */
+  uint32_t hb_age_ms;         /* STATUS: time since its last heartbeat */
+  yk_step_report rep;         /* STATUS: its last report */
+} yk_msg_member;
+
+typedef enum {
+  YK_MEMBER_EMPTY = 0,
+  YK_MEMBER_REGISTERED = 1,
+  YK_MEMBER_DEAD = 2,
+  YK_MEMBER_DONE = 3,
+} yk_member_state;
+
+/* A decoded message. Variable parts (strings copied, blobs and the member
+ * array pointing into the input buffer or into `members`) stay valid while
+ * the input buffer lives; `members` is owned by the caller of decode and
+ * freed with yk_msg_free. */
+typedef struct yk_msg {
+  uint8_t version;
+  uint8_t type;
+  int32_t sender;               /* sender's rank, -1 for coordinator/none */
+  uint64_t seq;
+  uint8_t session[16];          /* server nonce (8) | client nonce (8) */
+  /* payload fields (which are set depends on type) */
+  int32_t rank;                 /* REGISTER hint, WELCOME rank, PEER_DEAD rank */
+  int32_t world;
+  int32_t local_rank;
+  uint32_t pid;
+  uint32_t epoch;
+  uint64_t job_id;
+  int32_t code;                 /* SHUTDOWN / BYE exit code */
+  uint32_t round;               /* EXCHANGE */
+  int32_t alive;                /* HEARTBEAT_ACK / STATUS: members alive */
+  char host[YK_PROTO_MAX_HOST + 1];
+  char text[YK_PROTO_MAX_TEXT + 1]; /* reasons, error messages */
+  uint32_t blob_len;
+  const uint8_t *blob;          /* REGISTER/EXCHANGE blob (points into input) */
+  yk_step_report rep;           /* HEARTBEAT */
+  uint32_t n_members;
+  yk_msg_member *members;       /* WELCOME / STATUS / EXCHANGE_ALL (addr = blob) */
+} yk_msg;
+
+void yk_msg_free(yk_msg *m);
+
+/* Encode m as one authenticated frame into a new buffer (*out, malloc'd,
+ * caller frees with free()). Fields not used by m->type are ignored. */
+int yk_proto_encode(const yk_msg *m, const uint8_t *key, size_t key_len, uint8_t **out, size_t *out_len,
+                    yk_diag *d);
+
+/* Pure decoder: bytes -> message. Returns the number of bytes the frame
+ * used (> 0), 0 if buf holds only part of a frame (read more), or a
+ * negative code: YK_EPROTO (bad magic/version/type/length/payload),
+ * YK_EAUTH (HMAC mismatch, checked in constant time before the payload is
+ * parsed). Never reads past len, never allocates more than the frame claims
+ * (capped at YK_PROTO_MAX_PAYLOAD). On success the caller owns out and
+ * frees it with yk_msg_free. */
+long yk_proto_decode(const uint8_t *buf, size_t len, const uint8_t *key, size_t key_len, yk_msg *out,
+                     yk_diag *d);
+
+/* Replay protection for one direction of one connection: the session field
+ * must equal the connection's (server nonce | client nonce) and seq must
+ * strictly increase. Returns 0 or YK_EAUTH ("stale"). */
+typedef struct yk_proto_peer {
+  uint8_t session[16];
+  uint64_t last_seq;
+} yk_proto_peer;
+int yk_proto_check_fresh(yk_proto_peer *p, const yk_msg *m, yk_diag *d);
+
+/* The per-job secret: coord.secret_file if set, else env YOKE_SECRET (hex or
+ * raw text, at least 16 bytes). Returns YK_ENOTFOUND when neither exists. */
+int yk_daemon_secret_load(const yk_config *cfg, uint8_t *key, size_t *key_len, yk_diag *d);
+/* 32 random bytes as 64 hex characters plus NUL into hex[65]. */
+int yk_daemon_secret_generate(char hex[65], yk_diag *d);
+
+/* ------------------------------------------------------------------------ */
+/* SLURM hostlists                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Expand a SLURM hostlist ("node[01-04,07]", "a[1-2],b3", "r[1-2]n[3-4]")
+ * into *hosts (array of *n malloc'd strings; free with
+ * yk_hostlist_free). Zero padding of the lower bound is kept
+ * ("n[08-10]" -> n08 n09 n10). Errors name the bad part. */
+int yk_hostlist_expand(const char *list, char ***hosts, int *n, yk_diag *d);
+void yk_hostlist_free(char **hosts, int n);
+/* Only the first host (what the coordinator needs), into out[cap]. */
+int yk_hostlist_first(const char *list, char *out, size_t cap, yk_diag *d);
+
+/* ------------------------------------------------------------------------ */
+/* Launch environment                                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+  YK_LAUNCH_SINGLE = 0,   /* no launcher: rank 0 of 1 */
+  YK_LAUNCH_YOKE = 1,     /* `yoke launch` or hand-set YOKE_* variables */
+  YK_LAUNCH_OPENMPI = 2,  /* mpirun */
+  YK_LAUNCH_SLURM = 3,    /* srun */
+} yk_launch_kind;
+
+typedef struct yk_launch_env {
+  yk_launch_kind kind;
+  int rank, world, local_rank, local_world;
+  char host[256];         /* this process's host name */
+  char coord_host[256];   /* where the coordinator listens */
+  int coord_port;
+  int embed_coord;        /* 1: this rank (0) runs the coordinator in its control thread */
+  char job_tag[64];       /* SLURM_JOB_ID or YOKE_JOB_ID if set (for the job id) */
+} yk_launch_env;
+
+/* Lookup function for environment variables (NULL -> getenv), so tests can
+ * feed a fake environment. */
+typedef const char *(*yk_getenv_fn)(const char *name, void *arg);
+
+/* Rules (first match wins), documented in docs/launch.md:
+ *   YOKE_RANK/YOKE_WORLD (+YOKE_LOCAL_RANK, YOKE_COORD=host:port) -> YOKE;
+ *   OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK/LOCAL_SIZE -> OPENMPI;
+ *   SLURM_PROCID with SLURM_STEP_NUM_TASKS or SLURM_NTASKS -> SLURM;
+ *   otherwise SINGLE.
+ * Coordinator: YOKE_COORD if set (rank 0 then embeds only if
+ * YOKE_COORD_EMBED=1), else coord.host:coord.port if coord.host is set,
+ * else SLURM: first host of SLURM_STEP_NODELIST/SLURM_JOB_NODELIST; OpenMPI
+ * on one host (LOCAL_SIZE == SIZE) or SINGLE: 127.0.0.1. OpenMPI across
+ * hosts without coord.host is a config error. Without YOKE_COORD rank 0
+ * embeds the coordinator. */
+int yk_launch_env_detect(const yk_config *cfg, yk_getenv_fn getenv_fn, void *arg, yk_launch_env *out,
+                         yk_diag *d);
+
+/* ------------------------------------------------------------------------ */
+/* Coordinator                                                              */
+/* ------------------------------------------------------------------------ */
+
+typedef struct yk_coord yk_coord;
+struct uv_loop_s;
+
+typedef struct yk_coord_opts {
+  const char *bind_host;        /* "0.0.0.0" if NULL */
+  int port;                     /* 0 = pick a free port (see yk_coord_port) */
+  int world;                    /* ranks expected */
+  uint64_t job_id;              /* 0 = random */
+  int64_t heartbeat_timeout_ms;
+  const uint8_t *key;           /* per-job secret (copied) */
+  size_t key_len;
+  const yk_logger *log;         /* must outlive the coordinator */
+} yk_coord_opts;
+
+/* Create a coordinator listening on loop (the caller runs the loop). The
+ * coordinator owns its handles; yk_coord_close closes them and frees it once
+ * the loop has run the close callbacks. */
+int yk_coord_start(struct uv_loop_s *loop, const yk_coord_opts *o, yk_coord **out, yk_diag *d);
+int yk_coord_port(const yk_coord *c);
+/* 1 once every member said BYE or is dead (after the job started), or the
+ * job was aborted and everybody was told. *code is the job's exit code. */
+int yk_coord_finished(const yk_coord *c, int *code);
+/* End the job now: every registered rank gets SHUTDOWN(code, reason). */
+void yk_coord_abort(yk_coord *c, int code, const char *reason);
+/* One line naming the ranks not registered yet, e.g. "1 of 4 ranks missing: 3". */
+void yk_coord_missing(const yk_coord *c, char *out, size_t cap);
+void yk_coord_close(yk_coord *c);
+
+/* ------------------------------------------------------------------------ */
+/* The control plane of one rank (what the step loop calls)                 */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+  YK_EV_NONE = 0,
+  YK_EV_PEER_DEAD = 1,            /* rank, host, text: stop with YK_EXIT_PEER_DEAD */
+  YK_EV_SHUTDOWN = 2,             /* code, text: the job ends (signal or coordinator) */
+  YK_EV_CHECKPOINT_REQUESTED = 3, /* checkpoint at the next step boundary, then exit with code */
+  YK_EV_COORD_LOST = 4,           /* text: stop with YK_EXIT_COORD_LOST */
+} yk_daemon_event_type;
+
+typedef struct yk_daemon_event {
+  yk_daemon_event_type type;
+  int rank;          /* PEER_DEAD: the dead rank */
+  int code;          /* the exit code the step loop should end with */
+  char host[256];    /* PEER_DEAD: its host */
+  char text[512];    /* one line for the user */
+} yk_daemon_event;
+
+typedef struct yk_daemon_ctl yk_daemon_ctl;
+
+typedef struct yk_daemon_ctl_opts {
+  const yk_config *cfg;            /* coord.* keys are used (copied) */
+  const yk_launch_env *env;        /* from yk_launch_env_detect (copied) */
+  const yk_logger *log;            /* must outlive the ctl */
+  const void *addr;                /* data-plane address blob sent in REGISTER (may be NULL) */
+  size_t addr_len;                 /* <= YK_PROTO_MAX_ADDR */
+  int64_t rendezvous_timeout_ms;   /* 0 = 60000 */
+  /* Called on the control thread when the job must stop (PEER_DEAD,
+   * COORD_LOST, second SIGINT/SIGTERM), e.g. to abort blocked collectives.
+   * Must be thread-safe and quick. May be NULL. */
+  void (*on_abort)(void *arg, const yk_daemon_event *ev);
+  void *abort_arg;
+  /* > 0: if the step loop has not called yk_daemon_ctl_stop this many ms
+   * after an abort event, the control thread logs the event and ends the
+   * process with _exit(event code) - the last guard against a hang in a
+   * step that never returns. 0 = off. */
+  int64_t abort_grace_ms;
+} yk_daemon_ctl_opts;
+
+/* Job facts after rendezvous. */
+typedef struct yk_daemon_job {
+  int rank, world, local_rank;
+  uint32_t epoch;
+  uint64_t job_id;
+} yk_daemon_job;
+
+/* Start the control thread: load the secret, start the embedded coordinator
+ * (rank 0 when env->embed_coord), connect to the coordinator (retrying until
+ * the rendezvous deadline), REGISTER, and block until WELCOME. Installs the
+ * SIGINT/SIGTERM/SIGUSR1 handlers and the /metrics server
+ * (coord.metrics_port + local rank, when metrics_port > 0).
+ * On success *out is owned by the caller: end it with yk_daemon_ctl_stop.
+ * Errors: YK_ECONFIG (no secret), YK_ETIMEDOUT (rendezvous), YK_EAUTH /
+ * YK_EPROTO (refused by the coordinator), YK_ECLOSED. */
+int yk_daemon_ctl_start(const yk_daemon_ctl_opts *o, yk_daemon_ctl **out, yk_diag *d);
+
+void yk_daemon_ctl_job(const yk_daemon_ctl *ctl, yk_daemon_job *job);
+
+/* Every rank's data-plane address from REGISTER, valid until stop.
+ * Returns YK_EINVAL for a rank out of range. */
+int yk_daemon_ctl_peer_addr(const yk_daemon_ctl *ctl, int rank, const void **addr, size_t *len);
+
+/* All-gather of one fixed-size blob per rank through the coordinator (the
+ * "exchange addresses among N ranks" bootstrap of the collectives). Blocks
+ * until every rank contributed or the deadline (absolute ns, 0 = 60 s).
+ * all receives world * len bytes, rank-major. Thread-safe; calls must be
+ * made in the same order on every rank. */
+int yk_daemon_ctl_allgather(yk_daemon_ctl *ctl, const void *mine, size_t len, void *all, uint64_t deadline_ns,
+                            yk_diag *d);
+
+/* Publish the latest step metrics (copied; cheap, thread-safe). They go out
+ * with the next heartbeat and are served at /metrics. */
+void yk_daemon_ctl_report(yk_daemon_ctl *ctl, const yk_step_report *r);
+
+/* Take the next pending event, if any: returns 1 and fills ev, or 0.
+ * Never blocks. Call at every step boundary. */
+int yk_daemon_ctl_poll(yk_daemon_ctl *ctl, yk_daemon_event *ev);
+
+/* Like poll but waits until an event arrives or the deadline (absolute ns,
+ * 0 = forever... no: 0 means do not wait). Returns 1 or 0. */
+int yk_daemon_ctl_wait(yk_daemon_ctl *ctl, yk_daemon_event *ev, uint64_t deadline_ns);
+
+/* Milliseconds since the last frame from the coordinator. */
+int64_t yk_daemon_ctl_heartbeat_age_ms(yk_daemon_ctl *ctl);
+
+/* Leave the job: send BYE(exit_code, reason), wait (bounded, 2 s) for it to
+ * be flushed, stop the thread, close everything and free ctl. If this rank
+ * embeds the coordinator, it keeps serving until the other ranks said BYE
+ * or died (bounded by heartbeat_timeout). ctl may be NULL. */
+void yk_daemon_ctl_stop(yk_daemon_ctl *ctl, int exit_code, const char *reason);
+
+/* ------------------------------------------------------------------------ */
+/* Subcommands                                                              */
+/* ------------------------------------------------------------------------ */
+
 /* yoke train [JOB.yaml] [--set k=v]... : train on this rank. */
 int yk_daemon_cmd_train(int argc, char **argv);
 /* yoke eval --weights W --data D ... : mean loss of a weights file. */
 int yk_daemon_cmd_eval(int argc, char **argv);
+int yk_daemon_cmd_coord(int argc, char **argv);
+int yk_daemon_cmd_launch(int argc, char **argv);
+int yk_daemon_cmd_status(int argc, char **argv);
+int yk_daemon_cmd_selftest(int argc, char **argv);
 
 #ifdef __cplusplus
 }
 #endif
-#endif
+#endif /* YK_DAEMON_H */

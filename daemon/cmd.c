@@ -1,0 +1,698 @@
+/* cmd.c - the control-plane subcommands: `yoke coord` (standalone
+ * coordinator), `yoke status` (ask the coordinator), `yoke daemon-selftest`
+ * (a synthetic workload that exercises the whole control plane: rendezvous,
+ * all-gather, heartbeats with step metrics, events, clean exit). */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cmd_util.h"
+#include "internal.h"
+
+/* ------------------------------------------------------------ shared */
+
+int ykd_arg_common(const char *cmd, int argc, char **argv, int *i, yk_config *cfg, int *have_job, const char *usage) {
+  const char *a = argv[*i];
+  yk_diag d = {0};
+  int rc;
+  if (!strcmp(a, "--set") || !strncmp(a, "--set=", 6)) {
+    const char *v = a[5] == '=' ? a + 6 : NULL;
+    if (!v) {
+      if (*i + 1 >= argc) {
+        fprintf(stderr, "yoke %s: --set needs section.key=value\n%s", cmd, usage);
+        return -2;
+      }
+      v = argv[++*i];
+    }
+    rc = yk_config_set(cfg, v, &d);
+  } else if (a[0] != '-' && !*have_job) {
+    *have_job = 1;
+    rc = yk_config_load_file(cfg, a, &d);
+  } else {
+    return 0;
+  }
+  if (rc) {
+    fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, rc));
+    return -2;
+  }
+  return 1;
+}
+
+int ykd_arg_value(const char *cmd, int argc, char **argv, int *i, const char *name, const char **out,
+                  const char *usage) {
+  const char *a = argv[*i];
+  size_t n = strlen(name);
+  if (strncmp(a, name, n) != 0) return 0;
+  if (a[n] == '=') {
+    *out = a + n + 1;
+    return 1;
+  }
+  if (a[n] != 0) return 0;
+  if (*i + 1 >= argc) {
+    fprintf(stderr, "yoke %s: %s needs a value\n%s", cmd, name, usage);
+    return -2;
+  }
+  *out = argv[++*i];
+  return 1;
+}
+
+int ykd_parse_int_arg(const char *cmd, const char *name, const char *v, int64_t lo, int64_t hi, int64_t *out) {
+  if (yk_parse_i64(v, out) || *out < lo || *out > hi) {
+    fprintf(stderr, "yoke %s: %s '%s' is not an integer in [%lld, %lld]\n", cmd, name, v, (long long)lo,
+            (long long)hi);
+    return -2;
+  }
+  return 0;
+}
+
+int ykd_exit_for(int rc) {
+  switch (rc) {
+  case 0: return YK_EXIT_OK;
+  case YK_ECONFIG:
+  case YK_EUSAGE: return YK_EXIT_USAGE;
+  case YK_EPEERDEAD: return YK_EXIT_PEER_DEAD;
+  case YK_ECLOSED: return YK_EXIT_COORD_LOST;
+  case YK_ETIMEDOUT: return YK_EXIT_RENDEZVOUS;
+  default: return YK_EXIT_FAILURE;
+  }
+}
+
+/* ------------------------------------------------------------ selftest */
+
+static const char selftest_usage[] =
+    "usage: yoke daemon-selftest [JOB.yaml] [--set section.key=value ...] [--steps N] [--step-ms MS]\n"
+    "                            [--fail-at STEP [--fail-code CODE]]\n\n"
+    "A synthetic workload for the control plane (until `yoke train` replaces it in tests):\n"
+    "register with the coordinator, check every rank's address from WELCOME, run one all-gather,\n"
+    "then run N steps of MS milliseconds that report a falling synthetic loss with heartbeats,\n"
+    "react to events (dead peer, lost coordinator, SIGINT/SIGTERM/SIGUSR1) like the step loop\n"
+    "does, and leave with BYE. Rank, world and coordinator come from the launch environment\n"
+    "(docs/launch.md). Exit codes: docs/exit-codes.md.\n\n"
+    "  --steps N        steps to run (default 20)\n"
+    "  --step-ms MS     wall time of one step (default 50)\n"
+    "  --fail-at STEP   this rank fails at STEP (with --fail-rank R only rank R)\n"
+    "  --fail-rank R    which rank --fail-at applies to (default: every rank)\n"
+    "  --fail-code C    exit code of that failure (default 1)\n";
+
+int yk_daemon_cmd_selftest(int argc, char **argv) {
+  const char *cmd = "daemon-selftest";
+  yk_config cfg;
+  yk_config_defaults(&cfg);
+  int have_job = 0;
+  int64_t steps = 20, step_ms = 50, fail_at = -1, fail_code = 1, fail_rank = -1;
+  for (int i = 1; i < argc; i++) {
+    const char *v = NULL;
+    int r;
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      fputs(selftest_usage, stdout);
+      return 0;
+    }
+    if ((r = ykd_arg_common(cmd, argc, argv, &i, &cfg, &have_job, selftest_usage))) {
+      if (r < 0) return 2;
+      continue;
+    }
+#define INTARG(flag, var, lo, hi)                                                             \
+  if ((r = ykd_arg_value(cmd, argc, argv, &i, flag, &v, selftest_usage))) {                   \
+    if (r < 0 || ykd_parse_int_arg(cmd, flag, v, lo, hi, &var)) return 2;                     \
+    continue;                                                                                 \
+  }
+    INTARG("--steps", steps, 0, 100000000)
+    INTARG("--step-ms", step_ms, 0, 3600000)
+    INTARG("--fail-at", fail_at, 0, 100000000)
+    INTARG("--fail-code", fail_code, 1, 255)
+    INTARG("--fail-rank", fail_rank, 0, YK_PROTO_MAX_WORLD)
+#undef INTARG
+    fprintf(stderr, "yoke %s: unknown option '%s'\n%s", cmd, argv[i], selftest_usage);
+    return 2;
+  }
+  yk_diag d = {0};
+  int rc = yk_config_validate(&cfg, &d);
+  yk_launch_env env;
+  if (!rc) rc = yk_launch_env_detect(&cfg, NULL, NULL, &env, &d);
+  if (rc) {
+    fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, rc));
+    return 2;
+  }
+  yk_logger lg;
+  int level = yk_log_level_parse(cfg.log.level);
+  yk_logger_init(&lg, env.rank, level < 0 ? YK_LOG_INFO : level, stderr);
+
+  char addr[128];
+  int alen = snprintf(addr, sizeof addr, "selftest:%s:%d", env.host, (int)getpid());
+  yk_daemon_ctl_opts o = {0};
+  o.cfg = &cfg;
+  o.env = &env;
+  o.log = &lg;
+  o.addr = addr;
+  o.addr_len = (size_t)alen;
+  o.abort_grace_ms = cfg.coord.heartbeat_timeout_ms + 5000;
+  yk_daemon_ctl *ctl = NULL;
+  rc = yk_daemon_ctl_start(&o, &ctl, &d);
+  if (rc) {
+    YK_ERROR(&lg, "%s: %s", cmd, yk_diag_msg(&d, rc));
+    return ykd_exit_for(rc);
+  }
+  yk_daemon_job job;
+  yk_daemon_ctl_job(ctl, &job);
+  /* Every rank's REGISTER address must have come back in WELCOME. */
+  for (int r = 0; r < job.world; r++) {
+    const void *pa;
+    size_t pl;
+    if (yk_daemon_ctl_peer_addr(ctl, r, &pa, &pl) || pl < 9 || memcmp(pa, "selftest:", 9) != 0) {
+      YK_ERROR(&lg, "%s: rank %d's address is missing from WELCOME", cmd, r);
+      yk_daemon_ctl_stop(ctl, YK_EXIT_FAILURE, "bad WELCOME");
+      return YK_EXIT_FAILURE;
+    }
+  }
+  /* One all-gather round, the way the collectives bootstrap will use it. */
+  uint64_t mine[2] = {(uint64_t)job.rank * 7919u + 1, job.job_id};
+  uint64_t *all = calloc((size_t)job.world, sizeof mine);
+  rc = all ? yk_daemon_ctl_allgather(ctl, mine, sizeof mine, all, yk_deadline_in_ms(30000), &d) : YK_ENOMEM;
+  for (int r = 0; !rc && r < job.world; r++)
+    if (all[2 * r] != (uint64_t)r * 7919u + 1 || all[2 * r + 1] != job.job_id)
+      rc = yk_errorf(&d, YK_ECORRUPT, "all-gather returned a wrong blob for rank %d", r);
+  free(all);
+  if (rc) {
+    YK_ERROR(&lg, "%s: all-gather: %s", cmd, yk_diag_msg(&d, rc));
+    /* an abort during the exchange is reported by its event below */
+    yk_daemon_event ev;
+    int code = YK_EXIT_FAILURE;
+    if (yk_daemon_ctl_poll(ctl, &ev)) {
+      YK_ERROR(&lg, "job aborted: %s", ev.text);
+      code = ev.code;
+    }
+    yk_daemon_ctl_stop(ctl, code, yk_diag_msg(&d, rc));
+    return code;
+  }
+  YK_INFO(&lg, "%s: rank %d of %d up (pid %d, host %s), running %lld steps of %lld ms", cmd, job.rank, job.world,
+          (int)getpid(), env.host, (long long)steps, (long long)step_ms);
+
+  int code = YK_EXIT_OK;
+  char reason[600] = "done";
+  int64_t step = 0;
+  for (step = 1; step <= steps && code == YK_EXIT_OK; step++) {
+    uint64_t t0 = yk_now_ns();
+    uint64_t end = t0 + (uint64_t)step_ms * 1000000ull;
+    yk_daemon_event ev;
+    /* a "step": wait in slices so events are seen promptly, as a real step
+     * loop sees them at its next boundary */
+    while (code == YK_EXIT_OK) {
+      if (yk_daemon_ctl_wait(ctl, &ev, YK_MIN(end, yk_now_ns() + 10000000ull))) {
+        switch (ev.type) {
+        case YK_EV_PEER_DEAD:
+          snprintf(reason, sizeof reason, "rank %d on host %s died", ev.rank, ev.host);
+          YK_ERROR(&lg, "job aborted: %s; exiting with code %d", ev.text, ev.code);
+          break;
+        case YK_EV_COORD_LOST:
+          snprintf(reason, sizeof reason, "coordinator lost");
+          YK_ERROR(&lg, "job aborted: %s; exiting with code %d", ev.text, ev.code);
+          break;
+        case YK_EV_CHECKPOINT_REQUESTED:
+          snprintf(reason, sizeof reason, "checkpoint requested");
+          YK_WARN(&lg, "%s (the selftest has no state to save); exiting with code %d", ev.text, ev.code);
+          break;
+        default:
+          snprintf(reason, sizeof reason, "%s", ev.text);
+          YK_ERROR(&lg, "job stopping: %s; exiting with code %d", ev.text, ev.code);
+          break;
+        }
+        code = ev.code ? ev.code : YK_EXIT_FAILURE;
+      }
+      if (yk_now_ns() >= end) break;
+    }
+    if (code != YK_EXIT_OK) break;
+    if (fail_at >= 0 && step == fail_at && (fail_rank < 0 || fail_rank == job.rank)) {
+      YK_ERROR(&lg, "%s: failing at step %lld as asked (--fail-at), exit code %lld", cmd, (long long)step,
+               (long long)fail_code);
+      snprintf(reason, sizeof reason, "selftest --fail-at %lld", (long long)step);
+      code = (int)fail_code;
+      break;
+    }
+    double ms = (double)(yk_now_ns() - t0) / 1e6;
+    yk_step_report rep = {0};
+    rep.step = step;
+    rep.loss = 4.0 * exp(-0.05 * (double)step) + 1.0;
+    rep.step_ms = ms;
+    rep.tokens_per_s = ms > 0 ? 1024.0 / (ms / 1e3) : 0;
+    rep.allreduce_ms = ms * 0.1;
+    rep.allreduce_bytes = 4u << 20;
+    rep.loss_scale = 65536.0;
+    yk_daemon_ctl_report(ctl, &rep);
+    YK_DEBUG(&lg, "step %lld loss %.4f", (long long)step, rep.loss);
+  }
+  if (code == YK_EXIT_OK)
+    YK_INFO(&lg, "%s: rank %d finished %lld steps", cmd, job.rank, (long long)steps);
+  yk_daemon_ctl_stop(ctl, code, reason);
+  return code;
+}
+
+/* ------------------------------------------------------------ coord */
+
+static const char coord_usage[] =
+    "usage: yoke coord [JOB.yaml] [--set section.key=value ...] --world N [--port P] [--bind ADDR]\n"
+    "                  [--secret-file FILE] [--port-file FILE] [--rendezvous-timeout-ms MS]\n\n"
+    "Run the coordinator on its own (otherwise rank 0 embeds it). Ranks register with it, get\n"
+    "their rank, the world and every rank's address, heartbeat, and are told when a rank dies.\n"
+    "It exits when every rank left: 0 if all finished, else the job's failure code.\n\n"
+    "  --world N         ranks to expect (required)\n"
+    "  --port P          TCP port (default coord.port; 0 picks a free one)\n"
+    "  --bind ADDR       listen address (default 0.0.0.0)\n"
+    "  --secret-file F   per-job secret (default coord.secret_file, then YOKE_SECRET)\n"
+    "  --port-file F     write the port to F once listening\n"
+    "  --rendezvous-timeout-ms MS  give up if not every rank registered by then (default 300000)\n";
+
+typedef struct {
+  yk_coord *co;
+  uv_timer_t timer;
+  uv_signal_t sint, sterm;
+  uint64_t rdv_deadline;
+  uint64_t linger;
+  int code;
+  int done;
+  const yk_logger *lg;
+} coord_run;
+
+static void coord_shutdown(coord_run *cr, int code) {
+  if (cr->done) return;
+  cr->done = 1;
+  cr->code = code;
+  yk_coord_close(cr->co);
+  uv_close((uv_handle_t *)&cr->timer, NULL);
+  uv_close((uv_handle_t *)&cr->sint, NULL);
+  uv_close((uv_handle_t *)&cr->sterm, NULL);
+}
+
+static void coord_tick(uv_timer_t *t) {
+  coord_run *cr = t->data;
+  int code;
+  if (yk_coord_finished(cr->co, &code) && !cr->linger) {
+    YK_INFO(cr->lg, "coordinator: every rank left; exiting with code %d", code);
+    coord_shutdown(cr, code);
+  } else if (cr->rdv_deadline && yk_deadline_passed(cr->rdv_deadline)) {
+    char miss[256], why[400];
+    yk_coord_missing(cr->co, miss, sizeof miss);
+    snprintf(why, sizeof why, "rendezvous timeout: %s", miss);
+    yk_coord_abort(cr->co, YK_EXIT_RENDEZVOUS, why);
+    cr->rdv_deadline = 0;
+    cr->linger = yk_deadline_in_ms(200); /* let SHUTDOWN reach the ranks */
+  } else if (cr->linger && yk_deadline_passed(cr->linger)) {
+    coord_shutdown(cr, YK_EXIT_RENDEZVOUS);
+  }
+}
+
+static void coord_sig(uv_signal_t *h, int signum) {
+  coord_run *cr = h->data;
+  YK_WARN(cr->lg, "coordinator: %s; shutting down", strsignal(signum));
+  coord_shutdown(cr, 128 + signum);
+}
+
+int yk_daemon_cmd_coord(int argc, char **argv) {
+  const char *cmd = "coord";
+  yk_config cfg;
+  yk_config_defaults(&cfg);
+  int have_job = 0;
+  int64_t world = 0, port = -1, rdv_ms = 300000;
+  const char *bind = "0.0.0.0", *port_file = NULL;
+  for (int i = 1; i < argc; i++) {
+    const char *v = NULL;
+    int r;
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      fputs(coord_usage, stdout);
+      return 0;
+    }
+    if ((r = ykd_arg_common(cmd, argc, argv, &i, &cfg, &have_job, coord_usage))) {
+      if (r < 0) return 2;
+      continue;
+    }
+    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--world", &v, coord_usage))) {
+      if (r < 0 || ykd_parse_int_arg(cmd, "--world", v, 1, YK_PROTO_MAX_WORLD, &world)) return 2;
+      continue;
+    }
+    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--port", &v, coord_usage))) {
+      if (r < 0 || ykd_parse_int_arg(cmd, "--port", v, 0, 65535, &port)) return 2;
+      continue;
+    }
+    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--rendezvous-timeout-ms", &v, coord_usage))) {
+      if (r < 0 || ykd_parse_int_arg(cmd, "--rendezvous-timeout-ms", v, 0, 86400000, &rdv_ms)) return 2;
+      continue;
+    }
+    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--bind", &bind, coord_usage))) {
+      if (r < 0) return 2;
+      continue;
+    }
+    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--port-file", &port_file, coord_usage))) {
+      if (r < 0) return 2;
+      continue;
+    }
+    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--secret-file", &v, coord_usage))) {
+      if (r < 0) return 2;
+      snprintf(cfg.coord.secret_file, sizeof cfg.coord.secret_file, "%s", v);
+      continue;
+    }
+    fprintf(stderr, "yoke %s: unknown option '%s'\n%s", cmd, argv[i], coord_usage);
+    return 2;
+  }
+  if (world <= 0) {
+    fprintf(stderr, "yoke %s: --world N is required\n%s", cmd, coord_usage);
+    return 2;
+  }
+  yk_diag d = {0};
+  int rc = yk_config_validate(&cfg, &d);
+  uint8_t key[YK_SECRET_MAX];
+  size_t key_len = 0;
+  if (!rc) rc = yk_daemon_secret_load(&cfg, key, &key_len, &d);
+  if (rc) {
+    fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, rc));
+    return 2;
+  }
+  yk_logger lg;
+  int level = yk_log_level_parse(cfg.log.level);
+  yk_logger_init(&lg, -1, level < 0 ? YK_LOG_INFO : level, stderr);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  yk_coord_opts o = {0};
+  o.bind_host = bind;
+  o.port = port >= 0 ? (int)port : (int)cfg.coord.port;
+  o.world = (int)world;
+  o.heartbeat_timeout_ms = cfg.coord.heartbeat_timeout_ms;
+  o.key = key;
+  o.key_len = key_len;
+  o.log = &lg;
+  coord_run cr = {0};
+  cr.lg = &lg;
+  rc = yk_coord_start(&loop, &o, &cr.co, &d);
+  memset(key, 0, sizeof key);
+  if (rc) {
+    YK_ERROR(&lg, "yoke %s: %s", cmd, yk_diag_msg(&d, rc));
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return 1;
+  }
+  if (port_file) {
+    char buf[16];
+    int n = snprintf(buf, sizeof buf, "%d\n", yk_coord_port(cr.co));
+    if ((rc = yk_file_write_atomic(port_file, buf, (size_t)n, &d))) YK_WARN(&lg, "%s", yk_diag_msg(&d, rc));
+  }
+  cr.rdv_deadline = rdv_ms ? yk_deadline_in_ms((uint64_t)rdv_ms) : 0;
+  uv_timer_init(&loop, &cr.timer);
+  cr.timer.data = &cr;
+  uv_timer_start(&cr.timer, coord_tick, 50, 50);
+  uv_signal_init(&loop, &cr.sint);
+  uv_signal_init(&loop, &cr.sterm);
+  cr.sint.data = cr.sterm.data = &cr;
+  uv_signal_start(&cr.sint, coord_sig, SIGINT);
+  uv_signal_start(&cr.sterm, coord_sig, SIGTERM);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  return cr.code;
+}
+
+/* ------------------------------------------------------------ status */
+
+static const char status_usage[] =
+    "usage: yoke status [JOB.yaml] [--set section.key=value ...] [--coord HOST:PORT]\n"
+    "                   [--secret-file FILE] [--json] [--timeout-ms MS]\n\n"
+    "Ask the coordinator (authenticated with the job secret) for the job's state: epoch, step,\n"
+    "members with host, pid and heartbeat age, step time and tokens/s.\n\n"
+    "  --coord HOST:PORT  coordinator (default: YOKE_COORD, then coord.host:coord.port,\n"
+    "                     then 127.0.0.1:coord.port)\n"
+    "  --secret-file F    job secret (default coord.secret_file, then YOKE_SECRET)\n"
+    "  --json             print JSON instead of a table\n"
+    "  --timeout-ms MS    give up after MS (default 5000)\n";
+
+static int recv_frame(int fd, uint8_t **buf, size_t *len, size_t *cap, const uint8_t *key, size_t key_len, yk_msg *m,
+                      uint64_t deadline, yk_diag *d) {
+  for (;;) {
+    long used = yk_proto_decode(*buf, *len, key, key_len, m, d);
+    if (used < 0) return (int)used;
+    if (used > 0) {
+      /* keep the bytes (m points into them); the caller consumes by used */
+      return (int)used;
+    }
+    if (*len == *cap) {
+      size_t nc = *cap ? *cap * 2 : 65536;
+      uint8_t *nb = realloc(*buf, nc);
+      if (!nb) return yk_errorf(d, YK_ENOMEM, "out of memory");
+      *buf = nb;
+      *cap = nc;
+    }
+    struct pollfd p = {fd, POLLIN, 0};
+    uint64_t now = yk_now_ns();
+    int ms = deadline > now ? (int)((deadline - now) / 1000000) + 1 : 0;
+    int pr = poll(&p, 1, ms);
+    if (pr == 0) return yk_errorf(d, YK_ETIMEDOUT, "no answer from the coordinator before the deadline");
+    if (pr < 0 && errno != EINTR) return yk_errorf_sys(d, YK_ESYS, "poll");
+    if (pr < 0) continue;
+    ssize_t n = recv(fd, *buf + *len, *cap - *len, 0);
+    if (n == 0) return yk_errorf(d, YK_ECLOSED, "the coordinator closed the connection");
+    if (n < 0 && errno != EINTR && errno != EAGAIN) return yk_errorf_sys(d, YK_ESYS, "recv");
+    if (n > 0) *len += (size_t)n;
+  }
+}
+
+/* Connect to host:port with a deadline. Returns a socket or a negative code. */
+int ykd_connect_sync(const char *host, int port, uint64_t deadline, yk_diag *d) {
+  struct sockaddr_storage ss;
+  int rc = ykd_resolve(host, port, &ss, d);
+  if (rc) return rc;
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return yk_errorf_sys(d, YK_ESYS, "socket");
+  socklen_t sl = ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+  if (connect(fd, (struct sockaddr *)&ss, sl) != 0 && errno != EINPROGRESS) {
+    rc = yk_errorf_sys(d, YK_ECLOSED, "cannot connect to the coordinator at %s:%d", host, port);
+    close(fd);
+    return rc;
+  }
+  struct pollfd p = {fd, POLLOUT, 0};
+  uint64_t now = yk_now_ns();
+  int ms = deadline > now ? (int)((deadline - now) / 1000000) + 1 : 0;
+  if (poll(&p, 1, ms) <= 0) {
+    close(fd);
+    return yk_errorf(d, YK_ETIMEDOUT, "cannot connect to the coordinator at %s:%d before the deadline", host, port);
+  }
+  int err = 0;
+  socklen_t el = sizeof err;
+  getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+  if (err) {
+    close(fd);
+    return yk_errorf(d, YK_ECLOSED, "cannot connect to the coordinator at %s:%d: %s", host, port, strerror(err));
+  }
+  return fd;
+}
+
+static int send_all(int fd, const uint8_t *p, size_t n, uint64_t deadline, yk_diag *d) {
+  while (n) {
+    struct pollfd pf = {fd, POLLOUT, 0};
+    uint64_t now = yk_now_ns();
+    if (poll(&pf, 1, deadline > now ? (int)((deadline - now) / 1000000) + 1 : 0) <= 0)
+      return yk_errorf(d, YK_ETIMEDOUT, "sending to the coordinator timed out");
+    ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+    if (k < 0 && errno != EINTR && errno != EAGAIN) return yk_errorf_sys(d, YK_ECLOSED, "send");
+    if (k > 0) p += k, n -= (size_t)k;
+  }
+  return 0;
+}
+
+static const char *state_name(int s) {
+  switch (s) {
+  case YK_MEMBER_EMPTY: return "waiting";
+  case YK_MEMBER_REGISTERED: return "alive";
+  case YK_MEMBER_DEAD: return "dead";
+  case YK_MEMBER_DONE: return "done";
+  default: return "?";
+  }
+}
+
+int yk_daemon_cmd_status(int argc, char **argv) {
+  const char *cmd = "status";
+  yk_config cfg;
+  yk_config_defaults(&cfg);
+  int have_job = 0, json = 0;
+  int64_t timeout_ms = 5000;
+  const char *coord = NULL;
+  for (int i = 1; i < argc; i++) {
+    const char *v = NULL;
+    int r;
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      fputs(status_usage, stdout);
+      return 0;
+    }
+    if (!strcmp(argv[i], "--json")) {
+      json = 1;
+      continue;
+    }
+    if ((r = ykd_arg_common(cmd, argc, argv, &i, &cfg, &have_job, status_usage))) {
+      if (r < 0) return 2;
+      continue;
+    }
+    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--coord", &coord, status_usage))) {
+      if (r < 0) return 2;
+      continue;
+    }
+    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--timeout-ms", &v, status_usage))) {
+      if (r < 0 || ykd_parse_int_arg(cmd, "--timeout-ms", v, 1, 3600000, &timeout_ms)) return 2;
+      continue;
+    }
+    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--secret-file", &v, status_usage))) {
+      if (r < 0) return 2;
+      snprintf(cfg.coord.secret_file, sizeof cfg.coord.secret_file, "%s", v);
+      continue;
+    }
+    fprintf(stderr, "yoke %s: unknown option '%s'\n%s", cmd, argv[i], status_usage);
+    return 2;
+  }
+  yk_diag d = {0};
+  char host[256] = "127.0.0.1";
+  int port = (int)cfg.coord.port;
+  int rc = 0;
+  if (!coord) coord = getenv("YOKE_COORD");
+  if (!coord || !*coord) coord = cfg.coord.host[0] ? cfg.coord.host : NULL;
+  if (coord) {
+    const char *colon = strrchr(coord, ':');
+    if (colon) {
+      int64_t p;
+      snprintf(host, sizeof host, "%.*s", (int)(colon - coord), coord);
+      if (yk_parse_i64(colon + 1, &p) || p < 1 || p > 65535) {
+        fprintf(stderr, "yoke %s: coordinator '%s' must be HOST:PORT\n", cmd, coord);
+        return 2;
+      }
+      port = (int)p;
+    } else {
+      snprintf(host, sizeof host, "%s", coord);
+    }
+  }
+  uint8_t key[YK_SECRET_MAX];
+  size_t key_len;
+  rc = yk_daemon_secret_load(&cfg, key, &key_len, &d);
+  if (rc) {
+    fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, rc));
+    return 2;
+  }
+  uint64_t deadline = yk_deadline_in_ms((uint64_t)timeout_ms);
+  int fd = ykd_connect_sync(host, port, deadline, &d);
+  if (fd < 0) {
+    fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, fd));
+    return 1;
+  }
+  uint8_t *buf = NULL;
+  size_t len = 0, cap = 0;
+  yk_msg m;
+  int used = recv_frame(fd, &buf, &len, &cap, key, key_len, &m, deadline, &d);
+  if (used < 0) {
+    if (used == YK_EAUTH)
+      fprintf(stderr,
+              "yoke %s: the coordinator at %s:%d does not share our job secret (its CHALLENGE failed "
+              "authentication): check coord.secret_file / YOKE_SECRET\n",
+              cmd, host, port);
+    else
+      fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, used));
+    close(fd);
+    free(buf);
+    return 1;
+  }
+  if (m.type != YK_MSG_CHALLENGE) {
+    fprintf(stderr, "yoke %s: expected CHALLENGE from the coordinator, got %s\n", cmd, yk_msg_type_name(m.type));
+    yk_msg_free(&m);
+    close(fd);
+    free(buf);
+    return 1;
+  }
+  yk_proto_peer in = {{0}, m.seq};
+  memcpy(in.session, m.session, 8);
+  ykd_random(in.session + 8, 8);
+  yk_msg_free(&m);
+  memmove(buf, buf + used, len - (size_t)used);
+  len -= (size_t)used;
+  yk_msg req = {0};
+  req.type = YK_MSG_STATUS_REQ;
+  req.seq = 1;
+  memcpy(req.session, in.session, 16);
+  uint8_t *frame;
+  size_t flen;
+  rc = yk_proto_encode(&req, key, key_len, &frame, &flen, &d);
+  if (!rc) rc = send_all(fd, frame, flen, deadline, &d);
+  free(frame);
+  if (!rc) {
+    used = recv_frame(fd, &buf, &len, &cap, key, key_len, &m, deadline, &d);
+    rc = used < 0 ? used : 0;
+  }
+  if (!rc) rc = yk_proto_check_fresh(&in, &m, &d);
+  close(fd);
+  memset(key, 0, sizeof key);
+  if (rc) {
+    fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, rc));
+    free(buf);
+    return 1;
+  }
+  if (m.type == YK_MSG_ERROR || m.type != YK_MSG_STATUS) {
+    fprintf(stderr, "yoke %s: coordinator answered %s: %s\n", cmd, yk_msg_type_name(m.type), m.text);
+    yk_msg_free(&m);
+    free(buf);
+    return 1;
+  }
+  int64_t min_step = -1;
+  double tps = 0, step_ms = 0;
+  for (uint32_t i = 0; i < m.n_members; i++) {
+    const yk_msg_member *mm = &m.members[i];
+    if (mm->state != YK_MEMBER_REGISTERED && mm->state != YK_MEMBER_DONE) continue;
+    if (min_step < 0 || mm->rep.step < min_step) min_step = mm->rep.step;
+    tps += mm->rep.tokens_per_s;
+    if (mm->rep.step_ms > step_ms) step_ms = mm->rep.step_ms;
+  }
+  if (min_step < 0) min_step = 0;
+  char jid[24];
+  snprintf(jid, sizeof jid, "%016llx", (unsigned long long)m.job_id);
+  if (json) {
+    json_t *o = json_object();
+    json_object_set_new(o, "job_id", json_string(jid));
+    json_object_set_new(o, "epoch", json_integer(m.epoch));
+    json_object_set_new(o, "world", json_integer(m.world));
+    json_object_set_new(o, "alive", json_integer(m.alive));
+    json_object_set_new(o, "step", json_integer(min_step));
+    json_object_set_new(o, "step_ms", json_real(step_ms));
+    json_object_set_new(o, "tokens_per_s", json_real(tps));
+    json_t *arr = json_array();
+    for (uint32_t i = 0; i < m.n_members; i++) {
+      const yk_msg_member *mm = &m.members[i];
+      json_t *e = json_object();
+      json_object_set_new(e, "rank", json_integer(mm->rank));
+      json_object_set_new(e, "host", json_string(mm->host));
+      json_object_set_new(e, "pid", json_integer(mm->pid));
+      json_object_set_new(e, "state", json_string(state_name(mm->state)));
+      json_object_set_new(e, "heartbeat_age_ms", json_integer(mm->hb_age_ms));
+      json_object_set_new(e, "step", json_integer(mm->rep.step));
+      json_object_set_new(e, "loss", json_real(mm->rep.loss));
+      json_object_set_new(e, "step_ms", json_real(mm->rep.step_ms));
+      json_object_set_new(e, "tokens_per_s", json_real(mm->rep.tokens_per_s));
+      json_object_set_new(e, "allreduce_ms", json_real(mm->rep.allreduce_ms));
+      json_object_set_new(e, "allreduce_bytes", json_integer((json_int_t)mm->rep.allreduce_bytes));
+      json_object_set_new(e, "loss_scale", json_real(mm->rep.loss_scale));
+      json_array_append_new(arr, e);
+    }
+    json_object_set_new(o, "members", arr);
+    char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (s) puts(s);
+    free(s);
+    json_decref(o);
+  } else {
+    printf("job %s  epoch %u  world %d  alive %d  step %lld  step %.1f ms  %.0f tokens/s\n", jid, m.epoch, m.world,
+           m.alive, (long long)min_step, step_ms, tps);
+    printf("%-5s %-24s %-8s %-8s %10s %8s %10s %10s %12s\n", "rank", "host", "pid", "state", "hb_age_ms", "step",
+           "loss", "step_ms", "tokens/s");
+    for (uint32_t i = 0; i < m.n_members; i++) {
+      const yk_msg_member *mm = &m.members[i];
+      printf("%-5d %-24s %-8u %-8s %10u %8lld %10.4f %10.1f %12.0f\n", mm->rank, mm->host[0] ? mm->host : "-",
+             mm->pid, state_name(mm->state), mm->hb_age_ms, (long long)mm->rep.step, mm->rep.loss, mm->rep.step_ms,
+             mm->rep.tokens_per_s);
+    }
+  }
+  yk_msg_free(&m);
+  free(buf);
+  return 0;
+}

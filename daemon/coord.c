@@ -1,0 +1,533 @@
+/* coord.c - the coordinator: rendezvous (REGISTER -> WELCOME with every
+ * rank's address), heartbeats and dead-rank detection, all-gather rounds,
+ * status. Runs on a libuv loop it does not own (rank 0's control thread, the
+ * local launcher, or `yoke coord`). Every refusal is one log line and drops
+ * only that connection. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define UNAUTH_TIMEOUT_MS 10000 /* a connection must send a valid frame within this */
+
+typedef struct cconn cconn;
+
+typedef struct member {
+  int state; /* yk_member_state */
+  char host[YK_PROTO_MAX_HOST + 1];
+  uint32_t pid;
+  uint8_t *addr;
+  uint32_t addr_len;
+  uint64_t last_hb_ns;
+  yk_step_report rep;
+  cconn *conn;
+  int exit_code;
+  uint8_t *xblob; /* this round's EXCHANGE blob */
+  uint32_t xlen;
+  int xgot;
+} member;
+
+struct cconn {
+  ykd_conn c;
+  yk_coord *co;
+  int rank;       /* -1 until REGISTER */
+  int authed;     /* sent one valid frame */
+  cconn *prev, *next;
+};
+
+struct yk_coord {
+  uv_loop_t *loop;
+  uv_tcp_t server;
+  uv_timer_t timer;
+  int open_handles;
+  int closing;
+  const yk_logger *log;
+  uint8_t key[YK_SECRET_MAX];
+  size_t key_len;
+  int world;
+  int port;
+  uint64_t job_id;
+  uint32_t epoch;
+  int64_t hb_timeout_ms;
+  member *m;
+  int n_registered;
+  int started;
+  int aborted;
+  int exit_code;
+  uint32_t xround;
+  cconn *conns;
+};
+
+static int count_state(const yk_coord *co, int state) {
+  int n = 0;
+  for (int i = 0; i < co->world; i++) n += co->m[i].state == state;
+  return n;
+}
+
+int yk_coord_port(const yk_coord *c) { return c->port; }
+
+int yk_coord_finished(const yk_coord *co, int *code) {
+  if (code) *code = co->exit_code;
+  return (co->started || co->aborted) && count_state(co, YK_MEMBER_REGISTERED) == 0;
+}
+
+static void conn_unlink(cconn *cc) {
+  yk_coord *co = cc->co;
+  if (cc->prev) cc->prev->next = cc->next;
+  else co->conns = cc->next;
+  if (cc->next) cc->next->prev = cc->prev;
+  cc->prev = cc->next = NULL;
+}
+
+static void maybe_free(yk_coord *co);
+
+static void after_shutdown(uv_shutdown_t *req, int status) {
+  ykd_conn *c = req->handle->data;
+  free(req);
+  ykd_conn_close(c, 0);
+}
+
+static void send_err(cconn *cc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void send_err(cconn *cc, const char *fmt, ...) {
+  yk_msg e = {0};
+  e.type = YK_MSG_ERROR;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e.text, sizeof e.text, fmt, ap);
+  va_end(ap);
+  YK_WARN(cc->co->log, "coordinator: refused %s: %s", cc->c.peer, e.text);
+  ykd_conn_send(&cc->c, &e);
+  /* Let the ERROR frame go out before closing: uv_close would cancel it. */
+  cc->c.draining = 1;
+  uv_read_stop((uv_stream_t *)&cc->c.tcp);
+  uv_shutdown_t *sr = malloc(sizeof *sr);
+  if (!sr || uv_shutdown(sr, (uv_stream_t *)&cc->c.tcp, after_shutdown) != 0) {
+    free(sr);
+    ykd_conn_close(&cc->c, 0);
+  }
+}
+
+static void broadcast(yk_coord *co, yk_msg *m, int except) {
+  for (int i = 0; i < co->world; i++) {
+    member *mb = &co->m[i];
+    if (i == except || mb->state != YK_MEMBER_REGISTERED || !mb->conn) continue;
+    yk_msg copy = *m;
+    ykd_conn_send(&mb->conn->c, &copy);
+  }
+}
+
+/* Abort the job: tell every live rank why. Only the first cause counts. */
+static void abort_job(yk_coord *co, int code, int dead_rank, const char *reason) {
+  if (co->aborted) return;
+  co->aborted = 1;
+  co->exit_code = code;
+  yk_msg m = {0};
+  if (dead_rank >= 0) {
+    m.type = YK_MSG_PEER_DEAD;
+    m.rank = dead_rank;
+    snprintf(m.host, sizeof m.host, "%s", co->m[dead_rank].host);
+  } else {
+    m.type = YK_MSG_SHUTDOWN;
+    m.code = code;
+  }
+  snprintf(m.text, sizeof m.text, "%.1000s", reason);
+  broadcast(co, &m, dead_rank);
+}
+
+void yk_coord_abort(yk_coord *co, int code, const char *reason) {
+  YK_ERROR(co->log, "coordinator: ending the job: %s", reason);
+  abort_job(co, code, -1, reason);
+}
+
+void yk_coord_missing(const yk_coord *co, char *out, size_t cap) {
+  int missing = co->world - co->n_registered;
+  size_t n = (size_t)snprintf(out, cap, "%d of %d ranks never registered:", missing, co->world);
+  int shown = 0;
+  for (int i = 0; i < co->world && n < cap; i++)
+    if (co->m[i].state == YK_MEMBER_EMPTY) {
+      if (shown++ == 16) {
+        snprintf(out + n, cap - n, " ...");
+        break;
+      }
+      n += (size_t)snprintf(out + n, cap - n, " %d", i);
+    }
+}
+
+static void declare_dead(yk_coord *co, int rank, const char *why) {
+  member *mb = &co->m[rank];
+  if (mb->state != YK_MEMBER_REGISTERED) return;
+  mb->state = YK_MEMBER_DEAD;
+  if (mb->conn) {
+    mb->conn->rank = -1;
+    ykd_conn_close(&mb->conn->c, 0);
+    mb->conn = NULL;
+  }
+  char reason[512];
+  snprintf(reason, sizeof reason, "rank %d (host %s, pid %u) died: %s", rank, mb->host, mb->pid, why);
+  if (co->aborted) {
+    YK_INFO(co->log, "coordinator: %s (job already ending)", reason);
+    return;
+  }
+  YK_ERROR(co->log, "coordinator: %s; ending the job", reason);
+  abort_job(co, YK_EXIT_PEER_DEAD, rank, reason);
+}
+
+static void send_welcome(yk_coord *co) {
+  yk_msg_member *mm = calloc((size_t)co->world, sizeof *mm);
+  if (!mm) {
+    YK_ERROR(co->log, "coordinator: out of memory building WELCOME");
+    abort_job(co, YK_EXIT_FAILURE, -1, "coordinator out of memory");
+    return;
+  }
+  for (int i = 0; i < co->world; i++) {
+    mm[i].rank = i;
+    mm[i].pid = co->m[i].pid;
+    snprintf(mm[i].host, sizeof mm[i].host, "%s", co->m[i].host);
+    mm[i].addr = co->m[i].addr;
+    mm[i].addr_len = co->m[i].addr_len;
+  }
+  for (int i = 0; i < co->world; i++) {
+    if (!co->m[i].conn) continue;
+    yk_msg w = {0};
+    w.type = YK_MSG_WELCOME;
+    w.rank = i;
+    w.world = co->world;
+    w.epoch = co->epoch;
+    w.job_id = co->job_id;
+    w.n_members = (uint32_t)co->world;
+    w.members = mm;
+    int rc = ykd_conn_send(&co->m[i].conn->c, &w);
+    if (rc) YK_WARN(co->log, "coordinator: WELCOME to rank %d failed: %s", i, yk_strerror(rc));
+  }
+  free(mm);
+  co->started = 1;
+  YK_INFO(co->log, "coordinator: all %d ranks registered; job %016llx epoch %u started", co->world,
+          (unsigned long long)co->job_id, co->epoch);
+}
+
+static void on_register(cconn *cc, const yk_msg *m) {
+  yk_coord *co = cc->co;
+  if (cc->rank >= 0) return send_err(cc, "second REGISTER on one connection");
+  if (m->world != co->world)
+    return send_err(cc, "rank %d from %s says the world is %d ranks, the coordinator expects %d", m->rank, m->host,
+                    m->world, co->world);
+  if (co->aborted) return send_err(cc, "the job is ending; not accepting ranks");
+  int r = m->rank;
+  if (r < 0) {
+    for (int i = 0; i < co->world && r < 0; i++)
+      if (co->m[i].state == YK_MEMBER_EMPTY) r = i;
+    if (r < 0) return send_err(cc, "all %d ranks are taken", co->world);
+  }
+  if (r >= co->world) return send_err(cc, "rank %d is outside the world of %d ranks", r, co->world);
+  member *mb = &co->m[r];
+  if (mb->state == YK_MEMBER_REGISTERED)
+    return send_err(cc, "rank %d is already registered by %s pid %u", r, mb->host, mb->pid);
+  if (mb->state != YK_MEMBER_EMPTY)
+    return send_err(cc, "rank %d already left the job (rejoining needs elasticity)", r);
+  uint8_t *addr = NULL;
+  if (m->blob_len) {
+    addr = malloc(m->blob_len);
+    if (!addr) return send_err(cc, "coordinator out of memory");
+    memcpy(addr, m->blob, m->blob_len);
+  }
+  free(mb->addr);
+  mb->addr = addr;
+  mb->addr_len = m->blob_len;
+  mb->state = YK_MEMBER_REGISTERED;
+  snprintf(mb->host, sizeof mb->host, "%s", m->host);
+  mb->pid = m->pid;
+  mb->last_hb_ns = yk_now_ns();
+  mb->conn = cc;
+  cc->rank = r;
+  co->n_registered++;
+  YK_INFO(co->log, "coordinator: rank %d registered from %s pid %u (%s), %d/%d", r, m->host, m->pid, cc->c.peer,
+          co->n_registered, co->world);
+  if (co->n_registered == co->world) send_welcome(co);
+}
+
+static void on_exchange(cconn *cc, const yk_msg *m) {
+  yk_coord *co = cc->co;
+  if (!co->started) return send_err(cc, "EXCHANGE before every rank registered");
+  member *mb = &co->m[cc->rank];
+  if (m->round != co->xround)
+    return send_err(cc, "rank %d sent EXCHANGE round %u, the coordinator is at round %u", cc->rank, m->round,
+                    co->xround);
+  if (mb->xgot) return send_err(cc, "rank %d sent EXCHANGE round %u twice", cc->rank, m->round);
+  for (int i = 0; i < co->world; i++)
+    if (co->m[i].xgot && co->m[i].xlen != m->blob_len)
+      return send_err(cc, "rank %d sent a %u-byte EXCHANGE blob, rank %d sent %u bytes", cc->rank, m->blob_len, i,
+                      co->m[i].xlen);
+  mb->xblob = malloc(m->blob_len ? m->blob_len : 1);
+  if (!mb->xblob) return send_err(cc, "coordinator out of memory");
+  memcpy(mb->xblob, m->blob, m->blob_len);
+  mb->xlen = m->blob_len;
+  mb->xgot = 1;
+  for (int i = 0; i < co->world; i++)
+    if (!co->m[i].xgot) return;
+  if (co->world <= 0) return;
+  yk_msg_member *mm = calloc((size_t)co->world, sizeof *mm);
+  if (!mm) return send_err(cc, "coordinator out of memory");
+  for (int i = 0; i < co->world; i++) {
+    mm[i].addr = co->m[i].xblob;
+    mm[i].addr_len = co->m[i].xlen;
+  }
+  yk_msg all = {0};
+  all.type = YK_MSG_EXCHANGE_ALL;
+  all.round = co->xround;
+  all.n_members = (uint32_t)co->world;
+  all.members = mm;
+  broadcast(co, &all, -1);
+  free(mm);
+  for (int i = 0; i < co->world; i++) {
+    free(co->m[i].xblob);
+    co->m[i].xblob = NULL;
+    co->m[i].xgot = 0;
+  }
+  YK_DEBUG(co->log, "coordinator: exchange round %u complete", co->xround);
+  co->xround++;
+}
+
+static void on_status(cconn *cc) {
+  yk_coord *co = cc->co;
+  yk_msg_member *mm = calloc((size_t)co->world, sizeof *mm);
+  if (!mm) return send_err(cc, "coordinator out of memory");
+  uint64_t now = yk_now_ns();
+  for (int i = 0; i < co->world; i++) {
+    member *mb = &co->m[i];
+    mm[i].rank = i;
+    mm[i].pid = mb->pid;
+    mm[i].state = (uint8_t)mb->state;
+    snprintf(mm[i].host, sizeof mm[i].host, "%s", mb->host);
+    uint64_t age = mb->state == YK_MEMBER_EMPTY ? 0 : (now - mb->last_hb_ns) / 1000000;
+    mm[i].hb_age_ms = age > UINT32_MAX ? UINT32_MAX : (uint32_t)age;
+    mm[i].rep = mb->rep;
+  }
+  yk_msg s = {0};
+  s.type = YK_MSG_STATUS;
+  s.job_id = co->job_id;
+  s.epoch = co->epoch;
+  s.world = co->world;
+  s.alive = count_state(co, YK_MEMBER_REGISTERED);
+  s.n_members = (uint32_t)co->world;
+  s.members = mm;
+  ykd_conn_send(&cc->c, &s);
+  free(mm);
+}
+
+static void on_msg(ykd_conn *c, const yk_msg *m) {
+  cconn *cc = (cconn *)c;
+  yk_coord *co = cc->co;
+  cc->authed = 1;
+  if (cc->rank >= 0) co->m[cc->rank].last_hb_ns = yk_now_ns();
+  switch (m->type) {
+  case YK_MSG_REGISTER:
+    on_register(cc, m);
+    return;
+  case YK_MSG_STATUS_REQ:
+    on_status(cc);
+    return;
+  default:
+    break;
+  }
+  if (cc->rank < 0)
+    return send_err(cc, "%s from a connection that has not registered", yk_msg_type_name(m->type));
+  member *mb = &co->m[cc->rank];
+  switch (m->type) {
+  case YK_MSG_HEARTBEAT: {
+    mb->rep = m->rep;
+    yk_msg a = {0};
+    a.type = YK_MSG_HEARTBEAT_ACK;
+    a.epoch = co->epoch;
+    a.alive = count_state(co, YK_MEMBER_REGISTERED);
+    ykd_conn_send(c, &a);
+    return;
+  }
+  case YK_MSG_BYE: {
+    int r = cc->rank;
+    mb->state = YK_MEMBER_DONE;
+    mb->exit_code = m->code;
+    mb->conn = NULL;
+    cc->rank = -1;
+    if (m->code == 0) {
+      YK_INFO(co->log, "coordinator: rank %d (%s) finished", r, mb->host);
+    } else if (m->code == YK_EXIT_REQUEUE || co->aborted) {
+      YK_INFO(co->log, "coordinator: rank %d (%s) left with code %d: %s", r, mb->host, m->code, m->text);
+      if (!co->exit_code) co->exit_code = m->code;
+    } else {
+      char reason[YK_PROTO_MAX_TEXT + YK_PROTO_MAX_HOST + 64];
+      snprintf(reason, sizeof reason, "rank %d (host %s) failed with code %d: %s", r, mb->host, m->code, m->text);
+      YK_ERROR(co->log, "coordinator: %s; ending the job", reason);
+      abort_job(co, m->code, -1, reason);
+    }
+    return;
+  }
+  case YK_MSG_EXCHANGE:
+    on_exchange(cc, m);
+    return;
+  default:
+    send_err(cc, "unexpected %s from rank %d", yk_msg_type_name(m->type), cc->rank);
+  }
+}
+
+static void on_refuse(ykd_conn *c, int code, const char *why) {
+  cconn *cc = (cconn *)c;
+  if (cc->rank >= 0)
+    YK_WARN(cc->co->log, "coordinator: refused a frame from rank %d at %s: %s; dropping the connection", cc->rank,
+            c->peer, why);
+  else
+    YK_WARN(cc->co->log, "coordinator: refused %s: %s; dropping the connection", c->peer, why);
+}
+
+static void on_close(ykd_conn *c, int err) {
+  cconn *cc = (cconn *)c;
+  yk_coord *co = cc->co;
+  if (cc->rank >= 0 && co->m[cc->rank].conn == cc) {
+    char why[128];
+    snprintf(why, sizeof why, "connection lost (%s)", err ? uv_strerror(err) : "closed");
+    co->m[cc->rank].conn = NULL;
+    declare_dead(co, cc->rank, why);
+  }
+  conn_unlink(cc);
+  free(cc);
+  maybe_free(co);
+}
+
+static const ykd_conn_cbs coord_cbs = {on_msg, on_refuse, on_close};
+
+static void on_connection(uv_stream_t *server, int status) {
+  yk_coord *co = server->data;
+  if (status < 0 || co->closing) return;
+  cconn *cc = calloc(1, sizeof *cc);
+  if (!cc) return;
+  cc->co = co;
+  cc->rank = -1;
+  if (ykd_conn_init(co->loop, &cc->c, co, &coord_cbs, co->key, co->key_len)) {
+    free(cc);
+    return;
+  }
+  cc->next = co->conns;
+  if (co->conns) co->conns->prev = cc;
+  co->conns = cc;
+  cc->c.server_side = 1;
+  if (uv_accept(server, (uv_stream_t *)&cc->c.tcp) || ykd_conn_start(&cc->c)) {
+    ykd_conn_close(&cc->c, 0);
+    return;
+  }
+  ykd_random(cc->c.session, 8);
+  yk_msg ch = {0};
+  ch.type = YK_MSG_CHALLENGE;
+  ykd_conn_send(&cc->c, &ch);
+}
+
+static void on_timer(uv_timer_t *t) {
+  yk_coord *co = t->data;
+  uint64_t now = yk_now_ns();
+  for (int i = 0; i < co->world; i++) {
+    member *mb = &co->m[i];
+    if (mb->state != YK_MEMBER_REGISTERED) continue;
+    uint64_t age_ms = (now - mb->last_hb_ns) / 1000000;
+    if ((int64_t)age_ms > co->hb_timeout_ms) {
+      char why[128];
+      snprintf(why, sizeof why, "no heartbeat for %llu ms (coord.heartbeat_timeout_ms=%lld)",
+               (unsigned long long)age_ms, (long long)co->hb_timeout_ms);
+      declare_dead(co, i, why);
+    }
+  }
+  for (cconn *cc = co->conns, *next; cc; cc = next) {
+    next = cc->next;
+    if (!cc->authed && !cc->c.closing && (now - cc->c.opened_ns) / 1000000 > UNAUTH_TIMEOUT_MS) {
+      YK_WARN(co->log, "coordinator: refused %s: no valid frame within %d ms; dropping the connection", cc->c.peer,
+              UNAUTH_TIMEOUT_MS);
+      ykd_conn_close(&cc->c, 0);
+    }
+  }
+}
+
+int yk_coord_start(uv_loop_t *loop, const yk_coord_opts *o, yk_coord **out, yk_diag *d) {
+  *out = NULL;
+  if (o->world < 1 || o->world > YK_PROTO_MAX_WORLD)
+    return yk_errorf(d, YK_EINVAL, "coordinator world %d is not in [1, %d]", o->world, YK_PROTO_MAX_WORLD);
+  if (o->key_len < 16 || o->key_len > YK_SECRET_MAX)
+    return yk_errorf(d, YK_EINVAL, "coordinator secret of %zu bytes (need 16..%d)", o->key_len, YK_SECRET_MAX);
+  yk_coord *co = calloc(1, sizeof *co);
+  if (!co) return yk_errorf(d, YK_ENOMEM, "out of memory for the coordinator");
+  co->m = calloc((size_t)o->world, sizeof *co->m);
+  if (!co->m) {
+    free(co);
+    return yk_errorf(d, YK_ENOMEM, "out of memory for %d members", o->world);
+  }
+  co->loop = loop;
+  co->log = o->log;
+  memcpy(co->key, o->key, o->key_len);
+  co->key_len = o->key_len;
+  co->world = o->world;
+  co->epoch = 1;
+  co->hb_timeout_ms = o->heartbeat_timeout_ms > 0 ? o->heartbeat_timeout_ms : 5000;
+  co->job_id = o->job_id;
+  while (!co->job_id) ykd_random(&co->job_id, sizeof co->job_id);
+
+  const char *bind = o->bind_host ? o->bind_host : "0.0.0.0";
+  struct sockaddr_storage ss;
+  int rc = uv_ip4_addr(bind, o->port, (struct sockaddr_in *)&ss);
+  if (rc) rc = uv_ip6_addr(bind, o->port, (struct sockaddr_in6 *)&ss);
+  if (rc) {
+    free(co->m);
+    free(co);
+    return yk_errorf(d, YK_ECONFIG, "coordinator bind address '%s' is not an IP address", bind);
+  }
+  uv_tcp_init(loop, &co->server);
+  co->server.data = co;
+  co->open_handles++;
+  uv_timer_init(loop, &co->timer);
+  co->timer.data = co;
+  co->open_handles++;
+  rc = uv_tcp_bind(&co->server, (struct sockaddr *)&ss, 0);
+  if (!rc) rc = uv_listen((uv_stream_t *)&co->server, 128, on_connection);
+  if (rc) {
+    yk_errorf(d, rc == UV_EADDRINUSE ? YK_EBUSY : YK_ESYS,
+              "coordinator cannot listen on %s:%d: %s (another job on this port? set coord.port)", bind, o->port,
+              uv_strerror(rc));
+    yk_coord_close(co);
+    return d ? d->code : YK_ESYS;
+  }
+  int len = sizeof ss;
+  uv_tcp_getsockname(&co->server, (struct sockaddr *)&ss, &len);
+  co->port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                           : ((struct sockaddr_in6 *)&ss)->sin6_port);
+  uint64_t tick = (uint64_t)(co->hb_timeout_ms / 10);
+  if (tick < 20) tick = 20;
+  if (tick > 200) tick = 200;
+  uv_timer_start(&co->timer, on_timer, tick, tick);
+  YK_INFO(co->log, "coordinator: listening on %s:%d for %d ranks (heartbeat timeout %lld ms)", bind, co->port,
+          co->world, (long long)co->hb_timeout_ms);
+  *out = co;
+  return 0;
+}
+
+static void maybe_free(yk_coord *co) {
+  if (!co->closing || co->open_handles > 0 || co->conns) return;
+  for (int i = 0; i < co->world; i++) {
+    free(co->m[i].addr);
+    free(co->m[i].xblob);
+  }
+  free(co->m);
+  memset(co->key, 0, sizeof co->key);
+  free(co);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  yk_coord *co = h->data;
+  co->open_handles--;
+  maybe_free(co);
+}
+
+void yk_coord_close(yk_coord *co) {
+  if (!co || co->closing) return;
+  co->closing = 1;
+  uv_close((uv_handle_t *)&co->server, on_handle_closed);
+  uv_close((uv_handle_t *)&co->timer, on_handle_closed);
+  for (cconn *cc = co->conns; cc; cc = cc->next) {
+    cc->rank = -1; /* closing on purpose: nobody died */
+    ykd_conn_close(&cc->c, 0);
+  }
+}

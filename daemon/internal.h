@@ -1,0 +1,69 @@
+/* internal.h - private to daemon/: one authenticated protocol connection on a
+ * libuv TCP handle, shared by the coordinator, the rank's control link and
+ * the /metrics server's plumbing. Not a public header. */
+#ifndef YK_DAEMON_INTERNAL_H
+#define YK_DAEMON_INTERNAL_H
+
+#include <uv.h>
+
+#include "yk_daemon.h"
+
+typedef struct ykd_conn ykd_conn;
+
+/* Callbacks run on the loop thread. on_msg owns nothing: the message and its
+ * buffer are valid only during the call. on_refuse reports a frame that was
+ * malformed, unauthenticated or stale: the connection is already closing.
+ * on_close runs once after the handle is closed: free the owner there. */
+typedef struct ykd_conn_cbs {
+  void (*on_msg)(ykd_conn *c, const yk_msg *m);
+  void (*on_refuse)(ykd_conn *c, int code, const char *why);
+  void (*on_close)(ykd_conn *c, int uv_err);
+} ykd_conn_cbs;
+
+struct ykd_conn {
+  uv_tcp_t tcp;           /* first member: handle->data points to the conn */
+  ykd_conn_cbs cbs;
+  void *owner;
+  const uint8_t *key;     /* borrowed from the owner */
+  size_t key_len;
+  uint8_t *rbuf;
+  size_t rlen, rcap;
+  yk_proto_peer in;       /* freshness of what we receive */
+  int in_ready;           /* 0 until the session is known */
+  int server_side;        /* 1: latch the client nonce from its first frame */
+  uint8_t session[16];    /* stamped on what we send */
+  uint64_t out_seq;
+  int closing;
+  int draining;           /* stop processing input (an ERROR is on its way out) */
+  int close_err;          /* libuv error that caused the close (0 = local) */
+  uint64_t opened_ns;
+  char peer[80];          /* "ip:port" for logs */
+  int pending_writes;
+};
+
+/* Initialise c (the caller owns the memory, which must stay valid until
+ * on_close). */
+int ykd_conn_init(uv_loop_t *loop, ykd_conn *c, void *owner, const ykd_conn_cbs *cbs, const uint8_t *key,
+                  size_t key_len);
+/* Start reading once connected/accepted; also fills c->peer. */
+int ykd_conn_start(ykd_conn *c);
+/* Stamp seq and session, encode, queue the write. */
+int ykd_conn_send(ykd_conn *c, yk_msg *m);
+/* Close (idempotent); on_close follows. */
+void ykd_conn_close(ykd_conn *c, int err);
+
+/* 8 random bytes. */
+void ykd_random(void *out, size_t n);
+
+/* Prometheus /metrics over HTTP (metrics.c). render writes the body into
+ * buf (cap bytes) and returns its length; called on the loop thread. */
+typedef size_t (*ykd_metrics_render)(void *arg, char *buf, size_t cap);
+typedef struct ykd_metrics ykd_metrics;
+int ykd_metrics_start(uv_loop_t *loop, const char *bind, int port, ykd_metrics_render render, void *arg,
+                      const yk_logger *log, ykd_metrics **out, yk_diag *d);
+void ykd_metrics_close(ykd_metrics *m);
+
+/* Config + positional/--set parsing shared by the subcommands (cmd.c). */
+int ykd_resolve(const char *host, int port, struct sockaddr_storage *ss, yk_diag *d);
+
+#endif

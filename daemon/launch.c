@@ -1,0 +1,462 @@
+/* launch.c - `yoke launch -n N ...`: the local launcher. It runs the
+ * coordinator in its own libuv loop, starts N ranks of a yoke subcommand with
+ * the YOKE_* launch variables, prefixes their output lines with [rN],
+ * forwards SIGINT/SIGTERM, and exits with the first failure's code after
+ * stopping the rest (grace, then SIGTERM, then SIGKILL). */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cmd_util.h"
+#include "internal.h"
+
+extern char **environ;
+
+typedef struct lrank lrank;
+typedef struct launcher launcher;
+
+typedef struct {
+  uv_pipe_t pipe;
+  lrank *r;
+  int fd_out; /* 1 or 2 */
+  char *line;
+  size_t len, cap;
+  int open;
+} lpipe;
+
+struct lrank {
+  launcher *L;
+  int rank;
+  uv_process_t proc;
+  lpipe out, err;
+  int running;
+  int proc_open;
+  int code;
+};
+
+struct launcher {
+  uv_loop_t loop;
+  yk_coord *co;
+  uv_signal_t sint, sterm;
+  uv_timer_t kill_timer;
+  lrank *ranks;
+  int n;
+  int live;          /* processes not yet exited */
+  int open_pipes;
+  int first_code;    /* first failure's exit code */
+  int first_rank;
+  int kill_stage;    /* 0 none, 1 waiting grace, 2 SIGTERM sent, 3 SIGKILL sent */
+  int64_t grace_ms;
+  int signals;
+  int closed;
+  const yk_logger *lg;
+};
+
+static void emit(int fd, int rank, const char *s, size_t n) {
+  char pre[24];
+  int pl = snprintf(pre, sizeof pre, "[r%d] ", rank);
+  /* one write per line so lines from different ranks do not interleave */
+  char *buf = malloc((size_t)pl + n + 1);
+  if (!buf) return;
+  memcpy(buf, pre, (size_t)pl);
+  memcpy(buf + pl, s, n);
+  buf[(size_t)pl + n] = '\n';
+  size_t left = (size_t)pl + n + 1;
+  const char *p = buf;
+  while (left) {
+    ssize_t k = write(fd, p, left);
+    if (k <= 0) break;
+    p += k;
+    left -= (size_t)k;
+  }
+  free(buf);
+}
+
+static void maybe_finish(launcher *L);
+
+static void pipe_closed(uv_handle_t *h) {
+  lpipe *p = h->data;
+  free(p->line);
+  p->line = NULL;
+  p->r->L->open_pipes--;
+  maybe_finish(p->r->L);
+}
+
+static void pipe_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  lpipe *p = h->data;
+  if (p->cap - p->len < 4096) {
+    size_t cap = p->cap ? p->cap * 2 : 8192;
+    char *nl = realloc(p->line, cap);
+    if (!nl) {
+      buf->base = NULL;
+      buf->len = 0;
+      return;
+    }
+    p->line = nl;
+    p->cap = cap;
+  }
+  buf->base = p->line + p->len;
+  buf->len = p->cap - p->len;
+}
+
+static void pipe_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  lpipe *p = s->data;
+  if (nread > 0) {
+    p->len += (size_t)nread;
+    size_t start = 0;
+    for (size_t i = 0; i < p->len; i++)
+      if (p->line[i] == '\n') {
+        emit(p->fd_out, p->r->rank, p->line + start, i - start);
+        start = i + 1;
+      }
+    /* a very long line without newline is emitted in pieces */
+    if (start == 0 && p->len > 65536) {
+      emit(p->fd_out, p->r->rank, p->line, p->len);
+      start = p->len;
+    }
+    memmove(p->line, p->line + start, p->len - start);
+    p->len -= start;
+  } else if (nread < 0) {
+    if (p->len) emit(p->fd_out, p->r->rank, p->line, p->len);
+    p->len = 0;
+    if (p->open) {
+      p->open = 0;
+      uv_close((uv_handle_t *)&p->pipe, pipe_closed);
+    }
+  }
+}
+
+static void kill_all(launcher *L, int sig) {
+  for (int i = 0; i < L->n; i++)
+    if (L->ranks[i].running) uv_process_kill(&L->ranks[i].proc, sig);
+}
+
+static void on_kill_timer(uv_timer_t *t) {
+  launcher *L = t->data;
+  if (L->live == 0) return;
+  if (L->kill_stage == 1) {
+    YK_WARN(L->lg, "launch: %d rank(s) still running %lld ms after the failure; sending SIGTERM", L->live,
+            (long long)L->grace_ms);
+    kill_all(L, SIGTERM);
+    L->kill_stage = 2;
+    uv_timer_start(&L->kill_timer, on_kill_timer, 3000, 0);
+  } else if (L->kill_stage == 2) {
+    YK_WARN(L->lg, "launch: %d rank(s) ignored SIGTERM for 3000 ms; sending SIGKILL", L->live);
+    kill_all(L, SIGKILL);
+    L->kill_stage = 3;
+  }
+}
+
+static void proc_closed(uv_handle_t *h) {
+  lrank *r = h->data;
+  r->proc_open = 0;
+  maybe_finish(r->L);
+}
+
+static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal) {
+  lrank *r = proc->data;
+  launcher *L = r->L;
+  r->running = 0;
+  L->live--;
+  r->code = term_signal ? 128 + term_signal : (int)status;
+  if (r->code != 0) {
+    if (term_signal)
+      YK_WARN(L->lg, "launch: rank %d (pid %d) was killed by signal %d (%s)", r->rank, proc->pid, term_signal,
+              strsignal(term_signal));
+    else
+      YK_WARN(L->lg, "launch: rank %d (pid %d) exited with code %d", r->rank, proc->pid, r->code);
+    /* Ranks that stop *because* another died (PEER_DEAD, COORD_LOST) can be
+     * reaped before the one that died; the root cause's code wins. */
+    int consequence = L->first_code == YK_EXIT_PEER_DEAD || L->first_code == YK_EXIT_COORD_LOST;
+    int is_cause = r->code != YK_EXIT_PEER_DEAD && r->code != YK_EXIT_COORD_LOST;
+    if (L->first_code && consequence && is_cause) {
+      L->first_code = r->code;
+      L->first_rank = r->rank;
+    }
+    if (!L->first_code) {
+      L->first_code = r->code;
+      L->first_rank = r->rank;
+      if (L->live > 0 && L->kill_stage == 0) {
+        L->kill_stage = 1;
+        uv_timer_start(&L->kill_timer, on_kill_timer, (uint64_t)L->grace_ms, 0);
+      }
+    }
+  }
+  uv_close((uv_handle_t *)proc, proc_closed);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  launcher *L = h->data;
+  L->signals++;
+  if (L->signals > 1) {
+    YK_WARN(L->lg, "launch: second signal; killing all ranks");
+    kill_all(L, SIGKILL);
+    L->kill_stage = 3;
+    return;
+  }
+  YK_WARN(L->lg, "launch: %s; forwarding it to %d rank(s)", strsignal(signum), L->live);
+  kill_all(L, signum);
+  /* bound the wait: ranks that do not stop get SIGTERM, then SIGKILL */
+  if (L->kill_stage == 0) {
+    L->kill_stage = 1;
+    uv_timer_start(&L->kill_timer, on_kill_timer, (uint64_t)L->grace_ms + 30000, 0);
+  }
+}
+
+static void maybe_finish(launcher *L) {
+  if (L->closed || L->live > 0 || L->open_pipes > 0) return;
+  for (int i = 0; i < L->n; i++)
+    if (L->ranks[i].proc_open) return;
+  L->closed = 1;
+  if (L->co) yk_coord_close(L->co);
+  uv_close((uv_handle_t *)&L->sint, NULL);
+  uv_close((uv_handle_t *)&L->sterm, NULL);
+  uv_close((uv_handle_t *)&L->kill_timer, NULL);
+}
+
+static const char launch_usage[] =
+    "usage: yoke launch -n N [--port P] [--bind ADDR] [--grace-ms MS] JOB.yaml [--set section.key=value ...]\n"
+    "       yoke launch -n N [options] -- SUBCOMMAND [ARGS...]\n\n"
+    "Run a job of N ranks on this machine: start the coordinator, then N processes of\n"
+    "`yoke train JOB.yaml ...` (first form) or `yoke SUBCOMMAND ARGS...` (second form) with\n"
+    "YOKE_RANK, YOKE_WORLD, YOKE_LOCAL_RANK, YOKE_COORD and YOKE_SECRET set. Their output lines\n"
+    "are prefixed with [rN]. SIGINT/SIGTERM are forwarded. The launcher exits with the first\n"
+    "failing rank's code (128+signal if it was killed) after stopping the others; 0 if all succeed.\n"
+    "The job config (coord.heartbeat_timeout_ms, coord.secret_file, ...) is read from the command's\n"
+    "JOB.yaml and --set arguments.\n\n"
+    "  -n, --np N      ranks to start (required)\n"
+    "  --port P        coordinator port (default 0: a free port)\n"
+    "  --bind ADDR     coordinator address (default 127.0.0.1)\n"
+    "  --grace-ms MS   after a failure, let the others stop on their own this long (default 3000)\n";
+
+static int is_yaml(const char *s) {
+  size_t n = strlen(s);
+  return (n > 5 && !strcmp(s + n - 5, ".yaml")) || (n > 4 && !strcmp(s + n - 4, ".yml"));
+}
+
+static int drop_var(const char *e) {
+  static const char *drop[] = {"YOKE_RANK=",  "YOKE_WORLD=",  "YOKE_LOCAL_RANK=", "YOKE_LOCAL_WORLD=",
+                               "YOKE_COORD=", "YOKE_COORD_EMBED=", "YOKE_JOB_ID="};
+  for (size_t i = 0; i < YK_ARRAY_LEN(drop); i++)
+    if (!strncmp(e, drop[i], strlen(drop[i]))) return 1;
+  return 0;
+}
+
+int yk_daemon_cmd_launch(int argc, char **argv) {
+  const char *cmd = "launch";
+  int64_t n = 0, port = 0, grace = 3000;
+  const char *bind = "127.0.0.1";
+  int i = 1;
+  for (; i < argc; i++) {
+    const char *v = NULL;
+    int r;
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      fputs(launch_usage, stdout);
+      return 0;
+    }
+    if (!strcmp(argv[i], "--")) {
+      i++;
+      break;
+    }
+    if ((r = ykd_arg_value(cmd, argc, argv, &i, "-n", &v, launch_usage)) ||
+        (r = ykd_arg_value(cmd, argc, argv, &i, "--np", &v, launch_usage))) {
+      if (r < 0 || ykd_parse_int_arg(cmd, "-n", v, 1, 4096, &n)) return 2;
+      continue;
+    }
+    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--port", &v, launch_usage))) {
+      if (r < 0 || ykd_parse_int_arg(cmd, "--port", v, 0, 65535, &port)) return 2;
+      continue;
+    }
+    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--grace-ms", &v, launch_usage))) {
+      if (r < 0 || ykd_parse_int_arg(cmd, "--grace-ms", v, 0, 3600000, &grace)) return 2;
+      continue;
+    }
+    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--bind", &bind, launch_usage))) {
+      if (r < 0) return 2;
+      continue;
+    }
+    if (argv[i][0] == '-' && !is_yaml(argv[i])) {
+      fprintf(stderr, "yoke %s: unknown option '%s'\n%s", cmd, argv[i], launch_usage);
+      return 2;
+    }
+    break;
+  }
+  if (n <= 0) {
+    fprintf(stderr, "yoke %s: -n N is required\n%s", cmd, launch_usage);
+    return 2;
+  }
+  if (i >= argc) {
+    fprintf(stderr, "yoke %s: nothing to launch: give JOB.yaml or -- SUBCOMMAND ...\n%s", cmd, launch_usage);
+    return 2;
+  }
+  /* The ranks' config is the launcher's config: read the job file and the
+   * --set overrides from the command line we launch. */
+  yk_config cfg;
+  yk_config_defaults(&cfg);
+  yk_diag d = {0};
+  int rc = 0;
+  for (int k = i; k < argc && !rc; k++) {
+    if (!strcmp(argv[k], "--set") && k + 1 < argc) rc = yk_config_set(&cfg, argv[++k], &d);
+    else if (!strncmp(argv[k], "--set=", 6)) rc = yk_config_set(&cfg, argv[k] + 6, &d);
+    else if (is_yaml(argv[k]) && argv[k][0] != '-') rc = yk_config_load_file(&cfg, argv[k], &d);
+  }
+  if (!rc) rc = yk_config_validate(&cfg, &d);
+  if (rc) {
+    fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, rc));
+    return 2;
+  }
+  char exe[4096];
+  size_t exe_len = sizeof exe;
+  if (uv_exepath(exe, &exe_len)) {
+    fprintf(stderr, "yoke %s: cannot find the yoke executable's path\n", cmd);
+    return 1;
+  }
+  int child_argc = (is_yaml(argv[i]) ? 2 : 1) + (argc - i);
+  char **cargv = calloc((size_t)child_argc + 1, sizeof *cargv);
+  if (!cargv) return 1;
+  int ca = 0;
+  cargv[ca++] = exe;
+  if (is_yaml(argv[i])) cargv[ca++] = "train";
+  for (int k = i; k < argc; k++) cargv[ca++] = argv[k];
+
+  /* secret: the job's file, an exported YOKE_SECRET, or a fresh one */
+  uint8_t key[YK_SECRET_MAX];
+  size_t key_len = 0;
+  char gen_hex[65] = "";
+  rc = yk_daemon_secret_load(&cfg, key, &key_len, &d);
+  if (rc == YK_ENOTFOUND) {
+    rc = yk_daemon_secret_generate(gen_hex, &d);
+    if (!rc) {
+      setenv("YOKE_SECRET", gen_hex, 1); /* only so secret_load reads it back; children get it below too */
+      rc = yk_daemon_secret_load(&cfg, key, &key_len, &d);
+      unsetenv("YOKE_SECRET");
+    }
+  }
+  if (rc) {
+    fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, rc));
+    free(cargv);
+    return 2;
+  }
+
+  yk_logger lg;
+  int level = yk_log_level_parse(cfg.log.level);
+  yk_logger_init(&lg, -1, level < 0 ? YK_LOG_INFO : level, stderr);
+  launcher L = {0};
+  L.lg = &lg;
+  L.n = (int)n;
+  L.grace_ms = grace;
+  uv_loop_init(&L.loop);
+  yk_coord_opts co = {0};
+  co.bind_host = bind;
+  co.port = (int)port;
+  co.world = (int)n;
+  co.heartbeat_timeout_ms = cfg.coord.heartbeat_timeout_ms;
+  co.key = key;
+  co.key_len = key_len;
+  co.log = &lg;
+  rc = yk_coord_start(&L.loop, &co, &L.co, &d);
+  memset(key, 0, sizeof key);
+  if (rc) {
+    fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, rc));
+    uv_run(&L.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&L.loop);
+    free(cargv);
+    return 1;
+  }
+  uint64_t job_id;
+  ykd_random(&job_id, sizeof job_id);
+
+  /* the children's environment */
+  size_t nenv = 0;
+  while (environ[nenv]) nenv++;
+  char **cenv = calloc(nenv + 16, sizeof *cenv);
+  char vars[8][320];
+  int ne = 0;
+  for (size_t k = 0; k < nenv; k++)
+    if (!drop_var(environ[k]) && !(gen_hex[0] && !strncmp(environ[k], "YOKE_SECRET=", 12))) cenv[ne++] = environ[k];
+  const char *chost = strcmp(bind, "0.0.0.0") ? bind : "127.0.0.1";
+  snprintf(vars[0], sizeof vars[0], "YOKE_WORLD=%d", L.n);
+  snprintf(vars[1], sizeof vars[1], "YOKE_LOCAL_WORLD=%d", L.n);
+  snprintf(vars[2], sizeof vars[2], "YOKE_COORD=%s:%d", chost, yk_coord_port(L.co));
+  snprintf(vars[3], sizeof vars[3], "YOKE_JOB_ID=%016llx", (unsigned long long)job_id);
+  snprintf(vars[4], sizeof vars[4], "YOKE_SECRET=%s", gen_hex);
+  cenv[ne++] = vars[0];
+  cenv[ne++] = vars[1];
+  cenv[ne++] = vars[2];
+  cenv[ne++] = vars[3];
+  if (gen_hex[0]) cenv[ne++] = vars[4];
+  int rank_slot = ne;
+  cenv[ne++] = vars[5];
+  cenv[ne++] = vars[6];
+  cenv[ne] = NULL;
+
+  L.ranks = calloc((size_t)L.n, sizeof *L.ranks);
+  uv_signal_init(&L.loop, &L.sint);
+  uv_signal_init(&L.loop, &L.sterm);
+  uv_timer_init(&L.loop, &L.kill_timer);
+  L.sint.data = L.sterm.data = L.kill_timer.data = &L;
+  uv_signal_start(&L.sint, on_signal, SIGINT);
+  uv_signal_start(&L.sterm, on_signal, SIGTERM);
+  YK_INFO(&lg, "launch: %d ranks of `yoke %s ...`, coordinator on %s:%d", L.n, cargv[1], chost, yk_coord_port(L.co));
+  for (int r = 0; r < L.n; r++) {
+    lrank *R = &L.ranks[r];
+    R->L = &L;
+    R->rank = r;
+    snprintf(vars[5], sizeof vars[5], "YOKE_RANK=%d", r);
+    snprintf(vars[6], sizeof vars[6], "YOKE_LOCAL_RANK=%d", r);
+    cenv[rank_slot] = vars[5];
+    cenv[rank_slot + 1] = vars[6];
+    lpipe *ps[2] = {&R->out, &R->err};
+    uv_stdio_container_t stdio[3];
+    stdio[0].flags = UV_IGNORE;
+    for (int k = 0; k < 2; k++) {
+      ps[k]->r = R;
+      ps[k]->fd_out = k + 1;
+      uv_pipe_init(&L.loop, &ps[k]->pipe, 0);
+      ps[k]->pipe.data = ps[k];
+      ps[k]->open = 1;
+      L.open_pipes++;
+      stdio[k + 1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+      stdio[k + 1].data.stream = (uv_stream_t *)&ps[k]->pipe;
+    }
+    uv_process_options_t po = {0};
+    po.exit_cb = on_exit_cb;
+    po.file = exe;
+    po.args = cargv;
+    po.env = cenv;
+    po.stdio_count = 3;
+    po.stdio = stdio;
+    /* Own session: a terminal's Ctrl-C reaches only the launcher, which
+     * forwards it once. */
+    po.flags = UV_PROCESS_DETACHED;
+    R->proc.data = R;
+    rc = uv_spawn(&L.loop, &R->proc, &po);
+    if (rc) {
+      YK_ERROR(&lg, "launch: cannot start rank %d (%s): %s", r, exe, uv_strerror(rc));
+      for (int k = 0; k < 2; k++) {
+        ps[k]->open = 0;
+        uv_close((uv_handle_t *)&ps[k]->pipe, pipe_closed);
+      }
+      uv_close((uv_handle_t *)&R->proc, NULL);
+      if (!L.first_code) L.first_code = YK_EXIT_FAILURE, L.first_rank = r;
+      kill_all(&L, SIGTERM);
+      break;
+    }
+    R->running = 1;
+    R->proc_open = 1;
+    L.live++;
+    uv_read_start((uv_stream_t *)&R->out.pipe, pipe_alloc, pipe_read);
+    uv_read_start((uv_stream_t *)&R->err.pipe, pipe_alloc, pipe_read);
+  }
+  maybe_finish(&L);
+  uv_run(&L.loop, UV_RUN_DEFAULT);
+  uv_loop_close(&L.loop);
+  int code = L.first_code;
+  if (code) YK_ERROR(&lg, "launch: job failed: rank %d exited first with code %d", L.first_rank, code);
+  else YK_INFO(&lg, "launch: all %d ranks finished", L.n);
+  free(L.ranks);
+  free(cenv);
+  free(cargv);
+  return code;
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The local launcher (`yoke launch`) with the embedded coordinator in the
+# launcher: a clean job, a failing rank, kill -9 of a rank, signal
+# forwarding, `yoke status` (+ --json, wrong secret), garbage at the
+# coordinator's port while the job goes on, and /metrics over HTTP.
+set -u
+. "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/lib-daemon.sh"
+export YOKE_SECRET=$(openssl rand -hex 32)
+HB="--set coord.heartbeat_ms=200 --set coord.heartbeat_timeout_ms=2000"
+
+# 1. a clean job of 3 ranks, output prefixed with the rank
+out=$YK_TMP/ok.log
+"$YOKE" launch -n 3 -- $YK_WORKLOAD $HB > "$out" 2>&1; rc=$?
+[ $rc = 0 ] && pass "launch -n 3 exits 0" || fail "launch -n 3 exit $rc: $(tail -5 "$out")"
+for r in 0 1 2; do
+  grep -q "^\[r$r\] " "$out" && pass "output of rank $r is prefixed [r$r]" || fail "no [r$r] lines"
+done
+grep -q "all 3 ranks registered" "$out" && pass "rendezvous of 3" || fail "no rendezvous line"
+
+# 2. a rank that fails: the launcher exits with its code, the others stop
+out=$YK_TMP/fail.log
+t0=$(now_ms)
+"$YOKE" launch -n 3 -- $YK_WORKLOAD_LONG $HB --fail-at 5 --fail-rank 1 --fail-code 7 > "$out" 2>&1; rc=$?
+dt=$(( $(now_ms) - t0 ))
+[ $rc = 7 ] && pass "first failure's code (7) is the launcher's" || fail "launcher exit $rc, wanted 7: $(tail -5 "$out")"
+grep -q "rank 1 (host .*) failed with code 7" "$out" && pass "coordinator names the failed rank" || fail "no failure line"
+[ $dt -lt 8000 ] && pass "failed job ended in ${dt} ms" || fail "failed job took ${dt} ms"
+
+# 3. kill -9 of one rank: the others exit within heartbeat_timeout + 2 s,
+#    naming it; nothing is left behind
+out=$YK_TMP/kill.log
+"$YOKE" launch -n 3 -- $YK_WORKLOAD_LONG $HB > "$out" 2>&1 &
+L=$!
+wait_for "all 3 ranks registered" "$out" 20 || fail "kill test: no rendezvous"
+sleep 0.5
+ranks=$(all_ranks $L)
+victim=$(rank_pid $L 1)
+if [ -n "$victim" ]; then
+  t0=$(now_ms)
+  kill -9 "$victim"
+  wait $L; rc=$?
+  dt=$(( $(now_ms) - t0 ))
+  [ $dt -le 4000 ] && pass "others exited ${dt} ms after kill -9 (limit 4000)" || fail "exit took ${dt} ms after kill -9"
+  [ $rc = 137 ] && pass "launcher reports the killed rank (137)" || fail "launcher exit $rc, wanted 137"
+  for r in 0 2; do
+    grep -qE "^\[r$r\].*job aborted: rank 1 \(host $(hostname)" "$out" && pass "rank $r names dead rank 1 and its host" \
+      || fail "rank $r does not name rank 1: $(grep "^\[r$r\]" "$out" | tail -2)"
+  done
+  pids_gone $ranks && pass "no rank process left behind" || fail "processes left: $(ps -o pid,args -p $ranks)"
+else
+  fail "kill test: cannot find rank 1's pid"; kill $L
+fi
+
+# 4. signals are forwarded: SIGINT -> 130, SIGTERM -> checkpoint request -> 75
+for sig in INT:130 TERM:75; do
+  s=${sig%:*} want=${sig#*:}
+  out=$YK_TMP/sig$s.log
+  "$YOKE" launch -n 2 -- $YK_WORKLOAD_LONG $HB > "$out" 2>&1 &
+  L=$!
+  wait_for "all 2 ranks registered" "$out" 20
+  sleep 0.3
+  ranks=$(all_ranks $L)
+  kill -$s $L
+  t0=$(now_ms)
+  wait $L; rc=$?
+  dt=$(( $(now_ms) - t0 ))
+  [ $rc = $want ] && pass "SIG$s: launcher exits $want in ${dt} ms" || fail "SIG$s: exit $rc, wanted $want: $(tail -3 "$out")"
+  pids_gone $ranks && pass "SIG$s: no rank left" || fail "SIG$s: ranks left"
+done
+
+# 5. observability and robustness while a job runs
+mport=$(free_port)
+out=$YK_TMP/obs.log
+"$YOKE" launch -n 2 -- daemon-selftest --steps 120 --step-ms 25 $HB --set coord.metrics_port=$mport > "$out" 2>&1 &
+L=$!
+wait_for "all 2 ranks registered" "$out" 20
+port=$(launcher_port "$out")
+sleep 0.6
+st=$("$YOKE" status --coord 127.0.0.1:$port 2>&1); rc=$?
+if [ $rc = 0 ] && echo "$st" | grep -qE "^job [0-9a-f]{16} +epoch 1 +world 2 +alive 2" && [ "$(echo "$st" | grep -c ' alive ')" -ge 2 ]; then
+  pass "yoke status lists the job and 2 alive members"
+else fail "yoke status: rc $rc: $st"; fi
+js=$("$YOKE" status --json --coord 127.0.0.1:$port 2>&1)
+if echo "$js" | python3 -c 'import json,sys; j=json.load(sys.stdin); m=j["members"]; assert j["world"]==2 and len(m)==2 and all(x["state"]=="alive" and x["pid"]>0 and x["host"] and x["heartbeat_age_ms"]<2000 for x in m) and j["step"]>=1 and j["tokens_per_s"]>0, j' 2>"$YK_TMP/json.err"; then
+  pass "status --json parses with members, heartbeat ages, step and tokens/s"
+else fail "status --json: $js $(cat "$YK_TMP/json.err")"; fi
+echo "0000000000000000000000000000000000000000000000000000000000000000" > "$YK_TMP/wrong.secret"
+expect_fail 1 "status with the wrong secret is refused" "$YOKE" status --coord 127.0.0.1:$port --secret-file "$YK_TMP/wrong.secret"
+expect_stderr "does not share our job secret" "$YOKE" status --coord 127.0.0.1:$port --secret-file "$YK_TMP/wrong.secret"
+# random bytes and truncated frames at the coordinator's port
+head -c 4096 /dev/urandom > "/dev/tcp/127.0.0.1/$port" 2>/dev/null
+printf 'YKCP\001\002\000\000\377\377' > "/dev/tcp/127.0.0.1/$port" 2>/dev/null
+printf 'GET /metrics HTTP/1.0\r\n\r\n' > "/dev/tcp/127.0.0.1/$port" 2>/dev/null
+# /metrics of both ranks, parsed
+for r in 0 1; do
+  resp=$(http_get 127.0.0.1 $((mport + r)) /metrics | tr -d '\r')
+  body=$(echo "$resp" | sed '1,/^$/d')
+  if echo "$resp" | head -1 | grep -q "200 OK" && echo "$body" | python3 "$(dirname "$0")/prom_check.py" $r 2>"$YK_TMP/prom.err"; then pass "rank $r /metrics scraped and parsed"; else fail "rank $r /metrics: $(cat "$YK_TMP/prom.err") $resp"; fi
+done
+http_get 127.0.0.1 $mport /nope | head -1 | grep -q 404 && pass "/nope is 404" || fail "/nope not 404"
+wait $L; rc=$?
+[ $rc = 0 ] && pass "the job went on and finished after the abuse" || fail "job exit $rc: $(tail -5 "$out")"
+grep -q "refused .*wrong job secret\|refused .*failed authentication\|refused .*bad magic" "$out" && pass "coordinator logged the refusals" \
+  || fail "no refusal lines in the launcher log"
+
+# 6. usage errors
+expect_fail 2 "launch without -n" "$YOKE" launch -- daemon-selftest
+expect_stderr "unknown option '--bogus'" "$YOKE" launch --bogus
+expect_fail 2 "selftest unknown flag" "$YOKE" daemon-selftest --frob
+expect_ok "launch --help" "$YOKE" launch --help
+expect_ok "status --help" "$YOKE" status --help
+expect_ok "coord --help" "$YOKE" coord --help
+finish

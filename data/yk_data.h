@@ -74,6 +74,20 @@ int yk_data_bytes_decode(const uint16_t *tokens, size_t n, char *out, yk_diag *d
 /* Batch loader                                                             */
 /* ------------------------------------------------------------------------ */
 
+/* Use in a data-parallel train loop (world ranks, accum micro-batches):
+ *
+ *   yk_data_loader_open(&tr, "data.train", cfg.data.train, B, T, V, &d);
+ *   for each step: for (m = 0; m < accum; m++) {
+ *                    yk_data_loader_next(tr, world, accum, rank, m, inputs, targets);
+ *                    forward/backward ... }
+ *                  all-reduce, optimizer step;
+ *                  yk_data_loader_advance(tr, world, accum);
+ *   checkpoint: yk_data_loader_get_pos(tr, &pos) ... yk_data_loader_set_pos(tr, &pos, &d)
+ *
+ * Validation (no position): batch i of rank r reads yk_data_loader_window(va, i * world + r, ...),
+ * so val batches 0..n-1 are split over ranks without overlap (wrapping when
+ * the val set has fewer than n * world windows). */
+
 /* Opaque: the open shards, the window index and the position. */
 typedef struct yk_data_loader yk_data_loader;
 

@@ -21,6 +21,30 @@
  * is memory-bound, so FMA buys nothing), hence the two variants give
  * BITWISE-identical results, and each is deterministic. tests/optimizer
  * checks this (tolerance: 0 ulp).
+ *
+ * Threads: every function is reentrant. To spread one AdamW step over k
+ * threads, give each a disjoint slice (off, count) of the arena; the result
+ * is bitwise identical to one call over the whole arena (each element's
+ * update depends only on that element).
+ *
+ * A training step with all of it (fp16; arenas of n elements; t/nt the tensor table):
+ *
+ *   int64_t bad;                       // on the all-reduced grads, so every rank agrees
+ *   int ovf = yk_optimizer_find_nonfinite(g16, YK_DT_F16, n, YK_ISA_AUTO, &bad);
+ *   float inv = (float)(1.0 / ls.st.scale);     // read the scale BEFORE update()
+ *   int rc = yk_optimizer_loss_scaler_update(&ls, ovf);
+ *   if (rc == YK_EOVERFLOW) { name yk_optimizer_tensor_at(t, nt, bad)->name;
+ *                             stop if ls.cfg.stop_on_min, else skip the step }
+ *   else if (rc == YK_LS_SKIP) skip the step;
+ *   else {
+ *     yk_optimizer_cast_to_f32(g16, YK_DT_F16, g32, n, inv, YK_ISA_AUTO);   // unscale
+ *     double ss = yk_optimizer_sumsq(g32, n, YK_ISA_AUTO);  // sharded: all-reduce ss
+ *     float coef = yk_optimizer_clip_coef(sqrt(ss), cfg.optim.grad_clip);
+ *     yk_optimizer_adamw_step(&h, step + 1, yk_optimizer_lr_at(&sched, step), coef,
+ *                             t, nt, 0, n, p32, g32, m, v, p16, YK_DT_F16);
+ *   }
+ * fp32 runs skip the scaler and the casts: scan g32 only if they want to
+ * refuse non-finite gradients (the norm is non-finite then too).
  */
 #ifndef YK_OPTIMIZER_H
 #define YK_OPTIMIZER_H

@@ -3,6 +3,8 @@
  *   0 success, 1 runtime failure, 2 usage or configuration error,
  *   and the codes documented in docs/exit-codes.md for preemption. */
 #include "yk_common.h"
+#include "yk_bench.h"
+#include "yk_daemon.h"
 #include "yk_data.h"
 
 #include <stdio.h>
@@ -23,6 +25,9 @@ typedef struct {
 static const subcmd subcmds[] = {
     {"version", cmd_version, "print the version"},
     {"config", cmd_config, "print the config reference or a resolved job config"},
+    {"train", yk_daemon_cmd_train, "train a GPT (one rank, or one of many under mpirun/SLURM/yoke launch)"},
+    {"eval", yk_daemon_cmd_eval, "mean loss of a GPT-2 weights file on token shards"},
+    {"bench", yk_bench_cmd_main, "benchmarks: train (more as they land)"},
     {"data", yk_data_cmd_data, "prepare token shards from text files (data prepare)"},
 };
 

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
@@ -335,3 +336,38 @@ int yk_dtype_parse(const char *s, yk_dtype *out) {
     }
   return YK_EINVAL;
 }
+
+/* ---- instruction sets ---- */
+
+const char *yk_isa_name(yk_isa isa) {
+  switch (isa) {
+    case YK_ISA_PORTABLE: return "portable";
+    case YK_ISA_AVX2: return "avx2";
+    case YK_ISA_AUTO: return "auto";
+    default: return "unknown";
+  }
+}
+
+int yk_isa_parse(const char *s, yk_isa *out) {
+  if (!s) return YK_EINVAL;
+  if (!strcasecmp(s, "portable")) *out = YK_ISA_PORTABLE;
+  else if (!strcasecmp(s, "avx2")) *out = YK_ISA_AVX2;
+  else if (!strcasecmp(s, "auto") || !*s) *out = YK_ISA_AUTO;
+  else return YK_EINVAL;
+  return 0;
+}
+
+int yk_isa_supported(yk_isa isa) {
+  switch (isa) {
+    case YK_ISA_PORTABLE: return 1;
+    case YK_ISA_AVX2:
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_cpu_init();
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+      return 0;
+#endif
+    default: return 0;
+  }
+}
+

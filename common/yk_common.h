@@ -189,6 +189,26 @@ int yk_parse_bytes(const char *s, uint64_t *out);
 int yk_edit_distance(const char *a, const char *b);
 
 /* ------------------------------------------------------------------------ */
+/* Instruction sets                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Vector-kernel variants, chosen at run time (device/, optimizer/,
+ * collectives/). AUTO = the best the CPU supports, or $YK_ISA if set. No
+ * AVX-512 variant is shipped: no machine we test on has it. */
+typedef enum {
+  YK_ISA_AUTO = -1,
+  YK_ISA_PORTABLE = 0, /* scalar C, any CPU */
+  YK_ISA_AVX2 = 1,     /* AVX2 + FMA + F16C */
+  YK_ISA_COUNT_
+} yk_isa;
+/* "portable" / "avx2" / "auto". */
+const char *yk_isa_name(yk_isa isa);
+/* Parse "portable" | "avx2" | "auto" (case-insensitive). */
+int yk_isa_parse(const char *s, yk_isa *out);
+/* 1 if this CPU can run the variant (portable always). */
+int yk_isa_supported(yk_isa isa);
+
+/* ------------------------------------------------------------------------ */
 /* Tensor descriptors                                                       */
 /* ------------------------------------------------------------------------ */
 

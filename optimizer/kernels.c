@@ -15,19 +15,10 @@
 #include <string.h>
 
 yk_isa yk_optimizer_isa_resolve(yk_isa want, int need_f16c) {
-  if (want == YK_ISA_SCALAR) return YK_ISA_SCALAR;
+  if (want == YK_ISA_PORTABLE) return YK_ISA_PORTABLE;
   __builtin_cpu_init();
   int ok = __builtin_cpu_supports("avx2") && (!need_f16c || __builtin_cpu_supports("f16c"));
-  return ok ? YK_ISA_AVX2 : YK_ISA_SCALAR;
-}
-
-const char *yk_optimizer_isa_name(yk_isa isa) {
-  switch (isa) {
-  case YK_ISA_AUTO: return "auto";
-  case YK_ISA_SCALAR: return "scalar";
-  case YK_ISA_AVX2: return "avx2";
-  }
-  return "unknown";
+  return ok ? YK_ISA_AVX2 : YK_ISA_PORTABLE;
 }
 
 /* ---- AdamW ------------------------------------------------------------- */

@@ -61,11 +61,9 @@ extern "C" {
 /* Which kernel variant to run. AUTO picks AVX2 when the CPU has AVX2 (and
  * F16C where 16-bit conversion is involved), else SCALAR. Forcing AVX2 on a
  * CPU without it falls back to SCALAR (never faults). */
-typedef enum { YK_ISA_AUTO = 0, YK_ISA_SCALAR = 1, YK_ISA_AVX2 = 2 } yk_isa;
 
 /* The variant AUTO resolves to on this CPU for kernels that need `need_f16c`. */
 yk_isa yk_optimizer_isa_resolve(yk_isa want, int need_f16c);
-const char *yk_optimizer_isa_name(yk_isa isa); /* "auto", "scalar", "avx2" */
 
 /* ------------------------------------------------------------------------ */
 /* AdamW                                                                    */

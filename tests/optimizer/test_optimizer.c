@@ -125,7 +125,7 @@ static void run_reference(yk_isa isa) {
     for (int t = 0; t < r.ntensors; t++) {
       double e = tensor_relerr(p + r.t[t].offset, r.param[step] + r.t[t].offset, r.t[t].numel);
       worst = fmax(worst, e);
-      ck_assert_msg(e <= TORCH_TOL, "%s: step %d tensor %s rel err %.3g > %.1g", yk_optimizer_isa_name(isa), step,
+      ck_assert_msg(e <= TORCH_TOL, "%s: step %d tensor %s rel err %.3g > %.1g", yk_isa_name(isa), step,
                     r.t[t].name, e, TORCH_TOL);
     }
   }
@@ -133,7 +133,7 @@ static void run_reference(yk_isa isa) {
     ck_assert(tensor_relerr(m + r.t[t].offset, r.m + r.t[t].offset, r.t[t].numel) <= TORCH_TOL);
     ck_assert(tensor_relerr(v + r.t[t].offset, r.v + r.t[t].offset, r.t[t].numel) <= TORCH_TOL);
   }
-  fprintf(stderr, "adamw vs torch (%s): worst per-tensor rel err %.3g (tolerance %.0e)\n", yk_optimizer_isa_name(isa),
+  fprintf(stderr, "adamw vs torch (%s): worst per-tensor rel err %.3g (tolerance %.0e)\n", yk_isa_name(isa),
           worst, TORCH_TOL);
   /* The decay mask matters: without it (every element decays) the result
    * must differ from torch, or the test above could not catch a wrong mask. */
@@ -151,7 +151,7 @@ static void run_reference(yk_isa isa) {
   ref_free(&r);
 }
 
-START_TEST(test_adamw_matches_torch_scalar) { run_reference(YK_ISA_SCALAR); }
+START_TEST(test_adamw_matches_torch_scalar) { run_reference(YK_ISA_PORTABLE); }
 END_TEST
 START_TEST(test_adamw_matches_torch_avx2) { run_reference(YK_ISA_AVX2); }
 END_TEST
@@ -205,7 +205,7 @@ START_TEST(test_adamw_avx2_equals_scalar_bitwise) {
     float *gr = randv(&g, n, 0.1f * (float)step);
     for (int k = 0; k < 2; k++) {
       yk_adamw h = {.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.1,
-                    .isa = k ? YK_ISA_AVX2 : YK_ISA_SCALAR};
+                    .isa = k ? YK_ISA_AVX2 : YK_ISA_PORTABLE};
       ck_assert_int_eq(yk_optimizer_adamw_step(&h, step, 3e-3, 0.37f, t, nt, 0, n, p[k], gr, m[k], v[k], h16[k],
                                                YK_DT_F16), 0);
       ck_assert_int_eq(yk_optimizer_cast_from_f32(p[k], hb[k], YK_DT_BF16, n, h.isa), 0);
@@ -353,7 +353,7 @@ END_TEST
 
 START_TEST(test_clip_norm) {
   float a[3] = {3, 4, 0};
-  ck_assert_double_eq(yk_optimizer_global_norm(a, 3, YK_ISA_SCALAR), 5.0);
+  ck_assert_double_eq(yk_optimizer_global_norm(a, 3, YK_ISA_PORTABLE), 5.0);
   ck_assert_double_eq(yk_optimizer_global_norm(a, 3, YK_ISA_AVX2), 5.0);
   ck_assert_double_eq(yk_optimizer_sumsq(a, 0, YK_ISA_AUTO), 0.0);
   ck_assert_float_eq(yk_optimizer_clip_coef(5.0, 0.0), 1.0f);       /* off */
@@ -366,9 +366,9 @@ START_TEST(test_clip_norm) {
   yk_rng_seed(&g, 3);
   size_t n = 1000003;
   float *x = randv(&g, n, 2.0f);
-  double s0 = yk_optimizer_sumsq(x, n, YK_ISA_SCALAR), s1 = yk_optimizer_sumsq(x, n, YK_ISA_AVX2);
+  double s0 = yk_optimizer_sumsq(x, n, YK_ISA_PORTABLE), s1 = yk_optimizer_sumsq(x, n, YK_ISA_AVX2);
   ck_assert_mem_eq(&s0, &s1, sizeof s0);
-  ck_assert_double_eq(s0, yk_optimizer_sumsq(x, n, YK_ISA_SCALAR)); /* deterministic */
+  ck_assert_double_eq(s0, yk_optimizer_sumsq(x, n, YK_ISA_PORTABLE)); /* deterministic */
   long double ref = 0;
   for (size_t i = 0; i < n; i++) ref += (long double)x[i] * x[i];
   ck_assert(fabsl(s0 - ref) / ref < 1e-12);
@@ -377,7 +377,7 @@ START_TEST(test_clip_norm) {
   /* scaling */
   float *y = yk_alloc(n * 4);
   memcpy(y, x, n * 4);
-  yk_optimizer_scale(x, n, 0.25f, YK_ISA_SCALAR);
+  yk_optimizer_scale(x, n, 0.25f, YK_ISA_PORTABLE);
   yk_optimizer_scale(y, n, 0.25f, YK_ISA_AVX2);
   ck_assert_mem_eq(x, y, n * 4);
   ck_assert_double_eq_tol(yk_optimizer_sumsq(x, n, YK_ISA_AUTO), s0 / 16, s0 * 1e-12);
@@ -407,7 +407,7 @@ START_TEST(test_casts_match_scalar_reference) {
   uint16_t *a = yk_alloc(n * 2), *b = yk_alloc(n * 2);
   float *w = yk_alloc(n * 4);
   for (int dt = YK_DT_F16; dt <= YK_DT_BF16; dt++) {
-    for (int isa = YK_ISA_SCALAR; isa <= YK_ISA_AVX2; isa++) {
+    for (int isa = YK_ISA_PORTABLE; isa <= YK_ISA_AVX2; isa++) {
       ck_assert_int_eq(yk_optimizer_cast_from_f32(x, a, (yk_dtype)dt, n, (yk_isa)isa), 0);
       for (size_t i = 0; i < n; i++) b[i] = dt == YK_DT_F16 ? yk_f32_to_f16(x[i]) : yk_f32_to_bf16(x[i]);
       ck_assert_mem_eq(a, b, n * 2);
@@ -438,7 +438,7 @@ START_TEST(test_find_nonfinite) {
     bf[i] = yk_f32_to_bf16(f[i]);
   }
   int64_t at;
-  for (int isa = YK_ISA_SCALAR; isa <= YK_ISA_AVX2; isa++) {
+  for (int isa = YK_ISA_PORTABLE; isa <= YK_ISA_AVX2; isa++) {
     ck_assert_int_eq(yk_optimizer_find_nonfinite(f, YK_DT_F32, n, (yk_isa)isa, &at), 0);
     ck_assert_int_eq(at, -1);
     ck_assert_int_eq(yk_optimizer_find_nonfinite(h, YK_DT_F16, n, (yk_isa)isa, &at), 0);

@@ -1,0 +1,266 @@
+/* bench_train.c - `yoke bench train`: single-rank training throughput.
+ *
+ * For each (T, threads) it times full optimizer steps of a GPT-2 (forward,
+ * backward, AdamW) on synthetic tokens, reports ms/step, tokens/s, achieved
+ * GFLOP/s and MFU against the sgemm rate measured in the same run with the
+ * same thread count, then runs the PyTorch baseline (bench/torch_gpt2.py
+ * under Debian's /usr/bin/python3) on the same model and shapes, and prints
+ * the ratio. Medians of the timed steps; warm-up steps excluded.
+ *
+ * The peer gets its best configuration: torch.set_num_threads(n) plus
+ * OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n,
+ * OMP_WAIT_POLICY=PASSIVE, and glibc malloc thresholds that keep large
+ * activations from being returned to the OS every step. */
+#include "yk_bench.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "yk_device.h"
+#include "yk_model.h"
+#include "yk_optimizer.h"
+
+#ifndef YK_SOURCE_DIR
+#define YK_SOURCE_DIR "."
+#endif
+
+static const char usage[] =
+    "usage: yoke bench train [options]\n"
+    "\n"
+    "Training throughput of one rank: ms/step, tokens/s, GFLOP/s and MFU against\n"
+    "the sgemm rate measured in the same run, beside a PyTorch baseline.\n"
+    "\n"
+    "options:\n"
+    "  --model NAME       GPT-2 preset (default d12 = GPT-2 124M)\n"
+    "  --batch B          micro-batch (default 4)\n"
+    "  --seq-len LIST     comma-separated sequence lengths (default 64,256)\n"
+    "  --threads LIST     comma-separated thread counts (default 1,2)\n"
+    "  --steps N          timed steps per configuration (default 3)\n"
+    "  --warmup N         untimed steps first (default 1)\n"
+    "  --no-torch         skip the PyTorch baseline\n"
+    "  --json             also print one JSON object per line per measurement\n"
+    "  -h, --help         this help\n";
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+double yk_bench_median(double *v, int n) {
+  if (n <= 0) return NAN;
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+int yk_bench_parse_int_list(const char *s, int *out, int max) {
+  int n = 0;
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", s);
+  for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    int64_t v;
+    if (n >= max || yk_parse_i64(tok, &v) != 0 || v < 1 || v > 1 << 20) return -1;
+    out[n++] = (int)v;
+  }
+  return n;
+}
+
+/* Best sgemm rate (GFLOP/s) over a few shapes the model uses, through the
+ * device's own gemm (so the same threading as training). */
+static double sgemm_peak(const yk_device *dev, int C, int N) {
+  int M = N, K = C, NN = 4 * C; /* (N,C) x (C,4C): the MLP's fc matmul */
+  float *A = dev->ops->alloc(dev, (size_t)M * K * 4), *B = dev->ops->alloc(dev, (size_t)K * NN * 4),
+        *Cm = dev->ops->alloc(dev, (size_t)M * NN * 4);
+  double best = 0;
+  if (A && B && Cm) {
+    for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)(i % 7) * 0.01f;
+    for (size_t i = 0; i < (size_t)K * NN; i++) B[i] = (float)(i % 5) * 0.01f;
+    for (int rep = 0; rep < 5; rep++) {
+      double t0 = yk_now_s();
+      dev->ops->gemm(dev, 0, 1, M, NN, K, 1.0f, A, K, B, K, 0.0f, Cm, NN);
+      double dt = yk_now_s() - t0;
+      double g = 2.0 * M * NN * K / dt * 1e-9;
+      if (g > best) best = g;
+    }
+  }
+  dev->ops->free(dev, A);
+  dev->ops->free(dev, B);
+  dev->ops->free(dev, Cm);
+  return best;
+}
+
+typedef struct {
+  double ms, tok_s, gflops, mfu, peak;
+} yoke_result;
+
+static int bench_yoke(const yk_model_config *mc, int B, int T, int threads, int steps, int warmup, yoke_result *r,
+                      yk_diag *d) {
+  yk_device *dev = NULL;
+  yk_model *m = NULL;
+  float *mo = NULL, *vo = NULL;
+  int32_t *in = NULL, *tg = NULL;
+  double *times = NULL;
+  int rc;
+  if ((rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &dev, d)) != 0) return rc;
+  if ((rc = yk_model_create(mc, B, T, dev, &m, d)) != 0) goto out;
+  yk_model_init_random(m, 1);
+  size_t n = yk_model_num_params(m);
+  const yk_tensor_desc *td;
+  int nt = yk_model_tensors(m, &td);
+  mo = yk_alloc(n * 4);
+  vo = yk_alloc(n * 4);
+  in = malloc((size_t)B * T * 4);
+  tg = malloc((size_t)B * T * 4);
+  times = calloc((size_t)steps, sizeof *times);
+  if (!mo || !vo || !in || !tg || !times) {
+    rc = yk_errorf(d, YK_ENOMEM, "out of memory for the benchmark");
+    goto out;
+  }
+  yk_rng rng;
+  yk_rng_seed(&rng, 1);
+  for (int i = 0; i < B * T; i++) {
+    in[i] = (int32_t)(yk_rng_u64(&rng) % (uint64_t)mc->vocab_size);
+    tg[i] = (int32_t)(yk_rng_u64(&rng) % (uint64_t)mc->vocab_size);
+  }
+  yk_adamw h = {.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.0, .isa = YK_ISA_AUTO};
+  for (int s = 0; s < warmup + steps; s++) {
+    double t0 = yk_now_s();
+    float loss;
+    yk_model_zero_grad(m);
+    if ((rc = yk_model_forward(m, in, tg, &loss, d)) != 0) goto out;
+    if ((rc = yk_model_backward(m, d)) != 0) goto out;
+    if ((rc = yk_optimizer_adamw_step(&h, s + 1, 1e-4, 1.0f, td, nt, 0, n, yk_model_params(m), yk_model_grads(m), mo,
+                                      vo, NULL, YK_DT_F32)) != 0)
+      goto out;
+    if (s >= warmup) times[s - warmup] = yk_now_s() - t0;
+  }
+  double sec = yk_bench_median(times, steps);
+  r->ms = sec * 1e3;
+  r->tok_s = B * T / sec;
+  r->gflops = yk_model_flops_per_token(mc, T) * B * T / sec * 1e-9;
+  r->peak = sgemm_peak(dev, mc->channels, B * T);
+  r->mfu = r->peak > 0 ? r->gflops / r->peak : 0;
+out:
+  free(times);
+  free(in);
+  free(tg);
+  yk_free(mo);
+  yk_free(vo);
+  yk_model_destroy(m);
+  yk_device_destroy(dev);
+  return rc;
+}
+
+/* Run the PyTorch baseline; returns its ms/step or NAN if torch is absent. */
+double yk_bench_torch_ms(const char *model, int B, int T, int threads, int steps, int warmup, int ranks) {
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "OMP_NUM_THREADS=%d OPENBLAS_NUM_THREADS=%d MKL_NUM_THREADS=%d OMP_WAIT_POLICY=PASSIVE "
+           "MALLOC_MMAP_THRESHOLD_=8589934592 MALLOC_TRIM_THRESHOLD_=8589934592 MALLOC_TOP_PAD_=1073741824 "
+           "/usr/bin/python3 %s/bench/torch_gpt2.py --model %s --B %d --T %d --threads %d --steps %d --warmup %d "
+           "--ranks %d 2>/dev/null",
+           threads, threads, threads, YK_SOURCE_DIR, model, B, T, threads, steps, warmup, ranks);
+  FILE *p = popen(cmd, "r");
+  if (!p) return NAN;
+  char line[1024];
+  double ms = NAN;
+  while (fgets(line, sizeof line, p)) {
+    const char *k = strstr(line, "\"ms_per_step\": ");
+    if (k) ms = atof(k + 15);
+  }
+  pclose(p);
+  return ms;
+}
+
+int yk_bench_torch_available(void) {
+  return system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0;
+}
+
+int yk_bench_cmd_train(int argc, char **argv) {
+  const char *model = "d12";
+  int B = 4, Ts[8] = {64, 256}, nT = 2, ths[8] = {1, 2}, nth = 2, steps = 3, warmup = 1, torch = 1, json = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    int64_t x;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs(usage, stdout);
+      return 0;
+    } else if (!strcmp(a, "--json")) json = 1;
+    else if (!strcmp(a, "--no-torch")) torch = 0;
+    else if (!v) {
+      fprintf(stderr, "yoke bench train: %s '%s'%s\n", a[0] == '-' ? "unknown option or missing value for" : "unexpected argument", a, "");
+      fputs(usage, stderr);
+      return 2;
+    } else if (!strcmp(a, "--model")) model = argv[++i];
+    else if (!strcmp(a, "--batch") || !strcmp(a, "--steps") || !strcmp(a, "--warmup")) {
+      if (yk_parse_i64(v, &x) != 0 || x < (strcmp(a, "--warmup") ? 1 : 0) || x > 100000) {
+        fprintf(stderr, "yoke bench train: %s needs a positive integer, got '%s'\n", a, v);
+        return 2;
+      }
+      if (!strcmp(a, "--batch")) B = (int)x;
+      else if (!strcmp(a, "--steps")) steps = (int)x;
+      else warmup = (int)x;
+      i++;
+    } else if (!strcmp(a, "--seq-len") || !strcmp(a, "--threads")) {
+      int *dst = !strcmp(a, "--seq-len") ? Ts : ths;
+      int n = yk_bench_parse_int_list(v, dst, 8);
+      if (n <= 0) {
+        fprintf(stderr, "yoke bench train: %s needs a comma-separated list of positive integers, got '%s'\n", a, v);
+        return 2;
+      }
+      if (dst == Ts) nT = n;
+      else nth = n;
+      i++;
+    } else {
+      fprintf(stderr, "yoke bench train: unknown option '%s'\n", a);
+      fputs(usage, stderr);
+      return 2;
+    }
+  }
+  yk_diag d = {0};
+  yk_model_config mc;
+  int rc = yk_model_preset(model, &mc, &d);
+  if (rc) {
+    fprintf(stderr, "yoke bench train: %s\n", yk_diag_msg(&d, rc));
+    return 2;
+  }
+  if (torch && !yk_bench_torch_available()) {
+    fprintf(stderr, "yoke bench train: /usr/bin/python3 has no torch (apt-get install python3-torch); "
+                    "running yoke alone\n");
+    torch = 0;
+  }
+  printf("# yoke bench train: model %s (%zu params), B=%d, %d timed steps after %d warm-up, median\n", model,
+         yk_model_config_num_params(&mc), B, steps, warmup);
+  printf("# %-4s %7s %10s %10s %9s %9s %6s %12s %12s %7s\n", "T", "threads", "ms/step", "tokens/s", "GFLOP/s",
+         "sgemm", "MFU", "torch ms", "torch tok/s", "ratio");
+  for (int ti = 0; ti < nT; ti++)
+    for (int hi = 0; hi < nth; hi++) {
+      int T = Ts[ti], th = ths[hi];
+      if (T > mc.max_seq_len) {
+        fprintf(stderr, "yoke bench train: --seq-len %d exceeds the model's max_seq_len %d\n", T, mc.max_seq_len);
+        return 2;
+      }
+      yoke_result r = {0};
+      if ((rc = bench_yoke(&mc, B, T, th, steps, warmup, &r, &d)) != 0) {
+        fprintf(stderr, "yoke bench train: %s\n", yk_diag_msg(&d, rc));
+        return 1;
+      }
+      double tms = torch ? yk_bench_torch_ms(model, B, T, th, steps, warmup, 1) : NAN;
+      double ttok = B * T / (tms * 1e-3);
+      printf("  %-4d %7d %10.1f %10.1f %9.1f %9.1f %5.1f%% %12.1f %12.1f %6.2fx\n", T, th, r.ms, r.tok_s, r.gflops,
+             r.peak, r.mfu * 100, tms, ttok, tms / r.ms);
+      if (json) {
+        printf("{\"impl\": \"yoke\", \"model\": \"%s\", \"threads\": %d, \"B\": %d, \"T\": %d, \"ms_per_step\": %.3f, "
+               "\"tokens_per_s\": %.2f, \"gflops\": %.2f, \"sgemm_gflops\": %.2f, \"mfu\": %.4f}\n",
+               model, th, B, T, r.ms, r.tok_s, r.gflops, r.peak, r.mfu);
+        if (torch)
+          printf("{\"impl\": \"pytorch\", \"model\": \"%s\", \"threads\": %d, \"B\": %d, \"T\": %d, \"ms_per_step\": "
+                 "%.3f, \"tokens_per_s\": %.2f, \"mfu\": %.4f, \"ratio_yoke_over_pytorch\": %.3f}\n",
+                 model, th, B, T, tms, ttok, r.peak > 0 ? yk_model_flops_per_token(&mc, T) * ttok * 1e-9 / r.peak : 0,
+                 tms / r.ms);
+      }
+      fflush(stdout);
+    }
+  return 0;
+}

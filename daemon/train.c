@@ -1,0 +1,465 @@
+/* train.c - `yoke train` and `yoke eval`: the step loop of one rank.
+ *
+ * One optimizer step (llm.c's loop, with the pieces of a real job):
+ *
+ *   for micro in 0..grad_accum-1:
+ *       batch   <- loader window of (step, rank, micro)       data/
+ *       forward  -> loss                                        model/
+ *       backward, dloss = 1/grad_accum, grads accumulate       model/
+ *   norm   <- global L2 norm of the gradient arena             optimizer/
+ *   AdamW with grad_scale = clip coefficient                    optimizer/
+ *   log line, validation every val_every steps
+ *
+ * Everything a rank owns lives in `trainer`; nothing is global. */
+#include "yk_daemon.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "yk_data.h"
+#include "yk_device.h"
+#include "yk_model.h"
+#include "yk_optimizer.h"
+
+/* ------------------------------------------------------------------------ */
+/* Argument parsing shared by train and eval                                */
+/* ------------------------------------------------------------------------ */
+
+static const char train_usage[] =
+    "usage: yoke train [JOB.yaml] [options]\n"
+    "\n"
+    "Train a GPT on this rank. Settings come from the job file (every key is in\n"
+    "cluster-configs/reference.yaml), then from the options below.\n"
+    "\n"
+    "options:\n"
+    "  --set SECTION.KEY=VALUE   override any config key (repeatable)\n"
+    "  --steps N                 same as --set train.steps=N\n"
+    "  --init-weights FILE       start from a GPT-2 fp32 weights file (train.init_weights)\n"
+    "  --save-weights FILE       write a GPT-2 fp32 weights file at the end (train.save_weights)\n"
+    "  --json                    also print one JSON object per step and a summary line\n"
+    "  -h, --help                this help\n";
+
+static const char eval_usage[] =
+    "usage: yoke eval --weights FILE --data SHARDS [options]\n"
+    "\n"
+    "Mean cross-entropy loss of a GPT-2 weights file on token shards.\n"
+    "\n"
+    "options:\n"
+    "  --weights FILE     GPT-2 fp32 weights file (required)\n"
+    "  --data PATTERN     token shard file or glob (required)\n"
+    "  --batch B          sequences per batch (default 4)\n"
+    "  --seq-len T        tokens per sequence (default 64, at most the model's maxT)\n"
+    "  --batches N        batches to average (default 8; fewer if the data is shorter)\n"
+    "  --threads N        compute threads (default: all cores)\n"
+    "  --json             last line is a JSON object with loss, batches, tokens\n"
+    "  -h, --help         this help\n";
+
+/* Returns 0 to go on, or an exit code (with *stop set) for --help/errors. */
+static int need_value(int argc, char **argv, int i, const char *cmd) {
+  if (i + 1 >= argc) {
+    fprintf(stderr, "yoke %s: option '%s' needs a value\n", cmd, argv[i]);
+    return 0;
+  }
+  return 1;
+}
+
+typedef struct train_opts {
+  yk_config cfg;
+  int json;
+} train_opts;
+
+static int parse_train_args(int argc, char **argv, train_opts *o, int *exit_code) {
+  yk_diag d = {0};
+  yk_config_defaults(&o->cfg);
+  o->json = 0;
+  /* Two passes: the job file first, then every override on top of it, so
+   * `--set` wins whatever the order on the command line. */
+  const char *job = NULL;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs(train_usage, stdout);
+      *exit_code = 0;
+      return 1;
+    }
+    if (!strcmp(a, "--set") || !strcmp(a, "--steps") || !strcmp(a, "--init-weights") ||
+        !strcmp(a, "--save-weights")) {
+      if (!need_value(argc, argv, i, "train")) goto usage;
+      i++;
+      continue;
+    }
+    if (!strcmp(a, "--json")) continue;
+    if (a[0] == '-') {
+      fprintf(stderr, "yoke train: unknown option '%s'\n", a);
+      goto usage;
+    }
+    if (job) {
+      fprintf(stderr, "yoke train: more than one job file ('%s' and '%s')\n", job, a);
+      goto usage;
+    }
+    job = a;
+  }
+  int rc = 0;
+  if (job && (rc = yk_config_load_file(&o->cfg, job, &d)) != 0) goto bad;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    char buf[YK_CFG_STR + 64];
+    if (!strcmp(a, "--json")) o->json = 1;
+    else if (!strcmp(a, "--set")) rc = yk_config_set(&o->cfg, argv[++i], &d);
+    else if (!strcmp(a, "--steps")) {
+      snprintf(buf, sizeof buf, "train.steps=%s", argv[++i]);
+      rc = yk_config_set(&o->cfg, buf, &d);
+    } else if (!strcmp(a, "--init-weights")) {
+      snprintf(buf, sizeof buf, "train.init_weights=%s", argv[++i]);
+      rc = yk_config_set(&o->cfg, buf, &d);
+    } else if (!strcmp(a, "--save-weights")) {
+      snprintf(buf, sizeof buf, "train.save_weights=%s", argv[++i]);
+      rc = yk_config_set(&o->cfg, buf, &d);
+    }
+    if (rc) goto bad;
+  }
+  if ((rc = yk_config_validate(&o->cfg, &d)) != 0) goto bad;
+  if (!o->cfg.data.train[0]) {
+    fprintf(stderr, "yoke train: no training data: set data.train in the job file or --set data.train=PATH "
+                    "(make shards with 'yoke data prepare')\n");
+    *exit_code = 2;
+    return 1;
+  }
+  return 0;
+bad:
+  fprintf(stderr, "yoke train: %s\n", yk_diag_msg(&d, rc));
+  *exit_code = 2;
+  return 1;
+usage:
+  fputs(train_usage, stderr);
+  *exit_code = 2;
+  return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The trainer                                                              */
+/* ------------------------------------------------------------------------ */
+
+typedef struct trainer {
+  yk_config cfg;
+  yk_logger log;
+  int rank, world;
+  int json;
+  int tty;
+
+  yk_device *dev;
+  yk_model *model;
+  yk_model_config mcfg;
+  const yk_tensor_desc *tensors;
+  int ntensors;
+  size_t nparams;
+
+  float *m, *v; /* AdamW moments, fp32, one per parameter */
+  yk_adamw adamw;
+  yk_lr_schedule sched;
+
+  yk_data_loader *train_ld, *val_ld;
+  int32_t *inputs, *targets; /* (B,T) */
+} trainer;
+
+static void trainer_free(trainer *t) {
+  yk_data_loader_close(t->train_ld);
+  yk_data_loader_close(t->val_ld);
+  free(t->inputs);
+  free(t->targets);
+  yk_free(t->m);
+  yk_free(t->v);
+  yk_model_destroy(t->model);
+  yk_device_destroy(t->dev);
+}
+
+static int trainer_init(trainer *t, yk_diag *d) {
+  const yk_config *c = &t->cfg;
+  int rc;
+  int threads = (int)c->train.threads;
+  if (threads == 0) threads = yk_cpu_count();
+  if ((rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &t->dev, d)) != 0) return rc;
+
+  if (c->train.init_weights[0]) {
+    /* The weights file fixes the shape; the config must not contradict it. */
+    if ((rc = yk_model_weights_read_config(c->train.init_weights, &t->mcfg, d)) != 0) return rc;
+  } else if ((rc = yk_model_config_from(c, &t->mcfg, d)) != 0) {
+    return rc;
+  }
+  int B = (int)c->train.micro_batch, T = (int)c->train.seq_len;
+  if (T > t->mcfg.max_seq_len)
+    return yk_errorf(d, YK_ECONFIG, "train.seq_len=%d exceeds the model's max_seq_len=%d", T, t->mcfg.max_seq_len);
+  if ((rc = yk_model_create(&t->mcfg, B, T, t->dev, &t->model, d)) != 0) return rc;
+  if (c->train.init_weights[0]) {
+    if ((rc = yk_model_weights_load(t->model, c->train.init_weights, d)) != 0) return rc;
+  } else {
+    yk_model_init_random(t->model, (uint64_t)c->train.seed);
+  }
+  t->nparams = yk_model_num_params(t->model);
+  t->ntensors = yk_model_tensors(t->model, &t->tensors);
+  t->m = yk_alloc(t->nparams * sizeof(float));
+  t->v = yk_alloc(t->nparams * sizeof(float));
+  t->inputs = malloc((size_t)B * T * sizeof(int32_t));
+  t->targets = malloc((size_t)B * T * sizeof(int32_t));
+  if (!t->m || !t->v || !t->inputs || !t->targets)
+    return yk_errorf(d, YK_ENOMEM, "out of memory for optimizer state (%zu parameters)", t->nparams);
+  yk_optimizer_adamw_from_config(&t->adamw, c);
+  if ((rc = yk_optimizer_lr_from_config(&t->sched, c, d)) != 0) return rc;
+
+  if ((rc = yk_data_loader_open(&t->train_ld, "data.train", c->data.train, B, T, t->mcfg.vocab_size, d)) != 0)
+    return rc;
+  if (c->data.val[0] &&
+      (rc = yk_data_loader_open(&t->val_ld, "data.val", c->data.val, B, T, t->mcfg.vocab_size, d)) != 0)
+    return rc;
+  return 0;
+}
+
+/* Mean loss over val_batches windows of the validation set (the first ones,
+ * so every evaluation sees the same tokens). */
+static int trainer_validate(trainer *t, double *out, yk_diag *d) {
+  uint64_t n = (uint64_t)t->cfg.train.val_batches;
+  uint64_t w = yk_data_loader_epoch_windows(t->val_ld);
+  if (n > w) n = w;
+  double sum = 0;
+  for (uint64_t q = 0; q < n; q++) {
+    yk_data_loader_window(t->val_ld, q, t->inputs, t->targets, NULL, NULL);
+    float loss;
+    int rc = yk_model_forward(t->model, t->inputs, t->targets, &loss, d);
+    if (rc) return rc;
+    sum += loss;
+  }
+  *out = sum / (double)n;
+  return 0;
+}
+
+static void progress_bar(const trainer *t, int64_t step, int64_t steps) {
+  if (!t->tty || steps <= 0) return;
+  int width = 30, filled = (int)((double)(step) / (double)steps * width);
+  char bar[64];
+  for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
+  bar[width] = '\0';
+  fprintf(stdout, "\r[%s] %lld/%lld", bar, (long long)step, (long long)steps);
+  fflush(stdout);
+}
+
+static int trainer_run(trainer *t, yk_diag *d) {
+  const yk_config *c = &t->cfg;
+  const int accum = (int)c->train.grad_accum;
+  const int64_t steps = c->train.steps;
+  const int B = (int)c->train.micro_batch, T = (int)c->train.seq_len;
+  const double tokens_per_step = (double)B * T * accum * t->world;
+  float *params = yk_model_params(t->model), *grads = yk_model_grads(t->model);
+  int rc;
+
+  YK_INFO(&t->log, "model %s: L=%d C=%d NH=%d V=%d (Vp=%d) maxT=%d, %zu parameters", c->model.name, t->mcfg.layers,
+          t->mcfg.channels, t->mcfg.heads, t->mcfg.vocab_size, t->mcfg.padded_vocab_size, t->mcfg.max_seq_len,
+          t->nparams);
+  YK_INFO(&t->log, "global batch %d x %d x %d ranks = %d sequences of %d tokens (%.0f tokens/step); device %s, %d threads, %s kernels",
+          B, accum, t->world, B * accum * t->world, T, tokens_per_step, t->dev->ops->name, t->dev->nthreads, yk_isa_name(t->dev->isa));
+  YK_INFO(&t->log, "data: %llu training tokens in %d shard(s), %llu windows per epoch",
+          (unsigned long long)yk_data_loader_total_tokens(t->train_ld), yk_data_loader_shard_count(t->train_ld),
+          (unsigned long long)yk_data_loader_epoch_windows(t->train_ld));
+
+  double first_val = NAN, last_val = NAN;
+  if (t->val_ld) {
+    if ((rc = trainer_validate(t, &first_val, d)) != 0) return rc;
+    YK_INFO(&t->log, "step %lld | val loss %.4f", 0LL, first_val);
+    if (t->json) printf("{\"step\": 0, \"val_loss\": %.6f}\n", first_val);
+  }
+
+  double total_time = 0, last_loss = NAN;
+  for (int64_t step = 0; step < steps; step++) {
+    double t0 = yk_now_s();
+    yk_model_zero_grad(t->model);
+    double loss_sum = 0;
+    for (int micro = 0; micro < accum; micro++) {
+      if ((rc = yk_data_loader_next(t->train_ld, t->world, accum, t->rank, micro, t->inputs, t->targets)) != 0)
+        return yk_errorf(d, rc, "data loader refused micro-batch %d of step %lld", micro, (long long)step);
+      float loss;
+      if ((rc = yk_model_forward(t->model, t->inputs, t->targets, &loss, d)) != 0) return rc;
+      if ((rc = yk_model_backward_scaled(t->model, 1.0f / (float)accum, d)) != 0) return rc;
+      loss_sum += loss;
+    }
+    double loss = loss_sum / accum;
+    if (!isfinite(loss))
+      return yk_errorf(d, YK_ENONFINITE,
+                       "step %lld: the training loss is %f; lower optim.lr (now %g) or set optim.grad_clip", (long long)step,
+                       loss, c->optim.lr);
+
+    double norm = yk_optimizer_global_norm(grads, t->nparams, YK_ISA_AUTO);
+    if (!isfinite(norm)) {
+      int64_t bad = -1;
+      yk_optimizer_find_nonfinite(grads, YK_DT_F32, t->nparams, YK_ISA_AUTO, &bad);
+      const yk_tensor_desc *td = bad >= 0 ? yk_optimizer_tensor_at(t->tensors, t->ntensors, (size_t)bad) : NULL;
+      return yk_errorf(d, YK_ENONFINITE, "step %lld: gradient of tensor '%s' is not finite; lower optim.lr (now %g)",
+                       (long long)step, td ? td->name : "?", c->optim.lr);
+    }
+    float clip = yk_optimizer_clip_coef(norm, c->optim.grad_clip);
+    double lr = yk_optimizer_lr_at(&t->sched, step);
+    if ((rc = yk_optimizer_adamw_step(&t->adamw, step + 1, lr, clip, t->tensors, t->ntensors, 0, t->nparams, params,
+                                      grads, t->m, t->v, NULL, YK_DT_F32)) != 0)
+      return yk_errorf(d, rc, "AdamW step %lld failed", (long long)step);
+    yk_data_loader_advance(t->train_ld, t->world, accum);
+    double dt = yk_now_s() - t0;
+    if (step > 0) total_time += dt; /* the first step warms caches and thread pools */
+    last_loss = loss;
+
+    int last = step + 1 == steps;
+    if ((step + 1) % c->train.log_every == 0 || last) {
+      if (t->tty) fputs("\r\033[K", stdout);
+      YK_INFO(&t->log, "step %lld/%lld | loss %.4f | lr %.3e | norm %.3f | %.1f ms | %.0f tok/s", (long long)(step + 1),
+              (long long)steps, loss, lr, norm, dt * 1e3, tokens_per_step / dt);
+      if (t->json)
+        printf("{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"ms\": %.3f, \"tokens_per_s\": %.1f}\n",
+               (long long)(step + 1), loss, lr, norm, dt * 1e3, tokens_per_step / dt);
+    }
+    if (t->val_ld && ((c->train.val_every && (step + 1) % c->train.val_every == 0) || last)) {
+      if ((rc = trainer_validate(t, &last_val, d)) != 0) return rc;
+      if (t->tty) fputs("\r\033[K", stdout);
+      YK_INFO(&t->log, "step %lld | val loss %.4f", (long long)(step + 1), last_val);
+      if (t->json) printf("{\"step\": %lld, \"val_loss\": %.6f}\n", (long long)(step + 1), last_val);
+    }
+    progress_bar(t, step + 1, steps);
+  }
+  if (t->tty) fputs("\r\033[K", stdout);
+  double mean_ms = steps > 1 ? total_time / (double)(steps - 1) * 1e3 : 0;
+  YK_INFO(&t->log, "done: %lld steps, final loss %.4f, val loss %.4f -> %.4f, %.1f ms/step", (long long)steps,
+          last_loss, first_val, last_val, mean_ms);
+  if (t->json)
+    printf("{\"done\": true, \"steps\": %lld, \"loss\": %.6f, \"val_loss_first\": %.6f, \"val_loss\": %.6f, "
+           "\"ms_per_step\": %.3f}\n",
+           (long long)steps, last_loss, first_val, last_val, mean_ms);
+  if (c->train.save_weights[0] && t->rank == 0) {
+    if ((rc = yk_model_weights_save(t->model, c->train.save_weights, d)) != 0) return rc;
+    YK_INFO(&t->log, "wrote weights to %s", c->train.save_weights);
+  }
+  return 0;
+}
+
+int yk_daemon_cmd_train(int argc, char **argv) {
+  train_opts o;
+  int code;
+  if (parse_train_args(argc, argv, &o, &code)) return code;
+
+  trainer t;
+  memset(&t, 0, sizeof t);
+  t.cfg = o.cfg;
+  t.json = o.json;
+  t.rank = 0;
+  t.world = 1;
+  t.tty = isatty(STDOUT_FILENO) && !o.json;
+  yk_logger_init(&t.log, t.rank, yk_log_level_parse(t.cfg.log.level), stderr);
+
+  yk_diag d = {0};
+  int rc = trainer_init(&t, &d);
+  if (rc) {
+    YK_ERROR(&t.log, "%s", yk_diag_msg(&d, rc));
+    trainer_free(&t);
+    return rc == YK_ECONFIG || rc == YK_EFORMAT || rc == YK_ENOTFOUND ? 2 : 1;
+  }
+  rc = trainer_run(&t, &d);
+  if (rc) YK_ERROR(&t.log, "%s", yk_diag_msg(&d, rc));
+  trainer_free(&t);
+  return rc ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* yoke eval                                                                */
+/* ------------------------------------------------------------------------ */
+
+int yk_daemon_cmd_eval(int argc, char **argv) {
+  const char *weights = NULL, *data = NULL;
+  int64_t B = 4, T = 64, batches = 8, threads = 0;
+  int json = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    int64_t *num = NULL;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs(eval_usage, stdout);
+      return 0;
+    } else if (!strcmp(a, "--json")) {
+      json = 1;
+      continue;
+    } else if (!strcmp(a, "--weights") || !strcmp(a, "--data")) {
+      if (!need_value(argc, argv, i, "eval")) goto usage;
+      if (!strcmp(a, "--weights")) weights = argv[++i];
+      else data = argv[++i];
+      continue;
+    } else if (!strcmp(a, "--batch")) num = &B;
+    else if (!strcmp(a, "--seq-len")) num = &T;
+    else if (!strcmp(a, "--batches")) num = &batches;
+    else if (!strcmp(a, "--threads")) num = &threads;
+    else {
+      fprintf(stderr, "yoke eval: unknown %s '%s'\n", a[0] == '-' ? "option" : "argument", a);
+      goto usage;
+    }
+    if (!need_value(argc, argv, i, "eval")) goto usage;
+    if (yk_parse_i64(argv[i + 1], num) != 0 || *num < (num == &threads ? 0 : 1) || *num > 1000000) {
+      fprintf(stderr, "yoke eval: %s needs a positive integer, got '%s'\n", a, argv[i + 1]);
+      return 2;
+    }
+    i++;
+  }
+  if (!weights || !data) {
+    fprintf(stderr, "yoke eval: %s is required\n", !weights ? "--weights" : "--data");
+    goto usage;
+  }
+
+  yk_logger log;
+  yk_logger_init(&log, -1, YK_LOG_INFO, stderr);
+  yk_diag d = {0};
+  yk_device *dev = NULL;
+  yk_model *m = NULL;
+  yk_data_loader *ld = NULL;
+  int32_t *in = NULL, *tg = NULL;
+  yk_model_config mc;
+  int rc, exit_code = 1;
+  if ((rc = yk_model_weights_read_config(weights, &mc, &d)) != 0) goto fail;
+  if (T > mc.max_seq_len) {
+    rc = yk_errorf(&d, YK_ECONFIG, "--seq-len %lld exceeds the model's max_seq_len %d", (long long)T, mc.max_seq_len);
+    goto fail;
+  }
+  if ((rc = yk_device_cpu_create(threads ? (int)threads : yk_cpu_count(), YK_ISA_AUTO, &dev, &d)) != 0) goto fail;
+  if ((rc = yk_model_create(&mc, (int)B, (int)T, dev, &m, &d)) != 0) goto fail;
+  if ((rc = yk_model_weights_load(m, weights, &d)) != 0) goto fail;
+  if ((rc = yk_data_loader_open(&ld, "--data", data, B, T, mc.vocab_size, &d)) != 0) goto fail;
+  uint64_t n = (uint64_t)batches, w = yk_data_loader_epoch_windows(ld);
+  if (n > w) n = w;
+  in = malloc((size_t)(B * T) * sizeof *in);
+  tg = malloc((size_t)(B * T) * sizeof *tg);
+  if (!in || !tg) {
+    rc = yk_errorf(&d, YK_ENOMEM, "out of memory");
+    goto fail;
+  }
+  double sum = 0;
+  for (uint64_t q = 0; q < n; q++) {
+    yk_data_loader_window(ld, q, in, tg, NULL, NULL);
+    float loss;
+    if ((rc = yk_model_forward(m, in, tg, &loss, &d)) != 0) goto fail;
+    sum += loss;
+  }
+  double mean = sum / (double)n;
+  printf("eval: loss %.6f over %llu batches of %lld x %lld tokens\n", mean, (unsigned long long)n, (long long)B,
+         (long long)T);
+  if (json)
+    printf("{\"loss\": %.6f, \"batches\": %llu, \"tokens\": %llu}\n", mean, (unsigned long long)n,
+           (unsigned long long)(n * (uint64_t)(B * T)));
+  exit_code = 0;
+  rc = 0;
+fail:
+  if (rc) {
+    YK_ERROR(&log, "%s", yk_diag_msg(&d, rc));
+    exit_code = rc == YK_ECONFIG || rc == YK_EFORMAT || rc == YK_ENOTFOUND ? 2 : 1;
+  }
+  free(in);
+  free(tg);
+  yk_data_loader_close(ld);
+  yk_model_destroy(m);
+  yk_device_destroy(dev);
+  return exit_code;
+usage:
+  fputs(eval_usage, stderr);
+  return 2;
+}

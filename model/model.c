@@ -1,0 +1,421 @@
+/* model.c - GPT-2 forward/backward on a yk_device: presets, arenas, init.
+ * See yk_model.h for the architecture and the arena layout. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+static const char *const kind_names[P_NLAYER] = {"ln1w", "ln1b", "qkvw",    "qkvb", "attprojw", "attprojb",
+                                                 "ln2w", "ln2b", "fcw",     "fcb",  "fcprojw",  "fcprojb"};
+static const int kind_decay[P_NLAYER] = {0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 1, 0};
+
+/* ---- presets ---------------------------------------------------------- */
+
+typedef struct preset {
+  const char *name;
+  int L, C, NH, maxT, V;
+} preset;
+
+static const preset presets[] = {
+    {"tiny", 2, 64, 4, 256, 256},       {"small", 4, 128, 4, 256, 256},     {"d6", 6, 384, 6, 1024, 50257},
+    {"d12", 12, 768, 12, 1024, 50257},  {"d24", 24, 1024, 16, 1024, 50257}, {"d36", 36, 1280, 20, 1024, 50257},
+    {"d48", 48, 1600, 25, 1024, 50257},
+};
+
+int yk_model_preset(const char *name, yk_model_config *out, yk_diag *d) {
+  for (size_t i = 0; i < YK_ARRAY_LEN(presets); i++)
+    if (name && !strcmp(name, presets[i].name)) {
+      memset(out, 0, sizeof *out);
+      out->layers = presets[i].L;
+      out->channels = presets[i].C;
+      out->heads = presets[i].NH;
+      out->max_seq_len = presets[i].maxT;
+      out->vocab_size = presets[i].V;
+      return yk_model_config_finish(out, d);
+    }
+  return yk_errorf(d, YK_ECONFIG, "model.name=%s is not a known preset; use one of tiny, small, d6, d12, d24, d36, d48",
+                   name ? name : "(null)");
+}
+
+int yk_model_config_finish(yk_model_config *c, yk_diag *d) {
+  struct {
+    const char *name;
+    int v, max;
+  } f[] = {{"model.layers", c->layers, 4096},
+           {"model.channels", c->channels, 1 << 16},
+           {"model.heads", c->heads, 1 << 16},
+           {"model.max_seq_len", c->max_seq_len, 1 << 20},
+           {"model.vocab_size", c->vocab_size, 1 << 24}};
+  for (size_t i = 0; i < YK_ARRAY_LEN(f); i++)
+    if (f[i].v <= 0 || f[i].v > f[i].max)
+      return yk_errorf(d, YK_ECONFIG, "%s=%d is out of range; it must be in [1, %d]", f[i].name, f[i].v, f[i].max);
+  if (c->channels % c->heads != 0)
+    return yk_errorf(d, YK_ECONFIG, "model.channels=%d is not divisible by model.heads=%d; pick heads that divide channels",
+                     c->channels, c->heads);
+  c->padded_vocab_size = (c->vocab_size + 127) / 128 * 128;
+  return 0;
+}
+
+int yk_model_config_from(const yk_config *c, yk_model_config *out, yk_diag *d) {
+  int rc = yk_model_preset(c->model.name, out, d);
+  if (rc) return rc;
+  if (c->model.layers) out->layers = (int)c->model.layers;
+  if (c->model.channels) out->channels = (int)c->model.channels;
+  if (c->model.heads) out->heads = (int)c->model.heads;
+  if (c->model.max_seq_len) out->max_seq_len = (int)c->model.max_seq_len;
+  if (c->model.vocab_size) out->vocab_size = (int)c->model.vocab_size;
+  return yk_model_config_finish(out, d);
+}
+
+void yk_model_layout_(const yk_model_config *cfg, arena_layout *lay) {
+  size_t C = (size_t)cfg->channels, L = (size_t)cfg->layers;
+  size_t n[P_NLAYER] = {C, C, 3 * C * C, 3 * C, C * C, C, C, C, 4 * C * C, 4 * C, 4 * C * C, C};
+  size_t off = 0;
+  for (int k = 0; k < P_NLAYER; k++) {
+    lay->kind_numel[k] = n[k];
+    lay->in_layer[k] = off;
+    off += n[k];
+  }
+  lay->layer_size = off;
+  lay->wte = 0;
+  lay->wpe = (size_t)cfg->padded_vocab_size * C;
+  lay->layers = lay->wpe + (size_t)cfg->max_seq_len * C;
+  lay->lnfw = lay->layers + L * lay->layer_size;
+  lay->lnfb = lay->lnfw + C;
+  lay->total = lay->lnfb + C;
+}
+
+size_t yk_model_config_num_params(const yk_model_config *cfg) {
+  arena_layout lay;
+  yk_model_layout_(cfg, &lay);
+  return lay.total;
+}
+
+double yk_model_flops_per_token(const yk_model_config *cfg, int T) {
+  double L = cfg->layers, C = cfg->channels, V = cfg->vocab_size;
+  double n = 12.0 * L * C * C + C * V;
+  return 6.0 * n + 12.0 * L * C * (double)T;
+}
+
+/* ---- creation ---------------------------------------------------------- */
+
+static layer_view layer_of(const yk_model *m, float *arena, int l) {
+  layer_view v;
+  float *base = arena + m->lay.layers + (size_t)l * m->lay.layer_size;
+  for (int k = 0; k < P_NLAYER; k++) v.p[k] = base + m->lay.in_layer[k];
+  return v;
+}
+
+static void set_desc(yk_tensor_desc *t, const char *name, size_t off, size_t numel, int ndim, int64_t d0, int64_t d1,
+                     int decay) {
+  memset(t, 0, sizeof *t);
+  snprintf(t->name, sizeof t->name, "%s", name);
+  t->offset = off;
+  t->numel = numel;
+  t->ndim = ndim;
+  t->shape[0] = d0;
+  t->shape[1] = d1;
+  t->decay = decay;
+}
+
+int yk_model_create(const yk_model_config *cfg_in, int B, int T, const yk_device *dev, yk_model **out, yk_diag *d) {
+  *out = NULL;
+  yk_model_config cfg = *cfg_in;
+  int rc = yk_model_config_finish(&cfg, d);
+  if (rc) return rc;
+  if (cfg.padded_vocab_size != cfg_in->padded_vocab_size && cfg_in->padded_vocab_size != 0)
+    return yk_errorf(d, YK_ECONFIG, "padded_vocab_size=%d, expected %d (vocab_size %d rounded up to 128)",
+                     cfg_in->padded_vocab_size, cfg.padded_vocab_size, cfg.vocab_size);
+  if (B <= 0 || B > (1 << 20)) return yk_errorf(d, YK_ECONFIG, "micro-batch B=%d must be in [1, 1048576]", B);
+  if (T <= 0 || T > cfg.max_seq_len)
+    return yk_errorf(d, YK_ECONFIG, "sequence length T=%d must be in [1, max_seq_len=%d]", T, cfg.max_seq_len);
+  size_t N = (size_t)B * T, C = (size_t)cfg.channels, L = (size_t)cfg.layers, Vp = (size_t)cfg.padded_vocab_size;
+  if (N * Vp > (size_t)INT32_MAX || N * 4 * C > (size_t)INT32_MAX)
+    return yk_errorf(d, YK_ECONFIG, "B*T=%zu is too large for this model (B*T*Vp must stay below 2^31)", N);
+
+  yk_model *m = calloc(1, sizeof *m);
+  if (!m) return yk_errorf(d, YK_ENOMEM, "out of memory creating the model");
+  m->cfg = cfg;
+  m->B = B;
+  m->T = T;
+  m->dev = dev;
+  yk_model_layout_(&cfg, &m->lay);
+  const yk_device_ops *ops = dev->ops;
+  size_t NH = (size_t)cfg.heads;
+
+  /* activations: per layer 13 C-ish rows + att */
+  size_t per_layer = N * C /*ln1*/ + 2 * N + N * 3 * C /*qkv*/ + N * C /*atty*/ + (size_t)B * NH * T * T /*att*/ +
+                     N * C /*res2*/ + N * C /*ln2*/ + 2 * N + 2 * N * 4 * C /*fch, gelu*/ + N * C /*res3*/;
+  m->act_numel = N * C /*encoded*/ + L * per_layer + N * C + 2 * N /*lnf*/ + N * Vp /*logits*/ + 2 * N;
+  m->scratch_numel = N * C /*dres*/ + N * C /*dC*/ + N * 4 * C + N * 3 * C + yk_device_layernorm_bwd_scratch(dev, (int)N, (int)C) +
+                     yk_device_attention_bwd_scratch(dev, T);
+  m->params = ops->alloc(dev, m->lay.total * sizeof(float));
+  m->grads = ops->alloc(dev, m->lay.total * sizeof(float));
+  m->act_mem = ops->alloc(dev, (m->act_numel + m->scratch_numel) * sizeof(float));
+  m->al = calloc(L, sizeof *m->al);
+  m->ntensors = 4 + 12 * (int)L;
+  m->tensors = calloc((size_t)m->ntensors, sizeof *m->tensors);
+  m->inputs = calloc(N, sizeof(int32_t));
+  m->targets = calloc(N, sizeof(int32_t));
+  if (!m->params || !m->grads || !m->act_mem || !m->al || !m->tensors || !m->inputs || !m->targets) {
+    size_t bytes = (2 * m->lay.total + m->act_numel + m->scratch_numel) * sizeof(float);
+    yk_model_destroy(m);
+    return yk_errorf(d, YK_ENOMEM, "out of memory: the model needs %.1f MiB for B=%d T=%d; lower B or T",
+                     (double)bytes / 1048576.0, B, T);
+  }
+  float *p = m->act_mem;
+#define TAKE(ptr, n) (ptr = p, p += (n))
+  TAKE(m->encoded, N * C);
+  for (size_t l = 0; l < L; l++) {
+    acts_layer *a = &m->al[l];
+    TAKE(a->ln1, N * C);
+    TAKE(a->ln1_mean, N);
+    TAKE(a->ln1_rstd, N);
+    TAKE(a->qkv, N * 3 * C);
+    TAKE(a->atty, N * C);
+    TAKE(a->att, (size_t)B * NH * T * T);
+    TAKE(a->res2, N * C);
+    TAKE(a->ln2, N * C);
+    TAKE(a->ln2_mean, N);
+    TAKE(a->ln2_rstd, N);
+    TAKE(a->fch, N * 4 * C);
+    TAKE(a->fch_gelu, N * 4 * C);
+    TAKE(a->res3, N * C);
+  }
+  TAKE(m->lnf, N * C);
+  TAKE(m->lnf_mean, N);
+  TAKE(m->lnf_rstd, N);
+  TAKE(m->logits, N * Vp);
+  TAKE(m->losses, N);
+  TAKE(m->lse, N);
+  TAKE(m->dres, N * C);
+  TAKE(m->dC, N * C);
+  TAKE(m->d4C, N * 4 * C);
+  TAKE(m->dqkv, N * 3 * C);
+  TAKE(m->ln_scratch, yk_device_layernorm_bwd_scratch(dev, (int)N, (int)C));
+  TAKE(m->att_scratch, yk_device_attention_bwd_scratch(dev, T));
+#undef TAKE
+
+  /* tensor table in arena order */
+  yk_tensor_desc *t = m->tensors;
+  set_desc(t++, "wte", m->lay.wte, Vp * C, 2, (int64_t)Vp, (int64_t)C, 1);
+  set_desc(t++, "wpe", m->lay.wpe, (size_t)cfg.max_seq_len * C, 2, cfg.max_seq_len, (int64_t)C, 1);
+  for (size_t l = 0; l < L; l++)
+    for (int k = 0; k < P_NLAYER; k++) {
+      char name[48];
+      snprintf(name, sizeof name, "h%zu.%s", l, kind_names[k]);
+      size_t off = m->lay.layers + l * m->lay.layer_size + m->lay.in_layer[k];
+      size_t n = m->lay.kind_numel[k];
+      if (kind_decay[k]) {
+        int64_t rows = k == P_QKVW ? 3 * (int64_t)C : k == P_FCW ? 4 * (int64_t)C : (int64_t)C;
+        set_desc(t++, name, off, n, 2, rows, (int64_t)(n / (size_t)rows), 1);
+      } else {
+        set_desc(t++, name, off, n, 1, (int64_t)n, 0, 0);
+      }
+    }
+  set_desc(t++, "lnfw", m->lay.lnfw, C, 1, (int64_t)C, 0, 0);
+  set_desc(t++, "lnfb", m->lay.lnfb, C, 1, (int64_t)C, 0, 0);
+  *out = m;
+  return 0;
+}
+
+void yk_model_destroy(yk_model *m) {
+  if (!m) return;
+  const yk_device *dev = m->dev;
+  dev->ops->free(dev, m->params);
+  dev->ops->free(dev, m->grads);
+  dev->ops->free(dev, m->act_mem);
+  free(m->al);
+  free(m->tensors);
+  free(m->inputs);
+  free(m->targets);
+  free(m);
+}
+
+const yk_model_config *yk_model_get_config(const yk_model *m) { return &m->cfg; }
+int yk_model_batch(const yk_model *m) { return m->B; }
+int yk_model_seq_len(const yk_model *m) { return m->T; }
+size_t yk_model_memory_bytes(const yk_model *m) {
+  return (2 * m->lay.total + m->act_numel + m->scratch_numel) * sizeof(float);
+}
+float *yk_model_params(yk_model *m) { return m->params; }
+float *yk_model_grads(yk_model *m) { return m->grads; }
+size_t yk_model_num_params(const yk_model *m) { return m->lay.total; }
+int yk_model_tensors(const yk_model *m, const yk_tensor_desc **out) {
+  *out = m->tensors;
+  return m->ntensors;
+}
+int yk_model_tensor_find(const yk_model *m, const char *name) {
+  for (int i = 0; i < m->ntensors; i++)
+    if (!strcmp(m->tensors[i].name, name)) return i;
+  return YK_ENOTFOUND;
+}
+void yk_model_layer_range(const yk_model *m, int l, size_t *offset, size_t *count) {
+  *offset = m->lay.layers + (size_t)l * m->lay.layer_size;
+  *count = m->lay.layer_size;
+}
+void yk_model_set_grad_hook(yk_model *m, yk_model_grad_hook fn, void *ctx) {
+  m->hook = fn;
+  m->hook_ctx = ctx;
+}
+const float *yk_model_logits(const yk_model *m) { return m->logits; }
+const float *yk_model_losses(const yk_model *m) { return m->losses; }
+void yk_model_zero_grad(yk_model *m) { memset(m->grads, 0, m->lay.total * sizeof(float)); }
+
+void yk_model_init_random(yk_model *m, uint64_t seed) {
+  yk_rng r;
+  yk_rng_seed(&r, seed);
+  const yk_model_config *c = &m->cfg;
+  size_t C = (size_t)c->channels;
+  float std = 0.02f, pstd = 0.02f / sqrtf(2.0f * (float)c->layers);
+  memset(m->params, 0, m->lay.total * sizeof(float));
+  float *p = m->params;
+  for (size_t i = 0; i < (size_t)c->vocab_size * C; i++) p[m->lay.wte + i] = std * yk_rng_normal(&r);
+  for (size_t i = 0; i < (size_t)c->max_seq_len * C; i++) p[m->lay.wpe + i] = std * yk_rng_normal(&r);
+  for (int l = 0; l < c->layers; l++) {
+    layer_view v = layer_of(m, m->params, l);
+    for (int k = 0; k < P_NLAYER; k++) {
+      size_t n = m->lay.kind_numel[k];
+      if (k == P_LN1W || k == P_LN2W)
+        for (size_t i = 0; i < n; i++) v.p[k][i] = 1.0f;
+      else if (kind_decay[k]) {
+        float s = (k == P_ATTPROJW || k == P_FCPROJW) ? pstd : std;
+        for (size_t i = 0; i < n; i++) v.p[k][i] = s * yk_rng_normal(&r);
+      }
+    }
+  }
+  for (size_t i = 0; i < C; i++) p[m->lay.lnfw + i] = 1.0f;
+}
+
+/* ---- forward ---------------------------------------------------------- */
+
+static int check_tokens(const int32_t *tok, size_t n, int V, const char *what, yk_diag *d) {
+  for (size_t i = 0; i < n; i++)
+    if (tok[i] < 0 || tok[i] >= V)
+      return yk_errorf(d, YK_EINVAL, "%s token %d at position %zu is outside the vocabulary [0, %d)", what, tok[i], i, V);
+  return 0;
+}
+
+int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets, float *loss, yk_diag *d) {
+  const yk_device *dev = m->dev;
+  const yk_device_ops *o = dev->ops;
+  const yk_model_config *c = &m->cfg;
+  int B = m->B, T = m->T, C = c->channels, NH = c->heads, V = c->vocab_size, Vp = c->padded_vocab_size;
+  int N = B * T;
+  int rc = check_tokens(inputs, (size_t)N, V, "input", d);
+  if (!rc && targets) rc = check_tokens(targets, (size_t)N, V, "target", d);
+  if (rc) return rc;
+  m->have_targets = 0;
+  memcpy(m->inputs, inputs, (size_t)N * sizeof(int32_t));
+  float *P = m->params;
+
+  o->encoder_fwd(dev, m->encoded, inputs, P + m->lay.wte, P + m->lay.wpe, N, T, C);
+  const float *x = m->encoded;
+  for (int l = 0; l < c->layers; l++) {
+    layer_view w = layer_of(m, P, l);
+    acts_layer *a = &m->al[l];
+    o->layernorm_fwd(dev, a->ln1, a->ln1_mean, a->ln1_rstd, x, w.p[P_LN1W], w.p[P_LN1B], N, C);
+    /* qkv (N,3C) = qkvb + ln1 (N,C) . qkvw (3C,C)^T */
+    o->bias_rows(dev, a->qkv, w.p[P_QKVB], NULL, N, 3 * C);
+    o->gemm(dev, 0, 1, N, 3 * C, C, 1.0f, a->ln1, C, w.p[P_QKVW], C, 1.0f, a->qkv, 3 * C);
+    o->attention_fwd(dev, a->atty, a->att, a->qkv, B, T, C, NH);
+    /* res2 (N,C) = x + attprojb + atty . attprojw^T (bias and residual fused) */
+    o->bias_rows(dev, a->res2, w.p[P_ATTPROJB], x, N, C);
+    o->gemm(dev, 0, 1, N, C, C, 1.0f, a->atty, C, w.p[P_ATTPROJW], C, 1.0f, a->res2, C);
+    o->layernorm_fwd(dev, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, w.p[P_LN2W], w.p[P_LN2B], N, C);
+    /* fch (N,4C) = fcb + ln2 . fcw (4C,C)^T; gelu */
+    o->bias_rows(dev, a->fch, w.p[P_FCB], NULL, N, 4 * C);
+    o->gemm(dev, 0, 1, N, 4 * C, C, 1.0f, a->ln2, C, w.p[P_FCW], C, 1.0f, a->fch, 4 * C);
+    o->gelu_fwd(dev, a->fch_gelu, a->fch, (size_t)N * 4 * C);
+    /* res3 (N,C) = res2 + fcprojb + gelu (N,4C) . fcprojw (C,4C)^T */
+    o->bias_rows(dev, a->res3, w.p[P_FCPROJB], a->res2, N, C);
+    o->gemm(dev, 0, 1, N, C, 4 * C, 1.0f, a->fch_gelu, 4 * C, w.p[P_FCPROJW], 4 * C, 1.0f, a->res3, C);
+    x = a->res3;
+  }
+  o->layernorm_fwd(dev, m->lnf, m->lnf_mean, m->lnf_rstd, x, P + m->lay.lnfw, P + m->lay.lnfb, N, C);
+  /* logits (N,Vp) = lnf (N,C) . wte (Vp,C)^T */
+  o->gemm(dev, 0, 1, N, Vp, C, 1.0f, m->lnf, C, P + m->lay.wte, C, 0.0f, m->logits, Vp);
+  if (!targets) {
+    if (loss) *loss = 0.0f;
+    return 0;
+  }
+  memcpy(m->targets, targets, (size_t)N * sizeof(int32_t));
+  o->crossent_fwd(dev, m->losses, m->lse, m->logits, targets, N, V, Vp);
+  double s = 0.0;
+  for (int i = 0; i < N; i++) s += m->losses[i];
+  float mean = (float)(s / N);
+  if (loss) *loss = mean;
+  m->have_targets = 1;
+  if (!isfinite(mean)) return yk_errorf(d, YK_ENONFINITE, "the loss is %f (non-finite); lower the learning rate", mean);
+  return 0;
+}
+
+/* ---- backward ---------------------------------------------------------- */
+
+static void notify(yk_model *m, size_t off, size_t n) {
+  if (m->hook) m->hook(m->hook_ctx, off, n);
+}
+
+int yk_model_backward(yk_model *m, yk_diag *d) { return yk_model_backward_scaled(m, 1.0f, d); }
+
+int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
+  if (!m->have_targets)
+    return yk_errorf(d, YK_EINVAL, "backward needs a forward with targets first (each forward is differentiated once)");
+  m->have_targets = 0;
+  const yk_device *dev = m->dev;
+  const yk_device_ops *o = dev->ops;
+  const yk_model_config *c = &m->cfg;
+  int B = m->B, T = m->T, C = c->channels, NH = c->heads, V = c->vocab_size, Vp = c->padded_vocab_size;
+  int N = B * T, L = c->layers;
+  float *P = m->params, *G = m->grads;
+
+  /* dlogits in place of the logits */
+  o->crossent_bwd(dev, m->logits, m->lse, m->targets, scale / (float)N, N, V, Vp);
+  float *dlog = m->logits;
+  /* LM head: dwte (Vp,C) += dlogits^T (Vp,N) . lnf (N,C); dlnf (N,C) = dlogits . wte */
+  o->gemm(dev, 1, 0, Vp, C, N, 1.0f, dlog, Vp, m->lnf, C, 1.0f, G + m->lay.wte, C);
+  o->gemm(dev, 0, 0, N, C, Vp, 1.0f, dlog, Vp, P + m->lay.wte, C, 0.0f, m->dC, C);
+  memset(m->dres, 0, (size_t)N * C * sizeof(float));
+  const float *xL = L > 0 ? m->al[L - 1].res3 : m->encoded;
+  o->layernorm_bwd(dev, m->dres, G + m->lay.lnfw, G + m->lay.lnfb, m->dC, xL, P + m->lay.lnfw, m->lnf_mean,
+                   m->lnf_rstd, N, C, m->ln_scratch);
+  notify(m, m->lay.lnfw, 2 * (size_t)C);
+
+  for (int l = L - 1; l >= 0; l--) {
+    layer_view w = layer_of(m, P, l), g = layer_of(m, G, l);
+    acts_layer *a = &m->al[l];
+    const float *x = l == 0 ? m->encoded : m->al[l - 1].res3;
+    /* MLP branch; dres is d(res3) */
+    o->gemm(dev, 1, 0, C, 4 * C, N, 1.0f, m->dres, C, a->fch_gelu, 4 * C, 1.0f, g.p[P_FCPROJW], 4 * C);
+    o->bias_bwd(dev, g.p[P_FCPROJB], m->dres, N, C);
+    o->gemm(dev, 0, 0, N, 4 * C, C, 1.0f, m->dres, C, w.p[P_FCPROJW], 4 * C, 0.0f, m->d4C, 4 * C);
+    o->gelu_bwd(dev, m->d4C, a->fch, m->d4C, (size_t)N * 4 * C);
+    o->gemm(dev, 1, 0, 4 * C, C, N, 1.0f, m->d4C, 4 * C, a->ln2, C, 1.0f, g.p[P_FCW], C);
+    o->bias_bwd(dev, g.p[P_FCB], m->d4C, N, 4 * C);
+    o->gemm(dev, 0, 0, N, C, 4 * C, 1.0f, m->d4C, 4 * C, w.p[P_FCW], C, 0.0f, m->dC, C);
+    o->layernorm_bwd(dev, m->dres, g.p[P_LN2W], g.p[P_LN2B], m->dC, a->res2, w.p[P_LN2W], a->ln2_mean, a->ln2_rstd, N,
+                     C, m->ln_scratch);
+    /* attention branch; dres is now d(res2) */
+    o->gemm(dev, 1, 0, C, C, N, 1.0f, m->dres, C, a->atty, C, 1.0f, g.p[P_ATTPROJW], C);
+    o->bias_bwd(dev, g.p[P_ATTPROJB], m->dres, N, C);
+    o->gemm(dev, 0, 0, N, C, C, 1.0f, m->dres, C, w.p[P_ATTPROJW], C, 0.0f, m->dC, C);
+    o->attention_bwd(dev, m->dqkv, m->dC, a->qkv, a->att, B, T, C, NH, m->att_scratch);
+    o->gemm(dev, 1, 0, 3 * C, C, N, 1.0f, m->dqkv, 3 * C, a->ln1, C, 1.0f, g.p[P_QKVW], C);
+    o->bias_bwd(dev, g.p[P_QKVB], m->dqkv, N, 3 * C);
+    /* The key bias has an exactly zero gradient: it adds q.b_k to every score
+     * of a row, and softmax is invariant to that. What bias_bwd sums there is
+     * rounding noise (~1e-9), which Adam's normalisation would turn into
+     * lr-sized random steps, so write the exact value. */
+    memset(g.p[P_QKVB] + C, 0, (size_t)C * sizeof(float));
+    o->gemm(dev, 0, 0, N, C, 3 * C, 1.0f, m->dqkv, 3 * C, w.p[P_QKVW], C, 0.0f, m->dC, C);
+    o->layernorm_bwd(dev, m->dres, g.p[P_LN1W], g.p[P_LN1B], m->dC, x, w.p[P_LN1W], a->ln1_mean, a->ln1_rstd, N, C,
+                     m->ln_scratch);
+    size_t off, cnt;
+    yk_model_layer_range(m, l, &off, &cnt);
+    notify(m, off, cnt);
+  }
+  o->encoder_bwd(dev, G + m->lay.wte, G + m->lay.wpe, m->dres, m->inputs, N, T, C);
+  notify(m, 0, m->lay.layers);
+  return 0;
+}

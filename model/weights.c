@@ -1,0 +1,189 @@
+/* weights.c - the GPT-2 fp32 weights file (docs/formats.md, version 3).
+ *
+ * File: 256 int32 header (magic 20240326, version 3, maxT, V, L, NH, C, Vp,
+ * rest 0), then fp32 tensors TENSOR-major: wte, wpe, all layers' ln1w, all
+ * layers' ln1b, ..., all layers' fcprojb, lnfw, lnfb. The arena is
+ * layer-major (yk_model.h), so load/save walk the file order and copy each
+ * (tensor kind, layer) chunk to or from its arena place. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "model_internal.h"
+
+#define HDR_INTS 256
+
+/* Calls fn(ctx, arena_offset, count) for each chunk in file order. */
+static int walk_file_order(const yk_model_config *cfg, int (*fn)(void *ctx, size_t off, size_t n), void *ctx) {
+  arena_layout lay;
+  yk_model_layout_(cfg, &lay);
+  int rc;
+  if ((rc = fn(ctx, lay.wte, lay.wpe - lay.wte))) return rc;
+  if ((rc = fn(ctx, lay.wpe, lay.layers - lay.wpe))) return rc;
+  for (int k = 0; k < P_NLAYER; k++)
+    for (int l = 0; l < cfg->layers; l++)
+      if ((rc = fn(ctx, lay.layers + (size_t)l * lay.layer_size + lay.in_layer[k], lay.kind_numel[k]))) return rc;
+  if ((rc = fn(ctx, lay.lnfw, (size_t)cfg->channels))) return rc;
+  return fn(ctx, lay.lnfb, (size_t)cfg->channels);
+}
+
+typedef struct io_ctx {
+  FILE *f;
+  float *arena;
+} io_ctx;
+
+static int read_chunk(void *vctx, size_t off, size_t n) {
+  io_ctx *c = vctx;
+  return fread(c->arena + off, sizeof(float), n, c->f) == n ? 0 : YK_EIO;
+}
+
+static int write_chunk(void *vctx, size_t off, size_t n) {
+  io_ctx *c = vctx;
+  return fwrite(c->arena + off, sizeof(float), n, c->f) == n ? 0 : YK_EIO;
+}
+
+/* Opens path, reads and checks the header and the file size. On success *f
+ * is positioned after the header. */
+static int open_checked(const char *path, FILE **fp, yk_model_config *cfg, yk_diag *d) {
+  *fp = NULL;
+  FILE *f = fopen(path, "rb");
+  if (!f) return yk_errorf_sys(d, YK_EIO, "cannot open weights file %s", path);
+  int32_t h[HDR_INTS];
+  struct stat st;
+  if (fstat(fileno(f), &st) != 0) {
+    fclose(f);
+    return yk_errorf_sys(d, YK_EIO, "cannot stat weights file %s", path);
+  }
+  if (fread(h, sizeof(int32_t), HDR_INTS, f) != HDR_INTS) {
+    fclose(f);
+    return yk_errorf(d, YK_EFORMAT, "weights file %s: %lld bytes is shorter than the %d-byte header; the file is truncated",
+                     path, (long long)st.st_size, HDR_INTS * 4);
+  }
+  int rc = 0;
+  if (h[0] != YK_WEIGHTS_MAGIC)
+    rc = yk_errorf(d, YK_EFORMAT, "weights file %s: magic %d, expected %d (not a GPT-2 fp32 weights file)", path, h[0],
+                   YK_WEIGHTS_MAGIC);
+  else if (h[1] != YK_WEIGHTS_VERSION)
+    rc = yk_errorf(d, YK_EFORMAT, "weights file %s: version %d, expected %d (only fp32 version 3 files are supported)",
+                   path, h[1], YK_WEIGHTS_VERSION);
+  if (rc) {
+    fclose(f);
+    return rc;
+  }
+  static const char *const names[] = {"maxT", "V", "L", "NH", "C", "Vp"};
+  for (int i = 0; i < 6; i++)
+    if (h[2 + i] <= 0) {
+      fclose(f);
+      return yk_errorf(d, YK_EFORMAT, "weights file %s: header field %s=%d must be positive", path, names[i], h[2 + i]);
+    }
+  memset(cfg, 0, sizeof *cfg);
+  cfg->max_seq_len = h[2];
+  cfg->vocab_size = h[3];
+  cfg->layers = h[4];
+  cfg->heads = h[5];
+  cfg->channels = h[6];
+  yk_diag sub = {0};
+  if (yk_model_config_finish(cfg, &sub) != 0) {
+    fclose(f);
+    return yk_errorf(d, YK_EFORMAT, "weights file %s: bad header: %s", path, sub.msg);
+  }
+  if (h[7] < cfg->vocab_size || h[7] % 128 != 0) {
+    fclose(f);
+    return yk_errorf(d, YK_EFORMAT, "weights file %s: header field Vp=%d must be a multiple of 128 and >= V=%d", path,
+                     h[7], cfg->vocab_size);
+  }
+  cfg->padded_vocab_size = h[7];
+  size_t want = HDR_INTS * 4 + yk_model_config_num_params(cfg) * sizeof(float);
+  if ((size_t)st.st_size != want) {
+    fclose(f);
+    return yk_errorf(d, YK_EFORMAT,
+                     "weights file %s: size %lld bytes, expected %zu for its header (maxT=%d V=%d L=%d NH=%d C=%d "
+                     "Vp=%d); the file is %s",
+                     path, (long long)st.st_size, want, h[2], h[3], h[4], h[5], h[6], h[7],
+                     (size_t)st.st_size < want ? "truncated" : "too long");
+  }
+  *fp = f;
+  return 0;
+}
+
+int yk_model_weights_read_config(const char *path, yk_model_config *cfg, yk_diag *d) {
+  FILE *f;
+  int rc = open_checked(path, &f, cfg, d);
+  if (f) fclose(f);
+  return rc;
+}
+
+int yk_model_weights_load(yk_model *m, const char *path, yk_diag *d) {
+  FILE *f;
+  yk_model_config fc;
+  int rc = open_checked(path, &f, &fc, d);
+  if (rc) return rc;
+  const yk_model_config *mc = &m->cfg;
+  struct {
+    const char *file_name, *cfg_name;
+    int file, model;
+  } cmp[] = {{"maxT", "model.max_seq_len", fc.max_seq_len, mc->max_seq_len},
+             {"V", "model.vocab_size", fc.vocab_size, mc->vocab_size},
+             {"L", "model.layers", fc.layers, mc->layers},
+             {"NH", "model.heads", fc.heads, mc->heads},
+             {"C", "model.channels", fc.channels, mc->channels},
+             {"Vp", "padded vocab", fc.padded_vocab_size, mc->padded_vocab_size}};
+  for (size_t i = 0; i < YK_ARRAY_LEN(cmp); i++)
+    if (cmp[i].file != cmp[i].model) {
+      fclose(f);
+      return yk_errorf(d, YK_ECONFIG,
+                       "weights file %s: header field %s=%d but the model config has %s=%d; use a matching model "
+                       "config or weights file",
+                       path, cmp[i].file_name, cmp[i].file, cmp[i].cfg_name, cmp[i].model);
+    }
+  /* read into a temporary arena so m is unchanged on error */
+  float *tmp = malloc(m->lay.total * sizeof(float));
+  if (!tmp) {
+    fclose(f);
+    return yk_errorf(d, YK_ENOMEM, "out of memory reading weights file %s", path);
+  }
+  io_ctx c = {f, tmp};
+  rc = walk_file_order(mc, read_chunk, &c);
+  fclose(f);
+  if (rc) {
+    free(tmp);
+    return yk_errorf(d, YK_EIO, "weights file %s: read failed (file changed while reading?)", path);
+  }
+  memcpy(m->params, tmp, m->lay.total * sizeof(float));
+  free(tmp);
+  return 0;
+}
+
+int yk_model_weights_save(const yk_model *m, const char *path, yk_diag *d) {
+  char tmp[4096];
+  if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+    return yk_errorf(d, YK_EINVAL, "weights path is too long: %s", path);
+  FILE *f = fopen(tmp, "wb");
+  if (!f) return yk_errorf_sys(d, YK_EIO, "cannot create %s", tmp);
+  int32_t h[HDR_INTS] = {0};
+  const yk_model_config *c = &m->cfg;
+  h[0] = YK_WEIGHTS_MAGIC;
+  h[1] = YK_WEIGHTS_VERSION;
+  h[2] = c->max_seq_len;
+  h[3] = c->vocab_size;
+  h[4] = c->layers;
+  h[5] = c->heads;
+  h[6] = c->channels;
+  h[7] = c->padded_vocab_size;
+  int rc = fwrite(h, sizeof h, 1, f) == 1 ? 0 : YK_EIO;
+  io_ctx ctx = {f, m->params};
+  if (!rc) rc = walk_file_order(c, write_chunk, &ctx);
+  if (!rc && fflush(f) != 0) rc = YK_EIO;
+  if (!rc && fsync(fileno(f)) != 0) rc = YK_EIO;
+  if (fclose(f) != 0) rc = YK_EIO;
+  if (!rc && rename(tmp, path) != 0) rc = YK_EIO;
+  if (rc) {
+    int e = errno;
+    unlink(tmp);
+    errno = e;
+    return yk_errorf_sys(d, YK_EIO, "writing weights file %s failed", path);
+  }
+  return 0;
+}

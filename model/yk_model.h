@@ -1,0 +1,167 @@
+/* yk_model.h - the one public header of yoke's `model` module: GPT-2.
+ *
+ * Architecture (issue 2): token + position embeddings; L pre-LayerNorm blocks
+ * (LayerNorm eps 1e-5; causal multi-head self-attention with a fused QKV
+ * projection and 1/sqrt(head_dim) scaling; output projection; GELU with the
+ * tanh approximation; MLP of width 4C); final LayerNorm; LM head tied to the
+ * token embedding; softmax cross-entropy averaged over all B*T positions.
+ * The vocabulary is padded to Vp (a multiple of 128) in the embedding table;
+ * padded logits are masked out of the softmax, so they never affect the loss
+ * and padded rows of wte never receive gradient.
+ *
+ * Parameter arena (fp32, one allocation) - LAYER-MAJOR:
+ *     wte (Vp,C) | wpe (maxT,C) |
+ *     layer 0: ln1w (C) ln1b (C) qkvw (3C,C) qkvb (3C) attprojw (C,C)
+ *              attprojb (C) ln2w (C) ln2b (C) fcw (4C,C) fcb (4C)
+ *              fcprojw (C,4C) fcprojb (C) |
+ *     layer 1 ... layer L-1 |
+ *     lnfw (C) | lnfb (C)
+ * Linear weights are (out, in) row-major, as in the weights file. The
+ * gradient arena has the identical layout. The weights file keeps tensors
+ * "tensor-major" (all layers' ln1w, then all layers' ln1b, ...); the
+ * conversion happens only in yk_model_weights_load/save. Why layer-major:
+ * during backward the gradients become final in the order lnf, layer L-1,
+ * ..., layer 0, then wte+wpe, which in this layout is one contiguous range
+ * per step moving from the END of the arena toward its start, so a
+ * data-parallel all-reduce can start on the tail while backward continues.
+ * The tensor table (yk_model_tensors) names every tensor ("wte", "wpe",
+ * "h0.ln1w", ..., "h{L-1}.fcprojb", "lnfw", "lnfb") with its offset, so
+ * optimizer, checkpoint and collectives treat state as flat arrays + offsets.
+ *
+ * Threads: a model uses its device's threads; one model is driven by one
+ * thread at a time.
+ */
+#ifndef YK_MODEL_H
+#define YK_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "yk_common.h"
+#include "yk_device.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Shape of a GPT-2. padded_vocab_size is derived (V rounded up to 128). */
+typedef struct yk_model_config {
+  int layers;            /* L */
+  int channels;          /* C */
+  int heads;             /* NH, divides C */
+  int max_seq_len;       /* maxT: rows of wpe */
+  int vocab_size;        /* V: real tokens */
+  int padded_vocab_size; /* Vp: rows of wte, multiple of 128, >= V */
+} yk_model_config;
+
+/* Named presets (the names of model.name in the config):
+ *   tiny  L2  C64   NH4  maxT 256  V 256    (byte-level)
+ *   small L4  C128  NH4  maxT 256  V 256    (byte-level)
+ *   d6    L6  C384  NH6  maxT 1024 V 50257
+ *   d12   L12 C768  NH12 maxT 1024 V 50257  (GPT-2 124M)
+ *   d24   L24 C1024 NH16 maxT 1024 V 50257  (350M)
+ *   d36   L36 C1280 NH20 maxT 1024 V 50257  (774M)
+ *   d48   L48 C1600 NH25 maxT 1024 V 50257  (1.5B)
+ * Unknown name: YK_ECONFIG naming it and listing the known ones. */
+int yk_model_preset(const char *name, yk_model_config *out, yk_diag *d);
+/* Preset c->model.name with the non-zero overrides of c->model applied, then
+ * validated. */
+int yk_model_config_from(const yk_config *c, yk_model_config *out, yk_diag *d);
+/* Fills padded_vocab_size from vocab_size and checks every field (positive,
+ * heads divides channels). Errors name the field and value. */
+int yk_model_config_finish(yk_model_config *cfg, yk_diag *d);
+/* Number of fp32 elements in the parameter arena (padding rows included). */
+size_t yk_model_config_num_params(const yk_model_config *cfg);
+/* Model FLOPs per trained token (forward + backward) at sequence length T:
+ *   6 * (12*L*C^2 + C*V)  +  12 * L * C * T
+ * i.e. 6N over the matrix-product weights (LM head over the real V) plus
+ * the attention score and value products counted over the full T (the
+ * PaLM / llm.c convention; causal masking is not subtracted). For MFU. */
+double yk_model_flops_per_token(const yk_model_config *cfg, int T);
+
+typedef struct yk_model yk_model;
+
+/* Called during backward as soon as a range of the gradient arena is final
+ * for this backward pass: (offset, count) in elements. Calls come, in order:
+ * lnfw+lnfb, layer L-1, ..., layer 0, then wte+wpe; each range ends where
+ * the previous one started, so the final region grows from the arena end to
+ * offset 0. Called on the thread that runs backward. With gradient
+ * accumulation the hook fires on every backward; the caller decides on which
+ * micro-batch to act. */
+typedef void (*yk_model_grad_hook)(void *ctx, size_t offset, size_t count);
+
+/* Create a model for micro-batch B and sequence length T (T <= maxT) on dev
+ * (borrowed: it must outlive the model). Allocates parameters, gradients
+ * (zeroed) and activations. Parameters are zero until init or load.
+ * *out is owned by the caller: free with yk_model_destroy. */
+int yk_model_create(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_model **out, yk_diag *d);
+void yk_model_destroy(yk_model *m);
+
+const yk_model_config *yk_model_get_config(const yk_model *m);
+int yk_model_batch(const yk_model *m);   /* B */
+int yk_model_seq_len(const yk_model *m); /* T */
+/* Bytes of parameters + gradients + activations + scratch held by m. */
+size_t yk_model_memory_bytes(const yk_model *m);
+
+/* The arenas (owned by the model; valid until destroy). Same numel. */
+float *yk_model_params(yk_model *m);
+float *yk_model_grads(yk_model *m);
+size_t yk_model_num_params(const yk_model *m);
+/* The tensor table (owned by the model): *out gets the array, the return
+ * value is its length (4 + 12*L). decay = 1 for wte, wpe, qkvw, attprojw,
+ * fcw, fcprojw. */
+int yk_model_tensors(const yk_model *m, const yk_tensor_desc **out);
+/* Index of a tensor by name, or YK_ENOTFOUND. */
+int yk_model_tensor_find(const yk_model *m, const char *name);
+/* [offset, offset+count) of layer l's block in the arena (l in [0,L)). */
+void yk_model_layer_range(const yk_model *m, int l, size_t *offset, size_t *count);
+
+/* GPT-2 init from seed: weights ~ N(0, 0.02), the residual projections
+ * (attprojw, fcprojw) ~ N(0, 0.02/sqrt(2L)), biases 0, LayerNorm weights 1,
+ * padded wte rows 0. Deterministic for a seed. */
+void yk_model_init_random(yk_model *m, uint64_t seed);
+
+/* Forward pass over inputs (B,T) int32 token ids in [0,V). With targets
+ * (B,T) in [0,V), computes the mean cross-entropy over the B*T positions into
+ * *loss (may be NULL) and keeps what backward needs. With targets == NULL
+ * only the logits are computed (inference). Out-of-range tokens are
+ * YK_EINVAL naming the position and value. */
+int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets, float *loss, yk_diag *d);
+/* Logits (B,T,Vp) of the last forward (columns >= V are meaningless). Valid
+ * until the next backward, which reuses the buffer for dlogits. */
+const float *yk_model_logits(const yk_model *m);
+/* Per-position losses (B,T) of the last forward with targets. */
+const float *yk_model_losses(const yk_model *m);
+
+/* Zero the gradient arena. */
+void yk_model_zero_grad(yk_model *m);
+/* Backward of the last forward-with-targets: ACCUMULATES into the gradient
+ * arena (call zero_grad first unless accumulating micro-batches). The loss
+ * gradient per position is 1/(B*T). YK_EINVAL if there is no forward with
+ * targets to differentiate (each forward can be differentiated once). */
+int yk_model_backward(yk_model *m, yk_diag *d);
+/* Same with the loss multiplied by scale (dloss = scale/(B*T)), e.g.
+ * scale = 1/grad_accum, or a loss scale for fp16. */
+int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d);
+/* Install (or clear with fn == NULL) the gradient-ready hook. */
+void yk_model_set_grad_hook(yk_model *m, yk_model_grad_hook fn, void *ctx);
+
+/* ---- GPT-2 fp32 weights file (docs/formats.md, version 3) -------------- */
+#define YK_WEIGHTS_MAGIC 20240326
+#define YK_WEIGHTS_VERSION 3
+/* Read only the header of a weights file into *cfg (for building a model to
+ * match a file). Wrong magic/version, nonsense fields or a file size that
+ * disagrees with the header are YK_EFORMAT naming the field and values. */
+int yk_model_weights_read_config(const char *path, yk_model_config *cfg, yk_diag *d);
+/* Load parameters from a weights file. The header must match m's config
+ * field by field (maxT, V, L, NH, C, Vp); a mismatch is YK_ECONFIG naming the
+ * field with both values. m's parameters are unchanged on any error. */
+int yk_model_weights_load(yk_model *m, const char *path, yk_diag *d);
+/* Write the parameters as a weights file (atomically: path.tmp, fsync,
+ * rename). */
+int yk_model_weights_save(const yk_model *m, const char *path, yk_diag *d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* YK_MODEL_H */

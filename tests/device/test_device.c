@@ -1,0 +1,463 @@
+/* test_device.c - every CPU device kernel: each ISA variant the CPU supports,
+ * at 1 and 2 threads, against the portable single-thread variant on random
+ * inputs; gemm and attention also against naive double-precision loops;
+ * casts bit-exact against the scalar reference conversions.
+ *
+ * Tolerances: max|a-b| / max(max|b|, 1e-30) per output (relative to the
+ * output's largest magnitude), 2e-6 unless stated; data movement and adds
+ * that do the same float operations must match exactly (0). */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "yk_device.h"
+
+typedef struct variant {
+  yk_isa isa;
+  int threads;
+} variant;
+
+static variant variants[8];
+static int nvariants;
+static yk_device *ref_dev; /* portable, 1 thread */
+
+static void setup_variants(void) {
+  nvariants = 0;
+  for (int isa = 0; isa < YK_ISA_COUNT_; isa++) {
+    if (!yk_isa_supported((yk_isa)isa)) continue;
+    for (int t = 1; t <= 2; t++) variants[nvariants++] = (variant){(yk_isa)isa, t};
+  }
+}
+
+static yk_device *mk(variant v) {
+  yk_device *d = NULL;
+  yk_diag dg = {0};
+  ck_assert_msg(yk_device_cpu_create(v.threads, v.isa, &d, &dg) == 0, "%s", dg.msg);
+  return d;
+}
+
+static float *rnd(size_t n, uint64_t seed, float scale) {
+  float *p = malloc(n * sizeof(float) + 64);
+  yk_rng r;
+  yk_rng_seed(&r, seed);
+  for (size_t i = 0; i < n; i++) p[i] = scale * yk_rng_normal(&r);
+  return p;
+}
+
+static float *dup(const float *a, size_t n) {
+  float *p = malloc(n * sizeof(float) + 64);
+  memcpy(p, a, n * sizeof(float));
+  return p;
+}
+
+static double rel_err(const float *a, const float *b, size_t n) {
+  double md = 0, mb = 1e-30;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - (double)b[i]);
+    if (!(d <= md)) md = isnan(d) ? INFINITY : d;
+    if (fabs(b[i]) > mb) mb = fabs(b[i]);
+  }
+  return md / mb;
+}
+
+/* elementwise: |a-b| <= tol * (1 + |b|) for every entry */
+#define CHECK_ELEM(a, b, n, tol, what, v)                                                                              \
+  do {                                                                                                                 \
+    for (size_t i_ = 0; i_ < (n); i_++)                                                                                \
+      ck_assert_msg(fabs((double)(a)[i_] - (b)[i_]) <= (tol) * (1 + fabs((b)[i_])), "%s (%s, %d threads) [%zu]: %.9g vs %.9g", \
+                    (what), yk_isa_name((v).isa), (v).threads, i_, (a)[i_], (b)[i_]);                                     \
+  } while (0)
+
+#define CHECK_CLOSE(a, b, n, tol, what, v)                                                                             \
+  do {                                                                                                                 \
+    double e_ = rel_err((a), (b), (n));                                                                                \
+    ck_assert_msg(e_ <= (tol), "%s (%s, %d threads): rel err %.3e > %.1e", (what), yk_isa_name((v).isa), (v).threads, \
+                  e_, (double)(tol));                                                                                  \
+  } while (0)
+
+/* ---- gemm ------------------------------------------------------------------ */
+
+START_TEST(test_gemm_vs_naive) {
+  int M = 67, N = 131, K = 301; /* M*N*K > the threading threshold */
+  for (int v = 0; v < nvariants; v++) {
+    yk_device *dev = mk(variants[v]);
+    for (int ta = 0; ta < 2; ta++)
+      for (int tb = 0; tb < 2; tb++) {
+        int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+        float *A = rnd((size_t)(ta ? K : M) * lda, 1, 1), *B = rnd((size_t)(tb ? N : K) * ldb, 2, 1);
+        float *C = rnd((size_t)M * ldc, 3, 1), *ref = dup(C, (size_t)M * ldc);
+        for (int i = 0; i < M; i++)
+          for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int k = 0; k < K; k++)
+              s += (double)(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                   (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+            ref[(size_t)i * ldc + j] = (float)(0.5 * s + 0.25 * ref[(size_t)i * ldc + j]);
+          }
+        dev->ops->gemm(dev, ta, tb, M, N, K, 0.5f, A, lda, B, ldb, 0.25f, C, ldc);
+        CHECK_CLOSE(C, ref, (size_t)M * ldc, 1e-5, ta ? (tb ? "gemm TT" : "gemm TN") : (tb ? "gemm NT" : "gemm NN"),
+                    variants[v]);
+        free(A), free(B), free(C), free(ref);
+      }
+    yk_device_destroy(dev);
+  }
+}
+END_TEST
+
+/* ---- elementwise and row kernels vs portable ---------------------------------- */
+
+START_TEST(test_rows_vs_portable) {
+  const int N = 301, C = 203; /* not multiples of 8; N*C above the threading threshold */
+  size_t NC = (size_t)N * C;
+  float *x = rnd(NC, 11, 1.5f), *w = rnd(C, 12, 1), *b = rnd(C, 13, 1), *dout = rnd(NC, 14, 1);
+  for (int i = 0; i < 5; i++) x[i] += 30.0f * (float)i; /* a few large values */
+  /* reference results (portable, 1 thread) */
+  const yk_device_ops *r = ref_dev->ops;
+  float *ln = rnd(NC, 0, 0), *mean = rnd(N, 0, 0), *rstd = rnd(N, 0, 0);
+  r->layernorm_fwd(ref_dev, ln, mean, rstd, x, w, b, N, C);
+  float *dx = rnd(NC, 15, 1), *dw = rnd(C, 16, 1), *db = rnd(C, 17, 1);
+  float *dx0 = dup(dx, NC), *dw0 = dup(dw, C), *db0 = dup(db, C);
+  float *scr = malloc(yk_device_layernorm_bwd_scratch(ref_dev, N, C) * 4 * 2 + 64);
+  r->layernorm_bwd(ref_dev, dx, dw, db, dout, x, w, mean, rstd, N, C, scr);
+  float *gl = rnd(NC, 0, 0), *gb = rnd(NC, 0, 0), *br = rnd(NC, 0, 0), *bs = dup(b, C), *ad = rnd(NC, 0, 0);
+  r->gelu_fwd(ref_dev, gl, x, NC);
+  r->gelu_bwd(ref_dev, gb, x, dout, NC);
+  r->bias_rows(ref_dev, br, w, dout, N, C);
+  r->bias_bwd(ref_dev, bs, dout, N, C);
+  r->add(ref_dev, ad, x, dout, NC);
+  for (int v = 0; v < nvariants; v++) {
+    yk_device *dev = mk(variants[v]);
+    const yk_device_ops *o = dev->ops;
+    variant vv = variants[v];
+    float *ln2 = rnd(NC, 0, 0), *m2 = rnd(N, 0, 0), *r2 = rnd(N, 0, 0);
+    o->layernorm_fwd(dev, ln2, m2, r2, x, w, b, N, C);
+    CHECK_CLOSE(ln2, ln, NC, 2e-6, "layernorm_fwd out", vv);
+    CHECK_CLOSE(m2, mean, N, 2e-6, "layernorm_fwd mean", vv);
+    CHECK_CLOSE(r2, rstd, N, 2e-6, "layernorm_fwd rstd", vv);
+    float *dx2 = dup(dx0, NC), *dw2 = dup(dw0, C), *db2 = dup(db0, C);
+    float *scr2 = malloc(yk_device_layernorm_bwd_scratch(dev, N, C) * 4 + 64);
+    o->layernorm_bwd(dev, dx2, dw2, db2, dout, x, w, mean, rstd, N, C, scr2);
+    CHECK_CLOSE(dx2, dx, NC, 2e-6, "layernorm_bwd dinp", vv);
+    CHECK_CLOSE(dw2, dw, C, 2e-6, "layernorm_bwd dw", vv);
+    CHECK_CLOSE(db2, db, C, 2e-6, "layernorm_bwd db", vv);
+    float *t = rnd(NC, 0, 0);
+    o->gelu_fwd(dev, t, x, NC);
+    CHECK_ELEM(t, gl, NC, 1e-6, "gelu_fwd", vv);
+    o->gelu_bwd(dev, t, x, dout, NC);
+    CHECK_ELEM(t, gb, NC, 4e-6, "gelu_bwd", vv); /* cancellation in gelu' near x = -1.5 */
+    /* in place (dinp aliases dout) */
+    float *tin = dup(dout, NC);
+    o->gelu_bwd(dev, tin, x, tin, NC);
+    CHECK_CLOSE(tin, gb, NC, 2e-6, "gelu_bwd in place", vv);
+    o->bias_rows(dev, t, w, dout, N, C);
+    CHECK_CLOSE(t, br, NC, 0, "bias_rows", vv);
+    float *bs2 = dup(b, C);
+    o->bias_bwd(dev, bs2, dout, N, C);
+    CHECK_CLOSE(bs2, bs, C, 2e-6, "bias_bwd", vv);
+    o->add(dev, t, x, dout, NC);
+    CHECK_CLOSE(t, ad, NC, 0, "add", vv);
+    free(ln2), free(m2), free(r2), free(dx2), free(dw2), free(db2), free(scr2), free(t), free(tin), free(bs2);
+    yk_device_destroy(dev);
+  }
+  /* gelu against the formula in double */
+  for (size_t i = 0; i < NC; i++) {
+    double xv = x[i], u = 0.7978845608028654 * (xv + 0.044715 * xv * xv * xv);
+    ck_assert(fabs(gl[i] - 0.5 * xv * (1 + tanh(u))) <= 1e-6 * (1 + fabs(xv)));
+  }
+  /* layernorm rows have mean b and the weights' scale */
+  free(x), free(w), free(b), free(dout), free(ln), free(mean), free(rstd), free(dx), free(dw), free(db);
+  free(dx0), free(dw0), free(db0), free(scr), free(gl), free(gb), free(br), free(bs), free(ad);
+}
+END_TEST
+
+START_TEST(test_encoder) {
+  const int B = 3, T = 37, C = 400, V = 50;
+  int N = B * T;
+  int32_t tok[3 * 37];
+  yk_rng r;
+  yk_rng_seed(&r, 5);
+  for (int i = 0; i < N; i++) tok[i] = (int32_t)(yk_rng_u64(&r) % 7); /* repeats: scatter-add collisions */
+  float *wte = rnd((size_t)V * C, 21, 1), *wpe = rnd((size_t)T * C, 22, 1), *dout = rnd((size_t)N * C, 23, 1);
+  float *out = rnd((size_t)N * C, 0, 0), *dwte = rnd((size_t)V * C, 24, 1), *dwpe = rnd((size_t)T * C, 25, 1);
+  float *dwte0 = dup(dwte, (size_t)V * C), *dwpe0 = dup(dwpe, (size_t)T * C);
+  ref_dev->ops->encoder_fwd(ref_dev, out, tok, wte, wpe, N, T, C);
+  for (int n = 0; n < N; n++)
+    for (int c = 0; c < C; c++)
+      ck_assert(out[(size_t)n * C + c] == wte[(size_t)tok[n] * C + c] + wpe[(size_t)(n % T) * C + c]);
+  ref_dev->ops->encoder_bwd(ref_dev, dwte, dwpe, dout, tok, N, T, C);
+  for (int v = 0; v < nvariants; v++) {
+    yk_device *dev = mk(variants[v]);
+    float *o2 = rnd((size_t)N * C, 0, 0), *a = dup(dwte0, (size_t)V * C), *bb = dup(dwpe0, (size_t)T * C);
+    dev->ops->encoder_fwd(dev, o2, tok, wte, wpe, N, T, C);
+    CHECK_CLOSE(o2, out, (size_t)N * C, 0, "encoder_fwd", variants[v]);
+    dev->ops->encoder_bwd(dev, a, bb, dout, tok, N, T, C);
+    CHECK_CLOSE(a, dwte, (size_t)V * C, 0, "encoder_bwd dwte", variants[v]);
+    CHECK_CLOSE(bb, dwpe, (size_t)T * C, 0, "encoder_bwd dwpe", variants[v]);
+    free(o2), free(a), free(bb);
+    yk_device_destroy(dev);
+  }
+  free(wte), free(wpe), free(dout), free(out), free(dwte), free(dwpe), free(dwte0), free(dwpe0);
+}
+END_TEST
+
+/* ---- attention --------------------------------------------------------------- */
+
+/* Naive double-precision causal attention forward + backward for one layer. */
+static void attn_naive(const float *qkv, const float *dout, int B, int T, int C, int NH, double *out, double *att,
+                       double *dqkv) {
+  int hd = C / NH;
+  double sc = 1.0 / sqrt((double)hd);
+  memset(dqkv, 0, sizeof(double) * (size_t)B * T * 3 * C);
+  double *datt = malloc(sizeof(double) * T), *dpre = malloc(sizeof(double) * T);
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < NH; h++) {
+      const float *base = qkv + (size_t)b * T * 3 * C + h * hd;
+      double *A = att + ((size_t)(b * NH + h)) * T * T;
+      for (int t = 0; t < T; t++) {
+        double mx = -1e300;
+        for (int s = 0; s <= t; s++) {
+          double dot = 0;
+          for (int i = 0; i < hd; i++) dot += (double)base[(size_t)t * 3 * C + i] * base[(size_t)s * 3 * C + C + i];
+          A[(size_t)t * T + s] = dot * sc;
+          if (dot * sc > mx) mx = dot * sc;
+        }
+        double z = 0;
+        for (int s = 0; s <= t; s++) z += (A[(size_t)t * T + s] = exp(A[(size_t)t * T + s] - mx));
+        for (int s = 0; s < T; s++) A[(size_t)t * T + s] = s <= t ? A[(size_t)t * T + s] / z : 0;
+        for (int i = 0; i < hd; i++) {
+          double y = 0;
+          for (int s = 0; s <= t; s++) y += A[(size_t)t * T + s] * base[(size_t)s * 3 * C + 2 * C + i];
+          out[((size_t)b * T + t) * C + h * hd + i] = y;
+        }
+        /* backward of this row */
+        const float *g = dout + ((size_t)b * T + t) * C + h * hd;
+        double dot = 0;
+        for (int s = 0; s <= t; s++) {
+          datt[s] = 0;
+          for (int i = 0; i < hd; i++) datt[s] += (double)g[i] * base[(size_t)s * 3 * C + 2 * C + i];
+          dot += datt[s] * A[(size_t)t * T + s];
+        }
+        for (int s = 0; s <= t; s++) dpre[s] = A[(size_t)t * T + s] * (datt[s] - dot) * sc;
+        double *dq = dqkv + ((size_t)b * T + t) * 3 * C + h * hd;
+        for (int s = 0; s <= t; s++) {
+          double *dk = dqkv + ((size_t)b * T + s) * 3 * C + C + h * hd, *dv = dk + C;
+          for (int i = 0; i < hd; i++) {
+            dq[i] += dpre[s] * base[(size_t)s * 3 * C + C + i];
+            dk[i] += dpre[s] * base[(size_t)t * 3 * C + i];
+            dv[i] += A[(size_t)t * T + s] * g[i];
+          }
+        }
+      }
+    }
+  free(datt), free(dpre);
+}
+
+static float *to_f(const double *a, size_t n) {
+  float *p = malloc(n * 4 + 64);
+  for (size_t i = 0; i < n; i++) p[i] = (float)a[i];
+  return p;
+}
+
+START_TEST(test_attention_vs_naive) {
+  /* T = 130: two full 64-row causal blocks and a partial one */
+  const int B = 2, T = 130, C = 24, NH = 3;
+  size_t n3 = (size_t)B * T * 3 * C, n1 = (size_t)B * T * C, na = (size_t)B * NH * T * T;
+  float *qkv = rnd(n3, 31, 1), *dout = rnd(n1, 32, 1);
+  double *out = malloc(n1 * 8), *att = malloc(na * 8), *dqkv = malloc(n3 * 8);
+  attn_naive(qkv, dout, B, T, C, NH, out, att, dqkv);
+  float *fo = to_f(out, n1), *fa = to_f(att, na), *fd = to_f(dqkv, n3);
+  for (int v = 0; v < nvariants; v++) {
+    yk_device *dev = mk(variants[v]);
+    float *o = rnd(n1, 0, 0), *a = rnd(na, 99, 1), *d = rnd(n3, 0, 0);
+    float *scr = malloc(yk_device_attention_bwd_scratch(dev, T) * 4 + 64);
+    dev->ops->attention_fwd(dev, o, a, qkv, B, T, C, NH);
+    CHECK_CLOSE(o, fo, n1, 1e-5, "attention_fwd out", variants[v]);
+    CHECK_CLOSE(a, fa, na, 1e-5, "attention_fwd att", variants[v]);
+    dev->ops->attention_bwd(dev, d, dout, qkv, a, B, T, C, NH, scr);
+    CHECK_CLOSE(d, fd, n3, 1e-5, "attention_bwd dqkv", variants[v]);
+    /* bitwise reproducible on a second run */
+    float *d2 = rnd(n3, 0, 0);
+    dev->ops->attention_bwd(dev, d2, dout, qkv, a, B, T, C, NH, scr);
+    ck_assert(memcmp(d, d2, n3 * 4) == 0);
+    free(o), free(a), free(d), free(d2), free(scr);
+    yk_device_destroy(dev);
+  }
+  free(qkv), free(dout), free(out), free(att), free(dqkv), free(fo), free(fa), free(fd);
+}
+END_TEST
+
+START_TEST(test_softmax_causal) {
+  const int R = 5, T = 83;
+  size_t n = (size_t)R * T * T;
+  float *x = rnd(n, 41, 3), *d = rnd(n, 42, 1);
+  float *ra = dup(x, n), *rd = dup(d, n);
+  ref_dev->ops->softmax_causal(ref_dev, ra, R, T, 0.3f);
+  ref_dev->ops->softmax_causal_bwd(ref_dev, rd, ra, R, T, 0.3f);
+  for (int r = 0; r < R * T; r++) {
+    double s = 0;
+    for (int j = 0; j < T; j++) {
+      s += ra[(size_t)r * T + j];
+      if (j > r % T) ck_assert(ra[(size_t)r * T + j] == 0 && rd[(size_t)r * T + j] == 0);
+    }
+    ck_assert(fabs(s - 1) < 1e-5);
+  }
+  for (int v = 0; v < nvariants; v++) {
+    yk_device *dev = mk(variants[v]);
+    float *a = dup(x, n), *g = dup(d, n);
+    dev->ops->softmax_causal(dev, a, R, T, 0.3f);
+    CHECK_CLOSE(a, ra, n, 2e-6, "softmax_causal", variants[v]);
+    dev->ops->softmax_causal_bwd(dev, g, ra, R, T, 0.3f);
+    CHECK_CLOSE(g, rd, n, 2e-6, "softmax_causal_bwd", variants[v]);
+    free(a), free(g);
+    yk_device_destroy(dev);
+  }
+  free(x), free(d), free(ra), free(rd);
+}
+END_TEST
+
+/* ---- cross-entropy -------------------------------------------------------------- */
+
+START_TEST(test_crossent_padding_masked) {
+  const int N = 19, V = 1001, Vp = 1024;
+  float *lg = rnd((size_t)N * Vp, 51, 4);
+  for (int n = 0; n < N; n++)
+    for (int j = V; j < Vp; j++) lg[(size_t)n * Vp + j] = 1e30f; /* padding must not matter */
+  int32_t tg[19];
+  for (int n = 0; n < N; n++) tg[n] = (n * 97) % V;
+  tg[0] = V - 1;
+  /* double reference */
+  double lref[19];
+  float *gref = malloc((size_t)N * Vp * 4);
+  for (int n = 0; n < N; n++) {
+    const float *x = lg + (size_t)n * Vp;
+    double mx = -1e300, z = 0;
+    for (int j = 0; j < V; j++) mx = fmax(mx, x[j]);
+    for (int j = 0; j < V; j++) z += exp(x[j] - mx);
+    lref[n] = mx + log(z) - x[tg[n]];
+    for (int j = 0; j < Vp; j++)
+      gref[(size_t)n * Vp + j] = j < V ? (float)(0.25 * (exp(x[j] - mx) / z - (j == tg[n]))) : 0.0f;
+  }
+  for (int v = 0; v < nvariants; v++) {
+    yk_device *dev = mk(variants[v]);
+    float loss[19], lse[19], lr[19];
+    for (int n = 0; n < N; n++) lr[n] = (float)lref[n];
+    float *x = dup(lg, (size_t)N * Vp);
+    dev->ops->crossent_fwd(dev, loss, lse, x, tg, N, V, Vp);
+    CHECK_CLOSE(loss, lr, N, 2e-6, "crossent_fwd", variants[v]);
+    dev->ops->crossent_bwd(dev, x, lse, tg, 0.25f, N, V, Vp);
+    CHECK_CLOSE(x, gref, (size_t)N * Vp, 2e-6, "crossent_bwd", variants[v]);
+    for (int n = 0; n < N; n++)
+      for (int j = V; j < Vp; j++) ck_assert(x[(size_t)n * Vp + j] == 0.0f);
+    free(x);
+    yk_device_destroy(dev);
+  }
+  free(lg), free(gref);
+}
+END_TEST
+
+/* ---- casts ---------------------------------------------------------------------- */
+
+static int same_half(uint16_t a, uint16_t b, int bf) {
+  int nan_a = bf ? ((a & 0x7f80) == 0x7f80 && (a & 0x7f)) : ((a & 0x7c00) == 0x7c00 && (a & 0x3ff));
+  int nan_b = bf ? ((b & 0x7f80) == 0x7f80 && (b & 0x7f)) : ((b & 0x7c00) == 0x7c00 && (b & 0x3ff));
+  return (nan_a && nan_b) || a == b; /* NaN payloads may differ */
+}
+
+START_TEST(test_casts_exact) {
+  size_t n = 70000 + 5;
+  float *f = malloc(n * 4);
+  yk_rng r;
+  yk_rng_seed(&r, 61);
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u = (uint32_t)yk_rng_u64(&r);
+    if (i % 3 == 0) u = (u & 0x8fffffffu) | 0x38000000u; /* near the fp16 range */
+    memcpy(&f[i], &u, 4);
+  }
+  float sp[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 65504.0f, 65520.0f, 65519.99f, 6.1e-5f, 5.96e-8f, 2.98e-8f,
+                1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048, 3.4e38f, 1e-40f};
+  memcpy(f, sp, sizeof sp);
+  uint16_t *h = malloc(n * 2), *hb = malloc(n * 2);
+  uint16_t all[65536];
+  for (int i = 0; i < 65536; i++) all[i] = (uint16_t)i;
+  float *back = malloc(65536 * 4);
+  for (int v = 0; v < nvariants; v++) {
+    yk_device *dev = mk(variants[v]);
+    dev->ops->f32_to_f16(dev, h, f, n);
+    dev->ops->f32_to_bf16(dev, hb, f, n);
+    for (size_t i = 0; i < n; i++) {
+      ck_assert_msg(same_half(h[i], yk_f32_to_f16(f[i]), 0), "f16 of %a: %04x vs %04x (%s)", f[i], h[i],
+                    yk_f32_to_f16(f[i]), yk_isa_name(variants[v].isa));
+      ck_assert_msg(same_half(hb[i], yk_f32_to_bf16(f[i]), 1), "bf16 of %a: %04x vs %04x", f[i], hb[i],
+                    yk_f32_to_bf16(f[i]));
+    }
+    dev->ops->f16_to_f32(dev, back, all, 65536);
+    for (int i = 0; i < 65536; i++) {
+      float e = yk_f16_to_f32((uint16_t)i);
+      ck_assert(isnan(e) ? isnan(back[i]) : memcmp(&e, &back[i], 4) == 0);
+    }
+    dev->ops->bf16_to_f32(dev, back, all, 65536);
+    for (int i = 0; i < 65536; i++) {
+      float e = yk_bf16_to_f32((uint16_t)i);
+      ck_assert(memcmp(&e, &back[i], 4) == 0);
+    }
+    yk_device_destroy(dev);
+  }
+  free(f), free(h), free(hb), free(back);
+}
+END_TEST
+
+/* ---- creation, ISA selection ---------------------------------------------------- */
+
+START_TEST(test_isa_env) {
+  yk_device *d = NULL;
+  yk_diag dg = {0};
+  setenv("YK_ISA", "portable", 1);
+  ck_assert_int_eq(yk_device_cpu_create(1, YK_ISA_AUTO, &d, &dg), 0);
+  ck_assert_int_eq(d->isa, YK_ISA_PORTABLE);
+  yk_device_destroy(d);
+  setenv("YK_ISA", "avx9000", 1);
+  ck_assert_int_eq(yk_device_cpu_create(1, YK_ISA_AUTO, &d, &dg), YK_ECONFIG);
+  ck_assert(strstr(dg.msg, "avx9000") != NULL);
+  unsetenv("YK_ISA");
+  ck_assert_int_eq(yk_device_cpu_create(0, YK_ISA_AUTO, &d, &dg), 0);
+  ck_assert_int_eq(d->nthreads, yk_cpu_count());
+  ck_assert_int_eq(d->isa, yk_isa_supported(YK_ISA_AVX2) ? YK_ISA_AVX2 : YK_ISA_PORTABLE);
+  /* memory is aligned and zeroed */
+  float *p = d->ops->alloc(d, 1000);
+  ck_assert(((uintptr_t)p & 63) == 0 && p[0] == 0 && p[249] == 0);
+  d->ops->free(d, p);
+  ck_assert(yk_device_gemm_gflops(d, 64, 64, 64, 1) > 0);
+  yk_device_destroy(d);
+  yk_isa i;
+  ck_assert_int_eq(yk_isa_parse("AVX2", &i), 0);
+  ck_assert_int_eq(i, YK_ISA_AVX2);
+  ck_assert_int_eq(yk_isa_parse("sse", &i), YK_EINVAL);
+}
+END_TEST
+
+int main(void) {
+  setup_variants();
+  yk_device_cpu_create(1, YK_ISA_PORTABLE, &ref_dev, NULL);
+  fprintf(stderr, "device variants under test:");
+  for (int v = 0; v < nvariants; v++) fprintf(stderr, " %s/%dt", yk_isa_name(variants[v].isa), variants[v].threads);
+  fprintf(stderr, "\n");
+  Suite *s = suite_create("device");
+  TCase *tc = tcase_create("cpu");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_gemm_vs_naive);
+  tcase_add_test(tc, test_rows_vs_portable);
+  tcase_add_test(tc, test_encoder);
+  tcase_add_test(tc, test_attention_vs_naive);
+  tcase_add_test(tc, test_softmax_causal);
+  tcase_add_test(tc, test_crossent_padding_masked);
+  tcase_add_test(tc, test_casts_exact);
+  tcase_add_test(tc, test_isa_env);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  yk_device_destroy(ref_dev);
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,597 @@
+/* test_model.c - GPT-2 model tests: PyTorch reference (loss, every gradient,
+ * 3 AdamW steps), finite-difference gradient check of every tensor, weights
+ * file I/O and its errors, determinism, gradient hook, accumulation.
+ *
+ * Error measure for tensors: max|a-b| / max|b| over the tensor (relative to
+ * the tensor's largest reference entry, so near-zero entries do not blow up
+ * the ratio). */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "yk_model.h"
+
+static char fixture_dir[1024];
+
+static void fixture(char *out, size_t n, const char *name) { snprintf(out, n, "%s/fixtures/%s", fixture_dir, name); }
+
+static double tensor_rel_err(const float *a, const float *b, size_t n) {
+  double md = 0, mb = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - b[i]);
+    if (d > md || isnan(d)) md = isnan(d) ? INFINITY : d;
+    if (fabs(b[i]) > mb) mb = fabs(b[i]);
+  }
+  return mb > 0 ? md / mb : md;
+}
+
+typedef struct ref_batch {
+  int B, T, steps;
+  int32_t *in, *tgt;
+  float loss, step_loss[8];
+} ref_batch;
+
+static void read_batch(ref_batch *rb) {
+  char p[1200];
+  fixture(p, sizeof p, "ref_batch.bin");
+  FILE *f = fopen(p, "rb");
+  ck_assert_msg(f != NULL, "cannot open %s", p);
+  int32_t h[4];
+  ck_assert_int_eq(fread(h, 4, 4, f), 4);
+  ck_assert_int_eq(h[0], 20241124);
+  rb->B = h[1];
+  rb->T = h[2];
+  rb->steps = h[3];
+  ck_assert_int_le(rb->steps, 8);
+  size_t n = (size_t)rb->B * rb->T;
+  rb->in = malloc(n * 4);
+  rb->tgt = malloc(n * 4);
+  ck_assert_uint_eq(fread(rb->in, 4, n, f), n);
+  ck_assert_uint_eq(fread(rb->tgt, 4, n, f), n);
+  ck_assert_int_eq(fread(&rb->loss, 4, 1, f), 1);
+  ck_assert_int_eq(fread(rb->step_loss, 4, (size_t)rb->steps, f), rb->steps);
+  fclose(f);
+}
+
+static yk_device *make_dev(int threads, yk_isa isa) {
+  yk_device *dev = NULL;
+  yk_diag d = {0};
+  int rc = yk_device_cpu_create(threads, isa, &dev, &d);
+  ck_assert_msg(rc == 0, "device: %s", d.msg);
+  return dev;
+}
+
+static yk_model *load_model(const char *file, int B, int T, const yk_device *dev) {
+  char p[1200];
+  fixture(p, sizeof p, file);
+  yk_model_config cfg;
+  yk_diag d = {0};
+  ck_assert_msg(yk_model_weights_read_config(p, &cfg, &d) == 0, "%s", d.msg);
+  yk_model *m = NULL;
+  ck_assert_msg(yk_model_create(&cfg, B, T, dev, &m, &d) == 0, "%s", d.msg);
+  ck_assert_msg(yk_model_weights_load(m, p, &d) == 0, "%s", d.msg);
+  return m;
+}
+
+/* Tiny local AdamW (torch.optim.AdamW semantics) used ONLY to validate the
+ * 3-step fixture against our gradients. The real optimizer lives in
+ * optimizer/ (written separately); the lead wires it to ref_adamw3.bin. */
+static void local_adamw(yk_model *m, float *mo, float *vo, int t, float lr, float wd) {
+  const yk_tensor_desc *td;
+  int nt = yk_model_tensors(m, &td);
+  float *p = yk_model_params(m), *g = yk_model_grads(m);
+  double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  double bc1 = 1.0 - pow(b1, t), bc2 = 1.0 - pow(b2, t);
+  for (int k = 0; k < nt; k++)
+    for (size_t i = td[k].offset; i < td[k].offset + td[k].numel; i++) {
+      double pi = p[i];
+      if (td[k].decay) pi *= 1.0 - lr * wd;
+      mo[i] = (float)(b1 * mo[i] + (1 - b1) * g[i]);
+      vo[i] = (float)(b2 * vo[i] + (1 - b2) * (double)g[i] * g[i]);
+      double mh = mo[i] / bc1, vh = vo[i] / bc2;
+      p[i] = (float)(pi - lr * mh / (sqrt(vh) + eps));
+    }
+}
+
+static void check_reference(int threads, yk_isa isa) {
+  ref_batch rb;
+  read_batch(&rb);
+  yk_device *dev = make_dev(threads, isa);
+  yk_model *m = load_model("ref_weights.bin", rb.B, rb.T, dev);
+  yk_model *gref = load_model("ref_grads.bin", rb.B, rb.T, dev);
+  yk_model *aref = load_model("ref_adamw3.bin", rb.B, rb.T, dev);
+  yk_diag d = {0};
+  float loss;
+  ck_assert_msg(yk_model_forward(m, rb.in, rb.tgt, &loss, &d) == 0, "%s", d.msg);
+  double lerr = fabs(loss - rb.loss) / fabs(rb.loss);
+  ck_assert_msg(lerr <= 1e-5, "loss %.7f vs reference %.7f: rel err %.2e > 1e-5 (%s, %d threads)", loss, rb.loss, lerr,
+                yk_isa_name(dev->isa), threads);
+  yk_model_zero_grad(m);
+  ck_assert_int_eq(yk_model_backward(m, &d), 0);
+  const yk_tensor_desc *td;
+  int nt = yk_model_tensors(m, &td);
+  double worst = 0;
+  for (int k = 0; k < nt; k++) {
+    double e = tensor_rel_err(yk_model_grads(m) + td[k].offset, yk_model_params(gref) + td[k].offset, td[k].numel);
+    ck_assert_msg(e <= 1e-4, "grad %s: max rel err %.2e > 1e-4 (%s, %d threads)", td[k].name, e,
+                  yk_isa_name(dev->isa), threads);
+    if (e > worst) worst = e;
+  }
+  /* padded wte rows never get gradient */
+  const yk_model_config *c = yk_model_get_config(m);
+  for (size_t i = (size_t)c->vocab_size * c->channels; i < (size_t)c->padded_vocab_size * c->channels; i++)
+    ck_assert(yk_model_grads(m)[i] == 0.0f);
+  fprintf(stderr, "reference (%s, %d threads): loss %.7f vs %.7f (rel %.1e), worst grad rel err %.1e\n",
+          yk_isa_name(dev->isa), threads, loss, rb.loss, lerr, worst);
+
+  /* 3 AdamW steps (local reference loop, see local_adamw) */
+  size_t np = yk_model_num_params(m);
+  float *mo = calloc(np, 4), *vo = calloc(np, 4);
+  for (int s = 1; s <= rb.steps; s++) {
+    ck_assert_int_eq(yk_model_forward(m, rb.in, rb.tgt, &loss, &d), 0);
+    ck_assert_msg(fabs(loss - rb.step_loss[s - 1]) <= 1e-5 * fabs(rb.step_loss[s - 1]), "step %d loss %.7f vs %.7f", s,
+                  loss, rb.step_loss[s - 1]);
+    yk_model_zero_grad(m);
+    ck_assert_int_eq(yk_model_backward(m, &d), 0);
+    local_adamw(m, mo, vo, s, 1e-3f, 0.1f);
+  }
+  for (int k = 0; k < nt; k++) {
+    double e = tensor_rel_err(yk_model_params(m) + td[k].offset, yk_model_params(aref) + td[k].offset, td[k].numel);
+    ck_assert_msg(e <= 1e-4, "params after AdamW %s: max rel err %.2e > 1e-4", td[k].name, e);
+  }
+  free(mo);
+  free(vo);
+  yk_model_destroy(m);
+  yk_model_destroy(gref);
+  yk_model_destroy(aref);
+  yk_device_destroy(dev);
+  free(rb.in);
+  free(rb.tgt);
+}
+
+START_TEST(test_reference_portable_1t) { check_reference(1, YK_ISA_PORTABLE); }
+END_TEST
+START_TEST(test_reference_best_1t) { check_reference(1, YK_ISA_AUTO); }
+END_TEST
+START_TEST(test_reference_best_2t) { check_reference(2, YK_ISA_AUTO); }
+END_TEST
+
+/* ---- finite differences ------------------------------------------------ */
+
+static void randomize(yk_model *m, uint64_t seed) {
+  /* like the fixture script: LN weights and biases random too */
+  yk_rng r;
+  yk_rng_seed(&r, seed);
+  const yk_tensor_desc *td;
+  int nt = yk_model_tensors(m, &td);
+  const yk_model_config *c = yk_model_get_config(m);
+  float *p = yk_model_params(m);
+  for (int k = 0; k < nt; k++) {
+    int is_lnw = strstr(td[k].name, "ln") && td[k].name[strlen(td[k].name) - 1] == 'w';
+    for (size_t i = 0; i < td[k].numel; i++)
+      p[td[k].offset + i] = (is_lnw ? 1.0f : 0.0f) + (td[k].decay ? 0.1f : 0.05f) * yk_rng_normal(&r);
+  }
+  for (size_t i = (size_t)c->vocab_size * c->channels; i < (size_t)c->padded_vocab_size * c->channels; i++) p[i] = 0;
+}
+
+static double loss_at(yk_model *m, const int32_t *in, const int32_t *tgt) {
+  float l;
+  ck_assert_int_eq(yk_model_forward(m, in, tgt, &l, NULL), 0);
+  /* the per-position losses summed in double: less rounding than the mean */
+  const float *ls = yk_model_losses(m);
+  double s = 0;
+  int n = yk_model_batch(m) * yk_model_seq_len(m);
+  for (int i = 0; i < n; i++) s += ls[i];
+  return s / n;
+}
+
+START_TEST(test_gradcheck_every_tensor) {
+  /* L2 C16 NH2, V=40 padded to 128, B=2 T=5 */
+  yk_model_config cfg = {.layers = 2, .channels = 16, .heads = 2, .max_seq_len = 8, .vocab_size = 40};
+  yk_device *dev = make_dev(1, YK_ISA_AUTO);
+  yk_model *m;
+  ck_assert_int_eq(yk_model_create(&cfg, 2, 5, dev, &m, NULL), 0);
+  randomize(m, 7);
+  int32_t in[10], tgt[10];
+  yk_rng r;
+  yk_rng_seed(&r, 3);
+  for (int i = 0; i < 10; i++) {
+    in[i] = (int32_t)(yk_rng_u64(&r) % 40);
+    tgt[i] = (int32_t)(yk_rng_u64(&r) % 40);
+  }
+  float loss;
+  ck_assert_int_eq(yk_model_forward(m, in, tgt, &loss, NULL), 0);
+  yk_model_zero_grad(m);
+  ck_assert_int_eq(yk_model_backward(m, NULL), 0);
+  size_t np = yk_model_num_params(m);
+  float *g = malloc(np * 4);
+  memcpy(g, yk_model_grads(m), np * 4);
+  float *p = yk_model_params(m);
+  const yk_tensor_desc *td;
+  int nt = yk_model_tensors(m, &td);
+  /* steps: 3e-3 along the whole-tensor direction, 1e-2 for single entries
+   * (chosen between fp32 rounding noise and truncation error; Richardson
+   * extrapolation below removes the O(h^2) term) */
+  const float hdir = 3e-3f, h = 1e-2f;
+  double worst_dir = 0, worst_el = 0;
+  for (int k = 0; k < nt; k++) {
+    /* (1) directional derivative along a direction u over the whole tensor
+     * (a sum over all its entries: big signal, small rounding noise);
+     * (2) single entries: the largest-gradient one and 3 random ones. */
+    size_t off = td[k].offset, n = td[k].numel;
+    if (!strcmp(td[k].name, "wte")) n = (size_t)cfg.vocab_size * cfg.channels; /* padding rows checked below */
+    float *u = malloc(n * 4), *save = malloc(n * 4);
+    memcpy(save, p + off, n * 4);
+    double gu = 0, gmax = 0;
+    for (size_t i = 0; i < n; i++) {
+      /* signs of the gradient (no cancellation in the sum, so the signal
+       * stands well above fp32 rounding of the loss), random magnitudes */
+      u[i] = (g[off + i] >= 0 ? 1.0f : -1.0f) * (0.5f + yk_rng_uniform(&r));
+      gu += (double)g[off + i] * u[i];
+      if (fabs(g[off + i]) > gmax) gmax = fabs(g[off + i]);
+    }
+    /* Richardson-extrapolated central difference: error O(h^4) */
+    double fd[2];
+    for (int s = 0; s < 2; s++) {
+      float hs = s ? hdir / 2 : hdir;
+      for (size_t i = 0; i < n; i++) p[off + i] = save[i] + hs * u[i];
+      double lp = loss_at(m, in, tgt);
+      for (size_t i = 0; i < n; i++) p[off + i] = save[i] - hs * u[i];
+      double lm = loss_at(m, in, tgt);
+      fd[s] = (lp - lm) / (2.0 * hs);
+    }
+    memcpy(p + off, save, n * 4);
+    double est = (4 * fd[1] - fd[0]) / 3;
+    double scale = fabs(gu) + 1e-6;
+    double e = fabs(est - gu) / scale;
+    if (e > worst_dir) worst_dir = e;
+    ck_assert_msg(e < 1e-3, "%s: directional derivative %.7g, finite difference %.7g (err %.2e)", td[k].name, gu, est,
+                  e);
+    size_t picks[4];
+    picks[0] = 0;
+    for (size_t i = 1; i < n; i++)
+      if (fabs(g[off + i]) > fabs(g[off + picks[0]])) picks[0] = i;
+    for (int j = 1; j < 4; j++) picks[j] = yk_rng_u64(&r) % n;
+    for (int j = 0; j < 4; j++) {
+      size_t i = off + picks[j];
+      float keep = p[i];
+      double f2[2];
+      for (int s = 0; s < 2; s++) {
+        float hs = s ? h / 2 : h;
+        p[i] = keep + hs;
+        double lp = loss_at(m, in, tgt);
+        p[i] = keep - hs;
+        double lm = loss_at(m, in, tgt);
+        f2[s] = (lp - lm) / (2.0 * hs);
+      }
+      p[i] = keep;
+      double est1 = (4 * f2[1] - f2[0]) / 3;
+      double e1 = fabs(est1 - g[i]) / (gmax + 1e-6);
+      if (e1 > worst_el) worst_el = e1;
+      ck_assert_msg(e1 < 5e-3, "%s[%zu]: grad %.7g, finite difference %.7g (err %.2e of the tensor max %.3g)",
+                    td[k].name, picks[j], g[i], est1, e1, gmax);
+    }
+    free(u);
+    free(save);
+  }
+  for (size_t i = (size_t)cfg.vocab_size * cfg.channels; i < (size_t)cfg.padded_vocab_size * cfg.channels; i++)
+    ck_assert(g[i] == 0.0f);
+  fprintf(stderr, "gradcheck: %d tensors, worst directional err %.2e, worst entry err %.2e\n", nt, worst_dir, worst_el);
+  free(g);
+  yk_model_destroy(m);
+  yk_device_destroy(dev);
+}
+END_TEST
+
+/* ---- determinism, hook, accumulation ------------------------------------ */
+
+static yk_model *small_model(yk_device *dev, int B, int T, int32_t *in, int32_t *tgt) {
+  yk_model_config cfg = {.layers = 2, .channels = 64, .heads = 4, .max_seq_len = 128, .vocab_size = 300};
+  yk_model *m;
+  ck_assert_int_eq(yk_model_create(&cfg, B, T, dev, &m, NULL), 0);
+  yk_model_init_random(m, 42);
+  yk_rng r;
+  yk_rng_seed(&r, 9);
+  for (int i = 0; i < B * T; i++) {
+    in[i] = (int32_t)(yk_rng_u64(&r) % 300);
+    tgt[i] = (int32_t)(yk_rng_u64(&r) % 300);
+  }
+  return m;
+}
+
+START_TEST(test_deterministic) {
+  yk_device *dev = make_dev(2, YK_ISA_AUTO);
+  int32_t in[4 * 96], tgt[4 * 96];
+  yk_model *m = small_model(dev, 4, 96, in, tgt);
+  size_t np = yk_model_num_params(m);
+  float l1, l2;
+  ck_assert_int_eq(yk_model_forward(m, in, tgt, &l1, NULL), 0);
+  yk_model_zero_grad(m);
+  ck_assert_int_eq(yk_model_backward(m, NULL), 0);
+  float *g1 = malloc(np * 4);
+  memcpy(g1, yk_model_grads(m), np * 4);
+  ck_assert_int_eq(yk_model_forward(m, in, tgt, &l2, NULL), 0);
+  yk_model_zero_grad(m);
+  ck_assert_int_eq(yk_model_backward(m, NULL), 0);
+  ck_assert(memcmp(&l1, &l2, 4) == 0);
+  ck_assert_msg(memcmp(g1, yk_model_grads(m), np * 4) == 0, "gradients differ between two identical passes");
+  free(g1);
+  yk_model_destroy(m);
+  yk_device_destroy(dev);
+}
+END_TEST
+
+typedef struct hook_rec {
+  size_t expect_end; /* next range must end here */
+  int calls;
+  int bad;
+  float *snap; /* copy of each range when it was declared final */
+  const float *grads;
+} hook_rec;
+
+static void hook_fn(void *ctx, size_t off, size_t n) {
+  hook_rec *h = ctx;
+  if (off + n != h->expect_end) h->bad++;
+  h->expect_end = off;
+  memcpy(h->snap + off, h->grads + off, n * 4);
+  h->calls++;
+}
+
+START_TEST(test_grad_hook_ranges_final_and_contiguous) {
+  yk_device *dev = make_dev(2, YK_ISA_AUTO);
+  int32_t in[2 * 32], tgt[2 * 32];
+  yk_model *m = small_model(dev, 2, 32, in, tgt);
+  size_t np = yk_model_num_params(m);
+  hook_rec h = {.expect_end = np, .snap = calloc(np, 4), .grads = yk_model_grads(m)};
+  yk_model_set_grad_hook(m, hook_fn, &h);
+  ck_assert_int_eq(yk_model_forward(m, in, tgt, NULL, NULL), 0);
+  yk_model_zero_grad(m);
+  ck_assert_int_eq(yk_model_backward(m, NULL), 0);
+  ck_assert_int_eq(h.bad, 0);
+  ck_assert_int_eq(h.calls, 2 + yk_model_get_config(m)->layers);
+  ck_assert_uint_eq(h.expect_end, 0);
+  ck_assert_msg(memcmp(h.snap, yk_model_grads(m), np * 4) == 0, "a range changed after the hook declared it final");
+  free(h.snap);
+  yk_model_destroy(m);
+  yk_device_destroy(dev);
+}
+END_TEST
+
+START_TEST(test_grad_accumulation) {
+  yk_device *dev = make_dev(1, YK_ISA_AUTO);
+  int32_t in[2 * 32], tgt[2 * 32];
+  yk_model *m = small_model(dev, 2, 32, in, tgt);
+  size_t np = yk_model_num_params(m);
+  ck_assert_int_eq(yk_model_forward(m, in, tgt, NULL, NULL), 0);
+  yk_model_zero_grad(m);
+  ck_assert_int_eq(yk_model_backward(m, NULL), 0);
+  float *g1 = malloc(np * 4);
+  memcpy(g1, yk_model_grads(m), np * 4);
+  yk_model_zero_grad(m);
+  for (int i = 0; i < 2; i++) {
+    ck_assert_int_eq(yk_model_forward(m, in, tgt, NULL, NULL), 0);
+    ck_assert_int_eq(yk_model_backward_scaled(m, 0.5f, NULL), 0);
+  }
+  ck_assert(tensor_rel_err(yk_model_grads(m), g1, np) < 1e-6);
+  /* a second backward without a new forward is refused */
+  yk_diag d = {0};
+  ck_assert_int_eq(yk_model_backward(m, &d), YK_EINVAL);
+  ck_assert(strstr(d.msg, "forward") != NULL);
+  free(g1);
+  yk_model_destroy(m);
+  yk_device_destroy(dev);
+}
+END_TEST
+
+START_TEST(test_bad_tokens) {
+  yk_device *dev = make_dev(1, YK_ISA_AUTO);
+  int32_t in[2 * 32], tgt[2 * 32];
+  yk_model *m = small_model(dev, 2, 32, in, tgt);
+  yk_diag d = {0};
+  in[5] = 300;
+  ck_assert_int_eq(yk_model_forward(m, in, tgt, NULL, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "300") && strstr(d.msg, "position 5"), "%s", d.msg);
+  in[5] = 0;
+  tgt[7] = -1;
+  ck_assert_int_eq(yk_model_forward(m, in, tgt, NULL, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "target") && strstr(d.msg, "-1"), "%s", d.msg);
+  /* inference without targets works and gives logits */
+  ck_assert_int_eq(yk_model_forward(m, in, NULL, NULL, &d), 0);
+  ck_assert(isfinite(yk_model_logits(m)[0]));
+  yk_model_destroy(m);
+  yk_device_destroy(dev);
+}
+END_TEST
+
+/* ---- weights file I/O ---------------------------------------------------- */
+
+static char tmpdir[256];
+
+static void write_bytes(const char *path, const void *buf, size_t n) {
+  FILE *f = fopen(path, "wb");
+  ck_assert(f != NULL);
+  ck_assert_uint_eq(fwrite(buf, 1, n, f), n);
+  fclose(f);
+}
+
+static char *slurp(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  ck_assert_msg(f != NULL, "open %s", path);
+  fseek(f, 0, SEEK_END);
+  *n = (size_t)ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *b = malloc(*n);
+  ck_assert_uint_eq(fread(b, 1, *n, f), *n);
+  fclose(f);
+  return b;
+}
+
+START_TEST(test_weights_roundtrip_bytes) {
+  yk_device *dev = make_dev(1, YK_ISA_AUTO);
+  yk_model *m = load_model("ref_weights.bin", 1, 8, dev);
+  char out[512], ref[1200];
+  snprintf(out, sizeof out, "%s/w.bin", tmpdir);
+  yk_diag d = {0};
+  ck_assert_msg(yk_model_weights_save(m, out, &d) == 0, "%s", d.msg);
+  fixture(ref, sizeof ref, "ref_weights.bin");
+  size_t n1, n2;
+  char *a = slurp(out, &n1), *b = slurp(ref, &n2);
+  ck_assert_uint_eq(n1, n2);
+  ck_assert_msg(memcmp(a, b, n1) == 0, "saved file differs from the file it was loaded from");
+  free(a);
+  free(b);
+  yk_model_destroy(m);
+  yk_device_destroy(dev);
+}
+END_TEST
+
+START_TEST(test_weights_bad_files) {
+  yk_device *dev = make_dev(1, YK_ISA_AUTO);
+  yk_model *m = load_model("ref_weights.bin", 1, 8, dev);
+  char ref[1200], p[512];
+  fixture(ref, sizeof ref, "ref_weights.bin");
+  size_t n;
+  char *good = slurp(ref, &n);
+  int32_t *h = (int32_t *)good;
+  size_t np = yk_model_num_params(m);
+  float *before = malloc(np * 4);
+  memcpy(before, yk_model_params(m), np * 4);
+  yk_diag d;
+  snprintf(p, sizeof p, "%s/bad.bin", tmpdir);
+  struct {
+    const char *what;
+    size_t len;
+    int field, value, code;
+    const char *needle;
+  } cases[] = {
+      {"truncated", n - 100, -1, 0, YK_EFORMAT, "truncated"},
+      {"header only part", 100, -1, 0, YK_EFORMAT, "shorter than"},
+      {"empty", 0, -1, 0, YK_EFORMAT, "shorter than"},
+      {"wrong magic", n, 0, 1234, YK_EFORMAT, "magic 1234"},
+      {"wrong version", n, 1, 2, YK_EFORMAT, "version 2"},
+      {"negative C", n, 6, -32, YK_EFORMAT, "C=-32"},
+      {"L mismatch", n, 4, 3, YK_EFORMAT, "size"}, /* size check catches it first */
+  };
+  for (size_t i = 0; i < YK_ARRAY_LEN(cases); i++) {
+    char *buf = malloc(n);
+    memcpy(buf, good, n);
+    if (cases[i].field >= 0) ((int32_t *)buf)[cases[i].field] = cases[i].value;
+    write_bytes(p, buf, cases[i].len);
+    memset(&d, 0, sizeof d);
+    int rc = yk_model_weights_load(m, p, &d);
+    ck_assert_msg(rc == cases[i].code, "%s: rc %d (%s)", cases[i].what, rc, d.msg);
+    ck_assert_msg(strstr(d.msg, cases[i].needle) != NULL, "%s: message '%s' lacks '%s'", cases[i].what, d.msg,
+                  cases[i].needle);
+    free(buf);
+  }
+  /* too long */
+  char *lng = calloc(1, n + 4);
+  memcpy(lng, good, n);
+  write_bytes(p, lng, n + 4);
+  ck_assert_int_eq(yk_model_weights_load(m, p, &d), YK_EFORMAT);
+  ck_assert(strstr(d.msg, "too long") != NULL);
+  free(lng);
+  /* a valid file of another shape: header/config mismatch names the field */
+  yk_model_config other = *yk_model_get_config(m);
+  other.heads = 2;
+  yk_model *m2;
+  ck_assert_int_eq(yk_model_create(&other, 1, 8, dev, &m2, NULL), 0);
+  ck_assert_int_eq(yk_model_weights_save(m2, p, NULL), 0);
+  ck_assert_int_eq(yk_model_weights_load(m, p, &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "NH=2") && strstr(d.msg, "model.heads=4"), "%s", d.msg);
+  yk_model_destroy(m2);
+  other = *yk_model_get_config(m);
+  other.max_seq_len = 16;
+  ck_assert_int_eq(yk_model_create(&other, 1, 8, dev, &m2, NULL), 0);
+  ck_assert_int_eq(yk_model_weights_save(m2, p, NULL), 0);
+  ck_assert_int_eq(yk_model_weights_load(m, p, &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "maxT=16") && strstr(d.msg, "model.max_seq_len=32"), "%s", d.msg);
+  yk_model_destroy(m2);
+  /* missing file */
+  ck_assert_int_eq(yk_model_weights_load(m, "/nonexistent/w.bin", &d), YK_EIO);
+  ck_assert(strstr(d.msg, "/nonexistent/w.bin") != NULL);
+  /* parameters untouched by all of the failures */
+  ck_assert(memcmp(before, yk_model_params(m), np * 4) == 0);
+  (void)h;
+  free(before);
+  free(good);
+  yk_model_destroy(m);
+  yk_device_destroy(dev);
+}
+END_TEST
+
+/* ---- presets and config ---------------------------------------------------- */
+
+START_TEST(test_presets) {
+  yk_model_config c;
+  ck_assert_int_eq(yk_model_preset("d12", &c, NULL), 0);
+  ck_assert_int_eq(c.layers, 12);
+  ck_assert_int_eq(c.channels, 768);
+  ck_assert_int_eq(c.padded_vocab_size, 50304);
+  /* GPT-2 124M: 124,475,904 params with the padded vocab (llm.c's count) */
+  ck_assert_uint_eq(yk_model_config_num_params(&c), 124475904u);
+  const char *names[] = {"tiny", "small", "d6", "d24", "d36", "d48"};
+  for (size_t i = 0; i < YK_ARRAY_LEN(names); i++) ck_assert_int_eq(yk_model_preset(names[i], &c, NULL), 0);
+  ck_assert_int_eq(c.channels, 1600);
+  ck_assert_int_eq(c.heads, 25);
+  yk_diag d = {0};
+  ck_assert_int_eq(yk_model_preset("d13", &c, &d), YK_ECONFIG);
+  ck_assert(strstr(d.msg, "d13") != NULL);
+  yk_config cfg;
+  yk_config_defaults(&cfg);
+  snprintf(cfg.model.name, sizeof cfg.model.name, "small");
+  cfg.model.layers = 3;
+  cfg.model.vocab_size = 300;
+  ck_assert_int_eq(yk_model_config_from(&cfg, &c, NULL), 0);
+  ck_assert_int_eq(c.layers, 3);
+  ck_assert_int_eq(c.channels, 128);
+  ck_assert_int_eq(c.padded_vocab_size, 384);
+  cfg.model.heads = 3;
+  ck_assert_int_eq(yk_model_config_from(&cfg, &c, &d), YK_ECONFIG);
+  ck_assert(strstr(d.msg, "heads=3") != NULL);
+  /* T > maxT is refused at create */
+  yk_device *dev = make_dev(1, YK_ISA_AUTO);
+  yk_model *m;
+  ck_assert_int_eq(yk_model_preset("tiny", &c, NULL), 0);
+  ck_assert_int_eq(yk_model_create(&c, 1, 257, dev, &m, &d), YK_ECONFIG);
+  ck_assert(strstr(d.msg, "T=257") != NULL);
+  /* flops: 6N + attention for d12 at T=1024 is about 0.85 GFLOP per token */
+  ck_assert_int_eq(yk_model_preset("d12", &c, NULL), 0);
+  double f = yk_model_flops_per_token(&c, 1024);
+  ck_assert(f > 0.8e9 && f < 0.9e9);
+  yk_device_destroy(dev);
+}
+END_TEST
+
+int main(void) {
+  const char *td = getenv("YK_TEST_DATA");
+  snprintf(fixture_dir, sizeof fixture_dir, "%s", td ? td : ".");
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/yk_test_model.XXXXXX");
+  if (!mkdtemp(tmpdir)) return 1;
+  Suite *s = suite_create("model");
+  TCase *tc = tcase_create("core");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_reference_portable_1t);
+  tcase_add_test(tc, test_reference_best_1t);
+  tcase_add_test(tc, test_reference_best_2t);
+  tcase_add_test(tc, test_gradcheck_every_tensor);
+  tcase_add_test(tc, test_deterministic);
+  tcase_add_test(tc, test_grad_hook_ranges_final_and_contiguous);
+  tcase_add_test(tc, test_grad_accumulation);
+  tcase_add_test(tc, test_bad_tokens);
+  tcase_add_test(tc, test_weights_roundtrip_bytes);
+  tcase_add_test(tc, test_weights_bad_files);
+  tcase_add_test(tc, test_presets);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+  return failed ? 1 : 0;
+}

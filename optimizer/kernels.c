@@ -12,9 +12,15 @@
 #include <float.h>
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 yk_isa yk_optimizer_isa_resolve(yk_isa want, int need_f16c) {
+  if (want == YK_ISA_AUTO) {
+    const char *env = getenv("YK_ISA");
+    yk_isa e;
+    if (env && *env && yk_isa_parse(env, &e) == 0) want = e;
+  }
   if (want == YK_ISA_PORTABLE) return YK_ISA_PORTABLE;
   __builtin_cpu_init();
   int ok = __builtin_cpu_supports("avx2") && (!need_f16c || __builtin_cpu_supports("f16c"));

@@ -15,8 +15,9 @@
  * and every struct. No function blocks.
  *
  * Vector kernels: AVX2 (+F16C for the fp16 copy) selected at run time with
- * __builtin_cpu_supports, portable scalar fallback. The AVX2 kernels do the
- * same IEEE operations in the same order as the scalar code (no FMA
+ * __builtin_cpu_supports, portable scalar fallback (YK_ISA_PORTABLE). The
+ * AVX2 kernels do the same IEEE operations in the same order as the scalar
+ * code (no FMA
  * contraction: the file is built with -ffp-contract=off and the AdamW update
  * is memory-bound, so FMA buys nothing), hence the two variants give
  * BITWISE-identical results, and each is deterministic. tests/optimizer
@@ -58,11 +59,13 @@
 extern "C" {
 #endif
 
-/* Which kernel variant to run. AUTO picks AVX2 when the CPU has AVX2 (and
- * F16C where 16-bit conversion is involved), else SCALAR. Forcing AVX2 on a
- * CPU without it falls back to SCALAR (never faults). */
+/* Kernel variant (yk_isa from yk_common.h). AUTO: $YK_ISA if set to
+ * "portable" or "avx2" (as the device does; other values are ignored here,
+ * the device reports them), else AVX2 when the CPU has AVX2 (and F16C where
+ * 16-bit conversion is involved), else PORTABLE. Asking for AVX2 on a CPU
+ * without it falls back to PORTABLE (never faults). */
 
-/* The variant AUTO resolves to on this CPU for kernels that need `need_f16c`. */
+/* The variant `want` resolves to on this CPU for kernels that need `need_f16c`. */
 yk_isa yk_optimizer_isa_resolve(yk_isa want, int need_f16c);
 
 /* ------------------------------------------------------------------------ */

@@ -66,22 +66,22 @@ int main(int argc, char **argv) {
     c.g[i] = (yk_rng_uniform(&r) - 0.5f) * 1e-2f;
   }
   printf("# %zu params; best of 3\n# kernel            isa     ms      GB/s\n", n);
-  for (int isa = YK_ISA_SCALAR; isa <= YK_ISA_AVX2; isa++) {
+  for (int isa = YK_ISA_PORTABLE; isa <= YK_ISA_AVX2; isa++) {
     c.isa = (yk_isa)isa;
-    const char *in = yk_optimizer_isa_name(c.isa);
+    const char *in = yk_isa_name(c.isa);
     c.dt16 = YK_DT_F32;
     double ms = best_ms(3, run_adamw, &c);
-    printf("adamw               %-6s %7.1f %7.2f\n", in, ms, n * 28.0 / ms / 1e6);
+    printf("adamw               %-8s %7.1f %7.2f\n", in, ms, n * 28.0 / ms / 1e6);
     c.dt16 = YK_DT_F16;
     ms = best_ms(3, run_adamw, &c);
-    printf("adamw+f16 copy      %-6s %7.1f %7.2f\n", in, ms, n * 30.0 / ms / 1e6);
+    printf("adamw+f16 copy      %-8s %7.1f %7.2f\n", in, ms, n * 30.0 / ms / 1e6);
     c.dt16 = YK_DT_BF16;
     ms = best_ms(3, run_adamw, &c);
-    printf("adamw+bf16 copy     %-6s %7.1f %7.2f\n", in, ms, n * 30.0 / ms / 1e6);
+    printf("adamw+bf16 copy     %-8s %7.1f %7.2f\n", in, ms, n * 30.0 / ms / 1e6);
     ms = best_ms(3, run_sumsq, &c);
-    printf("sumsq               %-6s %7.1f %7.2f\n", in, ms, n * 4.0 / ms / 1e6);
+    printf("sumsq               %-8s %7.1f %7.2f\n", in, ms, n * 4.0 / ms / 1e6);
     ms = best_ms(3, run_scan, &c);
-    printf("find_nonfinite f32  %-6s %7.1f %7.2f\n", in, ms, n * 4.0 / ms / 1e6);
+    printf("find_nonfinite f32  %-8s %7.1f %7.2f\n", in, ms, n * 4.0 / ms / 1e6);
   }
   return 0;
 }

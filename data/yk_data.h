@@ -133,6 +133,12 @@ const uint16_t *yk_data_loader_window_tokens(const yk_data_loader *ld, uint64_t 
 void yk_data_loader_window(const yk_data_loader *ld, uint64_t q, int32_t *inputs, int32_t *targets, int *shard,
                            uint64_t *token_off);
 
+/* Check a data-parallel split before training: YK_ECONFIG (message names
+ * the numbers and what to change) if world < 1, accum < 1, or one step's
+ * world*accum windows exceed the W windows of an epoch (a step would then
+ * read a window twice). */
+int yk_data_loader_check_split(const yk_data_loader *ld, int world, int accum, yk_diag *d);
+
 /* Training use, one call per micro-batch: fill inputs/targets ((B, T)
  * int32) with the window of micro-batch `micro` of `rank` in the current
  * step, q = windows_done + micro*world + rank (yk_partition_data_window).
@@ -146,6 +152,9 @@ void yk_data_loader_advance(yk_data_loader *ld, int world, int accum);
 uint64_t yk_data_loader_epoch(const yk_data_loader *ld);
 
 void yk_data_loader_get_pos(const yk_data_loader *ld, yk_data_pos *pos);
+/* The position counts sequence numbers, not steps, so it does not depend on
+ * world or accum: a run may resume with another split (or world size) and
+ * continue exactly after the last window consumed. */
 /* Restore a saved position. YK_EMISMATCH (naming both values) if the saved
  * window size, epoch size or token total differ from this loader's: resume
  * with the same data and the same train.micro_batch * train.seq_len. */

@@ -291,8 +291,8 @@ double yk_optimizer_global_norm(const float *x, size_t n, yk_isa isa) { return s
 
 float yk_optimizer_clip_coef(double norm, double max_norm) {
   if (max_norm <= 0) return 1.0f;
+  if (!isfinite(norm)) return NAN; /* Inf or NaN gradients: let the caller see it, never scale them by 0 */
   double c = max_norm / (norm + 1e-6);
-  if (c != c) return (float)c; /* NaN norm: let the caller see it */
   return c < 1.0 ? (float)c : 1.0f;
 }
 

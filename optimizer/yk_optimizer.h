@@ -178,9 +178,9 @@ double yk_optimizer_sumsq(const float *x, size_t n, yk_isa isa);
 double yk_optimizer_global_norm(const float *x, size_t n, yk_isa isa);
 
 /* torch.nn.utils.clip_grad_norm_'s factor: max_norm / (norm + 1e-6), capped
- * at 1. Returns 1 when max_norm <= 0 (clipping off). A non-finite norm gives
- * a non-finite factor; the caller must skip such a step (see the loss scaler
- * and yk_optimizer_find_nonfinite). */
+ * at 1. Returns 1 when max_norm <= 0 (clipping off). A non-finite norm (Inf
+ * or NaN) gives NaN when clipping is on: the caller must skip such a step
+ * (see the loss scaler and yk_optimizer_find_nonfinite). */
 float yk_optimizer_clip_coef(double norm, double max_norm);
 
 /* x[i] *= s for n fp32 values (fp32 multiply). */

@@ -138,6 +138,36 @@ START_TEST(test_shard_rejects_bad_files) {
 }
 END_TEST
 
+/* Random damage to header and length never crashes the reader: every
+ * outcome is either a valid shard whose size matches its header, or
+ * YK_EFORMAT with a message naming the file. */
+START_TEST(test_shard_random_damage) {
+  yk_rng g;
+  yk_rng_seed(&g, 42);
+  char p[512];
+  path_in(p, sizeof p, "fuzz.bin");
+  for (int it = 0; it < 300; it++) {
+    write_test_shard("fuzz.bin", 0, 64);
+    int32_t v = (int32_t)yk_rng_u64(&g);
+    long field = (long)(yk_rng_u64(&g) % 4) * 4; /* magic, version, count, reserved */
+    if (yk_rng_u64(&g) % 2) v = (int32_t)(yk_rng_u64(&g) % 200) - 20; /* small values hit the count path */
+    patch_file("fuzz.bin", field, &v, 4);
+    if (yk_rng_u64(&g) % 3 == 0) ck_assert_int_eq(truncate(p, (off_t)(yk_rng_u64(&g) % 1200)), 0);
+    yk_data_shard s;
+    yk_diag d = {0};
+    int rc = yk_data_shard_open(&s, p, 60000, &d);
+    if (rc == 0) {
+      ck_assert_uint_le(s.ntok, 64);
+      for (uint64_t i = 0; i < s.ntok; i++) ck_assert_uint_lt(s.tokens[i], 60000);
+    } else {
+      ck_assert_int_eq(rc, YK_EFORMAT);
+      ck_assert_ptr_nonnull(strstr(d.msg, "fuzz.bin"));
+    }
+    yk_data_shard_close(&s);
+  }
+}
+END_TEST
+
 START_TEST(test_bytes_tokenizer) {
   const char text[] = "Hi \xff\x01";
   uint16_t t[5];
@@ -374,6 +404,7 @@ int main(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_shard_round_trip);
   tcase_add_test(tc, test_shard_rejects_bad_files);
+  tcase_add_test(tc, test_shard_random_damage);
   tcase_add_test(tc, test_bytes_tokenizer);
   tcase_add_test(tc, test_loader_windows);
   tcase_add_test(tc, test_loader_disjoint_coverage_splits);

@@ -28,7 +28,7 @@ static const subcmd subcmds[] = {
     {"train", yk_daemon_cmd_train, "train a GPT (one rank, or one of many under mpirun/SLURM/yoke launch)"},
     {"eval", yk_daemon_cmd_eval, "mean loss of a GPT-2 weights file on token shards"},
     {"bench", yk_bench_cmd_main, "benchmarks: train (more as they land)"},
-    {"data", yk_data_cmd_data, "prepare token shards from text files (data prepare)"},
+    {"data", yk_data_cmd_data, "prepare token shards from text files, check shards (data prepare, data info)"},
 };
 
 static void usage(FILE *out) {

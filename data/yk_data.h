@@ -167,7 +167,11 @@ int yk_data_loader_set_pos(yk_data_loader *ld, const yk_data_pos *pos, yk_diag *
 /* yoke data prepare [--out DIR] [--val-fraction F] [--shard-tokens N] FILE|GLOB...
  * Exit code 0 / 1 (I/O or input failure) / 2 (usage). */
 int yk_data_cmd_prepare(int argc, char **argv);
-/* yoke data <action> ...: dispatches to prepare (the table entry in cli/). */
+/* yoke data info [--vocab V] SHARD|GLOB...: validate shards, print token
+ * counts (and a text preview for byte-level shards). Exit 0 / 1 (a bad
+ * shard, message on stderr) / 2 (usage). */
+int yk_data_cmd_info(int argc, char **argv);
+/* yoke data <action> ...: dispatches to prepare and info (the table entry in cli/). */
 int yk_data_cmd_data(int argc, char **argv);
 
 #ifdef __cplusplus

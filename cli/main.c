@@ -30,7 +30,7 @@ static const subcmd subcmds[] = {
     {"eval", yk_daemon_cmd_eval, "mean loss of a GPT-2 weights file on token shards"},
     {"ckpt", yk_ckpt_cmd_main, "list, verify, inspect and convert checkpoints"},
     {"bench", yk_bench_cmd_main, "benchmarks: train, ckpt"},
-    {"data", yk_data_cmd_data, "prepare token shards from text files (data prepare)"},
+    {"data", yk_data_cmd_data, "prepare token shards from text files, check shards (data prepare, data info)"},
     {"launch", yk_daemon_cmd_launch, "run N ranks of a job on this machine (local launcher)"},
     {"coord", yk_daemon_cmd_coord, "run the coordinator on its own"},
     {"status", yk_daemon_cmd_status, "ask the coordinator for the job's state"},

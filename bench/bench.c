@@ -11,6 +11,7 @@ typedef struct {
 
 static const bench_entry benches[] = {
     {"train", yk_bench_cmd_train, "one-rank training throughput and MFU, PyTorch beside"},
+    {"ckpt", yk_bench_cmd_ckpt, "checkpoint save/load GB/s, compression ratio, async stall"},
 };
 
 static void usage(FILE *out) {

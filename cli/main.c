@@ -4,6 +4,7 @@
  *   and the codes documented in docs/exit-codes.md for preemption. */
 #include "yk_common.h"
 #include "yk_bench.h"
+#include "yk_ckpt.h"
 #include "yk_daemon.h"
 #include "yk_data.h"
 
@@ -27,8 +28,9 @@ static const subcmd subcmds[] = {
     {"config", cmd_config, "print the config reference or a resolved job config"},
     {"train", yk_daemon_cmd_train, "train a GPT (one rank, or one of many under mpirun/SLURM/yoke launch)"},
     {"eval", yk_daemon_cmd_eval, "mean loss of a GPT-2 weights file on token shards"},
-    {"bench", yk_bench_cmd_main, "benchmarks: train (more as they land)"},
-    {"data", yk_data_cmd_data, "prepare token shards from text files (data prepare)"},
+    {"ckpt", yk_ckpt_cmd_main, "list, verify, inspect and convert checkpoints"},
+    {"bench", yk_bench_cmd_main, "benchmarks: train, ckpt"},
+    {"data", yk_data_cmd_data, "prepare token shards from text files, check shards (data prepare, data info)"},
     {"launch", yk_daemon_cmd_launch, "run N ranks of a job on this machine (local launcher)"},
     {"coord", yk_daemon_cmd_coord, "run the coordinator on its own"},
     {"status", yk_daemon_cmd_status, "ask the coordinator for the job's state"},

@@ -339,6 +339,23 @@ int yk_dtype_parse(const char *s, yk_dtype *out) {
 
 /* ---- instruction sets ---- */
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+/* AVX2 + FMA + F16C, and the OS saves YMM state. Read with cpuid directly
+ * because clang's __builtin_cpu_supports does not know "f16c". */
+static int cpu_has_avx2_fma_f16c(void) {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+  int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+  if (!(fma && osxsave && avx && f16c)) return 0;
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & 6) != 6) return 0; /* XMM and YMM state enabled */
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+  return (b >> 5) & 1; /* AVX2 */
+}
+#endif
+
 const char *yk_isa_name(yk_isa isa) {
   switch (isa) {
     case YK_ISA_PORTABLE: return "portable";
@@ -362,8 +379,7 @@ int yk_isa_supported(yk_isa isa) {
     case YK_ISA_PORTABLE: return 1;
     case YK_ISA_AVX2:
 #if defined(__x86_64__) || defined(__i386__)
-      __builtin_cpu_init();
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+      return cpu_has_avx2_fma_f16c();
 #else
       return 0;
 #endif

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dp_internal.h"
 #include "yk_data.h"
 #include "yk_device.h"
 #include "yk_model.h"
@@ -162,6 +163,9 @@ typedef struct trainer {
 
   yk_data_loader *train_ld, *val_ld;
   int32_t *inputs, *targets; /* (B,T) */
+
+  yk_dp dp;          /* data-parallel group (world 1: no control plane, no comm) */
+  int exit_code;     /* set when an event ends the run early */
 } trainer;
 
 static void trainer_free(trainer *t) {
@@ -179,7 +183,12 @@ static int trainer_init(trainer *t, yk_diag *d) {
   const yk_config *c = &t->cfg;
   int rc;
   int threads = (int)c->train.threads;
-  if (threads == 0) threads = yk_cpu_count();
+  if (threads == 0) {
+    /* Ranks on one host share its cores. */
+    int local = t->dp.env.local_world > 0 ? t->dp.env.local_world : 1;
+    threads = yk_cpu_count() / local;
+    if (threads < 1) threads = 1;
+  }
   if ((rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &t->dev, d)) != 0) return rc;
 
   if (c->train.init_weights[0]) {
@@ -210,27 +219,62 @@ static int trainer_init(trainer *t, yk_diag *d) {
 
   if ((rc = yk_data_loader_open(&t->train_ld, "data.train", c->data.train, B, T, t->mcfg.vocab_size, d)) != 0)
     return rc;
+  if ((rc = yk_data_loader_check_split(t->train_ld, t->world, (int)c->train.grad_accum, d)) != 0) return rc;
+  yk_model_set_grad_hook(t->model, yk_dp_grad_ready, &t->dp);
   if (c->data.val[0] &&
       (rc = yk_data_loader_open(&t->val_ld, "data.val", c->data.val, B, T, t->mcfg.vocab_size, d)) != 0)
     return rc;
   return 0;
 }
 
-/* Mean loss over val_batches windows of the validation set (the first ones,
- * so every evaluation sees the same tokens). */
+/* Mean loss over the first val_batches windows of the validation set, so
+ * every evaluation sees the same tokens whatever the world size: rank r
+ * evaluates windows r, r + world, ... and the sums are reduced. */
 static int trainer_validate(trainer *t, double *out, yk_diag *d) {
   uint64_t n = (uint64_t)t->cfg.train.val_batches;
   uint64_t w = yk_data_loader_epoch_windows(t->val_ld);
   if (n > w) n = w;
-  double sum = 0;
-  for (uint64_t q = 0; q < n; q++) {
+  double acc[2] = {0, 0}; /* loss sum, windows */
+  for (uint64_t q = (uint64_t)t->rank; q < n; q += (uint64_t)t->world) {
     yk_data_loader_window(t->val_ld, q, t->inputs, t->targets, NULL, NULL);
     float loss;
     int rc = yk_model_forward(t->model, t->inputs, t->targets, &loss, d);
     if (rc) return rc;
-    sum += loss;
+    acc[0] += loss;
+    acc[1] += 1;
   }
-  *out = sum / (double)n;
+  int rc = yk_dp_allreduce_sum_f64(&t->dp, acc, 2, d);
+  if (rc) return rc;
+  *out = acc[0] / acc[1];
+  return 0;
+}
+
+/* FNV-1a over the parameter bytes: ranks compare it to prove they hold
+ * identical weights. */
+static uint64_t params_checksum(const float *p, size_t n) {
+  const unsigned char *b = (const unsigned char *)p;
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+/* At a step boundary: act on what the control plane says. Returns 1 when
+ * the run must stop (t->exit_code set). */
+static int trainer_poll(trainer *t) {
+  if (!t->dp.ctl) return 0;
+  yk_daemon_event ev;
+  while (yk_daemon_ctl_poll(t->dp.ctl, &ev)) {
+    switch (ev.type) {
+    case YK_EV_PEER_DEAD:
+    case YK_EV_COORD_LOST:
+    case YK_EV_SHUTDOWN:
+    case YK_EV_CHECKPOINT_REQUESTED:
+      YK_ERROR(&t->log, "%s", ev.text);
+      t->exit_code = ev.code ? ev.code : YK_EXIT_FAILURE;
+      return 1;
+    default: break;
+    }
+  }
   return 0;
 }
 
@@ -266,12 +310,13 @@ static int trainer_run(trainer *t, yk_diag *d) {
   if (t->val_ld) {
     if ((rc = trainer_validate(t, &first_val, d)) != 0) return rc;
     YK_INFO(&t->log, "step %lld | val loss %.4f", 0LL, first_val);
-    if (t->json) printf("{\"step\": 0, \"val_loss\": %.6f}\n", first_val);
+    if (t->json && t->rank == 0) printf("{\"step\": 0, \"val_loss\": %.6f}\n", first_val);
   }
 
-  double total_time = 0, last_loss = NAN;
+  double total_time = 0, total_wait = 0, last_loss = NAN;
   for (int64_t step = 0; step < steps; step++) {
     double t0 = yk_now_s();
+    if (trainer_poll(t)) return 0;
     yk_model_zero_grad(t->model);
     double loss_sum = 0;
     for (int micro = 0; micro < accum; micro++) {
@@ -279,10 +324,22 @@ static int trainer_run(trainer *t, yk_diag *d) {
         return yk_errorf(d, rc, "data loader refused micro-batch %d of step %lld", micro, (long long)step);
       float loss;
       if ((rc = yk_model_forward(t->model, t->inputs, t->targets, &loss, d)) != 0) return rc;
+      /* Only the last micro-batch's backward finalises the gradients, so only
+       * it starts bucket all-reduces (gradient accumulation: one all-reduce
+       * per step, not per micro-batch). */
+      if (micro == accum - 1) yk_dp_arm(&t->dp, grads, c->comm.timeout_ms);
       if ((rc = yk_model_backward_scaled(t->model, 1.0f / (float)accum, d)) != 0) return rc;
       loss_sum += loss;
     }
+    double wait_s = 0;
+    if ((rc = yk_dp_finish(&t->dp, t->nparams, &wait_s, d)) != 0) return rc;
+    /* The loss printed is the mean over every rank's micro-batches. */
     double loss = loss_sum / accum;
+    if (t->world > 1) {
+      double l[1] = {loss};
+      if ((rc = yk_dp_allreduce_sum_f64(&t->dp, l, 1, d)) != 0) return rc;
+      loss = l[0] / t->world;
+    }
     if (!isfinite(loss))
       return yk_errorf(d, YK_ENONFINITE,
                        "step %lld: the training loss is %f; lower optim.lr (now %g) or set optim.grad_clip", (long long)step,
@@ -303,39 +360,65 @@ static int trainer_run(trainer *t, yk_diag *d) {
       return yk_errorf(d, rc, "AdamW step %lld failed", (long long)step);
     yk_data_loader_advance(t->train_ld, t->world, accum);
     double dt = yk_now_s() - t0;
-    if (step > 0) total_time += dt; /* the first step warms caches and thread pools */
+    if (step > 0) {
+      total_time += dt; /* the first step warms caches and thread pools */
+      total_wait += wait_s;
+    }
     last_loss = loss;
+    if (t->dp.ctl) {
+      yk_step_report rep = {.step = step + 1, .loss = loss, .tokens_per_s = tokens_per_step / dt, .step_ms = dt * 1e3,
+                            .allreduce_ms = wait_s * 1e3, .allreduce_bytes = t->dp.bytes, .loss_scale = 1.0};
+      yk_daemon_ctl_report(t->dp.ctl, &rep);
+    }
 
     int last = step + 1 == steps;
     if ((step + 1) % c->train.log_every == 0 || last) {
       if (t->tty) fputs("\r\033[K", stdout);
-      YK_INFO(&t->log, "step %lld/%lld | loss %.4f | lr %.3e | norm %.3f | %.1f ms | %.0f tok/s", (long long)(step + 1),
-              (long long)steps, loss, lr, norm, dt * 1e3, tokens_per_step / dt);
-      if (t->json)
-        printf("{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"ms\": %.3f, \"tokens_per_s\": %.1f}\n",
-               (long long)(step + 1), loss, lr, norm, dt * 1e3, tokens_per_step / dt);
+      YK_INFO(&t->log, "step %lld/%lld | loss %.4f | lr %.3e | norm %.3f | %.1f ms (comm wait %.1f) | %.0f tok/s",
+              (long long)(step + 1), (long long)steps, loss, lr, norm, dt * 1e3, wait_s * 1e3, tokens_per_step / dt);
+      if (t->json && t->rank == 0)
+        printf("{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"ms\": %.3f, "
+               "\"comm_wait_ms\": %.3f, \"tokens_per_s\": %.1f}\n",
+               (long long)(step + 1), loss, lr, norm, dt * 1e3, wait_s * 1e3, tokens_per_step / dt);
     }
     if (t->val_ld && ((c->train.val_every && (step + 1) % c->train.val_every == 0) || last)) {
       if ((rc = trainer_validate(t, &last_val, d)) != 0) return rc;
       if (t->tty) fputs("\r\033[K", stdout);
       YK_INFO(&t->log, "step %lld | val loss %.4f", (long long)(step + 1), last_val);
-      if (t->json) printf("{\"step\": %lld, \"val_loss\": %.6f}\n", (long long)(step + 1), last_val);
+      if (t->json && t->rank == 0) printf("{\"step\": %lld, \"val_loss\": %.6f}\n", (long long)(step + 1), last_val);
     }
     progress_bar(t, step + 1, steps);
   }
   if (t->tty) fputs("\r\033[K", stdout);
   double mean_ms = steps > 1 ? total_time / (double)(steps - 1) * 1e3 : 0;
-  YK_INFO(&t->log, "done: %lld steps, final loss %.4f, val loss %.4f -> %.4f, %.1f ms/step", (long long)steps,
-          last_loss, first_val, last_val, mean_ms);
+  double wait_frac = total_time > 0 ? total_wait / total_time : 0;
+  uint64_t sum = params_checksum(params, t->nparams);
+  YK_INFO(&t->log, "done: %lld steps, final loss %.4f, val loss %.4f -> %.4f, %.1f ms/step, %.1f%% waiting on "
+          "communication, params checksum %016llx", (long long)steps, last_loss, first_val, last_val, mean_ms,
+          wait_frac * 100, (unsigned long long)sum);
   if (t->json)
-    printf("{\"done\": true, \"steps\": %lld, \"loss\": %.6f, \"val_loss_first\": %.6f, \"val_loss\": %.6f, "
-           "\"ms_per_step\": %.3f}\n",
-           (long long)steps, last_loss, first_val, last_val, mean_ms);
+    printf("{\"done\": true, \"rank\": %d, \"world\": %d, \"steps\": %lld, \"loss\": %.6f, \"val_loss_first\": %.6f, "
+           "\"val_loss\": %.6f, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, \"params_checksum\": \"%016llx\"}\n",
+           t->rank, t->world, (long long)steps, last_loss, first_val, last_val, mean_ms, wait_frac,
+           (unsigned long long)sum);
   if (c->train.save_weights[0] && t->rank == 0) {
     if ((rc = yk_model_weights_save(t->model, c->train.save_weights, d)) != 0) return rc;
     YK_INFO(&t->log, "wrote weights to %s", c->train.save_weights);
   }
   return 0;
+}
+
+/* Errors caused by another rank (it died, went silent or was aborted) end
+ * this rank with the peer-dead code, so launchers can tell them apart. */
+static int exit_code_for(int rc) {
+  switch (rc) {
+  case YK_EPEERDEAD:
+  case YK_EABORTED:
+  case YK_ETIMEDOUT:
+  case YK_ETRANSPORT:
+  case YK_ECLOSED: return YK_EXIT_PEER_DEAD;
+  default: return YK_EXIT_FAILURE;
+  }
 }
 
 int yk_daemon_cmd_train(int argc, char **argv) {
@@ -347,22 +430,30 @@ int yk_daemon_cmd_train(int argc, char **argv) {
   memset(&t, 0, sizeof t);
   t.cfg = o.cfg;
   t.json = o.json;
-  t.rank = 0;
-  t.world = 1;
   t.tty = isatty(STDOUT_FILENO) && !o.json;
-  yk_logger_init(&t.log, t.rank, yk_log_level_parse(t.cfg.log.level), stderr);
+  int level = yk_log_level_parse(t.cfg.log.level);
+  yk_logger_init(&t.log, 0, level, stderr);
 
   yk_diag d = {0};
-  int rc = trainer_init(&t, &d);
+  int rc = yk_dp_open(&t.dp, &t.cfg, &t.log, &d);
+  t.rank = t.dp.rank;
+  t.world = t.dp.world;
+  t.log.rank = t.rank;
+  /* The bar is for a person at a terminal running one rank; launchers give
+   * ranks pseudo-terminals too, which must not get it. */
+  if (t.dp.env.kind != YK_LAUNCH_SINGLE) t.tty = 0;
+  if (!rc) rc = trainer_init(&t, &d);
   if (rc) {
     YK_ERROR(&t.log, "%s", yk_diag_msg(&d, rc));
-    trainer_free(&t);
-    return rc == YK_ECONFIG || rc == YK_EFORMAT || rc == YK_ENOTFOUND ? 2 : 1;
+    code = rc == YK_ECONFIG || rc == YK_EFORMAT || rc == YK_ENOTFOUND ? 2 : exit_code_for(rc);
+  } else {
+    rc = trainer_run(&t, &d);
+    if (rc) YK_ERROR(&t.log, "%s", yk_diag_msg(&d, rc));
+    code = rc ? exit_code_for(rc) : t.exit_code;
   }
-  rc = trainer_run(&t, &d);
-  if (rc) YK_ERROR(&t.log, "%s", yk_diag_msg(&d, rc));
+  yk_dp_close(&t.dp, code, code ? yk_diag_msg(&d, rc) : "done");
   trainer_free(&t);
-  return rc ? 1 : 0;
+  return code;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -136,6 +136,20 @@ void yk_data_loader_window(const yk_data_loader *ld, uint64_t q, int32_t *inputs
   }
 }
 
+int yk_data_loader_check_split(const yk_data_loader *ld, int world, int accum, yk_diag *d) {
+  if (world < 1 || accum < 1)
+    return yk_errorf(d, YK_ECONFIG, "data split of %d ranks x %d micro-batches: both must be >= 1", world, accum);
+  uint64_t G = yk_partition_data_step_windows(world, accum), W = ld->first[ld->nshards];
+  if (G > W)
+    return yk_errorf(d, YK_ECONFIG,
+                     "one step reads %llu windows (%d ranks x grad_accum %d) of %lld x %lld tokens, but the data has "
+                     "only %llu windows (%llu tokens in %d shard(s)); use fewer ranks, a smaller train.grad_accum, "
+                     "train.micro_batch or train.seq_len, or more data",
+                     (unsigned long long)G, world, accum, (long long)ld->B, (long long)ld->T, (unsigned long long)W,
+                     (unsigned long long)ld->total_tokens, ld->nshards);
+  return 0;
+}
+
 int yk_data_loader_next(const yk_data_loader *ld, int world, int accum, int rank, int micro, int32_t *inputs,
                         int32_t *targets) {
   if (world < 1 || accum < 1 || rank < 0 || rank >= world || micro < 0 || micro >= accum) return YK_EINVAL;

@@ -305,11 +305,97 @@ done:
   return exitc;
 }
 
+static const char info_usage[] =
+    "usage: yoke data info [--vocab V] SHARD|GLOB...\n"
+    "\n"
+    "Check token shards and print, per file: token count, largest token id and,\n"
+    "for byte-level shards, the first bytes as text. Exit 1 if any shard is bad.\n"
+    "\n"
+    "  --vocab V    also require every token id < V (the model's vocabulary size)\n"
+    "  -h, --help   this help\n";
+
+int yk_data_cmd_info(int argc, char **argv) {
+  int64_t vocab = 0;
+  strlist files = {0};
+  int exitc = 0;
+  for (int i = 1; i < argc && !exitc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs(info_usage, stdout);
+      list_free(&files);
+      return 0;
+    }
+    if (!strcmp(a, "--vocab") || !strncmp(a, "--vocab=", 8)) {
+      const char *v = a[7] == '=' ? a + 8 : (i + 1 < argc ? argv[++i] : NULL);
+      if (!v || yk_parse_i64(v, &vocab) || vocab < 1 || vocab > 65536) {
+        fprintf(stderr, "yoke data info: --vocab needs an integer in [1, 65536]\n%s", info_usage);
+        exitc = 2;
+      }
+      continue;
+    }
+    if (a[0] == '-' && a[1]) {
+      fprintf(stderr, "yoke data info: unknown option '%s'\n%s", a, info_usage);
+      exitc = 2;
+      continue;
+    }
+    if (strpbrk(a, "*?[")) {
+      glob_t g;
+      if (glob(a, 0, NULL, &g) != 0) {
+        fprintf(stderr, "yoke data info: no file matches '%s'\n", a);
+        exitc = 2;
+        continue;
+      }
+      qsort(g.gl_pathv, g.gl_pathc, sizeof *g.gl_pathv, cmp_str);
+      for (size_t k = 0; k < g.gl_pathc && !exitc; k++)
+        if (list_add(&files, g.gl_pathv[k])) exitc = 1;
+      globfree(&g);
+    } else if (list_add(&files, a)) {
+      exitc = 1;
+    }
+  }
+  if (!exitc && files.n == 0) {
+    fprintf(stderr, "yoke data info: no shard given\n%s", info_usage);
+    exitc = 2;
+  }
+  uint64_t total = 0;
+  for (size_t i = 0; i < files.n && !exitc; i++) {
+    yk_data_shard s;
+    yk_diag d = {0};
+    int rc = yk_data_shard_open(&s, files.v[i], vocab, &d);
+    if (rc) {
+      fprintf(stderr, "yoke data info: %s\n", yk_diag_msg(&d, rc));
+      exitc = 1;
+      break;
+    }
+    unsigned mx = 0;
+    for (uint64_t k = 0; k < s.ntok; k++) mx = s.tokens[k] > mx ? s.tokens[k] : mx;
+    printf("%s: %llu tokens, largest id %u", s.path, (unsigned long long)s.ntok, mx);
+    if (mx < YK_DATA_BYTE_VOCAB && s.ntok) { /* byte-level: show the start as text */
+      printf(", starts \"");
+      for (uint64_t k = 0; k < s.ntok && k < 48; k++) {
+        unsigned c = s.tokens[k];
+        if (c == '\n') printf("\\n");
+        else if (c == '"' || c == '\\') printf("\\%c", (char)c);
+        else if (c >= 32 && c < 127) putchar((int)c);
+        else printf("\\x%02x", c);
+      }
+      printf("\"");
+    }
+    printf("\n");
+    total += s.ntok;
+    yk_data_shard_close(&s);
+  }
+  if (!exitc && files.n > 1) printf("total: %llu tokens in %zu shards\n", (unsigned long long)total, files.n);
+  list_free(&files);
+  return exitc;
+}
+
 static const char data_usage[] =
     "usage: yoke data <action> [options]\n\n"
     "actions:\n"
-    "  prepare   turn text files into byte-level train/val token shards\n\n"
-    "Run 'yoke data prepare --help' for its options.\n";
+    "  prepare   turn text files into byte-level train/val token shards\n"
+    "  info      check token shards and show their size and first tokens\n\n"
+    "Run 'yoke data <action> --help' for its options.\n";
 
 int yk_data_cmd_data(int argc, char **argv) {
   if (argc < 2) {
@@ -321,6 +407,7 @@ int yk_data_cmd_data(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(argv[1], "prepare")) return yk_data_cmd_prepare(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "info")) return yk_data_cmd_info(argc - 1, argv + 1);
   fprintf(stderr, "yoke data: unknown action '%s'\n%s", argv[1], data_usage);
   return 2;
 }

@@ -74,6 +74,20 @@ int yk_data_bytes_decode(const uint16_t *tokens, size_t n, char *out, yk_diag *d
 /* Batch loader                                                             */
 /* ------------------------------------------------------------------------ */
 
+/* Use in a data-parallel train loop (world ranks, accum micro-batches):
+ *
+ *   yk_data_loader_open(&tr, "data.train", cfg.data.train, B, T, V, &d);
+ *   for each step: for (m = 0; m < accum; m++) {
+ *                    yk_data_loader_next(tr, world, accum, rank, m, inputs, targets);
+ *                    forward/backward ... }
+ *                  all-reduce, optimizer step;
+ *                  yk_data_loader_advance(tr, world, accum);
+ *   checkpoint: yk_data_loader_get_pos(tr, &pos) ... yk_data_loader_set_pos(tr, &pos, &d)
+ *
+ * Validation (no position): batch i of rank r reads yk_data_loader_window(va, i * world + r, ...),
+ * so val batches 0..n-1 are split over ranks without overlap (wrapping when
+ * the val set has fewer than n * world windows). */
+
 /* Opaque: the open shards, the window index and the position. */
 typedef struct yk_data_loader yk_data_loader;
 
@@ -119,6 +133,12 @@ const uint16_t *yk_data_loader_window_tokens(const yk_data_loader *ld, uint64_t 
 void yk_data_loader_window(const yk_data_loader *ld, uint64_t q, int32_t *inputs, int32_t *targets, int *shard,
                            uint64_t *token_off);
 
+/* Check a data-parallel split before training: YK_ECONFIG (message names
+ * the numbers and what to change) if world < 1, accum < 1, or one step's
+ * world*accum windows exceed the W windows of an epoch (a step would then
+ * read a window twice). */
+int yk_data_loader_check_split(const yk_data_loader *ld, int world, int accum, yk_diag *d);
+
 /* Training use, one call per micro-batch: fill inputs/targets ((B, T)
  * int32) with the window of micro-batch `micro` of `rank` in the current
  * step, q = windows_done + micro*world + rank (yk_partition_data_window).
@@ -132,6 +152,9 @@ void yk_data_loader_advance(yk_data_loader *ld, int world, int accum);
 uint64_t yk_data_loader_epoch(const yk_data_loader *ld);
 
 void yk_data_loader_get_pos(const yk_data_loader *ld, yk_data_pos *pos);
+/* The position counts sequence numbers, not steps, so it does not depend on
+ * world or accum: a run may resume with another split (or world size) and
+ * continue exactly after the last window consumed. */
 /* Restore a saved position. YK_EMISMATCH (naming both values) if the saved
  * window size, epoch size or token total differ from this loader's: resume
  * with the same data and the same train.micro_batch * train.seq_len. */
@@ -144,7 +167,11 @@ int yk_data_loader_set_pos(yk_data_loader *ld, const yk_data_pos *pos, yk_diag *
 /* yoke data prepare [--out DIR] [--val-fraction F] [--shard-tokens N] FILE|GLOB...
  * Exit code 0 / 1 (I/O or input failure) / 2 (usage). */
 int yk_data_cmd_prepare(int argc, char **argv);
-/* yoke data <action> ...: dispatches to prepare (the table entry in cli/). */
+/* yoke data info [--vocab V] SHARD|GLOB...: validate shards, print token
+ * counts (and a text preview for byte-level shards). Exit 0 / 1 (a bad
+ * shard, message on stderr) / 2 (usage). */
+int yk_data_cmd_info(int argc, char **argv);
+/* yoke data <action> ...: dispatches to prepare and info (the table entry in cli/). */
 int yk_data_cmd_data(int argc, char **argv);
 
 #ifdef __cplusplus

@@ -12,9 +12,15 @@
 #include <float.h>
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 yk_isa yk_optimizer_isa_resolve(yk_isa want, int need_f16c) {
+  if (want == YK_ISA_AUTO) {
+    const char *env = getenv("YK_ISA");
+    yk_isa e;
+    if (env && *env && yk_isa_parse(env, &e) == 0) want = e;
+  }
   if (want == YK_ISA_PORTABLE) return YK_ISA_PORTABLE;
   __builtin_cpu_init();
   int ok = __builtin_cpu_supports("avx2") && (!need_f16c || __builtin_cpu_supports("f16c"));
@@ -285,8 +291,8 @@ double yk_optimizer_global_norm(const float *x, size_t n, yk_isa isa) { return s
 
 float yk_optimizer_clip_coef(double norm, double max_norm) {
   if (max_norm <= 0) return 1.0f;
+  if (!isfinite(norm)) return NAN; /* Inf or NaN gradients: let the caller see it, never scale them by 0 */
   double c = max_norm / (norm + 1e-6);
-  if (c != c) return (float)c; /* NaN norm: let the caller see it */
   return c < 1.0 ? (float)c : 1.0f;
 }
 

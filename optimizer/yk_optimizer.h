@@ -15,12 +15,37 @@
  * and every struct. No function blocks.
  *
  * Vector kernels: AVX2 (+F16C for the fp16 copy) selected at run time with
- * __builtin_cpu_supports, portable scalar fallback. The AVX2 kernels do the
- * same IEEE operations in the same order as the scalar code (no FMA
+ * __builtin_cpu_supports, portable scalar fallback (YK_ISA_PORTABLE). The
+ * AVX2 kernels do the same IEEE operations in the same order as the scalar
+ * code (no FMA
  * contraction: the file is built with -ffp-contract=off and the AdamW update
  * is memory-bound, so FMA buys nothing), hence the two variants give
  * BITWISE-identical results, and each is deterministic. tests/optimizer
  * checks this (tolerance: 0 ulp).
+ *
+ * Threads: every function is reentrant. To spread one AdamW step over k
+ * threads, give each a disjoint slice (off, count) of the arena; the result
+ * is bitwise identical to one call over the whole arena (each element's
+ * update depends only on that element).
+ *
+ * A training step with all of it (fp16; arenas of n elements; t/nt the tensor table):
+ *
+ *   int64_t bad;                       // on the all-reduced grads, so every rank agrees
+ *   int ovf = yk_optimizer_find_nonfinite(g16, YK_DT_F16, n, YK_ISA_AUTO, &bad);
+ *   float inv = (float)(1.0 / ls.st.scale);     // read the scale BEFORE update()
+ *   int rc = yk_optimizer_loss_scaler_update(&ls, ovf);
+ *   if (rc == YK_EOVERFLOW) { name yk_optimizer_tensor_at(t, nt, bad)->name;
+ *                             stop if ls.cfg.stop_on_min, else skip the step }
+ *   else if (rc == YK_LS_SKIP) skip the step;
+ *   else {
+ *     yk_optimizer_cast_to_f32(g16, YK_DT_F16, g32, n, inv, YK_ISA_AUTO);   // unscale
+ *     double ss = yk_optimizer_sumsq(g32, n, YK_ISA_AUTO);  // sharded: all-reduce ss
+ *     float coef = yk_optimizer_clip_coef(sqrt(ss), cfg.optim.grad_clip);
+ *     yk_optimizer_adamw_step(&h, step + 1, yk_optimizer_lr_at(&sched, step), coef,
+ *                             t, nt, 0, n, p32, g32, m, v, p16, YK_DT_F16);
+ *   }
+ * fp32 runs skip the scaler and the casts: scan g32 only if they want to
+ * refuse non-finite gradients (the norm is non-finite then too).
  */
 #ifndef YK_OPTIMIZER_H
 #define YK_OPTIMIZER_H
@@ -34,11 +59,13 @@
 extern "C" {
 #endif
 
-/* Which kernel variant to run. AUTO picks AVX2 when the CPU has AVX2 (and
- * F16C where 16-bit conversion is involved), else SCALAR. Forcing AVX2 on a
- * CPU without it falls back to SCALAR (never faults). */
+/* Kernel variant (yk_isa from yk_common.h). AUTO: $YK_ISA if set to
+ * "portable" or "avx2" (as the device does; other values are ignored here,
+ * the device reports them), else AVX2 when the CPU has AVX2 (and F16C where
+ * 16-bit conversion is involved), else PORTABLE. Asking for AVX2 on a CPU
+ * without it falls back to PORTABLE (never faults). */
 
-/* The variant AUTO resolves to on this CPU for kernels that need `need_f16c`. */
+/* The variant `want` resolves to on this CPU for kernels that need `need_f16c`. */
 yk_isa yk_optimizer_isa_resolve(yk_isa want, int need_f16c);
 
 /* ------------------------------------------------------------------------ */
@@ -151,9 +178,9 @@ double yk_optimizer_sumsq(const float *x, size_t n, yk_isa isa);
 double yk_optimizer_global_norm(const float *x, size_t n, yk_isa isa);
 
 /* torch.nn.utils.clip_grad_norm_'s factor: max_norm / (norm + 1e-6), capped
- * at 1. Returns 1 when max_norm <= 0 (clipping off). A non-finite norm gives
- * a non-finite factor; the caller must skip such a step (see the loss scaler
- * and yk_optimizer_find_nonfinite). */
+ * at 1. Returns 1 when max_norm <= 0 (clipping off). A non-finite norm (Inf
+ * or NaN) gives NaN when clipping is on: the caller must skip such a step
+ * (see the loss scaler and yk_optimizer_find_nonfinite). */
 float yk_optimizer_clip_coef(double norm, double max_norm);
 
 /* x[i] *= s for n fp32 values (fp32 multiply). */

@@ -67,6 +67,20 @@ sum=0; for f in "$tmp"/o/train_*.bin; do sum=$((sum + ($(stat -c %s "$f") - 1024
 "$YOKE" data prepare --out "$tmp/o" "$tmp/in/a.txt" > /dev/null
 [ ! -e "$tmp/o/train_001.bin" ] && pass "stale shards removed" || fail "stale shard left: $(ls "$tmp/o")"
 
+# yoke data info: counts, preview, and bad shards named
+"$YOKE" data prepare --out "$tmp/o" --val-fraction 0.25 "$tmp/in/*.txt" > /dev/null
+out=$("$YOKE" data info --vocab 256 "$tmp/o/*.bin" 2>&1); rc=$?
+[ $rc = 0 ] && pass "info ok" || fail "info exit $rc: $out"
+case "$out" in *"train_000.bin: $train tokens, largest id "*'starts "\x00Hello, world!\nSecond'*) pass "info train line" ;; *) fail "info: $out" ;; esac
+case "$out" in *"total: $((train + val)) tokens in 2 shards"*) pass "info total" ;; *) fail "info total: $out" ;; esac
+expect_fail 1 "info: vocab too small" "$YOKE" data info --vocab 100 "$tmp/o/train_000.bin"
+cp "$tmp/o/train_000.bin" "$tmp/cut.bin"; truncate -s -3 "$tmp/cut.bin"
+expect_fail 1 "info: truncated shard" "$YOKE" data info "$tmp/cut.bin"
+expect_stderr "cut.bin: file size" "$YOKE" data info "$tmp/cut.bin"
+expect_fail 2 "info: no args" "$YOKE" data info
+expect_fail 2 "info: bad flag" "$YOKE" data info --bogus
+expect_ok "info --help" "$YOKE" data info --help
+
 # the quick-start corpus every Debian machine has
 out=$("$YOKE" data prepare --out "$tmp/lic" '/usr/share/common-licenses/*')
 case "$out" in *"train: "*" tokens in 1 shard"*) pass "common-licenses corpus" ;; *) fail "corpus: $out" ;; esac

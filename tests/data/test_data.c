@@ -138,6 +138,36 @@ START_TEST(test_shard_rejects_bad_files) {
 }
 END_TEST
 
+/* Random damage to header and length never crashes the reader: every
+ * outcome is either a valid shard whose size matches its header, or
+ * YK_EFORMAT with a message naming the file. */
+START_TEST(test_shard_random_damage) {
+  yk_rng g;
+  yk_rng_seed(&g, 42);
+  char p[512];
+  path_in(p, sizeof p, "fuzz.bin");
+  for (int it = 0; it < 300; it++) {
+    write_test_shard("fuzz.bin", 0, 64);
+    int32_t v = (int32_t)yk_rng_u64(&g);
+    long field = (long)(yk_rng_u64(&g) % 4) * 4; /* magic, version, count, reserved */
+    if (yk_rng_u64(&g) % 2) v = (int32_t)(yk_rng_u64(&g) % 200) - 20; /* small values hit the count path */
+    patch_file("fuzz.bin", field, &v, 4);
+    if (yk_rng_u64(&g) % 3 == 0) ck_assert_int_eq(truncate(p, (off_t)(yk_rng_u64(&g) % 1200)), 0);
+    yk_data_shard s;
+    yk_diag d = {0};
+    int rc = yk_data_shard_open(&s, p, 60000, &d);
+    if (rc == 0) {
+      ck_assert_uint_le(s.ntok, 64);
+      for (uint64_t i = 0; i < s.ntok; i++) ck_assert_uint_lt(s.tokens[i], 60000);
+    } else {
+      ck_assert_int_eq(rc, YK_EFORMAT);
+      ck_assert_ptr_nonnull(strstr(d.msg, "fuzz.bin"));
+    }
+    yk_data_shard_close(&s);
+  }
+}
+END_TEST
+
 START_TEST(test_bytes_tokenizer) {
   const char text[] = "Hi \xff\x01";
   uint16_t t[5];
@@ -282,6 +312,28 @@ START_TEST(test_loader_save_restore) {
     yk_data_loader_advance(b, 2, 3);
   }
   ck_assert_uint_eq(yk_data_loader_epoch(a), yk_data_loader_epoch(b));
+  /* resume with another split of the same global batch (2 x 3 -> 6 x 1 and
+   * 3 x 2): the next step reads the same set of windows */
+  yk_data_loader_get_pos(a, &pos);
+  ck_assert_int_eq(yk_data_loader_set_pos(b, &pos, &d), 0);
+  int first_a[6], first_b[6], first_c[6];
+  for (int r = 0; r < 2; r++)
+    for (int m = 0; m < 3; m++) {
+      yk_data_loader_next(a, 2, 3, r, m, x, NULL);
+      first_a[m * 2 + r] = x[0];
+    }
+  for (int r = 0; r < 6; r++) {
+    yk_data_loader_next(b, 6, 1, r, 0, y, NULL);
+    first_b[r] = y[0];
+  }
+  for (int r = 0; r < 3; r++)
+    for (int m = 0; m < 2; m++) {
+      yk_data_loader_next(b, 3, 2, r, m, y, NULL);
+      first_c[m * 3 + r] = y[0];
+    }
+  /* same sequence numbers in the same order of q, hence the same sets */
+  ck_assert_mem_eq(first_a, first_b, sizeof first_a);
+  ck_assert_mem_eq(first_a, first_c, sizeof first_a);
   /* a loader with another window size refuses the position... */
   yk_data_loader *c = open_multi(4, 3);
   ck_assert_int_eq(yk_data_loader_set_pos(c, &pos, &d), YK_EMISMATCH);
@@ -327,6 +379,17 @@ START_TEST(test_loader_errors) {
   ck_assert_ptr_nonnull(strstr(d.msg, "small_1.bin"));
   ck_assert_int_eq(yk_data_loader_open(&ld, "data.train", "", 1, 2, 256, &d), YK_ECONFIG);
   ck_assert_ptr_nonnull(strstr(d.msg, "data.train is empty"));
+  /* a split wider than the data */
+  write_test_shard("w_0.bin", 0, 41); /* 4 windows of 10 */
+  path_in(pat, sizeof pat, "w_0.bin");
+  ck_assert_int_eq(yk_data_loader_open(&ld, "data.train", pat, 2, 5, 0, &d), 0);
+  ck_assert_int_eq(yk_data_loader_check_split(ld, 2, 2, &d), 0);
+  ck_assert_int_eq(yk_data_loader_check_split(ld, 4, 1, &d), 0);
+  ck_assert_int_eq(yk_data_loader_check_split(ld, 5, 1, &d), YK_ECONFIG);
+  ck_assert_ptr_nonnull(strstr(d.msg, "one step reads 5 windows"));
+  ck_assert_ptr_nonnull(strstr(d.msg, "only 4 windows"));
+  ck_assert_int_eq(yk_data_loader_check_split(ld, 0, 1, &d), YK_ECONFIG);
+  yk_data_loader_close(ld);
   /* vocab enforced by the loader */
   write_test_shard("v_0.bin", 0, 1000);
   path_in(pat, sizeof pat, "v_0.bin");
@@ -341,6 +404,7 @@ int main(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_shard_round_trip);
   tcase_add_test(tc, test_shard_rejects_bad_files);
+  tcase_add_test(tc, test_shard_random_damage);
   tcase_add_test(tc, test_bytes_tokenizer);
   tcase_add_test(tc, test_loader_windows);
   tcase_add_test(tc, test_loader_disjoint_coverage_splits);

@@ -360,6 +360,8 @@ START_TEST(test_clip_norm) {
   ck_assert_float_eq(yk_optimizer_clip_coef(0.5, 1.0), 1.0f);       /* below: no clip */
   ck_assert_float_eq_tol(yk_optimizer_clip_coef(5.0, 1.0), 0.2f, 1e-7f);
   ck_assert(isnan(yk_optimizer_clip_coef(NAN, 1.0)));
+  ck_assert(isnan(yk_optimizer_clip_coef(INFINITY, 1.0)));
+  ck_assert_float_eq(yk_optimizer_clip_coef(INFINITY, 0.0), 1.0f); /* off means off */
   /* big random array: both variants give the same bits, and the sum of
    * sums of slices (sharded arena) is close to the whole */
   yk_rng g;

@@ -1,0 +1,346 @@
+/* bench_ckpt.c - `yoke bench ckpt`: how fast checkpoints are and what they
+ * cost the training loop, on a synthetic GPT-2 124M-sized state:
+ *   params   f32  master weights ~ N(0, 0.02) (LayerNorm weights ~1, biases ~0)
+ *   params16 bf16 the 16-bit copy of params
+ *   m, v     f32  AdamW moments after a few fake steps with N(0, 1e-3) gradients
+ * (124.5M params x (4+2+4+4) bytes = 1.74 GB raw for world 1).
+ *
+ * Figures: save GB/s (sync shard write incl. fsync, raw bytes / time), load
+ * GB/s (read back every arena, checksums verified; warm page cache), the
+ * compression ratio per arena, and the stall per asynchronous save as a
+ * fraction of a step: the snapshot copy (default mode) and the wait at
+ * yk_ckpt_writer_release when the copy is deferred into forward/backward
+ * (simulated by spinning the main thread for 2/3 of a step). */
+#define _GNU_SOURCE
+#include "yk_bench.h"
+#include "yk_ckpt.h"
+#include "yk_common.h"
+
+#include <ftw.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char usage[] =
+    "usage: yoke bench ckpt [--layers L] [--world W] [--level N] [--threads N] [--step-ms MS] [--dir DIR] [--json]\n\n"
+    "Benchmark checkpoint save/load throughput, compression ratio per tensor kind and the training stall\n"
+    "per asynchronous save, on a synthetic GPT-2 (C=768, Vp=50304, T=1024) state with L layers.\n"
+    "  --layers L    transformer layers (default 12: GPT-2 124M, 1.74 GB of state)\n"
+    "  --world W     size of the simulated world; this process writes rank 0's 1/W (default 1)\n"
+    "  --level N     zstd level -7..22 (default 1, as ckpt.level)\n"
+    "  --threads N   compression threads (default 0 = all cores)\n"
+    "  --step-ms MS  training step time the stall is compared with (default 2000: GPT-2 124M on this CPU)\n"
+    "  --dir DIR     where to write (default a new directory under /tmp, removed afterwards)\n"
+    "  --json        also print the figures as one JSON object\n";
+
+typedef struct {
+  float *p, *m, *v;
+  uint16_t *h;
+  size_t n;
+  const yk_tensor_desc *t;
+  int nt;
+  int worker, workers;
+} fill_ctx;
+
+/* Per-tensor realistic values: LayerNorm weights ~1, biases ~0, matrices
+ * N(0, 0.02); then 3 AdamW steps (lr 6e-4, betas 0.9/0.95) with N(0, 1e-3)
+ * gradients. Each worker fills a contiguous share with its own RNG. */
+static void *fill_main(void *arg) {
+  fill_ctx *c = arg;
+  size_t lo = c->n * (size_t)c->worker / (size_t)c->workers, hi = c->n * (size_t)(c->worker + 1) / (size_t)c->workers;
+  yk_rng r;
+  yk_rng_seed(&r, 1234 + (uint64_t)c->worker);
+  int ti = 0;
+  for (size_t i = lo; i < hi; i++) {
+    while (ti + 1 < c->nt && c->t[ti].offset + c->t[ti].numel <= i) ti++;
+    const char *name = c->t[ti].name;
+    int is_lnw = !strcmp(name, "ln1w") || !strcmp(name, "ln2w") || !strcmp(name, "lnfw");
+    int is_bias = name[strlen(name) - 1] == 'b';
+    float w = is_lnw ? 1.0f + 0.01f * yk_rng_normal(&r) : is_bias ? 0.002f * yk_rng_normal(&r) : 0.02f * yk_rng_normal(&r);
+    float m = 0, v = 0;
+    for (int s = 1; s <= 3; s++) {
+      float g = 1e-3f * yk_rng_normal(&r);
+      m = 0.9f * m + 0.1f * g;
+      v = 0.95f * v + 0.05f * g * g;
+      float mh = m / (1.0f - powf(0.9f, (float)s)), vh = v / (1.0f - powf(0.95f, (float)s));
+      w -= 6e-4f * mh / (sqrtf(vh) + 1e-8f);
+    }
+    c->p[i] = w;
+    c->m[i] = m;
+    c->v[i] = v;
+    c->h[i] = yk_f32_to_bf16(w);
+  }
+  return NULL;
+}
+
+static int rm_cb(const char *p, const struct stat *sb, int fl, struct FTW *ftw) {
+  (void)sb;
+  (void)ftw;
+  return fl == FTW_DP ? rmdir(p) : unlink(p);
+}
+
+static void tdesc(yk_tensor_desc *t, const char *name, size_t *off, int ndim, int64_t a, int64_t b, int64_t c) {
+  memset(t, 0, sizeof *t);
+  snprintf(t->name, sizeof t->name, "%s", name);
+  t->ndim = ndim;
+  t->shape[0] = a;
+  t->shape[1] = b;
+  t->shape[2] = c;
+  t->numel = (size_t)(a * (ndim > 1 ? b : 1) * (ndim > 2 ? c : 1));
+  t->offset = *off;
+  *off += t->numel;
+}
+
+static void spin_s(double s) {
+  double end = yk_now_s() + s;
+  volatile double x = 1;
+  while (yk_now_s() < end)
+    for (int i = 0; i < 1000; i++) x = x * 1.0000001 + 1e-9;
+}
+
+static int parse_opt(const char *name, const char *val, int64_t lo, int64_t hi, int64_t *out) {
+  if (!val || yk_parse_i64(val, out) || *out < lo || *out > hi) {
+    fprintf(stderr, "yoke bench ckpt: %s needs an integer in %lld..%lld, got '%s'\n%s", name, (long long)lo,
+            (long long)hi, val ? val : "", usage);
+    return 2;
+  }
+  return 0;
+}
+
+int yk_bench_cmd_ckpt(int argc, char **argv) {
+  int64_t L = 12, world = 1, level = 1, threads = 0, step_ms = 2000;
+  const char *dir_opt = NULL;
+  int json_out = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+    int rc = 0;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      fputs(usage, stdout);
+      return 0;
+    } else if (!strcmp(a, "--json")) {
+      json_out = 1;
+      continue;
+    } else if (!strcmp(a, "--layers")) rc = parse_opt(a, val, 1, 96, &L);
+    else if (!strcmp(a, "--world")) rc = parse_opt(a, val, 1, 4096, &world);
+    else if (!strcmp(a, "--level")) rc = parse_opt(a, val, -7, 22, &level);
+    else if (!strcmp(a, "--threads")) rc = parse_opt(a, val, 0, 64, &threads);
+    else if (!strcmp(a, "--step-ms")) rc = parse_opt(a, val, 1, 10000000, &step_ms);
+    else if (!strcmp(a, "--dir")) {
+      if (!val) {
+        fprintf(stderr, "yoke bench ckpt: --dir needs a directory\n%s", usage);
+        return 2;
+      }
+      dir_opt = val;
+    } else {
+      fprintf(stderr, "yoke bench ckpt: unknown option '%s'\n%s", a, usage);
+      return 2;
+    }
+    if (rc) return rc;
+    i++;
+  }
+  const int64_t C = 768, Vp = 50304, T = 1024;
+  yk_tensor_desc t[16];
+  size_t n = 0;
+  tdesc(&t[0], "wte", &n, 2, Vp, C, 0);
+  tdesc(&t[1], "wpe", &n, 2, T, C, 0);
+  tdesc(&t[2], "ln1w", &n, 2, L, C, 0);
+  tdesc(&t[3], "ln1b", &n, 2, L, C, 0);
+  tdesc(&t[4], "qkvw", &n, 3, L, 3 * C, C);
+  tdesc(&t[5], "qkvb", &n, 2, L, 3 * C, 0);
+  tdesc(&t[6], "attprojw", &n, 3, L, C, C);
+  tdesc(&t[7], "attprojb", &n, 2, L, C, 0);
+  tdesc(&t[8], "ln2w", &n, 2, L, C, 0);
+  tdesc(&t[9], "ln2b", &n, 2, L, C, 0);
+  tdesc(&t[10], "fcw", &n, 3, L, 4 * C, C);
+  tdesc(&t[11], "fcb", &n, 2, L, 4 * C, 0);
+  tdesc(&t[12], "fcprojw", &n, 3, L, C, 4 * C);
+  tdesc(&t[13], "fcprojb", &n, 2, L, C, 0);
+  tdesc(&t[14], "lnfw", &n, 1, C, 0, 0);
+  tdesc(&t[15], "lnfb", &n, 1, C, 0, 0);
+
+  char dir[4096];
+  int own_dir = !dir_opt;
+  if (dir_opt) snprintf(dir, sizeof dir, "%s", dir_opt);
+  else {
+    snprintf(dir, sizeof dir, "/tmp/yk_bench_ckpt.XXXXXX");
+    if (!mkdtemp(dir)) {
+      perror("yoke bench ckpt: mkdtemp");
+      return 1;
+    }
+  }
+  fill_ctx fc = {.n = n, .t = t, .nt = 16};
+  fc.p = yk_alloc(n * 4);
+  fc.m = yk_alloc(n * 4);
+  fc.v = yk_alloc(n * 4);
+  fc.h = yk_alloc(n * 2);
+  int rc = 0;
+  yk_diag d = {0};
+  yk_ckpt_state *s = NULL;
+  yk_ckpt_reader *r = NULL;
+  yk_ckpt_writer *w = NULL;
+  json_t *man = NULL;
+  void *back = NULL;
+  if (!fc.p || !fc.m || !fc.v || !fc.h) {
+    fprintf(stderr, "yoke bench ckpt: cannot allocate %.2f GB of state; try --layers 2\n", (double)n * 14 / 1e9);
+    rc = 1;
+    goto out;
+  }
+  int nw = yk_cpu_count();
+  pthread_t th[64];
+  fill_ctx ctx[64];
+  nw = nw > 64 ? 64 : nw;
+  for (int i = 0; i < nw; i++) {
+    ctx[i] = fc;
+    ctx[i].worker = i;
+    ctx[i].workers = nw;
+    pthread_create(&th[i], NULL, fill_main, &ctx[i]);
+  }
+  for (int i = 0; i < nw; i++) pthread_join(th[i], NULL);
+
+  yk_ckpt_state_create(&s);
+  if ((rc = yk_ckpt_state_add_arena(s, "params", YK_DT_F32, fc.p, n, t, 16, &d)) ||
+      (rc = yk_ckpt_state_add_arena(s, "params16", YK_DT_BF16, fc.h, n, t, 16, &d)) ||
+      (rc = yk_ckpt_state_add_arena(s, "m", YK_DT_F32, fc.m, n, t, 16, &d)) ||
+      (rc = yk_ckpt_state_add_arena(s, "v", YK_DT_F32, fc.v, n, t, 16, &d)) ||
+      (rc = yk_ckpt_state_set_model_json(s, "{\"vocab_size\": 50257, \"heads\": 12}", &d)))
+    goto fail;
+  yk_ckpt_state_set_blob(s, "step", "1", 1, 0, &d);
+  yk_ckpt_opts o;
+  yk_ckpt_opts_default(&o);
+  o.dir = dir;
+  o.rank = 0;
+  o.world = (int)world;
+  o.level = (int)level;
+  o.threads = (int)threads;
+  o.keep = 2;
+
+  /* 1. synchronous save of rank 0's shard (+ commit when world is 1) */
+  yk_ckpt_write_stats st;
+  double t0 = yk_now_s();
+  if ((rc = yk_ckpt_write_shard(&o, s, 1, &st, &d))) goto fail;
+  double save_s = yk_now_s() - t0;
+  double save_gbs = (double)st.raw_bytes / (st.write_s - st.sync_s) / 1e9;
+  double durable_gbs = (double)st.raw_bytes / save_s / 1e9;
+  double ratio = (double)st.raw_bytes / (double)st.file_bytes;
+
+  /* 2. asynchronous save: stall = the snapshot copy */
+  if ((rc = yk_ckpt_writer_create(&o, &w, &d))) goto fail;
+  t0 = yk_now_s();
+  if ((rc = yk_ckpt_writer_prepare(w, s, &d))) goto fail;
+  double prepare_s = yk_now_s() - t0;
+  t0 = yk_now_s();
+  if ((rc = yk_ckpt_writer_save(w, s, 2, 0, &d))) goto fail;
+  double stall_copy = yk_now_s() - t0;
+  if ((rc = yk_ckpt_writer_wait(w, yk_deadline_in_ms(600000), &d))) goto fail;
+  double async_total = yk_now_s() - t0;
+  /* 3. deferred copy: save, "forward/backward" (2/3 of a step), release */
+  t0 = yk_now_s();
+  if ((rc = yk_ckpt_writer_save(w, s, 3, YK_CKPT_DEFER_COPY, &d))) goto fail;
+  double stall_defer = yk_now_s() - t0;
+  spin_s((double)step_ms / 1000.0 * 2.0 / 3.0);
+  t0 = yk_now_s();
+  if ((rc = yk_ckpt_writer_release(w, yk_deadline_in_ms(600000), &d))) goto fail;
+  stall_defer += yk_now_s() - t0;
+  if ((rc = yk_ckpt_writer_wait(w, yk_deadline_in_ms(600000), &d))) goto fail;
+  yk_ckpt_writer_free(w);
+  w = NULL;
+
+  /* 4. load: commit needs every rank's shard; with world > 1 the other ranks'
+   * shards are written too (not timed) so the checkpoint is complete. */
+  for (int q = 1; q < world; q++) {
+    o.rank = q;
+    if ((rc = yk_ckpt_write_shard(&o, s, 3, NULL, &d))) goto fail;
+  }
+  o.rank = 0;
+  if ((rc = yk_ckpt_commit(&o, 3, &d))) goto fail;
+  yk_ckpt_open_opts oo = {.verify = YK_CKPT_VERIFY_META, .threads = (int)threads};
+  if ((rc = yk_ckpt_reader_open(dir, &oo, &r, &d))) goto fail;
+  back = yk_alloc(n * 4);
+  if (!back) {
+    fprintf(stderr, "yoke bench ckpt: out of memory for the load buffer\n");
+    rc = 1;
+    goto out;
+  }
+  const char *names[4] = {"params", "params16", "m", "v"};
+  const void *orig[4] = {fc.p, fc.h, fc.m, fc.v};
+  size_t es[4] = {4, 2, 4, 4};
+  double load_s = 0;
+  uint64_t load_bytes = 0;
+  for (int a = 0; a < 4; a++) {
+    t0 = yk_now_s();
+    if ((rc = yk_ckpt_reader_read(r, names[a], 0, n, back, &d))) goto fail;
+    load_s += yk_now_s() - t0;
+    load_bytes += n * es[a];
+    if (memcmp(back, orig[a], n * es[a])) {
+      fprintf(stderr, "yoke bench ckpt: arena %s read back differs from what was saved\n", names[a]);
+      rc = 1;
+      goto out;
+    }
+  }
+  double load_gbs = (double)load_bytes / load_s / 1e9;
+  man = json_loads(yk_ckpt_reader_manifest_text(r), 0, NULL);
+  double kind_ratio[4] = {0};
+  for (int a = 0; a < 4; a++) {
+    json_t *ar = json_array_get(json_object_get(man, "arenas"), (size_t)a);
+    uint64_t comp = 0;
+    size_t k;
+    json_t *c;
+    json_array_foreach(json_object_get(ar, "chunks"), k, c) comp += (uint64_t)json_integer_value(json_object_get(c, "bytes"));
+    kind_ratio[a] = comp ? (double)(n * es[a]) / (double)comp : 0;
+  }
+  double step_s = (double)step_ms / 1000.0;
+  printf("yoke bench ckpt: GPT-2 L=%lld (%.1fM params), world %lld (rank 0 writes 1/%lld), zstd level %lld, "
+         "%d threads, dir %s\n",
+         (long long)L, (double)n / 1e6, (long long)world, (long long)world, (long long)level,
+         threads ? (int)threads : yk_cpu_count(), dir);
+  printf("  raw state of rank 0       %8.3f GB (shard file %.3f GB)\n", (double)st.raw_bytes / 1e9,
+         (double)st.file_bytes / 1e9);
+  printf("  save (compress + write)   %8.3f GB/s  (%.2f s, before fsync)\n", save_gbs, st.write_s - st.sync_s);
+  printf("  save durable (+ fsync)    %8.3f GB/s  (%.2f s; fsync %.2f s: the disk's write speed)\n", durable_gbs,
+         save_s, st.sync_s);
+  printf("  load (all arenas, warm)   %8.3f GB/s  (%.2f s for %.3f GB, checksums verified)\n", load_gbs, load_s,
+         (double)load_bytes / 1e9);
+  printf("  compression ratio         %8.3f  (params f32 %.3f, params16 bf16 %.3f, m f32 %.3f, v f32 %.3f; "
+         "whole checkpoint)\n",
+         ratio, kind_ratio[0], kind_ratio[1], kind_ratio[2], kind_ratio[3]);
+  printf("  async stall (copy)        %8.3f s = %.1f%% of a %.0f ms step; background write %.2f s "
+         "(buffers prepared once: %.2f s)\n",
+         stall_copy, 100 * stall_copy / step_s, (double)step_ms, async_total, prepare_s);
+  printf("  async stall (deferred)    %8.3f s = %.1f%% of a step (copy overlapped with 2/3 step of compute)\n",
+         stall_defer, 100 * stall_defer / step_s);
+  if (json_out) {
+    json_t *j = json_pack("{s:s, s:I, s:f, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:{s:f, s:f, s:f, s:f}}",
+                          "bench", "ckpt", "layers", (json_int_t)L, "params_m", (double)n / 1e6, "world",
+                          (json_int_t)world, "level", (json_int_t)level, "step_ms", (json_int_t)step_ms, "raw_gb",
+                          (double)st.raw_bytes / 1e9, "save_gbs", save_gbs, "save_durable_gbs", durable_gbs, "load_gbs", load_gbs, "ratio", ratio,
+                          "stall_s", stall_copy, "stall_frac", stall_copy / step_s, "stall_frac_deferred",
+                          stall_defer / step_s, "async_write_s", async_total, "ratio_by_kind", "params_f32",
+                          kind_ratio[0], "params16_bf16", kind_ratio[1], "adam_m_f32", kind_ratio[2], "adam_v_f32",
+                          kind_ratio[3]);
+    char *txt = json_dumps(j, JSON_COMPACT);
+    printf("%s\n", txt);
+    free(txt);
+    json_decref(j);
+  }
+  goto out;
+fail:
+  fprintf(stderr, "yoke bench ckpt: %s\n", yk_diag_msg(&d, rc));
+  rc = 1;
+out:
+  json_decref(man);
+  yk_ckpt_reader_close(r);
+  yk_ckpt_writer_free(w);
+  yk_ckpt_state_free(s);
+  yk_free(back);
+  yk_free(fc.p);
+  yk_free(fc.m);
+  yk_free(fc.v);
+  yk_free(fc.h);
+  if (own_dir) nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  return rc ? 1 : 0;
+}

@@ -1,0 +1,107 @@
+/* ckpt_internal.h - shared between the ckpt/ sources; not public. */
+#ifndef YK_CKPT_INTERNAL_H
+#define YK_CKPT_INTERNAL_H
+
+#include "yk_ckpt.h"
+
+#include <jansson.h>
+#include <stdint.h>
+
+#define CK_SHARD_MAGIC "YKSHARD1"
+#define CK_TRAILER_MAGIC "YKSHEND1"
+#define CK_HEADER_BYTES 64
+#define CK_TRAILER_BYTES 40
+#define CK_MANIFEST "manifest.json"
+#define CK_MANIFEST_SUM_KEY "\"manifest_xxh3\""
+
+typedef struct ck_arena {
+  char name[48];
+  yk_dtype dtype;
+  void *data; /* full arena */
+  uint64_t numel;
+  yk_tensor_desc *tensors;
+  int ntensors;
+} ck_arena;
+
+typedef struct ck_blob {
+  char name[64];
+  int per_rank;
+  uint8_t *data;
+  size_t len;
+} ck_blob;
+
+struct yk_ckpt_state {
+  ck_arena *arenas;
+  int narenas;
+  ck_blob *blobs;
+  int nblobs;
+  char *model_json;
+  char *config_yaml;
+};
+
+/* What one shard file holds: per arena the slice [lo, lo+len) whose bytes are
+ * at `slice` (a snapshot or the live arena + lo), the blobs to write. */
+typedef struct ck_part {
+  const ck_arena *arena; /* name, dtype, numel, tensor table */
+  const uint8_t *slice;
+  uint64_t lo, len;
+} ck_part;
+
+typedef struct ck_blob_ref {
+  const char *name;
+  int rank; /* -1 global */
+  const uint8_t *data;
+  size_t len;
+} ck_blob_ref;
+
+typedef struct ck_plan {
+  int64_t step;
+  int rank, world;
+  const ck_part *parts;
+  int nparts;
+  const ck_blob_ref *blobs;
+  int nblobs;
+  const char *model_json;  /* rank 0 only, may be NULL */
+  const char *config_yaml; /* rank 0 only, may be NULL */
+} ck_plan;
+
+/* codec.c: a chunk's payload is a plane table (es entries of {u32 codec,
+ * u32 stored bytes}) followed by the planes. Elements are byte-shuffled into
+ * es planes (plane b = byte b of every element, little endian); each plane is
+ * stored raw or as one zstd frame, whichever the sample test picks. */
+enum { CK_PLANE_RAW = 0, CK_PLANE_ZSTD = 1 };
+size_t ck_chunk_bound(size_t raw_bytes, size_t es);
+/* Encode n elements of size es at src into dst (cap from ck_chunk_bound);
+ * scratch holds n*es bytes. Returns the payload size or 0 on error. */
+size_t ck_chunk_encode(const uint8_t *src, size_t n, size_t es, int level, void *zctx, uint8_t *scratch,
+                       uint8_t *dst, size_t cap);
+/* Decode into dst (n*es bytes); scratch n*es bytes. 0 or YK_ECORRUPT. */
+int ck_chunk_decode(const uint8_t *src, size_t src_len, size_t n, size_t es, void *dctx, uint8_t *scratch,
+                    uint8_t *dst);
+void *ck_zctx_new(void);
+void ck_zctx_free(void *z);
+void *ck_dctx_new(void);
+void ck_dctx_free(void *z);
+
+/* Parallel-for helper: run fn(ctx, worker) on `threads` threads (the caller
+ * is worker 0). */
+int ck_run_threads(int threads, void (*fn)(void *ctx, int worker), void *ctx);
+int ck_threads(int requested);
+
+/* write.c */
+int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk_ckpt_write_stats *st, yk_diag *d);
+int ck_commit(const char *root, int64_t step, int world, int keep, const yk_logger *lg, yk_diag *d);
+void ck_step_dir(char *buf, size_t cap, const char *root, int64_t step, int partial);
+void ck_shard_name(char *buf, size_t cap, int rank, int world);
+int ck_fsync_dir(const char *dir, yk_diag *d);
+uint64_t ck_hex_parse(const char *s, int *ok);
+void ck_hex(char out[17], uint64_t v);
+
+/* read.c: parse + check a shard file's trailer and index (file of `size`
+ * bytes). *index is a new reference. */
+int ck_read_shard_index(const char *path, json_t **index, uint64_t *size, uint64_t *file_sum, yk_diag *d);
+
+/* state.c */
+int ck_state_blob_refs(const yk_ckpt_state *s, int rank, ck_blob_ref **out, int *n);
+
+#endif

@@ -1,0 +1,175 @@
+/* codec.c - chunk encoding: byte-plane shuffle + per-plane zstd or raw.
+ *
+ * Why: float state compresses badly as a whole (zstd level 1 on N(0,0.02)
+ * fp32: ratio 1.08 at ~0.6 GB/s per core) because the low mantissa bytes are
+ * noise. Split into byte planes, the sign/exponent plane compresses ~2.7x
+ * and the mantissa planes not at all; so we compress only the planes a 16 KiB
+ * sample says are worth it and copy the rest. Measured on this machine: same
+ * or better ratio (1.19 for fp32 weights) at ~4x the speed. */
+#include "ckpt_internal.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#define SAMPLE_BYTES (16u << 10)
+#define MIN_GAIN 0.97 /* compress a plane only if the sample shrinks below 97% */
+
+void *ck_zctx_new(void) { return ZSTD_createCCtx(); }
+void ck_zctx_free(void *z) { ZSTD_freeCCtx(z); }
+void *ck_dctx_new(void) { return ZSTD_createDCtx(); }
+void ck_dctx_free(void *z) { ZSTD_freeDCtx(z); }
+
+size_t ck_chunk_bound(size_t raw_bytes, size_t es) {
+  size_t n = raw_bytes / es;
+  return 8 * es + es * ZSTD_compressBound(n);
+}
+
+/* src: n elements of es bytes -> es planes of n bytes. */
+static void shuffle(const uint8_t *src, size_t n, size_t es, uint8_t *dst) {
+  if (es == 4) {
+    uint8_t *o0 = dst, *o1 = dst + n, *o2 = dst + 2 * n, *o3 = dst + 3 * n;
+    for (size_t i = 0; i < n; i++) {
+      uint32_t x;
+      memcpy(&x, src + 4 * i, 4);
+      o0[i] = (uint8_t)x;
+      o1[i] = (uint8_t)(x >> 8);
+      o2[i] = (uint8_t)(x >> 16);
+      o3[i] = (uint8_t)(x >> 24);
+    }
+  } else if (es == 2) {
+    uint8_t *o0 = dst, *o1 = dst + n;
+    for (size_t i = 0; i < n; i++) {
+      uint16_t x;
+      memcpy(&x, src + 2 * i, 2);
+      o0[i] = (uint8_t)x;
+      o1[i] = (uint8_t)(x >> 8);
+    }
+  } else {
+    for (size_t i = 0; i < n; i++)
+      for (size_t b = 0; b < es; b++) dst[b * n + i] = src[i * es + b];
+  }
+}
+
+static void unshuffle(const uint8_t *const *planes, size_t n, size_t es, uint8_t *dst) {
+  if (es == 4) {
+    const uint8_t *p0 = planes[0], *p1 = planes[1], *p2 = planes[2], *p3 = planes[3];
+    for (size_t i = 0; i < n; i++) {
+      uint32_t x = (uint32_t)p0[i] | (uint32_t)p1[i] << 8 | (uint32_t)p2[i] << 16 | (uint32_t)p3[i] << 24;
+      memcpy(dst + 4 * i, &x, 4);
+    }
+  } else if (es == 2) {
+    const uint8_t *p0 = planes[0], *p1 = planes[1];
+    for (size_t i = 0; i < n; i++) {
+      uint16_t x = (uint16_t)(p0[i] | p1[i] << 8);
+      memcpy(dst + 2 * i, &x, 2);
+    }
+  } else {
+    for (size_t i = 0; i < n; i++)
+      for (size_t b = 0; b < es; b++) dst[i * es + b] = planes[b][i];
+  }
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+size_t ck_chunk_encode(const uint8_t *src, size_t n, size_t es, int level, void *zctx, uint8_t *scratch,
+                       uint8_t *dst, size_t cap) {
+  if (cap < ck_chunk_bound(n * es, es) || es > 8) return 0;
+  const uint8_t *planes;
+  if (es == 1) {
+    planes = src;
+  } else {
+    shuffle(src, n, es, scratch);
+    planes = scratch;
+  }
+  size_t pos = 8 * es;
+  for (size_t b = 0; b < es; b++) {
+    const uint8_t *pl = planes + b * n;
+    int use_zstd = 1;
+    if (n > 2 * SAMPLE_BYTES) {
+      size_t sc = ZSTD_compressCCtx(zctx, dst + pos, cap - pos, pl, SAMPLE_BYTES, level);
+      if (ZSTD_isError(sc) || (double)sc > MIN_GAIN * SAMPLE_BYTES) use_zstd = 0;
+    }
+    size_t stored = 0;
+    if (use_zstd) {
+      stored = ZSTD_compressCCtx(zctx, dst + pos, cap - pos, pl, n, level);
+      if (ZSTD_isError(stored) || stored >= n) use_zstd = 0;
+    }
+    if (!use_zstd) {
+      memcpy(dst + pos, pl, n);
+      stored = n;
+    }
+    put32(dst + 8 * b, use_zstd ? CK_PLANE_ZSTD : CK_PLANE_RAW);
+    put32(dst + 8 * b + 4, (uint32_t)stored);
+    pos += stored;
+  }
+  return pos;
+}
+
+int ck_chunk_decode(const uint8_t *src, size_t src_len, size_t n, size_t es, void *dctx, uint8_t *scratch,
+                    uint8_t *dst) {
+  if (es > 8 || src_len < 8 * es) return YK_ECORRUPT;
+  const uint8_t *planes[8];
+  size_t pos = 8 * es;
+  for (size_t b = 0; b < es; b++) {
+    uint32_t codec = get32(src + 8 * b), stored = get32(src + 8 * b + 4);
+    if (stored > src_len - pos) return YK_ECORRUPT;
+    if (codec == CK_PLANE_RAW) {
+      if (stored != n) return YK_ECORRUPT;
+      planes[b] = src + pos;
+    } else if (codec == CK_PLANE_ZSTD) {
+      uint8_t *out = (es == 1 ? dst : scratch + b * n);
+      size_t got = ZSTD_decompressDCtx(dctx, out, n, src + pos, stored);
+      if (ZSTD_isError(got) || got != n) return YK_ECORRUPT;
+      planes[b] = out;
+    } else {
+      return YK_ECORRUPT;
+    }
+    pos += stored;
+  }
+  if (pos != src_len) return YK_ECORRUPT;
+  if (es == 1) {
+    if (planes[0] != dst) memcpy(dst, planes[0], n);
+  } else {
+    unshuffle(planes, n, es, dst);
+  }
+  return 0;
+}
+
+int ck_threads(int requested) {
+  int t = requested > 0 ? requested : yk_cpu_count();
+  return t < 1 ? 1 : (t > 64 ? 64 : t);
+}
+
+typedef struct {
+  void (*fn)(void *, int);
+  void *ctx;
+  int worker;
+} thr_arg;
+
+static void *thr_main(void *p) {
+  thr_arg *a = p;
+  a->fn(a->ctx, a->worker);
+  return NULL;
+}
+
+int ck_run_threads(int threads, void (*fn)(void *ctx, int worker), void *ctx) {
+  threads = threads < 1 ? 1 : threads;
+  pthread_t tid[64];
+  thr_arg args[64];
+  int started = 0;
+  for (int i = 1; i < threads && i < 64; i++) {
+    args[i] = (thr_arg){fn, ctx, i};
+    if (pthread_create(&tid[i], NULL, thr_main, &args[i]) != 0) break;
+    started = i;
+  }
+  fn(ctx, 0);
+  for (int i = 1; i <= started; i++) pthread_join(tid[i], NULL);
+  return 0;
+}

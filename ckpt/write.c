@@ -1,0 +1,698 @@
+/* write.c - shard files (parallel compression, ordered write, checksums),
+ * the commit (manifest last, atomic rename, keep-K rotation) and the
+ * asynchronous writer thread. Format: docs/checkpoint-format.md. */
+#define _GNU_SOURCE
+#include "ckpt_internal.h"
+#include "yk_partition.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+/* ---- small helpers ---- */
+
+void ck_step_dir(char *buf, size_t cap, const char *root, int64_t step, int partial) {
+  snprintf(buf, cap, "%s/step-%08lld%s", root, (long long)step, partial ? ".partial" : "");
+}
+
+void ck_shard_name(char *buf, size_t cap, int rank, int world) {
+  snprintf(buf, cap, "shard-%05d-of-%05d.yks", rank, world);
+}
+
+void ck_hex(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
+
+uint64_t ck_hex_parse(const char *s, int *ok) {
+  uint64_t v = 0;
+  *ok = 0;
+  if (!s || strlen(s) != 16) return 0;
+  for (int i = 0; i < 16; i++) {
+    char c = s[i];
+    int x = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (x < 0) return 0;
+    v = v << 4 | (uint64_t)x;
+  }
+  *ok = 1;
+  return v;
+}
+
+int ck_fsync_dir(const char *dir, yk_diag *d) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return yk_errorf_sys(d, YK_EIO, "cannot open directory '%s' to fsync it", dir);
+  int rc = fsync(fd);
+  close(fd);
+  if (rc != 0) return yk_errorf_sys(d, YK_EIO, "cannot fsync directory '%s'", dir);
+  return 0;
+}
+
+static int write_all(int fd, const void *buf, size_t len) {
+  const uint8_t *p = buf;
+  while (len) {
+    ssize_t w = write(fd, p, len > (1u << 30) ? (1u << 30) : len);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    p += w;
+    len -= (size_t)w;
+  }
+  return 0;
+}
+
+static void put64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb;
+  (void)ftw;
+  return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+static int rm_rf(const char *path) { return nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
+
+/* ---- shard writing ---- */
+
+typedef struct {
+  int part;          /* index into plan->parts */
+  int tensor;        /* index into the arena's table, -1 = between tensors */
+  uint64_t off, n;   /* arena element range */
+  uint64_t file_off, bytes, raw_sum, sum;
+} ck_chunk;
+
+/* Cut each part's range at tensor boundaries and every YK_CKPT_CHUNK_ELEMS. */
+static int plan_chunks(const ck_plan *p, ck_chunk **out, int *nout) {
+  size_t cap = 64, n = 0;
+  ck_chunk *c = malloc(cap * sizeof *c);
+  if (!c) return YK_ENOMEM;
+  for (int pi = 0; pi < p->nparts; pi++) {
+    const ck_part *pt = &p->parts[pi];
+    const ck_arena *a = pt->arena;
+    uint64_t pos = pt->lo, end = pt->lo + pt->len;
+    int ti = 0;
+    while (pos < end) {
+      while (ti < a->ntensors && a->tensors[ti].offset + a->tensors[ti].numel <= pos) ti++;
+      uint64_t seg_end;
+      int tensor;
+      if (ti < a->ntensors && a->tensors[ti].offset <= pos) {
+        tensor = ti;
+        seg_end = a->tensors[ti].offset + a->tensors[ti].numel;
+      } else {
+        tensor = -1;
+        seg_end = ti < a->ntensors ? a->tensors[ti].offset : a->numel;
+      }
+      if (seg_end > end) seg_end = end;
+      if (seg_end - pos > YK_CKPT_CHUNK_ELEMS) seg_end = pos + YK_CKPT_CHUNK_ELEMS;
+      if (n == cap) {
+        cap *= 2;
+        ck_chunk *nc = realloc(c, cap * sizeof *c);
+        if (!nc) {
+          free(c);
+          return YK_ENOMEM;
+        }
+        c = nc;
+      }
+      c[n++] = (ck_chunk){.part = pi, .tensor = tensor, .off = pos, .n = seg_end - pos};
+      pos = seg_end;
+    }
+  }
+  *out = c;
+  *nout = (int)n;
+  return 0;
+}
+
+typedef struct {
+  const ck_plan *p;
+  ck_chunk *chunks;
+  int nchunks;
+  int level;
+  int fd;
+  const char *path;
+  XXH3_state_t *fsum;
+  uint64_t pos;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int next_claim, next_write, window;
+  uint8_t **slot;
+  size_t *slot_len;
+  int *slot_ready;
+  size_t slot_cap;
+  int err;
+  yk_diag *d;
+} wctx;
+
+/* Compress chunk i into its slot (claimed by the caller). Returns 0 or sets
+ * w->err. Called without the lock. */
+static void compress_one(wctx *w, int i, void *z, uint8_t *scratch) {
+  ck_chunk *c = &w->chunks[i];
+  const ck_part *pt = &w->p->parts[c->part];
+  size_t es = yk_dtype_size(pt->arena->dtype);
+  const uint8_t *src = pt->slice + (c->off - pt->lo) * es;
+  int s = i % w->window;
+  c->raw_sum = XXH3_64bits(src, c->n * es);
+  size_t len = ck_chunk_encode(src, c->n, es, w->level, z, scratch, w->slot[s], w->slot_cap);
+  if (len) c->sum = XXH3_64bits(w->slot[s], len);
+  pthread_mutex_lock(&w->mu);
+  if (!len && !w->err)
+    w->err = yk_errorf(w->d, YK_EIO, "compression of arena '%s' chunk at element %llu failed", pt->arena->name,
+                       (unsigned long long)c->off);
+  c->bytes = len;
+  w->slot_len[s] = len;
+  w->slot_ready[s] = i;
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* Worker 0 writes chunks in order; the others compress ahead of it, at most
+ * `window` chunks. Worker 0 also compresses a chunk nobody has claimed yet,
+ * so the pipeline finishes even if no helper thread could be started. */
+static void writer_worker(void *arg, int worker) {
+  wctx *w = arg;
+  void *z = NULL;
+  uint8_t *scratch = NULL;
+  if (worker == 0) {
+    for (int i = 0; i < w->nchunks; i++) {
+      int s = i % w->window;
+      pthread_mutex_lock(&w->mu);
+      int mine = 0;
+      while (!w->err && w->slot_ready[s] != i) {
+        if (w->next_claim == i) {
+          w->next_claim++;
+          mine = 1;
+          break;
+        }
+        pthread_cond_wait(&w->cv, &w->mu);
+      }
+      pthread_mutex_unlock(&w->mu);
+      if (mine) {
+        if (!z) z = ck_zctx_new();
+        if (!scratch) scratch = malloc((size_t)YK_CKPT_CHUNK_ELEMS * 8);
+        if (!z || !scratch) {
+          pthread_mutex_lock(&w->mu);
+          if (!w->err) w->err = yk_errorf(w->d, YK_ENOMEM, "out of memory for compression buffers");
+          pthread_cond_broadcast(&w->cv);
+          pthread_mutex_unlock(&w->mu);
+          break;
+        }
+        compress_one(w, i, z, scratch);
+      }
+      pthread_mutex_lock(&w->mu);
+      int err = w->err;
+      pthread_mutex_unlock(&w->mu);
+      if (err) break;
+      ck_chunk *c = &w->chunks[i];
+      c->file_off = w->pos;
+      int rc = write_all(w->fd, w->slot[s], w->slot_len[s]);
+      XXH3_64bits_update(w->fsum, w->slot[s], w->slot_len[s]);
+      w->pos += w->slot_len[s];
+      pthread_mutex_lock(&w->mu);
+      if (rc && !w->err) w->err = yk_errorf_sys(w->d, YK_EIO, "cannot write '%s'", w->path);
+      w->next_write++;
+      pthread_cond_broadcast(&w->cv);
+      pthread_mutex_unlock(&w->mu);
+      if (rc) break;
+    }
+    free(scratch);
+    ck_zctx_free(z);
+    return;
+  }
+  z = ck_zctx_new();
+  scratch = malloc((size_t)YK_CKPT_CHUNK_ELEMS * 8);
+  pthread_mutex_lock(&w->mu);
+  if ((!z || !scratch) && !w->err) w->err = yk_errorf(w->d, YK_ENOMEM, "out of memory for compression buffers");
+  for (;;) {
+    while (!w->err && w->next_claim < w->nchunks && w->next_claim >= w->next_write + w->window)
+      pthread_cond_wait(&w->cv, &w->mu);
+    if (w->err || w->next_claim >= w->nchunks) break;
+    int i = w->next_claim++;
+    pthread_mutex_unlock(&w->mu);
+    compress_one(w, i, z, scratch);
+    pthread_mutex_lock(&w->mu);
+  }
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+  free(scratch);
+  ck_zctx_free(z);
+}
+
+static json_t *tensor_json(const yk_tensor_desc *t) {
+  json_t *shape = json_array();
+  for (int k = 0; k < t->ndim; k++) json_array_append_new(shape, json_integer(t->shape[k]));
+  return json_pack("{s:s, s:I, s:I, s:o, s:b}", "name", t->name, "offset", (json_int_t)t->offset, "numel",
+                   (json_int_t)t->numel, "shape", shape, "decay", t->decay);
+}
+
+static json_t *build_index(const ck_plan *p, const ck_chunk *chunks, int nchunks, const uint64_t *blob_off,
+                           const uint64_t *blob_sum, int level) {
+  json_t *ix = json_pack("{s:s, s:i, s:I, s:i, s:i, s:i, s:I}", "format", "yoke-ckpt-shard", "version",
+                         YK_CKPT_FORMAT_VERSION, "step", (json_int_t)p->step, "rank", p->rank, "world", p->world,
+                         "level", level, "created_ms", (json_int_t)yk_wall_ms());
+  json_t *arenas = json_array();
+  int ci = 0;
+  for (int pi = 0; pi < p->nparts; pi++) {
+    const ck_part *pt = &p->parts[pi];
+    const ck_arena *a = pt->arena;
+    json_t *tens = json_array();
+    for (int t = 0; t < a->ntensors; t++) json_array_append_new(tens, tensor_json(&a->tensors[t]));
+    json_t *cj = json_array();
+    for (; ci < nchunks && chunks[ci].part == pi; ci++) {
+      const ck_chunk *c = &chunks[ci];
+      char h1[17], h2[17];
+      ck_hex(h1, c->raw_sum);
+      ck_hex(h2, c->sum);
+      json_array_append_new(
+          cj, json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:s}", "tensor", c->tensor >= 0 ? a->tensors[c->tensor].name : "",
+                        "offset", (json_int_t)c->off, "numel", (json_int_t)c->n, "file_offset",
+                        (json_int_t)c->file_off, "bytes", (json_int_t)c->bytes, "raw_xxh3", h1, "xxh3", h2));
+    }
+    json_array_append_new(arenas, json_pack("{s:s, s:s, s:I, s:I, s:I, s:o, s:o}", "name", a->name, "dtype",
+                                            yk_dtype_name(a->dtype), "numel", (json_int_t)a->numel, "offset",
+                                            (json_int_t)pt->lo, "count", (json_int_t)pt->len, "tensors", tens,
+                                            "chunks", cj));
+  }
+  json_object_set_new(ix, "arenas", arenas);
+  json_t *blobs = json_array();
+  for (int b = 0; b < p->nblobs; b++) {
+    char h[17];
+    ck_hex(h, blob_sum[b]);
+    json_array_append_new(blobs, json_pack("{s:s, s:i, s:I, s:I, s:s}", "name", p->blobs[b].name, "rank",
+                                           p->blobs[b].rank, "file_offset", (json_int_t)blob_off[b], "bytes",
+                                           (json_int_t)p->blobs[b].len, "xxh3", h));
+  }
+  json_object_set_new(ix, "blobs", blobs);
+  if (p->model_json) {
+    json_t *m = json_loads(p->model_json, 0, NULL);
+    if (m) json_object_set_new(ix, "model", m);
+  }
+  if (p->config_yaml) json_object_set_new(ix, "config_yaml", json_string(p->config_yaml));
+  return ix;
+}
+
+int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk_ckpt_write_stats *st, yk_diag *d) {
+  double t0 = yk_now_s();
+  if (level < -7 || level > 22) return yk_errorf(d, YK_EINVAL, "ckpt level %d out of range -7..22", level);
+  if (p->world < 1 || p->rank < 0 || p->rank >= p->world)
+    return yk_errorf(d, YK_EINVAL, "rank %d of world %d is not valid", p->rank, p->world);
+  if (p->step < 0) return yk_errorf(d, YK_EINVAL, "checkpoint step %lld is negative", (long long)p->step);
+  char dir[4096], name[64], path[4200], tmp[4300];
+  int rc = yk_mkdirs(root, d);
+  if (rc) return rc;
+  ck_step_dir(dir, sizeof dir, root, p->step, 1);
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST) return yk_errorf_sys(d, YK_EIO, "cannot create '%s'", dir);
+  ck_shard_name(name, sizeof name, p->rank, p->world);
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+
+  ck_chunk *chunks = NULL;
+  int nchunks = 0;
+  if ((rc = plan_chunks(p, &chunks, &nchunks))) return yk_errorf(d, rc, "out of memory planning chunks");
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) {
+    free(chunks);
+    return yk_errorf_sys(d, YK_EIO, "cannot create '%s'", tmp);
+  }
+  XXH3_state_t *fsum = XXH3_createState();
+  XXH3_64bits_reset(fsum);
+  uint8_t hdr[CK_HEADER_BYTES] = {0};
+  memcpy(hdr, CK_SHARD_MAGIC, 8);
+  put64(hdr + 8, YK_CKPT_FORMAT_VERSION);
+  put64(hdr + 16, (uint64_t)p->rank);
+  put64(hdr + 24, (uint64_t)p->world);
+  put64(hdr + 32, (uint64_t)p->step);
+  rc = write_all(fd, hdr, sizeof hdr) ? yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp) : 0;
+  XXH3_64bits_update(fsum, hdr, sizeof hdr);
+
+  int nthr = ck_threads(threads);
+  wctx w = {.p = p, .chunks = chunks, .nchunks = nchunks, .level = level, .fd = fd, .path = tmp, .fsum = fsum,
+            .pos = CK_HEADER_BYTES, .window = 2 * nthr, .d = d};
+  w.slot_cap = ck_chunk_bound((size_t)YK_CKPT_CHUNK_ELEMS * 8, 8);
+  w.slot = calloc((size_t)w.window, sizeof *w.slot);
+  w.slot_len = calloc((size_t)w.window, sizeof *w.slot_len);
+  w.slot_ready = malloc((size_t)w.window * sizeof *w.slot_ready);
+  if (!w.slot || !w.slot_len || !w.slot_ready) rc = rc ? rc : yk_errorf(d, YK_ENOMEM, "out of memory");
+  for (int s = 0; !rc && s < w.window; s++) {
+    w.slot_ready[s] = -1;
+    if (!(w.slot[s] = malloc(w.slot_cap))) rc = yk_errorf(d, YK_ENOMEM, "out of memory for write buffers");
+  }
+  if (!rc && nchunks) {
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    ck_run_threads(nthr + 1, writer_worker, &w);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    rc = w.err;
+  }
+  for (int s = 0; w.slot && s < w.window; s++) free(w.slot[s]);
+  free(w.slot);
+  free(w.slot_len);
+  free(w.slot_ready);
+
+  uint64_t pos = w.pos;
+  uint64_t *blob_off = calloc((size_t)p->nblobs + 1, sizeof *blob_off);
+  uint64_t *blob_sum = calloc((size_t)p->nblobs + 1, sizeof *blob_sum);
+  for (int b = 0; !rc && b < p->nblobs; b++) {
+    blob_off[b] = pos;
+    blob_sum[b] = XXH3_64bits(p->blobs[b].data, p->blobs[b].len);
+    if (write_all(fd, p->blobs[b].data, p->blobs[b].len)) rc = yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp);
+    XXH3_64bits_update(fsum, p->blobs[b].data, p->blobs[b].len);
+    pos += p->blobs[b].len;
+  }
+  uint64_t raw = 0;
+  for (int i = 0; i < p->nparts; i++) raw += p->parts[i].len * yk_dtype_size(p->parts[i].arena->dtype);
+  for (int b = 0; b < p->nblobs; b++) raw += p->blobs[b].len;
+  if (!rc) {
+    json_t *ix = build_index(p, chunks, nchunks, blob_off, blob_sum, level);
+    char *txt = json_dumps(ix, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(ix);
+    if (!txt) {
+      rc = yk_errorf(d, YK_ENOMEM, "out of memory writing the shard index");
+    } else {
+      size_t tl = strlen(txt);
+      uint8_t tr[CK_TRAILER_BYTES];
+      put64(tr, pos);
+      put64(tr + 8, tl);
+      put64(tr + 16, XXH3_64bits(txt, tl));
+      XXH3_64bits_update(fsum, txt, tl);
+      XXH3_64bits_update(fsum, tr, 24);
+      put64(tr + 24, XXH3_64bits_digest(fsum));
+      memcpy(tr + 32, CK_TRAILER_MAGIC, 8);
+      if (write_all(fd, txt, tl) || write_all(fd, tr, sizeof tr))
+        rc = yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp);
+      pos += tl + sizeof tr;
+      free(txt);
+    }
+  }
+  free(blob_off);
+  free(blob_sum);
+  free(chunks);
+  XXH3_freeState(fsum);
+  double ts = yk_now_s();
+  if (!rc && fsync(fd) != 0) rc = yk_errorf_sys(d, YK_EIO, "cannot fsync '%s'", tmp);
+  if (close(fd) != 0 && !rc) rc = yk_errorf_sys(d, YK_EIO, "cannot close '%s'", tmp);
+  if (!rc && rename(tmp, path) != 0) rc = yk_errorf_sys(d, YK_EIO, "cannot rename '%s' to '%s'", tmp, path);
+  if (!rc) rc = ck_fsync_dir(dir, d);
+  if (rc) unlink(tmp);
+  if (st) {
+    st->raw_bytes = raw;
+    st->file_bytes = pos;
+    st->write_s = yk_now_s() - t0;
+    st->sync_s = yk_now_s() - ts;
+  }
+  return rc;
+}
+
+static int build_parts(const yk_ckpt_state *s, int rank, int world, ck_part **out) {
+  *out = calloc((size_t)s->narenas + 1, sizeof **out);
+  if (!*out) return YK_ENOMEM;
+  for (int i = 0; i < s->narenas; i++) {
+    const ck_arena *a = &s->arenas[i];
+    ck_part *pt = &(*out)[i];
+    pt->arena = a;
+    yk_partition_even_range(a->numel, world, rank, &pt->lo, &pt->len);
+    pt->slice = (const uint8_t *)a->data + pt->lo * yk_dtype_size(a->dtype);
+  }
+  return 0;
+}
+
+int yk_ckpt_write_shard(const yk_ckpt_opts *o, const yk_ckpt_state *s, int64_t step, yk_ckpt_write_stats *st,
+                        yk_diag *d) {
+  if (!o || !o->dir || !*o->dir) return yk_errorf(d, YK_EINVAL, "no checkpoint directory given (ckpt.dir)");
+  if (o->world < 1 || o->rank < 0 || o->rank >= o->world)
+    return yk_errorf(d, YK_EINVAL, "rank %d of world %d is not valid", o->rank, o->world);
+  ck_part *parts;
+  ck_blob_ref *blobs;
+  int nb;
+  if (build_parts(s, o->rank, o->world, &parts)) return yk_errorf(d, YK_ENOMEM, "out of memory");
+  if (ck_state_blob_refs(s, o->rank, &blobs, &nb)) {
+    free(parts);
+    return yk_errorf(d, YK_ENOMEM, "out of memory");
+  }
+  ck_plan p = {.step = step, .rank = o->rank, .world = o->world, .parts = parts, .nparts = s->narenas,
+               .blobs = blobs, .nblobs = nb, .model_json = o->rank == 0 ? s->model_json : NULL,
+               .config_yaml = o->rank == 0 ? s->config_yaml : NULL};
+  if (st) memset(st, 0, sizeof *st);
+  int rc = ck_write_plan(o->dir, &p, o->level, o->threads, st, d);
+  free(parts);
+  free(blobs);
+  return rc;
+}
+
+void yk_ckpt_opts_default(yk_ckpt_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->world = 1;
+  o->level = 1;
+  o->keep = 3;
+}
+
+void yk_ckpt_opts_from_config(yk_ckpt_opts *o, const yk_config *c, int rank, int world) {
+  yk_ckpt_opts_default(o);
+  o->dir = c->ckpt.dir;
+  o->rank = rank;
+  o->world = world;
+  o->level = (int)c->ckpt.level;
+  o->keep = (int)c->ckpt.keep;
+}
+
+/* ---- commit ---- */
+
+static json_t *find_by_name(json_t *arr, const char *name) {
+  size_t i;
+  json_t *v;
+  json_array_foreach(arr, i, v) {
+    const char *n = json_string_value(json_object_get(v, "name"));
+    if (n && !strcmp(n, name)) return v;
+  }
+  return NULL;
+}
+
+/* Render the manifest: the object's JSON text, then a last key holding the
+ * XXH3-64 of every byte before that key (docs/checkpoint-format.md). */
+static char *render_manifest(json_t *m, size_t *len) {
+  char *body = json_dumps(m, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+  if (!body) return NULL;
+  size_t bl = strlen(body);
+  while (bl && body[bl - 1] != '}') bl--;
+  if (!bl) {
+    free(body);
+    return NULL;
+  }
+  bl--; /* drop the closing brace; keep "\n" before it? rewrite below */
+  while (bl && (body[bl - 1] == '\n' || body[bl - 1] == ' ')) bl--;
+  size_t cap = bl + 128;
+  char *out = malloc(cap);
+  if (!out) {
+    free(body);
+    return NULL;
+  }
+  memcpy(out, body, bl);
+  free(body);
+  size_t n = bl;
+  n += (size_t)snprintf(out + n, cap - n, ",\n ");
+  char h[17];
+  ck_hex(h, XXH3_64bits(out, n));
+  n += (size_t)snprintf(out + n, cap - n, "%s: \"%s\"\n}\n", CK_MANIFEST_SUM_KEY, h);
+  *len = n;
+  return out;
+}
+
+static int cmp_entry_desc(const void *a, const void *b) {
+  const yk_ckpt_entry *x = a, *y = b;
+  return x->step < y->step ? 1 : x->step > y->step ? -1 : 0;
+}
+
+/* Delete committed checkpoints beyond `keep` (never `step`, the one just
+ * committed) and partial saves of older steps. */
+static void rotate(const char *root, int64_t step, int keep, const yk_logger *lg) {
+  yk_ckpt_entry *e = NULL;
+  int n = 0;
+  if (yk_ckpt_list(root, &e, &n, NULL)) return;
+  qsort(e, (size_t)n, sizeof *e, cmp_entry_desc);
+  int kept = 1; /* the one just committed */
+  for (int i = 0; i < n; i++) {
+    int partial = strstr(e[i].path, ".partial") != NULL;
+    int drop = 0;
+    if (partial) {
+      drop = e[i].step < step;
+    } else if (e[i].step != step && e[i].committed) {
+      if (keep > 0 && kept >= keep) drop = 1;
+      else kept++;
+    }
+    if (!drop) continue;
+    char gone[4200];
+    snprintf(gone, sizeof gone, "%s.deleting", e[i].path);
+    /* Rename first so a half-deleted directory never looks like a checkpoint. */
+    if (rename(e[i].path, gone) == 0) {
+      ck_fsync_dir(root, NULL);
+      if (rm_rf(gone) != 0) yk_log(lg, YK_LOG_WARN, "ckpt: could not fully delete '%s'", gone);
+      else yk_log(lg, YK_LOG_DEBUG, "ckpt: deleted '%s'", e[i].path);
+    }
+  }
+  free(e);
+  /* Leftovers of deletions interrupted by a crash. */
+  DIR *dh = opendir(root);
+  if (dh) {
+    struct dirent *de;
+    while ((de = readdir(dh))) {
+      size_t l = strlen(de->d_name);
+      if (!strncmp(de->d_name, "step-", 5) && l > 9 && !strcmp(de->d_name + l - 9, ".deleting")) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s/%s", root, de->d_name);
+        rm_rf(p);
+      }
+    }
+    closedir(dh);
+  }
+}
+
+int ck_commit(const char *root, int64_t step, int world, int keep, const yk_logger *lg, yk_diag *d) {
+  char dir[4096], final[4096], path[4200], name[64];
+  ck_step_dir(dir, sizeof dir, root, step, 1);
+  ck_step_dir(final, sizeof final, root, step, 0);
+  json_t *m = json_pack("{s:s, s:i, s:I, s:i, s:s, s:I, s:s}", "format", "yoke-checkpoint", "version",
+                        YK_CKPT_FORMAT_VERSION, "step", (json_int_t)step, "world", world, "partition", "even",
+                        "created_ms", (json_int_t)yk_wall_ms(), "yoke_version", yk_version_string());
+  json_t *shards = json_array(), *arenas = NULL, *blobs = json_array();
+  json_t *model = NULL, *config = NULL;
+  int rc = 0, level = 0;
+  for (int r = 0; r < world && !rc; r++) {
+    ck_shard_name(name, sizeof name, r, world);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    json_t *ix = NULL;
+    uint64_t size = 0, fsum = 0;
+    rc = ck_read_shard_index(path, &ix, &size, &fsum, d);
+    if (rc) break;
+    json_int_t ist = json_integer_value(json_object_get(ix, "step"));
+    int irank = (int)json_integer_value(json_object_get(ix, "rank"));
+    int iworld = (int)json_integer_value(json_object_get(ix, "world"));
+    if (ist != step || irank != r || iworld != world) {
+      rc = yk_errorf(d, YK_EFORMAT, "%s: index says step %lld rank %d world %d, expected step %lld rank %d world %d",
+                     path, (long long)ist, irank, iworld, (long long)step, r, world);
+      json_decref(ix);
+      break;
+    }
+    char h[17];
+    ck_hex(h, fsum);
+    json_array_append_new(shards, json_pack("{s:i, s:s, s:I, s:s}", "rank", r, "file", name, "bytes",
+                                            (json_int_t)size, "xxh3", h));
+    json_t *ia = json_object_get(ix, "arenas");
+    if (r == 0) {
+      level = (int)json_integer_value(json_object_get(ix, "level"));
+      arenas = json_array();
+      size_t i;
+      json_t *a;
+      json_array_foreach(ia, i, a) {
+        json_array_append_new(arenas, json_pack("{s:O, s:O, s:O, s:O, s:[], s:[]}", "name", json_object_get(a, "name"),
+                                                "dtype", json_object_get(a, "dtype"), "numel",
+                                                json_object_get(a, "numel"), "tensors", json_object_get(a, "tensors"),
+                                                "ranges", "chunks"));
+      }
+      model = json_incref(json_object_get(ix, "model"));
+      config = json_incref(json_object_get(ix, "config_yaml"));
+    }
+    if (json_array_size(ia) != json_array_size(arenas)) {
+      rc = yk_errorf(d, YK_EFORMAT, "%s has %zu arenas, shard 0 has %zu: shards of different saves mixed", path,
+                     json_array_size(ia), json_array_size(arenas));
+    }
+    size_t i;
+    json_t *a;
+    json_array_foreach(ia, i, a) {
+      if (rc) break;
+      const char *an = json_string_value(json_object_get(a, "name"));
+      json_t *ma = find_by_name(arenas, an ? an : "");
+      uint64_t numel = (uint64_t)json_integer_value(json_object_get(a, "numel"));
+      uint64_t lo, len;
+      yk_partition_even_range(numel, world, r, &lo, &len);
+      if (!ma || !json_equal(json_object_get(ma, "dtype"), json_object_get(a, "dtype")) ||
+          (uint64_t)json_integer_value(json_object_get(ma, "numel")) != numel ||
+          (uint64_t)json_integer_value(json_object_get(a, "offset")) != lo ||
+          (uint64_t)json_integer_value(json_object_get(a, "count")) != len) {
+        rc = yk_errorf(d, YK_EFORMAT, "%s: arena '%s' does not match shard 0 or the even partition", path,
+                       an ? an : "?");
+        break;
+      }
+      json_array_append_new(json_object_get(ma, "ranges"),
+                            json_pack("{s:i, s:I, s:I}", "shard", r, "offset", (json_int_t)lo, "numel", (json_int_t)len));
+      size_t k;
+      json_t *c;
+      json_t *mc = json_object_get(ma, "chunks");
+      json_array_foreach(json_object_get(a, "chunks"), k, c) {
+        json_t *cc = json_deep_copy(c);
+        json_object_set_new(cc, "shard", json_integer(r));
+        json_array_append_new(mc, cc);
+      }
+    }
+    json_array_foreach(json_object_get(ix, "blobs"), i, a) {
+      json_t *bc = json_deep_copy(a);
+      json_object_set_new(bc, "shard", json_integer(r));
+      json_array_append_new(blobs, bc);
+    }
+    json_decref(ix);
+  }
+  if (!rc) {
+    json_object_set_new(m, "codec", json_pack("{s:s, s:i, s:s, s:i}", "name", "zstd", "level", level, "layout",
+                                              "byte-planes", "chunk_elems", YK_CKPT_CHUNK_ELEMS));
+    json_object_set_new(m, "model", model ? model : json_object());
+    model = NULL;
+    json_object_set_new(m, "config_yaml", config ? config : json_string(""));
+    config = NULL;
+    json_object_set_new(m, "shards", shards);
+    shards = NULL;
+    json_object_set_new(m, "arenas", arenas);
+    arenas = NULL;
+    json_object_set_new(m, "blobs", blobs);
+    blobs = NULL;
+    size_t len = 0;
+    char *txt = render_manifest(m, &len);
+    snprintf(path, sizeof path, "%s/%s", dir, CK_MANIFEST);
+    if (!txt) rc = yk_errorf(d, YK_ENOMEM, "out of memory rendering the manifest");
+    else rc = yk_file_write_atomic(path, txt, len, d);
+    free(txt);
+  }
+  json_decref(m);
+  json_decref(shards);
+  json_decref(arenas);
+  json_decref(blobs);
+  json_decref(model);
+  json_decref(config);
+  if (rc) return rc;
+  /* The commit point: the complete directory appears under its final name in
+   * one rename (an older save of the same step is swapped out atomically). */
+  struct stat sb;
+  if (stat(final, &sb) == 0) {
+    char gone[4200];
+    snprintf(gone, sizeof gone, "%s.deleting", dir);
+    if (renameat2(AT_FDCWD, dir, AT_FDCWD, final, RENAME_EXCHANGE) == 0) {
+      ck_fsync_dir(root, NULL);
+      if (rename(dir, gone) == 0) rm_rf(gone); /* dir now holds the old save */
+    } else if (errno == EINVAL || errno == ENOSYS) {
+      /* No atomic exchange on this filesystem: move the old save aside
+       * first (older checkpoints stay valid meanwhile), then commit. */
+      snprintf(gone, sizeof gone, "%s.deleting", final);
+      if (rename(final, gone) != 0) return yk_errorf_sys(d, YK_EIO, "cannot move '%s' aside", final);
+      if (rename(dir, final) != 0) return yk_errorf_sys(d, YK_EIO, "cannot rename '%s' to '%s'", dir, final);
+      ck_fsync_dir(root, NULL);
+      rm_rf(gone);
+    } else {
+      return yk_errorf_sys(d, YK_EIO, "cannot swap '%s' into '%s'", dir, final);
+    }
+  } else if (rename(dir, final) != 0) {
+    return yk_errorf_sys(d, YK_EIO, "cannot rename '%s' to '%s'", dir, final);
+  }
+  if ((rc = ck_fsync_dir(root, d))) return rc;
+  yk_log(lg, YK_LOG_INFO, "ckpt: committed %s (world %d)", final, world);
+  rotate(root, step, keep, lg);
+  return 0;
+}
+
+int yk_ckpt_commit(const yk_ckpt_opts *o, int64_t step, yk_diag *d) {
+  if (!o || !o->dir || !*o->dir) return yk_errorf(d, YK_EINVAL, "no checkpoint directory given (ckpt.dir)");
+  if (o->world < 1) return yk_errorf(d, YK_EINVAL, "world size %d is not valid", o->world);
+  return ck_commit(o->dir, step, o->world, o->keep, o->log, d);
+}

@@ -1,0 +1,285 @@
+/* algo_ring.c - ring reduce-scatter / all-gather / all-reduce (pipelined in
+ * segments), chain broadcast, dissemination barrier, and recursive doubling
+ * all-reduce for small messages.
+ *
+ * Ring layout: rank r sends to r+1 and receives from r-1. The buffer of
+ * `count` elements is cut into `size` chunks (coll_range: the first
+ * count % size chunks one element longer); rank r owns chunk r. Each chunk
+ * is cut into K segments (K from the largest chunk and opts.segment_bytes,
+ * equal on all ranks), so a segment can travel on while the next one is
+ * being received or reduced.
+ *   reduce-scatter, step s = 0..p-2: send chunk (r-s-1), receive chunk
+ *     (r-s-2) into a staging slot and reduce it with the local input; at the
+ *     last step the received chunk is r: the owner computes its final value
+ *     (and divides for AVG) exactly once;
+ *   all-gather, step s = 0..p-2: send chunk (r-s), receive chunk (r-s-1)
+ *     straight into the output. Final values are only copied, so every rank
+ *     ends with bitwise-identical results. */
+#include <string.h>
+
+#include "coll_internal.h"
+
+#define STAGE_SLOTS 4
+
+static inline int mod(int a, int p) { return ((a % p) + p) % p; }
+
+typedef struct ring {
+  yk_comm *c;
+  int p, r, next, prev, K;
+  size_t count, es, seg_max;
+  yk_dtype t;
+  yk_redop op;
+  uint32_t seq;
+} ring;
+
+static void ring_init(ring *g, yk_comm *c, struct yk_request *q) {
+  g->c = c;
+  g->p = c->size;
+  g->r = c->rank;
+  g->next = mod(g->r + 1, g->p);
+  g->prev = mod(g->r - 1, g->p);
+  g->count = q->count;
+  g->t = q->dtype;
+  g->op = q->op;
+  g->es = yk_dtype_size(q->dtype);
+  g->seq = q->seq;
+  size_t off, maxc;
+  coll_range(g->count, g->p, 0, &off, &maxc);
+  size_t seg_el = c->seg_bytes / g->es;
+  if (seg_el < 1) seg_el = 1;
+  g->K = (int)((maxc + seg_el - 1) / seg_el);
+  if (g->K < 1) g->K = 1;
+  g->seg_max = (maxc + (size_t)g->K - 1) / (size_t)g->K;
+}
+
+/* element range of segment k of chunk ch */
+static void seg_range(const ring *g, int ch, int k, size_t *off, size_t *len) {
+  size_t co, cl, so, sl;
+  coll_range(g->count, g->p, ch, &co, &cl);
+  coll_range(cl, g->K, k, &so, &sl);
+  *off = co + so;
+  *len = sl;
+}
+
+/* Reduce-scatter phase. in: full input; work: where non-final partial sums
+ * go (indexed like the full buffer); fin: where this rank's final chunk goes
+ * (fin[0] is element 0 of chunk r). If ag_sends is non-NULL the final
+ * segments are sent on to `next` right away (start of the all-gather). */
+static int ring_rs(ring *g, const char *in, char *work, char *fin, xreq *ag_sends, yk_diag *d) {
+  yk_comm *c = g->c;
+  int p = g->p, K = g->K, U = (p - 1) * K;
+  size_t es = g->es;
+  char *stage = coll_stage(c, STAGE_SLOTS * g->seg_max * es);
+  xreq *rq = coll_xreqs(c, (size_t)U * 2 + (size_t)K);
+  if (!stage || !rq) return yk_errorf(d, YK_ENOMEM, "out of memory for ring staging (%zu bytes)", g->seg_max * es);
+  xreq *sq = rq + U;
+  uint64_t tag = coll_data_tag(c, g->seq, 0), agtag = coll_data_tag(c, g->seq, 1);
+  size_t fin_off, fin_len;
+  coll_range(g->count, p, g->r, &fin_off, &fin_len);
+  int rc;
+  for (int u = 0; u < U && u < STAGE_SLOTS; u++) {
+    size_t o, l;
+    seg_range(g, mod(g->r - u / K - 2, p), u % K, &o, &l);
+    if ((rc = coll_irecv(c, g->prev, tag, stage + (size_t)(u % STAGE_SLOTS) * g->seg_max * es, l * es, &rq[u], d)))
+      return rc;
+  }
+  for (int k = 0; k < K; k++) {
+    size_t o, l;
+    seg_range(g, mod(g->r - 1, p), k, &o, &l);
+    if ((rc = coll_isend(c, g->next, tag, in + o * es, l * es, &sq[k], d))) return rc;
+  }
+  for (int u = 0; u < U; u++) {
+    int s = u / K, k = u % K, ch = mod(g->r - s - 2, p);
+    if ((rc = coll_wait(c, &rq[u], g->prev, d))) return rc;
+    size_t o, l;
+    seg_range(g, ch, k, &o, &l);
+    const char *tmp = stage + (size_t)(u % STAGE_SLOTS) * g->seg_max * es;
+    char *dst = s == p - 2 ? fin + (o - fin_off) * es : work + o * es;
+    /* dst (l) = in (l) (op) received partial (l), dtype g->t */
+    yk_coll_reduce(dst, in + o * es, tmp, l, g->t, g->op, 0);
+    int nu = u + STAGE_SLOTS;
+    if (nu < U) {
+      size_t o2, l2;
+      seg_range(g, mod(g->r - nu / K - 2, p), nu % K, &o2, &l2);
+      if ((rc = coll_irecv(c, g->prev, tag, stage + (size_t)(nu % STAGE_SLOTS) * g->seg_max * es, l2 * es, &rq[nu], d)))
+        return rc;
+    }
+    if (s < p - 2) {
+      if ((rc = coll_isend(c, g->next, tag, dst, l * es, &sq[u + K], d))) return rc;
+    } else {
+      if (g->op == YK_OP_AVG) yk_coll_avg_finish(dst, l, g->t, p);
+      if (ag_sends && (rc = coll_isend(c, g->next, agtag, dst, l * es, &ag_sends[k], d))) return rc;
+    }
+  }
+  for (int j = 0; j < U; j++)
+    if ((rc = coll_wait(c, &sq[j], g->next, d))) return rc;
+  return 0;
+}
+
+/* All-gather phase on the full buffer `out`, whose chunk r is final. If
+ * first_sent, the K segments of chunk r are already in flight in sq[0..K). */
+static int ring_ag(ring *g, char *out, xreq *rq, xreq *sq, int first_sent, yk_diag *d) {
+  yk_comm *c = g->c;
+  int p = g->p, K = g->K, U = (p - 1) * K, rc;
+  size_t es = g->es;
+  uint64_t tag = coll_data_tag(c, g->seq, 1);
+  for (int u = 0; u < U; u++) {
+    size_t o, l;
+    seg_range(g, mod(g->r - u / K - 1, p), u % K, &o, &l);
+    if ((rc = coll_irecv(c, g->prev, tag, out + o * es, l * es, &rq[u], d))) return rc;
+  }
+  if (!first_sent)
+    for (int k = 0; k < K; k++) {
+      size_t o, l;
+      seg_range(g, g->r, k, &o, &l);
+      if ((rc = coll_isend(c, g->next, tag, out + o * es, l * es, &sq[k], d))) return rc;
+    }
+  for (int u = 0; u < U; u++) {
+    int s = u / K, k = u % K;
+    if ((rc = coll_wait(c, &rq[u], g->prev, d))) return rc;
+    if (s < p - 2) {
+      size_t o, l;
+      seg_range(g, mod(g->r - s - 1, p), k, &o, &l);
+      if ((rc = coll_isend(c, g->next, tag, out + o * es, l * es, &sq[u + K], d))) return rc;
+    }
+  }
+  for (int j = 0; j < U; j++)
+    if ((rc = coll_wait(c, &sq[j], g->next, d))) return rc;
+  return 0;
+}
+
+int coll_ring_allreduce(yk_comm *c, struct yk_request *q, yk_diag *d) {
+  if (q->count == 0) return 0;
+  ring g;
+  ring_init(&g, c, q);
+  int U = (g.p - 1) * g.K;
+  /* the AG requests live apart from the RS ones (coll_xreqs is reused) */
+  xreq *agr = coll_xreqs2(c, (size_t)U * 2);
+  if (!agr) return yk_errorf(d, YK_ENOMEM, "out of memory for %d ring requests", U * 2);
+  char *out = q->recvbuf;
+  size_t fo, fl;
+  coll_range(g.count, g.p, g.r, &fo, &fl);
+  int rc = ring_rs(&g, q->sendbuf, out, out + fo * g.es, agr + U, d);
+  if (!rc) rc = ring_ag(&g, out, agr, agr + U, 1, d);
+  return rc;
+}
+
+int coll_ring_reduce_scatter(yk_comm *c, struct yk_request *q, yk_diag *d) {
+  if (q->count == 0) return 0;
+  ring g;
+  ring_init(&g, c, q);
+  char *work = coll_work(c, g.count * g.es);
+  if (!work) return yk_errorf(d, YK_ENOMEM, "out of memory for reduce-scatter scratch (%zu bytes)", g.count * g.es);
+  return ring_rs(&g, q->sendbuf, work, q->recvbuf, NULL, d);
+}
+
+int coll_ring_allgather(yk_comm *c, struct yk_request *q, yk_diag *d) {
+  if (q->count == 0) return 0;
+  ring g;
+  ring_init(&g, c, q);
+  size_t fo, fl;
+  coll_range(g.count, g.p, g.r, &fo, &fl);
+  char *out = q->recvbuf;
+  if (fl && (const char *)q->sendbuf != out + fo * g.es) memmove(out + fo * g.es, q->sendbuf, fl * g.es);
+  int U = (g.p - 1) * g.K;
+  xreq *rq = coll_xreqs(c, (size_t)U * 2);
+  if (!rq) return yk_errorf(d, YK_ENOMEM, "out of memory for %d ring requests", U * 2);
+  return ring_ag(&g, out, rq, rq + U, 0, d);
+}
+
+/* Pipelined chain from the root along the ring: (p-1)α + nβ for large n. */
+int coll_chain_broadcast(yk_comm *c, struct yk_request *q, yk_diag *d) {
+  size_t es = yk_dtype_size(q->dtype), n = q->count * es;
+  if (n == 0) return 0;
+  int p = c->size, pos = mod(c->rank - q->root, p);
+  int next = mod(c->rank + 1, p), prev = mod(c->rank - 1, p);
+  size_t seg = c->seg_bytes / es * es;
+  if (seg == 0) seg = es;
+  int K = (int)((n + seg - 1) / seg);
+  xreq *rq = coll_xreqs(c, (size_t)K * 2), *sq;
+  if (!rq) return yk_errorf(d, YK_ENOMEM, "out of memory for %d broadcast requests", K * 2);
+  sq = rq + K;
+  uint64_t tag = coll_data_tag(c, q->seq, 2);
+  char *buf = q->recvbuf;
+  int rc, sends = pos < p - 1;
+  if (pos > 0)
+    for (int k = 0; k < K; k++) {
+      size_t o = (size_t)k * seg, l = YK_MIN(seg, n - o);
+      if ((rc = coll_irecv(c, prev, tag, buf + o, l, &rq[k], d))) return rc;
+    }
+  for (int k = 0; k < K; k++) {
+    size_t o = (size_t)k * seg, l = YK_MIN(seg, n - o);
+    if (pos > 0 && (rc = coll_wait(c, &rq[k], prev, d))) return rc;
+    if (sends && (rc = coll_isend(c, next, tag, buf + o, l, &sq[k], d))) return rc;
+  }
+  if (sends)
+    for (int k = 0; k < K; k++)
+      if ((rc = coll_wait(c, &sq[k], next, d))) return rc;
+  return 0;
+}
+
+/* Dissemination barrier: ceil(log2 p) rounds of zero-byte messages. */
+int coll_dissemination_barrier(yk_comm *c, struct yk_request *q, yk_diag *d) {
+  int p = c->size, round = 0, rc;
+  xreq *x = coll_xreqs(c, 2);
+  if (!x) return yk_errorf(d, YK_ENOMEM, "out of memory for barrier requests");
+  for (int k = 1; k < p; k <<= 1, round++) {
+    int to = mod(c->rank + k, p), from = mod(c->rank - k, p);
+    uint64_t tag = coll_data_tag(c, q->seq, 16 + round);
+    static const char z = 0;
+    if ((rc = coll_irecv(c, from, tag, NULL, 0, &x[0], d))) return rc;
+    if ((rc = coll_isend(c, to, tag, &z, 0, &x[1], d))) return rc;
+    if ((rc = coll_wait(c, &x[0], from, d))) return rc;
+    if ((rc = coll_wait(c, &x[1], to, d))) return rc;
+  }
+  return 0;
+}
+
+/* Recursive doubling all-reduce (the logarithmic "tree" choice for small
+ * messages): ceil(log2 p) exchanges of the whole vector. Non-powers of two:
+ * ranks >= p' (largest power of two <= p) first fold their vector into rank
+ * r - p' and get the result back at the end. Each combine is done as
+ * (lower rank's value) op (higher rank's value), so both partners compute
+ * the same bits (matters for max/min of +0/-0). */
+int coll_rd_allreduce(yk_comm *c, struct yk_request *q, yk_diag *d) {
+  size_t es = yk_dtype_size(q->dtype), n = q->count, bytes = n * es;
+  if (n == 0) return 0;
+  int p = c->size, r = c->rank, pof2 = 1, rc;
+  while (pof2 * 2 <= p) pof2 *= 2;
+  char *buf = q->recvbuf;
+  if (q->sendbuf != q->recvbuf) memmove(buf, q->sendbuf, bytes);
+  char *tmp = coll_stage(c, bytes);
+  xreq *x = coll_xreqs(c, 2);
+  if (!tmp || !x) return yk_errorf(d, YK_ENOMEM, "out of memory for %zu bytes of tree staging", bytes);
+  if (r >= pof2) { /* extra rank: fold in, wait for the result */
+    uint64_t t1 = coll_data_tag(c, q->seq, 100), t2 = coll_data_tag(c, q->seq, 101);
+    if ((rc = coll_irecv(c, r - pof2, t2, buf, bytes, &x[0], d))) return rc;
+    if ((rc = coll_isend(c, r - pof2, t1, buf, bytes, &x[1], d))) return rc;
+    if ((rc = coll_wait(c, &x[1], r - pof2, d))) return rc;
+    return coll_wait(c, &x[0], r - pof2, d);
+  }
+  if (r + pof2 < p) {
+    uint64_t t1 = coll_data_tag(c, q->seq, 100);
+    if ((rc = coll_irecv(c, r + pof2, t1, tmp, bytes, &x[0], d))) return rc;
+    if ((rc = coll_wait(c, &x[0], r + pof2, d))) return rc;
+    yk_coll_reduce(buf, buf, tmp, n, q->dtype, q->op, 0);
+  }
+  int round = 0;
+  for (int mask = 1; mask < pof2; mask <<= 1, round++) {
+    int partner = r ^ mask;
+    uint64_t tag = coll_data_tag(c, q->seq, 1 + round);
+    if ((rc = coll_irecv(c, partner, tag, tmp, bytes, &x[0], d))) return rc;
+    if ((rc = coll_isend(c, partner, tag, buf, bytes, &x[1], d))) return rc;
+    if ((rc = coll_wait(c, &x[0], partner, d))) return rc;
+    if ((rc = coll_wait(c, &x[1], partner, d))) return rc;
+    if (r < partner) yk_coll_reduce(buf, buf, tmp, n, q->dtype, q->op, 0);
+    else yk_coll_reduce(buf, tmp, buf, n, q->dtype, q->op, 0);
+  }
+  if (q->op == YK_OP_AVG) yk_coll_avg_finish(buf, n, q->dtype, p);
+  if (r + pof2 < p) {
+    uint64_t t2 = coll_data_tag(c, q->seq, 101);
+    if ((rc = coll_isend(c, r + pof2, t2, buf, bytes, &x[1], d))) return rc;
+    if ((rc = coll_wait(c, &x[1], r + pof2, d))) return rc;
+  }
+  return 0;
+}

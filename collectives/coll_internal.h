@@ -1,0 +1,209 @@
+/* coll_internal.h - private structures of the collectives module: the
+ * transport ops table, communicator state, operation descriptors. */
+#ifndef YK_COLL_INTERNAL_H
+#define YK_COLL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "yk_collectives.h"
+
+/* ---- transport ---------------------------------------------------------- */
+
+/* Tags are 64-bit: kind(4) | epoch(12) | comm id(16) | sequence(32). Within
+ * one (peer, tag) messages match in send order (MPI non-overtaking, libfabric
+ * FI_ORDER_SAS), so pipelined segments of one step share a tag. */
+enum { TAG_DATA = 1, TAG_HDR = 2, TAG_CTRL = 3 };
+static inline uint64_t coll_tag(int kind, uint32_t epoch, uint32_t comm_id, uint32_t seq) {
+  return ((uint64_t)kind << 60) | ((uint64_t)(epoch & 0xfff) << 48) | ((uint64_t)(comm_id & 0xffff) << 32) | seq;
+}
+
+/* One point-to-point request. The transport fills done/err/nbytes; priv is
+ * its own space (an MPI_Request, a libfabric context, a queue link). */
+typedef struct xreq {
+  volatile int done;
+  int err;            /* 0 or YK_E* */
+  size_t nbytes;      /* bytes received */
+  int src;            /* source rank of a completed receive */
+  char errmsg[160];   /* transport's own words when err != 0 */
+  void *priv[8];
+} xreq;
+
+typedef struct xport xport;
+typedef struct xport_ops {
+  /* peer is a transport rank; peer -1 on irecv = any source. */
+  int (*isend)(xport *x, int peer, uint64_t tag, const void *buf, size_t n, xreq *r);
+  int (*irecv)(xport *x, int peer, uint64_t tag, void *buf, size_t n, xreq *r);
+  /* Drive progress; return 0 or a fatal YK_E* (message in d). */
+  int (*progress)(xport *x, yk_diag *d);
+  /* Test one request: updates r->done (and err/nbytes/src). */
+  void (*test)(xport *x, xreq *r);
+  /* Cancel a posted receive (used for the control receive at teardown). */
+  void (*cancel)(xport *x, xreq *r);
+  void (*destroy)(xport *x);
+} xport_ops;
+
+struct xport {
+  const xport_ops *ops;
+  char name[64];
+  int rank, size;
+  int same_host;      /* all ranks on one host */
+  atomic_int refs;
+};
+
+int xport_inproc_create(yk_bootstrap *b, xport **out, yk_diag *d);
+int xport_mpi_create(yk_bootstrap *b, xport **out, yk_diag *d);
+int xport_ofi_create(yk_bootstrap *b, const char *provider, uint64_t timeout_ms, xport **out, yk_diag *d);
+
+/* ---- operations --------------------------------------------------------- */
+
+typedef enum { OPK_ALLREDUCE = 1, OPK_REDUCE_SCATTER, OPK_ALLGATHER, OPK_BROADCAST, OPK_BARRIER } opkind;
+
+struct yk_request {
+  struct yk_comm *comm;
+  opkind kind;
+  const void *sendbuf;
+  void *recvbuf;
+  size_t count;
+  yk_dtype dtype;
+  yk_redop op;
+  int root;
+  uint32_t seq;
+  int state;           /* 0 queued, 1 running, 2 done */
+  int rc;
+  yk_diag diag;
+  struct yk_request *next;    /* queue link */
+  struct yk_request *all_next;/* every live request, freed at destroy */
+  struct yk_request *all_prev;
+};
+
+/* The header every rank sends to its ring neighbours at the start of an
+ * operation (docs/wire-protocol.md). 32 bytes, little-endian. */
+#define COLL_WIRE_MAGIC 0x594b434cu /* "YKCL" */
+#define COLL_WIRE_VERSION 1
+typedef struct coll_hdr {
+  uint32_t magic;
+  uint16_t version;
+  uint8_t kind, dtype;
+  uint8_t op, algo;
+  uint16_t root;
+  uint32_t seq;
+  uint32_t rank;
+  uint64_t count;
+  uint32_t epoch;
+  uint32_t pad;
+} coll_hdr;
+
+/* Control message (abort / stuck report), any source, 256 bytes. */
+enum { CTRL_ABORT = 1, CTRL_STUCK = 2 };
+typedef struct coll_ctrl {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t type;
+  int32_t from;        /* comm rank sending */
+  int32_t culprit;     /* comm rank blamed, -1 none */
+  int32_t waiting_for; /* STUCK: whom `from` waits for */
+  int32_t code;        /* YK_E* */
+  uint32_t seq;
+  uint32_t pad;
+  char msg[224];
+} coll_ctrl;
+
+#define COLL_CTRL_SLOTS 4
+
+typedef struct coll_model {
+  double alpha_us;     /* per message latency */
+  double beta_ns;      /* ns per byte on a link */
+  double gamma_ns;     /* ns per byte reduced */
+  double shm_gbs;      /* shared-memory copy bandwidth GB/s (0 = unknown) */
+} coll_model;
+
+struct yk_comm {
+  xport *x;
+  int rank, size;
+  int *xrank;          /* comm rank -> transport rank */
+  char (*hosts)[64];
+  uint32_t epoch, comm_id;
+  uint32_t seq;        /* sequence of the running operation */
+  uint32_t next_seq;   /* last sequence handed out (caller side) */
+  int busy;            /* an operation or idle poll is executing (under mu) */
+  xreq *xreqs;         /* per-operation point-to-point requests */
+  size_t nxreqs;
+  xreq *xreqs2;        /* a second pool (all-gather half of all-reduce) */
+  size_t nxreqs2;
+  uint64_t timeout_ms;
+  size_t seg_bytes;
+  yk_algo algo;
+  coll_model model;
+  yk_logger log;
+  char tname[96];
+  struct yk_comm *parent;
+  uint32_t next_child_id;
+
+  /* scratch buffers, owned by the executing thread */
+  void *stage;
+  size_t stage_bytes;
+  void *work;
+  size_t work_bytes;
+
+  /* control receive slots */
+  coll_ctrl ctrl_buf[COLL_CTRL_SLOTS];
+  xreq ctrl_req[COLL_CTRL_SLOTS];
+  int ctrl_posted;
+  coll_ctrl ctrl_out;  /* last control message sent (kept alive for inproc rendezvous) */
+  xreq *ctrl_sends;    /* size slots for outgoing control messages */
+  coll_ctrl *ctrl_sbuf;
+  /* stuck reports gathered during failure diagnosis: waiting_for per rank, -2 = none */
+  int *stuck_for;
+  coll_hdr *stuck_hdr;
+
+  /* queue and comm thread */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;       /* queue changed / request done */
+  pthread_mutex_t exec_mu; /* held while an operation executes */
+  pthread_t thread;
+  int thread_started;
+  int stop;
+  struct yk_request *qhead, *qtail;
+  struct yk_request *all;
+  atomic_int broken;
+  atomic_int abort_req;    /* yk_comm_abort called */
+  char abort_reason[256];
+  int broken_rc;
+  yk_diag broken_diag;
+  uint64_t op_deadline;    /* of the running op */
+  uint64_t stall_deadline; /* when to start failure diagnosis */
+};
+
+/* ---- executing an operation (comm thread or inline caller) ------------- */
+
+typedef struct coll_exec {
+  yk_comm *c;
+  struct yk_request *r;
+  yk_diag *d;
+} coll_exec;
+
+/* Wait for one point-to-point request; `peer` is the comm rank it involves.
+ * Checks control messages, deadlines and abort. */
+int coll_wait(yk_comm *c, xreq *r, int peer, yk_diag *d);
+int coll_isend(yk_comm *c, int peer, uint64_t tag, const void *buf, size_t n, xreq *r, yk_diag *d);
+int coll_irecv(yk_comm *c, int peer, uint64_t tag, void *buf, size_t n, xreq *r, yk_diag *d);
+xreq *coll_xreqs(yk_comm *c, size_t n);
+xreq *coll_xreqs2(yk_comm *c, size_t n);
+uint64_t coll_data_tag(yk_comm *c, uint32_t seq, int sub);
+void *coll_stage(yk_comm *c, size_t bytes);
+void *coll_work(yk_comm *c, size_t bytes);
+
+/* Algorithms (algo_ring.c, algo_tree.c). Return 0 or YK_E* with d filled. */
+int coll_ring_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
+int coll_ring_reduce_scatter(yk_comm *c, struct yk_request *r, yk_diag *d);
+int coll_ring_allgather(yk_comm *c, struct yk_request *r, yk_diag *d);
+int coll_chain_broadcast(yk_comm *c, struct yk_request *r, yk_diag *d);
+int coll_dissemination_barrier(yk_comm *c, struct yk_request *r, yk_diag *d);
+int coll_rd_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
+
+void coll_range(size_t count, int size, int rank, size_t *off, size_t *len);
+double coll_model_time(const coll_model *m, yk_algo a, int p, size_t bytes);
+int coll_model_load(const char *path, coll_model *m, yk_diag *d);
+
+#endif

@@ -1,0 +1,605 @@
+/* Unit tests of ckpt/: round trips at world sizes 1..4 with reshard reads,
+ * blobs, keep-K rotation, corruption detection, fallback, async writer.
+ * Ranks are simulated in-process: every "rank" holds the same full arenas and
+ * writes its shard; rank 0 commits. */
+#define _GNU_SOURCE
+#include "yk_ckpt.h"
+#include "yk_partition.h"
+
+#include <check.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct {
+  uint64_t n32, n16;
+  float *p, *m, *v;
+  uint16_t *h;
+  yk_tensor_desc t32[3], t16[2];
+} fake_state;
+
+static void fake_init(fake_state *f, uint64_t n32, uint64_t seed) {
+  f->n32 = n32;
+  f->n16 = n32 / 2 + 3;
+  f->p = malloc(n32 * 4);
+  f->m = malloc(n32 * 4);
+  f->v = malloc(n32 * 4);
+  f->h = malloc(f->n16 * 2);
+  yk_rng r;
+  yk_rng_seed(&r, seed);
+  for (uint64_t i = 0; i < n32; i++) {
+    f->p[i] = 0.02f * yk_rng_normal(&r);
+    float g = 0.01f * yk_rng_normal(&r);
+    f->m[i] = 0.1f * g;
+    f->v[i] = 0.001f * g * g;
+  }
+  for (uint64_t i = 0; i < f->n16; i++) f->h[i] = yk_f32_to_bf16(f->p[i % n32]);
+  /* three tensors with a gap between the 2nd and 3rd and a tail after it */
+  memset(f->t32, 0, sizeof f->t32);
+  uint64_t a = n32 / 3, b = n32 / 2;
+  snprintf(f->t32[0].name, 48, "wte");
+  f->t32[0].offset = 0;
+  f->t32[0].numel = a;
+  f->t32[0].ndim = 2;
+  f->t32[0].shape[0] = 1;
+  f->t32[0].shape[1] = (int64_t)a;
+  snprintf(f->t32[1].name, 48, "qkvw");
+  f->t32[1].offset = a;
+  f->t32[1].numel = b - a;
+  f->t32[1].ndim = 1;
+  f->t32[1].shape[0] = (int64_t)(b - a);
+  snprintf(f->t32[2].name, 48, "lnfb");
+  f->t32[2].offset = b + 5;
+  f->t32[2].numel = n32 - b - 10;
+  f->t32[2].ndim = 1;
+  f->t32[2].shape[0] = (int64_t)(n32 - b - 10);
+  memset(f->t16, 0, sizeof f->t16);
+  snprintf(f->t16[0].name, 48, "a");
+  f->t16[0].numel = f->n16 / 2;
+  f->t16[0].ndim = 1;
+  f->t16[0].shape[0] = (int64_t)(f->n16 / 2);
+  snprintf(f->t16[1].name, 48, "b");
+  f->t16[1].offset = f->n16 / 2;
+  f->t16[1].numel = f->n16 - f->n16 / 2;
+  f->t16[1].ndim = 1;
+  f->t16[1].shape[0] = (int64_t)(f->n16 - f->n16 / 2);
+}
+
+static void fake_free(fake_state *f) {
+  free(f->p);
+  free(f->m);
+  free(f->v);
+  free(f->h);
+}
+
+static yk_ckpt_state *fake_register(fake_state *f, int rank) {
+  yk_ckpt_state *s;
+  yk_diag d = {0};
+  ck_assert_int_eq(yk_ckpt_state_create(&s), 0);
+  ck_assert_int_eq(yk_ckpt_state_add_arena(s, "params", YK_DT_F32, f->p, f->n32, f->t32, 3, &d), 0);
+  ck_assert_int_eq(yk_ckpt_state_add_arena(s, "params16", YK_DT_BF16, f->h, f->n16, f->t16, 2, &d), 0);
+  ck_assert_int_eq(yk_ckpt_state_add_arena(s, "m", YK_DT_F32, f->m, f->n32, f->t32, 3, &d), 0);
+  ck_assert_int_eq(yk_ckpt_state_add_arena(s, "v", YK_DT_F32, f->v, f->n32, f->t32, 3, &d), 0);
+  ck_assert_int_eq(yk_ckpt_state_set_blob(s, "loss_scale", "{\"scale\":65536}", 15, 0, &d), 0);
+  char rng[32];
+  snprintf(rng, sizeof rng, "rng-of-rank-%d", rank);
+  ck_assert_int_eq(yk_ckpt_state_set_blob(s, "rng", rng, strlen(rng), 1, &d), 0);
+  ck_assert_int_eq(yk_ckpt_state_set_model_json(s, "{\"vocab_size\": 50257, \"heads\": 12}", &d), 0);
+  ck_assert_int_eq(yk_ckpt_state_set_config_yaml(s, "model:\n  name: tiny\n", &d), 0);
+  return s;
+}
+
+static char *mkroot(void) {
+  char *t = strdup("/tmp/yk_ckpt_test_XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(t));
+  return t;
+}
+
+static int rm_cb(const char *p, const struct stat *sb, int fl, struct FTW *ftw) {
+  (void)sb;
+  (void)ftw;
+  return fl == FTW_DP ? rmdir(p) : unlink(p);
+}
+static void rmroot(char *t) {
+  nftw(t, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  free(t);
+}
+
+/* Save fake state f at `step` as world W (ranks simulated in turn), commit. */
+static void save_world(const char *root, fake_state *f, int W, int64_t step, int keep) {
+  yk_diag d = {0};
+  for (int r = 0; r < W; r++) {
+    yk_ckpt_state *s = fake_register(f, r);
+    yk_ckpt_opts o;
+    yk_ckpt_opts_default(&o);
+    o.dir = root;
+    o.rank = r;
+    o.world = W;
+    o.threads = 2;
+    o.keep = keep;
+    int rc = yk_ckpt_write_shard(&o, s, step, NULL, &d);
+    ck_assert_msg(rc == 0, "write_shard: %s", yk_diag_msg(&d, rc));
+    yk_ckpt_state_free(s);
+  }
+  yk_ckpt_opts o;
+  yk_ckpt_opts_default(&o);
+  o.dir = root;
+  o.world = W;
+  o.keep = keep;
+  int rc = yk_ckpt_commit(&o, step, &d);
+  ck_assert_msg(rc == 0, "commit: %s", yk_diag_msg(&d, rc));
+}
+
+static void check_arena(yk_ckpt_reader *r, const char *name, const void *want, uint64_t numel, size_t es) {
+  yk_diag d = {0};
+  /* the whole arena, then the even ranges of world sizes 1..4 */
+  uint8_t *buf = malloc(numel * es);
+  int rc = yk_ckpt_reader_read(r, name, 0, numel, buf, &d);
+  ck_assert_msg(rc == 0, "read %s: %s", name, yk_diag_msg(&d, rc));
+  ck_assert_msg(!memcmp(buf, want, numel * es), "arena %s differs", name);
+  for (int M = 1; M <= 4; M++)
+    for (int q = 0; q < M; q++) {
+      uint64_t off, len;
+      yk_partition_even_range(numel, M, q, &off, &len);
+      memset(buf, 0, len * es);
+      rc = yk_ckpt_reader_read(r, name, off, len, buf, &d);
+      ck_assert_msg(rc == 0, "read %s: %s", name, yk_diag_msg(&d, rc));
+      ck_assert_msg(!memcmp(buf, (const uint8_t *)want + off * es, len * es), "arena %s rank %d/%d differs", name, q, M);
+    }
+  free(buf);
+}
+
+static void check_all(yk_ckpt_reader *r, fake_state *f, int W) {
+  check_arena(r, "params", f->p, f->n32, 4);
+  check_arena(r, "params16", f->h, f->n16, 2);
+  check_arena(r, "m", f->m, f->n32, 4);
+  check_arena(r, "v", f->v, f->n32, 4);
+  yk_diag d = {0};
+  void *b;
+  size_t len;
+  ck_assert_int_eq(yk_ckpt_reader_blob(r, "loss_scale", -1, &b, &len, &d), 0);
+  ck_assert_uint_eq(len, 15);
+  ck_assert_str_eq(b, "{\"scale\":65536}");
+  free(b);
+  for (int q = 0; q < W; q++) {
+    char want[32];
+    snprintf(want, sizeof want, "rng-of-rank-%d", q);
+    ck_assert_int_eq(yk_ckpt_reader_blob(r, "rng", q, &b, &len, &d), 0);
+    ck_assert_str_eq(b, want);
+    free(b);
+  }
+  ck_assert_int_eq(yk_ckpt_reader_blob(r, "rng", W, &b, &len, &d), YK_ENOTFOUND);
+  ck_assert_ptr_nonnull(strstr(yk_ckpt_reader_model_json(r), "50257"));
+  ck_assert_str_eq(yk_ckpt_reader_config_yaml(r), "model:\n  name: tiny\n");
+  yk_ckpt_arena_info ai;
+  ck_assert_int_eq(yk_ckpt_reader_find_arena(r, "params", &ai, &d), 0);
+  ck_assert_int_eq(ai.ntensors, 3);
+  ck_assert_str_eq(ai.tensors[2].name, "lnfb");
+  /* one tensor by name */
+  float *t = malloc(ai.tensors[1].numel * 4);
+  ck_assert_int_eq(yk_ckpt_reader_read_tensor(r, "params", "qkvw", t, &d), 0);
+  ck_assert(!memcmp(t, f->p + ai.tensors[1].offset, ai.tensors[1].numel * 4));
+  free(t);
+  ck_assert_int_eq(yk_ckpt_reader_find_arena(r, "nope", NULL, &d), YK_ENOTFOUND);
+  ck_assert_ptr_nonnull(strstr(d.msg, "params16"));
+}
+
+START_TEST(test_roundtrip_worlds) {
+  fake_state f;
+  fake_init(&f, 2500001, 7); /* > 2 chunks, odd sizes */
+  for (int W = 1; W <= 4; W++) {
+    char *root = mkroot();
+    save_world(root, &f, W, 100 + W, 3);
+    yk_ckpt_reader *r;
+    yk_diag d = {0};
+    yk_ckpt_open_opts oo = {.verify = YK_CKPT_VERIFY_FULL, .threads = 2};
+    int rc = yk_ckpt_reader_open(root, &oo, &r, &d);
+    ck_assert_msg(rc == 0, "open: %s", yk_diag_msg(&d, rc));
+    ck_assert_int_eq(yk_ckpt_reader_step(r), 100 + W);
+    ck_assert_int_eq(yk_ckpt_reader_world(r), W);
+    check_all(r, &f, W);
+    ck_assert_int_eq(yk_ckpt_reader_verify(r, &d), 0);
+    /* restore into a zeroed copy of the state */
+    fake_state g;
+    fake_init(&g, f.n32, 99);
+    yk_ckpt_state *s = fake_register(&g, 0);
+    rc = yk_ckpt_restore(r, s, &d);
+    ck_assert_msg(rc == 0, "restore: %s", yk_diag_msg(&d, rc));
+    ck_assert(!memcmp(g.p, f.p, f.n32 * 4) && !memcmp(g.v, f.v, f.n32 * 4) && !memcmp(g.h, f.h, f.n16 * 2));
+    yk_ckpt_state_free(s);
+    fake_free(&g);
+    yk_ckpt_reader_close(r);
+    rmroot(root);
+  }
+  fake_free(&f);
+}
+END_TEST
+
+START_TEST(test_reshard_convert) {
+  fake_state f;
+  fake_init(&f, 1500000, 3);
+  char *root = mkroot(), *out = mkroot();
+  save_world(root, &f, 2, 42, 3);
+  yk_ckpt_reader *r;
+  yk_diag d = {0};
+  ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &r, &d), 0);
+  yk_ckpt_opts o;
+  yk_ckpt_opts_default(&o);
+  o.dir = out;
+  o.world = 3;
+  int rc = yk_ckpt_convert_reshard(r, &o, &d);
+  ck_assert_msg(rc == 0, "convert: %s", yk_diag_msg(&d, rc));
+  yk_ckpt_reader_close(r);
+  ck_assert_int_eq(yk_ckpt_reader_open(out, NULL, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_world(r), 3);
+  ck_assert_int_eq(yk_ckpt_reader_step(r), 42);
+  check_arena(r, "params", f.p, f.n32, 4);
+  check_arena(r, "v", f.v, f.n32, 4);
+  void *b;
+  size_t len;
+  ck_assert_int_eq(yk_ckpt_reader_blob(r, "rng", 1, &b, &len, &d), 0);
+  ck_assert_str_eq(b, "rng-of-rank-1");
+  free(b);
+  ck_assert_int_eq(yk_ckpt_reader_blob(r, "rng", 2, &b, &len, &d), YK_ENOTFOUND);
+  ck_assert_int_eq(yk_ckpt_reader_verify(r, &d), 0);
+  yk_ckpt_reader_close(r);
+  rmroot(root);
+  rmroot(out);
+  fake_free(&f);
+}
+END_TEST
+
+START_TEST(test_keep_rotation_and_partial) {
+  fake_state f;
+  fake_init(&f, 300000, 5);
+  char *root = mkroot();
+  for (int step = 1; step <= 5; step++) save_world(root, &f, 2, step * 10, 2);
+  yk_ckpt_entry *e;
+  int n;
+  yk_diag d = {0};
+  ck_assert_int_eq(yk_ckpt_list(root, &e, &n, &d), 0);
+  ck_assert_int_eq(n, 2);
+  ck_assert_int_eq(e[0].step, 40);
+  ck_assert_int_eq(e[1].step, 50);
+  ck_assert(e[0].committed && e[1].committed && e[1].world == 2 && e[1].bytes > 0);
+  free(e);
+  /* an uncommitted save (shards, no commit) is listed but is not a checkpoint */
+  yk_ckpt_state *s = fake_register(&f, 0);
+  yk_ckpt_opts o;
+  yk_ckpt_opts_default(&o);
+  o.dir = root;
+  ck_assert_int_eq(yk_ckpt_write_shard(&o, s, 60, NULL, &d), 0);
+  yk_ckpt_state_free(s);
+  ck_assert_int_eq(yk_ckpt_list(root, &e, &n, &d), 0);
+  ck_assert_int_eq(n, 3);
+  ck_assert_int_eq(e[2].step, 60);
+  ck_assert_int_eq(e[2].committed, 0);
+  free(e);
+  yk_ckpt_reader *r;
+  ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_step(r), 50);
+  yk_ckpt_reader_close(r);
+  char p[4200];
+  snprintf(p, sizeof p, "%s/step-00000060.partial", root);
+  ck_assert_int_eq(yk_ckpt_reader_open(p, NULL, &r, &d), YK_ENOTFOUND);
+  /* re-saving an existing step replaces it atomically */
+  save_world(root, &f, 1, 50, 2);
+  ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_world(r), 1);
+  yk_ckpt_reader_close(r);
+  ck_assert_int_eq(yk_ckpt_list(root, &e, &n, &d), 0);
+  ck_assert_int_eq(n, 3); /* 40, 50 and the partial of 60 (newer, so it stays) */
+  free(e);
+  rmroot(root);
+  fake_free(&f);
+}
+END_TEST
+
+static void flip_byte(const char *path, long off) {
+  int fd = open(path, O_RDWR);
+  ck_assert_int_ge(fd, 0);
+  unsigned char c;
+  if (off < 0) off += lseek(fd, 0, SEEK_END);
+  ck_assert_int_eq(pread(fd, &c, 1, off), 1);
+  c ^= 0x5a;
+  ck_assert_int_eq(pwrite(fd, &c, 1, off), 1);
+  close(fd);
+}
+
+static long file_size(const char *p) {
+  struct stat sb;
+  ck_assert_int_eq(stat(p, &sb), 0);
+  return (long)sb.st_size;
+}
+
+/* Open (META) then verify; the first failure's message must name `file`
+ * and contain `what` (a tensor name or another token). */
+static void expect_detected(const char *root, const char *file, const char *what) {
+  yk_ckpt_reader *r = NULL;
+  yk_diag d = {0};
+  int rc = yk_ckpt_reader_open(root, NULL, &r, &d);
+  if (rc == 0) {
+    rc = yk_ckpt_reader_verify(r, &d);
+    yk_ckpt_reader_close(r);
+  }
+  ck_assert_msg(rc != 0, "corruption of %s not detected", file);
+  ck_assert_msg(strstr(d.msg, file), "message does not name %s: %s", file, d.msg);
+  ck_assert_msg(strstr(d.msg, what), "message does not name '%s': %s", what, d.msg);
+}
+
+START_TEST(test_corruption_detected) {
+  fake_state f;
+  fake_init(&f, 1200000, 11);
+  const char *s0 = "shard-00000-of-00002.yks", *s1 = "shard-00001-of-00002.yks";
+  char p[4200];
+  /* flipped byte inside tensor data of each shard */
+  for (int k = 0; k < 2; k++) {
+    char *root = mkroot();
+    save_world(root, &f, 2, 7, 3);
+    snprintf(p, sizeof p, "%s/step-00000007/%s", root, k ? s1 : s0);
+    flip_byte(p, 64 + 1000); /* first chunk: tensor wte in shard 0, qkvw in shard 1 */
+    expect_detected(root, k ? s1 : s0, k ? "lnfb" : "wte");
+    /* reading the damaged range fails too, naming file and tensor */
+    yk_ckpt_reader *r;
+    yk_diag d = {0};
+    ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &r, &d), 0);
+    float *buf = malloc(f.n32 * 4);
+    ck_assert_int_eq(yk_ckpt_reader_read(r, "params", 0, f.n32, buf, &d), YK_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(d.msg, k ? s1 : s0));
+    free(buf);
+    yk_ckpt_reader_close(r);
+    rmroot(root);
+  }
+  /* flipped byte in the middle of each shard, the index, the manifest */
+  const long offs[] = {-1, -30, -300};
+  for (int k = 0; k < 3; k++) {
+    char *root = mkroot();
+    save_world(root, &f, 2, 7, 3);
+    snprintf(p, sizeof p, "%s/step-00000007/%s", root, s1);
+    flip_byte(p, offs[k]);
+    expect_detected(root, s1, "");
+    rmroot(root);
+  }
+  {
+    char *root = mkroot();
+    save_world(root, &f, 2, 7, 3);
+    snprintf(p, sizeof p, "%s/step-00000007/%s", root, s0);
+    flip_byte(p, file_size(p) / 2);
+    expect_detected(root, s0, "arena");
+    rmroot(root);
+  }
+  {
+    char *root = mkroot();
+    save_world(root, &f, 2, 7, 3);
+    snprintf(p, sizeof p, "%s/step-00000007/manifest.json", root);
+    flip_byte(p, file_size(p) / 2);
+    yk_ckpt_reader *r;
+    yk_diag d = {0};
+    snprintf(p, sizeof p, "%s/step-00000007", root);
+    ck_assert_int_ne(yk_ckpt_reader_open(p, NULL, &r, &d), 0);
+    ck_assert_ptr_nonnull(strstr(d.msg, "manifest.json"));
+    rmroot(root);
+  }
+  /* truncated shard; missing shard */
+  {
+    char *root = mkroot();
+    save_world(root, &f, 2, 7, 3);
+    snprintf(p, sizeof p, "%s/step-00000007/%s", root, s1);
+    ck_assert_int_eq(truncate(p, file_size(p) - 100), 0);
+    expect_detected(root, s1, "lnfb");
+    rmroot(root);
+  }
+  {
+    char *root = mkroot();
+    save_world(root, &f, 2, 7, 3);
+    snprintf(p, sizeof p, "%s/step-00000007/%s", root, s0);
+    ck_assert_int_eq(unlink(p), 0);
+    expect_detected(root, s0, "wte");
+    rmroot(root);
+  }
+  fake_free(&f);
+}
+END_TEST
+
+START_TEST(test_fallback_only_when_told) {
+  fake_state f;
+  fake_init(&f, 400000, 13);
+  char *root = mkroot();
+  save_world(root, &f, 2, 1, 3);
+  save_world(root, &f, 2, 2, 3);
+  char p[4200];
+  snprintf(p, sizeof p, "%s/step-00000002/shard-00001-of-00002.yks", root);
+  flip_byte(p, 100);
+  yk_ckpt_reader *r = NULL;
+  yk_diag d = {0};
+  yk_ckpt_open_opts oo = {.verify = YK_CKPT_VERIFY_FULL};
+  ck_assert_int_eq(yk_ckpt_reader_open(root, &oo, &r, &d), YK_ECORRUPT);
+  ck_assert_ptr_nonnull(strstr(d.msg, "step-00000002/shard-00001-of-00002.yks"));
+  ck_assert_ptr_null(r);
+  oo.fallback = 1;
+  ck_assert_int_eq(yk_ckpt_reader_open(root, &oo, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_step(r), 1);
+  check_arena(r, "params", f.p, f.n32, 4);
+  yk_ckpt_reader_close(r);
+  /* a damaged manifest of the newest also falls back only when told */
+  snprintf(p, sizeof p, "%s/step-00000002/manifest.json", root);
+  flip_byte(p, 10);
+  oo.fallback = 0;
+  oo.verify = YK_CKPT_VERIFY_META;
+  ck_assert_int_eq(yk_ckpt_reader_open(root, &oo, &r, &d), YK_ECORRUPT);
+  oo.fallback = 1;
+  ck_assert_int_eq(yk_ckpt_reader_open(root, &oo, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_step(r), 1);
+  yk_ckpt_reader_close(r);
+  rmroot(root);
+  fake_free(&f);
+}
+END_TEST
+
+START_TEST(test_async_writer) {
+  fake_state f;
+  fake_init(&f, 1100000, 17);
+  float *orig = malloc(f.n32 * 4);
+  memcpy(orig, f.p, f.n32 * 4);
+  char *root = mkroot();
+  yk_diag d = {0};
+  for (int defer = 0; defer <= 1; defer++) {
+    yk_ckpt_writer *w[2];
+    yk_ckpt_state *s[2];
+    int64_t step = 10 + defer;
+    for (int r = 0; r < 2; r++) {
+      yk_ckpt_opts o;
+      yk_ckpt_opts_default(&o);
+      o.dir = root;
+      o.rank = r;
+      o.world = 2;
+      o.threads = 1;
+      ck_assert_int_eq(yk_ckpt_writer_create(&o, &w[r], &d), 0);
+      s[r] = fake_register(&f, r);
+      int rc = yk_ckpt_writer_save(w[r], s[r], step, defer ? YK_CKPT_DEFER_COPY : 0, &d);
+      ck_assert_msg(rc == 0, "save: %s", yk_diag_msg(&d, rc));
+      ck_assert_int_eq(yk_ckpt_writer_save(w[r], s[r], step, 0, &d), YK_EBUSY);
+    }
+    for (int r = 0; r < 2; r++) ck_assert_int_eq(yk_ckpt_writer_release(w[r], yk_deadline_in_ms(30000), &d), 0);
+    /* training goes on: the snapshot must not see this */
+    for (uint64_t i = 0; i < f.n32; i++) f.p[i] += 1.0f;
+    for (int r = 0; r < 2; r++) {
+      int rc = yk_ckpt_writer_wait(w[r], yk_deadline_in_ms(30000), &d);
+      ck_assert_msg(rc == 0, "wait: %s", yk_diag_msg(&d, rc));
+      ck_assert_int_eq(yk_ckpt_writer_poll(w[r]), 1);
+      yk_ckpt_write_stats st;
+      yk_ckpt_writer_stats(w[r], &st);
+      ck_assert(st.raw_bytes > 0 && st.file_bytes > 0);
+    }
+    ck_assert_int_eq(yk_ckpt_writer_commit(w[0], &d), 0);
+    ck_assert_int_eq(yk_ckpt_writer_wait(w[0], yk_deadline_in_ms(30000), &d), 0);
+    for (int r = 0; r < 2; r++) {
+      yk_ckpt_writer_free(w[r]);
+      yk_ckpt_state_free(s[r]);
+    }
+    yk_ckpt_reader *rd;
+    ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &rd, &d), 0);
+    ck_assert_int_eq(yk_ckpt_reader_step(rd), step);
+    check_arena(rd, "params", orig, f.n32, 4);
+    yk_ckpt_reader_close(rd);
+    memcpy(f.p, orig, f.n32 * 4);
+  }
+  /* errors are reported on the next call: root is a regular file */
+  char bad[4200];
+  snprintf(bad, sizeof bad, "%s/not-a-dir", root);
+  int fd = open(bad, O_CREAT | O_WRONLY, 0644);
+  close(fd);
+  yk_ckpt_opts o;
+  yk_ckpt_opts_default(&o);
+  o.dir = bad;
+  yk_ckpt_writer *w;
+  ck_assert_int_eq(yk_ckpt_writer_create(&o, &w, &d), 0);
+  yk_ckpt_state *s = fake_register(&f, 0);
+  ck_assert_int_eq(yk_ckpt_writer_save(w, s, 1, 0, &d), 0);
+  memset(&d, 0, sizeof d);
+  ck_assert_int_ne(yk_ckpt_writer_wait(w, yk_deadline_in_ms(30000), &d), 0);
+  ck_assert_ptr_nonnull(strstr(d.msg, "not-a-dir"));
+  ck_assert_int_eq(yk_ckpt_writer_wait(w, yk_deadline_in_ms(30000), &d), 0); /* reported once */
+  yk_ckpt_writer_free(w);
+  yk_ckpt_state_free(s);
+  rmroot(root);
+  free(orig);
+  fake_free(&f);
+}
+END_TEST
+
+START_TEST(test_tiny_and_empty_arenas) {
+  /* fewer elements than ranks, an empty arena, no tensor table, no blobs */
+  int64_t tiny[3] = {-1, 1ll << 40, 7};
+  char *root = mkroot();
+  yk_diag d = {0};
+  for (int r = 0; r < 4; r++) {
+    yk_ckpt_state *s;
+    ck_assert_int_eq(yk_ckpt_state_create(&s), 0);
+    ck_assert_int_eq(yk_ckpt_state_add_arena(s, "tiny", YK_DT_I64, tiny, 3, NULL, 0, &d), 0);
+    ck_assert_int_eq(yk_ckpt_state_add_arena(s, "empty", YK_DT_U8, NULL, 0, NULL, 0, &d), 0);
+    yk_ckpt_opts o;
+    yk_ckpt_opts_default(&o);
+    o.dir = root;
+    o.rank = r;
+    o.world = 4;
+    o.threads = 1;
+    int rc = yk_ckpt_write_shard(&o, s, 0, NULL, &d);
+    ck_assert_msg(rc == 0, "%s", yk_diag_msg(&d, rc));
+    yk_ckpt_state_free(s);
+  }
+  yk_ckpt_opts o;
+  yk_ckpt_opts_default(&o);
+  o.dir = root;
+  o.world = 4;
+  ck_assert_int_eq(yk_ckpt_commit(&o, 0, &d), 0);
+  yk_ckpt_reader *r;
+  ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &r, &d), 0);
+  int64_t back[3] = {0};
+  ck_assert_int_eq(yk_ckpt_reader_read(r, "tiny", 0, 3, back, &d), 0);
+  ck_assert(!memcmp(back, tiny, sizeof tiny));
+  ck_assert_int_eq(yk_ckpt_reader_read(r, "tiny", 1, 1, back, &d), 0);
+  ck_assert(back[0] == tiny[1]);
+  ck_assert_int_eq(yk_ckpt_reader_read(r, "tiny", 2, 2, back, &d), YK_EINVAL);
+  ck_assert_int_eq(yk_ckpt_reader_read(r, "empty", 0, 0, back, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_verify(r, &d), 0);
+  ck_assert_ptr_null(yk_ckpt_reader_model_json(r));
+  yk_ckpt_reader_close(r);
+  /* commit at the wrong world size names the missing shard */
+  o.world = 5;
+  ck_assert_int_ne(yk_ckpt_commit(&o, 0, &d), 0);
+  rmroot(root);
+}
+END_TEST
+
+START_TEST(test_bad_input) {
+  yk_ckpt_state *s;
+  yk_diag d = {0};
+  float x[10];
+  ck_assert_int_eq(yk_ckpt_state_create(&s), 0);
+  yk_tensor_desc t[2] = {{.name = "a", .offset = 0, .numel = 6}, {.name = "b", .offset = 5, .numel = 5}};
+  ck_assert_int_eq(yk_ckpt_state_add_arena(s, "p", YK_DT_F32, x, 10, t, 2, &d), YK_EINVAL);
+  ck_assert_ptr_nonnull(strstr(d.msg, "'b'"));
+  ck_assert_int_eq(yk_ckpt_state_add_arena(s, "p", YK_DT_F32, x, 10, t, 1, &d), 0);
+  ck_assert_int_eq(yk_ckpt_state_add_arena(s, "p", YK_DT_F32, x, 10, t, 1, &d), YK_EEXIST);
+  ck_assert_int_eq(yk_ckpt_state_set_model_json(s, "[1,2]", &d), YK_EINVAL);
+  ck_assert_int_eq(yk_ckpt_state_set_blob(s, "a/b", "x", 1, 0, &d), YK_EINVAL);
+  yk_ckpt_opts o;
+  yk_ckpt_opts_default(&o);
+  ck_assert_int_eq(yk_ckpt_write_shard(&o, s, 1, NULL, &d), YK_EINVAL);
+  o.dir = "/tmp/yk_never";
+  o.level = 40;
+  ck_assert_int_eq(yk_ckpt_write_shard(&o, s, 1, NULL, &d), YK_EINVAL);
+  ck_assert_ptr_nonnull(strstr(d.msg, "40"));
+  yk_ckpt_state_free(s);
+  yk_ckpt_reader *r;
+  ck_assert_int_eq(yk_ckpt_reader_open("/nonexistent/x", NULL, &r, &d), YK_ENOTFOUND);
+  char *root = mkroot();
+  ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &r, &d), YK_ENOTFOUND);
+  ck_assert_ptr_nonnull(strstr(d.msg, "no committed checkpoint"));
+  rmroot(root);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("ckpt");
+  TCase *tc = tcase_create("core");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_roundtrip_worlds);
+  tcase_add_test(tc, test_reshard_convert);
+  tcase_add_test(tc, test_keep_rotation_and_partial);
+  tcase_add_test(tc, test_corruption_detected);
+  tcase_add_test(tc, test_fallback_only_when_told);
+  tcase_add_test(tc, test_async_writer);
+  tcase_add_test(tc, test_tiny_and_empty_arenas);
+  tcase_add_test(tc, test_bad_input);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}

@@ -75,6 +75,7 @@ int yk_daemon_exit_code(int rc) {
   switch (rc) {
   case 0: return YK_EXIT_OK;
   case YK_ECONFIG:
+  case YK_EAUTH:
   case YK_EUSAGE: return YK_EXIT_USAGE;
   case YK_EPEERDEAD: return YK_EXIT_PEER_DEAD;
   case YK_ECLOSED: return YK_EXIT_COORD_LOST;

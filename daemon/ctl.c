@@ -350,8 +350,17 @@ static void link_on_msg(ykd_conn *c, const yk_msg *m) {
 
 static void link_on_refuse(ykd_conn *c, int code, const char *why) {
   yk_daemon_ctl *ctl = c->owner;
+  snprintf(ctl->last_error, sizeof ctl->last_error, "we refused its frame: %s", why);
+  if (ctl->link_state == LINK_CHALLENGE && code == YK_EAUTH) {
+    /* the very first frame does not verify: the two sides hold different secrets */
+    fail_start(ctl, YK_EAUTH,
+               "the coordinator at %s:%d does not share our job secret (its CHALLENGE failed authentication): "
+               "check coord.secret_file / YOKE_SECRET",
+               ctl->env.coord_host, ctl->env.coord_port);
+    ctl->lost = 1;
+    return;
+  }
   YK_ERROR(ctl->log, "control: refused a frame from the coordinator at %s: %s", c->peer, why);
-  if (code == YK_EAUTH) snprintf(ctl->last_error, sizeof ctl->last_error, "%s", why);
 }
 
 static void link_on_close(ykd_conn *c, int err) {
@@ -373,7 +382,7 @@ static void link_on_close(ykd_conn *c, int err) {
   }
   char why[YK_PROTO_MAX_TEXT + 600];
   if (ctl->last_error[0])
-    snprintf(why, sizeof why, "the coordinator at %s:%d dropped us: %s", ctl->env.coord_host, ctl->env.coord_port,
+    snprintf(why, sizeof why, "lost the coordinator at %s:%d: %s", ctl->env.coord_host, ctl->env.coord_port,
              ctl->last_error);
   else
     snprintf(why, sizeof why, "lost the connection to the coordinator at %s:%d (%s)%s", ctl->env.coord_host,

@@ -42,7 +42,7 @@ typedef enum {
 } yk_exit_code;
 
 /* The exit code for a YK_E* error from the control plane (yk_daemon_ctl_start
- * and friends): YK_ECONFIG/YK_EUSAGE -> 2, YK_EPEERDEAD -> 3, YK_ECLOSED -> 4,
+ * and friends): YK_ECONFIG/YK_EUSAGE/YK_EAUTH (job secret mismatch) -> 2, YK_EPEERDEAD -> 3, YK_ECLOSED -> 4,
  * YK_ETIMEDOUT -> 5, YK_EINTR -> 130, 0 -> 0, anything else -> 1. */
 int yk_daemon_exit_code(int yk_err);
 

@@ -40,6 +40,7 @@ struct yk_daemon_ctl {
   uv_timer_t hb_timer, retry_timer, watchdog, stop_timer;
   uv_signal_t sig_int, sig_term, sig_usr1;
   int signals_seen;
+  int ckpt_seen;     /* a checkpoint request was already given to the step loop */
   yk_coord *coord;
   ykd_metrics *metrics;
   ykd_conn *link;
@@ -328,6 +329,18 @@ static void link_on_msg(ykd_conn *c, const yk_msg *m) {
   case YK_MSG_EXCHANGE_ALL:
     on_exchange_all(ctl, m);
     return;
+  case YK_MSG_CHECKPOINT: {
+    if (ctl->ckpt_seen) return;
+    ctl->ckpt_seen = 1;
+    yk_daemon_event ev = {0};
+    ev.type = YK_EV_CHECKPOINT_REQUESTED;
+    ev.rank = -1;
+    ev.code = m->code ? m->code : YK_EXIT_REQUEUE;
+    snprintf(ev.text, sizeof ev.text, "%.400s: checkpoint at the next step boundary, then exit %d", m->text, ev.code);
+    YK_WARN(ctl->log, "control: %s", ev.text);
+    push_event(ctl, &ev);
+    return;
+  }
   case YK_MSG_ERROR:
     snprintf(ctl->last_error, sizeof ctl->last_error, "%s", m->text);
     YK_ERROR(ctl->log, "control: coordinator refused us: %s", m->text);
@@ -458,6 +471,18 @@ static void on_signal(uv_signal_t *h, int signum) {
   if (!started) {
     fail_start(ctl, YK_EINTR, "interrupted by %s during rendezvous", strsignal(signum));
     return;
+  }
+  if (ev.type == YK_EV_CHECKPOINT_REQUESTED) {
+    if (ctl->ckpt_seen) return;
+    ctl->ckpt_seen = 1;
+    /* the signal may have reached only this rank: have the coordinator tell
+     * every rank, so they all checkpoint */
+    yk_msg r = {0};
+    r.type = YK_MSG_REQUEST;
+    r.action = YK_REQ_CHECKPOINT;
+    r.code = YK_EXIT_REQUEUE;
+    snprintf(r.text, sizeof r.text, "%s on rank %d", signum == SIGTERM ? "SIGTERM" : "SIGUSR1", ctl->env.rank);
+    send_frame(ctl, &r);
   }
   push_event(ctl, &ev);
 }

@@ -191,7 +191,7 @@ static void on_hb_timer(uv_timer_t *t) {
              "the coordinator at %s:%d sent nothing for %llu ms (coord.heartbeat_timeout_ms=%lld)%s",
              ctl->env.coord_host, ctl->env.coord_port, (unsigned long long)age_ms, (long long)ctl->hb_timeout_ms,
              ctl->env.embed_coord ? "" : "; it runs in rank 0 or `yoke coord`");
-    YK_ERROR(ctl->log, "control: %s", why);
+    YK_WARN(ctl->log, "control: %s", why);
     coord_lost(ctl, why);
     if (ctl->link) ykd_conn_close(ctl->link, 0);
     return;
@@ -311,7 +311,7 @@ static void link_on_msg(ykd_conn *c, const yk_msg *m) {
     ev.code = m->type == YK_MSG_PEER_DEAD ? YK_EXIT_PEER_DEAD : (m->code ? m->code : YK_EXIT_FAILURE);
     snprintf(ev.host, sizeof ev.host, "%s", m->host);
     snprintf(ev.text, sizeof ev.text, "%.500s", m->text);
-    YK_ERROR(ctl->log, "control: coordinator says: %s", m->text);
+    YK_WARN(ctl->log, "control: coordinator says: %s", m->text);
     uv_mutex_lock(&ctl->mu);
     int started = ctl->started;
     uv_mutex_unlock(&ctl->mu);
@@ -402,7 +402,7 @@ static void link_on_close(ykd_conn *c, int err) {
              ctl->env.coord_port, err ? uv_strerror(err) : "closed",
              ctl->env.kind == YK_LAUNCH_YOKE ? " - did `yoke launch` or `yoke coord` exit?"
                                              : " - did rank 0 (which runs it) exit?");
-  if (!ctl->lost) YK_ERROR(ctl->log, "control: %s", why);
+  if (!ctl->lost) YK_WARN(ctl->log, "control: %s", why);
   coord_lost(ctl, why);
 }
 

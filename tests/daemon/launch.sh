@@ -46,6 +46,8 @@ if [ -n "$victim" ]; then
   for r in 0 2; do
     grep -qE "^\[r$r\].*job aborted: rank 1 \(host $(hostname)" "$out" && pass "rank $r names dead rank 1 and its host" \
       || fail "rank $r does not name rank 1: $(grep "^\[r$r\]" "$out" | tail -2)"
+    [ "$(grep -cE "^\[r$r\].* ERROR " "$out")" = 1 ] && pass "rank $r says it in one error line" \
+      || fail "rank $r error lines: $(grep -E "^\[r$r\].* ERROR " "$out")"
   done
   pids_gone $ranks && pass "no rank process left behind" || fail "processes left: $(ps -o pid,args -p $ranks)"
 else

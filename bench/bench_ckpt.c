@@ -31,6 +31,7 @@ static const char usage[] =
     "Benchmark checkpoint save/load throughput, compression ratio per tensor kind and the training stall\n"
     "per asynchronous save, on a synthetic GPT-2 (C=768, Vp=50304, T=1024) state with L layers.\n"
     "  --layers L    transformer layers (default 12: GPT-2 124M, 1.74 GB of state)\n"
+    "  --channels C  model width (default 768); --vocab Vp padded vocabulary (default 50304)\n"
     "  --world W     size of the simulated world; this process writes rank 0's 1/W (default 1)\n"
     "  --level N     zstd level -7..22 (default 1, as ckpt.level)\n"
     "  --threads N   compression threads (default 0 = all cores)\n"
@@ -113,7 +114,7 @@ static int parse_opt(const char *name, const char *val, int64_t lo, int64_t hi, 
 }
 
 int yk_bench_cmd_ckpt(int argc, char **argv) {
-  int64_t L = 12, world = 1, level = 1, threads = 0, step_ms = 2000;
+  int64_t L = 12, world = 1, level = 1, threads = 0, step_ms = 2000, C = 768, Vp = 50304;
   const char *dir_opt = NULL;
   int json_out = 0;
   for (int i = 1; i < argc; i++) {
@@ -127,6 +128,8 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
       continue;
     } else if (!strcmp(a, "--layers")) rc = parse_opt(a, val, 1, 96, &L);
     else if (!strcmp(a, "--world")) rc = parse_opt(a, val, 1, 4096, &world);
+    else if (!strcmp(a, "--channels")) rc = parse_opt(a, val, 8, 16384, &C);
+    else if (!strcmp(a, "--vocab")) rc = parse_opt(a, val, 8, 1 << 20, &Vp);
     else if (!strcmp(a, "--level")) rc = parse_opt(a, val, -7, 22, &level);
     else if (!strcmp(a, "--threads")) rc = parse_opt(a, val, 0, 64, &threads);
     else if (!strcmp(a, "--step-ms")) rc = parse_opt(a, val, 1, 10000000, &step_ms);
@@ -143,7 +146,7 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
     if (rc) return rc;
     i++;
   }
-  const int64_t C = 768, Vp = 50304, T = 1024;
+  const int64_t T = 1024;
   yk_tensor_desc t[16];
   size_t n = 0;
   tdesc(&t[0], "wte", &n, 2, Vp, C, 0);
@@ -218,6 +221,9 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
   o.level = (int)level;
   o.threads = (int)threads;
   o.keep = 2;
+  yk_logger quiet;
+  yk_logger_init(&quiet, 0, YK_LOG_WARN, stderr);
+  o.log = &quiet;
 
   /* 1. synchronous save of rank 0's shard (+ commit when world is 1) */
   yk_ckpt_write_stats st;
@@ -294,9 +300,9 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
     kind_ratio[a] = comp ? (double)(n * es[a]) / (double)comp : 0;
   }
   double step_s = (double)step_ms / 1000.0;
-  printf("yoke bench ckpt: GPT-2 L=%lld (%.1fM params), world %lld (rank 0 writes 1/%lld), zstd level %lld, "
+  printf("yoke bench ckpt: GPT-2 L=%lld C=%lld (%.1fM params), world %lld (rank 0 writes 1/%lld), zstd level %lld, "
          "%d threads, dir %s\n",
-         (long long)L, (double)n / 1e6, (long long)world, (long long)world, (long long)level,
+         (long long)L, (long long)C, (double)n / 1e6, (long long)world, (long long)world, (long long)level,
          threads ? (int)threads : yk_cpu_count(), dir);
   printf("  raw state of rank 0       %8.3f GB (shard file %.3f GB)\n", (double)st.raw_bytes / 1e9,
          (double)st.file_bytes / 1e9);

@@ -554,14 +554,18 @@ static void read_worker(void *arg, int worker) {
                      "%s: checksum mismatch in tensor '%s' of arena '%s' (elements %llu..%llu, file offset %llu)",
                      s->path, tensor_name(c->a, k->tensor), c->a->name, (unsigned long long)k->off,
                      (unsigned long long)(k->off + k->n), (unsigned long long)k->file_off);
-    } else if (ck_chunk_decode(comp, k->bytes, k->n, es, z, scratch, raw) ||
-               XXH3_64bits(raw, k->n * es) != k->raw_sum) {
-      rc = yk_errorf(&e, YK_ECORRUPT, "%s: tensor '%s' of arena '%s' (elements %llu..%llu) decodes to wrong data",
-                     s->path, tensor_name(c->a, k->tensor), c->a->name, (unsigned long long)k->off,
-                     (unsigned long long)(k->off + k->n));
-    } else if (c->dst) {
-      uint64_t lo = YK_MAX(k->off, c->off), hi = YK_MIN(k->off + k->n, c->off + c->n);
-      memcpy(c->dst + (lo - c->off) * es, raw + (lo - k->off) * es, (hi - lo) * es);
+    } else {
+      /* A chunk wholly inside the range decodes straight into dst. */
+      int direct = c->dst && k->off >= c->off && k->off + k->n <= c->off + c->n;
+      uint8_t *out = direct ? c->dst + (k->off - c->off) * es : raw;
+      if (ck_chunk_decode(comp, k->bytes, k->n, es, z, scratch, out) || XXH3_64bits(out, k->n * es) != k->raw_sum) {
+        rc = yk_errorf(&e, YK_ECORRUPT, "%s: tensor '%s' of arena '%s' (elements %llu..%llu) decodes to wrong data",
+                       s->path, tensor_name(c->a, k->tensor), c->a->name, (unsigned long long)k->off,
+                       (unsigned long long)(k->off + k->n));
+      } else if (c->dst && !direct) {
+        uint64_t lo = YK_MAX(k->off, c->off), hi = YK_MIN(k->off + k->n, c->off + c->n);
+        memcpy(c->dst + (lo - c->off) * es, raw + (lo - k->off) * es, (hi - lo) * es);
+      }
     }
     if (rc) {
       pthread_mutex_lock(&c->mu);

@@ -100,4 +100,16 @@ out=$("$YOKE" ckpt ls "$T/c5")
 echo "$out" | grep -qE '^9 .*incomplete' && pass "ls shows the incomplete save" || fail "ls incomplete: $out"
 expect_fail 1 "verify on a root without committed checkpoints" "$YOKE" ckpt verify "$T/c5"
 expect_stderr "no committed checkpoint" "$YOKE" ckpt verify "$T/c5"
+
+# the benchmark runs end to end on a tiny model and prints the JSON figures
+expect_fail 2 "bench ckpt: unknown flag" "$YOKE" bench ckpt --bogus
+expect_ok "bench ckpt --help" "$YOKE" bench ckpt --help
+"$YOKE" bench ckpt --layers 1 --channels 64 --vocab 512 --step-ms 100 --json --dir "$T/bench" > "$T/bench.out" 2>&1
+tail -1 "$T/bench.out" | python3 -c '
+import json, sys
+j = json.loads(sys.stdin.read())
+for k in ("save_gbs", "load_gbs", "ratio", "stall_frac", "stall_frac_deferred", "ratio_by_kind"):
+    assert k in j, k
+assert j["save_gbs"] > 0 and j["load_gbs"] > 0 and 1.0 < j["ratio"] < 3.0 and 0 <= j["stall_frac"]
+' && pass "bench ckpt --json has save_gbs, load_gbs, ratio, stall_frac" || fail "bench json: $(cat "$T/bench.out")"
 finish

@@ -67,7 +67,8 @@ static int cmd_ls(int argc, char **argv) {
     char sz[32], w[16];
     human_bytes(sz, sizeof sz, (double)e[i].bytes);
     snprintf(w, sizeof w, "%d", e[i].world);
-    const char *st = e[i].committed ? (i == newest ? "latest" : "committed") : "incomplete";
+    const char *st = e[i].committed ? (i == newest ? "latest" : "committed")
+                     : strstr(e[i].path, ".partial") ? "incomplete" : "damaged";
     printf("%-10lld %-6s %-11s %-11s %s\n", (long long)e[i].step, e[i].world ? w : "-", sz, st, e[i].path);
   }
   if (!n) printf("(no checkpoints in %s)\n", dir);

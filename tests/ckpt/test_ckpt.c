@@ -291,7 +291,20 @@ START_TEST(test_keep_rotation_and_partial) {
   ck_assert_int_eq(yk_ckpt_reader_world(r), 1);
   yk_ckpt_reader_close(r);
   ck_assert_int_eq(yk_ckpt_list(root, &e, &n, &d), 0);
-  ck_assert_int_eq(n, 3); /* 40, 50 and the partial of 60 (newer, so it stays) */
+  ck_assert_int_eq(n, 3); /* 40, 50 and the partial of 60 (newer: may be in progress) */
+  free(e);
+  /* resuming from 40 and committing 45 sets the newer 50 aside: it must not
+   * shadow 45 as "latest", and it is not deleted */
+  save_world(root, &f, 2, 45, 2);
+  ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_step(r), 45);
+  yk_ckpt_reader_close(r);
+  snprintf(p, sizeof p, "%s/step-00000050.abandoned/manifest.json", root);
+  ck_assert_int_eq(access(p, F_OK), 0);
+  ck_assert_int_eq(yk_ckpt_list(root, &e, &n, &d), 0);
+  ck_assert_int_eq(n, 3); /* 40, 45, partial 60 */
+  ck_assert_int_eq(e[0].step, 40);
+  ck_assert_int_eq(e[1].step, 45);
   free(e);
   rmroot(root);
   fake_free(&f);

@@ -93,6 +93,9 @@ cp -r "$T/w3" "$T/c3"; rm "$T/c3/step-00000005/shard-00000-of-00003.yks"
 expect_stderr "shard-00000-of-00003.yks is missing or unreadable (it holds tensors wte.." "$YOKE" ckpt verify "$T/c3"
 cp -r "$T/w3" "$T/c4"; flip "$T/c4/step-00000005/manifest.json" 200
 expect_fail 1 "verify: flipped manifest byte" "$YOKE" ckpt verify "$T/c4"
+cp -r "$T/w3/step-00000005" "$T/c4/step-00000004"
+expect_fail 1 "verify --all: one of two damaged" "$YOKE" ckpt verify --all "$T/c4"
+"$YOKE" ckpt verify --all "$T/c4" 2>/dev/null | grep -q "ok: $T/c4/step-00000004" && pass "verify --all checks the good one too" || fail "verify --all"
 "$YOKE" ckpt ls "$T/c4" | grep -qE '^5 .*damaged' && pass "ls shows the damaged checkpoint" || fail "ls damaged: $("$YOKE" ckpt ls "$T/c4")"
 expect_stderr "manifest.json: manifest checksum mismatch" "$YOKE" ckpt verify "$T/c4"
 # a save without manifest is listed as incomplete and is not a checkpoint

@@ -524,7 +524,7 @@ static void rotate(const char *root, int64_t step, int keep, const yk_logger *lg
     int drop = 0;
     if (partial) {
       drop = e[i].step < step;
-    } else if (e[i].committed && e[i].step > step) {
+    } else if (e[i].step > step) { /* committed or damaged: either would shadow `step` */
       char aside[4200];
       snprintf(aside, sizeof aside, "%s.abandoned", e[i].path);
       if (access(aside, F_OK) == 0) snprintf(aside, sizeof aside, "%s.abandoned-%llu", e[i].path,

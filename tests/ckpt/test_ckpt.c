@@ -494,6 +494,23 @@ START_TEST(test_fallback_only_when_told) {
   ck_assert_int_eq(yk_ckpt_reader_open(root, &oo, &r, &d), 0);
   ck_assert_int_eq(yk_ckpt_reader_step(r), 1);
   yk_ckpt_reader_close(r);
+  /* training resumed from step 1 commits step 2 again: the damaged old one
+   * is swapped out and "latest" works without fallback again */
+  save_world(root, &f, 2, 2, 3);
+  oo.fallback = 0;
+  ck_assert_int_eq(yk_ckpt_reader_open(root, &oo, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_step(r), 2);
+  yk_ckpt_reader_close(r);
+  /* a damaged newer checkpoint (3) is set aside when an older step (2) is committed */
+  save_world(root, &f, 2, 3, 3);
+  snprintf(p, sizeof p, "%s/step-00000003/manifest.json", root);
+  flip_byte(p, 10);
+  save_world(root, &f, 2, 2, 3);
+  ck_assert_int_eq(yk_ckpt_reader_open(root, &oo, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_step(r), 2);
+  yk_ckpt_reader_close(r);
+  snprintf(p, sizeof p, "%s/step-00000003.abandoned/manifest.json", root);
+  ck_assert_int_eq(access(p, F_OK), 0);
   rmroot(root);
   fake_free(&f);
 }

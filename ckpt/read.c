@@ -35,7 +35,7 @@ static int pread_all(int fd, void *buf, size_t len, uint64_t off) {
 
 int ck_read_shard_index(const char *path, json_t **index, uint64_t *size, uint64_t *file_sum, yk_diag *d) {
   *index = NULL;
-  int fd = open(path, O_RDONLY);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return yk_errorf_sys(d, errno == ENOENT ? YK_ENOTFOUND : YK_EIO, "cannot open shard '%s'", path);
   struct stat sb;
   int rc = 0;
@@ -382,7 +382,7 @@ static int check_shards(yk_ckpt_reader *r, int full, yk_diag *d) {
   for (int i = 0; i < r->world; i++) {
     rshard *s = &r->shards[i];
     shard_holds(r, i, holds, sizeof holds);
-    s->fd = open(s->path, O_RDONLY);
+    s->fd = open(s->path, O_RDONLY | O_CLOEXEC);
     if (s->fd < 0)
       return yk_errorf_sys(d, errno == ENOENT ? YK_ENOTFOUND : YK_EIO, "shard %s is missing or unreadable (it holds %s)",
                            s->path, holds);

@@ -44,7 +44,7 @@ uint64_t ck_hex_parse(const char *s, int *ok) {
 }
 
 int ck_fsync_dir(const char *dir, yk_diag *d) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY);
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return yk_errorf_sys(d, YK_EIO, "cannot open directory '%s' to fsync it", dir);
   int rc = fsync(fd);
   close(fd);
@@ -313,7 +313,7 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk
   ck_chunk *chunks = NULL;
   int nchunks = 0;
   if ((rc = plan_chunks(p, &chunks, &nchunks))) return yk_errorf(d, rc, "out of memory planning chunks");
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     free(chunks);
     return yk_errorf_sys(d, YK_EIO, "cannot create '%s'", tmp);

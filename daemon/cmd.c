@@ -71,14 +71,16 @@ int ykd_parse_int_arg(const char *cmd, const char *name, const char *v, int64_t 
   return 0;
 }
 
-int ykd_exit_for(int rc) {
+int yk_daemon_exit_code(int rc) {
   switch (rc) {
   case 0: return YK_EXIT_OK;
   case YK_ECONFIG:
+  case YK_EAUTH:
   case YK_EUSAGE: return YK_EXIT_USAGE;
   case YK_EPEERDEAD: return YK_EXIT_PEER_DEAD;
   case YK_ECLOSED: return YK_EXIT_COORD_LOST;
   case YK_ETIMEDOUT: return YK_EXIT_RENDEZVOUS;
+  case YK_EINTR: return YK_EXIT_SIGINT;
   default: return YK_EXIT_FAILURE;
   }
 }
@@ -156,7 +158,7 @@ int yk_daemon_cmd_selftest(int argc, char **argv) {
   rc = yk_daemon_ctl_start(&o, &ctl, &d);
   if (rc) {
     YK_ERROR(&lg, "%s: %s", cmd, yk_diag_msg(&d, rc));
-    return ykd_exit_for(rc);
+    return yk_daemon_exit_code(rc);
   }
   yk_daemon_job job;
   yk_daemon_ctl_job(ctl, &job);

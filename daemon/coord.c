@@ -381,6 +381,8 @@ static void on_refuse(ykd_conn *c, int code, const char *why) {
 static void on_close(ykd_conn *c, int err) {
   cconn *cc = (cconn *)c;
   yk_coord *co = cc->co;
+  if (!cc->authed && !co->closing && c->rlen == 0 && err)
+    YK_WARN(co->log, "coordinator: %s hung up without sending a frame (a peer with another job secret?)", c->peer);
   if (cc->rank >= 0 && co->m[cc->rank].conn == cc) {
     char why[128];
     snprintf(why, sizeof why, "connection lost (%s)", err ? uv_strerror(err) : "closed");

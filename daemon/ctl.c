@@ -14,6 +14,7 @@
 #define QCAP 32
 #define CONNECT_RETRY_MS 200
 #define BYE_FLUSH_MS 2000
+#define EMBED_LINGER_MS (30 * 60 * 1000) /* rank 0 waits at most this for the others to finish */
 
 enum { LINK_NONE, LINK_CONNECTING, LINK_CHALLENGE, LINK_REGISTERED, LINK_WELCOMED };
 
@@ -50,6 +51,7 @@ struct yk_daemon_ctl {
   int aborting;      /* an abort event was raised */
   int stop_phase;    /* 0 running, 1 flushing BYE, 2 waiting for the embedded coordinator, 3 closing */
   uint64_t stop_deadline;
+  uint64_t linger_log_ns;
   int x_sent;
   yk_daemon_event wd_ev; /* what the watchdog reports */
 
@@ -348,8 +350,17 @@ static void link_on_msg(ykd_conn *c, const yk_msg *m) {
 
 static void link_on_refuse(ykd_conn *c, int code, const char *why) {
   yk_daemon_ctl *ctl = c->owner;
+  snprintf(ctl->last_error, sizeof ctl->last_error, "we refused its frame: %s", why);
+  if (ctl->link_state == LINK_CHALLENGE && code == YK_EAUTH) {
+    /* the very first frame does not verify: the two sides hold different secrets */
+    fail_start(ctl, YK_EAUTH,
+               "the coordinator at %s:%d does not share our job secret (its CHALLENGE failed authentication): "
+               "check coord.secret_file / YOKE_SECRET",
+               ctl->env.coord_host, ctl->env.coord_port);
+    ctl->lost = 1;
+    return;
+  }
   YK_ERROR(ctl->log, "control: refused a frame from the coordinator at %s: %s", c->peer, why);
-  if (code == YK_EAUTH) snprintf(ctl->last_error, sizeof ctl->last_error, "%s", why);
 }
 
 static void link_on_close(ykd_conn *c, int err) {
@@ -371,7 +382,7 @@ static void link_on_close(ykd_conn *c, int err) {
   }
   char why[YK_PROTO_MAX_TEXT + 600];
   if (ctl->last_error[0])
-    snprintf(why, sizeof why, "the coordinator at %s:%d dropped us: %s", ctl->env.coord_host, ctl->env.coord_port,
+    snprintf(why, sizeof why, "lost the coordinator at %s:%d: %s", ctl->env.coord_host, ctl->env.coord_port,
              ctl->last_error);
   else
     snprintf(why, sizeof why, "lost the connection to the coordinator at %s:%d (%s)%s", ctl->env.coord_host,
@@ -441,6 +452,13 @@ static void on_signal(uv_signal_t *h, int signum) {
              signum == SIGTERM ? "SIGTERM" : "SIGUSR1", YK_EXIT_REQUEUE);
   }
   YK_WARN(ctl->log, "control: %s", ev.text);
+  uv_mutex_lock(&ctl->mu);
+  int started = ctl->started;
+  uv_mutex_unlock(&ctl->mu);
+  if (!started) {
+    fail_start(ctl, YK_EINTR, "interrupted by %s during rendezvous", strsignal(signum));
+    return;
+  }
   push_event(ctl, &ev);
 }
 
@@ -507,12 +525,21 @@ static void on_stop_timer(uv_timer_t *t) {
     if (ctl->link && ctl->link->pending_writes > 0 && !yk_deadline_passed(ctl->stop_deadline)) return;
     if (ctl->link) ykd_conn_close(ctl->link, 0);
     ctl->stop_phase = 2;
-    /* The embedded coordinator keeps serving until the others are gone. */
-    ctl->stop_deadline = yk_deadline_in_ms((uint64_t)ctl->hb_timeout_ms + 2000);
+    /* The embedded coordinator keeps serving until the other ranks said BYE
+     * or were found dead (heartbeats still guard them), so a rank 0 that
+     * finishes first does not cut off ranks that are still finishing. */
+    ctl->stop_deadline = yk_deadline_in_ms(EMBED_LINGER_MS);
+    ctl->linger_log_ns = yk_now_ns();
   }
   if (ctl->stop_phase == 2) {
     int code;
-    if (ctl->coord && !yk_coord_finished(ctl->coord, &code) && !yk_deadline_passed(ctl->stop_deadline)) return;
+    if (ctl->coord && !yk_coord_finished(ctl->coord, &code) && !yk_deadline_passed(ctl->stop_deadline)) {
+      if (yk_now_ns() - ctl->linger_log_ns > 10000000000ull) {
+        ctl->linger_log_ns = yk_now_ns();
+        YK_INFO(ctl->log, "control: this rank is done; the coordinator it runs waits for the others to finish");
+      }
+      return;
+    }
     if (ctl->coord && !yk_coord_finished(ctl->coord, &code))
       YK_WARN(ctl->log, "control: stopping the embedded coordinator while ranks are still registered");
     close_all(ctl);

@@ -72,7 +72,7 @@ done
 # 5. observability and robustness while a job runs
 mport=$(free_port)
 out=$YK_TMP/obs.log
-"$YOKE" launch -n 2 -- daemon-selftest --steps 120 --step-ms 25 $HB --set coord.metrics_port=$mport > "$out" 2>&1 &
+"$YOKE" launch -n 2 -- daemon-selftest --steps 200 --step-ms 25 $HB --set coord.metrics_port=$mport > "$out" 2>&1 &
 L=$!
 wait_for "all 2 ranks registered" "$out" 20
 port=$(launcher_port "$out")
@@ -88,10 +88,18 @@ else fail "status --json: $js $(cat "$YK_TMP/json.err")"; fi
 echo "0000000000000000000000000000000000000000000000000000000000000000" > "$YK_TMP/wrong.secret"
 expect_fail 1 "status with the wrong secret is refused" "$YOKE" status --coord 127.0.0.1:$port --secret-file "$YK_TMP/wrong.secret"
 expect_stderr "does not share our job secret" "$YOKE" status --coord 127.0.0.1:$port --secret-file "$YK_TMP/wrong.secret"
+# a rank holding another secret cannot join: exit 2 with the reason, and the
+# coordinator logs the stranger
+YOKE_SECRET=$(openssl rand -hex 32) YOKE_RANK=1 YOKE_WORLD=2 YOKE_COORD=127.0.0.1:$port "$YOKE" daemon-selftest > "$YK_TMP/stranger.log" 2>&1; rc=$?
+[ $rc = 2 ] && grep -q "does not share our job secret" "$YK_TMP/stranger.log" && pass "a rank with the wrong secret is refused (exit 2)" \
+  || fail "wrong-secret rank: exit $rc: $(tail -2 "$YK_TMP/stranger.log")"
 # random bytes and truncated frames at the coordinator's port
 head -c 4096 /dev/urandom > "/dev/tcp/127.0.0.1/$port" 2>/dev/null
 printf 'YKCP\001\002\000\000\377\377' > "/dev/tcp/127.0.0.1/$port" 2>/dev/null
 printf 'GET /metrics HTTP/1.0\r\n\r\n' > "/dev/tcp/127.0.0.1/$port" 2>/dev/null
+# garbage and a half request at the metrics port do not take it down
+head -c 2048 /dev/urandom > "/dev/tcp/127.0.0.1/$mport" 2>/dev/null
+printf 'GET /metr' > "/dev/tcp/127.0.0.1/$mport" 2>/dev/null
 # /metrics of both ranks, parsed
 for r in 0 1; do
   resp=$(http_get 127.0.0.1 $((mport + r)) /metrics | tr -d '\r')
@@ -101,7 +109,7 @@ done
 http_get 127.0.0.1 $mport /nope | head -1 | grep -q 404 && pass "/nope is 404" || fail "/nope not 404"
 wait $L; rc=$?
 [ $rc = 0 ] && pass "the job went on and finished after the abuse" || fail "job exit $rc: $(tail -5 "$out")"
-grep -q "refused .*wrong job secret\|refused .*failed authentication\|refused .*bad magic" "$out" && pass "coordinator logged the refusals" \
+grep -q "refused .*bad magic" "$out" && grep -q "hung up without sending a frame" "$out" && pass "coordinator logged the refusals" \
   || fail "no refusal lines in the launcher log"
 
 # 6. usage errors

@@ -186,7 +186,7 @@ static void trainer_free(trainer *t) {
   free(t->targets);
   yk_free(t->m);
   yk_free(t->v);
-  if (t->master != yk_model_params(t->model)) yk_free(t->master);
+  if (t->model && t->master != yk_model_params(t->model)) yk_free(t->master);
   yk_free(t->params16);
   yk_free(t->grads16);
   yk_model_destroy(t->model);

@@ -54,6 +54,10 @@ static void cpu_free(const yk_device *dev, void *p) { yk_free(p); }
 
 /* ---- gemm ---------------------------------------------------------- */
 
+#ifndef GEMM_CHUNKS_PER_THREAD
+#define GEMM_CHUNKS_PER_THREAD 2
+#endif
+
 static void sgemm1(int ta, int tb, int M, int N, int K_, float alpha, const float *A, int lda, const float *B, int ldb,
                    float beta, float *C, int ldc) {
   if (M <= 0 || N <= 0) return;
@@ -68,17 +72,23 @@ static void cpu_gemm(const yk_device *dev, int ta, int tb, int M, int N, int K_,
     sgemm1(ta, tb, M, N, K_, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  int by_n = N >= M; /* split the larger output dimension */
-#pragma omp parallel num_threads(nt)
-  {
-    int t = omp_get_thread_num(), n = omp_get_num_threads();
+  /* Split the larger output dimension into a few chunks per thread, handed
+   * out dynamically: a thread slowed by another process on its core then
+   * does fewer chunks instead of making the others wait. Which thread
+   * computes a chunk does not change its result (OpenBLAS sums each element
+   * over the full K in a fixed order), so this stays bitwise reproducible. */
+  int by_n = N >= M;
+  size_t dim = (size_t)(by_n ? N : M), align = by_n ? 64 : 16;
+  int nchunks = (int)YK_MIN((size_t)nt * GEMM_CHUNKS_PER_THREAD, (dim + align - 1) / align);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+  for (int ch = 0; ch < nchunks; ch++) {
     size_t lo, hi;
+    split(dim, nchunks, ch, align, &lo, &hi);
+    if (hi <= lo) continue;
     if (by_n) {
-      split((size_t)N, n, t, 64, &lo, &hi);
       const float *Bp = tb ? B + lo * (size_t)ldb : B + lo;
       sgemm1(ta, tb, M, (int)(hi - lo), K_, alpha, A, lda, Bp, ldb, beta, C + lo, ldc);
     } else {
-      split((size_t)M, n, t, 16, &lo, &hi);
       const float *Ap = ta ? A + lo : A + lo * (size_t)lda;
       sgemm1(ta, tb, (int)(hi - lo), N, K_, alpha, Ap, lda, B, ldb, beta, C + lo * (size_t)ldc, ldc);
     }
@@ -259,7 +269,9 @@ static void cpu_attention_fwd(const yk_device *dev, float *out, float *att, cons
   float scale = 1.0f / sqrtf((float)hd);
   int BH = B * NH;
   int nt = threads_for(dev, (size_t)BH * T * T * hd);
-#pragma omp parallel for num_threads(nt) schedule(static)
+  /* heads are independent (no cross-head sums), so dynamic scheduling keeps
+   * results reproducible while balancing load */
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
   for (int bh = 0; bh < BH; bh++) {
     int b = bh / NH, h = bh % NH;
     const float *q = qkv + (size_t)b * T * 3 * C + (size_t)h * hd;
@@ -306,7 +318,7 @@ static void cpu_attention_bwd(const yk_device *dev, float *dqkv, const float *do
 #pragma omp parallel num_threads(nt)
   {
     float *datt = scratch + (size_t)omp_get_thread_num() * T * T;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (int bh = 0; bh < BH; bh++) {
       int b = bh / NH, h = bh % NH;
       size_t o3 = (size_t)b * T * 3 * C + (size_t)h * hd;

@@ -136,38 +136,33 @@ static void cpu_layernorm_fwd(const yk_device *dev, float *out, float *mean, flo
     k->ln_fwd_row(out + (size_t)n * C, mean + n, rstd + n, inp + (size_t)n * C, w, b, C);
 }
 
+/* Rows are cut into fixed chunks of LN_CHUNK rows whatever the thread count;
+ * each chunk sums its dw/db partial (from zero, rows in order) into its own
+ * scratch slice, then the partials are added in chunk order. So the result
+ * is bitwise the same for any number of threads. */
+#define LN_CHUNK 64
+
 size_t yk_device_layernorm_bwd_scratch(const yk_device *dev, int N, int C) {
-  return (size_t)YK_MAX(dev->nthreads, 1) * 2 * (size_t)C;
+  return (size_t)((N + LN_CHUNK - 1) / LN_CHUNK) * 2 * (size_t)C;
 }
 
-/* Rows split over threads; each thread accumulates dw/db partials into its
- * own scratch slice, then the partials are added in thread order. */
 static void cpu_layernorm_bwd(const yk_device *dev, float *dinp, float *dw, float *db, const float *dout,
                               const float *inp, const float *w, const float *mean, const float *rstd, int N, int C,
                               float *scratch) {
   const cpu_kern *k = K(dev);
-  int nt = threads_for(dev, (size_t)N * C);
-  if (nt == 1) {
-    for (int n = 0; n < N; n++)
-      k->ln_bwd_row(dinp + (size_t)n * C, dw, db, dout + (size_t)n * C, inp + (size_t)n * C, w, mean[n], rstd[n], C);
-    return;
-  }
-  int used = 1;
-#pragma omp parallel num_threads(nt)
-  {
-    int t = omp_get_thread_num(), n_t = omp_get_num_threads();
-#pragma omp single
-    used = n_t;
-    float *pw = scratch + (size_t)t * 2 * C, *pb = pw + C;
+  int nchunks = (N + LN_CHUNK - 1) / LN_CHUNK;
+  int nt = YK_MIN(threads_for(dev, (size_t)N * C), nchunks);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int ch = 0; ch < nchunks; ch++) {
+    float *pw = scratch + (size_t)ch * 2 * C, *pb = pw + C;
     memset(pw, 0, 2 * (size_t)C * sizeof(float));
-    size_t lo, hi;
-    split((size_t)N, n_t, t, 1, &lo, &hi);
-    for (size_t n = lo; n < hi; n++)
+    size_t hi = YK_MIN((size_t)N, (size_t)(ch + 1) * LN_CHUNK);
+    for (size_t n = (size_t)ch * LN_CHUNK; n < hi; n++)
       k->ln_bwd_row(dinp + n * C, pw, pb, dout + n * C, inp + n * C, w, mean[n], rstd[n], C);
   }
-  for (int t = 0; t < used; t++) {
-    k->acc(dw, scratch + (size_t)t * 2 * C, C);
-    k->acc(db, scratch + (size_t)t * 2 * C + C, C);
+  for (int ch = 0; ch < nchunks; ch++) {
+    k->acc(dw, scratch + (size_t)ch * 2 * C, C);
+    k->acc(db, scratch + (size_t)ch * 2 * C + C, C);
   }
 }
 

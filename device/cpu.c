@@ -65,6 +65,48 @@ static void sgemm1(int ta, int tb, int M, int N, int K_, float alpha, const floa
               B, ldb, beta, C, ldc);
 }
 
+/* For products with a long K and a small output (the LM head's
+ * dlnf (BT,C) = dlogits (BT,Vp) . wte (Vp,C)), splitting M or N would make
+ * every chunk re-pack a whole operand of K-length rows; instead each chunk
+ * takes a K range into its own partial output, and the partials are added in
+ * chunk order (a fixed order: reproducible). Returns 0 if it could not get
+ * the partial buffers (the caller then splits M/N). */
+static int gemm_split_k(int nt, int ta, int tb, int M, int N, int K_, float alpha, const float *A, int lda,
+                        const float *B, int ldb, float beta, float *C, int ldc) {
+  int nchunks = (int)YK_MIN((size_t)nt * GEMM_CHUNKS_PER_THREAD, ((size_t)K_ + 63) / 64);
+  size_t MN = (size_t)M * N;
+  float *part = malloc((size_t)nchunks * MN * sizeof(float));
+  if (!part) return 0;
+#pragma omp parallel num_threads(nt)
+  {
+#pragma omp for schedule(dynamic, 1)
+    for (int ch = 0; ch < nchunks; ch++) {
+      size_t lo, hi;
+      split((size_t)K_, nchunks, ch, 64, &lo, &hi);
+      float *P = part + (size_t)ch * MN;
+      if (hi <= lo) {
+        memset(P, 0, MN * sizeof(float));
+        continue;
+      }
+      /* op(A)[:, lo:hi] and op(B)[lo:hi, :] */
+      const float *Ap = ta ? A + lo * (size_t)lda : A + lo;
+      const float *Bp = tb ? B + lo : B + lo * (size_t)ldb;
+      sgemm1(ta, tb, M, N, (int)(hi - lo), alpha, Ap, lda, Bp, ldb, 0.0f, P, N);
+    }
+#pragma omp for schedule(static)
+    for (int i = 0; i < M; i++) {
+      float *c = C + (size_t)i * ldc;
+      for (int j = 0; j < N; j++) {
+        float s = beta == 0.0f ? 0.0f : beta * c[j];
+        for (int ch = 0; ch < nchunks; ch++) s += part[(size_t)ch * MN + (size_t)i * N + j];
+        c[j] = s;
+      }
+    }
+  }
+  free(part);
+  return 1;
+}
+
 static void cpu_gemm(const yk_device *dev, int ta, int tb, int M, int N, int K_, float alpha, const float *A, int lda,
                      const float *B, int ldb, float beta, float *C, int ldc) {
   int nt = dev->nthreads;
@@ -77,6 +119,8 @@ static void cpu_gemm(const yk_device *dev, int ta, int tb, int M, int N, int K_,
    * does fewer chunks instead of making the others wait. Which thread
    * computes a chunk does not change its result (OpenBLAS sums each element
    * over the full K in a fixed order), so this stays bitwise reproducible. */
+  if ((size_t)K_ >= 4 * (size_t)YK_MAX(M, N) && gemm_split_k(nt, ta, tb, M, N, K_, alpha, A, lda, B, ldb, beta, C, ldc))
+    return;
   int by_n = N >= M;
   size_t dim = (size_t)(by_n ? N : M), align = by_n ? 64 : 16;
   int nchunks = (int)YK_MIN((size_t)nt * GEMM_CHUNKS_PER_THREAD, (dim + align - 1) / align);

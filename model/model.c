@@ -53,7 +53,10 @@ int yk_model_config_finish(yk_model_config *c, yk_diag *d) {
   if (c->channels % c->heads != 0)
     return yk_errorf(d, YK_ECONFIG, "model.channels=%d is not divisible by model.heads=%d; pick heads that divide channels",
                      c->channels, c->heads);
-  c->padded_vocab_size = (c->vocab_size + 127) / 128 * 128;
+  if (c->padded_vocab_size == 0) c->padded_vocab_size = (c->vocab_size + 127) / 128 * 128;
+  if (c->padded_vocab_size < c->vocab_size || c->padded_vocab_size % 128 != 0)
+    return yk_errorf(d, YK_ECONFIG, "padded vocab size %d must be a multiple of 128 and >= vocab_size=%d (or 0 = derive)",
+                     c->padded_vocab_size, c->vocab_size);
   return 0;
 }
 
@@ -65,6 +68,7 @@ int yk_model_config_from(const yk_config *c, yk_model_config *out, yk_diag *d) {
   if (c->model.heads) out->heads = (int)c->model.heads;
   if (c->model.max_seq_len) out->max_seq_len = (int)c->model.max_seq_len;
   if (c->model.vocab_size) out->vocab_size = (int)c->model.vocab_size;
+  out->padded_vocab_size = 0; /* derive from the final vocab_size */
   return yk_model_config_finish(out, d);
 }
 
@@ -124,9 +128,6 @@ int yk_model_create(const yk_model_config *cfg_in, int B, int T, const yk_device
   yk_model_config cfg = *cfg_in;
   int rc = yk_model_config_finish(&cfg, d);
   if (rc) return rc;
-  if (cfg.padded_vocab_size != cfg_in->padded_vocab_size && cfg_in->padded_vocab_size != 0)
-    return yk_errorf(d, YK_ECONFIG, "padded_vocab_size=%d, expected %d (vocab_size %d rounded up to 128)",
-                     cfg_in->padded_vocab_size, cfg.padded_vocab_size, cfg.vocab_size);
   if (B <= 0 || B > (1 << 20)) return yk_errorf(d, YK_ECONFIG, "micro-batch B=%d must be in [1, 1048576]", B);
   if (T <= 0 || T > cfg.max_seq_len)
     return yk_errorf(d, YK_ECONFIG, "sequence length T=%d must be in [1, max_seq_len=%d]", T, cfg.max_seq_len);

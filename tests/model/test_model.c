@@ -552,6 +552,14 @@ START_TEST(test_presets) {
   cfg.model.heads = 3;
   ck_assert_int_eq(yk_model_config_from(&cfg, &c, &d), YK_ECONFIG);
   ck_assert(strstr(d.msg, "heads=3") != NULL);
+  /* an explicit, larger padded vocab is kept; a bad one is refused */
+  yk_model_config pv = {.layers = 1, .channels = 8, .heads = 2, .max_seq_len = 4, .vocab_size = 250,
+                        .padded_vocab_size = 384};
+  ck_assert_int_eq(yk_model_config_finish(&pv, NULL), 0);
+  ck_assert_int_eq(pv.padded_vocab_size, 384);
+  pv.padded_vocab_size = 200;
+  ck_assert_int_eq(yk_model_config_finish(&pv, &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "200") != NULL, "%s", d.msg);
   /* T > maxT is refused at create */
   yk_device *dev = make_dev(1, YK_ISA_AUTO);
   yk_model *m;

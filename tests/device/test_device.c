@@ -359,6 +359,37 @@ START_TEST(test_crossent_padding_masked) {
 }
 END_TEST
 
+/* NaN anywhere in the inputs must reach the outputs in every variant (the
+ * trainer stops on a NaN loss; a kernel that swallowed NaN would hide it). */
+START_TEST(test_nan_propagates) {
+  const int N = 3, V = 300, Vp = 384;
+  for (int v = 0; v < nvariants; v++) {
+    yk_device *dev = mk(variants[v]);
+    float *lg = rnd((size_t)N * Vp, 71, 1);
+    lg[17] = NAN;            /* row 0, inside the vector part */
+    lg[Vp + V - 1] = NAN;    /* row 1, the scalar tail */
+    int32_t tg[3] = {1, 2, 3};
+    float loss[3], lse[3];
+    dev->ops->crossent_fwd(dev, loss, lse, lg, tg, N, V, Vp);
+    ck_assert_msg(isnan(loss[0]) && isnan(loss[1]) && !isnan(loss[2]), "crossent NaN (%s): %g %g %g",
+                  yk_isa_name(variants[v].isa), loss[0], loss[1], loss[2]);
+    float x[19], y[19];
+    for (int i = 0; i < 19; i++) x[i] = 0.1f * (float)i;
+    x[3] = NAN;
+    x[18] = NAN;
+    dev->ops->gelu_fwd(dev, y, x, 19);
+    ck_assert(isnan(y[3]) && isnan(y[18]) && !isnan(y[4]));
+    float a[4 * 4];
+    for (int i = 0; i < 16; i++) a[i] = 0.5f;
+    a[4] = NAN; /* row 1 (length 2) */
+    dev->ops->softmax_causal(dev, a, 1, 4, 1.0f);
+    ck_assert(isnan(a[5]) && !isnan(a[0]));
+    free(lg);
+    yk_device_destroy(dev);
+  }
+}
+END_TEST
+
 /* ---- casts ---------------------------------------------------------------------- */
 
 static int same_half(uint16_t a, uint16_t b, int bf) {
@@ -454,6 +485,7 @@ int main(void) {
   tcase_add_test(tc, test_attention_vs_naive);
   tcase_add_test(tc, test_softmax_causal);
   tcase_add_test(tc, test_crossent_padding_masked);
+  tcase_add_test(tc, test_nan_propagates);
   tcase_add_test(tc, test_casts_exact);
   tcase_add_test(tc, test_isa_env);
   suite_add_tcase(s, tc);

@@ -398,6 +398,17 @@ START_TEST(test_bad_tokens) {
   tgt[7] = -1;
   ck_assert_int_eq(yk_model_forward(m, in, tgt, NULL, &d), YK_EINVAL);
   ck_assert_msg(strstr(d.msg, "target") && strstr(d.msg, "-1"), "%s", d.msg);
+  /* a NaN weight gives a NaN loss, reported as YK_ENONFINITE */
+  int li = yk_model_tensor_find(m, "h1.fcw");
+  ck_assert_int_ge(li, 0);
+  const yk_tensor_desc *td;
+  yk_model_tensors(m, &td);
+  yk_model_params(m)[td[li].offset + 5] = NAN;
+  float loss = 0;
+  ck_assert_int_eq(yk_model_forward(m, in, tgt, &loss, &d), YK_ENONFINITE);
+  ck_assert(isnan(loss));
+  ck_assert_msg(strstr(d.msg, "non-finite") != NULL, "%s", d.msg);
+  yk_model_params(m)[td[li].offset + 5] = 0.01f;
   /* inference without targets works and gives logits */
   ck_assert_int_eq(yk_model_forward(m, in, NULL, NULL, &d), 0);
   ck_assert(isfinite(yk_model_logits(m)[0]));

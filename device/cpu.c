@@ -52,6 +52,15 @@ static inline int threads_for(const yk_device *dev, size_t work) {
 static void *cpu_alloc(const yk_device *dev, size_t bytes) { return yk_alloc(bytes); }
 static void cpu_free(const yk_device *dev, void *p) { yk_free(p); }
 
+static void cpu_zero(const yk_device *dev, float *p, size_t n) {
+#pragma omp parallel num_threads(n > (1u << 20) ? dev->nthreads : 1)
+  {
+    size_t lo, hi;
+    split(n, omp_get_num_threads(), omp_get_thread_num(), 1024, &lo, &hi);
+    if (hi > lo) memset(p + lo, 0, (hi - lo) * sizeof(float));
+  }
+}
+
 /* ---- gemm ---------------------------------------------------------- */
 
 #ifndef GEMM_CHUNKS_PER_THREAD
@@ -411,6 +420,7 @@ static const yk_device_ops cpu_ops = {
     .name = "cpu",
     .alloc = cpu_alloc,
     .free = cpu_free,
+    .zero = cpu_zero,
     .gemm = cpu_gemm,
     .encoder_fwd = cpu_encoder_fwd,
     .encoder_bwd = cpu_encoder_bwd,

@@ -262,7 +262,7 @@ void yk_model_set_grad_hook(yk_model *m, yk_model_grad_hook fn, void *ctx) {
 }
 const float *yk_model_logits(const yk_model *m) { return m->logits; }
 const float *yk_model_losses(const yk_model *m) { return m->losses; }
-void yk_model_zero_grad(yk_model *m) { memset(m->grads, 0, m->lay.total * sizeof(float)); }
+void yk_model_zero_grad(yk_model *m) { m->dev->ops->zero(m->dev, m->grads, m->lay.total); }
 
 void yk_model_init_random(yk_model *m, uint64_t seed) {
   yk_rng r;
@@ -377,7 +377,7 @@ int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
   /* LM head: dwte (Vp,C) += dlogits^T (Vp,N) . lnf (N,C); dlnf (N,C) = dlogits . wte */
   o->gemm(dev, 1, 0, Vp, C, N, 1.0f, dlog, Vp, m->lnf, C, 1.0f, G + m->lay.wte, C);
   o->gemm(dev, 0, 0, N, C, Vp, 1.0f, dlog, Vp, P + m->lay.wte, C, 0.0f, m->dC, C);
-  memset(m->dres, 0, (size_t)N * C * sizeof(float));
+  o->zero(dev, m->dres, (size_t)N * C);
   const float *xL = L > 0 ? m->al[L - 1].res3 : m->encoded;
   o->layernorm_bwd(dev, m->dres, G + m->lay.lnfw, G + m->lay.lnfb, m->dC, xL, P + m->lay.lnfw, m->lnf_mean,
                    m->lnf_rstd, N, C, m->ln_scratch);

@@ -457,9 +457,16 @@ START_TEST(test_isa_env) {
   ck_assert_int_eq(yk_device_cpu_create(0, YK_ISA_AUTO, &d, &dg), 0);
   ck_assert_int_eq(d->nthreads, yk_cpu_count());
   ck_assert_int_eq(d->isa, yk_isa_supported(YK_ISA_AVX2) ? YK_ISA_AVX2 : YK_ISA_PORTABLE);
-  /* memory is aligned and zeroed */
+  /* memory is aligned and zeroed; zero() clears exactly n floats */
   float *p = d->ops->alloc(d, 1000);
   ck_assert(((uintptr_t)p & 63) == 0 && p[0] == 0 && p[249] == 0);
+  d->ops->free(d, p);
+  size_t big = (3u << 20) + 7;
+  p = d->ops->alloc(d, (big + 1) * 4);
+  for (size_t i = 0; i <= big; i++) p[i] = 1.0f;
+  d->ops->zero(d, p, big);
+  for (size_t i = 0; i < big; i++) ck_assert(p[i] == 0.0f);
+  ck_assert(p[big] == 1.0f);
   d->ops->free(d, p);
   ck_assert(yk_device_gemm_gflops(d, 64, 64, 64, 1) > 0);
   yk_device_destroy(d);

@@ -102,13 +102,18 @@ static int gemm_split_k(int nt, int ta, int tb, int M, int N, int K_, float alph
       const float *Bp = tb ? B + lo : B + lo * (size_t)ldb;
       sgemm1(ta, tb, M, N, (int)(hi - lo), alpha, Ap, lda, Bp, ldb, 0.0f, P, N);
     }
+    /* C = beta*C + P0 + P1 + ... per element in chunk order (beta == 0
+     * never reads C, which may hold garbage) */
 #pragma omp for schedule(static)
     for (int i = 0; i < M; i++) {
       float *c = C + (size_t)i * ldc;
-      for (int j = 0; j < N; j++) {
-        float s = beta == 0.0f ? 0.0f : beta * c[j];
-        for (int ch = 0; ch < nchunks; ch++) s += part[(size_t)ch * MN + (size_t)i * N + j];
-        c[j] = s;
+      if (beta == 0.0f)
+        memset(c, 0, (size_t)N * sizeof(float));
+      else if (beta != 1.0f)
+        for (int j = 0; j < N; j++) c[j] *= beta;
+      for (int ch = 0; ch < nchunks; ch++) {
+        const float *p = part + (size_t)ch * MN + (size_t)i * N;
+        for (int j = 0; j < N; j++) c[j] += p[j];
       }
     }
   }
@@ -123,13 +128,15 @@ static void cpu_gemm(const yk_device *dev, int ta, int tb, int M, int N, int K_,
     sgemm1(ta, tb, M, N, K_, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  /* Split the larger output dimension into a few chunks per thread, handed
-   * out dynamically: a thread slowed by another process on its core then
-   * does fewer chunks instead of making the others wait. Which thread
-   * computes a chunk does not change its result (OpenBLAS sums each element
-   * over the full K in a fixed order), so this stays bitwise reproducible. */
   if ((size_t)K_ >= 4 * (size_t)YK_MAX(M, N) && gemm_split_k(nt, ta, tb, M, N, K_, alpha, A, lda, B, ldb, beta, C, ldc))
     return;
+  /* Split the larger output dimension into a few chunks per thread, handed
+   * out dynamically: a thread slowed by another process on its core then
+   * does fewer chunks instead of making the others wait. The chunk bounds
+   * depend only on the thread count, and a chunk's result only on its inputs
+   * and bounds (not on which thread runs it), so for a fixed thread count the
+   * result is bitwise reproducible. (Different thread counts give different
+   * chunks, and OpenBLAS may round a chunked product differently.) */
   int by_n = N >= M;
   size_t dim = (size_t)(by_n ? N : M), align = by_n ? 64 : 16;
   int nchunks = (int)YK_MIN((size_t)nt * GEMM_CHUNKS_PER_THREAD, (dim + align - 1) / align);

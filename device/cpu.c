@@ -4,10 +4,9 @@
  * partitions computed from the thread index, so every reduction has a fixed
  * order for a fixed thread count (bitwise reproducible runs, no atomics).
  * OpenBLAS is pinned to one thread and each sgemm is split over our threads
- * along M or N (never K, so each output element is summed by one thread in
- * OpenBLAS's fixed K order); this keeps a single set of threads busy instead
- * of two pools (OpenBLAS's and OpenMP's) spinning against each other on a
- * small machine.
+ * (along M or N, or along K with ordered partial sums when K dominates);
+ * this keeps a single set of threads busy instead of two pools (OpenBLAS's
+ * and OpenMP's) spinning against each other on a small machine.
  *
  * ISA: the vector row kernels come from a table (cpu_kern.h) picked at
  * creation: AVX2+FMA+F16C when the CPU has it, else portable C, or what

@@ -4,16 +4,18 @@
  * sgemm rate. Also the process CPU time per step (on a machine shared with
  * other work, the 1-thread CPU time is the better estimate of dedicated-core
  * speed). */
-static double cpu_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "yk_model.h"
+
+static double cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 int main(int argc, char **argv) {
   const char *preset = argc > 1 ? argv[1] : "d12";

@@ -40,6 +40,7 @@ struct yk_daemon_ctl {
   uv_timer_t hb_timer, retry_timer, watchdog, stop_timer;
   uv_signal_t sig_int, sig_term, sig_usr1;
   int signals_seen;
+  int ckpt_seen;     /* a checkpoint request was already given to the step loop */
   yk_coord *coord;
   ykd_metrics *metrics;
   ykd_conn *link;
@@ -190,7 +191,7 @@ static void on_hb_timer(uv_timer_t *t) {
              "the coordinator at %s:%d sent nothing for %llu ms (coord.heartbeat_timeout_ms=%lld)%s",
              ctl->env.coord_host, ctl->env.coord_port, (unsigned long long)age_ms, (long long)ctl->hb_timeout_ms,
              ctl->env.embed_coord ? "" : "; it runs in rank 0 or `yoke coord`");
-    YK_ERROR(ctl->log, "control: %s", why);
+    YK_WARN(ctl->log, "control: %s", why);
     coord_lost(ctl, why);
     if (ctl->link) ykd_conn_close(ctl->link, 0);
     return;
@@ -310,7 +311,7 @@ static void link_on_msg(ykd_conn *c, const yk_msg *m) {
     ev.code = m->type == YK_MSG_PEER_DEAD ? YK_EXIT_PEER_DEAD : (m->code ? m->code : YK_EXIT_FAILURE);
     snprintf(ev.host, sizeof ev.host, "%s", m->host);
     snprintf(ev.text, sizeof ev.text, "%.500s", m->text);
-    YK_ERROR(ctl->log, "control: coordinator says: %s", m->text);
+    YK_WARN(ctl->log, "control: coordinator says: %s", m->text);
     uv_mutex_lock(&ctl->mu);
     int started = ctl->started;
     uv_mutex_unlock(&ctl->mu);
@@ -328,6 +329,18 @@ static void link_on_msg(ykd_conn *c, const yk_msg *m) {
   case YK_MSG_EXCHANGE_ALL:
     on_exchange_all(ctl, m);
     return;
+  case YK_MSG_CHECKPOINT: {
+    if (ctl->ckpt_seen) return;
+    ctl->ckpt_seen = 1;
+    yk_daemon_event ev = {0};
+    ev.type = YK_EV_CHECKPOINT_REQUESTED;
+    ev.rank = -1;
+    ev.code = m->code ? m->code : YK_EXIT_REQUEUE;
+    snprintf(ev.text, sizeof ev.text, "%.400s: checkpoint at the next step boundary, then exit %d", m->text, ev.code);
+    YK_WARN(ctl->log, "control: %s", ev.text);
+    push_event(ctl, &ev);
+    return;
+  }
   case YK_MSG_ERROR:
     snprintf(ctl->last_error, sizeof ctl->last_error, "%s", m->text);
     YK_ERROR(ctl->log, "control: coordinator refused us: %s", m->text);
@@ -389,7 +402,7 @@ static void link_on_close(ykd_conn *c, int err) {
              ctl->env.coord_port, err ? uv_strerror(err) : "closed",
              ctl->env.kind == YK_LAUNCH_YOKE ? " - did `yoke launch` or `yoke coord` exit?"
                                              : " - did rank 0 (which runs it) exit?");
-  if (!ctl->lost) YK_ERROR(ctl->log, "control: %s", why);
+  if (!ctl->lost) YK_WARN(ctl->log, "control: %s", why);
   coord_lost(ctl, why);
 }
 
@@ -458,6 +471,18 @@ static void on_signal(uv_signal_t *h, int signum) {
   if (!started) {
     fail_start(ctl, YK_EINTR, "interrupted by %s during rendezvous", strsignal(signum));
     return;
+  }
+  if (ev.type == YK_EV_CHECKPOINT_REQUESTED) {
+    if (ctl->ckpt_seen) return;
+    ctl->ckpt_seen = 1;
+    /* the signal may have reached only this rank: have the coordinator tell
+     * every rank, so they all checkpoint */
+    yk_msg r = {0};
+    r.type = YK_MSG_REQUEST;
+    r.action = YK_REQ_CHECKPOINT;
+    r.code = YK_EXIT_REQUEUE;
+    snprintf(r.text, sizeof r.text, "%s on rank %d", signum == SIGTERM ? "SIGTERM" : "SIGUSR1", ctl->env.rank);
+    send_frame(ctl, &r);
   }
   push_event(ctl, &ev);
 }

@@ -13,7 +13,8 @@
 const char *yk_msg_type_name(int type) {
   static const char *names[] = {"?",         "CHALLENGE", "REGISTER", "WELCOME",   "HEARTBEAT",
                                 "HEARTBEAT_ACK", "PEER_DEAD", "SHUTDOWN", "BYE",   "STATUS_REQ",
-                                "STATUS",    "EXCHANGE",  "EXCHANGE_ALL", "ERROR"};
+                                "STATUS",    "EXCHANGE",  "EXCHANGE_ALL", "ERROR",
+                                "REQUEST",   "CHECKPOINT"};
   if (type <= 0 || type >= YK_MSG_TYPE_MAX_) return "UNKNOWN";
   return names[type];
 }
@@ -276,6 +277,15 @@ int yk_proto_encode(const yk_msg *m, const uint8_t *key, size_t key_len, uint8_t
   case YK_MSG_ERROR:
     w_str(&w, m->text, YK_PROTO_MAX_TEXT);
     break;
+  case YK_MSG_REQUEST:
+    w_i32(&w, m->action);
+    w_i32(&w, m->code);
+    w_str(&w, m->text, YK_PROTO_MAX_TEXT);
+    break;
+  case YK_MSG_CHECKPOINT:
+    w_i32(&w, m->code);
+    w_str(&w, m->text, YK_PROTO_MAX_TEXT);
+    break;
   }
   if (w.oom) {
     free(w.p);
@@ -433,6 +443,15 @@ long yk_proto_decode(const uint8_t *buf, size_t len, const uint8_t *key, size_t 
   }
   case YK_MSG_ERROR:
     r_str(&r, m->text, YK_PROTO_MAX_TEXT, "error.text");
+    break;
+  case YK_MSG_REQUEST:
+    m->action = r_i32(&r, "request.action");
+    m->code = r_i32(&r, "request.code");
+    r_str(&r, m->text, YK_PROTO_MAX_TEXT, "request.reason");
+    break;
+  case YK_MSG_CHECKPOINT:
+    m->code = r_i32(&r, "checkpoint.code");
+    r_str(&r, m->text, YK_PROTO_MAX_TEXT, "checkpoint.reason");
     break;
   }
   if (!r.bad && r.off != r.len) {

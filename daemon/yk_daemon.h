@@ -75,7 +75,9 @@ typedef enum {
   YK_MSG_EXCHANGE = 11,     /* C->S  one blob for an all-gather round */
   YK_MSG_EXCHANGE_ALL = 12, /* S->C  every rank's blob for that round */
   YK_MSG_ERROR = 13,        /* S->C  refusal with a reason, then the server closes */
-  YK_MSG_TYPE_MAX_ = 14
+  YK_MSG_REQUEST = 14,      /* C->S  ask the job to checkpoint-and-exit or stop (rank or operator) */
+  YK_MSG_CHECKPOINT = 15,   /* S->C  checkpoint at the next step boundary, then exit with code */
+  YK_MSG_TYPE_MAX_ = 16
 } yk_msg_type;
 
 const char *yk_msg_type_name(int type);
@@ -103,6 +105,12 @@ typedef struct yk_msg_member {
   yk_step_report rep;         /* STATUS: its last report */
 } yk_msg_member;
 
+/* REQUEST actions */
+typedef enum {
+  YK_REQ_CHECKPOINT = 1, /* every rank: checkpoint at the next step boundary, exit 75 */
+  YK_REQ_STOP = 2,       /* every rank: stop at the next step boundary, exit 130 */
+} yk_request_action;
+
 typedef enum {
   YK_MEMBER_EMPTY = 0,
   YK_MEMBER_REGISTERED = 1,
@@ -129,6 +137,7 @@ typedef struct yk_msg {
   uint64_t job_id;
   int32_t code;                 /* SHUTDOWN / BYE exit code */
   uint32_t round;               /* EXCHANGE */
+  int32_t action;               /* REQUEST: yk_request_action */
   int32_t alive;                /* HEARTBEAT_ACK / STATUS: members alive */
   char host[YK_PROTO_MAX_HOST + 1];
   char text[YK_PROTO_MAX_TEXT + 1]; /* reasons, error messages */

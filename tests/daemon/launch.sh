@@ -46,6 +46,8 @@ if [ -n "$victim" ]; then
   for r in 0 2; do
     grep -qE "^\[r$r\].*job aborted: rank 1 \(host $(hostname)" "$out" && pass "rank $r names dead rank 1 and its host" \
       || fail "rank $r does not name rank 1: $(grep "^\[r$r\]" "$out" | tail -2)"
+    [ "$(grep -cE "^\[r$r\].* ERROR " "$out")" = 1 ] && pass "rank $r says it in one error line" \
+      || fail "rank $r error lines: $(grep -E "^\[r$r\].* ERROR " "$out")"
   done
   pids_gone $ranks && pass "no rank process left behind" || fail "processes left: $(ps -o pid,args -p $ranks)"
 else
@@ -67,6 +69,31 @@ for sig in INT:130 TERM:75; do
   dt=$(( $(now_ms) - t0 ))
   [ $rc = $want ] && pass "SIG$s: launcher exits $want in ${dt} ms" || fail "SIG$s: exit $rc, wanted $want: $(tail -3 "$out")"
   pids_gone $ranks && pass "SIG$s: no rank left" || fail "SIG$s: ranks left"
+done
+
+# 4b. a checkpoint request reaches every rank: SIGUSR1 to one rank, or
+#     `yoke status --checkpoint`; `yoke status --stop` stops them all
+for how in usr1 status-checkpoint status-stop; do
+  out=$YK_TMP/req-$how.log
+  "$YOKE" launch -n 3 -- $YK_WORKLOAD_LONG $HB > "$out" 2>&1 &
+  L=$!
+  wait_for "all 3 ranks registered" "$out" 20
+  sleep 0.3
+  ranks=$(all_ranks $L)
+  port=$(launcher_port "$out")
+  want=75
+  case $how in
+    usr1) kill -USR1 "$(rank_pid $L 1)" ;;
+    status-checkpoint) "$YOKE" status --coord 127.0.0.1:$port --checkpoint > /dev/null 2>&1 ;;
+    status-stop) "$YOKE" status --coord 127.0.0.1:$port --stop > /dev/null 2>&1; want=130 ;;
+  esac
+  t0=$(now_ms)
+  wait $L; rc=$?
+  dt=$(( $(now_ms) - t0 ))
+  n=$(grep -cE "launch: rank [0-9] \(pid [0-9]+\) exited with code $want\$" "$out")
+  [ $rc = $want ] && [ "$n" -ge 3 ] && pass "$how: all 3 ranks exit $want in ${dt} ms" \
+    || fail "$how: exit $rc (want $want), $n ranks exited $want: $(tail -4 "$out")"
+  pids_gone $ranks || fail "$how: ranks left behind"
 done
 
 # 5. observability and robustness while a job runs

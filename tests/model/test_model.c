@@ -398,6 +398,18 @@ START_TEST(test_bad_tokens) {
   tgt[7] = -1;
   ck_assert_int_eq(yk_model_forward(m, in, tgt, NULL, &d), YK_EINVAL);
   ck_assert_msg(strstr(d.msg, "target") && strstr(d.msg, "-1"), "%s", d.msg);
+  tgt[7] = 0;
+  /* a NaN weight gives a NaN loss, reported as YK_ENONFINITE */
+  int li = yk_model_tensor_find(m, "h1.fcw");
+  ck_assert_int_ge(li, 0);
+  const yk_tensor_desc *td;
+  yk_model_tensors(m, &td);
+  yk_model_params(m)[td[li].offset + 5] = NAN;
+  float loss = 0;
+  ck_assert_int_eq(yk_model_forward(m, in, tgt, &loss, &d), YK_ENONFINITE);
+  ck_assert(isnan(loss));
+  ck_assert_msg(strstr(d.msg, "non-finite") != NULL, "%s", d.msg);
+  yk_model_params(m)[td[li].offset + 5] = 0.01f;
   /* inference without targets works and gives logits */
   ck_assert_int_eq(yk_model_forward(m, in, NULL, NULL, &d), 0);
   ck_assert(isfinite(yk_model_logits(m)[0]));
@@ -552,6 +564,14 @@ START_TEST(test_presets) {
   cfg.model.heads = 3;
   ck_assert_int_eq(yk_model_config_from(&cfg, &c, &d), YK_ECONFIG);
   ck_assert(strstr(d.msg, "heads=3") != NULL);
+  /* an explicit, larger padded vocab is kept; a bad one is refused */
+  yk_model_config pv = {.layers = 1, .channels = 8, .heads = 2, .max_seq_len = 4, .vocab_size = 250,
+                        .padded_vocab_size = 384};
+  ck_assert_int_eq(yk_model_config_finish(&pv, NULL), 0);
+  ck_assert_int_eq(pv.padded_vocab_size, 384);
+  pv.padded_vocab_size = 200;
+  ck_assert_int_eq(yk_model_config_finish(&pv, &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "200") != NULL, "%s", d.msg);
   /* T > maxT is refused at create */
   yk_device *dev = make_dev(1, YK_ISA_AUTO);
   yk_model *m;

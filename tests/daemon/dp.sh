@@ -13,6 +13,8 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 export YOKE_SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 MPIRUN="mpirun --oversubscribe --bind-to none -x YOKE_SECRET -x OMP_NUM_THREADS"
+# A port of our own: other jobs on this machine may hold the default 29400.
+export YK_PORT=$((20000 + RANDOM % 20000))
 
 "$YOKE" data prepare --out "$tmp/data" /usr/share/common-licenses/* > /dev/null || { fail "data prepare"; finish; exit 1; }
 cat > "$tmp/job.yaml" <<YAML
@@ -30,7 +32,7 @@ losses() { grep -o '"step": [0-9]*, "loss": [0-9.]*' "$1" | sed 's/.*"loss": //'
 # the local launcher (coordinator bootstrap, libfabric shm provider).
 run() {
   local n=$1 t=$2; shift 2
-  if [ "$t" = mpi ]; then $MPIRUN -np "$n" "$YOKE" train "$tmp/job.yaml" --set comm.transport=mpi "$@"
+  if [ "$t" = mpi ]; then $MPIRUN -np "$n" "$YOKE" train "$tmp/job.yaml" --set comm.transport=mpi --set coord.port=$YK_PORT "$@"
   else "$YOKE" launch -n "$n" -- train "$tmp/job.yaml" --set comm.transport=libfabric "$@" | sed 's/^\[r[0-9]*\] //'; fi
 }
 for t in mpi libfabric; do
@@ -57,4 +59,30 @@ done
 s1=$(grep -o '"params_checksum": "[0-9a-f]*"' "$tmp/r2.mpi.json" | head -1)
 s2=$(grep -o '"params_checksum": "[0-9a-f]*"' "$tmp/r2.libfabric.json" | head -1)
 [ -n "$s1" ] && [ "$s1" = "$s2" ] && pass "MPI and libfabric runs end with identical weights" || fail "transports differ: $s1 vs $s2"
+
+# kill -9 of one rank mid-training: the other names it and exits with the
+# peer-dead code (3) within coord.heartbeat_timeout_ms (2 s here) + 2 s.
+"$YOKE" launch -n 2 -- train "$tmp/job.yaml" --set train.steps=100000 --set coord.heartbeat_timeout_ms=2000 \
+  --set data.val= > "$tmp/kill.log" 2>&1 &
+lpid=$!
+victim=""
+for i in $(seq 1 100); do
+  for p in $(pgrep -f "train $tmp/job.yaml"); do
+    if tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx YOKE_RANK=1; then victim=$p; fi
+  done
+  [ -n "$victim" ] && grep -q "step 1/" "$tmp/kill.log" && break
+  sleep 0.1
+done
+if [ -z "$victim" ]; then fail "rank 1 of the kill test never started"; kill $lpid; else
+  kill -9 "$victim"; t0=$(date +%s%N)
+  wait $lpid; rc=$?
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  [ $ms -le 4000 ] && pass "job ended ${ms} ms after kill -9 (limit 4000)" || fail "job took ${ms} ms to end"
+  grep -q "\[r0\].*rank 1 .*\(died\|dead\|failed\|lost\)" "$tmp/kill.log" && pass "rank 0 names dead rank 1" \
+    || fail "rank 0 did not name rank 1: $(grep '\[r0\]' "$tmp/kill.log" | tail -3)"
+  [ $rc -ne 0 ] && pass "launcher exits non-zero ($rc)" || fail "launcher exit 0 after a kill"
+  sleep 0.5
+  left=$(pgrep -f "train $tmp/job.yaml" | wc -l)
+  [ "$left" = 0 ] && pass "no rank left behind" || fail "$left processes left"
+fi
 finish

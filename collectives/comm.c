@@ -818,10 +818,14 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
     goto fail;
   }
   for (int i = 0; i < c->size; i++) c->xrank[i] = i;
-  /* identity: host name, pid and pid namespace (so that a peer on this
-   * host can be checked for liveness with kill(pid, 0)) */
+  /* identity: host name, network namespace, pid and pid namespace (so that
+   * a peer on this host can be checked for liveness with kill(pid, 0)). Two
+   * ranks share a host only if they also share the network namespace: a
+   * container or a test host in its own namespace is treated as another
+   * machine (the shm provider is not assumed to reach it). */
   typedef struct ident {
     char host[64];
+    char netns[48];
     char pidns[48];
     int64_t pid;
   } ident;
@@ -836,6 +840,8 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
   gethostname(me.host, sizeof me.host - 1);
   ssize_t nl = readlink("/proc/self/ns/pid", me.pidns, sizeof me.pidns - 1);
   if (nl < 0) me.pidns[0] = 0;
+  nl = readlink("/proc/self/ns/net", me.netns, sizeof me.netns - 1);
+  if (nl < 0) me.netns[0] = 0;
   me.pid = (int64_t)getpid();
   uint64_t dl = yk_deadline_in_ms(c->timeout_ms);
   rc = b->allgather(b, &me, sizeof me, ids, dl, d);
@@ -846,7 +852,7 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
   int same_host = 1;
   for (int i = 0; i < c->size; i++) {
     memcpy(c->hosts[i], ids[i].host, sizeof c->hosts[i]);
-    same_host &= !strcmp(ids[i].host, ids[0].host);
+    same_host &= !strcmp(ids[i].host, ids[0].host) && !strcmp(ids[i].netns, ids[0].netns);
     /* liveness by pid only for other processes in our host and pid namespace */
     int local = !strcmp(ids[i].host, me.host) && me.pidns[0] && !strcmp(ids[i].pidns, me.pidns);
     c->pids[i] = local && ids[i].pid != me.pid ? ids[i].pid : 0;

@@ -370,6 +370,9 @@ static int trainer_run(trainer *t, yk_diag *d) {
           t->nparams);
   YK_INFO(&t->log, "global batch %d x %d x %d ranks = %d sequences of %d tokens (%.0f tokens/step); device %s, %d threads, %s kernels",
           B, accum, t->world, B * accum * t->world, T, tokens_per_step, t->dev->ops->name, t->dev->nthreads, yk_isa_name(t->dev->isa));
+  if (t->dp.comm)
+    YK_INFO(&t->log, "data plane %s, %d ranks, bucket %lld KiB", yk_comm_transport_name(t->dp.comm), t->world,
+            (long long)c->comm.bucket_kb);
   YK_INFO(&t->log, "data: %llu training tokens in %d shard(s), %llu windows per epoch",
           (unsigned long long)yk_data_loader_total_tokens(t->train_ld), yk_data_loader_shard_count(t->train_ld),
           (unsigned long long)yk_data_loader_epoch_windows(t->train_ld));

@@ -350,6 +350,9 @@ int ykd_ckpt_resume(ykd_ckpt_ctx *ck, int64_t *start_step, yk_diag *d) {
       return yk_errorf(d, YK_EMISMATCH, "ranks resumed from different steps (%lld .. %lld): is another job writing %s?",
                        (long long)-v[2], (long long)v[1], ck->cfg->ckpt.dir);
   }
+  if (!rc && *start_step > ck->cfg->train.steps)
+    return yk_errorf(d, YK_ECONFIG, "the checkpoint is at step %lld, beyond train.steps=%lld: raise train.steps to "
+                     "train on", (long long)*start_step, (long long)ck->cfg->train.steps);
   if (!rc && *start_step > 0) ck->last_saved = *start_step; /* that step is on disk already */
   return rc;
 }

@@ -213,7 +213,7 @@ static int restore_arena(yk_ckpt_reader *r, const char *name, yk_dtype dt, void 
 
 /* Restore everything from one checkpoint directory. */
 static int restore_from(ykd_ckpt_ctx *ck, const char *path, int64_t *step, yk_diag *d) {
-  yk_ckpt_open_opts oo = {.verify = YK_CKPT_VERIFY_META, .fallback = 0, .threads = 0, .log = ck->log};
+  yk_ckpt_open_opts oo = {.verify = YK_CKPT_VERIFY_FULL, .fallback = 0, .threads = 0, .log = ck->log};
   yk_ckpt_reader *r = NULL;
   int rc = yk_ckpt_reader_open(path, &oo, &r, d);
   if (rc) return rc;
@@ -318,8 +318,8 @@ static int resume_local(ykd_ckpt_ctx *ck, int64_t *start, yk_diag *d) {
       first = t;
       first_rc = rc;
     }
-    YK_ERROR(ck->log, "ckpt: cannot resume from %s: %s", e[i].path, yk_diag_msg(&t, rc));
     if (!ck->cfg->ckpt.fallback || rc == YK_EMISMATCH || rc == YK_ENOMEM) break;
+    YK_ERROR(ck->log, "ckpt: cannot resume from %s: %s", e[i].path, yk_diag_msg(&t, rc));
     *start = 0;
   }
   if (rc) {

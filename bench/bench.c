@@ -11,6 +11,7 @@ typedef struct {
 
 static const bench_entry benches[] = {
     {"train", yk_bench_cmd_train, "one-rank training throughput and MFU, PyTorch beside"},
+    {"scale", yk_bench_cmd_scale, "data-parallel weak scaling 1 -> 2 ranks, PyTorch DDP beside; fp16/bf16; grad_accum"},
     {"ckpt", yk_bench_cmd_ckpt, "checkpoint save/load GB/s, compression ratio, async stall"},
 };
 

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char usage[] =
@@ -31,6 +32,7 @@ static const char usage[] =
     "Benchmark checkpoint save/load throughput, compression ratio per tensor kind and the training stall\n"
     "per asynchronous save, on a synthetic GPT-2 (C=768, Vp=50304, T=1024) state with L layers.\n"
     "  --layers L    transformer layers (default 12: GPT-2 124M, 1.74 GB of state)\n"
+    "  --channels C  model width (default 768); --vocab Vp padded vocabulary (default 50304)\n"
     "  --world W     size of the simulated world; this process writes rank 0's 1/W (default 1)\n"
     "  --level N     zstd level -7..22 (default 1, as ckpt.level)\n"
     "  --threads N   compression threads (default 0 = all cores)\n"
@@ -96,6 +98,24 @@ static void tdesc(yk_tensor_desc *t, const char *name, size_t *off, int ndim, in
   *off += t->numel;
 }
 
+/* CPU time of the whole process (all threads): a load-independent cost
+ * figure on a shared machine, where wall-clock GB/s depends on neighbours. */
+static double cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double loadavg1(void) {
+  double l = -1;
+  FILE *f = fopen("/proc/loadavg", "r");
+  if (f) {
+    if (fscanf(f, "%lf", &l) != 1) l = -1;
+    fclose(f);
+  }
+  return l;
+}
+
 static void spin_s(double s) {
   double end = yk_now_s() + s;
   volatile double x = 1;
@@ -113,7 +133,7 @@ static int parse_opt(const char *name, const char *val, int64_t lo, int64_t hi, 
 }
 
 int yk_bench_cmd_ckpt(int argc, char **argv) {
-  int64_t L = 12, world = 1, level = 1, threads = 0, step_ms = 2000;
+  int64_t L = 12, world = 1, level = 1, threads = 0, step_ms = 2000, C = 768, Vp = 50304;
   const char *dir_opt = NULL;
   int json_out = 0;
   for (int i = 1; i < argc; i++) {
@@ -127,6 +147,8 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
       continue;
     } else if (!strcmp(a, "--layers")) rc = parse_opt(a, val, 1, 96, &L);
     else if (!strcmp(a, "--world")) rc = parse_opt(a, val, 1, 4096, &world);
+    else if (!strcmp(a, "--channels")) rc = parse_opt(a, val, 8, 16384, &C);
+    else if (!strcmp(a, "--vocab")) rc = parse_opt(a, val, 8, 1 << 20, &Vp);
     else if (!strcmp(a, "--level")) rc = parse_opt(a, val, -7, 22, &level);
     else if (!strcmp(a, "--threads")) rc = parse_opt(a, val, 0, 64, &threads);
     else if (!strcmp(a, "--step-ms")) rc = parse_opt(a, val, 1, 10000000, &step_ms);
@@ -143,7 +165,7 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
     if (rc) return rc;
     i++;
   }
-  const int64_t C = 768, Vp = 50304, T = 1024;
+  const int64_t T = 1024;
   yk_tensor_desc t[16];
   size_t n = 0;
   tdesc(&t[0], "wte", &n, 2, Vp, C, 0);
@@ -218,12 +240,16 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
   o.level = (int)level;
   o.threads = (int)threads;
   o.keep = 2;
+  yk_logger quiet;
+  yk_logger_init(&quiet, 0, YK_LOG_WARN, stderr);
+  o.log = &quiet;
 
   /* 1. synchronous save of rank 0's shard (+ commit when world is 1) */
   yk_ckpt_write_stats st;
-  double t0 = yk_now_s();
+  double load_before = loadavg1();
+  double t0 = yk_now_s(), c0 = cpu_s();
   if ((rc = yk_ckpt_write_shard(&o, s, 1, &st, &d))) goto fail;
-  double save_s = yk_now_s() - t0;
+  double save_s = yk_now_s() - t0, save_cpu = cpu_s() - c0;
   double save_gbs = (double)st.raw_bytes / (st.write_s - st.sync_s) / 1e9;
   double durable_gbs = (double)st.raw_bytes / save_s / 1e9;
   double ratio = (double)st.raw_bytes / (double)st.file_bytes;
@@ -269,12 +295,14 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
   const char *names[4] = {"params", "params16", "m", "v"};
   const void *orig[4] = {fc.p, fc.h, fc.m, fc.v};
   size_t es[4] = {4, 2, 4, 4};
-  double load_s = 0;
+  double load_s = 0, load_cpu = 0;
   uint64_t load_bytes = 0;
   for (int a = 0; a < 4; a++) {
     t0 = yk_now_s();
+    c0 = cpu_s();
     if ((rc = yk_ckpt_reader_read(r, names[a], 0, n, back, &d))) goto fail;
     load_s += yk_now_s() - t0;
+    load_cpu += cpu_s() - c0;
     load_bytes += n * es[a];
     if (memcmp(back, orig[a], n * es[a])) {
       fprintf(stderr, "yoke bench ckpt: arena %s read back differs from what was saved\n", names[a]);
@@ -294,10 +322,13 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
     kind_ratio[a] = comp ? (double)(n * es[a]) / (double)comp : 0;
   }
   double step_s = (double)step_ms / 1000.0;
-  printf("yoke bench ckpt: GPT-2 L=%lld (%.1fM params), world %lld (rank 0 writes 1/%lld), zstd level %lld, "
+  printf("yoke bench ckpt: GPT-2 L=%lld C=%lld (%.1fM params), world %lld (rank 0 writes 1/%lld), zstd level %lld, "
          "%d threads, dir %s\n",
-         (long long)L, (double)n / 1e6, (long long)world, (long long)world, (long long)level,
+         (long long)L, (long long)C, (double)n / 1e6, (long long)world, (long long)world, (long long)level,
          threads ? (int)threads : yk_cpu_count(), dir);
+  double save_core = (double)st.raw_bytes / save_cpu / 1e9, load_core = (double)load_bytes / load_cpu / 1e9;
+  printf("  machine load (1 min avg)  %8.2f on %d cores (other jobs share them: wall-clock GB/s scale with it)\n",
+         load_before, yk_cpu_count());
   printf("  raw state of rank 0       %8.3f GB (shard file %.3f GB)\n", (double)st.raw_bytes / 1e9,
          (double)st.file_bytes / 1e9);
   printf("  save (compress + write)   %8.3f GB/s  (%.2f s, before fsync)\n", save_gbs, st.write_s - st.sync_s);
@@ -305,6 +336,8 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
          save_s, st.sync_s);
   printf("  load (all arenas, warm)   %8.3f GB/s  (%.2f s for %.3f GB, checksums verified)\n", load_gbs, load_s,
          (double)load_bytes / 1e9);
+  printf("  CPU cost                  save %.3f GB per CPU-second, load %.3f GB per CPU-second (load-independent)\n",
+         save_core, load_core);
   printf("  compression ratio         %8.3f  (params f32 %.3f, params16 bf16 %.3f, m f32 %.3f, v f32 %.3f; "
          "whole checkpoint)\n",
          ratio, kind_ratio[0], kind_ratio[1], kind_ratio[2], kind_ratio[3]);
@@ -314,12 +347,13 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
   printf("  async stall (deferred)    %8.3f s = %.1f%% of a step (copy overlapped with 2/3 step of compute)\n",
          stall_defer, 100 * stall_defer / step_s);
   if (json_out) {
-    json_t *j = json_pack("{s:s, s:I, s:f, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:{s:f, s:f, s:f, s:f}}",
+    json_t *j = json_pack("{s:s, s:I, s:f, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:{s:f, s:f, s:f, s:f}}",
                           "bench", "ckpt", "layers", (json_int_t)L, "params_m", (double)n / 1e6, "world",
                           (json_int_t)world, "level", (json_int_t)level, "step_ms", (json_int_t)step_ms, "raw_gb",
                           (double)st.raw_bytes / 1e9, "save_gbs", save_gbs, "save_durable_gbs", durable_gbs, "load_gbs", load_gbs, "ratio", ratio,
                           "stall_s", stall_copy, "stall_frac", stall_copy / step_s, "stall_frac_deferred",
-                          stall_defer / step_s, "async_write_s", async_total, "ratio_by_kind", "params_f32",
+                          stall_defer / step_s, "async_write_s", async_total, "save_gb_per_cpu_s", save_core, "load_gb_per_cpu_s", load_core, "loadavg",
+                          load_before, "ratio_by_kind", "params_f32",
                           kind_ratio[0], "params16_bf16", kind_ratio[1], "adam_m_f32", kind_ratio[2], "adam_v_f32",
                           kind_ratio[3]);
     char *txt = json_dumps(j, JSON_COMPACT);

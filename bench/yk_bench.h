@@ -14,6 +14,9 @@ extern "C" {
 int yk_bench_cmd_main(int argc, char **argv);
 /* yoke bench train: single-rank training throughput, MFU, PyTorch beside. */
 int yk_bench_cmd_train(int argc, char **argv);
+/* yoke bench scale: 1 vs 2 ranks of yoke train beside PyTorch DDP, precision
+ * and grad_accum comparisons. */
+int yk_bench_cmd_scale(int argc, char **argv);
 /* yoke bench ckpt: checkpoint save/load throughput, compression ratio per
  * tensor kind and the training stall per asynchronous save. */
 int yk_bench_cmd_ckpt(int argc, char **argv);

@@ -66,7 +66,10 @@ static void do_copy(yk_ckpt_writer *w) {
   for (int i = 0; i < w->nparts; i++) c.total += w->parts[i].len * yk_dtype_size(w->parts[i].arena->dtype);
   if (c.total < (64u << 20)) c.threads = 1;
   ck_run_threads(c.threads, copy_worker, &c);
-  w->cur.copy_s = yk_now_s() - t0;
+  double dt = yk_now_s() - t0;
+  pthread_mutex_lock(&w->mu);
+  w->cur.copy_s = dt;
+  pthread_mutex_unlock(&w->mu);
 }
 
 static void set_err(yk_ckpt_writer *w, int rc, const yk_diag *d) {
@@ -96,9 +99,11 @@ static void *thread_main(void *arg) {
       ck_plan p = {.step = w->step, .rank = w->o.rank, .world = w->o.world, .parts = w->parts, .nparts = w->nparts,
                    .blobs = w->blobs, .nblobs = w->nblobs, .model_json = w->model_json,
                    .config_yaml = w->config_yaml};
-      yk_ckpt_write_stats st = w->cur;
+      yk_ckpt_write_stats st = {0};
       rc = ck_write_plan(w->dir, &p, w->o.level, w->o.threads, &st, &d);
+      pthread_mutex_lock(&w->mu);
       st.copy_s = w->cur.copy_s;
+      pthread_mutex_unlock(&w->mu);
       if (!rc) {
         pthread_mutex_lock(&w->mu);
         w->st = st;
@@ -232,7 +237,9 @@ int yk_ckpt_writer_save(yk_ckpt_writer *w, const yk_ckpt_state *s, int64_t step,
   if (step < 0) return yk_errorf(d, YK_EINVAL, "checkpoint step %lld is negative", (long long)step);
   /* The thread is idle: the snapshot fields are ours until we queue the op. */
   free_snapshot_meta(w);
+  pthread_mutex_lock(&w->mu);
   memset(&w->cur, 0, sizeof w->cur);
+  pthread_mutex_unlock(&w->mu);
   w->meta = calloc((size_t)s->narenas + 1, sizeof *w->meta);
   w->parts = calloc((size_t)s->narenas + 1, sizeof *w->parts);
   if (!w->meta || !w->parts) return yk_errorf(d, YK_ENOMEM, "out of memory");

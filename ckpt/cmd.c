@@ -7,7 +7,7 @@
 
 static const char usage_text[] =
     "usage: yoke ckpt ls DIR\n"
-    "       yoke ckpt verify PATH [--threads N]\n"
+    "       yoke ckpt verify PATH [--all] [--threads N]\n"
     "       yoke ckpt inspect PATH [--json]\n"
     "       yoke ckpt convert PATH --world M --out DIR [--level L] [--threads N]\n"
     "       yoke ckpt convert PATH --export-gpt2 FILE [--arena NAME]\n"
@@ -15,7 +15,7 @@ static const char usage_text[] =
     "PATH is a checkpoint directory (DIR/step-N) or a checkpoint root DIR (its newest committed checkpoint).\n"
     "ls       list the checkpoints in DIR: step, world size, size, committed or incomplete\n"
     "verify   check every checksum (manifest, shard files, every chunk and blob); exit 1 naming the damaged\n"
-    "         file and tensor\n"
+    "         file and tensor. --all: every checkpoint in the root DIR, not just the newest\n"
     "inspect  print the manifest human-readable (--json: the raw manifest)\n"
     "convert  reshard to M shard files under DIR (same step), or export one arena's weights (default arena\n"
     "         'params', f32) to the llm.c GPT-2 weights format or to safetensors\n";
@@ -67,7 +67,8 @@ static int cmd_ls(int argc, char **argv) {
     char sz[32], w[16];
     human_bytes(sz, sizeof sz, (double)e[i].bytes);
     snprintf(w, sizeof w, "%d", e[i].world);
-    const char *st = e[i].committed ? (i == newest ? "latest" : "committed") : "incomplete";
+    const char *st = e[i].committed ? (i == newest ? "latest" : "committed")
+                     : strstr(e[i].path, ".partial") ? "incomplete" : "damaged";
     printf("%-10lld %-6s %-11s %-11s %s\n", (long long)e[i].step, e[i].world ? w : "-", sz, st, e[i].path);
   }
   if (!n) printf("(no checkpoints in %s)\n", dir);
@@ -85,25 +86,7 @@ static int parse_int_opt(const char *cmd, const char *name, const char *val, int
   return 0;
 }
 
-static int cmd_verify(int argc, char **argv) {
-  const char *path = NULL;
-  int threads = 0;
-  for (int i = 1; i < argc; i++) {
-    if (is_help(argv[i])) {
-      fputs(usage_text, stdout);
-      return 0;
-    }
-    if (!strcmp(argv[i], "--threads")) {
-      if (parse_int_opt("verify", "--threads", i + 1 < argc ? argv[++i] : NULL, 0, 64, &threads)) return 2;
-    } else if (argv[i][0] == '-') {
-      return usage_err("verify", "unknown option '%s'", argv[i]);
-    } else if (path) {
-      return usage_err("verify", "unexpected argument '%s'", argv[i]);
-    } else {
-      path = argv[i];
-    }
-  }
-  if (!path) return usage_err("verify", "%s", "needs a checkpoint PATH");
+static int verify_one(const char *path, int threads) {
   yk_ckpt_open_opts oo = {.verify = YK_CKPT_VERIFY_META, .threads = threads};
   yk_ckpt_reader *r;
   yk_diag d = {0};
@@ -126,11 +109,51 @@ static int cmd_verify(int argc, char **argv) {
     }
     yk_ckpt_reader_close(r);
   }
+  if (rc) fprintf(stderr, "yoke ckpt verify: %s\n", yk_diag_msg(&d, rc));
+  return rc ? 1 : 0;
+}
+
+static int cmd_verify(int argc, char **argv) {
+  const char *path = NULL;
+  int threads = 0, all = 0;
+  for (int i = 1; i < argc; i++) {
+    if (is_help(argv[i])) {
+      fputs(usage_text, stdout);
+      return 0;
+    }
+    if (!strcmp(argv[i], "--threads")) {
+      if (parse_int_opt("verify", "--threads", i + 1 < argc ? argv[++i] : NULL, 0, 64, &threads)) return 2;
+    } else if (!strcmp(argv[i], "--all")) {
+      all = 1;
+    } else if (argv[i][0] == '-') {
+      return usage_err("verify", "unknown option '%s'", argv[i]);
+    } else if (path) {
+      return usage_err("verify", "unexpected argument '%s'", argv[i]);
+    } else {
+      path = argv[i];
+    }
+  }
+  if (!path) return usage_err("verify", "%s", "needs a checkpoint PATH");
+  if (!all) return verify_one(path, threads);
+  yk_ckpt_entry *e;
+  int n, bad = 0, seen = 0;
+  yk_diag d = {0};
+  int rc = yk_ckpt_list(path, &e, &n, &d);
   if (rc) {
     fprintf(stderr, "yoke ckpt verify: %s\n", yk_diag_msg(&d, rc));
     return 1;
   }
-  return 0;
+  for (int i = 0; i < n; i++) {
+    if (strstr(e[i].path, ".partial")) continue;
+    seen++;
+    bad |= verify_one(e[i].path, threads);
+  }
+  free(e);
+  if (!seen) {
+    fprintf(stderr, "yoke ckpt verify: no checkpoints in '%s'\n", path);
+    return 1;
+  }
+  return bad;
 }
 
 static int cmd_inspect(int argc, char **argv) {

@@ -35,7 +35,7 @@ static int pread_all(int fd, void *buf, size_t len, uint64_t off) {
 
 int ck_read_shard_index(const char *path, json_t **index, uint64_t *size, uint64_t *file_sum, yk_diag *d) {
   *index = NULL;
-  int fd = open(path, O_RDONLY);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return yk_errorf_sys(d, errno == ENOENT ? YK_ENOTFOUND : YK_EIO, "cannot open shard '%s'", path);
   struct stat sb;
   int rc = 0;
@@ -382,7 +382,7 @@ static int check_shards(yk_ckpt_reader *r, int full, yk_diag *d) {
   for (int i = 0; i < r->world; i++) {
     rshard *s = &r->shards[i];
     shard_holds(r, i, holds, sizeof holds);
-    s->fd = open(s->path, O_RDONLY);
+    s->fd = open(s->path, O_RDONLY | O_CLOEXEC);
     if (s->fd < 0)
       return yk_errorf_sys(d, errno == ENOENT ? YK_ENOTFOUND : YK_EIO, "shard %s is missing or unreadable (it holds %s)",
                            s->path, holds);
@@ -554,14 +554,18 @@ static void read_worker(void *arg, int worker) {
                      "%s: checksum mismatch in tensor '%s' of arena '%s' (elements %llu..%llu, file offset %llu)",
                      s->path, tensor_name(c->a, k->tensor), c->a->name, (unsigned long long)k->off,
                      (unsigned long long)(k->off + k->n), (unsigned long long)k->file_off);
-    } else if (ck_chunk_decode(comp, k->bytes, k->n, es, z, scratch, raw) ||
-               XXH3_64bits(raw, k->n * es) != k->raw_sum) {
-      rc = yk_errorf(&e, YK_ECORRUPT, "%s: tensor '%s' of arena '%s' (elements %llu..%llu) decodes to wrong data",
-                     s->path, tensor_name(c->a, k->tensor), c->a->name, (unsigned long long)k->off,
-                     (unsigned long long)(k->off + k->n));
-    } else if (c->dst) {
-      uint64_t lo = YK_MAX(k->off, c->off), hi = YK_MIN(k->off + k->n, c->off + c->n);
-      memcpy(c->dst + (lo - c->off) * es, raw + (lo - k->off) * es, (hi - lo) * es);
+    } else {
+      /* A chunk wholly inside the range decodes straight into dst. */
+      int direct = c->dst && k->off >= c->off && k->off + k->n <= c->off + c->n;
+      uint8_t *out = direct ? c->dst + (k->off - c->off) * es : raw;
+      if (ck_chunk_decode(comp, k->bytes, k->n, es, z, scratch, out) || XXH3_64bits(out, k->n * es) != k->raw_sum) {
+        rc = yk_errorf(&e, YK_ECORRUPT, "%s: tensor '%s' of arena '%s' (elements %llu..%llu) decodes to wrong data",
+                       s->path, tensor_name(c->a, k->tensor), c->a->name, (unsigned long long)k->off,
+                       (unsigned long long)(k->off + k->n));
+      } else if (c->dst && !direct) {
+        uint64_t lo = YK_MAX(k->off, c->off), hi = YK_MIN(k->off + k->n, c->off + c->n);
+        memcpy(c->dst + (lo - c->off) * es, raw + (lo - k->off) * es, (hi - lo) * es);
+      }
     }
     if (rc) {
       pthread_mutex_lock(&c->mu);

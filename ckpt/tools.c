@@ -189,7 +189,7 @@ int yk_ckpt_export_gpt2(yk_ckpt_reader *r, const char *arena, const char *out_pa
     }
   }
   snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
-  f = fopen(tmp, "wb");
+  f = fopen(tmp, "wbe");
   if (!f) {
     rc = yk_errorf_sys(d, YK_EIO, "cannot create '%s'", tmp);
     goto out;
@@ -261,7 +261,7 @@ int yk_ckpt_export_safetensors(yk_ckpt_reader *r, const char *arena, const char 
   size_t hl = strlen(txt), padded = (hl + 7) / 8 * 8;
   char tmp[4200];
   snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
-  FILE *f = fopen(tmp, "wb");
+  FILE *f = fopen(tmp, "wbe");
   if (!f) {
     free(txt);
     return yk_errorf_sys(d, YK_EIO, "cannot create '%s'", tmp);

@@ -44,7 +44,7 @@ uint64_t ck_hex_parse(const char *s, int *ok) {
 }
 
 int ck_fsync_dir(const char *dir, yk_diag *d) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY);
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return yk_errorf_sys(d, YK_EIO, "cannot open directory '%s' to fsync it", dir);
   int rc = fsync(fd);
   close(fd);
@@ -313,7 +313,7 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk
   ck_chunk *chunks = NULL;
   int nchunks = 0;
   if ((rc = plan_chunks(p, &chunks, &nchunks))) return yk_errorf(d, rc, "out of memory planning chunks");
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     free(chunks);
     return yk_errorf_sys(d, YK_EIO, "cannot create '%s'", tmp);
@@ -507,8 +507,12 @@ static int cmp_entry_desc(const void *a, const void *b) {
   return x->step < y->step ? 1 : x->step > y->step ? -1 : 0;
 }
 
-/* Delete committed checkpoints beyond `keep` (never `step`, the one just
- * committed) and partial saves of older steps. */
+/* After committing `step`: delete committed checkpoints beyond `keep`
+ * (never `step` itself) and partial saves of older steps (a partial save of
+ * a newer step may be in progress on another rank right now). Committed checkpoints NEWER
+ * than `step` belong to a run that was abandoned (training resumed from an
+ * older checkpoint); they would otherwise shadow `step` as "latest", so they
+ * are renamed to step-N.abandoned (no longer a checkpoint, not deleted). */
 static void rotate(const char *root, int64_t step, int keep, const yk_logger *lg) {
   yk_ckpt_entry *e = NULL;
   int n = 0;
@@ -520,6 +524,17 @@ static void rotate(const char *root, int64_t step, int keep, const yk_logger *lg
     int drop = 0;
     if (partial) {
       drop = e[i].step < step;
+    } else if (e[i].step > step) { /* committed or damaged: either would shadow `step` */
+      char aside[4200];
+      snprintf(aside, sizeof aside, "%s.abandoned", e[i].path);
+      if (access(aside, F_OK) == 0) snprintf(aside, sizeof aside, "%s.abandoned-%llu", e[i].path,
+                                             (unsigned long long)yk_wall_ms());
+      if (rename(e[i].path, aside) == 0) {
+        ck_fsync_dir(root, NULL);
+        yk_log(lg, YK_LOG_WARN, "ckpt: %s is newer than the checkpoint just committed (step %lld): the run that "
+               "wrote it was abandoned; moved it to %s", e[i].path, (long long)step, aside);
+      }
+      continue;
     } else if (e[i].step != step && e[i].committed) {
       if (keep > 0 && kept >= keep) drop = 1;
       else kept++;

@@ -222,7 +222,7 @@ int yk_ckpt_reader_find_arena(const yk_ckpt_reader *r, const char *name, yk_ckpt
 /* Read elements [off, off + n) of arena `arena` into dst (n * dtype size
  * bytes), from whichever shards hold them, in parallel, checking checksums.
  * A reader at world size M, rank q typically reads its even range or the
- * whole arena. */
+ * whole arena. On error the contents of dst are unspecified. */
 int yk_ckpt_reader_read(yk_ckpt_reader *r, const char *arena, uint64_t off, uint64_t n, void *dst, yk_diag *d);
 /* Read one tensor of an arena; dst holds its numel elements. */
 int yk_ckpt_reader_read_tensor(yk_ckpt_reader *r, const char *arena, const char *tensor, void *dst, yk_diag *d);

@@ -25,8 +25,9 @@ typedef struct xreq {
   int err;            /* 0 or YK_E* */
   size_t nbytes;      /* bytes received */
   int src;            /* source rank of a completed receive */
+  int used;           /* comm.c: this slot has been posted */
   char errmsg[160];   /* transport's own words when err != 0 */
-  void *priv[8];
+  void *priv[8];      /* room for an MPI_Request or a struct fi_context2 */
 } xreq;
 
 typedef struct xport xport;
@@ -123,12 +124,16 @@ struct yk_comm {
   int rank, size;
   int *xrank;          /* comm rank -> transport rank */
   char (*hosts)[64];
+  int64_t *pids;       /* pid of ranks in our host + pid namespace, else 0 */
   uint32_t epoch, comm_id;
   uint32_t seq;        /* sequence of the running operation */
   uint32_t next_seq;   /* last sequence handed out (caller side) */
+  int culprit;         /* rank blamed for the failure that broke us, -1 */
   int busy;            /* an operation or idle poll is executing (under mu) */
   xreq *xreqs;         /* per-operation point-to-point requests */
   size_t nxreqs;
+  char *hello_buf;
+  xreq *hello_reqs;    /* kept only when the creation handshake failed */
   xreq *xreqs2;        /* a second pool (all-gather half of all-reduce) */
   size_t nxreqs2;
   uint64_t timeout_ms;

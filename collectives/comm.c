@@ -11,6 +11,7 @@
  *    ABORT with its message to every peer, which adopt it at once; so every
  *    rank reports the same culprit, within the deadline. */
 #include <errno.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,16 +112,22 @@ static int set_broken(yk_comm *c, int rc, const yk_diag *d) {
   return rc;
 }
 
+/* 1 if `peer` is a process on this host that no longer exists. */
+static int peer_gone(yk_comm *c, int peer) {
+  if (!c->pids || peer < 0 || peer >= c->size || !c->pids[peer]) return 0;
+  return kill((pid_t)c->pids[peer], 0) != 0 && errno == ESRCH;
+}
+
 static void send_ctrl(yk_comm *c, int to, const coll_ctrl *m) {
-  if (to == c->rank) return;
+  if (to == c->rank || peer_gone(c, to)) return; /* never touch a dead peer's queues (shm locks) */
   xreq *r = &c->ctrl_sends[to];
-  if (r->priv[7] && !r->done) {
+  if (r->used && !r->done) {
     c->x->ops->test(c->x, r);
     if (!r->done) return; /* previous one still in flight (peer dead?): skip */
   }
   c->ctrl_sbuf[to] = *m;
   memset(r, 0, sizeof *r);
-  r->priv[7] = (void *)1; /* marks "was used" */
+  r->used = 1;
   uint64_t tag = coll_tag(TAG_CTRL, c->epoch, c->comm_id, 0);
   if (c->x->ops->isend(c->x, c->xrank[to], tag, &c->ctrl_sbuf[to], sizeof(coll_ctrl), r)) r->done = 1;
 }
@@ -140,6 +147,7 @@ static void ctrl_fill(yk_comm *c, coll_ctrl *m, int type, int culprit, int waiti
 
 static void broadcast_abort(yk_comm *c, int culprit, int code, const char *msg) {
   coll_ctrl m;
+  if (c->culprit < 0 && culprit != c->rank) c->culprit = culprit;
   ctrl_fill(c, &m, CTRL_ABORT, culprit, -1, code, msg);
   for (int i = 0; i < c->size; i++) send_ctrl(c, i, &m);
   c->x->ops->progress(c->x, NULL);
@@ -166,6 +174,7 @@ static int poll_ctrl(yk_comm *c, int waiting_for, yk_diag *d) {
     post_ctrl(c, s);
     if (!ok) continue;
     if (m.type == CTRL_ABORT) {
+      if (c->culprit < 0 && m.culprit >= 0 && m.culprit < c->size) c->culprit = m.culprit;
       if (!rc) {
         m.msg[sizeof m.msg - 1] = 0;
         rc = yk_errorf(d, m.code ? m.code : YK_EABORTED, "%s", m.msg);
@@ -204,7 +213,9 @@ static int diagnose(yk_comm *c, int peer, yk_diag *d) {
     if (all) break;
     sched_yield();
   }
-  /* Follow the chain from peer. */
+  /* Follow the chain from peer; a local process that is gone never answers. */
+  for (int i = 0; i < c->size; i++)
+    if (peer_gone(c, i)) c->stuck_for[i] = -2;
   int x = peer, steps = 0;
   while (steps++ < c->size && x >= 0 && c->stuck_for[x] >= 0 && c->stuck_for[x] != x) x = c->stuck_for[x];
   if (x >= 0 && c->stuck_for[x] == -2) {
@@ -230,8 +241,16 @@ static int diagnose(yk_comm *c, int peer, yk_diag *d) {
   return set_broken(c, rc, d);
 }
 
+static int gone_error(yk_comm *c, int peer, yk_diag *d) {
+  int rc = yk_errorf(d, YK_EPEERDEAD, "rank %d (host %s) died: its process %lld is gone (seen by rank %d during collective #%u)",
+                     peer, host_of(c, peer), (long long)c->pids[peer], c->rank, c->seq);
+  broadcast_abort(c, peer, rc, d ? d->msg : "peer died");
+  return set_broken(c, rc, d);
+}
+
 int coll_isend(yk_comm *c, int peer, uint64_t tag, const void *buf, size_t n, xreq *r, yk_diag *d) {
   memset(r, 0, sizeof *r);
+  if (peer_gone(c, peer)) return gone_error(c, peer, d);
   int rc = c->x->ops->isend(c->x, c->xrank[peer], tag, buf, n, r);
   if (rc) {
     rc = yk_errorf(d, rc, "send to rank %d (host %s) failed: %s", peer, host_of(c, peer), r->errmsg);
@@ -257,6 +276,15 @@ int coll_wait(yk_comm *c, xreq *r, int peer, yk_diag *d) {
   for (;;) {
     if (r->done) {
       if (!r->err) return 0;
+      /* The peer may have failed because of somebody else and told us so:
+       * give its ABORT a moment to arrive before blaming the peer. */
+      uint64_t until = yk_now_ns() + 150000000ull;
+      while (yk_now_ns() < until) {
+        c->x->ops->progress(c->x, NULL);
+        int arc = poll_ctrl(c, peer, d);
+        if (arc) return set_broken(c, arc, d);
+        sched_yield();
+      }
       int code = r->err == YK_ECLOSED || r->err == YK_EPEERDEAD ? YK_EPEERDEAD : r->err;
       int rc = yk_errorf(d, code, "transport error with rank %d (host %s) during collective #%u on rank %d: %s",
                          peer, host_of(c, peer), c->seq, c->rank, r->errmsg[0] ? r->errmsg : yk_strerror(r->err));
@@ -281,7 +309,10 @@ int coll_wait(yk_comm *c, xreq *r, int peer, yk_diag *d) {
       return set_broken(c, rc, d);
     }
     if (++spins > 64) {
-      if ((spins & 63) == 0 && yk_now_ns() >= c->stall_deadline) return diagnose(c, peer, d);
+      if ((spins & 63) == 0) {
+        if (peer_gone(c, peer)) return gone_error(c, peer, d);
+        if (yk_now_ns() >= c->stall_deadline) return diagnose(c, peer, d);
+      }
       sched_yield();
     }
   }
@@ -677,6 +708,46 @@ int yk_comm_barrier_sync(yk_comm *c, yk_diag *d) {
 
 /* ---- creation / destruction -------------------------------------------- */
 
+/* Say hello to every peer (ring neighbours only beyond 64 ranks) before the
+ * first operation. Providers that connect lazily (shm maps the peer's
+ * region when its first message is processed, rxm sets up a connection)
+ * then have every path ready, so a rank that fails and exits right after
+ * its ABORT notice still gets it delivered. */
+static int handshake(yk_comm *c, yk_diag *d) {
+  int p = c->size;
+  if (p < 2) return 0;
+  int *peers = calloc((size_t)p, sizeof(int)), np = 0;
+  xreq *x = calloc((size_t)p * 2, sizeof(xreq));
+  static const char hello[8] = "yk-hi";
+  char *in = calloc((size_t)p, 8);
+  if (!peers || !x || !in) {
+    free(peers), free(x), free(in);
+    return yk_errorf(d, YK_ENOMEM, "out of memory");
+  }
+  for (int i = 1; i < p; i++) {
+    if (p > 64 && i != 1 && i != p - 1) continue;
+    peers[np++] = (c->rank + i) % p;
+  }
+  uint64_t now = yk_now_ns(), t = c->timeout_ms * 1000000ull;
+  c->op_deadline = now + t;
+  c->stall_deadline = now + t - YK_MIN(t / 4, 2000000000ull);
+  uint64_t tag = coll_tag(0, c->epoch, c->comm_id, 0x68690000u);
+  int rc = 0;
+  for (int i = 0; i < np && !rc; i++) rc = coll_irecv(c, (c->rank - (peers[i] - c->rank) + 2 * p) % p, tag, in + 8 * i, 8, &x[i], d);
+  for (int i = 0; i < np && !rc; i++) rc = coll_isend(c, peers[i], tag, hello, sizeof hello, &x[np + i], d);
+  for (int i = 0; i < np && !rc; i++) rc = coll_wait(c, &x[i], (c->rank - (peers[i] - c->rank) + 2 * p) % p, d);
+  for (int i = 0; i < np && !rc; i++) rc = coll_wait(c, &x[np + i], peers[i], d);
+  if (rc) {
+    /* requests may still be posted: keep x alive with the communicator */
+    c->hello_reqs = x;
+    c->hello_buf = in;
+    x = NULL;
+    in = NULL;
+  }
+  free(peers), free(x), free(in);
+  return rc;
+}
+
 static int comm_init_common(yk_comm *c, yk_diag *d) {
   pthread_mutex_init(&c->mu, NULL);
   pthread_condattr_t ca;
@@ -692,6 +763,8 @@ static int comm_init_common(yk_comm *c, yk_diag *d) {
     return yk_errorf(d, YK_ENOMEM, "out of memory creating a communicator of %d ranks", c->size);
   for (int s = 0; s < COLL_CTRL_SLOTS; s++) post_ctrl(c, s);
   c->ctrl_posted = 1;
+  int rc = handshake(c, d);
+  if (rc) return rc;
   if (pthread_create(&c->thread, NULL, comm_thread, c))
     return yk_errorf_sys(d, YK_ESYS, "cannot start the comm thread");
   c->thread_started = 1;
@@ -725,6 +798,7 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
   if (!c) return yk_errorf(d, YK_ENOMEM, "out of memory for a communicator");
   c->rank = b->rank;
   c->size = b->size;
+  c->culprit = -1;
   c->epoch = opts.epoch;
   c->comm_id = 1;
   c->timeout_ms = opts.timeout_ms ? opts.timeout_ms : 60000;
@@ -744,13 +818,40 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
     goto fail;
   }
   for (int i = 0; i < c->size; i++) c->xrank[i] = i;
-  char me[64] = {0};
-  gethostname(me, sizeof me - 1);
+  /* identity: host name, pid and pid namespace (so that a peer on this
+   * host can be checked for liveness with kill(pid, 0)) */
+  typedef struct ident {
+    char host[64];
+    char pidns[48];
+    int64_t pid;
+  } ident;
+  ident me, *ids = calloc((size_t)c->size, sizeof(ident));
+  c->pids = calloc((size_t)c->size, sizeof(int64_t));
+  if (!ids || !c->pids) {
+    free(ids);
+    rc = yk_errorf(d, YK_ENOMEM, "out of memory");
+    goto fail;
+  }
+  memset(&me, 0, sizeof me);
+  gethostname(me.host, sizeof me.host - 1);
+  ssize_t nl = readlink("/proc/self/ns/pid", me.pidns, sizeof me.pidns - 1);
+  if (nl < 0) me.pidns[0] = 0;
+  me.pid = (int64_t)getpid();
   uint64_t dl = yk_deadline_in_ms(c->timeout_ms);
-  rc = b->allgather(b, me, sizeof me, c->hosts, dl, d);
-  if (rc) goto fail;
+  rc = b->allgather(b, &me, sizeof me, ids, dl, d);
+  if (rc) {
+    free(ids);
+    goto fail;
+  }
   int same_host = 1;
-  for (int i = 0; i < c->size; i++) same_host &= !strcmp(c->hosts[i], c->hosts[0]);
+  for (int i = 0; i < c->size; i++) {
+    memcpy(c->hosts[i], ids[i].host, sizeof c->hosts[i]);
+    same_host &= !strcmp(ids[i].host, ids[0].host);
+    /* liveness by pid only for other processes in our host and pid namespace */
+    int local = !strcmp(ids[i].host, me.host) && me.pidns[0] && !strcmp(ids[i].pidns, me.pidns);
+    c->pids[i] = local && ids[i].pid != me.pid ? ids[i].pid : 0;
+  }
+  free(ids);
   if (!strcmp(tr, "auto")) tr = !strcmp(b->kind, "inproc") ? "inproc" : "libfabric";
   if (!strcmp(tr, "inproc")) rc = xport_inproc_create(b, &c->x, d);
   else if (!strcmp(tr, "mpi")) rc = xport_mpi_create(b, &c->x, d);
@@ -813,9 +914,11 @@ int yk_comm_split(yk_comm *p, int colour, int key, yk_comm **out, yk_diag *d) {
       }
     }
   c->size = n;
+  c->culprit = -1;
   c->xrank = calloc((size_t)n, sizeof(int));
   c->hosts = calloc((size_t)n, sizeof *c->hosts);
-  if (!c->xrank || !c->hosts) {
+  c->pids = calloc((size_t)n, sizeof(int64_t));
+  if (!c->xrank || !c->hosts || !c->pids) {
     free(all), free(members);
     yk_comm_destroy(c);
     return yk_errorf(d, YK_ENOMEM, "out of memory splitting a communicator");
@@ -824,6 +927,7 @@ int yk_comm_split(yk_comm *p, int colour, int key, yk_comm **out, yk_diag *d) {
     if (members[i] == p->rank) c->rank = i;
     c->xrank[i] = p->xrank[members[i]];
     memcpy(c->hosts[i], p->hosts[members[i]], sizeof c->hosts[i]);
+    if (c->pids) c->pids[i] = p->pids ? p->pids[members[i]] : 0;
   }
   free(all);
   free(members);
@@ -874,13 +978,30 @@ void yk_comm_destroy(yk_comm *c) {
     /* Send pending abort notices before the endpoint goes away. */
     if (atomic_load(&c->abort_req) == 1) idle_poll(c);
   }
+  if (c->x && c->ctrl_sends) {
+    /* Let our ABORT notices reach the live peers: a process that exits right
+     * after a failure must not take its explanation with it. Bounded, and
+     * the blamed (dead) rank is not waited for. */
+    uint64_t until = yk_now_ns() + YK_MIN(500ull, c->timeout_ms / 4) * 1000000ull;
+    for (;;) {
+      int pending = 0;
+      for (int i = 0; i < c->size; i++) {
+        xreq *r = &c->ctrl_sends[i];
+        if (!r->used || i == c->culprit) continue;
+        if (!r->done) c->x->ops->test(c->x, r);
+        pending += !r->done;
+      }
+      if (!pending || yk_now_ns() >= until) break;
+      sched_yield();
+    }
+  }
   if (c->x) {
     if (c->ctrl_posted)
       for (int s = 0; s < COLL_CTRL_SLOTS; s++)
         if (!c->ctrl_req[s].done) c->x->ops->cancel(c->x, &c->ctrl_req[s]);
     if (c->ctrl_sends)
       for (int i = 0; i < c->size; i++)
-        if (c->ctrl_sends[i].priv[7] && !c->ctrl_sends[i].done) c->x->ops->cancel(c->x, &c->ctrl_sends[i]);
+        if (c->ctrl_sends[i].used && !c->ctrl_sends[i].done) c->x->ops->cancel(c->x, &c->ctrl_sends[i]);
     if (atomic_fetch_sub(&c->x->refs, 1) == 1) c->x->ops->destroy(c->x);
   }
   while (c->all) {
@@ -898,8 +1019,11 @@ void yk_comm_destroy(yk_comm *c) {
   free(c->stuck_hdr);
   free(c->xrank);
   free(c->hosts);
+  free(c->pids);
   free(c->xreqs);
   free(c->xreqs2);
+  free(c->hello_reqs);
+  free(c->hello_buf);
   yk_free(c->stage);
   yk_free(c->work);
   free(c);
@@ -919,6 +1043,8 @@ xreq *coll_xreqs(yk_comm *c, size_t n) {
 xreq *coll_xreqs2(yk_comm *c, size_t n) {
   if (n > c->nxreqs2) {
     free(c->xreqs2);
+  free(c->hello_reqs);
+  free(c->hello_buf);
     c->xreqs2 = calloc(n, sizeof(xreq));
     c->nxreqs2 = c->xreqs2 ? n : 0;
     if (!c->xreqs2) return NULL;

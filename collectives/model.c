@@ -20,8 +20,9 @@ int coll_model_load(const char *path, coll_model *m, yk_diag *d) {
     char key[32];
     double v;
     if (sscanf(s, "%31s %lf", key, &v) != 2 || v < 0) {
+      rc = yk_errorf(d, YK_EFORMAT, "%s:%d: expected 'key value' with a non-negative number, got '%s'", path, line, s);
       free(buf);
-      return yk_errorf(d, YK_EFORMAT, "%s:%d: expected 'key value' with a non-negative number, got '%s'", path, line, s);
+      return rc;
     }
     if (!strcmp(key, "alpha_us")) m->alpha_us = v;
     else if (!strcmp(key, "beta_ns")) m->beta_ns = v;
@@ -29,7 +30,8 @@ int coll_model_load(const char *path, coll_model *m, yk_diag *d) {
     else if (!strcmp(key, "shm_gbs")) m->shm_gbs = v;
     else {
       free(buf);
-      return yk_errorf(d, YK_EFORMAT, "%s:%d: unknown key '%s' (alpha_us, beta_ns, gamma_ns, shm_gbs)", path, line, key);
+      return yk_errorf(d, YK_EFORMAT, "%s:%d: unknown key '%s' (alpha_us, beta_ns, gamma_ns, shm_gbs)", path, line,
+                       key);
     }
   }
   free(buf);

@@ -71,14 +71,16 @@ int ykd_parse_int_arg(const char *cmd, const char *name, const char *v, int64_t 
   return 0;
 }
 
-int ykd_exit_for(int rc) {
+int yk_daemon_exit_code(int rc) {
   switch (rc) {
   case 0: return YK_EXIT_OK;
   case YK_ECONFIG:
+  case YK_EAUTH:
   case YK_EUSAGE: return YK_EXIT_USAGE;
   case YK_EPEERDEAD: return YK_EXIT_PEER_DEAD;
   case YK_ECLOSED: return YK_EXIT_COORD_LOST;
   case YK_ETIMEDOUT: return YK_EXIT_RENDEZVOUS;
+  case YK_EINTR: return YK_EXIT_SIGINT;
   default: return YK_EXIT_FAILURE;
   }
 }
@@ -156,7 +158,7 @@ int yk_daemon_cmd_selftest(int argc, char **argv) {
   rc = yk_daemon_ctl_start(&o, &ctl, &d);
   if (rc) {
     YK_ERROR(&lg, "%s: %s", cmd, yk_diag_msg(&d, rc));
-    return ykd_exit_for(rc);
+    return yk_daemon_exit_code(rc);
   }
   yk_daemon_job job;
   yk_daemon_ctl_job(ctl, &job);
@@ -417,9 +419,11 @@ int yk_daemon_cmd_coord(int argc, char **argv) {
 
 static const char status_usage[] =
     "usage: yoke status [JOB.yaml] [--set section.key=value ...] [--coord HOST:PORT]\n"
-    "                   [--secret-file FILE] [--json] [--timeout-ms MS]\n\n"
+    "                   [--secret-file FILE] [--json] [--timeout-ms MS] [--checkpoint | --stop]\n\n"
     "Ask the coordinator (authenticated with the job secret) for the job's state: epoch, step,\n"
     "members with host, pid and heartbeat age, step time and tokens/s.\n\n"
+    "  --checkpoint       ask every rank to checkpoint at its next step boundary and exit 75\n"
+    "  --stop             ask every rank to stop at its next step boundary (exit 130)\n"
     "  --coord HOST:PORT  coordinator (default: YOKE_COORD, then coord.host:coord.port,\n"
     "                     then 127.0.0.1:coord.port)\n"
     "  --secret-file F    job secret (default coord.secret_file, then YOKE_SECRET)\n"
@@ -513,7 +517,7 @@ int yk_daemon_cmd_status(int argc, char **argv) {
   const char *cmd = "status";
   yk_config cfg;
   yk_config_defaults(&cfg);
-  int have_job = 0, json = 0;
+  int have_job = 0, json = 0, action = 0;
   int64_t timeout_ms = 5000;
   const char *coord = NULL;
   for (int i = 1; i < argc; i++) {
@@ -525,6 +529,15 @@ int yk_daemon_cmd_status(int argc, char **argv) {
     }
     if (!strcmp(argv[i], "--json")) {
       json = 1;
+      continue;
+    }
+    if (!strcmp(argv[i], "--checkpoint") || !strcmp(argv[i], "--stop")) {
+      int a = argv[i][2] == 'c' ? YK_REQ_CHECKPOINT : YK_REQ_STOP;
+      if (action && action != a) {
+        fprintf(stderr, "yoke %s: --checkpoint and --stop exclude each other\n%s", cmd, status_usage);
+        return 2;
+      }
+      action = a;
       continue;
     }
     if ((r = ykd_arg_common(cmd, argc, argv, &i, &cfg, &have_job, status_usage))) {
@@ -610,7 +623,15 @@ int yk_daemon_cmd_status(int argc, char **argv) {
   memmove(buf, buf + used, len - (size_t)used);
   len -= (size_t)used;
   yk_msg req = {0};
-  req.type = YK_MSG_STATUS_REQ;
+  req.type = action ? YK_MSG_REQUEST : YK_MSG_STATUS_REQ;
+  req.action = action;
+  req.code = action == YK_REQ_CHECKPOINT ? YK_EXIT_REQUEUE : YK_EXIT_SIGINT;
+  if (action) {
+    char hn[128] = "?";
+    gethostname(hn, sizeof hn - 1);
+    snprintf(req.text, sizeof req.text, "yoke status --%s on %s", action == YK_REQ_CHECKPOINT ? "checkpoint" : "stop",
+             hn);
+  }
   req.seq = 1;
   memcpy(req.session, in.session, 16);
   uint8_t *frame;
@@ -648,6 +669,10 @@ int yk_daemon_cmd_status(int argc, char **argv) {
   if (min_step < 0) min_step = 0;
   char jid[24];
   snprintf(jid, sizeof jid, "%016llx", (unsigned long long)m.job_id);
+  if (action)
+    fprintf(stderr, "yoke %s: asked the job's %d live ranks to %s\n", cmd, m.alive,
+            action == YK_REQ_CHECKPOINT ? "checkpoint at the next step boundary and exit 75"
+                                        : "stop at the next step boundary");
   if (json) {
     json_t *o = json_object();
     json_object_set_new(o, "job_id", json_string(jid));

@@ -12,8 +12,6 @@ int ykd_arg_common(const char *cmd, int argc, char **argv, int *i, yk_config *cf
 int ykd_arg_value(const char *cmd, int argc, char **argv, int *i, const char *name, const char **out,
                   const char *usage);
 int ykd_parse_int_arg(const char *cmd, const char *name, const char *v, int64_t lo, int64_t hi, int64_t *out);
-/* YK_E* from the control plane -> process exit code (docs/exit-codes.md). */
-int ykd_exit_for(int rc);
 /* Blocking connect with a deadline; returns a socket fd or a negative code. */
 int ykd_connect_sync(const char *host, int port, uint64_t deadline, yk_diag *d);
 

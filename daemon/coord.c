@@ -55,6 +55,7 @@ struct yk_coord {
   int aborted;
   int exit_code;
   uint32_t xround;
+  int ckpt_sent;
   cconn *conns;
 };
 
@@ -314,6 +315,35 @@ static void on_status(cconn *cc) {
   free(mm);
 }
 
+static void on_status(cconn *cc);
+
+static void on_request(cconn *cc, const yk_msg *m) {
+  yk_coord *co = cc->co;
+  char who[400], reason[YK_PROTO_MAX_TEXT + 1];
+  if (cc->rank >= 0)
+    snprintf(who, sizeof who, "rank %d (host %s)", cc->rank, co->m[cc->rank].host);
+  else
+    snprintf(who, sizeof who, "%s", cc->c.peer);
+  if (m->action == YK_REQ_CHECKPOINT) {
+    if (!co->ckpt_sent && !co->aborted) {
+      co->ckpt_sent = 1;
+      yk_msg b = {0};
+      b.type = YK_MSG_CHECKPOINT;
+      b.code = YK_EXIT_REQUEUE;
+      snprintf(reason, sizeof reason, "checkpoint requested by %.300s: %.600s", who, m->text);
+      snprintf(b.text, sizeof b.text, "%s", reason);
+      YK_WARN(co->log, "coordinator: %s; telling every rank", reason);
+      broadcast(co, &b, -1);
+    }
+  } else if (m->action == YK_REQ_STOP) {
+    snprintf(reason, sizeof reason, "stop requested by %.300s: %.600s", who, m->text);
+    yk_coord_abort(co, YK_EXIT_SIGINT, reason);
+  } else {
+    return send_err(cc, "unknown REQUEST action %d (1 = checkpoint, 2 = stop)", m->action);
+  }
+  if (cc->rank < 0) on_status(cc); /* an operator's request is answered with the job's state */
+}
+
 static void on_msg(ykd_conn *c, const yk_msg *m) {
   cconn *cc = (cconn *)c;
   yk_coord *co = cc->co;
@@ -325,6 +355,9 @@ static void on_msg(ykd_conn *c, const yk_msg *m) {
     return;
   case YK_MSG_STATUS_REQ:
     on_status(cc);
+    return;
+  case YK_MSG_REQUEST:
+    on_request(cc, m);
     return;
   default:
     break;
@@ -381,6 +414,8 @@ static void on_refuse(ykd_conn *c, int code, const char *why) {
 static void on_close(ykd_conn *c, int err) {
   cconn *cc = (cconn *)c;
   yk_coord *co = cc->co;
+  if (!cc->authed && !co->closing && c->rlen == 0 && err)
+    YK_WARN(co->log, "coordinator: %s hung up without sending a frame (a peer with another job secret?)", c->peer);
   if (cc->rank >= 0 && co->m[cc->rank].conn == cc) {
     char why[128];
     snprintf(why, sizeof why, "connection lost (%s)", err ? uv_strerror(err) : "closed");

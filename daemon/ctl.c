@@ -14,6 +14,7 @@
 #define QCAP 32
 #define CONNECT_RETRY_MS 200
 #define BYE_FLUSH_MS 2000
+#define EMBED_LINGER_MS (30 * 60 * 1000) /* rank 0 waits at most this for the others to finish */
 
 enum { LINK_NONE, LINK_CONNECTING, LINK_CHALLENGE, LINK_REGISTERED, LINK_WELCOMED };
 
@@ -39,6 +40,7 @@ struct yk_daemon_ctl {
   uv_timer_t hb_timer, retry_timer, watchdog, stop_timer;
   uv_signal_t sig_int, sig_term, sig_usr1;
   int signals_seen;
+  int ckpt_seen;     /* a checkpoint request was already given to the step loop */
   yk_coord *coord;
   ykd_metrics *metrics;
   ykd_conn *link;
@@ -50,6 +52,7 @@ struct yk_daemon_ctl {
   int aborting;      /* an abort event was raised */
   int stop_phase;    /* 0 running, 1 flushing BYE, 2 waiting for the embedded coordinator, 3 closing */
   uint64_t stop_deadline;
+  uint64_t linger_log_ns;
   int x_sent;
   yk_daemon_event wd_ev; /* what the watchdog reports */
 
@@ -188,7 +191,7 @@ static void on_hb_timer(uv_timer_t *t) {
              "the coordinator at %s:%d sent nothing for %llu ms (coord.heartbeat_timeout_ms=%lld)%s",
              ctl->env.coord_host, ctl->env.coord_port, (unsigned long long)age_ms, (long long)ctl->hb_timeout_ms,
              ctl->env.embed_coord ? "" : "; it runs in rank 0 or `yoke coord`");
-    YK_ERROR(ctl->log, "control: %s", why);
+    YK_WARN(ctl->log, "control: %s", why);
     coord_lost(ctl, why);
     if (ctl->link) ykd_conn_close(ctl->link, 0);
     return;
@@ -308,7 +311,7 @@ static void link_on_msg(ykd_conn *c, const yk_msg *m) {
     ev.code = m->type == YK_MSG_PEER_DEAD ? YK_EXIT_PEER_DEAD : (m->code ? m->code : YK_EXIT_FAILURE);
     snprintf(ev.host, sizeof ev.host, "%s", m->host);
     snprintf(ev.text, sizeof ev.text, "%.500s", m->text);
-    YK_ERROR(ctl->log, "control: coordinator says: %s", m->text);
+    YK_WARN(ctl->log, "control: coordinator says: %s", m->text);
     uv_mutex_lock(&ctl->mu);
     int started = ctl->started;
     uv_mutex_unlock(&ctl->mu);
@@ -326,6 +329,18 @@ static void link_on_msg(ykd_conn *c, const yk_msg *m) {
   case YK_MSG_EXCHANGE_ALL:
     on_exchange_all(ctl, m);
     return;
+  case YK_MSG_CHECKPOINT: {
+    if (ctl->ckpt_seen) return;
+    ctl->ckpt_seen = 1;
+    yk_daemon_event ev = {0};
+    ev.type = YK_EV_CHECKPOINT_REQUESTED;
+    ev.rank = -1;
+    ev.code = m->code ? m->code : YK_EXIT_REQUEUE;
+    snprintf(ev.text, sizeof ev.text, "%.400s: checkpoint at the next step boundary, then exit %d", m->text, ev.code);
+    YK_WARN(ctl->log, "control: %s", ev.text);
+    push_event(ctl, &ev);
+    return;
+  }
   case YK_MSG_ERROR:
     snprintf(ctl->last_error, sizeof ctl->last_error, "%s", m->text);
     YK_ERROR(ctl->log, "control: coordinator refused us: %s", m->text);
@@ -348,8 +363,17 @@ static void link_on_msg(ykd_conn *c, const yk_msg *m) {
 
 static void link_on_refuse(ykd_conn *c, int code, const char *why) {
   yk_daemon_ctl *ctl = c->owner;
+  snprintf(ctl->last_error, sizeof ctl->last_error, "we refused its frame: %s", why);
+  if (ctl->link_state == LINK_CHALLENGE && code == YK_EAUTH) {
+    /* the very first frame does not verify: the two sides hold different secrets */
+    fail_start(ctl, YK_EAUTH,
+               "the coordinator at %s:%d does not share our job secret (its CHALLENGE failed authentication): "
+               "check coord.secret_file / YOKE_SECRET",
+               ctl->env.coord_host, ctl->env.coord_port);
+    ctl->lost = 1;
+    return;
+  }
   YK_ERROR(ctl->log, "control: refused a frame from the coordinator at %s: %s", c->peer, why);
-  if (code == YK_EAUTH) snprintf(ctl->last_error, sizeof ctl->last_error, "%s", why);
 }
 
 static void link_on_close(ykd_conn *c, int err) {
@@ -371,14 +395,14 @@ static void link_on_close(ykd_conn *c, int err) {
   }
   char why[YK_PROTO_MAX_TEXT + 600];
   if (ctl->last_error[0])
-    snprintf(why, sizeof why, "the coordinator at %s:%d dropped us: %s", ctl->env.coord_host, ctl->env.coord_port,
+    snprintf(why, sizeof why, "lost the coordinator at %s:%d: %s", ctl->env.coord_host, ctl->env.coord_port,
              ctl->last_error);
   else
     snprintf(why, sizeof why, "lost the connection to the coordinator at %s:%d (%s)%s", ctl->env.coord_host,
              ctl->env.coord_port, err ? uv_strerror(err) : "closed",
              ctl->env.kind == YK_LAUNCH_YOKE ? " - did `yoke launch` or `yoke coord` exit?"
                                              : " - did rank 0 (which runs it) exit?");
-  if (!ctl->lost) YK_ERROR(ctl->log, "control: %s", why);
+  if (!ctl->lost) YK_WARN(ctl->log, "control: %s", why);
   coord_lost(ctl, why);
 }
 
@@ -441,6 +465,25 @@ static void on_signal(uv_signal_t *h, int signum) {
              signum == SIGTERM ? "SIGTERM" : "SIGUSR1", YK_EXIT_REQUEUE);
   }
   YK_WARN(ctl->log, "control: %s", ev.text);
+  uv_mutex_lock(&ctl->mu);
+  int started = ctl->started;
+  uv_mutex_unlock(&ctl->mu);
+  if (!started) {
+    fail_start(ctl, YK_EINTR, "interrupted by %s during rendezvous", strsignal(signum));
+    return;
+  }
+  if (ev.type == YK_EV_CHECKPOINT_REQUESTED) {
+    if (ctl->ckpt_seen) return;
+    ctl->ckpt_seen = 1;
+    /* the signal may have reached only this rank: have the coordinator tell
+     * every rank, so they all checkpoint */
+    yk_msg r = {0};
+    r.type = YK_MSG_REQUEST;
+    r.action = YK_REQ_CHECKPOINT;
+    r.code = YK_EXIT_REQUEUE;
+    snprintf(r.text, sizeof r.text, "%s on rank %d", signum == SIGTERM ? "SIGTERM" : "SIGUSR1", ctl->env.rank);
+    send_frame(ctl, &r);
+  }
   push_event(ctl, &ev);
 }
 
@@ -507,12 +550,21 @@ static void on_stop_timer(uv_timer_t *t) {
     if (ctl->link && ctl->link->pending_writes > 0 && !yk_deadline_passed(ctl->stop_deadline)) return;
     if (ctl->link) ykd_conn_close(ctl->link, 0);
     ctl->stop_phase = 2;
-    /* The embedded coordinator keeps serving until the others are gone. */
-    ctl->stop_deadline = yk_deadline_in_ms((uint64_t)ctl->hb_timeout_ms + 2000);
+    /* The embedded coordinator keeps serving until the other ranks said BYE
+     * or were found dead (heartbeats still guard them), so a rank 0 that
+     * finishes first does not cut off ranks that are still finishing. */
+    ctl->stop_deadline = yk_deadline_in_ms(EMBED_LINGER_MS);
+    ctl->linger_log_ns = yk_now_ns();
   }
   if (ctl->stop_phase == 2) {
     int code;
-    if (ctl->coord && !yk_coord_finished(ctl->coord, &code) && !yk_deadline_passed(ctl->stop_deadline)) return;
+    if (ctl->coord && !yk_coord_finished(ctl->coord, &code) && !yk_deadline_passed(ctl->stop_deadline)) {
+      if (yk_now_ns() - ctl->linger_log_ns > 10000000000ull) {
+        ctl->linger_log_ns = yk_now_ns();
+        YK_INFO(ctl->log, "control: this rank is done; the coordinator it runs waits for the others to finish");
+      }
+      return;
+    }
     if (ctl->coord && !yk_coord_finished(ctl->coord, &code))
       YK_WARN(ctl->log, "control: stopping the embedded coordinator while ranks are still registered");
     close_all(ctl);

@@ -13,6 +13,7 @@
  * communicator's deadline. Every rank issues the same buckets in the same
  * order because the hook sequence depends only on the model shape. */
 #include "dp_internal.h"
+#include "yk_optimizer.h"
 
 #include <mpi.h>
 #include <stdlib.h>
@@ -38,6 +39,7 @@ int yk_dp_open(yk_dp *dp, const yk_config *cfg, const yk_logger *log, yk_diag *d
   dp->log = log;
   dp->rank = 0;
   dp->world = 1;
+  dp->bucket_bytes = (size_t)cfg->comm.bucket_kb * 1024;
   int rc = yk_launch_env_detect(cfg, NULL, NULL, &dp->env, d);
   if (rc) return rc;
   if (dp->env.world <= 1) return 0;
@@ -91,7 +93,6 @@ int yk_dp_open(yk_dp *dp, const yk_config *cfg, const yk_logger *log, yk_diag *d
   co.epoch = job.epoch;
   co.log = log;
   if ((rc = yk_comm_create(&co, dp->boot, &dp->comm, d)) != 0) return rc;
-  dp->bucket_bytes = (size_t)cfg->comm.bucket_kb * 1024;
   return 0;
 }
 
@@ -116,18 +117,28 @@ void yk_dp_close(yk_dp *dp, int exit_code, const char *reason) {
 
 static int issue(yk_dp *dp, size_t off, size_t count) {
   if (count == 0 || dp->err) return 0;
-  if (dp->nreq >= YK_DP_MAX_REQ) {
+  if (dp->comm && dp->nreq >= YK_DP_MAX_REQ) {
     /* Too many outstanding buckets: retire the oldest first. */
     int rc = yk_request_wait(&dp->reqs[0], yk_deadline_in_ms((uint64_t)dp->timeout_ms), &dp->errd);
     memmove(dp->reqs, dp->reqs + 1, (size_t)(dp->nreq - 1) * sizeof dp->reqs[0]);
     dp->nreq--;
     if (rc) return dp->err = rc;
   }
-  float *g = dp->grads + off;
-  int rc = yk_comm_allreduce(dp->comm, g, g, count, YK_DT_F32, YK_OP_AVG, &dp->reqs[dp->nreq], &dp->errd);
+  void *g = dp->grads + off;
+  if (dp->dtype != YK_DT_F32) {
+    /* 16-bit gradients: round this range once, note the first local
+     * overflow (so an fp16 overflow can be pinned on a rank and tensor). */
+    g = dp->grads16 + off;
+    yk_optimizer_cast_from_f32(dp->grads + off, g, dp->dtype, count, YK_ISA_AUTO);
+    int64_t bad = -1;
+    if (dp->local_bad < 0 && yk_optimizer_find_nonfinite(g, dp->dtype, count, YK_ISA_AUTO, &bad) == 1)
+      dp->local_bad = (int64_t)off + bad;
+  }
+  if (!dp->comm) return 0; /* one rank: the cast is all there is to do */
+  int rc = yk_comm_allreduce(dp->comm, g, g, count, dp->dtype, YK_OP_AVG, &dp->reqs[dp->nreq], &dp->errd);
   if (rc) return dp->err = rc;
   dp->nreq++;
-  dp->bytes += count * sizeof(float);
+  dp->bytes += count * yk_dtype_size(dp->dtype);
   return 0;
 }
 
@@ -143,9 +154,12 @@ void yk_dp_grad_ready(void *arg, size_t offset, size_t count) {
   }
 }
 
-void yk_dp_arm(yk_dp *dp, float *grads, int64_t timeout_ms) {
-  dp->armed = dp->world > 1;
+void yk_dp_arm(yk_dp *dp, float *grads, uint16_t *grads16, yk_dtype dtype, int64_t timeout_ms) {
+  dp->armed = dp->world > 1 || dtype != YK_DT_F32;
   dp->grads = grads;
+  dp->grads16 = grads16;
+  dp->dtype = dtype;
+  dp->local_bad = -1;
   dp->pend_count = 0;
   dp->bytes = 0;
   dp->err = 0;

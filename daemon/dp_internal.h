@@ -20,6 +20,9 @@ typedef struct yk_dp {
   /* bucketed gradient all-reduce of the current step */
   int armed;
   float *grads;
+  uint16_t *grads16;    /* fp16/bf16: gradients cast here and reduced in 16 bits */
+  yk_dtype dtype;       /* YK_DT_F32, YK_DT_F16 or YK_DT_BF16 */
+  int64_t local_bad;    /* first non-finite local 16-bit gradient (-1: none) */
   size_t bucket_bytes;
   size_t pend_off, pend_count;
   yk_request *reqs[YK_DP_MAX_REQ];
@@ -36,8 +39,11 @@ typedef struct yk_dp {
  * failure. */
 int yk_dp_open(yk_dp *dp, const yk_config *cfg, const yk_logger *log, yk_diag *d);
 void yk_dp_close(yk_dp *dp, int exit_code, const char *reason);
-/* Before the last micro-batch's backward: arm the grad hook for this step. */
-void yk_dp_arm(yk_dp *dp, float *grads, int64_t timeout_ms);
+/* Before the last micro-batch's backward: arm the grad hook for this step.
+ * dtype F32 reduces grads in place; F16/BF16 first casts each final range of
+ * grads into grads16 (checking it for Inf/NaN: local_bad) and reduces that,
+ * halving the bytes on the wire. */
+void yk_dp_arm(yk_dp *dp, float *grads, uint16_t *grads16, yk_dtype dtype, int64_t timeout_ms);
 /* The model's gradient-ready hook (ctx = dp). */
 void yk_dp_grad_ready(void *ctx, size_t offset, size_t count);
 /* After backward: flush the last bucket and wait for every all-reduce;

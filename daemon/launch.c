@@ -215,6 +215,49 @@ static void maybe_finish(launcher *L) {
   uv_close((uv_handle_t *)&L->kill_timer, NULL);
 }
 
+/* --wrap 'ip netns exec host{rank}' -> argv prefix for one rank (words split
+ * on blanks, {rank} replaced), followed by the yoke command line. */
+static char **wrap_argv(const char *wrap, int rank, char **cargv) {
+  int nc = 0;
+  while (cargv[nc]) nc++;
+  char **out = calloc((size_t)nc + 65, sizeof *out);
+  if (!out) return NULL;
+  int n = 0;
+  const char *p = wrap;
+  while (*p && n < 64) {
+    while (*p == ' ' || *p == '\t') p++;
+    if (!*p) break;
+    const char *e = p;
+    while (*e && *e != ' ' && *e != '\t') e++;
+    char word[512];
+    size_t wl = 0;
+    for (const char *q = p; q < e && wl < sizeof word - 16; q++) {
+      if (!strncmp(q, "{rank}", 6) && q + 6 <= e) {
+        wl += (size_t)snprintf(word + wl, sizeof word - wl, "%d", rank);
+        q += 5;
+      } else {
+        word[wl++] = *q;
+      }
+    }
+    word[wl] = 0;
+    out[n++] = strdup(word);
+    p = e;
+  }
+  if (n == 0 || *p) {
+    for (int k = 0; k < n; k++) free(out[k]);
+    free(out);
+    return NULL;
+  }
+  for (int k = 0; k < nc; k++) out[n + k] = strdup(cargv[k]);
+  return out;
+}
+
+static void wrap_free(char **v) {
+  if (!v) return;
+  for (int k = 0; v[k]; k++) free(v[k]);
+  free(v);
+}
+
 static const char launch_usage[] =
     "usage: yoke launch -n N [--port P] [--bind ADDR] [--grace-ms MS] JOB.yaml [--set section.key=value ...]\n"
     "       yoke launch -n N [options] -- SUBCOMMAND [ARGS...]\n\n"
@@ -228,7 +271,9 @@ static const char launch_usage[] =
     "  -n, --np N      ranks to start (required)\n"
     "  --port P        coordinator port (default 0: a free port)\n"
     "  --bind ADDR     coordinator address (default 127.0.0.1)\n"
-    "  --grace-ms MS   after a failure, let the others stop on their own this long (default 3000)\n";
+    "  --grace-ms MS   after a failure, let the others stop on their own this long (default 3000)\n"
+    "  --wrap 'CMD'    start each rank as CMD... yoke ..., with {rank} in CMD replaced by the rank,\n"
+    "                  e.g. --wrap 'ip netns exec host{rank}' (tests put ranks on namespace hosts)\n";
 
 static int is_yaml(const char *s) {
   size_t n = strlen(s);
@@ -247,6 +292,7 @@ int yk_daemon_cmd_launch(int argc, char **argv) {
   const char *cmd = "launch";
   int64_t n = 0, port = 0, grace = 3000;
   const char *bind = "127.0.0.1";
+  const char *wrap = NULL;
   int i = 1;
   for (; i < argc; i++) {
     const char *v = NULL;
@@ -273,6 +319,10 @@ int yk_daemon_cmd_launch(int argc, char **argv) {
       continue;
     }
     if ((r = ykd_arg_value(cmd, argc, argv, &i, "--bind", &bind, launch_usage))) {
+      if (r < 0) return 2;
+      continue;
+    }
+    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--wrap", &wrap, launch_usage))) {
       if (r < 0) return 2;
       continue;
     }
@@ -401,6 +451,7 @@ int yk_daemon_cmd_launch(int argc, char **argv) {
   YK_INFO(&lg, "launch: %d ranks of `yoke %s ...`, coordinator on %s:%d", L.n, cargv[1], chost, yk_coord_port(L.co));
   for (int r = 0; r < L.n; r++) {
     lrank *R = &L.ranks[r];
+    rc = 0;
     R->L = &L;
     R->rank = r;
     snprintf(vars[5], sizeof vars[5], "YOKE_RANK=%d", r);
@@ -424,6 +475,17 @@ int yk_daemon_cmd_launch(int argc, char **argv) {
     po.exit_cb = on_exit_cb;
     po.file = exe;
     po.args = cargv;
+    char **wargv = NULL;
+    if (wrap) {
+      wargv = wrap_argv(wrap, r, cargv);
+      if (!wargv) {
+        YK_ERROR(&lg, "launch: --wrap '%s' is empty or too long", wrap);
+        rc = UV_EINVAL;
+      } else {
+        po.file = wargv[0];
+        po.args = wargv;
+      }
+    }
     po.env = cenv;
     po.stdio_count = 3;
     po.stdio = stdio;
@@ -431,9 +493,10 @@ int yk_daemon_cmd_launch(int argc, char **argv) {
      * forwards it once. */
     po.flags = UV_PROCESS_DETACHED;
     R->proc.data = R;
-    rc = uv_spawn(&L.loop, &R->proc, &po);
+    if (!rc) rc = uv_spawn(&L.loop, &R->proc, &po);
+    wrap_free(wargv);
     if (rc) {
-      YK_ERROR(&lg, "launch: cannot start rank %d (%s): %s", r, exe, uv_strerror(rc));
+      YK_ERROR(&lg, "launch: cannot start rank %d (%s): %s", r, po.file, uv_strerror(rc));
       for (int k = 0; k < 2; k++) {
         ps[k]->open = 0;
         uv_close((uv_handle_t *)&ps[k]->pipe, pipe_closed);

@@ -9,6 +9,7 @@
 #include "internal.h"
 
 #define MAX_REQ 8192
+#define IDLE_MS 5000 /* a scrape that has not sent its request by then is dropped */
 #define BODY_CAP 16384
 
 struct ykd_metrics {
@@ -20,6 +21,7 @@ struct ykd_metrics {
   int nconn;
   int closing;
   struct hconn *conns;
+  uv_timer_t reaper;
 };
 
 typedef struct hconn {
@@ -28,6 +30,7 @@ typedef struct hconn {
   char rbuf[4096];
   ykd_metrics *srv;
   http_parser parser;
+  uint64_t opened_ns;
   char url[256];
   size_t url_len;
   size_t seen;
@@ -148,6 +151,7 @@ static void on_conn(uv_stream_t *server, int status) {
   c->srv = m;
   uv_tcp_init(m->loop, &c->tcp);
   c->tcp.data = c;
+  c->opened_ns = yk_now_ns();
   m->nconn++;
   c->next = m->conns;
   if (m->conns) m->conns->prev = c;
@@ -156,6 +160,13 @@ static void on_conn(uv_stream_t *server, int status) {
   c->parser.data = c;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) || uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb))
     hconn_close(c);
+}
+
+static void reap(uv_timer_t *t) {
+  ykd_metrics *m = t->data;
+  uint64_t now = yk_now_ns();
+  for (hconn *c = m->conns; c; c = c->next)
+    if (!c->done && (now - c->opened_ns) / 1000000 > IDLE_MS) hconn_close(c);
 }
 
 int ykd_metrics_start(uv_loop_t *loop, const char *bind, int port, ykd_metrics_render render, void *arg,
@@ -171,7 +182,10 @@ int ykd_metrics_start(uv_loop_t *loop, const char *bind, int port, ykd_metrics_r
   uv_ip4_addr(bind, port, &sa);
   uv_tcp_init(loop, &m->server);
   m->server.data = m;
-  m->nconn = 1; /* the server handle itself */
+  m->nconn = 2; /* the server handle and the reaper timer */
+  uv_timer_init(loop, &m->reaper);
+  m->reaper.data = m;
+  uv_timer_start(&m->reaper, reap, 1000, 1000);
   int rc = uv_tcp_bind(&m->server, (struct sockaddr *)&sa, 0);
   if (!rc) rc = uv_listen((uv_stream_t *)&m->server, 64, on_conn);
   if (rc) {
@@ -194,5 +208,6 @@ void ykd_metrics_close(ykd_metrics *m) {
   if (!m || m->closing) return;
   m->closing = 1;
   uv_close((uv_handle_t *)&m->server, server_closed);
+  uv_close((uv_handle_t *)&m->reaper, server_closed);
   for (hconn *c = m->conns; c; c = c->next) hconn_close(c);
 }

@@ -13,7 +13,8 @@
 const char *yk_msg_type_name(int type) {
   static const char *names[] = {"?",         "CHALLENGE", "REGISTER", "WELCOME",   "HEARTBEAT",
                                 "HEARTBEAT_ACK", "PEER_DEAD", "SHUTDOWN", "BYE",   "STATUS_REQ",
-                                "STATUS",    "EXCHANGE",  "EXCHANGE_ALL", "ERROR"};
+                                "STATUS",    "EXCHANGE",  "EXCHANGE_ALL", "ERROR",
+                                "REQUEST",   "CHECKPOINT"};
   if (type <= 0 || type >= YK_MSG_TYPE_MAX_) return "UNKNOWN";
   return names[type];
 }
@@ -276,6 +277,15 @@ int yk_proto_encode(const yk_msg *m, const uint8_t *key, size_t key_len, uint8_t
   case YK_MSG_ERROR:
     w_str(&w, m->text, YK_PROTO_MAX_TEXT);
     break;
+  case YK_MSG_REQUEST:
+    w_i32(&w, m->action);
+    w_i32(&w, m->code);
+    w_str(&w, m->text, YK_PROTO_MAX_TEXT);
+    break;
+  case YK_MSG_CHECKPOINT:
+    w_i32(&w, m->code);
+    w_str(&w, m->text, YK_PROTO_MAX_TEXT);
+    break;
   }
   if (w.oom) {
     free(w.p);
@@ -434,6 +444,15 @@ long yk_proto_decode(const uint8_t *buf, size_t len, const uint8_t *key, size_t 
   case YK_MSG_ERROR:
     r_str(&r, m->text, YK_PROTO_MAX_TEXT, "error.text");
     break;
+  case YK_MSG_REQUEST:
+    m->action = r_i32(&r, "request.action");
+    m->code = r_i32(&r, "request.code");
+    r_str(&r, m->text, YK_PROTO_MAX_TEXT, "request.reason");
+    break;
+  case YK_MSG_CHECKPOINT:
+    m->code = r_i32(&r, "checkpoint.code");
+    r_str(&r, m->text, YK_PROTO_MAX_TEXT, "checkpoint.reason");
+    break;
   }
   if (!r.bad && r.off != r.len) {
     r.bad = 1;
@@ -458,64 +477,3 @@ int yk_proto_check_fresh(yk_proto_peer *p, const yk_msg *m, yk_diag *d) {
   return 0;
 }
 
-/* ---------------------------------------------------------------- secret */
-
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/* A secret is text; surrounding whitespace is dropped. An even-length all-hex
- * string is decoded to bytes (what the launcher generates). */
-static int secret_parse(const char *s, size_t n, const char *origin, uint8_t *key, size_t *key_len, yk_diag *d) {
-  while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
-  while (n && (*s == ' ' || *s == '\t' || *s == '\n')) s++, n--;
-  if (n < 16)
-    return yk_errorf(d, YK_ECONFIG, "%s: secret is %zu bytes, need at least 16 (e.g. `openssl rand -hex 32`)",
-                     origin, n);
-  if (n > 2 * YK_SECRET_MAX)
-    return yk_errorf(d, YK_ECONFIG, "%s: secret is %zu bytes, at most %d allowed", origin, n, 2 * YK_SECRET_MAX);
-  int hex = (n % 2 == 0);
-  for (size_t i = 0; hex && i < n; i++)
-    if (hexval((unsigned char)s[i]) < 0) hex = 0;
-  if (hex) {
-    for (size_t i = 0; i < n / 2; i++)
-      key[i] = (uint8_t)(hexval((unsigned char)s[2 * i]) << 4 | hexval((unsigned char)s[2 * i + 1]));
-    *key_len = n / 2;
-  } else {
-    if (n > YK_SECRET_MAX)
-      return yk_errorf(d, YK_ECONFIG, "%s: secret is %zu bytes, at most %d allowed", origin, n, YK_SECRET_MAX);
-    memcpy(key, s, n);
-    *key_len = n;
-  }
-  return 0;
-}
-
-int yk_daemon_secret_load(const yk_config *cfg, uint8_t *key, size_t *key_len, yk_diag *d) {
-  *key_len = 0;
-  if (cfg && cfg->coord.secret_file[0]) {
-    char *buf = NULL;
-    size_t len = 0;
-    int rc = yk_file_read(cfg->coord.secret_file, &buf, &len, d);
-    if (rc) return yk_errorf(d, YK_ECONFIG, "coord.secret_file: %s", yk_diag_msg(d, rc));
-    rc = secret_parse(buf, len, cfg->coord.secret_file, key, key_len, d);
-    OPENSSL_cleanse(buf, len);
-    free(buf);
-    return rc;
-  }
-  const char *env = getenv("YOKE_SECRET");
-  if (env && *env) return secret_parse(env, strlen(env), "YOKE_SECRET", key, key_len, d);
-  return yk_errorf(d, YK_ENOTFOUND,
-                   "no job secret: set coord.secret_file or export YOKE_SECRET (e.g. YOKE_SECRET=$(openssl rand "
-                   "-hex 32); mpirun -x YOKE_SECRET ...)");
-}
-
-int yk_daemon_secret_generate(char hex[65], yk_diag *d) {
-  uint8_t b[32];
-  if (RAND_bytes(b, sizeof b) != 1) return yk_errorf(d, YK_ESYS, "RAND_bytes failed: no randomness for a secret");
-  for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", b[i]);
-  OPENSSL_cleanse(b, sizeof b);
-  return 0;
-}

@@ -167,6 +167,17 @@ typedef struct trainer {
   size_t nparams;
 
   float *m, *v; /* AdamW moments, fp32, one per parameter */
+  /* Mixed precision (train.precision fp16/bf16): the model computes with
+   * the 16-bit weights (params16, widened into the model's fp32 arena, so
+   * every product sees exactly the rounded weights); gradients are rounded
+   * to 16 bits and all-reduced in 16 bits (grads16); AdamW updates the fp32
+   * master copy and rounds it back into params16. fp32: master = the model's
+   * own arena and the 16-bit buffers are NULL. */
+  yk_precision prec;
+  yk_dtype dt16;     /* YK_DT_F16 / YK_DT_BF16, or YK_DT_F32 for fp32 */
+  float *master;
+  uint16_t *params16, *grads16;
+  yk_loss_scaler ls; /* fp16 only */
   yk_adamw adamw;
   yk_lr_schedule sched;
 
@@ -187,6 +198,9 @@ static void trainer_free(trainer *t) {
   free(t->targets);
   yk_free(t->m);
   yk_free(t->v);
+  if (t->model && t->master != yk_model_params(t->model)) yk_free(t->master);
+  yk_free(t->params16);
+  yk_free(t->grads16);
   yk_model_destroy(t->model);
   yk_device_destroy(t->dev);
 }
@@ -226,6 +240,21 @@ static int trainer_init(trainer *t, yk_diag *d) {
   t->targets = malloc((size_t)B * T * sizeof(int32_t));
   if (!t->m || !t->v || !t->inputs || !t->targets)
     return yk_errorf(d, YK_ENOMEM, "out of memory for optimizer state (%zu parameters)", t->nparams);
+  t->prec = yk_config_precision(c);
+  t->dt16 = t->prec == YK_PREC_FP16 ? YK_DT_F16 : t->prec == YK_PREC_BF16 ? YK_DT_BF16 : YK_DT_F32;
+  t->master = yk_model_params(t->model);
+  if (t->prec != YK_PREC_FP32) {
+    t->master = yk_alloc(t->nparams * sizeof(float));
+    t->params16 = yk_alloc(t->nparams * sizeof(uint16_t));
+    t->grads16 = yk_alloc(t->nparams * sizeof(uint16_t));
+    if (!t->master || !t->params16 || !t->grads16)
+      return yk_errorf(d, YK_ENOMEM, "out of memory for %s master weights (%zu parameters)", c->train.precision,
+                       t->nparams);
+    memcpy(t->master, yk_model_params(t->model), t->nparams * sizeof(float));
+    yk_optimizer_cast_from_f32(t->master, t->params16, t->dt16, t->nparams, YK_ISA_AUTO);
+    yk_optimizer_cast_to_f32(t->params16, t->dt16, yk_model_params(t->model), t->nparams, 1.0f, YK_ISA_AUTO);
+  }
+  if (t->prec == YK_PREC_FP16 && (rc = yk_optimizer_loss_scaler_init(&t->ls, c, d)) != 0) return rc;
   yk_optimizer_adamw_from_config(&t->adamw, c);
   if ((rc = yk_optimizer_lr_from_config(&t->sched, c, d)) != 0) return rc;
 
@@ -258,6 +287,45 @@ static int trainer_validate(trainer *t, double *out, yk_diag *d) {
   int rc = yk_dp_allreduce_sum_f64(&t->dp, acc, 2, d);
   if (rc) return rc;
   *out = acc[0] / acc[1];
+  return 0;
+}
+
+/* Mixed precision: the overflow check on the reduced 16-bit gradients, which
+ * every rank sees identically, so all ranks skip or apply together. fp16
+ * feeds the loss scaler; bf16 has fp32's range, so a non-finite gradient
+ * there is a real divergence and ends the run like fp32 does. */
+static int mixed_check(trainer *t, int64_t step, float loss_scale, int *skip, yk_diag *d) {
+  int64_t bad = -1;
+  *skip = 0;
+  if (yk_optimizer_find_nonfinite(t->grads16, t->dt16, t->nparams, YK_ISA_AUTO, &bad) != 1) {
+    if (t->prec == YK_PREC_FP16) yk_optimizer_loss_scaler_update(&t->ls, 0);
+    return 0;
+  }
+  const yk_tensor_desc *td = yk_optimizer_tensor_at(t->tensors, t->ntensors, (size_t)bad);
+  /* Which tensor overflowed on THIS rank before the reduction (if any). */
+  const yk_tensor_desc *mine =
+      t->dp.local_bad >= 0 ? yk_optimizer_tensor_at(t->tensors, t->ntensors, (size_t)t->dp.local_bad) : NULL;
+  if (t->prec != YK_PREC_FP16)
+    return yk_errorf(d, YK_ENONFINITE, "step %lld: %s gradient of tensor '%s' is not finite; lower optim.lr (now %g)",
+                     (long long)step, t->cfg.train.precision, td ? td->name : "?", t->cfg.optim.lr);
+  int r = yk_optimizer_loss_scaler_update(&t->ls, 1);
+  *skip = 1;
+  if (r == YK_EOVERFLOW) {
+    char who[160];
+    if (mine) snprintf(who, sizeof who, "tensor '%s' on rank %d", mine->name, t->rank);
+    else snprintf(who, sizeof who, "tensor '%s' (after the all-reduce; finite on rank %d)", td ? td->name : "?", t->rank);
+    if (t->ls.cfg.stop_on_min)
+      return yk_errorf(d, YK_EOVERFLOW,
+                       "step %lld: fp16 gradients overflow at the minimum loss scale %g: %s; use "
+                       "train.precision=bf16, lower optim.lr, or set loss_scale.on_min=continue",
+                       (long long)step, t->ls.st.scale, who);
+    YK_WARN(&t->log, "step %lld: overflow at the minimum loss scale %g (%s); skipping the step and going on "
+            "(loss_scale.on_min=continue)", (long long)step, t->ls.st.scale, who);
+    return 0;
+  }
+  YK_WARN(&t->log, "step %lld: fp16 gradient overflow in tensor '%s' (on this rank: '%s'); step skipped, loss scale "
+          "%g -> %g", (long long)step, td ? td->name : "?", mine ? mine->name : "none", (double)loss_scale,
+          t->ls.st.scale);
   return 0;
 }
 
@@ -338,6 +406,9 @@ static int trainer_run(trainer *t, yk_diag *d) {
       if (stop) return 0;
       t0 = yk_now_s();
     }
+    /* fp16: scale the loss so small gradients survive the rounding to 16
+     * bits; read before the scaler's update, which may grow it. */
+    float loss_scale = t->prec == YK_PREC_FP16 ? (float)t->ls.st.scale : 1.0f;
     yk_model_zero_grad(t->model);
     double loss_sum = 0;
     for (int micro = 0; micro < accum; micro++) {
@@ -348,8 +419,8 @@ static int trainer_run(trainer *t, yk_diag *d) {
       /* Only the last micro-batch's backward finalises the gradients, so only
        * it starts bucket all-reduces (gradient accumulation: one all-reduce
        * per step, not per micro-batch). */
-      if (micro == accum - 1) yk_dp_arm(&t->dp, grads, c->comm.timeout_ms);
-      if ((rc = yk_model_backward_scaled(t->model, 1.0f / (float)accum, d)) != 0) return rc;
+      if (micro == accum - 1) yk_dp_arm(&t->dp, grads, t->grads16, t->dt16, c->comm.timeout_ms);
+      if ((rc = yk_model_backward_scaled(t->model, loss_scale / (float)accum, d)) != 0) return rc;
       loss_sum += loss;
     }
     double wait_s = 0;
@@ -366,6 +437,16 @@ static int trainer_run(trainer *t, yk_diag *d) {
                        "step %lld: the training loss is %f; lower optim.lr (now %g) or set optim.grad_clip", (long long)step,
                        loss, c->optim.lr);
 
+    if (t->prec != YK_PREC_FP32) {
+      int skip = 0;
+      if ((rc = mixed_check(t, step, loss_scale, &skip, d)) != 0) return rc;
+      if (skip) {
+        yk_data_loader_advance(t->train_ld, t->world, accum); /* the batch is spent, as in torch's GradScaler */
+        continue;
+      }
+      /* Reduced 16-bit gradients -> fp32, unscaled. */
+      yk_optimizer_cast_to_f32(t->grads16, t->dt16, grads, t->nparams, 1.0f / loss_scale, YK_ISA_AUTO);
+    }
     double norm = yk_optimizer_global_norm(grads, t->nparams, YK_ISA_AUTO);
     if (!isfinite(norm)) {
       int64_t bad = -1;
@@ -376,9 +457,13 @@ static int trainer_run(trainer *t, yk_diag *d) {
     }
     float clip = yk_optimizer_clip_coef(norm, c->optim.grad_clip);
     double lr = yk_optimizer_lr_at(&t->sched, step);
-    if ((rc = yk_optimizer_adamw_step(&t->adamw, step + 1, lr, clip, t->tensors, t->ntensors, 0, t->nparams, params,
-                                      grads, t->m, t->v, NULL, YK_DT_F32)) != 0)
+    /* AdamW counts applied steps (skipped fp16 steps don't advance its bias
+     * correction, as in torch). */
+    int64_t applied = step + 1 - (t->prec == YK_PREC_FP16 ? t->ls.st.overflows : 0);
+    if ((rc = yk_optimizer_adamw_step(&t->adamw, applied, lr, clip, t->tensors, t->ntensors, 0, t->nparams, t->master,
+                                      grads, t->m, t->v, t->params16, t->dt16 == YK_DT_F32 ? YK_DT_F16 : t->dt16)) != 0)
       return yk_errorf(d, rc, "AdamW step %lld failed", (long long)step);
+    if (t->params16) yk_optimizer_cast_to_f32(t->params16, t->dt16, params, t->nparams, 1.0f, YK_ISA_AUTO);
     yk_data_loader_advance(t->train_ld, t->world, accum);
     double dt = yk_now_s() - t0;
     if (step > t->start_step) {
@@ -388,7 +473,8 @@ static int trainer_run(trainer *t, yk_diag *d) {
     last_loss = loss;
     if (t->dp.ctl) {
       yk_step_report rep = {.step = step + 1, .loss = loss, .tokens_per_s = tokens_per_step / dt, .step_ms = dt * 1e3,
-                            .allreduce_ms = wait_s * 1e3, .allreduce_bytes = t->dp.bytes, .loss_scale = 1.0};
+                            .allreduce_ms = wait_s * 1e3, .allreduce_bytes = t->dp.bytes,
+                            .loss_scale = t->prec == YK_PREC_FP16 ? t->ls.st.scale : 1.0};
       yk_daemon_ctl_report(t->dp.ctl, &rep);
     }
 
@@ -399,8 +485,9 @@ static int trainer_run(trainer *t, yk_diag *d) {
               (long long)(step + 1), (long long)steps, loss, lr, norm, dt * 1e3, wait_s * 1e3, tokens_per_step / dt);
       if (t->json && t->rank == 0)
         printf("{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"ms\": %.3f, "
-               "\"comm_wait_ms\": %.3f, \"tokens_per_s\": %.1f}\n",
-               (long long)(step + 1), loss, lr, norm, dt * 1e3, wait_s * 1e3, tokens_per_step / dt);
+               "\"comm_wait_ms\": %.3f, \"tokens_per_s\": %.1f, \"allreduce_bytes\": %llu, \"loss_scale\": %g}\n",
+               (long long)(step + 1), loss, lr, norm, dt * 1e3, wait_s * 1e3, tokens_per_step / dt,
+               (unsigned long long)t->dp.bytes, t->prec == YK_PREC_FP16 ? t->ls.st.scale : 1.0);
     }
     if (t->val_ld && ((c->train.val_every && (step + 1) % c->train.val_every == 0) || last)) {
       if ((rc = trainer_validate(t, &last_val, d)) != 0) return rc;
@@ -415,9 +502,10 @@ static int trainer_run(trainer *t, yk_diag *d) {
   double mean_ms = steps - t->start_step > 1 ? total_time / (double)(steps - t->start_step - 1) * 1e3 : 0;
   double wait_frac = total_time > 0 ? total_wait / total_time : 0;
   uint64_t sum = params_checksum(params, t->nparams);
-  YK_INFO(&t->log, "done: %lld steps, final loss %.4f, val loss %.4f -> %.4f, %.1f ms/step, %.1f%% waiting on "
-          "communication, params checksum %016llx", (long long)steps, last_loss, first_val, last_val, mean_ms,
-          wait_frac * 100, (unsigned long long)sum);
+  char val[64] = "";
+  if (t->val_ld) snprintf(val, sizeof val, ", val loss %.4f -> %.4f", first_val, last_val);
+  YK_INFO(&t->log, "done: %lld steps, final loss %.4f%s, %.1f ms/step, %.1f%% waiting on communication, params "
+          "checksum %016llx", (long long)steps, last_loss, val, mean_ms, wait_frac * 100, (unsigned long long)sum);
   if (t->json)
     printf("{\"done\": true, \"rank\": %d, \"world\": %d, \"steps\": %lld, \"loss\": %.6f, \"val_loss_first\": %.6f, "
            "\"val_loss\": %.6f, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, \"params_checksum\": \"%016llx\"}\n",
@@ -466,9 +554,10 @@ int yk_daemon_cmd_train(int argc, char **argv) {
   if (t.dp.env.kind != YK_LAUNCH_SINGLE) t.tty = 0;
   if (!rc) rc = trainer_init(&t, &d);
   if (!rc) { /* ckpt: register the state, start the writer, resume */
-    ykd_ckpt_view v = {.params = yk_model_params(t.model), .m = t.m, .v = t.v, .nparams = t.nparams,
-                       .tensors = t.tensors, .ntensors = t.ntensors, .mcfg = &t.mcfg, .loader = t.train_ld,
-                       .threads = t.dev->nthreads};
+    ykd_ckpt_view v = {.params = t.master, .m = t.m, .v = t.v, .nparams = t.nparams, .params16 = t.params16,
+                       .dtype16 = t.dt16, .model_params = yk_model_params(t.model), .tensors = t.tensors,
+                       .ntensors = t.ntensors, .mcfg = &t.mcfg, .loader = t.train_ld,
+                       .scaler = t.prec == YK_PREC_FP16 ? &t.ls : NULL, .threads = t.dev->nthreads};
     rc = ykd_ckpt_open(&t.ck, &t.cfg, &t.log, &t.dp, &v, &d);
     if (!rc) rc = ykd_ckpt_resume(&t.ck, &t.start_step, &d);
   }

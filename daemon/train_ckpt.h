@@ -33,6 +33,8 @@ typedef struct ykd_ckpt_view {
   float *m, *v;                  /* AdamW moments, same layout */
   size_t nparams;
   void *params16;                /* 16-bit weights (fp16/bf16 runs) or NULL */
+  float *model_params;           /* the model's own arena when it is not `params` (fp16/bf16: the
+                                    widened params16, refreshed after a restore) or NULL */
   yk_dtype dtype16;              /* YK_DT_F16 or YK_DT_BF16 when params16 is set */
   const yk_tensor_desc *tensors; /* the model's tensor table */
   int ntensors;

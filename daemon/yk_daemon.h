@@ -41,6 +41,11 @@ typedef enum {
   YK_EXIT_SIGTERM = 143,   /* stopped by SIGTERM without a checkpoint (128 + 15) */
 } yk_exit_code;
 
+/* The exit code for a YK_E* error from the control plane (yk_daemon_ctl_start
+ * and friends): YK_ECONFIG/YK_EUSAGE/YK_EAUTH (job secret mismatch) -> 2, YK_EPEERDEAD -> 3, YK_ECLOSED -> 4,
+ * YK_ETIMEDOUT -> 5, YK_EINTR -> 130, 0 -> 0, anything else -> 1. */
+int yk_daemon_exit_code(int yk_err);
+
 /* ------------------------------------------------------------------------ */
 /* Control protocol (docs/protocol.md)                                      */
 /* ------------------------------------------------------------------------ */
@@ -70,7 +75,9 @@ typedef enum {
   YK_MSG_EXCHANGE = 11,     /* C->S  one blob for an all-gather round */
   YK_MSG_EXCHANGE_ALL = 12, /* S->C  every rank's blob for that round */
   YK_MSG_ERROR = 13,        /* S->C  refusal with a reason, then the server closes */
-  YK_MSG_TYPE_MAX_ = 14
+  YK_MSG_REQUEST = 14,      /* C->S  ask the job to checkpoint-and-exit or stop (rank or operator) */
+  YK_MSG_CHECKPOINT = 15,   /* S->C  checkpoint at the next step boundary, then exit with code */
+  YK_MSG_TYPE_MAX_ = 16
 } yk_msg_type;
 
 const char *yk_msg_type_name(int type);
@@ -98,6 +105,12 @@ typedef struct yk_msg_member {
   yk_step_report rep;         /* STATUS: its last report */
 } yk_msg_member;
 
+/* REQUEST actions */
+typedef enum {
+  YK_REQ_CHECKPOINT = 1, /* every rank: checkpoint at the next step boundary, exit 75 */
+  YK_REQ_STOP = 2,       /* every rank: stop at the next step boundary, exit 130 */
+} yk_request_action;
+
 typedef enum {
   YK_MEMBER_EMPTY = 0,
   YK_MEMBER_REGISTERED = 1,
@@ -124,6 +137,7 @@ typedef struct yk_msg {
   uint64_t job_id;
   int32_t code;                 /* SHUTDOWN / BYE exit code */
   uint32_t round;               /* EXCHANGE */
+  int32_t action;               /* REQUEST: yk_request_action */
   int32_t alive;                /* HEARTBEAT_ACK / STATUS: members alive */
   char host[YK_PROTO_MAX_HOST + 1];
   char text[YK_PROTO_MAX_TEXT + 1]; /* reasons, error messages */
@@ -330,8 +344,8 @@ void yk_daemon_ctl_report(yk_daemon_ctl *ctl, const yk_step_report *r);
  * Never blocks. Call at every step boundary. */
 int yk_daemon_ctl_poll(yk_daemon_ctl *ctl, yk_daemon_event *ev);
 
-/* Like poll but waits until an event arrives or the deadline (absolute ns,
- * 0 = forever... no: 0 means do not wait). Returns 1 or 0. */
+/* Like poll but waits until an event arrives or the deadline passes
+ * (absolute monotonic ns; 0 = do not wait). Returns 1 (ev filled) or 0. */
 int yk_daemon_ctl_wait(yk_daemon_ctl *ctl, yk_daemon_event *ev, uint64_t deadline_ns);
 
 /* Milliseconds since the last frame from the coordinator. */
@@ -340,7 +354,8 @@ int64_t yk_daemon_ctl_heartbeat_age_ms(yk_daemon_ctl *ctl);
 /* Leave the job: send BYE(exit_code, reason), wait (bounded, 2 s) for it to
  * be flushed, stop the thread, close everything and free ctl. If this rank
  * embeds the coordinator, it keeps serving until the other ranks said BYE
- * or died (bounded by heartbeat_timeout). ctl may be NULL. */
+ * or died (heartbeats keep detecting deaths meanwhile; at most 30 min). ctl
+ * may be NULL. */
 void yk_daemon_ctl_stop(yk_daemon_ctl *ctl, int exit_code, const char *reason);
 
 /* ------------------------------------------------------------------------ */

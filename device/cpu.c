@@ -4,10 +4,9 @@
  * partitions computed from the thread index, so every reduction has a fixed
  * order for a fixed thread count (bitwise reproducible runs, no atomics).
  * OpenBLAS is pinned to one thread and each sgemm is split over our threads
- * along M or N (never K, so each output element is summed by one thread in
- * OpenBLAS's fixed K order); this keeps a single set of threads busy instead
- * of two pools (OpenBLAS's and OpenMP's) spinning against each other on a
- * small machine.
+ * (along M or N, or along K with ordered partial sums when K dominates);
+ * this keeps a single set of threads busy instead of two pools (OpenBLAS's
+ * and OpenMP's) spinning against each other on a small machine.
  *
  * ISA: the vector row kernels come from a table (cpu_kern.h) picked at
  * creation: AVX2+FMA+F16C when the CPU has it, else portable C, or what
@@ -52,13 +51,73 @@ static inline int threads_for(const yk_device *dev, size_t work) {
 static void *cpu_alloc(const yk_device *dev, size_t bytes) { return yk_alloc(bytes); }
 static void cpu_free(const yk_device *dev, void *p) { yk_free(p); }
 
+static void cpu_zero(const yk_device *dev, float *p, size_t n) {
+#pragma omp parallel num_threads(n > (1u << 20) ? dev->nthreads : 1)
+  {
+    size_t lo, hi;
+    split(n, omp_get_num_threads(), omp_get_thread_num(), 1024, &lo, &hi);
+    if (hi > lo) memset(p + lo, 0, (hi - lo) * sizeof(float));
+  }
+}
+
 /* ---- gemm ---------------------------------------------------------- */
+
+#ifndef GEMM_CHUNKS_PER_THREAD
+#define GEMM_CHUNKS_PER_THREAD 2
+#endif
 
 static void sgemm1(int ta, int tb, int M, int N, int K_, float alpha, const float *A, int lda, const float *B, int ldb,
                    float beta, float *C, int ldc) {
   if (M <= 0 || N <= 0) return;
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K_, alpha, A, lda,
               B, ldb, beta, C, ldc);
+}
+
+/* For products with a long K and a small output (the LM head's
+ * dlnf (BT,C) = dlogits (BT,Vp) . wte (Vp,C)), splitting M or N would make
+ * every chunk re-pack a whole operand of K-length rows; instead each chunk
+ * takes a K range into its own partial output, and the partials are added in
+ * chunk order (a fixed order: reproducible). Returns 0 if it could not get
+ * the partial buffers (the caller then splits M/N). */
+static int gemm_split_k(int nt, int ta, int tb, int M, int N, int K_, float alpha, const float *A, int lda,
+                        const float *B, int ldb, float beta, float *C, int ldc) {
+  int nchunks = (int)YK_MIN((size_t)nt * GEMM_CHUNKS_PER_THREAD, ((size_t)K_ + 63) / 64);
+  size_t MN = (size_t)M * N;
+  float *part = malloc((size_t)nchunks * MN * sizeof(float));
+  if (!part) return 0;
+#pragma omp parallel num_threads(nt)
+  {
+#pragma omp for schedule(dynamic, 1)
+    for (int ch = 0; ch < nchunks; ch++) {
+      size_t lo, hi;
+      split((size_t)K_, nchunks, ch, 64, &lo, &hi);
+      float *P = part + (size_t)ch * MN;
+      if (hi <= lo) {
+        memset(P, 0, MN * sizeof(float));
+        continue;
+      }
+      /* op(A)[:, lo:hi] and op(B)[lo:hi, :] */
+      const float *Ap = ta ? A + lo * (size_t)lda : A + lo;
+      const float *Bp = tb ? B + lo : B + lo * (size_t)ldb;
+      sgemm1(ta, tb, M, N, (int)(hi - lo), alpha, Ap, lda, Bp, ldb, 0.0f, P, N);
+    }
+    /* C = beta*C + P0 + P1 + ... per element in chunk order (beta == 0
+     * never reads C, which may hold garbage) */
+#pragma omp for schedule(static)
+    for (int i = 0; i < M; i++) {
+      float *c = C + (size_t)i * ldc;
+      if (beta == 0.0f)
+        memset(c, 0, (size_t)N * sizeof(float));
+      else if (beta != 1.0f)
+        for (int j = 0; j < N; j++) c[j] *= beta;
+      for (int ch = 0; ch < nchunks; ch++) {
+        const float *p = part + (size_t)ch * MN + (size_t)i * N;
+        for (int j = 0; j < N; j++) c[j] += p[j];
+      }
+    }
+  }
+  free(part);
+  return 1;
 }
 
 static void cpu_gemm(const yk_device *dev, int ta, int tb, int M, int N, int K_, float alpha, const float *A, int lda,
@@ -68,17 +127,27 @@ static void cpu_gemm(const yk_device *dev, int ta, int tb, int M, int N, int K_,
     sgemm1(ta, tb, M, N, K_, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  int by_n = N >= M; /* split the larger output dimension */
-#pragma omp parallel num_threads(nt)
-  {
-    int t = omp_get_thread_num(), n = omp_get_num_threads();
+  if ((size_t)K_ >= 4 * (size_t)YK_MAX(M, N) && gemm_split_k(nt, ta, tb, M, N, K_, alpha, A, lda, B, ldb, beta, C, ldc))
+    return;
+  /* Split the larger output dimension into a few chunks per thread, handed
+   * out dynamically: a thread slowed by another process on its core then
+   * does fewer chunks instead of making the others wait. The chunk bounds
+   * depend only on the thread count, and a chunk's result only on its inputs
+   * and bounds (not on which thread runs it), so for a fixed thread count the
+   * result is bitwise reproducible. (Different thread counts give different
+   * chunks, and OpenBLAS may round a chunked product differently.) */
+  int by_n = N >= M;
+  size_t dim = (size_t)(by_n ? N : M), align = by_n ? 64 : 16;
+  int nchunks = (int)YK_MIN((size_t)nt * GEMM_CHUNKS_PER_THREAD, (dim + align - 1) / align);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+  for (int ch = 0; ch < nchunks; ch++) {
     size_t lo, hi;
+    split(dim, nchunks, ch, align, &lo, &hi);
+    if (hi <= lo) continue;
     if (by_n) {
-      split((size_t)N, n, t, 64, &lo, &hi);
       const float *Bp = tb ? B + lo * (size_t)ldb : B + lo;
       sgemm1(ta, tb, M, (int)(hi - lo), K_, alpha, A, lda, Bp, ldb, beta, C + lo, ldc);
     } else {
-      split((size_t)M, n, t, 16, &lo, &hi);
       const float *Ap = ta ? A + lo : A + lo * (size_t)lda;
       sgemm1(ta, tb, (int)(hi - lo), N, K_, alpha, Ap, lda, B, ldb, beta, C + lo * (size_t)ldc, ldc);
     }
@@ -126,38 +195,33 @@ static void cpu_layernorm_fwd(const yk_device *dev, float *out, float *mean, flo
     k->ln_fwd_row(out + (size_t)n * C, mean + n, rstd + n, inp + (size_t)n * C, w, b, C);
 }
 
+/* Rows are cut into fixed chunks of LN_CHUNK rows whatever the thread count;
+ * each chunk sums its dw/db partial (from zero, rows in order) into its own
+ * scratch slice, then the partials are added in chunk order. So the result
+ * is bitwise the same for any number of threads. */
+#define LN_CHUNK 64
+
 size_t yk_device_layernorm_bwd_scratch(const yk_device *dev, int N, int C) {
-  return (size_t)YK_MAX(dev->nthreads, 1) * 2 * (size_t)C;
+  return (size_t)((N + LN_CHUNK - 1) / LN_CHUNK) * 2 * (size_t)C;
 }
 
-/* Rows split over threads; each thread accumulates dw/db partials into its
- * own scratch slice, then the partials are added in thread order. */
 static void cpu_layernorm_bwd(const yk_device *dev, float *dinp, float *dw, float *db, const float *dout,
                               const float *inp, const float *w, const float *mean, const float *rstd, int N, int C,
                               float *scratch) {
   const cpu_kern *k = K(dev);
-  int nt = threads_for(dev, (size_t)N * C);
-  if (nt == 1) {
-    for (int n = 0; n < N; n++)
-      k->ln_bwd_row(dinp + (size_t)n * C, dw, db, dout + (size_t)n * C, inp + (size_t)n * C, w, mean[n], rstd[n], C);
-    return;
-  }
-  int used = 1;
-#pragma omp parallel num_threads(nt)
-  {
-    int t = omp_get_thread_num(), n_t = omp_get_num_threads();
-#pragma omp single
-    used = n_t;
-    float *pw = scratch + (size_t)t * 2 * C, *pb = pw + C;
+  int nchunks = (N + LN_CHUNK - 1) / LN_CHUNK;
+  int nt = YK_MIN(threads_for(dev, (size_t)N * C), nchunks);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int ch = 0; ch < nchunks; ch++) {
+    float *pw = scratch + (size_t)ch * 2 * C, *pb = pw + C;
     memset(pw, 0, 2 * (size_t)C * sizeof(float));
-    size_t lo, hi;
-    split((size_t)N, n_t, t, 1, &lo, &hi);
-    for (size_t n = lo; n < hi; n++)
+    size_t hi = YK_MIN((size_t)N, (size_t)(ch + 1) * LN_CHUNK);
+    for (size_t n = (size_t)ch * LN_CHUNK; n < hi; n++)
       k->ln_bwd_row(dinp + n * C, pw, pb, dout + n * C, inp + n * C, w, mean[n], rstd[n], C);
   }
-  for (int t = 0; t < used; t++) {
-    k->acc(dw, scratch + (size_t)t * 2 * C, C);
-    k->acc(db, scratch + (size_t)t * 2 * C + C, C);
+  for (int ch = 0; ch < nchunks; ch++) {
+    k->acc(dw, scratch + (size_t)ch * 2 * C, C);
+    k->acc(db, scratch + (size_t)ch * 2 * C + C, C);
   }
 }
 
@@ -259,7 +323,9 @@ static void cpu_attention_fwd(const yk_device *dev, float *out, float *att, cons
   float scale = 1.0f / sqrtf((float)hd);
   int BH = B * NH;
   int nt = threads_for(dev, (size_t)BH * T * T * hd);
-#pragma omp parallel for num_threads(nt) schedule(static)
+  /* heads are independent (no cross-head sums), so dynamic scheduling keeps
+   * results reproducible while balancing load */
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
   for (int bh = 0; bh < BH; bh++) {
     int b = bh / NH, h = bh % NH;
     const float *q = qkv + (size_t)b * T * 3 * C + (size_t)h * hd;
@@ -306,7 +372,7 @@ static void cpu_attention_bwd(const yk_device *dev, float *dqkv, const float *do
 #pragma omp parallel num_threads(nt)
   {
     float *datt = scratch + (size_t)omp_get_thread_num() * T * T;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (int bh = 0; bh < BH; bh++) {
       int b = bh / NH, h = bh % NH;
       size_t o3 = (size_t)b * T * 3 * C + (size_t)h * hd;
@@ -360,6 +426,7 @@ static const yk_device_ops cpu_ops = {
     .name = "cpu",
     .alloc = cpu_alloc,
     .free = cpu_free,
+    .zero = cpu_zero,
     .gemm = cpu_gemm,
     .encoder_fwd = cpu_encoder_fwd,
     .encoder_bwd = cpu_encoder_bwd,

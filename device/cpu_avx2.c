@@ -30,10 +30,12 @@ AVX2 static inline float hmax(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
-/* e^x for x in about [-87, 88]; inputs are clamped to that range. */
+/* e^x for x in about [-87, 88]; inputs are clamped to that range. NaN
+ * passes through: min/max return their SECOND operand when either is NaN,
+ * so x goes second (a NaN loss must stay NaN to be caught). */
 AVX2 static inline __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365478515625f));
+  x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x);
+  x = _mm256_max_ps(_mm256_set1_ps(-87.3365478515625f), x);
   __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);

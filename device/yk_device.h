@@ -46,6 +46,9 @@ typedef struct yk_device_ops {
   void *(*alloc)(const yk_device *dev, size_t bytes);
   void (*free)(const yk_device *dev, void *p);
 
+  /* Set n floats at p to 0 (multi-threaded: gradient arenas are large). */
+  void (*zero)(const yk_device *dev, float *p, size_t n);
+
   /* ---- matrix product --------------------------------------------------- */
   /* C (M,N) = alpha * op(A) * op(B) + beta * C, row-major. op(A) is (M,K):
    * A is (M,K) with row stride lda, or (K,M) if transa. op(B) is (K,N): B is

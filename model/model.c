@@ -53,7 +53,10 @@ int yk_model_config_finish(yk_model_config *c, yk_diag *d) {
   if (c->channels % c->heads != 0)
     return yk_errorf(d, YK_ECONFIG, "model.channels=%d is not divisible by model.heads=%d; pick heads that divide channels",
                      c->channels, c->heads);
-  c->padded_vocab_size = (c->vocab_size + 127) / 128 * 128;
+  if (c->padded_vocab_size == 0) c->padded_vocab_size = (c->vocab_size + 127) / 128 * 128;
+  if (c->padded_vocab_size < c->vocab_size || c->padded_vocab_size % 128 != 0)
+    return yk_errorf(d, YK_ECONFIG, "padded vocab size %d must be a multiple of 128 and >= vocab_size=%d (or 0 = derive)",
+                     c->padded_vocab_size, c->vocab_size);
   return 0;
 }
 
@@ -65,6 +68,7 @@ int yk_model_config_from(const yk_config *c, yk_model_config *out, yk_diag *d) {
   if (c->model.heads) out->heads = (int)c->model.heads;
   if (c->model.max_seq_len) out->max_seq_len = (int)c->model.max_seq_len;
   if (c->model.vocab_size) out->vocab_size = (int)c->model.vocab_size;
+  out->padded_vocab_size = 0; /* derive from the final vocab_size */
   return yk_model_config_finish(out, d);
 }
 
@@ -124,9 +128,6 @@ int yk_model_create(const yk_model_config *cfg_in, int B, int T, const yk_device
   yk_model_config cfg = *cfg_in;
   int rc = yk_model_config_finish(&cfg, d);
   if (rc) return rc;
-  if (cfg.padded_vocab_size != cfg_in->padded_vocab_size && cfg_in->padded_vocab_size != 0)
-    return yk_errorf(d, YK_ECONFIG, "padded_vocab_size=%d, expected %d (vocab_size %d rounded up to 128)",
-                     cfg_in->padded_vocab_size, cfg.padded_vocab_size, cfg.vocab_size);
   if (B <= 0 || B > (1 << 20)) return yk_errorf(d, YK_ECONFIG, "micro-batch B=%d must be in [1, 1048576]", B);
   if (T <= 0 || T > cfg.max_seq_len)
     return yk_errorf(d, YK_ECONFIG, "sequence length T=%d must be in [1, max_seq_len=%d]", T, cfg.max_seq_len);
@@ -261,7 +262,7 @@ void yk_model_set_grad_hook(yk_model *m, yk_model_grad_hook fn, void *ctx) {
 }
 const float *yk_model_logits(const yk_model *m) { return m->logits; }
 const float *yk_model_losses(const yk_model *m) { return m->losses; }
-void yk_model_zero_grad(yk_model *m) { memset(m->grads, 0, m->lay.total * sizeof(float)); }
+void yk_model_zero_grad(yk_model *m) { m->dev->ops->zero(m->dev, m->grads, m->lay.total); }
 
 void yk_model_init_random(yk_model *m, uint64_t seed) {
   yk_rng r;
@@ -376,7 +377,7 @@ int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
   /* LM head: dwte (Vp,C) += dlogits^T (Vp,N) . lnf (N,C); dlnf (N,C) = dlogits . wte */
   o->gemm(dev, 1, 0, Vp, C, N, 1.0f, dlog, Vp, m->lnf, C, 1.0f, G + m->lay.wte, C);
   o->gemm(dev, 0, 0, N, C, Vp, 1.0f, dlog, Vp, P + m->lay.wte, C, 0.0f, m->dC, C);
-  memset(m->dres, 0, (size_t)N * C * sizeof(float));
+  o->zero(dev, m->dres, (size_t)N * C);
   const float *xL = L > 0 ? m->al[L - 1].res3 : m->encoded;
   o->layernorm_bwd(dev, m->dres, G + m->lay.lnfw, G + m->lay.lnfb, m->dC, xL, P + m->lay.lnfw, m->lnf_mean,
                    m->lnf_rstd, N, C, m->ln_scratch);

@@ -78,23 +78,23 @@ static int open_checked(const char *path, FILE **fp, yk_model_config *cfg, yk_di
       fclose(f);
       return yk_errorf(d, YK_EFORMAT, "weights file %s: header field %s=%d must be positive", path, names[i], h[2 + i]);
     }
+  if (h[7] < h[3] || h[7] % 128 != 0) {
+    fclose(f);
+    return yk_errorf(d, YK_EFORMAT, "weights file %s: header field Vp=%d must be a multiple of 128 and >= V=%d", path,
+                     h[7], h[3]);
+  }
   memset(cfg, 0, sizeof *cfg);
   cfg->max_seq_len = h[2];
   cfg->vocab_size = h[3];
   cfg->layers = h[4];
   cfg->heads = h[5];
   cfg->channels = h[6];
+  cfg->padded_vocab_size = h[7];
   yk_diag sub = {0};
   if (yk_model_config_finish(cfg, &sub) != 0) {
     fclose(f);
     return yk_errorf(d, YK_EFORMAT, "weights file %s: bad header: %s", path, sub.msg);
   }
-  if (h[7] < cfg->vocab_size || h[7] % 128 != 0) {
-    fclose(f);
-    return yk_errorf(d, YK_EFORMAT, "weights file %s: header field Vp=%d must be a multiple of 128 and >= V=%d", path,
-                     h[7], cfg->vocab_size);
-  }
-  cfg->padded_vocab_size = h[7];
   size_t want = HDR_INTS * 4 + yk_model_config_num_params(cfg) * sizeof(float);
   if ((size_t)st.st_size != want) {
     fclose(f);

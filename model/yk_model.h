@@ -51,7 +51,7 @@ typedef struct yk_model_config {
   int heads;             /* NH, divides C */
   int max_seq_len;       /* maxT: rows of wpe */
   int vocab_size;        /* V: real tokens */
-  int padded_vocab_size; /* Vp: rows of wte, multiple of 128, >= V */
+  int padded_vocab_size; /* Vp: rows of wte, multiple of 128, >= V (0 = V rounded up) */
 } yk_model_config;
 
 /* Named presets (the names of model.name in the config):
@@ -67,8 +67,9 @@ int yk_model_preset(const char *name, yk_model_config *out, yk_diag *d);
 /* Preset c->model.name with the non-zero overrides of c->model applied, then
  * validated. */
 int yk_model_config_from(const yk_config *c, yk_model_config *out, yk_diag *d);
-/* Fills padded_vocab_size from vocab_size and checks every field (positive,
- * heads divides channels). Errors name the field and value. */
+/* Derives padded_vocab_size from vocab_size when it is 0 (else checks it is
+ * a multiple of 128 >= V) and checks every field (positive, heads divides
+ * channels). Errors name the field and value. */
 int yk_model_config_finish(yk_model_config *cfg, yk_diag *d);
 /* Number of fp32 elements in the parameter arena (padding rows included). */
 size_t yk_model_config_num_params(const yk_model_config *cfg);

@@ -20,6 +20,8 @@ pkgs=(
   iproute2                            # network-namespace test hosts
   slurm-wlm munge                     # SLURM launch tests
   gnuplot-nox                         # bench --png
+  clang                               # libFuzzer target for the control-protocol decoder
+  python3                             # tests: parse status --json and /metrics
 )
 if [[ "${1:-}" == "--with-torch" ]]; then pkgs+=(python3-torch); fi
 

@@ -93,6 +93,10 @@ cp -r "$T/w3" "$T/c3"; rm "$T/c3/step-00000005/shard-00000-of-00003.yks"
 expect_stderr "shard-00000-of-00003.yks is missing or unreadable (it holds tensors wte.." "$YOKE" ckpt verify "$T/c3"
 cp -r "$T/w3" "$T/c4"; flip "$T/c4/step-00000005/manifest.json" 200
 expect_fail 1 "verify: flipped manifest byte" "$YOKE" ckpt verify "$T/c4"
+cp -r "$T/w3/step-00000005" "$T/c4/step-00000004"
+expect_fail 1 "verify --all: one of two damaged" "$YOKE" ckpt verify --all "$T/c4"
+"$YOKE" ckpt verify --all "$T/c4" 2>/dev/null | grep -q "ok: $T/c4/step-00000004" && pass "verify --all checks the good one too" || fail "verify --all"
+"$YOKE" ckpt ls "$T/c4" | grep -qE '^5 .*damaged' && pass "ls shows the damaged checkpoint" || fail "ls damaged: $("$YOKE" ckpt ls "$T/c4")"
 expect_stderr "manifest.json: manifest checksum mismatch" "$YOKE" ckpt verify "$T/c4"
 # a save without manifest is listed as incomplete and is not a checkpoint
 mkdir -p "$T/c5"; cp -r "$T/w3/step-00000005" "$T/c5/step-00000009.partial"; rm "$T/c5/step-00000009.partial/manifest.json"
@@ -100,4 +104,16 @@ out=$("$YOKE" ckpt ls "$T/c5")
 echo "$out" | grep -qE '^9 .*incomplete' && pass "ls shows the incomplete save" || fail "ls incomplete: $out"
 expect_fail 1 "verify on a root without committed checkpoints" "$YOKE" ckpt verify "$T/c5"
 expect_stderr "no committed checkpoint" "$YOKE" ckpt verify "$T/c5"
+
+# the benchmark runs end to end on a tiny model and prints the JSON figures
+expect_fail 2 "bench ckpt: unknown flag" "$YOKE" bench ckpt --bogus
+expect_ok "bench ckpt --help" "$YOKE" bench ckpt --help
+"$YOKE" bench ckpt --layers 1 --channels 64 --vocab 512 --step-ms 100 --json --dir "$T/bench" > "$T/bench.out" 2>&1
+tail -1 "$T/bench.out" | python3 -c '
+import json, sys
+j = json.loads(sys.stdin.read())
+for k in ("save_gbs", "load_gbs", "ratio", "stall_frac", "stall_frac_deferred", "ratio_by_kind"):
+    assert k in j, k
+assert j["save_gbs"] > 0 and j["load_gbs"] > 0 and 1.0 < j["ratio"] < 3.0 and 0 <= j["stall_frac"]
+' && pass "bench ckpt --json has save_gbs, load_gbs, ratio, stall_frac" || fail "bench json: $(cat "$T/bench.out")"
 finish

@@ -44,4 +44,17 @@ done
 n=$("$YOKE" ckpt ls "$DIR" | grep -c -E 'committed|latest')
 [ "$n" = 2 ] && pass "keep=2 leaves 2 committed checkpoints" || fail "keep=2 left $n: $("$YOKE" ckpt ls "$DIR")"
 expect_ok "check after clean saves" "$DRIVER" check "$DIR"
+
+# real processes: 3 ranks write their shards concurrently, rank 0 commits
+P=$T/procs
+for step in 1 2 3; do
+  pids=()
+  for r in 0 1 2; do "$DRIVER" shard "$P" --rank $r --world 3 --step $step & pids+=($!); done
+  ok=1
+  for p in "${pids[@]}"; do wait "$p" || ok=0; done
+  [ $ok = 1 ] && "$DRIVER" commit "$P" --world 3 --step $step || ok=0
+  [ $ok = 1 ] && pass "3 concurrent rank processes saved step $step" || fail "concurrent save of step $step"
+done
+out=$("$DRIVER" check "$P" 2>&1)
+[ "$out" = "ok step 3 world 3" ] && pass "concurrent save loads: $out" || fail "concurrent save: $out"
 finish

@@ -9,6 +9,9 @@
  *       opens the newest committed checkpoint, verifies every checksum and
  *       compares every arena and blob with the regenerated state of its step.
  *       Exit 0 ok, 3 no committed checkpoint yet, 1 anything wrong.
+ *   ckpt_crash_driver shard DIR --rank R --world W --step S
+ *   ckpt_crash_driver commit DIR --world W --step S
+ *       one rank's phase 1 / rank 0's phase 2, for runs with real processes.
  *   ckpt_crash_driver gpt2 DIR
  *       writes a tiny GPT-2 shaped checkpoint (L=2 C=8 Vp=16 V=13 maxT=8 NH=2,
  *       params[i] = i / 1000) at world 2, step 5, for the export tests. */
@@ -255,24 +258,53 @@ static int do_gpt2(const char *dir) {
   return rc ? 1 : 0;
 }
 
+static int do_shard(const char *dir, int rank, int world, int64_t step, int commit) {
+  yk_diag d = {0};
+  yk_ckpt_opts o;
+  yk_ckpt_opts_default(&o);
+  o.dir = dir;
+  o.rank = rank;
+  o.world = world;
+  o.keep = 2;
+  o.threads = 1;
+  int rc;
+  if (commit) {
+    rc = yk_ckpt_commit(&o, step, &d);
+  } else {
+    synth s;
+    synth_alloc(&s);
+    synth_fill(&s, step);
+    yk_ckpt_state *st = synth_state(&s, step, rank);
+    rc = yk_ckpt_write_shard(&o, st, step, NULL, &d);
+    yk_ckpt_state_free(st);
+    synth_free(&s);
+  }
+  if (rc) fprintf(stderr, "ckpt_crash_driver: %s\n", yk_diag_msg(&d, rc));
+  return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) {
     fprintf(stderr, "usage: ckpt_crash_driver save|check|gpt2 DIR [--steps N] [--async|--mixed] [--world W]\n");
     return 2;
   }
-  int64_t steps = -1;
-  int async = 0, world = 2;
+  int64_t steps = -1, step = 1;
+  int async = 0, world = 2, rank = 0;
   for (int i = 3; i < argc; i++) {
     if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoll(argv[++i]);
     else if (!strcmp(argv[i], "--async")) async = 1;
     else if (!strcmp(argv[i], "--mixed")) async = 2;
     else if (!strcmp(argv[i], "--world") && i + 1 < argc) world = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--rank") && i + 1 < argc) rank = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--step") && i + 1 < argc) step = atoll(argv[++i]);
     else {
       fprintf(stderr, "ckpt_crash_driver: unknown option '%s'\n", argv[i]);
       return 2;
     }
   }
-  if (world < 1 || world > 8) return 2;
+  if (world < 1 || world > 8 || rank < 0 || rank >= world) return 2;
+  if (!strcmp(argv[1], "shard")) return do_shard(argv[2], rank, world, step, 0);
+  if (!strcmp(argv[1], "commit")) return do_shard(argv[2], 0, world, step, 1);
   if (!strcmp(argv[1], "save")) return do_save(argv[2], steps, async, world);
   if (!strcmp(argv[1], "check")) return do_check(argv[2]);
   if (!strcmp(argv[1], "gpt2")) return do_gpt2(argv[2]);

@@ -291,7 +291,20 @@ START_TEST(test_keep_rotation_and_partial) {
   ck_assert_int_eq(yk_ckpt_reader_world(r), 1);
   yk_ckpt_reader_close(r);
   ck_assert_int_eq(yk_ckpt_list(root, &e, &n, &d), 0);
-  ck_assert_int_eq(n, 3); /* 40, 50 and the partial of 60 (newer, so it stays) */
+  ck_assert_int_eq(n, 3); /* 40, 50 and the partial of 60 (newer: may be in progress) */
+  free(e);
+  /* resuming from 40 and committing 45 sets the newer 50 aside: it must not
+   * shadow 45 as "latest", and it is not deleted */
+  save_world(root, &f, 2, 45, 2);
+  ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_step(r), 45);
+  yk_ckpt_reader_close(r);
+  snprintf(p, sizeof p, "%s/step-00000050.abandoned/manifest.json", root);
+  ck_assert_int_eq(access(p, F_OK), 0);
+  ck_assert_int_eq(yk_ckpt_list(root, &e, &n, &d), 0);
+  ck_assert_int_eq(n, 3); /* 40, 45, partial 60 */
+  ck_assert_int_eq(e[0].step, 40);
+  ck_assert_int_eq(e[1].step, 45);
   free(e);
   rmroot(root);
   fake_free(&f);
@@ -404,6 +417,53 @@ START_TEST(test_corruption_detected) {
 }
 END_TEST
 
+/* Random single-byte flips anywhere in a shard or the manifest, and random
+ * truncations: always detected, never a crash. */
+START_TEST(test_random_damage_detected) {
+  fake_state f;
+  fake_init(&f, 150000, 21);
+  char *root = mkroot();
+  save_world(root, &f, 2, 3, 3);
+  char dir[4200], p[4300];
+  snprintf(dir, sizeof dir, "%s/step-00000003", root);
+  const char *files[3] = {"shard-00000-of-00002.yks", "shard-00001-of-00002.yks", "manifest.json"};
+  yk_rng rng;
+  yk_rng_seed(&rng, 5);
+  for (int it = 0; it < 60; it++) {
+    const char *fn = files[it % 3];
+    snprintf(p, sizeof p, "%s/%s", dir, fn);
+    char *orig;
+    size_t len;
+    ck_assert_int_eq(yk_file_read(p, &orig, &len, NULL), 0);
+    if (it % 7 == 6) {
+      ck_assert_int_eq(truncate(p, (off_t)(yk_rng_u64(&rng) % len)), 0);
+    } else {
+      long off = (long)(yk_rng_u64(&rng) % len);
+      flip_byte(p, off);
+    }
+    yk_ckpt_reader *r = NULL;
+    yk_diag d = {0};
+    yk_ckpt_open_opts oo = {.threads = 2};
+    int rc = yk_ckpt_reader_open(dir, &oo, &r, &d);
+    if (!rc) {
+      rc = yk_ckpt_reader_verify(r, &d);
+      yk_ckpt_reader_close(r);
+    }
+    ck_assert_msg(rc != 0, "damage %d in %s not detected", it, fn);
+    ck_assert_msg(strstr(d.msg, fn) || strstr(d.msg, "manifest.json"), "message does not name %s: %s", fn, d.msg);
+    ck_assert_int_eq(yk_file_write_atomic(p, orig, len, NULL), 0);
+    free(orig);
+  }
+  yk_ckpt_reader *r;
+  yk_diag d = {0};
+  ck_assert_int_eq(yk_ckpt_reader_open(dir, NULL, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_verify(r, &d), 0);
+  yk_ckpt_reader_close(r);
+  rmroot(root);
+  fake_free(&f);
+}
+END_TEST
+
 START_TEST(test_fallback_only_when_told) {
   fake_state f;
   fake_init(&f, 400000, 13);
@@ -434,6 +494,23 @@ START_TEST(test_fallback_only_when_told) {
   ck_assert_int_eq(yk_ckpt_reader_open(root, &oo, &r, &d), 0);
   ck_assert_int_eq(yk_ckpt_reader_step(r), 1);
   yk_ckpt_reader_close(r);
+  /* training resumed from step 1 commits step 2 again: the damaged old one
+   * is swapped out and "latest" works without fallback again */
+  save_world(root, &f, 2, 2, 3);
+  oo.fallback = 0;
+  ck_assert_int_eq(yk_ckpt_reader_open(root, &oo, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_step(r), 2);
+  yk_ckpt_reader_close(r);
+  /* a damaged newer checkpoint (3) is set aside when an older step (2) is committed */
+  save_world(root, &f, 2, 3, 3);
+  snprintf(p, sizeof p, "%s/step-00000003/manifest.json", root);
+  flip_byte(p, 10);
+  save_world(root, &f, 2, 2, 3);
+  ck_assert_int_eq(yk_ckpt_reader_open(root, &oo, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_step(r), 2);
+  yk_ckpt_reader_close(r);
+  snprintf(p, sizeof p, "%s/step-00000003.abandoned/manifest.json", root);
+  ck_assert_int_eq(access(p, F_OK), 0);
   rmroot(root);
   fake_free(&f);
 }
@@ -592,6 +669,7 @@ int main(void) {
   tcase_add_test(tc, test_reshard_convert);
   tcase_add_test(tc, test_keep_rotation_and_partial);
   tcase_add_test(tc, test_corruption_detected);
+  tcase_add_test(tc, test_random_damage_detected);
   tcase_add_test(tc, test_fallback_only_when_told);
   tcase_add_test(tc, test_async_writer);
   tcase_add_test(tc, test_tiny_and_empty_arenas);

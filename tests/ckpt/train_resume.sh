@@ -36,8 +36,10 @@ run() { # run NAME EXPECTED_EXIT yoke-args...
 }
 same_run() { # same_run WHAT STRAIGHT PART1 PART2
   local what=$1 a=$2 b=$3 c=$4
-  if [ "$(losses "$tmp/$a.json" | wc -l)" = 10 ] && diff <(losses "$tmp/$a.json") <(losses "$tmp/$b.json" "$tmp/$c.json") > "$tmp/diff"; then
-    pass "$what: 10 per-step losses identical"
+  # (fp16 steps skipped on a gradient overflow print no loss line)
+  local nl; nl=$(losses "$tmp/$a.json" | wc -l)
+  if [ "$nl" -ge 6 ] && diff <(losses "$tmp/$a.json") <(losses "$tmp/$b.json" "$tmp/$c.json") > "$tmp/diff"; then
+    pass "$what: $nl per-step losses identical"
   else fail "$what: losses differ: $(head -4 "$tmp/diff")"; fi
   local s1 s2; s1=$(sums "$tmp/$a.json"); s2=$(sums "$tmp/$c.json")
   [ -n "$s1" ] && [ "$s1" = "$s2" ] && [ "$(echo "$s1" | wc -l)" = 1 ] && pass "$what: params checksum identical ($s1)" \
@@ -64,6 +66,16 @@ same_run "1 rank 10 vs 4+resume+6" s1 k1 r1
 expect_ok "ckpt verify of the periodic checkpoints" "$YOKE" ckpt verify "$tmp/s1"
 n=$("$YOKE" ckpt ls "$tmp/s1" | grep -c committed\\\|latest)
 [ "$n" = 3 ] && pass "ckpt.keep=3: 3 checkpoints kept (3, 6, 9, 10 saved)" || fail "ckpt ls shows $n checkpoints: $("$YOKE" ckpt ls "$tmp/s1")"
+
+# ---- mixed precision: params16 and the fp16 loss scaler are restored too
+for p in fp16 bf16; do
+  run s$p 0 "$YOKE" train "$tmp/job.yaml" --json --set train.precision=$p
+  run k$p 75 "$YOKE" train "$tmp/job.yaml" --json --set train.precision=$p --set ckpt.dir="$tmp/k$p" --set train.stop_after=3
+  run r$p 0 "$YOKE" train "$tmp/job.yaml" --json --set train.precision=$p --set ckpt.dir="$tmp/k$p" --resume latest
+  same_run "$p 1 rank 10 vs 3+resume+7" s$p k$p r$p
+done
+"$YOKE" ckpt inspect "$tmp/kfp16" | grep -q "params16 *f16" && pass "fp16 checkpoint holds the f16 weights (params16)" \
+  || fail "no params16 arena in the fp16 checkpoint"
 
 # ---- GPT-2 export of the layer-major arena
 expect_ok "export --export-gpt2" "$YOKE" ckpt convert "$tmp/s1" --export-gpt2 "$tmp/x.bin"

@@ -87,4 +87,16 @@ wait $C; crc=$?
 [ $crc = 5 ] && pass "coordinator gives up the rendezvous with exit 5" || fail "coordinator rendezvous exit $crc: $(cat "$YK_TMP/rdv.coord")"
 [ $rc = 5 ] && grep -q "1 of 2 ranks never registered: 1" "$YK_TMP/rdv.r0" && pass "the lone rank exits 5 naming the missing rank" \
   || fail "lone rank exit $rc: $(tail -2 "$YK_TMP/rdv.r0")"
+
+# 5. Ctrl-C while waiting for peers ends the rendezvous at once with 130
+port=$(free_port)
+YOKE_RANK=1 YOKE_WORLD=2 YOKE_COORD=127.0.0.1:$port "$YOKE" $YK_WORKLOAD > "$YK_TMP/int.r1" 2>&1 &
+P=$!
+sleep 0.5
+kill -INT $P
+t0=$(now_ms)
+wait $P; rc=$?
+dt=$(( $(now_ms) - t0 ))
+[ $rc = 130 ] && [ $dt -lt 1500 ] && grep -q "interrupted by Interrupt during rendezvous" "$YK_TMP/int.r1" \
+  && pass "SIGINT during rendezvous: exit 130 in ${dt} ms" || fail "SIGINT during rendezvous: exit $rc in ${dt} ms: $(tail -2 "$YK_TMP/int.r1")"
 finish

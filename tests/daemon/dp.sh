@@ -5,7 +5,8 @@
 #    (absolute, per step; the only difference is fp32 reduction order);
 #  - determinism: the same 2-rank run twice prints identical losses;
 #  - every rank ends with bitwise-identical weights (params checksum);
-#  - the launchers: mpirun (MPI transport) and yoke launch (libfabric).
+#  - the launchers: mpirun (MPI transport) and yoke launch (libfabric), and
+#    both transports give bitwise-identical weights.
 set -u
 . "$(dirname "$0")/../lib.sh"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -25,11 +26,18 @@ losses() { grep -o '"step": [0-9]*, "loss": [0-9.]*' "$1" | sed 's/.*"loss": //'
 
 "$YOKE" train "$tmp/job.yaml" --json --set train.grad_accum=4 > "$tmp/r1.json" 2> "$tmp/r1.log" \
   && pass "1 rank x accum 4" || fail "1 rank run: $(tail -2 "$tmp/r1.log")"
-for t in mpi; do
-  $MPIRUN -np 2 "$YOKE" train "$tmp/job.yaml" --json --set train.grad_accum=2 --set comm.transport=$t \
-    > "$tmp/r2.$t.json" 2> "$tmp/r2.$t.log" && pass "mpirun -np 2 x accum 2 ($t)" || fail "2 ranks ($t): $(grep ERROR "$tmp/r2.$t.log" | head -2)"
-  $MPIRUN -np 4 "$YOKE" train "$tmp/job.yaml" --json --set train.grad_accum=1 --set comm.transport=$t \
-    > "$tmp/r4.$t.json" 2> "$tmp/r4.$t.log" && pass "mpirun -np 4 x accum 1 ($t)" || fail "4 ranks ($t): $(grep ERROR "$tmp/r4.$t.log" | head -2)"
+# run N TRANSPORT ARGS...: mpi = mpirun with OpenMPI's transport; libfabric =
+# the local launcher (coordinator bootstrap, libfabric shm provider).
+run() {
+  local n=$1 t=$2; shift 2
+  if [ "$t" = mpi ]; then $MPIRUN -np "$n" "$YOKE" train "$tmp/job.yaml" --set comm.transport=mpi "$@"
+  else "$YOKE" launch -n "$n" -- train "$tmp/job.yaml" --set comm.transport=libfabric "$@" | sed 's/^\[r[0-9]*\] //'; fi
+}
+for t in mpi libfabric; do
+  run 2 $t --json --set train.grad_accum=2 > "$tmp/r2.$t.json" 2> "$tmp/r2.$t.log" \
+    && pass "2 ranks x accum 2 ($t)" || fail "2 ranks ($t): $(grep ERROR "$tmp/r2.$t.log" | head -2)"
+  run 4 $t --json --set train.grad_accum=1 > "$tmp/r4.$t.json" 2> "$tmp/r4.$t.log" \
+    && pass "4 ranks x accum 1 ($t)" || fail "4 ranks ($t): $(grep ERROR "$tmp/r4.$t.log" | head -2)"
   for n in 2 4; do
     maxdiff=$(paste <(losses "$tmp/r1.json") <(losses "$tmp/r$n.$t.json") | awk '
       NF == 2 { d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d; c++ } END { if (c != 12) print "missing"; else print m + 0 }')
@@ -42,8 +50,37 @@ for t in mpi; do
       || fail "$n ranks ($t): $ranks done lines, $sums distinct checksums"
   done
   grep -q "global batch 4 x 2 x 2 ranks = 16 sequences" "$tmp/r2.$t.log" && pass "global batch logged ($t)" || fail "global batch line ($t)"
-  $MPIRUN -np 2 "$YOKE" train "$tmp/job.yaml" --json --set train.grad_accum=2 --set comm.transport=$t > "$tmp/r2b.json" 2>/dev/null
+  run 2 $t --json --set train.grad_accum=2 > "$tmp/r2b.json" 2>/dev/null
   diff <(losses "$tmp/r2.$t.json") <(losses "$tmp/r2b.json") > /dev/null && pass "2-rank run is deterministic ($t)" \
     || fail "2-rank runs differ ($t)"
 done
+s1=$(grep -o '"params_checksum": "[0-9a-f]*"' "$tmp/r2.mpi.json" | head -1)
+s2=$(grep -o '"params_checksum": "[0-9a-f]*"' "$tmp/r2.libfabric.json" | head -1)
+[ -n "$s1" ] && [ "$s1" = "$s2" ] && pass "MPI and libfabric runs end with identical weights" || fail "transports differ: $s1 vs $s2"
+
+# kill -9 of one rank mid-training: the other names it and exits with the
+# peer-dead code (3) within coord.heartbeat_timeout_ms (2 s here) + 2 s.
+"$YOKE" launch -n 2 -- train "$tmp/job.yaml" --set train.steps=100000 --set coord.heartbeat_timeout_ms=2000 \
+  --set data.val= > "$tmp/kill.log" 2>&1 &
+lpid=$!
+victim=""
+for i in $(seq 1 100); do
+  for p in $(pgrep -f "train $tmp/job.yaml"); do
+    if tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx YOKE_RANK=1; then victim=$p; fi
+  done
+  [ -n "$victim" ] && grep -q "step 1/" "$tmp/kill.log" && break
+  sleep 0.1
+done
+if [ -z "$victim" ]; then fail "rank 1 of the kill test never started"; kill $lpid; else
+  kill -9 "$victim"; t0=$(date +%s%N)
+  wait $lpid; rc=$?
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  [ $ms -le 4000 ] && pass "job ended ${ms} ms after kill -9 (limit 4000)" || fail "job took ${ms} ms to end"
+  grep -q "\[r0\].*rank 1 .*\(died\|dead\|failed\|lost\)" "$tmp/kill.log" && pass "rank 0 names dead rank 1" \
+    || fail "rank 0 did not name rank 1: $(grep '\[r0\]' "$tmp/kill.log" | tail -3)"
+  [ $rc -ne 0 ] && pass "launcher exits non-zero ($rc)" || fail "launcher exit 0 after a kill"
+  sleep 0.5
+  left=$(pgrep -f "train $tmp/job.yaml" | wc -l)
+  [ "$left" = 0 ] && pass "no rank left behind" || fail "$left processes left"
+fi
 finish

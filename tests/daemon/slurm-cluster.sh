@@ -16,15 +16,23 @@ action=${1:-}
 dir=${2:-${YK_SLURM_DIR:-/tmp/yk-slurm-$(id -u)}}
 say() { echo "slurm-cluster: $*" >&2; }
 
-stop_pidfile() { # stop_pidfile FILE NAME: TERM, wait up to 5 s, then KILL
-  local f=$1 name=$2 pid i
-  [ -f "$f" ] || return 0
-  pid=$(cat "$f" 2>/dev/null)
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  say "$name (pid $pid) ignored SIGTERM; killing it"
-  kill -KILL "$pid" 2>/dev/null
+stop_pidfiles() { # stop_pidfiles FILE...: TERM all at once, wait up to 6 s, then KILL
+  local f pid pids=() i
+  for f in "$@"; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f" 2>/dev/null)
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  for i in $(seq 60); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && return 0
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null && { say "pid $pid ignored SIGTERM; killing it"; kill -KILL "$pid" 2>/dev/null; }
+  done
+  return 0
 }
 
 down() {
@@ -32,14 +40,13 @@ down() {
   if [ -f "$dir/slurm.conf" ] && [ -f "$dir/slurmctld.pid" ]; then
     SLURM_CONF=$dir/slurm.conf timeout 5 scancel --quiet --user=root >/dev/null 2>&1 || true
   fi
-  stop_pidfile "$dir/slurmd.pid" slurmd
-  stop_pidfile "$dir/slurmctld.pid" slurmctld
+  stop_pidfiles "$dir/slurmd.pid" "$dir/slurmctld.pid"
   # job steps that outlived slurmd (they carry our SLURM_CONF in their environment)
   local p
   for p in $(pgrep -x slurmstepd 2>/dev/null); do
     if tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "SLURM_CONF=$dir/slurm.conf"; then kill -KILL "$p"; fi
   done
-  stop_pidfile "$dir/munged.pid" munged
+  stop_pidfiles "$dir/munged.pid"
   rm -rf "$dir"
 }
 

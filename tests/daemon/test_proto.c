@@ -57,6 +57,7 @@ START_TEST(roundtrip) {
     m.job_id = 0x1122334455667788ull;
     m.code = 3;
     m.round = 6;
+    m.action = YK_REQ_CHECKPOINT;
     m.alive = 2;
     strcpy(m.host, "node07");
     strcpy(m.text, "rank 1 died");
@@ -119,6 +120,12 @@ START_TEST(roundtrip) {
       ck_assert_uint_eq(o.round, 6);
       ck_assert_uint_eq(o.members[0].addr_len, 4);
       break;
+    case YK_MSG_REQUEST:
+      ck_assert_int_eq(o.action, YK_REQ_CHECKPOINT);
+      ck_assert_int_eq(o.code, 3);
+      ck_assert_str_eq(o.text, "rank 1 died");
+      break;
+    case YK_MSG_CHECKPOINT:
     case YK_MSG_BYE:
     case YK_MSG_SHUTDOWN:
       ck_assert_int_eq(o.code, 3);

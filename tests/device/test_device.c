@@ -79,7 +79,10 @@ static double rel_err(const float *a, const float *b, size_t n) {
 /* ---- gemm ------------------------------------------------------------------ */
 
 START_TEST(test_gemm_vs_naive) {
-  int M = 67, N = 131, K = 301; /* M*N*K > the threading threshold */
+  /* both above the threading threshold; the first splits M/N, the second
+   * (K >> M,N) splits K into partial products */
+  static const int shapes[2][3] = {{67, 131, 301}, {37, 45, 2000}};
+  int M = shapes[_i][0], N = shapes[_i][1], K = shapes[_i][2];
   for (int v = 0; v < nvariants; v++) {
     yk_device *dev = mk(variants[v]);
     for (int ta = 0; ta < 2; ta++)
@@ -356,6 +359,37 @@ START_TEST(test_crossent_padding_masked) {
 }
 END_TEST
 
+/* NaN anywhere in the inputs must reach the outputs in every variant (the
+ * trainer stops on a NaN loss; a kernel that swallowed NaN would hide it). */
+START_TEST(test_nan_propagates) {
+  const int N = 3, V = 300, Vp = 384;
+  for (int v = 0; v < nvariants; v++) {
+    yk_device *dev = mk(variants[v]);
+    float *lg = rnd((size_t)N * Vp, 71, 1);
+    lg[17] = NAN;            /* row 0, inside the vector part */
+    lg[Vp + V - 1] = NAN;    /* row 1, the scalar tail */
+    int32_t tg[3] = {1, 2, 3};
+    float loss[3], lse[3];
+    dev->ops->crossent_fwd(dev, loss, lse, lg, tg, N, V, Vp);
+    ck_assert_msg(isnan(loss[0]) && isnan(loss[1]) && !isnan(loss[2]), "crossent NaN (%s): %g %g %g",
+                  yk_isa_name(variants[v].isa), loss[0], loss[1], loss[2]);
+    float x[19], y[19];
+    for (int i = 0; i < 19; i++) x[i] = 0.1f * (float)i;
+    x[3] = NAN;
+    x[18] = NAN;
+    dev->ops->gelu_fwd(dev, y, x, 19);
+    ck_assert(isnan(y[3]) && isnan(y[18]) && !isnan(y[4]));
+    float a[4 * 4];
+    for (int i = 0; i < 16; i++) a[i] = 0.5f;
+    a[4] = NAN; /* row 1 (length 2) */
+    dev->ops->softmax_causal(dev, a, 1, 4, 1.0f);
+    ck_assert(isnan(a[5]) && !isnan(a[0]));
+    free(lg);
+    yk_device_destroy(dev);
+  }
+}
+END_TEST
+
 /* ---- casts ---------------------------------------------------------------------- */
 
 static int same_half(uint16_t a, uint16_t b, int bf) {
@@ -423,9 +457,16 @@ START_TEST(test_isa_env) {
   ck_assert_int_eq(yk_device_cpu_create(0, YK_ISA_AUTO, &d, &dg), 0);
   ck_assert_int_eq(d->nthreads, yk_cpu_count());
   ck_assert_int_eq(d->isa, yk_isa_supported(YK_ISA_AVX2) ? YK_ISA_AVX2 : YK_ISA_PORTABLE);
-  /* memory is aligned and zeroed */
+  /* memory is aligned and zeroed; zero() clears exactly n floats */
   float *p = d->ops->alloc(d, 1000);
   ck_assert(((uintptr_t)p & 63) == 0 && p[0] == 0 && p[249] == 0);
+  d->ops->free(d, p);
+  size_t big = (3u << 20) + 7;
+  p = d->ops->alloc(d, (big + 1) * 4);
+  for (size_t i = 0; i <= big; i++) p[i] = 1.0f;
+  d->ops->zero(d, p, big);
+  for (size_t i = 0; i < big; i++) ck_assert(p[i] == 0.0f);
+  ck_assert(p[big] == 1.0f);
   d->ops->free(d, p);
   ck_assert(yk_device_gemm_gflops(d, 64, 64, 64, 1) > 0);
   yk_device_destroy(d);
@@ -445,12 +486,13 @@ int main(void) {
   Suite *s = suite_create("device");
   TCase *tc = tcase_create("cpu");
   tcase_set_timeout(tc, 60);
-  tcase_add_test(tc, test_gemm_vs_naive);
+  tcase_add_loop_test(tc, test_gemm_vs_naive, 0, 2);
   tcase_add_test(tc, test_rows_vs_portable);
   tcase_add_test(tc, test_encoder);
   tcase_add_test(tc, test_attention_vs_naive);
   tcase_add_test(tc, test_softmax_causal);
   tcase_add_test(tc, test_crossent_padding_masked);
+  tcase_add_test(tc, test_nan_propagates);
   tcase_add_test(tc, test_casts_exact);
   tcase_add_test(tc, test_isa_env);
   suite_add_tcase(s, tc);

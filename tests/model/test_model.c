@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "yk_model.h"
+#include "yk_optimizer.h"
 
 static char fixture_dir[1024];
 
@@ -76,24 +77,16 @@ static yk_model *load_model(const char *file, int B, int T, const yk_device *dev
   return m;
 }
 
-/* Tiny local AdamW (torch.optim.AdamW semantics) used ONLY to validate the
- * 3-step fixture against our gradients. The real optimizer lives in
- * optimizer/ (written separately); the lead wires it to ref_adamw3.bin. */
-static void local_adamw(yk_model *m, float *mo, float *vo, int t, float lr, float wd) {
+/* The 3-step fixture is checked with the real optimizer (optimizer/): model
+ * gradients + yk_optimizer_adamw_step must reproduce torch.optim.AdamW
+ * (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 0.1 on the decay
+ * tensors only). */
+static void real_adamw(yk_model *m, float *mo, float *vo, int t, float lr, float wd) {
   const yk_tensor_desc *td;
   int nt = yk_model_tensors(m, &td);
-  float *p = yk_model_params(m), *g = yk_model_grads(m);
-  double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-  double bc1 = 1.0 - pow(b1, t), bc2 = 1.0 - pow(b2, t);
-  for (int k = 0; k < nt; k++)
-    for (size_t i = td[k].offset; i < td[k].offset + td[k].numel; i++) {
-      double pi = p[i];
-      if (td[k].decay) pi *= 1.0 - lr * wd;
-      mo[i] = (float)(b1 * mo[i] + (1 - b1) * g[i]);
-      vo[i] = (float)(b2 * vo[i] + (1 - b2) * (double)g[i] * g[i]);
-      double mh = mo[i] / bc1, vh = vo[i] / bc2;
-      p[i] = (float)(pi - lr * mh / (sqrt(vh) + eps));
-    }
+  yk_adamw h = {.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = wd, .isa = YK_ISA_AUTO};
+  ck_assert_int_eq(yk_optimizer_adamw_step(&h, t, lr, 1.0f, td, nt, 0, yk_model_num_params(m), yk_model_params(m),
+                                           yk_model_grads(m), mo, vo, NULL, YK_DT_F32), 0);
 }
 
 static void check_reference(int threads, yk_isa isa) {
@@ -127,7 +120,7 @@ static void check_reference(int threads, yk_isa isa) {
   fprintf(stderr, "reference (%s, %d threads): loss %.7f vs %.7f (rel %.1e), worst grad rel err %.1e\n",
           yk_isa_name(dev->isa), threads, loss, rb.loss, lerr, worst);
 
-  /* 3 AdamW steps (local reference loop, see local_adamw) */
+  /* 3 AdamW steps with the real optimizer */
   size_t np = yk_model_num_params(m);
   float *mo = calloc(np, 4), *vo = calloc(np, 4);
   for (int s = 1; s <= rb.steps; s++) {
@@ -136,7 +129,7 @@ static void check_reference(int threads, yk_isa isa) {
                   loss, rb.step_loss[s - 1]);
     yk_model_zero_grad(m);
     ck_assert_int_eq(yk_model_backward(m, &d), 0);
-    local_adamw(m, mo, vo, s, 1e-3f, 0.1f);
+    real_adamw(m, mo, vo, s, 1e-3f, 0.1f);
   }
   for (int k = 0; k < nt; k++) {
     double e = tensor_rel_err(yk_model_params(m) + td[k].offset, yk_model_params(aref) + td[k].offset, td[k].numel);
@@ -398,6 +391,18 @@ START_TEST(test_bad_tokens) {
   tgt[7] = -1;
   ck_assert_int_eq(yk_model_forward(m, in, tgt, NULL, &d), YK_EINVAL);
   ck_assert_msg(strstr(d.msg, "target") && strstr(d.msg, "-1"), "%s", d.msg);
+  tgt[7] = 0;
+  /* a NaN weight gives a NaN loss, reported as YK_ENONFINITE */
+  int li = yk_model_tensor_find(m, "h1.fcw");
+  ck_assert_int_ge(li, 0);
+  const yk_tensor_desc *td;
+  yk_model_tensors(m, &td);
+  yk_model_params(m)[td[li].offset + 5] = NAN;
+  float loss = 0;
+  ck_assert_int_eq(yk_model_forward(m, in, tgt, &loss, &d), YK_ENONFINITE);
+  ck_assert(isnan(loss));
+  ck_assert_msg(strstr(d.msg, "non-finite") != NULL, "%s", d.msg);
+  yk_model_params(m)[td[li].offset + 5] = 0.01f;
   /* inference without targets works and gives logits */
   ck_assert_int_eq(yk_model_forward(m, in, NULL, NULL, &d), 0);
   ck_assert(isfinite(yk_model_logits(m)[0]));
@@ -552,6 +557,14 @@ START_TEST(test_presets) {
   cfg.model.heads = 3;
   ck_assert_int_eq(yk_model_config_from(&cfg, &c, &d), YK_ECONFIG);
   ck_assert(strstr(d.msg, "heads=3") != NULL);
+  /* an explicit, larger padded vocab is kept; a bad one is refused */
+  yk_model_config pv = {.layers = 1, .channels = 8, .heads = 2, .max_seq_len = 4, .vocab_size = 250,
+                        .padded_vocab_size = 384};
+  ck_assert_int_eq(yk_model_config_finish(&pv, NULL), 0);
+  ck_assert_int_eq(pv.padded_vocab_size, 384);
+  pv.padded_vocab_size = 200;
+  ck_assert_int_eq(yk_model_config_finish(&pv, &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "200") != NULL, "%s", d.msg);
   /* T > maxT is refused at create */
   yk_device *dev = make_dev(1, YK_ISA_AUTO);
   yk_model *m;

@@ -1,0 +1,261 @@
+/* bench_scale.c - `yoke bench scale`: data-parallel scaling of the real
+ * `yoke train` on this machine.
+ *
+ * It writes a synthetic token shard (uniform random tokens of the model's
+ * vocabulary), runs `yoke train --json` with 1 and 2 ranks (1 compute thread
+ * each) through a real launcher, and reads the per-step figures the job
+ * prints: ms/step, the fraction of the step spent waiting on communication,
+ * and the bytes all-reduced per step. Weak-scaling efficiency is
+ * tokens/s(2 ranks) / (2 x tokens/s(1 rank)) with the per-rank batch fixed.
+ * PyTorch DDP (gloo) runs the same model and shapes beside it when Debian's
+ * /usr/bin/python3 has torch. It then compares fp32/fp16/bf16 step time and
+ * bytes on the wire, and all-reduce bytes per sample against grad_accum. */
+#include "yk_bench.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "yk_data.h"
+#include "yk_model.h"
+
+static const char usage[] =
+    "usage: yoke bench scale [options]\n"
+    "\n"
+    "Weak scaling of yoke train from 1 to 2 ranks (1 thread each) beside PyTorch DDP,\n"
+    "then fp32/fp16/bf16 and grad_accum comparisons.\n"
+    "\n"
+    "options:\n"
+    "  --models LIST      presets to scale (default d12,d6)\n"
+    "  --batch B          micro-batch per rank (default 4)\n"
+    "  --seq-len T        sequence length (default 256)\n"
+    "  --steps N          steps per run; the first is warm-up (default 4)\n"
+    "  --launcher L       launch (yoke launch, libfabric; default) or mpirun (MPI transport)\n"
+    "  --precision-model NAME  preset for the precision and grad_accum tables (default d6)\n"
+    "  --no-torch         skip PyTorch DDP\n"
+    "  --json             also print one JSON object per line per measurement\n"
+    "  -h, --help         this help\n";
+
+typedef struct {
+  double ms, wait_frac;
+  double bytes; /* all-reduced per step */
+  int ok;
+} run_result;
+
+/* Run one job and parse its JSON lines. */
+static int run_job(const char *self, const char *launcher, int ranks, const char *model, int B, int T, int steps,
+                   int accum, const char *prec, const char *data, run_result *r) {
+  char cmd[4096];
+  const char *common = "--json --set data.val= --set train.threads=1 --set train.log_every=1 --set optim.lr=1e-4";
+  if (ranks == 1)
+    snprintf(cmd, sizeof cmd,
+             "OMP_NUM_THREADS=1 %s train %s --set model.name=%s --set train.micro_batch=%d --set train.seq_len=%d "
+             "--set train.steps=%d --set train.grad_accum=%d --set train.precision=%s --set data.train=%s 2>/dev/null",
+             self, common, model, B, T, steps, accum, prec, data);
+  else if (!strcmp(launcher, "mpirun"))
+    snprintf(cmd, sizeof cmd,
+             "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 YOKE_SECRET=%s OMP_NUM_THREADS=1 "
+             "mpirun -np %d --oversubscribe --bind-to none -x YOKE_SECRET -x OMP_NUM_THREADS %s train %s "
+             "--set comm.transport=mpi --set model.name=%s --set train.micro_batch=%d --set train.seq_len=%d "
+             "--set train.steps=%d --set train.grad_accum=%d --set train.precision=%s --set data.train=%s 2>/dev/null",
+             "0123456789abcdef0123456789abcdef", ranks, self, common, model, B, T, steps, accum, prec, data);
+  else
+    snprintf(cmd, sizeof cmd,
+             "OMP_NUM_THREADS=1 %s launch -n %d -- train %s --set model.name=%s --set train.micro_batch=%d "
+             "--set train.seq_len=%d --set train.steps=%d --set train.grad_accum=%d --set train.precision=%s "
+             "--set data.train=%s 2>/dev/null",
+             self, ranks, common, model, B, T, steps, accum, prec, data);
+  FILE *p = popen(cmd, "r");
+  if (!p) return YK_ESYS;
+  char line[2048];
+  memset(r, 0, sizeof *r);
+  while (fgets(line, sizeof line, p)) {
+    const char *k;
+    if (strstr(line, "\"done\": true") && strstr(line, "\"rank\": 0")) {
+      if ((k = strstr(line, "\"ms_per_step\": "))) r->ms = atof(k + 15);
+      if ((k = strstr(line, "\"comm_wait_frac\": "))) r->wait_frac = atof(k + 18);
+      r->ok = 1;
+    } else if ((k = strstr(line, "\"allreduce_bytes\": "))) {
+      r->bytes = atof(k + 19);
+    }
+  }
+  int st = pclose(p);
+  if (st != 0) r->ok = 0;
+  return r->ok ? 0 : YK_EIO;
+}
+
+static int write_shard(const char *path, int V, uint64_t ntok, yk_diag *d) {
+  uint16_t *tok = malloc(ntok * sizeof *tok);
+  if (!tok) return yk_errorf(d, YK_ENOMEM, "out of memory for the synthetic shard");
+  yk_rng rng;
+  yk_rng_seed(&rng, 7);
+  for (uint64_t i = 0; i < ntok; i++) tok[i] = (uint16_t)(yk_rng_u64(&rng) % (uint64_t)V);
+  int rc = yk_data_shard_write(path, tok, ntok, d);
+  free(tok);
+  return rc;
+}
+
+int yk_bench_cmd_scale(int argc, char **argv) {
+  char models_arg[256] = "d12,d6";
+  const char *launcher = "launch", *pmodel = "d6";
+  int B = 4, T = 256, steps = 4, torch = 1, json = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    int64_t x;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs(usage, stdout);
+      return 0;
+    } else if (!strcmp(a, "--json")) json = 1;
+    else if (!strcmp(a, "--no-torch")) torch = 0;
+    else if (!v || a[0] != '-') {
+      fprintf(stderr, "yoke bench scale: unknown option or missing value: '%s'\n", a);
+      fputs(usage, stderr);
+      return 2;
+    } else if (!strcmp(a, "--models")) snprintf(models_arg, sizeof models_arg, "%s", argv[++i]);
+    else if (!strcmp(a, "--precision-model")) pmodel = argv[++i];
+    else if (!strcmp(a, "--launcher")) {
+      launcher = argv[++i];
+      if (strcmp(launcher, "launch") && strcmp(launcher, "mpirun")) {
+        fprintf(stderr, "yoke bench scale: --launcher must be launch or mpirun, got '%s'\n", launcher);
+        return 2;
+      }
+    } else if (!strcmp(a, "--batch") || !strcmp(a, "--seq-len") || !strcmp(a, "--steps")) {
+      if (yk_parse_i64(v, &x) != 0 || x < (strcmp(a, "--steps") ? 1 : 2) || x > 65536) {
+        fprintf(stderr, "yoke bench scale: %s needs a positive integer (steps >= 2), got '%s'\n", a, v);
+        return 2;
+      }
+      if (!strcmp(a, "--batch")) B = (int)x;
+      else if (!strcmp(a, "--seq-len")) T = (int)x;
+      else steps = (int)x;
+      i++;
+    } else {
+      fprintf(stderr, "yoke bench scale: unknown option '%s'\n", a);
+      fputs(usage, stderr);
+      return 2;
+    }
+  }
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) {
+    fprintf(stderr, "yoke bench scale: cannot find the yoke binary (/proc/self/exe)\n");
+    return 1;
+  }
+  self[n] = '\0';
+  if (torch && !yk_bench_torch_available()) {
+    fprintf(stderr, "yoke bench scale: /usr/bin/python3 has no torch (apt-get install python3-torch); yoke alone\n");
+    torch = 0;
+  }
+  char dir[] = "/tmp/yk_bench_scale_XXXXXX";
+  if (!mkdtemp(dir)) {
+    fprintf(stderr, "yoke bench scale: cannot create a temporary directory\n");
+    return 1;
+  }
+  yk_diag d = {0};
+  int exit_code = 0;
+  printf("# yoke bench scale: B=%d T=%d per rank, 1 thread per rank, %d steps (first is warm-up), launcher %s\n", B, T,
+         steps, launcher);
+  printf("# %-6s %5s %-11s %10s %10s %10s %10s\n", "model", "ranks", "impl", "ms/step", "tokens/s", "comm wait",
+         "efficiency");
+  char *save = NULL;
+  for (char *model = strtok_r(models_arg, ",", &save); model; model = strtok_r(NULL, ",", &save)) {
+    yk_model_config mc;
+    int rc = yk_model_preset(model, &mc, &d);
+    if (rc) {
+      fprintf(stderr, "yoke bench scale: %s\n", yk_diag_msg(&d, rc));
+      exit_code = 2;
+      break;
+    }
+    char data[4200];
+    snprintf(data, sizeof data, "%s/%s.bin", dir, model);
+    /* Enough windows for every rank and step without wrapping. */
+    uint64_t ntok = (uint64_t)B * T * 2 * (uint64_t)(steps + 1) * 4 + 1;
+    if ((rc = write_shard(data, mc.vocab_size, ntok, &d)) != 0) {
+      fprintf(stderr, "yoke bench scale: %s\n", yk_diag_msg(&d, rc));
+      exit_code = 1;
+      break;
+    }
+    double tok1 = 0, ttok1 = 0;
+    for (int ranks = 1; ranks <= 2; ranks++) {
+      run_result r;
+      if (run_job(self, launcher, ranks, model, B, T, steps, 1, "fp32", data, &r) != 0) {
+        fprintf(stderr, "yoke bench scale: the %d-rank run of %s failed; run it by hand to see why:\n  %s train "
+                        "--set model.name=%s --set data.train=%s\n", ranks, model, self, model, data);
+        exit_code = 1;
+        continue;
+      }
+      double tok = (double)B * T * ranks / (r.ms * 1e-3);
+      if (ranks == 1) tok1 = tok;
+      double eff = ranks == 1 ? 1.0 : tok / (2 * tok1);
+      printf("  %-6s %5d %-11s %10.1f %10.1f %9.1f%% %9.1f%%\n", model, ranks, "yoke", r.ms, tok, r.wait_frac * 100,
+             eff * 100);
+      if (json)
+        printf("{\"impl\": \"yoke\", \"model\": \"%s\", \"precision\": \"fp32\", \"ranks\": %d, \"grad_accum\": 1, "
+               "\"B\": %d, \"T\": %d, \"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, "
+               "\"efficiency\": %.4f, \"allreduce_bytes_per_step\": %.0f}\n",
+               model, ranks, B, T, tok, r.ms, r.wait_frac, eff, r.bytes);
+      if (torch) {
+        double tms = yk_bench_torch_ms(model, B, T, 1, steps - 1, 1, ranks);
+        double ttok = (double)B * T * ranks / (tms * 1e-3);
+        if (ranks == 1) ttok1 = ttok;
+        double teff = ranks == 1 ? 1.0 : ttok / (2 * ttok1);
+        printf("  %-6s %5d %-11s %10.1f %10.1f %10s %9.1f%%\n", model, ranks, ranks == 1 ? "pytorch" : "pytorch-ddp",
+               tms, ttok, "-", teff * 100);
+        if (json)
+          printf("{\"impl\": \"%s\", \"model\": \"%s\", \"precision\": \"fp32\", \"ranks\": %d, \"grad_accum\": 1, "
+                 "\"B\": %d, \"T\": %d, \"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"comm_wait_frac\": null, "
+                 "\"efficiency\": %.4f}\n",
+                 ranks == 1 ? "pytorch" : "pytorch-ddp", model, ranks, B, T, ttok, tms, teff);
+      }
+      fflush(stdout);
+    }
+  }
+
+  /* Precision: 2 ranks, step time and bytes on the wire. */
+  yk_model_config pc;
+  char pdata[4200];
+  snprintf(pdata, sizeof pdata, "%s/%s.bin", dir, pmodel);
+  if (exit_code == 0 && yk_model_preset(pmodel, &pc, &d) == 0 &&
+      (access(pdata, R_OK) == 0 || write_shard(pdata, pc.vocab_size, (uint64_t)B * T * 2 * (steps + 1) * 8 + 1, &d) == 0)) {
+    printf("\n# precision: %s, 2 ranks\n# %-6s %10s %10s %16s\n", pmodel, "prec", "ms/step", "vs fp32", "bytes/step");
+    double ms32 = 0;
+    const char *precs[] = {"fp32", "fp16", "bf16"};
+    for (int i = 0; i < 3; i++) {
+      run_result r;
+      if (run_job(self, launcher, 2, pmodel, B, T, steps, 1, precs[i], pdata, &r) != 0) {
+        fprintf(stderr, "yoke bench scale: %s run failed\n", precs[i]);
+        exit_code = 1;
+        continue;
+      }
+      if (i == 0) ms32 = r.ms;
+      printf("  %-6s %10.1f %9.2fx %16.0f\n", precs[i], r.ms, r.ms / ms32, r.bytes);
+      if (json)
+        printf("{\"impl\": \"yoke\", \"model\": \"%s\", \"precision\": \"%s\", \"ranks\": 2, \"grad_accum\": 1, "
+               "\"B\": %d, \"T\": %d, \"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, "
+               "\"efficiency\": null, \"allreduce_bytes_per_step\": %.0f, \"time_vs_fp32\": %.4f}\n",
+               pmodel, precs[i], B, T, 2.0 * B * T / (r.ms * 1e-3), r.ms, r.wait_frac, r.bytes, r.ms / ms32);
+      fflush(stdout);
+    }
+    printf("\n# grad_accum: %s, 2 ranks, fp32\n# %-6s %10s %16s %18s\n", pmodel, "accum", "ms/step", "bytes/step",
+           "bytes/sample");
+    for (int accum = 1; accum <= 4; accum *= 2) {
+      run_result r;
+      if (run_job(self, launcher, 2, pmodel, B, T, 3, accum, "fp32", pdata, &r) != 0) {
+        exit_code = 1;
+        continue;
+      }
+      double per_sample = r.bytes / (double)(B * accum * 2);
+      printf("  %-6d %10.1f %16.0f %18.1f\n", accum, r.ms, r.bytes, per_sample);
+      if (json)
+        printf("{\"impl\": \"yoke\", \"model\": \"%s\", \"precision\": \"fp32\", \"ranks\": 2, \"grad_accum\": %d, "
+               "\"B\": %d, \"T\": %d, \"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, "
+               "\"efficiency\": null, \"allreduce_bytes_per_step\": %.0f, \"allreduce_bytes_per_sample\": %.1f}\n",
+               pmodel, accum, B, T, 2.0 * B * T * accum / (r.ms * 1e-3), r.ms, r.wait_frac, r.bytes, per_sample);
+      fflush(stdout);
+    }
+  }
+  char rm[4300];
+  snprintf(rm, sizeof rm, "rm -rf %s", dir);
+  if (system(rm) != 0) fprintf(stderr, "yoke bench scale: could not remove %s\n", dir);
+  return exit_code;
+}

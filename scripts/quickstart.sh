@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Quick-start command 1: install what is missing, build, make a corpus from
+# the license texts every Debian machine has, and train a small GPT with 2
+# local ranks (yoke launch: coordinator + 2 processes, libfabric data plane).
+# Extra arguments go to the job, e.g. scripts/quickstart.sh --set train.steps=50
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+scripts/install-deps.sh
+scripts/build.sh
+build/cli/yoke data prepare --out data-cache/licenses /usr/share/common-licenses/*
+exec build/cli/yoke launch -n 2 cluster-configs/quickstart.yaml "$@"

@@ -1,0 +1,185 @@
+/* coll_mp.c - the multi-process test program of the collectives tests. One
+ * process per rank, started by mpirun (--bootstrap mpi) or by a shell script
+ * (--bootstrap file --dir D --job J --rank R --size N).
+ *   check     exact correctness: ring and tree all-reduce, reduce-scatter,
+ *             all-gather, broadcast, barrier over dtypes x ops x sizes
+ *   loop      large all-reduces until --seconds pass (for the kill test)
+ *   mismatch  rank 1 all-reduces a different count than the others
+ * Exit status 0 on success; on a collective error prints
+ * "coll_mp: rank R: ERROR <message>" and exits 3. */
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "coll_testlib.h"
+#include "yk_collectives.h"
+
+static int fail_out(int rank, int rc, yk_diag *d, double t0) {
+  fprintf(stderr, "coll_mp: rank %d: ERROR after %.2f s: %s\n", rank, yk_now_s() - t0, yk_diag_msg(d, rc));
+  return 3;
+}
+
+static int run_check(yk_comm *c, int big) {
+  int p = yk_comm_size(c), me = yk_comm_rank(c), salt = 0, rc;
+  const size_t sizes[] = {0, 1, 2, 7, 13, 97, 1000, 4099, 65537, 262147};
+  size_t ns = big ? YK_ARRAY_LEN(sizes) : YK_ARRAY_LEN(sizes) - 2;
+  size_t maxn = sizes[ns - 1];
+  char *sb = yk_alloc(maxn * 8), *rb = yk_alloc(maxn * 8);
+  yk_diag d = {0};
+  double t0 = yk_now_s();
+  long checks = 0;
+  for (int a = YK_ALGO_RING; a <= YK_ALGO_TREE; a++) {
+    yk_comm_set_algo(c, (yk_algo)a);
+    for (size_t di = 0; di < YK_ARRAY_LEN(tl_dtypes); di++)
+      for (int op = 0; op < YK_OP_COUNT_; op++)
+        for (size_t si = 0; si < ns; si++) {
+          yk_dtype dt = tl_dtypes[di];
+          size_t n = sizes[si];
+          if (a == YK_ALGO_TREE && n > 5000) continue;
+          int inplace = (int)(si & 1);
+          tl_fill(sb, n, dt, me, ++salt);
+          void *out = inplace ? sb : rb;
+          if ((rc = yk_comm_allreduce_sync(c, sb, out, n, dt, (yk_redop)op, &d))) return fail_out(me, rc, &d, t0);
+          size_t w = tl_check_reduce(out, 0, n, dt, (yk_redop)op, p, salt);
+          if (w) {
+            fprintf(stderr, "coll_mp: rank %d: allreduce %s %s %s n=%zu: %zu wrong\n", me, yk_algo_name((yk_algo)a),
+                    yk_dtype_name(dt), yk_redop_name((yk_redop)op), n, w);
+            return 1;
+          }
+          checks++;
+        }
+  }
+  yk_comm_set_algo(c, YK_ALGO_AUTO);
+  for (size_t di = 0; di < YK_ARRAY_LEN(tl_dtypes); di++)
+    for (size_t si = 0; si < ns; si++) {
+      yk_dtype dt = tl_dtypes[di];
+      size_t n = sizes[si], es = yk_dtype_size(dt), off, len;
+      yk_comm_range(c, me, n, &off, &len);
+      tl_fill(sb, n, dt, me, ++salt);
+      yk_redop op = (yk_redop)(si % YK_OP_COUNT_);
+      if ((rc = yk_comm_reduce_scatter_sync(c, sb, rb, n, dt, op, &d))) return fail_out(me, rc, &d, t0);
+      if (tl_check_reduce(rb, off, len, dt, op, p, salt)) {
+        fprintf(stderr, "coll_mp: rank %d: reduce_scatter %s n=%zu wrong\n", me, yk_dtype_name(dt), n);
+        return 1;
+      }
+      ++salt;
+      for (size_t i = 0; i < len; i++) tl_store(sb, i, dt, tl_val(me, off + i, salt));
+      if ((rc = yk_comm_allgather_sync(c, sb, rb, n, dt, &d))) return fail_out(me, rc, &d, t0);
+      if (tl_check_copy(rb, 0, n, dt, -1, n, p, salt)) {
+        fprintf(stderr, "coll_mp: rank %d: allgather %s n=%zu wrong\n", me, yk_dtype_name(dt), n);
+        return 1;
+      }
+      int root = (int)(si % (size_t)p);
+      tl_fill(rb, n, dt, me, ++salt);
+      if ((rc = yk_comm_broadcast_sync(c, rb, n, dt, root, &d))) return fail_out(me, rc, &d, t0);
+      if (tl_check_copy(rb, 0, n, dt, root, n, p, salt)) {
+        fprintf(stderr, "coll_mp: rank %d: broadcast root %d %s n=%zu wrong\n", me, root, yk_dtype_name(dt), n);
+        return 1;
+      }
+      (void)es;
+      checks += 3;
+    }
+  if ((rc = yk_comm_barrier_sync(c, &d))) return fail_out(me, rc, &d, t0);
+  yk_free(sb);
+  yk_free(rb);
+  printf("coll_mp: rank %d of %d: %ld checks passed over %s in %.2f s\n", me, p, checks, yk_comm_transport_name(c),
+         yk_now_s() - t0);
+  return 0;
+}
+
+static int run_loop(yk_comm *c, double seconds) {
+  size_t n = 16u << 20; /* 64 MiB of f32 */
+  float *b = yk_alloc(n * sizeof(float));
+  for (size_t i = 0; i < n; i++) b[i] = 1.0f;
+  yk_diag d = {0};
+  double t0 = yk_now_s();
+  int iters = 0, rc;
+  printf("coll_mp: rank %d looping\n", yk_comm_rank(c));
+  fflush(stdout);
+  while (yk_now_s() - t0 < seconds) {
+    double ts = yk_now_s();
+    if ((rc = yk_comm_allreduce_sync(c, b, b, n, YK_DT_F32, YK_OP_MAX, &d))) {
+      yk_free(b);
+      return fail_out(yk_comm_rank(c), rc, &d, ts);
+    }
+    iters++;
+  }
+  yk_free(b);
+  printf("coll_mp: rank %d: %d iterations\n", yk_comm_rank(c), iters);
+  return 0;
+}
+
+static int run_mismatch(yk_comm *c) {
+  float buf[2048] = {0};
+  size_t n = yk_comm_rank(c) == 1 ? 1000 : 2000;
+  yk_diag d = {0};
+  double t0 = yk_now_s();
+  int rc = yk_comm_allreduce_sync(c, buf, buf, n, YK_DT_F32, YK_OP_SUM, &d);
+  if (rc) return fail_out(yk_comm_rank(c), rc, &d, t0);
+  printf("coll_mp: rank %d: mismatch went unnoticed\n", yk_comm_rank(c));
+  return 0;
+}
+
+static void usage(void) {
+  fprintf(stderr, "usage: coll_mp check|loop|mismatch [--bootstrap mpi|file] [--transport T] [--provider P]\n"
+                  "       [--dir D --job J --rank R --size N] [--timeout-ms MS] [--seconds S] [--big]\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) return usage(), 2;
+  const char *mode = argv[1], *boot = "mpi", *dir = NULL, *job = "coll", *tr = "auto", *prov = NULL;
+  int rank = -1, size = -1, big = 0;
+  long timeout = 20000;
+  double secs = 30;
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--big")) big = 1;
+    else if (!v) return usage(), 2;
+    else if (!strcmp(a, "--bootstrap")) boot = v, i++;
+    else if (!strcmp(a, "--transport")) tr = v, i++;
+    else if (!strcmp(a, "--provider")) prov = v, i++;
+    else if (!strcmp(a, "--dir")) dir = v, i++;
+    else if (!strcmp(a, "--job")) job = v, i++;
+    else if (!strcmp(a, "--rank")) rank = atoi(v), i++;
+    else if (!strcmp(a, "--size")) size = atoi(v), i++;
+    else if (!strcmp(a, "--timeout-ms")) timeout = atol(v), i++;
+    else if (!strcmp(a, "--seconds")) secs = atof(v), i++;
+    else return usage(), 2;
+  }
+  int use_mpi = !strcmp(boot, "mpi");
+  if (use_mpi) {
+    int prov_level = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &prov_level);
+  }
+  yk_bootstrap *b = NULL;
+  yk_diag d = {0};
+  int rc = use_mpi ? yk_bootstrap_mpi_create(&b, &d) : yk_bootstrap_file_create(dir, job, rank, size, &b, &d);
+  yk_comm *c = NULL;
+  if (!rc) {
+    yk_comm_opts o;
+    yk_comm_opts_default(&o);
+    o.transport = tr;
+    o.provider = prov;
+    o.timeout_ms = (uint64_t)timeout;
+    rc = yk_comm_create(&o, b, &c, &d);
+  }
+  int ret;
+  if (rc) {
+    fprintf(stderr, "coll_mp: setup failed: %s\n", yk_diag_msg(&d, rc));
+    ret = 2;
+  } else if (!strcmp(mode, "check")) {
+    ret = run_check(c, big);
+  } else if (!strcmp(mode, "loop")) {
+    ret = run_loop(c, secs);
+  } else if (!strcmp(mode, "mismatch")) {
+    ret = run_mismatch(c);
+  } else {
+    usage();
+    ret = 2;
+  }
+  yk_comm_destroy(c);
+  yk_bootstrap_destroy(b);
+  if (use_mpi) MPI_Finalize();
+  return ret;
+}

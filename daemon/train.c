@@ -460,6 +460,7 @@ static int trainer_run(trainer *t, yk_diag *d) {
     /* AdamW counts applied steps (skipped fp16 steps don't advance its bias
      * correction, as in torch). */
     int64_t applied = step + 1 - (t->prec == YK_PREC_FP16 ? t->ls.st.overflows : 0);
+    if ((rc = ykd_ckpt_before_update(&t->ck, d)) != 0) return rc; /* ckpt: snapshot copy done before the update */
     if ((rc = yk_optimizer_adamw_step(&t->adamw, applied, lr, clip, t->tensors, t->ntensors, 0, t->nparams, t->master,
                                       grads, t->m, t->v, t->params16, t->dt16 == YK_DT_F32 ? YK_DT_F16 : t->dt16)) != 0)
       return yk_errorf(d, rc, "AdamW step %lld failed", (long long)step);

@@ -367,24 +367,51 @@ static void log_written(ykd_ckpt_ctx *ck, int64_t step) {
           (long long)step, ws.write_s, ws.raw_bytes / 1e6, ws.file_bytes / 1e6, ws.sync_s);
 }
 
-/* Snapshot now (the stall) and queue the shard write. */
-static int start_save(ykd_ckpt_ctx *ck, int64_t step, yk_diag *d) {
+static void count_stall(ykd_ckpt_ctx *ck, double stall) {
+  ck->saves++;
+  ck->stall_s_total += stall;
+  if (stall > ck->stall_s_max) ck->stall_s_max = stall;
+}
+
+/* Queue the shard write of `step`. defer = 0: copy the snapshot now (the
+ * stall); defer = 1: the writer thread copies it while the next
+ * forward/backward run, ykd_ckpt_before_update waits for the copy. */
+static int start_save(ykd_ckpt_ctx *ck, int64_t step, int defer, yk_diag *d) {
   int rc;
   /* The previous operation (rank 0: maybe a commit) must be done. */
   if ((rc = yk_ckpt_writer_wait(ck->w, yk_deadline_in_ms(CKPT_WAIT_MS), d))) return rc;
   double t0 = yk_now_s();
   if ((rc = set_blobs(ck, step, d))) return rc;
-  if ((rc = yk_ckpt_writer_save(ck->w, ck->st, step, 0, d))) return rc;
+  if ((rc = yk_ckpt_writer_save(ck->w, ck->st, step, defer ? YK_CKPT_DEFER_COPY : 0, d))) return rc;
   double stall = yk_now_s() - t0;
-  ck->saves++;
-  ck->stall_s_total += stall;
-  if (stall > ck->stall_s_max) ck->stall_s_max = stall;
   ck->pending = 1;
   ck->pending_step = step;
   ck->pending_t0 = yk_now_s();
   ck->last_saved = step;
+  ck->deferred = defer;
+  if (defer) {
+    ck->deferred_stall_s = stall;
+    return 0;
+  }
+  count_stall(ck, stall);
   YK_INFO(ck->log, "ckpt: step %lld: snapshot taken, training stalled %.1f ms; writing in the background",
           (long long)step, stall * 1e3);
+  return 0;
+}
+
+int ykd_ckpt_before_update(ykd_ckpt_ctx *ck, yk_diag *d) {
+  if (!ck->deferred) return 0;
+  double t0 = yk_now_s();
+  yk_diag t = {0};
+  int rc = yk_ckpt_writer_release(ck->w, yk_deadline_in_ms(CKPT_WAIT_MS), &t);
+  ck->deferred = 0;
+  if (rc) return yk_errorf(d, rc, "checkpoint step %lld: %s", (long long)ck->pending_step, yk_diag_msg(&t, rc));
+  double waited = yk_now_s() - t0, stall = ck->deferred_stall_s + waited;
+  count_stall(ck, stall);
+  yk_ckpt_write_stats ws;
+  yk_ckpt_writer_stats(ck->w, &ws);
+  YK_INFO(ck->log, "ckpt: step %lld: snapshot copied in the background (%.1f ms) during forward/backward; training "
+          "stalled %.1f ms; writing on", (long long)ck->pending_step, ws.copy_s * 1e3, stall * 1e3);
   return 0;
 }
 
@@ -392,6 +419,10 @@ static int start_save(ykd_ckpt_ctx *ck, int64_t step, yk_diag *d) {
  * agree (barrier), rank 0 commits and waits, agree on the result. */
 static int complete_pending(ykd_ckpt_ctx *ck, yk_diag *d) {
   if (!ck->pending) return 0;
+  if (ck->deferred) {
+    int r0 = ykd_ckpt_before_update(ck, d);
+    if (r0) return r0;
+  }
   yk_diag mine = {0};
   int rc = yk_ckpt_writer_wait(ck->w, yk_deadline_in_ms(CKPT_WAIT_MS), &mine);
   int32_t f[1] = {rc ? 1 : 0};
@@ -432,7 +463,7 @@ static int save_sync(ykd_ckpt_ctx *ck, int64_t step, yk_diag *d) {
   int rc;
   if ((rc = complete_pending(ck, d))) return rc;
   if (ck->last_saved == step) return 0; /* already on disk (resumed at this step, or saved) */
-  if ((rc = start_save(ck, step, d))) return rc;
+  if ((rc = start_save(ck, step, 0, d))) return rc;
   return complete_pending(ck, d);
 }
 
@@ -466,6 +497,7 @@ int ykd_ckpt_boundary(ykd_ckpt_ctx *ck, int64_t step_done, int *stop, int *exit_
                      ck->cfg->ckpt.dir);
   if (ck->pending && !f[1]) {
     /* Every rank's shard is durable: rank 0 commits in its writer thread. */
+    if (ck->deferred && (rc = ykd_ckpt_before_update(ck, d))) return rc; /* copy long done: just account */
     log_written(ck, ck->pending_step);
     if (is_root(ck) && (rc = yk_ckpt_writer_commit(ck->w, d))) return rc;
     if (is_root(ck))
@@ -498,7 +530,7 @@ int ykd_ckpt_boundary(ykd_ckpt_ctx *ck, int64_t step_done, int *stop, int *exit_
             (long long)step_done);
     if ((rc = complete_pending(ck, d))) return rc;
   }
-  return start_save(ck, step_done, d);
+  return start_save(ck, step_done, 1, d);
 }
 
 int ykd_ckpt_finish(ykd_ckpt_ctx *ck, int64_t step_done, yk_diag *d) {

@@ -57,6 +57,8 @@ typedef struct ykd_ckpt_ctx {
   int64_t pending_step;
   double pending_t0;             /* when the pending save was queued */
   int64_t last_saved;            /* step of the newest save of this run (-1 none) */
+  int deferred;                  /* the pending save's copy runs in the writer thread */
+  double deferred_stall_s;       /* stall of that save so far (the save call itself) */
   /* Preemption: set by the control plane's CHECKPOINT_REQUESTED event
    * (world > 1) via ykd_ckpt_request_stop, or by the signal handler (world 1). */
   int stop_requested;
@@ -82,6 +84,11 @@ int ykd_ckpt_open(ykd_ckpt_ctx *ck, const yk_config *cfg, const yk_logger *log, 
 int ykd_ckpt_resume(ykd_ckpt_ctx *ck, int64_t *start_step, yk_diag *d);
 /* Called when the control plane asks for a checkpoint (preemption). */
 void ykd_ckpt_request_stop(ykd_ckpt_ctx *ck);
+/* Right before the optimizer update modifies the registered arenas: an
+ * asynchronous save copies its snapshot in the writer thread while
+ * forward/backward run (YK_CKPT_DEFER_COPY); this waits for that copy to end
+ * (usually it already has: the training stall is only what is left). */
+int ykd_ckpt_before_update(ykd_ckpt_ctx *ck, yk_diag *d);
 /* At the boundary after `step_done` completed optimizer steps (not after the
  * last step: ykd_ckpt_finish does that). Agrees on stopping across ranks
  * (MAX all-reduce of a flag), commits a finished asynchronous save, starts a

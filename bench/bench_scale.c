@@ -57,9 +57,10 @@ static int run_job(const char *self, const char *launcher, int ranks, const char
     snprintf(cmd, sizeof cmd,
              "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 YOKE_SECRET=%s OMP_NUM_THREADS=1 "
              "mpirun -np %d --oversubscribe --bind-to none -x YOKE_SECRET -x OMP_NUM_THREADS %s train %s "
-             "--set comm.transport=mpi --set model.name=%s --set train.micro_batch=%d --set train.seq_len=%d "
+             "--set comm.transport=mpi --set coord.port=%d --set model.name=%s --set train.micro_batch=%d --set train.seq_len=%d "
              "--set train.steps=%d --set train.grad_accum=%d --set train.precision=%s --set data.train=%s 2>/dev/null",
-             "0123456789abcdef0123456789abcdef", ranks, self, common, model, B, T, steps, accum, prec, data);
+             "0123456789abcdef0123456789abcdef", ranks, self, common, 20000 + (int)(getpid() % 20000), model, B, T, steps,
+             accum, prec, data);
   else
     snprintf(cmd, sizeof cmd,
              "OMP_NUM_THREADS=1 %s launch -n %d -- train %s --set model.name=%s --set train.micro_batch=%d "

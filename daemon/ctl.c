@@ -595,17 +595,27 @@ static void on_wake(uv_async_t *a) {
   memcpy(reason, ctl->stop_reason, sizeof reason);
   int xsend = ctl->x_pending && !ctl->x_sent;
   yk_msg x = {0};
+  uint8_t *blob = NULL;
   if (xsend) {
+    /* copy: the caller may give up (deadline) and reuse its buffer */
+    blob = malloc(ctl->x_len ? ctl->x_len : 1);
+    if (blob) memcpy(blob, ctl->x_mine, ctl->x_len);
     x.type = YK_MSG_EXCHANGE;
     x.round = ctl->x_round;
-    x.blob = ctl->x_mine;
+    x.blob = blob;
     x.blob_len = (uint32_t)ctl->x_len;
     ctl->x_sent = 1;
+    if (!blob) {
+      ctl->x_rc = YK_ENOMEM;
+      ctl->x_done = 1;
+      snprintf(ctl->x_err, sizeof ctl->x_err, "out of memory for an all-gather blob");
+      uv_cond_broadcast(&ctl->cv);
+      xsend = 0;
+    }
   }
   uv_mutex_unlock(&ctl->mu);
-  /* x.blob points at the caller's buffer, which stays valid while it waits;
-   * the frame is encoded (copied) inside send_frame. */
   if (xsend && ctl->stop_phase == 0) send_frame(ctl, &x);
+  free(blob);
   if (stop && ctl->stop_phase == 0) begin_stop(ctl, code, reason);
 }
 

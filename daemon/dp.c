@@ -34,7 +34,7 @@ static void on_abort(void *arg, const yk_daemon_event *ev) {
   if (dp->comm) yk_comm_abort(dp->comm, ev->text);
 }
 
-int yk_dp_open(yk_dp *dp, const yk_config *cfg, const yk_logger *log, yk_diag *d) {
+int yk_dp_open(yk_dp *dp, const yk_config *cfg, yk_logger *log, yk_diag *d) {
   memset(dp, 0, sizeof *dp);
   dp->log = log;
   dp->rank = 0;
@@ -42,6 +42,7 @@ int yk_dp_open(yk_dp *dp, const yk_config *cfg, const yk_logger *log, yk_diag *d
   dp->bucket_bytes = (size_t)cfg->comm.bucket_kb * 1024;
   int rc = yk_launch_env_detect(cfg, NULL, NULL, &dp->env, d);
   if (rc) return rc;
+  log->rank = dp->env.rank; /* every line from here on names this rank */
   if (dp->env.world <= 1) return 0;
 
   yk_daemon_ctl_opts o = {
@@ -57,6 +58,7 @@ int yk_dp_open(yk_dp *dp, const yk_config *cfg, const yk_logger *log, yk_diag *d
   yk_daemon_ctl_job(dp->ctl, &job);
   dp->rank = job.rank;
   dp->world = job.world;
+  log->rank = job.rank;
 
   if (!strcmp(cfg->comm.transport, "mpi")) {
     /* OpenMPI's own transports: MPI must be up (all threads may call it:

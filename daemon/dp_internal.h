@@ -36,8 +36,8 @@ typedef struct yk_dp {
 /* Detect the launch environment; with world > 1, start the control plane
  * (rendezvous through the coordinator) and create the communicator. A single
  * rank gets rank 0, world 1 and no ctl/comm. Close with yk_dp_close even on
- * failure. */
-int yk_dp_open(yk_dp *dp, const yk_config *cfg, const yk_logger *log, yk_diag *d);
+ * failure. Sets log->rank to this rank. */
+int yk_dp_open(yk_dp *dp, const yk_config *cfg, yk_logger *log, yk_diag *d);
 void yk_dp_close(yk_dp *dp, int exit_code, const char *reason);
 /* Before the last micro-batch's backward: arm the grad hook for this step.
  * dtype F32 reduces grads in place; F16/BF16 first casts each final range of

@@ -8,6 +8,9 @@ args=()
 if [[ "${1:-}" == "--sanitize" ]]; then
   export YK_BUILD_DIR=$root/build-asan
   args+=(-DYK_SANITIZE=ON)
+  # Full stacks so suppressions of OpenMPI's own start-up allocations match.
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-fast_unwind_on_malloc=0:detect_leaks=1}
+  export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$root/tests/lsan.supp:print_suppressions=0}
 fi
 build=${YK_BUILD_DIR:-$root/build}
 "$root/scripts/build.sh" "${args[@]}"

@@ -13,6 +13,8 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 export YOKE_SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 MPIRUN="mpirun --oversubscribe --bind-to none -x YOKE_SECRET -x OMP_NUM_THREADS"
+# A port of our own: other jobs on this machine may hold the default 29400.
+export YK_PORT=$((20000 + RANDOM % 20000))
 
 "$YOKE" data prepare --out "$tmp/data" /usr/share/common-licenses/* > /dev/null || { fail "data prepare"; finish; exit 1; }
 cat > "$tmp/job.yaml" <<YAML
@@ -30,7 +32,7 @@ losses() { grep -o '"step": [0-9]*, "loss": [0-9.]*' "$1" | sed 's/.*"loss": //'
 # the local launcher (coordinator bootstrap, libfabric shm provider).
 run() {
   local n=$1 t=$2; shift 2
-  if [ "$t" = mpi ]; then $MPIRUN -np "$n" "$YOKE" train "$tmp/job.yaml" --set comm.transport=mpi "$@"
+  if [ "$t" = mpi ]; then $MPIRUN -np "$n" "$YOKE" train "$tmp/job.yaml" --set comm.transport=mpi --set coord.port=$YK_PORT "$@"
   else "$YOKE" launch -n "$n" -- train "$tmp/job.yaml" --set comm.transport=libfabric "$@" | sed 's/^\[r[0-9]*\] //'; fi
 }
 for t in mpi libfabric; do

@@ -14,6 +14,8 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 export YOKE_SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 MPIRUN="mpirun --oversubscribe --bind-to none -x YOKE_SECRET -x OMP_NUM_THREADS"
+# A port of our own: other jobs on this machine may hold the default 29400.
+export YK_PORT=$((20000 + RANDOM % 20000))
 "$YOKE" data prepare --out "$tmp/data" /usr/share/common-licenses/* > /dev/null || { fail "data prepare"; finish; exit 1; }
 cat > "$tmp/job.yaml" <<YAML
 model: {name: tiny}
@@ -37,7 +39,7 @@ done
 # Bytes on the wire: 2 ranks, fp32 vs fp16.
 for p in fp32 fp16; do
   $MPIRUN -np 2 "$YOKE" train "$tmp/job.yaml" --json --set train.precision=$p --set train.steps=3 \
-    --set comm.transport=mpi --set data.val= > "$tmp/b$p.json" 2> "$tmp/b$p.log" || fail "2-rank $p: $(grep ERROR "$tmp/b$p.log" | head -1)"
+    --set comm.transport=mpi --set coord.port=$YK_PORT --set data.val= > "$tmp/b$p.json" 2> "$tmp/b$p.log" || fail "2-rank $p: $(grep ERROR "$tmp/b$p.log" | head -1)"
 done
 b32=$(grep -o '"allreduce_bytes": [0-9]*' "$tmp/bfp32.json" | head -1 | grep -o '[0-9]*$')
 b16=$(grep -o '"allreduce_bytes": [0-9]*' "$tmp/bfp16.json" | head -1 | grep -o '[0-9]*$')

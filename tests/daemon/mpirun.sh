@@ -24,6 +24,22 @@ for r in 0 1 2 3; do
   pass "np 4: rank $r joined"
 done
 
+# status from rank 0's embedded coordinator, then --stop ends the job
+port=$(free_port)
+out=$YK_TMP/stop.log
+$MPI -np 2 --oversubscribe --bind-to none "$YOKE" $YK_WORKLOAD_LONG $HB --set coord.port=$port > "$out" 2>&1 &
+M=$!
+wait_for "all 2 ranks registered" "$out" 30 || fail "stop: no rendezvous"
+sleep 0.5
+st=$("$YOKE" status --coord 127.0.0.1:$port 2>&1)
+echo "$st" | grep -qE "world 2 +alive 2" && pass "status from rank 0's embedded coordinator" || fail "status: $st"
+"$YOKE" status --coord 127.0.0.1:$port --stop > /dev/null 2>&1
+t0=$(now_ms)
+wait $M; rc=$?
+dt=$(( $(now_ms) - t0 ))
+[ $rc != 0 ] && [ $dt -lt 3000 ] && [ "$(grep -c 'stop requested by' "$out")" -ge 2 ] && pass "status --stop ended the mpirun job in ${dt} ms (exit $rc)" \
+  || fail "status --stop: exit $rc after ${dt} ms: $(tail -3 "$out")"
+
 # a missing secret is one clear line and exit 2, not a hang
 out=$YK_TMP/nosecret.log
 ( unset YOKE_SECRET; timeout 30 mpirun -np 2 "$YOKE" $YK_WORKLOAD --set coord.port=$(free_port) > "$out" 2>&1 ); rc=$?

@@ -24,6 +24,7 @@ data: {train: "$tmp/data/train_*.bin"}
 train: {micro_batch: 2, seq_len: 32, steps: $STEPS, threads: 1}
 optim: {lr: 1e-3, warmup_steps: 5, schedule: cosine}
 comm: {timeout_ms: 20000, transport: mpi}
+coord: {port: $((20000 + RANDOM % 20000))}  # a port of our own: other jobs may hold the default
 ckpt: {every: 7, keep: 2}
 YAML
 losses() { cat "$@" | grep -o '"step": [0-9]*, "loss": [0-9.]*'; }

@@ -25,6 +25,7 @@ data: {train: "$tmp/data/train_*.bin", val: "$tmp/data/val_*.bin"}
 train: {micro_batch: 4, seq_len: 32, steps: 10, threads: 1, val_batches: 4}
 optim: {lr: 1e-3, warmup_steps: 2, schedule: cosine, weight_decay: 0.1}
 comm: {timeout_ms: 20000, transport: mpi}
+coord: {port: $((20000 + RANDOM % 20000))}  # a port of our own: other jobs may hold the default
 YAML
 losses() { cat "$@" | grep -o '"step": [0-9]*, "loss": [0-9.]*'; }
 sums() { cat "$@" | grep -o '"params_checksum": "[0-9a-f]*"' | sort -u; }

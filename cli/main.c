@@ -2,6 +2,7 @@
  * subcommand is a function returning the process exit code:
  *   0 success, 1 runtime failure, 2 usage or configuration error,
  *   and the codes documented in docs/exit-codes.md for preemption. */
+#include "yk_bench.h"
 #include "yk_common.h"
 
 #include <stdio.h>
@@ -22,6 +23,7 @@ typedef struct {
 static const subcmd subcmds[] = {
     {"version", cmd_version, "print the version"},
     {"config", cmd_config, "print the config reference or a resolved job config"},
+    {"bench", yk_bench_cmd_main, "benchmarks: coll"},
 };
 
 static void usage(FILE *out) {

@@ -351,8 +351,7 @@ static int trainer_poll(trainer *t) {
       YK_ERROR(&t->log, "%s", ev.text);
       t->exit_code = ev.code ? ev.code : YK_EXIT_FAILURE;
       return 1;
-    case YK_EV_CHECKPOINT_REQUESTED: /* ckpt: all ranks agree on the step, save, exit 75 */
-      YK_WARN(&t->log, "%s", ev.text);
+    case YK_EV_CHECKPOINT_REQUESTED: /* ckpt: all ranks agree on the step, save, exit 75 (ctl logged it) */
       ykd_ckpt_request_stop(&t->ck);
       break;
     default: break;

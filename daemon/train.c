@@ -365,8 +365,8 @@ static int trainer_poll(trainer *t) {
        * seen by this rank only: every rank stops at the same boundary
        * (agreed in ykd_ckpt_boundary), checkpoints, and exits with the code.
        * If the coordinator aborted the job instead, the next collective
-       * fails and the code recorded here is the one we exit with. */
-      YK_WARN(&t->log, "%s", ev.text);
+       * fails and the code recorded here is the one we exit with. (The
+       * control thread has logged the event.) */
       t->event_code = ev.code ? ev.code : YK_EXIT_FAILURE;
       ykd_ckpt_request_stop(&t->ck, t->event_code);
       break;

@@ -80,7 +80,7 @@ struct yk_request {
 };
 
 /* The header every rank sends to its ring neighbours at the start of an
- * operation (docs/wire-protocol.md). 32 bytes, little-endian. */
+ * operation (docs/wire-protocol.md). 40 bytes, little-endian. */
 #define COLL_WIRE_MAGIC 0x594b434cu /* "YKCL" */
 #define COLL_WIRE_VERSION 1
 typedef struct coll_hdr {

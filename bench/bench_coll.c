@@ -406,7 +406,7 @@ static void write_png(bctx *b) {
     return;
   }
   fprintf(g, "set terminal png size 1100,700\nset output '%s'\nset logscale x 2\nset xlabel 'message size (bytes)'\n"
-             "set ylabel 'busbw (GB/s)'\nset key outside right\nset grid\nset title 'all-reduce busbw, %d ranks'\n",
+             "set ylabel 'busbw (GB/s)'\nset termoption noenhanced\nset format x '%%.0s%%cB'\nset key outside right\nset grid\nset title 'all-reduce busbw, %d ranks'\n",
           b->o.png, b->size);
   fprintf(g, "plot ");
   int nseries = 0;

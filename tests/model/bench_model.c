@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
     if (s > 0 && t2 - t0 < best) best = t2 - t0, tf = t1 - t0, tb = t2 - t1;
     fprintf(stderr, "step %d loss %.4f %.1f ms\n", s, loss, (t2 - t0) * 1e3);
   }
-  double gf = yk_device_gemm_gflops(dev, B * T, 4 * cfg.channels, cfg.channels, 3);
+  double gf = yk_device_gemm_gflops(dev, B * T, 4 * cfg.channels, cfg.channels, 10);
   double flops = yk_model_flops_per_token(&cfg, T) * B * T;
   printf("yoke %s B=%d T=%d threads=%d isa=%s: %.1f ms/step (fwd %.1f bwd %.1f), %.0f tok/s, %.1f GFLOP/s, sgemm %.1f "
          "GFLOP/s, MFU %.0f%%, mem %.0f MiB, cpu %.1f ms/step\n",

@@ -115,8 +115,10 @@ static void check_reference(int threads, yk_isa isa) {
   }
   /* padded wte rows never get gradient */
   const yk_model_config *c = yk_model_get_config(m);
+  size_t nz = 0;
   for (size_t i = (size_t)c->vocab_size * c->channels; i < (size_t)c->padded_vocab_size * c->channels; i++)
-    ck_assert(yk_model_grads(m)[i] == 0.0f);
+    nz += yk_model_grads(m)[i] != 0.0f;
+  ck_assert_uint_eq(nz, 0);
   fprintf(stderr, "reference (%s, %d threads): loss %.7f vs %.7f (rel %.1e), worst grad rel err %.1e\n",
           yk_isa_name(dev->isa), threads, loss, rb.loss, lerr, worst);
 
@@ -270,8 +272,10 @@ START_TEST(test_gradcheck_every_tensor) {
     free(u);
     free(save);
   }
+  size_t nz = 0;
   for (size_t i = (size_t)cfg.vocab_size * cfg.channels; i < (size_t)cfg.padded_vocab_size * cfg.channels; i++)
-    ck_assert(g[i] == 0.0f);
+    nz += g[i] != 0.0f;
+  ck_assert_uint_eq(nz, 0);
   fprintf(stderr, "gradcheck: %d tensors, worst directional err %.2e, worst entry err %.2e\n", nt, worst_dir, worst_el);
   free(g);
   yk_model_destroy(m);

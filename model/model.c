@@ -374,6 +374,7 @@ int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets,
   int B = m->B, T = m->T, C = c->channels, NH = c->heads, V = c->vocab_size, Vp = c->padded_vocab_size;
   int N = B * T;
   size_t NC = (size_t)N * C;
+  if (!inputs) return yk_errorf(d, YK_EINVAL, "forward needs input tokens (inputs is NULL)");
   int rc = check_tokens(inputs, (size_t)N, V, "input", d);
   if (!rc && targets) rc = check_tokens(targets, (size_t)N, V, "target", d);
   if (rc) return rc;

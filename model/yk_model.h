@@ -179,7 +179,9 @@ void yk_model_set_grad_hook(yk_model *m, yk_model_grad_hook fn, void *ctx);
 int yk_model_weights_read_config(const char *path, yk_model_config *cfg, yk_diag *d);
 /* Load parameters from a weights file. The header must match m's config
  * field by field (maxT, V, L, NH, C, Vp); a mismatch is YK_ECONFIG naming the
- * field with both values. m's parameters are unchanged on any error. */
+ * field with both values. Every format/config error is found before any
+ * parameter is written (m unchanged); only an I/O failure in the middle of
+ * reading a valid file leaves the parameters partly loaded (YK_EIO says so). */
 int yk_model_weights_load(yk_model *m, const char *path, yk_diag *d);
 /* Write the parameters as a weights file (atomically: path.tmp, fsync,
  * rename). */

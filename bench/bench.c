@@ -10,6 +10,7 @@ typedef struct {
 } bench_entry;
 
 static const bench_entry benches[] = {
+    {"coll", yk_bench_cmd_coll, "all-reduce busbw per algorithm/transport beside MPI_Allreduce and gloo (mpirun)"},
     {"train", yk_bench_cmd_train, "one-rank training throughput and MFU, PyTorch beside"},
     {"scale", yk_bench_cmd_scale, "data-parallel weak scaling 1 -> 2 ranks, PyTorch DDP beside; fp16/bf16; grad_accum"},
     {"ckpt", yk_bench_cmd_ckpt, "checkpoint save/load GB/s, compression ratio, async stall"},

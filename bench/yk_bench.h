@@ -12,6 +12,10 @@ extern "C" {
 
 /* yoke bench <what> ...: dispatches to the benchmarks below. */
 int yk_bench_cmd_main(int argc, char **argv);
+/* yoke bench coll: collectives (all-reduce) per algorithm and transport in
+ * the nccl-tests format, MPI_Allreduce and gloo beside, memory-bandwidth
+ * ceiling; run under mpirun. */
+int yk_bench_cmd_coll(int argc, char **argv);
 /* yoke bench train: single-rank training throughput, MFU, PyTorch beside. */
 int yk_bench_cmd_train(int argc, char **argv);
 /* yoke bench scale: 1 vs 2 ranks of yoke train beside PyTorch DDP, precision

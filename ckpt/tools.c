@@ -104,6 +104,49 @@ static int finish_file(FILE *f, const char *tmp, const char *path, int rc, yk_di
   return rc;
 }
 
+/* The 16 GPT-2 tensors of arena a. Two layouts are accepted:
+ *   tensor-major: one tensor per kind ("ln1w" of shape (L, C), ...), as in
+ *     the weights file;
+ *   layer-major: yoke's model arena, "h0.ln1w" ... "h{L-1}.ln1w" (each (C)),
+ *     in which case a kind is the L per-layer tensors written one after the
+ *     other (that is exactly the file's (L, ...) array).
+ * For kind i, parts[i][0..nparts[i]) are the tensors in file order. */
+#define GPT2_MAX_LAYERS 1024
+static int gpt2_tensors(const yk_ckpt_arena_info *a, const char *const order[16], const yk_tensor_desc **parts[16],
+                        int nparts[16], int64_t *L, yk_diag *d) {
+  *L = 0;
+  if (!find_tensor(a, "qkvw")) {
+    char nm[64];
+    for (;;) {
+      snprintf(nm, sizeof nm, "h%lld.qkvw", (long long)*L);
+      if (!find_tensor(a, nm)) break;
+      if (++*L > GPT2_MAX_LAYERS) return yk_errorf(d, YK_EFORMAT, "GPT-2 export: more than %d layers", GPT2_MAX_LAYERS);
+    }
+    if (*L == 0)
+      return yk_errorf(d, YK_ENOTFOUND, "arena '%s' has neither 'qkvw' nor 'h0.qkvw': not GPT-2 weights", a->name);
+  }
+  for (int i = 0; i < 16; i++) {
+    int per_layer = *L > 0 && i >= 2 && i < 14;
+    nparts[i] = per_layer ? (int)*L : 1;
+    parts[i] = calloc((size_t)nparts[i], sizeof *parts[i]);
+    if (!parts[i]) return yk_errorf(d, YK_ENOMEM, "out of memory");
+    for (int l = 0; l < nparts[i]; l++) {
+      char nm[64];
+      if (per_layer) snprintf(nm, sizeof nm, "h%d.%s", l, order[i]);
+      else snprintf(nm, sizeof nm, "%s", order[i]);
+      if (!(parts[i][l] = find_tensor(a, nm)))
+        return yk_errorf(d, YK_ENOTFOUND, "arena '%s' has no tensor '%s' needed by the GPT-2 format", a->name, nm);
+    }
+  }
+  if (*L == 0) {
+    if (parts[4][0]->ndim != 3)
+      return yk_errorf(d, YK_EFORMAT, "GPT-2 export: qkvw must be 3-D (L, 3C, C), it has %d dimensions",
+                       parts[4][0]->ndim);
+    *L = parts[4][0]->shape[0];
+  }
+  return 0;
+}
+
 int yk_ckpt_export_gpt2(yk_ckpt_reader *r, const char *arena, const char *out_path, yk_diag *d) {
   static const char *const order[16] = {"wte",  "wpe",  "ln1w", "ln1b", "qkvw", "qkvb",    "attprojw", "attprojb",
                                         "ln2w", "ln2b", "fcw",  "fcb",  "fcprojw", "fcprojb", "lnfw", "lnfb"};
@@ -113,31 +156,44 @@ int yk_ckpt_export_gpt2(yk_ckpt_reader *r, const char *arena, const char *out_pa
   if (a.dtype != YK_DT_F32)
     return yk_errorf(d, YK_EINVAL, "arena '%s' is %s; the GPT-2 export needs the f32 master weights (--arena)", arena,
                      yk_dtype_name(a.dtype));
-  const yk_tensor_desc *t[16];
-  for (int i = 0; i < 16; i++)
-    if (!(t[i] = find_tensor(&a, order[i])))
-      return yk_errorf(d, YK_ENOTFOUND, "arena '%s' has no tensor '%s' needed by the GPT-2 format", arena, order[i]);
-  if (t[0]->ndim != 2 || t[1]->ndim != 2 || t[4]->ndim != 3)
-    return yk_errorf(d, YK_EFORMAT, "GPT-2 export: wte and wpe must be 2-D and qkvw 3-D (L, 3C, C)");
-  int64_t Vp = t[0]->shape[0], C = t[0]->shape[1], maxT = t[1]->shape[0], L = t[4]->shape[0];
+  const yk_tensor_desc **parts[16] = {0};
+  int nparts[16] = {0};
+  int64_t L = 0;
+  FILE *f = NULL;
+  char tmp[4200];
+  if ((rc = gpt2_tensors(&a, order, parts, nparts, &L, d))) goto out;
+  if (parts[0][0]->ndim != 2 || parts[1][0]->ndim != 2) {
+    rc = yk_errorf(d, YK_EFORMAT, "GPT-2 export: wte and wpe must be 2-D");
+    goto out;
+  }
+  int64_t Vp = parts[0][0]->shape[0], C = parts[0][0]->shape[1], maxT = parts[1][0]->shape[0];
   json_t *m = yk_ckpt_reader_model_json(r) ? json_loads(yk_ckpt_reader_model_json(r), 0, NULL) : NULL;
   int64_t V = json_integer_value(json_object_get(m, "vocab_size"));
   int64_t NH = json_integer_value(json_object_get(m, "heads"));
   json_decref(m);
-  if (V <= 0 || NH <= 0 || V > Vp)
-    return yk_errorf(d, YK_EFORMAT, "GPT-2 export: the manifest's model section needs vocab_size (<= %lld) and heads; "
-                     "got %lld and %lld", (long long)Vp, (long long)V, (long long)NH);
+  if (V <= 0 || NH <= 0 || V > Vp) {
+    rc = yk_errorf(d, YK_EFORMAT, "GPT-2 export: the manifest's model section needs vocab_size (<= %lld) and heads; "
+                   "got %lld and %lld", (long long)Vp, (long long)V, (long long)NH);
+    goto out;
+  }
   const int64_t want[16] = {Vp * C, maxT * C, L * C, L * C, L * 3 * C * C, L * 3 * C, L * C * C, L * C,
                             L * C,  L * C,    L * 4 * C * C, L * 4 * C, L * C * 4 * C, L * C, C, C};
-  for (int i = 0; i < 16; i++)
-    if ((int64_t)t[i]->numel != want[i])
-      return yk_errorf(d, YK_EFORMAT, "GPT-2 export: tensor '%s' has %zu elements, expected %lld for L=%lld C=%lld "
-                       "Vp=%lld maxT=%lld", order[i], t[i]->numel, (long long)want[i], (long long)L, (long long)C,
-                       (long long)Vp, (long long)maxT);
-  char tmp[4200];
+  for (int i = 0; i < 16; i++) {
+    int64_t have = 0;
+    for (int l = 0; l < nparts[i]; l++) have += (int64_t)parts[i][l]->numel;
+    if (have != want[i]) {
+      rc = yk_errorf(d, YK_EFORMAT, "GPT-2 export: tensor '%s' has %lld elements, expected %lld for L=%lld C=%lld "
+                     "Vp=%lld maxT=%lld", order[i], (long long)have, (long long)want[i], (long long)L, (long long)C,
+                     (long long)Vp, (long long)maxT);
+      goto out;
+    }
+  }
   snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
-  FILE *f = fopen(tmp, "wbe");
-  if (!f) return yk_errorf_sys(d, YK_EIO, "cannot create '%s'", tmp);
+  f = fopen(tmp, "wbe");
+  if (!f) {
+    rc = yk_errorf_sys(d, YK_EIO, "cannot create '%s'", tmp);
+    goto out;
+  }
   int32_t hdr[256] = {0};
   hdr[0] = 20240326;
   hdr[1] = 3;
@@ -148,8 +204,12 @@ int yk_ckpt_export_gpt2(yk_ckpt_reader *r, const char *arena, const char *out_pa
   hdr[6] = (int32_t)C;
   hdr[7] = (int32_t)Vp;
   if (fwrite(hdr, sizeof hdr, 1, f) != 1) rc = yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp);
-  for (int i = 0; !rc && i < 16; i++) rc = write_tensor(r, &a, t[i], f, tmp, d);
-  return finish_file(f, tmp, out_path, rc, d);
+  for (int i = 0; !rc && i < 16; i++)
+    for (int l = 0; !rc && l < nparts[i]; l++) rc = write_tensor(r, &a, parts[i][l], f, tmp, d);
+  rc = finish_file(f, tmp, out_path, rc, d);
+out:
+  for (int i = 0; i < 16; i++) free(parts[i]);
+  return rc;
 }
 
 static const char *st_dtype(yk_dtype t) {

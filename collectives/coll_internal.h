@@ -39,7 +39,8 @@ typedef struct xport_ops {
   int (*progress)(xport *x, yk_diag *d);
   /* Test one request: updates r->done (and err/nbytes/src). */
   void (*test)(xport *x, xreq *r);
-  /* Cancel a posted receive (used for the control receive at teardown). */
+  /* Ask to cancel a posted receive; r->done becomes 1 once the transport
+   * no longer touches r or its buffer (the caller drives progress). */
   void (*cancel)(xport *x, xreq *r);
   void (*destroy)(xport *x);
 } xport_ops;
@@ -133,6 +134,9 @@ struct yk_comm {
   xreq *xreqs;         /* per-operation point-to-point requests */
   size_t nxreqs;
   char *hello_buf;
+  xreq **posted;       /* receives posted by the running operation */
+  size_t nposted, capposted;
+  void *hdrx;          /* header exchange state (must outlive a failed op) */
   xreq *hello_reqs;    /* kept only when the creation handshake failed */
   xreq *xreqs2;        /* a second pool (all-gather half of all-reduce) */
   size_t nxreqs2;

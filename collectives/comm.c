@@ -241,7 +241,23 @@ static int diagnose(yk_comm *c, int peer, yk_diag *d) {
   return set_broken(c, rc, d);
 }
 
+/* A peer failed or vanished; it may have done so because of somebody else
+ * and told us (it sends ABORT before it exits): give that notice a moment
+ * to arrive. Returns the adopted error, or 0. */
+static int await_explanation(yk_comm *c, int peer, yk_diag *d) {
+  uint64_t until = yk_now_ns() + 150000000ull;
+  while (yk_now_ns() < until) {
+    c->x->ops->progress(c->x, NULL);
+    int arc = poll_ctrl(c, peer, d);
+    if (arc) return set_broken(c, arc, d);
+    sched_yield();
+  }
+  return 0;
+}
+
 static int gone_error(yk_comm *c, int peer, yk_diag *d) {
+  int arc = await_explanation(c, peer, d);
+  if (arc) return arc;
   int rc = yk_errorf(d, YK_EPEERDEAD, "rank %d (host %s) died: its process %lld is gone (seen by rank %d during collective #%u)",
                      peer, host_of(c, peer), (long long)c->pids[peer], c->rank, c->seq);
   broadcast_abort(c, peer, rc, d ? d->msg : "peer died");
@@ -260,8 +276,36 @@ int coll_isend(yk_comm *c, int peer, uint64_t tag, const void *buf, size_t n, xr
   return 0;
 }
 
+/* Cancel whatever the transport may still write into: receives of a failed
+ * operation (their buffers belong to the caller, who may free them once we
+ * return). Bounded by 300 ms. */
+static void cancel_and_drain(yk_comm *c, xreq **rs, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (rs[i] && !rs[i]->done) c->x->ops->cancel(c->x, rs[i]);
+  uint64_t until = yk_now_ns() + 300000000ull;
+  for (;;) {
+    int pending = 0;
+    c->x->ops->progress(c->x, NULL);
+    for (size_t i = 0; i < n; i++) {
+      if (!rs[i] || rs[i]->done) continue;
+      c->x->ops->test(c->x, rs[i]);
+      pending += !rs[i]->done;
+    }
+    if (!pending || yk_now_ns() >= until) break;
+    sched_yield();
+  }
+}
+
 int coll_irecv(yk_comm *c, int peer, uint64_t tag, void *buf, size_t n, xreq *r, yk_diag *d) {
   memset(r, 0, sizeof *r);
+  if (c->nposted == c->capposted) {
+    size_t nc = c->capposted ? c->capposted * 2 : 256;
+    xreq **np = realloc(c->posted, nc * sizeof *np);
+    if (!np) return yk_errorf(d, YK_ENOMEM, "out of memory");
+    c->posted = np;
+    c->capposted = nc;
+  }
+  c->posted[c->nposted++] = r;
   int rc = c->x->ops->irecv(c->x, c->xrank[peer], tag, buf, n, r);
   if (rc) {
     rc = yk_errorf(d, rc, "receive from rank %d (host %s) failed: %s", peer, host_of(c, peer), r->errmsg);
@@ -278,13 +322,8 @@ int coll_wait(yk_comm *c, xreq *r, int peer, yk_diag *d) {
       if (!r->err) return 0;
       /* The peer may have failed because of somebody else and told us so:
        * give its ABORT a moment to arrive before blaming the peer. */
-      uint64_t until = yk_now_ns() + 150000000ull;
-      while (yk_now_ns() < until) {
-        c->x->ops->progress(c->x, NULL);
-        int arc = poll_ctrl(c, peer, d);
-        if (arc) return set_broken(c, arc, d);
-        sched_yield();
-      }
+      int arc = await_explanation(c, peer, d);
+      if (arc) return arc;
       int code = r->err == YK_ECLOSED || r->err == YK_EPEERDEAD ? YK_EPEERDEAD : r->err;
       int rc = yk_errorf(d, code, "transport error with rank %d (host %s) during collective #%u on rank %d: %s",
                          peer, host_of(c, peer), c->seq, c->rank, r->errmsg[0] ? r->errmsg : yk_strerror(r->err));
@@ -452,8 +491,14 @@ static void exec_op(yk_comm *c, struct yk_request *r) {
   uint64_t grace = YK_MIN(t / 4, 2000000000ull);
   c->op_deadline = now + t;
   c->stall_deadline = now + t - grace;
-  hdrx h;
-  int rc = hdr_exchange(c, r, &h, d);
+  hdrx *hp = c->hdrx;
+  if (!hp) hp = c->hdrx = calloc(1, sizeof(hdrx));
+  if (!hp) {
+    r->rc = yk_errorf(d, YK_ENOMEM, "out of memory");
+    return;
+  }
+  c->nposted = 0;
+  int rc = hdr_exchange(c, r, hp, d);
   if (!rc && c->size > 1) {
     switch (r->kind) {
     case OPK_ALLREDUCE:
@@ -471,9 +516,13 @@ static void exec_op(yk_comm *c, struct yk_request *r) {
     if (r->kind == OPK_ALLREDUCE || r->kind == OPK_REDUCE_SCATTER || r->kind == OPK_ALLGATHER)
       if (r->count && r->sendbuf != r->recvbuf) memmove(r->recvbuf, r->sendbuf, r->count * es);
   }
-  if (!rc) rc = hdr_finish(c, &h, d);
+  if (!rc) rc = hdr_finish(c, hp, d);
   r->rc = rc;
-  if (rc) set_broken(c, rc, d);
+  if (rc) {
+    set_broken(c, rc, d);
+    cancel_and_drain(c, c->posted, c->nposted);
+  }
+  c->nposted = 0;
 }
 
 /* ---- comm thread and queue ---------------------------------------------- */
@@ -818,10 +867,14 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
     goto fail;
   }
   for (int i = 0; i < c->size; i++) c->xrank[i] = i;
-  /* identity: host name, pid and pid namespace (so that a peer on this
-   * host can be checked for liveness with kill(pid, 0)) */
+  /* identity: host name, network namespace, pid and pid namespace (so that
+   * a peer on this host can be checked for liveness with kill(pid, 0)). Two
+   * ranks share a host only if they also share the network namespace: a
+   * container or a test host in its own namespace is treated as another
+   * machine (the shm provider is not assumed to reach it). */
   typedef struct ident {
     char host[64];
+    char netns[48];
     char pidns[48];
     int64_t pid;
   } ident;
@@ -836,6 +889,8 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
   gethostname(me.host, sizeof me.host - 1);
   ssize_t nl = readlink("/proc/self/ns/pid", me.pidns, sizeof me.pidns - 1);
   if (nl < 0) me.pidns[0] = 0;
+  nl = readlink("/proc/self/ns/net", me.netns, sizeof me.netns - 1);
+  if (nl < 0) me.netns[0] = 0;
   me.pid = (int64_t)getpid();
   uint64_t dl = yk_deadline_in_ms(c->timeout_ms);
   rc = b->allgather(b, &me, sizeof me, ids, dl, d);
@@ -846,7 +901,7 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
   int same_host = 1;
   for (int i = 0; i < c->size; i++) {
     memcpy(c->hosts[i], ids[i].host, sizeof c->hosts[i]);
-    same_host &= !strcmp(ids[i].host, ids[0].host);
+    same_host &= !strcmp(ids[i].host, ids[0].host) && !strcmp(ids[i].netns, ids[0].netns);
     /* liveness by pid only for other processes in our host and pid namespace */
     int local = !strcmp(ids[i].host, me.host) && me.pidns[0] && !strcmp(ids[i].pidns, me.pidns);
     c->pids[i] = local && ids[i].pid != me.pid ? ids[i].pid : 0;
@@ -996,9 +1051,11 @@ void yk_comm_destroy(yk_comm *c) {
     }
   }
   if (c->x) {
-    if (c->ctrl_posted)
-      for (int s = 0; s < COLL_CTRL_SLOTS; s++)
-        if (!c->ctrl_req[s].done) c->x->ops->cancel(c->x, &c->ctrl_req[s]);
+    if (c->ctrl_posted) {
+      xreq *rs[COLL_CTRL_SLOTS];
+      for (int s = 0; s < COLL_CTRL_SLOTS; s++) rs[s] = &c->ctrl_req[s];
+      cancel_and_drain(c, rs, COLL_CTRL_SLOTS);
+    }
     if (c->ctrl_sends)
       for (int i = 0; i < c->size; i++)
         if (c->ctrl_sends[i].used && !c->ctrl_sends[i].done) c->x->ops->cancel(c->x, &c->ctrl_sends[i]);
@@ -1024,6 +1081,8 @@ void yk_comm_destroy(yk_comm *c) {
   free(c->xreqs2);
   free(c->hello_reqs);
   free(c->hello_buf);
+  free(c->posted);
+  free(c->hdrx);
   yk_free(c->stage);
   yk_free(c->work);
   free(c);
@@ -1043,8 +1102,6 @@ xreq *coll_xreqs(yk_comm *c, size_t n) {
 xreq *coll_xreqs2(yk_comm *c, size_t n) {
   if (n > c->nxreqs2) {
     free(c->xreqs2);
-  free(c->hello_reqs);
-  free(c->hello_buf);
     c->xreqs2 = calloc(n, sizeof(xreq));
     c->nxreqs2 = c->xreqs2 ? n : 0;
     if (!c->xreqs2) return NULL;

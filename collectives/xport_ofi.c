@@ -29,6 +29,7 @@
 #include <rdma/fi_tagged.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "coll_internal.h"
 
@@ -226,12 +227,8 @@ static void o_cancel(xport *x, xreq *r) {
       r->err = YK_EABORTED;
       return;
     }
+  /* completes as an FI_ECANCELED error entry naming r; the caller drains */
   fi_cancel(&o->ep->fid, &r->priv[0]);
-  /* The cancellation completes as an error entry that names r: drain it now
-   * (r's memory goes away after this call; another communicator may share
-   * this endpoint and would otherwise read the entry later). */
-  uint64_t until = yk_now_ns() + 200000000ull;
-  while (!__atomic_load_n(&r->done, __ATOMIC_ACQUIRE) && yk_now_ns() < until) o_progress(x, NULL);
 }
 
 static void o_destroy(xport *x) {
@@ -279,7 +276,18 @@ int xport_ofi_create(yk_bootstrap *b, const char *provider, uint64_t timeout_ms,
   hints->domain_attr->av_type = FI_AV_TABLE;
   hints->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_ALLOCATED | FI_MR_VIRT_ADDR | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
   hints->fabric_attr->prov_name = strdup(provider);
-  ret = fi_getinfo(FI_VERSION(1, 17), NULL, NULL, 0, hints, &o->info);
+  /* shm names its region after the pid unless told otherwise; a region
+   * left by a killed process with a recycled pid would then collide
+   * (EBUSY). Give ours a unique name: yk<pid>_<time ns>. */
+  char node[64];
+  const char *nodep = NULL;
+  uint64_t flags = 0;
+  if (!strcmp(provider, "shm")) {
+    snprintf(node, sizeof node, "yk%d_%llx", (int)getpid(), (unsigned long long)yk_now_ns());
+    nodep = node;
+    flags = FI_SOURCE;
+  }
+  ret = fi_getinfo(FI_VERSION(1, 17), nodep, NULL, flags, hints, &o->info);
   fi_freeinfo(hints);
   if (ret || !o->info) {
     rc = yk_errorf(d, YK_ECONFIG,

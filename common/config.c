@@ -47,6 +47,8 @@ static const key_def keys[] = {
     {"train.grad_accum", T_INT, OFF(train.grad_accum), "1", 1, 65536, NULL,
      "micro-batches accumulated per optimizer step"},
     {"train.steps", T_INT, OFF(train.steps), "100", 0, 1e12, NULL, "optimizer steps to run"},
+    {"train.stop_after", T_INT, OFF(train.stop_after), "0", 0, 1e12, NULL,
+     "stop after this step as if preempted: checkpoint, exit 75 (0 = off; the LR schedule still spans train.steps)"},
     {"train.seed", T_INT, OFF(train.seed), "1337", 0, 9.2e18, NULL, "seed for weight init and anything random"},
     {"train.val_every", T_INT, OFF(train.val_every), "0", 0, 1e12, NULL, "validation loss every N steps (0 = only at the end)"},
     {"train.val_batches", T_INT, OFF(train.val_batches), "8", 1, 1e9, NULL, "batches averaged for validation loss"},
@@ -103,6 +105,8 @@ static const key_def keys[] = {
     {"ckpt.level", T_INT, OFF(ckpt.level), "1", -7, 22, NULL, "zstd compression level"},
     {"ckpt.async", T_BOOL, OFF(ckpt.async), "true", 0, 1, NULL, "write checkpoints in a background thread"},
     {"ckpt.resume", T_STR, OFF(ckpt.resume), "", 0, 0, NULL, "resume from: empty (no), latest, or a checkpoint path"},
+    {"ckpt.fallback", T_BOOL, OFF(ckpt.fallback), "false", 0, 1, NULL,
+     "on resume, use the previous checkpoint when the newest fails its checksums (logged)"},
     /* coord */
     {"coord.host", T_STR, OFF(coord.host), "", 0, 0, NULL,
      "coordinator host (empty = from SLURM/OpenMPI environment, else rank 0 embeds it on 127.0.0.1)"},

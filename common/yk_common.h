@@ -270,6 +270,7 @@ typedef struct yk_config {
     int64_t seq_len;         /* T */
     int64_t grad_accum;
     int64_t steps;
+    int64_t stop_after;      /* stop (checkpoint, exit 75) after this step; 0 = off */
     int64_t seed;
     int64_t val_every;
     int64_t val_batches;
@@ -314,6 +315,7 @@ typedef struct yk_config {
     int64_t level;
     int64_t async;
     char resume[YK_CFG_STR]; /* "" | latest | PATH */
+    int64_t fallback;        /* resume: use the previous checkpoint when the newest is damaged */
   } ckpt;
   struct {
     char host[128];

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "dp_internal.h"
+#include "train_ckpt.h" /* ckpt: checkpoints, resume, preemption */
 #include "yk_data.h"
 #include "yk_device.h"
 #include "yk_model.h"
@@ -39,6 +40,11 @@ static const char train_usage[] =
     "  --steps N                 same as --set train.steps=N\n"
     "  --init-weights FILE       start from a GPT-2 fp32 weights file (train.init_weights)\n"
     "  --save-weights FILE       write a GPT-2 fp32 weights file at the end (train.save_weights)\n"
+    "  --resume latest|PATH      resume from the newest checkpoint in ckpt.dir, or from a checkpoint\n"
+    "                            directory (same as --set ckpt.resume=...; needs ckpt.dir). With\n"
+    "                            'latest' and no checkpoint yet the run starts at step 0. Checkpoints:\n"
+    "                            ckpt.dir, ckpt.every (steps), ckpt.keep; SIGTERM/SIGUSR1 checkpoint at\n"
+    "                            the next step boundary and exit 75 (requeue)\n"
     "  --json                    also print one JSON object per step and a summary line\n"
     "  -h, --help                this help\n";
 
@@ -86,7 +92,7 @@ static int parse_train_args(int argc, char **argv, train_opts *o, int *exit_code
       return 1;
     }
     if (!strcmp(a, "--set") || !strcmp(a, "--steps") || !strcmp(a, "--init-weights") ||
-        !strcmp(a, "--save-weights")) {
+        !strcmp(a, "--save-weights") || !strcmp(a, "--resume")) {
       if (!need_value(argc, argv, i, "train")) goto usage;
       i++;
       continue;
@@ -117,6 +123,9 @@ static int parse_train_args(int argc, char **argv, train_opts *o, int *exit_code
       rc = yk_config_set(&o->cfg, buf, &d);
     } else if (!strcmp(a, "--save-weights")) {
       snprintf(buf, sizeof buf, "train.save_weights=%s", argv[++i]);
+      rc = yk_config_set(&o->cfg, buf, &d);
+    } else if (!strcmp(a, "--resume")) { /* ckpt */
+      snprintf(buf, sizeof buf, "ckpt.resume=%s", argv[++i]);
       rc = yk_config_set(&o->cfg, buf, &d);
     }
     if (rc) goto bad;
@@ -177,6 +186,9 @@ typedef struct trainer {
 
   yk_dp dp;          /* data-parallel group (world 1: no control plane, no comm) */
   int exit_code;     /* set when an event ends the run early */
+
+  ykd_ckpt_ctx ck;   /* ckpt: checkpoints, resume, preemption (train_ckpt.c) */
+  int64_t start_step; /* ckpt: first step to run (> 0 after a resume) */
 } trainer;
 
 static void trainer_free(trainer *t) {
@@ -339,10 +351,13 @@ static int trainer_poll(trainer *t) {
     case YK_EV_PEER_DEAD:
     case YK_EV_COORD_LOST:
     case YK_EV_SHUTDOWN:
-    case YK_EV_CHECKPOINT_REQUESTED:
       YK_ERROR(&t->log, "%s", ev.text);
       t->exit_code = ev.code ? ev.code : YK_EXIT_FAILURE;
       return 1;
+    case YK_EV_CHECKPOINT_REQUESTED: /* ckpt: all ranks agree on the step, save, exit 75 */
+      YK_WARN(&t->log, "%s", ev.text);
+      ykd_ckpt_request_stop(&t->ck);
+      break;
     default: break;
     }
   }
@@ -373,6 +388,9 @@ static int trainer_run(trainer *t, yk_diag *d) {
           t->nparams);
   YK_INFO(&t->log, "global batch %d x %d x %d ranks = %d sequences of %d tokens (%.0f tokens/step); device %s, %d threads, %s kernels",
           B, accum, t->world, B * accum * t->world, T, tokens_per_step, t->dev->ops->name, t->dev->nthreads, yk_isa_name(t->dev->isa));
+  if (t->dp.comm)
+    YK_INFO(&t->log, "data plane %s, %d ranks, bucket %lld KiB", yk_comm_transport_name(t->dp.comm), t->world,
+            (long long)c->comm.bucket_kb);
   YK_INFO(&t->log, "data: %llu training tokens in %d shard(s), %llu windows per epoch",
           (unsigned long long)yk_data_loader_total_tokens(t->train_ld), yk_data_loader_shard_count(t->train_ld),
           (unsigned long long)yk_data_loader_epoch_windows(t->train_ld));
@@ -380,14 +398,20 @@ static int trainer_run(trainer *t, yk_diag *d) {
   double first_val = NAN, last_val = NAN;
   if (t->val_ld) {
     if ((rc = trainer_validate(t, &first_val, d)) != 0) return rc;
-    YK_INFO(&t->log, "step %lld | val loss %.4f", 0LL, first_val);
-    if (t->json && t->rank == 0) printf("{\"step\": 0, \"val_loss\": %.6f}\n", first_val);
+    YK_INFO(&t->log, "step %lld | val loss %.4f", (long long)t->start_step, first_val);
+    if (t->json && t->rank == 0) printf("{\"step\": %lld, \"val_loss\": %.6f}\n", (long long)t->start_step, first_val);
   }
 
   double total_time = 0, total_wait = 0, last_loss = NAN;
-  for (int64_t step = 0; step < steps; step++) {
+  for (int64_t step = t->start_step; step < steps; step++) {
     double t0 = yk_now_s();
     if (trainer_poll(t)) return 0;
+    if (step > t->start_step) { /* ckpt: boundary after `step` steps: save, commit, preemption */
+      int stop = 0;
+      if ((rc = ykd_ckpt_boundary(&t->ck, step, &stop, &t->exit_code, d)) != 0) return rc;
+      if (stop) return 0;
+      t0 = yk_now_s();
+    }
     /* fp16: scale the loss so small gradients survive the rounding to 16
      * bits; read before the scaler's update, which may grow it. */
     float loss_scale = t->prec == YK_PREC_FP16 ? (float)t->ls.st.scale : 1.0f;
@@ -442,13 +466,14 @@ static int trainer_run(trainer *t, yk_diag *d) {
     /* AdamW counts applied steps (skipped fp16 steps don't advance its bias
      * correction, as in torch). */
     int64_t applied = step + 1 - (t->prec == YK_PREC_FP16 ? t->ls.st.overflows : 0);
+    if ((rc = ykd_ckpt_before_update(&t->ck, d)) != 0) return rc; /* ckpt: snapshot copy done before the update */
     if ((rc = yk_optimizer_adamw_step(&t->adamw, applied, lr, clip, t->tensors, t->ntensors, 0, t->nparams, t->master,
                                       grads, t->m, t->v, t->params16, t->dt16 == YK_DT_F32 ? YK_DT_F16 : t->dt16)) != 0)
       return yk_errorf(d, rc, "AdamW step %lld failed", (long long)step);
     if (t->params16) yk_optimizer_cast_to_f32(t->params16, t->dt16, params, t->nparams, 1.0f, YK_ISA_AUTO);
     yk_data_loader_advance(t->train_ld, t->world, accum);
     double dt = yk_now_s() - t0;
-    if (step > 0) {
+    if (step > t->start_step) {
       total_time += dt; /* the first step warms caches and thread pools */
       total_wait += wait_s;
     }
@@ -480,7 +505,8 @@ static int trainer_run(trainer *t, yk_diag *d) {
     progress_bar(t, step + 1, steps);
   }
   if (t->tty) fputs("\r\033[K", stdout);
-  double mean_ms = steps > 1 ? total_time / (double)(steps - 1) * 1e3 : 0;
+  if ((rc = ykd_ckpt_finish(&t->ck, steps, d)) != 0) return rc; /* ckpt: final save */
+  double mean_ms = steps - t->start_step > 1 ? total_time / (double)(steps - t->start_step - 1) * 1e3 : 0;
   double wait_frac = total_time > 0 ? total_wait / total_time : 0;
   uint64_t sum = params_checksum(params, t->nparams);
   char val[64] = "";
@@ -534,6 +560,14 @@ int yk_daemon_cmd_train(int argc, char **argv) {
    * ranks pseudo-terminals too, which must not get it. */
   if (t.dp.env.kind != YK_LAUNCH_SINGLE) t.tty = 0;
   if (!rc) rc = trainer_init(&t, &d);
+  if (!rc) { /* ckpt: register the state, start the writer, resume */
+    ykd_ckpt_view v = {.params = t.master, .m = t.m, .v = t.v, .nparams = t.nparams, .params16 = t.params16,
+                       .dtype16 = t.dt16, .model_params = yk_model_params(t.model), .tensors = t.tensors,
+                       .ntensors = t.ntensors, .mcfg = &t.mcfg, .loader = t.train_ld,
+                       .scaler = t.prec == YK_PREC_FP16 ? &t.ls : NULL, .threads = t.dev->nthreads};
+    rc = ykd_ckpt_open(&t.ck, &t.cfg, &t.log, &t.dp, &v, &d);
+    if (!rc) rc = ykd_ckpt_resume(&t.ck, &t.start_step, &d);
+  }
   if (rc) {
     YK_ERROR(&t.log, "%s", yk_diag_msg(&d, rc));
     code = rc == YK_ECONFIG || rc == YK_EFORMAT || rc == YK_ENOTFOUND ? 2 : exit_code_for(rc);
@@ -542,6 +576,7 @@ int yk_daemon_cmd_train(int argc, char **argv) {
     if (rc) YK_ERROR(&t.log, "%s", yk_diag_msg(&d, rc));
     code = rc ? exit_code_for(rc) : t.exit_code;
   }
+  ykd_ckpt_close(&t.ck); /* ckpt */
   yk_dp_close(&t.dp, code, code ? yk_diag_msg(&d, rc) : "done");
   trainer_free(&t);
   return code;

@@ -9,14 +9,7 @@
 #    both transports give bitwise-identical weights.
 set -u
 . "$(dirname "$0")/../lib.sh"
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-export YOKE_SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-MPIRUN="mpirun --oversubscribe --bind-to none -x YOKE_SECRET -x OMP_NUM_THREADS"
-# A port of our own: other jobs on this machine may hold the default 29400.
-export YK_PORT=$((20000 + RANDOM % 20000))
-
-"$YOKE" data prepare --out "$tmp/data" /usr/share/common-licenses/* > /dev/null || { fail "data prepare"; finish; exit 1; }
+. "$(dirname "$0")/lib-train.sh"
 cat > "$tmp/job.yaml" <<YAML
 model: {name: tiny}
 data: {train: "$tmp/data/train_*.bin", val: "$tmp/data/val_*.bin"}

@@ -121,4 +121,25 @@ dtc=$(( $(now_ms) - t0 ))
 [ "$rc0$rc1" = 33 ] && grep -q "rank 2 (host host2.*no heartbeat for" "$YK_TMP/part.r1" && pass "A, B: exit 3, rank 2 on host2 missed heartbeats" \
   || fail "A/B: $rc0 $rc1: $(tail -2 "$YK_TMP/part.r1")"
 [ $rc2 = 4 ] && grep -q "sent nothing for" "$YK_TMP/part.r2" && pass "C: exit 4, coordinator silent" || fail "C: exit $rc2: $(tail -2 "$YK_TMP/part.r2")"
+# 4. yoke train across the three hosts: gradients cross the veth links on
+#    libfabric's tcp;ofi_rxm provider (chosen because the ranks are on
+#    different hosts); every rank ends with the same weights.
+ip -n "${NS[2]}" link set eth0 up   # host 2 comes back after the partition above
+"$YOKE" data prepare --out "$YK_TMP/data" /usr/share/common-licenses/* > /dev/null
+cat > "$YK_TMP/job.yaml" <<YAML
+model: {name: tiny}
+data: {train: "$YK_TMP/data/train_*.bin"}
+train: {micro_batch: 4, seq_len: 32, steps: 6, threads: 1}
+comm: {transport: libfabric, timeout_ms: 20000}
+coord: {heartbeat_timeout_ms: 5000}
+YAML
+run_job "$YK_TMP/train" train "$YK_TMP/job.yaml" --json
+rcs=""
+for i in 0 1 2; do wait "${PIDS[$i]}"; rcs="$rcs$?"; done
+[ "$rcs" = 000 ] && pass "yoke train: 3 ranks on 3 hosts finished" || { fail "train across hosts: exit codes $rcs"; tail -n 8 "$YK_TMP"/train.r*; }
+grep -q "data plane libfabric:tcp;ofi_rxm" "$YK_TMP/train.r1" && pass "data plane is libfabric tcp;ofi_rxm" \
+  || fail "data plane: $(grep 'data plane' "$YK_TMP/train.r1")"
+sums=$(grep -ho '"params_checksum": "[0-9a-f]*"' "$YK_TMP"/train.r* | sort -u | wc -l)
+n=$(grep -l '"done": true' "$YK_TMP"/train.r* | wc -l)
+[ "$n" = 3 ] && [ "$sums" = 1 ] && pass "3 hosts hold identical weights" || fail "$n done, $sums checksums"
 finish

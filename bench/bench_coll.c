@@ -1,0 +1,620 @@
+/* bench_coll.c - `yoke bench coll`: all-reduce bandwidth and latency of
+ * yoke's collectives per transport, algorithm and dtype, in the nccl-tests
+ * table format, with OpenMPI's MPI_Allreduce measured in the same run on the
+ * same buffers, gloo (torch.distributed, when Debian's python3 has torch)
+ * beside, and a memory-bandwidth probe that gives the one-host ceiling.
+ * Run it under mpirun: `mpirun -np 2 yoke bench coll`.
+ *
+ * Metrics (nccl-tests): algbw = bytes / time; busbw = algbw * 2(n-1)/n.
+ * Time: every iteration is timed on every rank; the slowest rank's time is
+ * that iteration's time; the median over iterations is reported (the host is
+ * shared and noisy). #wrong: elements that differ from the exact result of
+ * a check iteration with reorder-invariant integer inputs (summed over ranks).
+ *
+ * Self-contained on purpose: other benchmarks live in their own files. */
+#include <math.h>
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "yk_bench.h"
+#include "yk_collectives.h"
+
+#ifndef YK_SOURCE_DIR
+#define YK_SOURCE_DIR "."
+#endif
+
+static const char usage_text[] =
+    "usage: mpirun -np N yoke bench coll [options]\n\n"
+    "All-reduce busbw and latency per transport, algorithm and dtype (nccl-tests table),\n"
+    "with MPI_Allreduce on the same buffers, gloo beside (if torch is installed) and the\n"
+    "memory-bandwidth ceiling of this host.\n\n"
+    "  -b, --minbytes SIZE     smallest message (default 4K)\n"
+    "  -e, --maxbytes SIZE     largest message (default 256M)\n"
+    "  -f, --stepfactor N      size multiplier between rows (default 2)\n"
+    "  -n, --iters N           timed iterations per row, at most (default 20; fewer for large rows)\n"
+    "  -w, --warmup N          warm-up iterations (default 2)\n"
+    "  --transport LIST        libfabric,mpi (default both)\n"
+    "  --provider NAME         libfabric provider (default shm on one host, else tcp;ofi_rxm)\n"
+    "  --algo LIST             ring,tree,auto (default ring,tree; tree rows stop at --tree-max)\n"
+    "  --tree-max SIZE         largest message for the tree algorithm (default 4M)\n"
+    "  --dtype LIST            f32,f16,bf16 (default f32,f16)\n"
+    "  --no-mpi                do not measure MPI_Allreduce\n"
+    "  --no-gloo               do not run torch.distributed gloo\n"
+    "  --timeout-ms MS         per-operation deadline (default 60000)\n"
+    "  --json                  one JSON object per row on stdout (table goes to stderr)\n"
+    "  --png FILE              plot busbw against size with gnuplot\n"
+    "  --calibrate FILE        measure the cost model's alpha/beta/gamma and write them to FILE\n"
+    "  -h, --help              this text\n";
+
+typedef struct bopts {
+  uint64_t minb, maxb, tree_max;
+  int factor, iters, warmup, mpi, gloo, json;
+  uint64_t timeout_ms;
+  const char *transports, *provider, *algos, *dtypes, *png, *calibrate;
+} bopts;
+
+typedef struct series_pt {
+  char label[96];
+  double bytes, busbw;
+} series_pt;
+
+typedef struct bctx {
+  bopts o;
+  int rank, size;
+  FILE *tab;          /* table output: stdout, or stderr with --json */
+  series_pt *pts;
+  int npts, cappts;
+  double ceiling_gbs, membw_gbs;
+  double best_tcp_busbw_64m; /* yoke over tcp at >= 64 MiB f32 (min over sizes) */
+} bctx;
+
+static double median(double *v, int n) {
+  for (int i = 1; i < n; i++)
+    for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+      double t = v[j];
+      v[j] = v[j - 1];
+      v[j - 1] = t;
+    }
+  return n ? (n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2])) : NAN;
+}
+
+static void add_pt(bctx *b, const char *label, double bytes, double busbw) {
+  if (b->rank) return;
+  if (b->npts == b->cappts) {
+    b->cappts = b->cappts ? b->cappts * 2 : 64;
+    b->pts = realloc(b->pts, (size_t)b->cappts * sizeof *b->pts);
+  }
+  series_pt *p = &b->pts[b->npts++];
+  snprintf(p->label, sizeof p->label, "%s", label);
+  p->bytes = bytes;
+  p->busbw = busbw;
+}
+
+static int in_list(const char *list, const char *name) {
+  size_t n = strlen(name);
+  for (const char *s = list; s && *s;) {
+    const char *e = strchr(s, ',');
+    size_t l = e ? (size_t)(e - s) : strlen(s);
+    if (l == n && !strncmp(s, name, n)) return 1;
+    s = e ? e + 1 : NULL;
+  }
+  return 0;
+}
+
+/* reorder-invariant input: small integers, exact in every dtype */
+static void fill(void *buf, size_t n, yk_dtype t, int r) {
+  for (size_t i = 0; i < n; i++) {
+    float v = (float)((int)((i * 7 + (size_t)r * 3) % 11) - 5);
+    if (t == YK_DT_F32) ((float *)buf)[i] = v;
+    else if (t == YK_DT_F16) ((uint16_t *)buf)[i] = yk_f32_to_f16(v);
+    else ((uint16_t *)buf)[i] = yk_f32_to_bf16(v);
+  }
+}
+
+static long count_wrong(const void *buf, size_t n, yk_dtype t, int p) {
+  long wrong = 0;
+  for (size_t i = 0; i < n; i++) {
+    int s = 0;
+    for (int r = 0; r < p; r++) s += (int)((i * 7 + (size_t)r * 3) % 11) - 5;
+    float got = t == YK_DT_F32 ? ((const float *)buf)[i]
+                : t == YK_DT_F16 ? yk_f16_to_f32(((const uint16_t *)buf)[i])
+                                 : yk_bf16_to_f32(((const uint16_t *)buf)[i]);
+    wrong += got != (float)s;
+  }
+  return wrong;
+}
+
+/* f16/bf16 sums for MPI_Allreduce: what a user of MPI has to write */
+static void mpi_f16_sum(void *in, void *inout, int *len, MPI_Datatype *dt) {
+  yk_coll_reduce(inout, inout, in, (size_t)*len, YK_DT_F16, YK_OP_SUM, 0);
+}
+static void mpi_bf16_sum(void *in, void *inout, int *len, MPI_Datatype *dt) {
+  yk_coll_reduce(inout, inout, in, (size_t)*len, YK_DT_BF16, YK_OP_SUM, 0);
+}
+
+typedef int (*run_fn)(void *ctx, void *sb, void *rb, size_t count);
+
+typedef struct yrun {
+  yk_comm *c;
+  yk_dtype t;
+  yk_diag d;
+} yrun;
+static int run_yoke(void *ctx, void *sb, void *rb, size_t count) {
+  yrun *y = ctx;
+  return yk_comm_allreduce_sync(y->c, sb, rb, count, y->t, YK_OP_SUM, &y->d);
+}
+typedef struct mrun {
+  MPI_Datatype dt;
+  MPI_Op op;
+} mrun;
+static int run_mpi(void *ctx, void *sb, void *rb, size_t count) {
+  mrun *m = ctx;
+  return MPI_Allreduce(sb, rb, (int)count, m->dt, m->op, MPI_COMM_WORLD) == MPI_SUCCESS ? 0 : YK_ETRANSPORT;
+}
+
+/* Time one row: warm-up, then iterations until the count or ~0.5 s. Returns
+ * the median over iterations of the slowest rank's time (seconds). */
+static double time_row(bctx *b, run_fn fn, void *ctx, void *sb, void *rb, size_t count, int *err) {
+  *err = 0;
+  for (int i = 0; i < b->o.warmup; i++)
+    if ((*err = fn(ctx, sb, rb, count))) return NAN;
+  double times[256];
+  int iters = b->o.iters > 256 ? 256 : b->o.iters;
+  double t_first = 0;
+  int n = 0;
+  for (; n < iters; n++) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = yk_now_s();
+    if ((*err = fn(ctx, sb, rb, count))) return NAN;
+    times[n] = yk_now_s() - t0;
+    if (n == 0) t_first = times[0];
+    /* all ranks must agree when to stop: decide from rank 0's first time */
+    double tf = t_first;
+    MPI_Bcast(&tf, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    if (n >= 2 && tf * (n + 1) > 0.5) {
+      n++;
+      break;
+    }
+  }
+  MPI_Allreduce(MPI_IN_PLACE, times, n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return median(times, n);
+}
+
+static void json_row(bctx *b, const char *impl, const char *algo, const char *transport, const char *dtype,
+                     size_t bytes, double t, long wrong) {
+  if (!b->o.json || b->rank) return;
+  double algbw = bytes / t / 1e9, busbw = algbw * 2.0 * (b->size - 1) / b->size;
+  printf("{\"op\":\"allreduce\",\"impl\":\"%s\",\"algo\":\"%s\",\"transport\":\"%s\",\"dtype\":\"%s\",\"ranks\":%d,"
+         "\"bytes\":%zu,\"time_us\":%.2f,\"algbw_gbs\":%.4f,\"busbw_gbs\":%.4f,\"wrong\":%ld}\n",
+         impl, algo, transport, dtype, b->size, bytes, t * 1e6, algbw, busbw, wrong);
+  fflush(stdout);
+}
+
+/* Membw probe: every rank copies 256 MiB at the same time; M is the sum of
+ * the ranks' traffic (read + write). Ceilings from the research notes
+ * (collectives.md §7.4). */
+static void probe(bctx *b) {
+  size_t n = 256u << 20;
+  char *s = yk_alloc(n), *d = yk_alloc(n);
+  memset(s, 1, n);
+  memset(d, 2, n);
+  double best = 1e30;
+  for (int k = 0; k < 3; k++) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = yk_now_s();
+    memcpy(d, s, n);
+    double t = yk_now_s() - t0;
+    if (t < best) best = t;
+  }
+  yk_free(s);
+  yk_free(d);
+  double mine = 2.0 * n / best / 1e9, M = 0;
+  MPI_Allreduce(&mine, &M, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  int p = b->size;
+  b->membw_gbs = M;
+  b->ceiling_gbs = p > 1 ? M * 2.0 * (p - 1) / (p * (3.0 * p - 1)) : M;
+  if (b->rank == 0) {
+    fprintf(b->tab, "# memory bandwidth probe: %d ranks copying at once, aggregate %.2f GB/s (read+write)\n", p, M);
+    fprintf(b->tab, "# one-host busbw ceilings: direct two-shot %.2f GB/s, ring over shm %.2f GB/s, ring over TCP %.2f GB/s\n",
+            b->ceiling_gbs, 2 * M / (5.0 * p), 2 * M / (11.0 * p));
+    if (b->o.json)
+      printf("{\"op\":\"membw_probe\",\"ranks\":%d,\"membw_gbs\":%.3f,\"ceiling_busbw_gbs\":%.3f,\"ring_shm_ceiling_gbs\":%.3f,"
+             "\"ring_tcp_ceiling_gbs\":%.3f}\n",
+             p, M, b->ceiling_gbs, 2 * M / (5.0 * p), 2 * M / (11.0 * p));
+  }
+}
+
+static void header(bctx *b, const char *what) {
+  if (b->rank) return;
+  fprintf(b->tab, "#\n# %s\n", what);
+  fprintf(b->tab, "# %12s %12s %6s %6s %10s %9s %9s %6s | %10s %9s %7s\n", "size", "count", "type", "redop", "time",
+          "algbw", "busbw", "#wrong", "mpi time", "mpi busbw", "ratio");
+  fprintf(b->tab, "# %12s %12s %6s %6s %10s %9s %9s %6s | %10s %9s %7s\n", "(B)", "(elements)", "", "", "(us)",
+          "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "yk/mpi");
+}
+
+static int bench_transport(bctx *b, const char *transport, char *sb, char *rb, double *mpi_times, int mpi_done) {
+  yk_bootstrap *bs = NULL;
+  yk_comm *c = NULL;
+  yk_diag d = {0};
+  int rc = yk_bootstrap_mpi_create(&bs, &d);
+  if (!rc) {
+    yk_comm_opts o;
+    yk_comm_opts_default(&o);
+    o.transport = transport;
+    o.provider = b->o.provider;
+    o.timeout_ms = b->o.timeout_ms;
+    rc = yk_comm_create(&o, bs, &c, &d);
+  }
+  if (rc) {
+    if (b->rank == 0) fprintf(stderr, "yoke bench coll: %s: %s\n", transport, yk_diag_msg(&d, rc));
+    yk_bootstrap_destroy(bs);
+    return 1;
+  }
+  const char *tname = yk_comm_transport_name(c);
+  static const char *const dts[] = {"f32", "f16", "bf16"};
+  int row = 0, failed = 0;
+  for (int di = 0; di < 3 && !failed; di++) {
+    if (!in_list(b->o.dtypes, dts[di])) continue;
+    yk_dtype t;
+    yk_dtype_parse(dts[di], &t);
+    size_t es = yk_dtype_size(t);
+    static const char *const algs[] = {"ring", "tree", "auto"};
+    for (int ai = 0; ai < 3 && !failed; ai++) {
+      if (!in_list(b->o.algos, algs[ai])) continue;
+      yk_algo a;
+      yk_algo_parse(algs[ai], &a);
+      yk_comm_set_algo(c, a);
+      char title[200];
+      snprintf(title, sizeof title, "allreduce %s, algo %s, transport %s, %d ranks (out-of-place)", dts[di], algs[ai],
+               tname, b->size);
+      header(b, title);
+      int si = 0;
+      for (uint64_t bytes = b->o.minb; bytes <= b->o.maxb; bytes *= (uint64_t)b->o.factor, si++) {
+        if (a == YK_ALGO_TREE && bytes > b->o.tree_max) break;
+        size_t count = bytes / es;
+        fill(sb, count, t, b->rank);
+        yrun y = {c, t, {0}};
+        int err = run_yoke(&y, sb, rb, count);
+        long wrong = err ? -1 : count_wrong(rb, count, t, b->size), total_wrong = 0;
+        MPI_Allreduce(&wrong, &total_wrong, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
+        double ty = err ? NAN : time_row(b, run_yoke, &y, sb, rb, count, &err);
+        if (err) {
+          if (b->rank == 0) fprintf(stderr, "yoke bench coll: %s\n", yk_diag_msg(&y.d, err));
+          failed = 1;
+          break;
+        }
+        /* MPI on the same buffers, once per dtype and size */
+        double tm = NAN;
+        int midx = di * 64 + si;
+        if (b->o.mpi && ai == 0 && !mpi_done) {
+          mrun m;
+          if (t == YK_DT_F32) {
+            m.dt = MPI_FLOAT;
+            m.op = MPI_SUM;
+          } else {
+            m.dt = MPI_UINT16_T;
+            MPI_Op_create(t == YK_DT_F16 ? mpi_f16_sum : mpi_bf16_sum, 1, &m.op);
+          }
+          int merr;
+          tm = time_row(b, run_mpi, &m, sb, rb, count, &merr);
+          if (t != YK_DT_F32) MPI_Op_free(&m.op);
+          mpi_times[midx] = tm;
+          json_row(b, "mpi", "ompi-default", "mpi", dts[di], bytes, tm, 0);
+          char lab[96];
+          snprintf(lab, sizeof lab, "MPI_Allreduce %s", dts[di]);
+          add_pt(b, lab, (double)bytes, bytes / tm / 1e9 * 2.0 * (b->size - 1) / b->size);
+        } else if (b->o.mpi) {
+          tm = mpi_times[midx];
+        }
+        double algbw = bytes / ty / 1e9, busbw = algbw * 2.0 * (b->size - 1) / b->size;
+        double mbus = bytes / tm / 1e9 * 2.0 * (b->size - 1) / b->size;
+        if (b->rank == 0) {
+          fprintf(b->tab, "  %12llu %12zu %6s %6s %10.1f %9.3f %9.3f %6ld | %10.1f %9.3f %7.2f\n",
+                  (unsigned long long)bytes, count, dts[di], "sum", ty * 1e6, algbw, busbw, total_wrong, tm * 1e6, mbus,
+                  tm / ty);
+          fflush(b->tab);
+        }
+        json_row(b, "yoke", algs[ai], tname, dts[di], bytes, ty, total_wrong);
+        char lab[96];
+        snprintf(lab, sizeof lab, "yoke %s %s %s", algs[ai], tname, dts[di]);
+        add_pt(b, lab, (double)bytes, busbw);
+        if (strstr(tname, "tcp") && t == YK_DT_F32 && bytes >= (64u << 20)) {
+          if (b->best_tcp_busbw_64m == 0 || busbw < b->best_tcp_busbw_64m) b->best_tcp_busbw_64m = busbw;
+        }
+        row++;
+      }
+    }
+  }
+  yk_comm_destroy(c);
+  yk_bootstrap_destroy(bs);
+  return failed;
+}
+
+/* gloo: rank 0 runs bench/gloo_allreduce.py with `size` local processes
+ * while the other MPI ranks sleep (not spin) in a non-blocking barrier. */
+static void run_gloo(bctx *b) {
+  MPI_Request req;
+  if (b->rank != 0) {
+    MPI_Ibarrier(MPI_COMM_WORLD, &req);
+    int done = 0;
+    while (!done) {
+      MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+      if (!done) usleep(20000);
+    }
+    return;
+  }
+  int have = system("/usr/bin/python3 -c 'import torch.distributed' >/dev/null 2>&1") == 0;
+  if (!have) {
+    fprintf(b->tab, "# gloo: skipped (Debian's /usr/bin/python3 has no torch)\n");
+  } else {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 %s/bench/gloo_allreduce.py --world %d --minbytes %llu --maxbytes %llu --factor %d "
+             "--dtypes %s 2>&1",
+             YK_SOURCE_DIR, b->size, (unsigned long long)b->o.minb, (unsigned long long)b->o.maxb, b->o.factor,
+             b->o.dtypes);
+    FILE *f = popen(cmd, "r");
+    fprintf(b->tab, "#\n# torch.distributed gloo all-reduce (tcp loopback), %d processes\n", b->size);
+    fprintf(b->tab, "# %12s %6s %10s %9s\n", "size (B)", "type", "time (us)", "busbw");
+    char line[1024];
+    double gloo_64m = 0;
+    while (f && fgets(line, sizeof line, f)) {
+      unsigned long long bytes = 0;
+      double tus = 0, busbw = 0;
+      char dt[16] = "";
+      const char *pb = strstr(line, "\"bytes\":"), *pt = strstr(line, "\"time_us\":"), *pw = strstr(line, "\"busbw_gbs\":"),
+                 *pd = strstr(line, "\"dtype\":\"");
+      if (!pb || !pt || !pw || !pd) {
+        fprintf(b->tab, "# gloo: %s", line);
+        continue;
+      }
+      bytes = strtoull(pb + 8, NULL, 10);
+      tus = strtod(pt + 10, NULL);
+      busbw = strtod(pw + 12, NULL);
+      sscanf(pd + 9, "%15[^\"]", dt);
+      fprintf(b->tab, "  %12llu %6s %10.1f %9.3f\n", bytes, dt, tus, busbw);
+      if (b->o.json) fputs(line, stdout);
+      char lab[96];
+      snprintf(lab, sizeof lab, "gloo %s", dt);
+      add_pt(b, lab, (double)bytes, busbw);
+      if (!strcmp(dt, "f32") && bytes >= (64ull << 20) && (gloo_64m == 0 || busbw > gloo_64m)) gloo_64m = busbw;
+    }
+    if (f) pclose(f);
+    if (gloo_64m > 0 && b->best_tcp_busbw_64m > 0)
+      fprintf(b->tab, "# yoke over tcp;ofi_rxm (worst f32 row >= 64 MiB) / gloo (best f32 row >= 64 MiB): %.2fx\n",
+              b->best_tcp_busbw_64m / gloo_64m);
+  }
+  MPI_Ibarrier(MPI_COMM_WORLD, &req);
+  MPI_Wait(&req, MPI_STATUS_IGNORE);
+}
+
+static void write_png(bctx *b) {
+  if (b->rank || !b->o.png) return;
+  char dat[512], gp[512];
+  snprintf(dat, sizeof dat, "%s.dat", b->o.png);
+  snprintf(gp, sizeof gp, "%s.gp", b->o.png);
+  FILE *f = fopen(dat, "w"), *g = fopen(gp, "w");
+  if (!f || !g) {
+    fprintf(stderr, "yoke bench coll: cannot write %s: check the directory\n", dat);
+    if (f) fclose(f);
+    if (g) fclose(g);
+    return;
+  }
+  fprintf(g, "set terminal png size 1100,700\nset output '%s'\nset logscale x 2\nset xlabel 'message size (bytes)'\n"
+             "set ylabel 'busbw (GB/s)'\nset key outside right\nset grid\nset title 'all-reduce busbw, %d ranks'\n",
+          b->o.png, b->size);
+  fprintf(g, "plot ");
+  int nseries = 0;
+  for (int i = 0; i < b->npts; i++) {
+    int first = 1;
+    for (int j = 0; j < i; j++)
+      if (!strcmp(b->pts[j].label, b->pts[i].label)) first = 0;
+    if (!first) continue;
+    for (int j = i; j < b->npts; j++)
+      if (!strcmp(b->pts[j].label, b->pts[i].label)) fprintf(f, "%.0f %.4f\n", b->pts[j].bytes, b->pts[j].busbw);
+    fprintf(f, "\n\n");
+    fprintf(g, "%s'%s' index %d with linespoints title '%s'", nseries ? ", " : "", dat, nseries, b->pts[i].label);
+    nseries++;
+  }
+  fprintf(g, ", %.4f title 'one-host ceiling (probe)' dt 2\n", b->ceiling_gbs);
+  fclose(f);
+  fclose(g);
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd, "gnuplot '%s'", gp);
+  if (system(cmd) != 0) fprintf(stderr, "yoke bench coll: gnuplot failed; data in %s, script in %s\n", dat, gp);
+  else fprintf(b->tab, "# plot written to %s\n", b->o.png);
+}
+
+/* Cost-model calibration: alpha from 8-byte ring all-reduces, gamma from the
+ * local reduction kernel, beta from 64 MiB ring all-reduces minus the alpha
+ * and gamma terms (T = 2(p-1)a + 2(p-1)/p n b + (p-1)/p n g). */
+static int calibrate(bctx *b) {
+  yk_bootstrap *bs = NULL;
+  yk_comm *c = NULL;
+  yk_diag d = {0};
+  int rc = yk_bootstrap_mpi_create(&bs, &d);
+  const char *tr = in_list(b->o.transports, "libfabric") ? "libfabric" : "mpi";
+  if (!rc) {
+    yk_comm_opts o;
+    yk_comm_opts_default(&o);
+    o.transport = tr;
+    o.provider = b->o.provider;
+    o.timeout_ms = b->o.timeout_ms;
+    o.algo = "ring";
+    rc = yk_comm_create(&o, bs, &c, &d);
+  }
+  if (rc) {
+    if (b->rank == 0) fprintf(stderr, "yoke bench coll --calibrate: %s\n", yk_diag_msg(&d, rc));
+    yk_bootstrap_destroy(bs);
+    return 1;
+  }
+  yk_comm_set_algo(c, YK_ALGO_RING);
+  int p = b->size, err;
+  size_t n = 64u << 20;
+  float *x = yk_alloc(n), *y = yk_alloc(n);
+  memset(x, 0, n);
+  memset(y, 0, n);
+  yrun yr = {c, YK_DT_F32, {0}};
+  int save_iters = b->o.iters;
+  b->o.iters = 50;
+  double ts = time_row(b, run_yoke, &yr, x, y, 2, &err);
+  b->o.iters = 8;
+  double tl = time_row(b, run_yoke, &yr, x, y, n / 4, &err);
+  b->o.iters = save_iters;
+  double t0 = yk_now_s();
+  for (int k = 0; k < 4; k++) yk_coll_reduce(y, x, y, n / 4, YK_DT_F32, YK_OP_SUM, 0);
+  double gamma = (yk_now_s() - t0) / 4 / n * 1e9;
+  double alpha = p > 1 ? ts / (2.0 * (p - 1)) * 1e6 : 0;
+  double beta = p > 1 ? (tl - 2.0 * (p - 1) * alpha * 1e-6 - (double)(p - 1) / p * n * gamma * 1e-9) /
+                            (2.0 * (p - 1) / p * n) * 1e9
+                      : 0;
+  if (beta < 0.001) beta = 0.001;
+  double gmax = 0;
+  MPI_Allreduce(&gamma, &gmax, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  yk_free(x);
+  yk_free(y);
+  yk_comm_destroy(c);
+  yk_bootstrap_destroy(bs);
+  if (b->rank == 0) {
+    char txt[512];
+    snprintf(txt, sizeof txt,
+             "# yoke collectives cost model, measured by `yoke bench coll --calibrate` over %s with %d ranks\n"
+             "alpha_us %.3f\nbeta_ns %.5f\ngamma_ns %.5f\nshm_gbs %.3f\n",
+             tr, p, alpha, beta, gmax, b->membw_gbs);
+    if ((rc = yk_file_write_atomic(b->o.calibrate, txt, strlen(txt), &d))) {
+      fprintf(stderr, "yoke bench coll: %s\n", yk_diag_msg(&d, rc));
+      return 1;
+    }
+    fprintf(b->tab, "# calibrated (%s, %d ranks): alpha %.2f us, beta %.4f ns/B, gamma %.4f ns/B -> %s\n", tr, p, alpha,
+            beta, gmax, b->o.calibrate);
+  }
+  return 0;
+}
+
+static int parse_size(const char *flag, const char *v, uint64_t *out) {
+  if (!v || yk_parse_bytes(v, out) || *out == 0) {
+    fprintf(stderr, "yoke bench coll: %s needs a size like 4K, 1M or 256M, got '%s'\n", flag, v ? v : "");
+    return 2;
+  }
+  return 0;
+}
+
+static int parse_int(const char *flag, const char *v, int lo, int *out) {
+  int64_t x;
+  if (!v || yk_parse_i64(v, &x) || x < lo || x > 1000000) {
+    fprintf(stderr, "yoke bench coll: %s needs an integer >= %d, got '%s'\n", flag, lo, v ? v : "");
+    return 2;
+  }
+  *out = (int)x;
+  return 0;
+}
+
+static int check_list(const char *flag, const char *list, const char *allowed) {
+  for (const char *s = list; s && *s;) {
+    const char *e = strchr(s, ',');
+    char item[32];
+    size_t l = e ? (size_t)(e - s) : strlen(s);
+    snprintf(item, sizeof item, "%.*s", (int)(l < 31 ? l : 31), s);
+    if (!in_list(allowed, item)) {
+      fprintf(stderr, "yoke bench coll: %s: '%s' is not one of %s\n", flag, item, allowed);
+      return 2;
+    }
+    s = e ? e + 1 : NULL;
+  }
+  return 0;
+}
+
+static int parse(int argc, char **argv, bopts *o) {
+  *o = (bopts){.minb = 4096, .maxb = 256u << 20, .tree_max = 4u << 20, .factor = 2, .iters = 20, .warmup = 2,
+               .mpi = 1, .gloo = 1, .timeout_ms = 60000, .transports = "libfabric,mpi", .algos = "ring,tree",
+               .dtypes = "f32,f16"};
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    int rc = 0, used = 1;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) return -1;
+    else if (!strcmp(a, "--json")) o->json = 1, used = 0;
+    else if (!strcmp(a, "--no-mpi")) o->mpi = 0, used = 0;
+    else if (!strcmp(a, "--no-gloo")) o->gloo = 0, used = 0;
+    else if (!strcmp(a, "-b") || !strcmp(a, "--minbytes")) rc = parse_size(a, v, &o->minb);
+    else if (!strcmp(a, "-e") || !strcmp(a, "--maxbytes")) rc = parse_size(a, v, &o->maxb);
+    else if (!strcmp(a, "--tree-max")) rc = parse_size(a, v, &o->tree_max);
+    else if (!strcmp(a, "-f") || !strcmp(a, "--stepfactor")) rc = parse_int(a, v, 2, &o->factor);
+    else if (!strcmp(a, "-n") || !strcmp(a, "--iters")) rc = parse_int(a, v, 1, &o->iters);
+    else if (!strcmp(a, "-w") || !strcmp(a, "--warmup")) rc = parse_int(a, v, 0, &o->warmup);
+    else if (!strcmp(a, "--timeout-ms")) {
+      int t;
+      rc = parse_int(a, v, 100, &t);
+      o->timeout_ms = (uint64_t)t;
+    } else if (!strcmp(a, "--transport")) rc = v ? check_list(a, v, "libfabric,mpi") : 2, o->transports = v;
+    else if (!strcmp(a, "--algo")) rc = v ? check_list(a, v, "ring,tree,auto") : 2, o->algos = v;
+    else if (!strcmp(a, "--dtype")) rc = v ? check_list(a, v, "f32,f16,bf16") : 2, o->dtypes = v;
+    else if (!strcmp(a, "--provider")) rc = v ? 0 : 2, o->provider = v;
+    else if (!strcmp(a, "--png")) rc = v ? 0 : 2, o->png = v;
+    else if (!strcmp(a, "--calibrate")) rc = v ? 0 : 2, o->calibrate = v;
+    else {
+      fprintf(stderr, "yoke bench coll: unknown option '%s'\n%s", a, usage_text);
+      return 2;
+    }
+    if (rc) {
+      if (!v) fprintf(stderr, "yoke bench coll: %s needs a value\n", a);
+      return 2;
+    }
+    i += used;
+  }
+  if (o->minb > o->maxb) {
+    fprintf(stderr, "yoke bench coll: --minbytes %llu is larger than --maxbytes %llu\n", (unsigned long long)o->minb,
+            (unsigned long long)o->maxb);
+    return 2;
+  }
+  return 0;
+}
+
+int yk_bench_cmd_coll(int argc, char **argv) {
+  bctx b;
+  memset(&b, 0, sizeof b);
+  int prc = parse(argc, argv, &b.o);
+  if (prc < 0) {
+    fputs(usage_text, stdout);
+    return 0;
+  }
+  if (prc) return prc;
+  int level = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &level);
+  MPI_Comm_rank(MPI_COMM_WORLD, &b.rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &b.size);
+  b.tab = b.o.json ? stderr : stdout;
+  if (b.rank == 0)
+    fprintf(b.tab, "# yoke bench coll: %d ranks, kernels %s, yoke %s\n", b.size, yk_coll_isa_name(),
+            yk_version_string());
+  probe(&b);
+  int failed = 0;
+  if (b.o.calibrate) {
+    failed = calibrate(&b);
+  } else {
+    char *sb = yk_alloc(b.o.maxb), *rb = yk_alloc(b.o.maxb);
+    double *mpi_times = calloc(3 * 64, sizeof(double));
+    if (!sb || !rb || !mpi_times) {
+      fprintf(stderr, "yoke bench coll: cannot allocate 2 x %llu bytes\n", (unsigned long long)b.o.maxb);
+      failed = 1;
+    }
+    int mpi_done = 0;
+    static const char *const trs[] = {"libfabric", "mpi"};
+    for (int i = 0; i < 2 && !failed; i++) {
+      if (!in_list(b.o.transports, trs[i])) continue;
+      failed |= bench_transport(&b, trs[i], sb, rb, mpi_times, mpi_done);
+      mpi_done = 1;
+    }
+    yk_free(sb);
+    yk_free(rb);
+    free(mpi_times);
+    if (!failed && b.o.gloo) run_gloo(&b);
+    write_png(&b);
+  }
+  free(b.pts);
+  MPI_Finalize();
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,562 @@
+/* train_ckpt.c - checkpoints in the step loop of `yoke train`: what a rank
+ * saves, asynchronous saves with a cross-rank commit, resume at any world
+ * size, and preemption (see train_ckpt.h).
+ *
+ * What a checkpoint holds (everything the next step depends on, so a resume
+ * is bitwise):
+ *   arenas  params (f32 master), m, v (AdamW, f32), params16 (fp16/bf16 runs),
+ *           all in the model's layer-major layout with its tensor table;
+ *   blobs   "step" (int64: optimizer steps done), "data_pos" (yk_data_pos:
+ *           windows consumed, independent of world size), "loss_scaler"
+ *           (yk_loss_scaler_state, fp16 runs);
+ *   model   {"name", "layers", "channels", "heads", "vocab_size",
+ *            "padded_vocab_size", "max_seq_len", "precision"} for the exporters;
+ *   config  the job's YAML.
+ * Every data-parallel rank holds the whole state; rank r of W writes the even
+ * slice r of every arena (the library cuts it), so a save is W parallel
+ * writers of 1/W each. Resume reads whole arenas from whatever shards hold
+ * them, which is all "resharding" needs for data parallelism.
+ *
+ * Commit protocol (world W > 1). At every step boundary the ranks do one
+ * MAX all-reduce of three int32 flags {stop requested, my shard still being
+ * written, my writer failed}:
+ *   - stop: some rank got SIGTERM/SIGUSR1 (the control plane gives it to one
+ *     or all ranks, at whatever boundary each happened to be); the MAX makes
+ *     every rank stop at the same boundary, save synchronously and exit 75;
+ *   - busy = 0 on every rank: every shard of the pending save is durable, so
+ *     rank 0 queues the commit to its writer thread (manifest + rename);
+ *   - failed: every rank stops with an error instead of training on with
+ *     checkpoints that silently never commit.
+ * Rank 0's commit result comes back through its writer's poll at the next
+ * boundary (the "failed" flag again). A synchronous save (preemption, final,
+ * ckpt.async=false) waits for the local writer, then an all-reduce of the
+ * failed flag is the barrier before rank 0 commits, and a second one tells
+ * every rank whether the commit worked. */
+#include "train_ckpt.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Bound on waiting for a background save or commit (a d48 checkpoint on a
+ * slow disk takes minutes; a hang must still end). */
+#define CKPT_WAIT_MS 600000
+
+/* ------------------------------------------------------------ signals */
+
+/* A signal handler can reach only static storage: there is no argument to
+ * pass the trainer through. This one flag is the whole shared state, it is
+ * only ever set to 1 by the handler and read (then copied into the ckpt ctx)
+ * by the step loop, and it is used only by single-rank runs (world > 1 gets
+ * signals through the control plane's libuv loop instead). */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int signum) {
+  (void)signum;
+  stop_signal = 1;
+}
+
+static void install_handlers(ykd_ckpt_ctx *ck) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  /* SA_RESETHAND: a second SIGTERM (or SIGUSR1) while the checkpoint is
+   * being written gets the default action and ends the process at once. */
+  sa.sa_flags = SA_RESTART | SA_RESETHAND;
+  stop_signal = 0;
+  sigaction(SIGTERM, &sa, &ck->old_term);
+  sigaction(SIGUSR1, &sa, &ck->old_usr1);
+  ck->handlers_installed = 1;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static int is_root(const ykd_ckpt_ctx *ck) { return ck->dp->rank == 0; }
+
+/* MAX all-reduce of n int32 flags over the group (no-op on one rank). */
+static int agree_max(ykd_ckpt_ctx *ck, int32_t *f, int n, yk_diag *d) {
+  if (ck->dp->world <= 1 || !ck->dp->comm) return 0;
+  int rc = yk_comm_allreduce_sync(ck->dp->comm, f, f, (size_t)n, YK_DT_I32, YK_OP_MAX, d);
+  if (rc) return yk_errorf(d, rc, "checkpoint agreement with the other ranks failed: %s", yk_diag_msg(d, rc));
+  return 0;
+}
+
+static char *config_yaml_text(const yk_config *c) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f) return NULL;
+  yk_config_write_yaml(c, f);
+  fclose(f);
+  return buf;
+}
+
+static int set_blobs(ykd_ckpt_ctx *ck, int64_t step, yk_diag *d) {
+  int rc;
+  yk_data_pos pos;
+  yk_data_loader_get_pos(ck->view.loader, &pos);
+  if ((rc = yk_ckpt_state_set_blob(ck->st, "step", &step, sizeof step, 0, d))) return rc;
+  if ((rc = yk_ckpt_state_set_blob(ck->st, "data_pos", &pos, sizeof pos, 0, d))) return rc;
+  if (ck->view.scaler &&
+      (rc = yk_ckpt_state_set_blob(ck->st, "loss_scaler", &ck->view.scaler->st, sizeof ck->view.scaler->st, 0, d)))
+    return rc;
+  return 0;
+}
+
+/* ------------------------------------------------------------ open */
+
+int ykd_ckpt_open(ykd_ckpt_ctx *ck, const yk_config *cfg, const yk_logger *log, yk_dp *dp, const ykd_ckpt_view *view,
+                  yk_diag *d) {
+  memset(ck, 0, sizeof *ck);
+  ck->cfg = cfg;
+  ck->log = log;
+  ck->dp = dp;
+  ck->view = *view;
+  ck->last_saved = -1;
+  ck->enabled = cfg->ckpt.dir[0] != '\0';
+  if (!ck->enabled) {
+    if (cfg->ckpt.resume[0])
+      return yk_errorf(d, YK_ECONFIG, "ckpt.resume=%s needs ckpt.dir (where checkpoints go after the resume); "
+                       "set --set ckpt.dir=DIR", cfg->ckpt.resume);
+    return 0;
+  }
+  int rc;
+  const yk_model_config *mc = view->mcfg;
+  if (yk_ckpt_state_create(&ck->st)) return yk_errorf(d, YK_ENOMEM, "out of memory");
+  uint64_t n = view->nparams;
+  if ((rc = yk_ckpt_state_add_arena(ck->st, "params", YK_DT_F32, view->params, n, view->tensors, view->ntensors, d)) ||
+      (rc = yk_ckpt_state_add_arena(ck->st, "m", YK_DT_F32, view->m, n, view->tensors, view->ntensors, d)) ||
+      (rc = yk_ckpt_state_add_arena(ck->st, "v", YK_DT_F32, view->v, n, view->tensors, view->ntensors, d)))
+    return rc;
+  if (view->params16 &&
+      (rc = yk_ckpt_state_add_arena(ck->st, "params16", view->dtype16, view->params16, n, view->tensors,
+                                    view->ntensors, d)))
+    return rc;
+  char json[512];
+  snprintf(json, sizeof json,
+           "{\"name\": \"%s\", \"layers\": %d, \"channels\": %d, \"heads\": %d, \"vocab_size\": %d, "
+           "\"padded_vocab_size\": %d, \"max_seq_len\": %d, \"precision\": \"%s\"}",
+           cfg->model.name, mc->layers, mc->channels, mc->heads, mc->vocab_size, mc->padded_vocab_size,
+           mc->max_seq_len, cfg->train.precision);
+  if ((rc = yk_ckpt_state_set_model_json(ck->st, json, d))) return rc;
+  char *yaml = config_yaml_text(cfg);
+  if (!yaml) return yk_errorf(d, YK_ENOMEM, "out of memory");
+  rc = yk_ckpt_state_set_config_yaml(ck->st, yaml, d);
+  free(yaml);
+  if (rc) return rc;
+
+  yk_ckpt_opts_from_config(&ck->opts, cfg, dp->rank, dp->world);
+  ck->opts.threads = view->threads > 0 ? view->threads : 1;
+  ck->opts.log = log;
+  if ((rc = yk_mkdirs(cfg->ckpt.dir, d))) return rc;
+  if ((rc = yk_ckpt_writer_create(&ck->opts, &ck->w, d))) return rc;
+  /* Allocate and fault in the snapshot buffers now, so the first save's
+   * stall is the copy alone. */
+  if ((rc = yk_ckpt_writer_prepare(ck->w, ck->st, d))) return rc;
+  if (dp->world <= 1) install_handlers(ck);
+  return 0;
+}
+
+void ykd_ckpt_request_stop(ykd_ckpt_ctx *ck) { ck->stop_requested = 1; }
+
+/* ------------------------------------------------------------ resume */
+
+static int read_blob_exact(yk_ckpt_reader *r, const char *name, void *dst, size_t len, int optional, yk_diag *d) {
+  void *b = NULL;
+  size_t n = 0;
+  int rc = yk_ckpt_reader_blob(r, name, -1, &b, &n, d);
+  if (rc == YK_ENOTFOUND && optional) return YK_ENOTFOUND;
+  if (rc) return rc;
+  if (n != len) {
+    free(b);
+    return yk_errorf(d, YK_EFORMAT, "%s: blob '%s' has %zu bytes, expected %zu (written by another yoke version?)",
+                     yk_ckpt_reader_path(r), name, n, len);
+  }
+  memcpy(dst, b, len);
+  free(b);
+  return 0;
+}
+
+/* The checkpoint's arena must have this model's dtype, size and tensor
+ * table; then read all of it. */
+static int restore_arena(yk_ckpt_reader *r, const char *name, yk_dtype dt, void *dst, const ykd_ckpt_view *v,
+                         int *missing, yk_diag *d) {
+  yk_ckpt_arena_info a;
+  yk_diag tmp = {0};
+  if (missing) *missing = 0;
+  int rc = yk_ckpt_reader_find_arena(r, name, &a, &tmp);
+  if (rc == YK_ENOTFOUND && missing) {
+    *missing = 1;
+    return 0;
+  }
+  if (rc) return yk_errorf(d, rc, "%s", yk_diag_msg(&tmp, rc));
+  const char *path = yk_ckpt_reader_path(r);
+  if (a.dtype != dt || a.numel != v->nparams || a.ntensors != v->ntensors)
+    return yk_errorf(d, YK_EMISMATCH,
+                     "%s: arena '%s' is %llu x %s in %d tensors, this model has %zu x %s in %d tensors: resume with "
+                     "the model settings of the checkpoint (see 'yoke ckpt inspect %s')",
+                     path, name, (unsigned long long)a.numel, yk_dtype_name(a.dtype), a.ntensors, v->nparams,
+                     yk_dtype_name(dt), v->ntensors, path);
+  for (int i = 0; i < a.ntensors; i++)
+    if (strcmp(a.tensors[i].name, v->tensors[i].name) || a.tensors[i].offset != v->tensors[i].offset ||
+        a.tensors[i].numel != v->tensors[i].numel)
+      return yk_errorf(d, YK_EMISMATCH,
+                       "%s: arena '%s' tensor %d is '%s' (%zu elements at %zu), this model has '%s' (%zu at %zu): "
+                       "resume with the model settings of the checkpoint",
+                       path, name, i, a.tensors[i].name, a.tensors[i].numel, a.tensors[i].offset, v->tensors[i].name,
+                       v->tensors[i].numel, v->tensors[i].offset);
+  return yk_ckpt_reader_read(r, name, 0, a.numel, dst, d);
+}
+
+/* Restore everything from one checkpoint directory. */
+static int restore_from(ykd_ckpt_ctx *ck, const char *path, int64_t *step, yk_diag *d) {
+  yk_ckpt_open_opts oo = {.verify = YK_CKPT_VERIFY_FULL, .fallback = 0, .threads = 0, .log = ck->log};
+  yk_ckpt_reader *r = NULL;
+  int rc = yk_ckpt_reader_open(path, &oo, &r, d);
+  if (rc) return rc;
+  const ykd_ckpt_view *v = &ck->view;
+  int missing16 = 0;
+  if ((rc = restore_arena(r, "params", YK_DT_F32, v->params, v, NULL, d)) ||
+      (rc = restore_arena(r, "m", YK_DT_F32, v->m, v, NULL, d)) ||
+      (rc = restore_arena(r, "v", YK_DT_F32, v->v, v, NULL, d)))
+    goto out;
+  if (v->params16) {
+    if ((rc = restore_arena(r, "params16", v->dtype16, v->params16, v, &missing16, d))) goto out;
+    if (missing16) {
+      /* An fp32 checkpoint resumed in fp16/bf16: the 16-bit weights are the
+       * master weights rounded, as at the start of a run. */
+      yk_optimizer_cast_from_f32(v->params, v->params16, v->dtype16, v->nparams, YK_ISA_AUTO);
+      YK_WARN(ck->log, "ckpt: %s has no 16-bit weights (an fp32 run?); rounded them from the fp32 master weights",
+              path);
+    }
+  }
+  if (v->params16 && v->model_params && v->model_params != v->params)
+    yk_optimizer_cast_to_f32(v->params16, v->dtype16, v->model_params, v->nparams, 1.0f, YK_ISA_AUTO);
+  if ((rc = read_blob_exact(r, "step", step, sizeof *step, 0, d))) goto out;
+  yk_data_pos pos;
+  if ((rc = read_blob_exact(r, "data_pos", &pos, sizeof pos, 0, d))) goto out;
+  if ((rc = yk_data_loader_set_pos(v->loader, &pos, d))) {
+    yk_diag inner = *d;
+    rc = yk_errorf(d, rc, "%s: %s", path, yk_diag_msg(&inner, rc));
+    goto out;
+  }
+  if (v->scaler) {
+    yk_loss_scaler_state ls;
+    rc = read_blob_exact(r, "loss_scaler", &ls, sizeof ls, 1, d);
+    if (rc == YK_ENOTFOUND) {
+      rc = 0;
+      YK_WARN(ck->log, "ckpt: %s has no loss scaler state (an fp32/bf16 run?); starting the scale at %g", path,
+              v->scaler->st.scale);
+    } else if (rc) goto out;
+    else v->scaler->st = ls;
+  }
+  if (*step != yk_ckpt_reader_step(r)) {
+    rc = yk_errorf(d, YK_EFORMAT, "%s: step blob says %lld, the manifest %lld", path, (long long)*step,
+                   (long long)yk_ckpt_reader_step(r));
+    goto out;
+  }
+  YK_INFO(ck->log, "ckpt: resumed from %s (step %lld, written by %d rank%s, now %d)", yk_ckpt_reader_path(r),
+          (long long)*step, yk_ckpt_reader_world(r), yk_ckpt_reader_world(r) == 1 ? "" : "s", ck->dp->world);
+out:
+  yk_ckpt_reader_close(r);
+  return rc;
+}
+
+static int is_checkpoint_dir(const char *path) {
+  char m[4200];
+  struct stat sb;
+  snprintf(m, sizeof m, "%s/manifest.json", path);
+  if (stat(m, &sb) == 0) return 1;
+  const char *base = strrchr(path, '/');
+  base = base ? base + 1 : path;
+  long long s;
+  int used = 0;
+  return sscanf(base, "step-%lld%n", &s, &used) == 1 && base[used] == '\0';
+}
+
+static int resume_local(ykd_ckpt_ctx *ck, int64_t *start, yk_diag *d) {
+  const char *what = ck->cfg->ckpt.resume;
+  const char *root = !strcmp(what, "latest") ? ck->cfg->ckpt.dir : what;
+  *start = 0;
+  if (strcmp(what, "latest") && is_checkpoint_dir(root)) return restore_from(ck, root, start, d);
+
+  /* A root directory: newest first; every step-N (not .partial) directory is
+   * a candidate, so a damaged newest one is an error, never silently
+   * skipped, unless ckpt.fallback. */
+  yk_ckpt_entry *e = NULL;
+  int n = 0;
+  int rc = yk_ckpt_list(root, &e, &n, d);
+  if (rc == YK_ENOTFOUND && !strcmp(what, "latest")) n = 0, rc = 0;
+  if (rc) return rc;
+  int cand = 0;
+  for (int i = 0; i < n; i++) cand += !strstr(e[i].path + strlen(root), ".partial");
+  if (!cand) {
+    free(e);
+    if (strcmp(what, "latest"))
+      return yk_errorf(d, YK_ENOTFOUND, "ckpt.resume=%s: no checkpoint there (yoke ckpt ls %s)", what, what);
+    YK_INFO(ck->log, "ckpt: no checkpoint in %s yet: starting from step 0", root);
+    return 0;
+  }
+  rc = YK_ENOTFOUND;
+  const char *failed = NULL;
+  yk_diag first = {0};
+  int first_rc = 0;
+  for (int i = n - 1; i >= 0; i--) {
+    if (strstr(e[i].path + strlen(root), ".partial")) continue;
+    yk_diag t = {0};
+    rc = restore_from(ck, e[i].path, start, &t);
+    if (!rc) {
+      if (failed)
+        YK_WARN(ck->log, "ckpt: ckpt.fallback: resumed from the older %s because %s is damaged", e[i].path, failed);
+      break;
+    }
+    if (!failed) {
+      failed = e[i].path;
+      first = t;
+      first_rc = rc;
+    }
+    if (!ck->cfg->ckpt.fallback || rc == YK_EMISMATCH || rc == YK_ENOMEM) break;
+    YK_ERROR(ck->log, "ckpt: cannot resume from %s: %s", e[i].path, yk_diag_msg(&t, rc));
+    *start = 0;
+  }
+  if (rc) {
+    int older = 0;
+    for (int i = 0; i < n; i++) older += !strstr(e[i].path + strlen(root), ".partial");
+    rc = yk_errorf(d, first_rc, "%s%s", yk_diag_msg(&first, first_rc),
+                   ck->cfg->ckpt.fallback ? " (and no older checkpoint could be loaded)"
+                   : older > 1 ? "; set ckpt.fallback=true to resume from the previous checkpoint instead" : "");
+  }
+  free(e);
+  return rc;
+}
+
+int ykd_ckpt_resume(ykd_ckpt_ctx *ck, int64_t *start_step, yk_diag *d) {
+  *start_step = 0;
+  if (!ck->enabled || !ck->cfg->ckpt.resume[0]) return 0;
+  int rc = resume_local(ck, start_step, d);
+  if (ck->dp->world > 1 && ck->dp->comm) {
+    /* Every rank reads the same files, so they agree unless one failed or
+     * saw a different newest checkpoint (a racing writer): check. */
+    int64_t v[3] = {rc ? 1 : 0, *start_step, -*start_step};
+    yk_diag t = {0};
+    int r2 = yk_comm_allreduce_sync(ck->dp->comm, v, v, 3, YK_DT_I64, YK_OP_MAX, &t);
+    if (rc) return rc;
+    if (r2) return yk_errorf(d, r2, "resume: agreement with the other ranks failed: %s", yk_diag_msg(&t, r2));
+    if (v[0]) return yk_errorf(d, YK_EPEERDEAD, "resume failed on another rank (see its error)");
+    if (v[1] != -v[2])
+      return yk_errorf(d, YK_EMISMATCH, "ranks resumed from different steps (%lld .. %lld): is another job writing %s?",
+                       (long long)-v[2], (long long)v[1], ck->cfg->ckpt.dir);
+  }
+  if (!rc && *start_step > ck->cfg->train.steps)
+    return yk_errorf(d, YK_ECONFIG, "the checkpoint is at step %lld, beyond train.steps=%lld: raise train.steps to "
+                     "train on", (long long)*start_step, (long long)ck->cfg->train.steps);
+  if (!rc && *start_step > 0) ck->last_saved = *start_step; /* that step is on disk already */
+  return rc;
+}
+
+/* ------------------------------------------------------------ saving */
+
+static void log_written(ykd_ckpt_ctx *ck, int64_t step) {
+  yk_ckpt_write_stats ws;
+  yk_ckpt_writer_stats(ck->w, &ws);
+  ck->write_s_total += ws.write_s;
+  YK_INFO(ck->log, "ckpt: step %lld: shard written in the background in %.3f s (%.1f MB raw -> %.1f MB, fsync %.3f s)",
+          (long long)step, ws.write_s, ws.raw_bytes / 1e6, ws.file_bytes / 1e6, ws.sync_s);
+}
+
+static void count_stall(ykd_ckpt_ctx *ck, double stall) {
+  ck->saves++;
+  ck->stall_s_total += stall;
+  if (stall > ck->stall_s_max) ck->stall_s_max = stall;
+}
+
+/* Queue the shard write of `step`. defer = 0: copy the snapshot now (the
+ * stall); defer = 1: the writer thread copies it while the next
+ * forward/backward run, ykd_ckpt_before_update waits for the copy. */
+static int start_save(ykd_ckpt_ctx *ck, int64_t step, int defer, yk_diag *d) {
+  int rc;
+  /* The previous operation (rank 0: maybe a commit) must be done. */
+  if ((rc = yk_ckpt_writer_wait(ck->w, yk_deadline_in_ms(CKPT_WAIT_MS), d))) return rc;
+  double t0 = yk_now_s();
+  if ((rc = set_blobs(ck, step, d))) return rc;
+  if ((rc = yk_ckpt_writer_save(ck->w, ck->st, step, defer ? YK_CKPT_DEFER_COPY : 0, d))) return rc;
+  double stall = yk_now_s() - t0;
+  ck->pending = 1;
+  ck->pending_step = step;
+  ck->pending_t0 = yk_now_s();
+  ck->last_saved = step;
+  ck->deferred = defer;
+  if (defer) {
+    ck->deferred_stall_s = stall;
+    return 0;
+  }
+  count_stall(ck, stall);
+  YK_INFO(ck->log, "ckpt: step %lld: snapshot taken, training stalled %.1f ms; writing in the background",
+          (long long)step, stall * 1e3);
+  return 0;
+}
+
+int ykd_ckpt_before_update(ykd_ckpt_ctx *ck, yk_diag *d) {
+  if (!ck->deferred) return 0;
+  double t0 = yk_now_s();
+  yk_diag t = {0};
+  int rc = yk_ckpt_writer_release(ck->w, yk_deadline_in_ms(CKPT_WAIT_MS), &t);
+  ck->deferred = 0;
+  if (rc) return yk_errorf(d, rc, "checkpoint step %lld: %s", (long long)ck->pending_step, yk_diag_msg(&t, rc));
+  double waited = yk_now_s() - t0, stall = ck->deferred_stall_s + waited;
+  count_stall(ck, stall);
+  yk_ckpt_write_stats ws;
+  yk_ckpt_writer_stats(ck->w, &ws);
+  YK_INFO(ck->log, "ckpt: step %lld: snapshot copied in the background (%.1f ms) during forward/backward; training "
+          "stalled %.1f ms; writing on", (long long)ck->pending_step, ws.copy_s * 1e3, stall * 1e3);
+  return 0;
+}
+
+/* Synchronous completion of the pending save: wait for this rank's shard,
+ * agree (barrier), rank 0 commits and waits, agree on the result. */
+static int complete_pending(ykd_ckpt_ctx *ck, yk_diag *d) {
+  if (!ck->pending) return 0;
+  if (ck->deferred) {
+    int r0 = ykd_ckpt_before_update(ck, d);
+    if (r0) return r0;
+  }
+  yk_diag mine = {0};
+  int rc = yk_ckpt_writer_wait(ck->w, yk_deadline_in_ms(CKPT_WAIT_MS), &mine);
+  int32_t f[1] = {rc ? 1 : 0};
+  if (rc) YK_ERROR(ck->log, "ckpt: shard of step %lld: %s", (long long)ck->pending_step, yk_diag_msg(&mine, rc));
+  if (!rc) log_written(ck, ck->pending_step);
+  int ar = agree_max(ck, f, 1, d);
+  if (ar) return ar;
+  if (f[0]) {
+    if (rc) {
+      *d = mine;
+      return rc;
+    }
+    return yk_errorf(d, YK_EIO, "checkpoint step %lld: another rank failed to write its shard (see its error)",
+                     (long long)ck->pending_step);
+  }
+  rc = 0;
+  if (is_root(ck)) {
+    double t0 = yk_now_s();
+    rc = yk_ckpt_writer_commit(ck->w, &mine);
+    if (!rc) rc = yk_ckpt_writer_wait(ck->w, yk_deadline_in_ms(CKPT_WAIT_MS), &mine);
+    if (!rc)
+      YK_INFO(ck->log, "ckpt: committed %s/step-%08lld (commit %.3f s)", ck->cfg->ckpt.dir,
+              (long long)ck->pending_step, yk_now_s() - t0);
+  }
+  f[0] = rc ? 1 : 0;
+  ck->pending = 0;
+  if ((ar = agree_max(ck, f, 1, d))) return ar;
+  if (rc) {
+    *d = mine;
+    return rc;
+  }
+  if (f[0]) return yk_errorf(d, YK_EIO, "checkpoint step %lld: rank 0 failed to commit it (see its error)",
+                             (long long)ck->pending_step);
+  return 0;
+}
+
+static int save_sync(ykd_ckpt_ctx *ck, int64_t step, yk_diag *d) {
+  int rc;
+  if ((rc = complete_pending(ck, d))) return rc;
+  if (ck->last_saved == step) return 0; /* already on disk (resumed at this step, or saved) */
+  if ((rc = start_save(ck, step, 0, d))) return rc;
+  return complete_pending(ck, d);
+}
+
+int ykd_ckpt_boundary(ykd_ckpt_ctx *ck, int64_t step_done, int *stop, int *exit_code, yk_diag *d) {
+  *stop = 0;
+  if (stop_signal && ck->handlers_installed) {
+    if (!ck->stop_requested)
+      YK_WARN(ck->log, "signal received: checkpoint at this step boundary, then exit %d (requeue)", YK_EXIT_REQUEUE);
+    ck->stop_requested = 1;
+  }
+  int64_t stop_after = ck->cfg->train.stop_after;
+  if (stop_after > 0 && step_done == stop_after && !ck->stop_requested) {
+    YK_WARN(ck->log, "train.stop_after=%lld: checkpoint, then exit %d as if preempted", (long long)stop_after,
+            YK_EXIT_REQUEUE);
+    ck->stop_requested = 1;
+  }
+  /* This rank's part: a background save or commit still running, or failed. */
+  int32_t f[3] = {ck->stop_requested, 0, 0};
+  if (ck->w) {
+    int p = yk_ckpt_writer_poll(ck->w);
+    if (p < 0) f[2] = 1; /* the writer thread logged the reason */
+    else if (p == 0) f[1] = 1;
+  }
+  int local_err = f[2];
+  int rc = agree_max(ck, f, 3, d);
+  if (rc) return rc;
+  if (f[2])
+    return yk_errorf(d, YK_EIO, "checkpoint step %lld could not be %s on %s (see the ckpt error there); check "
+                     "ckpt.dir=%s (space, permissions) or unset it", (long long)ck->pending_step,
+                     ck->pending ? "written" : "committed", local_err ? "this rank" : "another rank",
+                     ck->cfg->ckpt.dir);
+  if (ck->pending && !f[1]) {
+    /* Every rank's shard is durable: rank 0 commits in its writer thread. */
+    if (ck->deferred && (rc = ykd_ckpt_before_update(ck, d))) return rc; /* copy long done: just account */
+    log_written(ck, ck->pending_step);
+    if (is_root(ck) && (rc = yk_ckpt_writer_commit(ck->w, d))) return rc;
+    if (is_root(ck))
+      YK_INFO(ck->log, "ckpt: committing step %lld (%.2f s after its snapshot)", (long long)ck->pending_step,
+              yk_now_s() - ck->pending_t0);
+    ck->pending = 0;
+  }
+  if (f[0]) {
+    /* Preemption: every rank is at this same boundary. */
+    *stop = 1;
+    if (!ck->enabled) {
+      YK_WARN(ck->log, "preemption requested but ckpt.dir is not set: stopping at step %lld without a checkpoint",
+              (long long)step_done);
+      *exit_code = YK_EXIT_SIGTERM;
+      return 0;
+    }
+    if ((rc = save_sync(ck, step_done, d))) return rc;
+    YK_WARN(ck->log, "preempted: checkpoint of step %lld is committed; exiting %d so the job is requeued "
+            "(resume with --resume latest)", (long long)step_done, YK_EXIT_REQUEUE);
+    *exit_code = YK_EXIT_REQUEUE;
+    return 0;
+  }
+  int64_t every = ck->cfg->ckpt.every;
+  if (!ck->enabled || every <= 0 || step_done % every != 0 || ck->last_saved == step_done) return 0;
+  if (!ck->cfg->ckpt.async) return save_sync(ck, step_done, d);
+  if (ck->pending) {
+    /* The previous save is still being written somewhere: finish it first
+     * (this stalls; raise ckpt.every if it shows up in the log). */
+    YK_WARN(ck->log, "ckpt: save of step %lld is still running at step %lld; waiting for it", (long long)ck->pending_step,
+            (long long)step_done);
+    if ((rc = complete_pending(ck, d))) return rc;
+  }
+  return start_save(ck, step_done, 1, d);
+}
+
+int ykd_ckpt_finish(ykd_ckpt_ctx *ck, int64_t step_done, yk_diag *d) {
+  if (!ck->enabled) return 0;
+  int rc = save_sync(ck, step_done, d);
+  if (rc) return rc;
+  if (ck->saves)
+    YK_INFO(ck->log, "ckpt: %d save%s, training stall %.1f ms mean, %.1f ms max; background write %.2f s mean",
+            ck->saves, ck->saves == 1 ? "" : "s", ck->stall_s_total / ck->saves * 1e3, ck->stall_s_max * 1e3,
+            ck->write_s_total / ck->saves);
+  return 0;
+}
+
+void ykd_ckpt_close(ykd_ckpt_ctx *ck) {
+  if (ck->w) {
+    yk_diag t = {0};
+    int rc = yk_ckpt_writer_wait(ck->w, yk_deadline_in_ms(CKPT_WAIT_MS), &t);
+    if (rc && rc != YK_ETIMEDOUT) YK_WARN(ck->log, "ckpt: %s", yk_diag_msg(&t, rc));
+    if (rc != YK_ETIMEDOUT) yk_ckpt_writer_free(ck->w); /* free would block on a hung writer */
+    ck->w = NULL;
+  }
+  yk_ckpt_state_free(ck->st);
+  ck->st = NULL;
+  if (ck->handlers_installed) {
+    sigaction(SIGTERM, &ck->old_term, NULL);
+    sigaction(SIGUSR1, &ck->old_usr1, NULL);
+    ck->handlers_installed = 0;
+  }
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# On a real one-node SLURM cluster (tests/daemon/slurm-cluster.sh: munged,
+# slurmctld, slurmd on localhost): cluster-configs/slurm/preemptible.sbatch
+# runs `yoke train --resume latest`; `scancel --signal=USR1 JOBID` (what
+# --signal=USR1@T does before the time limit) makes it checkpoint and exit
+# 75, the script requeues the job with `scontrol requeue`, SLURM starts it
+# again, and the second run resumes from the checkpoint and completes; its
+# final weights equal an uninterrupted run's (params checksum). Every wait
+# is bounded. Skips (exit 0, message) only when the cluster cannot start.
+set -u
+. "$(dirname "$0")/../lib.sh"
+tmp=$(mktemp -d)
+export YK_SLURM_DIR=/tmp/yk-slurm-ckpt-$$
+CLUSTER="$YK_SOURCE_DIR/tests/daemon/slurm-cluster.sh"
+cleanup() { bash "$CLUSTER" down "$YK_SLURM_DIR" > /dev/null 2>&1; rm -rf "$tmp"; }
+trap cleanup EXIT
+if ! bash "$CLUSTER" up "$YK_SLURM_DIR" > "$tmp/up.log" 2>&1; then
+  echo "SKIP: cannot start a SLURM cluster on this machine: $(tail -2 "$tmp/up.log")"
+  finish; exit 0
+fi
+export SLURM_CONF=$YK_SLURM_DIR/slurm.conf
+STEPS=1500
+"$YOKE" data prepare --out "$tmp/data" /usr/share/common-licenses/* > /dev/null || { fail "data prepare"; finish; exit 1; }
+cat > "$tmp/job.yaml" <<YAML
+model: {name: tiny}
+data: {train: "$tmp/data/train_*.bin"}
+train: {micro_batch: 2, seq_len: 32, steps: $STEPS, threads: 1, log_every: 10}
+optim: {lr: 1e-3, warmup_steps: 5, schedule: cosine}
+ckpt: {dir: "$tmp/ck", every: 200, keep: 2}
+YAML
+"$YOKE" train "$tmp/job.yaml" --json --set ckpt.dir="$tmp/ck-straight" > "$tmp/straight.json" 2> /dev/null || fail "straight run"
+
+out="$tmp/job.out"
+jid=$(YOKE="$YOKE" sbatch --parsable --chdir="$tmp" --output="$out" --time=5 \
+  "$YK_SOURCE_DIR/cluster-configs/slurm/preemptible.sbatch" "$tmp/job.yaml" --json 2> "$tmp/sbatch.err")
+[ -n "$jid" ] && pass "sbatch: job $jid" || { fail "sbatch: $(cat "$tmp/sbatch.err")"; finish; exit 1; }
+state() { scontrol show job "$jid" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
+waitfor() { # waitfor SECONDS CMD...: poll every 0.2 s
+  local i; for i in $(seq $(( $1 * 5 ))); do "${@:2}" && return 0; sleep 0.2; done; return 1
+}
+if waitfor 60 grep -qs "INFO  step 100/$STEPS" "$out"; then
+  scancel --signal=USR1 "$jid" && pass "scancel --signal=USR1 $jid at step >= 100"
+else fail "job did not reach step 100 (state $(state)): $(tail -3 "$out" 2>/dev/null)"; fi
+waitfor 60 grep -q "requeueing job $jid" "$out" && pass "run 1 checkpointed, exited 75 and requeued the job" \
+  || fail "no requeue (state $(state)): $(grep -E 'ERROR|WARN|yoke:' "$out" | tail -3)"
+k=$(sed -n 's/.*preempted: checkpoint of step \([0-9]*\) is committed.*/\1/p' "$out" | head -1)
+# SLURM holds a requeued job back (its BeginTime is set about 2 minutes
+# ahead); a real cluster would wait, the test makes it eligible now.
+waitfor 30 sh -c "scontrol show job $jid 2>/dev/null | grep -q 'JobState=PENDING'" && pass "job is PENDING again after the requeue" \
+  || fail "job state after requeue: $(state)"
+scontrol show job "$jid" | grep -o 'BeginTime=[^ ]*' | sed 's/^/requeued job: /'
+scontrol update JobId="$jid" StartTime=now || fail "scontrol update StartTime=now"
+waitfor 120 grep -q '"done": true' "$out" && pass "requeued run finished (state $(state))" \
+  || fail "requeued run did not finish (state $(state)): $(tail -3 "$out")"
+grep -q "run 2 on" "$out" && grep -q "resumed from $tmp/ck/step-$(printf %08d "${k:-0}") (step $k," "$out" \
+  && pass "run 2 resumed from the checkpoint of step $k" || fail "run 2 resume: $(grep -E 'resumed|run [0-9]' "$out")"
+waitfor 30 sh -c "scontrol show job $jid 2>/dev/null | grep -q 'JobState=COMPLETED'" && pass "job COMPLETED" \
+  || fail "job state $(state)"
+a=$(grep -o '"params_checksum": "[0-9a-f]*"' "$tmp/straight.json"); b=$(grep -o '"params_checksum": "[0-9a-f]*"' "$out" | tail -1)
+[ -n "$a" ] && [ "$a" = "$b" ] && pass "requeued job ends with the uninterrupted run's weights ($a)" || fail "checksums '$a' vs '$b'"
+finish

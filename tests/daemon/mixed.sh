@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # FP16/BF16 mixed precision in yoke train:
 #  - fp16 and bf16 track fp32: after 200 steps the validation loss is within 4%
-#    of fp32's (16-bit weights and gradients, fp32 master and moments);
+#    of fp32's (16-bit weights, activations and gradients, fp32 master and
+#    moments);
 #  - 16-bit gradients halve the bytes all-reduced per step (2 ranks, mpirun);
 #  - overflow injection (loss_scale.init=1e20): steps are skipped, the scale
 #    backs off, then training recovers and the loss goes down;

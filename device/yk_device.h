@@ -52,7 +52,8 @@ typedef struct yk_device_ops {
   /* ---- matrix product --------------------------------------------------- */
   /* C (M,N) = alpha * op(A) * op(B) + beta * C, row-major. op(A) is (M,K):
    * A is (M,K) with row stride lda, or (K,M) if transa. op(B) is (K,N): B is
-   * (K,N) with stride ldb, or (N,K) if transb. Multi-threaded over M or N. */
+   * (K,N) with stride ldb, or (N,K) if transb. Multi-threaded over M or N
+   * (or K, with partial sums added in a fixed order, when K dominates). */
   void (*gemm)(const yk_device *dev, int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
 

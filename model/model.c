@@ -360,11 +360,9 @@ static float *view(const yk_model *m, void *src, int w, size_t n) {
 /* store, then replace x by the stored values so the next kernel in the
  * forward reads exactly what backward will read. */
 static void keep(const yk_model *m, void *dst, float *x, size_t n) {
-  if (m->act_dt == YK_DT_F32) return;
-  store(m, dst, x, n);
   const yk_device *dev = m->dev;
-  if (m->act_dt == YK_DT_F16) dev->ops->f16_to_f32(dev, x, dst, n);
-  else dev->ops->bf16_to_f32(dev, x, dst, n);
+  if (m->act_dt == YK_DT_F16) dev->ops->round_f16(dev, dst, x, n);
+  else if (m->act_dt == YK_DT_BF16) dev->ops->round_bf16(dev, dst, x, n);
 }
 
 int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets, float *loss, yk_diag *d) {

@@ -55,7 +55,7 @@ def worker(rank, args, port):
                     print(json.dumps({"op": "allreduce", "impl": "gloo", "algo": "gloo-default", "transport": "tcp",
                                       "dtype": name, "ranks": args.world, "bytes": size, "time_us": med * 1e6,
                                       "algbw_gbs": algbw, "busbw_gbs": algbw * 2 * (args.world - 1) / args.world,
-                                      "wrong": wrong}), flush=True)
+                                      "wrong": wrong}, separators=(",", ":")), flush=True)
             except RuntimeError as e:  # e.g. a dtype gloo cannot reduce
                 if rank == 0:
                     print(f"gloo {name} {size}: {e}", flush=True)

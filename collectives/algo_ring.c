@@ -240,46 +240,56 @@ int coll_dissemination_barrier(yk_comm *c, struct yk_request *q, yk_diag *d) {
  * ranks >= p' (largest power of two <= p) first fold their vector into rank
  * r - p' and get the result back at the end. Each combine is done as
  * (lower rank's value) op (higher rank's value), so both partners compute
- * the same bits (matters for max/min of +0/-0). */
+ * the same bits (matters for max/min of +0/-0).
+ * Every message is [coll_hdr | data]: the operation header rides with the
+ * data instead of a separate exchange (one message latency per round, which
+ * is what small all-reduces pay for). The exchange graph (hypercube plus
+ * fold edges) is connected, so any difference among ranks is seen by some
+ * pair of partners, both of which report it. */
 int coll_rd_allreduce(yk_comm *c, struct yk_request *q, yk_diag *d) {
-  size_t es = yk_dtype_size(q->dtype), n = q->count, bytes = n * es;
-  if (n == 0) return 0;
+  size_t es = yk_dtype_size(q->dtype), n = q->count, bytes = n * es, H = sizeof(coll_hdr);
   int p = c->size, r = c->rank, pof2 = 1, rc;
   while (pof2 * 2 <= p) pof2 *= 2;
   char *buf = q->recvbuf;
-  if (q->sendbuf != q->recvbuf) memmove(buf, q->sendbuf, bytes);
-  char *tmp = coll_stage(c, bytes);
+  if (n && q->sendbuf != q->recvbuf) memmove(buf, q->sendbuf, bytes);
+  char *st = coll_stage(c, 2 * (H + bytes) + 64);
   xreq *x = coll_xreqs(c, 2);
-  if (!tmp || !x) return yk_errorf(d, YK_ENOMEM, "out of memory for %zu bytes of tree staging", bytes);
+  if (!st || !x) return yk_errorf(d, YK_ENOMEM, "out of memory for %zu bytes of tree staging", bytes);
+  char *out = st, *in = st + H + bytes;
+  coll_hdr_fill(c, q, (coll_hdr *)out);
+  /* one exchange step: send [hdr|buf] to `to` (if >= 0), receive [hdr|data]
+   * from `from` (if >= 0) into `in`, check the header */
+#define XCHG(to, from, sub)                                                                                    \
+  do {                                                                                                         \
+    uint64_t tag_ = coll_data_tag(c, q->seq, (sub));                                                           \
+    if ((from) >= 0 && (rc = coll_irecv(c, (from), tag_, in, H + bytes, &x[0], d))) return rc;                \
+    if ((to) >= 0) {                                                                                           \
+      if (n) memcpy(out + H, buf, bytes);                                                                      \
+      if ((rc = coll_isend(c, (to), tag_, out, H + bytes, &x[1], d))) return rc;                              \
+    }                                                                                                          \
+    if ((from) >= 0 && (rc = coll_wait_hdr(c, &x[0], (from), (coll_hdr *)out, (coll_hdr *)in, H + bytes, d))) \
+      return rc;                                                                                               \
+    if ((to) >= 0 && (rc = coll_wait(c, &x[1], (to), d))) return rc;                                          \
+  } while (0)
   if (r >= pof2) { /* extra rank: fold in, wait for the result */
-    uint64_t t1 = coll_data_tag(c, q->seq, 100), t2 = coll_data_tag(c, q->seq, 101);
-    if ((rc = coll_irecv(c, r - pof2, t2, buf, bytes, &x[0], d))) return rc;
-    if ((rc = coll_isend(c, r - pof2, t1, buf, bytes, &x[1], d))) return rc;
-    if ((rc = coll_wait(c, &x[1], r - pof2, d))) return rc;
-    return coll_wait(c, &x[0], r - pof2, d);
+    XCHG(r - pof2, -1, 100);
+    XCHG(-1, r - pof2, 101);
+    if (n) memcpy(buf, in + H, bytes);
+    return 0;
   }
   if (r + pof2 < p) {
-    uint64_t t1 = coll_data_tag(c, q->seq, 100);
-    if ((rc = coll_irecv(c, r + pof2, t1, tmp, bytes, &x[0], d))) return rc;
-    if ((rc = coll_wait(c, &x[0], r + pof2, d))) return rc;
-    yk_coll_reduce(buf, buf, tmp, n, q->dtype, q->op, 0);
+    XCHG(-1, r + pof2, 100);
+    yk_coll_reduce(buf, buf, in + H, n, q->dtype, q->op, 0);
   }
   int round = 0;
   for (int mask = 1; mask < pof2; mask <<= 1, round++) {
     int partner = r ^ mask;
-    uint64_t tag = coll_data_tag(c, q->seq, 1 + round);
-    if ((rc = coll_irecv(c, partner, tag, tmp, bytes, &x[0], d))) return rc;
-    if ((rc = coll_isend(c, partner, tag, buf, bytes, &x[1], d))) return rc;
-    if ((rc = coll_wait(c, &x[0], partner, d))) return rc;
-    if ((rc = coll_wait(c, &x[1], partner, d))) return rc;
-    if (r < partner) yk_coll_reduce(buf, buf, tmp, n, q->dtype, q->op, 0);
-    else yk_coll_reduce(buf, tmp, buf, n, q->dtype, q->op, 0);
+    XCHG(partner, partner, 1 + round);
+    if (r < partner) yk_coll_reduce(buf, buf, in + H, n, q->dtype, q->op, 0);
+    else yk_coll_reduce(buf, in + H, buf, n, q->dtype, q->op, 0);
   }
   if (q->op == YK_OP_AVG) yk_coll_avg_finish(buf, n, q->dtype, p);
-  if (r + pof2 < p) {
-    uint64_t t2 = coll_data_tag(c, q->seq, 101);
-    if ((rc = coll_isend(c, r + pof2, t2, buf, bytes, &x[1], d))) return rc;
-    if ((rc = coll_wait(c, &x[1], r + pof2, d))) return rc;
-  }
+  if (r + pof2 < p) XCHG(r + pof2, -1, 101);
+#undef XCHG
   return 0;
 }

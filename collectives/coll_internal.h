@@ -80,7 +80,7 @@ struct yk_request {
 };
 
 /* The header every rank sends to its ring neighbours at the start of an
- * operation (docs/wire-protocol.md). 32 bytes, little-endian. */
+ * operation (docs/wire-protocol.md). 40 bytes, little-endian. */
 #define COLL_WIRE_MAGIC 0x594b434cu /* "YKCL" */
 #define COLL_WIRE_VERSION 1
 typedef struct coll_hdr {
@@ -130,6 +130,9 @@ struct yk_comm {
   uint32_t seq;        /* sequence of the running operation */
   uint32_t next_seq;   /* last sequence handed out (caller side) */
   int culprit;         /* rank blamed for the failure that broke us, -1 */
+  int inline_ok;       /* *_sync may run on the caller's thread */
+  int stuck;           /* watchdog: comm thread stuck in the transport */
+  int cur_peer;        /* peer of the latest point-to-point call */
   int busy;            /* an operation or idle poll is executing (under mu) */
   xreq *xreqs;         /* per-operation point-to-point requests */
   size_t nxreqs;
@@ -195,6 +198,11 @@ typedef struct coll_exec {
 /* Wait for one point-to-point request; `peer` is the comm rank it involves.
  * Checks control messages, deadlines and abort. */
 int coll_wait(yk_comm *c, xreq *r, int peer, yk_diag *d);
+/* Wait for a receive whose payload starts with a coll_hdr and compare it
+ * with ours (a truncated receive still has the header: a count mismatch). */
+int coll_wait_hdr(yk_comm *c, xreq *r, int peer, const coll_hdr *mine, const coll_hdr *theirs, size_t want,
+                  yk_diag *d);
+void coll_hdr_fill(yk_comm *c, struct yk_request *q, coll_hdr *h);
 int coll_isend(yk_comm *c, int peer, uint64_t tag, const void *buf, size_t n, xreq *r, yk_diag *d);
 int coll_irecv(yk_comm *c, int peer, uint64_t tag, void *buf, size_t n, xreq *r, yk_diag *d);
 xreq *coll_xreqs(yk_comm *c, size_t n);

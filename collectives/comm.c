@@ -266,6 +266,7 @@ static int gone_error(yk_comm *c, int peer, yk_diag *d) {
 
 int coll_isend(yk_comm *c, int peer, uint64_t tag, const void *buf, size_t n, xreq *r, yk_diag *d) {
   memset(r, 0, sizeof *r);
+  c->cur_peer = peer;
   if (peer_gone(c, peer)) return gone_error(c, peer, d);
   int rc = c->x->ops->isend(c->x, c->xrank[peer], tag, buf, n, r);
   if (rc) {
@@ -298,6 +299,7 @@ static void cancel_and_drain(yk_comm *c, xreq **rs, size_t n) {
 
 int coll_irecv(yk_comm *c, int peer, uint64_t tag, void *buf, size_t n, xreq *r, yk_diag *d) {
   memset(r, 0, sizeof *r);
+  c->cur_peer = peer;
   if (c->nposted == c->capposted) {
     size_t nc = c->capposted ? c->capposted * 2 : 256;
     xreq **np = realloc(c->posted, nc * sizeof *np);
@@ -315,11 +317,15 @@ int coll_irecv(yk_comm *c, int peer, uint64_t tag, void *buf, size_t n, xreq *r,
   return 0;
 }
 
-int coll_wait(yk_comm *c, xreq *r, int peer, yk_diag *d) {
+static int wait_impl(yk_comm *c, xreq *r, int peer, int trunc_ok, yk_diag *d);
+int coll_wait(yk_comm *c, xreq *r, int peer, yk_diag *d) { return wait_impl(c, r, peer, 0, d); }
+static int coll_wait_trunc(yk_comm *c, xreq *r, int peer, yk_diag *d) { return wait_impl(c, r, peer, 1, d); }
+
+static int wait_impl(yk_comm *c, xreq *r, int peer, int trunc_ok, yk_diag *d) {
   unsigned spins = 0;
   for (;;) {
     if (r->done) {
-      if (!r->err) return 0;
+      if (!r->err || (trunc_ok && r->err == YK_EPROTO)) return 0;
       /* The peer may have failed because of somebody else and told us so:
        * give its ABORT a moment to arrive before blaming the peer. */
       int arc = await_explanation(c, peer, d);
@@ -359,7 +365,7 @@ int coll_wait(yk_comm *c, xreq *r, int peer, yk_diag *d) {
 
 /* ---- header check ------------------------------------------------------- */
 
-static void hdr_fill(yk_comm *c, struct yk_request *r, coll_hdr *h) {
+void coll_hdr_fill(yk_comm *c, struct yk_request *r, coll_hdr *h) {
   memset(h, 0, sizeof *h);
   h->magic = COLL_WIRE_MAGIC;
   h->version = COLL_WIRE_VERSION;
@@ -396,6 +402,22 @@ static int hdr_compare(yk_comm *c, const coll_hdr *mine, const coll_hdr *theirs,
   return 0;
 }
 
+int coll_wait_hdr(yk_comm *c, xreq *r, int peer, const coll_hdr *mine, const coll_hdr *theirs, size_t want,
+                  yk_diag *d) {
+  int rc = coll_wait_trunc(c, r, peer, d);
+  if (rc) return rc;
+  size_t got = r->nbytes < sizeof(coll_hdr) ? r->nbytes : sizeof(coll_hdr);
+  rc = hdr_compare(c, mine, theirs, peer, got, d);
+  if (!rc && (r->err || r->nbytes != want))
+    rc = yk_errorf(d, YK_EPROTO, "rank %d (host %s) sent %zu bytes for collective #%u, expected %zu", peer,
+                   host_of(c, peer), r->nbytes, c->seq, want);
+  if (rc) {
+    broadcast_abort(c, peer, rc, d ? d->msg : "mismatch");
+    return set_broken(c, rc, d);
+  }
+  return 0;
+}
+
 /* Exchange headers with ring neighbours; both sides of any differing pair
  * see it. The header tag carries no sequence, so a skipped call shows as a
  * sequence mismatch instead of a hang. */
@@ -412,7 +434,7 @@ static int hdr_exchange(yk_comm *c, struct yk_request *r, hdrx *h, yk_diag *d) {
   h->peers[0] = next;
   h->peers[1] = prev;
   h->n = next == prev ? 1 : 2;
-  hdr_fill(c, r, &h->out);
+  coll_hdr_fill(c, r, &h->out);
   uint64_t tag = coll_tag(TAG_HDR, c->epoch, c->comm_id, 0);
   for (int i = 0; i < h->n; i++) {
     int rc = coll_irecv(c, h->peers[i], tag, &h->in[i], sizeof(coll_hdr), &h->rcv[i], d);
@@ -498,11 +520,17 @@ static void exec_op(yk_comm *c, struct yk_request *r) {
     return;
   }
   c->nposted = 0;
+  /* Header first, data after it matched: a mismatched count never reaches
+   * a provider as a truncated message (libfabric shm does not fail those
+   * cleanly). The tree all-reduce also carries the header in its data. */
+  int tree = r->kind == OPK_ALLREDUCE && c->size > 1 &&
+             yk_comm_pick_algo(c, r->count * yk_dtype_size(r->dtype)) == YK_ALGO_TREE;
+  hp->n = 0;
   int rc = hdr_exchange(c, r, hp, d);
   if (!rc && c->size > 1) {
     switch (r->kind) {
     case OPK_ALLREDUCE:
-      if (yk_comm_pick_algo(c, r->count * yk_dtype_size(r->dtype)) == YK_ALGO_TREE) rc = coll_rd_allreduce(c, r, d);
+      if (tree) rc = coll_rd_allreduce(c, r, d);
       else rc = coll_ring_allreduce(c, r, d);
       break;
     case OPK_REDUCE_SCATTER: rc = coll_ring_reduce_scatter(c, r, d); break;
@@ -571,6 +599,7 @@ static void *comm_thread(void *arg) {
     if (!c->qhead) c->qtail = NULL;
     c->busy = 1;
     r->state = 1;
+    c->op_deadline = 0; /* exec_op sets it; the watchdog ignores 0 */
     pthread_mutex_unlock(&c->mu);
     exec_op(c, r);
     pthread_mutex_lock(&c->mu);
@@ -616,9 +645,13 @@ static void submit(yk_comm *c, struct yk_request *r) {
  * if it ran inline (then it is complete). */
 static int run_inline_or_submit(yk_comm *c, struct yk_request *r) {
   pthread_mutex_lock(&c->mu);
-  if (!c->qhead && !c->busy) {
+  /* libfabric calls can get stuck inside a provider (shm spins on a dead
+   * peer's lock): keep them on the comm thread, under the watchdog of
+   * yk_request_wait, so the caller always gets an answer. */
+  if (!c->qhead && !c->busy && c->inline_ok) {
     c->busy = 1;
     r->state = 1;
+    c->op_deadline = 0; /* exec_op sets it; the watchdog ignores 0 */
     pthread_mutex_unlock(&c->mu);
     exec_op(c, r);
     pthread_mutex_lock(&c->mu);
@@ -639,16 +672,34 @@ int yk_request_wait(yk_request **reqp, uint64_t deadline_ns, yk_diag *d) {
   yk_comm *c = r->comm;
   pthread_mutex_lock(&c->mu);
   while (r->state != 2) {
-    if (deadline_ns) {
-      if (yk_now_ns() >= deadline_ns) {
-        pthread_mutex_unlock(&c->mu);
-        return yk_errorf(d, YK_ETIMEDOUT, "%s #%u still running at the caller's deadline", opk_name(r->kind), r->seq);
-      }
-      struct timespec ts = {(time_t)(deadline_ns / 1000000000ull), (long)(deadline_ns % 1000000000ull)};
-      pthread_cond_timedwait(&c->cv, &c->mu, &ts);
-    } else {
-      pthread_cond_wait(&c->cv, &c->mu);
+    uint64_t now = yk_now_ns();
+    if (deadline_ns && now >= deadline_ns) {
+      pthread_mutex_unlock(&c->mu);
+      return yk_errorf(d, YK_ETIMEDOUT, "%s #%u still running at the caller's deadline", opk_name(r->kind), r->seq);
     }
+    /* Watchdog: the executing thread checks its deadline in every wait; if
+     * it is a second past it, it is stuck inside the transport (e.g. a
+     * provider spinning on a dead peer's lock). Report instead of hanging;
+     * the communicator is then unusable and yk_comm_destroy abandons it. */
+    if (r->state == 1 && c->op_deadline && now > c->op_deadline + 1000000000ull) {
+      c->stuck = 1;
+      if (!atomic_load(&c->broken)) {
+        c->broken_rc = YK_EPEERDEAD;
+        atomic_store(&c->broken, 1);
+      }
+      int peer = c->cur_peer;
+      pthread_mutex_unlock(&c->mu);
+      *reqp = NULL; /* stays on the communicator's list */
+      return yk_errorf(d, YK_EPEERDEAD,
+                       "%s #%u on rank %d (host %s) is stuck inside transport %s while talking to rank %d (host %s) "
+                       "for more than comm.timeout_ms=%llu ms: that peer probably died",
+                       opk_name(r->kind), r->seq, c->rank, host_of(c, c->rank), c->tname, peer, host_of(c, peer),
+                       (unsigned long long)c->timeout_ms);
+    }
+    uint64_t until = now + 100000000ull;
+    if (deadline_ns && deadline_ns < until) until = deadline_ns;
+    struct timespec ts = {(time_t)(until / 1000000000ull), (long)(until % 1000000000ull)};
+    pthread_cond_timedwait(&c->cv, &c->mu, &ts);
   }
   int rc = r->rc;
   if (rc && d) *d = r->diag;
@@ -916,6 +967,7 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
   }
   if (rc) goto fail;
   c->x->same_host = same_host;
+  c->inline_ok = strcmp(tr, "libfabric") != 0;
   snprintf(c->tname, sizeof c->tname, "%s", c->x->name);
   rc = comm_init_common(c, d);
   if (rc) goto fail;
@@ -987,6 +1039,7 @@ int yk_comm_split(yk_comm *p, int colour, int key, yk_comm **out, yk_diag *d) {
   free(all);
   free(members);
   c->x = p->x;
+  c->inline_ok = p->inline_ok;
   atomic_fetch_add(&c->x->refs, 1);
   c->parent = p;
   c->epoch = p->epoch;
@@ -1024,6 +1077,17 @@ void yk_comm_abort(yk_comm *c, const char *reason) {
 
 void yk_comm_destroy(yk_comm *c) {
   if (!c) return;
+  pthread_mutex_lock(&c->mu);
+  int stuck = c->thread_started && c->stuck && c->busy;
+  if (stuck) c->stop = 1;
+  pthread_mutex_unlock(&c->mu);
+  if (stuck) {
+    /* The comm thread is stuck inside the transport and still uses c: it
+     * cannot be joined or freed. Abandon it (a bounded leak; the process is
+     * expected to exit or to rebuild with a new endpoint). */
+    pthread_detach(c->thread);
+    return;
+  }
   if (c->thread_started) {
     pthread_mutex_lock(&c->mu);
     c->stop = 1;

@@ -73,9 +73,16 @@ static void m_test(xport *x, xreq *r) {
   MPI_Status st;
   int e = MPI_Test(MREQ(r), &flag, &st);
   if (e != MPI_SUCCESS) {
+    int cls = 0;
+    MPI_Error_class(e, &cls);
     mpi_msg(e, r->errmsg, sizeof r->errmsg);
-    r->err = YK_ETRANSPORT;
+    r->err = cls == MPI_ERR_TRUNCATE ? YK_EPROTO : YK_ETRANSPORT; /* EPROTO: the header is still there */
     r->done = 1;
+    if (cls == MPI_ERR_TRUNCATE) {
+      int cnt = 0;
+      MPI_Get_count(&st, MPI_BYTE, &cnt);
+      r->nbytes = (size_t)cnt;
+    }
     return;
   }
   if (!flag) return;

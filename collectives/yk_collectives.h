@@ -10,8 +10,10 @@
  * Threading: every communicator owns one comm thread that executes the queued
  * operations in call order, so a non-blocking call progresses while the
  * caller computes. The *_sync wrappers run the operation on the calling
- * thread when nothing is queued (lower latency), otherwise they queue it and
- * wait. All calls on one communicator must be issued from one thread at a
+ * thread when nothing is queued on the inproc and MPI transports (lower
+ * latency), otherwise (and always on libfabric, whose provider calls can get
+ * stuck on a dead peer) they queue it and wait under a watchdog that reports
+ * a comm thread stuck one second past the operation's deadline. All calls on one communicator must be issued from one thread at a
  * time, in the same order on every rank (as in MPI/NCCL).
  *
  * Never hang: every operation runs under the communicator's deadline
@@ -136,7 +138,9 @@ int yk_comm_is_broken(const yk_comm *c);
  * thread; idempotent. */
 void yk_comm_abort(yk_comm *c, const char *reason);
 /* Stops the comm thread, cancels everything, frees all memory including
- * requests not yet waited for. NULL is fine. */
+ * requests not yet waited for. NULL is fine. Exception: after the watchdog
+ * reported the comm thread stuck inside the transport, the communicator is
+ * abandoned (thread detached, memory not freed) rather than hang. */
 void yk_comm_destroy(yk_comm *c);
 
 /* ------------------------------------------------------------------------ */

@@ -30,12 +30,17 @@ static void ctl_bootstrap_destroy(yk_bootstrap *b) { free(b); }
 static void on_abort(void *arg, const yk_daemon_event *ev) {
   yk_dp *dp = arg;
   /* Blocked collectives return at once instead of waiting for their
-   * deadline; the step loop then sees the event at its next poll. */
+   * deadline; the step loop then sees the event at its next poll. Runs on
+   * the control thread: the lock keeps yk_dp_close from destroying the
+   * communicator under us. */
+  pthread_mutex_lock(&dp->comm_lock);
   if (dp->comm) yk_comm_abort(dp->comm, ev->text);
+  pthread_mutex_unlock(&dp->comm_lock);
 }
 
 int yk_dp_open(yk_dp *dp, const yk_config *cfg, yk_logger *log, yk_diag *d) {
   memset(dp, 0, sizeof *dp);
+  pthread_mutex_init(&dp->comm_lock, NULL);
   dp->log = log;
   dp->rank = 0;
   dp->world = 1;
@@ -94,7 +99,11 @@ int yk_dp_open(yk_dp *dp, const yk_config *cfg, yk_logger *log, yk_diag *d) {
   yk_comm_opts_from_config(&co, cfg);
   co.epoch = job.epoch;
   co.log = log;
-  if ((rc = yk_comm_create(&co, dp->boot, &dp->comm, d)) != 0) return rc;
+  yk_comm *comm = NULL;
+  if ((rc = yk_comm_create(&co, dp->boot, &comm, d)) != 0) return rc;
+  pthread_mutex_lock(&dp->comm_lock);
+  dp->comm = comm;
+  pthread_mutex_unlock(&dp->comm_lock);
   return 0;
 }
 
@@ -102,17 +111,24 @@ void yk_dp_close(yk_dp *dp, int exit_code, const char *reason) {
   for (int i = 0; i < dp->nreq; i++)
     if (dp->reqs[i]) yk_request_wait(&dp->reqs[i], yk_deadline_in_ms(1000), NULL);
   dp->nreq = 0;
-  yk_comm_destroy(dp->comm);
+  pthread_mutex_lock(&dp->comm_lock);
+  yk_comm *comm = dp->comm;
   dp->comm = NULL;
+  pthread_mutex_unlock(&dp->comm_lock);
+  yk_comm_destroy(comm);
   if (dp->boot) yk_bootstrap_destroy(dp->boot);
   dp->boot = NULL;
   yk_daemon_ctl_stop(dp->ctl, exit_code, reason);
   dp->ctl = NULL;
   if (dp->mpi_inited) {
-    /* A failed job must not wait in MPI_Finalize for a dead peer. */
-    if (exit_code == 0) MPI_Finalize();
+    /* Every rank ends together on success and on an agreed stop (requeue,
+     * interrupt, terminate): finalize so mpirun sees a clean exit. A failed
+     * job must not wait in MPI_Finalize for a dead peer. */
+    if (exit_code == 0 || exit_code == YK_EXIT_REQUEUE || exit_code == YK_EXIT_SIGINT || exit_code == YK_EXIT_SIGTERM)
+      MPI_Finalize();
     dp->mpi_inited = 0;
   }
+  pthread_mutex_destroy(&dp->comm_lock);
 }
 
 /* ---- bucketed gradient all-reduce ------------------------------------- */

@@ -3,6 +3,8 @@
 #ifndef YK_DP_INTERNAL_H
 #define YK_DP_INTERNAL_H
 
+#include <pthread.h>
+
 #include "yk_collectives.h"
 #include "yk_daemon.h"
 
@@ -15,6 +17,7 @@ typedef struct yk_dp {
   yk_daemon_ctl *ctl;   /* NULL on a single rank */
   yk_bootstrap *boot;
   yk_comm *comm;        /* NULL on a single rank */
+  pthread_mutex_t comm_lock; /* the control thread's abort vs. destroy at close */
   int mpi_inited;       /* we called MPI_Init_thread */
 
   /* bucketed gradient all-reduce of the current step */

@@ -5,12 +5,15 @@
  *   for micro in 0..grad_accum-1:
  *       batch   <- loader window of (step, rank, micro)       data/
  *       forward  -> loss                                        model/
- *       backward, dloss = 1/grad_accum, grads accumulate       model/
+ *       backward, dloss = loss_scale/grad_accum, accumulate    model/
+ *         (last micro-batch: bucketed all-reduce overlaps)     dp.c, collectives/
+ *   [fp16/bf16: overflow check, unscale]                       optimizer/
  *   norm   <- global L2 norm of the gradient arena             optimizer/
  *   AdamW with grad_scale = clip coefficient                    optimizer/
- *   log line, validation every val_every steps
+ *   log line, validation every val_every steps, checkpoints    train_ckpt.c
  *
- * Everything a rank owns lives in `trainer`; nothing is global. */
+ * docs/training.md describes it in full. Everything a rank owns lives in
+ * `trainer`; nothing is global. */
 #include "yk_daemon.h"
 
 #include <math.h>
@@ -63,7 +66,7 @@ static const char eval_usage[] =
     "  --json             last line is a JSON object with loss, batches, tokens\n"
     "  -h, --help         this help\n";
 
-/* Returns 0 to go on, or an exit code (with *stop set) for --help/errors. */
+/* 1 if option argv[i] has a value after it; otherwise says so and returns 0. */
 static int need_value(int argc, char **argv, int i, const char *cmd) {
   if (i + 1 >= argc) {
     fprintf(stderr, "yoke %s: option '%s' needs a value\n", cmd, argv[i]);
@@ -186,6 +189,7 @@ typedef struct trainer {
 
   yk_dp dp;          /* data-parallel group (world 1: no control plane, no comm) */
   int exit_code;     /* set when an event ends the run early */
+  int event_code;    /* exit code of the last control-plane event (0: none) */
 
   ykd_ckpt_ctx ck;   /* ckpt: checkpoints, resume, preemption (train_ckpt.c) */
   int64_t start_step; /* ckpt: first step to run (> 0 after a resume) */
@@ -332,6 +336,11 @@ static int mixed_check(trainer *t, int64_t step, float loss_scale, int *skip, yk
   return 0;
 }
 
+static void json_num(char *buf, size_t n, double x) {
+  if (isfinite(x)) snprintf(buf, n, "%.6f", x);
+  else snprintf(buf, n, "null");
+}
+
 /* FNV-1a over the parameter bytes: ranks compare it to prove they hold
  * identical weights. */
 static uint64_t params_checksum(const float *p, size_t n) {
@@ -350,13 +359,19 @@ static int trainer_poll(trainer *t) {
     switch (ev.type) {
     case YK_EV_PEER_DEAD:
     case YK_EV_COORD_LOST:
-    case YK_EV_SHUTDOWN:
       YK_ERROR(&t->log, "%s", ev.text);
-      t->exit_code = ev.code ? ev.code : YK_EXIT_FAILURE;
+      t->exit_code = t->event_code = ev.code ? ev.code : YK_EXIT_FAILURE;
       return 1;
-    case YK_EV_CHECKPOINT_REQUESTED: /* ckpt: all ranks agree on the step, save, exit 75 */
-      YK_WARN(&t->log, "%s", ev.text);
-      ykd_ckpt_request_stop(&t->ck);
+    case YK_EV_SHUTDOWN:
+    case YK_EV_CHECKPOINT_REQUESTED:
+      /* A stop (SIGINT: 130) or a preemption (SIGTERM/SIGUSR1: 75), maybe
+       * seen by this rank only: every rank stops at the same boundary
+       * (agreed in ykd_ckpt_boundary), checkpoints, and exits with the code.
+       * If the coordinator aborted the job instead, the next collective
+       * fails and the code recorded here is the one we exit with. (The
+       * control thread has logged the event.) */
+      t->event_code = ev.code ? ev.code : YK_EXIT_FAILURE;
+      ykd_ckpt_request_stop(&t->ck, t->event_code);
       break;
     default: break;
     }
@@ -421,7 +436,11 @@ static int trainer_run(trainer *t, yk_diag *d) {
       if ((rc = yk_data_loader_next(t->train_ld, t->world, accum, t->rank, micro, t->inputs, t->targets)) != 0)
         return yk_errorf(d, rc, "data loader refused micro-batch %d of step %lld", micro, (long long)step);
       float loss;
-      if ((rc = yk_model_forward(t->model, t->inputs, t->targets, &loss, d)) != 0) return rc;
+      /* A non-finite loss is not an error here: every rank must take part in
+       * this step's all-reduces, and the check on the reduced loss below ends
+       * the run on all of them together. */
+      rc = yk_model_forward(t->model, t->inputs, t->targets, &loss, d);
+      if (rc && rc != YK_ENONFINITE) return rc;
       /* Only the last micro-batch's backward finalises the gradients, so only
        * it starts bucket all-reduces (gradient accumulation: one all-reduce
        * per step, not per micro-batch). */
@@ -443,34 +462,35 @@ static int trainer_run(trainer *t, yk_diag *d) {
                        "step %lld: the training loss is %f; lower optim.lr (now %g) or set optim.grad_clip", (long long)step,
                        loss, c->optim.lr);
 
+    /* fp16 overflow: the update is skipped on every rank (the batch is spent,
+     * as with torch's GradScaler); logging, reporting and validation go on. */
+    int skipped = 0;
     if (t->prec != YK_PREC_FP32) {
-      int skip = 0;
-      if ((rc = mixed_check(t, step, loss_scale, &skip, d)) != 0) return rc;
-      if (skip) {
-        yk_data_loader_advance(t->train_ld, t->world, accum); /* the batch is spent, as in torch's GradScaler */
-        continue;
-      }
+      if ((rc = mixed_check(t, step, loss_scale, &skipped, d)) != 0) return rc;
       /* Reduced 16-bit gradients -> fp32, unscaled. */
-      yk_optimizer_cast_to_f32(t->grads16, t->dt16, grads, t->nparams, 1.0f / loss_scale, YK_ISA_AUTO);
+      if (!skipped) yk_optimizer_cast_to_f32(t->grads16, t->dt16, grads, t->nparams, 1.0f / loss_scale, YK_ISA_AUTO);
     }
-    double norm = yk_optimizer_global_norm(grads, t->nparams, YK_ISA_AUTO);
-    if (!isfinite(norm)) {
+    double lr = yk_optimizer_lr_at(&t->sched, step);
+    double norm = skipped ? NAN : yk_optimizer_global_norm(grads, t->nparams, YK_ISA_AUTO);
+    if (!skipped && !isfinite(norm)) {
       int64_t bad = -1;
       yk_optimizer_find_nonfinite(grads, YK_DT_F32, t->nparams, YK_ISA_AUTO, &bad);
       const yk_tensor_desc *td = bad >= 0 ? yk_optimizer_tensor_at(t->tensors, t->ntensors, (size_t)bad) : NULL;
       return yk_errorf(d, YK_ENONFINITE, "step %lld: gradient of tensor '%s' is not finite; lower optim.lr (now %g)",
                        (long long)step, td ? td->name : "?", c->optim.lr);
     }
-    float clip = yk_optimizer_clip_coef(norm, c->optim.grad_clip);
-    double lr = yk_optimizer_lr_at(&t->sched, step);
-    /* AdamW counts applied steps (skipped fp16 steps don't advance its bias
-     * correction, as in torch). */
-    int64_t applied = step + 1 - (t->prec == YK_PREC_FP16 ? t->ls.st.overflows : 0);
-    if ((rc = ykd_ckpt_before_update(&t->ck, d)) != 0) return rc; /* ckpt: snapshot copy done before the update */
-    if ((rc = yk_optimizer_adamw_step(&t->adamw, applied, lr, clip, t->tensors, t->ntensors, 0, t->nparams, t->master,
-                                      grads, t->m, t->v, t->params16, t->dt16 == YK_DT_F32 ? YK_DT_F16 : t->dt16)) != 0)
-      return yk_errorf(d, rc, "AdamW step %lld failed", (long long)step);
-    if (t->params16) yk_optimizer_cast_to_f32(t->params16, t->dt16, params, t->nparams, 1.0f, YK_ISA_AUTO);
+    if (!skipped) {
+      float clip = yk_optimizer_clip_coef(norm, c->optim.grad_clip);
+      /* AdamW counts applied steps (skipped fp16 steps don't advance its bias
+       * correction, as in torch). */
+      int64_t applied = step + 1 - (t->prec == YK_PREC_FP16 ? t->ls.st.overflows : 0);
+      if ((rc = ykd_ckpt_before_update(&t->ck, d)) != 0) return rc; /* ckpt: snapshot copy done before the update */
+      if ((rc = yk_optimizer_adamw_step(&t->adamw, applied, lr, clip, t->tensors, t->ntensors, 0, t->nparams,
+                                        t->master, grads, t->m, t->v, t->params16,
+                                        t->dt16 == YK_DT_F32 ? YK_DT_F16 : t->dt16)) != 0)
+        return yk_errorf(d, rc, "AdamW step %lld failed", (long long)step);
+      if (t->params16) yk_optimizer_cast_to_f32(t->params16, t->dt16, params, t->nparams, 1.0f, YK_ISA_AUTO);
+    }
     yk_data_loader_advance(t->train_ld, t->world, accum);
     double dt = yk_now_s() - t0;
     if (step > t->start_step) {
@@ -488,13 +508,16 @@ static int trainer_run(trainer *t, yk_diag *d) {
     int last = step + 1 == steps;
     if ((step + 1) % c->train.log_every == 0 || last) {
       if (t->tty) fputs("\r\033[K", stdout);
-      YK_INFO(&t->log, "step %lld/%lld | loss %.4f | lr %.3e | norm %.3f | %.1f ms (comm wait %.1f) | %.0f tok/s",
-              (long long)(step + 1), (long long)steps, loss, lr, norm, dt * 1e3, wait_s * 1e3, tokens_per_step / dt);
+      YK_INFO(&t->log, "step %lld/%lld | loss %.4f | lr %.3e | norm %.3f | %.1f ms (comm wait %.1f) | %.0f tok/s%s",
+              (long long)(step + 1), (long long)steps, loss, lr, norm, dt * 1e3, wait_s * 1e3, tokens_per_step / dt,
+              skipped ? " | skipped (fp16 overflow)" : "");
       if (t->json && t->rank == 0)
         printf("{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"ms\": %.3f, "
-               "\"comm_wait_ms\": %.3f, \"tokens_per_s\": %.1f, \"allreduce_bytes\": %llu, \"loss_scale\": %g}\n",
-               (long long)(step + 1), loss, lr, norm, dt * 1e3, wait_s * 1e3, tokens_per_step / dt,
-               (unsigned long long)t->dp.bytes, t->prec == YK_PREC_FP16 ? t->ls.st.scale : 1.0);
+               "\"comm_wait_ms\": %.3f, \"tokens_per_s\": %.1f, \"allreduce_bytes\": %llu, \"loss_scale\": %g, "
+               "\"skipped\": %s}\n",
+               (long long)(step + 1), loss, lr, skipped ? 0.0 : norm, dt * 1e3, wait_s * 1e3, tokens_per_step / dt,
+               (unsigned long long)t->dp.bytes, t->prec == YK_PREC_FP16 ? t->ls.st.scale : 1.0,
+               skipped ? "true" : "false");
     }
     if (t->val_ld && ((c->train.val_every && (step + 1) % c->train.val_every == 0) || last)) {
       if ((rc = trainer_validate(t, &last_val, d)) != 0) return rc;
@@ -513,11 +536,16 @@ static int trainer_run(trainer *t, yk_diag *d) {
   if (t->val_ld) snprintf(val, sizeof val, ", val loss %.4f -> %.4f", first_val, last_val);
   YK_INFO(&t->log, "done: %lld steps, final loss %.4f%s, %.1f ms/step, %.1f%% waiting on communication, params "
           "checksum %016llx", (long long)steps, last_loss, val, mean_ms, wait_frac * 100, (unsigned long long)sum);
-  if (t->json)
-    printf("{\"done\": true, \"rank\": %d, \"world\": %d, \"steps\": %lld, \"loss\": %.6f, \"val_loss_first\": %.6f, "
-           "\"val_loss\": %.6f, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, \"params_checksum\": \"%016llx\"}\n",
-           t->rank, t->world, (long long)steps, last_loss, first_val, last_val, mean_ms, wait_frac,
-           (unsigned long long)sum);
+  if (t->json) {
+    /* JSON has no NaN: absent figures (no validation set, no step run) are null. */
+    char fl[32], fv[32], lv[32];
+    json_num(fl, sizeof fl, last_loss);
+    json_num(fv, sizeof fv, first_val);
+    json_num(lv, sizeof lv, last_val);
+    printf("{\"done\": true, \"rank\": %d, \"world\": %d, \"steps\": %lld, \"loss\": %s, \"val_loss_first\": %s, "
+           "\"val_loss\": %s, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, \"params_checksum\": \"%016llx\"}\n",
+           t->rank, t->world, (long long)steps, fl, fv, lv, mean_ms, wait_frac, (unsigned long long)sum);
+  }
   if (c->train.save_weights[0] && t->rank == 0) {
     if ((rc = yk_model_weights_save(t->model, c->train.save_weights, d)) != 0) return rc;
     YK_INFO(&t->log, "wrote weights to %s", c->train.save_weights);
@@ -570,14 +598,25 @@ int yk_daemon_cmd_train(int argc, char **argv) {
   }
   if (rc) {
     YK_ERROR(&t.log, "%s", yk_diag_msg(&d, rc));
-    code = rc == YK_ECONFIG || rc == YK_EFORMAT || rc == YK_ENOTFOUND ? 2 : exit_code_for(rc);
+    code = rc == YK_EFORMAT || rc == YK_ENOTFOUND ? YK_EXIT_USAGE : yk_daemon_exit_code(rc);
   } else {
     rc = trainer_run(&t, &d);
-    if (rc) YK_ERROR(&t.log, "%s", yk_diag_msg(&d, rc));
-    code = rc ? exit_code_for(rc) : t.exit_code;
+    if (rc) {
+      /* An error caused by the control plane (the job was stopped or
+       * aborted, a peer died, the coordinator went away) ends with that
+       * event's code, not a generic one. */
+      trainer_poll(&t);
+      if (t.event_code) YK_WARN(&t.log, "stopping: %s", yk_diag_msg(&d, rc));
+      else YK_ERROR(&t.log, "%s", yk_diag_msg(&d, rc));
+      code = t.event_code ? t.event_code : exit_code_for(rc);
+    } else {
+      code = t.exit_code;
+    }
   }
   ykd_ckpt_close(&t.ck); /* ckpt */
-  yk_dp_close(&t.dp, code, code ? yk_diag_msg(&d, rc) : "done");
+  const char *reason = code == 0 ? "done" : rc ? yk_diag_msg(&d, rc) : code == YK_EXIT_REQUEUE ? "checkpointed for requeue"
+                       : code == YK_EXIT_SIGINT ? "interrupted" : "stopped";
+  yk_dp_close(&t.dp, code, reason);
   trainer_free(&t);
   return code;
 }

@@ -160,7 +160,9 @@ int ykd_ckpt_open(ykd_ckpt_ctx *ck, const yk_config *cfg, const yk_logger *log, 
   return 0;
 }
 
-void ykd_ckpt_request_stop(ykd_ckpt_ctx *ck) { ck->stop_requested = 1; }
+void ykd_ckpt_request_stop(ykd_ckpt_ctx *ck, int code) {
+  if (code > ck->stop_requested) ck->stop_requested = code;
+}
 
 /* ------------------------------------------------------------ resume */
 
@@ -472,13 +474,13 @@ int ykd_ckpt_boundary(ykd_ckpt_ctx *ck, int64_t step_done, int *stop, int *exit_
   if (stop_signal && ck->handlers_installed) {
     if (!ck->stop_requested)
       YK_WARN(ck->log, "signal received: checkpoint at this step boundary, then exit %d (requeue)", YK_EXIT_REQUEUE);
-    ck->stop_requested = 1;
+    ykd_ckpt_request_stop(ck, YK_EXIT_REQUEUE);
   }
   int64_t stop_after = ck->cfg->train.stop_after;
   if (stop_after > 0 && step_done == stop_after && !ck->stop_requested) {
     YK_WARN(ck->log, "train.stop_after=%lld: checkpoint, then exit %d as if preempted", (long long)stop_after,
             YK_EXIT_REQUEUE);
-    ck->stop_requested = 1;
+    ykd_ckpt_request_stop(ck, YK_EXIT_REQUEUE);
   }
   /* This rank's part: a background save or commit still running, or failed. */
   int32_t f[3] = {ck->stop_requested, 0, 0};
@@ -506,18 +508,24 @@ int ykd_ckpt_boundary(ykd_ckpt_ctx *ck, int64_t step_done, int *stop, int *exit_
     ck->pending = 0;
   }
   if (f[0]) {
-    /* Preemption: every rank is at this same boundary. */
+    /* A stop: every rank is at this same boundary and agreed on the code
+     * (the largest requested: an interrupt wins over a preemption). */
+    int code = f[0];
     *stop = 1;
     if (!ck->enabled) {
-      YK_WARN(ck->log, "preemption requested but ckpt.dir is not set: stopping at step %lld without a checkpoint",
-              (long long)step_done);
-      *exit_code = YK_EXIT_SIGTERM;
+      YK_WARN(ck->log, "%s requested but ckpt.dir is not set: stopping at step %lld without a checkpoint",
+              code == YK_EXIT_REQUEUE ? "preemption" : "stop", (long long)step_done);
+      *exit_code = code == YK_EXIT_REQUEUE ? YK_EXIT_SIGTERM : code;
       return 0;
     }
     if ((rc = save_sync(ck, step_done, d))) return rc;
-    YK_WARN(ck->log, "preempted: checkpoint of step %lld is committed; exiting %d so the job is requeued "
-            "(resume with --resume latest)", (long long)step_done, YK_EXIT_REQUEUE);
-    *exit_code = YK_EXIT_REQUEUE;
+    if (code == YK_EXIT_REQUEUE)
+      YK_WARN(ck->log, "preempted: checkpoint of step %lld is committed; exiting %d so the job is requeued "
+              "(resume with --resume latest)", (long long)step_done, YK_EXIT_REQUEUE);
+    else
+      YK_WARN(ck->log, "stopped: checkpoint of step %lld is committed; exiting %d (resume with --resume latest)",
+              (long long)step_done, code);
+    *exit_code = code;
     return 0;
   }
   int64_t every = ck->cfg->ckpt.every;

@@ -59,8 +59,11 @@ typedef struct ykd_ckpt_ctx {
   int64_t last_saved;            /* step of the newest save of this run (-1 none) */
   int deferred;                  /* the pending save's copy runs in the writer thread */
   double deferred_stall_s;       /* stall of that save so far (the save call itself) */
-  /* Preemption: set by the control plane's CHECKPOINT_REQUESTED event
-   * (world > 1) via ykd_ckpt_request_stop, or by the signal handler (world 1). */
+  /* Stop request: the exit code the run should end with after a checkpoint
+   * at the next agreed step boundary (0 = none; 75 = preempted, 130 =
+   * interrupted). Set by the control plane's events (world > 1) via
+   * ykd_ckpt_request_stop, or by the signal handler (world 1). Ranks agree
+   * on the largest code. */
   int stop_requested;
   int handlers_installed;
   struct sigaction old_term, old_usr1;
@@ -82,8 +85,10 @@ int ykd_ckpt_open(ykd_ckpt_ctx *ck, const yk_config *cfg, const yk_logger *log, 
  * the loss scaler. A damaged newest checkpoint is an error naming the file
  * and tensor unless ckpt.fallback is true: then the next older one is used. */
 int ykd_ckpt_resume(ykd_ckpt_ctx *ck, int64_t *start_step, yk_diag *d);
-/* Called when the control plane asks for a checkpoint (preemption). */
-void ykd_ckpt_request_stop(ykd_ckpt_ctx *ck);
+/* Called when the control plane asks the job to stop: code 75 (preemption:
+ * checkpoint, exit 75 so the job is requeued) or 130 (interrupted: checkpoint
+ * when ckpt.dir is set, exit 130). */
+void ykd_ckpt_request_stop(ykd_ckpt_ctx *ck, int code);
 /* Right before the optimizer update modifies the registered arenas: an
  * asynchronous save copies its snapshot in the writer thread while
  * forward/backward run (YK_CKPT_DEFER_COPY); this waits for that copy to end

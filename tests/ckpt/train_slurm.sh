@@ -58,4 +58,27 @@ waitfor 30 sh -c "scontrol show job $jid 2>/dev/null | grep -q 'JobState=COMPLET
   || fail "job state $(state)"
 a=$(grep -o '"params_checksum": "[0-9a-f]*"' "$tmp/straight.json"); b=$(grep -o '"params_checksum": "[0-9a-f]*"' "$out" | tail -1)
 [ -n "$a" ] && [ "$a" = "$b" ] && pass "requeued job ends with the uninterrupted run's weights ($a)" || fail "checksums '$a' vs '$b'"
+
+# The same with 2 tasks (srun: ranks bootstrap through the coordinator, the
+# signal reaches both, the control plane and the stop agreement make them
+# checkpoint the same step).
+out2="$tmp/job2.out"
+rm -rf "$tmp/ck"
+jid=$(YOKE="$YOKE" sbatch --parsable --ntasks-per-node=2 --chdir="$tmp" --output="$out2" --time=5 \
+  "$YK_SOURCE_DIR/cluster-configs/slurm/preemptible.sbatch" "$tmp/job.yaml" --json 2> "$tmp/sbatch.err")
+[ -n "$jid" ] && pass "sbatch 2 tasks: job $jid" || { fail "sbatch 2 tasks: $(cat "$tmp/sbatch.err")"; finish; exit 1; }
+if waitfor 60 grep -qs "r1 INFO  step 100/$STEPS" "$out2"; then scancel --signal=USR1 "$jid"
+else fail "2 tasks: job did not reach step 100 (state $(state)): $(tail -3 "$out2" 2>/dev/null)"; fi
+waitfor 60 grep -q "requeueing job $jid" "$out2" || fail "2 tasks: no requeue: $(grep -E 'ERROR|yoke:' "$out2" | tail -3)"
+k0=$(sed -n 's/.*r0 WARN  preempted: checkpoint of step \([0-9]*\) is committed.*/\1/p' "$out2" | head -1)
+k1=$(sed -n 's/.*r1 WARN  preempted: checkpoint of step \([0-9]*\) is committed.*/\1/p' "$out2" | head -1)
+[ -n "$k0" ] && [ "$k0" = "$k1" ] && pass "2 tasks: both ranks checkpointed step $k0, exit 75, job requeued" \
+  || fail "2 tasks: checkpoint steps '$k0' '$k1'"
+waitfor 30 sh -c "scontrol show job $jid 2>/dev/null | grep -q 'JobState=PENDING'"
+scontrol update JobId="$jid" StartTime=now || fail "scontrol update StartTime=now"
+waitfor 120 sh -c "[ \$(grep -c '\"done\": true' '$out2') -ge 2 ]" || fail "2 tasks: requeued run did not finish: $(tail -3 "$out2")"
+[ "$(grep -c "resumed from $tmp/ck/step-$(printf %08d "${k0:-0}") (step $k0, written by 2 ranks, now 2)" "$out2")" = 2 ] \
+  && pass "2 tasks: both ranks resumed from step $k0" || fail "2 tasks resume: $(grep -E 'resumed' "$out2")"
+[ "$(grep -o '"params_checksum": "[0-9a-f]*"' "$out2" | sort -u | wc -l)" = 1 ] && pass "2 tasks: ranks end with identical weights" \
+  || fail "2 tasks: checksums differ"
 finish

@@ -78,4 +78,25 @@ if [ -z "$victim" ]; then fail "rank 1 of the kill test never started"; kill $lp
   left=$(pgrep -f "train $tmp/job.yaml" | wc -l)
   [ "$left" = 0 ] && pass "no rank left behind" || fail "$left processes left"
 fi
+# SIGINT to one rank only: every rank stops at the same step boundary and
+# the job exits 130 (no checkpoint dir: nothing to save).
+"$YOKE" launch -n 2 -- train "$tmp/job.yaml" --set train.steps=100000 --set data.val= > "$tmp/int.log" 2>&1 &
+lpid=$!
+victim=""
+for i in $(seq 1 100); do
+  for p in $(pgrep -f "train $tmp/job.yaml"); do
+    tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx YOKE_RANK=1 && victim=$p
+  done
+  [ -n "$victim" ] && grep -q "step 1/" "$tmp/int.log" && break
+  sleep 0.1
+done
+if [ -n "$victim" ]; then
+  kill -INT "$victim"; wait $lpid; rc=$?
+  [ $rc = 130 ] && pass "SIGINT to rank 1: job exits 130" || fail "SIGINT: launcher exit $rc"
+  s0=$(grep -o '\[r0\].*stopping at step [0-9]*' "$tmp/int.log" | grep -o 'step [0-9]*$')
+  s1=$(grep -o '\[r1\].*stopping at step [0-9]*' "$tmp/int.log" | grep -o 'step [0-9]*$')
+  [ -n "$s0" ] && [ "$s0" = "$s1" ] && pass "both ranks stopped at the same boundary ($s0)" || fail "stop steps '$s0' vs '$s1'"
+else
+  fail "rank 1 of the SIGINT test never started"; kill $lpid
+fi
 finish

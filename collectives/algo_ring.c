@@ -252,10 +252,10 @@ int coll_rd_allreduce(yk_comm *c, struct yk_request *q, yk_diag *d) {
   while (pof2 * 2 <= p) pof2 *= 2;
   char *buf = q->recvbuf;
   if (n && q->sendbuf != q->recvbuf) memmove(buf, q->sendbuf, bytes);
-  char *st = coll_stage(c, 2 * (H + bytes) + 64);
+  char *st = coll_stage(c, 2 * (H + bytes) + 128);
   xreq *x = coll_xreqs(c, 2);
   if (!st || !x) return yk_errorf(d, YK_ENOMEM, "out of memory for %zu bytes of tree staging", bytes);
-  char *out = st, *in = st + H + bytes;
+  char *out = st, *in = st + ((H + bytes + 63) & ~(size_t)63); /* headers stay aligned */
   coll_hdr_fill(c, q, (coll_hdr *)out);
   /* one exchange step: send [hdr|buf] to `to` (if >= 0), receive [hdr|data]
    * from `from` (if >= 0) into `in`, check the header */

@@ -509,10 +509,15 @@ static void exec_op(yk_comm *c, struct yk_request *r) {
     return;
   }
   c->seq = r->seq;
+  /* Internal timeline inside the caller's deadline t: diagnosis starts at
+   * stall_deadline, the verdict is due at op_deadline = t - reserve, and the
+   * reserve covers the clean-up after it and the watchdog of
+   * yk_request_wait (op_deadline + 500 ms), so every rank answers within t. */
   uint64_t now = yk_now_ns(), t = c->timeout_ms * 1000000ull;
-  uint64_t grace = YK_MIN(t / 4, 2000000000ull);
-  c->op_deadline = now + t;
-  c->stall_deadline = now + t - grace;
+  uint64_t reserve = YK_MIN(t / 5, 1000000000ull), ti = t - reserve;
+  uint64_t grace = YK_MIN(ti / 4, 2000000000ull);
+  c->op_deadline = now + ti;
+  c->stall_deadline = now + ti - grace;
   hdrx *hp = c->hdrx;
   if (!hp) hp = c->hdrx = calloc(1, sizeof(hdrx));
   if (!hp) {
@@ -681,7 +686,7 @@ int yk_request_wait(yk_request **reqp, uint64_t deadline_ns, yk_diag *d) {
      * it is a second past it, it is stuck inside the transport (e.g. a
      * provider spinning on a dead peer's lock). Report instead of hanging;
      * the communicator is then unusable and yk_comm_destroy abandons it. */
-    if (r->state == 1 && c->op_deadline && now > c->op_deadline + 1000000000ull) {
+    if (r->state == 1 && c->op_deadline && now > c->op_deadline + 500000000ull) {
       c->stuck = 1;
       if (!atomic_load(&c->broken)) {
         c->broken_rc = YK_EPEERDEAD;

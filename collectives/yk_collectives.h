@@ -13,7 +13,7 @@
  * thread when nothing is queued on the inproc and MPI transports (lower
  * latency), otherwise (and always on libfabric, whose provider calls can get
  * stuck on a dead peer) they queue it and wait under a watchdog that reports
- * a comm thread stuck one second past the operation's deadline. All calls on one communicator must be issued from one thread at a
+ * a comm thread stuck past the operation's deadline. All calls on one communicator must be issued from one thread at a
  * time, in the same order on every rank (as in MPI/NCCL).
  *
  * Never hang: every operation runs under the communicator's deadline

@@ -230,7 +230,10 @@ static int trainer_init(trainer *t, yk_diag *d) {
   int B = (int)c->train.micro_batch, T = (int)c->train.seq_len;
   if (T > t->mcfg.max_seq_len)
     return yk_errorf(d, YK_ECONFIG, "train.seq_len=%d exceeds the model's max_seq_len=%d", T, t->mcfg.max_seq_len);
-  if ((rc = yk_model_create(&t->mcfg, B, T, t->dev, &t->model, d)) != 0) return rc;
+  /* fp16/bf16: the model also keeps its activations in 16 bits */
+  yk_precision aprec = yk_config_precision(c);
+  yk_dtype act_dt = aprec == YK_PREC_FP16 ? YK_DT_F16 : aprec == YK_PREC_BF16 ? YK_DT_BF16 : YK_DT_F32;
+  if ((rc = yk_model_create_ex(&t->mcfg, B, T, t->dev, act_dt, &t->model, d)) != 0) return rc;
   if (c->train.init_weights[0]) {
     if ((rc = yk_model_weights_load(t->model, c->train.init_weights, d)) != 0) return rc;
   } else {

@@ -422,6 +422,18 @@ CAST_OP(f16_to_f32, float, uint16_t)
 CAST_OP(f32_to_bf16, uint16_t, float)
 CAST_OP(bf16_to_f32, float, uint16_t)
 
+/* out (n) u16 = 16-bit bits of x (n), x = their fp32 value. */
+#define ROUND_OP(name)                                                                                                 \
+  static void cpu_##name(const yk_device *dev, uint16_t *out, float *x, size_t n) {                                    \
+    const cpu_kern *k = K(dev);                                                                                        \
+    _Pragma("omp parallel num_threads(threads_for(dev, n))") {                                                         \
+      ELEMWISE_SPLIT(n);                                                                                               \
+      if (hi > lo) k->name(out + lo, x + lo, hi - lo);                                                                 \
+    }                                                                                                                  \
+  }
+ROUND_OP(round_f16)
+ROUND_OP(round_bf16)
+
 static const yk_device_ops cpu_ops = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -447,6 +459,8 @@ static const yk_device_ops cpu_ops = {
     .f16_to_f32 = cpu_f16_to_f32,
     .f32_to_bf16 = cpu_f32_to_bf16,
     .bf16_to_f32 = cpu_bf16_to_f32,
+    .round_f16 = cpu_round_f16,
+    .round_bf16 = cpu_round_bf16,
 };
 
 /* ---- creation ---------------------------------------------------------- */

@@ -342,6 +342,24 @@ AVX2 static void bf16_to_f32(float *out, const uint16_t *in, size_t n) {
   for (; i < n; i++) out[i] = yk_bf16_to_f32(in[i]);
 }
 
+/* Fused f32 -> 16 bits -> f32 in blocks that stay in L1 (the two casts
+ * above, back to back on 1 KiB of floats), so x is streamed once. */
+AVX2 static void round_f16(uint16_t *out, float *x, size_t n) {
+  for (size_t i = 0; i < n; i += 256) {
+    size_t k = n - i < 256 ? n - i : 256;
+    f32_to_f16(out + i, x + i, k);
+    f16_to_f32(x + i, out + i, k);
+  }
+}
+
+AVX2 static void round_bf16(uint16_t *out, float *x, size_t n) {
+  for (size_t i = 0; i < n; i += 256) {
+    size_t k = n - i < 256 ? n - i : 256;
+    f32_to_bf16(out + i, x + i, k);
+    bf16_to_f32(x + i, out + i, k);
+  }
+}
+
 const cpu_kern yk_cpu_kern_avx2 = {
     .ln_fwd_row = ln_fwd_row,
     .ln_bwd_row = ln_bwd_row,
@@ -359,4 +377,6 @@ const cpu_kern yk_cpu_kern_avx2 = {
     .f16_to_f32 = f16_to_f32,
     .f32_to_bf16 = f32_to_bf16,
     .bf16_to_f32 = bf16_to_f32,
+    .round_f16 = round_f16,
+    .round_bf16 = round_bf16,
 };

@@ -37,6 +37,9 @@ typedef struct cpu_kern {
   void (*f16_to_f32)(float *out, const uint16_t *in, size_t n);
   void (*f32_to_bf16)(uint16_t *out, const float *in, size_t n);
   void (*bf16_to_f32)(float *out, const uint16_t *in, size_t n);
+  /* out = 16-bit bits of x; x = their fp32 value */
+  void (*round_f16)(uint16_t *out, float *x, size_t n);
+  void (*round_bf16)(uint16_t *out, float *x, size_t n);
 } cpu_kern;
 
 extern const cpu_kern yk_cpu_kern_portable;

@@ -118,6 +118,12 @@ typedef struct yk_device_ops {
   void (*f16_to_f32)(const yk_device *dev, float *out, const uint16_t *in, size_t n);
   void (*f32_to_bf16)(const yk_device *dev, uint16_t *out, const float *in, size_t n);
   void (*bf16_to_f32)(const yk_device *dev, float *out, const uint16_t *in, size_t n);
+  /* Round to 16 bits, keeping both forms, in one pass: out (n) = the f16
+   * (bf16) bits of x (n), round-to-nearest-even, and x (n) = their fp32
+   * value (what f32_to_f16 then f16_to_f32 give). The model uses this for
+   * every activation it keeps in 16 bits and computes on at once. */
+  void (*round_f16)(const yk_device *dev, uint16_t *out, float *x, size_t n);
+  void (*round_bf16)(const yk_device *dev, uint16_t *out, float *x, size_t n);
 } yk_device_ops;
 
 /* A device: the ops table plus the backend's settings. Treat as read-only. */

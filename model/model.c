@@ -123,7 +123,12 @@ static void set_desc(yk_tensor_desc *t, const char *name, size_t off, size_t num
   t->decay = decay;
 }
 
-int yk_model_create(const yk_model_config *cfg_in, int B, int T, const yk_device *dev, yk_model **out, yk_diag *d) {
+int yk_model_create(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_model **out, yk_diag *d) {
+  return yk_model_create_ex(cfg, B, T, dev, YK_DT_F32, out, d);
+}
+
+int yk_model_create_ex(const yk_model_config *cfg_in, int B, int T, const yk_device *dev, yk_dtype act_dtype,
+                       yk_model **out, yk_diag *d) {
   *out = NULL;
   yk_model_config cfg = *cfg_in;
   int rc = yk_model_config_finish(&cfg, d);
@@ -131,6 +136,8 @@ int yk_model_create(const yk_model_config *cfg_in, int B, int T, const yk_device
   if (B <= 0 || B > (1 << 20)) return yk_errorf(d, YK_ECONFIG, "micro-batch B=%d must be in [1, 1048576]", B);
   if (T <= 0 || T > cfg.max_seq_len)
     return yk_errorf(d, YK_ECONFIG, "sequence length T=%d must be in [1, max_seq_len=%d]", T, cfg.max_seq_len);
+  if (act_dtype != YK_DT_F32 && act_dtype != YK_DT_F16 && act_dtype != YK_DT_BF16)
+    return yk_errorf(d, YK_ECONFIG, "activation dtype %d is not supported; use fp32, fp16 or bf16", (int)act_dtype);
   size_t N = (size_t)B * T, C = (size_t)cfg.channels, L = (size_t)cfg.layers, Vp = (size_t)cfg.padded_vocab_size;
   if (N * Vp > (size_t)INT32_MAX || N * 4 * C > (size_t)INT32_MAX)
     return yk_errorf(d, YK_ECONFIG, "B*T=%zu is too large for this model (B*T*Vp must stay below 2^31)", N);
@@ -141,50 +148,63 @@ int yk_model_create(const yk_model_config *cfg_in, int B, int T, const yk_device
   m->B = B;
   m->T = T;
   m->dev = dev;
+  m->act_dt = act_dtype;
+  int is16 = act_dtype != YK_DT_F32;
   yk_model_layout_(&cfg, &m->lay);
   const yk_device_ops *ops = dev->ops;
-  size_t NH = (size_t)cfg.heads;
+  size_t NH = (size_t)cfg.heads, att_n = (size_t)B * NH * T * T;
 
-  /* activations: per layer 13 C-ish rows + att */
-  size_t per_layer = N * C /*ln1*/ + 2 * N + N * 3 * C /*qkv*/ + N * C /*atty*/ + (size_t)B * NH * T * T /*att*/ +
-                     N * C /*res2*/ + N * C /*ln2*/ + 2 * N + 2 * N * 4 * C /*fch, gelu*/ + N * C /*res3*/;
-  m->act_numel = N * C /*encoded*/ + L * per_layer + N * C + 2 * N /*lnf*/ + N * Vp /*logits*/ + 2 * N;
+  /* kept activations (in act_dt): per layer ln1, qkv, atty, att, res2, ln2,
+   * fch, fch_gelu, res3; plus encoded and lnf */
+  size_t per_layer = N * C + N * 3 * C + N * C + att_n + N * C + N * C + 2 * N * 4 * C + N * C;
+  m->kept_numel = N * C + L * per_layer + N * C;
+  /* always fp32: LayerNorm mean/rstd, logits (the LM head and cross-entropy
+   * stay fp32), losses, lse */
+  size_t f32_numel = L * 4 * N + 2 * N + N * Vp + 2 * N;
+  m->act_numel = f32_numel + (is16 ? 0 : m->kept_numel);
+  m->act16_numel = is16 ? m->kept_numel : 0;
+  m->work_numel = is16 ? 4 * N * C + N * 3 * C + 2 * N * 4 * C + att_n : 0;
   m->scratch_numel = N * C /*dres*/ + N * C /*dC*/ + N * 4 * C + N * 3 * C + yk_device_layernorm_bwd_scratch(dev, (int)N, (int)C) +
                      yk_device_attention_bwd_scratch(dev, T);
   m->params = ops->alloc(dev, m->lay.total * sizeof(float));
   m->grads = ops->alloc(dev, m->lay.total * sizeof(float));
-  m->act_mem = ops->alloc(dev, (m->act_numel + m->scratch_numel) * sizeof(float));
+  m->act_mem = ops->alloc(dev, (m->act_numel + m->scratch_numel + m->work_numel) * sizeof(float));
+  if (is16) m->act16_mem = ops->alloc(dev, m->act16_numel * sizeof(uint16_t));
   m->al = calloc(L, sizeof *m->al);
   m->ntensors = 4 + 12 * (int)L;
   m->tensors = calloc((size_t)m->ntensors, sizeof *m->tensors);
   m->inputs = calloc(N, sizeof(int32_t));
   m->targets = calloc(N, sizeof(int32_t));
-  if (!m->params || !m->grads || !m->act_mem || !m->al || !m->tensors || !m->inputs || !m->targets) {
-    size_t bytes = (2 * m->lay.total + m->act_numel + m->scratch_numel) * sizeof(float);
+  if (!m->params || !m->grads || !m->act_mem || (is16 && !m->act16_mem) || !m->al || !m->tensors || !m->inputs ||
+      !m->targets) {
+    size_t bytes = yk_model_memory_bytes(m);
     yk_model_destroy(m);
     return yk_errorf(d, YK_ENOMEM, "out of memory: the model needs %.1f MiB for B=%d T=%d; lower B or T",
                      (double)bytes / 1048576.0, B, T);
   }
   float *p = m->act_mem;
+  uint16_t *q = m->act16_mem;
 #define TAKE(ptr, n) (ptr = p, p += (n))
-  TAKE(m->encoded, N * C);
+  /* a kept activation: from the 16-bit store in 16-bit mode, else fp32 */
+#define KEEP(ptr, n) (is16 ? (void)(ptr = q, q += (n)) : (void)(ptr = p, p += (n)))
+  KEEP(m->encoded, N * C);
   for (size_t l = 0; l < L; l++) {
     acts_layer *a = &m->al[l];
-    TAKE(a->ln1, N * C);
+    KEEP(a->ln1, N * C);
     TAKE(a->ln1_mean, N);
     TAKE(a->ln1_rstd, N);
-    TAKE(a->qkv, N * 3 * C);
-    TAKE(a->atty, N * C);
-    TAKE(a->att, (size_t)B * NH * T * T);
-    TAKE(a->res2, N * C);
-    TAKE(a->ln2, N * C);
+    KEEP(a->qkv, N * 3 * C);
+    KEEP(a->atty, N * C);
+    KEEP(a->att, att_n);
+    KEEP(a->res2, N * C);
+    KEEP(a->ln2, N * C);
     TAKE(a->ln2_mean, N);
     TAKE(a->ln2_rstd, N);
-    TAKE(a->fch, N * 4 * C);
-    TAKE(a->fch_gelu, N * 4 * C);
-    TAKE(a->res3, N * C);
+    KEEP(a->fch, N * 4 * C);
+    KEEP(a->fch_gelu, N * 4 * C);
+    KEEP(a->res3, N * C);
   }
-  TAKE(m->lnf, N * C);
+  KEEP(m->lnf, N * C);
   TAKE(m->lnf_mean, N);
   TAKE(m->lnf_rstd, N);
   TAKE(m->logits, N * Vp);
@@ -196,6 +216,11 @@ int yk_model_create(const yk_model_config *cfg_in, int B, int T, const yk_device
   TAKE(m->dqkv, N * 3 * C);
   TAKE(m->ln_scratch, yk_device_layernorm_bwd_scratch(dev, (int)N, (int)C));
   TAKE(m->att_scratch, yk_device_attention_bwd_scratch(dev, T));
+  if (is16) {
+    size_t wn[W_COUNT] = {N * C, N * C, N * C, N * 3 * C, N * C, att_n, N * 4 * C, N * 4 * C};
+    for (int w = 0; w < W_COUNT; w++) TAKE(m->work[w], wn[w]);
+  }
+#undef KEEP
 #undef TAKE
 
   /* tensor table in arena order */
@@ -227,6 +252,7 @@ void yk_model_destroy(yk_model *m) {
   dev->ops->free(dev, m->params);
   dev->ops->free(dev, m->grads);
   dev->ops->free(dev, m->act_mem);
+  dev->ops->free(dev, m->act16_mem);
   free(m->al);
   free(m->tensors);
   free(m->inputs);
@@ -238,8 +264,11 @@ const yk_model_config *yk_model_get_config(const yk_model *m) { return &m->cfg; 
 int yk_model_batch(const yk_model *m) { return m->B; }
 int yk_model_seq_len(const yk_model *m) { return m->T; }
 size_t yk_model_memory_bytes(const yk_model *m) {
-  return (2 * m->lay.total + m->act_numel + m->scratch_numel) * sizeof(float);
+  return (2 * m->lay.total + m->act_numel + m->scratch_numel + m->work_numel) * sizeof(float) +
+         m->act16_numel * sizeof(uint16_t);
 }
+size_t yk_model_activation_bytes(const yk_model *m) { return m->kept_numel * yk_dtype_size(m->act_dt); }
+yk_dtype yk_model_act_dtype(const yk_model *m) { return m->act_dt; }
 float *yk_model_params(yk_model *m) { return m->params; }
 float *yk_model_grads(yk_model *m) { return m->grads; }
 size_t yk_model_num_params(const yk_model *m) { return m->lay.total; }
@@ -298,12 +327,51 @@ static int check_tokens(const int32_t *tok, size_t n, int V, const char *what, y
   return 0;
 }
 
+/* ---- 16-bit activation storage ----------------------------------------
+ * In fp32 mode a kept activation is its own fp32 store, so these helpers are
+ * no-ops and the kernels read and write the store directly. In 16-bit mode
+ * every kernel still computes in fp32 into a work buffer (dest), the result
+ * is rounded into the 16-bit store (keep/store), and a consumer reads the
+ * fp32 widening of the stored bits (the rounded work buffer in the forward,
+ * view in the backward): the numerics are those of 16-bit activations with
+ * fp32 accumulation inside every kernel. */
+
+/* Where a kernel writes the fp32 value of the kept tensor `store`. */
+static float *dest(const yk_model *m, void *store, int w) { return m->act_dt == YK_DT_F32 ? store : m->work[w]; }
+
+/* Round x (n floats) into the 16-bit store dst. */
+static void store(const yk_model *m, void *dst, const float *x, size_t n) {
+  const yk_device *dev = m->dev;
+  if (m->act_dt == YK_DT_F16) dev->ops->f32_to_f16(dev, dst, x, n);
+  else if (m->act_dt == YK_DT_BF16) dev->ops->f32_to_bf16(dev, dst, x, n);
+}
+
+/* fp32 view of the kept tensor src (n elements): the store itself in fp32
+ * mode, else its widening into work buffer w. */
+static float *view(const yk_model *m, void *src, int w, size_t n) {
+  const yk_device *dev = m->dev;
+  if (m->act_dt == YK_DT_F32) return src;
+  float *x = m->work[w];
+  if (m->act_dt == YK_DT_F16) dev->ops->f16_to_f32(dev, x, src, n);
+  else dev->ops->bf16_to_f32(dev, x, src, n);
+  return x;
+}
+
+/* store, then replace x by the stored values so the next kernel in the
+ * forward reads exactly what backward will read. */
+static void keep(const yk_model *m, void *dst, float *x, size_t n) {
+  const yk_device *dev = m->dev;
+  if (m->act_dt == YK_DT_F16) dev->ops->round_f16(dev, dst, x, n);
+  else if (m->act_dt == YK_DT_BF16) dev->ops->round_bf16(dev, dst, x, n);
+}
+
 int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets, float *loss, yk_diag *d) {
   const yk_device *dev = m->dev;
   const yk_device_ops *o = dev->ops;
   const yk_model_config *c = &m->cfg;
   int B = m->B, T = m->T, C = c->channels, NH = c->heads, V = c->vocab_size, Vp = c->padded_vocab_size;
   int N = B * T;
+  size_t NC = (size_t)N * C;
   if (!inputs) return yk_errorf(d, YK_EINVAL, "forward needs input tokens (inputs is NULL)");
   int rc = check_tokens(inputs, (size_t)N, V, "input", d);
   if (!rc && targets) rc = check_tokens(targets, (size_t)N, V, "target", d);
@@ -312,32 +380,53 @@ int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets,
   memcpy(m->inputs, inputs, (size_t)N * sizeof(int32_t));
   float *P = m->params;
 
-  o->encoder_fwd(dev, m->encoded, inputs, P + m->lay.wte, P + m->lay.wpe, N, T, C);
-  const float *x = m->encoded;
+  /* In 16-bit mode the residual stream ping-pongs between work buffers: x
+   * (layer input) in R0, res2 in R1, res3 back in R0 (x is dead by then). */
+  float *x = dest(m, m->encoded, W_R0);
+  o->encoder_fwd(dev, x, inputs, P + m->lay.wte, P + m->lay.wpe, N, T, C);
+  keep(m, m->encoded, x, NC);
   for (int l = 0; l < c->layers; l++) {
     layer_view w = layer_of(m, P, l);
     acts_layer *a = &m->al[l];
-    o->layernorm_fwd(dev, a->ln1, a->ln1_mean, a->ln1_rstd, x, w.p[P_LN1W], w.p[P_LN1B], N, C);
+    float *ln1 = dest(m, a->ln1, W_LN);
+    o->layernorm_fwd(dev, ln1, a->ln1_mean, a->ln1_rstd, x, w.p[P_LN1W], w.p[P_LN1B], N, C);
+    keep(m, a->ln1, ln1, NC);
     /* qkv (N,3C) = qkvb + ln1 (N,C) . qkvw (3C,C)^T */
-    o->bias_rows(dev, a->qkv, w.p[P_QKVB], NULL, N, 3 * C);
-    o->gemm(dev, 0, 1, N, 3 * C, C, 1.0f, a->ln1, C, w.p[P_QKVW], C, 1.0f, a->qkv, 3 * C);
-    o->attention_fwd(dev, a->atty, a->att, a->qkv, B, T, C, NH);
+    float *qkv = dest(m, a->qkv, W_QKV);
+    o->bias_rows(dev, qkv, w.p[P_QKVB], NULL, N, 3 * C);
+    o->gemm(dev, 0, 1, N, 3 * C, C, 1.0f, ln1, C, w.p[P_QKVW], C, 1.0f, qkv, 3 * C);
+    keep(m, a->qkv, qkv, 3 * NC);
+    float *atty = dest(m, a->atty, W_ATTY), *att = dest(m, a->att, W_ATT);
+    o->attention_fwd(dev, atty, att, qkv, B, T, C, NH);
+    store(m, a->att, att, (size_t)B * NH * T * T); /* only backward reads att */
+    keep(m, a->atty, atty, NC);
     /* res2 (N,C) = x + attprojb + atty . attprojw^T (bias and residual fused) */
-    o->bias_rows(dev, a->res2, w.p[P_ATTPROJB], x, N, C);
-    o->gemm(dev, 0, 1, N, C, C, 1.0f, a->atty, C, w.p[P_ATTPROJW], C, 1.0f, a->res2, C);
-    o->layernorm_fwd(dev, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, w.p[P_LN2W], w.p[P_LN2B], N, C);
+    float *res2 = dest(m, a->res2, W_R1);
+    o->bias_rows(dev, res2, w.p[P_ATTPROJB], x, N, C);
+    o->gemm(dev, 0, 1, N, C, C, 1.0f, atty, C, w.p[P_ATTPROJW], C, 1.0f, res2, C);
+    keep(m, a->res2, res2, NC);
+    float *ln2 = dest(m, a->ln2, W_LN);
+    o->layernorm_fwd(dev, ln2, a->ln2_mean, a->ln2_rstd, res2, w.p[P_LN2W], w.p[P_LN2B], N, C);
+    keep(m, a->ln2, ln2, NC);
     /* fch (N,4C) = fcb + ln2 . fcw (4C,C)^T; gelu */
-    o->bias_rows(dev, a->fch, w.p[P_FCB], NULL, N, 4 * C);
-    o->gemm(dev, 0, 1, N, 4 * C, C, 1.0f, a->ln2, C, w.p[P_FCW], C, 1.0f, a->fch, 4 * C);
-    o->gelu_fwd(dev, a->fch_gelu, a->fch, (size_t)N * 4 * C);
+    float *fch = dest(m, a->fch, W_FCH), *gelu = dest(m, a->fch_gelu, W_GELU);
+    o->bias_rows(dev, fch, w.p[P_FCB], NULL, N, 4 * C);
+    o->gemm(dev, 0, 1, N, 4 * C, C, 1.0f, ln2, C, w.p[P_FCW], C, 1.0f, fch, 4 * C);
+    keep(m, a->fch, fch, 4 * NC);
+    o->gelu_fwd(dev, gelu, fch, 4 * NC);
+    keep(m, a->fch_gelu, gelu, 4 * NC);
     /* res3 (N,C) = res2 + fcprojb + gelu (N,4C) . fcprojw (C,4C)^T */
-    o->bias_rows(dev, a->res3, w.p[P_FCPROJB], a->res2, N, C);
-    o->gemm(dev, 0, 1, N, C, 4 * C, 1.0f, a->fch_gelu, 4 * C, w.p[P_FCPROJW], 4 * C, 1.0f, a->res3, C);
-    x = a->res3;
+    float *res3 = dest(m, a->res3, W_R0);
+    o->bias_rows(dev, res3, w.p[P_FCPROJB], res2, N, C);
+    o->gemm(dev, 0, 1, N, C, 4 * C, 1.0f, gelu, 4 * C, w.p[P_FCPROJW], 4 * C, 1.0f, res3, C);
+    keep(m, a->res3, res3, NC);
+    x = res3;
   }
-  o->layernorm_fwd(dev, m->lnf, m->lnf_mean, m->lnf_rstd, x, P + m->lay.lnfw, P + m->lay.lnfb, N, C);
-  /* logits (N,Vp) = lnf (N,C) . wte (Vp,C)^T */
-  o->gemm(dev, 0, 1, N, Vp, C, 1.0f, m->lnf, C, P + m->lay.wte, C, 0.0f, m->logits, Vp);
+  float *lnf = dest(m, m->lnf, W_LN);
+  o->layernorm_fwd(dev, lnf, m->lnf_mean, m->lnf_rstd, x, P + m->lay.lnfw, P + m->lay.lnfb, N, C);
+  keep(m, m->lnf, lnf, NC);
+  /* logits (N,Vp) = lnf (N,C) . wte (Vp,C)^T; logits and the loss stay fp32 */
+  o->gemm(dev, 0, 1, N, Vp, C, 1.0f, lnf, C, P + m->lay.wte, C, 0.0f, m->logits, Vp);
   if (!targets) {
     if (loss) *loss = 0.0f;
     return 0;
@@ -375,11 +464,13 @@ int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
   /* dlogits in place of the logits */
   o->crossent_bwd(dev, m->logits, m->lse, m->targets, scale / (float)N, N, V, Vp);
   float *dlog = m->logits;
+  size_t NC = (size_t)N * C;
+  const float *lnf = view(m, m->lnf, W_LN, NC);
   /* LM head: dwte (Vp,C) += dlogits^T (Vp,N) . lnf (N,C); dlnf (N,C) = dlogits . wte */
-  o->gemm(dev, 1, 0, Vp, C, N, 1.0f, dlog, Vp, m->lnf, C, 1.0f, G + m->lay.wte, C);
+  o->gemm(dev, 1, 0, Vp, C, N, 1.0f, dlog, Vp, lnf, C, 1.0f, G + m->lay.wte, C);
   o->gemm(dev, 0, 0, N, C, Vp, 1.0f, dlog, Vp, P + m->lay.wte, C, 0.0f, m->dC, C);
   o->zero(dev, m->dres, (size_t)N * C);
-  const float *xL = L > 0 ? m->al[L - 1].res3 : m->encoded;
+  const float *xL = view(m, L > 0 ? m->al[L - 1].res3 : m->encoded, W_R0, NC);
   o->layernorm_bwd(dev, m->dres, G + m->lay.lnfw, G + m->lay.lnfb, m->dC, xL, P + m->lay.lnfw, m->lnf_mean,
                    m->lnf_rstd, N, C, m->ln_scratch);
   notify(m, m->lay.lnfw, 2 * (size_t)C);
@@ -387,23 +478,27 @@ int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
   for (int l = L - 1; l >= 0; l--) {
     layer_view w = layer_of(m, P, l), g = layer_of(m, G, l);
     acts_layer *a = &m->al[l];
-    const float *x = l == 0 ? m->encoded : m->al[l - 1].res3;
-    /* MLP branch; dres is d(res3) */
-    o->gemm(dev, 1, 0, C, 4 * C, N, 1.0f, m->dres, C, a->fch_gelu, 4 * C, 1.0f, g.p[P_FCPROJW], 4 * C);
+    /* MLP branch; dres is d(res3). Each kept activation is widened (16-bit
+     * mode) just before its first use. */
+    const float *gelu = view(m, a->fch_gelu, W_GELU, 4 * NC);
+    o->gemm(dev, 1, 0, C, 4 * C, N, 1.0f, m->dres, C, gelu, 4 * C, 1.0f, g.p[P_FCPROJW], 4 * C);
     o->bias_bwd(dev, g.p[P_FCPROJB], m->dres, N, C);
     o->gemm(dev, 0, 0, N, 4 * C, C, 1.0f, m->dres, C, w.p[P_FCPROJW], 4 * C, 0.0f, m->d4C, 4 * C);
-    o->gelu_bwd(dev, m->d4C, a->fch, m->d4C, (size_t)N * 4 * C);
-    o->gemm(dev, 1, 0, 4 * C, C, N, 1.0f, m->d4C, 4 * C, a->ln2, C, 1.0f, g.p[P_FCW], C);
+    o->gelu_bwd(dev, m->d4C, view(m, a->fch, W_FCH, 4 * NC), m->d4C, 4 * NC);
+    const float *ln2 = view(m, a->ln2, W_LN, NC);
+    o->gemm(dev, 1, 0, 4 * C, C, N, 1.0f, m->d4C, 4 * C, ln2, C, 1.0f, g.p[P_FCW], C);
     o->bias_bwd(dev, g.p[P_FCB], m->d4C, N, 4 * C);
     o->gemm(dev, 0, 0, N, C, 4 * C, 1.0f, m->d4C, 4 * C, w.p[P_FCW], C, 0.0f, m->dC, C);
-    o->layernorm_bwd(dev, m->dres, g.p[P_LN2W], g.p[P_LN2B], m->dC, a->res2, w.p[P_LN2W], a->ln2_mean, a->ln2_rstd, N,
+    o->layernorm_bwd(dev, m->dres, g.p[P_LN2W], g.p[P_LN2B], m->dC, view(m, a->res2, W_R1, NC), w.p[P_LN2W], a->ln2_mean, a->ln2_rstd, N,
                      C, m->ln_scratch);
     /* attention branch; dres is now d(res2) */
-    o->gemm(dev, 1, 0, C, C, N, 1.0f, m->dres, C, a->atty, C, 1.0f, g.p[P_ATTPROJW], C);
+    o->gemm(dev, 1, 0, C, C, N, 1.0f, m->dres, C, view(m, a->atty, W_ATTY, NC), C, 1.0f, g.p[P_ATTPROJW], C);
     o->bias_bwd(dev, g.p[P_ATTPROJB], m->dres, N, C);
     o->gemm(dev, 0, 0, N, C, C, 1.0f, m->dres, C, w.p[P_ATTPROJW], C, 0.0f, m->dC, C);
-    o->attention_bwd(dev, m->dqkv, m->dC, a->qkv, a->att, B, T, C, NH, m->att_scratch);
-    o->gemm(dev, 1, 0, 3 * C, C, N, 1.0f, m->dqkv, 3 * C, a->ln1, C, 1.0f, g.p[P_QKVW], C);
+    const float *qkv = view(m, a->qkv, W_QKV, 3 * NC), *att = view(m, a->att, W_ATT, (size_t)B * NH * T * T);
+    o->attention_bwd(dev, m->dqkv, m->dC, qkv, att, B, T, C, NH, m->att_scratch);
+    const float *ln1 = view(m, a->ln1, W_LN, NC);
+    o->gemm(dev, 1, 0, 3 * C, C, N, 1.0f, m->dqkv, 3 * C, ln1, C, 1.0f, g.p[P_QKVW], C);
     o->bias_bwd(dev, g.p[P_QKVB], m->dqkv, N, 3 * C);
     /* The key bias has an exactly zero gradient: it adds q.b_k to every score
      * of a row, and softmax is invariant to that. What bias_bwd sums there is
@@ -411,6 +506,7 @@ int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
      * lr-sized random steps, so write the exact value. */
     memset(g.p[P_QKVB] + C, 0, (size_t)C * sizeof(float));
     o->gemm(dev, 0, 0, N, C, 3 * C, 1.0f, m->dqkv, 3 * C, w.p[P_QKVW], C, 0.0f, m->dC, C);
+    const float *x = view(m, l == 0 ? m->encoded : m->al[l - 1].res3, W_R0, NC);
     o->layernorm_bwd(dev, m->dres, g.p[P_LN1W], g.p[P_LN1B], m->dC, x, w.p[P_LN1W], a->ln1_mean, a->ln1_rstd, N, C,
                      m->ln_scratch);
     size_t off, cnt;

@@ -24,9 +24,21 @@ typedef struct layer_view {
   float *p[P_NLAYER];
 } layer_view;
 
+/* The activations one layer keeps for backward. The big tensors are stored
+ * in the model's activation dtype (act_dt): float* for YK_DT_F32, uint16_t*
+ * raw f16/bf16 bits otherwise, hence void*. mean/rstd are always fp32 (N
+ * floats each, negligible). */
 typedef struct acts_layer {
-  float *ln1, *ln1_mean, *ln1_rstd, *qkv, *atty, *att, *res2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *res3;
+  void *ln1, *qkv, *atty, *att, *res2, *ln2, *fch, *fch_gelu, *res3;
+  float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd;
 } acts_layer;
+
+/* fp32 work buffers of the 16-bit activation mode: a kernel writes its fp32
+ * result into one of these, the model rounds it into the 16-bit store (and
+ * back, so later kernels see the rounded values); backward widens a stored
+ * tensor into one before a gemm or kernel reads it. Sizes in floats:
+ * R0, R1, LN, ATTY: N*C; QKV: N*3C; FCH, GELU: N*4C; ATT: B*NH*T*T. */
+enum { W_R0, W_R1, W_LN, W_QKV, W_ATTY, W_ATT, W_FCH, W_GELU, W_COUNT };
 
 struct yk_model {
   yk_model_config cfg;
@@ -36,12 +48,22 @@ struct yk_model {
   float *params, *grads;
   yk_tensor_desc *tensors;
   int ntensors;
-  /* activations */
+  /* activations: act_dt is YK_DT_F32, YK_DT_F16 or YK_DT_BF16. act_mem
+   * holds the fp32 ones (mean/rstd, logits, losses, lse; and every kept
+   * activation when act_dt is fp32); act16_mem the kept activations in
+   * 16-bit mode (NULL in fp32 mode). */
+  yk_dtype act_dt;
   float *act_mem;
-  size_t act_numel;
-  float *encoded;
+  size_t act_numel;     /* floats in act_mem, scratch excluded */
+  uint16_t *act16_mem;
+  size_t act16_numel;   /* uint16 elements in act16_mem */
+  size_t kept_numel;    /* elements of the kept activations in act_dt (encoded, per-layer tensors, lnf) */
+  float *work[W_COUNT]; /* 16-bit mode only; NULL in fp32 mode */
+  size_t work_numel;
+  void *encoded;
   acts_layer *al;
-  float *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *lse;
+  void *lnf;
+  float *lnf_mean, *lnf_rstd, *logits, *losses, *lse;
   /* backward scratch */
   float *dres, *dC, *d4C, *dqkv, *ln_scratch, *att_scratch;
   size_t scratch_numel;

@@ -96,6 +96,21 @@ typedef void (*yk_model_grad_hook)(void *ctx, size_t offset, size_t count);
  * (zeroed) and activations. Parameters are zero until init or load.
  * *out is owned by the caller: free with yk_model_destroy. */
 int yk_model_create(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_model **out, yk_diag *d);
+/* Same, choosing the dtype of the activations the model keeps for backward:
+ * YK_DT_F32 (what yk_model_create does), YK_DT_F16 or YK_DT_BF16 (mixed
+ * precision, issue 4). In 16-bit mode every kept activation - encoded, and
+ * per layer ln1, qkv, atty, att (the attention probabilities), res2, ln2,
+ * fch (MLP pre-activation), fch_gelu, res3; then lnf - is stored in 16 bits
+ * (half the bytes, see yk_model_activation_bytes). Every kernel still
+ * computes in fp32: its result goes to an fp32 work buffer and is rounded
+ * (nearest-even) into the 16-bit store, and consumers read the fp32 widening
+ * of the stored bits, so values are rounded to 16 bits between ops while
+ * sgemm and every kernel accumulate in fp32. Kept in fp32: LayerNorm
+ * mean/rstd (N floats each), the logits and the cross-entropy (losses, lse),
+ * the backward's gradient buffers and the parameter and gradient arenas.
+ * Another dtype is YK_ECONFIG. */
+int yk_model_create_ex(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_dtype act_dtype,
+                       yk_model **out, yk_diag *d);
 void yk_model_destroy(yk_model *m);
 
 const yk_model_config *yk_model_get_config(const yk_model *m);
@@ -103,6 +118,14 @@ int yk_model_batch(const yk_model *m);   /* B */
 int yk_model_seq_len(const yk_model *m); /* T */
 /* Bytes of parameters + gradients + activations + scratch held by m. */
 size_t yk_model_memory_bytes(const yk_model *m);
+/* Bytes of the activations kept for backward in the activation dtype
+ * (encoded, the nine per-layer tensors above, lnf): halves in 16-bit mode.
+ * Part of yk_model_memory_bytes, which also counts the fp32 logits,
+ * mean/rstd, backward buffers and (16-bit mode) one layer's fp32 work
+ * buffers. */
+size_t yk_model_activation_bytes(const yk_model *m);
+/* The activation dtype given at creation (YK_DT_F32 for yk_model_create). */
+yk_dtype yk_model_act_dtype(const yk_model *m);
 
 /* The arenas (owned by the model; valid until destroy). Same numel. */
 float *yk_model_params(yk_model *m);

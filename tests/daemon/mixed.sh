@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # FP16/BF16 mixed precision in yoke train:
 #  - fp16 and bf16 track fp32: after 200 steps the validation loss is within 4%
-#    of fp32's (16-bit weights and gradients, fp32 master and moments);
+#    of fp32's (16-bit weights, activations and gradients, fp32 master and
+#    moments);
+#  - fp16 and bf16 runs are deterministic (same seed: identical losses);
 #  - 16-bit gradients halve the bytes all-reduced per step (2 ranks, mpirun);
 #  - overflow injection (loss_scale.init=1e20): steps are skipped, the scale
 #    backs off, then training recovers and the loss goes down;
@@ -28,6 +30,15 @@ for p in fp16 bf16; do
   v=$(field "$tmp/$p.json" val_loss)
   awk -v a="$v" -v b="$v32" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 0.04 * b) }' \
     && pass "$p val loss $v within 4% of fp32 $v32" || fail "$p val loss $v vs fp32 $v32"
+done
+
+# Determinism with 16-bit weights, activations and gradients: a second fp16
+# and bf16 run print the same losses, bit for bit as printed.
+for p in fp16 bf16; do
+  "$YOKE" train "$tmp/job.yaml" --json --set train.precision=$p > "$tmp/${p}b.json" 2>/dev/null
+  n=$(grep -c '"loss": ' "$tmp/$p.json")
+  [ "$n" -gt 0 ] && diff <(grep -o '"loss": [0-9.e+-]*' "$tmp/$p.json") <(grep -o '"loss": [0-9.e+-]*' "$tmp/${p}b.json") > /dev/null \
+    && pass "$p: two runs print identical losses ($n lines)" || fail "$p runs differ"
 done
 
 # Bytes on the wire: 2 ranks, fp32 vs fp16.

@@ -433,6 +433,21 @@ START_TEST(test_casts_exact) {
       if (!same_half(hb[i], yk_f32_to_bf16(f[i]), 1))
         ck_abort_msg("bf16 of %a: %04x vs %04x", f[i], hb[i], yk_f32_to_bf16(f[i]));
     }
+    /* fused round: same bits, and x becomes their widening */
+    for (int bf = 0; bf < 2; bf++) {
+      float *x = malloc(n * 4);
+      uint16_t *hr = malloc(n * 2);
+      memcpy(x, f, n * 4);
+      (bf ? dev->ops->round_bf16 : dev->ops->round_f16)(dev, hr, x, n);
+      for (size_t i = 0; i < n; i++) {
+        uint16_t e = bf ? yk_f32_to_bf16(f[i]) : yk_f32_to_f16(f[i]);
+        float ew = bf ? yk_bf16_to_f32(e) : yk_f16_to_f32(e);
+        if (!same_half(hr[i], e, bf) || !(isnan(ew) ? isnan(x[i]) : memcmp(&ew, &x[i], 4) == 0))
+          ck_abort_msg("round_%s of %a: %04x %a vs %04x %a (%s)", bf ? "bf16" : "f16", f[i], hr[i], x[i], e, ew,
+                       yk_isa_name(variants[v].isa));
+      }
+      free(x), free(hr);
+    }
     dev->ops->f16_to_f32(dev, back, all, 65536);
     for (int i = 0; i < 65536; i++) {
       float e = yk_f16_to_f32((uint16_t)i);

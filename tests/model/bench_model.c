@@ -1,5 +1,6 @@
 /* bench_model.c - forward+backward timing of a GPT-2 preset (not a ctest;
- * for tuning). Usage: bench_model [preset] [B] [T] [threads] [steps]
+ * for tuning). Usage: bench_model [preset] [B] [T] [threads] [steps] [act]
+ * act: fp32 (default), fp16 or bf16 = the dtype of the kept activations.
  * Prints ms/step, tokens/s, GFLOP/s and MFU against the device's measured
  * sgemm rate. Also the process CPU time per step (on a machine shared with
  * other work, the 1-thread CPU time is the better estimate of dedicated-core
@@ -7,6 +8,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "yk_model.h"
@@ -27,7 +29,11 @@ int main(int argc, char **argv) {
   yk_model_config cfg;
   if (yk_model_preset(preset, &cfg, &d)) return fprintf(stderr, "%s\n", d.msg), 1;
   yk_model *m;
-  if (yk_model_create(&cfg, B, T, dev, &m, &d)) return fprintf(stderr, "%s\n", d.msg), 1;
+  const char *act = argc > 6 ? argv[6] : "fp32";
+  yk_dtype adt = !strcmp(act, "fp16") ? YK_DT_F16 : !strcmp(act, "bf16") ? YK_DT_BF16 : YK_DT_F32;
+  if (yk_model_create_ex(&cfg, B, T, dev, adt, &m, &d)) return fprintf(stderr, "%s\n", d.msg), 1;
+  printf("%s B=%d T=%d act=%s: memory %.1f MiB (kept activations %.1f MiB)\n", preset, B, T, act,
+         yk_model_memory_bytes(m) / 1048576.0, yk_model_activation_bytes(m) / 1048576.0);
   yk_model_init_random(m, 1);
   int32_t *in = malloc(sizeof(int32_t) * B * T), *tg = malloc(sizeof(int32_t) * B * T);
   for (int i = 0; i < B * T; i++) in[i] = (i * 7919) % cfg.vocab_size, tg[i] = (i * 104729 + 1) % cfg.vocab_size;

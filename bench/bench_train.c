@@ -66,12 +66,17 @@ int yk_bench_parse_int_list(const char *s, int *out, int max) {
 }
 
 /* Best sgemm rate (GFLOP/s) of the device, same threads as training, over
- * the model's largest products: (B*T, C) x (C, 4C) (the MLP) and
- * (B*T, C) x (C, 3C) (QKV), best of 10 each. */
-static double sgemm_peak(const yk_device *dev, int C, int N) {
-  double a = yk_device_gemm_gflops(dev, N, 4 * C, C, 10);
-  double b = yk_device_gemm_gflops(dev, N, 3 * C, C, 10);
-  return a > b ? a : b;
+ * the model's products: (B*T, C) x (C, 4C) (the MLP), (B*T, C) x (C, 3C)
+ * (QKV) and (B*T, C) x (C, Vp) (the LM head, the largest), best of several
+ * runs each. The best of them is the rate MFU is measured against, so MFU
+ * stays below 100% even when small products split poorly over threads. */
+static double sgemm_peak(const yk_device *dev, int C, int N, int Vp) {
+  double r[3] = {yk_device_gemm_gflops(dev, N, 4 * C, C, 10), yk_device_gemm_gflops(dev, N, 3 * C, C, 10),
+                 yk_device_gemm_gflops(dev, N, Vp, C, 3)};
+  double best = r[0];
+  for (int i = 1; i < 3; i++)
+    if (r[i] > best) best = r[i];
+  return best;
 }
 
 typedef struct {
@@ -123,7 +128,7 @@ static int bench_yoke(const yk_model_config *mc, int B, int T, int threads, int 
   r->ms = sec * 1e3;
   r->tok_s = B * T / sec;
   r->gflops = yk_model_flops_per_token(mc, T) * B * T / sec * 1e-9;
-  r->peak = sgemm_peak(dev, mc->channels, B * T);
+  r->peak = sgemm_peak(dev, mc->channels, B * T, mc->padded_vocab_size);
   r->mfu = r->peak > 0 ? r->gflops / r->peak : 0;
 out:
   free(times);

@@ -574,6 +574,22 @@ static void idle_poll(yk_comm *c) {
   }
 }
 
+/* Run one request with c->mu held on entry and on return: mark the
+ * communicator busy, drop the lock while the operation runs, then mark the
+ * request done and wake its waiters. Used by the comm thread and by the
+ * inline fast path of an idle communicator. */
+static void run_op_locked(yk_comm *c, struct yk_request *r) {
+  c->busy = 1;
+  r->state = 1;
+  c->op_deadline = 0; /* exec_op sets it; the watchdog ignores 0 */
+  pthread_mutex_unlock(&c->mu);
+  exec_op(c, r);
+  pthread_mutex_lock(&c->mu);
+  c->busy = 0;
+  r->state = 2;
+  pthread_cond_broadcast(&c->cv);
+}
+
 static void *comm_thread(void *arg) {
   yk_comm *c = arg;
   pthread_mutex_lock(&c->mu);
@@ -602,15 +618,7 @@ static void *comm_thread(void *arg) {
     struct yk_request *r = c->qhead;
     c->qhead = r->next;
     if (!c->qhead) c->qtail = NULL;
-    c->busy = 1;
-    r->state = 1;
-    c->op_deadline = 0; /* exec_op sets it; the watchdog ignores 0 */
-    pthread_mutex_unlock(&c->mu);
-    exec_op(c, r);
-    pthread_mutex_lock(&c->mu);
-    c->busy = 0;
-    r->state = 2;
-    pthread_cond_broadcast(&c->cv);
+    run_op_locked(c, r);
   }
   pthread_mutex_unlock(&c->mu);
   return NULL;
@@ -654,15 +662,7 @@ static int run_inline_or_submit(yk_comm *c, struct yk_request *r) {
    * peer's lock): keep them on the comm thread, under the watchdog of
    * yk_request_wait, so the caller always gets an answer. */
   if (!c->qhead && !c->busy && c->inline_ok) {
-    c->busy = 1;
-    r->state = 1;
-    c->op_deadline = 0; /* exec_op sets it; the watchdog ignores 0 */
-    pthread_mutex_unlock(&c->mu);
-    exec_op(c, r);
-    pthread_mutex_lock(&c->mu);
-    c->busy = 0;
-    r->state = 2;
-    pthread_cond_broadcast(&c->cv);
+    run_op_locked(c, r);
     pthread_mutex_unlock(&c->mu);
     return 1;
   }

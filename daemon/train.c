@@ -275,6 +275,22 @@ static int trainer_init(trainer *t, yk_diag *d) {
   return 0;
 }
 
+/* Forward windows first, first + stride, ... (< n) of ld through m;
+ * acc[0] += their losses, acc[1] += their count. in/tg are (B,T) buffers.
+ * Shared by validation in the step loop and by `yoke eval`. */
+static int sum_window_losses(yk_model *m, const yk_data_loader *ld, uint64_t first, uint64_t stride, uint64_t n,
+                             int32_t *in, int32_t *tg, double acc[2], yk_diag *d) {
+  for (uint64_t q = first; q < n; q += stride) {
+    yk_data_loader_window(ld, q, in, tg, NULL, NULL);
+    float loss;
+    int rc = yk_model_forward(m, in, tg, &loss, d);
+    if (rc) return rc;
+    acc[0] += loss;
+    acc[1] += 1;
+  }
+  return 0;
+}
+
 /* Mean loss over the first val_batches windows of the validation set, so
  * every evaluation sees the same tokens whatever the world size: rank r
  * evaluates windows r, r + world, ... and the sums are reduced. */
@@ -283,15 +299,10 @@ static int trainer_validate(trainer *t, double *out, yk_diag *d) {
   uint64_t w = yk_data_loader_epoch_windows(t->val_ld);
   if (n > w) n = w;
   double acc[2] = {0, 0}; /* loss sum, windows */
-  for (uint64_t q = (uint64_t)t->rank; q < n; q += (uint64_t)t->world) {
-    yk_data_loader_window(t->val_ld, q, t->inputs, t->targets, NULL, NULL);
-    float loss;
-    int rc = yk_model_forward(t->model, t->inputs, t->targets, &loss, d);
-    if (rc) return rc;
-    acc[0] += loss;
-    acc[1] += 1;
-  }
-  int rc = yk_dp_allreduce_sum_f64(&t->dp, acc, 2, d);
+  int rc = sum_window_losses(t->model, t->val_ld, (uint64_t)t->rank, (uint64_t)t->world, n, t->inputs, t->targets,
+                             acc, d);
+  if (rc) return rc;
+  rc = yk_dp_allreduce_sum_f64(&t->dp, acc, 2, d);
   if (rc) return rc;
   *out = acc[0] / acc[1];
   return 0;
@@ -689,14 +700,9 @@ int yk_daemon_cmd_eval(int argc, char **argv) {
     rc = yk_errorf(&d, YK_ENOMEM, "out of memory");
     goto fail;
   }
-  double sum = 0;
-  for (uint64_t q = 0; q < n; q++) {
-    yk_data_loader_window(ld, q, in, tg, NULL, NULL);
-    float loss;
-    if ((rc = yk_model_forward(m, in, tg, &loss, &d)) != 0) goto fail;
-    sum += loss;
-  }
-  double mean = sum / (double)n;
+  double acc[2] = {0, 0};
+  if ((rc = sum_window_losses(m, ld, 0, 1, n, in, tg, acc, &d)) != 0) goto fail;
+  double mean = acc[0] / acc[1];
   printf("eval: loss %.6f over %llu batches of %lld x %lld tokens\n", mean, (unsigned long long)n, (long long)B,
          (long long)T);
   if (json)

@@ -175,7 +175,10 @@ START_TEST(two_ranks) {
   uint64_t x = 1, all[2];
   ck_assert_int_eq(yk_daemon_ctl_allgather(r[0].ctl, &x, sizeof x, all, yk_deadline_in_ms(5000), NULL), YK_EABORTED);
   yk_daemon_ctl_stop(r[0].ctl, 7, "peer failed");
-  int code;
+  int code = 0;
+  /* rank 0's BYE is flushed, but the coordinator's loop thread may not have
+   * read it yet: give it up to 2 s. */
+  for (int i = 0; i < 200 && yk_coord_finished(ct.co, &code) != 1; i++) yk_sleep_ms(10);
   ck_assert_int_eq(yk_coord_finished(ct.co, &code), 1);
   ck_assert_int_eq(code, 7);
   uv_async_send(&ct.stop);

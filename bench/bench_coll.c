@@ -38,10 +38,13 @@ static const char usage_text[] =
     "  -w, --warmup N          warm-up iterations (default 2)\n"
     "  --transport LIST        libfabric,mpi (default both)\n"
     "  --provider NAME         libfabric provider (default shm on one host, else tcp;ofi_rxm)\n"
-    "  --algo LIST             ring,tree,auto (default ring,tree; tree rows stop at --tree-max)\n"
+    "  --algo LIST             ring,tree,shm,auto (default ring,tree,shm; tree rows stop at --tree-max;\n"
+    "                          shm rows only where the ranks share a host)\n"
     "  --tree-max SIZE         largest message for the tree algorithm (default 4M)\n"
     "  --dtype LIST            f32,f16,bf16 (default f32,f16)\n"
     "  --no-mpi                do not measure MPI_Allreduce\n"
+    "  --no-register           do not register the buffers with yoke (shm then copies peers' buffers\n"
+    "                          through the kernel, process_vm_readv, instead of reading them directly)\n"
     "  --no-gloo               do not run torch.distributed gloo\n"
     "  --timeout-ms MS         per-operation deadline (default 60000)\n"
     "  --json                  one JSON object per row on stdout (table goes to stderr)\n"
@@ -51,7 +54,7 @@ static const char usage_text[] =
 
 typedef struct bopts {
   uint64_t minb, maxb, tree_max;
-  int factor, iters, warmup, mpi, gloo, json;
+  int factor, iters, warmup, mpi, gloo, json, reg;
   uint64_t timeout_ms;
   const char *transports, *provider, *algos, *dtypes, *png, *calibrate;
 } bopts;
@@ -68,6 +71,7 @@ typedef struct bctx {
   series_pt *pts;
   int npts, cappts;
   double ceiling_gbs, membw_gbs;
+  yk_shmem *sm, *rm; /* the benchmark's buffers */
   double best_tcp_busbw_64m; /* yoke over tcp at >= 64 MiB f32 (min over sizes) */
 } bctx;
 
@@ -249,6 +253,10 @@ static int bench_transport(bctx *b, const char *transport, char *sb, char *rb, d
     o.timeout_ms = b->o.timeout_ms;
     rc = yk_comm_create(&o, bs, &c, &d);
   }
+  if (!rc && b->o.reg) {
+    rc = yk_comm_register(c, b->sm, &d);
+    if (!rc) rc = yk_comm_register(c, b->rm, &d);
+  }
   if (rc) {
     if (b->rank == 0) fprintf(stderr, "yoke bench coll: %s: %s\n", transport, yk_diag_msg(&d, rc));
     yk_bootstrap_destroy(bs);
@@ -262,15 +270,20 @@ static int bench_transport(bctx *b, const char *transport, char *sb, char *rb, d
     yk_dtype t;
     yk_dtype_parse(dts[di], &t);
     size_t es = yk_dtype_size(t);
-    static const char *const algs[] = {"ring", "tree", "auto"};
-    for (int ai = 0; ai < 3 && !failed; ai++) {
+    static const char *const algs[] = {"ring", "tree", "shm", "auto"};
+    for (int ai = 0; ai < 4 && !failed; ai++) {
       if (!in_list(b->o.algos, algs[ai])) continue;
       yk_algo a;
       yk_algo_parse(algs[ai], &a);
+      /* the board does not depend on the transport: one set of rows, and
+       * none when the ranks span hosts */
+      if (a == YK_ALGO_SHM && (!yk_comm_shm_state(c) || mpi_done)) continue;
       yk_comm_set_algo(c, a);
+      const char *tn = a == YK_ALGO_SHM ? (b->o.reg ? "board+direct" : yk_comm_shm_state(c) & 2 ? "board+cma" : "board")
+                                        : tname;
       char title[200];
       snprintf(title, sizeof title, "allreduce %s, algo %s, transport %s, %d ranks (out-of-place)", dts[di], algs[ai],
-               tname, b->size);
+               tn, b->size);
       header(b, title);
       int si = 0;
       for (uint64_t bytes = b->o.minb; bytes <= b->o.maxb; bytes *= (uint64_t)b->o.factor, si++) {
@@ -290,7 +303,7 @@ static int bench_transport(bctx *b, const char *transport, char *sb, char *rb, d
         /* MPI on the same buffers, once per dtype and size */
         double tm = NAN;
         int midx = di * 64 + si;
-        if (b->o.mpi && ai == 0 && !mpi_done) {
+        if (b->o.mpi && !mpi_done && mpi_times[midx] == 0) {
           mrun m;
           if (t == YK_DT_F32) {
             m.dt = MPI_FLOAT;
@@ -318,9 +331,9 @@ static int bench_transport(bctx *b, const char *transport, char *sb, char *rb, d
                   tm / ty);
           fflush(b->tab);
         }
-        json_row(b, "yoke", algs[ai], tname, dts[di], bytes, ty, total_wrong);
+        json_row(b, "yoke", algs[ai], tn, dts[di], bytes, ty, total_wrong);
         char lab[96];
-        snprintf(lab, sizeof lab, "yoke %s %s %s", algs[ai], tname, dts[di]);
+        snprintf(lab, sizeof lab, "yoke %s %s %s", algs[ai], tn, dts[di]);
         add_pt(b, lab, (double)bytes, busbw);
         if (strstr(tname, "tcp") && t == YK_DT_F32 && bytes >= (64u << 20)) {
           if (b->best_tcp_busbw_64m == 0 || busbw < b->best_tcp_busbw_64m) b->best_tcp_busbw_64m = busbw;
@@ -448,6 +461,10 @@ static int calibrate(bctx *b) {
     o.algo = "ring";
     rc = yk_comm_create(&o, bs, &c, &d);
   }
+  if (!rc && b->o.reg) {
+    rc = yk_comm_register(c, b->sm, &d);
+    if (!rc) rc = yk_comm_register(c, b->rm, &d);
+  }
   if (rc) {
     if (b->rank == 0) fprintf(stderr, "yoke bench coll --calibrate: %s\n", yk_diag_msg(&d, rc));
     yk_bootstrap_destroy(bs);
@@ -531,7 +548,7 @@ static int check_list(const char *flag, const char *list, const char *allowed) {
 
 static int parse(int argc, char **argv, bopts *o) {
   *o = (bopts){.minb = 4096, .maxb = 256u << 20, .tree_max = 4u << 20, .factor = 2, .iters = 20, .warmup = 2,
-               .mpi = 1, .gloo = 1, .timeout_ms = 60000, .transports = "libfabric,mpi", .algos = "ring,tree",
+               .mpi = 1, .gloo = 1, .reg = 1, .timeout_ms = 60000, .transports = "libfabric,mpi", .algos = "ring,tree,shm",
                .dtypes = "f32,f16"};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -539,6 +556,7 @@ static int parse(int argc, char **argv, bopts *o) {
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) return -1;
     else if (!strcmp(a, "--json")) o->json = 1, used = 0;
     else if (!strcmp(a, "--no-mpi")) o->mpi = 0, used = 0;
+    else if (!strcmp(a, "--no-register")) o->reg = 0, used = 0;
     else if (!strcmp(a, "--no-gloo")) o->gloo = 0, used = 0;
     else if (!strcmp(a, "-b") || !strcmp(a, "--minbytes")) rc = parse_size(a, v, &o->minb);
     else if (!strcmp(a, "-e") || !strcmp(a, "--maxbytes")) rc = parse_size(a, v, &o->maxb);
@@ -551,7 +569,7 @@ static int parse(int argc, char **argv, bopts *o) {
       rc = parse_int(a, v, 100, &t);
       o->timeout_ms = (uint64_t)t;
     } else if (!strcmp(a, "--transport")) rc = v ? check_list(a, v, "libfabric,mpi") : 2, o->transports = v;
-    else if (!strcmp(a, "--algo")) rc = v ? check_list(a, v, "ring,tree,auto") : 2, o->algos = v;
+    else if (!strcmp(a, "--algo")) rc = v ? check_list(a, v, "ring,tree,shm,auto") : 2, o->algos = v;
     else if (!strcmp(a, "--dtype")) rc = v ? check_list(a, v, "f32,f16,bf16") : 2, o->dtypes = v;
     else if (!strcmp(a, "--provider")) rc = v ? 0 : 2, o->provider = v;
     else if (!strcmp(a, "--png")) rc = v ? 0 : 2, o->png = v;
@@ -596,7 +614,16 @@ int yk_bench_cmd_coll(int argc, char **argv) {
   if (b.o.calibrate) {
     failed = calibrate(&b);
   } else {
-    char *sb = yk_alloc(b.o.maxb), *rb = yk_alloc(b.o.maxb);
+    /* The buffers are shared-memory (memfd) allocations: MPI_Allreduce and
+     * yoke run on the very same memory; with --register (default) yoke
+     * registers them so the board reads peers' buffers directly. */
+    yk_shmem sm = {0}, rm = {0};
+    yk_diag ad = {0};
+    if (yk_shmem_alloc(b.o.maxb, "bench-send", &sm, &ad) || yk_shmem_alloc(b.o.maxb, "bench-recv", &rm, &ad))
+      fprintf(stderr, "yoke bench coll: %s\n", yk_diag_msg(&ad, ad.code));
+    b.sm = &sm;
+    b.rm = &rm;
+    char *sb = sm.ptr, *rb = rm.ptr;
     double *mpi_times = calloc(3 * 64, sizeof(double));
     if (!sb || !rb || !mpi_times) {
       fprintf(stderr, "yoke bench coll: cannot allocate 2 x %llu bytes\n", (unsigned long long)b.o.maxb);
@@ -609,8 +636,8 @@ int yk_bench_cmd_coll(int argc, char **argv) {
       failed |= bench_transport(&b, trs[i], sb, rb, mpi_times, mpi_done);
       mpi_done = 1;
     }
-    yk_free(sb);
-    yk_free(rb);
+    yk_shmem_free(&sm);
+    yk_shmem_free(&rm);
     free(mpi_times);
     if (!failed && b.o.gloo) run_gloo(&b);
     write_png(&b);

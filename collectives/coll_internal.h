@@ -183,6 +183,31 @@ struct yk_comm {
   char abort_reason[256];
   int broken_rc;
   yk_diag broken_diag;
+  /* single-host shared memory (algo_shm.c) */
+  int *node;                 /* per rank: lowest rank with the same host, net and pid namespace */
+  struct coll_board *board;  /* shared mapping, NULL = none */
+  size_t board_bytes;
+  int shm_ok, cma_ok;        /* agreed by all ranks at creation */
+  uint64_t shm_k;            /* number of board operations so far (equal on all ranks) */
+  size_t shm_oneshot;        /* largest one-shot all-reduce in bytes */
+  size_t shm_block;          /* two-shot block (bytes) */
+  uint64_t shm_cookie;       /* read by the peers' cross-memory-attach probe */
+  void *shm_tmp;
+  size_t shm_tmp_bytes;
+  struct coll_reg {          /* yk_comm_register */
+    uintptr_t base;
+    size_t bytes;
+    int fd;
+    uint64_t ino;
+  } regs[16];
+  int nregs;
+  struct coll_map {          /* peers' registered buffers mapped here */
+    int64_t pid;
+    uint64_t ino, bytes;
+    void *local;
+    uint64_t used;           /* board operation of the last use (eviction) */
+  } maps[32];
+  int nmaps;
   uint64_t op_deadline;    /* of the running op */
   uint64_t stall_deadline; /* when to start failure diagnosis */
 };
@@ -218,6 +243,21 @@ int coll_ring_allgather(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_chain_broadcast(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_dissemination_barrier(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_rd_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
+
+#define YK_COLL_MAX_SHM_RANKS 64
+/* Board operations (algo_shm.c). Setup is collective over c (uses ring
+ * operations) and never fails the communicator: without shared memory the
+ * board stays off on every rank. */
+int coll_shm_setup(yk_comm *c, size_t oneshot_bytes, yk_diag *d);
+void coll_shm_destroy(yk_comm *c);
+int coll_shm_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
+/* Wait until *flag >= want, written by `peer` in shared memory: same
+ * deadline, abort and dead-peer handling as coll_wait. */
+int coll_wait_flag(yk_comm *c, const _Atomic uint64_t *flag, uint64_t want, int peer, yk_diag *d);
+/* Report a failure (already in d) to the peers and break the communicator. */
+int coll_fail(yk_comm *c, int culprit, int rc, yk_diag *d);
+int coll_hdr_check(yk_comm *c, const coll_hdr *mine, const coll_hdr *theirs, int peer, yk_diag *d);
+int coll_peer_gone(yk_comm *c, int peer, yk_diag *d);
 
 void coll_range(size_t count, int size, int rank, size_t *off, size_t *len);
 double coll_model_time(const coll_model *m, yk_algo a, int p, size_t bytes);

@@ -363,6 +363,51 @@ static int wait_impl(yk_comm *c, xreq *r, int peer, int trunc_ok, yk_diag *d) {
   }
 }
 
+int coll_fail(yk_comm *c, int culprit, int rc, yk_diag *d) {
+  broadcast_abort(c, culprit, rc, d ? d->msg : "failure");
+  return set_broken(c, rc, d);
+}
+
+int coll_peer_gone(yk_comm *c, int peer, yk_diag *d) { return gone_error(c, peer, d); }
+
+/* Shared-memory wait: spin briefly (a peer a few microseconds behind), then
+ * yield, then sleep in short naps so that a rank waiting long for a slower
+ * peer does not take the core that peer's compute threads need. */
+int coll_wait_flag(yk_comm *c, const _Atomic uint64_t *flag, uint64_t want, int peer, yk_diag *d) {
+  c->cur_peer = peer;
+  unsigned spins = 0;
+  uint64_t t0 = 0;
+  for (;;) {
+    if (atomic_load_explicit(flag, memory_order_acquire) >= want) return 0;
+    ++spins;
+    if (spins < 256) {
+      __builtin_ia32_pause();
+      continue;
+    }
+    if ((spins & 15) == 0) {
+      int rc;
+      c->x->ops->progress(c->x, NULL);
+      if ((rc = poll_ctrl(c, peer, d))) return set_broken(c, rc, d);
+      if (atomic_load(&c->abort_req)) {
+        rc = yk_errorf(d, YK_EABORTED, "communicator aborted on rank %d (host %s): %s", c->rank,
+                       host_of(c, c->rank), c->abort_reason);
+        broadcast_abort(c, c->rank, rc, d ? d->msg : "aborted");
+        return set_broken(c, rc, d);
+      }
+      if (peer_gone(c, peer)) return gone_error(c, peer, d);
+      uint64_t now = yk_now_ns();
+      if (now >= c->stall_deadline) return diagnose(c, peer, d);
+      if (!t0) t0 = now;
+      if (now - t0 > 1000000ull) {
+        struct timespec ts = {0, now - t0 > 20000000ull ? 200000 : 50000};
+        nanosleep(&ts, NULL);
+        continue;
+      }
+    }
+    sched_yield();
+  }
+}
+
 /* ---- header check ------------------------------------------------------- */
 
 void coll_hdr_fill(yk_comm *c, struct yk_request *r, coll_hdr *h) {
@@ -398,6 +443,15 @@ static int hdr_compare(yk_comm *c, const coll_hdr *mine, const coll_hdr *theirs,
     hdr_describe(theirs, b, sizeof b);
     return yk_errorf(d, YK_EMISMATCH, "mismatched collectives: rank %d (host %s) called %s but rank %d (host %s) called %s",
                      c->rank, host_of(c, c->rank), a, peer, host_of(c, peer), b);
+  }
+  return 0;
+}
+
+int coll_hdr_check(yk_comm *c, const coll_hdr *mine, const coll_hdr *theirs, int peer, yk_diag *d) {
+  int rc = hdr_compare(c, mine, theirs, peer, sizeof *theirs, d);
+  if (rc) {
+    broadcast_abort(c, peer, rc, d ? d->msg : "mismatch");
+    return set_broken(c, rc, d);
   }
   return 0;
 }
@@ -489,7 +543,10 @@ double coll_model_time(const coll_model *m, yk_algo a, int p, size_t bytes) {
 
 yk_algo yk_comm_pick_algo(const yk_comm *c, size_t bytes) {
   if (c->algo == YK_ALGO_RING || c->algo == YK_ALGO_TREE) return c->algo;
-  /* shm and hier are not built yet: fall back to the model's choice */
+  /* One host: the shared board (one-shot for small messages, a direct
+   * two-shot for large ones when the ranks can read each other's memory).
+   * Hier is not built yet: it falls back to the model's choice. */
+  if (c->shm_ok && (bytes <= c->shm_oneshot || c->cma_ok)) return YK_ALGO_SHM;
   double tr = coll_model_time(&c->model, YK_ALGO_RING, c->size, bytes);
   double tt = coll_model_time(&c->model, YK_ALGO_TREE, c->size, bytes);
   return tt < tr ? YK_ALGO_TREE : YK_ALGO_RING;
@@ -525,6 +582,13 @@ static void exec_op(yk_comm *c, struct yk_request *r) {
     return;
   }
   c->nposted = 0;
+  if (r->kind == OPK_ALLREDUCE && c->size > 1 &&
+      yk_comm_pick_algo(c, r->count * yk_dtype_size(r->dtype)) == YK_ALGO_SHM) {
+    /* the board carries the header check */
+    r->rc = coll_shm_allreduce(c, r, d);
+    if (r->rc) set_broken(c, r->rc, d);
+    return;
+  }
   /* Header first, data after it matched: a mismatched count never reaches
    * a provider as a truncated message (libfabric shm does not fail those
    * cleanly). The tree all-reduce also carries the header in its data. */
@@ -661,7 +725,12 @@ static int run_inline_or_submit(yk_comm *c, struct yk_request *r) {
   /* libfabric calls can get stuck inside a provider (shm spins on a dead
    * peer's lock): keep them on the comm thread, under the watchdog of
    * yk_request_wait, so the caller always gets an answer. */
-  if (!c->qhead && !c->busy && c->inline_ok) {
+  /* Board operations never enter the provider (only its control-message
+   * polling), so they may run inline: that saves a thread hand-off, which is
+   * most of a small all-reduce's latency. */
+  int board = r->kind == OPK_ALLREDUCE && c->size > 1 && c->shm_ok &&
+              yk_comm_pick_algo(c, r->count * yk_dtype_size(r->dtype)) == YK_ALGO_SHM;
+  if (!c->qhead && !c->busy && (c->inline_ok || board)) {
     run_op_locked(c, r);
     pthread_mutex_unlock(&c->mu);
     return 1;
@@ -955,9 +1024,24 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
     goto fail;
   }
   int same_host = 1;
+  c->node = calloc((size_t)c->size, sizeof(int));
+  if (!c->node) {
+    free(ids);
+    rc = yk_errorf(d, YK_ENOMEM, "out of memory");
+    goto fail;
+  }
   for (int i = 0; i < c->size; i++) {
     memcpy(c->hosts[i], ids[i].host, sizeof c->hosts[i]);
     same_host &= !strcmp(ids[i].host, ids[0].host) && !strcmp(ids[i].netns, ids[0].netns);
+    /* a node: one host, network and pid namespace (an unknown pid namespace
+     * makes a rank its own node) */
+    c->node[i] = i;
+    for (int j = 0; j < i && ids[i].pidns[0]; j++)
+      if (!strcmp(ids[i].host, ids[j].host) && !strcmp(ids[i].netns, ids[j].netns) &&
+          !strcmp(ids[i].pidns, ids[j].pidns)) {
+        c->node[i] = j;
+        break;
+      }
     /* liveness by pid only for other processes in our host and pid namespace */
     int local = !strcmp(ids[i].host, me.host) && me.pidns[0] && !strcmp(ids[i].pidns, me.pidns);
     c->pids[i] = local && ids[i].pid != me.pid ? ids[i].pid : 0;
@@ -975,6 +1059,7 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
   c->inline_ok = strcmp(tr, "libfabric") != 0;
   snprintf(c->tname, sizeof c->tname, "%s", c->x->name);
   rc = comm_init_common(c, d);
+  if (!rc) rc = coll_shm_setup(c, opts.shm_oneshot_bytes, d);
   if (rc) goto fail;
   *out = c;
   return 0;
@@ -1030,7 +1115,8 @@ int yk_comm_split(yk_comm *p, int colour, int key, yk_comm **out, yk_diag *d) {
   c->xrank = calloc((size_t)n, sizeof(int));
   c->hosts = calloc((size_t)n, sizeof *c->hosts);
   c->pids = calloc((size_t)n, sizeof(int64_t));
-  if (!c->xrank || !c->hosts || !c->pids) {
+  c->node = calloc((size_t)n, sizeof(int));
+  if (!c->xrank || !c->hosts || !c->pids || !c->node) {
     free(all), free(members);
     yk_comm_destroy(c);
     return yk_errorf(d, YK_ENOMEM, "out of memory splitting a communicator");
@@ -1040,6 +1126,7 @@ int yk_comm_split(yk_comm *p, int colour, int key, yk_comm **out, yk_diag *d) {
     c->xrank[i] = p->xrank[members[i]];
     memcpy(c->hosts[i], p->hosts[members[i]], sizeof c->hosts[i]);
     if (c->pids) c->pids[i] = p->pids ? p->pids[members[i]] : 0;
+    c->node[i] = p->node ? p->node[members[i]] : -1 - i;
   }
   free(all);
   free(members);
@@ -1056,6 +1143,7 @@ int yk_comm_split(yk_comm *p, int colour, int key, yk_comm **out, yk_diag *d) {
   c->log = p->log;
   snprintf(c->tname, sizeof c->tname, "%s", p->tname);
   rc = comm_init_common(c, d);
+  if (!rc) rc = coll_shm_setup(c, p->shm_oneshot, d);
   if (rc) {
     yk_comm_destroy(c);
     return rc;
@@ -1139,6 +1227,7 @@ void yk_comm_destroy(yk_comm *c) {
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
   }
+  coll_shm_destroy(c);
   free(c->ctrl_sends);
   free(c->ctrl_sbuf);
   free(c->stuck_for);
@@ -1146,6 +1235,7 @@ void yk_comm_destroy(yk_comm *c) {
   free(c->xrank);
   free(c->hosts);
   free(c->pids);
+  free(c->node);
   free(c->xreqs);
   free(c->xreqs2);
   free(c->hello_reqs);

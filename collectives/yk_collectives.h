@@ -105,6 +105,9 @@ typedef struct yk_comm_opts {
   uint32_t epoch;            /* generation of this communicator; bump after an abort */
   size_t segment_bytes;      /* pipeline segment of ring algorithms; 0 = 256 KiB */
   size_t fusion_bytes;       /* yk_fusion threshold; 0 = 1 MiB */
+  size_t shm_oneshot_bytes;  /* algo shm: all-reduces up to this size go through the shared board in one shot
+                              * (each rank reduces every input), larger ones are a direct two-shot; 0 = 64 KiB,
+                              * at most 1 MiB */
   const char *model_file;    /* cost-model constants written by `yoke bench coll --calibrate`; NULL = built-in */
   const yk_logger *log;      /* NULL = stderr at INFO */
 } yk_comm_opts;
@@ -199,6 +202,19 @@ void yk_comm_range(const yk_comm *c, int rank, size_t count, size_t *off, size_t
 /* Force an algorithm for the following operations (YK_ALGO_AUTO = cost
  * model). Must be called identically on all ranks between operations. */
 void yk_comm_set_algo(yk_comm *c, yk_algo a);
+/* Single-host shared memory: bit 0 = the ranks share a board (all on one
+ * host and pid namespace; algo shm can run), bit 1 = they can also read each
+ * other's buffers (cross-memory attach, or one process): large all-reduces
+ * are then a direct two-shot. 0 when the ranks span hosts. */
+int yk_comm_shm_state(const yk_comm *c);
+/* Register a buffer of this process (yk_shmem) so that peers on this host
+ * read it directly, without a kernel copy, when it is the input or output of
+ * an all-reduce (the buffer may be any sub-range of it). Local, not
+ * collective; up to 16 registrations. The communicator keeps no reference to
+ * the memory after yk_comm_unregister or destroy; peers may keep their
+ * mapping of it until they destroy the communicator. */
+int yk_comm_register(yk_comm *c, const yk_shmem *m, yk_diag *d);
+void yk_comm_unregister(yk_comm *c, const yk_shmem *m);
 /* The algorithm the communicator would use for an all-reduce of `bytes`. */
 yk_algo yk_comm_pick_algo(const yk_comm *c, size_t bytes);
 

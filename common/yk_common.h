@@ -148,6 +148,18 @@ void yk_sleep_ms(unsigned ms);
 void *yk_alloc(size_t n);
 void yk_free(void *p);
 
+/* Memory that other processes of this host can map (an anonymous memfd,
+ * mapped shared): collectives read a registered buffer of a peer on the
+ * same host directly instead of copying it through the kernel. Zeroed.
+ * The caller owns it and frees it with yk_shmem_free (which closes fd). */
+typedef struct yk_shmem {
+  void *ptr;
+  size_t bytes; /* as mapped: the request rounded up to a page */
+  int fd;       /* -1 when not allocated */
+} yk_shmem;
+int yk_shmem_alloc(size_t bytes, const char *what, yk_shmem *out, yk_diag *d);
+void yk_shmem_free(yk_shmem *m);
+
 /* Read a whole file into a new buffer (NUL-terminated for convenience; the
  * terminator is not counted in *len). Caller frees with free(). */
 int yk_file_read(const char *path, char **buf, size_t *len, yk_diag *d);

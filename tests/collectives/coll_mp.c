@@ -1,7 +1,7 @@
 /* coll_mp.c - the multi-process test program of the collectives tests. One
  * process per rank, started by mpirun (--bootstrap mpi) or by a shell script
  * (--bootstrap file --dir D --job J --rank R --size N).
- *   check     exact correctness: ring and tree all-reduce, reduce-scatter,
+ *   check     exact correctness: ring, tree and shm all-reduce, reduce-scatter,
  *             all-gather, broadcast, barrier over dtypes x ops x sizes
  *   loop      large all-reduces until --seconds pass (for the kill test)
  *   mismatch  rank 1 all-reduces a different count than the others
@@ -20,16 +20,31 @@ static int fail_out(int rank, int rc, yk_diag *d, double t0) {
   return 3;
 }
 
-static int run_check(yk_comm *c, int big) {
+static int run_check(yk_comm *c, int big, int reg) {
   int p = yk_comm_size(c), me = yk_comm_rank(c), salt = 0, rc;
   const size_t sizes[] = {0, 1, 2, 7, 13, 97, 1000, 4099, 65537, 262147};
   size_t ns = big ? YK_ARRAY_LEN(sizes) : YK_ARRAY_LEN(sizes) - 2;
   size_t maxn = sizes[ns - 1];
-  char *sb = yk_alloc(maxn * 8), *rb = yk_alloc(maxn * 8);
   yk_diag d = {0};
+  /* --register: the buffers are shared memory registered with the
+   * communicator, so the board reads the peers' buffers in place */
+  yk_shmem sm = {.fd = -1}, rm = {.fd = -1};
+  char *sb, *rb;
+  if (reg) {
+    if ((rc = yk_shmem_alloc(maxn * 8, "coll-send", &sm, &d)) || (rc = yk_shmem_alloc(maxn * 8, "coll-recv", &rm, &d)) ||
+        (rc = yk_comm_register(c, &sm, &d)) || (rc = yk_comm_register(c, &rm, &d)))
+      return fail_out(me, rc, &d, yk_now_s());
+    sb = sm.ptr;
+    rb = rm.ptr;
+  } else {
+    sb = yk_alloc(maxn * 8);
+    rb = yk_alloc(maxn * 8);
+  }
   double t0 = yk_now_s();
   long checks = 0;
-  for (int a = YK_ALGO_RING; a <= YK_ALGO_TREE; a++) {
+  int shm = yk_comm_shm_state(c);
+  for (int a = YK_ALGO_RING; a <= YK_ALGO_SHM; a++) {
+    if (a == YK_ALGO_SHM && !shm) continue; /* ranks on several hosts */
     yk_comm_set_algo(c, (yk_algo)a);
     for (size_t di = 0; di < YK_ARRAY_LEN(tl_dtypes); di++)
       for (int op = 0; op < YK_OP_COUNT_; op++)
@@ -81,9 +96,17 @@ static int run_check(yk_comm *c, int big) {
       checks += 3;
     }
   if ((rc = yk_comm_barrier_sync(c, &d))) return fail_out(me, rc, &d, t0);
-  yk_free(sb);
-  yk_free(rb);
-  printf("coll_mp: rank %d of %d: %ld checks passed over %s in %.2f s\n", me, p, checks, yk_comm_transport_name(c),
+  if (reg) {
+    yk_comm_unregister(c, &sm);
+    yk_comm_unregister(c, &rm);
+    yk_shmem_free(&sm);
+    yk_shmem_free(&rm);
+  } else {
+    yk_free(sb);
+    yk_free(rb);
+  }
+  printf("coll_mp: rank %d of %d: %ld checks passed over %s (shared memory %s) in %.2f s\n", me, p, checks,
+         yk_comm_transport_name(c), shm == 3 ? (reg ? "board, direct" : "board, cma") : shm ? "board" : "none",
          yk_now_s() - t0);
   return 0;
 }
@@ -123,18 +146,21 @@ static int run_mismatch(yk_comm *c) {
 
 static void usage(void) {
   fprintf(stderr, "usage: coll_mp check|loop|mismatch [--bootstrap mpi|file] [--transport T] [--provider P]\n"
-                  "       [--dir D --job J --rank R --size N] [--timeout-ms MS] [--seconds S] [--big]\n");
+                  "       [--dir D --job J --rank R --size N] [--timeout-ms MS] [--seconds S] [--big]\n"
+                  "       [--oneshot BYTES] [--register]\n");
 }
 
 int main(int argc, char **argv) {
   if (argc < 2) return usage(), 2;
   const char *mode = argv[1], *boot = "mpi", *dir = NULL, *job = "coll", *tr = "auto", *prov = NULL;
-  int rank = -1, size = -1, big = 0;
+  int rank = -1, size = -1, big = 0, reg = 0;
+  long oneshot = 0;
   long timeout = 20000;
   double secs = 30;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--big")) big = 1;
+    else if (!strcmp(a, "--register")) reg = 1;
     else if (!v) return usage(), 2;
     else if (!strcmp(a, "--bootstrap")) boot = v, i++;
     else if (!strcmp(a, "--transport")) tr = v, i++;
@@ -145,6 +171,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--size")) size = atoi(v), i++;
     else if (!strcmp(a, "--timeout-ms")) timeout = atol(v), i++;
     else if (!strcmp(a, "--seconds")) secs = atof(v), i++;
+    else if (!strcmp(a, "--oneshot")) oneshot = atol(v), i++;
     else return usage(), 2;
   }
   int use_mpi = !strcmp(boot, "mpi");
@@ -162,6 +189,7 @@ int main(int argc, char **argv) {
     o.transport = tr;
     o.provider = prov;
     o.timeout_ms = (uint64_t)timeout;
+    o.shm_oneshot_bytes = (size_t)oneshot;
     rc = yk_comm_create(&o, b, &c, &d);
   }
   int ret;
@@ -169,7 +197,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "coll_mp: setup failed: %s\n", yk_diag_msg(&d, rc));
     ret = 2;
   } else if (!strcmp(mode, "check")) {
-    ret = run_check(c, big);
+    ret = run_check(c, big, reg);
   } else if (!strcmp(mode, "loop")) {
     ret = run_loop(c, secs);
   } else if (!strcmp(mode, "mismatch")) {

@@ -11,4 +11,10 @@ for np in 2 3 4; do
 done
 expect_ok "mpirun -np 2 --big, transport mpi" run 2 check --transport mpi --big
 expect_ok "mpirun -np 3, transport libfabric shm over the MPI bootstrap" run 3 check --transport libfabric --provider shm
+# the shared-memory board between processes: one-shot up to 64 bytes, then
+# the direct two-shot, reading peers through process_vm_readv or (registered
+# buffers) through their memfd mapped here
+expect_ok "mpirun -np 2, board two-shot via cross-memory attach" run 2 check --transport mpi --oneshot 64
+expect_ok "mpirun -np 3, board two-shot on registered buffers" run 3 check --transport mpi --oneshot 64 --register
+expect_ok "mpirun -np 4 --big, board two-shot on registered buffers" run 4 check --transport mpi --big --register
 finish

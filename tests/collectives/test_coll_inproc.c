@@ -87,11 +87,20 @@ static void opts_test(yk_comm_opts *o) {
 
 static const size_t sizes[] = {0, 1, 2, 3, 5, 7, 8, 13, 31, 97, 1000, 4099};
 
+static void do_allreduce_on(tctx *t, yk_comm *c, yk_algo algo, int async, char *sb, char *rb);
+
 static void do_allreduce(tctx *t, yk_comm *c, yk_algo algo, int async) {
-  int p = t->size;
-  yk_comm_set_algo(c, algo);
   size_t maxn = 4099;
   char *sb = yk_alloc(maxn * 8), *rb = yk_alloc(maxn * 8);
+  do_allreduce_on(t, c, algo, async, sb, rb);
+  yk_free(sb);
+  yk_free(rb);
+}
+
+/* sb, rb: room for 4099 elements of 8 bytes */
+static void do_allreduce_on(tctx *t, yk_comm *c, yk_algo algo, int async, char *sb, char *rb) {
+  int p = t->size;
+  yk_comm_set_algo(c, algo);
   int salt = 0;
   for (size_t di = 0; di < YK_ARRAY_LEN(tl_dtypes); di++)
     for (int op = 0; op < YK_OP_COUNT_; op++)
@@ -124,8 +133,7 @@ static void do_allreduce(tctx *t, yk_comm *c, yk_algo algo, int async) {
           }
         }
 out:
-  yk_free(sb);
-  yk_free(rb);
+  return;
 }
 
 static void do_others(tctx *t, yk_comm *c) {
@@ -190,8 +198,54 @@ out:
 static void fn_exhaustive(tctx *t, yk_comm *c) {
   do_allreduce(t, c, YK_ALGO_RING, 1);
   do_allreduce(t, c, YK_ALGO_TREE, 0);
+  do_allreduce(t, c, YK_ALGO_SHM, 1); /* one-shot: every size here fits the board */
   do_others(t, c);
 }
+
+/* The shared-memory board with a one-shot limit of 64 bytes and 512-byte
+ * blocks: most sizes take the direct two-shot over many blocks, with plain
+ * buffers (copied) and with registered ones (read in place). */
+static void fn_two_shot(tctx *t, yk_comm *c) {
+  if (t->size > 1 && yk_comm_shm_state(c) != 3) {
+    FAILF(t, "p=%d rank %d: shared-memory state %d, expected 3 (board + direct reads)", t->size, t->rank,
+          yk_comm_shm_state(c));
+    return;
+  }
+  if (t->size > 1 && yk_comm_pick_algo(c, 1 << 20) != YK_ALGO_SHM) {
+    FAILF(t, "p=%d: the cost model does not pick shm on one host", t->size);
+    return;
+  }
+  do_allreduce(t, c, YK_ALGO_SHM, 1);
+  yk_shmem sm, rm;
+  yk_diag d = {0};
+  if (yk_shmem_alloc(4099 * 8, "test-send", &sm, &d) || yk_shmem_alloc(4099 * 8, "test-recv", &rm, &d)) {
+    FAILF(t, "shmem: %s", yk_diag_msg(&d, d.code));
+    return;
+  }
+  int rc = yk_comm_register(c, &sm, &d);
+  if (!rc) rc = yk_comm_register(c, &rm, &d);
+  if (rc) FAILF(t, "register: %s", yk_diag_msg(&d, rc));
+  else do_allreduce_on(t, c, YK_ALGO_SHM, 0, sm.ptr, rm.ptr);
+  /* everybody is done reading my buffers before they go away */
+  rc = yk_comm_barrier_sync(c, &d);
+  if (rc) FAILF(t, "barrier: %s", yk_diag_msg(&d, rc));
+  yk_comm_unregister(c, &sm);
+  yk_comm_unregister(c, &rm);
+  yk_shmem_free(&sm);
+  yk_shmem_free(&rm);
+}
+
+START_TEST(shm_two_shot) {
+  int p = _i;
+  shared *sh = shared_new();
+  yk_comm_opts o;
+  opts_test(&o);
+  o.shm_oneshot_bytes = 64;
+  run_world(p, &o, fn_two_shot, sh);
+  ck_assert_msg(atomic_load(&sh->fails) == 0, "%s", sh->first);
+  free(sh);
+}
+END_TEST
 
 START_TEST(exhaustive) {
   int p = _i;
@@ -601,6 +655,7 @@ int main(void) {
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, exhaustive, 1, 9);
+  tcase_add_loop_test(tc, shm_two_shot, 1, 9);
   tcase_add_test(tc, large_bitwise_identical);
   tcase_add_test(tc, simd_matches_scalar);
   tcase_add_test(tc, mismatch_reported_on_all_ranks);

@@ -25,7 +25,7 @@ for i in $(seq $KILLS); do
   # wait (bounded) until this run's first save is under way, then kill it
   # 0-0.6 s later, so the kill lands in the save/commit/rotate cycle even on
   # a loaded machine where start-up alone takes a second
-  for w in $(seq 200); do grep -q "ckpt: step" "$tmp/run.log" && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
+  for w in $(seq 800); do grep -q "ckpt: step" "$tmp/run.log" && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
   grep -q "ckpt: step" "$tmp/run.log" && killed_saving=$((killed_saving + 1))
   sleep 0.$(( RANDOM % 60 ))
   kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; pid=

@@ -180,6 +180,7 @@ typedef struct trainer {
   yk_dtype dt16;     /* YK_DT_F16 / YK_DT_BF16, or YK_DT_F32 for fp32 */
   float *master;
   uint16_t *params16, *grads16;
+  yk_shmem grads16_shm; /* grads16's memory when it is shared with the peers */
   yk_loss_scaler ls; /* fp16 only */
   yk_adamw adamw;
   yk_lr_schedule sched;
@@ -204,7 +205,8 @@ static void trainer_free(trainer *t) {
   yk_free(t->v);
   if (t->model && t->master != yk_model_params(t->model)) yk_free(t->master);
   yk_free(t->params16);
-  yk_free(t->grads16);
+  if (t->grads16_shm.ptr) yk_shmem_free(&t->grads16_shm);
+  else yk_free(t->grads16);
   yk_model_destroy(t->model);
   yk_device_destroy(t->dev);
 }
@@ -249,11 +251,27 @@ static int trainer_init(trainer *t, yk_diag *d) {
     return yk_errorf(d, YK_ENOMEM, "out of memory for optimizer state (%zu parameters)", t->nparams);
   t->prec = yk_config_precision(c);
   t->dt16 = t->prec == YK_PREC_FP16 ? YK_DT_F16 : t->prec == YK_PREC_BF16 ? YK_DT_BF16 : YK_DT_F32;
+  /* Ranks on one node: the buffer that is all-reduced (the fp32 gradient
+   * arena, or grads16) lives in shared memory registered with the
+   * communicator, so the peers read it in place instead of copying it
+   * through the kernel. */
+  int share = t->dp.comm && (yk_comm_shm_state(t->dp.comm) & 1);
+  if (share && t->prec == YK_PREC_FP32) {
+    rc = yk_model_share_grads(t->model, d);
+    if (!rc) rc = yk_comm_register(t->dp.comm, yk_model_grads_shmem(t->model), d);
+    if (rc == YK_EUNSUPPORTED) yk_diag_clear(d);
+    else if (rc) return rc;
+  }
   t->master = yk_model_params(t->model);
   if (t->prec != YK_PREC_FP32) {
     t->master = yk_alloc(t->nparams * sizeof(float));
     t->params16 = yk_alloc(t->nparams * sizeof(uint16_t));
-    t->grads16 = yk_alloc(t->nparams * sizeof(uint16_t));
+    t->grads16 = share ? NULL : yk_alloc(t->nparams * sizeof(uint16_t));
+    if (share) {
+      if ((rc = yk_shmem_alloc(t->nparams * sizeof(uint16_t), "yoke-grads16", &t->grads16_shm, d)) != 0) return rc;
+      t->grads16 = t->grads16_shm.ptr;
+      if ((rc = yk_comm_register(t->dp.comm, &t->grads16_shm, d)) != 0) return rc;
+    }
     if (!t->master || !t->params16 || !t->grads16)
       return yk_errorf(d, YK_ENOMEM, "out of memory for %s master weights (%zu parameters)", c->train.precision,
                        t->nparams);

@@ -49,6 +49,10 @@ static inline int threads_for(const yk_device *dev, size_t work) {
 /* ---- memory ---------------------------------------------------------- */
 
 static void *cpu_alloc(const yk_device *dev, size_t bytes) { return yk_alloc(bytes); }
+static int cpu_alloc_shared(const yk_device *dev, size_t bytes, yk_shmem *out, yk_diag *d) {
+  (void)dev;
+  return yk_shmem_alloc(bytes, "yoke-arena", out, d);
+}
 static void cpu_free(const yk_device *dev, void *p) { yk_free(p); }
 
 static void cpu_zero(const yk_device *dev, float *p, size_t n) {
@@ -438,6 +442,7 @@ static const yk_device_ops cpu_ops = {
     .name = "cpu",
     .alloc = cpu_alloc,
     .free = cpu_free,
+    .alloc_shared = cpu_alloc_shared,
     .zero = cpu_zero,
     .gemm = cpu_gemm,
     .encoder_fwd = cpu_encoder_fwd,

@@ -45,6 +45,12 @@ typedef struct yk_device_ops {
   /* ---- memory: 64-byte aligned, zeroed; NULL on failure ---------------- */
   void *(*alloc)(const yk_device *dev, size_t bytes);
   void (*free)(const yk_device *dev, void *p);
+  /* Memory that the collectives of other processes on this host can read
+   * in place (registered with yk_comm_register), e.g. the gradient arena of
+   * a data-parallel rank. NULL where the device has no such memory (an
+   * accelerator would register its own memory with its fabric instead).
+   * Zeroed; freed with yk_shmem_free. */
+  int (*alloc_shared)(const yk_device *dev, size_t bytes, yk_shmem *out, yk_diag *d);
 
   /* Set n floats at p to 0 (multi-threaded: gradient arenas are large). */
   void (*zero)(const yk_device *dev, float *p, size_t n);

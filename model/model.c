@@ -250,7 +250,8 @@ void yk_model_destroy(yk_model *m) {
   if (!m) return;
   const yk_device *dev = m->dev;
   dev->ops->free(dev, m->params);
-  dev->ops->free(dev, m->grads);
+  if (m->grads_shm.ptr) yk_shmem_free(&m->grads_shm);
+  else dev->ops->free(dev, m->grads);
   dev->ops->free(dev, m->act_mem);
   dev->ops->free(dev, m->act16_mem);
   free(m->al);
@@ -271,6 +272,23 @@ size_t yk_model_activation_bytes(const yk_model *m) { return m->kept_numel * yk_
 yk_dtype yk_model_act_dtype(const yk_model *m) { return m->act_dt; }
 float *yk_model_params(yk_model *m) { return m->params; }
 float *yk_model_grads(yk_model *m) { return m->grads; }
+
+int yk_model_share_grads(yk_model *m, yk_diag *d) {
+  if (m->grads_shm.ptr) return 0;
+  const yk_device *dev = m->dev;
+  if (!dev->ops->alloc_shared)
+    return yk_errorf(d, YK_EUNSUPPORTED, "device %s has no shared memory for the gradients", dev->ops->name);
+  yk_shmem s;
+  int rc = dev->ops->alloc_shared(dev, m->lay.total * sizeof(float), &s, d);
+  if (rc) return rc;
+  memcpy(s.ptr, m->grads, m->lay.total * sizeof(float));
+  dev->ops->free(dev, m->grads);
+  m->grads = s.ptr;
+  m->grads_shm = s;
+  return 0;
+}
+
+const yk_shmem *yk_model_grads_shmem(const yk_model *m) { return m->grads_shm.ptr ? &m->grads_shm : NULL; }
 size_t yk_model_num_params(const yk_model *m) { return m->lay.total; }
 int yk_model_tensors(const yk_model *m, const yk_tensor_desc **out) {
   *out = m->tensors;

@@ -130,6 +130,13 @@ yk_dtype yk_model_act_dtype(const yk_model *m);
 /* The arenas (owned by the model; valid until destroy). Same numel. */
 float *yk_model_params(yk_model *m);
 float *yk_model_grads(yk_model *m);
+/* Move the gradient arena to memory that collectives on this host can read
+ * in place (device alloc_shared); its contents are kept. YK_EUNSUPPORTED if
+ * the device has none. The model still owns it; pointers from an earlier
+ * yk_model_grads are stale. */
+int yk_model_share_grads(yk_model *m, yk_diag *d);
+/* The shared gradient arena, or NULL when yk_model_share_grads was not used. */
+const yk_shmem *yk_model_grads_shmem(const yk_model *m);
 size_t yk_model_num_params(const yk_model *m);
 /* The tensor table (owned by the model): *out gets the array, the return
  * value is its length (4 + 12*L). decay = 1 for wte, wpe, qkvw, attprojw,

@@ -343,8 +343,12 @@ static int gather_blocks(yk_comm *c, int q, uint64_t k, char *out, size_t qoff, 
   return peer_read(c, q, out + at, pa, n, d);
 }
 
-int coll_shm_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d) {
+/* All-reduce, reduce-scatter (input: count elements; output: my range,
+ * recvbuf[0..len)) or all-gather (input: my range; output: count elements)
+ * on the board. */
+int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d) {
   int n = c->size, me = c->rank, rc;
+  int ar = r->kind == OPK_ALLREDUCE, rs = ar || r->kind == OPK_REDUCE_SCATTER, ag = ar || r->kind == OPK_ALLGATHER;
   size_t es = yk_dtype_size(r->dtype), bytes = r->count * es;
   uint64_t k = ++c->shm_k;
   board_slot *my = slot(c, me);
@@ -356,8 +360,20 @@ int coll_shm_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d) {
   o->recvbuf = (uint64_t)(uintptr_t)r->recvbuf;
   find_reg(c, r->sendbuf, bytes, &o->reg[0]);
   find_reg(c, r->recvbuf, bytes, &o->reg[1]);
-  int oneshot = bytes <= c->shm_oneshot;
+  int oneshot = ar && bytes <= c->shm_oneshot;
   if (oneshot && bytes) memcpy(data(c, me, k), r->sendbuf, bytes);
+  size_t qoff[YK_COLL_MAX_SHM_RANKS], qlen[YK_COLL_MAX_SHM_RANKS], qnb[YK_COLL_MAX_SHM_RANKS], qgot[YK_COLL_MAX_SHM_RANKS];
+  size_t blk = c->shm_block / es ? c->shm_block / es : 1;
+  for (int q = 0; q < n; q++) {
+    coll_range(r->count, n, q, &qoff[q], &qlen[q]);
+    qnb[q] = (qlen[q] + blk - 1) / blk;
+    qgot[q] = 0;
+  }
+  char *out = r->recvbuf;
+  const char *in = r->sendbuf;
+  /* all-gather: my piece goes to its place in my output first, where the
+   * peers read it */
+  if (!rs && qlen[me] && in != out + qoff[me] * es) memmove(out + qoff[me] * es, in, qlen[me] * es);
   atomic_store_explicit(&my->arrive, k, memory_order_release);
   if ((rc = wait_arrivals(c, o, k, d))) return rc;
   if (!bytes) return 0;
@@ -368,55 +384,58 @@ int coll_shm_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d) {
     if (r->op == YK_OP_AVG) yk_coll_avg_finish(r->recvbuf, r->count, r->dtype, n);
     return 0;
   }
-  /* Reduce-scatter of my chunk block by block, interleaved with the
-   * all-gather: after each block, copy the blocks the peers have finished
-   * meanwhile, so they are read while still in the shared L3. Progress
-   * words are (k << 32) | blocks done. */
-  size_t blk = c->shm_block / es ? c->shm_block / es : 1;
-  size_t need = (size_t)(n - 1) * blk * es;
-  if (need > c->shm_tmp_bytes) {
-    yk_free(c->shm_tmp);
-    c->shm_tmp = yk_alloc(need);
-    c->shm_tmp_bytes = c->shm_tmp ? need : 0;
-    if (!c->shm_tmp) return yk_errorf(d, YK_ENOMEM, "out of memory for %zu bytes of shared-memory staging", need);
-  }
-  size_t qoff[YK_COLL_MAX_SHM_RANKS], qlen[YK_COLL_MAX_SHM_RANKS], qnb[YK_COLL_MAX_SHM_RANKS], qgot[YK_COLL_MAX_SHM_RANKS];
-  for (int q = 0; q < n; q++) {
-    coll_range(r->count, n, q, &qoff[q], &qlen[q]);
-    qnb[q] = (qlen[q] + blk - 1) / blk;
-    qgot[q] = 0;
-  }
-  char *out = r->recvbuf;
-  const char *in = r->sendbuf;
   uint64_t kk = k << 32;
-  for (size_t b = 0; b < qnb[me]; b++) {
-    size_t m = YK_MIN(blk, qlen[me] - b * blk), at = (qoff[me] + b * blk) * es;
-    /* Sum order: mine first, then me+1, me+2, ...: the output may alias my
-     * input (in place), and only the first source may alias dst. Each chunk
-     * has one owner, so every rank still gets the owner's bits. */
-    char *t = c->shm_tmp;
-    src[0] = in + at;
-    for (int i = 1; i < n; i++) {
-      int q = (me + i) % n;
-      uint64_t pa = slot(c, q)->op[k & 1].sendbuf + at;
-      if ((src[i] = peer_ptr(c, q, k, 0, pa, m * es))) continue; /* direct */
-      if ((rc = peer_read(c, q, t, pa, m * es, d))) return rc;
-      src[i] = t;
-      t += blk * es;
+  if (rs) {
+    /* Reduce-scatter of my chunk block by block; in an all-reduce it is
+     * interleaved with the all-gather: after each block, copy the blocks the
+     * peers have finished meanwhile, so they are read while still in the
+     * shared L3. Progress words are (k << 32) | blocks done. */
+    size_t need = (size_t)(n - 1) * blk * es;
+    if (need > c->shm_tmp_bytes) {
+      yk_free(c->shm_tmp);
+      c->shm_tmp = yk_alloc(need);
+      c->shm_tmp_bytes = c->shm_tmp ? need : 0;
+      if (!c->shm_tmp) return yk_errorf(d, YK_ENOMEM, "out of memory for %zu bytes of shared-memory staging", need);
     }
-    reduce_all(out + at, src, n, m, r->dtype, r->op);
-    if (r->op == YK_OP_AVG) yk_coll_avg_finish(out + at, m, r->dtype, n);
-    atomic_store_explicit(&my->rs_done, kk | (b + 1), memory_order_release);
-    for (int i = 1; i < n; i++) {
-      int q = (me + i) % n;
-      uint64_t ready = atomic_load_explicit(&slot(c, q)->rs_done, memory_order_acquire);
-      if (ready < kk) continue;
-      ready -= kk;
-      if (ready > qgot[q] && (rc = gather_blocks(c, q, k, out, qoff[q], qlen[q], blk, es, qgot[q], ready, d))) return rc;
-      if (ready > qgot[q]) qgot[q] = ready;
+    for (size_t b = 0; b < qnb[me]; b++) {
+      size_t m = YK_MIN(blk, qlen[me] - b * blk), at = (qoff[me] + b * blk) * es;
+      /* Sum order: mine first, then me+1, me+2, ...: the output may alias
+       * my input (in place), and only the first source may alias dst. Each
+       * chunk has one owner, so every rank still gets the owner's bits. */
+      char *t = c->shm_tmp;
+      src[0] = in + at;
+      for (int i = 1; i < n; i++) {
+        int q = (me + i) % n;
+        uint64_t pa = slot(c, q)->op[k & 1].sendbuf + at;
+        if ((src[i] = peer_ptr(c, q, k, 0, pa, m * es))) continue; /* direct */
+        if ((rc = peer_read(c, q, t, pa, m * es, d))) return rc;
+        src[i] = t;
+        t += blk * es;
+      }
+      char *dst = ag ? out + at : out + b * blk * es; /* reduce-scatter: recvbuf holds my range only */
+      reduce_all(dst, src, n, m, r->dtype, r->op);
+      if (r->op == YK_OP_AVG) yk_coll_avg_finish(dst, m, r->dtype, n);
+      atomic_store_explicit(&my->rs_done, kk | (b + 1), memory_order_release);
+      for (int i = 1; i < n && ag; i++) {
+        int q = (me + i) % n;
+        uint64_t ready = atomic_load_explicit(&slot(c, q)->rs_done, memory_order_acquire);
+        if (ready < kk) continue;
+        ready -= kk;
+        if (ready > qgot[q] && (rc = gather_blocks(c, q, k, out, qoff[q], qlen[q], blk, es, qgot[q], ready, d)))
+          return rc;
+        if (ready > qgot[q]) qgot[q] = ready;
+      }
     }
   }
   atomic_store_explicit(&my->rs_done, kk | qnb[me], memory_order_release);
+  if (!ag) {
+    /* reduce-scatter alone: a peer has read my input once its chunk is final */
+    for (int i = 1; i < n; i++) {
+      int q = (me + i) % n;
+      if ((rc = coll_wait_flag(c, &slot(c, q)->rs_done, kk | qnb[q], q, d))) return rc;
+    }
+    return 0;
+  }
   /* the rest of the all-gather */
   for (int i = 1; i < n; i++) {
     int q = (me + i) % n;

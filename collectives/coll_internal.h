@@ -185,6 +185,7 @@ struct yk_comm {
   yk_diag broken_diag;
   /* single-host shared memory (algo_shm.c) */
   int *node;                 /* per rank: lowest rank with the same host, net and pid namespace */
+  struct yk_comm *hier_local, *hier_cross; /* hier: my node's ranks; my peers (same local rank) on other nodes */
   struct coll_board *board;  /* shared mapping, NULL = none */
   size_t board_bytes;
   int shm_ok, cma_ok;        /* agreed by all ranks at creation */
@@ -250,7 +251,11 @@ int coll_rd_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
  * board stays off on every rank. */
 int coll_shm_setup(yk_comm *c, size_t oneshot_bytes, yk_diag *d);
 void coll_shm_destroy(yk_comm *c);
-int coll_shm_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
+/* All-reduce, reduce-scatter or all-gather on the board. */
+int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d);
+/* Hierarchical all-reduce (comm.c): board reduce-scatter on the node, ring or
+ * tree across nodes on 1/ppn of the data, board all-gather on the node. */
+int coll_hier_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
 /* Wait until *flag >= want, written by `peer` in shared memory: same
  * deadline, abort and dead-peer handling as coll_wait. */
 int coll_wait_flag(yk_comm *c, const _Atomic uint64_t *flag, uint64_t want, int peer, yk_diag *d);

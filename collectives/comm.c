@@ -379,32 +379,34 @@ int coll_wait_flag(yk_comm *c, const _Atomic uint64_t *flag, uint64_t want, int 
   uint64_t t0 = 0;
   for (;;) {
     if (atomic_load_explicit(flag, memory_order_acquire) >= want) return 0;
-    ++spins;
-    if (spins < 256) {
-      __builtin_ia32_pause();
+    __builtin_ia32_pause();
+    if ((++spins & 63) != 0) continue;
+    uint64_t now = yk_now_ns();
+    if (!t0) t0 = now;
+    uint64_t waited = now - t0;
+    /* pure spinning for the first 30 us: a peer a few microseconds behind
+     * (the usual case of a small all-reduce) costs no system call */
+    if (waited < 30000 && (spins & 1023) != 0) continue;
+    int rc;
+    c->x->ops->progress(c->x, NULL);
+    if ((rc = poll_ctrl(c, peer, d))) return set_broken(c, rc, d);
+    if (atomic_load(&c->abort_req)) {
+      rc = yk_errorf(d, YK_EABORTED, "communicator aborted on rank %d (host %s): %s", c->rank, host_of(c, c->rank),
+                     c->abort_reason);
+      broadcast_abort(c, c->rank, rc, d ? d->msg : "aborted");
+      return set_broken(c, rc, d);
+    }
+    if (peer_gone(c, peer)) return gone_error(c, peer, d);
+    if (now >= c->stall_deadline) return diagnose(c, peer, d);
+    if (waited < 30000) continue;
+    if (waited < 1000000ull) {
+      sched_yield();
       continue;
     }
-    if ((spins & 15) == 0) {
-      int rc;
-      c->x->ops->progress(c->x, NULL);
-      if ((rc = poll_ctrl(c, peer, d))) return set_broken(c, rc, d);
-      if (atomic_load(&c->abort_req)) {
-        rc = yk_errorf(d, YK_EABORTED, "communicator aborted on rank %d (host %s): %s", c->rank,
-                       host_of(c, c->rank), c->abort_reason);
-        broadcast_abort(c, c->rank, rc, d ? d->msg : "aborted");
-        return set_broken(c, rc, d);
-      }
-      if (peer_gone(c, peer)) return gone_error(c, peer, d);
-      uint64_t now = yk_now_ns();
-      if (now >= c->stall_deadline) return diagnose(c, peer, d);
-      if (!t0) t0 = now;
-      if (now - t0 > 1000000ull) {
-        struct timespec ts = {0, now - t0 > 20000000ull ? 200000 : 50000};
-        nanosleep(&ts, NULL);
-        continue;
-      }
-    }
-    sched_yield();
+    /* a long wait (a slower peer still computing): nap, so that this
+     * thread does not take the core that peer's compute threads need */
+    struct timespec ts = {0, waited > 20000000ull ? 200000 : 50000};
+    nanosleep(&ts, NULL);
   }
 }
 
@@ -543,6 +545,11 @@ double coll_model_time(const coll_model *m, yk_algo a, int p, size_t bytes) {
 
 yk_algo yk_comm_pick_algo(const yk_comm *c, size_t bytes) {
   if (c->algo == YK_ALGO_RING || c->algo == YK_ALGO_TREE) return c->algo;
+  /* Several nodes with several ranks each: the node's board around an
+   * all-reduce across nodes on 1/ppn of the data (small messages: the
+   * model's choice, one latency-bound exchange is cheaper). */
+  if (c->hier_local && (c->algo == YK_ALGO_AUTO || c->algo == YK_ALGO_HIER) && bytes > c->hier_local->shm_oneshot)
+    return YK_ALGO_HIER;
   /* One host: the shared board (one-shot for small messages, a direct
    * two-shot for large ones when the ranks can read each other's memory).
    * Hier is not built yet: it falls back to the model's choice. */
@@ -550,6 +557,37 @@ yk_algo yk_comm_pick_algo(const yk_comm *c, size_t bytes) {
   double tr = coll_model_time(&c->model, YK_ALGO_RING, c->size, bytes);
   double tt = coll_model_time(&c->model, YK_ALGO_TREE, c->size, bytes);
   return tt < tr ? YK_ALGO_TREE : YK_ALGO_RING;
+}
+
+/* The algorithm of one queued operation. */
+static yk_algo op_algo(const yk_comm *c, const struct yk_request *r) {
+  if (c->size < 2) return YK_ALGO_RING;
+  size_t bytes = r->count * yk_dtype_size(r->dtype);
+  if (r->kind == OPK_ALLREDUCE) return yk_comm_pick_algo(c, bytes);
+  if ((r->kind == OPK_REDUCE_SCATTER || r->kind == OPK_ALLGATHER) && c->shm_ok && c->cma_ok &&
+      (c->algo == YK_ALGO_AUTO || c->algo == YK_ALGO_SHM || c->algo == YK_ALGO_HIER))
+    return YK_ALGO_SHM;
+  return YK_ALGO_RING;
+}
+
+int coll_hier_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d) {
+  yk_comm *lc = c->hier_local, *xc = c->hier_cross;
+  size_t es = yk_dtype_size(r->dtype), off, len;
+  /* avg: sums on both levels, one division by the world size at the end */
+  yk_redop op = r->op == YK_OP_AVG ? YK_OP_SUM : r->op;
+  coll_range(r->count, lc->size, lc->rank, &off, &len);
+  char *mine = (char *)r->recvbuf + off * es;
+  int rc = yk_comm_reduce_scatter_sync(lc, r->sendbuf, mine, r->count, r->dtype, op, d);
+  if (!rc && len) rc = yk_comm_allreduce_sync(xc, mine, mine, len, r->dtype, op, d);
+  if (!rc && len && r->op == YK_OP_AVG) yk_coll_avg_finish(mine, len, r->dtype, c->size);
+  if (!rc) rc = yk_comm_allgather_sync(lc, mine, r->recvbuf, r->count, r->dtype, d);
+  if (rc) {
+    /* the stage that failed has told its own peers; tell everybody */
+    yk_comm_abort(lc, d && d->msg[0] ? d->msg : "hierarchical all-reduce failed");
+    yk_comm_abort(xc, d && d->msg[0] ? d->msg : "hierarchical all-reduce failed");
+    return coll_fail(c, c->culprit, rc, d);
+  }
+  return 0;
 }
 
 /* ---- executing one operation -------------------------------------------- */
@@ -582,10 +620,10 @@ static void exec_op(yk_comm *c, struct yk_request *r) {
     return;
   }
   c->nposted = 0;
-  if (r->kind == OPK_ALLREDUCE && c->size > 1 &&
-      yk_comm_pick_algo(c, r->count * yk_dtype_size(r->dtype)) == YK_ALGO_SHM) {
-    /* the board carries the header check */
-    r->rc = coll_shm_allreduce(c, r, d);
+  yk_algo oa = op_algo(c, r);
+  if (oa == YK_ALGO_SHM || oa == YK_ALGO_HIER) {
+    /* the board (and the stages' own exchanges) carry the header check */
+    r->rc = oa == YK_ALGO_SHM ? coll_shm_run(c, r, d) : coll_hier_allreduce(c, r, d);
     if (r->rc) set_broken(c, r->rc, d);
     return;
   }
@@ -728,8 +766,7 @@ static int run_inline_or_submit(yk_comm *c, struct yk_request *r) {
   /* Board operations never enter the provider (only its control-message
    * polling), so they may run inline: that saves a thread hand-off, which is
    * most of a small all-reduce's latency. */
-  int board = r->kind == OPK_ALLREDUCE && c->size > 1 && c->shm_ok &&
-              yk_comm_pick_algo(c, r->count * yk_dtype_size(r->dtype)) == YK_ALGO_SHM;
+  int board = c->shm_ok && op_algo(c, r) == YK_ALGO_SHM;
   if (!c->qhead && !c->busy && (c->inline_ok || board)) {
     run_op_locked(c, r);
     pthread_mutex_unlock(&c->mu);
@@ -954,6 +991,43 @@ static int env_algo(const char *cfg, yk_algo *out, yk_diag *d) {
   return 0;
 }
 
+/* Hierarchical groups when the ranks span nodes and every node holds the
+ * same number (2..64) of ranks: a communicator per node (with its board)
+ * and one per local rank across the nodes. All ranks agree, or nobody uses
+ * hier. */
+static int hier_setup(yk_comm *c, yk_diag *d) {
+  int n = c->size, nodes = 0, ppn = -1, even = 1, lrank = 0;
+  for (int i = 0; i < n; i++) {
+    if (c->node[i] != i) continue;
+    nodes++;
+    int cnt = 0;
+    for (int j = 0; j < n; j++) cnt += c->node[j] == i;
+    if (ppn < 0) ppn = cnt;
+    even &= cnt == ppn;
+  }
+  for (int j = 0; j < c->rank; j++) lrank += c->node[j] == c->node[c->rank];
+  if (nodes < 2 || !even || ppn < 2 || ppn > YK_COLL_MAX_SHM_RANKS) return 0;
+  yk_comm *lc = NULL, *xc = NULL;
+  int rc = yk_comm_split(c, c->node[c->rank], c->rank, &lc, d);
+  if (!rc) rc = yk_comm_split(c, lrank, c->rank, &xc, d);
+  int32_t ok = !rc && lc && xc && lc->shm_ok && lc->cma_ok;
+  if (!rc) rc = yk_comm_allreduce_sync(c, &ok, &ok, 1, YK_DT_I32, YK_OP_MIN, d);
+  if (rc || !ok) {
+    yk_comm_destroy(xc);
+    yk_comm_destroy(lc);
+    if (!rc && c->rank == 0)
+      yk_log(&c->log, YK_LOG_INFO, "collectives: %d nodes x %d ranks, but a node has no shared-memory board: no "
+                                   "hierarchical all-reduce", nodes, ppn);
+    return rc;
+  }
+  /* the three stages of one operation share its deadline */
+  lc->timeout_ms = xc->timeout_ms = YK_MAX(c->timeout_ms / 3, 1000);
+  lc->algo = xc->algo = c->algo == YK_ALGO_HIER ? YK_ALGO_AUTO : c->algo;
+  c->hier_local = lc;
+  c->hier_cross = xc;
+  return 0;
+}
+
 int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, yk_diag *d) {
   *out = NULL;
   yk_comm_opts opts;
@@ -1060,6 +1134,7 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
   snprintf(c->tname, sizeof c->tname, "%s", c->x->name);
   rc = comm_init_common(c, d);
   if (!rc) rc = coll_shm_setup(c, opts.shm_oneshot_bytes, d);
+  if (!rc) rc = hier_setup(c, d);
   if (rc) goto fail;
   *out = c;
   return 0;
@@ -1154,6 +1229,8 @@ int yk_comm_split(yk_comm *p, int colour, int key, yk_comm **out, yk_diag *d) {
 
 void yk_comm_abort(yk_comm *c, const char *reason) {
   if (!c) return;
+  yk_comm_abort(c->hier_local, reason);
+  yk_comm_abort(c->hier_cross, reason);
   pthread_mutex_lock(&c->mu);
   if (!atomic_load(&c->abort_req)) {
     snprintf(c->abort_reason, sizeof c->abort_reason, "%s", reason ? reason : "yk_comm_abort called");
@@ -1170,6 +1247,10 @@ void yk_comm_abort(yk_comm *c, const char *reason) {
 
 void yk_comm_destroy(yk_comm *c) {
   if (!c) return;
+  /* children share our transport: they go first */
+  yk_comm_destroy(c->hier_cross);
+  yk_comm_destroy(c->hier_local);
+  c->hier_cross = c->hier_local = NULL;
   pthread_mutex_lock(&c->mu);
   int stuck = c->thread_started && c->stuck && c->busy;
   if (stuck) c->stop = 1;

@@ -42,9 +42,10 @@ static int run_check(yk_comm *c, int big, int reg) {
   }
   double t0 = yk_now_s();
   long checks = 0;
-  int shm = yk_comm_shm_state(c);
-  for (int a = YK_ALGO_RING; a <= YK_ALGO_SHM; a++) {
-    if (a == YK_ALGO_SHM && !shm) continue; /* ranks on several hosts */
+  int shm = yk_comm_shm_state(c), hier = yk_comm_pick_algo(c, 1 << 20) == YK_ALGO_HIER;
+  for (int a = YK_ALGO_RING; a <= YK_ALGO_HIER; a++) {
+    if (a == YK_ALGO_SHM && !shm) continue;  /* ranks on several nodes */
+    if (a == YK_ALGO_HIER && !hier) continue; /* one node, or uneven nodes */
     yk_comm_set_algo(c, (yk_algo)a);
     for (size_t di = 0; di < YK_ARRAY_LEN(tl_dtypes); di++)
       for (int op = 0; op < YK_OP_COUNT_; op++)
@@ -105,9 +106,9 @@ static int run_check(yk_comm *c, int big, int reg) {
     yk_free(sb);
     yk_free(rb);
   }
-  printf("coll_mp: rank %d of %d: %ld checks passed over %s (shared memory %s) in %.2f s\n", me, p, checks,
+  printf("coll_mp: rank %d of %d: %ld checks passed over %s (shared memory %s%s) in %.2f s\n", me, p, checks,
          yk_comm_transport_name(c), shm == 3 ? (reg ? "board, direct" : "board, cma") : shm ? "board" : "none",
-         yk_now_s() - t0);
+         hier ? "; hier across nodes" : "", yk_now_s() - t0);
   return 0;
 }
 

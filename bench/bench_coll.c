@@ -42,6 +42,7 @@ static const char usage_text[] =
     "                          shm rows only where the ranks share a host)\n"
     "  --tree-max SIZE         largest message for the tree algorithm (default 4M)\n"
     "  --dtype LIST            f32,f16,bf16 (default f32,f16)\n"
+    "  --segment SIZE          ring pipeline segment and board block (default 256K; 1M for ring over network providers)\n"
     "  --no-mpi                do not measure MPI_Allreduce\n"
     "  --no-register           do not register the buffers with yoke (shm then copies peers' buffers\n"
     "                          through the kernel, process_vm_readv, instead of reading them directly)\n"
@@ -53,7 +54,7 @@ static const char usage_text[] =
     "  -h, --help              this text\n";
 
 typedef struct bopts {
-  uint64_t minb, maxb, tree_max;
+  uint64_t minb, maxb, tree_max, segment;
   int factor, iters, warmup, mpi, gloo, json, reg;
   size_t dtype_size; /* of the rows being timed */
   uint64_t timeout_ms;
@@ -259,6 +260,7 @@ static int bench_transport(bctx *b, const char *transport, char *sb, char *rb, d
     o.transport = transport;
     o.provider = b->o.provider;
     o.timeout_ms = b->o.timeout_ms;
+    o.segment_bytes = (size_t)b->o.segment;
     rc = yk_comm_create(&o, bs, &c, &d);
   }
   if (!rc && b->o.reg) {
@@ -570,6 +572,7 @@ static int parse(int argc, char **argv, bopts *o) {
     else if (!strcmp(a, "-b") || !strcmp(a, "--minbytes")) rc = parse_size(a, v, &o->minb);
     else if (!strcmp(a, "-e") || !strcmp(a, "--maxbytes")) rc = parse_size(a, v, &o->maxb);
     else if (!strcmp(a, "--tree-max")) rc = parse_size(a, v, &o->tree_max);
+    else if (!strcmp(a, "--segment")) rc = parse_size(a, v, &o->segment);
     else if (!strcmp(a, "-f") || !strcmp(a, "--stepfactor")) rc = parse_int(a, v, 2, &o->factor);
     else if (!strcmp(a, "-n") || !strcmp(a, "--iters")) rc = parse_int(a, v, 1, &o->iters);
     else if (!strcmp(a, "-w") || !strcmp(a, "--warmup")) rc = parse_int(a, v, 0, &o->warmup);

@@ -223,7 +223,7 @@ int coll_shm_setup(yk_comm *c, size_t oneshot, yk_diag *d) {
   if (!oneshot) oneshot = ONESHOT_DEFAULT;
   if (oneshot > ONESHOT_MAX) oneshot = ONESHOT_MAX;
   c->shm_oneshot = (oneshot + 63) & ~(size_t)63;
-  c->shm_block = c->seg_bytes < 64 ? 64 : c->seg_bytes;
+  c->shm_block = c->seg_explicit ? (c->seg_bytes < 64 ? 64 : c->seg_bytes) : 256 * 1024;
   int local = c->node != NULL;
   for (int i = 0; local && i < c->size; i++) local = c->node[i] == c->node[0];
   if (c->size < 2 || c->size > YK_COLL_MAX_SHM_RANKS || !local) return 0;

@@ -145,6 +145,7 @@ struct yk_comm {
   size_t nxreqs2;
   uint64_t timeout_ms;
   size_t seg_bytes;
+  int seg_explicit;    /* opts.segment_bytes was given */
   yk_algo algo;
   coll_model model;
   yk_logger log;

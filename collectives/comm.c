@@ -1066,6 +1066,7 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
   c->comm_id = 1;
   c->timeout_ms = opts.timeout_ms ? opts.timeout_ms : 60000;
   c->seg_bytes = opts.segment_bytes ? opts.segment_bytes : 256 * 1024;
+  c->seg_explicit = opts.segment_bytes != 0;
   c->algo = algo;
   c->model = (coll_model){.alpha_us = 8, .beta_ns = 0.25, .gamma_ns = 0.15};
   if (opts.log) c->log = *opts.log;
@@ -1142,6 +1143,10 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
   else {
     const char *prov = opts.provider && *opts.provider ? opts.provider : same_host ? "shm" : "tcp;ofi_rxm";
     rc = xport_ofi_create(b, prov, c->timeout_ms, &c->x, d);
+    /* Network providers: 1 MiB ring segments (per-message costs of rxm's
+     * rendezvous over TCP dominate at 256 KiB); the board keeps 256 KiB
+     * blocks, which stay in L2. */
+    if (!opts.segment_bytes && strcmp(prov, "shm")) c->seg_bytes = 1024 * 1024;
   }
   if (rc) goto fail;
   c->x->same_host = same_host;
@@ -1228,6 +1233,7 @@ int yk_comm_split(yk_comm *p, int colour, int key, yk_comm **out, yk_diag *d) {
   c->comm_id = (mix32(mix32(p->comm_id, split_no), (uint32_t)colour) & 0xfffe) | 2; /* never 1 (the world) */
   c->timeout_ms = p->timeout_ms;
   c->seg_bytes = p->seg_bytes;
+  c->seg_explicit = p->seg_explicit;
   c->algo = p->algo;
   c->model = p->model;
   c->log = p->log;

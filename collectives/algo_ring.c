@@ -293,3 +293,78 @@ int coll_rd_allreduce(yk_comm *c, struct yk_request *q, yk_diag *d) {
 #undef XCHG
   return 0;
 }
+
+/* Rabenseifner's all-reduce (the logarithmic choice for medium and large
+ * messages on many ranks): a reduce-scatter by recursive halving, then an
+ * all-gather by recursive doubling, 2·log2(p') messages and 2(p'-1)/p' of the
+ * vector on the wire per rank. Non-powers of two fold in as in
+ * coll_rd_allreduce. Halving step with partner r ^ mask (mask = p'/2 .. 1):
+ * both partners hold the same range [lo, hi); the lower rank keeps the lower
+ * half [lo, lo + len/2), sends the upper one, and reduces the partner's copy
+ * of its half as (lower rank's value) op (higher rank's value). Every
+ * element ends on exactly one rank, fully reduced, and is then only copied:
+ * identical bits everywhere. The operation header went ahead separately
+ * (exec_op), so messages carry data only. */
+int coll_rhd_allreduce(yk_comm *c, struct yk_request *q, yk_diag *d) {
+  size_t es = yk_dtype_size(q->dtype), n = q->count, bytes = n * es;
+  int p = c->size, r = c->rank, pof2 = 1, rc;
+  while (pof2 * 2 <= p) pof2 *= 2;
+  char *buf = q->recvbuf;
+  if (n && q->sendbuf != q->recvbuf) memmove(buf, q->sendbuf, bytes);
+  char *tmp = coll_stage(c, bytes / 2 + es + 64);
+  xreq *x = coll_xreqs(c, 2);
+  if (!tmp || !x) return yk_errorf(d, YK_ENOMEM, "out of memory for %zu bytes of halving staging", bytes);
+#define SR(to, sbuf, sn, from, rbuf, rn, sub)                                                                   \
+  do {                                                                                                          \
+    uint64_t tag_ = coll_data_tag(c, q->seq, (sub));                                                            \
+    if ((from) >= 0 && (rc = coll_irecv(c, (from), tag_, (rbuf), (rn), &x[0], d))) return rc;                  \
+    if ((to) >= 0 && (rc = coll_isend(c, (to), tag_, (sbuf), (sn), &x[1], d))) return rc;                      \
+    if ((from) >= 0 && (rc = coll_wait(c, &x[0], (from), d))) return rc;                                         \
+    if ((from) >= 0 && x[0].nbytes != (size_t)(rn))                                                             \
+      return yk_errorf(d, YK_EPROTO, "rank %d sent %zu bytes in a halving step of collective #%u, expected %zu", \
+                       (from), x[0].nbytes, q->seq, (size_t)(rn));                                              \
+    if ((to) >= 0 && (rc = coll_wait(c, &x[1], (to), d))) return rc;                                             \
+  } while (0)
+  if (r >= pof2) { /* extra rank: fold in, get the result back */
+    SR(r - pof2, buf, bytes, -1, NULL, 0, 100);
+    SR(-1, NULL, 0, r - pof2, buf, bytes, 101);
+    return 0;
+  }
+  if (r + pof2 < p) {
+    char *big = coll_work(c, bytes + 64);
+    if (!big) return yk_errorf(d, YK_ENOMEM, "out of memory for %zu bytes of fold staging", bytes);
+    SR(-1, NULL, 0, r + pof2, big, bytes, 100);
+    yk_coll_reduce(buf, buf, big, n, q->dtype, q->op, 0);
+  }
+  size_t lo[32], hi[32]; /* the range held before halving step s */
+  size_t cl = 0, ch = n;
+  int s = 0;
+  for (int mask = pof2 >> 1; mask >= 1; mask >>= 1, s++) {
+    int partner = r ^ mask;
+    size_t mid = cl + (ch - cl) / 2;
+    lo[s] = cl;
+    hi[s] = ch;
+    size_t kl = r < partner ? cl : mid, kh = r < partner ? mid : ch; /* kept */
+    size_t sl = r < partner ? mid : cl, sh = r < partner ? ch : mid; /* sent */
+    SR(partner, buf + sl * es, (sh - sl) * es, partner, tmp, (kh - kl) * es, 200 + s);
+    if (r < partner) yk_coll_reduce(buf + kl * es, buf + kl * es, tmp, kh - kl, q->dtype, q->op, 0);
+    else yk_coll_reduce(buf + kl * es, tmp, buf + kl * es, kh - kl, q->dtype, q->op, 0);
+    cl = kl;
+    ch = kh;
+  }
+  if (q->op == YK_OP_AVG) yk_coll_avg_finish(buf + cl * es, ch - cl, q->dtype, p);
+  /* doubling: undo the halving steps in reverse; the partner holds the
+   * other half of the range both held before that step */
+  for (int mask = 1; mask < pof2; mask <<= 1) {
+    s--;
+    int partner = r ^ mask;
+    size_t mid = lo[s] + (hi[s] - lo[s]) / 2;
+    size_t ol = r < partner ? mid : lo[s], oh = r < partner ? hi[s] : mid;
+    SR(partner, buf + cl * es, (ch - cl) * es, partner, buf + ol * es, (oh - ol) * es, 300 + s);
+    cl = lo[s];
+    ch = hi[s];
+  }
+  if (r + pof2 < p) SR(r + pof2, buf, bytes, -1, NULL, 0, 101);
+#undef SR
+  return 0;
+}

@@ -245,6 +245,9 @@ int coll_ring_allgather(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_chain_broadcast(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_dissemination_barrier(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_rd_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
+int coll_rhd_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
+/* Within the logarithmic family: 1 = Rabenseifner, 0 = recursive doubling. */
+int coll_tree_rhd(const coll_model *m, int p, size_t bytes);
 
 #define YK_COLL_MAX_SHM_RANKS 64
 /* Board operations (algo_shm.c). Setup is collective over c (uses ring

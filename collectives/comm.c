@@ -532,15 +532,28 @@ double coll_model_time(const coll_model *m, yk_algo a, int p, size_t bytes) {
   case YK_ALGO_RING:
     return 2.0 * (p - 1) * a_s + 2.0 * (p - 1) / p * n * b_s + (double)(p - 1) / p * n * g_s;
   case YK_ALGO_TREE: {
+    /* the cheaper of recursive doubling and Rabenseifner */
     int lg = 0;
     while ((1 << lg) < pof2) lg++;
-    double t = lg * (a_s + n * b_s + n * g_s);
+    double rd = lg * (a_s + n * b_s + n * g_s);
+    double rhd = 2.0 * lg * a_s + 2.0 * (pof2 - 1) / pof2 * n * b_s + (double)(pof2 - 1) / pof2 * n * g_s;
+    double t = rd < rhd ? rd : rhd;
     if (pof2 != p) t += 2 * (a_s + n * b_s) + n * g_s;
     return t;
   }
   default:
     return 1e30;
   }
+}
+
+int coll_tree_rhd(const coll_model *m, int p, size_t bytes) {
+  double n = (double)bytes, a_s = m->alpha_us * 1e-6, b_s = m->beta_ns * 1e-9, g_s = m->gamma_ns * 1e-9;
+  int pof2 = 1, lg = 0;
+  while (pof2 * 2 <= p) pof2 *= 2, lg++;
+  if (pof2 < 2) return 0;
+  double rd = lg * (a_s + n * b_s + n * g_s);
+  double rhd = 2.0 * lg * a_s + 2.0 * (pof2 - 1) / pof2 * n * b_s + (double)(pof2 - 1) / pof2 * n * g_s;
+  return rhd < rd;
 }
 
 yk_algo yk_comm_pick_algo(const yk_comm *c, size_t bytes) {
@@ -652,7 +665,9 @@ static void exec_op(yk_comm *c, struct yk_request *r) {
   if (!rc && c->size > 1) {
     switch (r->kind) {
     case OPK_ALLREDUCE:
-      if (tree) rc = coll_rd_allreduce(c, r, d);
+      if (tree && coll_tree_rhd(&c->model, c->size, r->count * yk_dtype_size(r->dtype)))
+        rc = coll_rhd_allreduce(c, r, d);
+      else if (tree) rc = coll_rd_allreduce(c, r, d);
       else rc = coll_ring_allreduce(c, r, d);
       break;
     case OPK_REDUCE_SCATTER: rc = coll_ring_reduce_scatter(c, r, d); break;

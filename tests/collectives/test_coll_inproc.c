@@ -235,6 +235,30 @@ static void fn_two_shot(tctx *t, yk_comm *c) {
   yk_shmem_free(&rm);
 }
 
+/* A cost model with (almost) no latency makes the logarithmic choice
+ * Rabenseifner's halving-doubling for every size: exact results for all
+ * rank counts, including the non-powers of two that fold in. */
+static void fn_halving(tctx *t, yk_comm *c) { do_allreduce(t, c, YK_ALGO_TREE, 1); }
+
+START_TEST(tree_halving_doubling) {
+  int p = _i;
+  char path[] = "/tmp/yk_rhd_XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  const char *txt = "alpha_us 0.0001\nbeta_ns 0.25\ngamma_ns 0.15\n";
+  ck_assert_int_eq(write(fd, txt, strlen(txt)), (int)strlen(txt));
+  close(fd);
+  shared *sh = shared_new();
+  yk_comm_opts o;
+  opts_test(&o);
+  o.model_file = path;
+  run_world(p, &o, fn_halving, sh);
+  unlink(path);
+  ck_assert_msg(atomic_load(&sh->fails) == 0, "%s", sh->first);
+  free(sh);
+}
+END_TEST
+
 START_TEST(shm_two_shot) {
   int p = _i;
   shared *sh = shared_new();
@@ -656,6 +680,7 @@ int main(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, exhaustive, 1, 9);
   tcase_add_loop_test(tc, shm_two_shot, 1, 9);
+  tcase_add_loop_test(tc, tree_halving_doubling, 1, 9);
   tcase_add_test(tc, large_bitwise_identical);
   tcase_add_test(tc, simd_matches_scalar);
   tcase_add_test(tc, mismatch_reported_on_all_ranks);

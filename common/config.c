@@ -72,6 +72,8 @@ static const key_def keys[] = {
     {"optim.beta2", T_FLOAT, OFF(optim.beta2), "0.999", 0, 0.99999999, NULL, "AdamW beta2"},
     {"optim.eps", T_FLOAT, OFF(optim.eps), "1e-8", 1e-30, 1, NULL, "AdamW epsilon"},
     {"optim.grad_clip", T_FLOAT, OFF(optim.grad_clip), "1.0", 0, 1e9, NULL, "clip by global L2 norm (0 = off)"},
+    {"optim.shard", T_BOOL, OFF(optim.shard), "true", 0, 1, NULL,
+     "ZeRO-1 with several ranks: each rank runs AdamW on its 1/W of the parameters, then the ranks all-gather them"},
     /* loss scaling (fp16 only) */
     {"loss_scale.init", T_FLOAT, OFF(loss_scale.init), "65536", 1, 1e38, NULL, "initial dynamic loss scale (fp16)"},
     {"loss_scale.min", T_FLOAT, OFF(loss_scale.min), "1", 1e-10, 1e38, NULL, "floor of the loss scale"},

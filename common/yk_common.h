@@ -302,6 +302,7 @@ typedef struct yk_config {
     double beta2;
     double eps;
     double grad_clip;
+    int64_t shard; /* bool: ZeRO-1, each data-parallel rank updates 1/W of the state */
   } optim;
   struct {
     double init;

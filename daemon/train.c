@@ -181,6 +181,13 @@ typedef struct trainer {
   float *master;
   uint16_t *params16, *grads16;
   yk_shmem grads16_shm; /* grads16's memory when it is shared with the peers */
+  yk_shmem params16_shm;
+  /* ZeRO-1 (optim.shard, world > 1): this rank runs AdamW on the arena slice
+   * [soff, soff + slen) only (its even range, the slice its checkpoint shard
+   * holds) and the ranks all-gather the updated parameters; otherwise the
+   * slice is the whole arena. */
+  int shard;
+  size_t soff, slen;
   yk_loss_scaler ls; /* fp16 only */
   yk_adamw adamw;
   yk_lr_schedule sched;
@@ -204,12 +211,15 @@ static void trainer_free(trainer *t) {
   yk_free(t->m);
   yk_free(t->v);
   if (t->model && t->master != yk_model_params(t->model)) yk_free(t->master);
-  yk_free(t->params16);
+  if (t->params16_shm.ptr) yk_shmem_free(&t->params16_shm);
+  else yk_free(t->params16);
   if (t->grads16_shm.ptr) yk_shmem_free(&t->grads16_shm);
   else yk_free(t->grads16);
   yk_model_destroy(t->model);
   yk_device_destroy(t->dev);
 }
+
+#define YK_DP_MAX_WORLD_NORM 4096
 
 static int trainer_init(trainer *t, yk_diag *d) {
   const yk_config *c = &t->cfg;
@@ -256,16 +266,33 @@ static int trainer_init(trainer *t, yk_diag *d) {
    * communicator, so the peers read it in place instead of copying it
    * through the kernel. */
   int share = t->dp.comm && (yk_comm_shm_state(t->dp.comm) & 1);
+  t->shard = t->dp.comm && t->world > 1 && c->optim.shard;
+  t->soff = 0;
+  t->slen = t->nparams;
+  if (t->shard) {
+    yk_comm_range(t->dp.comm, t->rank, t->nparams, &t->soff, &t->slen);
+    YK_INFO(&t->log, "optimizer: sharded (ZeRO-1, optim.shard): this rank updates parameters [%zu, %zu) of %zu, then "
+            "the ranks all-gather them", t->soff, t->soff + t->slen, t->nparams);
+  }
   if (share && t->prec == YK_PREC_FP32) {
     rc = yk_model_share_grads(t->model, d);
     if (!rc) rc = yk_comm_register(t->dp.comm, yk_model_grads_shmem(t->model), d);
+    /* the parameters are what ZeRO-1 all-gathers */
+    if (!rc && t->shard) rc = yk_model_share_params(t->model, d);
+    if (!rc && t->shard) rc = yk_comm_register(t->dp.comm, yk_model_params_shmem(t->model), d);
     if (rc == YK_EUNSUPPORTED) yk_diag_clear(d);
     else if (rc) return rc;
   }
   t->master = yk_model_params(t->model);
   if (t->prec != YK_PREC_FP32) {
     t->master = yk_alloc(t->nparams * sizeof(float));
-    t->params16 = yk_alloc(t->nparams * sizeof(uint16_t));
+    if (share && t->shard) {
+      if ((rc = yk_shmem_alloc(t->nparams * sizeof(uint16_t), "yoke-params16", &t->params16_shm, d)) != 0) return rc;
+      t->params16 = t->params16_shm.ptr;
+      if ((rc = yk_comm_register(t->dp.comm, &t->params16_shm, d)) != 0) return rc;
+    } else {
+      t->params16 = yk_alloc(t->nparams * sizeof(uint16_t));
+    }
     t->grads16 = share ? NULL : yk_alloc(t->nparams * sizeof(uint16_t));
     if (share) {
       if ((rc = yk_shmem_alloc(t->nparams * sizeof(uint16_t), "yoke-grads16", &t->grads16_shm, d)) != 0) return rc;
@@ -408,6 +435,29 @@ static int trainer_poll(trainer *t) {
   return 0;
 }
 
+/* Global L2 norm of the reduced gradients. ZeRO-1: each rank sums the
+ * squares of its slice; the partial sums are all-gathered as doubles and
+ * added in rank order, so every rank gets the same bits. */
+static int global_norm(trainer *t, const float *grads, double *norm, yk_diag *d) {
+  if (!t->shard) {
+    *norm = yk_optimizer_global_norm(grads, t->nparams, YK_ISA_AUTO);
+    return 0;
+  }
+  double parts[YK_DP_MAX_WORLD_NORM];
+  int w = t->world;
+  if (w > YK_DP_MAX_WORLD_NORM) {
+    *norm = yk_optimizer_global_norm(grads, t->nparams, YK_ISA_AUTO); /* every rank has all gradients */
+    return 0;
+  }
+  double mine = yk_optimizer_sumsq(grads + t->soff, t->slen, YK_ISA_AUTO);
+  int rc = yk_comm_allgather_sync(t->dp.comm, &mine, parts, (size_t)w, YK_DT_I64, d);
+  if (rc) return yk_errorf(d, rc, "gradient norm: all-gather of the partial sums failed: %s", yk_diag_msg(d, rc));
+  double s = 0;
+  for (int i = 0; i < w; i++) s += parts[i];
+  *norm = sqrt(s);
+  return 0;
+}
+
 static void progress_bar(const trainer *t, int64_t step, int64_t steps) {
   if (!t->tty || steps <= 0) return;
   int width = 30, filled = (int)((double)(step) / (double)steps * width);
@@ -496,17 +546,22 @@ static int trainer_run(trainer *t, yk_diag *d) {
     int skipped = 0;
     if (t->prec != YK_PREC_FP32) {
       if ((rc = mixed_check(t, step, loss_scale, &skipped, d)) != 0) return rc;
-      /* Reduced 16-bit gradients -> fp32, unscaled. */
-      if (!skipped) yk_optimizer_cast_to_f32(t->grads16, t->dt16, grads, t->nparams, 1.0f / loss_scale, YK_ISA_AUTO);
+      /* Reduced 16-bit gradients -> fp32, unscaled (this rank's slice: the
+       * only part its optimizer reads). */
+      if (!skipped)
+        yk_optimizer_cast_to_f32(t->grads16 + t->soff, t->dt16, grads + t->soff, t->slen, 1.0f / loss_scale,
+                                 YK_ISA_AUTO);
     }
     double lr = yk_optimizer_lr_at(&t->sched, step);
-    double norm = skipped ? NAN : yk_optimizer_global_norm(grads, t->nparams, YK_ISA_AUTO);
+    double norm = NAN;
+    if (!skipped && (rc = global_norm(t, grads, &norm, d)) != 0) return rc;
     if (!skipped && !isfinite(norm)) {
       int64_t bad = -1;
-      yk_optimizer_find_nonfinite(grads, YK_DT_F32, t->nparams, YK_ISA_AUTO, &bad);
-      const yk_tensor_desc *td = bad >= 0 ? yk_optimizer_tensor_at(t->tensors, t->ntensors, (size_t)bad) : NULL;
+      yk_optimizer_find_nonfinite(grads + t->soff, YK_DT_F32, t->slen, YK_ISA_AUTO, &bad);
+      const yk_tensor_desc *td =
+          bad >= 0 ? yk_optimizer_tensor_at(t->tensors, t->ntensors, t->soff + (size_t)bad) : NULL;
       return yk_errorf(d, YK_ENONFINITE, "step %lld: gradient of tensor '%s' is not finite; lower optim.lr (now %g)",
-                       (long long)step, td ? td->name : "?", c->optim.lr);
+                       (long long)step, td ? td->name : "(in another rank's slice)", c->optim.lr);
     }
     if (!skipped) {
       float clip = yk_optimizer_clip_coef(norm, c->optim.grad_clip);
@@ -514,10 +569,20 @@ static int trainer_run(trainer *t, yk_diag *d) {
        * correction, as in torch). */
       int64_t applied = step + 1 - (t->prec == YK_PREC_FP16 ? t->ls.st.overflows : 0);
       if ((rc = ykd_ckpt_before_update(&t->ck, d)) != 0) return rc; /* ckpt: snapshot copy done before the update */
-      if ((rc = yk_optimizer_adamw_step(&t->adamw, applied, lr, clip, t->tensors, t->ntensors, 0, t->nparams,
-                                        t->master, grads, t->m, t->v, t->params16,
+      size_t o = t->soff;
+      if ((rc = yk_optimizer_adamw_step(&t->adamw, applied, lr, clip, t->tensors, t->ntensors, o, t->slen,
+                                        t->master + o, grads + o, t->m + o, t->v + o,
+                                        t->params16 ? t->params16 + o : NULL,
                                         t->dt16 == YK_DT_F32 ? YK_DT_F16 : t->dt16)) != 0)
         return yk_errorf(d, rc, "AdamW step %lld failed", (long long)step);
+      /* ZeRO-1: every rank gets the others' updated slices (the 16-bit
+       * weights in mixed precision; the fp32 master stays sliced) */
+      if (t->shard) {
+        rc = t->params16 ? yk_comm_allgather_sync(t->dp.comm, t->params16 + o, t->params16, t->nparams, t->dt16, d)
+                         : yk_comm_allgather_sync(t->dp.comm, t->master + o, t->master, t->nparams, YK_DT_F32, d);
+        if (rc) return yk_errorf(d, rc, "step %lld: all-gather of the updated parameters failed: %s", (long long)step,
+                                 yk_diag_msg(d, rc));
+      }
       if (t->params16) yk_optimizer_cast_to_f32(t->params16, t->dt16, params, t->nparams, 1.0f, YK_ISA_AUTO);
     }
     yk_data_loader_advance(t->train_ld, t->world, accum);

@@ -249,7 +249,8 @@ int yk_model_create_ex(const yk_model_config *cfg_in, int B, int T, const yk_dev
 void yk_model_destroy(yk_model *m) {
   if (!m) return;
   const yk_device *dev = m->dev;
-  dev->ops->free(dev, m->params);
+  if (m->params_shm.ptr) yk_shmem_free(&m->params_shm);
+  else dev->ops->free(dev, m->params);
   if (m->grads_shm.ptr) yk_shmem_free(&m->grads_shm);
   else dev->ops->free(dev, m->grads);
   dev->ops->free(dev, m->act_mem);
@@ -273,22 +274,26 @@ yk_dtype yk_model_act_dtype(const yk_model *m) { return m->act_dt; }
 float *yk_model_params(yk_model *m) { return m->params; }
 float *yk_model_grads(yk_model *m) { return m->grads; }
 
-int yk_model_share_grads(yk_model *m, yk_diag *d) {
-  if (m->grads_shm.ptr) return 0;
+/* Move an arena (*p, n floats) into device shared memory kept in *shm. */
+static int share_arena(yk_model *m, float **p, yk_shmem *shm, const char *what, yk_diag *d) {
+  if (shm->ptr) return 0;
   const yk_device *dev = m->dev;
   if (!dev->ops->alloc_shared)
-    return yk_errorf(d, YK_EUNSUPPORTED, "device %s has no shared memory for the gradients", dev->ops->name);
+    return yk_errorf(d, YK_EUNSUPPORTED, "device %s has no shared memory for the %s", dev->ops->name, what);
   yk_shmem s;
   int rc = dev->ops->alloc_shared(dev, m->lay.total * sizeof(float), &s, d);
   if (rc) return rc;
-  memcpy(s.ptr, m->grads, m->lay.total * sizeof(float));
-  dev->ops->free(dev, m->grads);
-  m->grads = s.ptr;
-  m->grads_shm = s;
+  memcpy(s.ptr, *p, m->lay.total * sizeof(float));
+  dev->ops->free(dev, *p);
+  *p = s.ptr;
+  *shm = s;
   return 0;
 }
 
+int yk_model_share_grads(yk_model *m, yk_diag *d) { return share_arena(m, &m->grads, &m->grads_shm, "gradients", d); }
+int yk_model_share_params(yk_model *m, yk_diag *d) { return share_arena(m, &m->params, &m->params_shm, "parameters", d); }
 const yk_shmem *yk_model_grads_shmem(const yk_model *m) { return m->grads_shm.ptr ? &m->grads_shm : NULL; }
+const yk_shmem *yk_model_params_shmem(const yk_model *m) { return m->params_shm.ptr ? &m->params_shm : NULL; }
 size_t yk_model_num_params(const yk_model *m) { return m->lay.total; }
 int yk_model_tensors(const yk_model *m, const yk_tensor_desc **out) {
   *out = m->tensors;

@@ -47,6 +47,7 @@ struct yk_model {
   arena_layout lay;
   float *params, *grads;
   yk_shmem grads_shm;   /* when yk_model_share_grads moved the gradients to shared memory */
+  yk_shmem params_shm;  /* likewise the parameters (yk_model_share_params) */
   yk_tensor_desc *tensors;
   int ntensors;
   /* activations: act_dt is YK_DT_F32, YK_DT_F16 or YK_DT_BF16. act_mem

@@ -137,6 +137,10 @@ float *yk_model_grads(yk_model *m);
 int yk_model_share_grads(yk_model *m, yk_diag *d);
 /* The shared gradient arena, or NULL when yk_model_share_grads was not used. */
 const yk_shmem *yk_model_grads_shmem(const yk_model *m);
+/* The same for the parameter arena (gathered from the ranks' shards by a
+ * sharded optimizer). */
+int yk_model_share_params(yk_model *m, yk_diag *d);
+const yk_shmem *yk_model_params_shmem(const yk_model *m);
 size_t yk_model_num_params(const yk_model *m);
 /* The tensor table (owned by the model): *out gets the array, the return
  * value is its length (4 + 12*L). decay = 1 for wte, wpe, qkvw, attprojw,

@@ -49,6 +49,16 @@ for t in mpi libfabric; do
   diff <(losses "$tmp/r2.$t.json") <(losses "$tmp/r2b.json") > /dev/null && pass "2-rank run is deterministic ($t)" \
     || fail "2-rank runs differ ($t)"
 done
+# ZeRO-1 (optim.shard, the default) against every rank updating everything:
+# AdamW is element-wise, only the gradient norm is summed in another order
+grep -q "optimizer: sharded (ZeRO-1" "$tmp/r2.libfabric.log" && pass "2 ranks shard the optimizer by default" \
+  || fail "no ZeRO-1 line in the 2-rank log"
+run 2 libfabric --json --set train.grad_accum=2 --set optim.shard=false > "$tmp/r2ns.json" 2> "$tmp/r2ns.log"
+maxdiff=$(paste <(losses "$tmp/r2.libfabric.json") <(losses "$tmp/r2ns.json") | awk '
+  NF == 2 { d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d; c++ } END { if (c != 12) print "missing"; else print m + 0 }')
+awk -v m="$maxdiff" 'BEGIN { exit !(m != "missing" && m <= 1e-5) }' \
+  && pass "ZeRO-1 vs unsharded optimizer (2 ranks): max loss difference $maxdiff <= 1e-5" \
+  || fail "ZeRO-1 vs unsharded: max loss difference $maxdiff"
 s1=$(grep -o '"params_checksum": "[0-9a-f]*"' "$tmp/r2.mpi.json" | head -1)
 s2=$(grep -o '"params_checksum": "[0-9a-f]*"' "$tmp/r2.libfabric.json" | head -1)
 [ -n "$s1" ] && [ "$s1" = "$s2" ] && pass "MPI and libfabric runs end with identical weights" || fail "transports differ: $s1 vs $s2"

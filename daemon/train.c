@@ -578,10 +578,12 @@ static int trainer_run(trainer *t, yk_diag *d) {
       /* ZeRO-1: every rank gets the others' updated slices (the 16-bit
        * weights in mixed precision; the fp32 master stays sliced) */
       if (t->shard) {
+        double ta = yk_now_s();
         rc = t->params16 ? yk_comm_allgather_sync(t->dp.comm, t->params16 + o, t->params16, t->nparams, t->dt16, d)
                          : yk_comm_allgather_sync(t->dp.comm, t->master + o, t->master, t->nparams, YK_DT_F32, d);
         if (rc) return yk_errorf(d, rc, "step %lld: all-gather of the updated parameters failed: %s", (long long)step,
                                  yk_diag_msg(d, rc));
+        wait_s += yk_now_s() - ta; /* blocking communication: part of the comm wait */
       }
       if (t->params16) yk_optimizer_cast_to_f32(t->params16, t->dt16, params, t->nparams, 1.0f, YK_ISA_AUTO);
     }

@@ -317,6 +317,20 @@ int coll_irecv(yk_comm *c, int peer, uint64_t tag, void *buf, size_t n, xreq *r,
   return 0;
 }
 
+/* Control messages (an ABORT from a peer; answers to STUCK queries) and a
+ * local yk_comm_abort: 0, or the error that breaks the communicator. */
+static int check_notices(yk_comm *c, int peer, yk_diag *d) {
+  int rc;
+  if ((rc = poll_ctrl(c, peer, d))) return set_broken(c, rc, d);
+  if (atomic_load(&c->abort_req)) {
+    rc = yk_errorf(d, YK_EABORTED, "communicator aborted on rank %d (host %s): %s", c->rank, host_of(c, c->rank),
+                   c->abort_reason);
+    broadcast_abort(c, c->rank, rc, d ? d->msg : "aborted");
+    return set_broken(c, rc, d);
+  }
+  return 0;
+}
+
 static int wait_impl(yk_comm *c, xreq *r, int peer, int trunc_ok, yk_diag *d);
 int coll_wait(yk_comm *c, xreq *r, int peer, yk_diag *d) { return wait_impl(c, r, peer, 0, d); }
 static int coll_wait_trunc(yk_comm *c, xreq *r, int peer, yk_diag *d) { return wait_impl(c, r, peer, 1, d); }
@@ -346,13 +360,7 @@ static int wait_impl(yk_comm *c, xreq *r, int peer, int trunc_ok, yk_diag *d) {
     }
     c->x->ops->test(c->x, r);
     if (r->done) continue;
-    if ((rc = poll_ctrl(c, peer, d))) return set_broken(c, rc, d);
-    if (atomic_load(&c->abort_req)) {
-      rc = yk_errorf(d, YK_EABORTED, "communicator aborted on rank %d (host %s): %s", c->rank, host_of(c, c->rank),
-                     c->abort_reason);
-      broadcast_abort(c, c->rank, rc, d ? d->msg : "aborted");
-      return set_broken(c, rc, d);
-    }
+    if ((rc = check_notices(c, peer, d))) return rc;
     if (++spins > 64) {
       if ((spins & 63) == 0) {
         if (peer_gone(c, peer)) return gone_error(c, peer, d);
@@ -361,6 +369,15 @@ static int wait_impl(yk_comm *c, xreq *r, int peer, int trunc_ok, yk_diag *d) {
       sched_yield();
     }
   }
+}
+
+/* A spin-wait hint to the core (lets the sibling hyper-thread run). */
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
 }
 
 int coll_fail(yk_comm *c, int culprit, int rc, yk_diag *d) {
@@ -379,7 +396,7 @@ int coll_wait_flag(yk_comm *c, const _Atomic uint64_t *flag, uint64_t want, int 
   uint64_t t0 = 0;
   for (;;) {
     if (atomic_load_explicit(flag, memory_order_acquire) >= want) return 0;
-    __builtin_ia32_pause();
+    cpu_relax();
     if ((++spins & 63) != 0) continue;
     uint64_t now = yk_now_ns();
     if (!t0) t0 = now;
@@ -389,13 +406,7 @@ int coll_wait_flag(yk_comm *c, const _Atomic uint64_t *flag, uint64_t want, int 
     if (waited < 30000 && (spins & 1023) != 0) continue;
     int rc;
     c->x->ops->progress(c->x, NULL);
-    if ((rc = poll_ctrl(c, peer, d))) return set_broken(c, rc, d);
-    if (atomic_load(&c->abort_req)) {
-      rc = yk_errorf(d, YK_EABORTED, "communicator aborted on rank %d (host %s): %s", c->rank, host_of(c, c->rank),
-                     c->abort_reason);
-      broadcast_abort(c, c->rank, rc, d ? d->msg : "aborted");
-      return set_broken(c, rc, d);
-    }
+    if ((rc = check_notices(c, peer, d))) return rc;
     if (peer_gone(c, peer)) return gone_error(c, peer, d);
     if (now >= c->stall_deadline) return diagnose(c, peer, d);
     if (waited < 30000) continue;

@@ -235,6 +235,17 @@ static void fn_two_shot(tctx *t, yk_comm *c) {
   yk_shmem_free(&rm);
 }
 
+/* Run fn on p in-process ranks; fail the test with the first rank's message. */
+static void run_checked(int p, const yk_comm_opts *o, void (*fn)(tctx *, yk_comm *)) {
+  shared *sh = shared_new();
+  run_world(p, o, fn, sh);
+  int fails = atomic_load(&sh->fails);
+  char first[sizeof sh->first];
+  memcpy(first, sh->first, sizeof first);
+  free(sh);
+  ck_assert_msg(fails == 0, "%s", first);
+}
+
 /* A cost model with (almost) no latency makes the logarithmic choice
  * Rabenseifner's halving-doubling for every size: exact results for all
  * rank counts, including the non-powers of two that fold in. */
@@ -248,37 +259,26 @@ START_TEST(tree_halving_doubling) {
   const char *txt = "alpha_us 0.0001\nbeta_ns 0.25\ngamma_ns 0.15\n";
   ck_assert_int_eq(write(fd, txt, strlen(txt)), (int)strlen(txt));
   close(fd);
-  shared *sh = shared_new();
   yk_comm_opts o;
   opts_test(&o);
   o.model_file = path;
-  run_world(p, &o, fn_halving, sh);
+  run_checked(p, &o, fn_halving);
   unlink(path);
-  ck_assert_msg(atomic_load(&sh->fails) == 0, "%s", sh->first);
-  free(sh);
 }
 END_TEST
 
 START_TEST(shm_two_shot) {
-  int p = _i;
-  shared *sh = shared_new();
   yk_comm_opts o;
   opts_test(&o);
   o.shm_oneshot_bytes = 64;
-  run_world(p, &o, fn_two_shot, sh);
-  ck_assert_msg(atomic_load(&sh->fails) == 0, "%s", sh->first);
-  free(sh);
+  run_checked(_i, &o, fn_two_shot);
 }
 END_TEST
 
 START_TEST(exhaustive) {
-  int p = _i;
-  shared *sh = shared_new();
   yk_comm_opts o;
   opts_test(&o);
-  run_world(p, &o, fn_exhaustive, sh);
-  ck_assert_msg(atomic_load(&sh->fails) == 0, "%s", sh->first);
-  free(sh);
+  run_checked(_i, &o, fn_exhaustive);
 }
 END_TEST
 

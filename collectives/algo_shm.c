@@ -348,7 +348,8 @@ static int gather_blocks(yk_comm *c, int q, uint64_t k, char *out, size_t qoff, 
  * on the board. */
 int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d) {
   int n = c->size, me = c->rank, rc;
-  int ar = r->kind == OPK_ALLREDUCE, rs = ar || r->kind == OPK_REDUCE_SCATTER, ag = ar || r->kind == OPK_ALLGATHER;
+  int ar = r->kind == OPK_ALLREDUCE, own = r->kind == OPK_REDUCE_OWNED;
+  int rs = ar || own || r->kind == OPK_REDUCE_SCATTER, ag = ar || r->kind == OPK_ALLGATHER;
   size_t es = yk_dtype_size(r->dtype), bytes = r->count * es;
   uint64_t k = ++c->shm_k;
   board_slot *my = slot(c, me);
@@ -365,7 +366,15 @@ int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d) {
   size_t qoff[YK_COLL_MAX_SHM_RANKS], qlen[YK_COLL_MAX_SHM_RANKS], qnb[YK_COLL_MAX_SHM_RANKS], qgot[YK_COLL_MAX_SHM_RANKS];
   size_t blk = c->shm_block / es ? c->shm_block / es : 1;
   for (int q = 0; q < n; q++) {
-    coll_range(r->count, n, q, &qoff[q], &qlen[q]);
+    if (own) { /* q's even range of the whole vector, cut to this buffer */
+      size_t go, gl;
+      coll_range(r->total, n, q, &go, &gl);
+      size_t a = YK_MAX(go, r->first), b = YK_MIN(go + gl, r->first + r->count);
+      qoff[q] = b > a ? a - r->first : 0;
+      qlen[q] = b > a ? b - a : 0;
+    } else {
+      coll_range(r->count, n, q, &qoff[q], &qlen[q]);
+    }
     qnb[q] = (qlen[q] + blk - 1) / blk;
     qgot[q] = 0;
   }
@@ -412,7 +421,8 @@ int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d) {
         src[i] = t;
         t += blk * es;
       }
-      char *dst = ag ? out + at : out + b * blk * es; /* reduce-scatter: recvbuf holds my range only */
+      /* reduce-scatter: recvbuf holds my range only */
+      char *dst = ag || own ? out + at : out + b * blk * es;
       reduce_all(dst, src, n, m, r->dtype, r->op);
       if (r->op == YK_OP_AVG) yk_coll_avg_finish(dst, m, r->dtype, n);
       atomic_store_explicit(&my->rs_done, kk | (b + 1), memory_order_release);

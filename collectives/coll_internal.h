@@ -59,7 +59,7 @@ int xport_ofi_create(yk_bootstrap *b, const char *provider, uint64_t timeout_ms,
 
 /* ---- operations --------------------------------------------------------- */
 
-typedef enum { OPK_ALLREDUCE = 1, OPK_REDUCE_SCATTER, OPK_ALLGATHER, OPK_BROADCAST, OPK_BARRIER } opkind;
+typedef enum { OPK_ALLREDUCE = 1, OPK_REDUCE_SCATTER, OPK_ALLGATHER, OPK_BROADCAST, OPK_BARRIER, OPK_REDUCE_OWNED } opkind;
 
 struct yk_request {
   struct yk_comm *comm;
@@ -70,6 +70,7 @@ struct yk_request {
   yk_dtype dtype;
   yk_redop op;
   int root;
+  size_t first, total;  /* OPK_REDUCE_OWNED: buf is elements [first, first+count) of `total` */
   uint32_t seq;
   int state;           /* 0 queued, 1 running, 2 done */
   int rc;

@@ -42,6 +42,7 @@ static const char *opk_name(int k) {
   case OPK_ALLGATHER: return "allgather";
   case OPK_BROADCAST: return "broadcast";
   case OPK_BARRIER: return "barrier";
+  case OPK_REDUCE_OWNED: return "reduce_owned";
   }
   return "?";
 }
@@ -588,7 +589,8 @@ static yk_algo op_algo(const yk_comm *c, const struct yk_request *r) {
   if (c->size < 2) return YK_ALGO_RING;
   size_t bytes = r->count * yk_dtype_size(r->dtype);
   if (r->kind == OPK_ALLREDUCE) return yk_comm_pick_algo(c, bytes);
-  if ((r->kind == OPK_REDUCE_SCATTER || r->kind == OPK_ALLGATHER) && c->shm_ok && c->cma_ok &&
+  if ((r->kind == OPK_REDUCE_SCATTER || r->kind == OPK_ALLGATHER || r->kind == OPK_REDUCE_OWNED) && c->shm_ok &&
+      c->cma_ok &&
       (c->algo == YK_ALGO_AUTO || c->algo == YK_ALGO_SHM || c->algo == YK_ALGO_HIER))
     return YK_ALGO_SHM;
   return YK_ALGO_RING;
@@ -660,6 +662,11 @@ static void exec_op(yk_comm *c, struct yk_request *r) {
   }
   c->nposted = 0;
   yk_algo oa = op_algo(c, r);
+  if (r->kind == OPK_REDUCE_OWNED && oa != YK_ALGO_SHM) {
+    /* no board: an all-reduce gives every owner its part (and the rest) */
+    r->kind = OPK_ALLREDUCE;
+    oa = op_algo(c, r);
+  }
   if (oa == YK_ALGO_SHM || oa == YK_ALGO_HIER) {
     /* the board (and the stages' own exchanges) carry the header check */
     r->rc = oa == YK_ALGO_SHM ? coll_shm_run(c, r, d) : coll_hier_allreduce(c, r, d);
@@ -685,6 +692,7 @@ static void exec_op(yk_comm *c, struct yk_request *r) {
     case OPK_ALLGATHER: rc = coll_ring_allgather(c, r, d); break;
     case OPK_BROADCAST: rc = coll_chain_broadcast(c, r, d); break;
     case OPK_BARRIER: rc = coll_dissemination_barrier(c, r, d); break;
+    case OPK_REDUCE_OWNED: break; /* became an all-reduce above, or ran on the board */
     }
   } else if (!rc) {
     /* one rank: copy if out of place */
@@ -921,6 +929,27 @@ int yk_comm_reduce_scatter(yk_comm *c, const void *sb, void *rb, size_t count, y
   int rc = check_common(c, t, op, 1, d);
   return rc ? rc : start(c, OPK_REDUCE_SCATTER, sb, rb, count, t, op, 0, req, 0, d);
 }
+int yk_comm_reduce_owned(yk_comm *c, void *buf, size_t first, size_t count, size_t total, yk_dtype t, yk_redop op,
+                         yk_request **req, yk_diag *d) {
+  int rc = check_common(c, t, op, 1, d);
+  if (rc) return rc;
+  if (first > total || count > total - first)
+    return yk_errorf(d, YK_EINVAL, "reduce_owned: elements [%zu, %zu) are outside the vector of %zu", first,
+                     first + count, total);
+  struct yk_request *r = req_new(c, OPK_REDUCE_OWNED);
+  if (!r) return yk_errorf(d, YK_ENOMEM, "out of memory for a collective request");
+  r->comm = c;
+  r->sendbuf = r->recvbuf = buf;
+  r->count = count;
+  r->dtype = t;
+  r->op = op;
+  r->first = first;
+  r->total = total;
+  submit(c, r);
+  *req = r;
+  return 0;
+}
+
 int yk_comm_reduce_scatter_sync(yk_comm *c, const void *sb, void *rb, size_t count, yk_dtype t, yk_redop op,
                                 yk_diag *d) {
   int rc = check_common(c, t, op, 1, d);

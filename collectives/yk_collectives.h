@@ -173,6 +173,16 @@ int yk_comm_reduce_scatter(yk_comm *c, const void *sendbuf, void *recvbuf, size_
                            yk_redop op, yk_request **req, yk_diag *d);
 int yk_comm_allgather(yk_comm *c, const void *sendbuf, void *recvbuf, size_t count, yk_dtype dtype,
                       yk_request **req, yk_diag *d);
+/* Reduce to the owners, in place: buf holds elements [first, first+count) of
+ * a vector of `total` elements that the ranks own in even ranges
+ * (yk_comm_range). Afterwards each rank's part of buf that lies in its own
+ * range holds the reduction over all ranks; the rest of buf is unspecified.
+ * (ZeRO: a rank that only updates its slice of the parameters needs only its
+ * slice of the gradients: half the memory traffic of an all-reduce.) Where
+ * the board cannot run it, it is an all-reduce of buf (which satisfies the
+ * same contract). Non-blocking; all ranks pass the same first/count/total. */
+int yk_comm_reduce_owned(yk_comm *c, void *buf, size_t first, size_t count, size_t total, yk_dtype dtype,
+                         yk_redop op, yk_request **req, yk_diag *d);
 int yk_comm_broadcast(yk_comm *c, void *buf, size_t count, yk_dtype dtype, int root, yk_request **req,
                       yk_diag *d);
 int yk_comm_barrier(yk_comm *c, yk_request **req, yk_diag *d);

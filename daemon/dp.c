@@ -153,7 +153,10 @@ static int issue(yk_dp *dp, size_t off, size_t count) {
       dp->local_bad = (int64_t)off + bad;
   }
   if (!dp->comm) return 0; /* one rank: the cast is all there is to do */
-  int rc = yk_comm_allreduce(dp->comm, g, g, count, dp->dtype, YK_OP_AVG, &dp->reqs[dp->nreq], &dp->errd);
+  int rc = dp->owned_total
+               ? yk_comm_reduce_owned(dp->comm, g, off, count, dp->owned_total, dp->dtype, YK_OP_AVG,
+                                      &dp->reqs[dp->nreq], &dp->errd)
+               : yk_comm_allreduce(dp->comm, g, g, count, dp->dtype, YK_OP_AVG, &dp->reqs[dp->nreq], &dp->errd);
   if (rc) return dp->err = rc;
   dp->nreq++;
   dp->bytes += count * yk_dtype_size(dp->dtype);
@@ -171,6 +174,8 @@ void yk_dp_grad_ready(void *arg, size_t offset, size_t count) {
     dp->pend_count = 0;
   }
 }
+
+void yk_dp_set_owned(yk_dp *dp, size_t total) { dp->owned_total = dp->comm ? total : 0; }
 
 void yk_dp_arm(yk_dp *dp, float *grads, uint16_t *grads16, yk_dtype dtype, int64_t timeout_ms) {
   dp->armed = dp->world > 1 || dtype != YK_DT_F32;

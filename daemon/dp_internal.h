@@ -27,6 +27,7 @@ typedef struct yk_dp {
   yk_dtype dtype;       /* YK_DT_F32, YK_DT_F16 or YK_DT_BF16 */
   int64_t local_bad;    /* first non-finite local 16-bit gradient (-1: none) */
   size_t bucket_bytes;
+  size_t owned_total;  /* ZeRO-1: reduce each bucket to its owners only (0 = all-reduce) */
   size_t pend_off, pend_count;
   yk_request *reqs[YK_DP_MAX_REQ];
   int nreq;
@@ -47,6 +48,10 @@ void yk_dp_close(yk_dp *dp, int exit_code, const char *reason);
  * grads into grads16 (checking it for Inf/NaN: local_bad) and reduces that,
  * halving the bytes on the wire. */
 void yk_dp_arm(yk_dp *dp, float *grads, uint16_t *grads16, yk_dtype dtype, int64_t timeout_ms);
+/* ZeRO-1: from now on each rank needs only its even range of the `total`
+ * gradients: buckets are reduced to their owners (yk_comm_reduce_owned)
+ * instead of all-reduced. 0 = all-reduce again. */
+void yk_dp_set_owned(yk_dp *dp, size_t total);
 /* The model's gradient-ready hook (ctx = dp). */
 void yk_dp_grad_ready(void *ctx, size_t offset, size_t count);
 /* After backward: flush the last bucket and wait for every all-reduce;

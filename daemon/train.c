@@ -273,6 +273,8 @@ static int trainer_init(trainer *t, yk_diag *d) {
     yk_comm_range(t->dp.comm, t->rank, t->nparams, &t->soff, &t->slen);
     YK_INFO(&t->log, "optimizer: sharded (ZeRO-1, optim.shard): this rank updates parameters [%zu, %zu) of %zu, then "
             "the ranks all-gather them", t->soff, t->soff + t->slen, t->nparams);
+    /* and needs only that slice of the reduced gradients */
+    yk_dp_set_owned(&t->dp, t->nparams);
   }
   if (share && t->prec == YK_PREC_FP32) {
     rc = yk_model_share_grads(t->model, d);
@@ -357,10 +359,29 @@ static int trainer_validate(trainer *t, double *out, yk_diag *d) {
  * every rank sees identically, so all ranks skip or apply together. fp16
  * feeds the loss scaler; bf16 has fp32's range, so a non-finite gradient
  * there is a real divergence and ends the run like fp32 does. */
+/* First non-finite reduced 16-bit gradient (arena index), or -1. ZeRO-1:
+ * each rank scans its slice (the only reduced part it has) and the ranks
+ * agree on the lowest index, so every rank takes the same decision. */
+static int first_nonfinite16(trainer *t, int64_t *bad, yk_diag *d) {
+  int64_t b = -1;
+  if (yk_optimizer_find_nonfinite(t->grads16 + t->soff, t->dt16, t->slen, YK_ISA_AUTO, &b) == 1) b += (int64_t)t->soff;
+  else b = -1;
+  if (t->shard) {
+    int64_t v = b < 0 ? INT64_MAX : b;
+    int rc = yk_comm_allreduce_sync(t->dp.comm, &v, &v, 1, YK_DT_I64, YK_OP_MIN, d);
+    if (rc) return yk_errorf(d, rc, "agreeing on gradient overflow with the other ranks failed: %s", yk_diag_msg(d, rc));
+    b = v == INT64_MAX ? -1 : v;
+  }
+  *bad = b;
+  return 0;
+}
+
 static int mixed_check(trainer *t, int64_t step, float loss_scale, int *skip, yk_diag *d) {
   int64_t bad = -1;
   *skip = 0;
-  if (yk_optimizer_find_nonfinite(t->grads16, t->dt16, t->nparams, YK_ISA_AUTO, &bad) != 1) {
+  int rc0 = first_nonfinite16(t, &bad, d);
+  if (rc0) return rc0;
+  if (bad < 0) {
     if (t->prec == YK_PREC_FP16) yk_optimizer_loss_scaler_update(&t->ls, 0);
     return 0;
   }

@@ -93,8 +93,19 @@ static int run_check(yk_comm *c, int big, int reg) {
         fprintf(stderr, "coll_mp: rank %d: broadcast root %d %s n=%zu wrong\n", me, root, yk_dtype_name(dt), n);
         return 1;
       }
-      (void)es;
-      checks += 3;
+      /* reduce to owners, in two uneven buckets */
+      tl_fill(sb, n, dt, me, ++salt);
+      size_t cut = n / 3;
+      yk_request *rq[2] = {0};
+      if ((rc = yk_comm_reduce_owned(c, sb, 0, cut, n, dt, op, &rq[0], &d)) ||
+          (rc = yk_comm_reduce_owned(c, sb + cut * es, cut, n - cut, n, dt, op, &rq[1], &d)) ||
+          (rc = yk_request_wait(&rq[0], 0, &d)) || (rc = yk_request_wait(&rq[1], 0, &d)))
+        return fail_out(me, rc, &d, t0);
+      if (tl_check_reduce(sb + off * es, off, len, dt, op, p, salt)) {
+        fprintf(stderr, "coll_mp: rank %d: reduce_owned %s n=%zu wrong\n", me, yk_dtype_name(dt), n);
+        return 1;
+      }
+      checks += 4;
     }
   if ((rc = yk_comm_barrier_sync(c, &d))) return fail_out(me, rc, &d, t0);
   if (reg) {

@@ -246,6 +246,58 @@ static void run_checked(int p, const yk_comm_opts *o, void (*fn)(tctx *, yk_comm
   ck_assert_msg(fails == 0, "%s", first);
 }
 
+/* Reduce to owners: a vector of `total` elements goes out as three
+ * uneven buckets (as the data-parallel loop issues them); each rank checks
+ * its own even range. Board (auto) and ring (falls back to all-reduce). */
+static void fn_owned(tctx *t, yk_comm *c) {
+  static const size_t totals[] = {1, 7, 97, 1000, 4099};
+  char *buf = yk_alloc(4099 * 8);
+  int salt = 500;
+  for (int a = 0; a < 2; a++) {
+    yk_comm_set_algo(c, a ? YK_ALGO_RING : YK_ALGO_AUTO);
+    for (size_t di = 0; di < YK_ARRAY_LEN(tl_dtypes); di++)
+      for (size_t ti = 0; ti < YK_ARRAY_LEN(totals); ti++) {
+        yk_dtype dt = tl_dtypes[di];
+        size_t total = totals[ti], es = yk_dtype_size(dt), cut[4] = {0, total / 3, total / 3 + total / 5 + 1, total};
+        if (cut[2] > total) cut[2] = total;
+        yk_redop op = (yk_redop)(ti % YK_OP_COUNT_);
+        tl_fill(buf, total, dt, t->rank, ++salt);
+        yk_diag d = {0};
+        yk_request *rq[3] = {0};
+        int rc = 0;
+        for (int b = 0; b < 3 && !rc; b++)
+          rc = yk_comm_reduce_owned(c, buf + cut[b] * es, cut[b], cut[b + 1] - cut[b], total, dt, op, &rq[b], &d);
+        for (int b = 0; b < 3; b++)
+          if (rq[b]) {
+            int r2 = yk_request_wait(&rq[b], 0, rc ? NULL : &d);
+            if (!rc) rc = r2;
+          }
+        if (rc) {
+          FAILF(t, "p=%d rank %d reduce_owned %s total %zu: %s", t->size, t->rank, yk_dtype_name(dt), total,
+                yk_diag_msg(&d, rc));
+          goto out;
+        }
+        size_t off, len;
+        yk_comm_range(c, t->rank, total, &off, &len);
+        size_t w = tl_check_reduce(buf + off * es, off, len, dt, op, t->size, salt);
+        if (w) {
+          FAILF(t, "p=%d rank %d reduce_owned %s %s total %zu (%s): %zu wrong", t->size, t->rank, yk_dtype_name(dt),
+                yk_redop_name(op), total, a ? "ring" : "auto", w);
+          goto out;
+        }
+      }
+  }
+out:
+  yk_free(buf);
+}
+
+START_TEST(reduce_owned) {
+  yk_comm_opts o;
+  opts_test(&o);
+  run_checked(_i, &o, fn_owned);
+}
+END_TEST
+
 /* A cost model with (almost) no latency makes the logarithmic choice
  * Rabenseifner's halving-doubling for every size: exact results for all
  * rank counts, including the non-powers of two that fold in. */
@@ -681,6 +733,7 @@ int main(void) {
   tcase_add_loop_test(tc, exhaustive, 1, 9);
   tcase_add_loop_test(tc, shm_two_shot, 1, 9);
   tcase_add_loop_test(tc, tree_halving_doubling, 1, 9);
+  tcase_add_loop_test(tc, reduce_owned, 1, 9);
   tcase_add_test(tc, large_bitwise_identical);
   tcase_add_test(tc, simd_matches_scalar);
   tcase_add_test(tc, mismatch_reported_on_all_ranks);

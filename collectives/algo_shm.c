@@ -57,6 +57,7 @@ typedef struct board_op {
   uint64_t sendbuf;  /* buffer addresses in the owner's address space */
   uint64_t recvbuf;
   board_reg reg[2];  /* 0: the input's registration, 1: the output's */
+  uint64_t first, total; /* reduce_owned: the bucket's place in the whole vector */
 } board_op;
 
 typedef struct board_slot {
@@ -74,9 +75,12 @@ struct coll_board {
   int32_t size;
   uint32_t pad;
   uint64_t oneshot;
+  uint64_t block; /* two-shot block bytes: progress counts blocks, so all ranks must agree */
 };
 
 #define SLOTS_OFF 4096u
+/* rs_done = k << BLK_BITS | blocks done: 2^36 operations, 2^28 blocks per chunk */
+#define BLK_BITS 28
 
 static size_t slot_stride(void) { return (sizeof(board_slot) + 63) & ~(size_t)63; }
 static size_t data_off(int n) { return (SLOTS_OFF + (size_t)n * slot_stride() + 4095) & ~(size_t)4095; }
@@ -97,11 +101,13 @@ int yk_comm_register(yk_comm *c, const yk_shmem *m, yk_diag *d) {
   struct stat st;
   if (fstat(m->fd, &st) != 0) return yk_errorf_sys(d, YK_ESYS, "yk_comm_register: fstat of fd %d", m->fd);
   c->regs[c->nregs++] = (struct coll_reg){(uintptr_t)m->ptr, m->bytes, m->fd, (uint64_t)st.st_ino};
-  return 0;
+  /* hier runs its node stages on the node's communicator */
+  return c->hier_local ? yk_comm_register(c->hier_local, m, d) : 0;
 }
 
 void yk_comm_unregister(yk_comm *c, const yk_shmem *m) {
   if (!c || !m) return;
+  yk_comm_unregister(c->hier_local, m);
   for (int i = 0; i < c->nregs; i++)
     if (c->regs[i].base == (uintptr_t)m->ptr) {
       c->regs[i] = c->regs[--c->nregs];
@@ -143,10 +149,16 @@ static const char *peer_ptr(yk_comm *c, int q, uint64_t k, int which, uint64_t a
       p = mmap(NULL, g->bytes, PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
     if (p == MAP_FAILED) return NULL;
-    if (c->nmaps == (int)YK_ARRAY_LEN(c->maps)) { /* evict the least recently used */
-      int lru = 0;
-      for (int i = 1; i < c->nmaps; i++)
-        if (c->maps[i].used < c->maps[lru].used) lru = i;
+    if (c->nmaps == (int)YK_ARRAY_LEN(c->maps)) {
+      /* evict the least recently used, never one this operation still
+       * reads (all in use: copy through the kernel instead) */
+      int lru = -1;
+      for (int i = 0; i < c->nmaps; i++)
+        if (c->maps[i].used != k && (lru < 0 || c->maps[i].used < c->maps[lru].used)) lru = i;
+      if (lru < 0) {
+        munmap(p, g->bytes);
+        return NULL;
+      }
       munmap(c->maps[lru].local, c->maps[lru].bytes);
       c->maps[lru] = c->maps[--c->nmaps];
     }
@@ -243,7 +255,10 @@ int coll_shm_setup(yk_comm *c, size_t oneshot, yk_diag *d) {
     else name[0] = 0;
   }
   int rc = yk_comm_broadcast_sync(c, name32, 8, YK_DT_I32, 0, d);
-  if (rc) return rc;
+  if (rc) {
+    if (created) shm_unlink(name);
+    return rc;
+  }
   name[sizeof name32 - 1] = 0;
   if (c->rank != 0 && name[0] && map_board(c, name, 0) == 0) mapped = 1;
   if (mapped) {
@@ -253,6 +268,7 @@ int coll_shm_setup(yk_comm *c, size_t oneshot, yk_diag *d) {
       h->version = BOARD_VERSION;
       h->size = n;
       h->oneshot = c->shm_oneshot;
+      h->block = c->shm_block;
     }
     board_slot *s = slot(c, c->rank);
     c->shm_cookie = ((uint64_t)getpid() * 0x9e3779b97f4a7c15ull) ^ (uint64_t)c->rank ^ 0x5a5a;
@@ -266,7 +282,8 @@ int coll_shm_setup(yk_comm *c, size_t oneshot, yk_diag *d) {
   int32_t ok[2] = {mapped, 0};
   if (mapped) {
     struct coll_board *h = c->board;
-    ok[0] = h->magic == BOARD_MAGIC && h->version == BOARD_VERSION && h->size == n && h->oneshot == c->shm_oneshot;
+    ok[0] = h->magic == BOARD_MAGIC && h->version == BOARD_VERSION && h->size == n && h->oneshot == c->shm_oneshot &&
+            h->block == c->shm_block;
     /* probe: read the next rank's cookie out of its private memory */
     int q = (c->rank + 1) % n;
     board_slot *s = slot(c, q);
@@ -285,8 +302,9 @@ int coll_shm_setup(yk_comm *c, size_t oneshot, yk_diag *d) {
     if (c->board) munmap(c->board, c->board_bytes);
     c->board = NULL;
     if (c->rank == 0)
-      yk_log(&c->log, YK_LOG_INFO, "collectives: no shared-memory board (shm_open or mmap failed on a rank): the ranks "
-                                   "on this host use the ring over %s", c->tname);
+      yk_log(&c->log, YK_LOG_INFO, "collectives: no shared-memory board (shm_open or mmap failed on a rank, or the "
+                                   "ranks set different shm_oneshot_bytes/segment_bytes): the ranks on this host use "
+                                   "the ring over %s", c->tname);
     return 0;
   }
   c->shm_ok = 1;
@@ -323,6 +341,14 @@ static int wait_arrivals(yk_comm *c, const board_op *mine, uint64_t k, yk_diag *
     }
     rc = coll_hdr_check(c, &mine->h, &po->h, q, d);
     if (rc) return rc;
+    if (po->first != mine->first || po->total != mine->total) {
+      rc = yk_errorf(d, YK_EMISMATCH, "mismatched collectives: rank %d reduces elements [%llu, +%llu) of %llu to their "
+                                      "owners but rank %d (host %s) elements [%llu, ...) of %llu",
+                     c->rank, (unsigned long long)mine->first, (unsigned long long)mine->h.count,
+                     (unsigned long long)mine->total, q, yk_comm_host(c, q), (unsigned long long)po->first,
+                     (unsigned long long)po->total);
+      return coll_fail(c, q, rc, d);
+    }
   }
   return 0;
 }
@@ -359,12 +385,17 @@ int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d) {
   o->k = k;
   o->sendbuf = (uint64_t)(uintptr_t)r->sendbuf;
   o->recvbuf = (uint64_t)(uintptr_t)r->recvbuf;
+  o->first = r->first;
+  o->total = r->total;
   find_reg(c, r->sendbuf, bytes, &o->reg[0]);
   find_reg(c, r->recvbuf, bytes, &o->reg[1]);
   int oneshot = ar && bytes <= c->shm_oneshot;
   if (oneshot && bytes) memcpy(data(c, me, k), r->sendbuf, bytes);
   size_t qoff[YK_COLL_MAX_SHM_RANKS], qlen[YK_COLL_MAX_SHM_RANKS], qnb[YK_COLL_MAX_SHM_RANKS], qgot[YK_COLL_MAX_SHM_RANKS];
   size_t blk = c->shm_block / es ? c->shm_block / es : 1;
+  /* a chunk has fewer than 2^BLK_BITS blocks (same rule on every rank) */
+  size_t maxc = r->count;
+  if (maxc / blk >= ((size_t)1 << BLK_BITS) - 1) blk = maxc / (((size_t)1 << BLK_BITS) - 2) + 1;
   for (int q = 0; q < n; q++) {
     if (own) { /* q's even range of the whole vector, cut to this buffer */
       size_t go, gl;
@@ -393,18 +424,21 @@ int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d) {
     if (r->op == YK_OP_AVG) yk_coll_avg_finish(r->recvbuf, r->count, r->dtype, n);
     return 0;
   }
-  uint64_t kk = k << 32;
+  uint64_t kk = k << BLK_BITS;
   if (rs) {
     /* Reduce-scatter of my chunk block by block; in an all-reduce it is
      * interleaved with the all-gather: after each block, copy the blocks the
      * peers have finished meanwhile, so they are read while still in the
-     * shared L3. Progress words are (k << 32) | blocks done. */
+     * shared L3. Progress words are (k << BLK_BITS) | blocks done. */
     size_t need = (size_t)(n - 1) * blk * es;
     if (need > c->shm_tmp_bytes) {
       yk_free(c->shm_tmp);
       c->shm_tmp = yk_alloc(need);
       c->shm_tmp_bytes = c->shm_tmp ? need : 0;
-      if (!c->shm_tmp) return yk_errorf(d, YK_ENOMEM, "out of memory for %zu bytes of shared-memory staging", need);
+      if (!c->shm_tmp) {
+      rc = yk_errorf(d, YK_ENOMEM, "rank %d: out of memory for %zu bytes of shared-memory staging", me, need);
+      return coll_fail(c, me, rc, d);
+    }
     }
     for (size_t b = 0; b < qnb[me]; b++) {
       size_t m = YK_MIN(blk, qlen[me] - b * blk), at = (qoff[me] + b * blk) * es;

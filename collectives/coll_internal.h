@@ -8,6 +8,8 @@
 
 #include "yk_collectives.h"
 
+#define YK_COLL_MAX_SHM_RANKS 64 /* ranks on one node that share a board */
+
 /* ---- transport ---------------------------------------------------------- */
 
 /* Tags are 64-bit: kind(4) | epoch(12) | comm id(16) | sequence(32). Within
@@ -209,7 +211,7 @@ struct yk_comm {
     uint64_t ino, bytes;
     void *local;
     uint64_t used;           /* board operation of the last use (eviction) */
-  } maps[32];
+  } maps[2 * YK_COLL_MAX_SHM_RANKS + 8]; /* room for every peer's input and output at once */
   int nmaps;
   uint64_t op_deadline;    /* of the running op */
   uint64_t stall_deadline; /* when to start failure diagnosis */
@@ -250,7 +252,6 @@ int coll_rhd_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
 /* Within the logarithmic family: 1 = Rabenseifner, 0 = recursive doubling. */
 int coll_tree_rhd(const coll_model *m, int p, size_t bytes);
 
-#define YK_COLL_MAX_SHM_RANKS 64
 /* Board operations (algo_shm.c). Setup is collective over c (uses ring
  * operations) and never fails the communicator: without shared memory the
  * board stays off on every rank. */

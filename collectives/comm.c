@@ -598,6 +598,10 @@ static yk_algo op_algo(const yk_comm *c, const struct yk_request *r) {
 
 int coll_hier_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d) {
   yk_comm *lc = c->hier_local, *xc = c->hier_cross;
+  /* Each stage runs under the full comm.timeout_ms and its own watchdog (a
+   * rank late by up to the deadline is tolerated in every stage); the
+   * parent's watchdog would count the three together, so it stands down. */
+  c->op_deadline = 0;
   size_t es = yk_dtype_size(r->dtype), off, len;
   /* avg: sums on both levels, one division by the world size at the end */
   yk_redop op = r->op == YK_OP_AVG ? YK_OP_SUM : r->op;
@@ -812,10 +816,12 @@ static int run_inline_or_submit(yk_comm *c, struct yk_request *r) {
   /* libfabric calls can get stuck inside a provider (shm spins on a dead
    * peer's lock): keep them on the comm thread, under the watchdog of
    * yk_request_wait, so the caller always gets an answer. */
-  /* Board operations never enter the provider (only its control-message
-   * polling), so they may run inline: that saves a thread hand-off, which is
-   * most of a small all-reduce's latency. */
-  int board = c->shm_ok && op_algo(c, r) == YK_ALGO_SHM;
+  /* Small board operations enter the provider only to poll control
+   * messages, so they may run inline even over libfabric: that saves a
+   * thread hand-off, which is most of a small all-reduce's latency. Large
+   * ones stay on the comm thread, under the watchdog of yk_request_wait. */
+  int board = c->shm_ok && op_algo(c, r) == YK_ALGO_SHM &&
+              (c->inline_ok || r->count * yk_dtype_size(r->dtype) <= c->shm_oneshot);
   if (!c->qhead && !c->busy && (c->inline_ok || board)) {
     run_op_locked(c, r);
     pthread_mutex_unlock(&c->mu);
@@ -1090,8 +1096,6 @@ static int hier_setup(yk_comm *c, yk_diag *d) {
                                    "hierarchical all-reduce", nodes, ppn);
     return rc;
   }
-  /* the three stages of one operation share its deadline */
-  lc->timeout_ms = xc->timeout_ms = YK_MAX(c->timeout_ms / 3, 1000);
   lc->algo = xc->algo = c->algo == YK_ALGO_HIER ? YK_ALGO_AUTO : c->algo;
   c->hier_local = lc;
   c->hier_cross = xc;

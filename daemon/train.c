@@ -219,8 +219,6 @@ static void trainer_free(trainer *t) {
   yk_device_destroy(t->dev);
 }
 
-#define YK_DP_MAX_WORLD_NORM 4096
-
 static int trainer_init(trainer *t, yk_diag *d) {
   const yk_config *c = &t->cfg;
   int rc;
@@ -464,17 +462,18 @@ static int global_norm(trainer *t, const float *grads, double *norm, yk_diag *d)
     *norm = yk_optimizer_global_norm(grads, t->nparams, YK_ISA_AUTO);
     return 0;
   }
-  double parts[YK_DP_MAX_WORLD_NORM];
   int w = t->world;
-  if (w > YK_DP_MAX_WORLD_NORM) {
-    *norm = yk_optimizer_global_norm(grads, t->nparams, YK_ISA_AUTO); /* every rank has all gradients */
-    return 0;
-  }
+  double *parts = malloc((size_t)w * sizeof(double));
+  if (!parts) return yk_errorf(d, YK_ENOMEM, "out of memory for %d partial norms", w);
   double mine = yk_optimizer_sumsq(grads + t->soff, t->slen, YK_ISA_AUTO);
   int rc = yk_comm_allgather_sync(t->dp.comm, &mine, parts, (size_t)w, YK_DT_I64, d);
-  if (rc) return yk_errorf(d, rc, "gradient norm: all-gather of the partial sums failed: %s", yk_diag_msg(d, rc));
+  if (rc) {
+    free(parts);
+    return yk_errorf(d, rc, "gradient norm: all-gather of the partial sums failed: %s", yk_diag_msg(d, rc));
+  }
   double s = 0;
   for (int i = 0; i < w; i++) s += parts[i];
+  free(parts);
   *norm = sqrt(s);
   return 0;
 }

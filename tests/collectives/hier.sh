@@ -81,7 +81,7 @@ wait "${pids[3]}" 2>/dev/null
 t1=$(date +%s)
 named=0
 for r in 0 1 2; do grep "ERROR" "$YK_TMP/kill.$r" | grep -qE "rank 3\b|ranks [0-9,]*3" && named=$((named + 1)); done
-if [ -n "$victim" ] && [ "${RCS[*]}" = "3 3 3" ] && [ $((t1 - t0)) -le 25 ]; then
+if [ -n "$victim" ] && [ "${RCS[*]}" = "3 3 3" ] && [ $named = 3 ] && [ $((t1 - t0)) -le 25 ]; then
   pass "kill -9 of rank 3 during hier all-reduces: ranks 0-2 failed in $((t1 - t0)) s ($named of 3 name rank 3): $(grep -h ERROR "$YK_TMP/kill.0" | head -1)"
 else
   fail "kill during hier: victim '$victim', exit codes ${RCS[*]}, $((t1 - t0)) s: $(grep -h ERROR "$YK_TMP"/kill.* | head -3)"

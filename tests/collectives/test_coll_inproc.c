@@ -216,6 +216,7 @@ static void fn_two_shot(tctx *t, yk_comm *c) {
     return;
   }
   do_allreduce(t, c, YK_ALGO_SHM, 1);
+  do_others(t, c); /* board reduce-scatter and all-gather in 512-byte blocks */
   yk_shmem sm, rm;
   yk_diag d = {0};
   if (yk_shmem_alloc(4099 * 8, "test-send", &sm, &d) || yk_shmem_alloc(4099 * 8, "test-recv", &rm, &d)) {

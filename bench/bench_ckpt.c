@@ -34,7 +34,7 @@
 
 static const char usage[] =
     "usage: yoke bench ckpt [--layers L] [--world W] [--level N] [--threads N] [--step-ms MS] [--repeat N] [--dir DIR]\n"
-    "                       [--json]\n\n"
+    "                       [--buffered] [--json]\n\n"
     "Benchmark checkpoint save/load throughput, compression ratio per tensor kind and the training stall\n"
     "per asynchronous save, on a synthetic GPT-2 (C=768, Vp=50304, T=1024) state with L layers.\n"
     "  --layers L    transformer layers (default 12: GPT-2 124M, 1.74 GB of state)\n"
@@ -44,6 +44,7 @@ static const char usage[] =
     "  --threads N   compression threads (default 0 = all cores)\n"
     "  --step-ms MS  training step time the stall is compared with (default 2000: GPT-2 124M on this CPU)\n"
     "  --repeat N    synchronous saves to time; the median is reported (default 3)\n"
+    "  --buffered    write shards through the page cache instead of O_DIRECT (ckpt buffered_io)\n"
     "  --dir DIR     where to write (default a new directory under /tmp, removed afterwards)\n"
     "  --json        also print the figures as one JSON object\n";
 
@@ -181,7 +182,7 @@ static int parse_opt(const char *name, const char *val, int64_t lo, int64_t hi, 
 int yk_bench_cmd_ckpt(int argc, char **argv) {
   int64_t L = 12, world = 1, level = 1, threads = 0, step_ms = 2000, C = 768, Vp = 50304, repeat = 3;
   const char *dir_opt = NULL;
-  int json_out = 0;
+  int json_out = 0, buffered = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
     int rc = 0;
@@ -190,6 +191,9 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
       return 0;
     } else if (!strcmp(a, "--json")) {
       json_out = 1;
+      continue;
+    } else if (!strcmp(a, "--buffered")) {
+      buffered = 1;
       continue;
     } else if (!strcmp(a, "--layers")) rc = parse_opt(a, val, 1, 96, &L);
     else if (!strcmp(a, "--world")) rc = parse_opt(a, val, 1, 4096, &world);
@@ -287,6 +291,7 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
   o.level = (int)level;
   o.threads = (int)threads;
   o.keep = 2;
+  o.buffered_io = buffered;
   yk_logger quiet;
   yk_logger_init(&quiet, 0, YK_LOG_WARN, stderr);
   o.log = &quiet;
@@ -408,8 +413,9 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
          (double)st.file_bytes / 1e9);
   printf("  save (durable%s)  %8.3f GB/s  (median of %lld: %.2f s; min %.3f, max %.3f GB/s)\n",
          world == 1 ? ", committed" : " shard   ", save_gbs, (long long)repeat, save_s, save_min, save_max);
-  printf("    of which                 compress + write %.2f s (%.3f GB/s), fsync %.2f s, commit %.2f s (medians)\n",
-         median(write_t, (int)repeat), save_write_gbs, median(sync_t, (int)repeat), median(commit_t, (int)repeat));
+  printf("    of which                 compress + write %.2f s (%.3f GB/s), fsync %.2f s, commit %.2f s (medians); %s\n",
+         median(write_t, (int)repeat), save_write_gbs, median(sync_t, (int)repeat), median(commit_t, (int)repeat),
+         st.direct_io ? "O_DIRECT writes" : "buffered writes (no O_DIRECT here)");
   printf("  load (all arenas, warm)   %8.3f GB/s  (%.2f s for %.3f GB, checksums verified)\n", load_gbs, load_s,
          (double)load_bytes / 1e9);
   printf("  load (cold page cache)    %8.3f GB/s  (%.2f s: shard files evicted first)\n", load_cold_gbs, cold_s);
@@ -424,13 +430,13 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
   printf("  async stall (deferred)    %8.3f s = %.1f%% of a step (copy overlapped with 2/3 step of compute)\n",
          stall_defer, 100 * stall_defer / step_s);
   if (json_out) {
-    json_t *j = json_pack("{s:s, s:I, s:f, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:{s:f, s:f, s:f, s:f}}",
+    json_t *j = json_pack("{s:s, s:I, s:f, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:{s:f, s:f, s:f, s:f}}",
                           "bench", "ckpt", "layers", (json_int_t)L, "params_m", (double)n / 1e6, "world",
                           (json_int_t)world, "level", (json_int_t)level, "step_ms", (json_int_t)step_ms, "raw_gb",
                           (double)st.raw_bytes / 1e9, "save_gbs", save_gbs, "save_write_gbs", save_write_gbs, "load_gbs", load_gbs, "ratio", ratio,
                           "stall_s", stall_copy, "stall_frac", stall_copy / step_s, "stall_frac_deferred",
                           stall_defer / step_s, "async_write_s", async_total, "save_gb_per_cpu_s", save_core, "load_gb_per_cpu_s", load_core, "loadavg",
-                          load_before, "load_cold_gbs", load_cold_gbs, "repeat", (json_int_t)repeat, "ratio_by_kind", "params_f32",
+                          load_before, "load_cold_gbs", load_cold_gbs, "repeat", (json_int_t)repeat, "direct_io", (json_int_t)st.direct_io, "ratio_by_kind", "params_f32",
                           kind_ratio[0], "params16_bf16", kind_ratio[1], "adam_m_f32", kind_ratio[2], "adam_v_f32",
                           kind_ratio[3]);
     char *txt = json_dumps(j, JSON_COMPACT);

@@ -89,7 +89,9 @@ int ck_run_threads(int threads, void (*fn)(void *ctx, int worker), void *ctx);
 int ck_threads(int requested);
 
 /* write.c */
-int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk_ckpt_write_stats *st, yk_diag *d);
+/* buffered: 1 = page-cache writes, 0 = O_DIRECT where the filesystem has it */
+int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, int buffered, yk_ckpt_write_stats *st,
+                  yk_diag *d);
 int ck_commit(const char *root, int64_t step, int world, int keep, const yk_logger *lg, yk_diag *d);
 void ck_step_dir(char *buf, size_t cap, const char *root, int64_t step, int partial);
 void ck_shard_name(char *buf, size_t cap, int rank, int world);

@@ -112,17 +112,17 @@ static int out_flush(ck_out *o, size_t n) {
   return rc;
 }
 
-static int out_open(ck_out *o, const char *path) {
+static int out_open(ck_out *o, const char *path, int buffered) {
   memset(o, 0, sizeof *o);
   o->buf = aligned_alloc(CK_DIO_ALIGN, CK_STAGE_BYTES);
   if (!o->buf) {
     errno = ENOMEM;
     return -1;
   }
-  o->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0644);
+  o->fd = buffered ? -1 : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0644);
   if (o->fd >= 0) {
     o->direct = 1;
-  } else if (errno == EINVAL) { /* no O_DIRECT on this filesystem */
+  } else if (buffered || errno == EINVAL) { /* asked for, or no O_DIRECT on this filesystem */
     o->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   }
   if (o->fd < 0) {
@@ -412,7 +412,8 @@ static json_t *build_index(const ck_plan *p, const ck_chunk *chunks, int nchunks
   return ix;
 }
 
-int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk_ckpt_write_stats *st, yk_diag *d) {
+int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, int buffered, yk_ckpt_write_stats *st,
+                  yk_diag *d) {
   double t0 = yk_now_s();
   if (level < -7 || level > 22) return yk_errorf(d, YK_EINVAL, "ckpt level %d out of range -7..22", level);
   if (p->world < 1 || p->rank < 0 || p->rank >= p->world)
@@ -431,7 +432,7 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk
   int nchunks = 0;
   if ((rc = plan_chunks(p, &chunks, &nchunks))) return yk_errorf(d, rc, "out of memory planning chunks");
   ck_out out;
-  if (out_open(&out, tmp) != 0) {
+  if (out_open(&out, tmp, buffered) != 0) {
     free(chunks);
     return yk_errorf_sys(d, YK_EIO, "cannot create '%s'", tmp);
   }
@@ -523,6 +524,7 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk
     st->file_bytes = pos;
     st->write_s = yk_now_s() - t0;
     st->sync_s = yk_now_s() - ts;
+    st->direct_io = out.direct;
   }
   return rc;
 }
@@ -557,7 +559,7 @@ int yk_ckpt_write_shard(const yk_ckpt_opts *o, const yk_ckpt_state *s, int64_t s
                .blobs = blobs, .nblobs = nb, .model_json = o->rank == 0 ? s->model_json : NULL,
                .config_yaml = o->rank == 0 ? s->config_yaml : NULL};
   if (st) memset(st, 0, sizeof *st);
-  int rc = ck_write_plan(o->dir, &p, o->level, o->threads, st, d);
+  int rc = ck_write_plan(o->dir, &p, o->level, o->threads, o->buffered_io, st, d);
   free(parts);
   free(blobs);
   return rc;

@@ -72,9 +72,10 @@ typedef struct ck_plan {
 enum { CK_PLANE_RAW = 0, CK_PLANE_ZSTD = 1 };
 size_t ck_chunk_bound(size_t raw_bytes, size_t es);
 /* Encode n elements of size es at src into dst (cap from ck_chunk_bound);
- * scratch holds n*es bytes. Returns the payload size or 0 on error. */
+ * scratch holds n*es bytes. raw_sum (may be NULL) receives the XXH3-64 of
+ * the n*es raw bytes. Returns the payload size or 0 on error. */
 size_t ck_chunk_encode(const uint8_t *src, size_t n, size_t es, int level, void *zctx, uint8_t *scratch,
-                       uint8_t *dst, size_t cap);
+                       uint8_t *dst, size_t cap, uint64_t *raw_sum);
 /* Decode into dst (n*es bytes); scratch n*es bytes. 0 or YK_ECORRUPT. */
 int ck_chunk_decode(const uint8_t *src, size_t src_len, size_t n, size_t es, void *dctx, uint8_t *scratch,
                     uint8_t *dst);

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 /* For ZSTD_c_literalCompressionMode (an "experimental" parameter: its
  * setParameter is checked at run time and the fast path is skipped if the
  * library refuses it). */
@@ -51,9 +52,11 @@ size_t ck_chunk_bound(size_t raw_bytes, size_t es) {
  * for the inverse and SSSE3 pshufb (run-time checked) for the forward
  * direction: 16 elements per iteration instead of one byte store at a time,
  * which had cost as much CPU as zstd itself. */
-static void shuffle_scalar(const uint8_t *src, size_t i0, size_t n, size_t es, uint8_t *dst) {
-  for (size_t i = i0; i < n; i++)
-    for (size_t b = 0; b < es; b++) dst[b * n + i] = src[i * es + b];
+/* Forward: elements [i0, i1) of src -> planes of `stride` bytes at dst
+ * (plane b = dst + b*stride), so a chunk can be shuffled block by block. */
+static void shuffle_scalar(const uint8_t *src, size_t i0, size_t i1, size_t stride, size_t es, uint8_t *dst) {
+  for (size_t i = i0; i < i1; i++)
+    for (size_t b = 0; b < es; b++) dst[b * stride + i] = src[i * es + b];
 }
 
 static void unshuffle_scalar(const uint8_t *const *planes, size_t i0, size_t n, size_t es, uint8_t *dst) {
@@ -64,11 +67,12 @@ static void unshuffle_scalar(const uint8_t *const *planes, size_t i0, size_t n, 
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-__attribute__((target("ssse3"))) static size_t shuffle_ssse3(const uint8_t *src, size_t n, size_t es, uint8_t *dst) {
-  size_t i = 0;
+__attribute__((target("ssse3"))) static size_t shuffle_ssse3(const uint8_t *src, size_t i0, size_t i1, size_t n,
+                                                             size_t es, uint8_t *dst) {
+  size_t i = i0;
   if (es == 4) {
     const __m128i m = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    for (; i + 16 <= n; i += 16) {
+    for (; i + 16 <= i1; i += 16) {
       __m128i a = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(src + 4 * i)), m);
       __m128i b = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(src + 4 * i + 16)), m);
       __m128i c = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(src + 4 * i + 32)), m);
@@ -82,7 +86,7 @@ __attribute__((target("ssse3"))) static size_t shuffle_ssse3(const uint8_t *src,
     }
   } else if (es == 2) {
     const __m128i m = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-    for (; i + 16 <= n; i += 16) {
+    for (; i + 16 <= i1; i += 16) {
       __m128i a = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(src + 2 * i)), m);
       __m128i b = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(src + 2 * i + 16)), m);
       _mm_storeu_si128((__m128i *)(dst + i), _mm_unpacklo_epi64(a, b));
@@ -116,12 +120,12 @@ static size_t unshuffle_sse2(const uint8_t *const *pl, size_t n, size_t es, uint
 }
 #endif
 
-static void shuffle(const uint8_t *src, size_t n, size_t es, uint8_t *dst) {
-  size_t i = 0;
+static void shuffle(const uint8_t *src, size_t i0, size_t i1, size_t stride, size_t es, uint8_t *dst) {
+  size_t i = i0;
 #if defined(__x86_64__)
-  if (__builtin_cpu_supports("ssse3")) i = shuffle_ssse3(src, n, es, dst);
+  if (__builtin_cpu_supports("ssse3")) i = shuffle_ssse3(src, i0, i1, stride, es, dst);
 #endif
-  shuffle_scalar(src, i, n, es, dst);
+  shuffle_scalar(src, i, i1, stride, es, dst);
 }
 
 static void unshuffle(const uint8_t *const *planes, size_t n, size_t es, uint8_t *dst) {
@@ -147,9 +151,20 @@ static uint32_t get32(const uint8_t *p) {
  * which is never above the plane's own start: every stored plane is at most
  * n bytes, so writing there never clobbers a later plane not yet encoded. A
  * raw plane behind a compressed one moves down with memmove. */
+/* Elements per block of the fused hash + shuffle: 32 KiB of f32, so the
+ * shuffle reads what XXH3 just pulled into L1/L2 and the chunk's raw bytes
+ * come from memory once (hashing the whole chunk first and shuffling it
+ * after read them twice). */
+#define HASH_BLOCK_ELEMS 8192u
+
 size_t ck_chunk_encode(const uint8_t *src, size_t n, size_t es, int level, void *zctx, uint8_t *scratch,
-                       uint8_t *dst, size_t cap) {
+                       uint8_t *dst, size_t cap, uint64_t *raw_sum) {
   if (cap < ck_chunk_bound(n * es, es) || es > 8) return 0;
+  XXH3_state_t *hs = NULL;
+  if (raw_sum) {
+    if (!(hs = XXH3_createState())) return 0;
+    XXH3_64bits_reset(hs);
+  }
   ZSTD_CCtx_reset(zctx, ZSTD_reset_session_and_parameters);
   if (ZSTD_isError(ZSTD_CCtx_setParameter(zctx, ZSTD_c_compressionLevel, level))) return 0;
   if (level >= 1 && level <= FAST_MAX_LEVEL) {
@@ -159,8 +174,16 @@ size_t ck_chunk_encode(const uint8_t *src, size_t n, size_t es, int level, void 
   }
   size_t hdr = 8 * es;
   uint8_t *planes = dst + hdr;
-  if (es == 1) memcpy(planes, src, n);
-  else shuffle(src, n, es, planes);
+  for (size_t i0 = 0; i0 < n; i0 += HASH_BLOCK_ELEMS) {
+    size_t i1 = n - i0 > HASH_BLOCK_ELEMS ? i0 + HASH_BLOCK_ELEMS : n;
+    if (hs) XXH3_64bits_update(hs, src + i0 * es, (i1 - i0) * es);
+    if (es == 1) memcpy(planes + i0, src + i0, i1 - i0);
+    else shuffle(src, i0, i1, n, es, planes);
+  }
+  if (hs) {
+    *raw_sum = XXH3_64bits_digest(hs);
+    XXH3_freeState(hs);
+  }
   size_t zcap = ZSTD_compressBound(n); /* scratch holds n*es >= zcap bytes when n >= 64 */
   if (zcap > n * es) zcap = n * es;
   size_t pos = hdr;

@@ -273,8 +273,7 @@ static void compress_one(wctx *w, int i, void *z, uint8_t *scratch) {
   size_t es = yk_dtype_size(pt->arena->dtype);
   const uint8_t *src = pt->slice + (c->off - pt->lo) * es;
   int s = i % w->window;
-  c->raw_sum = XXH3_64bits(src, c->n * es);
-  size_t len = ck_chunk_encode(src, c->n, es, w->level, z, scratch, w->slot[s], w->slot_cap);
+  size_t len = ck_chunk_encode(src, c->n, es, w->level, z, scratch, w->slot[s], w->slot_cap, &c->raw_sum);
   if (len) c->sum = XXH3_64bits(w->slot[s], len);
   pthread_mutex_lock(&w->mu);
   if (!len && !w->err)

@@ -8,6 +8,7 @@
 #include "yk_partition.h"
 
 #include <check.h>
+#include <xxhash.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdlib.h>
@@ -444,8 +445,10 @@ START_TEST(test_codec_planes) {
         for (size_t b = 0; b < es; b++)
           src[i * es + b] = (b == 0 || b == es - 1) ? (uint8_t)(i % 3 == 0) : (uint8_t)yk_rng_u64(&rng);
       for (int level = -1; level <= 3; level += 2) {
-        size_t len = ck_chunk_encode(src, n, es, level, z, scr, enc, cap);
+        uint64_t raw_sum = 0;
+        size_t len = ck_chunk_encode(src, n, es, level, z, scr, enc, cap, &raw_sum);
         ck_assert_msg(len >= 8 * es, "encode n=%zu es=%zu level %d failed", n, es, level);
+        ck_assert_msg(raw_sum == XXH3_64bits(src, n * es), "raw checksum n=%zu es=%zu", n, es);
         /* plane table: sizes add up; with a sample (n > 32 KiB) the random
          * middle planes are raw and the outer ones compressed */
         size_t sum = 8 * es;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -69,12 +70,26 @@ int ck_fsync_dir(const char *dir, yk_diag *d) {
 #define CK_DIO_ALIGN 4096u
 #define CK_STAGE_BYTES (8u << 20)
 
+/* Big per-save buffers (staging, chunk slots, scratch: ~50 MB per save) in
+ * transparent huge pages where the kernel allows them (THP "madvise"
+ * mode): fewer page faults on first touch, and O_DIRECT pins 4 pages of 2
+ * MiB per staging write instead of 2048 of 4 KiB (gup was ~2.4% of a
+ * save's samples). */
+#define CK_HUGE (2u << 20)
+static void *big_alloc(size_t n) {
+  size_t r = (n + CK_HUGE - 1) / CK_HUGE * CK_HUGE;
+  void *p = aligned_alloc(CK_HUGE, r);
+  if (p) madvise(p, r, MADV_HUGEPAGE);
+  return p;
+}
+
 typedef struct {
   int fd;
   int direct;      /* O_DIRECT in effect: stage and write aligned blocks */
   uint8_t *buf;    /* CK_STAGE_BYTES, CK_DIO_ALIGN-aligned (direct mode) */
   size_t fill;     /* staged bytes not yet written */
   uint64_t done;   /* file offset of buf[0] = bytes already written */
+  XXH3_state_t *sum; /* if not NULL, every byte passed to out_write is added (the file checksum) */
 } ck_out;
 
 static int pwrite_all(int fd, const uint8_t *p, size_t len, uint64_t off) {
@@ -114,7 +129,7 @@ static int out_flush(ck_out *o, size_t n) {
 
 static int out_open(ck_out *o, const char *path, int buffered) {
   memset(o, 0, sizeof *o);
-  o->buf = aligned_alloc(CK_DIO_ALIGN, CK_STAGE_BYTES);
+  o->buf = big_alloc(CK_STAGE_BYTES); /* CK_DIO_ALIGN-aligned too */
   if (!o->buf) {
     errno = ENOMEM;
     return -1;
@@ -133,9 +148,15 @@ static int out_open(ck_out *o, const char *path, int buffered) {
   return 0;
 }
 
+/* Pieces of out_write's copy into the staging buffer: each is hashed right
+ * after the copy, while it is in L2, instead of reading the payload from
+ * memory a second time for the file checksum. */
+#define CK_HASH_PIECE (256u << 10)
+
 static int out_write(ck_out *o, const void *data, size_t len) {
   const uint8_t *p = data;
   if (!o->direct) {
+    if (o->sum) XXH3_64bits_update(o->sum, p, len);
     if (o->fill) { /* staged bytes from before a fallback go first */
       if (out_flush(o, o->fill)) return -1;
       o->fill = 0;
@@ -146,7 +167,9 @@ static int out_write(ck_out *o, const void *data, size_t len) {
   }
   while (len) {
     size_t k = CK_STAGE_BYTES - o->fill < len ? CK_STAGE_BYTES - o->fill : len;
+    if (k > CK_HASH_PIECE) k = CK_HASH_PIECE;
     memcpy(o->buf + o->fill, p, k);
+    if (o->sum) XXH3_64bits_update(o->sum, o->buf + o->fill, k);
     o->fill += k;
     p += k;
     len -= k;
@@ -252,7 +275,6 @@ typedef struct {
   int level;
   ck_out *out;
   const char *path;
-  XXH3_state_t *fsum;
   uint64_t pos;
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -309,7 +331,7 @@ static void writer_worker(void *arg, int worker) {
       pthread_mutex_unlock(&w->mu);
       if (mine) {
         if (!z) z = ck_zctx_new();
-        if (!scratch) scratch = malloc((size_t)YK_CKPT_CHUNK_ELEMS * 8);
+        if (!scratch) scratch = big_alloc((size_t)YK_CKPT_CHUNK_ELEMS * 8);
         if (!z || !scratch) {
           pthread_mutex_lock(&w->mu);
           if (!w->err) w->err = yk_errorf(w->d, YK_ENOMEM, "out of memory for compression buffers");
@@ -326,7 +348,6 @@ static void writer_worker(void *arg, int worker) {
       ck_chunk *c = &w->chunks[i];
       c->file_off = w->pos;
       int rc = out_write(w->out, w->slot[s], w->slot_len[s]);
-      XXH3_64bits_update(w->fsum, w->slot[s], w->slot_len[s]);
       w->pos += w->slot_len[s];
       pthread_mutex_lock(&w->mu);
       if (rc && !w->err) w->err = yk_errorf_sys(w->d, YK_EIO, "cannot write '%s'", w->path);
@@ -340,7 +361,7 @@ static void writer_worker(void *arg, int worker) {
     return;
   }
   z = ck_zctx_new();
-  scratch = malloc((size_t)YK_CKPT_CHUNK_ELEMS * 8);
+  scratch = big_alloc((size_t)YK_CKPT_CHUNK_ELEMS * 8);
   pthread_mutex_lock(&w->mu);
   if ((!z || !scratch) && !w->err) w->err = yk_errorf(w->d, YK_ENOMEM, "out of memory for compression buffers");
   for (;;) {
@@ -437,7 +458,15 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, in
   }
   int fd = out.fd;
   XXH3_state_t *fsum = XXH3_createState();
+  if (!fsum) {
+    close(out.fd);
+    unlink(tmp);
+    out_close_buf(&out);
+    free(chunks);
+    return yk_errorf(d, YK_ENOMEM, "out of memory");
+  }
   XXH3_64bits_reset(fsum);
+  out.sum = fsum;
   uint8_t hdr[CK_HEADER_BYTES] = {0};
   memcpy(hdr, CK_SHARD_MAGIC, 8);
   put64(hdr + 8, YK_CKPT_FORMAT_VERSION);
@@ -445,10 +474,9 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, in
   put64(hdr + 24, (uint64_t)p->world);
   put64(hdr + 32, (uint64_t)p->step);
   rc = out_write(&out, hdr, sizeof hdr) ? yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp) : 0;
-  XXH3_64bits_update(fsum, hdr, sizeof hdr);
 
   int nthr = ck_threads(threads);
-  wctx w = {.p = p, .chunks = chunks, .nchunks = nchunks, .level = level, .out = &out, .path = tmp, .fsum = fsum,
+  wctx w = {.p = p, .chunks = chunks, .nchunks = nchunks, .level = level, .out = &out, .path = tmp,
             .pos = CK_HEADER_BYTES, .window = 2 * nthr, .d = d};
   w.slot_cap = ck_chunk_bound((size_t)YK_CKPT_CHUNK_ELEMS * 8, 8);
   w.slot = calloc((size_t)w.window, sizeof *w.slot);
@@ -457,7 +485,7 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, in
   if (!w.slot || !w.slot_len || !w.slot_ready) rc = rc ? rc : yk_errorf(d, YK_ENOMEM, "out of memory");
   for (int s = 0; !rc && s < w.window; s++) {
     w.slot_ready[s] = -1;
-    if (!(w.slot[s] = malloc(w.slot_cap))) rc = yk_errorf(d, YK_ENOMEM, "out of memory for write buffers");
+    if (!(w.slot[s] = big_alloc(w.slot_cap))) rc = yk_errorf(d, YK_ENOMEM, "out of memory for write buffers");
   }
   if (!rc && nchunks) {
     pthread_mutex_init(&w.mu, NULL);
@@ -479,7 +507,6 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, in
     blob_off[b] = pos;
     blob_sum[b] = XXH3_64bits(p->blobs[b].data, p->blobs[b].len);
     if (out_write(&out, p->blobs[b].data, p->blobs[b].len)) rc = yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp);
-    XXH3_64bits_update(fsum, p->blobs[b].data, p->blobs[b].len);
     pos += p->blobs[b].len;
   }
   uint64_t raw = 0;
@@ -497,11 +524,12 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, in
       put64(tr, pos);
       put64(tr + 8, tl);
       put64(tr + 16, XXH3_64bits(txt, tl));
-      XXH3_64bits_update(fsum, txt, tl);
-      XXH3_64bits_update(fsum, tr, 24);
+      /* the file checksum covers bytes [0, size-16): up to tr + 24 */
+      int wr = out_write(&out, txt, tl) || out_write(&out, tr, 24);
       put64(tr + 24, XXH3_64bits_digest(fsum));
       memcpy(tr + 32, CK_TRAILER_MAGIC, 8);
-      if (out_write(&out, txt, tl) || out_write(&out, tr, sizeof tr) || out_finish(&out))
+      out.sum = NULL;
+      if (wr || out_write(&out, tr + 24, 16) || out_finish(&out))
         rc = yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp);
       pos += tl + sizeof tr;
       free(txt);

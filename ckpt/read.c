@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -386,6 +387,11 @@ static int chunk_verify_all(yk_ckpt_reader *r, int shard_only, yk_diag *d);
 
 static int check_shards(yk_ckpt_reader *r, int full, yk_diag *d) {
   char holds[512];
+  /* The O_DIRECT descriptors double the reader's open files: only when the
+   * file limit leaves room for them (else every read is a plain pread). */
+  struct rlimit rl;
+  int want_direct = getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+                    (rlim_t)(2 * (int64_t)r->world + 256) <= rl.rlim_cur;
   for (int i = 0; i < r->world; i++) {
     rshard *s = &r->shards[i];
     shard_holds(r, i, holds, sizeof holds);
@@ -400,7 +406,7 @@ static int check_shards(yk_ckpt_reader *r, int full, yk_diag *d) {
                        s->path, (unsigned long long)sb.st_size, (unsigned long long)s->bytes, holds);
     /* For read_stored: an O_DIRECT descriptor (-1 without O_DIRECT: fine)
      * and a mapping of exactly s->bytes (unmapped with that length). */
-    s->dfd = open(s->path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+    s->dfd = want_direct ? open(s->path, O_RDONLY | O_CLOEXEC | O_DIRECT) : -1;
     if (s->dfd >= 0 && s->bytes > 0) {
       s->map = mmap(NULL, (size_t)s->bytes, PROT_READ, MAP_SHARED, s->fd, 0);
       if (s->map == MAP_FAILED) s->map = NULL;

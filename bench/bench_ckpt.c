@@ -5,17 +5,22 @@
  *   m, v     f32  AdamW moments after a few fake steps with N(0, 1e-3) gradients
  * (124.5M params x (4+2+4+4) bytes = 1.74 GB raw for world 1).
  *
- * Figures: save GB/s (sync shard write incl. fsync, raw bytes / time), load
- * GB/s (read back every arena, checksums verified; warm page cache), the
- * compression ratio per arena, and the stall per asynchronous save as a
- * fraction of a step: the snapshot copy (default mode) and the wait at
- * yk_ckpt_writer_release when the copy is deferred into forward/backward
- * (simulated by spinning the main thread for 2/3 of a step). */
+ * Figures: save GB/s (raw bytes / time of a synchronous save: shard write,
+ * fsync of the file and directory, and at world 1 the commit: manifest,
+ * rename, fsync; median of --repeat saves), load GB/s (read back every
+ * arena, checksums verified; warm page cache, and cold: the shard files
+ * evicted from the page cache first), the compression ratio per arena, and
+ * the stall per asynchronous save as a fraction of a step: the snapshot copy
+ * (default mode) and the wait at yk_ckpt_writer_release when the copy is
+ * deferred into forward/backward (simulated by spinning the main thread for
+ * 2/3 of a step). */
 #define _GNU_SOURCE
 #include "yk_bench.h"
 #include "yk_ckpt.h"
 #include "yk_common.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <jansson.h>
 #include <math.h>
@@ -28,7 +33,8 @@
 #include <unistd.h>
 
 static const char usage[] =
-    "usage: yoke bench ckpt [--layers L] [--world W] [--level N] [--threads N] [--step-ms MS] [--dir DIR] [--json]\n\n"
+    "usage: yoke bench ckpt [--layers L] [--world W] [--level N] [--threads N] [--step-ms MS] [--repeat N] [--dir DIR]\n"
+    "                       [--buffered] [--json]\n\n"
     "Benchmark checkpoint save/load throughput, compression ratio per tensor kind and the training stall\n"
     "per asynchronous save, on a synthetic GPT-2 (C=768, Vp=50304, T=1024) state with L layers.\n"
     "  --layers L    transformer layers (default 12: GPT-2 124M, 1.74 GB of state)\n"
@@ -37,6 +43,8 @@ static const char usage[] =
     "  --level N     zstd level -7..22 (default 1, as ckpt.level)\n"
     "  --threads N   compression threads (default 0 = all cores)\n"
     "  --step-ms MS  training step time the stall is compared with (default 2000: GPT-2 124M on this CPU)\n"
+    "  --repeat N    synchronous saves to time; the median is reported (default 3)\n"
+    "  --buffered    write shards through the page cache instead of O_DIRECT (ckpt buffered_io)\n"
     "  --dir DIR     where to write (default a new directory under /tmp, removed afterwards)\n"
     "  --json        also print the figures as one JSON object\n";
 
@@ -123,6 +131,45 @@ static void spin_s(double s) {
     for (int i = 0; i < 1000; i++) x = x * 1.0000001 + 1e-9;
 }
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(const double *v, int n) {
+  double s[64];
+  memcpy(s, v, (size_t)n * sizeof *s);
+  qsort(s, (size_t)n, sizeof *s, cmp_double);
+  return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+/* Put the shard files of step-N into the page cache (read them once) or
+ * evict them from it (POSIX_FADV_DONTNEED drops clean pages: the files are
+ * fsynced), so that the load figures say which case they measure. */
+static void cache_step_files(const char *dir, int64_t step, int warm) {
+  char sd[4200], path[4500];
+  snprintf(sd, sizeof sd, "%s/step-%08lld", dir, (long long)step);
+  DIR *dh = opendir(sd);
+  if (!dh) return;
+  static char buf[1 << 20];
+  struct dirent *de;
+  while ((de = readdir(dh))) {
+    if (de->d_name[0] == '.') continue;
+    snprintf(path, sizeof path, "%s/%s", sd, de->d_name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (warm) {
+      while (read(fd, buf, sizeof buf) > 0) {
+      }
+    } else {
+      fdatasync(fd);
+      posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    }
+    close(fd);
+  }
+  closedir(dh);
+}
+
 static int parse_opt(const char *name, const char *val, int64_t lo, int64_t hi, int64_t *out) {
   if (!val || yk_parse_i64(val, out) || *out < lo || *out > hi) {
     fprintf(stderr, "yoke bench ckpt: %s needs an integer in %lld..%lld, got '%s'\n%s", name, (long long)lo,
@@ -133,9 +180,9 @@ static int parse_opt(const char *name, const char *val, int64_t lo, int64_t hi, 
 }
 
 int yk_bench_cmd_ckpt(int argc, char **argv) {
-  int64_t L = 12, world = 1, level = 1, threads = 0, step_ms = 2000, C = 768, Vp = 50304;
+  int64_t L = 12, world = 1, level = 1, threads = 0, step_ms = 2000, C = 768, Vp = 50304, repeat = 3;
   const char *dir_opt = NULL;
-  int json_out = 0;
+  int json_out = 0, buffered = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
     int rc = 0;
@@ -145,6 +192,9 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
     } else if (!strcmp(a, "--json")) {
       json_out = 1;
       continue;
+    } else if (!strcmp(a, "--buffered")) {
+      buffered = 1;
+      continue;
     } else if (!strcmp(a, "--layers")) rc = parse_opt(a, val, 1, 96, &L);
     else if (!strcmp(a, "--world")) rc = parse_opt(a, val, 1, 4096, &world);
     else if (!strcmp(a, "--channels")) rc = parse_opt(a, val, 8, 16384, &C);
@@ -152,6 +202,7 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
     else if (!strcmp(a, "--level")) rc = parse_opt(a, val, -7, 22, &level);
     else if (!strcmp(a, "--threads")) rc = parse_opt(a, val, 0, 64, &threads);
     else if (!strcmp(a, "--step-ms")) rc = parse_opt(a, val, 1, 10000000, &step_ms);
+    else if (!strcmp(a, "--repeat")) rc = parse_opt(a, val, 1, 64, &repeat);
     else if (!strcmp(a, "--dir")) {
       if (!val) {
         fprintf(stderr, "yoke bench ckpt: --dir needs a directory\n%s", usage);
@@ -240,19 +291,39 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
   o.level = (int)level;
   o.threads = (int)threads;
   o.keep = 2;
+  o.buffered_io = buffered;
   yk_logger quiet;
   yk_logger_init(&quiet, 0, YK_LOG_WARN, stderr);
   o.log = &quiet;
 
-  /* 1. synchronous save of rank 0's shard (+ commit when world is 1) */
+  /* 1. synchronous saves of rank 0's shard (+ commit when world is 1: the
+   * save is durable and visible only then), steps 1..repeat */
   yk_ckpt_write_stats st;
   double load_before = loadavg1();
-  double t0 = yk_now_s(), c0 = cpu_s();
-  if ((rc = yk_ckpt_write_shard(&o, s, 1, &st, &d))) goto fail;
-  double save_s = yk_now_s() - t0, save_cpu = cpu_s() - c0;
-  double save_gbs = (double)st.raw_bytes / (st.write_s - st.sync_s) / 1e9;
-  double durable_gbs = (double)st.raw_bytes / save_s / 1e9;
+  double save_t[64], write_t[64], sync_t[64], commit_t[64], cpu_t[64];
+  for (int k = 0; k < repeat; k++) {
+    double t0 = yk_now_s(), c0 = cpu_s();
+    if ((rc = yk_ckpt_write_shard(&o, s, 1 + k, &st, &d))) goto fail;
+    double t1 = yk_now_s();
+    if (world == 1 && (rc = yk_ckpt_commit(&o, 1 + k, &d))) goto fail;
+    save_t[k] = yk_now_s() - t0;
+    cpu_t[k] = cpu_s() - c0;
+    commit_t[k] = yk_now_s() - t1;
+    write_t[k] = st.write_s - st.sync_s;
+    sync_t[k] = st.sync_s;
+  }
+  double save_s = median(save_t, (int)repeat), save_cpu = median(cpu_t, (int)repeat);
+  double save_gbs = (double)st.raw_bytes / save_s / 1e9;
+  double save_write_gbs = (double)st.raw_bytes / median(write_t, (int)repeat) / 1e9;
   double ratio = (double)st.raw_bytes / (double)st.file_bytes;
+  double save_min = 1e30, save_max = 0;
+  for (int k = 0; k < repeat; k++) {
+    double g = (double)st.raw_bytes / save_t[k] / 1e9;
+    save_min = g < save_min ? g : save_min;
+    save_max = g > save_max ? g : save_max;
+  }
+  double t0, c0;
+  int64_t step0 = repeat; /* the async saves below use steps repeat+1, repeat+2 */
 
   /* 2. asynchronous save: stall = the snapshot copy */
   if ((rc = yk_ckpt_writer_create(&o, &w, &d))) goto fail;
@@ -260,13 +331,13 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
   if ((rc = yk_ckpt_writer_prepare(w, s, &d))) goto fail;
   double prepare_s = yk_now_s() - t0;
   t0 = yk_now_s();
-  if ((rc = yk_ckpt_writer_save(w, s, 2, 0, &d))) goto fail;
+  if ((rc = yk_ckpt_writer_save(w, s, step0 + 1, 0, &d))) goto fail;
   double stall_copy = yk_now_s() - t0;
   if ((rc = yk_ckpt_writer_wait(w, yk_deadline_in_ms(600000), &d))) goto fail;
   double async_total = yk_now_s() - t0;
   /* 3. deferred copy: save, "forward/backward" (2/3 of a step), release */
   t0 = yk_now_s();
-  if ((rc = yk_ckpt_writer_save(w, s, 3, YK_CKPT_DEFER_COPY, &d))) goto fail;
+  if ((rc = yk_ckpt_writer_save(w, s, step0 + 2, YK_CKPT_DEFER_COPY, &d))) goto fail;
   double stall_defer = yk_now_s() - t0;
   spin_s((double)step_ms / 1000.0 * 2.0 / 3.0);
   t0 = yk_now_s();
@@ -280,10 +351,10 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
    * shards are written too (not timed) so the checkpoint is complete. */
   for (int q = 1; q < world; q++) {
     o.rank = q;
-    if ((rc = yk_ckpt_write_shard(&o, s, 3, NULL, &d))) goto fail;
+    if ((rc = yk_ckpt_write_shard(&o, s, step0 + 2, NULL, &d))) goto fail;
   }
   o.rank = 0;
-  if ((rc = yk_ckpt_commit(&o, 3, &d))) goto fail;
+  if ((rc = yk_ckpt_commit(&o, step0 + 2, &d))) goto fail;
   yk_ckpt_open_opts oo = {.verify = YK_CKPT_VERIFY_META, .threads = (int)threads};
   if ((rc = yk_ckpt_reader_open(dir, &oo, &r, &d))) goto fail;
   back = yk_alloc(n * 4);
@@ -295,21 +366,30 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
   const char *names[4] = {"params", "params16", "m", "v"};
   const void *orig[4] = {fc.p, fc.h, fc.m, fc.v};
   size_t es[4] = {4, 2, 4, 4};
-  double load_s = 0, load_cpu = 0;
+  /* pass 0: cold (shard files evicted from the page cache), pass 1: warm */
+  double load_s = 0, load_cpu = 0, cold_s = 0;
   uint64_t load_bytes = 0;
-  for (int a = 0; a < 4; a++) {
-    t0 = yk_now_s();
-    c0 = cpu_s();
-    if ((rc = yk_ckpt_reader_read(r, names[a], 0, n, back, &d))) goto fail;
-    load_s += yk_now_s() - t0;
-    load_cpu += cpu_s() - c0;
-    load_bytes += n * es[a];
-    if (memcmp(back, orig[a], n * es[a])) {
-      fprintf(stderr, "yoke bench ckpt: arena %s read back differs from what was saved\n", names[a]);
-      rc = 1;
-      goto out;
+  for (int pass = 0; pass < 2; pass++) {
+    cache_step_files(dir, step0 + 2, pass);
+    for (int a = 0; a < 4; a++) {
+      t0 = yk_now_s();
+      c0 = cpu_s();
+      if ((rc = yk_ckpt_reader_read(r, names[a], 0, n, back, &d))) goto fail;
+      if (pass == 0) {
+        cold_s += yk_now_s() - t0;
+      } else {
+        load_s += yk_now_s() - t0;
+        load_cpu += cpu_s() - c0;
+        load_bytes += n * es[a];
+      }
+      if (memcmp(back, orig[a], n * es[a])) {
+        fprintf(stderr, "yoke bench ckpt: arena %s read back differs from what was saved\n", names[a]);
+        rc = 1;
+        goto out;
+      }
     }
   }
+  double load_cold_gbs = (double)load_bytes / cold_s / 1e9;
   double load_gbs = (double)load_bytes / load_s / 1e9;
   man = json_loads(yk_ckpt_reader_manifest_text(r), 0, NULL);
   double kind_ratio[4] = {0};
@@ -331,11 +411,14 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
          load_before, yk_cpu_count());
   printf("  raw state of rank 0       %8.3f GB (shard file %.3f GB)\n", (double)st.raw_bytes / 1e9,
          (double)st.file_bytes / 1e9);
-  printf("  save (compress + write)   %8.3f GB/s  (%.2f s, before fsync)\n", save_gbs, st.write_s - st.sync_s);
-  printf("  save durable (+ fsync)    %8.3f GB/s  (%.2f s; fsync %.2f s: the disk's write speed)\n", durable_gbs,
-         save_s, st.sync_s);
+  printf("  save (durable%s)  %8.3f GB/s  (median of %lld: %.2f s; min %.3f, max %.3f GB/s)\n",
+         world == 1 ? ", committed" : " shard   ", save_gbs, (long long)repeat, save_s, save_min, save_max);
+  printf("    of which                 compress + write %.2f s (%.3f GB/s), fsync %.2f s, commit %.2f s (medians); %s\n",
+         median(write_t, (int)repeat), save_write_gbs, median(sync_t, (int)repeat), median(commit_t, (int)repeat),
+         st.direct_io ? "O_DIRECT writes" : "buffered writes (no O_DIRECT here)");
   printf("  load (all arenas, warm)   %8.3f GB/s  (%.2f s for %.3f GB, checksums verified)\n", load_gbs, load_s,
          (double)load_bytes / 1e9);
+  printf("  load (cold page cache)    %8.3f GB/s  (%.2f s: shard files evicted first)\n", load_cold_gbs, cold_s);
   printf("  CPU cost                  save %.3f GB per CPU-second, load %.3f GB per CPU-second (load-independent)\n",
          save_core, load_core);
   printf("  compression ratio         %8.3f  (params f32 %.3f, params16 bf16 %.3f, m f32 %.3f, v f32 %.3f; "
@@ -347,13 +430,13 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
   printf("  async stall (deferred)    %8.3f s = %.1f%% of a step (copy overlapped with 2/3 step of compute)\n",
          stall_defer, 100 * stall_defer / step_s);
   if (json_out) {
-    json_t *j = json_pack("{s:s, s:I, s:f, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:{s:f, s:f, s:f, s:f}}",
+    json_t *j = json_pack("{s:s, s:I, s:f, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:{s:f, s:f, s:f, s:f}}",
                           "bench", "ckpt", "layers", (json_int_t)L, "params_m", (double)n / 1e6, "world",
                           (json_int_t)world, "level", (json_int_t)level, "step_ms", (json_int_t)step_ms, "raw_gb",
-                          (double)st.raw_bytes / 1e9, "save_gbs", save_gbs, "save_durable_gbs", durable_gbs, "load_gbs", load_gbs, "ratio", ratio,
+                          (double)st.raw_bytes / 1e9, "save_gbs", save_gbs, "save_write_gbs", save_write_gbs, "load_gbs", load_gbs, "ratio", ratio,
                           "stall_s", stall_copy, "stall_frac", stall_copy / step_s, "stall_frac_deferred",
                           stall_defer / step_s, "async_write_s", async_total, "save_gb_per_cpu_s", save_core, "load_gb_per_cpu_s", load_core, "loadavg",
-                          load_before, "ratio_by_kind", "params_f32",
+                          load_before, "load_cold_gbs", load_cold_gbs, "repeat", (json_int_t)repeat, "direct_io", (json_int_t)st.direct_io, "ratio_by_kind", "params_f32",
                           kind_ratio[0], "params16_bf16", kind_ratio[1], "adam_m_f32", kind_ratio[2], "adam_v_f32",
                           kind_ratio[3]);
     char *txt = json_dumps(j, JSON_COMPACT);

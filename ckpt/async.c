@@ -100,7 +100,7 @@ static void *thread_main(void *arg) {
                    .blobs = w->blobs, .nblobs = w->nblobs, .model_json = w->model_json,
                    .config_yaml = w->config_yaml};
       yk_ckpt_write_stats st = {0};
-      rc = ck_write_plan(w->dir, &p, w->o.level, w->o.threads, &st, &d);
+      rc = ck_write_plan(w->dir, &p, w->o.level, w->o.threads, w->o.buffered_io, &st, &d);
       pthread_mutex_lock(&w->mu);
       st.copy_s = w->cur.copy_s;
       pthread_mutex_unlock(&w->mu);

@@ -72,9 +72,10 @@ typedef struct ck_plan {
 enum { CK_PLANE_RAW = 0, CK_PLANE_ZSTD = 1 };
 size_t ck_chunk_bound(size_t raw_bytes, size_t es);
 /* Encode n elements of size es at src into dst (cap from ck_chunk_bound);
- * scratch holds n*es bytes. Returns the payload size or 0 on error. */
+ * scratch holds n*es bytes. raw_sum (may be NULL) receives the XXH3-64 of
+ * the n*es raw bytes. Returns the payload size or 0 on error. */
 size_t ck_chunk_encode(const uint8_t *src, size_t n, size_t es, int level, void *zctx, uint8_t *scratch,
-                       uint8_t *dst, size_t cap);
+                       uint8_t *dst, size_t cap, uint64_t *raw_sum);
 /* Decode into dst (n*es bytes); scratch n*es bytes. 0 or YK_ECORRUPT. */
 int ck_chunk_decode(const uint8_t *src, size_t src_len, size_t n, size_t es, void *dctx, uint8_t *scratch,
                     uint8_t *dst);
@@ -89,7 +90,9 @@ int ck_run_threads(int threads, void (*fn)(void *ctx, int worker), void *ctx);
 int ck_threads(int requested);
 
 /* write.c */
-int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk_ckpt_write_stats *st, yk_diag *d);
+/* buffered: 1 = page-cache writes, 0 = O_DIRECT where the filesystem has it */
+int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, int buffered, yk_ckpt_write_stats *st,
+                  yk_diag *d);
 int ck_commit(const char *root, int64_t step, int world, int keep, const yk_logger *lg, yk_diag *d);
 void ck_step_dir(char *buf, size_t cap, const char *root, int64_t step, int partial);
 void ck_shard_name(char *buf, size_t cap, int rank, int world);

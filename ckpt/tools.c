@@ -58,7 +58,7 @@ int yk_ckpt_convert_reshard(yk_ckpt_reader *r, const yk_ckpt_opts *o, yk_diag *d
     ck_plan p = {.step = step, .rank = q, .world = o->world, .parts = parts, .nparts = na, .blobs = mine,
                  .nblobs = nm, .model_json = q == 0 ? yk_ckpt_reader_model_json(r) : NULL,
                  .config_yaml = q == 0 ? yk_ckpt_reader_config_yaml(r) : NULL};
-    if (!rc) rc = ck_write_plan(o->dir, &p, o->level, o->threads, NULL, d);
+    if (!rc) rc = ck_write_plan(o->dir, &p, o->level, o->threads, o->buffered_io, NULL, d);
     for (int i = 0; i < na; i++) {
       yk_free((void *)parts[i].slice);
       parts[i].slice = NULL;

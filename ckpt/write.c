@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -52,18 +53,157 @@ int ck_fsync_dir(const char *dir, yk_diag *d) {
   return 0;
 }
 
-static int write_all(int fd, const void *buf, size_t len) {
-  const uint8_t *p = buf;
+/* ---- shard output: O_DIRECT through an aligned staging buffer ----
+ *
+ * Why: on this class of machine (virtio disk, VM memory) a buffered write()
+ * costs more CPU than the whole codec: copying 1.4 GB into fresh page-cache
+ * pages (copy_folio_from_iter + clear_page) was ~24% of a save's samples, and
+ * the final fsync then waits for write-back that started late. With O_DIRECT
+ * the disk DMAs from one small, already-faulted buffer: the payloads are
+ * copied into it (hot in cache, ~10 GB/s) and written in CK_STAGE_BYTES
+ * blocks at aligned offsets. The file layout is unchanged: the last partial
+ * block is padded with zeros and the file is then truncated to its exact
+ * size. Filesystems without O_DIRECT (tmpfs) or that reject an aligned
+ * direct write (EINVAL) fall back to ordinary buffered writes. Durability is
+ * the same in both modes: the caller still fsyncs the file (device cache
+ * flush + size metadata) and the directory. */
+#define CK_DIO_ALIGN 4096u
+#define CK_STAGE_BYTES (8u << 20)
+
+/* Big per-save buffers (staging, chunk slots, scratch: ~50 MB per save) in
+ * transparent huge pages where the kernel allows them (THP "madvise"
+ * mode): fewer page faults on first touch, and O_DIRECT pins 4 pages of 2
+ * MiB per staging write instead of 2048 of 4 KiB (gup was ~2.4% of a
+ * save's samples). */
+#define CK_HUGE (2u << 20)
+static void *big_alloc(size_t n) {
+  size_t r = (n + CK_HUGE - 1) / CK_HUGE * CK_HUGE;
+  void *p = aligned_alloc(CK_HUGE, r);
+  if (p) madvise(p, r, MADV_HUGEPAGE);
+  return p;
+}
+
+typedef struct {
+  int fd;
+  int direct;      /* O_DIRECT in effect: stage and write aligned blocks */
+  uint8_t *buf;    /* CK_STAGE_BYTES, CK_DIO_ALIGN-aligned (direct mode) */
+  size_t fill;     /* staged bytes not yet written */
+  uint64_t done;   /* file offset of buf[0] = bytes already written */
+  XXH3_state_t *sum; /* if not NULL, every byte passed to out_write is added (the file checksum) */
+} ck_out;
+
+static int pwrite_all(int fd, const uint8_t *p, size_t len, uint64_t off) {
   while (len) {
-    ssize_t w = write(fd, p, len > (1u << 30) ? (1u << 30) : len);
+    ssize_t w = pwrite(fd, p, len > (1u << 30) ? (1u << 30) : len, (off_t)off);
     if (w < 0) {
       if (errno == EINTR) continue;
       return -1;
     }
+    if (w == 0) {
+      errno = EIO;
+      return -1;
+    }
     p += w;
+    off += (uint64_t)w;
     len -= (size_t)w;
   }
   return 0;
+}
+
+/* Write the first n staged bytes at out->done (n is a multiple of the
+ * alignment unless this is a buffered write). A direct write the filesystem
+ * refuses with EINVAL is retried buffered, and the file stays buffered. */
+static int out_flush(ck_out *o, size_t n) {
+  if (!n) return 0;
+  int rc = pwrite_all(o->fd, o->buf, n, o->done);
+  if (rc && errno == EINVAL && o->direct) {
+    int fl = fcntl(o->fd, F_GETFL);
+    if (fl >= 0 && fcntl(o->fd, F_SETFL, fl & ~O_DIRECT) == 0) {
+      o->direct = 0;
+      rc = pwrite_all(o->fd, o->buf, n, o->done);
+    }
+  }
+  if (!rc) o->done += n;
+  return rc;
+}
+
+static int out_open(ck_out *o, const char *path, int buffered) {
+  memset(o, 0, sizeof *o);
+  o->buf = big_alloc(CK_STAGE_BYTES); /* CK_DIO_ALIGN-aligned too */
+  if (!o->buf) {
+    errno = ENOMEM;
+    return -1;
+  }
+  o->fd = buffered ? -1 : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0644);
+  if (o->fd >= 0) {
+    o->direct = 1;
+  } else if (buffered || errno == EINVAL) { /* asked for, or no O_DIRECT on this filesystem */
+    o->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  }
+  if (o->fd < 0) {
+    free(o->buf);
+    o->buf = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+/* Pieces of out_write's copy into the staging buffer: each is hashed right
+ * after the copy, while it is in L2, instead of reading the payload from
+ * memory a second time for the file checksum. */
+#define CK_HASH_PIECE (256u << 10)
+
+static int out_write(ck_out *o, const void *data, size_t len) {
+  const uint8_t *p = data;
+  if (!o->direct) {
+    if (o->sum) XXH3_64bits_update(o->sum, p, len);
+    if (o->fill) { /* staged bytes from before a fallback go first */
+      if (out_flush(o, o->fill)) return -1;
+      o->fill = 0;
+    }
+    if (pwrite_all(o->fd, p, len, o->done)) return -1;
+    o->done += len;
+    return 0;
+  }
+  while (len) {
+    size_t k = CK_STAGE_BYTES - o->fill < len ? CK_STAGE_BYTES - o->fill : len;
+    if (k > CK_HASH_PIECE) k = CK_HASH_PIECE;
+    memcpy(o->buf + o->fill, p, k);
+    if (o->sum) XXH3_64bits_update(o->sum, o->buf + o->fill, k);
+    o->fill += k;
+    p += k;
+    len -= k;
+    if (o->fill == CK_STAGE_BYTES) {
+      if (out_flush(o, CK_STAGE_BYTES)) return -1;
+      o->fill = 0;
+      if (!o->direct) return out_write(o, p, len);
+    }
+  }
+  return 0;
+}
+
+/* Write what is staged; in direct mode the last block is zero-padded to the
+ * alignment and the file truncated back to its exact size. */
+static int out_finish(ck_out *o) {
+  if (!o->fill) return 0;
+  uint64_t size = o->done + o->fill;
+  if (!o->direct) {
+    if (out_flush(o, o->fill)) return -1;
+    o->fill = 0;
+    return 0;
+  }
+  size_t n = (o->fill + CK_DIO_ALIGN - 1) / CK_DIO_ALIGN * CK_DIO_ALIGN;
+  memset(o->buf + o->fill, 0, n - o->fill);
+  if (out_flush(o, n)) return -1;
+  o->fill = 0;
+  if (o->done != size && ftruncate(o->fd, (off_t)size) != 0) return -1;
+  o->done = size;
+  return 0;
+}
+
+static void out_close_buf(ck_out *o) {
+  free(o->buf);
+  o->buf = NULL;
 }
 
 static void put64(uint8_t *p, uint64_t v) {
@@ -133,9 +273,8 @@ typedef struct {
   ck_chunk *chunks;
   int nchunks;
   int level;
-  int fd;
+  ck_out *out;
   const char *path;
-  XXH3_state_t *fsum;
   uint64_t pos;
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -156,8 +295,7 @@ static void compress_one(wctx *w, int i, void *z, uint8_t *scratch) {
   size_t es = yk_dtype_size(pt->arena->dtype);
   const uint8_t *src = pt->slice + (c->off - pt->lo) * es;
   int s = i % w->window;
-  c->raw_sum = XXH3_64bits(src, c->n * es);
-  size_t len = ck_chunk_encode(src, c->n, es, w->level, z, scratch, w->slot[s], w->slot_cap);
+  size_t len = ck_chunk_encode(src, c->n, es, w->level, z, scratch, w->slot[s], w->slot_cap, &c->raw_sum);
   if (len) c->sum = XXH3_64bits(w->slot[s], len);
   pthread_mutex_lock(&w->mu);
   if (!len && !w->err)
@@ -193,7 +331,7 @@ static void writer_worker(void *arg, int worker) {
       pthread_mutex_unlock(&w->mu);
       if (mine) {
         if (!z) z = ck_zctx_new();
-        if (!scratch) scratch = malloc((size_t)YK_CKPT_CHUNK_ELEMS * 8);
+        if (!scratch) scratch = big_alloc((size_t)YK_CKPT_CHUNK_ELEMS * 8);
         if (!z || !scratch) {
           pthread_mutex_lock(&w->mu);
           if (!w->err) w->err = yk_errorf(w->d, YK_ENOMEM, "out of memory for compression buffers");
@@ -209,8 +347,7 @@ static void writer_worker(void *arg, int worker) {
       if (err) break;
       ck_chunk *c = &w->chunks[i];
       c->file_off = w->pos;
-      int rc = write_all(w->fd, w->slot[s], w->slot_len[s]);
-      XXH3_64bits_update(w->fsum, w->slot[s], w->slot_len[s]);
+      int rc = out_write(w->out, w->slot[s], w->slot_len[s]);
       w->pos += w->slot_len[s];
       pthread_mutex_lock(&w->mu);
       if (rc && !w->err) w->err = yk_errorf_sys(w->d, YK_EIO, "cannot write '%s'", w->path);
@@ -224,7 +361,7 @@ static void writer_worker(void *arg, int worker) {
     return;
   }
   z = ck_zctx_new();
-  scratch = malloc((size_t)YK_CKPT_CHUNK_ELEMS * 8);
+  scratch = big_alloc((size_t)YK_CKPT_CHUNK_ELEMS * 8);
   pthread_mutex_lock(&w->mu);
   if ((!z || !scratch) && !w->err) w->err = yk_errorf(w->d, YK_ENOMEM, "out of memory for compression buffers");
   for (;;) {
@@ -295,7 +432,8 @@ static json_t *build_index(const ck_plan *p, const ck_chunk *chunks, int nchunks
   return ix;
 }
 
-int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk_ckpt_write_stats *st, yk_diag *d) {
+int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, int buffered, yk_ckpt_write_stats *st,
+                  yk_diag *d) {
   double t0 = yk_now_s();
   if (level < -7 || level > 22) return yk_errorf(d, YK_EINVAL, "ckpt level %d out of range -7..22", level);
   if (p->world < 1 || p->rank < 0 || p->rank >= p->world)
@@ -313,24 +451,32 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk
   ck_chunk *chunks = NULL;
   int nchunks = 0;
   if ((rc = plan_chunks(p, &chunks, &nchunks))) return yk_errorf(d, rc, "out of memory planning chunks");
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
+  ck_out out;
+  if (out_open(&out, tmp, buffered) != 0) {
     free(chunks);
     return yk_errorf_sys(d, YK_EIO, "cannot create '%s'", tmp);
   }
+  int fd = out.fd;
   XXH3_state_t *fsum = XXH3_createState();
+  if (!fsum) {
+    close(out.fd);
+    unlink(tmp);
+    out_close_buf(&out);
+    free(chunks);
+    return yk_errorf(d, YK_ENOMEM, "out of memory");
+  }
   XXH3_64bits_reset(fsum);
+  out.sum = fsum;
   uint8_t hdr[CK_HEADER_BYTES] = {0};
   memcpy(hdr, CK_SHARD_MAGIC, 8);
   put64(hdr + 8, YK_CKPT_FORMAT_VERSION);
   put64(hdr + 16, (uint64_t)p->rank);
   put64(hdr + 24, (uint64_t)p->world);
   put64(hdr + 32, (uint64_t)p->step);
-  rc = write_all(fd, hdr, sizeof hdr) ? yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp) : 0;
-  XXH3_64bits_update(fsum, hdr, sizeof hdr);
+  rc = out_write(&out, hdr, sizeof hdr) ? yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp) : 0;
 
   int nthr = ck_threads(threads);
-  wctx w = {.p = p, .chunks = chunks, .nchunks = nchunks, .level = level, .fd = fd, .path = tmp, .fsum = fsum,
+  wctx w = {.p = p, .chunks = chunks, .nchunks = nchunks, .level = level, .out = &out, .path = tmp,
             .pos = CK_HEADER_BYTES, .window = 2 * nthr, .d = d};
   w.slot_cap = ck_chunk_bound((size_t)YK_CKPT_CHUNK_ELEMS * 8, 8);
   w.slot = calloc((size_t)w.window, sizeof *w.slot);
@@ -339,7 +485,7 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk
   if (!w.slot || !w.slot_len || !w.slot_ready) rc = rc ? rc : yk_errorf(d, YK_ENOMEM, "out of memory");
   for (int s = 0; !rc && s < w.window; s++) {
     w.slot_ready[s] = -1;
-    if (!(w.slot[s] = malloc(w.slot_cap))) rc = yk_errorf(d, YK_ENOMEM, "out of memory for write buffers");
+    if (!(w.slot[s] = big_alloc(w.slot_cap))) rc = yk_errorf(d, YK_ENOMEM, "out of memory for write buffers");
   }
   if (!rc && nchunks) {
     pthread_mutex_init(&w.mu, NULL);
@@ -360,8 +506,7 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk
   for (int b = 0; !rc && b < p->nblobs; b++) {
     blob_off[b] = pos;
     blob_sum[b] = XXH3_64bits(p->blobs[b].data, p->blobs[b].len);
-    if (write_all(fd, p->blobs[b].data, p->blobs[b].len)) rc = yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp);
-    XXH3_64bits_update(fsum, p->blobs[b].data, p->blobs[b].len);
+    if (out_write(&out, p->blobs[b].data, p->blobs[b].len)) rc = yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp);
     pos += p->blobs[b].len;
   }
   uint64_t raw = 0;
@@ -379,11 +524,12 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk
       put64(tr, pos);
       put64(tr + 8, tl);
       put64(tr + 16, XXH3_64bits(txt, tl));
-      XXH3_64bits_update(fsum, txt, tl);
-      XXH3_64bits_update(fsum, tr, 24);
+      /* the file checksum covers bytes [0, size-16): up to tr + 24 */
+      int wr = out_write(&out, txt, tl) || out_write(&out, tr, 24);
       put64(tr + 24, XXH3_64bits_digest(fsum));
       memcpy(tr + 32, CK_TRAILER_MAGIC, 8);
-      if (write_all(fd, txt, tl) || write_all(fd, tr, sizeof tr))
+      out.sum = NULL;
+      if (wr || out_write(&out, tr + 24, 16) || out_finish(&out))
         rc = yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp);
       pos += tl + sizeof tr;
       free(txt);
@@ -393,6 +539,7 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk
   free(blob_sum);
   free(chunks);
   XXH3_freeState(fsum);
+  out_close_buf(&out);
   double ts = yk_now_s();
   if (!rc && fsync(fd) != 0) rc = yk_errorf_sys(d, YK_EIO, "cannot fsync '%s'", tmp);
   if (close(fd) != 0 && !rc) rc = yk_errorf_sys(d, YK_EIO, "cannot close '%s'", tmp);
@@ -404,6 +551,7 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, yk
     st->file_bytes = pos;
     st->write_s = yk_now_s() - t0;
     st->sync_s = yk_now_s() - ts;
+    st->direct_io = out.direct;
   }
   return rc;
 }
@@ -438,7 +586,7 @@ int yk_ckpt_write_shard(const yk_ckpt_opts *o, const yk_ckpt_state *s, int64_t s
                .blobs = blobs, .nblobs = nb, .model_json = o->rank == 0 ? s->model_json : NULL,
                .config_yaml = o->rank == 0 ? s->config_yaml : NULL};
   if (st) memset(st, 0, sizeof *st);
-  int rc = ck_write_plan(o->dir, &p, o->level, o->threads, st, d);
+  int rc = ck_write_plan(o->dir, &p, o->level, o->threads, o->buffered_io, st, d);
   free(parts);
   free(blobs);
   return rc;

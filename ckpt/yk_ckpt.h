@@ -90,6 +90,8 @@ typedef struct yk_ckpt_opts {
   int threads;          /* compression/decompression threads; 0 = all cores */
   int keep;             /* commit keeps the newest `keep` checkpoints; 0 = all */
   const yk_logger *log; /* may be NULL */
+  int buffered_io;      /* 0 (default): shard files are written with O_DIRECT where the filesystem has it
+                           (less CPU: no page-cache copy); 1: ordinary page-cache writes */
 } yk_ckpt_opts;
 
 /* Defaults: level 1, threads 0, keep 3, rank 0 of 1, dir NULL. */
@@ -104,6 +106,7 @@ typedef struct yk_ckpt_write_stats {
   double copy_s;         /* snapshot copy (the training stall) */
   double write_s;        /* compress + write + fsync (total) */
   double sync_s;         /* of which fsync of the shard file and directory */
+  int direct_io;         /* 1: written with O_DIRECT (0: buffered; the filesystem has no O_DIRECT) */
 } yk_ckpt_write_stats;
 
 /* Phase 1, every rank, synchronous: write this rank's shard of `s` at `step`

@@ -3,15 +3,18 @@
  * Ranks are simulated in-process: every "rank" holds the same full arenas and
  * writes its shard; rank 0 commits. */
 #define _GNU_SOURCE
+#include "ckpt_internal.h" /* ck_chunk_encode/decode for the codec tests */
 #include "yk_ckpt.h"
 #include "yk_partition.h"
 
 #include <check.h>
+#include <xxhash.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 typedef struct {
@@ -417,6 +420,160 @@ START_TEST(test_corruption_detected) {
 }
 END_TEST
 
+static uint32_t le32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Chunk codec: planes whose sample compresses are zstd frames, the others
+ * raw, in any mix (a raw plane after a compressed one is moved down in
+ * place); every element size, sizes below the sample threshold, n = 0.
+ * Elements: byte 0 and byte es-1 constant-ish (compressible), the middle
+ * bytes random (incompressible). */
+START_TEST(test_codec_planes) {
+  const size_t sizes[] = {0, 1, 37, 40000, 100003};
+  const size_t ess[] = {1, 2, 4, 8};
+  yk_rng rng;
+  yk_rng_seed(&rng, 99);
+  void *z = ck_zctx_new(), *dz = ck_dctx_new();
+  for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+    for (size_t ei = 0; ei < 4; ei++) {
+      size_t n = sizes[si], es = ess[ei];
+      uint8_t *src = malloc(n * es + 1), *back = malloc(n * es + 1), *scr = malloc(n * es + 1);
+      size_t cap = ck_chunk_bound(n * es, es);
+      uint8_t *enc = malloc(cap);
+      for (size_t i = 0; i < n; i++)
+        for (size_t b = 0; b < es; b++)
+          src[i * es + b] = (b == 0 || b == es - 1) ? (uint8_t)(i % 3 == 0) : (uint8_t)yk_rng_u64(&rng);
+      for (int level = -1; level <= 3; level += 2) {
+        uint64_t raw_sum = 0;
+        size_t len = ck_chunk_encode(src, n, es, level, z, scr, enc, cap, &raw_sum);
+        ck_assert_msg(len >= 8 * es, "encode n=%zu es=%zu level %d failed", n, es, level);
+        ck_assert_msg(raw_sum == XXH3_64bits(src, n * es), "raw checksum n=%zu es=%zu", n, es);
+        /* plane table: sizes add up; with a sample (n > 32 KiB) the random
+         * middle planes are raw and the outer ones compressed */
+        size_t sum = 8 * es;
+        for (size_t b = 0; b < es; b++) {
+          uint32_t codec = le32(enc + 8 * b), stored = le32(enc + 8 * b + 4);
+          ck_assert(codec == CK_PLANE_RAW || codec == CK_PLANE_ZSTD);
+          if (codec == CK_PLANE_RAW) ck_assert_uint_eq(stored, n);
+          else ck_assert_uint_lt(stored, n);
+          if (n > 65536) {
+            int outer = b == 0 || b == es - 1;
+            ck_assert_msg(codec == (outer ? CK_PLANE_ZSTD : CK_PLANE_RAW), "n=%zu es=%zu plane %zu codec %u", n, es,
+                          b, codec);
+          }
+          sum += stored;
+        }
+        ck_assert_uint_eq(sum, len);
+        memset(back, 0xee, n * es + 1);
+        ck_assert_int_eq(ck_chunk_decode(enc, len, n, es, dz, scr, back), 0);
+        ck_assert_msg(!memcmp(back, src, n * es), "round trip n=%zu es=%zu level %d", n, es, level);
+        ck_assert_uint_eq(back[n * es], 0xee);
+        /* a plane table that does not add up is refused */
+        if (len > 8 * es) {
+          ck_assert_int_eq(ck_chunk_decode(enc, len - 1, n, es, dz, scr, back), YK_ECORRUPT);
+          enc[4] ^= 1;
+          ck_assert_int_eq(ck_chunk_decode(enc, len, n, es, dz, scr, back), YK_ECORRUPT);
+        }
+      }
+      free(src);
+      free(back);
+      free(scr);
+      free(enc);
+    }
+  ck_zctx_free(z);
+  ck_dctx_free(dz);
+}
+END_TEST
+
+/* A save's first chunk (params, tensor wte, f32) mixes raw and compressed
+ * planes: its mantissa planes are raw, its sign/exponent plane zstd. A
+ * flipped byte in the raw plane and one in the compressed plane are each
+ * detected (by the chunk checksum), naming the file and the tensor. */
+START_TEST(test_raw_and_zstd_plane_damage) {
+  fake_state f;
+  fake_init(&f, 400000, 17);
+  const char *s0 = "shard-00000-of-00001.yks";
+  for (int k = 0; k < 2; k++) {
+    char *root = mkroot();
+    save_world(root, &f, 1, 4, 3);
+    char p[4200];
+    snprintf(p, sizeof p, "%s/step-00000004/%s", root, s0);
+    int fd = open(p, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    uint8_t tab[32];
+    ck_assert_int_eq(pread(fd, tab, sizeof tab, 64), (ssize_t)sizeof tab);
+    close(fd);
+    uint64_t n = f.t32[0].numel < YK_CKPT_CHUNK_ELEMS ? f.t32[0].numel : YK_CKPT_CHUNK_ELEMS;
+    ck_assert_uint_eq(le32(tab), CK_PLANE_RAW);
+    ck_assert_uint_eq(le32(tab + 4), n);
+    ck_assert_uint_eq(le32(tab + 24), CK_PLANE_ZSTD);
+    long raw0 = 64 + 32, exp3 = raw0 + (long)le32(tab + 4) + (long)le32(tab + 12) + (long)le32(tab + 20);
+    flip_byte(p, k == 0 ? raw0 + 777 : exp3 + (long)le32(tab + 28) / 2);
+    expect_detected(root, s0, "wte");
+    rmroot(root);
+  }
+  fake_free(&f);
+}
+END_TEST
+
+/* Shard output: O_DIRECT through the staging buffer (on a filesystem that
+ * has it) and buffered writes (buffered_io). A blob bigger than the staging
+ * buffer and a file size that is no multiple of the block size: the file
+ * ends exactly at its trailer, verifies and reads back. */
+START_TEST(test_direct_and_buffered_output) {
+  fake_state f;
+  fake_init(&f, 300000, 23);
+  size_t big = (9u << 20) + 123;
+  uint8_t *blob = malloc(big);
+  for (size_t i = 0; i < big; i++) blob[i] = (uint8_t)(i * 2654435761u >> 13);
+  for (int k = 0; k < 2; k++) {
+    char *root = mkroot();
+    yk_diag d = {0};
+    yk_ckpt_state *s = fake_register(&f, 0);
+    ck_assert_int_eq(yk_ckpt_state_set_blob(s, "big", blob, big, 0, &d), 0);
+    yk_ckpt_opts o;
+    yk_ckpt_opts_default(&o);
+    o.dir = root;
+    o.threads = 2;
+    o.buffered_io = k;
+    yk_ckpt_write_stats st;
+    int rc = yk_ckpt_write_shard(&o, s, 9, &st, &d);
+    ck_assert_msg(rc == 0, "%s", yk_diag_msg(&d, rc));
+    ck_assert_int_eq(yk_ckpt_commit(&o, 9, &d), 0);
+    yk_ckpt_state_free(s);
+    struct statfs rf;
+    ck_assert_int_eq(statfs(root, &rf), 0);
+    if (k == 1) ck_assert_int_eq(st.direct_io, 0);
+    else if (rf.f_type == 0xEF53) ck_assert_int_eq(st.direct_io, 1); /* ext2/3/4 has O_DIRECT */
+    char p[4200];
+    snprintf(p, sizeof p, "%s/step-00000009/shard-00000-of-00001.yks", root);
+    long size = file_size(p);
+    ck_assert_int_eq(size, (long)st.file_bytes);
+    ck_assert_int_ne(size % 4096, 0);
+    char tail[8];
+    int fd = open(p, O_RDONLY);
+    ck_assert_int_eq(pread(fd, tail, 8, size - 8), 8);
+    close(fd);
+    ck_assert(!memcmp(tail, "YKSHEND1", 8));
+    yk_ckpt_reader *r;
+    ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &r, &d), 0);
+    ck_assert_int_eq(yk_ckpt_reader_verify(r, &d), 0);
+    check_all(r, &f, 1);
+    void *b;
+    size_t len;
+    ck_assert_int_eq(yk_ckpt_reader_blob(r, "big", -1, &b, &len, &d), 0);
+    ck_assert_uint_eq(len, big);
+    ck_assert(!memcmp(b, blob, big));
+    free(b);
+    yk_ckpt_reader_close(r);
+    rmroot(root);
+  }
+  free(blob);
+  fake_free(&f);
+}
+END_TEST
+
 /* Random single-byte flips anywhere in a shard or the manifest, and random
  * truncations: always detected, never a crash. */
 START_TEST(test_random_damage_detected) {
@@ -674,6 +831,9 @@ int main(void) {
   tcase_add_test(tc, test_async_writer);
   tcase_add_test(tc, test_tiny_and_empty_arenas);
   tcase_add_test(tc, test_bad_input);
+  tcase_add_test(tc, test_codec_planes);
+  tcase_add_test(tc, test_raw_and_zstd_plane_damage);
+  tcase_add_test(tc, test_direct_and_buffered_output);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

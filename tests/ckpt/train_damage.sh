@@ -38,7 +38,8 @@ damaged() { # damaged WHAT NEEDLE CMD...: resume refused naming NEEDLE; fallback
     pass "$what: ckpt.fallback resumes from step 4 and finishes"
   else fail "$what: fallback exit $rc: $(grep -E 'ERROR|resumed' "$tmp/f.log" | head -3)"; fi
 }
-flip() { printf '\x5a' | dd of="$1" bs=1 seek="$2" conv=notrunc status=none; }
+# XOR the byte with 0x5a (writing 0x5a itself was a no-op where the byte already was 0x5a: 1 in 256)
+flip() { python3 -c 'import sys; p, o = sys.argv[1], int(sys.argv[2]); f = open(p, "r+b"); f.seek(o); c = f.read(1); f.seek(o); f.write(bytes([c[0] ^ 0x5a]))' "$1" "$2"; }
 
 # byte flips at random offsets over the whole shard file (header, chunks, blobs, index, trailer)
 for i in 1 2 3 4 5 6; do

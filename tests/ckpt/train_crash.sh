@@ -20,13 +20,17 @@ YAML
 KILLS=${YK_CRASH_KILLS:-21}
 bad=0 killed_saving=0 last=-1
 for i in $(seq $KILLS); do
-  "$YOKE" train "$tmp/job.yaml" --resume latest > /dev/null 2> "$tmp/run.log" &
+  # empty the log here: the child's own `2>` truncation may come after the
+  # first poll below, which would then see the previous run's save lines
+  : > "$tmp/run.log"
+  "$YOKE" train "$tmp/job.yaml" --resume latest > /dev/null 2>> "$tmp/run.log" &
   pid=$!
   # wait (bounded) until this run's first save is under way, then kill it
   # 0-0.6 s later, so the kill lands in the save/commit/rotate cycle even on
   # a loaded machine where start-up alone takes a second
   for w in $(seq 800); do grep -q "ckpt: step" "$tmp/run.log" && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
-  grep -q "ckpt: step" "$tmp/run.log" && killed_saving=$((killed_saving + 1))
+  if grep -q "ckpt: step" "$tmp/run.log"; then killed_saving=$((killed_saving + 1))
+  else echo "kill $i: no save had started after $w polls ($(kill -0 $pid 2>/dev/null && echo running || echo "exited by itself")): $(tail -3 "$tmp/run.log" | tr '\n' ' ')"; fi
   sleep 0.$(( RANDOM % 60 ))
   kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; pid=
   if ! grep -q "ERROR" "$tmp/run.log" && "$YOKE" ckpt verify "$tmp/ck" > "$tmp/v.log" 2>&1; then

@@ -85,6 +85,10 @@ static void cpu_zero(const yk_device *dev, float *p, size_t n) {
 #ifndef GEMM_CHUNKS_PER_THREAD
 #define GEMM_CHUNKS_PER_THREAD 2
 #endif
+#ifndef GEMM_MAX_CHUNKS_PER_THREAD
+#define GEMM_MAX_CHUNKS_PER_THREAD 8
+#endif
+#define GEMM_CHUNK_FLOPS 1e9
 
 static void sgemm1(int ta, int tb, int M, int N, int K_, float alpha, const float *A, int lda, const float *B, int ldb,
                    float beta, float *C, int ldc) {
@@ -194,7 +198,15 @@ static void cpu_gemm(const yk_device *dev, int ta, int tb, int M, int N, int K_,
   g.by_n = N >= M;
   g.dim = (size_t)(g.by_n ? N : M);
   g.align = g.by_n ? 64 : 16;
-  g.nchunks = (int)YK_MIN((size_t)nt * GEMM_CHUNKS_PER_THREAD, (g.dim + g.align - 1) / g.align);
+  /* Large products (the LM head's 80 GFLOP) get more chunks, about 1 GFLOP
+   * each, up to GEMM_MAX_CHUNKS_PER_THREAD per thread: a thread sharing its
+   * core with another process then still leaves little for the other to
+   * wait on at the end, while each chunk stays large enough that re-packing
+   * the shared operand per chunk costs under 1%. */
+  size_t want = (size_t)((double)M * N * K_ * 2.0 / GEMM_CHUNK_FLOPS);
+  want = YK_MAX(want, (size_t)nt * GEMM_CHUNKS_PER_THREAD);
+  want = YK_MIN(want, (size_t)nt * GEMM_MAX_CHUNKS_PER_THREAD);
+  g.nchunks = (int)YK_MIN(want, (g.dim + g.align - 1) / g.align);
   cpu_pool_run(POOL(dev), g.nchunks, nt, gemm_mn_chunk, &g);
 }
 
@@ -376,7 +388,9 @@ static void cpu_add(const yk_device *dev, float *out, const float *a, const floa
 
 /* Causal products are done in row blocks of ABLK so the zero upper triangle
  * is mostly skipped: row block [r0,r1) only needs key columns [0,r1). */
+#ifndef ABLK
 #define ABLK 64
+#endif
 
 static void softmax_chunk(void *c_, int ch, int tid) {
   row_ctx *c = c_;

@@ -34,9 +34,11 @@
 #define FIELD_MASK ((UINT64_C(1) << 20) - 1)
 
 /* How long an idle worker polls for the next job before sleeping, and how
- * long the caller polls for in-flight chunks before yielding its CPU. */
+ * long the caller polls for in-flight chunks before yielding its CPU. The
+ * caller's wait is for chunks already running, usually short; yielding
+ * early would hand its core to another process for a whole time slice. */
 #define WORKER_SPIN_S 200e-6
-#define CALLER_SPIN_S 50e-6
+#define CALLER_SPIN_S 2e-3
 /* Sleeps are bounded so a lost wake-up or a stop is noticed anyway. */
 #define WORKER_SLEEP_NS 20000000L
 

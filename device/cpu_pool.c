@@ -156,8 +156,28 @@ void cpu_pool_destroy(cpu_pool *p) {
   free(p);
 }
 
+/* A job of more chunks than the state word can count runs as several jobs
+ * of at most FIELD_MASK chunks; this shifts the chunk index back. */
+typedef struct big_job {
+  cpu_pool_fn fn;
+  void *ctx;
+  int base;
+} big_job;
+
+static void big_job_chunk(void *c_, int ch, int tid) {
+  big_job *b = c_;
+  b->fn(b->ctx, b->base + ch, tid);
+}
+
 void cpu_pool_run(cpu_pool *p, int nchunks, int use_threads, cpu_pool_fn fn, void *ctx) {
   if (nchunks <= 0) return;
+  if ((uint64_t)nchunks > FIELD_MASK) {
+    for (int base = 0; base < nchunks; base += (int)FIELD_MASK) {
+      big_job b = {fn, ctx, base};
+      cpu_pool_run(p, (int)YK_MIN((uint64_t)(nchunks - base), FIELD_MASK), use_threads, big_job_chunk, &b);
+    }
+    return;
+  }
   if (use_threads <= 1 || p->nthreads <= 1 || nchunks == 1) {
     for (int c = 0; c < nchunks; c++) fn(ctx, c, 0);
     return;

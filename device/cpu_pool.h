@@ -34,7 +34,7 @@ void cpu_pool_destroy(cpu_pool *p);
 
 /* Run fn on chunks 0..nchunks-1 and return when all are done. use_threads
  * <= 1 (or a 1-thread pool, or a single chunk) runs them in order on the
- * caller. nchunks must be below 2^20. */
+ * caller. */
 void cpu_pool_run(cpu_pool *p, int nchunks, int use_threads, cpu_pool_fn fn, void *ctx);
 
 #endif

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_pool.h" /* internal: the pool is tested directly too */
 #include "yk_device.h"
 
 typedef struct variant {
@@ -556,6 +557,34 @@ START_TEST(test_pool_bitwise_and_churn) {
 }
 END_TEST
 
+/* The pool itself: every chunk runs exactly once, also for a job of more
+ * chunks than its state word counts (2^20 - 1), and with a 1-thread pool. */
+static void count_chunk(void *ctx, int ch, int tid) {
+  int *hits = ctx;
+  hits[ch]++;
+  ck_assert(tid >= 0 && tid < 2);
+}
+
+START_TEST(test_pool_every_chunk_once) {
+  const int n = (1 << 20) + 37;
+  int *hits = calloc((size_t)n, sizeof(int));
+  for (int threads = 1; threads <= 2; threads++) {
+    cpu_pool *p = NULL;
+    ck_assert_int_eq(cpu_pool_create(threads, &p), 0);
+    memset(hits, 0, (size_t)n * sizeof(int));
+    cpu_pool_run(p, n, threads, count_chunk, hits);
+    /* then many small jobs back to back: job j runs chunks 0..j%5, so chunk
+     * c runs in the 3000 - 600*c jobs with j%5 >= c */
+    for (int j = 0; j < 3000; j++) cpu_pool_run(p, 1 + j % 5, threads, count_chunk, hits);
+    size_t bad = 0;
+    for (int i = 0; i < n; i++) bad += hits[i] != 1 + (i < 5 ? 3000 - 600 * i : 0);
+    ck_assert_msg(bad == 0, "%zu chunks did not run the expected number of times (%d threads)", bad, threads);
+    cpu_pool_destroy(p);
+  }
+  free(hits);
+}
+END_TEST
+
 int main(void) {
   setup_variants();
   yk_device_cpu_create(1, YK_ISA_PORTABLE, &ref_dev, NULL);
@@ -575,6 +604,7 @@ int main(void) {
   tcase_add_test(tc, test_casts_exact);
   tcase_add_test(tc, test_isa_env);
   tcase_add_test(tc, test_pool_bitwise_and_churn);
+  tcase_add_test(tc, test_pool_every_chunk_once);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

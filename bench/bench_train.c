@@ -40,6 +40,8 @@ static const char usage[] =
     "  --warmup N         untimed steps first (default 1)\n"
     "  --no-torch         skip the PyTorch baseline\n"
     "  --json             also print one JSON object per line per measurement\n"
+    "  --profile          also print the wall time per step of every device kernel\n"
+    "                     (one line per gemm shape) and of the optimizer\n"
     "  -h, --help         this help\n";
 
 static int cmp_double(const void *a, const void *b) {
@@ -79,19 +81,200 @@ static double sgemm_peak(const yk_device *dev, int C, int N, int Vp) {
   return best;
 }
 
+/* ---- --profile: per-kernel wall time ----------------------------------
+ * A device whose ops forward to the real CPU device and add each call's wall
+ * time to a slot: one per kernel, and one per distinct gemm shape (so the
+ * model's products can be told apart). Printed per step after the run. The
+ * forwarding costs a clock read per call (a few hundred calls per step). */
+#define PROF_SLOTS 64
+
+typedef struct prof_slot {
+  char name[48];
+  double s;
+  long calls;
+} prof_slot;
+
+typedef struct prof_dev {
+  yk_device pub; /* first: ops receive a prof_dev* as a yk_device* */
+  const yk_device *in;
+  prof_slot slot[PROF_SLOTS];
+  int nslot;
+  double step_s; /* whole steps (zero_grad, forward, backward, AdamW) */
+} prof_dev;
+
+static prof_slot *prof_get(const yk_device *dev, const char *name) {
+  prof_dev *p = (prof_dev *)(uintptr_t)dev; /* the wrapper owns its slots; ops get it as const */
+  for (int i = 0; i < p->nslot; i++)
+    if (!strcmp(p->slot[i].name, name)) return &p->slot[i];
+  if (p->nslot == PROF_SLOTS) return &p->slot[PROF_SLOTS - 1];
+  prof_slot *s = &p->slot[p->nslot++];
+  snprintf(s->name, sizeof s->name, "%s", name);
+  return s;
+}
+
+#define IN(dev) (((const prof_dev *)(dev))->in)
+#define TIMED(name, call)                                                                                              \
+  do {                                                                                                                 \
+    double t0_ = yk_now_s();                                                                                           \
+    call;                                                                                                              \
+    prof_slot *s_ = prof_get(dev, name);                                                                               \
+    s_->s += yk_now_s() - t0_;                                                                                         \
+    s_->calls++;                                                                                                       \
+  } while (0)
+
+static void *p_alloc(const yk_device *dev, size_t b) { return IN(dev)->ops->alloc(IN(dev), b); }
+static void p_free(const yk_device *dev, void *q) { IN(dev)->ops->free(IN(dev), q); }
+static void p_zero(const yk_device *dev, float *q, size_t n) { TIMED("zero", IN(dev)->ops->zero(IN(dev), q, n)); }
+static void p_gemm(const yk_device *dev, int ta, int tb, int M, int N, int K_, float alpha, const float *A, int lda,
+                   const float *B, int ldb, float beta, float *C, int ldc) {
+  char name[48];
+  snprintf(name, sizeof name, "gemm %c%c %dx%dx%d", ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K_);
+  TIMED(name, IN(dev)->ops->gemm(IN(dev), ta, tb, M, N, K_, alpha, A, lda, B, ldb, beta, C, ldc));
+}
+static void p_encoder_fwd(const yk_device *dev, float *out, const int32_t *tok, const float *wte, const float *wpe,
+                          int N, int T, int C) {
+  TIMED("encoder_fwd", IN(dev)->ops->encoder_fwd(IN(dev), out, tok, wte, wpe, N, T, C));
+}
+static void p_encoder_bwd(const yk_device *dev, float *dwte, float *dwpe, const float *dout, const int32_t *tok,
+                          int N, int T, int C) {
+  TIMED("encoder_bwd", IN(dev)->ops->encoder_bwd(IN(dev), dwte, dwpe, dout, tok, N, T, C));
+}
+static void p_layernorm_fwd(const yk_device *dev, float *out, float *mean, float *rstd, const float *inp,
+                            const float *w, const float *b, int N, int C) {
+  TIMED("layernorm_fwd", IN(dev)->ops->layernorm_fwd(IN(dev), out, mean, rstd, inp, w, b, N, C));
+}
+static void p_layernorm_bwd(const yk_device *dev, float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, const float *mean, const float *rstd, int N, int C,
+                            float *scratch) {
+  TIMED("layernorm_bwd",
+        IN(dev)->ops->layernorm_bwd(IN(dev), dinp, dw, db, dout, inp, w, mean, rstd, N, C, scratch));
+}
+static void p_bias_rows(const yk_device *dev, float *out, const float *bias, const float *res, int N, int OC) {
+  TIMED("bias_rows", IN(dev)->ops->bias_rows(IN(dev), out, bias, res, N, OC));
+}
+static void p_bias_bwd(const yk_device *dev, float *db, const float *dout, int N, int OC) {
+  TIMED("bias_bwd", IN(dev)->ops->bias_bwd(IN(dev), db, dout, N, OC));
+}
+static void p_gelu_fwd(const yk_device *dev, float *out, const float *inp, size_t n) {
+  TIMED("gelu_fwd", IN(dev)->ops->gelu_fwd(IN(dev), out, inp, n));
+}
+static void p_gelu_bwd(const yk_device *dev, float *dinp, const float *inp, const float *dout, size_t n) {
+  TIMED("gelu_bwd", IN(dev)->ops->gelu_bwd(IN(dev), dinp, inp, dout, n));
+}
+static void p_add(const yk_device *dev, float *out, const float *a, const float *b, size_t n) {
+  TIMED("add", IN(dev)->ops->add(IN(dev), out, a, b, n));
+}
+static void p_attention_fwd(const yk_device *dev, float *out, float *att, const float *qkv, int B, int T, int C,
+                            int NH) {
+  TIMED("attention_fwd", IN(dev)->ops->attention_fwd(IN(dev), out, att, qkv, B, T, C, NH));
+}
+static void p_attention_bwd(const yk_device *dev, float *dqkv, const float *dout, const float *qkv, const float *att,
+                            int B, int T, int C, int NH, float *scratch) {
+  TIMED("attention_bwd", IN(dev)->ops->attention_bwd(IN(dev), dqkv, dout, qkv, att, B, T, C, NH, scratch));
+}
+static void p_softmax_causal(const yk_device *dev, float *x, int R, int T, float scale) {
+  TIMED("softmax_causal", IN(dev)->ops->softmax_causal(IN(dev), x, R, T, scale));
+}
+static void p_softmax_causal_bwd(const yk_device *dev, float *datt, const float *att, int R, int T, float scale) {
+  TIMED("softmax_causal_bwd", IN(dev)->ops->softmax_causal_bwd(IN(dev), datt, att, R, T, scale));
+}
+static void p_crossent_fwd(const yk_device *dev, float *losses, float *lse, const float *logits, const int32_t *targets,
+                           int N, int V, int Vp) {
+  TIMED("crossent_fwd", IN(dev)->ops->crossent_fwd(IN(dev), losses, lse, logits, targets, N, V, Vp));
+}
+static void p_crossent_bwd(const yk_device *dev, float *logits, const float *lse, const int32_t *targets, float dloss,
+                           int N, int V, int Vp) {
+  TIMED("crossent_bwd", IN(dev)->ops->crossent_bwd(IN(dev), logits, lse, targets, dloss, N, V, Vp));
+}
+#define P_CAST(op, TO, TI)                                                                                             \
+  static void p_##op(const yk_device *dev, TO *out, const TI *x, size_t n) { TIMED(#op, IN(dev)->ops->op(IN(dev), out, x, n)); }
+P_CAST(f32_to_f16, uint16_t, float)
+P_CAST(f16_to_f32, float, uint16_t)
+P_CAST(f32_to_bf16, uint16_t, float)
+P_CAST(bf16_to_f32, float, uint16_t)
+static void p_round_f16(const yk_device *dev, uint16_t *out, float *x, size_t n) {
+  TIMED("round_f16", IN(dev)->ops->round_f16(IN(dev), out, x, n));
+}
+static void p_round_bf16(const yk_device *dev, uint16_t *out, float *x, size_t n) {
+  TIMED("round_bf16", IN(dev)->ops->round_bf16(IN(dev), out, x, n));
+}
+#undef TIMED
+
+static const yk_device_ops prof_ops = {
+    .name = "cpu+profile",
+    .alloc = p_alloc,
+    .free = p_free,
+    .zero = p_zero,
+    .gemm = p_gemm,
+    .encoder_fwd = p_encoder_fwd,
+    .encoder_bwd = p_encoder_bwd,
+    .layernorm_fwd = p_layernorm_fwd,
+    .layernorm_bwd = p_layernorm_bwd,
+    .bias_rows = p_bias_rows,
+    .bias_bwd = p_bias_bwd,
+    .gelu_fwd = p_gelu_fwd,
+    .gelu_bwd = p_gelu_bwd,
+    .add = p_add,
+    .attention_fwd = p_attention_fwd,
+    .attention_bwd = p_attention_bwd,
+    .softmax_causal = p_softmax_causal,
+    .softmax_causal_bwd = p_softmax_causal_bwd,
+    .crossent_fwd = p_crossent_fwd,
+    .crossent_bwd = p_crossent_bwd,
+    .f32_to_f16 = p_f32_to_f16,
+    .f16_to_f32 = p_f16_to_f32,
+    .f32_to_bf16 = p_f32_to_bf16,
+    .bf16_to_f32 = p_bf16_to_f32,
+    .round_f16 = p_round_f16,
+    .round_bf16 = p_round_bf16,
+};
+
+static int cmp_slot(const void *a, const void *b) {
+  double x = ((const prof_slot *)a)->s, y = ((const prof_slot *)b)->s;
+  return (x < y) - (x > y);
+}
+
+/* Print the slots (largest first) as ms per step. */
+static void prof_print(prof_dev *p, int T, int threads, int nsteps) {
+  qsort(p->slot, (size_t)p->nslot, sizeof p->slot[0], cmp_slot);
+  double sum = 0, step_ms = p->step_s * 1e3 / nsteps;
+  printf("# profile T=%d threads=%d: ms per step, mean of the %d timed steps of %.1f ms\n", T, threads,
+         nsteps, step_ms);
+  for (int i = 0; i < p->nslot; i++) {
+    double ms = p->slot[i].s * 1e3 / nsteps;
+    sum += ms;
+    printf("#   %-34s %9.2f ms %6.1f%% %6.1f calls\n", p->slot[i].name, ms, step_ms > 0 ? 100 * ms / step_ms : 0,
+           (double)p->slot[i].calls / nsteps);
+  }
+  printf("#   %-34s %9.2f ms %6.1f%%\n", "(rest: model code between calls)", step_ms - sum,
+         step_ms > 0 ? 100 * (step_ms - sum) / step_ms : 0);
+}
+
 typedef struct {
   double ms, tok_s, gflops, mfu, peak;
 } yoke_result;
 
-static int bench_yoke(const yk_model_config *mc, int B, int T, int threads, int steps, int warmup, yoke_result *r,
-                      yk_diag *d) {
-  yk_device *dev = NULL;
+static int bench_yoke(const yk_model_config *mc, int B, int T, int threads, int steps, int warmup, int profile,
+                      yoke_result *r, yk_diag *d) {
+  yk_device *dev = NULL, *real = NULL;
+  prof_dev *pd = NULL;
   yk_model *m = NULL;
   float *mo = NULL, *vo = NULL;
   int32_t *in = NULL, *tg = NULL;
   double *times = NULL;
   int rc;
-  if ((rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &dev, d)) != 0) return rc;
+  if ((rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &real, d)) != 0) return rc;
+  dev = real;
+  if (profile) {
+    if (!(pd = calloc(1, sizeof *pd))) {
+      yk_device_destroy(real);
+      return yk_errorf(d, YK_ENOMEM, "out of memory for the profile");
+    }
+    pd->pub = *real;
+    pd->pub.ops = &prof_ops;
+    pd->in = real;
+    dev = &pd->pub;
+  }
   if ((rc = yk_model_create(mc, B, T, dev, &m, d)) != 0) goto out;
   yk_model_init_random(m, 1);
   size_t n = yk_model_num_params(m);
@@ -119,16 +302,28 @@ static int bench_yoke(const yk_model_config *mc, int B, int T, int threads, int 
     yk_model_zero_grad(m);
     if ((rc = yk_model_forward(m, in, tg, &loss, d)) != 0) goto out;
     if ((rc = yk_model_backward(m, d)) != 0) goto out;
+    double t1 = yk_now_s();
     if ((rc = yk_optimizer_adamw_step(&h, s + 1, 1e-4, 1.0f, td, nt, 0, n, yk_model_params(m), yk_model_grads(m), mo,
                                       vo, NULL, YK_DT_F32)) != 0)
       goto out;
+    if (pd) {
+      prof_slot *ps = prof_get(dev, "adamw (optimizer)");
+      ps->s += yk_now_s() - t1;
+      ps->calls++;
+      pd->step_s += yk_now_s() - t0;
+    }
     if (s >= warmup) times[s - warmup] = yk_now_s() - t0;
+    if (pd && s + 1 == warmup) { /* profile the timed steps only */
+      for (int i = 0; i < pd->nslot; i++) pd->slot[i].s = 0, pd->slot[i].calls = 0;
+      pd->step_s = 0;
+    }
   }
   double sec = yk_bench_median(times, steps);
   r->ms = sec * 1e3;
   r->tok_s = B * T / sec;
   r->gflops = yk_model_flops_per_token(mc, T) * B * T / sec * 1e-9;
-  r->peak = sgemm_peak(dev, mc->channels, B * T, mc->padded_vocab_size);
+  if (pd) prof_print(pd, T, threads, steps);
+  r->peak = sgemm_peak(real, mc->channels, B * T, mc->padded_vocab_size);
   r->mfu = r->peak > 0 ? r->gflops / r->peak : 0;
 out:
   free(times);
@@ -137,7 +332,8 @@ out:
   yk_free(mo);
   yk_free(vo);
   yk_model_destroy(m);
-  yk_device_destroy(dev);
+  free(pd);
+  yk_device_destroy(real);
   return rc;
 }
 
@@ -168,7 +364,7 @@ int yk_bench_torch_available(void) {
 
 int yk_bench_cmd_train(int argc, char **argv) {
   const char *model = "d12";
-  int B = 4, Ts[8] = {64, 256}, nT = 2, ths[8] = {1, 2}, nth = 2, steps = 3, warmup = 1, torch = 1, json = 0;
+  int B = 4, Ts[8] = {64, 256}, nT = 2, ths[8] = {1, 2}, nth = 2, steps = 3, warmup = 1, torch = 1, json = 0, profile = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -178,6 +374,7 @@ int yk_bench_cmd_train(int argc, char **argv) {
       return 0;
     } else if (!strcmp(a, "--json")) json = 1;
     else if (!strcmp(a, "--no-torch")) torch = 0;
+    else if (!strcmp(a, "--profile")) profile = 1;
     else if (!v) {
       fprintf(stderr, "yoke bench train: %s '%s'%s\n", a[0] == '-' ? "unknown option or missing value for" : "unexpected argument", a, "");
       fputs(usage, stderr);
@@ -232,7 +429,7 @@ int yk_bench_cmd_train(int argc, char **argv) {
         return 2;
       }
       yoke_result r = {0};
-      if ((rc = bench_yoke(&mc, B, T, th, steps, warmup, &r, &d)) != 0) {
+      if ((rc = bench_yoke(&mc, B, T, th, steps, warmup, profile, &r, &d)) != 0) {
         fprintf(stderr, "yoke bench train: %s\n", yk_diag_msg(&d, rc));
         return 1;
       }

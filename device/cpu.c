@@ -1,32 +1,39 @@
 /* cpu.c - the CPU backend of the device interface.
  *
- * Threading: one pool only, OpenMP with num_threads(dev->nthreads) and static
- * partitions computed from the thread index, so every reduction has a fixed
- * order for a fixed thread count (bitwise reproducible runs, no atomics).
- * OpenBLAS is pinned to one thread and each sgemm is split over our threads
+ * Threading: one pool only (cpu_pool.c): every kernel is cut into chunks
+ * with fixed bounds and the pool's threads (the caller included) claim them,
+ * so a kernel's result never depends on which thread ran which chunk and
+ * every reduction has a fixed order (bitwise reproducible runs, no atomics
+ * on data). Row and element kernels use chunk bounds that do not depend on
+ * the thread count either, so they give the same bits at any thread count.
+ * OpenBLAS is pinned to one thread and each sgemm is split into chunks
  * (along M or N, or along K with ordered partial sums when K dominates);
- * this keeps a single set of threads busy instead of two pools (OpenBLAS's
- * and OpenMP's) spinning against each other on a small machine.
+ * this keeps a single set of threads busy instead of two pools spinning
+ * against each other on a small machine. The pool, unlike an OpenMP team,
+ * does not wait for a thread that is off-CPU (another process's work) before
+ * a kernel can finish; see cpu_pool.h.
  *
  * ISA: the vector row kernels come from a table (cpu_kern.h) picked at
  * creation: AVX2+FMA+F16C when the CPU has it, else portable C, or what
  * $YK_ISA / the isa argument asks for. */
 #include <cblas.h>
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "cpu_kern.h"
+#include "cpu_pool.h"
 #include "yk_device.h"
 
 typedef struct cpu_device {
   yk_device pub; /* first: a yk_device* is a cpu_device* */
   const cpu_kern *k;
+  cpu_pool *pool;
 } cpu_device;
 
 static inline const cpu_kern *K(const yk_device *dev) { return ((const cpu_device *)dev)->k; }
+static inline cpu_pool *POOL(const yk_device *dev) { return ((const cpu_device *)dev)->pool; }
 
 /* Split [0,n) in nt parts, part t is [*lo,*hi); boundaries are multiples of
  * align (except the end) so vector loops stay aligned to whole registers. */
@@ -46,6 +53,13 @@ static inline int threads_for(const yk_device *dev, size_t work) {
   return dev->nthreads;
 }
 
+/* Chunk sizes of the row and element kernels: fixed (independent of the
+ * thread count), about 64 KiB of floats per chunk, so claiming a chunk (one
+ * atomic on a shared line) is noise and a preempted thread holds little. */
+#define ELEM_CHUNK 16384
+static inline int rows_per_chunk(size_t row_len) { return (int)YK_MAX((size_t)1, (size_t)ELEM_CHUNK / YK_MAX(row_len, (size_t)1)); }
+static inline int nchunks_of(size_t n, size_t per) { return (int)((n + per - 1) / per); }
+
 /* ---- memory ---------------------------------------------------------- */
 
 static void *cpu_alloc(const yk_device *dev, size_t bytes) { return yk_alloc(bytes); }
@@ -55,13 +69,19 @@ static int cpu_alloc_shared(const yk_device *dev, size_t bytes, yk_shmem *out, y
 }
 static void cpu_free(const yk_device *dev, void *p) { yk_free(p); }
 
+#define ZERO_CHUNK (1u << 18)
+typedef struct {
+  float *p;
+  size_t n;
+} zero_ctx;
+static void zero_chunk(void *c_, int ch, int tid) {
+  zero_ctx *c = c_;
+  size_t lo = (size_t)ch * ZERO_CHUNK, hi = YK_MIN(c->n, lo + ZERO_CHUNK);
+  memset(c->p + lo, 0, (hi - lo) * sizeof(float));
+}
 static void cpu_zero(const yk_device *dev, float *p, size_t n) {
-#pragma omp parallel num_threads(n > (1u << 20) ? dev->nthreads : 1)
-  {
-    size_t lo, hi;
-    split(n, omp_get_num_threads(), omp_get_thread_num(), 1024, &lo, &hi);
-    if (hi > lo) memset(p + lo, 0, (hi - lo) * sizeof(float));
-  }
+  zero_ctx c = {p, n};
+  cpu_pool_run(POOL(dev), nchunks_of(n, ZERO_CHUNK), n > (1u << 20) ? dev->nthreads : 1, zero_chunk, &c);
 }
 
 /* ---- gemm ---------------------------------------------------------- */
@@ -69,6 +89,10 @@ static void cpu_zero(const yk_device *dev, float *p, size_t n) {
 #ifndef GEMM_CHUNKS_PER_THREAD
 #define GEMM_CHUNKS_PER_THREAD 2
 #endif
+#ifndef GEMM_MAX_CHUNKS_PER_THREAD
+#define GEMM_MAX_CHUNKS_PER_THREAD 8
+#endif
+#define GEMM_CHUNK_FLOPS 1e9
 
 static void sgemm1(int ta, int tb, int M, int N, int K_, float alpha, const float *A, int lda, const float *B, int ldb,
                    float beta, float *C, int ldc) {
@@ -77,51 +101,85 @@ static void sgemm1(int ta, int tb, int M, int N, int K_, float alpha, const floa
               B, ldb, beta, C, ldc);
 }
 
+/* Arguments of one product, shared by its chunks. */
+typedef struct gemm_ctx {
+  int ta, tb, M, N, K;
+  float alpha, beta;
+  const float *A, *B;
+  int lda, ldb, ldc;
+  float *C;
+  /* chunking */
+  int nchunks, by_n;
+  size_t dim, align;
+  float *part; /* split-K partials (nchunks, M, N) */
+} gemm_ctx;
+
+/* Split-K chunk ch: partial ch (M,N) = op(A)[:, lo:hi] op(B)[lo:hi, :]. */
+static void gemm_k_chunk(void *c_, int ch, int tid) {
+  gemm_ctx *g = c_;
+  size_t lo, hi, MN = (size_t)g->M * g->N;
+  split((size_t)g->K, g->nchunks, ch, 64, &lo, &hi);
+  float *P = g->part + (size_t)ch * MN;
+  if (hi <= lo) {
+    memset(P, 0, MN * sizeof(float));
+    return;
+  }
+  const float *Ap = g->ta ? g->A + lo * (size_t)g->lda : g->A + lo;
+  const float *Bp = g->tb ? g->B + lo : g->B + lo * (size_t)g->ldb;
+  sgemm1(g->ta, g->tb, g->M, g->N, (int)(hi - lo), g->alpha, Ap, g->lda, Bp, g->ldb, 0.0f, P, g->N);
+}
+
+/* Rows [16ch, 16ch+16) of C = beta*C + P0 + P1 + ... in chunk order (beta
+ * == 0 never reads C, which may hold garbage). */
+#define GEMM_SUM_ROWS 16
+static void gemm_k_sum(void *c_, int ch, int tid) {
+  gemm_ctx *g = c_;
+  size_t MN = (size_t)g->M * g->N;
+  int i1 = YK_MIN(g->M, (ch + 1) * GEMM_SUM_ROWS);
+  for (int i = ch * GEMM_SUM_ROWS; i < i1; i++) {
+    float *c = g->C + (size_t)i * g->ldc;
+    if (g->beta == 0.0f)
+      memset(c, 0, (size_t)g->N * sizeof(float));
+    else if (g->beta != 1.0f)
+      for (int j = 0; j < g->N; j++) c[j] *= g->beta;
+    for (int p = 0; p < g->nchunks; p++) {
+      const float *q = g->part + (size_t)p * MN + (size_t)i * g->N;
+      for (int j = 0; j < g->N; j++) c[j] += q[j];
+    }
+  }
+}
+
 /* For products with a long K and a small output (the LM head's
  * dlnf (BT,C) = dlogits (BT,Vp) . wte (Vp,C)), splitting M or N would make
  * every chunk re-pack a whole operand of K-length rows; instead each chunk
  * takes a K range into its own partial output, and the partials are added in
  * chunk order (a fixed order: reproducible). Returns 0 if it could not get
  * the partial buffers (the caller then splits M/N). */
-static int gemm_split_k(int nt, int ta, int tb, int M, int N, int K_, float alpha, const float *A, int lda,
-                        const float *B, int ldb, float beta, float *C, int ldc) {
-  int nchunks = (int)YK_MIN((size_t)nt * GEMM_CHUNKS_PER_THREAD, ((size_t)K_ + 63) / 64);
-  size_t MN = (size_t)M * N;
-  float *part = malloc((size_t)nchunks * MN * sizeof(float));
-  if (!part) return 0;
-#pragma omp parallel num_threads(nt)
-  {
-#pragma omp for schedule(dynamic, 1)
-    for (int ch = 0; ch < nchunks; ch++) {
-      size_t lo, hi;
-      split((size_t)K_, nchunks, ch, 64, &lo, &hi);
-      float *P = part + (size_t)ch * MN;
-      if (hi <= lo) {
-        memset(P, 0, MN * sizeof(float));
-        continue;
-      }
-      /* op(A)[:, lo:hi] and op(B)[lo:hi, :] */
-      const float *Ap = ta ? A + lo * (size_t)lda : A + lo;
-      const float *Bp = tb ? B + lo : B + lo * (size_t)ldb;
-      sgemm1(ta, tb, M, N, (int)(hi - lo), alpha, Ap, lda, Bp, ldb, 0.0f, P, N);
-    }
-    /* C = beta*C + P0 + P1 + ... per element in chunk order (beta == 0
-     * never reads C, which may hold garbage) */
-#pragma omp for schedule(static)
-    for (int i = 0; i < M; i++) {
-      float *c = C + (size_t)i * ldc;
-      if (beta == 0.0f)
-        memset(c, 0, (size_t)N * sizeof(float));
-      else if (beta != 1.0f)
-        for (int j = 0; j < N; j++) c[j] *= beta;
-      for (int ch = 0; ch < nchunks; ch++) {
-        const float *p = part + (size_t)ch * MN + (size_t)i * N;
-        for (int j = 0; j < N; j++) c[j] += p[j];
-      }
-    }
-  }
-  free(part);
+static int gemm_split_k(const yk_device *dev, gemm_ctx *g) {
+  int nt = dev->nthreads;
+  g->nchunks = (int)YK_MIN((size_t)nt * GEMM_CHUNKS_PER_THREAD, ((size_t)g->K + 63) / 64);
+  g->part = malloc((size_t)g->nchunks * g->M * g->N * sizeof(float));
+  if (!g->part) return 0;
+  cpu_pool_run(POOL(dev), g->nchunks, nt, gemm_k_chunk, g);
+  cpu_pool_run(POOL(dev), nchunks_of((size_t)g->M, GEMM_SUM_ROWS), nt, gemm_k_sum, g);
+  free(g->part);
   return 1;
+}
+
+/* One chunk of the larger output dimension. */
+static void gemm_mn_chunk(void *c_, int ch, int tid) {
+  gemm_ctx *g = c_;
+  size_t lo, hi;
+  split(g->dim, g->nchunks, ch, g->align, &lo, &hi);
+  if (hi <= lo) return;
+  if (g->by_n) {
+    const float *Bp = g->tb ? g->B + lo * (size_t)g->ldb : g->B + lo;
+    sgemm1(g->ta, g->tb, g->M, (int)(hi - lo), g->K, g->alpha, g->A, g->lda, Bp, g->ldb, g->beta, g->C + lo, g->ldc);
+  } else {
+    const float *Ap = g->ta ? g->A + lo : g->A + lo * (size_t)g->lda;
+    sgemm1(g->ta, g->tb, (int)(hi - lo), g->N, g->K, g->alpha, Ap, g->lda, g->B, g->ldb, g->beta,
+           g->C + lo * (size_t)g->ldc, g->ldc);
+  }
 }
 
 static void cpu_gemm(const yk_device *dev, int ta, int tb, int M, int N, int K_, float alpha, const float *A, int lda,
@@ -131,72 +189,103 @@ static void cpu_gemm(const yk_device *dev, int ta, int tb, int M, int N, int K_,
     sgemm1(ta, tb, M, N, K_, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  if ((size_t)K_ >= 4 * (size_t)YK_MAX(M, N) && gemm_split_k(nt, ta, tb, M, N, K_, alpha, A, lda, B, ldb, beta, C, ldc))
-    return;
-  /* Split the larger output dimension into a few chunks per thread, handed
-   * out dynamically: a thread slowed by another process on its core then
-   * does fewer chunks instead of making the others wait. The chunk bounds
-   * depend only on the thread count, and a chunk's result only on its inputs
-   * and bounds (not on which thread runs it), so for a fixed thread count the
-   * result is bitwise reproducible. (Different thread counts give different
-   * chunks, and OpenBLAS may round a chunked product differently.) */
-  int by_n = N >= M;
-  size_t dim = (size_t)(by_n ? N : M), align = by_n ? 64 : 16;
-  int nchunks = (int)YK_MIN((size_t)nt * GEMM_CHUNKS_PER_THREAD, (dim + align - 1) / align);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-  for (int ch = 0; ch < nchunks; ch++) {
-    size_t lo, hi;
-    split(dim, nchunks, ch, align, &lo, &hi);
-    if (hi <= lo) continue;
-    if (by_n) {
-      const float *Bp = tb ? B + lo * (size_t)ldb : B + lo;
-      sgemm1(ta, tb, M, (int)(hi - lo), K_, alpha, A, lda, Bp, ldb, beta, C + lo, ldc);
-    } else {
-      const float *Ap = ta ? A + lo : A + lo * (size_t)lda;
-      sgemm1(ta, tb, (int)(hi - lo), N, K_, alpha, Ap, lda, B, ldb, beta, C + lo * (size_t)ldc, ldc);
-    }
-  }
+  gemm_ctx g = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K_, .alpha = alpha, .beta = beta, .A = A, .B = B,
+                .lda = lda, .ldb = ldb, .ldc = ldc, .C = C};
+  if ((size_t)K_ >= 4 * (size_t)YK_MAX(M, N) && gemm_split_k(dev, &g)) return;
+  /* Split the larger output dimension into a few chunks per thread, claimed
+   * as threads come free: a thread slowed by another process on its core
+   * then does fewer chunks instead of making the others wait. The chunk
+   * bounds depend only on the thread count, and a chunk's result only on its
+   * inputs and bounds (not on which thread runs it), so for a fixed thread
+   * count the result is bitwise reproducible. (Different thread counts give
+   * different chunks, and OpenBLAS may round a chunked product differently.) */
+  g.by_n = N >= M;
+  g.dim = (size_t)(g.by_n ? N : M);
+  g.align = g.by_n ? 64 : 16;
+  /* Large products (the LM head's 80 GFLOP) get more chunks, about 1 GFLOP
+   * each, up to GEMM_MAX_CHUNKS_PER_THREAD per thread: a thread sharing its
+   * core with another process then still leaves little for the other to
+   * wait on at the end, while each chunk stays large enough that re-packing
+   * the shared operand per chunk costs under 1%. */
+  size_t want = (size_t)((double)M * N * K_ * 2.0 / GEMM_CHUNK_FLOPS);
+  want = YK_MAX(want, (size_t)nt * GEMM_CHUNKS_PER_THREAD);
+  want = YK_MIN(want, (size_t)nt * GEMM_MAX_CHUNKS_PER_THREAD);
+  g.nchunks = (int)YK_MIN(want, (g.dim + g.align - 1) / g.align);
+  cpu_pool_run(POOL(dev), g.nchunks, nt, gemm_mn_chunk, &g);
+}
+
+/* ---- row kernels: one context type for all of them ---------------------- */
+
+/* Pointers and sizes of one row/element kernel call; each kernel uses the
+ * fields it needs. Rows are cut in chunks of `per` rows (or elements). */
+typedef struct row_ctx {
+  const cpu_kern *k;
+  float *out, *out2, *out3;
+  const float *in, *in2, *in3, *in4;
+  const int32_t *tok;
+  float *mean, *rstd;
+  size_t n, per;
+  int N, T, C, V, Vp;
+  float f;
+  uint16_t *o16;
+  const uint16_t *i16;
+} row_ctx;
+
+static inline void chunk_range(const row_ctx *c, int ch, size_t total, size_t *lo, size_t *hi) {
+  *lo = (size_t)ch * c->per;
+  *hi = YK_MIN(total, *lo + c->per);
 }
 
 /* ---- encoder ---------------------------------------------------------- */
 
-static void cpu_encoder_fwd(const yk_device *dev, float *out, const int32_t *tok, const float *wte, const float *wpe,
-                            int N, int T, int C) {
-  const cpu_kern *k = K(dev);
-  int nt = threads_for(dev, (size_t)N * C);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int n = 0; n < N; n++)
-    k->add(out + (size_t)n * C, wte + (size_t)tok[n] * C, wpe + (size_t)(n % T) * C, (size_t)C);
+static void enc_fwd_chunk(void *c_, int ch, int tid) {
+  row_ctx *c = c_;
+  size_t lo, hi, C = (size_t)c->C;
+  chunk_range(c, ch, (size_t)c->N, &lo, &hi);
+  for (size_t n = lo; n < hi; n++) c->k->add(c->out + n * C, c->in + (size_t)c->tok[n] * C, c->in2 + (n % c->T) * C, C);
 }
 
-/* Partitioned over channels: each output element is summed by one thread in
+static void cpu_encoder_fwd(const yk_device *dev, float *out, const int32_t *tok, const float *wte, const float *wpe,
+                            int N, int T, int C) {
+  row_ctx c = {.k = K(dev), .out = out, .tok = tok, .in = wte, .in2 = wpe, .N = N, .T = T, .C = C,
+               .per = (size_t)rows_per_chunk((size_t)C)};
+  cpu_pool_run(POOL(dev), nchunks_of((size_t)N, c.per), threads_for(dev, (size_t)N * C), enc_fwd_chunk, &c);
+}
+
+/* Chunks are channel ranges: each output element is summed by one chunk in
  * row order, independent of the thread count. */
+#define ENC_COLS 64
+static void enc_bwd_chunk(void *c_, int ch, int tid) {
+  row_ctx *c = c_;
+  size_t lo = (size_t)ch * ENC_COLS, hi = YK_MIN((size_t)c->C, lo + ENC_COLS), C = (size_t)c->C;
+  for (int n = 0; n < c->N; n++) {
+    const float *g = c->in + (size_t)n * C + lo;
+    c->k->acc(c->out + (size_t)c->tok[n] * C + lo, g, (int)(hi - lo));
+    c->k->acc(c->out2 + (size_t)(n % c->T) * C + lo, g, (int)(hi - lo));
+  }
+}
+
 static void cpu_encoder_bwd(const yk_device *dev, float *dwte, float *dwpe, const float *dout, const int32_t *tok,
                             int N, int T, int C) {
-  const cpu_kern *k = K(dev);
-  int nt = threads_for(dev, (size_t)N * C);
-#pragma omp parallel num_threads(nt)
-  {
-    size_t lo, hi;
-    split((size_t)C, omp_get_num_threads(), omp_get_thread_num(), 16, &lo, &hi);
-    if (hi > lo)
-      for (int n = 0; n < N; n++) {
-        const float *g = dout + (size_t)n * C + lo;
-        k->acc(dwte + (size_t)tok[n] * C + lo, g, (int)(hi - lo));
-        k->acc(dwpe + (size_t)(n % T) * C + lo, g, (int)(hi - lo));
-      }
-  }
+  row_ctx c = {.k = K(dev), .out = dwte, .out2 = dwpe, .in = dout, .tok = tok, .N = N, .T = T, .C = C};
+  cpu_pool_run(POOL(dev), nchunks_of((size_t)C, ENC_COLS), threads_for(dev, (size_t)N * C), enc_bwd_chunk, &c);
 }
 
 /* ---- layernorm ---------------------------------------------------------- */
 
+static void ln_fwd_chunk(void *c_, int ch, int tid) {
+  row_ctx *c = c_;
+  size_t lo, hi, C = (size_t)c->C;
+  chunk_range(c, ch, (size_t)c->N, &lo, &hi);
+  for (size_t n = lo; n < hi; n++)
+    c->k->ln_fwd_row(c->out + n * C, c->mean + n, c->rstd + n, c->in + n * C, c->in2, c->in3, c->C);
+}
+
 static void cpu_layernorm_fwd(const yk_device *dev, float *out, float *mean, float *rstd, const float *inp,
                               const float *w, const float *b, int N, int C) {
-  const cpu_kern *k = K(dev);
-  int nt = threads_for(dev, (size_t)N * C);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int n = 0; n < N; n++)
-    k->ln_fwd_row(out + (size_t)n * C, mean + n, rstd + n, inp + (size_t)n * C, w, b, C);
+  row_ctx c = {.k = K(dev), .out = out, .mean = mean, .rstd = rstd, .in = inp, .in2 = w, .in3 = b, .N = N, .C = C,
+               .per = (size_t)rows_per_chunk((size_t)C)};
+  cpu_pool_run(POOL(dev), nchunks_of((size_t)N, c.per), threads_for(dev, (size_t)N * C), ln_fwd_chunk, &c);
 }
 
 /* Rows are cut into fixed chunks of LN_CHUNK rows whatever the thread count;
@@ -209,20 +298,24 @@ size_t yk_device_layernorm_bwd_scratch(const yk_device *dev, int N, int C) {
   return (size_t)((N + LN_CHUNK - 1) / LN_CHUNK) * 2 * (size_t)C;
 }
 
+static void ln_bwd_chunk(void *c_, int ch, int tid) {
+  row_ctx *c = c_;
+  size_t C = (size_t)c->C;
+  float *pw = c->out3 + (size_t)ch * 2 * C, *pb = pw + C;
+  memset(pw, 0, 2 * C * sizeof(float));
+  size_t hi = YK_MIN((size_t)c->N, (size_t)(ch + 1) * LN_CHUNK);
+  for (size_t n = (size_t)ch * LN_CHUNK; n < hi; n++)
+    c->k->ln_bwd_row(c->out + n * C, pw, pb, c->in + n * C, c->in2 + n * C, c->in3, c->mean[n], c->rstd[n], c->C);
+}
+
 static void cpu_layernorm_bwd(const yk_device *dev, float *dinp, float *dw, float *db, const float *dout,
                               const float *inp, const float *w, const float *mean, const float *rstd, int N, int C,
                               float *scratch) {
   const cpu_kern *k = K(dev);
   int nchunks = (N + LN_CHUNK - 1) / LN_CHUNK;
-  int nt = YK_MIN(threads_for(dev, (size_t)N * C), nchunks);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int ch = 0; ch < nchunks; ch++) {
-    float *pw = scratch + (size_t)ch * 2 * C, *pb = pw + C;
-    memset(pw, 0, 2 * (size_t)C * sizeof(float));
-    size_t hi = YK_MIN((size_t)N, (size_t)(ch + 1) * LN_CHUNK);
-    for (size_t n = (size_t)ch * LN_CHUNK; n < hi; n++)
-      k->ln_bwd_row(dinp + n * C, pw, pb, dout + n * C, inp + n * C, w, mean[n], rstd[n], C);
-  }
+  row_ctx c = {.k = k, .out = dinp, .out3 = scratch, .in = dout, .in2 = inp, .in3 = w, .mean = (float *)mean,
+               .rstd = (float *)rstd, .N = N, .C = C};
+  cpu_pool_run(POOL(dev), nchunks, threads_for(dev, (size_t)N * C), ln_bwd_chunk, &c);
   for (int ch = 0; ch < nchunks; ch++) {
     k->acc(dw, scratch + (size_t)ch * 2 * C, C);
     k->acc(db, scratch + (size_t)ch * 2 * C + C, C);
@@ -231,78 +324,103 @@ static void cpu_layernorm_bwd(const yk_device *dev, float *dinp, float *dw, floa
 
 /* ---- bias, gelu, add ---------------------------------------------------- */
 
+static void bias_rows_chunk(void *c_, int ch, int tid) {
+  row_ctx *c = c_;
+  size_t lo, hi, OC = (size_t)c->C;
+  chunk_range(c, ch, (size_t)c->N, &lo, &hi);
+  for (size_t n = lo; n < hi; n++) c->k->bias_row(c->out + n * OC, c->in, c->in2 ? c->in2 + n * OC : NULL, c->C);
+}
+
 static void cpu_bias_rows(const yk_device *dev, float *out, const float *bias, const float *res, int N, int OC) {
-  const cpu_kern *k = K(dev);
-  int nt = threads_for(dev, (size_t)N * OC);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int n = 0; n < N; n++) k->bias_row(out + (size_t)n * OC, bias, res ? res + (size_t)n * OC : NULL, OC);
+  row_ctx c = {.k = K(dev), .out = out, .in = bias, .in2 = res, .N = N, .C = OC,
+               .per = (size_t)rows_per_chunk((size_t)OC)};
+  cpu_pool_run(POOL(dev), nchunks_of((size_t)N, c.per), threads_for(dev, (size_t)N * OC), bias_rows_chunk, &c);
 }
 
-/* Partitioned over columns, rows summed in order: independent of threads. */
+/* Chunks are 32-column strips, rows summed in order: independent of
+ * threads. A strip keeps its accumulators in registers while walking down
+ * the rows. */
+#define BIAS_COLS 32
+static void bias_bwd_chunk(void *c_, int ch, int tid) {
+  row_ctx *c = c_;
+  size_t lo = (size_t)ch * BIAS_COLS, hi = YK_MIN((size_t)c->C, lo + BIAS_COLS);
+  c->k->colsum(c->out + lo, c->in + lo, c->N, (size_t)c->C, (int)(hi - lo));
+}
+
 static void cpu_bias_bwd(const yk_device *dev, float *db, const float *dout, int N, int OC) {
-  const cpu_kern *k = K(dev);
-  int nt = threads_for(dev, (size_t)N * OC);
-#pragma omp parallel num_threads(nt)
-  {
-    size_t lo, hi;
-    split((size_t)OC, omp_get_num_threads(), omp_get_thread_num(), 32, &lo, &hi);
-    /* 32-column strips keep the accumulators in registers and the strip's
-     * rows in L1/L2 while walking down the rows. */
-    for (size_t c = lo; c < hi; c += 32) k->colsum(db + c, dout + c, N, (size_t)OC, (int)YK_MIN(32, hi - c));
-  }
+  row_ctx c = {.k = K(dev), .out = db, .in = dout, .N = N, .C = OC};
+  cpu_pool_run(POOL(dev), nchunks_of((size_t)OC, BIAS_COLS), threads_for(dev, (size_t)N * OC), bias_bwd_chunk, &c);
 }
 
-#define ELEMWISE_SPLIT(n)                                                                                             \
-  size_t lo, hi;                                                                                                       \
-  split((n), omp_get_num_threads(), omp_get_thread_num(), 64, &lo, &hi)
+static void gelu_fwd_chunk(void *c_, int ch, int tid) {
+  row_ctx *c = c_;
+  size_t lo, hi;
+  chunk_range(c, ch, c->n, &lo, &hi);
+  c->k->gelu_fwd(c->out + lo, c->in + lo, hi - lo);
+}
 
 static void cpu_gelu_fwd(const yk_device *dev, float *out, const float *inp, size_t n) {
-  const cpu_kern *k = K(dev);
-#pragma omp parallel num_threads(threads_for(dev, n * 8))
-  {
-    ELEMWISE_SPLIT(n);
-    if (hi > lo) k->gelu_fwd(out + lo, inp + lo, hi - lo);
-  }
+  row_ctx c = {.k = K(dev), .out = out, .in = inp, .n = n, .per = ELEM_CHUNK};
+  cpu_pool_run(POOL(dev), nchunks_of(n, c.per), threads_for(dev, n * 8), gelu_fwd_chunk, &c);
+}
+
+static void gelu_bwd_chunk(void *c_, int ch, int tid) {
+  row_ctx *c = c_;
+  size_t lo, hi;
+  chunk_range(c, ch, c->n, &lo, &hi);
+  c->k->gelu_bwd(c->out + lo, c->in + lo, c->in2 + lo, hi - lo);
 }
 
 static void cpu_gelu_bwd(const yk_device *dev, float *dinp, const float *inp, const float *dout, size_t n) {
-  const cpu_kern *k = K(dev);
-#pragma omp parallel num_threads(threads_for(dev, n * 8))
-  {
-    ELEMWISE_SPLIT(n);
-    if (hi > lo) k->gelu_bwd(dinp + lo, inp + lo, dout + lo, hi - lo);
-  }
+  row_ctx c = {.k = K(dev), .out = dinp, .in = inp, .in2 = dout, .n = n, .per = ELEM_CHUNK};
+  cpu_pool_run(POOL(dev), nchunks_of(n, c.per), threads_for(dev, n * 8), gelu_bwd_chunk, &c);
+}
+
+static void add_chunk(void *c_, int ch, int tid) {
+  row_ctx *c = c_;
+  size_t lo, hi;
+  chunk_range(c, ch, c->n, &lo, &hi);
+  c->k->add(c->out + lo, c->in + lo, c->in2 + lo, hi - lo);
 }
 
 static void cpu_add(const yk_device *dev, float *out, const float *a, const float *b, size_t n) {
-  const cpu_kern *k = K(dev);
-#pragma omp parallel num_threads(threads_for(dev, n))
-  {
-    ELEMWISE_SPLIT(n);
-    if (hi > lo) k->add(out + lo, a + lo, b + lo, hi - lo);
-  }
+  row_ctx c = {.k = K(dev), .out = out, .in = a, .in2 = b, .n = n, .per = ELEM_CHUNK};
+  cpu_pool_run(POOL(dev), nchunks_of(n, c.per), threads_for(dev, n), add_chunk, &c);
 }
 
 /* ---- attention ---------------------------------------------------------- */
 
 /* Causal products are done in row blocks of ABLK so the zero upper triangle
  * is mostly skipped: row block [r0,r1) only needs key columns [0,r1). */
+#ifndef ABLK
 #define ABLK 64
+#endif
+
+static void softmax_chunk(void *c_, int ch, int tid) {
+  row_ctx *c = c_;
+  size_t lo, hi, T = (size_t)c->T;
+  chunk_range(c, ch, c->n, &lo, &hi);
+  for (size_t r = lo; r < hi; r++) c->k->softmax_row(c->out + r * T, (int)(r % T) + 1, c->T, c->f);
+}
 
 static void cpu_softmax_causal(const yk_device *dev, float *x, int R, int T, float scale) {
-  const cpu_kern *k = K(dev);
   size_t rows = (size_t)R * T;
-  int nt = threads_for(dev, rows * T);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (size_t r = 0; r < rows; r++) k->softmax_row(x + r * T, (int)(r % T) + 1, T, scale);
+  row_ctx c = {.k = K(dev), .out = x, .n = rows, .T = T, .f = scale, .per = (size_t)rows_per_chunk((size_t)T)};
+  cpu_pool_run(POOL(dev), nchunks_of(rows, c.per), threads_for(dev, rows * T), softmax_chunk, &c);
+}
+
+static void softmax_bwd_chunk(void *c_, int ch, int tid) {
+  row_ctx *c = c_;
+  size_t lo, hi, T = (size_t)c->T;
+  chunk_range(c, ch, c->n, &lo, &hi);
+  for (size_t r = lo; r < hi; r++) c->k->softmax_bwd_row(c->out + r * T, c->in + r * T, (int)(r % T) + 1, c->T, c->f);
 }
 
 static void cpu_softmax_causal_bwd(const yk_device *dev, float *datt, const float *att, int R, int T, float scale) {
-  const cpu_kern *k = K(dev);
   size_t rows = (size_t)R * T;
-  int nt = threads_for(dev, rows * T);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (size_t r = 0; r < rows; r++) k->softmax_bwd_row(datt + r * T, att + r * T, (int)(r % T) + 1, T, scale);
+  row_ctx c = {.k = K(dev), .out = datt, .in = att, .n = rows, .T = T, .f = scale,
+               .per = (size_t)rows_per_chunk((size_t)T)};
+  cpu_pool_run(POOL(dev), nchunks_of(rows, c.per), threads_for(dev, rows * T), softmax_bwd_chunk, &c);
 }
 
 /* One (batch, head): q,k,v (T,hd) with row stride 3C; att (T,T); out (T,hd)
@@ -320,22 +438,29 @@ static void attn_fwd_head(const cpu_kern *k, float *out, float *att, const float
   }
 }
 
+typedef struct attn_ctx {
+  const cpu_kern *k;
+  float *out, *att, *dqkv, *scratch;
+  const float *qkv, *dout, *catt;
+  int T, C, NH, hd;
+  float scale;
+} attn_ctx;
+
+/* Chunk = one (batch, head): heads are independent (no cross-head sums). */
+static void attn_fwd_chunk(void *c_, int bh, int tid) {
+  attn_ctx *a = c_;
+  int T = a->T, C = a->C, b = bh / a->NH, h = bh % a->NH;
+  const float *q = a->qkv + (size_t)b * T * 3 * C + (size_t)h * a->hd;
+  attn_fwd_head(a->k, a->out + (size_t)b * T * C + (size_t)h * a->hd, a->att + (size_t)bh * T * T, q, q + C, q + 2 * C,
+                T, C, a->hd, a->scale);
+}
+
 static void cpu_attention_fwd(const yk_device *dev, float *out, float *att, const float *qkv, int B, int T, int C,
                               int NH) {
-  const cpu_kern *k = K(dev);
   int hd = C / NH;
-  float scale = 1.0f / sqrtf((float)hd);
-  int BH = B * NH;
-  int nt = threads_for(dev, (size_t)BH * T * T * hd);
-  /* heads are independent (no cross-head sums), so dynamic scheduling keeps
-   * results reproducible while balancing load */
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-  for (int bh = 0; bh < BH; bh++) {
-    int b = bh / NH, h = bh % NH;
-    const float *q = qkv + (size_t)b * T * 3 * C + (size_t)h * hd;
-    attn_fwd_head(k, out + (size_t)b * T * C + (size_t)h * hd, att + (size_t)bh * T * T, q, q + C, q + 2 * C, T, C, hd,
-                  scale);
-  }
+  attn_ctx a = {.k = K(dev), .out = out, .att = att, .qkv = qkv, .T = T, .C = C, .NH = NH, .hd = hd,
+                .scale = 1.0f / sqrtf((float)hd)};
+  cpu_pool_run(POOL(dev), B * NH, threads_for(dev, (size_t)B * NH * T * T * hd), attn_fwd_chunk, &a);
 }
 
 size_t yk_device_attention_bwd_scratch(const yk_device *dev, int T) {
@@ -366,60 +491,79 @@ static void attn_bwd_head(const cpu_kern *k, float *dq, float *dk, float *dv, co
   }
 }
 
+/* Chunk = one (batch, head); datt is the running thread's scratch. */
+static void attn_bwd_chunk(void *c_, int bh, int tid) {
+  attn_ctx *a = c_;
+  int T = a->T, C = a->C, b = bh / a->NH, h = bh % a->NH;
+  size_t o3 = (size_t)b * T * 3 * C + (size_t)h * a->hd;
+  float *dq = a->dqkv + o3;
+  const float *q = a->qkv + o3;
+  attn_bwd_head(a->k, dq, dq + C, dq + 2 * C, a->dout + (size_t)b * T * C + (size_t)h * a->hd, q, q + C, q + 2 * C,
+                a->catt + (size_t)bh * T * T, a->scratch + (size_t)tid * T * T, T, C, a->hd, a->scale);
+}
+
 static void cpu_attention_bwd(const yk_device *dev, float *dqkv, const float *dout, const float *qkv, const float *att,
                               int B, int T, int C, int NH, float *scratch) {
-  const cpu_kern *k = K(dev);
   int hd = C / NH;
-  float scale = 1.0f / sqrtf((float)hd);
-  int BH = B * NH;
-  int nt = threads_for(dev, (size_t)BH * T * T * hd);
-#pragma omp parallel num_threads(nt)
-  {
-    float *datt = scratch + (size_t)omp_get_thread_num() * T * T;
-#pragma omp for schedule(dynamic, 1)
-    for (int bh = 0; bh < BH; bh++) {
-      int b = bh / NH, h = bh % NH;
-      size_t o3 = (size_t)b * T * 3 * C + (size_t)h * hd;
-      float *dq = dqkv + o3;
-      const float *q = qkv + o3;
-      attn_bwd_head(k, dq, dq + C, dq + 2 * C, dout + (size_t)b * T * C + (size_t)h * hd, q, q + C, q + 2 * C,
-                    att + (size_t)bh * T * T, datt, T, C, hd, scale);
-    }
-  }
+  attn_ctx a = {.k = K(dev), .dqkv = dqkv, .dout = dout, .qkv = qkv, .catt = att, .scratch = scratch, .T = T, .C = C,
+                .NH = NH, .hd = hd, .scale = 1.0f / sqrtf((float)hd)};
+  cpu_pool_run(POOL(dev), B * NH, threads_for(dev, (size_t)B * NH * T * T * hd), attn_bwd_chunk, &a);
 }
 
 /* ---- cross-entropy ------------------------------------------------------ */
 
+#define CE_ROWS 4
+static void ce_fwd_chunk(void *c_, int ch, int tid) {
+  row_ctx *c = c_;
+  size_t lo, hi;
+  chunk_range(c, ch, (size_t)c->N, &lo, &hi);
+  for (size_t n = lo; n < hi; n++) {
+    const float *x = c->in + n * (size_t)c->Vp;
+    float l = c->k->lse_row(x, c->V);
+    c->rstd[n] = l;
+    c->mean[n] = l - x[c->tok[n]];
+  }
+}
+
 static void cpu_crossent_fwd(const yk_device *dev, float *losses, float *lse, const float *logits,
                              const int32_t *targets, int N, int V, int Vp) {
-  const cpu_kern *k = K(dev);
-  int nt = threads_for(dev, (size_t)N * V * 4);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int n = 0; n < N; n++) {
-    const float *x = logits + (size_t)n * Vp;
-    float l = k->lse_row(x, V);
-    lse[n] = l;
-    losses[n] = l - x[targets[n]];
-  }
+  row_ctx c = {.k = K(dev), .mean = losses, .rstd = lse, .in = logits, .tok = targets, .N = N, .V = V, .Vp = Vp,
+               .per = CE_ROWS};
+  cpu_pool_run(POOL(dev), nchunks_of((size_t)N, CE_ROWS), threads_for(dev, (size_t)N * V * 4), ce_fwd_chunk, &c);
+}
+
+static void ce_bwd_chunk(void *c_, int ch, int tid) {
+  row_ctx *c = c_;
+  size_t lo, hi;
+  chunk_range(c, ch, (size_t)c->N, &lo, &hi);
+  for (size_t n = lo; n < hi; n++)
+    c->k->ce_bwd_row(c->out + n * (size_t)c->Vp, c->in[n], c->tok[n], c->f, c->V, c->Vp);
 }
 
 static void cpu_crossent_bwd(const yk_device *dev, float *logits, const float *lse, const int32_t *targets, float dloss,
                              int N, int V, int Vp) {
-  const cpu_kern *k = K(dev);
-  int nt = threads_for(dev, (size_t)N * V * 4);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int n = 0; n < N; n++) k->ce_bwd_row(logits + (size_t)n * Vp, lse[n], targets[n], dloss, V, Vp);
+  row_ctx c = {.k = K(dev), .out = logits, .in = lse, .tok = targets, .f = dloss, .N = N, .V = V, .Vp = Vp,
+               .per = CE_ROWS};
+  cpu_pool_run(POOL(dev), nchunks_of((size_t)N, CE_ROWS), threads_for(dev, (size_t)N * V * 4), ce_bwd_chunk, &c);
 }
 
 /* ---- casts ---------------------------------------------------------- */
 
 #define CAST_OP(name, TO, TI)                                                                                          \
+  typedef struct {                                                                                                     \
+    const cpu_kern *k;                                                                                                 \
+    TO *out;                                                                                                           \
+    const TI *in;                                                                                                      \
+    size_t n;                                                                                                          \
+  } name##_ctx;                                                                                                        \
+  static void name##_chunk(void *c_, int ch, int tid) {                                                                \
+    name##_ctx *c = c_;                                                                                                \
+    size_t lo = (size_t)ch * ELEM_CHUNK, hi = YK_MIN(c->n, lo + ELEM_CHUNK);                                          \
+    c->k->name(c->out + lo, c->in + lo, hi - lo);                                                                      \
+  }                                                                                                                    \
   static void cpu_##name(const yk_device *dev, TO *out, const TI *in, size_t n) {                                      \
-    const cpu_kern *k = K(dev);                                                                                        \
-    _Pragma("omp parallel num_threads(threads_for(dev, n))") {                                                         \
-      ELEMWISE_SPLIT(n);                                                                                               \
-      if (hi > lo) k->name(out + lo, in + lo, hi - lo);                                                                \
-    }                                                                                                                  \
+    name##_ctx c = {K(dev), out, in, n};                                                                               \
+    cpu_pool_run(POOL(dev), nchunks_of(n, ELEM_CHUNK), threads_for(dev, n), name##_chunk, &c);                        \
   }
 CAST_OP(f32_to_f16, uint16_t, float)
 CAST_OP(f16_to_f32, float, uint16_t)
@@ -428,12 +572,20 @@ CAST_OP(bf16_to_f32, float, uint16_t)
 
 /* out (n) u16 = 16-bit bits of x (n), x = their fp32 value. */
 #define ROUND_OP(name)                                                                                                 \
+  typedef struct {                                                                                                     \
+    const cpu_kern *k;                                                                                                 \
+    uint16_t *out;                                                                                                     \
+    float *x;                                                                                                          \
+    size_t n;                                                                                                          \
+  } name##_ctx;                                                                                                        \
+  static void name##_chunk(void *c_, int ch, int tid) {                                                                \
+    name##_ctx *c = c_;                                                                                                \
+    size_t lo = (size_t)ch * ELEM_CHUNK, hi = YK_MIN(c->n, lo + ELEM_CHUNK);                                          \
+    c->k->name(c->out + lo, c->x + lo, hi - lo);                                                                       \
+  }                                                                                                                    \
   static void cpu_##name(const yk_device *dev, uint16_t *out, float *x, size_t n) {                                    \
-    const cpu_kern *k = K(dev);                                                                                        \
-    _Pragma("omp parallel num_threads(threads_for(dev, n))") {                                                         \
-      ELEMWISE_SPLIT(n);                                                                                               \
-      if (hi > lo) k->name(out + lo, x + lo, hi - lo);                                                                 \
-    }                                                                                                                  \
+    name##_ctx c = {K(dev), out, x, n};                                                                                \
+    cpu_pool_run(POOL(dev), nchunks_of(n, ELEM_CHUNK), threads_for(dev, n), name##_chunk, &c);                        \
   }
 ROUND_OP(round_f16)
 ROUND_OP(round_bf16)
@@ -489,12 +641,21 @@ int yk_device_cpu_create(int nthreads, yk_isa isa, yk_device **out, yk_diag *d) 
   c->pub.nthreads = nthreads > 0 ? nthreads : yk_cpu_count();
   c->pub.isa = isa;
   c->k = isa == YK_ISA_AVX2 ? &yk_cpu_kern_avx2 : &yk_cpu_kern_portable;
+  if (cpu_pool_create(c->pub.nthreads, &c->pool) != 0) {
+    free(c);
+    return yk_errorf(d, YK_ESYS, "could not start %d compute threads for the CPU device; lower the thread count",
+                     nthreads > 0 ? nthreads : yk_cpu_count());
+  }
   openblas_set_num_threads(1);
   *out = &c->pub;
   return 0;
 }
 
-void yk_device_destroy(yk_device *dev) { free(dev); }
+void yk_device_destroy(yk_device *dev) {
+  if (!dev) return;
+  cpu_pool_destroy(((cpu_device *)dev)->pool);
+  free(dev);
+}
 
 double yk_device_gemm_gflops(const yk_device *dev, int M, int N, int K_, int reps) {
   float *A = dev->ops->alloc(dev, (size_t)M * K_ * sizeof(float));

@@ -1,6 +1,6 @@
 /* cpu_kern.h - internal: the per-ISA row kernels of the CPU device.
  *
- * cpu.c does the threading (OpenMP, static partitions) and calls these
+ * cpu.c does the threading (cpu_pool.c, fixed chunks) and calls these
  * single-threaded kernels on row ranges. Each ISA variant (cpu_portable.c,
  * cpu_avx2.c) fills one table; the tests compare every variant the CPU
  * supports against the portable one. All pointers are fp32 row-major. */

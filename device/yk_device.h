@@ -5,8 +5,10 @@
  * model needs. The model only ever calls through this table, so an NPU
  * backend is one more file that fills the same table. Today's only backend is
  * the CPU (device/cpu*.c): sgemm through OpenBLAS, the other kernels with
- * run-time ISA dispatch (AVX2+FMA+F16C or portable scalar C), threads through
- * OpenMP with static schedules.
+ * run-time ISA dispatch (AVX2+FMA+F16C or portable scalar C), threads from
+ * the device's own pool (cpu_pool.c: kernels cut into fixed chunks that
+ * whichever thread is running claims, so a kernel never waits for a thread
+ * that another process has taken off the CPU).
  *
  * Conventions for every kernel:
  *   - all tensors are dense row-major fp32 unless a dtype is written;
@@ -15,7 +17,8 @@
  *     for gradients so micro-batch accumulation works by not zeroing);
  *   - results are bitwise reproducible run to run for a fixed device (thread
  *     count and ISA): every reduction has a fixed order and partition; no
- *     atomics.
+ *     atomics on data. All kernels but gemm (and attention, which calls
+ *     sgemm) give the same bits at any thread count.
  * Kernels do not fail: arguments are validated by the caller (the model).
  *
  * Ownership: a device is created by yk_device_cpu_create and freed by
@@ -146,9 +149,12 @@ size_t yk_device_attention_bwd_scratch(const yk_device *dev, int T);
 /* Create the CPU device. nthreads <= 0 means all online cores. isa
  * YK_ISA_AUTO picks $YK_ISA if set ("portable" | "avx2"), else the best the
  * CPU supports; asking for a variant the CPU cannot run is YK_EUNSUPPORTED
- * with a message. Side effect: OpenBLAS is set to one thread per call
- * (openblas_set_num_threads(1), process-wide) because the device splits
- * every sgemm over its own OpenMP threads, so only one thread pool is active.
+ * with a message. Starts nthreads-1 worker threads (idle ones sleep on a
+ * futex after a short spin); yk_device_destroy joins them. Side effect:
+ * OpenBLAS is set to one thread per call (openblas_set_num_threads(1),
+ * process-wide) because the device splits every sgemm over its own
+ * threads, so only one thread pool is active. YK_ESYS if the threads cannot
+ * be started.
  * *out is owned by the caller: free with yk_device_destroy. */
 int yk_device_cpu_create(int nthreads, yk_isa isa, yk_device **out, yk_diag *d);
 void yk_device_destroy(yk_device *dev);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_pool.h" /* internal: the pool is tested directly too */
 #include "yk_device.h"
 
 typedef struct variant {
@@ -502,6 +503,88 @@ START_TEST(test_isa_env) {
 }
 END_TEST
 
+
+/* ---- thread pool ---------------------------------------------------------- */
+
+/* The row and element kernels cut their work into chunks whose bounds do not
+ * depend on the thread count, so 1 and 2 threads must give the same bits;
+ * many back-to-back small jobs (the pool's claim/finish protocol under
+ * churn, including jobs below and above the threading threshold) must all
+ * complete with every chunk done once; devices (and their worker threads)
+ * are created and destroyed repeatedly. */
+START_TEST(test_pool_bitwise_and_churn) {
+  const int N = 257, C = 300; /* N*C above the threading threshold, uneven chunks */
+  size_t NC = (size_t)N * C;
+  float *x = rnd(NC, 71, 1), *w = rnd(C, 72, 1), *b = rnd(C, 73, 1), *dout = rnd(NC, 74, 1);
+  float *o[2], *dx[2], *dw[2], *db[2], *mean[2], *rstd[2], *g[2], *acc[2];
+  for (int round = 0; round < 3; round++) {
+    for (int t = 0; t < 2; t++) {
+      yk_device *d = NULL;
+      ck_assert_int_eq(yk_device_cpu_create(t + 1, YK_ISA_AUTO, &d, NULL), 0);
+      float *scr = malloc(yk_device_layernorm_bwd_scratch(d, N, C) * 4);
+      o[t] = rnd(NC, 0, 0), dx[t] = rnd(NC, 0, 0), g[t] = rnd(NC * 4, 0, 0);
+      dw[t] = rnd(C, 0, 0), db[t] = rnd(C, 0, 0), mean[t] = rnd(N, 0, 0), rstd[t] = rnd(N, 0, 0);
+      acc[t] = rnd(C, 0, 0);
+      d->ops->layernorm_fwd(d, o[t], mean[t], rstd[t], x, w, b, N, C);
+      d->ops->layernorm_bwd(d, dx[t], dw[t], db[t], dout, x, w, mean[t], rstd[t], N, C, scr);
+      /* 2000 jobs back to back, sizes around the threading threshold:
+       * accumulate so a lost or repeated chunk shows in the result */
+      float *tmp = rnd(NC, 0, 0);
+      for (int j = 0; j < 2000; j++) {
+        size_t n = (size_t)(j % 7 + 1) * 8191;
+        d->ops->gelu_fwd(d, tmp, x, YK_MIN(n, NC));
+        d->ops->bias_bwd(d, acc[t], tmp, (int)(YK_MIN(n, NC) / C), C);
+      }
+      d->ops->gelu_fwd(d, g[t], dout, NC);
+      free(tmp);
+      free(scr);
+      yk_device_destroy(d);
+    }
+    ck_assert_msg(memcmp(o[0], o[1], NC * 4) == 0, "layernorm_fwd differs between 1 and 2 threads");
+    ck_assert_msg(memcmp(dx[0], dx[1], NC * 4) == 0, "layernorm_bwd dx differs between 1 and 2 threads");
+    ck_assert_msg(memcmp(dw[0], dw[1], C * 4) == 0 && memcmp(db[0], db[1], C * 4) == 0,
+                  "layernorm_bwd dw/db differ between 1 and 2 threads");
+    ck_assert_msg(memcmp(acc[0], acc[1], C * 4) == 0, "2000 gelu+bias_bwd jobs differ between 1 and 2 threads");
+    ck_assert_msg(memcmp(g[0], g[1], NC * 4) == 0, "gelu_fwd differs between 1 and 2 threads");
+    /* and the accumulated sums are the real ones (not both empty) */
+    double s = 0;
+    for (int i = 0; i < C; i++) s += fabs(acc[0][i]);
+    ck_assert(s > 0);
+    for (int t = 0; t < 2; t++) free(o[t]), free(dx[t]), free(dw[t]), free(db[t]), free(mean[t]), free(rstd[t]),
+                                free(g[t]), free(acc[t]);
+  }
+  free(x), free(w), free(b), free(dout);
+}
+END_TEST
+
+/* The pool itself: every chunk runs exactly once, also for a job of more
+ * chunks than its state word counts (2^20 - 1), and with a 1-thread pool. */
+static void count_chunk(void *ctx, int ch, int tid) {
+  int *hits = ctx;
+  hits[ch]++;
+  ck_assert(tid >= 0 && tid < 2);
+}
+
+START_TEST(test_pool_every_chunk_once) {
+  const int n = (1 << 20) + 37;
+  int *hits = calloc((size_t)n, sizeof(int));
+  for (int threads = 1; threads <= 2; threads++) {
+    cpu_pool *p = NULL;
+    ck_assert_int_eq(cpu_pool_create(threads, &p), 0);
+    memset(hits, 0, (size_t)n * sizeof(int));
+    cpu_pool_run(p, n, threads, count_chunk, hits);
+    /* then many small jobs back to back: job j runs chunks 0..j%5, so chunk
+     * c runs in the 3000 - 600*c jobs with j%5 >= c */
+    for (int j = 0; j < 3000; j++) cpu_pool_run(p, 1 + j % 5, threads, count_chunk, hits);
+    size_t bad = 0;
+    for (int i = 0; i < n; i++) bad += hits[i] != 1 + (i < 5 ? 3000 - 600 * i : 0);
+    ck_assert_msg(bad == 0, "%zu chunks did not run the expected number of times (%d threads)", bad, threads);
+    cpu_pool_destroy(p);
+  }
+  free(hits);
+}
+END_TEST
+
 int main(void) {
   setup_variants();
   yk_device_cpu_create(1, YK_ISA_PORTABLE, &ref_dev, NULL);
@@ -520,6 +603,8 @@ int main(void) {
   tcase_add_test(tc, test_nan_propagates);
   tcase_add_test(tc, test_casts_exact);
   tcase_add_test(tc, test_isa_env);
+  tcase_add_test(tc, test_pool_bitwise_and_churn);
+  tcase_add_test(tc, test_pool_every_chunk_once);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

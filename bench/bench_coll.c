@@ -375,11 +375,11 @@ static void run_gloo(bctx *b) {
   if (!have) {
     fprintf(b->tab, "# gloo: skipped (Debian's /usr/bin/python3 has no torch)\n");
   } else {
-    /* f32 only: torch 1.13's gloo f16 all-reduce on CPU stalled for minutes
-     * at 8 MiB on this host */
+    /* f32, the dtype of the target. Bounded: timeout kills the whole
+     * process group (the script and its spawned workers) if gloo hangs. */
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
-             "/usr/bin/python3 %s/bench/gloo_allreduce.py --world %d --minbytes %llu --maxbytes %llu --factor %d "
+             "timeout -k 10 900 /usr/bin/python3 %s/bench/gloo_allreduce.py --world %d --minbytes %llu --maxbytes %llu --factor %d "
              "--dtypes f32 2>&1",
              YK_SOURCE_DIR, b->size, (unsigned long long)b->o.minb, (unsigned long long)b->o.maxb, b->o.factor);
     FILE *f = popen(cmd, "r");

@@ -7,6 +7,7 @@ dtype from rank 0: {"op","impl":"gloo","algo","transport","dtype","ranks",
 iterations of the slowest rank (all_reduce of the per-iteration times, MAX).
 Run with Debian's /usr/bin/python3 (python3-torch)."""
 import argparse
+import datetime
 import json
 import os
 import socket
@@ -22,7 +23,8 @@ DT = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
 def worker(rank, args, port):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=args.world)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=args.world,
+                            timeout=datetime.timedelta(seconds=120))
     for name in args.dtypes.split(","):
         dt = DT[name]
         esz = torch.tensor([], dtype=dt).element_size()
@@ -43,7 +45,11 @@ def worker(rank, args, port):
                     t0 = time.perf_counter()
                     dist.all_reduce(y)
                     times.append(time.perf_counter() - t0)
-                    if it >= 2 and time.perf_counter() - budget > 0.5:
+                    # stop together: a rank that stopped alone would leave
+                    # the others in an all_reduce nobody joins (a hang)
+                    stop = torch.tensor([1 if it >= 2 and time.perf_counter() - budget > 0.5 else 0])
+                    dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+                    if stop.item():
                         break
                 t = torch.tensor(times, dtype=torch.float64)
                 dist.all_reduce(t, op=dist.ReduceOp.MAX)

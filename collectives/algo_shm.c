@@ -81,6 +81,7 @@ struct coll_board {
 #define SLOTS_OFF 4096u
 /* rs_done = k << BLK_BITS | blocks done: 2^36 operations, 2^28 blocks per chunk */
 #define BLK_BITS 28
+#define SHM_STREAM_MIN ((size_t)32 << 20)
 
 static size_t slot_stride(void) { return (sizeof(board_slot) + 63) & ~(size_t)63; }
 static size_t data_off(int n) { return (SLOTS_OFF + (size_t)n * slot_stride() + 4095) & ~(size_t)4095; }
@@ -356,14 +357,15 @@ static int wait_arrivals(yk_comm *c, const board_op *mine, uint64_t k, yk_diag *
 /* Copy blocks [b0, b1) of rank q's final chunk (at element qoff, qlen
  * elements, blocks of blk) from q's output into ours. */
 static int gather_blocks(yk_comm *c, int q, uint64_t k, char *out, size_t qoff, size_t qlen, size_t blk, size_t es,
-                         size_t b0, size_t b1, yk_diag *d) {
+                         size_t b0, size_t b1, int stream, yk_diag *d) {
   size_t e0 = b0 * blk, e1 = YK_MIN(b1 * blk, qlen);
   if (e1 <= e0) return 0;
   size_t at = (qoff + e0) * es, n = (e1 - e0) * es;
   uint64_t pa = slot(c, q)->op[k & 1].recvbuf + at;
   const char *p = peer_ptr(c, q, k, 1, pa, n);
   if (p) {
-    memcpy(out + at, p, n);
+    if (stream) coll_copy_stream(out + at, p, n);
+    else memcpy(out + at, p, n);
     return 0;
   }
   return peer_read(c, q, out + at, pa, n, d);
@@ -425,6 +427,9 @@ int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d) {
     return 0;
   }
   uint64_t kk = k << BLK_BITS;
+  /* Two ranks, a message larger than the last-level cache, a plain sum:
+   * write the output with streaming stores (docs/collectives.md). */
+  int stream = n == 2 && ar && bytes >= SHM_STREAM_MIN && r->op == YK_OP_SUM && r->dtype == YK_DT_F32;
   if (rs) {
     /* Reduce-scatter of my chunk block by block; in an all-reduce it is
      * interleaved with the all-gather: after each block, copy the blocks the
@@ -457,15 +462,17 @@ int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d) {
       }
       /* reduce-scatter: recvbuf holds my range only */
       char *dst = ag || own ? out + at : out + b * blk * es;
-      reduce_all(dst, src, n, m, r->dtype, r->op);
+      if (stream) coll_reduce_stream(dst, src[0], src[1], m, r->dtype, r->op);
+      else reduce_all(dst, src, n, m, r->dtype, r->op);
       if (r->op == YK_OP_AVG) yk_coll_avg_finish(dst, m, r->dtype, n);
+      if (stream) coll_stream_fence();
       atomic_store_explicit(&my->rs_done, kk | (b + 1), memory_order_release);
       for (int i = 1; i < n && ag; i++) {
         int q = (me + i) % n;
         uint64_t ready = atomic_load_explicit(&slot(c, q)->rs_done, memory_order_acquire);
         if (ready < kk) continue;
         ready -= kk;
-        if (ready > qgot[q] && (rc = gather_blocks(c, q, k, out, qoff[q], qlen[q], blk, es, qgot[q], ready, d)))
+        if (ready > qgot[q] && (rc = gather_blocks(c, q, k, out, qoff[q], qlen[q], blk, es, qgot[q], ready, stream, d)))
           return rc;
         if (ready > qgot[q]) qgot[q] = ready;
       }
@@ -485,8 +492,9 @@ int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d) {
     int q = (me + i) % n;
     if (qgot[q] >= qnb[q]) continue;
     if ((rc = coll_wait_flag(c, &slot(c, q)->rs_done, kk | qnb[q], q, d))) return rc;
-    if ((rc = gather_blocks(c, q, k, out, qoff[q], qlen[q], blk, es, qgot[q], qnb[q], d))) return rc;
+    if ((rc = gather_blocks(c, q, k, out, qoff[q], qlen[q], blk, es, qgot[q], qnb[q], stream, d))) return rc;
   }
+  if (stream) coll_stream_fence();
   atomic_store_explicit(&my->ag_done, k, memory_order_release);
   for (int i = 1; i < n; i++) {
     int q = (me + i) % n;

@@ -176,6 +176,7 @@ struct yk_comm {
   /* queue and comm thread */
   pthread_mutex_t mu;
   pthread_cond_t cv;       /* queue changed / request done */
+  int cv_waiters;          /* threads in a wait on cv for a request or for `busy` (under mu) */
   pthread_mutex_t exec_mu; /* held while an operation executes */
   pthread_t thread;
   int thread_started;
@@ -271,6 +272,12 @@ int coll_hdr_check(yk_comm *c, const coll_hdr *mine, const coll_hdr *theirs, int
 int coll_peer_gone(yk_comm *c, int peer, yk_diag *d);
 
 void coll_range(size_t count, int size, int rank, size_t *off, size_t *len);
+/* reduce.c: streaming-store variants for outputs larger than the caches
+ * (fall back to the cached ones where they do not apply) and the fence to
+ * issue before publishing what they wrote. */
+void coll_reduce_stream(void *dst, const void *a, const void *b, size_t n, yk_dtype t, yk_redop op);
+void coll_copy_stream(void *dst, const void *src, size_t n);
+void coll_stream_fence(void);
 double coll_model_time(const coll_model *m, yk_algo a, int p, size_t bytes);
 int coll_model_load(const char *path, coll_model *m, yk_diag *d);
 

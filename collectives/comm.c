@@ -742,7 +742,10 @@ static void run_op_locked(yk_comm *c, struct yk_request *r) {
   pthread_mutex_lock(&c->mu);
   c->busy = 0;
   r->state = 2;
-  pthread_cond_broadcast(&c->cv);
+  /* Wake only if somebody waits: an inline operation with an idle comm
+   * thread would otherwise pay a futex wake-up (and the comm thread's
+   * round trip through the mutex) on every small all-reduce. */
+  if (c->cv_waiters || c->qhead) pthread_cond_broadcast(&c->cv);
 }
 
 static void *comm_thread(void *arg) {
@@ -756,7 +759,7 @@ static void *comm_thread(void *arg) {
         idle_poll(c);
         pthread_mutex_lock(&c->mu);
         c->busy = 0;
-        pthread_cond_broadcast(&c->cv);
+        if (c->cv_waiters) pthread_cond_broadcast(&c->cv);
         if (c->qhead || c->stop) break;
       }
       struct timespec ts;
@@ -767,7 +770,9 @@ static void *comm_thread(void *arg) {
     }
     if (c->stop) break;
     if (c->busy) { /* an inline op runs on the caller thread */
+      c->cv_waiters++;
       pthread_cond_wait(&c->cv, &c->mu);
+      c->cv_waiters--;
       continue;
     }
     struct yk_request *r = c->qhead;
@@ -865,7 +870,9 @@ int yk_request_wait(yk_request **reqp, uint64_t deadline_ns, yk_diag *d) {
     uint64_t until = now + 100000000ull;
     if (deadline_ns && deadline_ns < until) until = deadline_ns;
     struct timespec ts = {(time_t)(until / 1000000000ull), (long)(until % 1000000000ull)};
+    c->cv_waiters++;
     pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    c->cv_waiters--;
   }
   int rc = r->rc;
   if (rc && d) *d = r->diag;

@@ -177,6 +177,37 @@ void yk_coll_reduce(void *dst, const void *a, const void *b, size_t n, yk_dtype 
   reduce_scalar(dst, a, b, n, t, op);
 }
 
+/* Streaming (non-temporal) stores for the board's two-shot on messages
+ * larger than the last-level cache: this core does not read the output
+ * again soon, and a streaming store skips the read-for-ownership of each
+ * destination line (otherwise a third of a copy's memory traffic). Same
+ * bits as yk_coll_reduce. The caller issues coll_stream_fence() before it
+ * publishes the data (streaming stores are weakly ordered). */
+__attribute__((target("avx2"))) static void f32_sum_stream(float *o, const float *x, const float *y, size_t n) {
+  size_t i = 0;
+  for (; i < n && ((uintptr_t)(o + i) & 31); i++) o[i] = x[i] + y[i];
+  for (; i + 8 <= n; i += 8) _mm256_stream_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) o[i] = x[i] + y[i];
+}
+
+void coll_reduce_stream(void *dst, const void *a, const void *b, size_t n, yk_dtype t, yk_redop op) {
+  if (t == YK_DT_F32 && op == YK_OP_SUM && ((uintptr_t)dst & 3) == 0 && have_avx2()) f32_sum_stream(dst, a, b, n);
+  else yk_coll_reduce(dst, a, b, n, t, op, 0);
+}
+
+__attribute__((target("avx2"))) static void copy_stream(char *d, const char *s, size_t n) {
+  for (; n && ((uintptr_t)d & 31); n--) *d++ = *s++;
+  for (; n >= 32; n -= 32, d += 32, s += 32) _mm256_stream_si256((__m256i *)d, _mm256_loadu_si256((const __m256i *)s));
+  memcpy(d, s, n);
+}
+
+void coll_copy_stream(void *dst, const void *src, size_t n) {
+  if (have_avx2()) copy_stream(dst, src, n);
+  else memcpy(dst, src, n);
+}
+
+void coll_stream_fence(void) { _mm_sfence(); }
+
 void yk_coll_avg_finish(void *x, size_t n, yk_dtype t, int size) {
   if (size <= 1) return;
   switch (t) {

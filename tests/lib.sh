@@ -18,7 +18,20 @@ expect_stderr() {
   local err; err=$("$@" 2>&1 >/dev/null)
   case "$err" in *"$needle"*) pass "stderr has: $needle" ;; *) fail "stderr lacks '$needle': $err" ;; esac
 }
+# Shared-memory regions of processes that no longer exist: libfabric's shm
+# provider names them after the pid (yk<pid>_..., <pid>:0:0) and a rank
+# killed with -9 cannot remove its own. The kill tests leave them behind.
+yk_sweep_shm() {
+  local f p
+  for f in /dev/shm/yk[0-9]*_* /dev/shm/[0-9]*:0:0; do
+    [ -e "$f" ] || continue
+    p=${f#/dev/shm/}; p=${p#yk}; p=${p%%[_:]*}
+    case $p in '' | *[!0-9]*) continue ;; esac
+    kill -0 "$p" 2>/dev/null || rm -f "$f"
+  done
+}
 finish() {
+  yk_sweep_shm
   rm -f /tmp/yk_test_out.$$
   echo "$YK_PASSED passed, $YK_FAILED failed"
   [ "$YK_FAILED" = 0 ]

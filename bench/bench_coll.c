@@ -249,11 +249,11 @@ static void header(bctx *b, const char *what) {
           "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "yk/mpi");
 }
 
-static int bench_transport(bctx *b, const char *transport, char *sb, char *rb, double *mpi_times, int mpi_done) {
-  yk_bootstrap *bs = NULL;
-  yk_comm *c = NULL;
-  yk_diag d = {0};
-  int rc = yk_bootstrap_mpi_create(&bs, &d);
+/* A communicator over MPI_COMM_WORLD with the benchmark's options; the
+ * buffers are registered when given (and --register is on). */
+static int open_comm(bctx *b, const char *transport, const char *algo, yk_shmem *sm, yk_shmem *rm,
+                     yk_bootstrap **bs, yk_comm **c, yk_diag *d) {
+  int rc = yk_bootstrap_mpi_create(bs, d);
   if (!rc) {
     yk_comm_opts o;
     yk_comm_opts_default(&o);
@@ -261,12 +261,21 @@ static int bench_transport(bctx *b, const char *transport, char *sb, char *rb, d
     o.provider = b->o.provider;
     o.timeout_ms = b->o.timeout_ms;
     o.segment_bytes = (size_t)b->o.segment;
-    rc = yk_comm_create(&o, bs, &c, &d);
+    if (algo) o.algo = algo;
+    rc = yk_comm_create(&o, *bs, c, d);
   }
-  if (!rc && b->o.reg) {
-    rc = yk_comm_register(c, b->sm, &d);
-    if (!rc) rc = yk_comm_register(c, b->rm, &d);
+  if (!rc && b->o.reg && sm && rm) {
+    rc = yk_comm_register(*c, sm, d);
+    if (!rc) rc = yk_comm_register(*c, rm, d);
   }
+  return rc;
+}
+
+static int bench_transport(bctx *b, const char *transport, char *sb, char *rb, double *mpi_times, int mpi_done) {
+  yk_bootstrap *bs = NULL;
+  yk_comm *c = NULL;
+  yk_diag d = {0};
+  int rc = open_comm(b, transport, NULL, b->sm, b->rm, &bs, &c, &d);
   if (rc) {
     if (b->rank == 0) fprintf(stderr, "yoke bench coll: %s: %s\n", transport, yk_diag_msg(&d, rc));
     yk_bootstrap_destroy(bs);
@@ -461,21 +470,8 @@ static int calibrate(bctx *b) {
   yk_bootstrap *bs = NULL;
   yk_comm *c = NULL;
   yk_diag d = {0};
-  int rc = yk_bootstrap_mpi_create(&bs, &d);
   const char *tr = in_list(b->o.transports, "libfabric") ? "libfabric" : "mpi";
-  if (!rc) {
-    yk_comm_opts o;
-    yk_comm_opts_default(&o);
-    o.transport = tr;
-    o.provider = b->o.provider;
-    o.timeout_ms = b->o.timeout_ms;
-    o.algo = "ring";
-    rc = yk_comm_create(&o, bs, &c, &d);
-  }
-  if (!rc && b->o.reg) {
-    rc = yk_comm_register(c, b->sm, &d);
-    if (!rc) rc = yk_comm_register(c, b->rm, &d);
-  }
+  int rc = open_comm(b, tr, "ring", NULL, NULL, &bs, &c, &d);
   if (rc) {
     if (b->rank == 0) fprintf(stderr, "yoke bench coll --calibrate: %s\n", yk_diag_msg(&d, rc));
     yk_bootstrap_destroy(bs);

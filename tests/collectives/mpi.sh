@@ -17,4 +17,11 @@ expect_ok "mpirun -np 3, transport libfabric shm over the MPI bootstrap" run 3 c
 expect_ok "mpirun -np 2, board two-shot via cross-memory attach" run 2 check --transport mpi --oneshot 64
 expect_ok "mpirun -np 3, board two-shot on registered buffers" run 3 check --transport mpi --oneshot 64 --register
 expect_ok "mpirun -np 4 --big, board two-shot on registered buffers" run 4 check --transport mpi --big --register
+# the cost-model calibration writes its constants (it must not need the
+# benchmark's registered buffers)
+CAL=$(mktemp /tmp/yk_cal.XXXXXX)
+if timeout 100 mpirun -np 2 --bind-to none "$YK_BUILD_DIR/cli/yoke" bench coll --calibrate "$CAL" > /tmp/yk_cal_out.$$ 2>&1 &&
+   grep -q "^alpha_us " "$CAL" && grep -q "^beta_ns " "$CAL"; then pass "bench coll --calibrate writes $(grep -c . "$CAL") lines"
+else fail "bench coll --calibrate: $(tail -3 /tmp/yk_cal_out.$$)"; fi
+rm -f "$CAL" /tmp/yk_cal_out.$$
 finish

@@ -219,6 +219,20 @@ static void trainer_free(trainer *t) {
   yk_device_destroy(t->dev);
 }
 
+/* nparams 16-bit values: in shared memory registered with the
+ * communicator when `shared` (peers on this node read them in place), else
+ * plain memory (*p NULL when out of memory: the caller reports it). */
+static int alloc16(trainer *t, int shared, const char *what, uint16_t **p, yk_shmem *shm, yk_diag *d) {
+  if (!shared) {
+    *p = yk_alloc(t->nparams * sizeof(uint16_t));
+    return 0;
+  }
+  int rc = yk_shmem_alloc(t->nparams * sizeof(uint16_t), what, shm, d);
+  if (rc) return rc;
+  *p = shm->ptr;
+  return yk_comm_register(t->dp.comm, shm, d);
+}
+
 static int trainer_init(trainer *t, yk_diag *d) {
   const yk_config *c = &t->cfg;
   int rc;
@@ -286,19 +300,11 @@ static int trainer_init(trainer *t, yk_diag *d) {
   t->master = yk_model_params(t->model);
   if (t->prec != YK_PREC_FP32) {
     t->master = yk_alloc(t->nparams * sizeof(float));
-    if (share && t->shard) {
-      if ((rc = yk_shmem_alloc(t->nparams * sizeof(uint16_t), "yoke-params16", &t->params16_shm, d)) != 0) return rc;
-      t->params16 = t->params16_shm.ptr;
-      if ((rc = yk_comm_register(t->dp.comm, &t->params16_shm, d)) != 0) return rc;
-    } else {
-      t->params16 = yk_alloc(t->nparams * sizeof(uint16_t));
-    }
-    t->grads16 = share ? NULL : yk_alloc(t->nparams * sizeof(uint16_t));
-    if (share) {
-      if ((rc = yk_shmem_alloc(t->nparams * sizeof(uint16_t), "yoke-grads16", &t->grads16_shm, d)) != 0) return rc;
-      t->grads16 = t->grads16_shm.ptr;
-      if ((rc = yk_comm_register(t->dp.comm, &t->grads16_shm, d)) != 0) return rc;
-    }
+    /* the 16-bit buffers that collectives move: params16 is all-gathered
+     * (ZeRO-1), grads16 reduced */
+    if ((rc = alloc16(t, share && t->shard, "yoke-params16", &t->params16, &t->params16_shm, d)) != 0 ||
+        (rc = alloc16(t, share, "yoke-grads16", &t->grads16, &t->grads16_shm, d)) != 0)
+      return rc;
     if (!t->master || !t->params16 || !t->grads16)
       return yk_errorf(d, YK_ENOMEM, "out of memory for %s master weights (%zu parameters)", c->train.precision,
                        t->nparams);

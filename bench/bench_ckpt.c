@@ -43,7 +43,7 @@ static const char usage[] =
     "  --level N     zstd level -7..22 (default 1, as ckpt.level)\n"
     "  --threads N   compression threads (default 0 = all cores)\n"
     "  --step-ms MS  training step time the stall is compared with (default 2000: GPT-2 124M on this CPU)\n"
-    "  --repeat N    synchronous saves to time; the median is reported (default 3)\n"
+    "  --repeat N    synchronous saves, cold loads and warm loads to time; medians are reported (default 3)\n"
     "  --buffered    write shards through the page cache instead of O_DIRECT (ckpt buffered_io)\n"
     "  --dir DIR     where to write (default a new directory under /tmp, removed afterwards)\n"
     "  --json        also print the figures as one JSON object\n";
@@ -323,21 +323,27 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
     save_max = g > save_max ? g : save_max;
   }
   double t0, c0;
-  int64_t step0 = repeat; /* the async saves below use steps repeat+1, repeat+2 */
+  /* the async saves below use steps repeat+1 .. 2*repeat (copy), then
+   * last = 2*repeat+1 (deferred), which the loads read */
+  int64_t step0 = repeat, last = 2 * repeat + 1;
 
-  /* 2. asynchronous save: stall = the snapshot copy */
+  /* 2. asynchronous save: stall = the snapshot copy (median of `repeat`) */
   if ((rc = yk_ckpt_writer_create(&o, &w, &d))) goto fail;
   t0 = yk_now_s();
   if ((rc = yk_ckpt_writer_prepare(w, s, &d))) goto fail;
   double prepare_s = yk_now_s() - t0;
-  t0 = yk_now_s();
-  if ((rc = yk_ckpt_writer_save(w, s, step0 + 1, 0, &d))) goto fail;
-  double stall_copy = yk_now_s() - t0;
-  if ((rc = yk_ckpt_writer_wait(w, yk_deadline_in_ms(600000), &d))) goto fail;
-  double async_total = yk_now_s() - t0;
+  double stall_v[64], async_v[64];
+  for (int k = 0; k < repeat; k++) {
+    t0 = yk_now_s();
+    if ((rc = yk_ckpt_writer_save(w, s, step0 + 1 + k, 0, &d))) goto fail;
+    stall_v[k] = yk_now_s() - t0;
+    if ((rc = yk_ckpt_writer_wait(w, yk_deadline_in_ms(600000), &d))) goto fail;
+    async_v[k] = yk_now_s() - t0;
+  }
+  double stall_copy = median(stall_v, (int)repeat), async_total = median(async_v, (int)repeat);
   /* 3. deferred copy: save, "forward/backward" (2/3 of a step), release */
   t0 = yk_now_s();
-  if ((rc = yk_ckpt_writer_save(w, s, step0 + 2, YK_CKPT_DEFER_COPY, &d))) goto fail;
+  if ((rc = yk_ckpt_writer_save(w, s, last, YK_CKPT_DEFER_COPY, &d))) goto fail;
   double stall_defer = yk_now_s() - t0;
   spin_s((double)step_ms / 1000.0 * 2.0 / 3.0);
   t0 = yk_now_s();
@@ -351,10 +357,10 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
    * shards are written too (not timed) so the checkpoint is complete. */
   for (int q = 1; q < world; q++) {
     o.rank = q;
-    if ((rc = yk_ckpt_write_shard(&o, s, step0 + 2, NULL, &d))) goto fail;
+    if ((rc = yk_ckpt_write_shard(&o, s, last, NULL, &d))) goto fail;
   }
   o.rank = 0;
-  if ((rc = yk_ckpt_commit(&o, step0 + 2, &d))) goto fail;
+  if ((rc = yk_ckpt_commit(&o, last, &d))) goto fail;
   yk_ckpt_open_opts oo = {.verify = YK_CKPT_VERIFY_META, .threads = (int)threads};
   if ((rc = yk_ckpt_reader_open(dir, &oo, &r, &d))) goto fail;
   back = yk_alloc(n * 4);
@@ -366,29 +372,33 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
   const char *names[4] = {"params", "params16", "m", "v"};
   const void *orig[4] = {fc.p, fc.h, fc.m, fc.v};
   size_t es[4] = {4, 2, 4, 4};
-  /* pass 0: cold (shard files evicted from the page cache), pass 1: warm */
-  double load_s = 0, load_cpu = 0, cold_s = 0;
+  /* pass 0: cold (shard files evicted from the page cache), pass 1: warm;
+   * `repeat` times each, medians reported (the disk's speed wanders) */
+  double cold_v[64], warm_v[64], cpu_v[64];
   uint64_t load_bytes = 0;
-  for (int pass = 0; pass < 2; pass++) {
-    cache_step_files(dir, step0 + 2, pass);
-    for (int a = 0; a < 4; a++) {
-      t0 = yk_now_s();
-      c0 = cpu_s();
-      if ((rc = yk_ckpt_reader_read(r, names[a], 0, n, back, &d))) goto fail;
-      if (pass == 0) {
-        cold_s += yk_now_s() - t0;
-      } else {
-        load_s += yk_now_s() - t0;
-        load_cpu += cpu_s() - c0;
-        load_bytes += n * es[a];
+  for (int a = 0; a < 4; a++) load_bytes += n * es[a];
+  for (int rep = 0; rep < repeat; rep++) {
+    for (int pass = 0; pass < 2; pass++) {
+      cache_step_files(dir, last, pass);
+      double wall = 0, cpu = 0;
+      for (int a = 0; a < 4; a++) {
+        t0 = yk_now_s();
+        c0 = cpu_s();
+        if ((rc = yk_ckpt_reader_read(r, names[a], 0, n, back, &d))) goto fail;
+        wall += yk_now_s() - t0;
+        cpu += cpu_s() - c0;
+        if (memcmp(back, orig[a], n * es[a])) {
+          fprintf(stderr, "yoke bench ckpt: arena %s read back differs from what was saved\n", names[a]);
+          rc = 1;
+          goto out;
+        }
+        memset(back, 0, n * es[a]); /* the next read must really write it again */
       }
-      if (memcmp(back, orig[a], n * es[a])) {
-        fprintf(stderr, "yoke bench ckpt: arena %s read back differs from what was saved\n", names[a]);
-        rc = 1;
-        goto out;
-      }
+      if (pass == 0) cold_v[rep] = wall;
+      else warm_v[rep] = wall, cpu_v[rep] = cpu;
     }
   }
+  double cold_s = median(cold_v, (int)repeat), load_s = median(warm_v, (int)repeat), load_cpu = median(cpu_v, (int)repeat);
   double load_cold_gbs = (double)load_bytes / cold_s / 1e9;
   double load_gbs = (double)load_bytes / load_s / 1e9;
   man = json_loads(yk_ckpt_reader_manifest_text(r), 0, NULL);
@@ -416,17 +426,17 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
   printf("    of which                 compress + write %.2f s (%.3f GB/s), fsync %.2f s, commit %.2f s (medians); %s\n",
          median(write_t, (int)repeat), save_write_gbs, median(sync_t, (int)repeat), median(commit_t, (int)repeat),
          st.direct_io ? "O_DIRECT writes" : "buffered writes (no O_DIRECT here)");
-  printf("  load (all arenas, warm)   %8.3f GB/s  (%.2f s for %.3f GB, checksums verified)\n", load_gbs, load_s,
+  printf("  load (all arenas, warm)   %8.3f GB/s  (median of %d: %.2f s for %.3f GB, checksums verified)\n", load_gbs, (int)repeat, load_s,
          (double)load_bytes / 1e9);
-  printf("  load (cold page cache)    %8.3f GB/s  (%.2f s: shard files evicted first)\n", load_cold_gbs, cold_s);
+  printf("  load (cold page cache)    %8.3f GB/s  (median of %d: %.2f s, shard files evicted first)\n", load_cold_gbs, (int)repeat, cold_s);
   printf("  CPU cost                  save %.3f GB per CPU-second, load %.3f GB per CPU-second (load-independent)\n",
          save_core, load_core);
   printf("  compression ratio         %8.3f  (params f32 %.3f, params16 bf16 %.3f, m f32 %.3f, v f32 %.3f; "
          "whole checkpoint)\n",
          ratio, kind_ratio[0], kind_ratio[1], kind_ratio[2], kind_ratio[3]);
-  printf("  async stall (copy)        %8.3f s = %.1f%% of a %.0f ms step; background write %.2f s "
+  printf("  async stall (copy)        %8.3f s = %.1f%% of a %.0f ms step (median of %d); background write %.2f s "
          "(buffers prepared once: %.2f s)\n",
-         stall_copy, 100 * stall_copy / step_s, (double)step_ms, async_total, prepare_s);
+         stall_copy, 100 * stall_copy / step_s, (double)step_ms, (int)repeat, async_total, prepare_s);
   printf("  async stall (deferred)    %8.3f s = %.1f%% of a step (copy overlapped with 2/3 step of compute)\n",
          stall_defer, 100 * stall_defer / step_s);
   if (json_out) {

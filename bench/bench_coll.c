@@ -12,10 +12,16 @@
  * a check iteration with reorder-invariant integer inputs (summed over ranks).
  *
  * Self-contained on purpose: other benchmarks live in their own files. */
+#include <arpa/inet.h>
+#include <errno.h>
 #include <math.h>
 #include <mpi.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -75,6 +81,7 @@ typedef struct bctx {
   double ceiling_gbs, membw_gbs;
   yk_shmem *sm, *rm; /* the benchmark's buffers */
   double best_tcp_busbw_64m; /* yoke over tcp at >= 64 MiB f32 (min over sizes) */
+  double tcp_link_gbs;       /* TCP loopback probe: per-link GB/s of a ring of sockets, 0 if not run */
 } bctx;
 
 static double median(double *v, int n) {
@@ -237,6 +244,118 @@ static void probe(bctx *b) {
       printf("{\"op\":\"membw_probe\",\"ranks\":%d,\"membw_gbs\":%.3f,\"ceiling_busbw_gbs\":%.3f,\"ring_shm_ceiling_gbs\":%.3f,"
              "\"ring_tcp_ceiling_gbs\":%.3f}\n",
              p, M, b->ceiling_gbs, 2 * M / (5.0 * p), 2 * M / (11.0 * p));
+  }
+}
+
+/* TCP loopback probe: what the kernel's TCP can carry on this host while
+ * every rank sends to the next and receives from the previous at once (the
+ * traffic of a ring). For a ring all-reduce busbw equals the per-link rate,
+ * so this is the ceiling of any all-reduce over TCP here, yoke's over
+ * tcp;ofi_rxm and gloo's alike: both pay the kernel's two copies per byte.
+ * Plain blocking sockets on 127.0.0.1, 1 MiB send/recv calls, `bytes` per
+ * trial, best of 3 trials, slowest rank; every socket call has a 30 s
+ * deadline (SO_RCVTIMEO/SO_SNDTIMEO), so a lost peer fails the probe, not
+ * the run. Run only when all ranks share this host. */
+typedef struct tcp_tx {
+  int fd;
+  const char *buf;
+  size_t bytes;
+  int err;
+} tcp_tx;
+
+static void *tcp_tx_main(void *arg) {
+  tcp_tx *t = arg;
+  for (size_t o = 0; o < t->bytes;) {
+    size_t n = t->bytes - o < (1u << 20) ? t->bytes - o : (1u << 20);
+    ssize_t k = send(t->fd, t->buf + o, n, MSG_NOSIGNAL);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) {
+      t->err = 1;
+      break;
+    }
+    o += (size_t)k;
+  }
+  return NULL;
+}
+
+static double tcp_trial(int out, int in, const char *sb, char *rb, size_t bytes) {
+  tcp_tx t = {out, sb, bytes, 0};
+  pthread_t th;
+  MPI_Barrier(MPI_COMM_WORLD);
+  double t0 = yk_now_s();
+  if (pthread_create(&th, NULL, tcp_tx_main, &t) != 0) return -1;
+  int err = 0;
+  for (size_t o = 0; o < bytes;) {
+    ssize_t k = recv(in, rb + o, bytes - o < (1u << 20) ? bytes - o : (1u << 20), 0);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) {
+      err = 1;
+      break;
+    }
+    o += (size_t)k;
+  }
+  pthread_join(th, NULL);
+  return err || t.err ? -1 : yk_now_s() - t0;
+}
+
+static void tcp_probe(bctx *b, const char *sb, char *rb, size_t bytes) {
+  MPI_Comm node;
+  int nsize = 0;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  MPI_Comm_size(node, &nsize);
+  MPI_Comm_free(&node);
+  int one_host = nsize == b->size, ok = 1;
+  MPI_Allreduce(MPI_IN_PLACE, &one_host, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (!one_host || b->size < 2 || !bytes) return;
+  struct timeval tv = {30, 0};
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t al = sizeof a;
+  int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), out = -1, in = -1, port = 0;
+  if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) || listen(ls, 4) || getsockname(ls, (struct sockaddr *)&a, &al))
+    ok = 0;
+  else
+    port = ntohs(a.sin_port);
+  int *ports = malloc((size_t)b->size * sizeof *ports);
+  MPI_Allgather(&port, 1, MPI_INT, ports, 1, MPI_INT, MPI_COMM_WORLD);
+  int next = (b->rank + 1) % b->size;
+  if (ok && ports[next] > 0) {
+    out = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    a.sin_port = htons((uint16_t)ports[next]);
+    if (out < 0 || connect(out, (struct sockaddr *)&a, sizeof a)) ok = 0;
+  } else {
+    ok = 0;
+  }
+  if (ok) {
+    struct pollfd pf = {ls, POLLIN, 0};
+    if (poll(&pf, 1, 30000) == 1) in = accept(ls, NULL, NULL);
+    if (in < 0) ok = 0;
+  }
+  if (out >= 0) setsockopt(out, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (in >= 0) setsockopt(in, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  double best = 1e30;
+  for (int k = 0; ok && k < 3; k++) {
+    double t = tcp_trial(out, in, sb, rb, bytes);
+    int good = t > 0;
+    MPI_Allreduce(MPI_IN_PLACE, &good, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    if (!good) ok = 0;
+    else if (t < best) best = t;
+  }
+  if (out >= 0) close(out);
+  if (in >= 0) close(in);
+  if (ls >= 0) close(ls);
+  free(ports);
+  if (!ok) {
+    if (b->rank == 0) fprintf(b->tab, "# TCP loopback probe: failed (sockets on 127.0.0.1 refused or timed out)\n");
+    return;
+  }
+  b->tcp_link_gbs = bytes / best / 1e9;
+  if (b->rank == 0) {
+    fprintf(b->tab, "# TCP loopback probe: a ring of %d sockets, each rank sending %zu MiB to the next while receiving "
+                    "from the previous: %.2f GB/s per link = the busbw ceiling of an all-reduce over TCP on this host\n",
+            b->size, bytes >> 20, b->tcp_link_gbs);
+    if (b->o.json) printf("{\"op\":\"tcp_probe\",\"ranks\":%d,\"bytes\":%zu,\"link_gbs\":%.3f}\n", b->size, bytes, b->tcp_link_gbs);
   }
 }
 
@@ -421,6 +540,11 @@ static void run_gloo(bctx *b) {
     if (gloo_64m > 0 && b->best_tcp_busbw_64m > 0)
       fprintf(b->tab, "# yoke over tcp;ofi_rxm (worst f32 row >= 64 MiB) / gloo (best f32 row >= 64 MiB): %.2fx\n",
               b->best_tcp_busbw_64m / gloo_64m);
+    if (gloo_64m > 0 && b->tcp_link_gbs > 0)
+      fprintf(b->tab, "# of the TCP loopback ceiling (%.2f GB/s): gloo %.0f%%%s", b->tcp_link_gbs,
+              100 * gloo_64m / b->tcp_link_gbs, b->best_tcp_busbw_64m > 0 ? "" : "\n");
+    if (gloo_64m > 0 && b->tcp_link_gbs > 0 && b->best_tcp_busbw_64m > 0)
+      fprintf(b->tab, ", yoke %.0f%%\n", 100 * b->best_tcp_busbw_64m / b->tcp_link_gbs);
   }
   MPI_Ibarrier(MPI_COMM_WORLD, &req);
   MPI_Wait(&req, MPI_STATUS_IGNORE);
@@ -637,6 +761,9 @@ int yk_bench_cmd_coll(int argc, char **argv) {
       fprintf(stderr, "yoke bench coll: cannot allocate 2 x %llu bytes\n", (unsigned long long)b.o.maxb);
       failed = 1;
     }
+    /* the TCP ceiling, when a TCP row or gloo is coming */
+    if (!failed && ((b.o.provider && strstr(b.o.provider, "tcp")) || b.o.gloo))
+      tcp_probe(&b, sb, rb, (size_t)(b.o.maxb < (256u << 20) ? b.o.maxb : (256u << 20)));
     int mpi_done = 0;
     static const char *const trs[] = {"libfabric", "mpi"};
     for (int i = 0; i < 2 && !failed; i++) {

@@ -24,4 +24,14 @@ if timeout 100 mpirun -np 2 --bind-to none "$YK_BUILD_DIR/cli/yoke" bench coll -
    grep -q "^alpha_us " "$CAL" && grep -q "^beta_ns " "$CAL"; then pass "bench coll --calibrate writes $(grep -c . "$CAL") lines"
 else fail "bench coll --calibrate: $(tail -3 /tmp/yk_cal_out.$$)"; fi
 rm -f "$CAL" /tmp/yk_cal_out.$$
+# the benchmark's rows over tcp;ofi_rxm, exact, with the TCP loopback probe
+# (the ceiling the gloo comparison is read against) in the JSON output
+OUT=/tmp/yk_bc_out.$$
+if timeout 200 mpirun -np 2 --bind-to none "$YK_BUILD_DIR/cli/yoke" bench coll --transport libfabric \
+     --provider "tcp;ofi_rxm" --algo ring --dtype f32 -b 4K -e 1M -f 16 --no-mpi --no-gloo --json > "$OUT" 2>/dev/null &&
+   [ "$(grep -c '"impl":"yoke".*"wrong":0}' "$OUT")" = 3 ] &&
+   grep -q '"op":"tcp_probe","ranks":2,"bytes":1048576,"link_gbs":[0-9.]*[1-9]' "$OUT"; then
+  pass "bench coll over tcp;ofi_rxm: 3 exact rows and the TCP probe ($(grep -o '"link_gbs":[0-9.]*' "$OUT"))"
+else fail "bench coll over tcp: $(head -c 600 "$OUT")"; fi
+rm -f "$OUT"
 finish

@@ -8,7 +8,8 @@
  * and the bytes all-reduced per step. Weak-scaling efficiency is
  * tokens/s(2 ranks) / (2 x tokens/s(1 rank)) with the per-rank batch fixed.
  * PyTorch DDP (gloo) runs the same model and shapes beside it when Debian's
- * /usr/bin/python3 has torch. It then compares fp32/fp16/bf16 step time and
+ * /usr/bin/python3 has torch. A third row runs two independent 1-rank jobs
+ * at once: the efficiency the host itself allows, with no communication. It then compares fp32/fp16/bf16 step time and
  * bytes on the wire, and all-reduce bytes per sample against grad_accum. */
 #include "yk_bench.h"
 
@@ -43,18 +44,16 @@ typedef struct {
   int ok;
 } run_result;
 
-/* Run one job and parse its JSON lines. */
-static int run_job(const char *self, const char *launcher, int ranks, const char *model, int B, int T, int steps,
-                   int accum, const char *prec, const char *data, run_result *r) {
-  char cmd[4096];
+static void job_cmd(char *cmd, size_t cap, const char *self, const char *launcher, int ranks, const char *model, int B,
+                    int T, int steps, int accum, const char *prec, const char *data) {
   const char *common = "--json --set data.val= --set train.threads=1 --set train.log_every=1 --set optim.lr=1e-4";
   if (ranks == 1)
-    snprintf(cmd, sizeof cmd,
+    snprintf(cmd, cap,
              "OMP_NUM_THREADS=1 %s train %s --set model.name=%s --set train.micro_batch=%d --set train.seq_len=%d "
              "--set train.steps=%d --set train.grad_accum=%d --set train.precision=%s --set data.train=%s 2>/dev/null",
              self, common, model, B, T, steps, accum, prec, data);
   else if (!strcmp(launcher, "mpirun"))
-    snprintf(cmd, sizeof cmd,
+    snprintf(cmd, cap,
              "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 YOKE_SECRET=%s OMP_NUM_THREADS=1 "
              "mpirun -np %d --oversubscribe --bind-to none -x YOKE_SECRET -x OMP_NUM_THREADS %s train %s "
              "--set comm.transport=mpi --set coord.port=%d --set model.name=%s --set train.micro_batch=%d --set train.seq_len=%d "
@@ -62,13 +61,15 @@ static int run_job(const char *self, const char *launcher, int ranks, const char
              "0123456789abcdef0123456789abcdef", ranks, self, common, 20000 + (int)(getpid() % 20000), model, B, T, steps,
              accum, prec, data);
   else
-    snprintf(cmd, sizeof cmd,
+    snprintf(cmd, cap,
              "OMP_NUM_THREADS=1 %s launch -n %d -- train %s --set model.name=%s --set train.micro_batch=%d "
              "--set train.seq_len=%d --set train.steps=%d --set train.grad_accum=%d --set train.precision=%s "
              "--set data.train=%s 2>/dev/null",
              self, ranks, common, model, B, T, steps, accum, prec, data);
-  FILE *p = popen(cmd, "r");
-  if (!p) return YK_ESYS;
+}
+
+/* Read a job's JSON lines to the end and close it. */
+static int job_wait(FILE *p, run_result *r) {
   char line[2048];
   memset(r, 0, sizeof *r);
   while (fgets(line, sizeof line, p)) {
@@ -84,6 +85,31 @@ static int run_job(const char *self, const char *launcher, int ranks, const char
   int st = pclose(p);
   if (st != 0) r->ok = 0;
   return r->ok ? 0 : YK_EIO;
+}
+
+/* Run one job and parse its JSON lines. */
+static int run_job(const char *self, const char *launcher, int ranks, const char *model, int B, int T, int steps,
+                   int accum, const char *prec, const char *data, run_result *r) {
+  char cmd[16384];
+  job_cmd(cmd, sizeof cmd, self, launcher, ranks, model, B, T, steps, accum, prec, data);
+  FILE *p = popen(cmd, "r");
+  if (!p) return YK_ESYS;
+  return job_wait(p, r);
+}
+
+/* The host's own limit on weak scaling: two independent 1-rank jobs at
+ * once, no communication at all. Each slows down only because the two
+ * processes share the host's caches, memory bandwidth and kernel; the
+ * 2-rank job cannot scale better than this. ms = the slower job's. */
+static int run_pair(const char *self, const char *model, int B, int T, int steps, const char *data, run_result *r) {
+  char cmd[16384];
+  job_cmd(cmd, sizeof cmd, self, "launch", 1, model, B, T, steps, 1, "fp32", data);
+  FILE *p0 = popen(cmd, "r"), *p1 = popen(cmd, "r");
+  run_result r0 = {0}, r1 = {0};
+  int rc0 = p0 ? job_wait(p0, &r0) : YK_ESYS, rc1 = p1 ? job_wait(p1, &r1) : YK_ESYS;
+  if (rc0 || rc1) return rc0 ? rc0 : rc1;
+  *r = r0.ms > r1.ms ? r0 : r1;
+  return 0;
 }
 
 static int write_shard(const char *path, int V, uint64_t ntok, yk_diag *d) {
@@ -208,6 +234,17 @@ int yk_bench_cmd_scale(int argc, char **argv) {
                  "\"efficiency\": %.4f}\n",
                  ranks == 1 ? "pytorch" : "pytorch-ddp", model, ranks, B, T, ttok, tms, teff);
       }
+      fflush(stdout);
+    }
+    run_result pr = {0};
+    if (tok1 > 0 && run_pair(self, model, B, T, steps, data, &pr) == 0) {
+      double tok = (double)B * T * 2 / (pr.ms * 1e-3);
+      printf("  %-6s %5s %-11s %10.1f %10.1f %10s %9.1f%%  <- host ceiling: 2 independent 1-rank jobs at once, no "
+             "communication\n", model, "1+1", "independent", pr.ms, tok, "-", tok / (2 * tok1) * 100);
+      if (json)
+        printf("{\"impl\": \"independent\", \"model\": \"%s\", \"precision\": \"fp32\", \"ranks\": 2, "
+               "\"grad_accum\": 1, \"B\": %d, \"T\": %d, \"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, "
+               "\"comm_wait_frac\": null, \"efficiency\": %.4f}\n", model, B, T, tok, pr.ms, tok / (2 * tok1));
       fflush(stdout);
     }
   }

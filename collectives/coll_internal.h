@@ -177,6 +177,7 @@ struct yk_comm {
   pthread_mutex_t mu;
   pthread_cond_t cv;       /* queue changed / request done */
   int cv_waiters;          /* threads in a wait on cv for a request or for `busy` (under mu) */
+  uint64_t last_op_ns;     /* when the last operation ended (under mu): the idle poll backs off after it */
   pthread_mutex_t exec_mu; /* held while an operation executes */
   pthread_t thread;
   int thread_started;

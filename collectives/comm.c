@@ -411,13 +411,17 @@ int coll_wait_flag(yk_comm *c, const _Atomic uint64_t *flag, uint64_t want, int 
     if (peer_gone(c, peer)) return gone_error(c, peer, d);
     if (now >= c->stall_deadline) return diagnose(c, peer, d);
     if (waited < 30000) continue;
-    if (waited < 1000000ull) {
+    if (waited < 200000ull) {
       sched_yield();
       continue;
     }
     /* a long wait (a slower peer still computing): nap, so that this
-     * thread does not take the core that peer's compute threads need */
-    struct timespec ts = {0, waited > 20000000ull ? 200000 : 50000};
+     * thread does not take the core that peer's compute threads need. The
+     * naps lengthen with the wait: each wake-up preempts a compute thread
+     * on a host where ranks share cores (a data-parallel step's bucket
+     * reductions wait tens of ms for the slower rank), while the added
+     * latency stays a small fraction of what was already waited. */
+    struct timespec ts = {0, waited < 2000000ull ? 50000 : waited < 20000000ull ? 500000 : 1000000};
     nanosleep(&ts, NULL);
   }
 }
@@ -742,6 +746,7 @@ static void run_op_locked(yk_comm *c, struct yk_request *r) {
   pthread_mutex_lock(&c->mu);
   c->busy = 0;
   r->state = 2;
+  c->last_op_ns = yk_now_ns();
   /* Wake only if somebody waits: an inline operation with an idle comm
    * thread would otherwise pay a futex wake-up (and the comm thread's
    * round trip through the mutex) on every small all-reduce. */
@@ -762,9 +767,15 @@ static void *comm_thread(void *arg) {
         if (c->cv_waiters) pthread_cond_broadcast(&c->cv);
         if (c->qhead || c->stop) break;
       }
+      /* Idle: poll every 2 ms for the first 50 ms after an operation (rxm's
+       * acknowledgements and connection set-up, peers' questions), then
+       * every 20 ms: each wake-up preempts a compute thread on a host
+       * where ranks share cores, and an idle data-parallel rank is
+       * computing for seconds between steps. */
+      uint64_t idle_ns = yk_now_ns() - c->last_op_ns;
       struct timespec ts;
       clock_gettime(CLOCK_MONOTONIC, &ts);
-      ts.tv_nsec += 2000000;
+      ts.tv_nsec += idle_ns < 50000000ull ? 2000000 : 20000000;
       if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
       pthread_cond_timedwait(&c->cv, &c->mu, &ts);
     }

@@ -32,6 +32,7 @@ static const char usage[] =
     "  --batch B          micro-batch per rank (default 4)\n"
     "  --seq-len T        sequence length (default 256)\n"
     "  --steps N          steps per run; the first is warm-up (default 4)\n"
+    "  --repeat N         rounds of the scaling runs, back to back; medians reported (default 1)\n"
     "  --launcher L       launch (yoke launch, libfabric; default) or mpirun (MPI transport)\n"
     "  --precision-model NAME  preset for the precision and grad_accum tables (default d6)\n"
     "  --no-torch         skip PyTorch DDP\n"
@@ -43,6 +44,18 @@ typedef struct {
   double bytes; /* all-reduced per step */
   int ok;
 } run_result;
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(const double *v, int n) {
+  double s[64];
+  memcpy(s, v, (size_t)n * sizeof *s);
+  qsort(s, (size_t)n, sizeof *s, cmp_double);
+  return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
 
 static void job_cmd(char *cmd, size_t cap, const char *self, const char *launcher, int ranks, const char *model, int B,
                     int T, int steps, int accum, const char *prec, const char *data) {
@@ -126,7 +139,7 @@ static int write_shard(const char *path, int V, uint64_t ntok, yk_diag *d) {
 int yk_bench_cmd_scale(int argc, char **argv) {
   char models_arg[256] = "d12,d6";
   const char *launcher = "launch", *pmodel = "d6";
-  int B = 4, T = 256, steps = 4, torch = 1, json = 0;
+  int B = 4, T = 256, steps = 4, torch = 1, json = 0, repeat = 1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     int64_t x;
@@ -147,6 +160,13 @@ int yk_bench_cmd_scale(int argc, char **argv) {
         fprintf(stderr, "yoke bench scale: --launcher must be launch or mpirun, got '%s'\n", launcher);
         return 2;
       }
+    } else if (!strcmp(a, "--repeat")) {
+      if (yk_parse_i64(v, &x) != 0 || x < 1 || x > 64) {
+        fprintf(stderr, "yoke bench scale: --repeat needs an integer in 1..64, got '%s'\n", v);
+        return 2;
+      }
+      repeat = (int)x;
+      i++;
     } else if (!strcmp(a, "--batch") || !strcmp(a, "--seq-len") || !strcmp(a, "--steps")) {
       if (yk_parse_i64(v, &x) != 0 || x < (strcmp(a, "--steps") ? 1 : 2) || x > 65536) {
         fprintf(stderr, "yoke bench scale: %s needs a positive integer (steps >= 2), got '%s'\n", a, v);
@@ -180,8 +200,8 @@ int yk_bench_cmd_scale(int argc, char **argv) {
   }
   yk_diag d = {0};
   int exit_code = 0;
-  printf("# yoke bench scale: B=%d T=%d per rank, 1 thread per rank, %d steps (first is warm-up), launcher %s\n", B, T,
-         steps, launcher);
+  printf("# yoke bench scale: B=%d T=%d per rank, 1 thread per rank, %d steps (first is warm-up), launcher %s, "
+         "%d round%s (medians)\n", B, T, steps, launcher, repeat, repeat > 1 ? "s" : "");
   printf("# %-6s %5s %-11s %10s %10s %10s %10s\n", "model", "ranks", "impl", "ms/step", "tokens/s", "comm wait",
          "efficiency");
   char *save = NULL;
@@ -202,51 +222,69 @@ int yk_bench_cmd_scale(int argc, char **argv) {
       exit_code = 1;
       break;
     }
-    double tok1 = 0, ttok1 = 0;
-    for (int ranks = 1; ranks <= 2; ranks++) {
-      run_result r;
-      if (run_job(self, launcher, ranks, model, B, T, steps, 1, "fp32", data, &r) != 0) {
-        fprintf(stderr, "yoke bench scale: the %d-rank run of %s failed; run it by hand to see why:\n  %s train "
-                        "--set model.name=%s --set data.train=%s\n", ranks, model, self, model, data);
-        exit_code = 1;
-        continue;
+    /* `repeat` rounds of 1 rank, 2 ranks, (PyTorch 1 and 2), 2 independent
+     * jobs, back to back: the host's speed drifts over minutes, so the
+     * efficiencies are the medians of each round's own ratio, and the
+     * ms/step columns medians over rounds. */
+    double ms[5][64], waitf[64], eff[3][64], bytes = 0;
+    int fail = 0;
+    for (int rep = 0; rep < repeat && !fail; rep++) {
+      run_result r1 = {0}, r2 = {0}, pr = {0};
+      if (run_job(self, launcher, 1, model, B, T, steps, 1, "fp32", data, &r1) != 0 ||
+          run_job(self, launcher, 2, model, B, T, steps, 1, "fp32", data, &r2) != 0) {
+        fprintf(stderr, "yoke bench scale: a yoke run of %s failed; run it by hand to see why:\n  %s launch -n 2 -- "
+                        "train --set model.name=%s --set data.train=%s\n", model, self, model, data);
+        fail = 1;
+        break;
       }
-      double tok = (double)B * T * ranks / (r.ms * 1e-3);
-      if (ranks == 1) tok1 = tok;
-      double eff = ranks == 1 ? 1.0 : tok / (2 * tok1);
-      printf("  %-6s %5d %-11s %10.1f %10.1f %9.1f%% %9.1f%%\n", model, ranks, "yoke", r.ms, tok, r.wait_frac * 100,
-             eff * 100);
-      if (json)
-        printf("{\"impl\": \"yoke\", \"model\": \"%s\", \"precision\": \"fp32\", \"ranks\": %d, \"grad_accum\": 1, "
-               "\"B\": %d, \"T\": %d, \"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, "
-               "\"efficiency\": %.4f, \"allreduce_bytes_per_step\": %.0f}\n",
-               model, ranks, B, T, tok, r.ms, r.wait_frac, eff, r.bytes);
+      ms[0][rep] = r1.ms, ms[1][rep] = r2.ms, waitf[rep] = r2.wait_frac, bytes = r2.bytes;
+      eff[0][rep] = r1.ms / r2.ms;
       if (torch) {
-        double tms = yk_bench_torch_ms(model, B, T, 1, steps - 1, 1, ranks);
-        double ttok = (double)B * T * ranks / (tms * 1e-3);
-        if (ranks == 1) ttok1 = ttok;
-        double teff = ranks == 1 ? 1.0 : ttok / (2 * ttok1);
-        printf("  %-6s %5d %-11s %10.1f %10.1f %10s %9.1f%%\n", model, ranks, ranks == 1 ? "pytorch" : "pytorch-ddp",
-               tms, ttok, "-", teff * 100);
-        if (json)
-          printf("{\"impl\": \"%s\", \"model\": \"%s\", \"precision\": \"fp32\", \"ranks\": %d, \"grad_accum\": 1, "
-                 "\"B\": %d, \"T\": %d, \"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"comm_wait_frac\": null, "
-                 "\"efficiency\": %.4f}\n",
-                 ranks == 1 ? "pytorch" : "pytorch-ddp", model, ranks, B, T, ttok, tms, teff);
+        ms[2][rep] = yk_bench_torch_ms(model, B, T, 1, steps - 1, 1, 1);
+        ms[3][rep] = yk_bench_torch_ms(model, B, T, 1, steps - 1, 1, 2);
+        eff[1][rep] = ms[2][rep] / ms[3][rep];
       }
-      fflush(stdout);
+      if (run_pair(self, model, B, T, steps, data, &pr) != 0) {
+        fprintf(stderr, "yoke bench scale: the independent pair of %s failed\n", model);
+        fail = 1;
+        break;
+      }
+      ms[4][rep] = pr.ms;
+      eff[2][rep] = r1.ms / pr.ms;
+      if (repeat > 1)
+        fprintf(stderr, "# round %d/%d of %s: yoke %.1f / %.1f ms (%.1f%%), independent %.1f ms (%.1f%%)\n", rep + 1,
+                repeat, model, r1.ms, r2.ms, 100 * eff[0][rep], pr.ms, 100 * eff[2][rep]);
     }
-    run_result pr = {0};
-    if (tok1 > 0 && run_pair(self, model, B, T, steps, data, &pr) == 0) {
-      double tok = (double)B * T * 2 / (pr.ms * 1e-3);
-      printf("  %-6s %5s %-11s %10.1f %10.1f %10s %9.1f%%  <- host ceiling: 2 independent 1-rank jobs at once, no "
-             "communication\n", model, "1+1", "independent", pr.ms, tok, "-", tok / (2 * tok1) * 100);
-      if (json)
-        printf("{\"impl\": \"independent\", \"model\": \"%s\", \"precision\": \"fp32\", \"ranks\": 2, "
-               "\"grad_accum\": 1, \"B\": %d, \"T\": %d, \"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, "
-               "\"comm_wait_frac\": null, \"efficiency\": %.4f}\n", model, B, T, tok, pr.ms, tok / (2 * tok1));
-      fflush(stdout);
+    if (fail) {
+      exit_code = 1;
+      continue;
     }
+    int R = (int)repeat;
+    static const char *const impl[5] = {"yoke", "yoke", "pytorch", "pytorch-ddp", "independent"};
+    static const int ranks_of[5] = {1, 2, 1, 2, 2};
+    for (int k = 0; k < 5; k++) {
+      if ((k == 2 || k == 3) && !torch) continue;
+      double m = median(ms[k], R), tok = (double)B * T * ranks_of[k] / (m * 1e-3);
+      double e = k == 1 ? median(eff[0], R) : k == 3 ? median(eff[1], R) : k == 4 ? median(eff[2], R) : 1.0;
+      double w = k == 1 ? median(waitf, R) : 0;
+      char wbuf[32];
+      if (k <= 1) snprintf(wbuf, sizeof wbuf, "%9.1f%%", 100 * w);
+      else snprintf(wbuf, sizeof wbuf, "%10s", "-");
+      printf("  %-6s %5s %-11s %10.1f %10.1f %s %9.1f%%%s\n", model, k == 4 ? "1+1" : ranks_of[k] == 1 ? "1" : "2",
+             impl[k], m, tok, wbuf, 100 * e,
+             k == 4 ? "  <- host ceiling: 2 independent 1-rank jobs at once, no communication" : "");
+      if (json) {
+        char cw[32], extra[64] = "";
+        if (k <= 1) snprintf(cw, sizeof cw, "%.4f", w);
+        else snprintf(cw, sizeof cw, "null");
+        if (k == 1) snprintf(extra, sizeof extra, ", \"allreduce_bytes_per_step\": %.0f", bytes);
+        printf("{\"impl\": \"%s\", \"model\": \"%s\", \"precision\": \"fp32\", \"ranks\": %d, \"grad_accum\": 1, "
+               "\"B\": %d, \"T\": %d, \"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"comm_wait_frac\": %s, "
+               "\"efficiency\": %.4f, \"rounds\": %d%s}\n",
+               impl[k], model, ranks_of[k], B, T, tok, m, cw, e, R, extra);
+      }
+    }
+    fflush(stdout);
   }
 
   /* Precision: 2 ranks, step time and bytes on the wire. */

@@ -131,18 +131,6 @@ static void spin_s(double s) {
     for (int i = 0; i < 1000; i++) x = x * 1.0000001 + 1e-9;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n) {
-  double s[64];
-  memcpy(s, v, (size_t)n * sizeof *s);
-  qsort(s, (size_t)n, sizeof *s, cmp_double);
-  return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-}
-
 /* Put the shard files of step-N into the page cache (read them once) or
  * evict them from it (POSIX_FADV_DONTNEED drops clean pages: the files are
  * fsynced), so that the load figures say which case they measure. */
@@ -312,9 +300,9 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
     write_t[k] = st.write_s - st.sync_s;
     sync_t[k] = st.sync_s;
   }
-  double save_s = median(save_t, (int)repeat), save_cpu = median(cpu_t, (int)repeat);
+  double save_s = yk_bench_median(save_t, (int)repeat), save_cpu = yk_bench_median(cpu_t, (int)repeat);
   double save_gbs = (double)st.raw_bytes / save_s / 1e9;
-  double save_write_gbs = (double)st.raw_bytes / median(write_t, (int)repeat) / 1e9;
+  double save_write_gbs = (double)st.raw_bytes / yk_bench_median(write_t, (int)repeat) / 1e9;
   double ratio = (double)st.raw_bytes / (double)st.file_bytes;
   double save_min = 1e30, save_max = 0;
   for (int k = 0; k < repeat; k++) {
@@ -340,7 +328,7 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
     if ((rc = yk_ckpt_writer_wait(w, yk_deadline_in_ms(600000), &d))) goto fail;
     async_v[k] = yk_now_s() - t0;
   }
-  double stall_copy = median(stall_v, (int)repeat), async_total = median(async_v, (int)repeat);
+  double stall_copy = yk_bench_median(stall_v, (int)repeat), async_total = yk_bench_median(async_v, (int)repeat);
   /* 3. deferred copy: save, "forward/backward" (2/3 of a step), release */
   t0 = yk_now_s();
   if ((rc = yk_ckpt_writer_save(w, s, last, YK_CKPT_DEFER_COPY, &d))) goto fail;
@@ -398,7 +386,8 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
       else warm_v[rep] = wall, cpu_v[rep] = cpu;
     }
   }
-  double cold_s = median(cold_v, (int)repeat), load_s = median(warm_v, (int)repeat), load_cpu = median(cpu_v, (int)repeat);
+  double cold_s = yk_bench_median(cold_v, (int)repeat), load_s = yk_bench_median(warm_v, (int)repeat);
+  double load_cpu = yk_bench_median(cpu_v, (int)repeat);
   double load_cold_gbs = (double)load_bytes / cold_s / 1e9;
   double load_gbs = (double)load_bytes / load_s / 1e9;
   man = json_loads(yk_ckpt_reader_manifest_text(r), 0, NULL);
@@ -423,12 +412,14 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
          (double)st.file_bytes / 1e9);
   printf("  save (durable%s)  %8.3f GB/s  (median of %lld: %.2f s; min %.3f, max %.3f GB/s)\n",
          world == 1 ? ", committed" : " shard   ", save_gbs, (long long)repeat, save_s, save_min, save_max);
-  printf("    of which                 compress + write %.2f s (%.3f GB/s), fsync %.2f s, commit %.2f s (medians); %s\n",
-         median(write_t, (int)repeat), save_write_gbs, median(sync_t, (int)repeat), median(commit_t, (int)repeat),
-         st.direct_io ? "O_DIRECT writes" : "buffered writes (no O_DIRECT here)");
-  printf("  load (all arenas, warm)   %8.3f GB/s  (median of %d: %.2f s for %.3f GB, checksums verified)\n", load_gbs, (int)repeat, load_s,
-         (double)load_bytes / 1e9);
-  printf("  load (cold page cache)    %8.3f GB/s  (median of %d: %.2f s, shard files evicted first)\n", load_cold_gbs, (int)repeat, cold_s);
+  printf(
+      "    of which                 compress + write %.2f s (%.3f GB/s), fsync %.2f s, commit %.2f s (medians); %s\n",
+      yk_bench_median(write_t, (int)repeat), save_write_gbs, yk_bench_median(sync_t, (int)repeat),
+      yk_bench_median(commit_t, (int)repeat), st.direct_io ? "O_DIRECT writes" : "buffered writes (no O_DIRECT here)");
+  printf("  load (all arenas, warm)   %8.3f GB/s  (median of %d: %.2f s for %.3f GB, checksums verified)\n", load_gbs,
+         (int)repeat, load_s, (double)load_bytes / 1e9);
+  printf("  load (cold page cache)    %8.3f GB/s  (median of %d: %.2f s, shard files evicted first)\n", load_cold_gbs,
+         (int)repeat, cold_s);
   printf("  CPU cost                  save %.3f GB per CPU-second, load %.3f GB per CPU-second (load-independent)\n",
          save_core, load_core);
   printf("  compression ratio         %8.3f  (params f32 %.3f, params16 bf16 %.3f, m f32 %.3f, v f32 %.3f; "

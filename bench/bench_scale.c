@@ -45,18 +45,6 @@ typedef struct {
   int ok;
 } run_result;
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n) {
-  double s[64];
-  memcpy(s, v, (size_t)n * sizeof *s);
-  qsort(s, (size_t)n, sizeof *s, cmp_double);
-  return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-}
-
 static void job_cmd(char *cmd, size_t cap, const char *self, const char *launcher, int ranks, const char *model, int B,
                     int T, int steps, int accum, const char *prec, const char *data) {
   const char *common = "--json --set data.val= --set train.threads=1 --set train.log_every=1 --set optim.lr=1e-4";
@@ -264,9 +252,12 @@ int yk_bench_cmd_scale(int argc, char **argv) {
     static const int ranks_of[5] = {1, 2, 1, 2, 2};
     for (int k = 0; k < 5; k++) {
       if ((k == 2 || k == 3) && !torch) continue;
-      double m = median(ms[k], R), tok = (double)B * T * ranks_of[k] / (m * 1e-3);
-      double e = k == 1 ? median(eff[0], R) : k == 3 ? median(eff[1], R) : k == 4 ? median(eff[2], R) : 1.0;
-      double w = k == 1 ? median(waitf, R) : 0;
+      double m = yk_bench_median(ms[k], R), tok = (double)B * T * ranks_of[k] / (m * 1e-3);
+      double e = k == 1 ? yk_bench_median(eff[0], R)
+                 : k == 3 ? yk_bench_median(eff[1], R)
+                 : k == 4 ? yk_bench_median(eff[2], R)
+                          : 1.0;
+      double w = k == 1 ? yk_bench_median(waitf, R) : 0;
       char wbuf[32];
       if (k <= 1) snprintf(wbuf, sizeof wbuf, "%9.1f%%", 100 * w);
       else snprintf(wbuf, sizeof wbuf, "%10s", "-");

@@ -1,5 +1,6 @@
 /* util.c - time, memory, files, number parsing, fp16/bf16, RNG. */
 #define _GNU_SOURCE
+#include "yk_git_rev.h" /* generated at build time by git_rev.cmake: YK_GIT_REV */
 #include "yk_common.h"
 
 #include <sys/mman.h>

@@ -256,49 +256,43 @@ static void probe(bctx *b) {
  * trial, best of 3 trials, slowest rank; every socket call has a 30 s
  * deadline (SO_RCVTIMEO/SO_SNDTIMEO), so a lost peer fails the probe, not
  * the run. Run only when all ranks share this host. */
+/* Move `bytes` through a socket in 1 MiB calls (send when `out`). 0 or -1. */
+static int sock_xfer(int fd, char *buf, size_t bytes, int out) {
+  for (size_t o = 0; o < bytes;) {
+    size_t n = bytes - o < (1u << 20) ? bytes - o : (1u << 20);
+    ssize_t k = out ? send(fd, buf + o, n, MSG_NOSIGNAL) : recv(fd, buf + o, n, 0);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return -1;
+    o += (size_t)k;
+  }
+  return 0;
+}
+
 typedef struct tcp_tx {
   int fd;
-  const char *buf;
+  char *buf;
   size_t bytes;
   int err;
 } tcp_tx;
 
 static void *tcp_tx_main(void *arg) {
   tcp_tx *t = arg;
-  for (size_t o = 0; o < t->bytes;) {
-    size_t n = t->bytes - o < (1u << 20) ? t->bytes - o : (1u << 20);
-    ssize_t k = send(t->fd, t->buf + o, n, MSG_NOSIGNAL);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) {
-      t->err = 1;
-      break;
-    }
-    o += (size_t)k;
-  }
+  t->err = sock_xfer(t->fd, t->buf, t->bytes, 1);
   return NULL;
 }
 
-static double tcp_trial(int out, int in, const char *sb, char *rb, size_t bytes) {
+static double tcp_trial(int out, int in, char *sb, char *rb, size_t bytes) {
   tcp_tx t = {out, sb, bytes, 0};
   pthread_t th;
   MPI_Barrier(MPI_COMM_WORLD);
   double t0 = yk_now_s();
   if (pthread_create(&th, NULL, tcp_tx_main, &t) != 0) return -1;
-  int err = 0;
-  for (size_t o = 0; o < bytes;) {
-    ssize_t k = recv(in, rb + o, bytes - o < (1u << 20) ? bytes - o : (1u << 20), 0);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) {
-      err = 1;
-      break;
-    }
-    o += (size_t)k;
-  }
+  int err = sock_xfer(in, rb, bytes, 0);
   pthread_join(th, NULL);
   return err || t.err ? -1 : yk_now_s() - t0;
 }
 
-static void tcp_probe(bctx *b, const char *sb, char *rb, size_t bytes) {
+static void tcp_probe(bctx *b, char *sb, char *rb, size_t bytes) {
   MPI_Comm node;
   int nsize = 0;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
@@ -540,11 +534,12 @@ static void run_gloo(bctx *b) {
     if (gloo_64m > 0 && b->best_tcp_busbw_64m > 0)
       fprintf(b->tab, "# yoke over tcp;ofi_rxm (worst f32 row >= 64 MiB) / gloo (best f32 row >= 64 MiB): %.2fx\n",
               b->best_tcp_busbw_64m / gloo_64m);
-    if (gloo_64m > 0 && b->tcp_link_gbs > 0)
-      fprintf(b->tab, "# of the TCP loopback ceiling (%.2f GB/s): gloo %.0f%%%s", b->tcp_link_gbs,
-              100 * gloo_64m / b->tcp_link_gbs, b->best_tcp_busbw_64m > 0 ? "" : "\n");
-    if (gloo_64m > 0 && b->tcp_link_gbs > 0 && b->best_tcp_busbw_64m > 0)
-      fprintf(b->tab, ", yoke %.0f%%\n", 100 * b->best_tcp_busbw_64m / b->tcp_link_gbs);
+    if (gloo_64m > 0 && b->tcp_link_gbs > 0) {
+      fprintf(b->tab, "# of the TCP loopback ceiling (%.2f GB/s): gloo %.0f%%", b->tcp_link_gbs,
+              100 * gloo_64m / b->tcp_link_gbs);
+      if (b->best_tcp_busbw_64m > 0) fprintf(b->tab, ", yoke %.0f%%", 100 * b->best_tcp_busbw_64m / b->tcp_link_gbs);
+      fputc('\n', b->tab);
+    }
   }
   MPI_Ibarrier(MPI_COMM_WORLD, &req);
   MPI_Wait(&req, MPI_STATUS_IGNORE);

@@ -585,7 +585,7 @@ static const uint8_t *read_stored(const rshard *s, uint64_t off, size_t len, uin
  * no shard can be read with O_DIRECT, so every read is a cached one). */
 static int range_cached(const yk_ckpt_reader *r, const rarena *a, int lo, int last) {
   size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-  unsigned char vec[256];
+  unsigned char vec; /* mincore's answer for one page */
   for (int i = lo; i < last; i++) {
     const rchunk *k = &a->chunks[i];
     const rshard *s = &r->shards[k->shard];
@@ -593,7 +593,7 @@ static int range_cached(const yk_ckpt_reader *r, const rarena *a, int lo, int la
     /* the first and last page of each chunk: a cold file misses both */
     uint64_t pages[2] = {k->file_off / pg * pg, (k->file_off + k->bytes - 1) / pg * pg};
     for (int j = 0; j < 2; j++)
-      if (mincore((uint8_t *)s->map + pages[j], pg, vec) != 0 || !(vec[0] & 1)) return 0;
+      if (mincore((uint8_t *)s->map + pages[j], pg, &vec) != 0 || !(vec & 1)) return 0;
   }
   return 1;
 }

@@ -25,7 +25,15 @@
  * (the peers may still read its buffers until then). Per rank that is
  * (3n-1)/n of the message in memory traffic: the one-host optimum that the
  * benchmark's ceiling assumes. Ranks that are threads of one process use
- * memcpy instead of process_vm_readv. */
+ * memcpy instead of process_vm_readv.
+ *
+ * Reduce to owners (cross-memory attach works): the owners' ranges need not
+ * be even within one bucket (a data-parallel bucket often lies in one rank's
+ * range), so the work is not split by owner: rank r reduces the r-th even
+ * share of the bucket and writes each element into its owner's output
+ * (mapped writable, or process_vm_writev), summing in owner-first order, so
+ * the bits are the ones the owner would have made. rs_done = k | 1 when my
+ * share is written; every rank waits for all of them. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -131,23 +139,28 @@ static void find_reg(yk_comm *c, const void *p, size_t n, board_reg *out) {
 /* Where [addr, addr+n) of rank q's buffer `which` (0 input, 1 output) of
  * operation k is mapped in this process, or NULL (not registered, or the
  * mapping failed: the caller copies through the kernel instead). */
-static const char *peer_ptr(yk_comm *c, int q, uint64_t k, int which, uint64_t addr, size_t n) {
+static char *peer_map(yk_comm *c, int q, uint64_t k, int which, uint64_t addr, size_t n, int write) {
   const board_slot *s = slot(c, q);
   const board_reg *g = &s->op[k & 1].reg[which];
+  if ((pid_t)s->pid == getpid()) return (char *)(uintptr_t)addr; /* threads of one process */
   if (!g->bytes || addr < g->base || addr + n > g->base + g->bytes) return NULL;
-  if ((pid_t)s->pid == getpid()) return (const char *)(uintptr_t)addr;
   struct coll_map *m = NULL;
   for (int i = 0; i < c->nmaps; i++)
     if (c->maps[i].pid == s->pid && c->maps[i].ino == g->ino && c->maps[i].bytes == g->bytes) m = &c->maps[i];
   if (!m) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)s->pid, (int)g->fd);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* writable when the peer's memfd allows it; reading needs no more */
+    int rw = 1, fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+      rw = 0;
+      fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
     if (fd < 0) return NULL;
     struct stat st;
     void *p = MAP_FAILED;
     if (fstat(fd, &st) == 0 && (uint64_t)st.st_ino == g->ino && (uint64_t)st.st_size >= g->bytes)
-      p = mmap(NULL, g->bytes, PROT_READ, MAP_SHARED, fd, 0);
+      p = mmap(NULL, g->bytes, rw ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
     if (p == MAP_FAILED) return NULL;
     if (c->nmaps == (int)YK_ARRAY_LEN(c->maps)) {
@@ -164,10 +177,15 @@ static const char *peer_ptr(yk_comm *c, int q, uint64_t k, int which, uint64_t a
       c->maps[lru] = c->maps[--c->nmaps];
     }
     m = &c->maps[c->nmaps++];
-    *m = (struct coll_map){s->pid, g->ino, g->bytes, p, k};
+    *m = (struct coll_map){s->pid, g->ino, g->bytes, p, k, rw};
   }
   m->used = k;
-  return (const char *)m->local + (addr - g->base);
+  if (write && !m->rw) return NULL;
+  return (char *)m->local + (addr - g->base);
+}
+
+static const char *peer_ptr(yk_comm *c, int q, uint64_t k, int which, uint64_t addr, size_t n) {
+  return peer_map(c, q, k, which, addr, n, 0);
 }
 
 void coll_shm_destroy(yk_comm *c) {
@@ -228,6 +246,30 @@ static int peer_read(yk_comm *c, int q, void *dst, uint64_t src, size_t n, yk_di
     o += got;
     src += (uint64_t)got;
     n -= (size_t)got;
+  }
+  return 0;
+}
+
+/* Write n bytes from src to address dst of rank q (not this process). */
+static int peer_write(yk_comm *c, int q, uint64_t dst, const void *src, size_t n, yk_diag *d) {
+  pid_t pid = (pid_t)slot(c, q)->pid;
+  const char *i = src;
+  while (n) {
+    struct iovec l = {(void *)i, n}, r = {(void *)(uintptr_t)dst, n};
+    ssize_t put = process_vm_writev(pid, &l, 1, &r, 1, 0);
+    if (put <= 0) {
+      if (put < 0 && errno == EINTR) continue;
+      if (put < 0 && errno == ESRCH) return coll_peer_gone(c, q, d);
+      int e = put < 0 ? errno : EIO;
+      int rc = yk_errorf(d, YK_ESYS,
+                         "rank %d cannot write the buffer of rank %d (host %s, pid %d) for collective #%u: %s; set "
+                         "comm.algo=ring (or YK_ALGO=ring) if cross-memory attach is not allowed here",
+                         c->rank, q, yk_comm_host(c, q), (int)pid, c->seq, strerror(e));
+      return coll_fail(c, q, rc, d);
+    }
+    i += put;
+    dst += (uint64_t)put;
+    n -= (size_t)put;
   }
   return 0;
 }
@@ -371,6 +413,65 @@ static int gather_blocks(yk_comm *c, int q, uint64_t k, char *out, size_t qoff, 
   return peer_read(c, q, out + at, pa, n, d);
 }
 
+static int shm_tmp_reserve(yk_comm *c, size_t need, yk_diag *d) {
+  if (need <= c->shm_tmp_bytes) return 0;
+  yk_free(c->shm_tmp);
+  c->shm_tmp = yk_alloc(need);
+  c->shm_tmp_bytes = c->shm_tmp ? need : 0;
+  if (c->shm_tmp) return 0;
+  int rc = yk_errorf(d, YK_ENOMEM, "rank %d: out of memory for %zu bytes of shared-memory staging", c->rank, need);
+  return coll_fail(c, c->rank, rc, d);
+}
+
+/* Reduce to owners with the work split evenly (see the top of the file):
+ * I reduce elements [w0, w0+wl) of the bucket, in blocks of at most blk
+ * that never cross an owner's boundary. qoff/qlen: each rank's owned part
+ * of this bucket. */
+static int shm_owned_shared(yk_comm *c, struct yk_request *r, uint64_t k, const size_t *qoff, const size_t *qlen,
+                            size_t blk, yk_diag *d) {
+  int n = c->size, me = c->rank, rc;
+  size_t es = yk_dtype_size(r->dtype), w0, wl;
+  coll_range(r->count, n, me, &w0, &wl);
+  if ((rc = shm_tmp_reserve(c, (size_t)n * blk * es, d))) return rc;
+  const char *in = r->sendbuf;
+  char *out = r->recvbuf;
+  const void *src[YK_COLL_MAX_SHM_RANKS];
+  for (size_t e = w0; e < w0 + wl;) {
+    int q = 0;
+    while (q < n - 1 && !(qlen[q] && e >= qoff[q] && e < qoff[q] + qlen[q])) q++;
+    size_t end = YK_MIN(YK_MIN(w0 + wl, qoff[q] + qlen[q]), e + blk), m = end - e, at = e * es;
+    char *t = c->shm_tmp;
+    for (int i = 0; i < n; i++) { /* the owner's input first: its bits, and dst may alias only src[0] */
+      int s = (q + i) % n;
+      if (s == me) {
+        src[i] = in + at;
+        continue;
+      }
+      uint64_t pa = slot(c, s)->op[k & 1].sendbuf + at;
+      if ((src[i] = peer_ptr(c, s, k, 0, pa, m * es))) continue;
+      if ((rc = peer_read(c, s, t, pa, m * es, d))) return rc;
+      src[i] = t;
+      t += blk * es;
+    }
+    uint64_t pa = slot(c, q)->op[k & 1].recvbuf + at;
+    char *dst = q == me ? out + at : peer_map(c, q, k, 1, pa, m * es, 1);
+    int staged = !dst;
+    if (staged) dst = t; /* no writable mapping: reduce here, then process_vm_writev */
+    reduce_all(dst, src, n, m, r->dtype, r->op);
+    if (r->op == YK_OP_AVG) yk_coll_avg_finish(dst, m, r->dtype, n);
+    if (staged && (rc = peer_write(c, q, pa, dst, m * es, d))) return rc;
+    e = end;
+  }
+  atomic_store_explicit(&slot(c, me)->rs_done, (k << BLK_BITS) | 1, memory_order_release);
+  /* my output is final, and nobody reads my input any more, once every
+   * share is done */
+  for (int i = 1; i < n; i++) {
+    int q = (me + i) % n;
+    if ((rc = coll_wait_flag(c, &slot(c, q)->rs_done, (k << BLK_BITS) | 1, q, d))) return rc;
+  }
+  return 0;
+}
+
 /* All-reduce, reduce-scatter (input: count elements; output: my range,
  * recvbuf[0..len)) or all-gather (input: my range; output: count elements)
  * on the board. */
@@ -427,6 +528,7 @@ int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d) {
     return 0;
   }
   uint64_t kk = k << BLK_BITS;
+  if (own && c->cma_ok) return shm_owned_shared(c, r, k, qoff, qlen, blk, d);
   /* Two ranks, a message larger than the last-level cache, a plain sum:
    * write the output with streaming stores (docs/collectives.md). */
   int stream = n == 2 && ar && bytes >= SHM_STREAM_MIN && r->op == YK_OP_SUM && r->dtype == YK_DT_F32;

@@ -213,6 +213,7 @@ struct yk_comm {
     uint64_t ino, bytes;
     void *local;
     uint64_t used;           /* board operation of the last use (eviction) */
+    int rw;                  /* mapped writable: reduce_owned writes owners' outputs */
   } maps[2 * YK_COLL_MAX_SHM_RANKS + 8]; /* room for every peer's input and output at once */
   int nmaps;
   uint64_t op_deadline;    /* of the running op */

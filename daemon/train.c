@@ -536,7 +536,7 @@ static int trainer_run(trainer *t, yk_diag *d) {
      * bits; read before the scaler's update, which may grow it. */
     float loss_scale = t->prec == YK_PREC_FP16 ? (float)t->ls.st.scale : 1.0f;
     yk_model_zero_grad(t->model);
-    double loss_sum = 0;
+    double loss_sum = 0, fwd_s = 0, bwd_s = 0, opt_s = 0, gather_s = 0;
     for (int micro = 0; micro < accum; micro++) {
       if ((rc = yk_data_loader_next(t->train_ld, t->world, accum, t->rank, micro, t->inputs, t->targets)) != 0)
         return yk_errorf(d, rc, "data loader refused micro-batch %d of step %lld", micro, (long long)step);
@@ -544,13 +544,17 @@ static int trainer_run(trainer *t, yk_diag *d) {
       /* A non-finite loss is not an error here: every rank must take part in
        * this step's all-reduces, and the check on the reduced loss below ends
        * the run on all of them together. */
+      double tf = yk_now_s();
       rc = yk_model_forward(t->model, t->inputs, t->targets, &loss, d);
       if (rc && rc != YK_ENONFINITE) return rc;
+      fwd_s += yk_now_s() - tf;
       /* Only the last micro-batch's backward finalises the gradients, so only
        * it starts bucket all-reduces (gradient accumulation: one all-reduce
        * per step, not per micro-batch). */
       if (micro == accum - 1) yk_dp_arm(&t->dp, grads, t->grads16, t->dt16, c->comm.timeout_ms);
+      double tb = yk_now_s();
       if ((rc = yk_model_backward_scaled(t->model, loss_scale / (float)accum, d)) != 0) return rc;
+      bwd_s += yk_now_s() - tb;
       loss_sum += loss;
     }
     double wait_s = 0;
@@ -579,7 +583,7 @@ static int trainer_run(trainer *t, yk_diag *d) {
                                  YK_ISA_AUTO);
     }
     double lr = yk_optimizer_lr_at(&t->sched, step);
-    double norm = NAN;
+    double norm = NAN, to = yk_now_s();
     if (!skipped && (rc = global_norm(t, grads, &norm, d)) != 0) return rc;
     if (!skipped && !isfinite(norm)) {
       int64_t bad = -1;
@@ -609,10 +613,12 @@ static int trainer_run(trainer *t, yk_diag *d) {
                          : yk_comm_allgather_sync(t->dp.comm, t->master + o, t->master, t->nparams, YK_DT_F32, d);
         if (rc) return yk_errorf(d, rc, "step %lld: all-gather of the updated parameters failed: %s", (long long)step,
                                  yk_diag_msg(d, rc));
-        wait_s += yk_now_s() - ta; /* blocking communication: part of the comm wait */
+        gather_s = yk_now_s() - ta;
+        wait_s += gather_s; /* blocking communication: part of the comm wait */
       }
       if (t->params16) yk_optimizer_cast_to_f32(t->params16, t->dt16, params, t->nparams, 1.0f, YK_ISA_AUTO);
     }
+    opt_s = yk_now_s() - to - gather_s;
     yk_data_loader_advance(t->train_ld, t->world, accum);
     double dt = yk_now_s() - t0;
     if (step > t->start_step) {
@@ -636,10 +642,10 @@ static int trainer_run(trainer *t, yk_diag *d) {
       if (t->json && t->rank == 0)
         printf("{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"ms\": %.3f, "
                "\"comm_wait_ms\": %.3f, \"tokens_per_s\": %.1f, \"allreduce_bytes\": %llu, \"loss_scale\": %g, "
-               "\"skipped\": %s}\n",
+               "\"fwd_ms\": %.3f, \"bwd_ms\": %.3f, \"opt_ms\": %.3f, \"gather_ms\": %.3f, \"skipped\": %s}\n",
                (long long)(step + 1), loss, lr, skipped ? 0.0 : norm, dt * 1e3, wait_s * 1e3, tokens_per_step / dt,
-               (unsigned long long)t->dp.bytes, t->prec == YK_PREC_FP16 ? t->ls.st.scale : 1.0,
-               skipped ? "true" : "false");
+               (unsigned long long)t->dp.bytes, t->prec == YK_PREC_FP16 ? t->ls.st.scale : 1.0, fwd_s * 1e3,
+               bwd_s * 1e3, opt_s * 1e3, gather_s * 1e3, skipped ? "true" : "false");
     }
     if (t->val_ld && ((c->train.val_every && (step + 1) % c->train.val_every == 0) || last)) {
       if ((rc = trainer_validate(t, &last_val, d)) != 0) return rc;

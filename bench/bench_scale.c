@@ -31,7 +31,7 @@ static const char usage[] =
     "  --models LIST      presets to scale (default d12,d6)\n"
     "  --batch B          micro-batch per rank (default 4)\n"
     "  --seq-len T        sequence length (default 256)\n"
-    "  --steps N          steps per run; the first is warm-up (default 4)\n"
+    "  --steps N          steps per run; the first is warm-up, ms/step is the median of the rest (default 5)\n"
     "  --repeat N         rounds of the scaling runs, back to back; medians reported (default 1)\n"
     "  --launcher L       launch (yoke launch, libfabric; default) or mpirun (MPI transport)\n"
     "  --precision-model NAME  preset for the precision and grad_accum tables (default d6)\n"
@@ -69,22 +69,30 @@ static void job_cmd(char *cmd, size_t cap, const char *self, const char *launche
              self, ranks, common, model, B, T, steps, accum, prec, data);
 }
 
-/* Read a job's JSON lines to the end and close it. */
+/* Read a job's JSON lines to the end and close it. ms is the median of the
+ * steps after the first (as PyTorch's side reports it): one step the host
+ * slowed down does not move it, as it would a mean. */
 static int job_wait(FILE *p, run_result *r) {
   char line[2048];
+  double steps_ms[256];
+  int nsteps = 0;
   memset(r, 0, sizeof *r);
   while (fgets(line, sizeof line, p)) {
-    const char *k;
+    const char *k, *s;
     if (strstr(line, "\"done\": true") && strstr(line, "\"rank\": 0")) {
       if ((k = strstr(line, "\"ms_per_step\": "))) r->ms = atof(k + 15);
       if ((k = strstr(line, "\"comm_wait_frac\": "))) r->wait_frac = atof(k + 18);
       r->ok = 1;
     } else if ((k = strstr(line, "\"allreduce_bytes\": "))) {
       r->bytes = atof(k + 19);
+      if ((s = strstr(line, "{\"step\": ")) && atol(s + 9) > 1 && (k = strstr(line, "\"ms\": ")) &&
+          nsteps < (int)YK_ARRAY_LEN(steps_ms))
+        steps_ms[nsteps++] = atof(k + 6);
     }
   }
   int st = pclose(p);
   if (st != 0) r->ok = 0;
+  if (nsteps) r->ms = yk_bench_median(steps_ms, nsteps);
   return r->ok ? 0 : YK_EIO;
 }
 
@@ -127,7 +135,7 @@ static int write_shard(const char *path, int V, uint64_t ntok, yk_diag *d) {
 int yk_bench_cmd_scale(int argc, char **argv) {
   char models_arg[256] = "d12,d6";
   const char *launcher = "launch", *pmodel = "d6";
-  int B = 4, T = 256, steps = 4, torch = 1, json = 0, repeat = 1;
+  int B = 4, T = 256, steps = 5, torch = 1, json = 0, repeat = 1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     int64_t x;

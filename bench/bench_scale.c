@@ -9,8 +9,11 @@
  * tokens/s(2 ranks) / (2 x tokens/s(1 rank)) with the per-rank batch fixed.
  * PyTorch DDP (gloo) runs the same model and shapes beside it when Debian's
  * /usr/bin/python3 has torch. A third row runs two independent 1-rank jobs
- * at once: the efficiency the host itself allows, with no communication. It then compares fp32/fp16/bf16 step time and
- * bytes on the wire, and all-reduce bytes per sample against grad_accum. */
+ * at once: the efficiency the host itself allows, with no communication.
+ * Every 2-rank figure is divided into the mean of a 1-rank run just before
+ * and one just after it (the host's speed drifts). It then compares
+ * fp32/fp16/bf16 step time and bytes on the wire, and all-reduce bytes per
+ * sample against grad_accum. */
 #include "yk_bench.h"
 
 #include <math.h>
@@ -32,7 +35,7 @@ static const char usage[] =
     "  --batch B          micro-batch per rank (default 4)\n"
     "  --seq-len T        sequence length (default 256)\n"
     "  --steps N          steps per run; the first is warm-up, ms/step is the median of the rest (default 5)\n"
-    "  --repeat N         rounds of the scaling runs, back to back; medians reported (default 1)\n"
+    "  --repeat N         rounds of the scaling runs, back to back; medians reported (default 1).\n                     Each 2-rank run is set against the 1-rank runs just before and after it\n"
     "  --launcher L       launch (yoke launch, libfabric; default) or mpirun (MPI transport)\n"
     "  --precision-model NAME  preset for the precision and grad_accum tables (default d6)\n"
     "  --no-torch         skip PyTorch DDP\n"
@@ -218,14 +221,17 @@ int yk_bench_cmd_scale(int argc, char **argv) {
       exit_code = 1;
       break;
     }
-    /* `repeat` rounds of 1 rank, 2 ranks, (PyTorch 1 and 2), 2 independent
-     * jobs, back to back: the host's speed drifts over minutes, so the
-     * efficiencies are the medians of each round's own ratio, and the
-     * ms/step columns medians over rounds. */
-    double ms[5][64], waitf[64], eff[3][64], bytes = 0;
-    int fail = 0;
+    /* `repeat` rounds, each 1 rank, 2 ranks, 2 independent jobs, 1 rank
+     * again, then PyTorch 1 rank, 2 ranks, 1 rank again. The host's speed
+     * drifts over minutes (another tenant's load comes and goes), so each
+     * 2-rank figure is set against the mean of the 1-rank runs just before
+     * and just after it, which cancels a steady drift; the efficiencies are
+     * the medians of each round's own ratio, the ms/step columns medians
+     * over all runs. */
+    double ms[5][128], waitf[64], eff[3][64], bytes = 0;
+    int n1 = 0, fail = 0;
     for (int rep = 0; rep < repeat && !fail; rep++) {
-      run_result r1 = {0}, r2 = {0}, pr = {0};
+      run_result r1 = {0}, r2 = {0}, pr = {0}, r1b = {0};
       if (run_job(self, launcher, 1, model, B, T, steps, 1, "fp32", data, &r1) != 0 ||
           run_job(self, launcher, 2, model, B, T, steps, 1, "fp32", data, &r2) != 0) {
         fprintf(stderr, "yoke bench scale: a yoke run of %s failed; run it by hand to see why:\n  %s launch -n 2 -- "
@@ -233,23 +239,28 @@ int yk_bench_cmd_scale(int argc, char **argv) {
         fail = 1;
         break;
       }
-      ms[0][rep] = r1.ms, ms[1][rep] = r2.ms, waitf[rep] = r2.wait_frac, bytes = r2.bytes;
-      eff[0][rep] = r1.ms / r2.ms;
-      if (torch) {
-        ms[2][rep] = yk_bench_torch_ms(model, B, T, 1, steps - 1, 1, 1);
-        ms[3][rep] = yk_bench_torch_ms(model, B, T, 1, steps - 1, 1, 2);
-        eff[1][rep] = ms[2][rep] / ms[3][rep];
-      }
-      if (run_pair(self, model, B, T, steps, data, &pr) != 0) {
+      if (run_pair(self, model, B, T, steps, data, &pr) != 0 ||
+          run_job(self, launcher, 1, model, B, T, steps, 1, "fp32", data, &r1b) != 0) {
         fprintf(stderr, "yoke bench scale: the independent pair of %s failed\n", model);
         fail = 1;
         break;
       }
+      double base = 0.5 * (r1.ms + r1b.ms);
+      ms[0][n1] = r1.ms, ms[0][n1 + 1] = r1b.ms, ms[1][rep] = r2.ms, waitf[rep] = r2.wait_frac, bytes = r2.bytes;
       ms[4][rep] = pr.ms;
-      eff[2][rep] = r1.ms / pr.ms;
+      eff[0][rep] = base / r2.ms;
+      eff[2][rep] = base / pr.ms;
+      if (torch) {
+        double t1 = yk_bench_torch_ms(model, B, T, 1, steps - 1, 1, 1);
+        ms[3][rep] = yk_bench_torch_ms(model, B, T, 1, steps - 1, 1, 2);
+        double t1b = yk_bench_torch_ms(model, B, T, 1, steps - 1, 1, 1);
+        ms[2][n1] = t1, ms[2][n1 + 1] = t1b;
+        eff[1][rep] = 0.5 * (t1 + t1b) / ms[3][rep];
+      }
+      n1 += 2;
       if (repeat > 1)
-        fprintf(stderr, "# round %d/%d of %s: yoke %.1f / %.1f ms (%.1f%%), independent %.1f ms (%.1f%%)\n", rep + 1,
-                repeat, model, r1.ms, r2.ms, 100 * eff[0][rep], pr.ms, 100 * eff[2][rep]);
+        fprintf(stderr, "# round %d/%d of %s: yoke 1 rank %.1f and %.1f ms, 2 ranks %.1f ms (%.1f%%), independent %.1f ms "
+                "(%.1f%%)\n", rep + 1, repeat, model, r1.ms, r1b.ms, r2.ms, 100 * eff[0][rep], pr.ms, 100 * eff[2][rep]);
     }
     if (fail) {
       exit_code = 1;
@@ -260,7 +271,7 @@ int yk_bench_cmd_scale(int argc, char **argv) {
     static const int ranks_of[5] = {1, 2, 1, 2, 2};
     for (int k = 0; k < 5; k++) {
       if ((k == 2 || k == 3) && !torch) continue;
-      double m = yk_bench_median(ms[k], R), tok = (double)B * T * ranks_of[k] / (m * 1e-3);
+      double m = yk_bench_median(ms[k], k == 0 || k == 2 ? n1 : R), tok = (double)B * T * ranks_of[k] / (m * 1e-3);
       double e = k == 1 ? yk_bench_median(eff[0], R)
                  : k == 3 ? yk_bench_median(eff[1], R)
                  : k == 4 ? yk_bench_median(eff[2], R)

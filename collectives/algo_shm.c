@@ -222,56 +222,39 @@ static int map_board(yk_comm *c, const char *name, int create) {
   return 0;
 }
 
-/* Copy n bytes at address src of rank q into dst. */
-static int peer_read(yk_comm *c, int q, void *dst, uint64_t src, size_t n, yk_diag *d) {
+/* Copy n bytes between my memory `mine` and address `theirs` of rank q:
+ * from q when !write, to q when write (process_vm_readv/writev; memcpy for a
+ * rank that is a thread of this process). */
+static int peer_copy(yk_comm *c, int q, void *mine, uint64_t theirs, size_t n, int write, yk_diag *d) {
   pid_t pid = (pid_t)slot(c, q)->pid;
   if (pid == getpid()) {
-    memcpy(dst, (const void *)(uintptr_t)src, n);
+    if (write) memcpy((void *)(uintptr_t)theirs, mine, n);
+    else memcpy(mine, (const void *)(uintptr_t)theirs, n);
     return 0;
   }
-  char *o = dst;
+  char *o = mine;
   while (n) {
-    struct iovec l = {o, n}, r = {(void *)(uintptr_t)src, n};
-    ssize_t got = process_vm_readv(pid, &l, 1, &r, 1, 0);
+    struct iovec l = {o, n}, r = {(void *)(uintptr_t)theirs, n};
+    ssize_t got = write ? process_vm_writev(pid, &l, 1, &r, 1, 0) : process_vm_readv(pid, &l, 1, &r, 1, 0);
     if (got <= 0) {
       if (got < 0 && errno == EINTR) continue;
       if (got < 0 && errno == ESRCH) return coll_peer_gone(c, q, d);
       int e = got < 0 ? errno : EIO;
       int rc = yk_errorf(d, YK_ESYS,
-                         "rank %d cannot read the buffer of rank %d (host %s, pid %d) for collective #%u: %s; set "
+                         "rank %d cannot %s the buffer of rank %d (host %s, pid %d) for collective #%u: %s; set "
                          "comm.algo=ring (or YK_ALGO=ring) if cross-memory attach is not allowed here",
-                         c->rank, q, yk_comm_host(c, q), (int)pid, c->seq, strerror(e));
+                         c->rank, write ? "write" : "read", q, yk_comm_host(c, q), (int)pid, c->seq, strerror(e));
       return coll_fail(c, q, rc, d);
     }
     o += got;
-    src += (uint64_t)got;
+    theirs += (uint64_t)got;
     n -= (size_t)got;
   }
   return 0;
 }
 
-/* Write n bytes from src to address dst of rank q (not this process). */
-static int peer_write(yk_comm *c, int q, uint64_t dst, const void *src, size_t n, yk_diag *d) {
-  pid_t pid = (pid_t)slot(c, q)->pid;
-  const char *i = src;
-  while (n) {
-    struct iovec l = {(void *)i, n}, r = {(void *)(uintptr_t)dst, n};
-    ssize_t put = process_vm_writev(pid, &l, 1, &r, 1, 0);
-    if (put <= 0) {
-      if (put < 0 && errno == EINTR) continue;
-      if (put < 0 && errno == ESRCH) return coll_peer_gone(c, q, d);
-      int e = put < 0 ? errno : EIO;
-      int rc = yk_errorf(d, YK_ESYS,
-                         "rank %d cannot write the buffer of rank %d (host %s, pid %d) for collective #%u: %s; set "
-                         "comm.algo=ring (or YK_ALGO=ring) if cross-memory attach is not allowed here",
-                         c->rank, q, yk_comm_host(c, q), (int)pid, c->seq, strerror(e));
-      return coll_fail(c, q, rc, d);
-    }
-    i += put;
-    dst += (uint64_t)put;
-    n -= (size_t)put;
-  }
-  return 0;
+static int peer_read(yk_comm *c, int q, void *dst, uint64_t src, size_t n, yk_diag *d) {
+  return peer_copy(c, q, dst, src, n, 0, d);
 }
 
 int coll_shm_setup(yk_comm *c, size_t oneshot, yk_diag *d) {
@@ -459,7 +442,7 @@ static int shm_owned_shared(yk_comm *c, struct yk_request *r, uint64_t k, const 
     if (staged) dst = t; /* no writable mapping: reduce here, then process_vm_writev */
     reduce_all(dst, src, n, m, r->dtype, r->op);
     if (r->op == YK_OP_AVG) yk_coll_avg_finish(dst, m, r->dtype, n);
-    if (staged && (rc = peer_write(c, q, pa, dst, m * es, d))) return rc;
+    if (staged && (rc = peer_copy(c, q, dst, pa, m * es, 1, d))) return rc;
     e = end;
   }
   atomic_store_explicit(&slot(c, me)->rs_done, (k << BLK_BITS) | 1, memory_order_release);

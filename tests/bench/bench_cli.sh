@@ -11,7 +11,7 @@ expect_ok "bench scale --help" "$YOKE" bench scale --help
 
 OUT=$(mktemp /tmp/yk_bench_scale.XXXXXX)
 if timeout 240 "$YOKE" bench scale --models tiny --precision-model tiny --batch 2 --seq-len 32 --steps 2 --repeat 2 \
-     --no-torch --json > "$OUT" 2>/dev/null; then
+     --no-torch --json > "$OUT" 2> "$OUT.err"; then
   pass "bench scale on tiny shapes ran"
 else
   fail "bench scale on tiny shapes: $(tail -5 "$OUT")"
@@ -35,5 +35,11 @@ b = {r["grad_accum"]: r["allreduce_bytes_per_sample"] for r in acc}
 # grad_accum = k cuts all-reduce bytes per sample by k
 assert abs(b[1] / b[2] - 2) < 1e-6 and abs(b[1] / b[4] - 4) < 1e-6, b
 PY
-rm -f "$OUT"
+# each round sets its 2-rank run against a 1-rank run before and one after it
+if [ "$(grep -cE '^# round [12]/2 of tiny: yoke 1 rank [0-9.]+ and [0-9.]+ ms, 2 ranks [0-9.]+ ms' "$OUT.err")" = 2 ]; then
+  pass "bench scale: two rounds, each with 1-rank runs before and after the 2-rank run"
+else
+  fail "bench scale round lines: $(cat "$OUT.err")"
+fi
+rm -f "$OUT" "$OUT.err"
 finish

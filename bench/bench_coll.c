@@ -247,15 +247,6 @@ static void probe(bctx *b) {
   }
 }
 
-/* TCP loopback probe: what the kernel's TCP can carry on this host while
- * every rank sends to the next and receives from the previous at once (the
- * traffic of a ring). For a ring all-reduce busbw equals the per-link rate,
- * so this is the ceiling of any all-reduce over TCP here, yoke's over
- * tcp;ofi_rxm and gloo's alike: both pay the kernel's two copies per byte.
- * Plain blocking sockets on 127.0.0.1, 1 MiB send/recv calls, `bytes` per
- * trial, best of 3 trials, slowest rank; every socket call has a 30 s
- * deadline (SO_RCVTIMEO/SO_SNDTIMEO), so a lost peer fails the probe, not
- * the run. Run only when all ranks share this host. */
 /* Move `bytes` through a socket in 1 MiB calls (send when `out`). 0 or -1. */
 static int sock_xfer(int fd, char *buf, size_t bytes, int out) {
   for (size_t o = 0; o < bytes;) {
@@ -268,6 +259,15 @@ static int sock_xfer(int fd, char *buf, size_t bytes, int out) {
   return 0;
 }
 
+/* TCP loopback probe: what the kernel's TCP can carry on this host while
+ * every rank sends to the next and receives from the previous at once (the
+ * traffic of a ring). For a ring all-reduce busbw equals the per-link rate,
+ * so this is the ceiling of any all-reduce over TCP here, yoke's over
+ * tcp;ofi_rxm and gloo's alike: both pay the kernel's two copies per byte.
+ * Plain blocking sockets on 127.0.0.1, 1 MiB send/recv calls, `bytes` per
+ * trial, best of 3 trials, slowest rank; every socket call has a 30 s
+ * deadline (SO_RCVTIMEO/SO_SNDTIMEO), so a lost peer fails the probe, not
+ * the run. Run only when all ranks share this host. */
 typedef struct tcp_tx {
   int fd;
   char *buf;

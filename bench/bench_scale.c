@@ -198,7 +198,7 @@ int yk_bench_cmd_scale(int argc, char **argv) {
     return 1;
   }
   yk_diag d = {0};
-  int exit_code = 0;
+  int exit_code = 0, keep = 0; /* keep: a scaling run failed */
   printf("# yoke bench scale: B=%d T=%d per rank, 1 thread per rank, %d steps (first is warm-up), launcher %s, "
          "%d round%s (medians)\n", B, T, steps, launcher, repeat, repeat > 1 ? "s" : "");
   printf("# %-6s %5s %-11s %10s %10s %10s %10s\n", "model", "ranks", "impl", "ms/step", "tokens/s", "comm wait",
@@ -232,17 +232,16 @@ int yk_bench_cmd_scale(int argc, char **argv) {
     int n1 = 0, fail = 0;
     for (int rep = 0; rep < repeat && !fail; rep++) {
       run_result r1 = {0}, r2 = {0}, pr = {0}, r1b = {0};
-      if (run_job(self, launcher, 1, model, B, T, steps, 1, "fp32", data, &r1) != 0 ||
-          run_job(self, launcher, 2, model, B, T, steps, 1, "fp32", data, &r2) != 0) {
-        fprintf(stderr, "yoke bench scale: a yoke run of %s failed; run it by hand to see why:\n  %s launch -n 2 -- "
-                        "train --set model.name=%s --set data.train=%s\n", model, self, model, data);
-        fail = 1;
-        break;
-      }
-      if (run_pair(self, model, B, T, steps, data, &pr) != 0 ||
-          run_job(self, launcher, 1, model, B, T, steps, 1, "fp32", data, &r1b) != 0) {
-        fprintf(stderr, "yoke bench scale: the independent pair of %s failed\n", model);
-        fail = 1;
+      const char *failed = run_job(self, launcher, 1, model, B, T, steps, 1, "fp32", data, &r1) ? "1-rank"
+                           : run_job(self, launcher, 2, model, B, T, steps, 1, "fp32", data, &r2) ? "2-rank"
+                           : run_pair(self, model, B, T, steps, data, &pr) ? "independent-pair"
+                           : run_job(self, launcher, 1, model, B, T, steps, 1, "fp32", data, &r1b) ? "second 1-rank"
+                                                                                                    : NULL;
+      if (failed) {
+        fprintf(stderr, "yoke bench scale: the %s run of %s failed; run it by hand to see why:\n  %s launch -n 2 -- "
+                        "train --set model.name=%s --set train.micro_batch=%d --set train.seq_len=%d "
+                        "--set data.train=%s\n", failed, model, self, model, B, T, data);
+        fail = keep = 1;
         break;
       }
       double base = 0.5 * (r1.ms + r1b.ms);
@@ -339,6 +338,10 @@ int yk_bench_cmd_scale(int argc, char **argv) {
                pmodel, accum, B, T, 2.0 * B * T * accum / (r.ms * 1e-3), r.ms, r.wait_frac, r.bytes, per_sample);
       fflush(stdout);
     }
+  }
+  if (keep) { /* the data a failed run named stays for running it by hand */
+    fprintf(stderr, "yoke bench scale: kept %s for that; remove it when done\n", dir);
+    return exit_code;
   }
   char rm[4300];
   snprintf(rm, sizeof rm, "rm -rf %s", dir);

@@ -412,6 +412,7 @@ static int shm_tmp_reserve(yk_comm *c, size_t need, yk_diag *d) {
  * of this bucket. */
 static int shm_owned_shared(yk_comm *c, struct yk_request *r, uint64_t k, const size_t *qoff, const size_t *qlen,
                             size_t blk, yk_diag *d) {
+  const uint64_t done = (k << BLK_BITS) | 1; /* rs_done: my share is written */
   int n = c->size, me = c->rank, rc;
   size_t es = yk_dtype_size(r->dtype), w0, wl;
   coll_range(r->count, n, me, &w0, &wl);
@@ -445,12 +446,12 @@ static int shm_owned_shared(yk_comm *c, struct yk_request *r, uint64_t k, const 
     if (staged && (rc = peer_copy(c, q, dst, pa, m * es, 1, d))) return rc;
     e = end;
   }
-  atomic_store_explicit(&slot(c, me)->rs_done, (k << BLK_BITS) | 1, memory_order_release);
+  atomic_store_explicit(&slot(c, me)->rs_done, done, memory_order_release);
   /* my output is final, and nobody reads my input any more, once every
    * share is done */
   for (int i = 1; i < n; i++) {
     int q = (me + i) % n;
-    if ((rc = coll_wait_flag(c, &slot(c, q)->rs_done, (k << BLK_BITS) | 1, q, d))) return rc;
+    if ((rc = coll_wait_flag(c, &slot(c, q)->rs_done, done, q, d))) return rc;
   }
   return 0;
 }
@@ -520,16 +521,7 @@ int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d) {
      * interleaved with the all-gather: after each block, copy the blocks the
      * peers have finished meanwhile, so they are read while still in the
      * shared L3. Progress words are (k << BLK_BITS) | blocks done. */
-    size_t need = (size_t)(n - 1) * blk * es;
-    if (need > c->shm_tmp_bytes) {
-      yk_free(c->shm_tmp);
-      c->shm_tmp = yk_alloc(need);
-      c->shm_tmp_bytes = c->shm_tmp ? need : 0;
-      if (!c->shm_tmp) {
-      rc = yk_errorf(d, YK_ENOMEM, "rank %d: out of memory for %zu bytes of shared-memory staging", me, need);
-      return coll_fail(c, me, rc, d);
-    }
-    }
+    if ((rc = shm_tmp_reserve(c, (size_t)(n - 1) * blk * es, d))) return rc;
     for (size_t b = 0; b < qnb[me]; b++) {
       size_t m = YK_MIN(blk, qlen[me] - b * blk), at = (qoff[me] + b * blk) * es;
       /* Sum order: mine first, then me+1, me+2, ...: the output may alias

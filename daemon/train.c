@@ -536,7 +536,7 @@ static int trainer_run(trainer *t, yk_diag *d) {
      * bits; read before the scaler's update, which may grow it. */
     float loss_scale = t->prec == YK_PREC_FP16 ? (float)t->ls.st.scale : 1.0f;
     yk_model_zero_grad(t->model);
-    double loss_sum = 0, fwd_s = 0, bwd_s = 0, opt_s = 0, gather_s = 0;
+    double loss_sum = 0, fwd_s = 0, bwd_s = 0, gather_s = 0;
     for (int micro = 0; micro < accum; micro++) {
       if ((rc = yk_data_loader_next(t->train_ld, t->world, accum, t->rank, micro, t->inputs, t->targets)) != 0)
         return yk_errorf(d, rc, "data loader refused micro-batch %d of step %lld", micro, (long long)step);
@@ -618,7 +618,7 @@ static int trainer_run(trainer *t, yk_diag *d) {
       }
       if (t->params16) yk_optimizer_cast_to_f32(t->params16, t->dt16, params, t->nparams, 1.0f, YK_ISA_AUTO);
     }
-    opt_s = yk_now_s() - to - gather_s;
+    double opt_s = yk_now_s() - to - gather_s; /* norm, AdamW and casts */
     yk_data_loader_advance(t->train_ld, t->world, accum);
     double dt = yk_now_s() - t0;
     if (step > t->start_step) {

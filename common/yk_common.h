@@ -365,6 +365,77 @@ int yk_config_key_count(void);
 const char *yk_config_key_name(int i);
 
 /* ------------------------------------------------------------------------ */
+/* Command-line options: one table per subcommand (like the config key table) */
+/* ------------------------------------------------------------------------ */
+
+/* Every `yoke` subcommand describes its options as a table of yk_opt rows and
+ * its command as a yk_cmd_spec; yk_args_parse fills the subcommand's own
+ * options struct (fields named by offsetof) and prints nothing. Usage text
+ * comes from the same table (yk_args_usage), so help and parsing never
+ * disagree.
+ *
+ *   --name VALUE and --name=VALUE are both accepted; -x VALUE for an alias.
+ *   A CONFIG row sets a config key: "--steps 5" is "--set train.steps=5".
+ *   With cfg_off set, the first positional argument (when the spec says
+ *   job_positional) is a job file loaded before every --set, which then apply
+ *   in command-line order, and the config is validated at the end.
+ *   "--" ends options; "-h"/"--help" returns YK_ARGS_HELP. */
+typedef enum {
+  YK_OPT_FLAG = 0, /* no value: the int field is set to 1 */
+  YK_OPT_STR,      /* const char * field, pointing into argv */
+  YK_OPT_INT,      /* int64_t field, in [min, max] */
+  YK_OPT_NUM,      /* double field, in [min, max] */
+  YK_OPT_BYTES,    /* uint64_t field: "64", "4k", "1MiB" (yk_parse_bytes), in [min, max] */
+  YK_OPT_CONFIG,   /* the value sets config key `key`; key NULL: the value is "section.key=value" (--set) */
+} yk_opt_kind;
+
+typedef struct yk_opt {
+  const char *name;  /* "--steps" */
+  char alias;        /* 'n' for -n; 0 = none */
+  yk_opt_kind kind;
+  size_t off;        /* offsetof(options struct, field); unused for CONFIG */
+  const char *meta;  /* value placeholder in the usage text ("N", "FILE") */
+  const char *help;  /* one line (may contain '\n' + indentation for more) */
+  double min, max;   /* INT, NUM, BYTES: allowed range (both 0: any) */
+  const char *key;   /* CONFIG: the config key, e.g. "train.steps" */
+} yk_opt;
+
+#define YK_ARGS_MAX_POS 16
+/* Where the positional arguments go: pos[i] points into argv. */
+typedef struct yk_args_pos {
+  const char *v[YK_ARGS_MAX_POS];
+  int n;
+} yk_args_pos;
+
+typedef struct yk_cmd_spec {
+  const char *name;      /* "train", "ckpt verify": printed as "yoke NAME" */
+  const char *synopsis;  /* after "usage: yoke NAME ": "[JOB.yaml] [options]" */
+  const char *about;     /* paragraph under the usage line (may be NULL) */
+  const yk_opt *opts;
+  int nopts;
+  int min_pos, max_pos;  /* positional arguments allowed (after the job file, if any) */
+  size_t pos_off;        /* offsetof a yk_args_pos field; only read when max_pos > 0 */
+  int job_positional;    /* 1: the first positional argument is a job file (needs a config) */
+  int has_config;        /* 1: the options struct holds a yk_config at cfg_off (job file, --set) */
+  size_t cfg_off;
+  const char *epilog;    /* text after the option list (may be NULL) */
+} yk_cmd_spec;
+
+#define YK_ARGS_HELP 1 /* yk_args_parse: -h/--help was given (print yk_args_usage to stdout, exit 0) */
+
+/* Parse argv[1..argc-1] into `opts` (which the caller zeroed or filled with
+ * its defaults; a config field, when the spec has one, is reset to the
+ * config defaults first). Returns 0, YK_ARGS_HELP, or YK_EUSAGE / YK_ECONFIG
+ * with one sentence in d naming the bad argument and what is allowed. */
+int yk_args_parse(const yk_cmd_spec *s, int argc, char **argv, void *opts, yk_diag *d);
+/* The usage text of the spec, from its table. */
+void yk_args_usage(const yk_cmd_spec *s, FILE *out);
+/* The usual ending of a subcommand's parse: returns -1 to go on (rc == 0),
+ * else the exit code after printing help (stdout, 0) or "yoke NAME: why"
+ * plus a pointer to --help (stderr, 2). */
+int yk_args_exit_code(const yk_cmd_spec *s, int rc, const yk_diag *d);
+
+/* ------------------------------------------------------------------------ */
 /* Misc                                                                     */
 /* ------------------------------------------------------------------------ */
 

@@ -17,6 +17,7 @@
 #include "yk_daemon.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -32,24 +33,40 @@
 /* Argument parsing shared by train and eval                                */
 /* ------------------------------------------------------------------------ */
 
-static const char train_usage[] =
-    "usage: yoke train [JOB.yaml] [options]\n"
-    "\n"
-    "Train a GPT on this rank. Settings come from the job file (every key is in\n"
-    "cluster-configs/reference.yaml), then from the options below.\n"
-    "\n"
-    "options:\n"
-    "  --set SECTION.KEY=VALUE   override any config key (repeatable)\n"
-    "  --steps N                 same as --set train.steps=N\n"
-    "  --init-weights FILE       start from a GPT-2 fp32 weights file (train.init_weights)\n"
-    "  --save-weights FILE       write a GPT-2 fp32 weights file at the end (train.save_weights)\n"
-    "  --resume latest|PATH      resume from the newest checkpoint in ckpt.dir, or from a checkpoint\n"
-    "                            directory (same as --set ckpt.resume=...; needs ckpt.dir). With\n"
-    "                            'latest' and no checkpoint yet the run starts at step 0. Checkpoints:\n"
-    "                            ckpt.dir, ckpt.every (steps), ckpt.keep; SIGTERM/SIGUSR1 checkpoint at\n"
-    "                            the next step boundary and exit 75 (requeue)\n"
-    "  --json                    also print one JSON object per step and a summary line\n"
-    "  -h, --help                this help\n";
+/* yoke train's options: everything but --json is a config key. */
+typedef struct train_opts {
+  yk_config cfg;
+  int json;
+} train_opts;
+
+static const yk_opt train_opts_table[] = {
+    {"--set", 0, YK_OPT_CONFIG, 0, "SECTION.KEY=VALUE", "override any config key (repeatable)"},
+    {"--steps", 0, YK_OPT_CONFIG, 0, "N", "same as --set train.steps=N", .key = "train.steps"},
+    {"--init-weights", 0, YK_OPT_CONFIG, 0, "FILE", "start from a GPT-2 fp32 weights file (train.init_weights)",
+     .key = "train.init_weights"},
+    {"--save-weights", 0, YK_OPT_CONFIG, 0, "FILE", "write a GPT-2 fp32 weights file at the end (train.save_weights)",
+     .key = "train.save_weights"},
+    {"--resume", 0, YK_OPT_CONFIG, 0, "latest|PATH",
+     "resume from the newest checkpoint in ckpt.dir, or from a checkpoint\n"
+     "                            directory (same as --set ckpt.resume=...; needs ckpt.dir). With\n"
+     "                            'latest' and no checkpoint yet the run starts at step 0. Checkpoints:\n"
+     "                            ckpt.dir, ckpt.every (steps), ckpt.keep; SIGTERM/SIGUSR1 checkpoint at\n"
+     "                            the next step boundary and exit 75 (requeue)",
+     .key = "ckpt.resume"},
+    {"--json", 0, YK_OPT_FLAG, offsetof(train_opts, json), NULL, "also print one JSON object per step and a summary line"},
+};
+
+static const yk_cmd_spec train_spec = {
+    .name = "train",
+    .synopsis = "[JOB.yaml] [options]",
+    .about = "Train a GPT on this rank. Settings come from the job file (every key is in\n"
+             "cluster-configs/reference.yaml), then from the options below.",
+    .opts = train_opts_table,
+    .nopts = YK_ARRAY_LEN(train_opts_table),
+    .job_positional = 1,
+    .has_config = 1,
+    .cfg_off = offsetof(train_opts, cfg),
+};
 
 static const char eval_usage[] =
     "usage: yoke eval --weights FILE --data SHARDS [options]\n"
@@ -75,65 +92,11 @@ static int need_value(int argc, char **argv, int i, const char *cmd) {
   return 1;
 }
 
-typedef struct train_opts {
-  yk_config cfg;
-  int json;
-} train_opts;
-
 static int parse_train_args(int argc, char **argv, train_opts *o, int *exit_code) {
   yk_diag d = {0};
-  yk_config_defaults(&o->cfg);
-  o->json = 0;
-  /* Two passes: the job file first, then every override on top of it, so
-   * `--set` wins whatever the order on the command line. */
-  const char *job = NULL;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      fputs(train_usage, stdout);
-      *exit_code = 0;
-      return 1;
-    }
-    if (!strcmp(a, "--set") || !strcmp(a, "--steps") || !strcmp(a, "--init-weights") ||
-        !strcmp(a, "--save-weights") || !strcmp(a, "--resume")) {
-      if (!need_value(argc, argv, i, "train")) goto usage;
-      i++;
-      continue;
-    }
-    if (!strcmp(a, "--json")) continue;
-    if (a[0] == '-') {
-      fprintf(stderr, "yoke train: unknown option '%s'\n", a);
-      goto usage;
-    }
-    if (job) {
-      fprintf(stderr, "yoke train: more than one job file ('%s' and '%s')\n", job, a);
-      goto usage;
-    }
-    job = a;
-  }
-  int rc = 0;
-  if (job && (rc = yk_config_load_file(&o->cfg, job, &d)) != 0) goto bad;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    char buf[YK_CFG_STR + 64];
-    if (!strcmp(a, "--json")) o->json = 1;
-    else if (!strcmp(a, "--set")) rc = yk_config_set(&o->cfg, argv[++i], &d);
-    else if (!strcmp(a, "--steps")) {
-      snprintf(buf, sizeof buf, "train.steps=%s", argv[++i]);
-      rc = yk_config_set(&o->cfg, buf, &d);
-    } else if (!strcmp(a, "--init-weights")) {
-      snprintf(buf, sizeof buf, "train.init_weights=%s", argv[++i]);
-      rc = yk_config_set(&o->cfg, buf, &d);
-    } else if (!strcmp(a, "--save-weights")) {
-      snprintf(buf, sizeof buf, "train.save_weights=%s", argv[++i]);
-      rc = yk_config_set(&o->cfg, buf, &d);
-    } else if (!strcmp(a, "--resume")) { /* ckpt */
-      snprintf(buf, sizeof buf, "ckpt.resume=%s", argv[++i]);
-      rc = yk_config_set(&o->cfg, buf, &d);
-    }
-    if (rc) goto bad;
-  }
-  if ((rc = yk_config_validate(&o->cfg, &d)) != 0) goto bad;
+  memset(o, 0, sizeof *o);
+  int rc = yk_args_parse(&train_spec, argc, argv, o, &d);
+  if ((*exit_code = yk_args_exit_code(&train_spec, rc, &d)) >= 0) return 1;
   if (!o->cfg.data.train[0]) {
     fprintf(stderr, "yoke train: no training data: set data.train in the job file or --set data.train=PATH "
                     "(make shards with 'yoke data prepare')\n");
@@ -141,14 +104,6 @@ static int parse_train_args(int argc, char **argv, train_opts *o, int *exit_code
     return 1;
   }
   return 0;
-bad:
-  fprintf(stderr, "yoke train: %s\n", yk_diag_msg(&d, rc));
-  *exit_code = 2;
-  return 1;
-usage:
-  fputs(train_usage, stderr);
-  *exit_code = 2;
-  return 1;
 }
 
 /* ------------------------------------------------------------------------ */

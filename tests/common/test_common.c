@@ -3,6 +3,10 @@
 
 #include <check.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -171,6 +175,94 @@ START_TEST(test_atomic_write) {
 }
 END_TEST
 
+/* The table-driven option parser: values, ranges, positionals, the job file
+ * under every --set whatever the order, and errors that name the argument. */
+typedef struct args_t {
+  yk_config cfg;
+  int json;
+  const char *out;
+  int64_t n;
+  double x;
+  uint64_t bytes;
+  yk_args_pos pos;
+} args_t;
+
+static const yk_opt args_table[] = {
+    {"--set", 0, YK_OPT_CONFIG, 0, "K=V", "config"},
+    {"--steps", 0, YK_OPT_CONFIG, 0, "N", "steps", .key = "train.steps"},
+    {"--json", 0, YK_OPT_FLAG, offsetof(args_t, json), NULL, "json"},
+    {"--out", 'o', YK_OPT_STR, offsetof(args_t, out), "FILE", "output"},
+    {"--n", 'n', YK_OPT_INT, offsetof(args_t, n), "N", "count", 1, 8},
+    {"--x", 0, YK_OPT_NUM, offsetof(args_t, x), "X", "real", 0, 1},
+    {"--size", 0, YK_OPT_BYTES, offsetof(args_t, bytes), "B", "bytes"},
+};
+static const yk_cmd_spec args_spec = {.name = "t", .synopsis = "[JOB] [ARGS]", .opts = args_table,
+                                      .nopts = YK_ARRAY_LEN(args_table), .max_pos = 2,
+                                      .pos_off = offsetof(args_t, pos), .job_positional = 1, .has_config = 1,
+                                      .cfg_off = offsetof(args_t, cfg)};
+
+static int parse_line(args_t *a, yk_diag *d, int argc, ...) {
+  char *argv[32] = {"t"};
+  va_list ap;
+  va_start(ap, argc);
+  for (int i = 1; i < argc; i++) argv[i] = va_arg(ap, char *);
+  va_end(ap);
+  memset(a, 0, sizeof *a);
+  yk_diag_clear(d);
+  return yk_args_parse(&args_spec, argc, argv, a, d);
+}
+
+START_TEST(test_args_table) {
+  char dir[] = "/tmp/yk_args_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char job[300];
+  snprintf(job, sizeof job, "%s/job.yaml", dir);
+  FILE *f = fopen(job, "w");
+  fputs("train:\n  steps: 7\n  seed: 3\n", f);
+  fclose(f);
+  args_t a;
+  yk_diag d;
+  /* --set before the job file still wins over it */
+  ck_assert_int_eq(parse_line(&a, &d, 10, "--steps", "11", job, "--json", "-n", "4", "--x=0.5", "p1", "p2"), 0);
+  ck_assert_int_eq(a.cfg.train.steps, 11);
+  ck_assert_int_eq(a.cfg.train.seed, 3);
+  ck_assert_int_eq(a.json, 1);
+  ck_assert_int_eq(a.n, 4);
+  ck_assert(a.x == 0.5);
+  ck_assert_int_eq(a.pos.n, 2);
+  ck_assert_str_eq(a.pos.v[1], "p2");
+  ck_assert_int_eq(parse_line(&a, &d, 5, "--size", "4k", "-o", "f"), 0);
+  ck_assert_uint_eq(a.bytes, 4096);
+  ck_assert_str_eq(a.out, "f");
+  ck_assert_int_eq(parse_line(&a, &d, 2, "--help"), YK_ARGS_HELP);
+  /* errors name the argument and what is allowed */
+  ck_assert_int_eq(parse_line(&a, &d, 3, "-n", "9"), YK_EUSAGE);
+  ck_assert_msg(strstr(d.msg, "--n") && strstr(d.msg, "[1, 8]") && strstr(d.msg, "'9'"), "%s", d.msg);
+  ck_assert_int_eq(parse_line(&a, &d, 2, "--jsno"), YK_EUSAGE);
+  ck_assert_msg(strstr(d.msg, "--jsno") && strstr(d.msg, "did you mean --json"), "%s", d.msg);
+  ck_assert_int_eq(parse_line(&a, &d, 2, "--out"), YK_EUSAGE);
+  ck_assert_msg(strstr(d.msg, "--out needs a value"), "%s", d.msg);
+  ck_assert_int_eq(parse_line(&a, &d, 2, "--json=1"), YK_EUSAGE);
+  ck_assert_int_eq(parse_line(&a, &d, 5, job, "a", "b", "c"), YK_EUSAGE);
+  ck_assert_msg(strstr(d.msg, "'c'"), "%s", d.msg);
+  ck_assert_int_eq(parse_line(&a, &d, 3, "--set", "train.nope=1"), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "train.nope"), "%s", d.msg);
+  ck_assert_int_eq(parse_line(&a, &d, 2, "/nonexistent.yaml"), YK_ENOTFOUND);
+  /* nothing is loaded when a later argument is bad */
+  ck_assert_int_eq(parse_line(&a, &d, 3, "/nonexistent.yaml", "--bad"), YK_EUSAGE);
+  /* the usage text comes from the table */
+  char *text = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&text, &len);
+  yk_args_usage(&args_spec, m);
+  fclose(m);
+  ck_assert_msg(strstr(text, "-n, --n N") && strstr(text, "--size B") && strstr(text, "-h, --help"), "%s", text);
+  free(text);
+  unlink(job);
+  rmdir(dir);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("common");
   TCase *tc = tcase_create("core");
@@ -184,6 +276,7 @@ int main(void) {
   tcase_add_test(tc, test_parse);
   tcase_add_test(tc, test_rng_deterministic);
   tcase_add_test(tc, test_atomic_write);
+  tcase_add_test(tc, test_args_table);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -365,6 +365,21 @@ int yk_config_key_count(void);
 const char *yk_config_key_name(int i);
 
 /* ------------------------------------------------------------------------ */
+/* Process exit codes (docs/exit-codes.md): main returns these             */
+/* ------------------------------------------------------------------------ */
+typedef enum {
+  YK_EXIT_OK = 0,
+  YK_EXIT_FAILURE = 1,     /* runtime failure of this rank */
+  YK_EXIT_USAGE = 2,       /* bad command line or config */
+  YK_EXIT_PEER_DEAD = 3,   /* another rank died; this one stopped because of it */
+  YK_EXIT_COORD_LOST = 4,  /* the coordinator went away or stopped answering */
+  YK_EXIT_RENDEZVOUS = 5,  /* not every rank registered before the deadline */
+  YK_EXIT_REQUEUE = 75,    /* checkpointed on SIGTERM/SIGUSR1: requeue me (EX_TEMPFAIL) */
+  YK_EXIT_SIGINT = 130,    /* stopped by SIGINT (128 + 2) */
+  YK_EXIT_SIGTERM = 143,   /* stopped by SIGTERM without a checkpoint (128 + 15) */
+} yk_exit_code;
+
+/* ------------------------------------------------------------------------ */
 /* Command-line options: one table per subcommand (like the config key table) */
 /* ------------------------------------------------------------------------ */
 

@@ -12,7 +12,7 @@
  *   - the subcommands `yoke coord`, `yoke launch`, `yoke status`,
  *     `yoke daemon-selftest`.
  *
- * Exit codes are in docs/exit-codes.md and yk_exit_code below.
+ * Exit codes are in docs/exit-codes.md and yk_exit_code (yk_common.h).
  */
 #ifndef YK_DAEMON_H
 #define YK_DAEMON_H
@@ -25,21 +25,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ------------------------------------------------------------------------ */
-/* Exit codes (docs/exit-codes.md)                                          */
-/* ------------------------------------------------------------------------ */
-typedef enum {
-  YK_EXIT_OK = 0,
-  YK_EXIT_FAILURE = 1,     /* runtime failure of this rank */
-  YK_EXIT_USAGE = 2,       /* bad command line or config */
-  YK_EXIT_PEER_DEAD = 3,   /* another rank died; this one stopped because of it */
-  YK_EXIT_COORD_LOST = 4,  /* the coordinator went away or stopped answering */
-  YK_EXIT_RENDEZVOUS = 5,  /* not every rank registered before the deadline */
-  YK_EXIT_REQUEUE = 75,    /* checkpointed on SIGTERM/SIGUSR1: requeue me (EX_TEMPFAIL) */
-  YK_EXIT_SIGINT = 130,    /* stopped by SIGINT (128 + 2) */
-  YK_EXIT_SIGTERM = 143,   /* stopped by SIGTERM without a checkpoint (128 + 15) */
-} yk_exit_code;
 
 /* The exit code for a YK_E* error from the control plane (yk_daemon_ctl_start
  * and friends): YK_ECONFIG/YK_EUSAGE/YK_EAUTH (job secret mismatch) -> 2, YK_EPEERDEAD -> 3, YK_ECLOSED -> 4,

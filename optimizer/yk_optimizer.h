@@ -262,6 +262,55 @@ int yk_optimizer_loss_scaler_init_cfg(yk_loss_scaler *ls, const yk_loss_scaler_c
  * the caller then stops or continues at the floor per cfg.stop_on_min. */
 int yk_optimizer_loss_scaler_update(yk_loss_scaler *ls, int found_overflow);
 
+/* ------------------------------------------------------------------------ */
+/* Mixed precision state                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Everything train.precision fp16/bf16 adds to a run, in one place:
+ *
+ *   master    fp32 master weights (n): AdamW updates these. In fp32 runs this
+ *             IS the model's own parameter arena (borrowed, not copied);
+ *   params16  the 16-bit weights (n, dt16): rounded from master after every
+ *             update and widened into the model's fp32 arena, so every
+ *             product sees exactly the rounded weights;
+ *   grads16   the 16-bit gradients (n, dt16): the model's fp32 gradients are
+ *             rounded here bucket by bucket and reduced in 16 bits (half the
+ *             bytes), then widened and unscaled back into the fp32 arena;
+ *   ls        the dynamic loss scaler (fp16 only; bf16 has fp32's range).
+ *
+ * Model state per parameter: fp32 16 bytes (params, grads, m, v); mixed 24
+ * (params, grads, m, v, master, params16 + grads16). docs/training.md. */
+typedef struct yk_mixed {
+  yk_precision prec;
+  yk_dtype dt16;            /* YK_DT_F16 / YK_DT_BF16; YK_DT_F32 in fp32 runs */
+  size_t n;                 /* parameters */
+  float *master;            /* fp32 runs: the model's arena (borrowed) */
+  uint16_t *params16;       /* NULL in fp32 runs */
+  uint16_t *grads16;        /* NULL in fp32 runs */
+  yk_shmem params16_shm;    /* the memory of params16 / grads16 when shared with peers on this host */
+  yk_shmem grads16_shm;
+  yk_loss_scaler ls;        /* fp16 only */
+} yk_mixed;
+
+/* Set up the state of c->train.precision for n parameters whose fp32 arena
+ * (model_params, borrowed) already holds the initial weights: in fp16/bf16
+ * copies them to a new master, rounds params16 and widens it back into
+ * model_params, and allocates grads16. share_params16 / share_grads16: put
+ * that buffer in shared memory (yk_shmem, for collectives to register) instead
+ * of private memory. fp16 also initialises the loss scaler from loss_scale.*.
+ * Free with yk_optimizer_mixed_free, even after a failure. */
+int yk_optimizer_mixed_init(yk_mixed *mp, const yk_config *c, float *model_params, size_t n, int share_params16,
+                            int share_grads16, yk_diag *d);
+void yk_optimizer_mixed_free(yk_mixed *mp);
+/* The factor backward multiplies the loss by: the loss scale in fp16, else 1. */
+float yk_optimizer_mixed_loss_scale(const yk_mixed *mp);
+/* After the reduction: grads[off, off+len) = widen(grads16[off, off+len)) /
+ * loss scale (fp32 multiply). No-op in fp32 runs. */
+void yk_optimizer_mixed_unscale(const yk_mixed *mp, float *grads, size_t off, size_t len, float loss_scale);
+/* After the update (and, sharded, the gather of params16): widen params16
+ * into the model's fp32 arena. No-op in fp32 runs. */
+void yk_optimizer_mixed_publish(const yk_mixed *mp, float *model_params);
+
 #ifdef __cplusplus
 }
 #endif

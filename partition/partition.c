@@ -1,5 +1,7 @@
-/* partition.c - even contiguous ranges. */
+/* partition.c - even contiguous ranges, the layout grid, data windows. */
 #include "yk_partition.h"
+
+#include <stdio.h>
 
 void yk_partition_even_range(uint64_t total, int world, int rank, uint64_t *off, uint64_t *len) {
   uint64_t w = (uint64_t)world, r = (uint64_t)rank;
@@ -26,4 +28,59 @@ uint64_t yk_partition_data_step_windows(int world, int accum) { return (uint64_t
 uint64_t yk_partition_data_window(uint64_t step_first, int world, int accum, int rank, int micro) {
   (void)accum; /* the step spans world*accum numbers; micro < accum keeps q inside it */
   return step_first + (uint64_t)micro * (uint64_t)world + (uint64_t)rank;
+}
+
+int yk_partition_layout(int world, int tp, int pp, int rank, yk_layout *out, yk_diag *d) {
+  if (world < 1) return yk_errorf(d, YK_ECONFIG, "a job of %d ranks is not possible", world);
+  if (tp < 1 || tp > world)
+    return yk_errorf(d, YK_ECONFIG, "parallel.tensor=%d: the tensor-parallel degree must be in [1, %d] (the ranks)", tp,
+                     world);
+  if (pp < 1 || pp > world)
+    return yk_errorf(d, YK_ECONFIG, "parallel.pipeline=%d: the pipeline degree must be in [1, %d] (the ranks)", pp,
+                     world);
+  if (world % (tp * pp))
+    return yk_errorf(d, YK_ECONFIG,
+                     "%d ranks cannot be laid out as tensor %d x pipeline %d: the ranks must be a multiple of %d; "
+                     "change the rank count or parallel.tensor / parallel.pipeline",
+                     world, tp, pp, tp * pp);
+  if (rank < 0 || rank >= world) return yk_errorf(d, YK_ECONFIG, "rank %d is outside [0, %d)", rank, world);
+  out->world = world;
+  out->tp = tp;
+  out->pp = pp;
+  out->dp = world / (tp * pp);
+  out->rank = rank;
+  out->tp_rank = rank % tp;
+  out->dp_rank = (rank / tp) % out->dp;
+  out->pp_rank = rank / (tp * out->dp);
+  return 0;
+}
+
+int yk_partition_layout_rank(const yk_layout *l, int dp_rank, int tp_rank, int pp_rank) {
+  return pp_rank * (l->dp * l->tp) + dp_rank * l->tp + tp_rank;
+}
+
+void yk_partition_layout_group(const yk_layout *l, yk_group g, int *colour, int *key) {
+  /* The colour is the rank with this group's coordinate set to 0: equal for
+   * exactly the members of the group. */
+  switch (g) {
+  case YK_GROUP_DP:
+    *colour = yk_partition_layout_rank(l, 0, l->tp_rank, l->pp_rank);
+    *key = l->dp_rank;
+    break;
+  case YK_GROUP_TP:
+    *colour = yk_partition_layout_rank(l, l->dp_rank, 0, l->pp_rank);
+    *key = l->tp_rank;
+    break;
+  default:
+    *colour = yk_partition_layout_rank(l, l->dp_rank, l->tp_rank, 0);
+    *key = l->pp_rank;
+    break;
+  }
+}
+
+void yk_partition_layout_describe(const yk_layout *l, char *buf, size_t cap) {
+  int n = snprintf(buf, cap, "%d rank%s = dp %d x tp %d x pp %d; rank %d = (dp %d, tp %d", l->world,
+                   l->world == 1 ? "" : "s", l->dp, l->tp, l->pp, l->rank, l->dp_rank, l->tp_rank);
+  if (n < 0 || (size_t)n >= cap) return;
+  snprintf(buf + n, cap - (size_t)n, l->pp > 1 ? ", pp %d)" : ")", l->pp_rank);
 }

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "yk_common.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -21,6 +23,44 @@ void yk_partition_even_range(uint64_t total, int world, int rank, uint64_t *off,
 
 /* The rank that owns element `index` under yk_partition_even_range. */
 int yk_partition_owner(uint64_t total, int world, uint64_t index);
+
+/* ------------------------------------------------------------------------ */
+/* Layouts: the DP x TP x PP grid and this rank's place in it               */
+/* ------------------------------------------------------------------------ */
+
+/* world = dp x tp x pp ranks. Rank order is Megatron-LM's: tensor-parallel
+ * fastest, then data-parallel, then pipeline stages:
+ *
+ *     rank = pp_rank * (dp * tp) + dp_rank * tp + tp_rank
+ *
+ * so the ranks of one TP group are neighbours (on one node when tp divides
+ * the ranks per node: TP traffic is the heaviest) and a pipeline stage is a
+ * contiguous block of dp * tp ranks. Only dp > 1 is trained today; tp and pp
+ * are the axes the model-parallel work fills in. */
+typedef struct yk_layout {
+  int world;
+  int dp, tp, pp;                /* degrees: dp * tp * pp == world */
+  int rank;
+  int dp_rank, tp_rank, pp_rank; /* this rank's coordinates */
+} yk_layout;
+
+/* The groups a rank belongs to: the ranks that share every coordinate but
+ * the named one. */
+typedef enum { YK_GROUP_DP = 0, YK_GROUP_TP = 1, YK_GROUP_PP = 2 } yk_group;
+
+/* Lay `world` ranks out with tensor degree tp and pipeline degree pp (dp =
+ * world / (tp * pp)) and place `rank`. An impossible layout (a degree < 1,
+ * world not divisible by tp * pp, rank outside [0, world)) is YK_ECONFIG
+ * naming the values and the valid choices. */
+int yk_partition_layout(int world, int tp, int pp, int rank, yk_layout *out, yk_diag *d);
+/* The rank at coordinates (dp_rank, tp_rank, pp_rank) of l. */
+int yk_partition_layout_rank(const yk_layout *l, int dp_rank, int tp_rank, int pp_rank);
+/* What to pass to yk_comm_split to form this rank's group g: every rank of
+ * the group gets the same colour and its coordinate along g as the key. */
+void yk_partition_layout_group(const yk_layout *l, yk_group g, int *colour, int *key);
+/* "4 ranks = dp 2 x tp 2 x pp 1; rank 3 = (dp 1, tp 1)" into buf (pp_rank is
+ * named only when pp > 1). */
+void yk_partition_layout_describe(const yk_layout *l, char *buf, size_t cap);
 
 /* ------------------------------------------------------------------------ */
 /* Data slices                                                              */

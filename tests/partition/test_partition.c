@@ -1,6 +1,7 @@
 #include "yk_partition.h"
 
 #include <check.h>
+#include <string.h>
 
 START_TEST(test_even_ranges_cover_exactly_once) {
   for (uint64_t total = 0; total < 40; total++)
@@ -69,12 +70,61 @@ START_TEST(test_data_window_splits) {
 }
 END_TEST
 
+/* Megatron order: TP fastest, then DP, then PP; every rank has one place,
+ * the groups partition the ranks, and impossible layouts name the values. */
+START_TEST(test_layout_grid) {
+  yk_diag d = {0};
+  for (int world = 1; world <= 24; world++)
+    for (int tp = 1; tp <= world; tp++)
+      for (int pp = 1; pp <= world; pp++) {
+        yk_layout l;
+        if (world % (tp * pp)) {
+          ck_assert_int_eq(yk_partition_layout(world, tp, pp, 0, &l, &d), YK_ECONFIG);
+          continue;
+        }
+        int seen[24] = {0};
+        for (int r = 0; r < world; r++) {
+          ck_assert_int_eq(yk_partition_layout(world, tp, pp, r, &l, &d), 0);
+          ck_assert_int_eq(l.dp * l.tp * l.pp, world);
+          ck_assert_int_eq(yk_partition_layout_rank(&l, l.dp_rank, l.tp_rank, l.pp_rank), r);
+          ck_assert_int_eq(l.tp_rank, r % tp); /* TP fastest */
+          seen[yk_partition_layout_rank(&l, l.dp_rank, l.tp_rank, l.pp_rank)]++;
+          /* each group: the members share the colour, keys are 0..size-1 */
+          for (int g = 0; g < 3; g++) {
+            int c, k, size = g == YK_GROUP_DP ? l.dp : g == YK_GROUP_TP ? l.tp : l.pp, members = 0;
+            yk_partition_layout_group(&l, (yk_group)g, &c, &k);
+            ck_assert_int_lt(k, size);
+            for (int q = 0; q < world; q++) {
+              yk_layout o;
+              int c2, k2;
+              yk_partition_layout(world, tp, pp, q, &o, &d);
+              yk_partition_layout_group(&o, (yk_group)g, &c2, &k2);
+              if (c2 == c) members++;
+            }
+            ck_assert_int_eq(members, size);
+          }
+        }
+        for (int r = 0; r < world; r++) ck_assert_int_eq(seen[r], 1);
+      }
+  yk_layout l;
+  ck_assert_int_eq(yk_partition_layout(4, 2, 1, 3, &l, &d), 0);
+  char buf[128];
+  yk_partition_layout_describe(&l, buf, sizeof buf);
+  ck_assert_str_eq(buf, "4 ranks = dp 2 x tp 2 x pp 1; rank 3 = (dp 1, tp 1)");
+  ck_assert_int_eq(yk_partition_layout(6, 4, 1, 0, &l, &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "6 ranks") && strstr(d.msg, "tensor 4"), "%s", d.msg);
+  ck_assert_int_eq(yk_partition_layout(4, 0, 1, 0, &l, &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "parallel.tensor=0"), "%s", d.msg);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("partition");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, test_even_ranges_cover_exactly_once);
   tcase_add_test(tc, test_data_windows_count);
   tcase_add_test(tc, test_data_window_splits);
+  tcase_add_test(tc, test_layout_grid);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -1,6 +1,6 @@
-/* train_ckpt.c - checkpoints in the step loop of `yoke train`: what a rank
- * saves, asynchronous saves with a cross-rank commit, resume at any world
- * size, and preemption (see train_ckpt.h).
+/* ckpt.c - checkpoints of the engine's state: what a rank saves,
+ * asynchronous saves with a cross-rank commit, resume at any world size, and
+ * the agreed stop (preemption) at a step boundary.
  *
  * What a checkpoint holds (everything the next step depends on, so a resume
  * is bitwise):
@@ -32,7 +32,7 @@
  * ckpt.async=false) waits for the local writer, then an all-reduce of the
  * failed flag is the barrier before rank 0 commits, and a second one tells
  * every rank whether the commit worked. */
-#include "train_ckpt.h"
+#include "engine_internal.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -44,42 +44,14 @@
  * slow disk takes minutes; a hang must still end). */
 #define CKPT_WAIT_MS 600000
 
-/* ------------------------------------------------------------ signals */
-
-/* A signal handler can reach only static storage: there is no argument to
- * pass the trainer through. This one flag is the whole shared state, it is
- * only ever set to 1 by the handler and read (then copied into the ckpt ctx)
- * by the step loop, and it is used only by single-rank runs (world > 1 gets
- * signals through the control plane's libuv loop instead). */
-static volatile sig_atomic_t stop_signal;
-
-static void on_stop_signal(int signum) {
-  (void)signum;
-  stop_signal = 1;
-}
-
-static void install_handlers(ykd_ckpt_ctx *ck) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  /* SA_RESETHAND: a second SIGTERM (or SIGUSR1) while the checkpoint is
-   * being written gets the default action and ends the process at once. */
-  sa.sa_flags = SA_RESTART | SA_RESETHAND;
-  stop_signal = 0;
-  sigaction(SIGTERM, &sa, &ck->old_term);
-  sigaction(SIGUSR1, &sa, &ck->old_usr1);
-  ck->handlers_installed = 1;
-}
-
 /* ------------------------------------------------------------ helpers */
 
-static int is_root(const ykd_ckpt_ctx *ck) { return ck->dp->rank == 0; }
+static int is_root(const eng_ckpt *ck) { return ck->rank == 0; }
 
 /* MAX all-reduce of n int32 flags over the group (no-op on one rank). */
-static int agree_max(ykd_ckpt_ctx *ck, int32_t *f, int n, yk_diag *d) {
-  if (ck->dp->world <= 1 || !ck->dp->comm) return 0;
-  int rc = yk_comm_allreduce_sync(ck->dp->comm, f, f, (size_t)n, YK_DT_I32, YK_OP_MAX, d);
+static int agree_max(eng_ckpt *ck, int32_t *f, int n, yk_diag *d) {
+  if (!ck->comm) return 0;
+  int rc = yk_comm_allreduce_sync(ck->comm, f, f, (size_t)n, YK_DT_I32, YK_OP_MAX, d);
   if (rc) return yk_errorf(d, rc, "checkpoint agreement with the other ranks failed: %s", yk_diag_msg(d, rc));
   return 0;
 }
@@ -94,7 +66,7 @@ static char *config_yaml_text(const yk_config *c) {
   return buf;
 }
 
-static int set_blobs(ykd_ckpt_ctx *ck, int64_t step, yk_diag *d) {
+static int set_blobs(eng_ckpt *ck, int64_t step, yk_diag *d) {
   int rc;
   yk_data_pos pos;
   yk_data_loader_get_pos(ck->view.loader, &pos);
@@ -108,12 +80,14 @@ static int set_blobs(ykd_ckpt_ctx *ck, int64_t step, yk_diag *d) {
 
 /* ------------------------------------------------------------ open */
 
-int ykd_ckpt_open(ykd_ckpt_ctx *ck, const yk_config *cfg, const yk_logger *log, yk_dp *dp, const ykd_ckpt_view *view,
-                  yk_diag *d) {
+int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, yk_comm *comm, int rank, int world,
+                  const eng_ckpt_view *view, yk_diag *d) {
   memset(ck, 0, sizeof *ck);
   ck->cfg = cfg;
   ck->log = log;
-  ck->dp = dp;
+  ck->comm = comm;
+  ck->rank = rank;
+  ck->world = world;
   ck->view = *view;
   ck->last_saved = -1;
   ck->enabled = cfg->ckpt.dir[0] != '\0';
@@ -148,19 +122,17 @@ int ykd_ckpt_open(ykd_ckpt_ctx *ck, const yk_config *cfg, const yk_logger *log, 
   free(yaml);
   if (rc) return rc;
 
-  yk_ckpt_opts_from_config(&ck->opts, cfg, dp->rank, dp->world);
+  yk_ckpt_opts_from_config(&ck->opts, cfg, rank, world);
   ck->opts.threads = view->threads > 0 ? view->threads : 1;
   ck->opts.log = log;
   if ((rc = yk_mkdirs(cfg->ckpt.dir, d))) return rc;
   if ((rc = yk_ckpt_writer_create(&ck->opts, &ck->w, d))) return rc;
   /* Allocate and fault in the snapshot buffers now, so the first save's
    * stall is the copy alone. */
-  if ((rc = yk_ckpt_writer_prepare(ck->w, ck->st, d))) return rc;
-  if (dp->world <= 1) install_handlers(ck);
-  return 0;
+  return yk_ckpt_writer_prepare(ck->w, ck->st, d);
 }
 
-void ykd_ckpt_request_stop(ykd_ckpt_ctx *ck, int code) {
+void eng_ckpt_request_stop(eng_ckpt *ck, int code) {
   if (code > ck->stop_requested) ck->stop_requested = code;
 }
 
@@ -184,7 +156,7 @@ static int read_blob_exact(yk_ckpt_reader *r, const char *name, void *dst, size_
 
 /* The checkpoint's arena must have this model's dtype, size and tensor
  * table; then read all of it. */
-static int restore_arena(yk_ckpt_reader *r, const char *name, yk_dtype dt, void *dst, const ykd_ckpt_view *v,
+static int restore_arena(yk_ckpt_reader *r, const char *name, yk_dtype dt, void *dst, const eng_ckpt_view *v,
                          int *missing, yk_diag *d) {
   yk_ckpt_arena_info a;
   yk_diag tmp = {0};
@@ -214,12 +186,12 @@ static int restore_arena(yk_ckpt_reader *r, const char *name, yk_dtype dt, void 
 }
 
 /* Restore everything from one checkpoint directory. */
-static int restore_from(ykd_ckpt_ctx *ck, const char *path, int64_t *step, yk_diag *d) {
+static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *d) {
   yk_ckpt_open_opts oo = {.verify = YK_CKPT_VERIFY_FULL, .fallback = 0, .threads = 0, .log = ck->log};
   yk_ckpt_reader *r = NULL;
   int rc = yk_ckpt_reader_open(path, &oo, &r, d);
   if (rc) return rc;
-  const ykd_ckpt_view *v = &ck->view;
+  const eng_ckpt_view *v = &ck->view;
   int missing16 = 0;
   if ((rc = restore_arena(r, "params", YK_DT_F32, v->params, v, NULL, d)) ||
       (rc = restore_arena(r, "m", YK_DT_F32, v->m, v, NULL, d)) ||
@@ -261,7 +233,7 @@ static int restore_from(ykd_ckpt_ctx *ck, const char *path, int64_t *step, yk_di
     goto out;
   }
   YK_INFO(ck->log, "ckpt: resumed from %s (step %lld, written by %d rank%s, now %d)", yk_ckpt_reader_path(r),
-          (long long)*step, yk_ckpt_reader_world(r), yk_ckpt_reader_world(r) == 1 ? "" : "s", ck->dp->world);
+          (long long)*step, yk_ckpt_reader_world(r), yk_ckpt_reader_world(r) == 1 ? "" : "s", ck->world);
 out:
   yk_ckpt_reader_close(r);
   return rc;
@@ -279,7 +251,7 @@ static int is_checkpoint_dir(const char *path) {
   return sscanf(base, "step-%lld%n", &s, &used) == 1 && base[used] == '\0';
 }
 
-static int resume_local(ykd_ckpt_ctx *ck, int64_t *start, yk_diag *d) {
+static int resume_local(eng_ckpt *ck, int64_t *start, yk_diag *d) {
   const char *what = ck->cfg->ckpt.resume;
   const char *root = !strcmp(what, "latest") ? ck->cfg->ckpt.dir : what;
   *start = 0;
@@ -335,16 +307,16 @@ static int resume_local(ykd_ckpt_ctx *ck, int64_t *start, yk_diag *d) {
   return rc;
 }
 
-int ykd_ckpt_resume(ykd_ckpt_ctx *ck, int64_t *start_step, yk_diag *d) {
+int eng_ckpt_resume(eng_ckpt *ck, int64_t *start_step, yk_diag *d) {
   *start_step = 0;
   if (!ck->enabled || !ck->cfg->ckpt.resume[0]) return 0;
   int rc = resume_local(ck, start_step, d);
-  if (ck->dp->world > 1 && ck->dp->comm) {
+  if (ck->comm) {
     /* Every rank reads the same files, so they agree unless one failed or
      * saw a different newest checkpoint (a racing writer): check. */
     int64_t v[3] = {rc ? 1 : 0, *start_step, -*start_step};
     yk_diag t = {0};
-    int r2 = yk_comm_allreduce_sync(ck->dp->comm, v, v, 3, YK_DT_I64, YK_OP_MAX, &t);
+    int r2 = yk_comm_allreduce_sync(ck->comm, v, v, 3, YK_DT_I64, YK_OP_MAX, &t);
     if (rc) return rc;
     if (r2) return yk_errorf(d, r2, "resume: agreement with the other ranks failed: %s", yk_diag_msg(&t, r2));
     if (v[0]) return yk_errorf(d, YK_EPEERDEAD, "resume failed on another rank (see its error)");
@@ -361,7 +333,7 @@ int ykd_ckpt_resume(ykd_ckpt_ctx *ck, int64_t *start_step, yk_diag *d) {
 
 /* ------------------------------------------------------------ saving */
 
-static void log_written(ykd_ckpt_ctx *ck, int64_t step) {
+static void log_written(eng_ckpt *ck, int64_t step) {
   yk_ckpt_write_stats ws;
   yk_ckpt_writer_stats(ck->w, &ws);
   ck->write_s_total += ws.write_s;
@@ -369,7 +341,7 @@ static void log_written(ykd_ckpt_ctx *ck, int64_t step) {
           (long long)step, ws.write_s, ws.raw_bytes / 1e6, ws.file_bytes / 1e6, ws.sync_s);
 }
 
-static void count_stall(ykd_ckpt_ctx *ck, double stall) {
+static void count_stall(eng_ckpt *ck, double stall) {
   ck->saves++;
   ck->stall_s_total += stall;
   if (stall > ck->stall_s_max) ck->stall_s_max = stall;
@@ -377,8 +349,8 @@ static void count_stall(ykd_ckpt_ctx *ck, double stall) {
 
 /* Queue the shard write of `step`. defer = 0: copy the snapshot now (the
  * stall); defer = 1: the writer thread copies it while the next
- * forward/backward run, ykd_ckpt_before_update waits for the copy. */
-static int start_save(ykd_ckpt_ctx *ck, int64_t step, int defer, yk_diag *d) {
+ * forward/backward run, eng_ckpt_before_update waits for the copy. */
+static int start_save(eng_ckpt *ck, int64_t step, int defer, yk_diag *d) {
   int rc;
   /* The previous operation (rank 0: maybe a commit) must be done. */
   if ((rc = yk_ckpt_writer_wait(ck->w, yk_deadline_in_ms(CKPT_WAIT_MS), d))) return rc;
@@ -401,7 +373,7 @@ static int start_save(ykd_ckpt_ctx *ck, int64_t step, int defer, yk_diag *d) {
   return 0;
 }
 
-int ykd_ckpt_before_update(ykd_ckpt_ctx *ck, yk_diag *d) {
+int eng_ckpt_before_update(eng_ckpt *ck, yk_diag *d) {
   if (!ck->deferred) return 0;
   double t0 = yk_now_s();
   yk_diag t = {0};
@@ -419,10 +391,10 @@ int ykd_ckpt_before_update(ykd_ckpt_ctx *ck, yk_diag *d) {
 
 /* Synchronous completion of the pending save: wait for this rank's shard,
  * agree (barrier), rank 0 commits and waits, agree on the result. */
-static int complete_pending(ykd_ckpt_ctx *ck, yk_diag *d) {
+static int complete_pending(eng_ckpt *ck, yk_diag *d) {
   if (!ck->pending) return 0;
   if (ck->deferred) {
-    int r0 = ykd_ckpt_before_update(ck, d);
+    int r0 = eng_ckpt_before_update(ck, d);
     if (r0) return r0;
   }
   yk_diag mine = {0};
@@ -461,7 +433,7 @@ static int complete_pending(ykd_ckpt_ctx *ck, yk_diag *d) {
   return 0;
 }
 
-static int save_sync(ykd_ckpt_ctx *ck, int64_t step, yk_diag *d) {
+static int save_sync(eng_ckpt *ck, int64_t step, yk_diag *d) {
   int rc;
   if ((rc = complete_pending(ck, d))) return rc;
   if (ck->last_saved == step) return 0; /* already on disk (resumed at this step, or saved) */
@@ -469,18 +441,13 @@ static int save_sync(ykd_ckpt_ctx *ck, int64_t step, yk_diag *d) {
   return complete_pending(ck, d);
 }
 
-int ykd_ckpt_boundary(ykd_ckpt_ctx *ck, int64_t step_done, int *stop, int *exit_code, yk_diag *d) {
+int eng_ckpt_boundary(eng_ckpt *ck, int64_t step_done, int *stop, int *exit_code, yk_diag *d) {
   *stop = 0;
-  if (stop_signal && ck->handlers_installed) {
-    if (!ck->stop_requested)
-      YK_WARN(ck->log, "signal received: checkpoint at this step boundary, then exit %d (requeue)", YK_EXIT_REQUEUE);
-    ykd_ckpt_request_stop(ck, YK_EXIT_REQUEUE);
-  }
   int64_t stop_after = ck->cfg->train.stop_after;
   if (stop_after > 0 && step_done == stop_after && !ck->stop_requested) {
     YK_WARN(ck->log, "train.stop_after=%lld: checkpoint, then exit %d as if preempted", (long long)stop_after,
             YK_EXIT_REQUEUE);
-    ykd_ckpt_request_stop(ck, YK_EXIT_REQUEUE);
+    eng_ckpt_request_stop(ck, YK_EXIT_REQUEUE);
   }
   /* This rank's part: a background save or commit still running, or failed. */
   int32_t f[3] = {ck->stop_requested, 0, 0};
@@ -499,7 +466,7 @@ int ykd_ckpt_boundary(ykd_ckpt_ctx *ck, int64_t step_done, int *stop, int *exit_
                      ck->cfg->ckpt.dir);
   if (ck->pending && !f[1]) {
     /* Every rank's shard is durable: rank 0 commits in its writer thread. */
-    if (ck->deferred && (rc = ykd_ckpt_before_update(ck, d))) return rc; /* copy long done: just account */
+    if (ck->deferred && (rc = eng_ckpt_before_update(ck, d))) return rc; /* copy long done: just account */
     log_written(ck, ck->pending_step);
     if (is_root(ck) && (rc = yk_ckpt_writer_commit(ck->w, d))) return rc;
     if (is_root(ck))
@@ -541,7 +508,7 @@ int ykd_ckpt_boundary(ykd_ckpt_ctx *ck, int64_t step_done, int *stop, int *exit_
   return start_save(ck, step_done, 1, d);
 }
 
-int ykd_ckpt_finish(ykd_ckpt_ctx *ck, int64_t step_done, yk_diag *d) {
+int eng_ckpt_finish(eng_ckpt *ck, int64_t step_done, yk_diag *d) {
   if (!ck->enabled) return 0;
   int rc = save_sync(ck, step_done, d);
   if (rc) return rc;
@@ -552,7 +519,7 @@ int ykd_ckpt_finish(ykd_ckpt_ctx *ck, int64_t step_done, yk_diag *d) {
   return 0;
 }
 
-void ykd_ckpt_close(ykd_ckpt_ctx *ck) {
+void eng_ckpt_close(eng_ckpt *ck) {
   if (ck->w) {
     yk_diag t = {0};
     int rc = yk_ckpt_writer_wait(ck->w, yk_deadline_in_ms(CKPT_WAIT_MS), &t);
@@ -562,9 +529,4 @@ void ykd_ckpt_close(ykd_ckpt_ctx *ck) {
   }
   yk_ckpt_state_free(ck->st);
   ck->st = NULL;
-  if (ck->handlers_installed) {
-    sigaction(SIGTERM, &ck->old_term, NULL);
-    sigaction(SIGUSR1, &ck->old_usr1, NULL);
-    ck->handlers_installed = 0;
-  }
 }

@@ -1,0 +1,124 @@
+/* job.c - the job one rank belongs to: launch environment, control plane
+ * (coordinator link), the layout and the communicators the engine trains
+ * over. The daemon owns the communicators: it creates them, aborts them
+ * when the control plane says the job is over (a dead peer, a lost
+ * coordinator) and destroys them after the engine is closed. */
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "job_internal.h"
+
+/* ---- bootstrap through the coordinator -------------------------------- */
+
+static int ctl_allgather(yk_bootstrap *b, const void *mine, size_t len, void *all, uint64_t deadline_ns, yk_diag *d) {
+  return yk_daemon_ctl_allgather((yk_daemon_ctl *)b->ctx, mine, len, all, deadline_ns, d);
+}
+
+static void ctl_bootstrap_destroy(yk_bootstrap *b) { free(b); }
+
+static void on_abort(void *arg, const yk_daemon_event *ev) {
+  ykd_job *job = arg;
+  /* Blocked collectives return at once instead of waiting for their
+   * deadline; the step loop then sees the event at its next poll. Runs on
+   * the control thread: the lock keeps ykd_job_close from destroying the
+   * communicator under us. */
+  pthread_mutex_lock(&job->comm_lock);
+  if (job->comm) yk_comm_abort(job->comm, ev->text);
+  pthread_mutex_unlock(&job->comm_lock);
+}
+
+/* MPI must be up for comm.transport=mpi (every thread may call it: the comm
+ * thread progresses the collectives). */
+static int mpi_bootstrap(ykd_job *job, yk_diag *d) {
+  if (job->env.kind != YK_LAUNCH_OPENMPI)
+    return yk_errorf(d, YK_ECONFIG, "comm.transport=mpi needs a job started by mpirun; use libfabric with %s",
+                     job->env.kind == YK_LAUNCH_SLURM ? "srun" : "yoke launch");
+  int inited = 0, provided = 0;
+  MPI_Initialized(&inited);
+  if (!inited) {
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
+      return yk_errorf(d, YK_ETRANSPORT, "MPI_Init_thread failed");
+    job->mpi_inited = 1;
+    if (provided < MPI_THREAD_MULTIPLE)
+      return yk_errorf(d, YK_EUNSUPPORTED, "this MPI gives thread level %d, MPI_THREAD_MULTIPLE is needed for "
+                                           "comm.transport=mpi; use comm.transport=libfabric", provided);
+  }
+  return yk_bootstrap_mpi_create(&job->boot, d);
+}
+
+int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, yk_diag *d) {
+  memset(job, 0, sizeof *job);
+  pthread_mutex_init(&job->comm_lock, NULL);
+  job->log = log;
+  int rc = yk_launch_env_detect(cfg, NULL, NULL, &job->env, d);
+  if (rc) return rc;
+  log->rank = job->env.rank; /* every line from here on names this rank */
+  int rank = 0, world = 1;
+  uint32_t epoch = 0;
+  if (job->env.world > 1) {
+    yk_daemon_ctl_opts o = {
+        .cfg = cfg,
+        .env = &job->env,
+        .log = log,
+        .on_abort = on_abort,
+        .abort_arg = job,
+        .abort_grace_ms = cfg->comm.timeout_ms + 5000,
+    };
+    if ((rc = yk_daemon_ctl_start(&o, &job->ctl, d)) != 0) return rc;
+    yk_daemon_job info;
+    yk_daemon_ctl_job(job->ctl, &info);
+    rank = info.rank;
+    world = info.world;
+    epoch = info.epoch;
+    log->rank = rank;
+  }
+  /* Only data parallelism is trained today: every rank is one dp rank. */
+  if ((rc = yk_partition_layout(world, 1, 1, rank, &job->layout, d)) != 0) return rc;
+  if (world <= 1) return 0;
+
+  if (!strcmp(cfg->comm.transport, "mpi")) {
+    if ((rc = mpi_bootstrap(job, d)) != 0) return rc;
+  } else {
+    yk_bootstrap *b = calloc(1, sizeof *b);
+    if (!b) return yk_errorf(d, YK_ENOMEM, "out of memory");
+    b->rank = rank;
+    b->size = world;
+    b->kind = "coord";
+    b->ctx = job->ctl;
+    b->allgather = ctl_allgather;
+    b->destroy = ctl_bootstrap_destroy;
+    job->boot = b;
+  }
+  yk_comm_opts co;
+  yk_comm_opts_from_config(&co, cfg);
+  co.epoch = epoch;
+  co.log = log;
+  yk_comm *comm = NULL;
+  if ((rc = yk_comm_create(&co, job->boot, &comm, d)) != 0) return rc;
+  pthread_mutex_lock(&job->comm_lock);
+  job->comm = comm;
+  pthread_mutex_unlock(&job->comm_lock);
+  return 0;
+}
+
+void ykd_job_close(ykd_job *job, int exit_code, const char *reason) {
+  pthread_mutex_lock(&job->comm_lock);
+  yk_comm *comm = job->comm;
+  job->comm = NULL;
+  pthread_mutex_unlock(&job->comm_lock);
+  yk_comm_destroy(comm);
+  if (job->boot) yk_bootstrap_destroy(job->boot);
+  job->boot = NULL;
+  yk_daemon_ctl_stop(job->ctl, exit_code, reason);
+  job->ctl = NULL;
+  if (job->mpi_inited) {
+    /* Every rank ends together on success and on an agreed stop (requeue,
+     * interrupt, terminate): finalize so mpirun sees a clean exit. A failed
+     * job must not wait in MPI_Finalize for a dead peer. */
+    if (exit_code == 0 || exit_code == YK_EXIT_REQUEUE || exit_code == YK_EXIT_SIGINT || exit_code == YK_EXIT_SIGTERM)
+      MPI_Finalize();
+    job->mpi_inited = 0;
+  }
+  pthread_mutex_destroy(&job->comm_lock);
+}

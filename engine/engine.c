@@ -1,0 +1,264 @@
+/* engine.c - building and closing an engine, evaluation, and the small
+ * queries around a run (see yk_engine.h). The step itself is in step.c. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_internal.h"
+
+/* Everything the model and the optimizer need, in the order a run builds
+ * it. On failure the engine is left for yk_engine_close. */
+static int build_model(yk_engine *e, yk_diag *d) {
+  const yk_config *c = &e->cfg;
+  int rc;
+  if (c->train.init_weights[0]) {
+    /* The weights file fixes the shape; the config must not contradict it. */
+    if ((rc = yk_model_weights_read_config(c->train.init_weights, &e->mcfg, d)) != 0) return rc;
+  } else if ((rc = yk_model_config_from(c, &e->mcfg, d)) != 0) {
+    return rc;
+  }
+  if (e->T > e->mcfg.max_seq_len)
+    return yk_errorf(d, YK_ECONFIG, "train.seq_len=%d exceeds the model's max_seq_len=%d", e->T, e->mcfg.max_seq_len);
+  /* fp16/bf16: the model also keeps its activations in 16 bits */
+  yk_precision p = yk_config_precision(c);
+  yk_dtype act = p == YK_PREC_FP16 ? YK_DT_F16 : p == YK_PREC_BF16 ? YK_DT_BF16 : YK_DT_F32;
+  if ((rc = yk_model_create_ex(&e->mcfg, e->B, e->T, e->dev, act, &e->model, d)) != 0) return rc;
+  if (c->train.init_weights[0]) {
+    if ((rc = yk_model_weights_load(e->model, c->train.init_weights, d)) != 0) return rc;
+  } else {
+    yk_model_init_random(e->model, (uint64_t)c->train.seed);
+  }
+  e->nparams = yk_model_num_params(e->model);
+  e->ntensors = yk_model_tensors(e->model, &e->tensors);
+  return 0;
+}
+
+/* Optimizer state, ZeRO-1 slice and mixed precision. Ranks on one node keep
+ * the buffers that collectives move (the reduced gradients, and under ZeRO-1
+ * the gathered weights) in shared memory registered with the communicator,
+ * so peers read them in place instead of copying them through the kernel. */
+static int build_optimizer(yk_engine *e, yk_diag *d) {
+  const yk_config *c = &e->cfg;
+  yk_comm *comm = e->comms.dp;
+  int rc;
+  e->m = yk_alloc(e->nparams * sizeof(float));
+  e->v = yk_alloc(e->nparams * sizeof(float));
+  e->inputs = malloc((size_t)e->B * e->T * sizeof(int32_t));
+  e->targets = malloc((size_t)e->B * e->T * sizeof(int32_t));
+  if (!e->m || !e->v || !e->inputs || !e->targets)
+    return yk_errorf(d, YK_ENOMEM, "out of memory for optimizer state (%zu parameters)", e->nparams);
+  eng_grads_init(&e->grads, comm, (size_t)c->comm.bucket_kb * 1024, c->comm.timeout_ms);
+  int share = comm && (yk_comm_shm_state(comm) & 1);
+  e->shard = comm && e->world > 1 && c->optim.shard;
+  e->soff = 0;
+  e->slen = e->nparams;
+  if (e->shard) {
+    uint64_t off, len;
+    yk_partition_even_range(e->nparams, e->world, e->rank, &off, &len);
+    e->soff = (size_t)off;
+    e->slen = (size_t)len;
+    YK_INFO(e->log, "optimizer: sharded (ZeRO-1, optim.shard): this rank updates parameters [%zu, %zu) of %zu, then "
+            "the ranks all-gather them", e->soff, e->soff + e->slen, e->nparams);
+    eng_grads_set_owned(&e->grads, e->nparams); /* and needs only that slice of the reduced gradients */
+  }
+  yk_precision prec = yk_config_precision(c);
+  if (share && prec == YK_PREC_FP32) {
+    rc = yk_model_share_grads(e->model, d);
+    if (!rc) rc = yk_comm_register(comm, yk_model_grads_shmem(e->model), d);
+    if (!rc && e->shard) rc = yk_model_share_params(e->model, d); /* what ZeRO-1 all-gathers */
+    if (!rc && e->shard) rc = yk_comm_register(comm, yk_model_params_shmem(e->model), d);
+    if (rc == YK_EUNSUPPORTED) yk_diag_clear(d);
+    else if (rc) return rc;
+  }
+  if ((rc = yk_optimizer_mixed_init(&e->mp, c, yk_model_params(e->model), e->nparams, share && e->shard, share, d)) !=
+      0)
+    return rc;
+  if (e->mp.params16_shm.ptr && (rc = yk_comm_register(comm, &e->mp.params16_shm, d)) != 0) return rc;
+  if (e->mp.grads16_shm.ptr && (rc = yk_comm_register(comm, &e->mp.grads16_shm, d)) != 0) return rc;
+  yk_optimizer_adamw_from_config(&e->adamw, c);
+  return yk_optimizer_lr_from_config(&e->sched, c, d);
+}
+
+static int build_data(yk_engine *e, yk_diag *d) {
+  const yk_config *c = &e->cfg;
+  int rc = yk_data_loader_open(&e->train_ld, "data.train", c->data.train, e->B, e->T, e->mcfg.vocab_size, d);
+  if (rc) return rc;
+  if ((rc = yk_data_loader_check_split(e->train_ld, e->world, e->accum, d)) != 0) return rc;
+  if (c->data.val[0]) return yk_data_loader_open(&e->val_ld, "data.val", c->data.val, e->B, e->T, e->mcfg.vocab_size, d);
+  return 0;
+}
+
+int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
+  yk_engine *e = calloc(1, sizeof *e);
+  *out = e;
+  if (!e) return yk_errorf(d, YK_ENOMEM, "out of memory");
+  e->cfg = *o->cfg;
+  e->log = o->log;
+  e->layout = o->layout;
+  e->comms = o->comms;
+  e->dev = o->dev;
+  if (e->layout.tp > 1 || e->layout.pp > 1)
+    return yk_errorf(d, YK_EUNSUPPORTED, "layout dp %d x tp %d x pp %d: tensor and pipeline parallelism are not "
+                     "built yet; run with tp = pp = 1", e->layout.dp, e->layout.tp, e->layout.pp);
+  e->rank = e->layout.dp_rank;
+  e->world = e->layout.dp;
+  if ((e->world > 1) != (e->comms.dp != NULL) ||
+      (e->comms.dp && (yk_comm_size(e->comms.dp) != e->world || yk_comm_rank(e->comms.dp) != e->rank)))
+    return yk_errorf(d, YK_EINVAL, "the data-parallel communicator (%d of %d) does not match the layout (dp rank %d "
+                     "of %d)", e->comms.dp ? yk_comm_rank(e->comms.dp) : 0,
+                     e->comms.dp ? yk_comm_size(e->comms.dp) : 1, e->rank, e->world);
+  e->B = (int)e->cfg.train.micro_batch;
+  e->T = (int)e->cfg.train.seq_len;
+  e->accum = (int)e->cfg.train.grad_accum;
+  int rc;
+  if ((rc = build_model(e, d)) != 0 || (rc = build_optimizer(e, d)) != 0 || (rc = build_data(e, d)) != 0) return rc;
+  if ((rc = yk_engine_schedule_dp(e->accum, e->mcfg.layers, &e->schedule, d)) != 0 ||
+      (rc = yk_engine_schedule_check(&e->schedule, e->mcfg.layers, d)) != 0)
+    return rc;
+  /* The reduction learns of final gradient ranges through the model's hook;
+   * the step arms it only around its reducing backward. */
+  yk_model_set_grad_hook(e->model, eng_grads_ready, &e->grads);
+  eng_ckpt_view v = {.params = e->mp.master, .m = e->m, .v = e->v, .nparams = e->nparams,
+                     .params16 = e->mp.params16, .dtype16 = e->mp.dt16, .model_params = yk_model_params(e->model),
+                     .tensors = e->tensors, .ntensors = e->ntensors, .mcfg = &e->mcfg, .loader = e->train_ld,
+                     .scaler = e->mp.prec == YK_PREC_FP16 ? &e->mp.ls : NULL, .threads = e->dev->nthreads};
+  if ((rc = eng_ckpt_open(&e->ck, &e->cfg, e->log, e->comms.dp, e->rank, e->world, &v, d)) != 0) return rc;
+  return eng_ckpt_resume(&e->ck, &e->start_step, d);
+}
+
+void yk_engine_close(yk_engine *e) {
+  if (!e) return;
+  eng_grads_drain(&e->grads);
+  eng_ckpt_close(&e->ck);
+  yk_data_loader_close(e->train_ld);
+  yk_data_loader_close(e->val_ld);
+  free(e->inputs);
+  free(e->targets);
+  yk_free(e->m);
+  yk_free(e->v);
+  yk_optimizer_mixed_free(&e->mp);
+  yk_model_destroy(e->model);
+  free(e);
+}
+
+int64_t yk_engine_start_step(const yk_engine *e) { return e->start_step; }
+int yk_engine_has_val(const yk_engine *e) { return e->val_ld != NULL; }
+
+void yk_engine_request_stop(yk_engine *e, int code) { eng_ckpt_request_stop(&e->ck, code); }
+
+int yk_engine_boundary(yk_engine *e, int64_t step_done, int *stop, int *exit_code, yk_diag *d) {
+  return eng_ckpt_boundary(&e->ck, step_done, stop, exit_code, d);
+}
+
+int yk_engine_finish(yk_engine *e, int64_t step_done, yk_diag *d) { return eng_ckpt_finish(&e->ck, step_done, d); }
+
+/* ---- evaluation ---------------------------------------------------------- */
+
+/* Forward windows first, first + stride, ... (< n) of ld through m;
+ * acc[0] += their losses, acc[1] += their count. in/tg are (B,T) buffers. */
+static int sum_window_losses(yk_model *m, const yk_data_loader *ld, uint64_t first, uint64_t stride, uint64_t n,
+                             int32_t *in, int32_t *tg, double acc[2], yk_diag *d) {
+  for (uint64_t q = first; q < n; q += stride) {
+    yk_data_loader_window(ld, q, in, tg, NULL, NULL);
+    float loss;
+    int rc = yk_model_forward(m, in, tg, &loss, d);
+    if (rc) return rc;
+    acc[0] += loss;
+    acc[1] += 1;
+  }
+  return 0;
+}
+
+int yk_engine_eval(yk_engine *e, double *loss, yk_diag *d) {
+  if (!e->val_ld) return yk_errorf(d, YK_ENOTFOUND, "no validation data: set data.val");
+  uint64_t n = (uint64_t)e->cfg.train.val_batches;
+  uint64_t w = yk_data_loader_epoch_windows(e->val_ld);
+  if (n > w) n = w;
+  double acc[2] = {0, 0}; /* loss sum, windows */
+  int rc = sum_window_losses(e->model, e->val_ld, (uint64_t)e->rank, (uint64_t)e->world, n, e->inputs, e->targets,
+                             acc, d);
+  if (rc) return rc;
+  if ((rc = eng_grads_sum_f64(&e->grads, acc, 2, d)) != 0) return rc;
+  *loss = acc[0] / acc[1];
+  return 0;
+}
+
+int yk_engine_eval_file(const yk_engine_eval_opts *o, double *loss, uint64_t *used, yk_diag *d) {
+  yk_device *dev = NULL;
+  yk_model *m = NULL;
+  yk_data_loader *ld = NULL;
+  int32_t *in = NULL, *tg = NULL;
+  yk_model_config mc;
+  int64_t B = o->batch ? o->batch : 4, T = o->seq_len ? o->seq_len : 64, batches = o->batches ? o->batches : 8;
+  int rc;
+  if ((rc = yk_model_weights_read_config(o->weights, &mc, d)) != 0) goto out;
+  if (T > mc.max_seq_len) {
+    rc = yk_errorf(d, YK_ECONFIG, "--seq-len %lld exceeds the model's max_seq_len %d", (long long)T, mc.max_seq_len);
+    goto out;
+  }
+  if ((rc = yk_device_cpu_create(o->threads ? (int)o->threads : yk_cpu_count(), YK_ISA_AUTO, &dev, d)) != 0) goto out;
+  if ((rc = yk_model_create(&mc, (int)B, (int)T, dev, &m, d)) != 0) goto out;
+  if ((rc = yk_model_weights_load(m, o->weights, d)) != 0) goto out;
+  if ((rc = yk_data_loader_open(&ld, "--data", o->data, B, T, mc.vocab_size, d)) != 0) goto out;
+  uint64_t n = (uint64_t)batches, w = yk_data_loader_epoch_windows(ld);
+  if (n > w) n = w;
+  in = malloc((size_t)(B * T) * sizeof *in);
+  tg = malloc((size_t)(B * T) * sizeof *tg);
+  if (!in || !tg) {
+    rc = yk_errorf(d, YK_ENOMEM, "out of memory");
+    goto out;
+  }
+  double acc[2] = {0, 0};
+  if ((rc = sum_window_losses(m, ld, 0, 1, n, in, tg, acc, d)) != 0) goto out;
+  *loss = acc[0] / acc[1];
+  *used = n;
+out:
+  free(in);
+  free(tg);
+  yk_data_loader_close(ld);
+  yk_model_destroy(m);
+  yk_device_destroy(dev);
+  return rc;
+}
+
+/* ---- queries ------------------------------------------------------------- */
+
+uint64_t yk_engine_params_checksum(yk_engine *e) {
+  const unsigned char *b = (const unsigned char *)yk_model_params(e->model);
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < e->nparams * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+int yk_engine_save_weights(yk_engine *e, const char *path, yk_diag *d) {
+  return yk_model_weights_save(e->model, path, d);
+}
+
+void yk_engine_describe(const yk_engine *e, void (*line)(void *arg, const char *text), void *arg) {
+  const yk_config *c = &e->cfg;
+  char buf[512];
+  double tokens = (double)e->B * e->T * e->accum * e->world;
+  snprintf(buf, sizeof buf, "model %s: L=%d C=%d NH=%d V=%d (Vp=%d) maxT=%d, %zu parameters", c->model.name,
+           e->mcfg.layers, e->mcfg.channels, e->mcfg.heads, e->mcfg.vocab_size, e->mcfg.padded_vocab_size,
+           e->mcfg.max_seq_len, e->nparams);
+  line(arg, buf);
+  snprintf(buf, sizeof buf,
+           "global batch %d x %d x %d ranks = %d sequences of %d tokens (%.0f tokens/step); device %s, %d threads, "
+           "%s kernels",
+           e->B, e->accum, e->world, e->B * e->accum * e->world, e->T, tokens, e->dev->ops->name, e->dev->nthreads,
+           yk_isa_name(e->dev->isa));
+  line(arg, buf);
+  if (e->comms.dp) {
+    snprintf(buf, sizeof buf, "data plane %s, %d ranks, bucket %lld KiB", yk_comm_transport_name(e->comms.dp),
+             e->world, (long long)c->comm.bucket_kb);
+    line(arg, buf);
+  }
+  snprintf(buf, sizeof buf, "data: %llu training tokens in %d shard(s), %llu windows per epoch",
+           (unsigned long long)yk_data_loader_total_tokens(e->train_ld), yk_data_loader_shard_count(e->train_ld),
+           (unsigned long long)yk_data_loader_epoch_windows(e->train_ld));
+  line(arg, buf);
+  yk_engine_schedule_describe(&e->schedule, buf, sizeof buf);
+  char s2[600];
+  snprintf(s2, sizeof s2, "step schedule: %s", buf);
+  line(arg, s2);
+}

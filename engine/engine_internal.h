@@ -1,0 +1,152 @@
+/* engine_internal.h - private to engine/: the engine's state, the gradient
+ * reduction (grads.c) and the checkpoints of the engine's state (ckpt.c).
+ * Not a public header. */
+#ifndef YK_ENGINE_INTERNAL_H
+#define YK_ENGINE_INTERNAL_H
+
+#include "yk_ckpt.h"
+#include "yk_data.h"
+#include "yk_engine.h"
+#include "yk_model.h"
+#include "yk_optimizer.h"
+
+/* ------------------------------------------------------------------------ */
+/* Gradient reduction over the data-parallel group (grads.c)                 */
+/* ------------------------------------------------------------------------ */
+
+/* The model reports each range of the gradient arena as it becomes final
+ * during backward (last layer first, each range ending where the previous
+ * began). While a reducing backward runs, those ranges are coalesced into
+ * buckets of comm.bucket_kb and each full bucket's reduction starts at once
+ * (all-reduce, or reduce-to-owners under ZeRO-1) while backward goes on
+ * with the earlier layers; eng_grads_finish issues the tail and waits for
+ * every bucket in issue order. In fp16/bf16 each range is first rounded into
+ * grads16 and reduced in 16 bits. Every rank issues the same buckets in the
+ * same order: the ranges depend only on the model's shape. */
+#define ENG_GRADS_MAX_REQ 64
+
+typedef struct eng_grads {
+  yk_comm *comm;        /* the data-parallel group; NULL on one rank */
+  size_t bucket_bytes;
+  size_t owned_total;   /* ZeRO-1: reduce each bucket to its owners of `owned_total` elements (0 = all-reduce) */
+  int64_t timeout_ms;
+  /* the reduction of the current step (between begin and finish) */
+  int active;
+  float *grads;
+  uint16_t *grads16;
+  yk_dtype dtype;       /* F32: reduce grads in place; F16/BF16: round into grads16 and reduce that */
+  int64_t local_bad;    /* first non-finite local 16-bit gradient (-1: none), to name the tensor */
+  size_t pend_off, pend_count;
+  yk_request *reqs[ENG_GRADS_MAX_REQ];
+  int nreq;
+  uint64_t bytes;       /* bytes reduced this step */
+  int err;
+  yk_diag errd;
+} eng_grads;
+
+void eng_grads_init(eng_grads *g, yk_comm *comm, size_t bucket_bytes, int64_t timeout_ms);
+/* ZeRO-1: each rank needs only its even range of the `total` gradients. */
+void eng_grads_set_owned(eng_grads *g, size_t total);
+/* Start collecting final ranges for this step's reduction. */
+void eng_grads_begin(eng_grads *g, float *grads, uint16_t *grads16, yk_dtype dtype);
+/* The model's gradient-ready hook (ctx = g): no-op unless begun. */
+void eng_grads_ready(void *ctx, size_t offset, size_t count);
+/* Issue the tail, wait for every bucket; *wait_s = time spent waiting. */
+int eng_grads_finish(eng_grads *g, double *wait_s, yk_diag *d);
+/* Wait (bounded) for anything still in flight: before the communicator goes. */
+void eng_grads_drain(eng_grads *g);
+/* Sum n (<= 32) doubles over the group, as f32 (losses and counts). */
+int eng_grads_sum_f64(eng_grads *g, double *v, int n, yk_diag *d);
+
+/* ------------------------------------------------------------------------ */
+/* Checkpoints of the engine's state (ckpt.c)                                */
+/* ------------------------------------------------------------------------ */
+
+/* Everything a checkpoint holds, by pointer (borrowed from the engine).
+ * Layouts are the model's layer-major arena. */
+typedef struct eng_ckpt_view {
+  float *params;                 /* fp32 master weights, nparams */
+  float *m, *v;                  /* AdamW moments */
+  size_t nparams;
+  void *params16;                /* 16-bit weights (fp16/bf16 runs) or NULL */
+  float *model_params;           /* the model's own arena when it is not `params` (refreshed after a restore) */
+  yk_dtype dtype16;
+  const yk_tensor_desc *tensors;
+  int ntensors;
+  const yk_model_config *mcfg;
+  yk_data_loader *loader;        /* its position is saved */
+  yk_loss_scaler *scaler;        /* fp16 or NULL */
+  int threads;                   /* compression threads */
+} eng_ckpt_view;
+
+typedef struct eng_ckpt {
+  const yk_config *cfg;
+  const yk_logger *log;
+  yk_comm *comm;                 /* the ranks that agree on saves and stops (NULL: one rank) */
+  int rank, world;
+  eng_ckpt_view view;
+  int enabled;                   /* ckpt.dir is set */
+  yk_ckpt_opts opts;
+  yk_ckpt_state *st;
+  yk_ckpt_writer *w;
+  int pending;                   /* shards of pending_step queued, not committed yet */
+  int64_t pending_step;
+  double pending_t0;
+  int64_t last_saved;            /* newest step saved by this run (-1 none) */
+  int deferred;                  /* the pending save's copy runs in the writer thread */
+  double deferred_stall_s;
+  int stop_requested;            /* exit code to stop with at the next boundary (0 none) */
+  int saves;
+  double stall_s_total, stall_s_max, write_s_total;
+} eng_ckpt;
+
+int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, yk_comm *comm, int rank, int world,
+                  const eng_ckpt_view *view, yk_diag *d);
+int eng_ckpt_resume(eng_ckpt *ck, int64_t *start_step, yk_diag *d);
+void eng_ckpt_request_stop(eng_ckpt *ck, int code);
+/* Right before the update modifies the saved arenas: a deferred snapshot
+ * copy must be done. */
+int eng_ckpt_before_update(eng_ckpt *ck, yk_diag *d);
+int eng_ckpt_boundary(eng_ckpt *ck, int64_t step_done, int *stop, int *exit_code, yk_diag *d);
+int eng_ckpt_finish(eng_ckpt *ck, int64_t step_done, yk_diag *d);
+void eng_ckpt_close(eng_ckpt *ck);
+
+/* ------------------------------------------------------------------------ */
+/* The engine                                                               */
+/* ------------------------------------------------------------------------ */
+
+struct yk_engine {
+  yk_config cfg;
+  const yk_logger *log;
+  yk_layout layout;
+  yk_engine_comms comms;
+  int rank, world;            /* in the data-parallel group */
+  yk_device *dev;
+
+  yk_model *model;
+  yk_model_config mcfg;
+  const yk_tensor_desc *tensors;
+  int ntensors;
+  size_t nparams;
+  int B, T, accum;
+
+  float *m, *v;               /* AdamW moments, fp32 */
+  yk_mixed mp;                /* master weights, 16-bit copies, loss scaler */
+  /* ZeRO-1 (optim.shard, dp > 1): this rank runs AdamW on [soff, soff + slen)
+   * only and the ranks all-gather the updated weights; otherwise the slice is
+   * the whole arena. */
+  int shard;
+  size_t soff, slen;
+  yk_adamw adamw;
+  yk_lr_schedule sched;
+
+  yk_data_loader *train_ld, *val_ld;
+  int32_t *inputs, *targets;  /* (B,T) */
+
+  yk_schedule schedule;       /* one step's operations */
+  eng_grads grads;
+  eng_ckpt ck;
+  int64_t start_step;
+};
+
+#endif

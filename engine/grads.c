@@ -1,0 +1,114 @@
+/* grads.c - the gradient reduction of one step over the data-parallel group:
+ * buckets that start reducing while backward still runs (see eng_grads in
+ * engine_internal.h). */
+#include <string.h>
+
+#include "engine_internal.h"
+
+void eng_grads_init(eng_grads *g, yk_comm *comm, size_t bucket_bytes, int64_t timeout_ms) {
+  memset(g, 0, sizeof *g);
+  g->comm = comm;
+  g->bucket_bytes = bucket_bytes;
+  g->timeout_ms = timeout_ms;
+  g->local_bad = -1;
+}
+
+void eng_grads_set_owned(eng_grads *g, size_t total) { g->owned_total = g->comm ? total : 0; }
+
+/* Start the reduction of grads[off, off + count). */
+static int issue(eng_grads *g, size_t off, size_t count) {
+  if (count == 0 || g->err) return 0;
+  if (g->comm && g->nreq >= ENG_GRADS_MAX_REQ) {
+    /* Too many outstanding buckets: retire the oldest first. */
+    int rc = yk_request_wait(&g->reqs[0], yk_deadline_in_ms((uint64_t)g->timeout_ms), &g->errd);
+    memmove(g->reqs, g->reqs + 1, (size_t)(g->nreq - 1) * sizeof g->reqs[0]);
+    g->nreq--;
+    if (rc) return g->err = rc;
+  }
+  void *buf = g->grads + off;
+  if (g->dtype != YK_DT_F32) {
+    /* 16-bit gradients: round this range once and note the first local
+     * overflow, so an fp16 overflow can be pinned on a rank and tensor. */
+    buf = g->grads16 + off;
+    yk_optimizer_cast_from_f32(g->grads + off, buf, g->dtype, count, YK_ISA_AUTO);
+    int64_t bad = -1;
+    if (g->local_bad < 0 && yk_optimizer_find_nonfinite(buf, g->dtype, count, YK_ISA_AUTO, &bad) == 1)
+      g->local_bad = (int64_t)off + bad;
+  }
+  if (!g->comm) return 0; /* one rank: the rounding is all there is to do */
+  int rc = g->owned_total ? yk_comm_reduce_owned(g->comm, buf, off, count, g->owned_total, g->dtype, YK_OP_AVG,
+                                                 &g->reqs[g->nreq], &g->errd)
+                          : yk_comm_allreduce(g->comm, buf, buf, count, g->dtype, YK_OP_AVG, &g->reqs[g->nreq],
+                                              &g->errd);
+  if (rc) return g->err = rc;
+  g->nreq++;
+  g->bytes += count * yk_dtype_size(g->dtype);
+  return 0;
+}
+
+void eng_grads_begin(eng_grads *g, float *grads, uint16_t *grads16, yk_dtype dtype) {
+  /* One fp32 rank has nothing to reduce or round. */
+  g->active = g->comm != NULL || dtype != YK_DT_F32;
+  g->grads = grads;
+  g->grads16 = grads16;
+  g->dtype = dtype;
+  g->local_bad = -1;
+  g->pend_count = 0;
+  g->bytes = 0;
+  g->err = 0;
+  yk_diag_clear(&g->errd);
+}
+
+void eng_grads_ready(void *ctx, size_t offset, size_t count) {
+  eng_grads *g = ctx;
+  if (!g->active) return;
+  /* Ranges arrive from the end of the arena toward its start. */
+  g->pend_off = offset;
+  g->pend_count += count;
+  if (g->pend_count * sizeof(float) >= g->bucket_bytes) {
+    issue(g, g->pend_off, g->pend_count);
+    g->pend_count = 0;
+  }
+}
+
+int eng_grads_finish(eng_grads *g, double *wait_s, yk_diag *d) {
+  *wait_s = 0;
+  if (!g->active) return 0;
+  g->active = 0;
+  if (g->pend_count) issue(g, g->pend_off, g->pend_count);
+  g->pend_count = 0;
+  double t0 = yk_now_s();
+  int rc = g->err;
+  for (int i = 0; i < g->nreq; i++) {
+    int r = yk_request_wait(&g->reqs[i], yk_deadline_in_ms((uint64_t)g->timeout_ms), rc ? NULL : &g->errd);
+    if (r && !rc) rc = r;
+  }
+  g->nreq = 0;
+  *wait_s = yk_now_s() - t0;
+  if (rc) {
+    if (d) *d = g->errd;
+    return rc;
+  }
+  return 0;
+}
+
+void eng_grads_drain(eng_grads *g) {
+  for (int i = 0; i < g->nreq; i++)
+    if (g->reqs[i]) yk_request_wait(&g->reqs[i], yk_deadline_in_ms(1000), NULL);
+  g->nreq = 0;
+  g->active = 0;
+}
+
+int eng_grads_sum_f64(eng_grads *g, double *v, int n, yk_diag *d) {
+  if (!g->comm) return 0;
+  /* Scalars for logs and validation (losses, counts): summed as f32, which
+   * is accurate to ~1e-7 relative - enough for a loss printed with 4-6
+   * digits. The gradients themselves never take this path. */
+  float buf[32] = {0};
+  if (n > 32) return yk_errorf(d, YK_EINVAL, "too many values to reduce (%d)", n);
+  for (int i = 0; i < n; i++) buf[i] = (float)v[i];
+  int rc = yk_comm_allreduce_sync(g->comm, buf, buf, (size_t)n, YK_DT_F32, YK_OP_SUM, d);
+  if (rc) return rc;
+  for (int i = 0; i < n; i++) v[i] = (double)buf[i];
+  return 0;
+}

@@ -1,0 +1,265 @@
+/* step.c - one optimizer step of one rank, top to bottom.
+ *
+ * The step runs the engine's schedule (yk_engine_schedule_dp for data
+ * parallelism):
+ *
+ *   for each micro-batch m:
+ *     FORWARD m     batch <- loader window of (step, dp rank, m)      data/
+ *                   loss  <- forward of the model                     model/
+ *     BACKWARD m    dloss = loss_scale / accum; gradients ACCUMULATE  model/
+ *                   in the arena. The last micro-batch's backward is
+ *                   the reducing one: as backward finalises each layer
+ *                   (last layer first) the model's hook hands the range
+ *                   to the bucketed reduction, which starts reducing
+ *                   while backward continues with earlier layers       grads.c, collectives/
+ *   REDUCE          wait for every bucket; mean loss over all ranks
+ *   UPDATE          [fp16/bf16] overflow check, unscale to fp32       optimizer/
+ *                   global L2 norm -> clip coefficient
+ *                   AdamW on this rank's slice (ZeRO-1) or everything
+ *                   [ZeRO-1] all-gather the updated weights
+ *                   [fp16/bf16] widen the 16-bit weights into the model
+ *
+ * Shapes: inputs/targets (B,T) int32 per micro-batch; every arena (params,
+ * grads, m, v, master) is (nparams,) fp32 in the model's layer-major layout;
+ * grads16/params16 (nparams,) f16 or bf16. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_internal.h"
+
+/* What the operations of one step share. */
+typedef struct step_ctx {
+  int64_t step;
+  float loss_scale;  /* fp16: read before the scaler's update, which may grow it */
+  double loss_sum;   /* this rank's micro-batch losses */
+  double loss;       /* mean over every rank's micro-batches */
+  double fwd_s, bwd_s, wait_s, opt_s, gather_s;
+  double norm, lr;
+  int skipped;
+} step_ctx;
+
+/* ---- FORWARD / BACKWARD -------------------------------------------------- */
+
+static int op_forward(yk_engine *e, step_ctx *s, const yk_sched_op *op, yk_diag *d) {
+  int rc = yk_data_loader_next(e->train_ld, e->world, e->accum, e->rank, op->micro, e->inputs, e->targets);
+  if (rc) return yk_errorf(d, rc, "data loader refused micro-batch %d of step %lld", op->micro, (long long)s->step);
+  float loss;
+  double t0 = yk_now_s();
+  /* A non-finite loss is not an error here: every rank must take part in
+   * this step's reductions, and the check on the reduced loss ends the run
+   * on all of them together. */
+  rc = yk_model_forward(e->model, e->inputs, e->targets, &loss, d);
+  if (rc && rc != YK_ENONFINITE) return rc;
+  s->fwd_s += yk_now_s() - t0;
+  s->loss_sum += loss;
+  return 0;
+}
+
+static int op_backward(yk_engine *e, step_ctx *s, const yk_sched_op *op, yk_diag *d) {
+  /* Gradient accumulation: only the reducing backward starts the reduction,
+   * so a step reduces once, not once per micro-batch. */
+  if (op->reduce) eng_grads_begin(&e->grads, yk_model_grads(e->model), e->mp.grads16, e->mp.dt16);
+  double t0 = yk_now_s();
+  int rc = yk_model_backward_scaled(e->model, s->loss_scale / (float)e->accum, d);
+  s->bwd_s += yk_now_s() - t0;
+  return rc;
+}
+
+/* ---- REDUCE -------------------------------------------------------------- */
+
+static int op_reduce(yk_engine *e, step_ctx *s, yk_diag *d) {
+  int rc = eng_grads_finish(&e->grads, &s->wait_s, d);
+  if (rc) return rc;
+  /* The loss reported is the mean over every rank's micro-batches. */
+  double l[1] = {s->loss_sum / e->accum};
+  if ((rc = eng_grads_sum_f64(&e->grads, l, 1, d)) != 0) return rc;
+  s->loss = l[0] / e->world;
+  if (!isfinite(s->loss))
+    return yk_errorf(d, YK_ENONFINITE,
+                     "step %lld: the training loss is %f; lower optim.lr (now %g) or set optim.grad_clip",
+                     (long long)s->step, s->loss, e->cfg.optim.lr);
+  return 0;
+}
+
+/* ---- UPDATE -------------------------------------------------------------- */
+
+/* First non-finite reduced 16-bit gradient (arena index), or -1. ZeRO-1:
+ * each rank scans its slice (the only reduced part it has) and the ranks
+ * agree on the lowest index, so every rank takes the same decision. */
+static int first_nonfinite16(yk_engine *e, int64_t *bad, yk_diag *d) {
+  int64_t b = -1;
+  if (yk_optimizer_find_nonfinite(e->mp.grads16 + e->soff, e->mp.dt16, e->slen, YK_ISA_AUTO, &b) == 1)
+    b += (int64_t)e->soff;
+  else
+    b = -1;
+  if (e->shard) {
+    int64_t v = b < 0 ? INT64_MAX : b;
+    int rc = yk_comm_allreduce_sync(e->comms.dp, &v, &v, 1, YK_DT_I64, YK_OP_MIN, d);
+    if (rc) return yk_errorf(d, rc, "agreeing on gradient overflow with the other ranks failed: %s", yk_diag_msg(d, rc));
+    b = v == INT64_MAX ? -1 : v;
+  }
+  *bad = b;
+  return 0;
+}
+
+/* Mixed precision: the overflow check on the reduced 16-bit gradients, which
+ * every rank sees identically, so all ranks skip or apply together. fp16
+ * feeds the loss scaler; bf16 has fp32's range, so a non-finite gradient
+ * there is a real divergence and ends the run like fp32 does. */
+static int mixed_check(yk_engine *e, step_ctx *s, yk_diag *d) {
+  int64_t bad = -1;
+  int rc = first_nonfinite16(e, &bad, d);
+  if (rc) return rc;
+  yk_loss_scaler *ls = &e->mp.ls;
+  if (bad < 0) {
+    if (e->mp.prec == YK_PREC_FP16) yk_optimizer_loss_scaler_update(ls, 0);
+    return 0;
+  }
+  const yk_tensor_desc *td = yk_optimizer_tensor_at(e->tensors, e->ntensors, (size_t)bad);
+  /* Which tensor overflowed on THIS rank before the reduction (if any). */
+  const yk_tensor_desc *mine = e->grads.local_bad >= 0
+                                   ? yk_optimizer_tensor_at(e->tensors, e->ntensors, (size_t)e->grads.local_bad)
+                                   : NULL;
+  if (e->mp.prec != YK_PREC_FP16)
+    return yk_errorf(d, YK_ENONFINITE, "step %lld: %s gradient of tensor '%s' is not finite; lower optim.lr (now %g)",
+                     (long long)s->step, e->cfg.train.precision, td ? td->name : "?", e->cfg.optim.lr);
+  int r = yk_optimizer_loss_scaler_update(ls, 1);
+  s->skipped = 1;
+  if (r == YK_EOVERFLOW) {
+    char who[160];
+    if (mine) snprintf(who, sizeof who, "tensor '%s' on rank %d", mine->name, e->rank);
+    else snprintf(who, sizeof who, "tensor '%s' (after the all-reduce; finite on rank %d)", td ? td->name : "?", e->rank);
+    if (ls->cfg.stop_on_min)
+      return yk_errorf(d, YK_EOVERFLOW,
+                       "step %lld: fp16 gradients overflow at the minimum loss scale %g: %s; use "
+                       "train.precision=bf16, lower optim.lr, or set loss_scale.on_min=continue",
+                       (long long)s->step, ls->st.scale, who);
+    YK_WARN(e->log, "step %lld: overflow at the minimum loss scale %g (%s); skipping the step and going on "
+            "(loss_scale.on_min=continue)", (long long)s->step, ls->st.scale, who);
+    return 0;
+  }
+  YK_WARN(e->log, "step %lld: fp16 gradient overflow in tensor '%s' (on this rank: '%s'); step skipped, loss scale "
+          "%g -> %g", (long long)s->step, td ? td->name : "?", mine ? mine->name : "none", (double)s->loss_scale,
+          ls->st.scale);
+  return 0;
+}
+
+/* Global L2 norm of the reduced gradients. ZeRO-1: each rank sums the
+ * squares of its slice; the partial sums are all-gathered as doubles and
+ * added in rank order, so every rank gets the same bits. */
+static int global_norm(yk_engine *e, const float *grads, double *norm, yk_diag *d) {
+  if (!e->shard) {
+    *norm = yk_optimizer_global_norm(grads, e->nparams, YK_ISA_AUTO);
+    return 0;
+  }
+  int w = e->world;
+  double *parts = malloc((size_t)w * sizeof(double));
+  if (!parts) return yk_errorf(d, YK_ENOMEM, "out of memory for %d partial norms", w);
+  double mine = yk_optimizer_sumsq(grads + e->soff, e->slen, YK_ISA_AUTO);
+  int rc = yk_comm_allgather_sync(e->comms.dp, &mine, parts, (size_t)w, YK_DT_I64, d);
+  if (rc) {
+    free(parts);
+    return yk_errorf(d, rc, "gradient norm: all-gather of the partial sums failed: %s", yk_diag_msg(d, rc));
+  }
+  double sum = 0;
+  for (int i = 0; i < w; i++) sum += parts[i];
+  free(parts);
+  *norm = sqrt(sum);
+  return 0;
+}
+
+static int op_update(yk_engine *e, step_ctx *s, yk_diag *d) {
+  float *grads = yk_model_grads(e->model), *params = yk_model_params(e->model);
+  yk_mixed *mp = &e->mp;
+  double t0 = yk_now_s();
+  int rc;
+  s->lr = yk_optimizer_lr_at(&e->sched, s->step);
+  s->norm = NAN;
+  /* fp16/bf16: skip on overflow (fp16) or stop; else the reduced 16-bit
+   * gradients -> fp32, unscaled (this rank's slice: all its optimizer reads). */
+  if (mp->prec != YK_PREC_FP32) {
+    if ((rc = mixed_check(e, s, d)) != 0) return rc;
+    if (s->skipped) {
+      /* fp16 overflow: every rank skips the update (the batch is spent, as
+       * with torch's GradScaler); logging and validation go on. */
+      s->opt_s = yk_now_s() - t0;
+      return 0;
+    }
+    yk_optimizer_mixed_unscale(mp, grads, e->soff, e->slen, s->loss_scale);
+  }
+  if ((rc = global_norm(e, grads, &s->norm, d)) != 0) return rc;
+  if (!isfinite(s->norm)) {
+    int64_t bad = -1;
+    yk_optimizer_find_nonfinite(grads + e->soff, YK_DT_F32, e->slen, YK_ISA_AUTO, &bad);
+    const yk_tensor_desc *td =
+        bad >= 0 ? yk_optimizer_tensor_at(e->tensors, e->ntensors, e->soff + (size_t)bad) : NULL;
+    return yk_errorf(d, YK_ENONFINITE, "step %lld: gradient of tensor '%s' is not finite; lower optim.lr (now %g)",
+                     (long long)s->step, td ? td->name : "(in another rank's slice)", e->cfg.optim.lr);
+  }
+  float clip = yk_optimizer_clip_coef(s->norm, e->cfg.optim.grad_clip);
+  /* AdamW counts applied steps: skipped fp16 steps don't advance its bias
+   * correction, as in torch. */
+  int64_t applied = s->step + 1 - (mp->prec == YK_PREC_FP16 ? mp->ls.st.overflows : 0);
+  /* A checkpoint's snapshot copy may still be reading the arenas. */
+  if ((rc = eng_ckpt_before_update(&e->ck, d)) != 0) return rc;
+  size_t o = e->soff;
+  if ((rc = yk_optimizer_adamw_step(&e->adamw, applied, s->lr, clip, e->tensors, e->ntensors, o, e->slen,
+                                    mp->master + o, grads + o, e->m + o, e->v + o,
+                                    mp->params16 ? mp->params16 + o : NULL,
+                                    mp->dt16 == YK_DT_F32 ? YK_DT_F16 : mp->dt16)) != 0)
+    return yk_errorf(d, rc, "AdamW step %lld failed", (long long)s->step);
+  /* ZeRO-1: every rank gets the others' updated slices (the 16-bit weights
+   * in mixed precision; the fp32 master stays sliced). */
+  if (e->shard) {
+    double ta = yk_now_s();
+    rc = mp->params16 ? yk_comm_allgather_sync(e->comms.dp, mp->params16 + o, mp->params16, e->nparams, mp->dt16, d)
+                      : yk_comm_allgather_sync(e->comms.dp, mp->master + o, mp->master, e->nparams, YK_DT_F32, d);
+    if (rc)
+      return yk_errorf(d, rc, "step %lld: all-gather of the updated parameters failed: %s", (long long)s->step,
+                       yk_diag_msg(d, rc));
+    s->gather_s = yk_now_s() - ta;
+  }
+  yk_optimizer_mixed_publish(mp, params);
+  s->opt_s = yk_now_s() - t0 - s->gather_s;
+  return 0;
+}
+
+/* ---- the step ------------------------------------------------------------ */
+
+int yk_engine_step(yk_engine *e, int64_t step, yk_step_stats *out, yk_diag *d) {
+  step_ctx s = {.step = step, .loss_scale = yk_optimizer_mixed_loss_scale(&e->mp)};
+  double t0 = yk_now_s();
+  int rc = 0;
+  yk_model_zero_grad(e->model);
+  for (int i = 0; i < e->schedule.n && !rc; i++) {
+    const yk_sched_op *op = &e->schedule.ops[i];
+    switch (op->kind) {
+    case YK_SCHED_FORWARD: rc = op_forward(e, &s, op, d); break;
+    case YK_SCHED_BACKWARD: rc = op_backward(e, &s, op, d); break;
+    case YK_SCHED_REDUCE: rc = op_reduce(e, &s, d); break;
+    case YK_SCHED_UPDATE: rc = op_update(e, &s, d); break;
+    default: rc = yk_errorf(d, YK_EUNSUPPORTED, "schedule operation %d cannot run in this layout", (int)op->kind);
+    }
+  }
+  if (rc) return rc;
+  yk_data_loader_advance(e->train_ld, e->world, e->accum);
+  double dt = yk_now_s() - t0;
+  *out = (yk_step_stats){
+      .step = step + 1,
+      .loss = s.loss,
+      .lr = s.lr,
+      .grad_norm = s.norm,
+      .skipped = s.skipped,
+      .step_ms = dt * 1e3,
+      .fwd_ms = s.fwd_s * 1e3,
+      .bwd_ms = s.bwd_s * 1e3,
+      .comm_wait_ms = (s.wait_s + s.gather_s) * 1e3, /* the gather blocks: part of the wait */
+      .opt_ms = s.opt_s * 1e3,
+      .gather_ms = s.gather_s * 1e3,
+      .tokens_per_s = (double)e->B * e->T * e->accum * e->world / dt,
+      .allreduce_bytes = e->grads.bytes,
+      .loss_scale = e->mp.prec == YK_PREC_FP16 ? e->mp.ls.st.scale : 1.0,
+  };
+  return 0;
+}

@@ -1,0 +1,211 @@
+/* yk_engine.h - the one public header of yoke's `engine` module: one
+ * training step of one rank, in any layout.
+ *
+ * The engine owns what a rank trains with: the model (device borrowed), the
+ * optimizer state (AdamW moments, the mixed-precision state of
+ * yk_optimizer.h's yk_mixed), the data loaders, the gradient reduction and
+ * the checkpoints of that state. It is driven by whoever runs the job (the
+ * daemon's `yoke train`, a test with threads as ranks, a benchmark) and never
+ * calls back into it: launch environment, control plane, coordinator and
+ * signals live in daemon/; they hand the engine its communicators and tell it
+ * to stop through yk_engine_request_stop.
+ *
+ *   yk_engine_open      config, layout, communicators, device -> engine (loads
+ *                       or initialises weights, resumes a checkpoint)
+ *   yk_engine_step      one optimizer step -> yk_step_stats
+ *   yk_engine_eval      validation loss
+ *   yk_engine_boundary  between steps: checkpoints, the agreed stop
+ *   yk_engine_finish    after the last step: final checkpoint
+ *   yk_engine_close
+ *
+ * A step is a SCHEDULE: a list of operations (forward or backward of a range
+ * of layers for one micro-batch, the gradient reduction, the optimizer
+ * update) that yk_engine_step runs in order (engine/step.c reads top to
+ * bottom). Data parallelism is one such list; pipeline schedules (GPipe,
+ * 1F1B) become other lists, checked statically, not new control flow.
+ *
+ * Every rank of a group must make the same calls in the same order: steps,
+ * evaluations and boundaries run collectives. Errors are YK_E* codes with
+ * one sentence in the yk_diag; nothing here exits or installs signal
+ * handlers.
+ */
+#ifndef YK_ENGINE_H
+#define YK_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "yk_collectives.h"
+#include "yk_common.h"
+#include "yk_device.h"
+#include "yk_partition.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* What one step reports                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* The one stats struct of a step: the log line, the JSON line, heartbeats,
+ * /metrics and `yoke status` all come from it (yk_engine_stats_text/json). */
+typedef struct yk_step_stats {
+  int64_t step;             /* optimizer steps done after this one (1-based) */
+  double loss;              /* mean training loss over every rank's micro-batches */
+  double lr;
+  double grad_norm;         /* global L2 norm before clipping; NaN when skipped */
+  int skipped;              /* fp16 overflow: the update was skipped */
+  double step_ms;           /* wall time of the step */
+  double fwd_ms, bwd_ms;    /* forward and backward compute of all micro-batches */
+  double comm_wait_ms;      /* communication not hidden by backward (+ the gather) */
+  double opt_ms;            /* norm, AdamW and casts */
+  double gather_ms;         /* ZeRO-1 all-gather of the updated parameters */
+  double tokens_per_s;      /* of the whole job */
+  uint64_t allreduce_bytes; /* gradient bytes this rank reduced */
+  double loss_scale;        /* fp16 loss scale, 1 otherwise */
+} yk_step_stats;
+
+/* "step 3/10 | loss 5.1234 | lr 1.000e-03 | norm 0.812 | 52.1 ms (comm wait 1.2) | 9830 tok/s"
+ * (plus " | skipped (fp16 overflow)"), into buf. `steps` is the run's total. */
+void yk_engine_stats_text(const yk_step_stats *s, int64_t steps, char *buf, size_t cap);
+/* One JSON object (no newline) with every field: the `yoke train --json`
+ * step line (README lists the keys). */
+void yk_engine_stats_json(const yk_step_stats *s, char *buf, size_t cap);
+
+/* ------------------------------------------------------------------------ */
+/* Schedules                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* One operation of a step. Layer ranges are [layer_first, layer_last) of
+ * the model's blocks; the embedding belongs to the first range that starts
+ * at 0 and the head to the one that ends at L. */
+typedef enum {
+  YK_SCHED_FORWARD = 1,  /* forward of a layer range for micro-batch `micro` */
+  YK_SCHED_BACKWARD = 2, /* its backward; `reduce` = 1: these gradients are final for the step, so the
+                          * gradient reduction (buckets of comm.bucket_kb) starts while it runs */
+  YK_SCHED_REDUCE = 3,   /* wait for the gradient reduction of the data-parallel group */
+  YK_SCHED_UPDATE = 4,   /* overflow check, norm, clipping, AdamW, ZeRO gather, 16-bit weights */
+  /* Pipeline parallelism adds SEND/RECV of activations and their gradients
+   * to a `peer` stage; tensor parallelism runs its collectives inside
+   * FORWARD/BACKWARD. */
+} yk_sched_kind;
+
+typedef struct yk_sched_op {
+  yk_sched_kind kind;
+  int micro;                   /* micro-batch (FORWARD/BACKWARD) */
+  int layer_first, layer_last; /* FORWARD/BACKWARD */
+  int reduce;                  /* BACKWARD */
+  int peer;                    /* pipeline stage of a SEND/RECV; -1 */
+} yk_sched_op;
+
+#define YK_SCHED_MAX_OPS 4096
+
+typedef struct yk_schedule {
+  yk_sched_op ops[YK_SCHED_MAX_OPS];
+  int n;
+  int micro_batches;
+} yk_schedule;
+
+/* The data-parallel step: for each of `accum` micro-batches FORWARD then
+ * BACKWARD of all `layers` (the last BACKWARD reduces), then REDUCE, UPDATE.
+ * YK_ECONFIG if accum is outside [1, (YK_SCHED_MAX_OPS - 2) / 2]. */
+int yk_engine_schedule_dp(int accum, int layers, yk_schedule *s, yk_diag *d);
+/* Static checks every schedule must pass before it runs: each micro-batch
+ * forward once before its backward, exactly one reducing backward, after
+ * every other backward, then one REDUCE and one UPDATE, in that order, at the
+ * end; layer ranges inside [0, layers). Names the first offending op. */
+int yk_engine_schedule_check(const yk_schedule *s, int layers, yk_diag *d);
+/* "F0 B0 F1 B1+ R U" */
+void yk_engine_schedule_describe(const yk_schedule *s, char *buf, size_t cap);
+
+/* ------------------------------------------------------------------------ */
+/* The engine                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* The communicators of a layout (borrowed; the caller creates, aborts and
+ * destroys them). NULL for a group of one rank. Today only `dp` is used: the
+ * data-parallel group, which is every rank while tp = pp = 1. */
+typedef struct yk_engine_comms {
+  yk_comm *dp;
+  yk_comm *tp;
+  yk_comm *pp;
+} yk_engine_comms;
+
+typedef struct yk_engine_opts {
+  const yk_config *cfg;   /* copied */
+  yk_layout layout;       /* from yk_partition_layout; dp x 1 x 1 today */
+  yk_engine_comms comms;
+  yk_device *dev;         /* borrowed; must outlive the engine */
+  const yk_logger *log;   /* borrowed; must outlive the engine */
+} yk_engine_opts;
+
+typedef struct yk_engine yk_engine;
+
+/* Build everything a rank trains with: the model (c->train.init_weights or
+ * random from c->train.seed), AdamW and mixed-precision state, ZeRO-1
+ * slices (optim.shard), the loaders of data.train and data.val, the
+ * checkpoint writer (ckpt.dir), then resume (ckpt.resume). A layout with
+ * tp > 1 or pp > 1 is YK_EUNSUPPORTED (model parallelism is not built yet).
+ * *out is owned by the caller: free with yk_engine_close, even when this
+ * fails (*out may then be partly built). */
+int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d);
+void yk_engine_close(yk_engine *e);
+
+/* The first step to run: 0, or the step of the checkpoint resumed from. */
+int64_t yk_engine_start_step(const yk_engine *e);
+
+/* One optimizer step, `step` counted from 0 (it picks the learning rate and
+ * the data). A non-finite loss or gradient ends it with YK_ENONFINITE naming
+ * the tensor and what to change; an fp16 overflow skips the update (stats
+ * say so) unless it happens at the minimum loss scale with
+ * loss_scale.on_min=stop (YK_EOVERFLOW). */
+int yk_engine_step(yk_engine *e, int64_t step, yk_step_stats *out, yk_diag *d);
+
+/* Mean loss over the first train.val_batches windows of data.val, the same
+ * windows at every world size (rank r takes r, r + dp, ...). YK_ENOTFOUND
+ * without data.val. */
+int yk_engine_eval(yk_engine *e, double *loss, yk_diag *d);
+int yk_engine_has_val(const yk_engine *e);
+
+/* Ask the job to stop at the next boundary: code 75 (preemption: checkpoint,
+ * exit 75 for a requeue) or 130 (interrupted). Ranks agree on the largest
+ * code at the boundary. Call from the thread that drives the engine. */
+void yk_engine_request_stop(yk_engine *e, int code);
+/* At the boundary after `step_done` steps (not after the last one): agree on
+ * a stop across the ranks, commit a finished background save, start one
+ * every ckpt.every steps, honour train.stop_after. *stop = 1: stop now with
+ * *exit_code (a checkpoint was committed when ckpt.dir is set). */
+int yk_engine_boundary(yk_engine *e, int64_t step_done, int *stop, int *exit_code, yk_diag *d);
+/* After the last step: the final checkpoint (ckpt.dir), committed. */
+int yk_engine_finish(yk_engine *e, int64_t step_done, yk_diag *d);
+
+/* FNV-1a over the fp32 weights the model computes with: ranks compare it to
+ * prove they hold identical weights. */
+uint64_t yk_engine_params_checksum(yk_engine *e);
+/* Write the weights as a GPT-2 fp32 file (rank 0's job). */
+int yk_engine_save_weights(yk_engine *e, const char *path, yk_diag *d);
+/* Lines for the start of a run: model, global batch, device, data. */
+void yk_engine_describe(const yk_engine *e, void (*line)(void *arg, const char *text), void *arg);
+
+/* ------------------------------------------------------------------------ */
+/* Evaluating a weights file (yoke eval)                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct yk_engine_eval_opts {
+  const char *weights;  /* GPT-2 fp32 weights file */
+  const char *data;     /* token shard file or glob */
+  int64_t batch;        /* B (default 4) */
+  int64_t seq_len;      /* T (default 64, at most the model's maxT) */
+  int64_t batches;      /* windows to average (default 8; fewer if the data is shorter) */
+  int64_t threads;      /* 0 = all cores */
+} yk_engine_eval_opts;
+
+/* Mean cross-entropy of the file's model over the first `batches` windows.
+ * *used = windows averaged. */
+int yk_engine_eval_file(const yk_engine_eval_opts *o, double *loss, uint64_t *used, yk_diag *d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* YK_ENGINE_H */

@@ -1,0 +1,64 @@
+/* mixed.c - the mixed-precision state of a run (see yk_mixed in
+ * yk_optimizer.h): allocation, the initial rounding, unscaling and
+ * publishing the rounded weights to the model. */
+#include <string.h>
+
+#include "yk_optimizer.h"
+
+/* n 16-bit values in shared memory when `shared`, else private memory. */
+static int alloc16(size_t n, int shared, const char *what, uint16_t **p, yk_shmem *shm, yk_diag *d) {
+  if (shared) {
+    int rc = yk_shmem_alloc(n * sizeof(uint16_t), what, shm, d);
+    if (rc) return rc;
+    *p = shm->ptr;
+    return 0;
+  }
+  *p = yk_alloc(n * sizeof(uint16_t));
+  return *p ? 0 : yk_errorf(d, YK_ENOMEM, "out of memory for %s (%zu parameters)", what, n);
+}
+
+int yk_optimizer_mixed_init(yk_mixed *mp, const yk_config *c, float *model_params, size_t n, int share_params16,
+                            int share_grads16, yk_diag *d) {
+  memset(mp, 0, sizeof *mp);
+  mp->prec = yk_config_precision(c);
+  mp->dt16 = mp->prec == YK_PREC_FP16 ? YK_DT_F16 : mp->prec == YK_PREC_BF16 ? YK_DT_BF16 : YK_DT_F32;
+  mp->n = n;
+  mp->master = model_params;
+  if (mp->prec == YK_PREC_FP32) return 0;
+  int rc;
+  mp->master = yk_alloc(n * sizeof(float));
+  if (!mp->master)
+    return yk_errorf(d, YK_ENOMEM, "out of memory for %s master weights (%zu parameters)", c->train.precision, n);
+  if ((rc = alloc16(n, share_params16, "yoke-params16", &mp->params16, &mp->params16_shm, d)) != 0 ||
+      (rc = alloc16(n, share_grads16, "yoke-grads16", &mp->grads16, &mp->grads16_shm, d)) != 0)
+    return rc;
+  memcpy(mp->master, model_params, n * sizeof(float));
+  yk_optimizer_cast_from_f32(mp->master, mp->params16, mp->dt16, n, YK_ISA_AUTO);
+  yk_optimizer_mixed_publish(mp, model_params);
+  if (mp->prec == YK_PREC_FP16) return yk_optimizer_loss_scaler_init(&mp->ls, c, d);
+  return 0;
+}
+
+void yk_optimizer_mixed_free(yk_mixed *mp) {
+  if (mp->prec == YK_PREC_FP32) return; /* master is the model's */
+  yk_free(mp->master);
+  if (mp->params16_shm.ptr) yk_shmem_free(&mp->params16_shm);
+  else yk_free(mp->params16);
+  if (mp->grads16_shm.ptr) yk_shmem_free(&mp->grads16_shm);
+  else yk_free(mp->grads16);
+  memset(mp, 0, sizeof *mp);
+}
+
+float yk_optimizer_mixed_loss_scale(const yk_mixed *mp) {
+  return mp->prec == YK_PREC_FP16 ? (float)mp->ls.st.scale : 1.0f;
+}
+
+void yk_optimizer_mixed_unscale(const yk_mixed *mp, float *grads, size_t off, size_t len, float loss_scale) {
+  if (!mp->grads16) return;
+  yk_optimizer_cast_to_f32(mp->grads16 + off, mp->dt16, grads + off, len, 1.0f / loss_scale, YK_ISA_AUTO);
+}
+
+void yk_optimizer_mixed_publish(const yk_mixed *mp, float *model_params) {
+  if (!mp->params16) return;
+  yk_optimizer_cast_to_f32(mp->params16, mp->dt16, model_params, mp->n, 1.0f, YK_ISA_AUTO);
+}

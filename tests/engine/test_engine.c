@@ -1,0 +1,393 @@
+/* test_engine.c - the engine driven in-process, threads as ranks over the
+ * in-process transport (as llm.c's test drives its trainer): one step is a
+ * function call, so layouts can be compared with a single rank directly.
+ *
+ * The model has every tensor random (biases and LayerNorm weights too, from
+ * a weights file) and sizes that do not divide evenly: V = 251 (padded to
+ * 256), C = 48 with 3 heads, and 3 ranks, so ZeRO-1 slices and buckets have
+ * remainders. Equivalence tolerance: the data-parallel sum reduces the same
+ * global batch in another fp32 order, so per-step losses agree within 2e-5
+ * absolute and the final weights within 1e-4 relative to the largest; ranks
+ * of one run hold bitwise-identical weights; a run repeated is bitwise
+ * identical. */
+#include <check.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "yk_data.h"
+#include "yk_engine.h"
+#include "yk_model.h"
+
+#define STEPS 4
+#define MAX_RANKS 4
+
+static char tmpdir[64];
+static float *init_params; /* the random initial weights (init.bin) */
+
+/* A random token corpus (train and val shards) and a GPT-2 weights file with
+ * every tensor random. */
+static void fixtures(void) {
+  if (tmpdir[0]) return;
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/yk_engine_XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+  yk_rng r;
+  yk_rng_seed(&r, 7);
+  size_t n = 40000;
+  uint16_t *tok = malloc(n * sizeof *tok);
+  /* learnable: mostly the successor rule t -> 7t+3 mod 251, some noise */
+  tok[0] = 1;
+  for (size_t i = 1; i < n; i++)
+    tok[i] = (uint16_t)(yk_rng_u64(&r) % 8 ? (7u * tok[i - 1] + 3u) % 251u : yk_rng_u64(&r) % 251);
+  char path[128];
+  yk_diag d = {0};
+  snprintf(path, sizeof path, "%s/train_000.bin", tmpdir);
+  ck_assert_int_eq(yk_data_shard_write(path, tok, n, &d), 0);
+  snprintf(path, sizeof path, "%s/val_000.bin", tmpdir);
+  ck_assert_int_eq(yk_data_shard_write(path, tok, 5000, &d), 0);
+  free(tok);
+
+  yk_model_config mc = {.layers = 3, .channels = 48, .heads = 3, .max_seq_len = 64, .vocab_size = 251};
+  ck_assert_int_eq(yk_model_config_finish(&mc, &d), 0);
+  yk_device *dev;
+  yk_model *m;
+  ck_assert_int_eq(yk_device_cpu_create(1, YK_ISA_AUTO, &dev, &d), 0);
+  ck_assert_int_eq(yk_model_create(&mc, 2, 16, dev, &m, &d), 0);
+  /* every tensor random: LayerNorm gains around 1, everything else around 0 */
+  float *p = yk_model_params(m);
+  const yk_tensor_desc *td;
+  int nt = yk_model_tensors(m, &td);
+  for (int t = 0; t < nt; t++) {
+    size_t len = strlen(td[t].name);
+    int gain = len >= 1 && td[t].name[len - 1] == 'w' && strstr(td[t].name, "ln");
+    for (size_t i = 0; i < td[t].numel; i++)
+      p[td[t].offset + i] = (gain ? 1.0f : 0.0f) + 0.05f * yk_rng_normal(&r);
+  }
+  snprintf(path, sizeof path, "%s/init.bin", tmpdir);
+  ck_assert_int_eq(yk_model_weights_save(m, path, &d), 0);
+  init_params = malloc(yk_model_num_params(m) * sizeof(float));
+  memcpy(init_params, p, yk_model_num_params(m) * sizeof(float));
+  yk_model_destroy(m);
+  yk_device_destroy(dev);
+}
+
+static void job_config(yk_config *c, int accum, const char *precision, int shard) {
+  yk_diag d = {0};
+  char buf[512];
+  yk_config_defaults(c);
+  const char *sets[] = {"model.name=tiny", "train.micro_batch=2", "train.seq_len=16", "train.threads=1",
+                        "train.val_batches=3", "optim.lr=1e-2", "optim.warmup_steps=1", "optim.weight_decay=0.1",
+                        "optim.grad_clip=1.0", "comm.timeout_ms=20000", "comm.bucket_kb=8", "log.level=warn", "loss_scale.init=1024"};
+  for (size_t i = 0; i < YK_ARRAY_LEN(sets); i++) ck_assert_int_eq(yk_config_set(c, sets[i], &d), 0);
+  snprintf(buf, sizeof buf, "data.train=%s/train_*.bin", tmpdir);
+  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
+  snprintf(buf, sizeof buf, "data.val=%s/val_*.bin", tmpdir);
+  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
+  snprintf(buf, sizeof buf, "train.init_weights=%s/init.bin", tmpdir);
+  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
+  snprintf(buf, sizeof buf, "train.steps=%d", STEPS);
+  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
+  snprintf(buf, sizeof buf, "train.grad_accum=%d", accum);
+  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
+  snprintf(buf, sizeof buf, "train.precision=%s", precision);
+  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
+  snprintf(buf, sizeof buf, "optim.shard=%s", shard ? "true" : "false");
+  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
+  ck_assert_int_eq(yk_config_validate(c, &d), 0);
+}
+
+/* One rank's run: what it reports and the weights it ends with. */
+typedef struct rank_run {
+  int rank, world;
+  const yk_config *cfg;
+  yk_inproc_world *iw;
+  double loss[STEPS];
+  int applied;   /* steps whose update was applied (fp16 skips overflowed ones) */
+  double val;
+  float *params; /* final weights (copy) */
+  size_t nparams;
+  uint64_t checksum;
+  int rc;
+  yk_diag d;
+} rank_run;
+
+static void *run_rank(void *arg) {
+  rank_run *r = arg;
+  yk_logger log;
+  yk_logger_init(&log, r->rank, YK_LOG_WARN, stderr);
+  yk_bootstrap *b = NULL;
+  yk_comm *comm = NULL;
+  yk_device *dev = NULL;
+  yk_engine *e = NULL;
+  yk_layout lay;
+  int rc = yk_partition_layout(r->world, 1, 1, r->rank, &lay, &r->d);
+  if (!rc && r->world > 1) {
+    yk_comm_opts co;
+    yk_comm_opts_from_config(&co, r->cfg);
+    co.transport = "inproc";
+    co.log = &log;
+    rc = yk_bootstrap_inproc_create(r->iw, r->rank, &b, &r->d);
+    if (!rc) rc = yk_comm_create(&co, b, &comm, &r->d);
+  }
+  if (!rc) rc = yk_device_cpu_create(1, YK_ISA_AUTO, &dev, &r->d);
+  yk_engine_opts o = {.cfg = r->cfg, .layout = lay, .comms = {.dp = comm}, .dev = dev, .log = &log};
+  if (!rc) rc = yk_engine_open(&o, &e, &r->d);
+  for (int64_t s = 0; !rc && s < STEPS; s++) {
+    yk_step_stats st;
+    if (s > 0) {
+      int stop = 0, code = 0;
+      rc = yk_engine_boundary(e, s, &stop, &code, &r->d);
+      if (!rc && stop) rc = yk_errorf(&r->d, YK_EINVAL, "unexpected stop");
+    }
+    if (!rc) rc = yk_engine_step(e, s, &st, &r->d);
+    if (!rc) {
+      r->loss[s] = st.loss;
+      r->applied += !st.skipped;
+      if (st.step != s + 1 || !(st.step_ms > 0) || (!st.skipped && !isfinite(st.grad_norm)))
+        rc = yk_errorf(&r->d, YK_EINVAL, "stats of step %lld: step %lld, %.3f ms, norm %f", (long long)s,
+                       (long long)st.step, st.step_ms, st.grad_norm);
+    }
+  }
+  if (!rc) rc = yk_engine_eval(e, &r->val, &r->d);
+  if (!rc) rc = yk_engine_finish(e, STEPS, &r->d);
+  if (!rc) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/out-%d-%d.bin", tmpdir, r->world, r->rank);
+    rc = yk_engine_save_weights(e, path, &r->d);
+    r->checksum = yk_engine_params_checksum(e);
+    /* read the weights back through the model's own codec */
+    yk_model_config mc;
+    yk_model *m = NULL;
+    if (!rc) rc = yk_model_weights_read_config(path, &mc, &r->d);
+    if (!rc) rc = yk_model_create(&mc, 1, 1, dev, &m, &r->d);
+    if (!rc) rc = yk_model_weights_load(m, path, &r->d);
+    if (!rc) {
+      r->nparams = yk_model_num_params(m);
+      r->params = malloc(r->nparams * sizeof(float));
+      memcpy(r->params, yk_model_params(m), r->nparams * sizeof(float));
+    }
+    yk_model_destroy(m);
+    unlink(path);
+  }
+  yk_engine_close(e);
+  yk_comm_destroy(comm);
+  if (b) yk_bootstrap_destroy(b);
+  yk_device_destroy(dev);
+  r->rc = rc;
+  return NULL;
+}
+
+/* world threads as ranks of one job with this config. */
+static void run_job(int world, const yk_config *cfg, rank_run *out) {
+  yk_inproc_world *iw = NULL;
+  yk_diag d = {0};
+  if (world > 1) ck_assert_int_eq(yk_inproc_world_create(world, &iw, &d), 0);
+  pthread_t th[MAX_RANKS];
+  for (int r = 0; r < world; r++) {
+    out[r] = (rank_run){.rank = r, .world = world, .cfg = cfg, .iw = iw};
+    ck_assert_int_eq(pthread_create(&th[r], NULL, run_rank, &out[r]), 0);
+  }
+  for (int r = 0; r < world; r++) pthread_join(th[r], NULL);
+  for (int r = 0; r < world; r++) ck_assert_msg(out[r].rc == 0, "rank %d of %d: %s", r, world, out[r].d.msg);
+  if (iw) yk_inproc_world_destroy(iw);
+}
+
+static void free_job(rank_run *rr, int world) {
+  for (int r = 0; r < world; r++) free(rr[r].params);
+}
+
+/* `world` ranks x accum `accum` against 1 rank x accum world*accum: losses
+ * within loss_tol, every weight within w_tol (absolute). AdamW's first
+ * steps move each weight by about lr whatever the gradient's size, so a
+ * weight whose gradient is near zero can move either way when the summation
+ * order changes: w_tol is a fraction of lr, not of the weights. */
+static void check_equal_to_one_rank(int world, int accum, const char *precision, int shard, double loss_tol,
+                                    double w_tol) {
+  fixtures();
+  yk_config c1, cn;
+  job_config(&c1, world * accum, precision, shard);
+  job_config(&cn, accum, precision, shard);
+  rank_run one[1], many[MAX_RANKS];
+  run_job(1, &c1, one);
+  run_job(world, &cn, many);
+  for (int r = 0; r < world; r++) {
+    ck_assert_msg(many[r].checksum == many[0].checksum, "%s %d ranks: rank %d holds other weights than rank 0",
+                  precision, world, r);
+    ck_assert(many[r].val == many[0].val);
+  }
+  for (int s = 0; s < STEPS; s++)
+    ck_assert_msg(fabs(one[0].loss[s] - many[0].loss[s]) <= loss_tol,
+                  "%s %d ranks x %d, shard %d: step %d loss %.7f, one rank %.7f", precision, world, accum, shard, s,
+                  many[0].loss[s], one[0].loss[s]);
+  double maxdiff = 0;
+  size_t worst = 0;
+  for (size_t i = 0; i < one[0].nparams; i++) {
+    double diff = fabs((double)one[0].params[i] - many[0].params[i]);
+    if (diff > maxdiff) maxdiff = diff, worst = i;
+  }
+  ck_assert_msg(maxdiff <= w_tol, "%s %d ranks: weight %zu differs by %g (%g vs %g)", precision, world, worst, maxdiff,
+                many[0].params[worst], one[0].params[worst]);
+  ck_assert_msg(fabs(one[0].val - many[0].val) <= loss_tol, "val loss %.7f vs %.7f", many[0].val, one[0].val);
+  /* training moved the weights: the comparison is not of two no-ops */
+  ck_assert_msg(one[0].applied >= STEPS - 1 && many[0].applied == one[0].applied, "%s: %d and %d of %d steps applied",
+                precision, one[0].applied, many[0].applied, STEPS);
+  double moved = 0;
+  for (size_t i = 0; i < one[0].nparams; i++) moved += fabs((double)one[0].params[i] - init_params[i]);
+  moved /= (double)one[0].nparams;
+  ck_assert_msg(moved > 1e-3, "%s: the weights moved by %g on average", precision, moved);
+  free_job(one, 1);
+  free_job(many, world);
+}
+
+/* lr is 1e-2: fp32 weights within a tenth of one step's move. */
+START_TEST(test_dp2_equals_one_rank) { check_equal_to_one_rank(2, 1, "fp32", 1, 2e-5, 1e-3); }
+END_TEST
+
+START_TEST(test_dp3_accum2_equals_one_rank) { check_equal_to_one_rank(3, 2, "fp32", 1, 2e-5, 1e-3); }
+END_TEST
+
+START_TEST(test_dp3_unsharded_equals_one_rank) { check_equal_to_one_rank(3, 1, "fp32", 0, 2e-5, 1e-3); }
+END_TEST
+
+/* 16-bit runs round the reduced gradients in 16 bits (once per hop) where
+ * one rank accumulates them in fp32, and the weights themselves are 16-bit:
+ * bf16's spacing at 1 is 2^-7, so a few of its steps. */
+START_TEST(test_dp2_bf16_equals_one_rank) { check_equal_to_one_rank(2, 1, "bf16", 1, 1e-2, 4.0 / 128); }
+END_TEST
+
+START_TEST(test_dp2_fp16_equals_one_rank) { check_equal_to_one_rank(2, 2, "fp16", 1, 1e-2, 2e-2); }
+END_TEST
+
+/* The same job twice gives the same bits. */
+START_TEST(test_deterministic) {
+  fixtures();
+  yk_config c;
+  job_config(&c, 1, "fp32", 1);
+  rank_run a[3], b[3];
+  run_job(3, &c, a);
+  run_job(3, &c, b);
+  for (int r = 0; r < 3; r++) ck_assert_uint_eq(a[r].checksum, b[r].checksum);
+  for (int s = 0; s < STEPS; s++) ck_assert(a[0].loss[s] == b[0].loss[s]);
+  free_job(a, 3);
+  free_job(b, 3);
+}
+END_TEST
+
+/* The engine refuses layouts it cannot run and communicators that do not
+ * match the layout, with a sentence naming the values. */
+START_TEST(test_open_refuses_bad_layouts) {
+  fixtures();
+  yk_config c;
+  job_config(&c, 1, "fp32", 1);
+  yk_device *dev;
+  yk_diag d = {0};
+  ck_assert_int_eq(yk_device_cpu_create(1, YK_ISA_AUTO, &dev, &d), 0);
+  yk_layout lay;
+  ck_assert_int_eq(yk_partition_layout(2, 2, 1, 0, &lay, &d), 0);
+  yk_engine_opts o = {.cfg = &c, .layout = lay, .dev = dev};
+  yk_engine *e = NULL;
+  ck_assert_int_eq(yk_engine_open(&o, &e, &d), YK_EUNSUPPORTED);
+  ck_assert_msg(strstr(d.msg, "tp 2"), "%s", d.msg);
+  yk_engine_close(e);
+  ck_assert_int_eq(yk_partition_layout(2, 1, 1, 1, &lay, &d), 0);
+  o.layout = lay; /* two ranks but no communicator */
+  ck_assert_int_eq(yk_engine_open(&o, &e, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "communicator"), "%s", d.msg);
+  yk_engine_close(e);
+  yk_device_destroy(dev);
+}
+END_TEST
+
+/* Schedules are data: the data-parallel one passes the static checks, and
+ * broken ones are refused naming the operation. */
+START_TEST(test_schedule_checks) {
+  yk_schedule *s = malloc(sizeof *s);
+  yk_diag d = {0};
+  char buf[512];
+  for (int accum = 1; accum <= 40; accum++) {
+    ck_assert_int_eq(yk_engine_schedule_dp(accum, 5, s, &d), 0);
+    ck_assert_msg(yk_engine_schedule_check(s, 5, &d) == 0, "accum %d: %s", accum, d.msg);
+    ck_assert_int_eq(s->n, 2 * accum + 2);
+  }
+  ck_assert_int_eq(yk_engine_schedule_dp(2, 5, s, &d), 0);
+  yk_engine_schedule_describe(s, buf, sizeof buf);
+  ck_assert_str_eq(buf, "F0 B0 F1 B1+ R U");
+  ck_assert_int_eq(yk_engine_schedule_dp(0, 5, s, &d), YK_ECONFIG);
+  /* backward before forward */
+  ck_assert_int_eq(yk_engine_schedule_dp(2, 5, s, &d), 0);
+  yk_sched_op t = s->ops[0];
+  s->ops[0] = s->ops[1];
+  s->ops[1] = t;
+  ck_assert_int_eq(yk_engine_schedule_check(s, 5, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "op 0") && strstr(d.msg, "before its forward"), "%s", d.msg);
+  /* the reducing backward is not the last backward */
+  ck_assert_int_eq(yk_engine_schedule_dp(2, 5, s, &d), 0);
+  s->ops[1].reduce = 1;
+  s->ops[3].reduce = 0;
+  ck_assert_int_eq(yk_engine_schedule_check(s, 5, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "after the reducing one"), "%s", d.msg);
+  /* two reducing backwards */
+  s->ops[3].reduce = 1;
+  ck_assert_int_eq(yk_engine_schedule_check(s, 5, &d), YK_EINVAL);
+  /* a layer range outside the model, a partial range (pipeline), no update */
+  ck_assert_int_eq(yk_engine_schedule_dp(2, 5, s, &d), 0);
+  s->ops[2].layer_last = 6;
+  ck_assert_int_eq(yk_engine_schedule_check(s, 5, &d), YK_EINVAL);
+  s->ops[2].layer_last = 3;
+  ck_assert_int_eq(yk_engine_schedule_check(s, 5, &d), YK_EUNSUPPORTED);
+  ck_assert_int_eq(yk_engine_schedule_dp(2, 5, s, &d), 0);
+  s->n--;
+  ck_assert_int_eq(yk_engine_schedule_check(s, 5, &d), YK_EINVAL);
+  free(s);
+}
+END_TEST
+
+/* The one stats struct gives the log line and the JSON line. */
+START_TEST(test_stats_lines) {
+  yk_step_stats s = {.step = 3, .loss = 2.5, .lr = 1e-3, .grad_norm = 0.5, .step_ms = 10, .comm_wait_ms = 1,
+                     .tokens_per_s = 1000, .allreduce_bytes = 64, .loss_scale = 1};
+  char buf[1024];
+  yk_engine_stats_text(&s, 10, buf, sizeof buf);
+  ck_assert_msg(strstr(buf, "step 3/10 | loss 2.5000") && strstr(buf, "comm wait 1.0"), "%s", buf);
+  yk_engine_stats_json(&s, buf, sizeof buf);
+  ck_assert_msg(buf[0] == '{' && strstr(buf, "\"step\": 3") && strstr(buf, "\"allreduce_bytes\": 64") &&
+                    strstr(buf, "\"skipped\": false"),
+                "%s", buf);
+  s.skipped = 1;
+  s.grad_norm = NAN;
+  yk_engine_stats_json(&s, buf, sizeof buf);
+  ck_assert_msg(strstr(buf, "\"grad_norm\": 0.000000") && strstr(buf, "\"skipped\": true"), "%s", buf);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("engine");
+  TCase *tc = tcase_create("core");
+  tcase_set_timeout(tc, 240);
+  tcase_add_test(tc, test_schedule_checks);
+  tcase_add_test(tc, test_stats_lines);
+  tcase_add_test(tc, test_open_refuses_bad_layouts);
+  tcase_add_test(tc, test_dp2_equals_one_rank);
+  tcase_add_test(tc, test_dp3_accum2_equals_one_rank);
+  tcase_add_test(tc, test_dp3_unsharded_equals_one_rank);
+  tcase_add_test(tc, test_dp2_bf16_equals_one_rank);
+  tcase_add_test(tc, test_dp2_fp16_equals_one_rank);
+  tcase_add_test(tc, test_deterministic);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  /* one process: the fixtures (temp dir) are shared by the tests */
+  srunner_set_fork_status(sr, CK_NOFORK);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  free(init_params);
+  if (tmpdir[0]) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+  }
+  return failed ? 1 : 0;
+}

@@ -74,13 +74,13 @@ static void fixtures(void) {
   yk_device_destroy(dev);
 }
 
-static void job_config(yk_config *c, int accum, const char *precision, int shard) {
+static void job_config(yk_config *c, int accum, const char *precision, int shard, double clip) {
   yk_diag d = {0};
   char buf[512];
   yk_config_defaults(c);
   const char *sets[] = {"model.name=tiny", "train.micro_batch=2", "train.seq_len=16", "train.threads=1",
                         "train.val_batches=3", "optim.lr=1e-2", "optim.warmup_steps=1", "optim.weight_decay=0.1",
-                        "optim.grad_clip=1.0", "comm.timeout_ms=20000", "comm.bucket_kb=8", "log.level=warn", "loss_scale.init=1024"};
+                        "comm.timeout_ms=20000", "comm.bucket_kb=8", "log.level=warn", "loss_scale.init=1024"};
   for (size_t i = 0; i < YK_ARRAY_LEN(sets); i++) ck_assert_int_eq(yk_config_set(c, sets[i], &d), 0);
   snprintf(buf, sizeof buf, "data.train=%s/train_*.bin", tmpdir);
   ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
@@ -94,6 +94,8 @@ static void job_config(yk_config *c, int accum, const char *precision, int shard
   ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
   snprintf(buf, sizeof buf, "train.precision=%s", precision);
   ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
+  snprintf(buf, sizeof buf, "optim.grad_clip=%g", clip);
+  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
   snprintf(buf, sizeof buf, "optim.shard=%s", shard ? "true" : "false");
   ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
   ck_assert_int_eq(yk_config_validate(c, &d), 0);
@@ -105,6 +107,7 @@ typedef struct rank_run {
   const yk_config *cfg;
   yk_inproc_world *iw;
   double loss[STEPS];
+  double norm[STEPS]; /* gradient norms: a constant gradient scale that clipping and AdamW would hide shows here */
   int applied;   /* steps whose update was applied (fp16 skips overflowed ones) */
   double val;
   float *params; /* final weights (copy) */
@@ -145,6 +148,7 @@ static void *run_rank(void *arg) {
     if (!rc) rc = yk_engine_step(e, s, &st, &r->d);
     if (!rc) {
       r->loss[s] = st.loss;
+      r->norm[s] = st.grad_norm;
       r->applied += !st.skipped;
       if (st.step != s + 1 || !(st.step_ms > 0) || (!st.skipped && !isfinite(st.grad_norm)))
         rc = yk_errorf(&r->d, YK_EINVAL, "stats of step %lld: step %lld, %.3f ms, norm %f", (long long)s,
@@ -204,12 +208,12 @@ static void free_job(rank_run *rr, int world) {
  * steps move each weight by about lr whatever the gradient's size, so a
  * weight whose gradient is near zero can move either way when the summation
  * order changes: w_tol is a fraction of lr, not of the weights. */
-static void check_equal_to_one_rank(int world, int accum, const char *precision, int shard, double loss_tol,
-                                    double w_tol) {
+static void check_equal_to_one_rank(int world, int accum, const char *precision, int shard, double clip,
+                                    double loss_tol, double w_tol) {
   fixtures();
   yk_config c1, cn;
-  job_config(&c1, world * accum, precision, shard);
-  job_config(&cn, accum, precision, shard);
+  job_config(&c1, world * accum, precision, shard, clip);
+  job_config(&cn, accum, precision, shard, clip);
   rank_run one[1], many[MAX_RANKS];
   run_job(1, &c1, one);
   run_job(world, &cn, many);
@@ -222,6 +226,11 @@ static void check_equal_to_one_rank(int world, int accum, const char *precision,
     ck_assert_msg(fabs(one[0].loss[s] - many[0].loss[s]) <= loss_tol,
                   "%s %d ranks x %d, shard %d: step %d loss %.7f, one rank %.7f", precision, world, accum, shard, s,
                   many[0].loss[s], one[0].loss[s]);
+  /* The gradient norm before clipping: relative, as the loss tolerance. */
+  for (int s = 0; s < STEPS; s++)
+    ck_assert_msg(fabs(one[0].norm[s] - many[0].norm[s]) <= loss_tol * fabs(one[0].norm[s]) || isnan(one[0].norm[s]),
+                  "%s %d ranks x %d: step %d gradient norm %.7g, one rank %.7g", precision, world, accum, s,
+                  many[0].norm[s], one[0].norm[s]);
   double maxdiff = 0;
   size_t worst = 0;
   for (size_t i = 0; i < one[0].nparams; i++) {
@@ -243,29 +252,30 @@ static void check_equal_to_one_rank(int world, int accum, const char *precision,
 }
 
 /* lr is 1e-2: fp32 weights within a tenth of one step's move. */
-START_TEST(test_dp2_equals_one_rank) { check_equal_to_one_rank(2, 1, "fp32", 1, 2e-5, 1e-3); }
+START_TEST(test_dp2_equals_one_rank) { check_equal_to_one_rank(2, 1, "fp32", 1, 1.0, 2e-5, 1e-3); }
 END_TEST
 
-START_TEST(test_dp3_accum2_equals_one_rank) { check_equal_to_one_rank(3, 2, "fp32", 1, 2e-5, 1e-3); }
+START_TEST(test_dp3_accum2_equals_one_rank) { check_equal_to_one_rank(3, 2, "fp32", 1, 1.0, 2e-5, 1e-3); }
 END_TEST
 
-START_TEST(test_dp3_unsharded_equals_one_rank) { check_equal_to_one_rank(3, 1, "fp32", 0, 2e-5, 1e-3); }
+/* Clipping off: nothing rescales the gradients before AdamW. */
+START_TEST(test_dp3_unsharded_noclip_equals_one_rank) { check_equal_to_one_rank(3, 1, "fp32", 0, 0.0, 2e-5, 1e-3); }
 END_TEST
 
 /* 16-bit runs round the reduced gradients in 16 bits (once per hop) where
  * one rank accumulates them in fp32, and the weights themselves are 16-bit:
  * bf16's spacing at 1 is 2^-7, so a few of its steps. */
-START_TEST(test_dp2_bf16_equals_one_rank) { check_equal_to_one_rank(2, 1, "bf16", 1, 1e-2, 4.0 / 128); }
+START_TEST(test_dp2_bf16_equals_one_rank) { check_equal_to_one_rank(2, 1, "bf16", 1, 1.0, 1e-2, 4.0 / 128); }
 END_TEST
 
-START_TEST(test_dp2_fp16_equals_one_rank) { check_equal_to_one_rank(2, 2, "fp16", 1, 1e-2, 2e-2); }
+START_TEST(test_dp2_fp16_equals_one_rank) { check_equal_to_one_rank(2, 2, "fp16", 1, 1.0, 1e-2, 2e-2); }
 END_TEST
 
 /* The same job twice gives the same bits. */
 START_TEST(test_deterministic) {
   fixtures();
   yk_config c;
-  job_config(&c, 1, "fp32", 1);
+  job_config(&c, 1, "fp32", 1, 1.0);
   rank_run a[3], b[3];
   run_job(3, &c, a);
   run_job(3, &c, b);
@@ -281,7 +291,7 @@ END_TEST
 START_TEST(test_open_refuses_bad_layouts) {
   fixtures();
   yk_config c;
-  job_config(&c, 1, "fp32", 1);
+  job_config(&c, 1, "fp32", 1, 1.0);
   yk_device *dev;
   yk_diag d = {0};
   ck_assert_int_eq(yk_device_cpu_create(1, YK_ISA_AUTO, &dev, &d), 0);
@@ -372,7 +382,7 @@ int main(void) {
   tcase_add_test(tc, test_open_refuses_bad_layouts);
   tcase_add_test(tc, test_dp2_equals_one_rank);
   tcase_add_test(tc, test_dp3_accum2_equals_one_rank);
-  tcase_add_test(tc, test_dp3_unsharded_equals_one_rank);
+  tcase_add_test(tc, test_dp3_unsharded_noclip_equals_one_rank);
   tcase_add_test(tc, test_dp2_bf16_equals_one_rank);
   tcase_add_test(tc, test_dp2_fp16_equals_one_rank);
   tcase_add_test(tc, test_deterministic);

@@ -421,8 +421,7 @@ static int shm_owned_shared(yk_comm *c, struct yk_request *r, uint64_t k, const 
   char *out = r->recvbuf;
   const void *src[YK_COLL_MAX_SHM_RANKS];
   for (size_t e = w0; e < w0 + wl;) {
-    int q = 0;
-    while (q < n - 1 && !(qlen[q] && e >= qoff[q] && e < qoff[q] + qlen[q])) q++;
+    int q = yk_partition_owner(r->total, n, r->first + e); /* element e's owner */
     size_t end = YK_MIN(YK_MIN(w0 + wl, qoff[q] + qlen[q]), e + blk), m = end - e, at = e * es;
     char *t = c->shm_tmp;
     for (int i = 0; i < n; i++) { /* the owner's input first: its bits, and dst may alias only src[0] */

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 
 #include "yk_collectives.h"
+#include "yk_partition.h"
 
 #define YK_COLL_MAX_SHM_RANKS 64 /* ranks on one node that share a board */
 
@@ -273,7 +274,16 @@ int coll_fail(yk_comm *c, int culprit, int rc, yk_diag *d);
 int coll_hdr_check(yk_comm *c, const coll_hdr *mine, const coll_hdr *theirs, int peer, yk_diag *d);
 int coll_peer_gone(yk_comm *c, int peer, yk_diag *d);
 
-void coll_range(size_t count, int size, int rank, size_t *off, size_t *len);
+/* The even split of `count` elements into `size` ranges, the first
+ * count % size one element longer: partition's rule (yk_partition_even_range),
+ * so reduce-scatter chunks, ZeRO shards and data slices agree. Range `rank`
+ * is [*off, *off + *len). */
+static inline void coll_range(size_t count, int size, int rank, size_t *off, size_t *len) {
+  uint64_t o, l;
+  yk_partition_even_range(count, size, rank, &o, &l);
+  *off = (size_t)o;
+  *len = (size_t)l;
+}
 /* reduce.c: streaming-store variants for outputs larger than the caches
  * (fall back to the cached ones where they do not apply) and the fence to
  * issue before publishing what they wrote. */

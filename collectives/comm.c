@@ -63,12 +63,6 @@ void yk_comm_opts_from_config(yk_comm_opts *o, const yk_config *c) {
   o->fusion_bytes = (size_t)c->comm.fusion_kb * 1024;
 }
 
-void coll_range(size_t count, int size, int rank, size_t *off, size_t *len) {
-  size_t base = count / (size_t)size, extra = count % (size_t)size, r = (size_t)rank;
-  *len = base + (r < extra ? 1 : 0);
-  *off = r * base + (r < extra ? r : extra);
-}
-
 void yk_comm_range(const yk_comm *c, int rank, size_t count, size_t *off, size_t *len) {
   coll_range(count, c->size, rank, off, len);
 }

@@ -243,7 +243,7 @@ static int peer_copy(yk_comm *c, int q, void *mine, uint64_t theirs, size_t n, i
       int rc = yk_errorf(d, YK_ESYS,
                          "rank %d cannot %s the buffer of rank %d (host %s, pid %d) for collective #%u: %s; set "
                          "comm.algo=ring (or YK_ALGO=ring) if cross-memory attach is not allowed here",
-                         c->rank, write ? "write" : "read", q, yk_comm_host(c, q), (int)pid, c->seq, strerror(e));
+                         c->rank, write ? "write" : "read", q, coll_host(c, q), (int)pid, c->seq, strerror(e));
       return coll_fail(c, q, rc, d);
     }
     o += got;
@@ -362,7 +362,7 @@ static int wait_arrivals(yk_comm *c, const board_op *mine, uint64_t k, yk_diag *
     if (po->k != k) {
       rc = yk_errorf(d, YK_EPROTO, "rank %d (host %s) is out of step on the shared board (operation %llu, expected "
                                    "%llu): the ranks chose different algorithms; set the same comm.algo everywhere",
-                     q, yk_comm_host(c, q), (unsigned long long)po->k, (unsigned long long)k);
+                     q, coll_host(c, q), (unsigned long long)po->k, (unsigned long long)k);
       return coll_fail(c, q, rc, d);
     }
     rc = coll_hdr_check(c, &mine->h, &po->h, q, d);
@@ -371,7 +371,7 @@ static int wait_arrivals(yk_comm *c, const board_op *mine, uint64_t k, yk_diag *
       rc = yk_errorf(d, YK_EMISMATCH, "mismatched collectives: rank %d reduces elements [%llu, +%llu) of %llu to their "
                                       "owners but rank %d (host %s) elements [%llu, ...) of %llu",
                      c->rank, (unsigned long long)mine->first, (unsigned long long)mine->h.count,
-                     (unsigned long long)mine->total, q, yk_comm_host(c, q), (unsigned long long)po->first,
+                     (unsigned long long)mine->total, q, coll_host(c, q), (unsigned long long)po->first,
                      (unsigned long long)po->total);
       return coll_fail(c, q, rc, d);
     }

@@ -143,7 +143,7 @@ struct yk_comm {
   char *hello_buf;
   xreq **posted;       /* receives posted by the running operation */
   size_t nposted, capposted;
-  void *hdrx;          /* header exchange state (must outlive a failed op) */
+  void *hdrx;          /* header exchange state (p2p.c; must outlive a failed op) */
   xreq *hello_reqs;    /* kept only when the creation handshake failed */
   xreq *xreqs2;        /* a second pool (all-gather half of all-reduce) */
   size_t nxreqs2;
@@ -221,13 +221,12 @@ struct yk_comm {
   uint64_t stall_deadline; /* when to start failure diagnosis */
 };
 
-/* ---- executing an operation (comm thread or inline caller) ------------- */
+/* ---- point-to-point, control messages, failure diagnosis (p2p.c) -------- */
 
-typedef struct coll_exec {
-  yk_comm *c;
-  struct yk_request *r;
-  yk_diag *d;
-} coll_exec;
+/* Host name of comm rank r, "?" outside the communicator (error messages). */
+static inline const char *coll_host(const yk_comm *c, int r) { return r >= 0 && r < c->size ? c->hosts[r] : "?"; }
+/* "allreduce", "reduce_scatter", ... of an opkind. */
+const char *coll_opk_name(int kind);
 
 /* Wait for one point-to-point request; `peer` is the comm rank it involves.
  * Checks control messages, deadlines and abort. */
@@ -239,11 +238,40 @@ int coll_wait_hdr(yk_comm *c, xreq *r, int peer, const coll_hdr *mine, const col
 void coll_hdr_fill(yk_comm *c, struct yk_request *q, coll_hdr *h);
 int coll_isend(yk_comm *c, int peer, uint64_t tag, const void *buf, size_t n, xreq *r, yk_diag *d);
 int coll_irecv(yk_comm *c, int peer, uint64_t tag, void *buf, size_t n, xreq *r, yk_diag *d);
+/* Cancel the receives the running operation posted (their buffers are the
+ * caller's, who may free them once the operation returns); bounded. */
+void coll_drain_posted(yk_comm *c);
+/* Scratch owned by the executing thread: request pools, staging, work. */
 xreq *coll_xreqs(yk_comm *c, size_t n);
 xreq *coll_xreqs2(yk_comm *c, size_t n);
 uint64_t coll_data_tag(yk_comm *c, uint32_t seq, int sub);
 void *coll_stage(yk_comm *c, size_t bytes);
 void *coll_work(yk_comm *c, size_t bytes);
+/* The header exchange with the ring neighbours that starts a network
+ * operation (docs/collectives.md, "Mismatched calls"); finish waits for the
+ * header sends once the operation succeeded. */
+int coll_hdr_exchange(yk_comm *c, struct yk_request *r, yk_diag *d);
+int coll_hdr_finish(yk_comm *c, yk_diag *d);
+/* Wait until *flag >= want, written by `peer` in shared memory: same
+ * deadline, abort and dead-peer handling as coll_wait. */
+int coll_wait_flag(yk_comm *c, const _Atomic uint64_t *flag, uint64_t want, int peer, yk_diag *d);
+/* Compare a peer's operation header with ours (board operations). */
+int coll_hdr_check(yk_comm *c, const coll_hdr *mine, const coll_hdr *theirs, int peer, yk_diag *d);
+/* Break the communicator with rc (message in d), without telling the peers
+ * (whoever found the error told them). */
+int coll_set_broken(yk_comm *c, int rc, const yk_diag *d);
+/* Report a failure (already in d) to the peers and break the communicator. */
+int coll_fail(yk_comm *c, int culprit, int rc, yk_diag *d);
+/* `peer`, a process on this host, is gone: adopt a peer's explanation if one
+ * arrives within 150 ms, else report it dead. */
+int coll_peer_gone(yk_comm *c, int peer, yk_diag *d);
+/* Control receives: posted at creation, cancelled at destroy (which first
+ * lets our ABORT notices reach the live peers, bounded). */
+void coll_ctrl_start(yk_comm *c);
+void coll_ctrl_stop(yk_comm *c);
+/* Between operations (the idle comm thread): answer STUCK queries, adopt an
+ * ABORT, send the notice of a local yk_comm_abort. */
+void coll_idle_poll(yk_comm *c);
 
 /* Algorithms (algo_ring.c, algo_tree.c). Return 0 or YK_E* with d filled. */
 int coll_ring_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
@@ -266,13 +294,6 @@ int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d);
 /* Hierarchical all-reduce (comm.c): board reduce-scatter on the node, ring or
  * tree across nodes on 1/ppn of the data, board all-gather on the node. */
 int coll_hier_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
-/* Wait until *flag >= want, written by `peer` in shared memory: same
- * deadline, abort and dead-peer handling as coll_wait. */
-int coll_wait_flag(yk_comm *c, const _Atomic uint64_t *flag, uint64_t want, int peer, yk_diag *d);
-/* Report a failure (already in d) to the peers and break the communicator. */
-int coll_fail(yk_comm *c, int culprit, int rc, yk_diag *d);
-int coll_hdr_check(yk_comm *c, const coll_hdr *mine, const coll_hdr *theirs, int peer, yk_diag *d);
-int coll_peer_gone(yk_comm *c, int peer, yk_diag *d);
 
 /* The even split of `count` elements into `size` ranges, the first
  * count % size one element longer: partition's rule (yk_partition_even_range),

@@ -62,7 +62,15 @@ int xport_ofi_create(yk_bootstrap *b, const char *provider, uint64_t timeout_ms,
 
 /* ---- operations --------------------------------------------------------- */
 
-typedef enum { OPK_ALLREDUCE = 1, OPK_REDUCE_SCATTER, OPK_ALLGATHER, OPK_BROADCAST, OPK_BARRIER, OPK_REDUCE_OWNED } opkind;
+typedef enum {
+  OPK_ALLREDUCE = 1,
+  OPK_REDUCE_SCATTER,
+  OPK_ALLGATHER,
+  OPK_BROADCAST,
+  OPK_BARRIER,
+  OPK_REDUCE_OWNED,
+  OPK_COUNT_
+} opkind;
 
 struct yk_request {
   struct yk_comm *comm;
@@ -152,6 +160,7 @@ struct yk_comm {
   int seg_explicit;    /* opts.segment_bytes was given */
   yk_algo algo;
   coll_model model;
+  const struct coll_algo *algos; /* the algorithm table (algos.c), installed at creation */
   yk_logger log;
   char tname[96];
   struct yk_comm *parent;
@@ -273,7 +282,10 @@ void coll_ctrl_stop(yk_comm *c);
  * ABORT, send the notice of a local yk_comm_abort. */
 void coll_idle_poll(yk_comm *c);
 
-/* Algorithms (algo_ring.c, algo_tree.c). Return 0 or YK_E* with d filled. */
+/* ---- algorithms ----------------------------------------------------------- */
+
+/* Each runs one operation on c and returns 0 or YK_E* with d filled (the
+ * peers told). Network ones (algo_ring.c) run after exec's header exchange. */
 int coll_ring_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_ring_reduce_scatter(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_ring_allgather(yk_comm *c, struct yk_request *r, yk_diag *d);
@@ -281,19 +293,54 @@ int coll_chain_broadcast(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_dissemination_barrier(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_rd_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_rhd_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
-/* Within the logarithmic family: 1 = Rabenseifner, 0 = recursive doubling. */
-int coll_tree_rhd(const coll_model *m, int p, size_t bytes);
 
 /* Board operations (algo_shm.c). Setup is collective over c (uses ring
  * operations) and never fails the communicator: without shared memory the
  * board stays off on every rank. */
 int coll_shm_setup(yk_comm *c, size_t oneshot_bytes, yk_diag *d);
 void coll_shm_destroy(yk_comm *c);
-/* All-reduce, reduce-scatter or all-gather on the board. */
+/* All-reduce, reduce-scatter, all-gather or reduce-to-owners on the board. */
 int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d);
-/* Hierarchical all-reduce (comm.c): board reduce-scatter on the node, ring or
- * tree across nodes on 1/ppn of the data, board all-gather on the node. */
+/* Hierarchical all-reduce (algo_hier.c): board reduce-scatter on the node,
+ * ring or tree across nodes on 1/ppn of the data, board all-gather on the
+ * node. */
 int coll_hier_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
+
+/* ---- the algorithm table (algos.c) and the choice (select.c) -------------- */
+
+typedef enum {
+  COLL_ALGO_ONE,  /* one rank: copy */
+  COLL_ALGO_RING, /* ring reduce-scatter/all-gather/all-reduce, chain broadcast, dissemination barrier */
+  COLL_ALGO_RD,   /* tree: recursive doubling all-reduce */
+  COLL_ALGO_RHD,  /* tree: Rabenseifner all-reduce */
+  COLL_ALGO_SHM,  /* the shared-memory board */
+  COLL_ALGO_HIER, /* board on the node around an all-reduce across nodes */
+  COLL_ALGO_COUNT_
+} coll_algo_id;
+
+typedef int (*coll_algo_fn)(yk_comm *c, struct yk_request *r, yk_diag *d);
+
+/* One algorithm: its name and the operations it implements, indexed by
+ * opkind (NULL: not implemented; coll_select never picks the row for such a
+ * kind, except reduce-to-owners, which exec then runs as an all-reduce). */
+typedef struct coll_algo {
+  const char *name;
+  coll_algo_fn run[OPK_COUNT_];
+  /* 1: the algorithm checks the operation headers itself (the board compares
+   * them on its slots, hier's stages exchange their own); 0: exec exchanges
+   * them with the ring neighbours before any data moves. */
+  int own_header;
+  /* 1: never enters the transport's provider except to poll control
+   * messages (the board), so a small operation may run on the caller's
+   * thread even over libfabric. */
+  int off_provider;
+} coll_algo;
+
+extern const coll_algo coll_algos[COLL_ALGO_COUNT_];
+/* The row that runs r on c: the same on every rank (docs/collectives.md,
+ * "Cost model"). */
+coll_algo_id coll_select(const yk_comm *c, const struct yk_request *r);
+int coll_model_load(const char *path, coll_model *m, yk_diag *d);
 
 /* The even split of `count` elements into `size` ranges, the first
  * count % size one element longer: partition's rule (yk_partition_even_range),
@@ -311,7 +358,5 @@ static inline void coll_range(size_t count, int size, int rank, size_t *off, siz
 void coll_reduce_stream(void *dst, const void *a, const void *b, size_t n, yk_dtype t, yk_redop op);
 void coll_copy_stream(void *dst, const void *src, size_t n);
 void coll_stream_fence(void);
-double coll_model_time(const coll_model *m, yk_algo a, int p, size_t bytes);
-int coll_model_load(const char *path, coll_model *m, yk_diag *d);
 
 #endif

@@ -11,15 +11,6 @@
 
 #include "coll_internal.h"
 
-static const char *const algo_names[] = {"auto", "ring", "tree", "shm", "hier"};
-
-const char *yk_algo_name(yk_algo a) { return (unsigned)a < YK_ALGO_COUNT_ ? algo_names[a] : "?"; }
-int yk_algo_parse(const char *s, yk_algo *out) {
-  for (int i = 0; i < YK_ALGO_COUNT_; i++)
-    if (s && !strcmp(s, algo_names[i])) return *out = (yk_algo)i, 0;
-  return YK_EINVAL;
-}
-
 void yk_comm_opts_default(yk_comm_opts *o) {
   memset(o, 0, sizeof *o);
   o->transport = "auto";
@@ -48,109 +39,6 @@ const char *yk_comm_host(const yk_comm *c, int rank) { return coll_host(c, rank)
 int yk_comm_is_broken(const yk_comm *c) { return atomic_load(&((yk_comm *)c)->broken); }
 void yk_comm_set_algo(yk_comm *c, yk_algo a) { c->algo = a; }
 
-/* ---- algorithm choice -------------------------------------------------- */
-
-double coll_model_time(const coll_model *m, yk_algo a, int p, size_t bytes) {
-  double n = (double)bytes, a_s = m->alpha_us * 1e-6, b_s = m->beta_ns * 1e-9, g_s = m->gamma_ns * 1e-9;
-  if (p <= 1) return 0;
-  int L = 0;
-  while ((1 << L) < p) L++;
-  int pof2 = 1 << (L - ((1 << L) != p ? 1 : 0));
-  switch (a) {
-  case YK_ALGO_RING:
-    return 2.0 * (p - 1) * a_s + 2.0 * (p - 1) / p * n * b_s + (double)(p - 1) / p * n * g_s;
-  case YK_ALGO_TREE: {
-    /* the cheaper of recursive doubling and Rabenseifner */
-    int lg = 0;
-    while ((1 << lg) < pof2) lg++;
-    double rd = lg * (a_s + n * b_s + n * g_s);
-    double rhd = 2.0 * lg * a_s + 2.0 * (pof2 - 1) / pof2 * n * b_s + (double)(pof2 - 1) / pof2 * n * g_s;
-    double t = rd < rhd ? rd : rhd;
-    if (pof2 != p) t += 2 * (a_s + n * b_s) + n * g_s;
-    return t;
-  }
-  default:
-    return 1e30;
-  }
-}
-
-int coll_tree_rhd(const coll_model *m, int p, size_t bytes) {
-  double n = (double)bytes, a_s = m->alpha_us * 1e-6, b_s = m->beta_ns * 1e-9, g_s = m->gamma_ns * 1e-9;
-  int pof2 = 1, lg = 0;
-  while (pof2 * 2 <= p) pof2 *= 2, lg++;
-  if (pof2 < 2) return 0;
-  double rd = lg * (a_s + n * b_s + n * g_s);
-  double rhd = 2.0 * lg * a_s + 2.0 * (pof2 - 1) / pof2 * n * b_s + (double)(pof2 - 1) / pof2 * n * g_s;
-  return rhd < rd;
-}
-
-yk_algo yk_comm_pick_algo(const yk_comm *c, size_t bytes) {
-  if (c->algo == YK_ALGO_RING || c->algo == YK_ALGO_TREE) return c->algo;
-  /* Several nodes with several ranks each: the node's board around an
-   * all-reduce across nodes on 1/ppn of the data (small messages: the
-   * model's choice, one latency-bound exchange is cheaper). */
-  if (c->hier_local && (c->algo == YK_ALGO_AUTO || c->algo == YK_ALGO_HIER) && bytes > c->hier_local->shm_oneshot)
-    return YK_ALGO_HIER;
-  /* One host: the shared board (one-shot for small messages, a direct
-   * two-shot for large ones when the ranks can read each other's memory).
-   * Hier is not built yet: it falls back to the model's choice. */
-  if (c->shm_ok && (bytes <= c->shm_oneshot || c->cma_ok)) return YK_ALGO_SHM;
-  double tr = coll_model_time(&c->model, YK_ALGO_RING, c->size, bytes);
-  double tt = coll_model_time(&c->model, YK_ALGO_TREE, c->size, bytes);
-  return tt < tr ? YK_ALGO_TREE : YK_ALGO_RING;
-}
-
-/* The algorithm of one queued operation. */
-static yk_algo op_algo(const yk_comm *c, const struct yk_request *r) {
-  if (c->size < 2) return YK_ALGO_RING;
-  size_t bytes = r->count * yk_dtype_size(r->dtype);
-  if (r->kind == OPK_ALLREDUCE) return yk_comm_pick_algo(c, bytes);
-  if ((r->kind == OPK_REDUCE_SCATTER || r->kind == OPK_ALLGATHER || r->kind == OPK_REDUCE_OWNED) && c->shm_ok &&
-      c->cma_ok &&
-      (c->algo == YK_ALGO_AUTO || c->algo == YK_ALGO_SHM || c->algo == YK_ALGO_HIER))
-    return YK_ALGO_SHM;
-  return YK_ALGO_RING;
-}
-
-int coll_hier_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d) {
-  yk_comm *lc = c->hier_local, *xc = c->hier_cross;
-  /* Each stage runs under the full comm.timeout_ms and its own watchdog (a
-   * rank late by up to the deadline is tolerated in every stage); the
-   * parent's watchdog would count the three together, so it stands down. */
-  c->op_deadline = 0;
-  size_t es = yk_dtype_size(r->dtype), off, len;
-  /* avg: sums on both levels, one division by the world size at the end */
-  yk_redop op = r->op == YK_OP_AVG ? YK_OP_SUM : r->op;
-  coll_range(r->count, lc->size, lc->rank, &off, &len);
-  char *mine = (char *)r->recvbuf + off * es;
-  yk_comm *stage = lc;
-  int rc = yk_comm_reduce_scatter_sync(lc, r->sendbuf, mine, r->count, r->dtype, op, d);
-  if (!rc && len) rc = yk_comm_allreduce_sync(stage = xc, mine, mine, len, r->dtype, op, d);
-  if (!rc && len && r->op == YK_OP_AVG) yk_coll_avg_finish(mine, len, r->dtype, c->size);
-  if (!rc) rc = yk_comm_allgather_sync(stage = lc, mine, r->recvbuf, r->count, r->dtype, d);
-  if (rc && d) {
-    /* the stage numbers its ranks 0..n-1: say which ranks of ours they are */
-    char map[160] = "", msg[sizeof d->msg];
-    size_t o = 0;
-    for (int i = 0; i < stage->size && o + 12 < sizeof map; i++)
-      o += (size_t)snprintf(map + o, sizeof map - o, "%s%d", i ? "," : "", stage->xrank[i]);
-    int h = snprintf(msg, sizeof msg, "hierarchical all-reduce #%u, %s stage (its ranks 0..%d are ranks %s here): ",
-                     r->seq, stage == lc ? "node" : "cross-node", stage->size - 1, map);
-    if (h > 0 && (size_t)h < sizeof msg) {
-      memcpy(msg + h, d->msg, YK_MIN(strlen(d->msg) + 1, sizeof msg - (size_t)h));
-      msg[sizeof msg - 1] = 0;
-      memcpy(d->msg, msg, sizeof msg);
-    }
-  }
-  if (rc) {
-    /* the stage that failed has told its own peers; tell everybody */
-    yk_comm_abort(lc, d && d->msg[0] ? d->msg : "hierarchical all-reduce failed");
-    yk_comm_abort(xc, d && d->msg[0] ? d->msg : "hierarchical all-reduce failed");
-    return coll_fail(c, c->culprit, rc, d);
-  }
-  return 0;
-}
-
 /* ---- executing one operation -------------------------------------------- */
 
 static void exec_op(yk_comm *c, struct yk_request *r) {
@@ -175,44 +63,29 @@ static void exec_op(yk_comm *c, struct yk_request *r) {
   c->op_deadline = now + ti;
   c->stall_deadline = now + ti - grace;
   c->nposted = 0;
-  yk_algo oa = op_algo(c, r);
-  if (r->kind == OPK_REDUCE_OWNED && oa != YK_ALGO_SHM) {
+  const coll_algo *a = &c->algos[coll_select(c, r)];
+  if (r->kind == OPK_REDUCE_OWNED && !a->run[OPK_REDUCE_OWNED]) {
     /* no board: an all-reduce gives every owner its part (and the rest) */
     r->kind = OPK_ALLREDUCE;
-    oa = op_algo(c, r);
+    a = &c->algos[coll_select(c, r)];
   }
-  if (oa == YK_ALGO_SHM || oa == YK_ALGO_HIER) {
-    /* the board (and the stages' own exchanges) carry the header check */
-    r->rc = oa == YK_ALGO_SHM ? coll_shm_run(c, r, d) : coll_hier_allreduce(c, r, d);
+  coll_algo_fn run = a->run[r->kind];
+  if (!run) { /* coll_select and the table disagree: a bug, but never a crash */
+    r->rc = yk_errorf(d, YK_EINVAL, "collectives: algorithm %s has no %s (collective #%u)", a->name,
+                      coll_opk_name(r->kind), r->seq);
+    coll_set_broken(c, r->rc, d);
+    return;
+  }
+  if (a->own_header) {
+    r->rc = run(c, r, d);
     if (r->rc) coll_set_broken(c, r->rc, d);
     return;
   }
   /* Header first, data after it matched: a mismatched count never reaches
    * a provider as a truncated message (libfabric shm does not fail those
    * cleanly). The tree all-reduce also carries the header in its data. */
-  int tree = r->kind == OPK_ALLREDUCE && c->size > 1 &&
-             yk_comm_pick_algo(c, r->count * yk_dtype_size(r->dtype)) == YK_ALGO_TREE;
   int rc = coll_hdr_exchange(c, r, d);
-  if (!rc && c->size > 1) {
-    switch (r->kind) {
-    case OPK_ALLREDUCE:
-      if (tree && coll_tree_rhd(&c->model, c->size, r->count * yk_dtype_size(r->dtype)))
-        rc = coll_rhd_allreduce(c, r, d);
-      else if (tree) rc = coll_rd_allreduce(c, r, d);
-      else rc = coll_ring_allreduce(c, r, d);
-      break;
-    case OPK_REDUCE_SCATTER: rc = coll_ring_reduce_scatter(c, r, d); break;
-    case OPK_ALLGATHER: rc = coll_ring_allgather(c, r, d); break;
-    case OPK_BROADCAST: rc = coll_chain_broadcast(c, r, d); break;
-    case OPK_BARRIER: rc = coll_dissemination_barrier(c, r, d); break;
-    case OPK_REDUCE_OWNED: break; /* became an all-reduce above, or ran on the board */
-    }
-  } else if (!rc) {
-    /* one rank: copy if out of place */
-    size_t es = yk_dtype_size(r->dtype);
-    if (r->kind == OPK_ALLREDUCE || r->kind == OPK_REDUCE_SCATTER || r->kind == OPK_ALLGATHER)
-      if (r->count && r->sendbuf != r->recvbuf) memmove(r->recvbuf, r->sendbuf, r->count * es);
-  }
+  if (!rc) rc = run(c, r, d);
   if (!rc) rc = coll_hdr_finish(c, d);
   r->rc = rc;
   if (rc) {
@@ -327,7 +200,7 @@ static int run_inline_or_submit(yk_comm *c, struct yk_request *r) {
    * messages, so they may run inline even over libfabric: that saves a
    * thread hand-off, which is most of a small all-reduce's latency. Large
    * ones stay on the comm thread, under the watchdog of yk_request_wait. */
-  int board = c->shm_ok && op_algo(c, r) == YK_ALGO_SHM &&
+  int board = c->algos[coll_select(c, r)].off_provider &&
               (c->inline_ok || r->count * yk_dtype_size(r->dtype) <= c->shm_oneshot);
   if (!c->qhead && !c->busy && (c->inline_ok || board)) {
     run_op_locked(c, r);
@@ -545,6 +418,7 @@ static int handshake(yk_comm *c, yk_diag *d) {
 }
 
 static int comm_init_common(yk_comm *c, yk_diag *d) {
+  c->algos = coll_algos;
   pthread_mutex_init(&c->mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);

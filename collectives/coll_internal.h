@@ -294,10 +294,16 @@ int coll_dissemination_barrier(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_rd_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_rhd_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
 
-/* Board operations (algo_shm.c). Setup is collective over c (uses ring
- * operations) and never fails the communicator: without shared memory the
- * board stays off on every rank. */
-int coll_shm_setup(yk_comm *c, size_t oneshot_bytes, yk_diag *d);
+/* The shared-memory board (algo_shm.c). Its setup is collective: creation
+ * (comm.c) runs these local steps with a broadcast of the name, a barrier
+ * and a min all-reduce between them; it never fails the communicator, the
+ * board just stays off on every rank. coll_shm_destroy unmaps everything. */
+#define COLL_SHM_NAME 32 /* bytes of the board's name, broadcast as 8 i32 */
+int coll_shm_open(yk_comm *c, size_t oneshot_bytes, char name[COLL_SHM_NAME]);
+void coll_shm_attach(yk_comm *c, char name[COLL_SHM_NAME]);
+void coll_shm_unlink(yk_comm *c, const char name[COLL_SHM_NAME]);
+void coll_shm_probe(yk_comm *c, int32_t ok[2]);
+void coll_shm_agree(yk_comm *c, const int32_t ok[2]);
 void coll_shm_destroy(yk_comm *c);
 /* All-reduce, reduce-scatter, all-gather or reduce-to-owners on the board. */
 int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d);

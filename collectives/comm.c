@@ -440,6 +440,29 @@ static int comm_init_common(yk_comm *c, yk_diag *d) {
   return 0;
 }
 
+/* The shared-memory board of ranks on one node (algo_shm.c does the local
+ * steps): rank 0 creates it and broadcasts its name, the others map it,
+ * after a barrier rank 0 unlinks it (nothing is left in /dev/shm even after
+ * a crash), and a min all-reduce of every rank's probe turns it on for all
+ * ranks or for none. Fails only when a collective fails. */
+static int board_setup(yk_comm *c, size_t oneshot, yk_diag *d) {
+  int32_t name32[COLL_SHM_NAME / 4];
+  char *name = (char *)name32;
+  if (!coll_shm_open(c, oneshot, name)) return 0;
+  int rc = yk_comm_broadcast_sync(c, name32, COLL_SHM_NAME / 4, YK_DT_I32, 0, d);
+  if (!rc) {
+    coll_shm_attach(c, name);
+    rc = yk_comm_barrier_sync(c, d);
+  }
+  coll_shm_unlink(c, name);
+  if (rc) return rc;
+  int32_t ok[2];
+  coll_shm_probe(c, ok);
+  rc = yk_comm_allreduce_sync(c, ok, ok, 2, YK_DT_I32, YK_OP_MIN, d);
+  if (!rc) coll_shm_agree(c, ok);
+  return rc;
+}
+
 static int env_algo(const char *cfg, yk_algo *out, yk_diag *d) {
   const char *e = getenv("YK_ALGO");
   const char *s = e && *e ? e : cfg && *cfg ? cfg : "auto";
@@ -594,7 +617,7 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
   c->inline_ok = strcmp(tr, "libfabric") != 0;
   snprintf(c->tname, sizeof c->tname, "%s", c->x->name);
   rc = comm_init_common(c, d);
-  if (!rc) rc = coll_shm_setup(c, opts.shm_oneshot_bytes, d);
+  if (!rc) rc = board_setup(c, opts.shm_oneshot_bytes, d);
   if (!rc) rc = hier_setup(c, d);
   if (rc) goto fail;
   *out = c;
@@ -680,7 +703,7 @@ int yk_comm_split(yk_comm *p, int colour, int key, yk_comm **out, yk_diag *d) {
   c->log = p->log;
   snprintf(c->tname, sizeof c->tname, "%s", p->tname);
   rc = comm_init_common(c, d);
-  if (!rc) rc = coll_shm_setup(c, p->shm_oneshot, d);
+  if (!rc) rc = board_setup(c, p->shm_oneshot, d);
   if (rc) {
     yk_comm_destroy(c);
     return rc;

@@ -348,6 +348,15 @@ extern const coll_algo coll_algos[COLL_ALGO_COUNT_];
 coll_algo_id coll_select(const yk_comm *c, const struct yk_request *r);
 int coll_model_load(const char *path, coll_model *m, yk_diag *d);
 
+/* ---- the comm thread and its queue (queue.c) ------------------------------ */
+
+/* Start the comm thread (creation, once the control receives are posted). */
+int coll_queue_start(yk_comm *c, yk_diag *d);
+/* Stop and join it, send a pending abort notice, free the requests. 1 when
+ * the thread is stuck inside the transport: it is detached and c must be
+ * abandoned, not freed (yk_comm_destroy). */
+int coll_queue_stop(yk_comm *c);
+
 /* The even split of `count` elements into `size` ranges, the first
  * count % size one element longer: partition's rule (yk_partition_even_range),
  * so reduce-scatter chunks, ZeRO shards and data slices agree. Range `rank`

@@ -28,7 +28,7 @@ typedef struct xreq {
   int err;            /* 0 or YK_E* */
   size_t nbytes;      /* bytes received */
   int src;            /* source rank of a completed receive */
-  int used;           /* comm.c: this slot has been posted */
+  int used;           /* p2p.c: this slot has been posted */
   char errmsg[160];   /* transport's own words when err != 0 */
   void *priv[8];      /* room for an MPI_Request or a struct fi_context2 */
 } xreq;

@@ -56,27 +56,19 @@ static void *grow(void **p, size_t *have, size_t want) {
 void *coll_stage(yk_comm *c, size_t bytes) { return grow(&c->stage, &c->stage_bytes, bytes ? bytes : 64); }
 void *coll_work(yk_comm *c, size_t bytes) { return grow(&c->work, &c->work_bytes, bytes ? bytes : 64); }
 
-xreq *coll_xreqs(yk_comm *c, size_t n) {
-  if (n > c->nxreqs) {
-    free(c->xreqs);
-    c->xreqs = calloc(n, sizeof(xreq));
-    c->nxreqs = c->xreqs ? n : 0;
-    if (!c->xreqs) return NULL;
+/* n cleared requests from a pool that only grows. */
+static xreq *pool(xreq **p, size_t *have, size_t n) {
+  if (n > *have) {
+    free(*p);
+    *p = calloc(n, sizeof(xreq));
+    *have = *p ? n : 0;
+    if (!*p) return NULL;
   }
-  memset(c->xreqs, 0, n * sizeof(xreq));
-  return c->xreqs;
+  memset(*p, 0, n * sizeof(xreq));
+  return *p;
 }
-
-xreq *coll_xreqs2(yk_comm *c, size_t n) {
-  if (n > c->nxreqs2) {
-    free(c->xreqs2);
-    c->xreqs2 = calloc(n, sizeof(xreq));
-    c->nxreqs2 = c->xreqs2 ? n : 0;
-    if (!c->xreqs2) return NULL;
-  }
-  memset(c->xreqs2, 0, n * sizeof(xreq));
-  return c->xreqs2;
-}
+xreq *coll_xreqs(yk_comm *c, size_t n) { return pool(&c->xreqs, &c->nxreqs, n); }
+xreq *coll_xreqs2(yk_comm *c, size_t n) { return pool(&c->xreqs2, &c->nxreqs2, n); }
 
 uint64_t coll_data_tag(yk_comm *c, uint32_t seq, int sub) {
   return coll_tag(TAG_DATA, c->epoch, c->comm_id, (seq << 8) | (uint32_t)(sub & 0xff));

@@ -129,6 +129,14 @@ static void broadcast_abort(yk_comm *c, int culprit, int code, const char *msg) 
   c->x->ops->progress(c->x, NULL);
 }
 
+/* Tell every peer (an ABORT carrying d's message, or `fallback` when the
+ * caller keeps no diag) and break the communicator: every failure found
+ * here ends so, and every rank then reports the same message. */
+static int fail(yk_comm *c, int culprit, int rc, yk_diag *d, const char *fallback) {
+  broadcast_abort(c, culprit, rc, d ? d->msg : fallback);
+  return coll_set_broken(c, rc, d);
+}
+
 static void post_ctrl(yk_comm *c, int slot) {
   uint64_t tag = coll_tag(TAG_CTRL, c->epoch, c->comm_id, 0);
   memset(&c->ctrl_req[slot], 0, sizeof(xreq));
@@ -198,21 +206,20 @@ static int diagnose(yk_comm *c, int peer, yk_diag *d) {
                    "(host %s): it died or hangs; check its log",
                    x, coll_host(c, x), (unsigned long long)c->timeout_ms, "operation", c->seq, c->rank,
                    coll_host(c, c->rank));
-    broadcast_abort(c, x, rc, d ? d->msg : "peer dead");
+    return fail(c, x, rc, d, "peer dead");
   } else if (x >= 0 && c->stuck_for[x] == -1) {
     rc = yk_errorf(d, YK_EMISMATCH,
                    "rank %d (host %s) is alive but not inside collective #%u (its last sequence %u) while rank %d "
                    "waits for it: the ranks called different numbers of collectives",
                    x, coll_host(c, x), c->seq, c->stuck_hdr[x].seq, c->rank);
-    broadcast_abort(c, x, rc, d ? d->msg : "mismatch");
+    return fail(c, x, rc, d, "mismatch");
   } else {
     rc = yk_errorf(d, YK_ETIMEDOUT,
                    "collective #%u timed out after comm.timeout_ms=%llu ms on rank %d (host %s) waiting for rank %d "
                    "(host %s); all ranks are alive and waiting on each other",
                    c->seq, (unsigned long long)c->timeout_ms, c->rank, coll_host(c, c->rank), peer, coll_host(c, peer));
-    broadcast_abort(c, peer, rc, d ? d->msg : "timeout");
+    return fail(c, peer, rc, d, "timeout");
   }
-  return coll_set_broken(c, rc, d);
 }
 
 /* A peer failed or vanished; it may have done so because of somebody else
@@ -234,8 +241,7 @@ static int gone_error(yk_comm *c, int peer, yk_diag *d) {
   if (arc) return arc;
   int rc = yk_errorf(d, YK_EPEERDEAD, "rank %d (host %s) died: its process %lld is gone (seen by rank %d during collective #%u)",
                      peer, coll_host(c, peer), (long long)c->pids[peer], c->rank, c->seq);
-  broadcast_abort(c, peer, rc, d ? d->msg : "peer died");
-  return coll_set_broken(c, rc, d);
+  return fail(c, peer, rc, d, "peer died");
 }
 
 int coll_isend(yk_comm *c, int peer, uint64_t tag, const void *buf, size_t n, xreq *r, yk_diag *d) {
@@ -245,8 +251,7 @@ int coll_isend(yk_comm *c, int peer, uint64_t tag, const void *buf, size_t n, xr
   int rc = c->x->ops->isend(c->x, c->xrank[peer], tag, buf, n, r);
   if (rc) {
     rc = yk_errorf(d, rc, "send to rank %d (host %s) failed: %s", peer, coll_host(c, peer), r->errmsg);
-    broadcast_abort(c, peer, rc, d ? d->msg : "send failed");
-    return coll_set_broken(c, rc, d);
+    return fail(c, peer, rc, d, "send failed");
   }
   return 0;
 }
@@ -287,8 +292,7 @@ int coll_irecv(yk_comm *c, int peer, uint64_t tag, void *buf, size_t n, xreq *r,
   int rc = c->x->ops->irecv(c->x, c->xrank[peer], tag, buf, n, r);
   if (rc) {
     rc = yk_errorf(d, rc, "receive from rank %d (host %s) failed: %s", peer, coll_host(c, peer), r->errmsg);
-    broadcast_abort(c, peer, rc, d ? d->msg : "recv failed");
-    return coll_set_broken(c, rc, d);
+    return fail(c, peer, rc, d, "recv failed");
   }
   return 0;
 }
@@ -301,8 +305,7 @@ static int check_notices(yk_comm *c, int peer, yk_diag *d) {
   if (atomic_load(&c->abort_req)) {
     rc = yk_errorf(d, YK_EABORTED, "communicator aborted on rank %d (host %s): %s", c->rank, coll_host(c, c->rank),
                    c->abort_reason);
-    broadcast_abort(c, c->rank, rc, d ? d->msg : "aborted");
-    return coll_set_broken(c, rc, d);
+    return fail(c, c->rank, rc, d, "aborted");
   }
   return 0;
 }
@@ -323,16 +326,14 @@ static int wait_impl(yk_comm *c, xreq *r, int peer, int trunc_ok, yk_diag *d) {
       int code = r->err == YK_ECLOSED || r->err == YK_EPEERDEAD ? YK_EPEERDEAD : r->err;
       int rc = yk_errorf(d, code, "transport error with rank %d (host %s) during collective #%u on rank %d: %s",
                          peer, coll_host(c, peer), c->seq, c->rank, r->errmsg[0] ? r->errmsg : yk_strerror(r->err));
-      broadcast_abort(c, peer, rc, d ? d->msg : "transport error");
-      return coll_set_broken(c, rc, d);
+      return fail(c, peer, rc, d, "transport error");
     }
     yk_diag pd = {0};
     int rc = c->x->ops->progress(c->x, &pd);
     if (rc) {
       rc = yk_errorf(d, rc, "transport failure on rank %d while waiting for rank %d (host %s): %s", c->rank, peer,
                      coll_host(c, peer), yk_diag_msg(&pd, rc));
-      broadcast_abort(c, peer, rc, d ? d->msg : "transport failure");
-      return coll_set_broken(c, rc, d);
+      return fail(c, peer, rc, d, "transport failure");
     }
     c->x->ops->test(c->x, r);
     if (r->done) continue;
@@ -357,8 +358,7 @@ static inline void cpu_relax(void) {
 }
 
 int coll_fail(yk_comm *c, int culprit, int rc, yk_diag *d) {
-  broadcast_abort(c, culprit, rc, d ? d->msg : "failure");
-  return coll_set_broken(c, rc, d);
+  return fail(c, culprit, rc, d, "failure");
 }
 
 int coll_peer_gone(yk_comm *c, int peer, yk_diag *d) { return gone_error(c, peer, d); }
@@ -443,8 +443,7 @@ static int hdr_compare(yk_comm *c, const coll_hdr *mine, const coll_hdr *theirs,
 int coll_hdr_check(yk_comm *c, const coll_hdr *mine, const coll_hdr *theirs, int peer, yk_diag *d) {
   int rc = hdr_compare(c, mine, theirs, peer, sizeof *theirs, d);
   if (rc) {
-    broadcast_abort(c, peer, rc, d ? d->msg : "mismatch");
-    return coll_set_broken(c, rc, d);
+    return fail(c, peer, rc, d, "mismatch");
   }
   return 0;
 }
@@ -459,8 +458,7 @@ int coll_wait_hdr(yk_comm *c, xreq *r, int peer, const coll_hdr *mine, const col
     rc = yk_errorf(d, YK_EPROTO, "rank %d (host %s) sent %zu bytes for collective #%u, expected %zu", peer,
                    coll_host(c, peer), r->nbytes, c->seq, want);
   if (rc) {
-    broadcast_abort(c, peer, rc, d ? d->msg : "mismatch");
-    return coll_set_broken(c, rc, d);
+    return fail(c, peer, rc, d, "mismatch");
   }
   return 0;
 }
@@ -500,8 +498,7 @@ int coll_hdr_exchange(yk_comm *c, struct yk_request *r, yk_diag *d) {
     if (rc) return rc;
     rc = hdr_compare(c, &h->out, &h->in[i], h->peers[i], h->rcv[i].nbytes, d);
     if (rc) {
-      broadcast_abort(c, h->peers[i], rc, d ? d->msg : "mismatch");
-      return coll_set_broken(c, rc, d);
+      return fail(c, h->peers[i], rc, d, "mismatch");
     }
   }
   return 0;

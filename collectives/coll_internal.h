@@ -1,5 +1,7 @@
 /* coll_internal.h - private structures of the collectives module: the
- * transport ops table, communicator state, operation descriptors. */
+ * transport ops table, communicator state, operation descriptors, the
+ * algorithm table, and what the files offer each other, from the bottom
+ * (p2p.c) up (docs/collectives.md, "Pieces"). */
 #ifndef YK_COLL_INTERNAL_H
 #define YK_COLL_INTERNAL_H
 

@@ -243,7 +243,7 @@ static int peer_copy(yk_comm *c, int q, void *mine, uint64_t theirs, size_t n, i
       int rc = yk_errorf(d, YK_ESYS,
                          "rank %d cannot %s the buffer of rank %d (host %s, pid %d) for collective #%u: %s; set "
                          "comm.algo=ring (or YK_ALGO=ring) if cross-memory attach is not allowed here",
-                         c->rank, write ? "write" : "read", q, yk_comm_host(c, q), (int)pid, c->seq, strerror(e));
+                         c->rank, write ? "write" : "read", q, coll_host(c, q), (int)pid, c->seq, strerror(e));
       return coll_fail(c, q, rc, d);
     }
     o += got;
@@ -257,7 +257,11 @@ static int peer_read(yk_comm *c, int q, void *dst, uint64_t src, size_t n, yk_di
   return peer_copy(c, q, dst, src, n, 0, d);
 }
 
-int coll_shm_setup(yk_comm *c, size_t oneshot, yk_diag *d) {
+/* Setup, in the steps between which creation (comm.c) runs its collectives
+ * (docs/collectives.md, "Shared-memory board"). First: the sizes, and rank 0
+ * creates and maps the object and writes its name (empty when that failed).
+ * 0 when these ranks cannot share a board (not one node, or too many). */
+int coll_shm_open(yk_comm *c, size_t oneshot, char name[COLL_SHM_NAME]) {
   if (!oneshot) oneshot = ONESHOT_DEFAULT;
   if (oneshot > ONESHOT_MAX) oneshot = ONESHOT_MAX;
   c->shm_oneshot = (oneshot + 63) & ~(size_t)63;
@@ -267,63 +271,70 @@ int coll_shm_setup(yk_comm *c, size_t oneshot, yk_diag *d) {
   if (c->size < 2 || c->size > YK_COLL_MAX_SHM_RANKS || !local) return 0;
   int n = c->size;
   c->board_bytes = data_off(n) + (size_t)n * 2 * c->shm_oneshot;
-  /* rank 0 names and creates the object; the others open it */
-  int32_t name32[8] = {0};
-  char *name = (char *)name32;
-  int created = 0, mapped = 0;
+  memset(name, 0, COLL_SHM_NAME);
   if (c->rank == 0) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t nonce = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40) ^
                      ((uint64_t)c->comm_id << 8) ^ c->epoch;
-    snprintf(name, sizeof name32, "/yk-%d-%016llx", (int)getpid(), (unsigned long long)nonce);
-    if (map_board(c, name, 1) == 0) created = mapped = 1;
-    else name[0] = 0;
+    snprintf(name, COLL_SHM_NAME, "/yk-%d-%016llx", (int)getpid(), (unsigned long long)nonce);
+    if (map_board(c, name, 1) != 0) name[0] = 0;
   }
-  int rc = yk_comm_broadcast_sync(c, name32, 8, YK_DT_I32, 0, d);
-  if (rc) {
-    if (created) shm_unlink(name);
-    return rc;
-  }
-  name[sizeof name32 - 1] = 0;
-  if (c->rank != 0 && name[0] && map_board(c, name, 0) == 0) mapped = 1;
-  if (mapped) {
+  return 1;
+}
+
+/* Second, with rank 0's name: the other ranks map the board, and every rank
+ * that has it fills its slot (rank 0 also the header). */
+void coll_shm_attach(yk_comm *c, char name[COLL_SHM_NAME]) {
+  name[COLL_SHM_NAME - 1] = 0;
+  if (c->rank != 0 && name[0]) map_board(c, name, 0);
+  if (!c->board) return;
+  if (c->rank == 0) {
     struct coll_board *h = c->board;
-    if (created) {
-      h->magic = BOARD_MAGIC;
-      h->version = BOARD_VERSION;
-      h->size = n;
-      h->oneshot = c->shm_oneshot;
-      h->block = c->shm_block;
-    }
-    board_slot *s = slot(c, c->rank);
-    c->shm_cookie = ((uint64_t)getpid() * 0x9e3779b97f4a7c15ull) ^ (uint64_t)c->rank ^ 0x5a5a;
-    s->pid = getpid();
-    s->cookie_addr = (uint64_t)(uintptr_t)&c->shm_cookie;
-    s->cookie_val = c->shm_cookie;
+    h->magic = BOARD_MAGIC;
+    h->version = BOARD_VERSION;
+    h->size = c->size;
+    h->oneshot = c->shm_oneshot;
+    h->block = c->shm_block;
   }
-  rc = yk_comm_barrier_sync(c, d);
-  if (created) shm_unlink(name); /* every rank has it open or failed: nothing is left in /dev/shm */
-  if (rc) return rc;
-  int32_t ok[2] = {mapped, 0};
-  if (mapped) {
-    struct coll_board *h = c->board;
-    ok[0] = h->magic == BOARD_MAGIC && h->version == BOARD_VERSION && h->size == n && h->oneshot == c->shm_oneshot &&
-            h->block == c->shm_block;
-    /* probe: read the next rank's cookie out of its private memory */
-    int q = (c->rank + 1) % n;
-    board_slot *s = slot(c, q);
-    uint64_t v = 0;
-    if ((pid_t)s->pid == getpid()) {
-      v = *(const uint64_t *)(uintptr_t)s->cookie_addr;
-    } else {
-      struct iovec l = {&v, sizeof v}, r = {(void *)(uintptr_t)s->cookie_addr, sizeof v};
-      if (process_vm_readv((pid_t)s->pid, &l, 1, &r, 1, 0) != (ssize_t)sizeof v) v = ~s->cookie_val;
-    }
-    ok[1] = ok[0] && v == s->cookie_val;
+  board_slot *s = slot(c, c->rank);
+  c->shm_cookie = ((uint64_t)getpid() * 0x9e3779b97f4a7c15ull) ^ (uint64_t)c->rank ^ 0x5a5a;
+  s->pid = getpid();
+  s->cookie_addr = (uint64_t)(uintptr_t)&c->shm_cookie;
+  s->cookie_val = c->shm_cookie;
+}
+
+/* Once every rank had its chance to open it (or the setup failed): rank 0
+ * removes the name, so nothing is left in /dev/shm. */
+void coll_shm_unlink(yk_comm *c, const char name[COLL_SHM_NAME]) {
+  if (c->rank == 0 && c->board && name[0]) shm_unlink(name);
+}
+
+/* Third, after a barrier (every slot is filled): ok[0] = this rank has the
+ * board and agrees with its header, ok[1] = it can also read the next
+ * rank's memory (cross-memory attach). */
+void coll_shm_probe(yk_comm *c, int32_t ok[2]) {
+  ok[0] = c->board != NULL;
+  ok[1] = 0;
+  if (!c->board) return;
+  struct coll_board *h = c->board;
+  ok[0] = h->magic == BOARD_MAGIC && h->version == BOARD_VERSION && h->size == c->size &&
+          h->oneshot == c->shm_oneshot && h->block == c->shm_block;
+  /* read the next rank's cookie out of its private memory */
+  board_slot *s = slot(c, (c->rank + 1) % c->size);
+  uint64_t v = 0;
+  if ((pid_t)s->pid == getpid()) {
+    v = *(const uint64_t *)(uintptr_t)s->cookie_addr;
+  } else {
+    struct iovec l = {&v, sizeof v}, r = {(void *)(uintptr_t)s->cookie_addr, sizeof v};
+    if (process_vm_readv((pid_t)s->pid, &l, 1, &r, 1, 0) != (ssize_t)sizeof v) v = ~s->cookie_val;
   }
-  rc = yk_comm_allreduce_sync(c, ok, ok, 2, YK_DT_I32, YK_OP_MIN, d);
-  if (rc) return rc;
+  ok[1] = ok[0] && v == s->cookie_val;
+}
+
+/* Last, with the minimum of every rank's probe: the board is on for all or
+ * for none. */
+void coll_shm_agree(yk_comm *c, const int32_t ok[2]) {
   if (!ok[0]) {
     if (c->board) munmap(c->board, c->board_bytes);
     c->board = NULL;
@@ -331,14 +342,13 @@ int coll_shm_setup(yk_comm *c, size_t oneshot, yk_diag *d) {
       yk_log(&c->log, YK_LOG_INFO, "collectives: no shared-memory board (shm_open or mmap failed on a rank, or the "
                                    "ranks set different shm_oneshot_bytes/segment_bytes): the ranks on this host use "
                                    "the ring over %s", c->tname);
-    return 0;
+    return;
   }
   c->shm_ok = 1;
   c->cma_ok = ok[1];
   if (!ok[1] && c->rank == 0)
     yk_log(&c->log, YK_LOG_INFO, "collectives: ranks cannot read each other's memory (process_vm_readv): all-reduces "
                                  "above %zu bytes use the ring", c->shm_oneshot);
-  return 0;
 }
 
 /* dst = src[0] (op) src[1] (op) ... (op) src[n-1], in that order; dst may
@@ -362,7 +372,7 @@ static int wait_arrivals(yk_comm *c, const board_op *mine, uint64_t k, yk_diag *
     if (po->k != k) {
       rc = yk_errorf(d, YK_EPROTO, "rank %d (host %s) is out of step on the shared board (operation %llu, expected "
                                    "%llu): the ranks chose different algorithms; set the same comm.algo everywhere",
-                     q, yk_comm_host(c, q), (unsigned long long)po->k, (unsigned long long)k);
+                     q, coll_host(c, q), (unsigned long long)po->k, (unsigned long long)k);
       return coll_fail(c, q, rc, d);
     }
     rc = coll_hdr_check(c, &mine->h, &po->h, q, d);
@@ -371,7 +381,7 @@ static int wait_arrivals(yk_comm *c, const board_op *mine, uint64_t k, yk_diag *
       rc = yk_errorf(d, YK_EMISMATCH, "mismatched collectives: rank %d reduces elements [%llu, +%llu) of %llu to their "
                                       "owners but rank %d (host %s) elements [%llu, ...) of %llu",
                      c->rank, (unsigned long long)mine->first, (unsigned long long)mine->h.count,
-                     (unsigned long long)mine->total, q, yk_comm_host(c, q), (unsigned long long)po->first,
+                     (unsigned long long)mine->total, q, coll_host(c, q), (unsigned long long)po->first,
                      (unsigned long long)po->total);
       return coll_fail(c, q, rc, d);
     }
@@ -421,8 +431,7 @@ static int shm_owned_shared(yk_comm *c, struct yk_request *r, uint64_t k, const 
   char *out = r->recvbuf;
   const void *src[YK_COLL_MAX_SHM_RANKS];
   for (size_t e = w0; e < w0 + wl;) {
-    int q = 0;
-    while (q < n - 1 && !(qlen[q] && e >= qoff[q] && e < qoff[q] + qlen[q])) q++;
+    int q = yk_partition_owner(r->total, n, r->first + e); /* element e's owner */
     size_t end = YK_MIN(YK_MIN(w0 + wl, qoff[q] + qlen[q]), e + blk), m = end - e, at = e * es;
     char *t = c->shm_tmp;
     for (int i = 0; i < n; i++) { /* the owner's input first: its bits, and dst may alias only src[0] */

@@ -1,5 +1,7 @@
 /* coll_internal.h - private structures of the collectives module: the
- * transport ops table, communicator state, operation descriptors. */
+ * transport ops table, communicator state, operation descriptors, the
+ * algorithm table, and what the files offer each other, from the bottom
+ * (p2p.c) up (docs/collectives.md, "Pieces"). */
 #ifndef YK_COLL_INTERNAL_H
 #define YK_COLL_INTERNAL_H
 
@@ -7,6 +9,7 @@
 #include <stdatomic.h>
 
 #include "yk_collectives.h"
+#include "yk_partition.h"
 
 #define YK_COLL_MAX_SHM_RANKS 64 /* ranks on one node that share a board */
 
@@ -27,7 +30,7 @@ typedef struct xreq {
   int err;            /* 0 or YK_E* */
   size_t nbytes;      /* bytes received */
   int src;            /* source rank of a completed receive */
-  int used;           /* comm.c: this slot has been posted */
+  int used;           /* p2p.c: this slot has been posted */
   char errmsg[160];   /* transport's own words when err != 0 */
   void *priv[8];      /* room for an MPI_Request or a struct fi_context2 */
 } xreq;
@@ -61,7 +64,15 @@ int xport_ofi_create(yk_bootstrap *b, const char *provider, uint64_t timeout_ms,
 
 /* ---- operations --------------------------------------------------------- */
 
-typedef enum { OPK_ALLREDUCE = 1, OPK_REDUCE_SCATTER, OPK_ALLGATHER, OPK_BROADCAST, OPK_BARRIER, OPK_REDUCE_OWNED } opkind;
+typedef enum {
+  OPK_ALLREDUCE = 1,
+  OPK_REDUCE_SCATTER,
+  OPK_ALLGATHER,
+  OPK_BROADCAST,
+  OPK_BARRIER,
+  OPK_REDUCE_OWNED,
+  OPK_COUNT_
+} opkind;
 
 struct yk_request {
   struct yk_comm *comm;
@@ -142,7 +153,7 @@ struct yk_comm {
   char *hello_buf;
   xreq **posted;       /* receives posted by the running operation */
   size_t nposted, capposted;
-  void *hdrx;          /* header exchange state (must outlive a failed op) */
+  void *hdrx;          /* header exchange state (p2p.c; must outlive a failed op) */
   xreq *hello_reqs;    /* kept only when the creation handshake failed */
   xreq *xreqs2;        /* a second pool (all-gather half of all-reduce) */
   size_t nxreqs2;
@@ -151,6 +162,7 @@ struct yk_comm {
   int seg_explicit;    /* opts.segment_bytes was given */
   yk_algo algo;
   coll_model model;
+  const struct coll_algo *algos; /* the algorithm table (algos.c), installed at creation */
   yk_logger log;
   char tname[96];
   struct yk_comm *parent;
@@ -220,13 +232,12 @@ struct yk_comm {
   uint64_t stall_deadline; /* when to start failure diagnosis */
 };
 
-/* ---- executing an operation (comm thread or inline caller) ------------- */
+/* ---- point-to-point, control messages, failure diagnosis (p2p.c) -------- */
 
-typedef struct coll_exec {
-  yk_comm *c;
-  struct yk_request *r;
-  yk_diag *d;
-} coll_exec;
+/* Host name of comm rank r, "?" outside the communicator (error messages). */
+static inline const char *coll_host(const yk_comm *c, int r) { return r >= 0 && r < c->size ? c->hosts[r] : "?"; }
+/* "allreduce", "reduce_scatter", ... of an opkind. */
+const char *coll_opk_name(int kind);
 
 /* Wait for one point-to-point request; `peer` is the comm rank it involves.
  * Checks control messages, deadlines and abort. */
@@ -238,13 +249,45 @@ int coll_wait_hdr(yk_comm *c, xreq *r, int peer, const coll_hdr *mine, const col
 void coll_hdr_fill(yk_comm *c, struct yk_request *q, coll_hdr *h);
 int coll_isend(yk_comm *c, int peer, uint64_t tag, const void *buf, size_t n, xreq *r, yk_diag *d);
 int coll_irecv(yk_comm *c, int peer, uint64_t tag, void *buf, size_t n, xreq *r, yk_diag *d);
+/* Cancel the receives the running operation posted (their buffers are the
+ * caller's, who may free them once the operation returns); bounded. */
+void coll_drain_posted(yk_comm *c);
+/* Scratch owned by the executing thread: request pools, staging, work. */
 xreq *coll_xreqs(yk_comm *c, size_t n);
 xreq *coll_xreqs2(yk_comm *c, size_t n);
 uint64_t coll_data_tag(yk_comm *c, uint32_t seq, int sub);
 void *coll_stage(yk_comm *c, size_t bytes);
 void *coll_work(yk_comm *c, size_t bytes);
+/* The header exchange with the ring neighbours that starts a network
+ * operation (docs/collectives.md, "Mismatched calls"); finish waits for the
+ * header sends once the operation succeeded. */
+int coll_hdr_exchange(yk_comm *c, struct yk_request *r, yk_diag *d);
+int coll_hdr_finish(yk_comm *c, yk_diag *d);
+/* Wait until *flag >= want, written by `peer` in shared memory: same
+ * deadline, abort and dead-peer handling as coll_wait. */
+int coll_wait_flag(yk_comm *c, const _Atomic uint64_t *flag, uint64_t want, int peer, yk_diag *d);
+/* Compare a peer's operation header with ours (board operations). */
+int coll_hdr_check(yk_comm *c, const coll_hdr *mine, const coll_hdr *theirs, int peer, yk_diag *d);
+/* Break the communicator with rc (message in d), without telling the peers
+ * (whoever found the error told them). */
+int coll_set_broken(yk_comm *c, int rc, const yk_diag *d);
+/* Report a failure (already in d) to the peers and break the communicator. */
+int coll_fail(yk_comm *c, int culprit, int rc, yk_diag *d);
+/* `peer`, a process on this host, is gone: adopt a peer's explanation if one
+ * arrives within 150 ms, else report it dead. */
+int coll_peer_gone(yk_comm *c, int peer, yk_diag *d);
+/* Control receives: posted at creation, cancelled at destroy (which first
+ * lets our ABORT notices reach the live peers, bounded). */
+void coll_ctrl_start(yk_comm *c);
+void coll_ctrl_stop(yk_comm *c);
+/* Between operations (the idle comm thread): answer STUCK queries, adopt an
+ * ABORT, send the notice of a local yk_comm_abort. */
+void coll_idle_poll(yk_comm *c);
 
-/* Algorithms (algo_ring.c, algo_tree.c). Return 0 or YK_E* with d filled. */
+/* ---- algorithms ----------------------------------------------------------- */
+
+/* Each runs one operation on c and returns 0 or YK_E* with d filled (the
+ * peers told). Network ones (algo_ring.c) run after exec's header exchange. */
 int coll_ring_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_ring_reduce_scatter(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_ring_allgather(yk_comm *c, struct yk_request *r, yk_diag *d);
@@ -252,35 +295,85 @@ int coll_chain_broadcast(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_dissemination_barrier(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_rd_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
 int coll_rhd_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
-/* Within the logarithmic family: 1 = Rabenseifner, 0 = recursive doubling. */
-int coll_tree_rhd(const coll_model *m, int p, size_t bytes);
 
-/* Board operations (algo_shm.c). Setup is collective over c (uses ring
- * operations) and never fails the communicator: without shared memory the
- * board stays off on every rank. */
-int coll_shm_setup(yk_comm *c, size_t oneshot_bytes, yk_diag *d);
+/* The shared-memory board (algo_shm.c). Its setup is collective: creation
+ * (comm.c) runs these local steps with a broadcast of the name, a barrier
+ * and a min all-reduce between them; it never fails the communicator, the
+ * board just stays off on every rank. coll_shm_destroy unmaps everything. */
+#define COLL_SHM_NAME 32 /* bytes of the board's name, broadcast as 8 i32 */
+int coll_shm_open(yk_comm *c, size_t oneshot_bytes, char name[COLL_SHM_NAME]);
+void coll_shm_attach(yk_comm *c, char name[COLL_SHM_NAME]);
+void coll_shm_unlink(yk_comm *c, const char name[COLL_SHM_NAME]);
+void coll_shm_probe(yk_comm *c, int32_t ok[2]);
+void coll_shm_agree(yk_comm *c, const int32_t ok[2]);
 void coll_shm_destroy(yk_comm *c);
-/* All-reduce, reduce-scatter or all-gather on the board. */
+/* All-reduce, reduce-scatter, all-gather or reduce-to-owners on the board. */
 int coll_shm_run(yk_comm *c, struct yk_request *r, yk_diag *d);
-/* Hierarchical all-reduce (comm.c): board reduce-scatter on the node, ring or
- * tree across nodes on 1/ppn of the data, board all-gather on the node. */
+/* Hierarchical all-reduce (algo_hier.c): board reduce-scatter on the node,
+ * ring or tree across nodes on 1/ppn of the data, board all-gather on the
+ * node. */
 int coll_hier_allreduce(yk_comm *c, struct yk_request *r, yk_diag *d);
-/* Wait until *flag >= want, written by `peer` in shared memory: same
- * deadline, abort and dead-peer handling as coll_wait. */
-int coll_wait_flag(yk_comm *c, const _Atomic uint64_t *flag, uint64_t want, int peer, yk_diag *d);
-/* Report a failure (already in d) to the peers and break the communicator. */
-int coll_fail(yk_comm *c, int culprit, int rc, yk_diag *d);
-int coll_hdr_check(yk_comm *c, const coll_hdr *mine, const coll_hdr *theirs, int peer, yk_diag *d);
-int coll_peer_gone(yk_comm *c, int peer, yk_diag *d);
 
-void coll_range(size_t count, int size, int rank, size_t *off, size_t *len);
+/* ---- the algorithm table (algos.c) and the choice (select.c) -------------- */
+
+typedef enum {
+  COLL_ALGO_ONE,  /* one rank: copy */
+  COLL_ALGO_RING, /* ring reduce-scatter/all-gather/all-reduce, chain broadcast, dissemination barrier */
+  COLL_ALGO_RD,   /* tree: recursive doubling all-reduce */
+  COLL_ALGO_RHD,  /* tree: Rabenseifner all-reduce */
+  COLL_ALGO_SHM,  /* the shared-memory board */
+  COLL_ALGO_HIER, /* board on the node around an all-reduce across nodes */
+  COLL_ALGO_COUNT_
+} coll_algo_id;
+
+typedef int (*coll_algo_fn)(yk_comm *c, struct yk_request *r, yk_diag *d);
+
+/* One algorithm: its name and the operations it implements, indexed by
+ * opkind (NULL: not implemented; coll_select never picks the row for such a
+ * kind, except reduce-to-owners, which exec then runs as an all-reduce). */
+typedef struct coll_algo {
+  const char *name;
+  coll_algo_fn run[OPK_COUNT_];
+  /* 1: the algorithm checks the operation headers itself (the board compares
+   * them on its slots, hier's stages exchange their own); 0: exec exchanges
+   * them with the ring neighbours before any data moves. */
+  int own_header;
+  /* 1: never enters the transport's provider except to poll control
+   * messages (the board), so a small operation may run on the caller's
+   * thread even over libfabric. */
+  int off_provider;
+} coll_algo;
+
+extern const coll_algo coll_algos[COLL_ALGO_COUNT_];
+/* The row that runs r on c: the same on every rank (docs/collectives.md,
+ * "Cost model"). */
+coll_algo_id coll_select(const yk_comm *c, const struct yk_request *r);
+int coll_model_load(const char *path, coll_model *m, yk_diag *d);
+
+/* ---- the comm thread and its queue (queue.c) ------------------------------ */
+
+/* Start the comm thread (creation, once the control receives are posted). */
+int coll_queue_start(yk_comm *c, yk_diag *d);
+/* Stop and join it, send a pending abort notice, free the requests. 1 when
+ * the thread is stuck inside the transport: it is detached and c must be
+ * abandoned, not freed (yk_comm_destroy). */
+int coll_queue_stop(yk_comm *c);
+
+/* The even split of `count` elements into `size` ranges, the first
+ * count % size one element longer: partition's rule (yk_partition_even_range),
+ * so reduce-scatter chunks, ZeRO shards and data slices agree. Range `rank`
+ * is [*off, *off + *len). */
+static inline void coll_range(size_t count, int size, int rank, size_t *off, size_t *len) {
+  uint64_t o, l;
+  yk_partition_even_range(count, size, rank, &o, &l);
+  *off = (size_t)o;
+  *len = (size_t)l;
+}
 /* reduce.c: streaming-store variants for outputs larger than the caches
  * (fall back to the cached ones where they do not apply) and the fence to
  * issue before publishing what they wrote. */
 void coll_reduce_stream(void *dst, const void *a, const void *b, size_t n, yk_dtype t, yk_redop op);
 void coll_copy_stream(void *dst, const void *src, size_t n);
 void coll_stream_fence(void);
-double coll_model_time(const coll_model *m, yk_algo a, int p, size_t bytes);
-int coll_model_load(const char *path, coll_model *m, yk_diag *d);
 
 #endif

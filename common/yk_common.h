@@ -400,10 +400,11 @@ typedef struct yk_opt {
   const char *key;   /* CONFIG: the config key, e.g. "train.steps" */
 } yk_opt;
 
-#define YK_ARGS_MAX_POS 16
-/* Where the positional arguments go: pos[i] points into argv. */
+/* Where the positional arguments go: v[0..n) are argv entries in their
+ * order on the command line (yk_args_parse moves them to the end of argv;
+ * argv must outlive the options struct). Any number of them. */
 typedef struct yk_args_pos {
-  const char *v[YK_ARGS_MAX_POS];
+  char *const *v;
   int n;
 } yk_args_pos;
 
@@ -419,6 +420,8 @@ typedef struct yk_cmd_spec {
   int has_config;        /* 1: the options struct holds a yk_config at cfg_off (job file, --set) */
   size_t cfg_off;
   const char *epilog;    /* text after the option list (may be NULL) */
+  int rest_positional;   /* 1: the first positional argument ends the options: it and every argument after
+                            it are positional, options included (a command line passed on, as `yoke launch`) */
 } yk_cmd_spec;
 
 #define YK_ARGS_HELP 1 /* yk_args_parse: -h/--help was given (print yk_args_usage to stdout, exit 0) */
@@ -426,7 +429,10 @@ typedef struct yk_cmd_spec {
 /* Parse argv[1..argc-1] into `opts` (which the caller zeroed or filled with
  * its defaults; a config field, when the spec has one, is reset to the
  * config defaults first). Returns 0, YK_ARGS_HELP, or YK_EUSAGE / YK_ECONFIG
- * with one sentence in d naming the bad argument and what is allowed. */
+ * with one sentence in d naming the bad argument and what is allowed.
+ * Like GNU getopt, a successful parse reorders argv[1..argc-1] in place: the
+ * options (with their values) first, then the positional arguments in their
+ * order, which the yk_args_pos field and STR fields point at. */
 int yk_args_parse(const yk_cmd_spec *s, int argc, char **argv, void *opts, yk_diag *d);
 /* The usage text of the spec, from its table. */
 void yk_args_usage(const yk_cmd_spec *s, FILE *out);

@@ -185,7 +185,8 @@ int yk_args_parse(const yk_cmd_spec *s, int argc, char **argv, void *opts, yk_di
 }
 
 void yk_args_usage(const yk_cmd_spec *s, FILE *out) {
-  fprintf(out, "usage: yoke %s %s\n", s->name, s->synopsis ? s->synopsis : "[options]");
+  const char *syn = s->synopsis ? s->synopsis : "[options]";
+  fprintf(out, "usage: yoke %s%s%s\n", s->name, *syn ? " " : "", syn);
   if (s->about) fprintf(out, "\n%s\n", s->about);
   if (s->nopts) fputs("\noptions:\n", out);
   for (int i = 0; i < s->nopts; i++) {

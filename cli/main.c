@@ -87,7 +87,7 @@ static const cli_cmd subcmds[] = {
     {"train", yk_daemon_cmd_train, "train a GPT (one rank, or one of many under mpirun/SLURM/yoke launch)"},
     {"eval", yk_daemon_cmd_eval, "mean loss of a GPT-2 weights file on token shards"},
     {"ckpt", cli_cmd_ckpt, "list, verify, inspect and convert checkpoints"},
-    {"bench", yk_bench_cmd_main, "benchmarks: coll, train, scale, ckpt"},
+    {"bench", cli_cmd_bench, "benchmarks: coll, train, scale, ckpt"},
     {"data", cli_cmd_data, "prepare token shards from text files, check shards (data prepare, data info)"},
     {"launch", yk_daemon_cmd_launch, "run N ranks of a job on this machine (local launcher)"},
     {"coord", yk_daemon_cmd_coord, "run the coordinator on its own"},

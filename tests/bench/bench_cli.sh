@@ -5,7 +5,7 @@
 # values.
 source "$YK_SOURCE_DIR/tests/lib.sh"
 expect_fail 2 "bench scale --repeat 0 is refused" "$YOKE" bench scale --repeat 0
-expect_stderr "--repeat needs an integer in 1..64, got '0'" "$YOKE" bench scale --repeat 0
+expect_stderr "--repeat needs an integer in [1, 64], got '0'" "$YOKE" bench scale --repeat 0
 expect_fail 2 "bench scale --launcher bogus is refused" "$YOKE" bench scale --launcher bogus
 expect_ok "bench scale --help" "$YOKE" bench scale --help
 

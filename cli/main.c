@@ -9,9 +9,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "yk_bench.h"
 #include "yk_daemon.h"
-#include "yk_data.h"
 
 /* ---- yoke version ---- */
 
@@ -89,10 +87,10 @@ static const cli_cmd subcmds[] = {
     {"ckpt", cli_cmd_ckpt, "list, verify, inspect and convert checkpoints"},
     {"bench", cli_cmd_bench, "benchmarks: coll, train, scale, ckpt"},
     {"data", cli_cmd_data, "prepare token shards from text files, check shards (data prepare, data info)"},
-    {"launch", yk_daemon_cmd_launch, "run N ranks of a job on this machine (local launcher)"},
-    {"coord", yk_daemon_cmd_coord, "run the coordinator on its own"},
-    {"status", yk_daemon_cmd_status, "ask the coordinator for the job's state"},
-    {"daemon-selftest", yk_daemon_cmd_selftest, "exercise the control plane with a synthetic workload"},
+    {"launch", cli_cmd_launch, "run N ranks of a job on this machine (local launcher)"},
+    {"coord", cli_cmd_coord, "run the coordinator on its own"},
+    {"status", cli_cmd_status, "ask the coordinator for the job's state"},
+    {"daemon-selftest", cli_cmd_selftest, "exercise the control plane with a synthetic workload"},
 };
 
 int main(int argc, char **argv) {

@@ -10,7 +10,7 @@
  *     step loop drives through yk_daemon_ctl_{start,report,poll,stop};
  *   - the step loop itself: `yoke train` / `yoke eval` (train.c);
  *   - the subcommands `yoke coord`, `yoke launch`, `yoke status`,
- *     `yoke daemon-selftest`.
+ *     `yoke daemon-selftest` (their command lines are in cli/).
  *
  * Exit codes are in docs/exit-codes.md and yk_exit_code below.
  */
@@ -366,10 +366,69 @@ void yk_daemon_ctl_stop(yk_daemon_ctl *ctl, int exit_code, const char *reason);
 int yk_daemon_cmd_train(int argc, char **argv);
 /* yoke eval --weights W --data D ... : mean loss of a weights file. */
 int yk_daemon_cmd_eval(int argc, char **argv);
-int yk_daemon_cmd_coord(int argc, char **argv);
-int yk_daemon_cmd_launch(int argc, char **argv);
-int yk_daemon_cmd_status(int argc, char **argv);
-int yk_daemon_cmd_selftest(int argc, char **argv);
+
+/* The control-plane subcommands. Each takes an options struct (set it with
+ * its _default function where it has one, then change fields; cfg is the
+ * job config the caller loaded and validated: job file and --set) and
+ * returns the process exit code (docs/exit-codes.md), having printed why on
+ * stderr. Their command lines are parsed in cli/. */
+
+/* yoke coord: run the coordinator on its own until every rank left (0 if
+ * all finished, else the job's failure code); SIGINT/SIGTERM end it. */
+typedef struct yk_daemon_coord_opts {
+  const yk_config *cfg;          /* coord.port (0: a free one), coord.heartbeat_timeout_ms, coord.secret_file, log.level */
+  int64_t world;                 /* ranks to expect, in [1, YK_PROTO_MAX_WORLD] (required) */
+  const char *bind;              /* listen address (NULL: 0.0.0.0) */
+  const char *port_file;         /* write the port here once listening (NULL: none) */
+  int64_t rendezvous_timeout_ms; /* abort with 5 if not every rank registered by then (default 300000; 0: never) */
+} yk_daemon_coord_opts;
+void yk_daemon_coord_opts_default(yk_daemon_coord_opts *o);
+int yk_daemon_coord(const yk_daemon_coord_opts *o);
+
+/* yoke launch: start the coordinator and np ranks of `yoke CMD...` on this
+ * machine with the YOKE_* launch variables, prefix their output lines with
+ * [rN], forward SIGINT/SIGTERM, and exit with the first failing rank's code
+ * (128+signal if killed) after stopping the others; 0 if all succeed. */
+typedef struct yk_daemon_launch_opts {
+  const yk_config *cfg;          /* the ranks' config (coord.heartbeat_timeout_ms, coord.secret_file, log.level) */
+  int64_t np;                    /* ranks, in [1, 4096] (required) */
+  int64_t port;                  /* coordinator port (default 0: a free one) */
+  const char *bind;              /* coordinator address (default 127.0.0.1) */
+  int64_t grace_ms;              /* after a failure, let the others stop on their own this long (default 3000) */
+  const char *wrap;              /* start each rank as WRAP... yoke ..., {rank} in WRAP replaced (default NULL) */
+  char *const *cmd;              /* what each rank runs after `yoke`: SUBCOMMAND ARGS... (ncmd >= 1 words) */
+  int ncmd;
+} yk_daemon_launch_opts;
+void yk_daemon_launch_opts_default(yk_daemon_launch_opts *o);
+int yk_daemon_launch(const yk_daemon_launch_opts *o);
+
+/* yoke status: ask the coordinator (authenticated with the job secret) for
+ * the job's state and print it (a table, or JSON), or send it a request.
+ * 0, 1 (no answer, refused), 2 (no secret, bad address). */
+typedef struct yk_daemon_status_opts {
+  const yk_config *cfg;          /* coord.host, coord.port, coord.secret_file */
+  const char *coord;             /* HOST:PORT (NULL: YOKE_COORD, then coord.host:coord.port, then 127.0.0.1:coord.port) */
+  int json;                      /* JSON instead of a table */
+  int64_t timeout_ms;            /* give up after this long (default 5000) */
+  int action;                    /* 0: ask for the state; YK_REQ_CHECKPOINT or YK_REQ_STOP: ask every rank to */
+} yk_daemon_status_opts;
+void yk_daemon_status_opts_default(yk_daemon_status_opts *o);
+int yk_daemon_status(const yk_daemon_status_opts *o);
+
+/* yoke daemon-selftest: a synthetic workload for the control plane: register
+ * (rank, world and coordinator from the launch environment, docs/launch.md),
+ * check every address from WELCOME, one all-gather, `steps` steps of step_ms
+ * reporting a falling loss, react to events like the step loop, BYE. */
+typedef struct yk_daemon_selftest_opts {
+  const yk_config *cfg;          /* coord.*, log.level */
+  int64_t steps;                 /* default 20 */
+  int64_t step_ms;               /* wall time of one step (default 50) */
+  int64_t fail_at;               /* fail at this step (default -1: never) ... */
+  int64_t fail_rank;             /* ... on this rank only (default -1: every rank) ... */
+  int64_t fail_code;             /* ... with this exit code (default 1) */
+} yk_daemon_selftest_opts;
+void yk_daemon_selftest_opts_default(yk_daemon_selftest_opts *o);
+int yk_daemon_selftest(const yk_daemon_selftest_opts *o);
 
 #ifdef __cplusplus
 }

@@ -103,12 +103,17 @@ static int is_yaml(const char *s) {
 static int ranks_config(char *const *args, int n, yk_config *cfg, yk_diag *d) {
   yk_config_defaults(cfg);
   int rc = 0;
-  for (int k = 0; k < n && !rc; k++)
-    if (is_yaml(args[k]) && args[k][0] != '-') rc = yk_config_load_file(cfg, args[k], d);
-  for (int k = 0; k < n && !rc; k++) {
-    if (!strcmp(args[k], "--set") && k + 1 < n) rc = yk_config_set(cfg, args[++k], d);
-    else if (!strncmp(args[k], "--set=", 6)) rc = yk_config_set(cfg, args[k] + 6, d);
-  }
+  for (int pass = 0; pass < 2; pass++)
+    for (int k = 0; k < n && !rc; k++) {
+      if (!strcmp(args[k], "--set") && k + 1 < n) {
+        k++;
+        if (pass) rc = yk_config_set(cfg, args[k], d);
+      } else if (!strncmp(args[k], "--set=", 6)) {
+        if (pass) rc = yk_config_set(cfg, args[k] + 6, d);
+      } else if (!pass && is_yaml(args[k]) && args[k][0] != '-') {
+        rc = yk_config_load_file(cfg, args[k], d);
+      }
+    }
   return rc ? rc : yk_config_validate(cfg, d);
 }
 

@@ -4,6 +4,7 @@
  *   and the codes documented in docs/exit-codes.md for preemption.
  * Every subcommand parses its arguments with one yk_cmd_spec table
  * (yk_args_parse) in cli/ and calls its module with the options struct. */
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -94,6 +95,11 @@ static const cli_cmd subcmds[] = {
 };
 
 int main(int argc, char **argv) {
+  /* The coordinator, the ranks' control links and /metrics write sockets
+   * through libuv, which sees a peer that has gone (a job ending while it is
+   * told so) as EPIPE only when SIGPIPE is ignored; otherwise that write
+   * kills the process (exit 141, seen from yoke launch under load). */
+  signal(SIGPIPE, SIG_IGN);
   if (argc > 1 && !strcmp(argv[1], "help")) argv[1] = "--help";
   if (argc > 1 && !strcmp(argv[1], "--version")) return cmd_version(1, argv);
   return cli_dispatch("yoke", "command", subcmds, YK_ARRAY_LEN(subcmds), argc, argv);

@@ -1,5 +1,6 @@
 /* bench_ckpt.c - `yoke bench ckpt`: how fast checkpoints are and what they
- * cost the training loop, on a synthetic GPT-2 124M-sized state:
+ * cost the training loop, on the state of a GPT-2 124M (the model's tensor
+ * table; --layers, --channels, --vocab change the shape) with synthetic values:
  *   params   f32  master weights ~ N(0, 0.02) (LayerNorm weights ~1, biases ~0)
  *   params16 bf16 the 16-bit copy of params
  *   m, v     f32  AdamW moments after a few fake steps with N(0, 1e-3) gradients
@@ -18,6 +19,7 @@
 #include "yk_bench.h"
 #include "yk_ckpt.h"
 #include "yk_common.h"
+#include "yk_model.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -32,22 +34,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-static const char usage[] =
-    "usage: yoke bench ckpt [--layers L] [--world W] [--level N] [--threads N] [--step-ms MS] [--repeat N] [--dir DIR]\n"
-    "                       [--buffered] [--json]\n\n"
-    "Benchmark checkpoint save/load throughput, compression ratio per tensor kind and the training stall\n"
-    "per asynchronous save, on a synthetic GPT-2 (C=768, Vp=50304, T=1024) state with L layers.\n"
-    "  --layers L    transformer layers (default 12: GPT-2 124M, 1.74 GB of state)\n"
-    "  --channels C  model width (default 768); --vocab Vp padded vocabulary (default 50304)\n"
-    "  --world W     size of the simulated world; this process writes rank 0's 1/W (default 1)\n"
-    "  --level N     zstd level -7..22 (default 1, as ckpt.level)\n"
-    "  --threads N   compression threads (default 0 = all cores)\n"
-    "  --step-ms MS  training step time the stall is compared with (default 2000: GPT-2 124M on this CPU)\n"
-    "  --repeat N    synchronous saves, cold loads and warm loads to time; medians are reported (default 3)\n"
-    "  --buffered    write shards through the page cache instead of O_DIRECT (ckpt buffered_io)\n"
-    "  --dir DIR     where to write (default a new directory under /tmp, removed afterwards)\n"
-    "  --json        also print the figures as one JSON object\n";
 
 typedef struct {
   float *p, *m, *v;
@@ -69,7 +55,8 @@ static void *fill_main(void *arg) {
   int ti = 0;
   for (size_t i = lo; i < hi; i++) {
     while (ti + 1 < c->nt && c->t[ti].offset + c->t[ti].numel <= i) ti++;
-    const char *name = c->t[ti].name;
+    const char *name = c->t[ti].name, *dot = strrchr(name, '.');
+    if (dot) name = dot + 1; /* "h3.ln1w" -> "ln1w" */
     int is_lnw = !strcmp(name, "ln1w") || !strcmp(name, "ln2w") || !strcmp(name, "lnfw");
     int is_bias = name[strlen(name) - 1] == 'b';
     float w = is_lnw ? 1.0f + 0.01f * yk_rng_normal(&r) : is_bias ? 0.002f * yk_rng_normal(&r) : 0.02f * yk_rng_normal(&r);
@@ -93,18 +80,6 @@ static int rm_cb(const char *p, const struct stat *sb, int fl, struct FTW *ftw) 
   (void)sb;
   (void)ftw;
   return fl == FTW_DP ? rmdir(p) : unlink(p);
-}
-
-static void tdesc(yk_tensor_desc *t, const char *name, size_t *off, int ndim, int64_t a, int64_t b, int64_t c) {
-  memset(t, 0, sizeof *t);
-  snprintf(t->name, sizeof t->name, "%s", name);
-  t->ndim = ndim;
-  t->shape[0] = a;
-  t->shape[1] = b;
-  t->shape[2] = c;
-  t->numel = (size_t)(a * (ndim > 1 ? b : 1) * (ndim > 2 ? c : 1));
-  t->offset = *off;
-  *off += t->numel;
 }
 
 /* CPU time of the whole process (all threads): a load-independent cost
@@ -220,71 +195,36 @@ static double disk_probe(const char *dir, int64_t step) {
   return total && t > 0 ? (double)total / t / 1e9 : 0;
 }
 
-static int parse_opt(const char *name, const char *val, int64_t lo, int64_t hi, int64_t *out) {
-  if (!val || yk_parse_i64(val, out) || *out < lo || *out > hi) {
-    fprintf(stderr, "yoke bench ckpt: %s needs an integer in %lld..%lld, got '%s'\n%s", name, (long long)lo,
-            (long long)hi, val ? val : "", usage);
-    return 2;
-  }
-  return 0;
+void yk_bench_ckpt_opts_default(yk_bench_ckpt_opts *o) {
+  *o = (yk_bench_ckpt_opts){.layers = 12, .channels = 768, .vocab = 50257, .world = 1, .level = 1, .threads = 0,
+                            .step_ms = 2000, .repeat = 3};
 }
 
-int yk_bench_cmd_ckpt(int argc, char **argv) {
-  int64_t L = 12, world = 1, level = 1, threads = 0, step_ms = 2000, C = 768, Vp = 50304, repeat = 3;
-  const char *dir_opt = NULL;
-  int json_out = 0, buffered = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-    int rc = 0;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      fputs(usage, stdout);
-      return 0;
-    } else if (!strcmp(a, "--json")) {
-      json_out = 1;
-      continue;
-    } else if (!strcmp(a, "--buffered")) {
-      buffered = 1;
-      continue;
-    } else if (!strcmp(a, "--layers")) rc = parse_opt(a, val, 1, 96, &L);
-    else if (!strcmp(a, "--world")) rc = parse_opt(a, val, 1, 4096, &world);
-    else if (!strcmp(a, "--channels")) rc = parse_opt(a, val, 8, 16384, &C);
-    else if (!strcmp(a, "--vocab")) rc = parse_opt(a, val, 8, 1 << 20, &Vp);
-    else if (!strcmp(a, "--level")) rc = parse_opt(a, val, -7, 22, &level);
-    else if (!strcmp(a, "--threads")) rc = parse_opt(a, val, 0, 64, &threads);
-    else if (!strcmp(a, "--step-ms")) rc = parse_opt(a, val, 1, 10000000, &step_ms);
-    else if (!strcmp(a, "--repeat")) rc = parse_opt(a, val, 1, 64, &repeat);
-    else if (!strcmp(a, "--dir")) {
-      if (!val) {
-        fprintf(stderr, "yoke bench ckpt: --dir needs a directory\n%s", usage);
-        return 2;
-      }
-      dir_opt = val;
-    } else {
-      fprintf(stderr, "yoke bench ckpt: unknown option '%s'\n%s", a, usage);
-      return 2;
-    }
-    if (rc) return rc;
-    i++;
+int yk_bench_ckpt(const yk_bench_ckpt_opts *opt) {
+  int64_t L = opt->layers, world = opt->world, level = opt->level, threads = opt->threads, step_ms = opt->step_ms,
+          C = opt->channels, repeat = opt->repeat;
+  const char *dir_opt = opt->dir;
+  int json_out = opt->json, buffered = opt->buffered;
+  if (repeat < 1 || repeat > 64 || world < 1 || step_ms < 1) {
+    fprintf(stderr, "yoke bench ckpt: repeat %lld, world %lld and step %lld ms do not fit: repeat in [1, 64], world "
+            "and step >= 1\n", (long long)repeat, (long long)world, (long long)step_ms);
+    return 2;
   }
-  const int64_t T = 1024;
-  yk_tensor_desc t[16];
-  size_t n = 0;
-  tdesc(&t[0], "wte", &n, 2, Vp, C, 0);
-  tdesc(&t[1], "wpe", &n, 2, T, C, 0);
-  tdesc(&t[2], "ln1w", &n, 2, L, C, 0);
-  tdesc(&t[3], "ln1b", &n, 2, L, C, 0);
-  tdesc(&t[4], "qkvw", &n, 3, L, 3 * C, C);
-  tdesc(&t[5], "qkvb", &n, 2, L, 3 * C, 0);
-  tdesc(&t[6], "attprojw", &n, 3, L, C, C);
-  tdesc(&t[7], "attprojb", &n, 2, L, C, 0);
-  tdesc(&t[8], "ln2w", &n, 2, L, C, 0);
-  tdesc(&t[9], "ln2b", &n, 2, L, C, 0);
-  tdesc(&t[10], "fcw", &n, 3, L, 4 * C, C);
-  tdesc(&t[11], "fcb", &n, 2, L, 4 * C, 0);
-  tdesc(&t[12], "fcprojw", &n, 3, L, C, 4 * C);
-  tdesc(&t[13], "fcprojb", &n, 2, L, C, 0);
-  tdesc(&t[14], "lnfw", &n, 1, C, 0, 0);
-  tdesc(&t[15], "lnfb", &n, 1, C, 0, 0);
+  /* the model's own tensor table (layer-major arena), as yoke train saves it */
+  yk_model_config mc = {.layers = (int)L, .channels = (int)C, .heads = C % 64 ? 1 : (int)(C / 64), .max_seq_len = 1024,
+                        .vocab_size = (int)opt->vocab};
+  yk_tensor_desc *t = NULL;
+  int nt = 0;
+  yk_diag d = {0};
+  int rc = yk_model_config_finish(&mc, &d);
+  if (!rc) rc = yk_model_tensor_table(&mc, &t, &nt, &d);
+  if (rc) {
+    fprintf(stderr, "yoke bench ckpt: %s\n", yk_diag_msg(&d, rc));
+    return 2;
+  }
+  size_t n = yk_model_config_num_params(&mc);
+  char model_json[128];
+  snprintf(model_json, sizeof model_json, "{\"vocab_size\": %d, \"heads\": %d}", mc.vocab_size, mc.heads);
 
   char dir[4096];
   int own_dir = !dir_opt;
@@ -293,16 +233,15 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
     snprintf(dir, sizeof dir, "/tmp/yk_bench_ckpt.XXXXXX");
     if (!mkdtemp(dir)) {
       perror("yoke bench ckpt: mkdtemp");
+      free(t);
       return 1;
     }
   }
-  fill_ctx fc = {.n = n, .t = t, .nt = 16};
+  fill_ctx fc = {.n = n, .t = t, .nt = nt};
   fc.p = yk_alloc(n * 4);
   fc.m = yk_alloc(n * 4);
   fc.v = yk_alloc(n * 4);
   fc.h = yk_alloc(n * 2);
-  int rc = 0;
-  yk_diag d = {0};
   yk_ckpt_state *s = NULL;
   yk_ckpt_reader *r = NULL;
   yk_ckpt_writer *w = NULL;
@@ -326,11 +265,11 @@ int yk_bench_cmd_ckpt(int argc, char **argv) {
   for (int i = 0; i < nw; i++) pthread_join(th[i], NULL);
 
   yk_ckpt_state_create(&s);
-  if ((rc = yk_ckpt_state_add_arena(s, "params", YK_DT_F32, fc.p, n, t, 16, &d)) ||
-      (rc = yk_ckpt_state_add_arena(s, "params16", YK_DT_BF16, fc.h, n, t, 16, &d)) ||
-      (rc = yk_ckpt_state_add_arena(s, "m", YK_DT_F32, fc.m, n, t, 16, &d)) ||
-      (rc = yk_ckpt_state_add_arena(s, "v", YK_DT_F32, fc.v, n, t, 16, &d)) ||
-      (rc = yk_ckpt_state_set_model_json(s, "{\"vocab_size\": 50257, \"heads\": 12}", &d)))
+  if ((rc = yk_ckpt_state_add_arena(s, "params", YK_DT_F32, fc.p, n, t, nt, &d)) ||
+      (rc = yk_ckpt_state_add_arena(s, "params16", YK_DT_BF16, fc.h, n, t, nt, &d)) ||
+      (rc = yk_ckpt_state_add_arena(s, "m", YK_DT_F32, fc.m, n, t, nt, &d)) ||
+      (rc = yk_ckpt_state_add_arena(s, "v", YK_DT_F32, fc.v, n, t, nt, &d)) ||
+      (rc = yk_ckpt_state_set_model_json(s, model_json, &d)))
     goto fail;
   yk_ckpt_state_set_blob(s, "step", "1", 1, 0, &d);
   yk_ckpt_opts o;
@@ -530,6 +469,7 @@ out:
   yk_free(fc.m);
   yk_free(fc.v);
   yk_free(fc.h);
+  free(t);
   if (own_dir) nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
   return rc ? 1 : 0;
 }

@@ -32,48 +32,14 @@
 #define YK_SOURCE_DIR "."
 #endif
 
-static const char usage_text[] =
-    "usage: mpirun -np N yoke bench coll [options]\n\n"
-    "All-reduce busbw and latency per transport, algorithm and dtype (nccl-tests table),\n"
-    "with MPI_Allreduce on the same buffers, gloo beside (if torch is installed) and the\n"
-    "memory-bandwidth ceiling of this host.\n\n"
-    "  -b, --minbytes SIZE     smallest message (default 4K)\n"
-    "  -e, --maxbytes SIZE     largest message (default 256M)\n"
-    "  -f, --stepfactor N      size multiplier between rows (default 2)\n"
-    "  -n, --iters N           timed iterations per row, at most (default 20; fewer for large rows)\n"
-    "  -w, --warmup N          warm-up iterations (default 2)\n"
-    "  --transport LIST        libfabric,mpi (default both)\n"
-    "  --provider NAME         libfabric provider (default shm on one host, else tcp;ofi_rxm)\n"
-    "  --algo LIST             ring,tree,shm,auto (default ring,tree,shm; tree rows stop at --tree-max;\n"
-    "                          shm rows only where the ranks share a host)\n"
-    "  --tree-max SIZE         largest message for the tree algorithm (default 4M)\n"
-    "  --dtype LIST            f32,f16,bf16 (default f32,f16)\n"
-    "  --segment SIZE          ring pipeline segment and board block (default 256K; 1M for ring over network providers)\n"
-    "  --no-mpi                do not measure MPI_Allreduce\n"
-    "  --no-register           do not register the buffers with yoke (shm then copies peers' buffers\n"
-    "                          through the kernel, process_vm_readv, instead of reading them directly)\n"
-    "  --no-gloo               do not run torch.distributed gloo\n"
-    "  --timeout-ms MS         per-operation deadline (default 60000)\n"
-    "  --json                  one JSON object per row on stdout (table goes to stderr)\n"
-    "  --png FILE              plot busbw against size with gnuplot\n"
-    "  --calibrate FILE        measure the cost model's alpha/beta/gamma and write them to FILE\n"
-    "  -h, --help              this text\n";
-
-typedef struct bopts {
-  uint64_t minb, maxb, tree_max, segment;
-  int factor, iters, warmup, mpi, gloo, json, reg;
-  size_t dtype_size; /* of the rows being timed */
-  uint64_t timeout_ms;
-  const char *transports, *provider, *algos, *dtypes, *png, *calibrate;
-} bopts;
-
 typedef struct series_pt {
   char label[96];
   double bytes, busbw;
 } series_pt;
 
 typedef struct bctx {
-  bopts o;
+  yk_bench_coll_opts o; /* a copy: iters changes during --calibrate */
+  size_t dtype_size;    /* of the rows being timed */
   int rank, size;
   FILE *tab;          /* table output: stdout, or stderr with --json */
   series_pt *pts;
@@ -175,14 +141,14 @@ static double time_row(bctx *b, run_fn fn, void *ctx, void *sb, void *rb, size_t
   for (int i = 0; i < b->o.warmup; i++)
     if ((*err = fn(ctx, sb, rb, count))) return NAN;
   double times[256];
-  int iters = b->o.iters > 256 ? 256 : b->o.iters;
+  int iters = b->o.iters > 256 ? 256 : (int)b->o.iters;
   double t_first = 0;
   int n = 0;
   /* Small messages: one sample is a batch of back-to-back calls (as
    * osu_allreduce and nccl-tests time them), so the skew with which the
    * ranks leave the barrier does not dominate a few-microsecond operation.
    * Same batching for every implementation. */
-  size_t bytes = count * (b->o.dtype_size ? b->o.dtype_size : 4);
+  size_t bytes = count * (b->dtype_size ? b->dtype_size : 4);
   int inner = bytes >= (256u << 10) ? 1 : bytes >= (16u << 10) ? 10 : 50;
   for (; n < iters; n++) {
     MPI_Barrier(MPI_COMM_WORLD);
@@ -377,7 +343,7 @@ static int open_comm(bctx *b, const char *transport, const char *algo, yk_shmem 
     if (algo) o.algo = algo;
     rc = yk_comm_create(&o, *bs, c, d);
   }
-  if (!rc && b->o.reg && sm && rm) {
+  if (!rc && !b->o.no_register && sm && rm) {
     rc = yk_comm_register(*c, sm, d);
     if (!rc) rc = yk_comm_register(*c, rm, d);
   }
@@ -411,17 +377,17 @@ static int bench_transport(bctx *b, const char *transport, char *sb, char *rb, d
        * none when the ranks span hosts */
       if (a == YK_ALGO_SHM && (!yk_comm_shm_state(c) || mpi_done)) continue;
       yk_comm_set_algo(c, a);
-      const char *tn = a == YK_ALGO_SHM ? (b->o.reg ? "board+direct" : yk_comm_shm_state(c) & 2 ? "board+cma" : "board")
+      const char *tn = a == YK_ALGO_SHM ? (!b->o.no_register ? "board+direct" : yk_comm_shm_state(c) & 2 ? "board+cma" : "board")
                                         : tname;
       char title[200];
       snprintf(title, sizeof title, "allreduce %s, algo %s, transport %s, %d ranks (out-of-place)", dts[di], algs[ai],
                tn, b->size);
       header(b, title);
       int si = 0;
-      for (uint64_t bytes = b->o.minb; bytes <= b->o.maxb; bytes *= (uint64_t)b->o.factor, si++) {
+      for (uint64_t bytes = b->o.minbytes; bytes <= b->o.maxbytes; bytes *= (uint64_t)b->o.stepfactor, si++) {
         if (a == YK_ALGO_TREE && bytes > b->o.tree_max) break;
         size_t count = bytes / es;
-        b->o.dtype_size = es;
+        b->dtype_size = es;
         fill(sb, count, t, b->rank);
         yrun y = {c, t, {0}};
         int err = run_yoke(&y, sb, rb, count);
@@ -436,7 +402,7 @@ static int bench_transport(bctx *b, const char *transport, char *sb, char *rb, d
         /* MPI on the same buffers, once per dtype and size */
         double tm = NAN;
         int midx = di * 64 + si;
-        if (b->o.mpi && !mpi_done && mpi_times[midx] == 0) {
+        if (!b->o.no_mpi && !mpi_done && mpi_times[midx] == 0) {
           mrun m;
           if (t == YK_DT_F32) {
             m.dt = MPI_FLOAT;
@@ -453,7 +419,7 @@ static int bench_transport(bctx *b, const char *transport, char *sb, char *rb, d
           char lab[96];
           snprintf(lab, sizeof lab, "MPI_Allreduce %s", dts[di]);
           add_pt(b, lab, (double)bytes, bytes / tm / 1e9 * 2.0 * (b->size - 1) / b->size);
-        } else if (b->o.mpi) {
+        } else if (!b->o.no_mpi) {
           tm = mpi_times[midx];
         }
         double algbw = bytes / ty / 1e9, busbw = algbw * 2.0 * (b->size - 1) / b->size;
@@ -503,7 +469,7 @@ static void run_gloo(bctx *b) {
     snprintf(cmd, sizeof cmd,
              "timeout -k 10 900 /usr/bin/python3 %s/bench/gloo_allreduce.py --world %d --minbytes %llu --maxbytes %llu --factor %d "
              "--dtypes f32 2>&1",
-             YK_SOURCE_DIR, b->size, (unsigned long long)b->o.minb, (unsigned long long)b->o.maxb, b->o.factor);
+             YK_SOURCE_DIR, b->size, (unsigned long long)b->o.minbytes, (unsigned long long)b->o.maxbytes, (int)b->o.stepfactor);
     FILE *f = popen(cmd, "r");
     fprintf(b->tab, "#\n# torch.distributed gloo all-reduce (tcp loopback), %d processes\n", b->size);
     fprintf(b->tab, "# %12s %6s %10s %9s\n", "size (B)", "type", "time (us)", "busbw");
@@ -603,7 +569,7 @@ static int calibrate(bctx *b) {
   memset(x, 0, n);
   memset(y, 0, n);
   yrun yr = {c, YK_DT_F32, {0}};
-  int save_iters = b->o.iters;
+  int64_t save_iters = b->o.iters;
   b->o.iters = 50;
   double ts = time_row(b, run_yoke, &yr, x, y, 2, &err);
   b->o.iters = 8;
@@ -639,24 +605,6 @@ static int calibrate(bctx *b) {
   return 0;
 }
 
-static int parse_size(const char *flag, const char *v, uint64_t *out) {
-  if (!v || yk_parse_bytes(v, out) || *out == 0) {
-    fprintf(stderr, "yoke bench coll: %s needs a size like 4K, 1M or 256M, got '%s'\n", flag, v ? v : "");
-    return 2;
-  }
-  return 0;
-}
-
-static int parse_int(const char *flag, const char *v, int lo, int *out) {
-  int64_t x;
-  if (!v || yk_parse_i64(v, &x) || x < lo || x > 1000000) {
-    fprintf(stderr, "yoke bench coll: %s needs an integer >= %d, got '%s'\n", flag, lo, v ? v : "");
-    return 2;
-  }
-  *out = (int)x;
-  return 0;
-}
-
 static int check_list(const char *flag, const char *list, const char *allowed) {
   for (const char *s = list; s && *s;) {
     const char *e = strchr(s, ',');
@@ -672,64 +620,26 @@ static int check_list(const char *flag, const char *list, const char *allowed) {
   return 0;
 }
 
-static int parse(int argc, char **argv, bopts *o) {
-  *o = (bopts){.minb = 4096, .maxb = 256u << 20, .tree_max = 4u << 20, .factor = 2, .iters = 20, .warmup = 2,
-               .mpi = 1, .gloo = 1, .reg = 1, .timeout_ms = 60000, .transports = "libfabric,mpi", .algos = "ring,tree,shm",
-               .dtypes = "f32,f16"};
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    int rc = 0, used = 1;
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) return -1;
-    else if (!strcmp(a, "--json")) o->json = 1, used = 0;
-    else if (!strcmp(a, "--no-mpi")) o->mpi = 0, used = 0;
-    else if (!strcmp(a, "--no-register")) o->reg = 0, used = 0;
-    else if (!strcmp(a, "--no-gloo")) o->gloo = 0, used = 0;
-    else if (!strcmp(a, "-b") || !strcmp(a, "--minbytes")) rc = parse_size(a, v, &o->minb);
-    else if (!strcmp(a, "-e") || !strcmp(a, "--maxbytes")) rc = parse_size(a, v, &o->maxb);
-    else if (!strcmp(a, "--tree-max")) rc = parse_size(a, v, &o->tree_max);
-    else if (!strcmp(a, "--segment")) rc = parse_size(a, v, &o->segment);
-    else if (!strcmp(a, "-f") || !strcmp(a, "--stepfactor")) rc = parse_int(a, v, 2, &o->factor);
-    else if (!strcmp(a, "-n") || !strcmp(a, "--iters")) rc = parse_int(a, v, 1, &o->iters);
-    else if (!strcmp(a, "-w") || !strcmp(a, "--warmup")) rc = parse_int(a, v, 0, &o->warmup);
-    else if (!strcmp(a, "--timeout-ms")) {
-      int t;
-      rc = parse_int(a, v, 100, &t);
-      o->timeout_ms = (uint64_t)t;
-    } else if (!strcmp(a, "--transport")) rc = v ? check_list(a, v, "libfabric,mpi") : 2, o->transports = v;
-    else if (!strcmp(a, "--algo")) rc = v ? check_list(a, v, "ring,tree,shm,auto") : 2, o->algos = v;
-    else if (!strcmp(a, "--dtype")) rc = v ? check_list(a, v, "f32,f16,bf16") : 2, o->dtypes = v;
-    else if (!strcmp(a, "--provider")) rc = v ? 0 : 2, o->provider = v;
-    else if (!strcmp(a, "--png")) rc = v ? 0 : 2, o->png = v;
-    else if (!strcmp(a, "--calibrate")) rc = v ? 0 : 2, o->calibrate = v;
-    else {
-      fprintf(stderr, "yoke bench coll: unknown option '%s'\n%s", a, usage_text);
-      return 2;
-    }
-    if (rc) {
-      if (!v) fprintf(stderr, "yoke bench coll: %s needs a value\n", a);
-      return 2;
-    }
-    i += used;
-  }
-  if (o->minb > o->maxb) {
-    fprintf(stderr, "yoke bench coll: --minbytes %llu is larger than --maxbytes %llu\n", (unsigned long long)o->minb,
-            (unsigned long long)o->maxb);
-    return 2;
-  }
-  return 0;
+void yk_bench_coll_opts_default(yk_bench_coll_opts *o) {
+  *o = (yk_bench_coll_opts){.minbytes = 4096, .maxbytes = 256u << 20, .tree_max = 4u << 20, .stepfactor = 2,
+                            .iters = 20, .warmup = 2, .timeout_ms = 60000, .transports = "libfabric,mpi",
+                            .algos = "ring,tree,shm", .dtypes = "f32,f16"};
 }
 
-int yk_bench_cmd_coll(int argc, char **argv) {
+int yk_bench_coll(const yk_bench_coll_opts *o) {
   bctx b;
   memset(&b, 0, sizeof b);
-  int prc = parse(argc, argv, &b.o);
-  if (prc < 0) {
-    fputs(usage_text, stdout);
-    return 0;
+  b.o = *o;
+  if (check_list("--transport", b.o.transports, "libfabric,mpi") || check_list("--algo", b.o.algos, "ring,tree,shm,auto") ||
+      check_list("--dtype", b.o.dtypes, "f32,f16,bf16"))
+    return 2;
+  if (b.o.minbytes > b.o.maxbytes) {
+    fprintf(stderr, "yoke bench coll: --minbytes %llu is larger than --maxbytes %llu\n",
+            (unsigned long long)b.o.minbytes, (unsigned long long)b.o.maxbytes);
+    return 2;
   }
-  if (prc) return prc;
   int level = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &level);
+  MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &level);
   MPI_Comm_rank(MPI_COMM_WORLD, &b.rank);
   MPI_Comm_size(MPI_COMM_WORLD, &b.size);
   b.tab = b.o.json ? stderr : stdout;
@@ -746,19 +656,19 @@ int yk_bench_cmd_coll(int argc, char **argv) {
      * registers them so the board reads peers' buffers directly. */
     yk_shmem sm = {0}, rm = {0};
     yk_diag ad = {0};
-    if (yk_shmem_alloc(b.o.maxb, "bench-send", &sm, &ad) || yk_shmem_alloc(b.o.maxb, "bench-recv", &rm, &ad))
+    if (yk_shmem_alloc(b.o.maxbytes, "bench-send", &sm, &ad) || yk_shmem_alloc(b.o.maxbytes, "bench-recv", &rm, &ad))
       fprintf(stderr, "yoke bench coll: %s\n", yk_diag_msg(&ad, ad.code));
     b.sm = &sm;
     b.rm = &rm;
     char *sb = sm.ptr, *rb = rm.ptr;
     double *mpi_times = calloc(3 * 64, sizeof(double));
     if (!sb || !rb || !mpi_times) {
-      fprintf(stderr, "yoke bench coll: cannot allocate 2 x %llu bytes\n", (unsigned long long)b.o.maxb);
+      fprintf(stderr, "yoke bench coll: cannot allocate 2 x %llu bytes\n", (unsigned long long)b.o.maxbytes);
       failed = 1;
     }
     /* the TCP ceiling, when a TCP row or gloo is coming */
-    if (!failed && ((b.o.provider && strstr(b.o.provider, "tcp")) || b.o.gloo))
-      tcp_probe(&b, sb, rb, (size_t)(b.o.maxb < (256u << 20) ? b.o.maxb : (256u << 20)));
+    if (!failed && ((b.o.provider && strstr(b.o.provider, "tcp")) || !b.o.no_gloo))
+      tcp_probe(&b, sb, rb, (size_t)(b.o.maxbytes < (256u << 20) ? b.o.maxbytes : (256u << 20)));
     int mpi_done = 0;
     static const char *const trs[] = {"libfabric", "mpi"};
     for (int i = 0; i < 2 && !failed; i++) {
@@ -769,7 +679,7 @@ int yk_bench_cmd_coll(int argc, char **argv) {
     yk_shmem_free(&sm);
     yk_shmem_free(&rm);
     free(mpi_times);
-    if (!failed && b.o.gloo) run_gloo(&b);
+    if (!failed && !b.o.no_gloo) run_gloo(&b);
     write_png(&b);
   }
   free(b.pts);

@@ -24,24 +24,6 @@
 #include "yk_data.h"
 #include "yk_model.h"
 
-static const char usage[] =
-    "usage: yoke bench scale [options]\n"
-    "\n"
-    "Weak scaling of yoke train from 1 to 2 ranks (1 thread each) beside PyTorch DDP,\n"
-    "then fp32/fp16/bf16 and grad_accum comparisons.\n"
-    "\n"
-    "options:\n"
-    "  --models LIST      presets to scale (default d12,d6)\n"
-    "  --batch B          micro-batch per rank (default 4)\n"
-    "  --seq-len T        sequence length (default 256)\n"
-    "  --steps N          steps per run; the first is warm-up, ms/step is the median of the rest (default 5)\n"
-    "  --repeat N         rounds of the scaling runs, back to back; medians reported (default 1).\n                     Each 2-rank run is set against the 1-rank runs just before and after it\n"
-    "  --launcher L       launch (yoke launch, libfabric; default) or mpirun (MPI transport)\n"
-    "  --precision-model NAME  preset for the precision and grad_accum tables (default d6)\n"
-    "  --no-torch         skip PyTorch DDP\n"
-    "  --json             also print one JSON object per line per measurement\n"
-    "  -h, --help         this help\n";
-
 typedef struct {
   double ms, wait_frac;
   double bytes; /* all-reduced per step */
@@ -135,51 +117,25 @@ static int write_shard(const char *path, int V, uint64_t ntok, yk_diag *d) {
   return rc;
 }
 
-int yk_bench_cmd_scale(int argc, char **argv) {
-  char models_arg[256] = "d12,d6";
-  const char *launcher = "launch", *pmodel = "d6";
-  int B = 4, T = 256, steps = 5, torch = 1, json = 0, repeat = 1;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    int64_t x;
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      fputs(usage, stdout);
-      return 0;
-    } else if (!strcmp(a, "--json")) json = 1;
-    else if (!strcmp(a, "--no-torch")) torch = 0;
-    else if (!v || a[0] != '-') {
-      fprintf(stderr, "yoke bench scale: unknown option or missing value: '%s'\n", a);
-      fputs(usage, stderr);
-      return 2;
-    } else if (!strcmp(a, "--models")) snprintf(models_arg, sizeof models_arg, "%s", argv[++i]);
-    else if (!strcmp(a, "--precision-model")) pmodel = argv[++i];
-    else if (!strcmp(a, "--launcher")) {
-      launcher = argv[++i];
-      if (strcmp(launcher, "launch") && strcmp(launcher, "mpirun")) {
-        fprintf(stderr, "yoke bench scale: --launcher must be launch or mpirun, got '%s'\n", launcher);
-        return 2;
-      }
-    } else if (!strcmp(a, "--repeat")) {
-      if (yk_parse_i64(v, &x) != 0 || x < 1 || x > 64) {
-        fprintf(stderr, "yoke bench scale: --repeat needs an integer in 1..64, got '%s'\n", v);
-        return 2;
-      }
-      repeat = (int)x;
-      i++;
-    } else if (!strcmp(a, "--batch") || !strcmp(a, "--seq-len") || !strcmp(a, "--steps")) {
-      if (yk_parse_i64(v, &x) != 0 || x < (strcmp(a, "--steps") ? 1 : 2) || x > 65536) {
-        fprintf(stderr, "yoke bench scale: %s needs a positive integer (steps >= 2), got '%s'\n", a, v);
-        return 2;
-      }
-      if (!strcmp(a, "--batch")) B = (int)x;
-      else if (!strcmp(a, "--seq-len")) T = (int)x;
-      else steps = (int)x;
-      i++;
-    } else {
-      fprintf(stderr, "yoke bench scale: unknown option '%s'\n", a);
-      fputs(usage, stderr);
-      return 2;
-    }
+void yk_bench_scale_opts_default(yk_bench_scale_opts *o) {
+  *o = (yk_bench_scale_opts){.models = "d12,d6", .batch = 4, .seq_len = 256, .steps = 5, .repeat = 1,
+                             .launcher = "launch", .precision_model = "d6"};
+}
+
+int yk_bench_scale(const yk_bench_scale_opts *o) {
+  char models_arg[256];
+  snprintf(models_arg, sizeof models_arg, "%s", o->models);
+  const char *launcher = o->launcher, *pmodel = o->precision_model;
+  int B = (int)o->batch, T = (int)o->seq_len, steps = (int)o->steps, torch = !o->no_torch, json = o->json,
+      repeat = (int)o->repeat;
+  if (strcmp(launcher, "launch") && strcmp(launcher, "mpirun")) {
+    fprintf(stderr, "yoke bench scale: --launcher must be launch or mpirun, got '%s'\n", launcher);
+    return 2;
+  }
+  if (steps < 2 || repeat < 1 || repeat > 64) {
+    fprintf(stderr, "yoke bench scale: %d steps and %d rounds do not fit: steps >= 2, rounds in [1, 64]\n", steps,
+            repeat);
+    return 2;
   }
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);

@@ -25,25 +25,6 @@
 #define YK_SOURCE_DIR "."
 #endif
 
-static const char usage[] =
-    "usage: yoke bench train [options]\n"
-    "\n"
-    "Training throughput of one rank: ms/step, tokens/s, GFLOP/s and MFU against\n"
-    "the sgemm rate measured in the same run, beside a PyTorch baseline.\n"
-    "\n"
-    "options:\n"
-    "  --model NAME       GPT-2 preset (default d12 = GPT-2 124M)\n"
-    "  --batch B          micro-batch (default 4)\n"
-    "  --seq-len LIST     comma-separated sequence lengths (default 64,256)\n"
-    "  --threads LIST     comma-separated thread counts (default 1,2)\n"
-    "  --steps N          timed steps per configuration (default 3)\n"
-    "  --warmup N         untimed steps first (default 1)\n"
-    "  --no-torch         skip the PyTorch baseline\n"
-    "  --json             also print one JSON object per line per measurement\n"
-    "  --profile          also print the wall time per step of every device kernel\n"
-    "                     (one line per gemm shape) and of the optimizer\n"
-    "  -h, --help         this help\n";
-
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
@@ -362,49 +343,15 @@ int yk_bench_torch_available(void) {
   return system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0;
 }
 
-int yk_bench_cmd_train(int argc, char **argv) {
-  const char *model = "d12";
-  int B = 4, Ts[8] = {64, 256}, nT = 2, ths[8] = {1, 2}, nth = 2, steps = 3, warmup = 1, torch = 1, json = 0, profile = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    int64_t x;
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      fputs(usage, stdout);
-      return 0;
-    } else if (!strcmp(a, "--json")) json = 1;
-    else if (!strcmp(a, "--no-torch")) torch = 0;
-    else if (!strcmp(a, "--profile")) profile = 1;
-    else if (!v) {
-      fprintf(stderr, "yoke bench train: %s '%s'%s\n", a[0] == '-' ? "unknown option or missing value for" : "unexpected argument", a, "");
-      fputs(usage, stderr);
-      return 2;
-    } else if (!strcmp(a, "--model")) model = argv[++i];
-    else if (!strcmp(a, "--batch") || !strcmp(a, "--steps") || !strcmp(a, "--warmup")) {
-      if (yk_parse_i64(v, &x) != 0 || x < (strcmp(a, "--warmup") ? 1 : 0) || x > 100000) {
-        fprintf(stderr, "yoke bench train: %s needs a positive integer, got '%s'\n", a, v);
-        return 2;
-      }
-      if (!strcmp(a, "--batch")) B = (int)x;
-      else if (!strcmp(a, "--steps")) steps = (int)x;
-      else warmup = (int)x;
-      i++;
-    } else if (!strcmp(a, "--seq-len") || !strcmp(a, "--threads")) {
-      int *dst = !strcmp(a, "--seq-len") ? Ts : ths;
-      int n = yk_bench_parse_int_list(v, dst, 8);
-      if (n <= 0) {
-        fprintf(stderr, "yoke bench train: %s needs a comma-separated list of positive integers, got '%s'\n", a, v);
-        return 2;
-      }
-      if (dst == Ts) nT = n;
-      else nth = n;
-      i++;
-    } else {
-      fprintf(stderr, "yoke bench train: unknown option '%s'\n", a);
-      fputs(usage, stderr);
-      return 2;
-    }
-  }
+void yk_bench_train_opts_default(yk_bench_train_opts *o) {
+  *o = (yk_bench_train_opts){.model = "d12", .batch = 4, .seq_lens = {64, 256}, .nseq_lens = 2, .threads = {1, 2},
+                             .nthreads = 2, .steps = 3, .warmup = 1};
+}
+
+int yk_bench_train(const yk_bench_train_opts *o) {
+  const char *model = o->model;
+  int B = (int)o->batch, steps = (int)o->steps, warmup = (int)o->warmup, torch = !o->no_torch, json = o->json,
+      profile = o->profile;
   yk_diag d = {0};
   yk_model_config mc;
   int rc = yk_model_preset(model, &mc, &d);
@@ -421,9 +368,9 @@ int yk_bench_cmd_train(int argc, char **argv) {
          yk_model_config_num_params(&mc), B, steps, warmup);
   printf("# %-4s %7s %10s %10s %9s %9s %6s %12s %12s %7s\n", "T", "threads", "ms/step", "tokens/s", "GFLOP/s",
          "sgemm", "MFU", "torch ms", "torch tok/s", "ratio");
-  for (int ti = 0; ti < nT; ti++)
-    for (int hi = 0; hi < nth; hi++) {
-      int T = Ts[ti], th = ths[hi];
+  for (int ti = 0; ti < o->nseq_lens; ti++)
+    for (int hi = 0; hi < o->nthreads; hi++) {
+      int T = o->seq_lens[ti], th = o->threads[hi];
       if (T > mc.max_seq_len) {
         fprintf(stderr, "yoke bench train: --seq-len %d exceeds the model's max_seq_len %d\n", T, mc.max_seq_len);
         return 2;

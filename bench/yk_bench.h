@@ -1,6 +1,6 @@
 /* yk_bench.h - `yoke bench ...`: benchmarks that print yoke beside the
  * baseline a user would otherwise run (PyTorch, MPI_Allreduce, gloo) in the
- * same run, with the ratio. Each returns the process exit code. */
+ * same run, with the ratio. */
 #ifndef YK_BENCH_H
 #define YK_BENCH_H
 
@@ -10,20 +10,77 @@
 extern "C" {
 #endif
 
-/* yoke bench <what> ...: dispatches to the benchmarks below. */
-int yk_bench_cmd_main(int argc, char **argv);
-/* yoke bench coll: collectives (all-reduce) per algorithm and transport in
- * the nccl-tests format, MPI_Allreduce and gloo beside, memory-bandwidth
- * ceiling; run under mpirun. */
-int yk_bench_cmd_coll(int argc, char **argv);
+/* Each benchmark takes an options struct (set it with its _default
+ * function, then change fields), prints its figures to stdout (with json,
+ * also one JSON object per line) and returns the process exit code: 0, 1 (a
+ * run failed; stderr says which), 2 (the options do not fit, e.g. a sequence
+ * length above the model's). Their command lines are parsed in cli/. */
+
+/* yoke bench coll: all-reduce busbw/latency per transport, algorithm and
+ * dtype in the nccl-tests format, MPI_Allreduce on the same buffers, gloo
+ * beside, the memory-bandwidth and TCP loopback ceilings; run it under
+ * mpirun (it calls MPI_Init and MPI_Finalize). */
+typedef struct yk_bench_coll_opts {
+  uint64_t minbytes, maxbytes; /* message sizes (default 4K .. 256M) */
+  int64_t stepfactor;          /* size multiplier between rows (default 2) */
+  int64_t iters, warmup;       /* timed iterations per row, at most (default 20); warm-up ones (default 2) */
+  const char *transports;      /* list of libfabric,mpi (default both) */
+  const char *provider;        /* libfabric provider (default NULL: shm on one host, else tcp;ofi_rxm) */
+  const char *algos;           /* list of ring,tree,shm,auto (default ring,tree,shm) */
+  uint64_t tree_max;           /* largest message for the tree algorithm (default 4M) */
+  const char *dtypes;          /* list of f32,f16,bf16 (default f32,f16) */
+  uint64_t segment;            /* ring pipeline segment and board block (default 0: the communicator's) */
+  int no_mpi, no_register, no_gloo; /* skip MPI_Allreduce / do not register the buffers / skip gloo */
+  int64_t timeout_ms;          /* per-operation deadline (default 60000) */
+  int json;                    /* JSON rows on stdout, the table on stderr */
+  const char *png;             /* plot busbw against size with gnuplot into this file (default NULL) */
+  const char *calibrate;       /* measure the cost model instead and write it to this file (default NULL) */
+} yk_bench_coll_opts;
+void yk_bench_coll_opts_default(yk_bench_coll_opts *o);
+int yk_bench_coll(const yk_bench_coll_opts *o);
+
 /* yoke bench train: single-rank training throughput, MFU, PyTorch beside. */
-int yk_bench_cmd_train(int argc, char **argv);
+typedef struct yk_bench_train_opts {
+  const char *model;           /* GPT-2 preset (default d12) */
+  int64_t batch;               /* micro-batch (default 4) */
+  int seq_lens[8], nseq_lens;  /* sequence lengths (default 64, 256) */
+  int threads[8], nthreads;    /* thread counts (default 1, 2) */
+  int64_t steps, warmup;       /* timed steps per configuration (default 3), untimed first (default 1) */
+  int no_torch, json, profile; /* skip PyTorch / JSON rows / per-kernel wall time */
+} yk_bench_train_opts;
+void yk_bench_train_opts_default(yk_bench_train_opts *o);
+int yk_bench_train(const yk_bench_train_opts *o);
+
 /* yoke bench scale: 1 vs 2 ranks of yoke train beside PyTorch DDP, precision
  * and grad_accum comparisons. */
-int yk_bench_cmd_scale(int argc, char **argv);
+typedef struct yk_bench_scale_opts {
+  const char *models;          /* comma-separated presets to scale (default "d12,d6") */
+  int64_t batch, seq_len;      /* per rank (default 4, 256) */
+  int64_t steps;               /* per run, >= 2; the first is warm-up (default 5) */
+  int64_t repeat;              /* rounds of the scaling runs; medians reported (default 1) */
+  const char *launcher;        /* "launch" (yoke launch, libfabric; default) or "mpirun" (MPI transport) */
+  const char *precision_model; /* preset of the precision and grad_accum tables (default "d6") */
+  int no_torch, json;
+} yk_bench_scale_opts;
+void yk_bench_scale_opts_default(yk_bench_scale_opts *o);
+int yk_bench_scale(const yk_bench_scale_opts *o);
+
 /* yoke bench ckpt: checkpoint save/load throughput, compression ratio per
- * tensor kind and the training stall per asynchronous save. */
-int yk_bench_cmd_ckpt(int argc, char **argv);
+ * tensor kind and the training stall per asynchronous save, on the state of
+ * a GPT-2 (the model's tensor table) with synthetic values. */
+typedef struct yk_bench_ckpt_opts {
+  int64_t layers, channels;    /* model shape (default 12, 768: GPT-2 124M, 1.74 GB of state) */
+  int64_t vocab;               /* vocabulary (default 50257; the table is padded to a multiple of 128) */
+  int64_t world;               /* simulated world size; this process writes rank 0's 1/W (default 1) */
+  int64_t level, threads;      /* zstd level (default 1), compression threads (default 0: all cores) */
+  int64_t step_ms;             /* training step the stall is compared with (default 2000) */
+  int64_t repeat;              /* saves and loads timed; medians reported (default 3) */
+  int buffered;                /* page-cache writes instead of O_DIRECT */
+  const char *dir;             /* where to write (default NULL: a new directory under /tmp, removed after) */
+  int json;                    /* also one JSON object with the figures */
+} yk_bench_ckpt_opts;
+void yk_bench_ckpt_opts_default(yk_bench_ckpt_opts *o);
+int yk_bench_ckpt(const yk_bench_ckpt_opts *o);
 
 /* Helpers shared by the benchmarks. */
 /* Median of v[0..n) (sorts v in place). */

@@ -89,20 +89,40 @@ void ck_dctx_free(void *z);
 int ck_run_threads(int threads, void (*fn)(void *ctx, int worker), void *ctx);
 int ck_threads(int requested);
 
+/* layout.c: the on-disk layout both the writer and the reader follow. */
+void ck_step_dir(char *buf, size_t cap, const char *root, int64_t step, int partial);
+void ck_shard_name(char *buf, size_t cap, int rank, int world);
+/* Checksums are written as 16 lowercase hex digits. */
+uint64_t ck_hex_parse(const char *s, int *ok);
+void ck_hex(char out[17], uint64_t v);
+/* Little-endian u64 at p. */
+void ck_put64(uint8_t *p, uint64_t v);
+uint64_t ck_get64(const uint8_t *p);
+/* Read exactly len bytes at off (retrying short reads): 0 or -1. */
+int ck_pread_all(int fd, void *buf, size_t len, uint64_t off);
+/* A shard file is header | chunk payloads | blobs | index JSON | trailer.
+ * Header: magic, format version, rank, world, step (u64 each), zero pad.
+ * Trailer: index offset, index length, XXH3 of the index, XXH3 of the file
+ * up to the trailer's last 16 bytes, magic. trailer_get returns -1 on a bad
+ * magic. */
+void ck_shard_header_put(uint8_t hdr[CK_HEADER_BYTES], int rank, int world, int64_t step);
+void ck_shard_trailer_put(uint8_t tr[CK_TRAILER_BYTES], uint64_t index_off, uint64_t index_len, uint64_t index_sum,
+                          uint64_t file_sum);
+int ck_shard_trailer_get(const uint8_t tr[CK_TRAILER_BYTES], uint64_t *index_off, uint64_t *index_len,
+                         uint64_t *index_sum, uint64_t *file_sum);
+/* Parse + check a shard file's trailer and index (file of `size` bytes).
+ * *index is a new reference. */
+int ck_read_shard_index(const char *path, json_t **index, uint64_t *size, uint64_t *file_sum, yk_diag *d);
+/* Load DIR/manifest.json and check its checksum, format and version; *text
+ * (free()) and *out (json_decref) are the caller's on success. */
+int ck_load_manifest(const char *dir, char **text, json_t **out, yk_diag *d);
+
 /* write.c */
 /* buffered: 1 = page-cache writes, 0 = O_DIRECT where the filesystem has it */
 int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, int buffered, yk_ckpt_write_stats *st,
                   yk_diag *d);
 int ck_commit(const char *root, int64_t step, int world, int keep, const yk_logger *lg, yk_diag *d);
-void ck_step_dir(char *buf, size_t cap, const char *root, int64_t step, int partial);
-void ck_shard_name(char *buf, size_t cap, int rank, int world);
 int ck_fsync_dir(const char *dir, yk_diag *d);
-uint64_t ck_hex_parse(const char *s, int *ok);
-void ck_hex(char out[17], uint64_t v);
-
-/* read.c: parse + check a shard file's trailer and index (file of `size`
- * bytes). *index is a new reference. */
-int ck_read_shard_index(const char *path, json_t **index, uint64_t *size, uint64_t *file_sum, yk_diag *d);
 
 /* state.c */
 int ck_state_blob_refs(const yk_ckpt_state *s, int rank, ck_blob_ref **out, int *n);

@@ -1,5 +1,6 @@
 /* tools.c - offline conversion: reshard to another world size, export to
- * the llm.c GPT-2 weights format and to safetensors. */
+ * safetensors. (The GPT-2 weights format is model/'s: `yoke ckpt convert
+ * --export-gpt2` in cli/ reads the arena here and writes it there.) */
 #include "ckpt_internal.h"
 #include "yk_partition.h"
 
@@ -73,13 +74,7 @@ int yk_ckpt_convert_reshard(yk_ckpt_reader *r, const yk_ckpt_opts *o, yk_diag *d
   return rc;
 }
 
-static const yk_tensor_desc *find_tensor(const yk_ckpt_arena_info *a, const char *name) {
-  for (int i = 0; i < a->ntensors; i++)
-    if (!strcmp(a->tensors[i].name, name)) return &a->tensors[i];
-  return NULL;
-}
-
-/* Write tensors [t0..tn) of arena a (in the given order) to f. */
+/* Write tensor t of arena a to f. */
 static int write_tensor(yk_ckpt_reader *r, const yk_ckpt_arena_info *a, const yk_tensor_desc *t, FILE *f,
                         const char *path, yk_diag *d) {
   size_t es = yk_dtype_size(a->dtype);
@@ -101,114 +96,6 @@ static int finish_file(FILE *f, const char *tmp, const char *path, int rc, yk_di
   if (fclose(f) != 0 && !rc) rc = yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp);
   if (!rc && rename(tmp, path) != 0) rc = yk_errorf_sys(d, YK_EIO, "cannot rename '%s' to '%s'", tmp, path);
   if (rc) unlink(tmp);
-  return rc;
-}
-
-/* The 16 GPT-2 tensors of arena a. Two layouts are accepted:
- *   tensor-major: one tensor per kind ("ln1w" of shape (L, C), ...), as in
- *     the weights file;
- *   layer-major: yoke's model arena, "h0.ln1w" ... "h{L-1}.ln1w" (each (C)),
- *     in which case a kind is the L per-layer tensors written one after the
- *     other (that is exactly the file's (L, ...) array).
- * For kind i, parts[i][0..nparts[i]) are the tensors in file order. */
-#define GPT2_MAX_LAYERS 1024
-static int gpt2_tensors(const yk_ckpt_arena_info *a, const char *const order[16], const yk_tensor_desc **parts[16],
-                        int nparts[16], int64_t *L, yk_diag *d) {
-  *L = 0;
-  if (!find_tensor(a, "qkvw")) {
-    char nm[64];
-    for (;;) {
-      snprintf(nm, sizeof nm, "h%lld.qkvw", (long long)*L);
-      if (!find_tensor(a, nm)) break;
-      if (++*L > GPT2_MAX_LAYERS) return yk_errorf(d, YK_EFORMAT, "GPT-2 export: more than %d layers", GPT2_MAX_LAYERS);
-    }
-    if (*L == 0)
-      return yk_errorf(d, YK_ENOTFOUND, "arena '%s' has neither 'qkvw' nor 'h0.qkvw': not GPT-2 weights", a->name);
-  }
-  for (int i = 0; i < 16; i++) {
-    int per_layer = *L > 0 && i >= 2 && i < 14;
-    nparts[i] = per_layer ? (int)*L : 1;
-    parts[i] = calloc((size_t)nparts[i], sizeof *parts[i]);
-    if (!parts[i]) return yk_errorf(d, YK_ENOMEM, "out of memory");
-    for (int l = 0; l < nparts[i]; l++) {
-      char nm[64];
-      if (per_layer) snprintf(nm, sizeof nm, "h%d.%s", l, order[i]);
-      else snprintf(nm, sizeof nm, "%s", order[i]);
-      if (!(parts[i][l] = find_tensor(a, nm)))
-        return yk_errorf(d, YK_ENOTFOUND, "arena '%s' has no tensor '%s' needed by the GPT-2 format", a->name, nm);
-    }
-  }
-  if (*L == 0) {
-    if (parts[4][0]->ndim != 3)
-      return yk_errorf(d, YK_EFORMAT, "GPT-2 export: qkvw must be 3-D (L, 3C, C), it has %d dimensions",
-                       parts[4][0]->ndim);
-    *L = parts[4][0]->shape[0];
-  }
-  return 0;
-}
-
-int yk_ckpt_export_gpt2(yk_ckpt_reader *r, const char *arena, const char *out_path, yk_diag *d) {
-  static const char *const order[16] = {"wte",  "wpe",  "ln1w", "ln1b", "qkvw", "qkvb",    "attprojw", "attprojb",
-                                        "ln2w", "ln2b", "fcw",  "fcb",  "fcprojw", "fcprojb", "lnfw", "lnfb"};
-  yk_ckpt_arena_info a;
-  int rc = yk_ckpt_reader_find_arena(r, arena, &a, d);
-  if (rc) return rc;
-  if (a.dtype != YK_DT_F32)
-    return yk_errorf(d, YK_EINVAL, "arena '%s' is %s; the GPT-2 export needs the f32 master weights (--arena)", arena,
-                     yk_dtype_name(a.dtype));
-  const yk_tensor_desc **parts[16] = {0};
-  int nparts[16] = {0};
-  int64_t L = 0;
-  FILE *f = NULL;
-  char tmp[4200];
-  if ((rc = gpt2_tensors(&a, order, parts, nparts, &L, d))) goto out;
-  if (parts[0][0]->ndim != 2 || parts[1][0]->ndim != 2) {
-    rc = yk_errorf(d, YK_EFORMAT, "GPT-2 export: wte and wpe must be 2-D");
-    goto out;
-  }
-  int64_t Vp = parts[0][0]->shape[0], C = parts[0][0]->shape[1], maxT = parts[1][0]->shape[0];
-  json_t *m = yk_ckpt_reader_model_json(r) ? json_loads(yk_ckpt_reader_model_json(r), 0, NULL) : NULL;
-  int64_t V = json_integer_value(json_object_get(m, "vocab_size"));
-  int64_t NH = json_integer_value(json_object_get(m, "heads"));
-  json_decref(m);
-  if (V <= 0 || NH <= 0 || V > Vp) {
-    rc = yk_errorf(d, YK_EFORMAT, "GPT-2 export: the manifest's model section needs vocab_size (<= %lld) and heads; "
-                   "got %lld and %lld", (long long)Vp, (long long)V, (long long)NH);
-    goto out;
-  }
-  const int64_t want[16] = {Vp * C, maxT * C, L * C, L * C, L * 3 * C * C, L * 3 * C, L * C * C, L * C,
-                            L * C,  L * C,    L * 4 * C * C, L * 4 * C, L * C * 4 * C, L * C, C, C};
-  for (int i = 0; i < 16; i++) {
-    int64_t have = 0;
-    for (int l = 0; l < nparts[i]; l++) have += (int64_t)parts[i][l]->numel;
-    if (have != want[i]) {
-      rc = yk_errorf(d, YK_EFORMAT, "GPT-2 export: tensor '%s' has %lld elements, expected %lld for L=%lld C=%lld "
-                     "Vp=%lld maxT=%lld", order[i], (long long)have, (long long)want[i], (long long)L, (long long)C,
-                     (long long)Vp, (long long)maxT);
-      goto out;
-    }
-  }
-  snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
-  f = fopen(tmp, "wbe");
-  if (!f) {
-    rc = yk_errorf_sys(d, YK_EIO, "cannot create '%s'", tmp);
-    goto out;
-  }
-  int32_t hdr[256] = {0};
-  hdr[0] = 20240326;
-  hdr[1] = 3;
-  hdr[2] = (int32_t)maxT;
-  hdr[3] = (int32_t)V;
-  hdr[4] = (int32_t)L;
-  hdr[5] = (int32_t)NH;
-  hdr[6] = (int32_t)C;
-  hdr[7] = (int32_t)Vp;
-  if (fwrite(hdr, sizeof hdr, 1, f) != 1) rc = yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp);
-  for (int i = 0; !rc && i < 16; i++)
-    for (int l = 0; !rc && l < nparts[i]; l++) rc = write_tensor(r, &a, parts[i][l], f, tmp, d);
-  rc = finish_file(f, tmp, out_path, rc, d);
-out:
-  for (int i = 0; i < 16; i++) free(parts[i]);
   return rc;
 }
 

@@ -18,32 +18,6 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-/* ---- small helpers ---- */
-
-void ck_step_dir(char *buf, size_t cap, const char *root, int64_t step, int partial) {
-  snprintf(buf, cap, "%s/step-%08lld%s", root, (long long)step, partial ? ".partial" : "");
-}
-
-void ck_shard_name(char *buf, size_t cap, int rank, int world) {
-  snprintf(buf, cap, "shard-%05d-of-%05d.yks", rank, world);
-}
-
-void ck_hex(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
-
-uint64_t ck_hex_parse(const char *s, int *ok) {
-  uint64_t v = 0;
-  *ok = 0;
-  if (!s || strlen(s) != 16) return 0;
-  for (int i = 0; i < 16; i++) {
-    char c = s[i];
-    int x = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-    if (x < 0) return 0;
-    v = v << 4 | (uint64_t)x;
-  }
-  *ok = 1;
-  return v;
-}
-
 int ck_fsync_dir(const char *dir, yk_diag *d) {
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return yk_errorf_sys(d, YK_EIO, "cannot open directory '%s' to fsync it", dir);
@@ -204,10 +178,6 @@ static int out_finish(ck_out *o) {
 static void out_close_buf(ck_out *o) {
   free(o->buf);
   o->buf = NULL;
-}
-
-static void put64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
 static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -467,12 +437,8 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, in
   }
   XXH3_64bits_reset(fsum);
   out.sum = fsum;
-  uint8_t hdr[CK_HEADER_BYTES] = {0};
-  memcpy(hdr, CK_SHARD_MAGIC, 8);
-  put64(hdr + 8, YK_CKPT_FORMAT_VERSION);
-  put64(hdr + 16, (uint64_t)p->rank);
-  put64(hdr + 24, (uint64_t)p->world);
-  put64(hdr + 32, (uint64_t)p->step);
+  uint8_t hdr[CK_HEADER_BYTES];
+  ck_shard_header_put(hdr, p->rank, p->world, p->step);
   rc = out_write(&out, hdr, sizeof hdr) ? yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp) : 0;
 
   int nthr = ck_threads(threads);
@@ -521,13 +487,11 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, in
     } else {
       size_t tl = strlen(txt);
       uint8_t tr[CK_TRAILER_BYTES];
-      put64(tr, pos);
-      put64(tr + 8, tl);
-      put64(tr + 16, XXH3_64bits(txt, tl));
+      uint64_t isum = XXH3_64bits(txt, tl);
+      ck_shard_trailer_put(tr, pos, tl, isum, 0);
       /* the file checksum covers bytes [0, size-16): up to tr + 24 */
       int wr = out_write(&out, txt, tl) || out_write(&out, tr, 24);
-      put64(tr + 24, XXH3_64bits_digest(fsum));
-      memcpy(tr + 32, CK_TRAILER_MAGIC, 8);
+      ck_shard_trailer_put(tr, pos, tl, isum, XXH3_64bits_digest(fsum));
       out.sum = NULL;
       if (wr || out_write(&out, tr + 24, 16) || out_finish(&out))
         rc = yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp);

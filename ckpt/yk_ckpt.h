@@ -38,6 +38,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -258,22 +259,29 @@ int yk_ckpt_reader_verify(yk_ckpt_reader *r, yk_diag *d);
 int yk_ckpt_restore(yk_ckpt_reader *r, yk_ckpt_state *s, yk_diag *d);
 
 /* ------------------------------------------------------------------------ */
-/* Offline tools (used by `yoke ckpt convert`)                              */
+/* Offline tools (`yoke ckpt`)                                             */
 /* ------------------------------------------------------------------------ */
 
 /* Reshard: write the checkpoint open in r as a new checkpoint of world size
  * o->world under o->dir (same step, same blobs: per-rank blobs of old ranks
  * < o->world kept, others dropped with a warning), committed. */
 int yk_ckpt_convert_reshard(yk_ckpt_reader *r, const yk_ckpt_opts *o, yk_diag *d);
-/* Export arena `arena` (f32) to the llm.c GPT-2 weights file (header of 256
- * int32: 20240326, 3, maxT, V, L, NH, C, Vp; then the 16 tensors in GPT-2
- * order). V and NH come from the model section (vocab_size, heads). */
-int yk_ckpt_export_gpt2(yk_ckpt_reader *r, const char *arena, const char *out_path, yk_diag *d);
 /* Export every tensor of arena `arena` to a safetensors file. */
 int yk_ckpt_export_safetensors(yk_ckpt_reader *r, const char *arena, const char *out_path, yk_diag *d);
 
-/* `yoke ckpt ls|verify|inspect|convert`. */
-int yk_ckpt_cmd_main(int argc, char **argv);
+/* What `yoke ckpt` prints (its command line is parsed in cli/). */
+/* The checkpoints of root dir as a table: step, world, size, status
+ * (latest, committed, incomplete, damaged), path. */
+int yk_ckpt_list_print(const char *dir, FILE *out, yk_diag *d);
+/* Open path (a checkpoint or a root: its newest), check every checksum
+ * (yk_ckpt_reader_verify) and print one "ok: PATH (step, world, arenas,
+ * blobs, bytes of state) verified in S s" line. threads: 0 = all cores. The
+ * first problem is returned, naming the file and tensor. */
+int yk_ckpt_verify_report(const char *path, int threads, FILE *out, yk_diag *d);
+/* The manifest of path in readable form (checkpoint, step, world, format,
+ * codec, model, shards, arenas with their tensors and compression ratio,
+ * blobs, config), or with raw_json the manifest text itself. */
+int yk_ckpt_manifest_print(const char *path, int raw_json, FILE *out, yk_diag *d);
 
 #ifdef __cplusplus
 }

@@ -93,16 +93,19 @@ static int apply(const yk_cmd_spec *s, const yk_opt *o, const char *v, void *opt
   return yk_errorf(d, YK_EINVAL, "option %s has an unknown kind", o->name);
 }
 
-/* One walk over argv: check every name and value and collect the positional
- * arguments; when `store`, also write the values to opts and cfg. */
-static int walk(const yk_cmd_spec *s, int argc, char **argv, void *opts, yk_config *cfg, int store,
-                yk_args_pos *pos, yk_diag *d) {
+/* One walk over argv: check every name and value and note where the
+ * positional arguments are (their indexes in `pos`, when not NULL; *npos
+ * counts them); when `store`, also write the values to opts and cfg. */
+static int walk(const yk_cmd_spec *s, int argc, char **argv, void *opts, yk_config *cfg, int store, int *pos,
+                int *npos, yk_diag *d) {
   int rc, only_pos = 0;
+  *npos = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (only_pos || a[0] != '-' || !a[1]) {
-      if (pos->n >= YK_ARGS_MAX_POS) return yk_errorf(d, YK_EUSAGE, "too many arguments ('%s')", a);
-      pos->v[pos->n++] = a;
+      if (pos) pos[*npos] = i;
+      ++*npos;
+      if (s->rest_positional) only_pos = 1;
       continue;
     }
     if (!strcmp(a, "--")) {
@@ -134,35 +137,56 @@ static int walk(const yk_cmd_spec *s, int argc, char **argv, void *opts, yk_conf
   return 0;
 }
 
+/* Stable partition of argv[1..argc): everything but the positional
+ * arguments at the indexes pos[0..n) (ascending) first, then those. */
+static int move_positionals_last(int argc, char **argv, const int *pos, int n, yk_diag *d) {
+  char **tmp = malloc((size_t)argc * sizeof *tmp);
+  if (!tmp) return yk_errorf(d, YK_ENOMEM, "out of memory parsing the command line");
+  int k = 0, p = 0;
+  for (int i = 1; i < argc; i++) {
+    if (p < n && pos[p] == i) p++;
+    else tmp[k++] = argv[i];
+  }
+  for (int j = 0; j < n; j++) tmp[k++] = argv[pos[j]];
+  memcpy(argv + 1, tmp, (size_t)(argc - 1) * sizeof *argv);
+  free(tmp);
+  return 0;
+}
+
 int yk_args_parse(const yk_cmd_spec *s, int argc, char **argv, void *opts, yk_diag *d) {
-  yk_args_pos pos = {0};
   yk_config *cfg = s->has_config ? (yk_config *)((char *)opts + s->cfg_off) : NULL;
+  int *idx = malloc((size_t)(argc > 0 ? argc : 1) * sizeof *idx), npos = 0;
+  if (!idx) return yk_errorf(d, YK_ENOMEM, "out of memory parsing the command line");
   /* The first walk checks everything before anything is stored or loaded. */
-  int rc = walk(s, argc, argv, opts, cfg, 0, &pos, d);
+  int rc = walk(s, argc, argv, opts, cfg, 0, idx, &npos, d);
+  if (!rc) rc = move_positionals_last(argc, argv, idx, npos, d);
+  free(idx);
   if (rc) return rc;
-  int job = s->job_positional && pos.n > 0;
-  int npos = pos.n - job;
-  if (npos < s->min_pos)
-    return yk_errorf(d, YK_EUSAGE, "missing argument%s: usage: yoke %s %s", s->min_pos - npos > 1 ? "s" : "", s->name,
+  char *const *pos = argv + argc - npos;
+  int job = s->job_positional && npos > 0;
+  int nargs = npos - job;
+  if (nargs < s->min_pos)
+    return yk_errorf(d, YK_EUSAGE, "missing argument%s: usage: yoke %s %s", s->min_pos - nargs > 1 ? "s" : "", s->name,
                      s->synopsis);
-  if (npos > s->max_pos)
-    return yk_errorf(d, YK_EUSAGE, "unexpected argument '%s'%s", pos.v[job + s->max_pos],
+  if (nargs > s->max_pos)
+    return yk_errorf(d, YK_EUSAGE, "unexpected argument '%s'%s", pos[job + s->max_pos],
                      job ? " (only one job file is read)" : "");
   if (s->max_pos > 0) {
     yk_args_pos *out = (yk_args_pos *)((char *)opts + s->pos_off);
-    memset(out, 0, sizeof *out);
-    for (int i = 0; i < npos; i++) out->v[out->n++] = pos.v[job + i];
+    out->v = pos + job;
+    out->n = nargs;
   }
-  yk_args_pos again = {0};
-  if (!cfg) return walk(s, argc, argv, opts, NULL, 1, &again, d);
+  /* The second walk sees the options first, then the positional arguments. */
+  if (!cfg) return walk(s, argc, argv, opts, NULL, 1, NULL, &npos, d);
   yk_config_defaults(cfg);
-  if (job && (rc = yk_config_load_file(cfg, pos.v[0], d)) != 0) return rc;
-  if ((rc = walk(s, argc, argv, opts, cfg, 1, &again, d)) != 0) return rc;
+  if (job && (rc = yk_config_load_file(cfg, pos[0], d)) != 0) return rc;
+  if ((rc = walk(s, argc, argv, opts, cfg, 1, NULL, &npos, d)) != 0) return rc;
   return yk_config_validate(cfg, d);
 }
 
 void yk_args_usage(const yk_cmd_spec *s, FILE *out) {
-  fprintf(out, "usage: yoke %s %s\n", s->name, s->synopsis ? s->synopsis : "[options]");
+  const char *syn = s->synopsis ? s->synopsis : "[options]";
+  fprintf(out, "usage: yoke %s%s%s\n", s->name, *syn ? " " : "", syn);
   if (s->about) fprintf(out, "\n%s\n", s->about);
   if (s->nopts) fputs("\noptions:\n", out);
   for (int i = 0; i < s->nopts; i++) {

@@ -365,6 +365,36 @@ int yk_config_key_count(void);
 const char *yk_config_key_name(int i);
 
 /* ------------------------------------------------------------------------ */
+/* What one training step reports                                           */
+/* ------------------------------------------------------------------------ */
+
+/* The one stats struct of a step: the engine's yk_engine_step fills it; the
+ * log line, the JSON line, heartbeats, /metrics and `yoke status` all come
+ * from it (yk_step_stats_text/json). */
+typedef struct yk_step_stats {
+  int64_t step;             /* optimizer steps done after this one (1-based) */
+  double loss;              /* mean training loss over every rank's micro-batches */
+  double lr;
+  double grad_norm;         /* global L2 norm before clipping; NaN when skipped */
+  int skipped;              /* fp16 overflow: the update was skipped */
+  double step_ms;           /* wall time of the step */
+  double fwd_ms, bwd_ms;    /* forward and backward compute of all micro-batches */
+  double comm_wait_ms;      /* communication not hidden by backward (+ the gather) */
+  double opt_ms;            /* norm, AdamW and casts */
+  double gather_ms;         /* ZeRO-1 all-gather of the updated parameters */
+  double tokens_per_s;      /* of the whole job */
+  uint64_t allreduce_bytes; /* gradient bytes this rank reduced */
+  double loss_scale;        /* fp16 loss scale, 1 otherwise */
+} yk_step_stats;
+
+/* "step 3/10 | loss 5.1234 | lr 1.000e-03 | norm 0.812 | 52.1 ms (comm wait 1.2) | 9830 tok/s"
+ * (plus " | skipped (fp16 overflow)"), into buf. `steps` is the run's total. */
+void yk_step_stats_text(const yk_step_stats *s, int64_t steps, char *buf, size_t cap);
+/* One JSON object (no newline) with every field: the `yoke train --json`
+ * step line (README lists the keys). */
+void yk_step_stats_json(const yk_step_stats *s, char *buf, size_t cap);
+
+/* ------------------------------------------------------------------------ */
 /* Process exit codes (docs/exit-codes.md): main returns these             */
 /* ------------------------------------------------------------------------ */
 typedef enum {
@@ -415,10 +445,11 @@ typedef struct yk_opt {
   const char *key;   /* CONFIG: the config key, e.g. "train.steps" */
 } yk_opt;
 
-#define YK_ARGS_MAX_POS 16
-/* Where the positional arguments go: pos[i] points into argv. */
+/* Where the positional arguments go: v[0..n) are argv entries in their
+ * order on the command line (yk_args_parse moves them to the end of argv;
+ * argv must outlive the options struct). Any number of them. */
 typedef struct yk_args_pos {
-  const char *v[YK_ARGS_MAX_POS];
+  char *const *v;
   int n;
 } yk_args_pos;
 
@@ -434,6 +465,8 @@ typedef struct yk_cmd_spec {
   int has_config;        /* 1: the options struct holds a yk_config at cfg_off (job file, --set) */
   size_t cfg_off;
   const char *epilog;    /* text after the option list (may be NULL) */
+  int rest_positional;   /* 1: the first positional argument ends the options: it and every argument after
+                            it are positional, options included (a command line passed on, as `yoke launch`) */
 } yk_cmd_spec;
 
 #define YK_ARGS_HELP 1 /* yk_args_parse: -h/--help was given (print yk_args_usage to stdout, exit 0) */
@@ -441,7 +474,10 @@ typedef struct yk_cmd_spec {
 /* Parse argv[1..argc-1] into `opts` (which the caller zeroed or filled with
  * its defaults; a config field, when the spec has one, is reset to the
  * config defaults first). Returns 0, YK_ARGS_HELP, or YK_EUSAGE / YK_ECONFIG
- * with one sentence in d naming the bad argument and what is allowed. */
+ * with one sentence in d naming the bad argument and what is allowed.
+ * Like GNU getopt, a successful parse reorders argv[1..argc-1] in place: the
+ * options (with their values) first, then the positional arguments in their
+ * order, which the yk_args_pos field and STR fields point at. */
 int yk_args_parse(const yk_cmd_spec *s, int argc, char **argv, void *opts, yk_diag *d);
 /* The usage text of the spec, from its table. */
 void yk_args_usage(const yk_cmd_spec *s, FILE *out);

@@ -1,7 +1,8 @@
-/* cmd.c - the control-plane subcommands: `yoke coord` (standalone
- * coordinator), `yoke status` (ask the coordinator), `yoke daemon-selftest`
- * (a synthetic workload that exercises the whole control plane: rendezvous,
- * all-gather, heartbeats with step metrics, events, clean exit). */
+/* cmd.c - the control-plane subcommands (their command lines are in cli/):
+ * `yoke coord` (standalone coordinator), `yoke status` (ask the
+ * coordinator), `yoke daemon-selftest` (a synthetic workload that exercises
+ * the whole control plane: rendezvous, all-gather, heartbeats with step
+ * metrics, events, clean exit). */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -12,64 +13,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "cmd_util.h"
 #include "internal.h"
 
 /* ------------------------------------------------------------ shared */
-
-int ykd_arg_common(const char *cmd, int argc, char **argv, int *i, yk_config *cfg, int *have_job, const char *usage) {
-  const char *a = argv[*i];
-  yk_diag d = {0};
-  int rc;
-  if (!strcmp(a, "--set") || !strncmp(a, "--set=", 6)) {
-    const char *v = a[5] == '=' ? a + 6 : NULL;
-    if (!v) {
-      if (*i + 1 >= argc) {
-        fprintf(stderr, "yoke %s: --set needs section.key=value\n%s", cmd, usage);
-        return -2;
-      }
-      v = argv[++*i];
-    }
-    rc = yk_config_set(cfg, v, &d);
-  } else if (a[0] != '-' && !*have_job) {
-    *have_job = 1;
-    rc = yk_config_load_file(cfg, a, &d);
-  } else {
-    return 0;
-  }
-  if (rc) {
-    fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, rc));
-    return -2;
-  }
-  return 1;
-}
-
-int ykd_arg_value(const char *cmd, int argc, char **argv, int *i, const char *name, const char **out,
-                  const char *usage) {
-  const char *a = argv[*i];
-  size_t n = strlen(name);
-  if (strncmp(a, name, n) != 0) return 0;
-  if (a[n] == '=') {
-    *out = a + n + 1;
-    return 1;
-  }
-  if (a[n] != 0) return 0;
-  if (*i + 1 >= argc) {
-    fprintf(stderr, "yoke %s: %s needs a value\n%s", cmd, name, usage);
-    return -2;
-  }
-  *out = argv[++*i];
-  return 1;
-}
-
-int ykd_parse_int_arg(const char *cmd, const char *name, const char *v, int64_t lo, int64_t hi, int64_t *out) {
-  if (yk_parse_i64(v, out) || *out < lo || *out > hi) {
-    fprintf(stderr, "yoke %s: %s '%s' is not an integer in [%lld, %lld]\n", cmd, name, v, (long long)lo,
-            (long long)hi);
-    return -2;
-  }
-  return 0;
-}
 
 int yk_daemon_exit_code(int rc) {
   switch (rc) {
@@ -87,52 +33,15 @@ int yk_daemon_exit_code(int rc) {
 
 /* ------------------------------------------------------------ selftest */
 
-static const char selftest_usage[] =
-    "usage: yoke daemon-selftest [JOB.yaml] [--set section.key=value ...] [--steps N] [--step-ms MS]\n"
-    "                            [--fail-at STEP [--fail-code CODE]]\n\n"
-    "A synthetic workload for the control plane (until `yoke train` replaces it in tests):\n"
-    "register with the coordinator, check every rank's address from WELCOME, run one all-gather,\n"
-    "then run N steps of MS milliseconds that report a falling synthetic loss with heartbeats,\n"
-    "react to events (dead peer, lost coordinator, SIGINT/SIGTERM/SIGUSR1) like the step loop\n"
-    "does, and leave with BYE. Rank, world and coordinator come from the launch environment\n"
-    "(docs/launch.md). Exit codes: docs/exit-codes.md.\n\n"
-    "  --steps N        steps to run (default 20)\n"
-    "  --step-ms MS     wall time of one step (default 50)\n"
-    "  --fail-at STEP   this rank fails at STEP (with --fail-rank R only rank R)\n"
-    "  --fail-rank R    which rank --fail-at applies to (default: every rank)\n"
-    "  --fail-code C    exit code of that failure (default 1)\n";
+void yk_daemon_selftest_opts_default(yk_daemon_selftest_opts *o) {
+  *o = (yk_daemon_selftest_opts){.steps = 20, .step_ms = 50, .fail_at = -1, .fail_rank = -1, .fail_code = 1};
+}
 
-int yk_daemon_cmd_selftest(int argc, char **argv) {
+int yk_daemon_selftest(const yk_daemon_selftest_opts *so) {
   const char *cmd = "daemon-selftest";
-  yk_config cfg;
-  yk_config_defaults(&cfg);
-  int have_job = 0;
-  int64_t steps = 20, step_ms = 50, fail_at = -1, fail_code = 1, fail_rank = -1;
-  for (int i = 1; i < argc; i++) {
-    const char *v = NULL;
-    int r;
-    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      fputs(selftest_usage, stdout);
-      return 0;
-    }
-    if ((r = ykd_arg_common(cmd, argc, argv, &i, &cfg, &have_job, selftest_usage))) {
-      if (r < 0) return 2;
-      continue;
-    }
-#define INTARG(flag, var, lo, hi)                                                             \
-  if ((r = ykd_arg_value(cmd, argc, argv, &i, flag, &v, selftest_usage))) {                   \
-    if (r < 0 || ykd_parse_int_arg(cmd, flag, v, lo, hi, &var)) return 2;                     \
-    continue;                                                                                 \
-  }
-    INTARG("--steps", steps, 0, 100000000)
-    INTARG("--step-ms", step_ms, 0, 3600000)
-    INTARG("--fail-at", fail_at, 0, 100000000)
-    INTARG("--fail-code", fail_code, 1, 255)
-    INTARG("--fail-rank", fail_rank, 0, YK_PROTO_MAX_WORLD)
-#undef INTARG
-    fprintf(stderr, "yoke %s: unknown option '%s'\n%s", cmd, argv[i], selftest_usage);
-    return 2;
-  }
+  yk_config cfg = *so->cfg;
+  int64_t steps = so->steps, step_ms = so->step_ms, fail_at = so->fail_at, fail_code = so->fail_code,
+          fail_rank = so->fail_rank;
   yk_diag d = {0};
   int rc = yk_config_validate(&cfg, &d);
   yk_launch_env env;
@@ -237,12 +146,12 @@ int yk_daemon_cmd_selftest(int argc, char **argv) {
       break;
     }
     double ms = (double)(yk_now_ns() - t0) / 1e6;
-    yk_step_report rep = {0};
+    yk_step_stats rep = {0};
     rep.step = step;
     rep.loss = 4.0 * exp(-0.05 * (double)step) + 1.0;
     rep.step_ms = ms;
     rep.tokens_per_s = ms > 0 ? 1024.0 / (ms / 1e3) : 0;
-    rep.allreduce_ms = ms * 0.1;
+    rep.comm_wait_ms = ms * 0.1;
     rep.allreduce_bytes = 4u << 20;
     rep.loss_scale = 65536.0;
     yk_daemon_ctl_report(ctl, &rep);
@@ -255,19 +164,6 @@ int yk_daemon_cmd_selftest(int argc, char **argv) {
 }
 
 /* ------------------------------------------------------------ coord */
-
-static const char coord_usage[] =
-    "usage: yoke coord [JOB.yaml] [--set section.key=value ...] --world N [--port P] [--bind ADDR]\n"
-    "                  [--secret-file FILE] [--port-file FILE] [--rendezvous-timeout-ms MS]\n\n"
-    "Run the coordinator on its own (otherwise rank 0 embeds it). Ranks register with it, get\n"
-    "their rank, the world and every rank's address, heartbeat, and are told when a rank dies.\n"
-    "It exits when every rank left: 0 if all finished, else the job's failure code.\n\n"
-    "  --world N         ranks to expect (required)\n"
-    "  --port P          TCP port (default coord.port; 0 picks a free one)\n"
-    "  --bind ADDR       listen address (default 0.0.0.0)\n"
-    "  --secret-file F   per-job secret (default coord.secret_file, then YOKE_SECRET)\n"
-    "  --port-file F     write the port to F once listening\n"
-    "  --rendezvous-timeout-ms MS  give up if not every rank registered by then (default 300000)\n";
 
 typedef struct {
   yk_coord *co;
@@ -314,54 +210,17 @@ static void coord_sig(uv_signal_t *h, int signum) {
   coord_shutdown(cr, 128 + signum);
 }
 
-int yk_daemon_cmd_coord(int argc, char **argv) {
+void yk_daemon_coord_opts_default(yk_daemon_coord_opts *o) {
+  *o = (yk_daemon_coord_opts){.bind = "0.0.0.0", .rendezvous_timeout_ms = 300000};
+}
+
+int yk_daemon_coord(const yk_daemon_coord_opts *co) {
   const char *cmd = "coord";
-  yk_config cfg;
-  yk_config_defaults(&cfg);
-  int have_job = 0;
-  int64_t world = 0, port = -1, rdv_ms = 300000;
-  const char *bind = "0.0.0.0", *port_file = NULL;
-  for (int i = 1; i < argc; i++) {
-    const char *v = NULL;
-    int r;
-    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      fputs(coord_usage, stdout);
-      return 0;
-    }
-    if ((r = ykd_arg_common(cmd, argc, argv, &i, &cfg, &have_job, coord_usage))) {
-      if (r < 0) return 2;
-      continue;
-    }
-    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--world", &v, coord_usage))) {
-      if (r < 0 || ykd_parse_int_arg(cmd, "--world", v, 1, YK_PROTO_MAX_WORLD, &world)) return 2;
-      continue;
-    }
-    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--port", &v, coord_usage))) {
-      if (r < 0 || ykd_parse_int_arg(cmd, "--port", v, 0, 65535, &port)) return 2;
-      continue;
-    }
-    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--rendezvous-timeout-ms", &v, coord_usage))) {
-      if (r < 0 || ykd_parse_int_arg(cmd, "--rendezvous-timeout-ms", v, 0, 86400000, &rdv_ms)) return 2;
-      continue;
-    }
-    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--bind", &bind, coord_usage))) {
-      if (r < 0) return 2;
-      continue;
-    }
-    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--port-file", &port_file, coord_usage))) {
-      if (r < 0) return 2;
-      continue;
-    }
-    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--secret-file", &v, coord_usage))) {
-      if (r < 0) return 2;
-      snprintf(cfg.coord.secret_file, sizeof cfg.coord.secret_file, "%s", v);
-      continue;
-    }
-    fprintf(stderr, "yoke %s: unknown option '%s'\n%s", cmd, argv[i], coord_usage);
-    return 2;
-  }
-  if (world <= 0) {
-    fprintf(stderr, "yoke %s: --world N is required\n%s", cmd, coord_usage);
+  yk_config cfg = *co->cfg;
+  const char *bind = co->bind ? co->bind : "0.0.0.0", *port_file = co->port_file;
+  int64_t world = co->world, rdv_ms = co->rendezvous_timeout_ms;
+  if (world < 1 || world > YK_PROTO_MAX_WORLD) {
+    fprintf(stderr, "yoke %s: the world size %lld must be in [1, %d]\n", cmd, (long long)world, YK_PROTO_MAX_WORLD);
     return 2;
   }
   yk_diag d = {0};
@@ -380,7 +239,7 @@ int yk_daemon_cmd_coord(int argc, char **argv) {
   uv_loop_init(&loop);
   yk_coord_opts o = {0};
   o.bind_host = bind;
-  o.port = port >= 0 ? (int)port : (int)cfg.coord.port;
+  o.port = (int)cfg.coord.port;
   o.world = (int)world;
   o.heartbeat_timeout_ms = cfg.coord.heartbeat_timeout_ms;
   o.key = key;
@@ -417,19 +276,6 @@ int yk_daemon_cmd_coord(int argc, char **argv) {
 
 /* ------------------------------------------------------------ status */
 
-static const char status_usage[] =
-    "usage: yoke status [JOB.yaml] [--set section.key=value ...] [--coord HOST:PORT]\n"
-    "                   [--secret-file FILE] [--json] [--timeout-ms MS] [--checkpoint | --stop]\n\n"
-    "Ask the coordinator (authenticated with the job secret) for the job's state: epoch, step,\n"
-    "members with host, pid and heartbeat age, step time and tokens/s.\n\n"
-    "  --checkpoint       ask every rank to checkpoint at its next step boundary and exit 75\n"
-    "  --stop             ask every rank to stop at its next step boundary (exit 130)\n"
-    "  --coord HOST:PORT  coordinator (default: YOKE_COORD, then coord.host:coord.port,\n"
-    "                     then 127.0.0.1:coord.port)\n"
-    "  --secret-file F    job secret (default coord.secret_file, then YOKE_SECRET)\n"
-    "  --json             print JSON instead of a table\n"
-    "  --timeout-ms MS    give up after MS (default 5000)\n";
-
 static int recv_frame(int fd, uint8_t **buf, size_t *len, size_t *cap, const uint8_t *key, size_t key_len, yk_msg *m,
                       uint64_t deadline, yk_diag *d) {
   for (;;) {
@@ -461,7 +307,7 @@ static int recv_frame(int fd, uint8_t **buf, size_t *len, size_t *cap, const uin
 }
 
 /* Connect to host:port with a deadline. Returns a socket or a negative code. */
-int ykd_connect_sync(const char *host, int port, uint64_t deadline, yk_diag *d) {
+static int connect_sync(const char *host, int port, uint64_t deadline, yk_diag *d) {
   struct sockaddr_storage ss;
   int rc = ykd_resolve(host, port, &ss, d);
   if (rc) return rc;
@@ -513,51 +359,19 @@ static const char *state_name(int s) {
   }
 }
 
-int yk_daemon_cmd_status(int argc, char **argv) {
+void yk_daemon_status_opts_default(yk_daemon_status_opts *o) {
+  *o = (yk_daemon_status_opts){.timeout_ms = 5000};
+}
+
+int yk_daemon_status(const yk_daemon_status_opts *so) {
   const char *cmd = "status";
-  yk_config cfg;
-  yk_config_defaults(&cfg);
-  int have_job = 0, json = 0, action = 0;
-  int64_t timeout_ms = 5000;
-  const char *coord = NULL;
-  for (int i = 1; i < argc; i++) {
-    const char *v = NULL;
-    int r;
-    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      fputs(status_usage, stdout);
-      return 0;
-    }
-    if (!strcmp(argv[i], "--json")) {
-      json = 1;
-      continue;
-    }
-    if (!strcmp(argv[i], "--checkpoint") || !strcmp(argv[i], "--stop")) {
-      int a = argv[i][2] == 'c' ? YK_REQ_CHECKPOINT : YK_REQ_STOP;
-      if (action && action != a) {
-        fprintf(stderr, "yoke %s: --checkpoint and --stop exclude each other\n%s", cmd, status_usage);
-        return 2;
-      }
-      action = a;
-      continue;
-    }
-    if ((r = ykd_arg_common(cmd, argc, argv, &i, &cfg, &have_job, status_usage))) {
-      if (r < 0) return 2;
-      continue;
-    }
-    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--coord", &coord, status_usage))) {
-      if (r < 0) return 2;
-      continue;
-    }
-    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--timeout-ms", &v, status_usage))) {
-      if (r < 0 || ykd_parse_int_arg(cmd, "--timeout-ms", v, 1, 3600000, &timeout_ms)) return 2;
-      continue;
-    }
-    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--secret-file", &v, status_usage))) {
-      if (r < 0) return 2;
-      snprintf(cfg.coord.secret_file, sizeof cfg.coord.secret_file, "%s", v);
-      continue;
-    }
-    fprintf(stderr, "yoke %s: unknown option '%s'\n%s", cmd, argv[i], status_usage);
+  const yk_config cfg = *so->cfg;
+  int json = so->json, action = so->action;
+  int64_t timeout_ms = so->timeout_ms;
+  const char *coord = so->coord;
+  if (action != 0 && action != YK_REQ_CHECKPOINT && action != YK_REQ_STOP) {
+    fprintf(stderr, "yoke %s: request %d is neither checkpoint (%d) nor stop (%d)\n", cmd, action, YK_REQ_CHECKPOINT,
+            YK_REQ_STOP);
     return 2;
   }
   yk_diag d = {0};
@@ -588,7 +402,7 @@ int yk_daemon_cmd_status(int argc, char **argv) {
     return 2;
   }
   uint64_t deadline = yk_deadline_in_ms((uint64_t)timeout_ms);
-  int fd = ykd_connect_sync(host, port, deadline, &d);
+  int fd = connect_sync(host, port, deadline, &d);
   if (fd < 0) {
     fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, fd));
     return 1;
@@ -695,7 +509,7 @@ int yk_daemon_cmd_status(int argc, char **argv) {
       json_object_set_new(e, "loss", json_real(mm->rep.loss));
       json_object_set_new(e, "step_ms", json_real(mm->rep.step_ms));
       json_object_set_new(e, "tokens_per_s", json_real(mm->rep.tokens_per_s));
-      json_object_set_new(e, "allreduce_ms", json_real(mm->rep.allreduce_ms));
+      json_object_set_new(e, "comm_wait_ms", json_real(mm->rep.comm_wait_ms));
       json_object_set_new(e, "allreduce_bytes", json_integer((json_int_t)mm->rep.allreduce_bytes));
       json_object_set_new(e, "loss_scale", json_real(mm->rep.loss_scale));
       json_array_append_new(arr, e);

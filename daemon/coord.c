@@ -19,7 +19,7 @@ typedef struct member {
   uint8_t *addr;
   uint32_t addr_len;
   uint64_t last_hb_ns;
-  yk_step_report rep;
+  yk_step_stats rep;
   cconn *conn;
   int exit_code;
   uint8_t *xblob; /* this round's EXCHANGE blob */

@@ -65,7 +65,7 @@ struct yk_daemon_ctl {
   yk_daemon_job job;
   uint8_t **peer_addr;
   uint32_t *peer_len;
-  yk_step_report rep;
+  yk_step_stats rep;
   int64_t rep_last_step;
   uint64_t ar_bytes_total;
   uint64_t steps_reported;
@@ -492,7 +492,7 @@ static void on_signal(uv_signal_t *h, int signum) {
 static size_t render_metrics(void *arg, char *buf, size_t cap) {
   yk_daemon_ctl *ctl = arg;
   uv_mutex_lock(&ctl->mu);
-  yk_step_report r = ctl->rep;
+  yk_step_stats r = ctl->rep;
   uint64_t total = ctl->ar_bytes_total, nrep = ctl->steps_reported;
   double age = (double)(yk_now_ns() - ctl->last_rx_ns) / 1e9;
   yk_daemon_job job = ctl->job;
@@ -513,7 +513,7 @@ static size_t render_metrics(void *arg, char *buf, size_t cap) {
   EMIT("yoke_tokens_per_second", "gauge", "Tokens per second of this rank over the last step.", "%.17g",
        r.tokens_per_s);
   EMIT("yoke_step_seconds", "gauge", "Wall time of the last step.", "%.9g", r.step_ms / 1e3);
-  EMIT("yoke_allreduce_seconds", "gauge", "Time in all-reduce during the last step.", "%.9g", r.allreduce_ms / 1e3);
+  EMIT("yoke_allreduce_seconds", "gauge", "Time the last step waited on communication (not hidden by backward).", "%.9g", r.comm_wait_ms / 1e3);
   EMIT("yoke_allreduce_bytes", "gauge", "Bytes all-reduced during the last step.", "%llu",
        (unsigned long long)r.allreduce_bytes);
   EMIT("yoke_allreduce_bytes_total", "counter", "Bytes all-reduced since start.", "%llu", (unsigned long long)total);
@@ -828,7 +828,7 @@ int yk_daemon_ctl_allgather(yk_daemon_ctl *ctl, const void *mine, size_t len, vo
   return rc;
 }
 
-void yk_daemon_ctl_report(yk_daemon_ctl *ctl, const yk_step_report *r) {
+void yk_daemon_ctl_report(yk_daemon_ctl *ctl, const yk_step_stats *r) {
   uv_mutex_lock(&ctl->mu);
   ctl->rep = *r;
   if (r->step != ctl->rep_last_step) {

@@ -63,7 +63,7 @@ int ykd_metrics_start(uv_loop_t *loop, const char *bind, int port, ykd_metrics_r
                       const yk_logger *log, ykd_metrics **out, yk_diag *d);
 void ykd_metrics_close(ykd_metrics *m);
 
-/* Config + positional/--set parsing shared by the subcommands (cmd.c). */
+/* host:port -> address (numeric or resolved), for connecting. */
 int ykd_resolve(const char *host, int port, struct sockaddr_storage *ss, yk_diag *d);
 
 #endif

@@ -1,4 +1,5 @@
-/* launch.c - `yoke launch -n N ...`: the local launcher. It runs the
+/* launch.c - `yoke launch -n N ...`: the local launcher (its command line is
+ * parsed in cli/). It runs the
  * coordinator in its own libuv loop, starts N ranks of a yoke subcommand with
  * the YOKE_* launch variables, prefixes their output lines with [rN],
  * forwards SIGINT/SIGTERM, and exits with the first failure's code after
@@ -8,7 +9,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cmd_util.h"
 #include "internal.h"
 
 extern char **environ;
@@ -258,28 +258,6 @@ static void wrap_free(char **v) {
   free(v);
 }
 
-static const char launch_usage[] =
-    "usage: yoke launch -n N [--port P] [--bind ADDR] [--grace-ms MS] JOB.yaml [--set section.key=value ...]\n"
-    "       yoke launch -n N [options] -- SUBCOMMAND [ARGS...]\n\n"
-    "Run a job of N ranks on this machine: start the coordinator, then N processes of\n"
-    "`yoke train JOB.yaml ...` (first form) or `yoke SUBCOMMAND ARGS...` (second form) with\n"
-    "YOKE_RANK, YOKE_WORLD, YOKE_LOCAL_RANK, YOKE_COORD and YOKE_SECRET set. Their output lines\n"
-    "are prefixed with [rN]. SIGINT/SIGTERM are forwarded. The launcher exits with the first\n"
-    "failing rank's code (128+signal if it was killed) after stopping the others; 0 if all succeed.\n"
-    "The job config (coord.heartbeat_timeout_ms, coord.secret_file, ...) is read from the command's\n"
-    "JOB.yaml and --set arguments.\n\n"
-    "  -n, --np N      ranks to start (required)\n"
-    "  --port P        coordinator port (default 0: a free port)\n"
-    "  --bind ADDR     coordinator address (default 127.0.0.1)\n"
-    "  --grace-ms MS   after a failure, let the others stop on their own this long (default 3000)\n"
-    "  --wrap 'CMD'    start each rank as CMD... yoke ..., with {rank} in CMD replaced by the rank,\n"
-    "                  e.g. --wrap 'ip netns exec host{rank}' (tests put ranks on namespace hosts)\n";
-
-static int is_yaml(const char *s) {
-  size_t n = strlen(s);
-  return (n > 5 && !strcmp(s + n - 5, ".yaml")) || (n > 4 && !strcmp(s + n - 4, ".yml"));
-}
-
 static int drop_var(const char *e) {
   static const char *drop[] = {"YOKE_RANK=",  "YOKE_WORLD=",  "YOKE_LOCAL_RANK=", "YOKE_LOCAL_WORLD=",
                                "YOKE_COORD=", "YOKE_COORD_EMBED=", "YOKE_JOB_ID="};
@@ -288,87 +266,33 @@ static int drop_var(const char *e) {
   return 0;
 }
 
-int yk_daemon_cmd_launch(int argc, char **argv) {
+void yk_daemon_launch_opts_default(yk_daemon_launch_opts *o) {
+  *o = (yk_daemon_launch_opts){.bind = "127.0.0.1", .grace_ms = 3000};
+}
+
+int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   const char *cmd = "launch";
-  int64_t n = 0, port = 0, grace = 3000;
-  const char *bind = "127.0.0.1";
-  const char *wrap = NULL;
-  int i = 1;
-  for (; i < argc; i++) {
-    const char *v = NULL;
-    int r;
-    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      fputs(launch_usage, stdout);
-      return 0;
-    }
-    if (!strcmp(argv[i], "--")) {
-      i++;
-      break;
-    }
-    if ((r = ykd_arg_value(cmd, argc, argv, &i, "-n", &v, launch_usage)) ||
-        (r = ykd_arg_value(cmd, argc, argv, &i, "--np", &v, launch_usage))) {
-      if (r < 0 || ykd_parse_int_arg(cmd, "-n", v, 1, 4096, &n)) return 2;
-      continue;
-    }
-    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--port", &v, launch_usage))) {
-      if (r < 0 || ykd_parse_int_arg(cmd, "--port", v, 0, 65535, &port)) return 2;
-      continue;
-    }
-    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--grace-ms", &v, launch_usage))) {
-      if (r < 0 || ykd_parse_int_arg(cmd, "--grace-ms", v, 0, 3600000, &grace)) return 2;
-      continue;
-    }
-    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--bind", &bind, launch_usage))) {
-      if (r < 0) return 2;
-      continue;
-    }
-    if ((r = ykd_arg_value(cmd, argc, argv, &i, "--wrap", &wrap, launch_usage))) {
-      if (r < 0) return 2;
-      continue;
-    }
-    if (argv[i][0] == '-' && !is_yaml(argv[i])) {
-      fprintf(stderr, "yoke %s: unknown option '%s'\n%s", cmd, argv[i], launch_usage);
-      return 2;
-    }
-    break;
-  }
-  if (n <= 0) {
-    fprintf(stderr, "yoke %s: -n N is required\n%s", cmd, launch_usage);
+  int64_t n = o->np, port = o->port, grace = o->grace_ms;
+  const char *bind = o->bind ? o->bind : "127.0.0.1";
+  const char *wrap = o->wrap;
+  const yk_config cfg = *o->cfg;
+  if (n < 1 || n > 4096 || port < 0 || port > 65535 || grace < 0 || o->ncmd < 1) {
+    fprintf(stderr, "yoke %s: %lld ranks, port %lld, grace %lld ms and %d command words do not fit: 1..4096 ranks, "
+            "port 0..65535, a command to launch\n", cmd, (long long)n, (long long)port, (long long)grace, o->ncmd);
     return 2;
   }
-  if (i >= argc) {
-    fprintf(stderr, "yoke %s: nothing to launch: give JOB.yaml or -- SUBCOMMAND ...\n%s", cmd, launch_usage);
-    return 2;
-  }
-  /* The ranks' config is the launcher's config: read the job file and the
-   * --set overrides from the command line we launch. */
-  yk_config cfg;
-  yk_config_defaults(&cfg);
   yk_diag d = {0};
   int rc = 0;
-  for (int k = i; k < argc && !rc; k++) {
-    if (!strcmp(argv[k], "--set") && k + 1 < argc) rc = yk_config_set(&cfg, argv[++k], &d);
-    else if (!strncmp(argv[k], "--set=", 6)) rc = yk_config_set(&cfg, argv[k] + 6, &d);
-    else if (is_yaml(argv[k]) && argv[k][0] != '-') rc = yk_config_load_file(&cfg, argv[k], &d);
-  }
-  if (!rc) rc = yk_config_validate(&cfg, &d);
-  if (rc) {
-    fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, rc));
-    return 2;
-  }
   char exe[4096];
   size_t exe_len = sizeof exe;
   if (uv_exepath(exe, &exe_len)) {
     fprintf(stderr, "yoke %s: cannot find the yoke executable's path\n", cmd);
     return 1;
   }
-  int child_argc = (is_yaml(argv[i]) ? 2 : 1) + (argc - i);
-  char **cargv = calloc((size_t)child_argc + 1, sizeof *cargv);
+  char **cargv = calloc((size_t)o->ncmd + 2, sizeof *cargv);
   if (!cargv) return 1;
-  int ca = 0;
-  cargv[ca++] = exe;
-  if (is_yaml(argv[i])) cargv[ca++] = "train";
-  for (int k = i; k < argc; k++) cargv[ca++] = argv[k];
+  cargv[0] = exe;
+  for (int k = 0; k < o->ncmd; k++) cargv[1 + k] = o->cmd[k];
 
   /* secret: the job's file, an exported YOKE_SECRET, or a fresh one */
   uint8_t key[YK_SECRET_MAX];

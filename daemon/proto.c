@@ -80,12 +80,12 @@ static void w_blob(wbuf *w, const uint8_t *b, uint32_t n) {
   w_u32(w, n);
   w_bytes(w, b, n);
 }
-static void w_report(wbuf *w, const yk_step_report *r) {
+static void w_report(wbuf *w, const yk_step_stats *r) {
   w_u64(w, (uint64_t)r->step);
   w_f64(w, r->loss);
   w_f64(w, r->tokens_per_s);
   w_f64(w, r->step_ms);
-  w_f64(w, r->allreduce_ms);
+  w_f64(w, r->comm_wait_ms);
   w_u64(w, r->allreduce_bytes);
   w_f64(w, r->loss_scale);
 }
@@ -162,12 +162,12 @@ static const uint8_t *r_blob(rbuf *r, uint32_t *n, uint32_t max, const char *wha
   if (!p) *n = 0;
   return p;
 }
-static void r_report(rbuf *r, yk_step_report *rep) {
+static void r_report(rbuf *r, yk_step_stats *rep) {
   rep->step = (int64_t)r_u64(r, "report.step");
   rep->loss = r_f64(r, "report.loss");
   rep->tokens_per_s = r_f64(r, "report.tokens_per_s");
   rep->step_ms = r_f64(r, "report.step_ms");
-  rep->allreduce_ms = r_f64(r, "report.allreduce_ms");
+  rep->comm_wait_ms = r_f64(r, "report.comm_wait_ms");
   rep->allreduce_bytes = r_u64(r, "report.allreduce_bytes");
   rep->loss_scale = r_f64(r, "report.loss_scale");
 }

@@ -1,4 +1,4 @@
-/* train.c - `yoke train` and `yoke eval`: the run of one rank.
+/* train.c - `yoke train`: the run of one rank.
  *
  * The daemon's part of training: join the job (job.c: launch environment,
  * control plane, communicators), create the device, open the engine, then
@@ -14,11 +14,12 @@
  *   validation every train.val_every steps        yk_engine_eval
  *
  * and finish with the final checkpoint, a summary and the weights file.
+ * The command line is parsed in cli/cmd_train.c; `yoke eval` is the
+ * engine's yk_engine_eval_file.
  * docs/training.md describes the step in full. */
 #include "yk_daemon.h"
 
 #include <math.h>
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -31,79 +32,6 @@
 /* ------------------------------------------------------------------------ */
 /* Argument parsing shared by train and eval                                */
 /* ------------------------------------------------------------------------ */
-
-/* yoke train's options: everything but --json is a config key. */
-typedef struct train_opts {
-  yk_config cfg;
-  int json;
-} train_opts;
-
-static const yk_opt train_opts_table[] = {
-    {"--set", 0, YK_OPT_CONFIG, 0, "SECTION.KEY=VALUE", "override any config key (repeatable)"},
-    {"--steps", 0, YK_OPT_CONFIG, 0, "N", "same as --set train.steps=N", .key = "train.steps"},
-    {"--init-weights", 0, YK_OPT_CONFIG, 0, "FILE", "start from a GPT-2 fp32 weights file (train.init_weights)",
-     .key = "train.init_weights"},
-    {"--save-weights", 0, YK_OPT_CONFIG, 0, "FILE", "write a GPT-2 fp32 weights file at the end (train.save_weights)",
-     .key = "train.save_weights"},
-    {"--resume", 0, YK_OPT_CONFIG, 0, "latest|PATH",
-     "resume from the newest checkpoint in ckpt.dir, or from a checkpoint\n"
-     "                            directory (same as --set ckpt.resume=...; needs ckpt.dir). With\n"
-     "                            'latest' and no checkpoint yet the run starts at step 0. Checkpoints:\n"
-     "                            ckpt.dir, ckpt.every (steps), ckpt.keep; SIGTERM/SIGUSR1 checkpoint at\n"
-     "                            the next step boundary and exit 75 (requeue)",
-     .key = "ckpt.resume"},
-    {"--json", 0, YK_OPT_FLAG, offsetof(train_opts, json), NULL, "also print one JSON object per step and a summary line"},
-};
-
-static const yk_cmd_spec train_spec = {
-    .name = "train",
-    .synopsis = "[JOB.yaml] [options]",
-    .about = "Train a GPT on this rank. Settings come from the job file (every key is in\n"
-             "cluster-configs/reference.yaml), then from the options below.",
-    .opts = train_opts_table,
-    .nopts = YK_ARRAY_LEN(train_opts_table),
-    .job_positional = 1,
-    .has_config = 1,
-    .cfg_off = offsetof(train_opts, cfg),
-};
-
-static const char eval_usage[] =
-    "usage: yoke eval --weights FILE --data SHARDS [options]\n"
-    "\n"
-    "Mean cross-entropy loss of a GPT-2 weights file on token shards.\n"
-    "\n"
-    "options:\n"
-    "  --weights FILE     GPT-2 fp32 weights file (required)\n"
-    "  --data PATTERN     token shard file or glob (required)\n"
-    "  --batch B          sequences per batch (default 4)\n"
-    "  --seq-len T        tokens per sequence (default 64, at most the model's maxT)\n"
-    "  --batches N        batches to average (default 8; fewer if the data is shorter)\n"
-    "  --threads N        compute threads (default: all cores)\n"
-    "  --json             last line is a JSON object with loss, batches, tokens\n"
-    "  -h, --help         this help\n";
-
-/* 1 if option argv[i] has a value after it; otherwise says so and returns 0. */
-static int need_value(int argc, char **argv, int i, const char *cmd) {
-  if (i + 1 >= argc) {
-    fprintf(stderr, "yoke %s: option '%s' needs a value\n", cmd, argv[i]);
-    return 0;
-  }
-  return 1;
-}
-
-static int parse_train_args(int argc, char **argv, train_opts *o, int *exit_code) {
-  yk_diag d = {0};
-  memset(o, 0, sizeof *o);
-  int rc = yk_args_parse(&train_spec, argc, argv, o, &d);
-  if ((*exit_code = yk_args_exit_code(&train_spec, rc, &d)) >= 0) return 1;
-  if (!o->cfg.data.train[0]) {
-    fprintf(stderr, "yoke train: no training data: set data.train in the job file or --set data.train=PATH "
-                    "(make shards with 'yoke data prepare')\n");
-    *exit_code = 2;
-    return 1;
-  }
-  return 0;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Signals of a single rank                                                 */
@@ -199,19 +127,14 @@ static int poll_events(run *r) {
 /* Every place a step's figures go, from the one stats struct: heartbeats
  * and /metrics (the control plane), the log line, the JSON line. */
 static void report_step(run *r, const yk_step_stats *s, int64_t steps) {
-  if (r->job.ctl) {
-    yk_step_report rep = {.step = s->step, .loss = s->loss, .tokens_per_s = s->tokens_per_s, .step_ms = s->step_ms,
-                          .allreduce_ms = s->comm_wait_ms, .allreduce_bytes = s->allreduce_bytes,
-                          .loss_scale = s->loss_scale};
-    yk_daemon_ctl_report(r->job.ctl, &rep);
-  }
+  if (r->job.ctl) yk_daemon_ctl_report(r->job.ctl, s);
   if (s->step % r->cfg.train.log_every != 0 && s->step != steps) return;
   char buf[1024];
   if (r->tty) fputs("\r\033[K", stdout);
-  yk_engine_stats_text(s, steps, buf, sizeof buf);
+  yk_step_stats_text(s, steps, buf, sizeof buf);
   YK_INFO(&r->log, "%s", buf);
   if (r->json && r->job.layout.rank == 0) {
-    yk_engine_stats_json(s, buf, sizeof buf);
+    yk_step_stats_json(s, buf, sizeof buf);
     printf("%s\n", buf);
   }
 }
@@ -329,16 +252,13 @@ static int exit_code_for(int rc) {
   }
 }
 
-int yk_daemon_cmd_train(int argc, char **argv) {
-  train_opts o;
+int yk_daemon_train(const yk_daemon_train_opts *o) {
   int code;
-  if (parse_train_args(argc, argv, &o, &code)) return code;
-
   run r;
   memset(&r, 0, sizeof r);
-  r.cfg = o.cfg;
-  r.json = o.json;
-  r.tty = isatty(STDOUT_FILENO) && !o.json;
+  r.cfg = *o->cfg;
+  r.json = o->json;
+  r.tty = isatty(STDOUT_FILENO) && !o->json;
   yk_logger_init(&r.log, 0, yk_log_level_parse(r.cfg.log.level), stderr);
 
   yk_diag d = {0};
@@ -371,65 +291,4 @@ int yk_daemon_cmd_train(int argc, char **argv) {
   ykd_job_close(&r.job, code, reason);
   yk_device_destroy(r.dev);
   return code;
-}
-
-/* ------------------------------------------------------------------------ */
-/* yoke eval                                                                */
-/* ------------------------------------------------------------------------ */
-
-int yk_daemon_cmd_eval(int argc, char **argv) {
-  yk_engine_eval_opts eo = {.batch = 4, .seq_len = 64, .batches = 8, .threads = 0};
-  int json = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    int64_t *num = NULL;
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      fputs(eval_usage, stdout);
-      return 0;
-    } else if (!strcmp(a, "--json")) {
-      json = 1;
-      continue;
-    } else if (!strcmp(a, "--weights") || !strcmp(a, "--data")) {
-      if (!need_value(argc, argv, i, "eval")) goto usage;
-      if (!strcmp(a, "--weights")) eo.weights = argv[++i];
-      else eo.data = argv[++i];
-      continue;
-    } else if (!strcmp(a, "--batch")) num = &eo.batch;
-    else if (!strcmp(a, "--seq-len")) num = &eo.seq_len;
-    else if (!strcmp(a, "--batches")) num = &eo.batches;
-    else if (!strcmp(a, "--threads")) num = &eo.threads;
-    else {
-      fprintf(stderr, "yoke eval: unknown %s '%s'\n", a[0] == '-' ? "option" : "argument", a);
-      goto usage;
-    }
-    if (!need_value(argc, argv, i, "eval")) goto usage;
-    if (yk_parse_i64(argv[i + 1], num) != 0 || *num < (num == &eo.threads ? 0 : 1) || *num > 1000000) {
-      fprintf(stderr, "yoke eval: %s needs a positive integer, got '%s'\n", a, argv[i + 1]);
-      return 2;
-    }
-    i++;
-  }
-  if (!eo.weights || !eo.data) {
-    fprintf(stderr, "yoke eval: %s is required\n", !eo.weights ? "--weights" : "--data");
-    goto usage;
-  }
-  yk_logger log;
-  yk_logger_init(&log, -1, YK_LOG_INFO, stderr);
-  yk_diag d = {0};
-  double mean = 0;
-  uint64_t n = 0;
-  int rc = yk_engine_eval_file(&eo, &mean, &n, &d);
-  if (rc) {
-    YK_ERROR(&log, "%s", yk_diag_msg(&d, rc));
-    return rc == YK_ECONFIG || rc == YK_EFORMAT || rc == YK_ENOTFOUND ? 2 : 1;
-  }
-  printf("eval: loss %.6f over %llu batches of %lld x %lld tokens\n", mean, (unsigned long long)n,
-         (long long)eo.batch, (long long)eo.seq_len);
-  if (json)
-    printf("{\"loss\": %.6f, \"batches\": %llu, \"tokens\": %llu}\n", mean, (unsigned long long)n,
-           (unsigned long long)(n * (uint64_t)(eo.batch * eo.seq_len)));
-  return 0;
-usage:
-  fputs(eval_usage, stderr);
-  return 2;
 }

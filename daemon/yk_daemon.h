@@ -10,7 +10,7 @@
  *     step loop drives through yk_daemon_ctl_{start,report,poll,stop};
  *   - the step loop itself: `yoke train` / `yoke eval` (train.c);
  *   - the subcommands `yoke coord`, `yoke launch`, `yoke status`,
- *     `yoke daemon-selftest`.
+ *     `yoke daemon-selftest` (their command lines are in cli/).
  *
  * Exit codes are in docs/exit-codes.md and yk_exit_code (yk_common.h).
  */
@@ -67,16 +67,10 @@ typedef enum {
 
 const char *yk_msg_type_name(int type);
 
-/* Metrics a rank reports each step (also carried by HEARTBEAT). */
-typedef struct yk_step_report {
-  int64_t step;             /* last completed optimizer step */
-  double loss;
-  double tokens_per_s;
-  double step_ms;           /* wall time of the last step */
-  double allreduce_ms;      /* time in all-reduce during the last step */
-  uint64_t allreduce_bytes; /* bytes all-reduced in the last step */
-  double loss_scale;        /* current fp16 loss scale (1 if unused) */
-} yk_step_report;
+/* What a rank reports each step is yk_step_stats (yk_common.h: the same
+ * struct its log and JSON lines come from). HEARTBEAT carries step, loss,
+ * tokens_per_s, step_ms, comm_wait_ms, allreduce_bytes and loss_scale
+ * (docs/protocol.md); the other fields stay on the rank. */
 
 /* One member in WELCOME / STATUS. */
 typedef struct yk_msg_member {
@@ -87,7 +81,7 @@ typedef struct yk_msg_member {
   uint32_t addr_len;
   const uint8_t *addr;        /* points into the decoded buffer (WELCOME) */
   uint32_t hb_age_ms;         /* STATUS: time since its last heartbeat */
-  yk_step_report rep;         /* STATUS: its last report */
+  yk_step_stats rep;         /* STATUS: its last report */
 } yk_msg_member;
 
 /* REQUEST actions */
@@ -128,7 +122,7 @@ typedef struct yk_msg {
   char text[YK_PROTO_MAX_TEXT + 1]; /* reasons, error messages */
   uint32_t blob_len;
   const uint8_t *blob;          /* REGISTER/EXCHANGE blob (points into input) */
-  yk_step_report rep;           /* HEARTBEAT */
+  yk_step_stats rep;           /* HEARTBEAT */
   uint32_t n_members;
   yk_msg_member *members;       /* WELCOME / STATUS / EXCHANGE_ALL (addr = blob) */
 } yk_msg;
@@ -323,7 +317,7 @@ int yk_daemon_ctl_allgather(yk_daemon_ctl *ctl, const void *mine, size_t len, vo
 
 /* Publish the latest step metrics (copied; cheap, thread-safe). They go out
  * with the next heartbeat and are served at /metrics. */
-void yk_daemon_ctl_report(yk_daemon_ctl *ctl, const yk_step_report *r);
+void yk_daemon_ctl_report(yk_daemon_ctl *ctl, const yk_step_stats *r);
 
 /* Take the next pending event, if any: returns 1 and fills ev, or 0.
  * Never blocks. Call at every step boundary. */
@@ -347,14 +341,78 @@ void yk_daemon_ctl_stop(yk_daemon_ctl *ctl, int exit_code, const char *reason);
 /* Subcommands                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* yoke train [JOB.yaml] [--set k=v]... : train on this rank. */
-int yk_daemon_cmd_train(int argc, char **argv);
-/* yoke eval --weights W --data D ... : mean loss of a weights file. */
-int yk_daemon_cmd_eval(int argc, char **argv);
-int yk_daemon_cmd_coord(int argc, char **argv);
-int yk_daemon_cmd_launch(int argc, char **argv);
-int yk_daemon_cmd_status(int argc, char **argv);
-int yk_daemon_cmd_selftest(int argc, char **argv);
+/* yoke train: train on this rank as one rank of its job (launch
+ * environment, control plane, communicators), driving the engine step by
+ * step; the log line, JSON line (json), heartbeats and /metrics report each
+ * step. Returns the process exit code (docs/exit-codes.md). */
+typedef struct yk_daemon_train_opts {
+  const yk_config *cfg; /* the job, validated; data.train must be set */
+  int json;             /* also print one JSON object per step and a summary line (rank 0) */
+} yk_daemon_train_opts;
+int yk_daemon_train(const yk_daemon_train_opts *o);
+
+/* The control-plane subcommands. Each takes an options struct (set it with
+ * its _default function where it has one, then change fields; cfg is the
+ * job config the caller loaded and validated: job file and --set) and
+ * returns the process exit code (docs/exit-codes.md), having printed why on
+ * stderr. Their command lines are parsed in cli/. */
+
+/* yoke coord: run the coordinator on its own until every rank left (0 if
+ * all finished, else the job's failure code); SIGINT/SIGTERM end it. */
+typedef struct yk_daemon_coord_opts {
+  const yk_config *cfg;          /* coord.port (0: a free one), coord.heartbeat_timeout_ms, coord.secret_file, log.level */
+  int64_t world;                 /* ranks to expect, in [1, YK_PROTO_MAX_WORLD] (required) */
+  const char *bind;              /* listen address (NULL: 0.0.0.0) */
+  const char *port_file;         /* write the port here once listening (NULL: none) */
+  int64_t rendezvous_timeout_ms; /* abort with 5 if not every rank registered by then (default 300000; 0: never) */
+} yk_daemon_coord_opts;
+void yk_daemon_coord_opts_default(yk_daemon_coord_opts *o);
+int yk_daemon_coord(const yk_daemon_coord_opts *o);
+
+/* yoke launch: start the coordinator and np ranks of `yoke CMD...` on this
+ * machine with the YOKE_* launch variables, prefix their output lines with
+ * [rN], forward SIGINT/SIGTERM, and exit with the first failing rank's code
+ * (128+signal if killed) after stopping the others; 0 if all succeed. */
+typedef struct yk_daemon_launch_opts {
+  const yk_config *cfg;          /* the ranks' config (coord.heartbeat_timeout_ms, coord.secret_file, log.level) */
+  int64_t np;                    /* ranks, in [1, 4096] (required) */
+  int64_t port;                  /* coordinator port (default 0: a free one) */
+  const char *bind;              /* coordinator address (default 127.0.0.1) */
+  int64_t grace_ms;              /* after a failure, let the others stop on their own this long (default 3000) */
+  const char *wrap;              /* start each rank as WRAP... yoke ..., {rank} in WRAP replaced (default NULL) */
+  char *const *cmd;              /* what each rank runs after `yoke`: SUBCOMMAND ARGS... (ncmd >= 1 words) */
+  int ncmd;
+} yk_daemon_launch_opts;
+void yk_daemon_launch_opts_default(yk_daemon_launch_opts *o);
+int yk_daemon_launch(const yk_daemon_launch_opts *o);
+
+/* yoke status: ask the coordinator (authenticated with the job secret) for
+ * the job's state and print it (a table, or JSON), or send it a request.
+ * 0, 1 (no answer, refused), 2 (no secret, bad address). */
+typedef struct yk_daemon_status_opts {
+  const yk_config *cfg;          /* coord.host, coord.port, coord.secret_file */
+  const char *coord;             /* HOST:PORT (NULL: YOKE_COORD, then coord.host:coord.port, then 127.0.0.1:coord.port) */
+  int json;                      /* JSON instead of a table */
+  int64_t timeout_ms;            /* give up after this long (default 5000) */
+  int action;                    /* 0: ask for the state; YK_REQ_CHECKPOINT or YK_REQ_STOP: ask every rank to */
+} yk_daemon_status_opts;
+void yk_daemon_status_opts_default(yk_daemon_status_opts *o);
+int yk_daemon_status(const yk_daemon_status_opts *o);
+
+/* yoke daemon-selftest: a synthetic workload for the control plane: register
+ * (rank, world and coordinator from the launch environment, docs/launch.md),
+ * check every address from WELCOME, one all-gather, `steps` steps of step_ms
+ * reporting a falling loss, react to events like the step loop, BYE. */
+typedef struct yk_daemon_selftest_opts {
+  const yk_config *cfg;          /* coord.*, log.level */
+  int64_t steps;                 /* default 20 */
+  int64_t step_ms;               /* wall time of one step (default 50) */
+  int64_t fail_at;               /* fail at this step (default -1: never) ... */
+  int64_t fail_rank;             /* ... on this rank only (default -1: every rank) ... */
+  int64_t fail_code;             /* ... with this exit code (default 1) */
+} yk_daemon_selftest_opts;
+void yk_daemon_selftest_opts_default(yk_daemon_selftest_opts *o);
+int yk_daemon_selftest(const yk_daemon_selftest_opts *o);
 
 #ifdef __cplusplus
 }

@@ -161,18 +161,47 @@ void yk_data_loader_get_pos(const yk_data_loader *ld, yk_data_pos *pos);
 int yk_data_loader_set_pos(yk_data_loader *ld, const yk_data_pos *pos, yk_diag *d);
 
 /* ------------------------------------------------------------------------ */
-/* Subcommands                                                              */
+/* `yoke data prepare` and `yoke data info` (command lines in cli/)         */
 /* ------------------------------------------------------------------------ */
 
-/* yoke data prepare [--out DIR] [--val-fraction F] [--shard-tokens N] FILE|GLOB...
- * Exit code 0 / 1 (I/O or input failure) / 2 (usage). */
-int yk_data_cmd_prepare(int argc, char **argv);
-/* yoke data info [--vocab V] SHARD|GLOB...: validate shards, print token
- * counts (and a text preview for byte-level shards). Exit 0 / 1 (a bad
- * shard, message on stderr) / 2 (usage). */
-int yk_data_cmd_info(int argc, char **argv);
-/* yoke data <action> ...: dispatches to prepare and info (the table entry in cli/). */
-int yk_data_cmd_data(int argc, char **argv);
+typedef struct yk_data_prepare_opts {
+  const char *out;        /* output directory (default "data"): DIR/train_NNN.bin, DIR/val_NNN.bin; shards of
+                             an earlier run there are removed first */
+  double val_fraction;    /* in [0, 1) (default 0.1): the last fraction of every document goes to val; 0: no val */
+  int64_t shard_tokens;   /* at most this many tokens per shard file, in [1, YK_SHARD_MAX_TOKENS] (default 1e8) */
+  char *const *inputs;    /* ninputs text files or globs (expanded here, sorted by path) */
+  int ninputs;
+} yk_data_prepare_opts;
+
+/* The defaults above, no inputs. */
+void yk_data_prepare_opts_default(yk_data_prepare_opts *o);
+
+typedef struct yk_data_prepare_result {
+  size_t files;           /* files read */
+  size_t duplicates;      /* paths skipped because they name a file already read (symlinks, hard links) */
+  size_t bytes;           /* bytes read */
+  size_t train_tokens, val_tokens;
+  int train_shards, val_shards;
+} yk_data_prepare_result;
+
+/* Text files -> byte-level train / val shards (vocabulary 256; each
+ * document starts with token 0). Deterministic: inputs are sorted and read
+ * once each. YK_EINVAL (an option out of range, a glob matching nothing, a
+ * directory given as a file: the caller's command line is wrong), YK_EFORMAT
+ * (a file with a NUL byte, no text at all), YK_EIO, YK_ENOMEM. */
+int yk_data_prepare(const yk_data_prepare_opts *o, yk_data_prepare_result *res, yk_diag *d);
+
+typedef struct yk_data_info_opts {
+  int64_t vocab;          /* > 0: also require every token id < vocab (at most 65536); 0 (default): any */
+  char *const *inputs;    /* ninputs shard files or globs */
+  int ninputs;
+} yk_data_info_opts;
+
+/* Validate the shards and print one line each to out (path, token count,
+ * largest id and, for byte-level shards, the first bytes as text) and a
+ * total. YK_EINVAL for a glob matching nothing or no input; a bad shard's
+ * error (yk_data_shard_open) stops it. */
+int yk_data_info_print(const yk_data_info_opts *o, FILE *out, yk_diag *d);
 
 #ifdef __cplusplus
 }

@@ -44,34 +44,8 @@
 extern "C" {
 #endif
 
-/* ------------------------------------------------------------------------ */
-/* What one step reports                                                    */
-/* ------------------------------------------------------------------------ */
-
-/* The one stats struct of a step: the log line, the JSON line, heartbeats,
- * /metrics and `yoke status` all come from it (yk_engine_stats_text/json). */
-typedef struct yk_step_stats {
-  int64_t step;             /* optimizer steps done after this one (1-based) */
-  double loss;              /* mean training loss over every rank's micro-batches */
-  double lr;
-  double grad_norm;         /* global L2 norm before clipping; NaN when skipped */
-  int skipped;              /* fp16 overflow: the update was skipped */
-  double step_ms;           /* wall time of the step */
-  double fwd_ms, bwd_ms;    /* forward and backward compute of all micro-batches */
-  double comm_wait_ms;      /* communication not hidden by backward (+ the gather) */
-  double opt_ms;            /* norm, AdamW and casts */
-  double gather_ms;         /* ZeRO-1 all-gather of the updated parameters */
-  double tokens_per_s;      /* of the whole job */
-  uint64_t allreduce_bytes; /* gradient bytes this rank reduced */
-  double loss_scale;        /* fp16 loss scale, 1 otherwise */
-} yk_step_stats;
-
-/* "step 3/10 | loss 5.1234 | lr 1.000e-03 | norm 0.812 | 52.1 ms (comm wait 1.2) | 9830 tok/s"
- * (plus " | skipped (fp16 overflow)"), into buf. `steps` is the run's total. */
-void yk_engine_stats_text(const yk_step_stats *s, int64_t steps, char *buf, size_t cap);
-/* One JSON object (no newline) with every field: the `yoke train --json`
- * step line (README lists the keys). */
-void yk_engine_stats_json(const yk_step_stats *s, char *buf, size_t cap);
+/* What one step reports: yk_step_stats (yk_common.h), which yk_engine_step
+ * fills and the daemon's log line, JSON line, heartbeats and /metrics read. */
 
 /* ------------------------------------------------------------------------ */
 /* Schedules                                                                */

@@ -123,6 +123,71 @@ static void set_desc(yk_tensor_desc *t, const char *name, size_t off, size_t num
   t->decay = decay;
 }
 
+/* The tensor table of cfg in arena order: 4 + 12*L entries at t. */
+static void fill_table(const yk_model_config *cfg, const arena_layout *lay, yk_tensor_desc *t) {
+  size_t C = (size_t)cfg->channels, L = (size_t)cfg->layers, Vp = (size_t)cfg->padded_vocab_size;
+  set_desc(t++, "wte", lay->wte, Vp * C, 2, (int64_t)Vp, (int64_t)C, 1);
+  set_desc(t++, "wpe", lay->wpe, (size_t)cfg->max_seq_len * C, 2, cfg->max_seq_len, (int64_t)C, 1);
+  for (size_t l = 0; l < L; l++)
+    for (int k = 0; k < P_NLAYER; k++) {
+      char name[48];
+      snprintf(name, sizeof name, "h%zu.%s", l, kind_names[k]);
+      size_t off = lay->layers + l * lay->layer_size + lay->in_layer[k];
+      size_t n = lay->kind_numel[k];
+      if (kind_decay[k]) {
+        int64_t rows = k == P_QKVW ? 3 * (int64_t)C : k == P_FCW ? 4 * (int64_t)C : (int64_t)C;
+        set_desc(t++, name, off, n, 2, rows, (int64_t)(n / (size_t)rows), 1);
+      } else {
+        set_desc(t++, name, off, n, 1, (int64_t)n, 0, 0);
+      }
+    }
+  set_desc(t++, "lnfw", lay->lnfw, C, 1, (int64_t)C, 0, 0);
+  set_desc(t++, "lnfb", lay->lnfb, C, 1, (int64_t)C, 0, 0);
+}
+
+int yk_model_tensor_table(const yk_model_config *cfg_in, yk_tensor_desc **out, int *n, yk_diag *d) {
+  *out = NULL;
+  *n = 0;
+  yk_model_config cfg = *cfg_in;
+  int rc = yk_model_config_finish(&cfg, d);
+  if (rc) return rc;
+  int count = 4 + 12 * cfg.layers;
+  yk_tensor_desc *t = calloc((size_t)count, sizeof *t);
+  if (!t) return yk_errorf(d, YK_ENOMEM, "out of memory for a tensor table of %d tensors", count);
+  arena_layout lay;
+  yk_model_layout_(&cfg, &lay);
+  fill_table(&cfg, &lay, t);
+  *out = t;
+  *n = count;
+  return 0;
+}
+
+int yk_model_config_from_table(const yk_tensor_desc *t, int n, int vocab_size, int heads, yk_model_config *out,
+                               yk_diag *d) {
+  if (n < 4 || (n - 4) % P_NLAYER != 0 || strcmp(t[0].name, "wte") || t[0].ndim != 2 || strcmp(t[1].name, "wpe") ||
+      t[1].ndim != 2)
+    return yk_errorf(d, YK_EFORMAT, "a table of %d tensors starting with '%s' is not a GPT-2 table: it has 4 + 12*L "
+                     "tensors, wte (Vp, C) and wpe (maxT, C) first", n, n > 0 ? t[0].name : "");
+  yk_model_config cfg = {.layers = (n - 4) / P_NLAYER, .channels = (int)t[0].shape[1], .heads = heads,
+                         .max_seq_len = (int)t[1].shape[0], .vocab_size = vocab_size,
+                         .padded_vocab_size = (int)t[0].shape[0]};
+  yk_diag sub = {0};
+  if (yk_model_config_finish(&cfg, &sub) != 0)
+    return yk_errorf(d, YK_EFORMAT, "the tensor table gives no valid GPT-2 config: %s", sub.msg);
+  yk_tensor_desc *want;
+  int nw;
+  int rc = yk_model_tensor_table(&cfg, &want, &nw, d);
+  if (rc) return rc;
+  for (int i = 0; i < nw && !rc; i++)
+    if (strcmp(t[i].name, want[i].name) || t[i].offset != want[i].offset || t[i].numel != want[i].numel)
+      rc = yk_errorf(d, YK_EFORMAT, "tensor %d is '%s' (offset %zu, %zu elements) where GPT-2 L=%d C=%d Vp=%d maxT=%d "
+                     "has '%s' (offset %zu, %zu elements)", i, t[i].name, t[i].offset, t[i].numel, cfg.layers,
+                     cfg.channels, cfg.padded_vocab_size, cfg.max_seq_len, want[i].name, want[i].offset, want[i].numel);
+  free(want);
+  if (!rc) *out = cfg;
+  return rc;
+}
+
 int yk_model_create(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_model **out, yk_diag *d) {
   return yk_model_create_ex(cfg, B, T, dev, YK_DT_F32, out, d);
 }
@@ -223,25 +288,7 @@ int yk_model_create_ex(const yk_model_config *cfg_in, int B, int T, const yk_dev
 #undef KEEP
 #undef TAKE
 
-  /* tensor table in arena order */
-  yk_tensor_desc *t = m->tensors;
-  set_desc(t++, "wte", m->lay.wte, Vp * C, 2, (int64_t)Vp, (int64_t)C, 1);
-  set_desc(t++, "wpe", m->lay.wpe, (size_t)cfg.max_seq_len * C, 2, cfg.max_seq_len, (int64_t)C, 1);
-  for (size_t l = 0; l < L; l++)
-    for (int k = 0; k < P_NLAYER; k++) {
-      char name[48];
-      snprintf(name, sizeof name, "h%zu.%s", l, kind_names[k]);
-      size_t off = m->lay.layers + l * m->lay.layer_size + m->lay.in_layer[k];
-      size_t n = m->lay.kind_numel[k];
-      if (kind_decay[k]) {
-        int64_t rows = k == P_QKVW ? 3 * (int64_t)C : k == P_FCW ? 4 * (int64_t)C : (int64_t)C;
-        set_desc(t++, name, off, n, 2, rows, (int64_t)(n / (size_t)rows), 1);
-      } else {
-        set_desc(t++, name, off, n, 1, (int64_t)n, 0, 0);
-      }
-    }
-  set_desc(t++, "lnfw", m->lay.lnfw, C, 1, (int64_t)C, 0, 0);
-  set_desc(t++, "lnfb", m->lay.lnfb, C, 1, (int64_t)C, 0, 0);
+  fill_table(&cfg, &m->lay, m->tensors);
   *out = m;
   return 0;
 }

@@ -39,11 +39,6 @@ static int read_chunk(void *vctx, size_t off, size_t n) {
   return fread(c->arena + off, sizeof(float), n, c->f) == n ? 0 : YK_EIO;
 }
 
-static int write_chunk(void *vctx, size_t off, size_t n) {
-  io_ctx *c = vctx;
-  return fwrite(c->arena + off, sizeof(float), n, c->f) == n ? 0 : YK_EIO;
-}
-
 /* Opens path, reads and checks the header and the file size. On success *f
  * is positioned after the header. */
 static int open_checked(const char *path, FILE **fp, yk_model_config *cfg, yk_diag *d) {
@@ -149,34 +144,87 @@ int yk_model_weights_load(yk_model *m, const char *path, yk_diag *d) {
   return 0;
 }
 
-int yk_model_weights_save(const yk_model *m, const char *path, yk_diag *d) {
+/* Where write_chunk takes the arena from: the arena itself, or a source
+ * read into buf piece by piece. */
+typedef struct out_ctx {
+  FILE *f;
+  const float *arena;
+  yk_model_params_source src;
+  void *src_ctx;
+  float *buf;
+  size_t cap;
+  yk_diag *d;
+  int src_failed; /* the source's error is in d */
+} out_ctx;
+
+static int write_chunk(void *vctx, size_t off, size_t n) {
+  out_ctx *c = vctx;
+  if (c->arena) return fwrite(c->arena + off, sizeof(float), n, c->f) == n ? 0 : YK_EIO;
+  for (size_t k = 0; k < n;) {
+    size_t m = YK_MIN(n - k, c->cap);
+    int rc = c->src(c->src_ctx, off + k, m, c->buf, c->d);
+    if (rc) {
+      c->src_failed = 1;
+      return rc;
+    }
+    if (fwrite(c->buf, sizeof(float), m, c->f) != m) return YK_EIO;
+    k += m;
+  }
+  return 0;
+}
+
+/* The header, then the arena in file order from c, to path.tmp; fsync and
+ * rename to path. */
+static int write_file(const char *path, const yk_model_config *cfg_in, out_ctx *c, yk_diag *d) {
+  yk_model_config cfg = *cfg_in;
+  int rc = yk_model_config_finish(&cfg, d);
+  if (rc) return rc;
   char tmp[4096];
   if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
     return yk_errorf(d, YK_EINVAL, "weights path is too long: %s", path);
   FILE *f = fopen(tmp, "wb");
   if (!f) return yk_errorf_sys(d, YK_EIO, "cannot create %s", tmp);
   int32_t h[HDR_INTS] = {0};
-  const yk_model_config *c = &m->cfg;
   h[0] = YK_WEIGHTS_MAGIC;
   h[1] = YK_WEIGHTS_VERSION;
-  h[2] = c->max_seq_len;
-  h[3] = c->vocab_size;
-  h[4] = c->layers;
-  h[5] = c->heads;
-  h[6] = c->channels;
-  h[7] = c->padded_vocab_size;
-  int rc = fwrite(h, sizeof h, 1, f) == 1 ? 0 : YK_EIO;
-  io_ctx ctx = {f, m->params};
-  if (!rc) rc = walk_file_order(c, write_chunk, &ctx);
+  h[2] = cfg.max_seq_len;
+  h[3] = cfg.vocab_size;
+  h[4] = cfg.layers;
+  h[5] = cfg.heads;
+  h[6] = cfg.channels;
+  h[7] = cfg.padded_vocab_size;
+  c->f = f;
+  c->d = d;
+  rc = fwrite(h, sizeof h, 1, f) == 1 ? 0 : YK_EIO;
+  if (!rc) rc = walk_file_order(&cfg, write_chunk, c);
   if (!rc && fflush(f) != 0) rc = YK_EIO;
   if (!rc && fsync(fileno(f)) != 0) rc = YK_EIO;
-  if (fclose(f) != 0) rc = YK_EIO;
+  if (fclose(f) != 0 && !rc) rc = YK_EIO;
   if (!rc && rename(tmp, path) != 0) rc = YK_EIO;
   if (rc) {
     int e = errno;
     unlink(tmp);
     errno = e;
+    if (c->src_failed) return rc;
     return yk_errorf_sys(d, YK_EIO, "writing weights file %s failed", path);
   }
   return 0;
+}
+
+int yk_model_weights_save(const yk_model *m, const char *path, yk_diag *d) {
+  return yk_model_weights_write(path, &m->cfg, m->params, d);
+}
+
+int yk_model_weights_write(const char *path, const yk_model_config *cfg, const float *params, yk_diag *d) {
+  out_ctx c = {.arena = params};
+  return write_file(path, cfg, &c, d);
+}
+
+int yk_model_weights_write_from(const char *path, const yk_model_config *cfg, yk_model_params_source src, void *ctx,
+                                yk_diag *d) {
+  out_ctx c = {.src = src, .src_ctx = ctx, .cap = 1u << 20};
+  if (!(c.buf = malloc(c.cap * sizeof(float)))) return yk_errorf(d, YK_ENOMEM, "out of memory for the write buffer");
+  int rc = write_file(path, cfg, &c, d);
+  free(c.buf);
+  return rc;
 }

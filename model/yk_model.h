@@ -79,6 +79,18 @@ size_t yk_model_config_num_params(const yk_model_config *cfg);
  * the attention score and value products counted over the full T (the
  * PaLM / llm.c convention; causal masking is not subtracted). For MFU. */
 double yk_model_flops_per_token(const yk_model_config *cfg, int T);
+/* The tensor table of a config without a model (for checkpoints, exporters
+ * and benchmarks): the same table yk_model_tensors gives, in arena order,
+ * 4 + 12*L entries. The config is checked (yk_model_config_finish on a
+ * copy). *out is malloc'd, the caller frees it with free(); *n its length. */
+int yk_model_tensor_table(const yk_model_config *cfg, yk_tensor_desc **out, int *n, yk_diag *d);
+/* The inverse: the config whose tensor table is t[0..n) (L from n, Vp and C
+ * from wte, maxT from wpe), with vocab_size and heads, which a table does not
+ * hold. YK_EFORMAT naming the first tensor that differs when t is not exactly
+ * that config's table (name, offset, numel), or when the shapes give no
+ * valid config. */
+int yk_model_config_from_table(const yk_tensor_desc *t, int n, int vocab_size, int heads, yk_model_config *out,
+                               yk_diag *d);
 
 typedef struct yk_model yk_model;
 
@@ -197,6 +209,19 @@ int yk_model_weights_load(yk_model *m, const char *path, yk_diag *d);
 /* Write the parameters as a weights file (atomically: path.tmp, fsync,
  * rename). */
 int yk_model_weights_save(const yk_model *m, const char *path, yk_diag *d);
+/* The same without a model: `params` is a parameter arena of config cfg in
+ * the model's layer-major layout (yk_model_config_num_params floats). The
+ * config is checked first (yk_model_config_finish on a copy). */
+int yk_model_weights_write(const char *path, const yk_model_config *cfg, const float *params, yk_diag *d);
+/* Where yk_model_weights_write_from gets the arena from: copy the count
+ * floats at arena offset `offset` into dst (count is at most 1M); 0 or a
+ * YK_E* code with the reason in d. */
+typedef int (*yk_model_params_source)(void *ctx, size_t offset, size_t count, float *dst, yk_diag *d);
+/* The same, reading the arena piece by piece from src (e.g. a checkpoint
+ * reader), so the whole arena is never in memory. An error of src is
+ * returned with its message; the partial file is removed. */
+int yk_model_weights_write_from(const char *path, const yk_model_config *cfg, yk_model_params_source src, void *ctx,
+                                yk_diag *d);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,6 @@
 #!/bin/bash
-# `yoke ckpt ls|verify|inspect|convert` end to end on a tiny GPT-2 shaped
-# checkpoint written by the test driver: listing, verification and
+# `yoke ckpt ls|verify|inspect|convert` end to end on a tiny GPT-2
+# checkpoint (the model's tensor table) written by the test driver: listing, verification and
 # corruption messages, resharding, GPT-2 and safetensors exports parsed back
 # with plain python3 (no torch).
 source "$YK_SOURCE_DIR/tests/lib.sh"
@@ -26,7 +26,7 @@ expect_ok "verify a good checkpoint (root)" "$YOKE" ckpt verify "$D"
 expect_ok "verify a good checkpoint (dir)" "$YOKE" ckpt verify "$CK"
 
 out=$("$YOKE" ckpt inspect "$CK")
-for w in "step        5" "world       2" "qkvw" "(2, 24, 8)" "vocab_size" "shard-00001-of-00002.yks" "name: tiny-test"; do
+for w in "step        5" "world       2" "h1.qkvw" "(24, 8)" "vocab_size" "shard-00001-of-00002.yks" "name: tiny-test"; do
   case "$out" in *"$w"*) pass "inspect shows '$w'" ;; *) fail "inspect lacks '$w': $out" ;; esac
 done
 "$YOKE" ckpt inspect "$CK" --json | python3 -c '
@@ -48,16 +48,25 @@ expect_ok "convert --world 1" "$YOKE" ckpt convert "$T/w3" --world 1 --out "$T/w
 
 # exports: GPT-2 weights file and safetensors, values params[i] = i/1000
 expect_ok "export gpt2" "$YOKE" ckpt convert "$D" --export-gpt2 "$T/model.bin"
-python3 - "$T/model.bin" <<'PY' && pass "GPT-2 export: header and data" || fail "GPT-2 export content"
+python3 - "$T/model.bin" <<'PY' && pass "GPT-2 export: header and data in file (tensor-major) order" || fail "GPT-2 export content"
 import struct, sys
 b = open(sys.argv[1], "rb").read()
 h = struct.unpack("<256i", b[:1024])
-assert h[:8] == (20240326, 3, 8, 13, 2, 2, 8, 16), h[:8]
-L, C, Vp, T = 2, 8, 16, 8
-n = Vp*C + T*C + 4*L*C + L*3*C*C + L*3*C + L*C*C + L*C + L*4*C*C + L*4*C + L*C*4*C + L*C + 2*C
+assert h[:8] == (20240326, 3, 8, 13, 2, 2, 8, 128), h[:8]
+L, C, Vp, T = 2, 8, 128, 8
+kinds = [C, C, 3*C*C, 3*C, C*C, C, C, C, 4*C*C, 4*C, 4*C*C, C]  # per layer, arena order
+n = Vp*C + T*C + L*sum(kinds) + 2*C
 assert len(b) == 1024 + 4*n, (len(b), n)
 f = struct.unpack("<%df" % n, b[1024:])
-assert all(abs(f[i] - i/1000.0) < 1e-6 for i in range(n))
+# the arena (params[i] = i/1000) is layer-major; the file holds each kind for all layers in turn
+order = list(range(Vp*C + T*C))
+base, size = Vp*C + T*C, sum(kinds)
+for k in range(12):
+    for l in range(L):
+        o = base + l*size + sum(kinds[:k])
+        order += range(o, o + kinds[k])
+order += range(base + L*size, n)
+assert len(order) == n and all(abs(f[j] - i/1000.0) < 1e-6 for j, i in enumerate(order))
 PY
 expect_ok "export safetensors" "$YOKE" ckpt convert "$D" --export-safetensors "$T/model.safetensors"
 python3 - "$T/model.safetensors" <<'PY' && pass "safetensors export parses back" || fail "safetensors content"
@@ -68,8 +77,8 @@ assert hl % 8 == 0
 h = json.loads(b[8:8+hl])
 data = b[8+hl:]
 assert h["__metadata__"]["step"] == "5"
-q = h["qkvw"]
-assert q["dtype"] == "F32" and q["shape"] == [2, 24, 8]
+q = h["h0.qkvw"]
+assert q["dtype"] == "F32" and q["shape"] == [24, 8]
 end = max(v["data_offsets"][1] for k, v in h.items() if k != "__metadata__")
 assert end == len(data)
 s, e = q["data_offsets"]
@@ -90,7 +99,7 @@ cp -r "$T/w3" "$T/c2"; truncate -s -10 "$T/c2/step-00000005/shard-00002-of-00003
 expect_fail 1 "verify: truncated shard" "$YOKE" ckpt verify "$T/c2"
 expect_stderr "shard-00002-of-00003.yks is" "$YOKE" ckpt verify "$T/c2"
 cp -r "$T/w3" "$T/c3"; rm "$T/c3/step-00000005/shard-00000-of-00003.yks"
-expect_stderr "shard-00000-of-00003.yks is missing or unreadable (it holds tensors wte.." "$YOKE" ckpt verify "$T/c3"
+expect_stderr "shard-00000-of-00003.yks is missing or unreadable (it holds tensor wte" "$YOKE" ckpt verify "$T/c3"
 # a byte inside the "format" string: the JSON stays valid whatever lengths
 # the values before it have (the version string names the git revision)
 cp -r "$T/w3" "$T/c4"

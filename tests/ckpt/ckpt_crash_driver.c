@@ -13,9 +13,11 @@
  *   ckpt_crash_driver commit DIR --world W --step S
  *       one rank's phase 1 / rank 0's phase 2, for runs with real processes.
  *   ckpt_crash_driver gpt2 DIR
- *       writes a tiny GPT-2 shaped checkpoint (L=2 C=8 Vp=16 V=13 maxT=8 NH=2,
- *       params[i] = i / 1000) at world 2, step 5, for the export tests. */
+ *       writes a tiny GPT-2 checkpoint (L=2 C=8 V=13 Vp=128 maxT=8 NH=2, the
+ *       model's tensor table, params[i] = i / 1000) at world 2, step 5, for
+ *       the export tests. */
 #include "yk_ckpt.h"
+#include "yk_model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -198,46 +200,24 @@ static int do_check(const char *dir) {
   return bad;
 }
 
-static void tdesc(yk_tensor_desc *t, const char *name, size_t *off, int ndim, int64_t a, int64_t b, int64_t c) {
-  memset(t, 0, sizeof *t);
-  snprintf(t->name, sizeof t->name, "%s", name);
-  t->ndim = ndim;
-  t->shape[0] = a;
-  t->shape[1] = b;
-  t->shape[2] = c;
-  t->numel = (size_t)(a * (ndim > 1 ? b : 1) * (ndim > 2 ? c : 1));
-  t->offset = *off;
-  *off += t->numel;
-}
-
+/* The model's own tensor table (layer-major arena), as yoke train saves it. */
 static int do_gpt2(const char *dir) {
-  const int64_t L = 2, C = 8, Vp = 16, T = 8;
-  yk_tensor_desc t[16];
-  size_t off = 0;
-  tdesc(&t[0], "wte", &off, 2, Vp, C, 0);
-  tdesc(&t[1], "wpe", &off, 2, T, C, 0);
-  tdesc(&t[2], "ln1w", &off, 2, L, C, 0);
-  tdesc(&t[3], "ln1b", &off, 2, L, C, 0);
-  tdesc(&t[4], "qkvw", &off, 3, L, 3 * C, C);
-  tdesc(&t[5], "qkvb", &off, 2, L, 3 * C, 0);
-  tdesc(&t[6], "attprojw", &off, 3, L, C, C);
-  tdesc(&t[7], "attprojb", &off, 2, L, C, 0);
-  tdesc(&t[8], "ln2w", &off, 2, L, C, 0);
-  tdesc(&t[9], "ln2b", &off, 2, L, C, 0);
-  tdesc(&t[10], "fcw", &off, 3, L, 4 * C, C);
-  tdesc(&t[11], "fcb", &off, 2, L, 4 * C, 0);
-  tdesc(&t[12], "fcprojw", &off, 3, L, C, 4 * C);
-  tdesc(&t[13], "fcprojb", &off, 2, L, C, 0);
-  tdesc(&t[14], "lnfw", &off, 1, C, 0, 0);
-  tdesc(&t[15], "lnfb", &off, 1, C, 0, 0);
+  yk_model_config mc = {.layers = 2, .channels = 8, .heads = 2, .max_seq_len = 8, .vocab_size = 13};
+  yk_tensor_desc *t;
+  int nt;
+  yk_diag d = {0};
+  if (yk_model_config_finish(&mc, &d) || yk_model_tensor_table(&mc, &t, &nt, &d)) {
+    fprintf(stderr, "gpt2: %s\n", d.msg);
+    return 1;
+  }
+  size_t off = yk_model_config_num_params(&mc); /* padding rows of wte included */
   float *p = malloc(off * 4);
   for (size_t i = 0; i < off; i++) p[i] = (float)i / 1000.0f;
-  yk_diag d = {0};
   int rc = 0;
   for (int r = 0; r < 2 && !rc; r++) {
     yk_ckpt_state *st;
     yk_ckpt_state_create(&st);
-    rc = yk_ckpt_state_add_arena(st, "params", YK_DT_F32, p, off, t, 16, &d);
+    rc = yk_ckpt_state_add_arena(st, "params", YK_DT_F32, p, off, t, nt, &d);
     if (!rc) rc = yk_ckpt_state_set_model_json(st, "{\"vocab_size\": 13, \"heads\": 2, \"name\": \"tiny-test\"}", &d);
     if (!rc) rc = yk_ckpt_state_set_config_yaml(st, "model:\n  name: tiny-test\n", &d);
     yk_ckpt_opts o;
@@ -254,6 +234,7 @@ static int do_gpt2(const char *dir) {
   o.world = 2;
   if (!rc) rc = yk_ckpt_commit(&o, 5, &d);
   free(p);
+  free(t);
   if (rc) fprintf(stderr, "gpt2: %s\n", yk_diag_msg(&d, rc));
   return rc ? 1 : 0;
 }

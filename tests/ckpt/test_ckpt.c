@@ -40,21 +40,22 @@ static void fake_init(fake_state *f, uint64_t n32, uint64_t seed) {
     f->v[i] = 0.001f * g * g;
   }
   for (uint64_t i = 0; i < f->n16; i++) f->h[i] = yk_f32_to_bf16(f->p[i % n32]);
-  /* three tensors with a gap between the 2nd and 3rd and a tail after it */
+  /* three synthetic tensors (no model has such a table): a gap between the
+   * 2nd and 3rd and a tail after it, elements outside every tensor */
   memset(f->t32, 0, sizeof f->t32);
   uint64_t a = n32 / 3, b = n32 / 2;
-  snprintf(f->t32[0].name, 48, "wte");
+  snprintf(f->t32[0].name, 48, "tensA");
   f->t32[0].offset = 0;
   f->t32[0].numel = a;
   f->t32[0].ndim = 2;
   f->t32[0].shape[0] = 1;
   f->t32[0].shape[1] = (int64_t)a;
-  snprintf(f->t32[1].name, 48, "qkvw");
+  snprintf(f->t32[1].name, 48, "tensB");
   f->t32[1].offset = a;
   f->t32[1].numel = b - a;
   f->t32[1].ndim = 1;
   f->t32[1].shape[0] = (int64_t)(b - a);
-  snprintf(f->t32[2].name, 48, "lnfb");
+  snprintf(f->t32[2].name, 48, "tensC");
   f->t32[2].offset = b + 5;
   f->t32[2].numel = n32 - b - 10;
   f->t32[2].ndim = 1;
@@ -180,10 +181,10 @@ static void check_all(yk_ckpt_reader *r, fake_state *f, int W) {
   yk_ckpt_arena_info ai;
   ck_assert_int_eq(yk_ckpt_reader_find_arena(r, "params", &ai, &d), 0);
   ck_assert_int_eq(ai.ntensors, 3);
-  ck_assert_str_eq(ai.tensors[2].name, "lnfb");
+  ck_assert_str_eq(ai.tensors[2].name, "tensC");
   /* one tensor by name */
   float *t = malloc(ai.tensors[1].numel * 4);
-  ck_assert_int_eq(yk_ckpt_reader_read_tensor(r, "params", "qkvw", t, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_read_tensor(r, "params", "tensB", t, &d), 0);
   ck_assert(!memcmp(t, f->p + ai.tensors[1].offset, ai.tensors[1].numel * 4));
   free(t);
   ck_assert_int_eq(yk_ckpt_reader_find_arena(r, "nope", NULL, &d), YK_ENOTFOUND);
@@ -356,8 +357,8 @@ START_TEST(test_corruption_detected) {
     char *root = mkroot();
     save_world(root, &f, 2, 7, 3);
     snprintf(p, sizeof p, "%s/step-00000007/%s", root, k ? s1 : s0);
-    flip_byte(p, 64 + 1000); /* first chunk: tensor wte in shard 0, qkvw in shard 1 */
-    expect_detected(root, k ? s1 : s0, k ? "lnfb" : "wte");
+    flip_byte(p, 64 + 1000); /* first chunk: tensor tensA in shard 0, tensB in shard 1 */
+    expect_detected(root, k ? s1 : s0, k ? "tensC" : "tensA");
     /* reading the damaged range fails too, naming file and tensor */
     yk_ckpt_reader *r;
     yk_diag d = {0};
@@ -405,7 +406,7 @@ START_TEST(test_corruption_detected) {
     save_world(root, &f, 2, 7, 3);
     snprintf(p, sizeof p, "%s/step-00000007/%s", root, s1);
     ck_assert_int_eq(truncate(p, file_size(p) - 100), 0);
-    expect_detected(root, s1, "lnfb");
+    expect_detected(root, s1, "tensC");
     rmroot(root);
   }
   {
@@ -413,7 +414,7 @@ START_TEST(test_corruption_detected) {
     save_world(root, &f, 2, 7, 3);
     snprintf(p, sizeof p, "%s/step-00000007/%s", root, s0);
     ck_assert_int_eq(unlink(p), 0);
-    expect_detected(root, s0, "wte");
+    expect_detected(root, s0, "tensA");
     rmroot(root);
   }
   fake_free(&f);
@@ -486,7 +487,7 @@ START_TEST(test_codec_planes) {
 }
 END_TEST
 
-/* A save's first chunk (params, tensor wte, f32) mixes raw and compressed
+/* A save's first chunk (params, tensor tensA, f32) mixes raw and compressed
  * planes: its mantissa planes are raw, its sign/exponent plane zstd. A
  * flipped byte in the raw plane and one in the compressed plane are each
  * detected (by the chunk checksum), naming the file and the tensor. */
@@ -510,7 +511,7 @@ START_TEST(test_raw_and_zstd_plane_damage) {
     ck_assert_uint_eq(le32(tab + 24), CK_PLANE_ZSTD);
     long raw0 = 64 + 32, exp3 = raw0 + (long)le32(tab + 4) + (long)le32(tab + 12) + (long)le32(tab + 20);
     flip_byte(p, k == 0 ? raw0 + 777 : exp3 + (long)le32(tab + 28) / 2);
-    expect_detected(root, s0, "wte");
+    expect_detected(root, s0, "tensA");
     rmroot(root);
   }
   fake_free(&f);

@@ -9,7 +9,8 @@ expect_fail 2 "unknown command" "$YOKE" frobnicate
 expect_stderr "unknown command 'frobnicate'" "$YOKE" frobnicate
 expect_ok "help" "$YOKE" --help
 expect_fail 2 "no command" "$YOKE"
-expect_stderr "unexpected argument" "$YOKE" version --bogus
+expect_stderr "unknown option '--bogus'" "$YOKE" version --bogus
+expect_stderr "unexpected argument 'x'" "$YOKE" version x
 expect_ok "config --help" "$YOKE" config --help
 
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

@@ -202,7 +202,7 @@ static const yk_cmd_spec args_spec = {.name = "t", .synopsis = "[JOB] [ARGS]", .
                                       .cfg_off = offsetof(args_t, cfg)};
 
 static int parse_line(args_t *a, yk_diag *d, int argc, ...) {
-  char *argv[32] = {"t"};
+  static char *argv[32] = {"t"}; /* a.pos points into it */
   va_list ap;
   va_start(ap, argc);
   for (int i = 1; i < argc; i++) argv[i] = va_arg(ap, char *);
@@ -263,6 +263,59 @@ START_TEST(test_args_table) {
 }
 END_TEST
 
+/* Positional arguments: any number, in their order, after options that
+ * came between them; and a spec whose first positional argument starts a
+ * command line passed on verbatim (yoke launch). */
+typedef struct many_t {
+  int json;
+  const char *out;
+  yk_args_pos pos;
+} many_t;
+
+static const yk_opt many_table[] = {
+    {"--json", 0, YK_OPT_FLAG, offsetof(many_t, json), NULL, "json"},
+    {"--out", 0, YK_OPT_STR, offsetof(many_t, out), "FILE", "output"},
+};
+
+START_TEST(test_args_positionals) {
+  yk_cmd_spec spec = {.name = "m", .synopsis = "FILE...", .opts = many_table, .nopts = YK_ARRAY_LEN(many_table),
+                      .min_pos = 1, .max_pos = 1000, .pos_off = offsetof(many_t, pos)};
+  char *argv[64] = {"m"};
+  char names[40][8];
+  int argc = 1;
+  for (int i = 0; i < 40; i++) {
+    snprintf(names[i], sizeof names[i], "f%d", i);
+    argv[argc++] = names[i];
+    if (i == 3) argv[argc++] = "--json";
+    if (i == 20) argv[argc++] = "--out", argv[argc++] = "o.bin";
+  }
+  many_t m = {0};
+  yk_diag d = {0};
+  ck_assert_int_eq(yk_args_parse(&spec, argc, argv, &m, &d), 0);
+  ck_assert_int_eq(m.json, 1);
+  ck_assert_str_eq(m.out, "o.bin");
+  ck_assert_int_eq(m.pos.n, 40);
+  for (int i = 0; i < 40; i++) ck_assert_str_eq(m.pos.v[i], names[i]);
+  /* rest_positional: options after the first positional argument are its */
+  spec.rest_positional = 1;
+  char *line[] = {"m", "--json", "train", "job.yaml", "--out", "x", "--", "--json"};
+  memset(&m, 0, sizeof m);
+  ck_assert_int_eq(yk_args_parse(&spec, 8, line, &m, &d), 0);
+  ck_assert_int_eq(m.json, 1);
+  ck_assert_ptr_null(m.out);
+  ck_assert_int_eq(m.pos.n, 6);
+  ck_assert_str_eq(m.pos.v[0], "train");
+  ck_assert_str_eq(m.pos.v[5], "--json");
+  char *dashed[] = {"m", "--out", "y", "--", "--json", "z"};
+  memset(&m, 0, sizeof m);
+  ck_assert_int_eq(yk_args_parse(&spec, 6, dashed, &m, &d), 0);
+  ck_assert_str_eq(m.out, "y");
+  ck_assert_int_eq(m.json, 0);
+  ck_assert_int_eq(m.pos.n, 2);
+  ck_assert_str_eq(m.pos.v[0], "--json");
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("common");
   TCase *tc = tcase_create("core");
@@ -277,6 +330,7 @@ int main(void) {
   tcase_add_test(tc, test_rng_deterministic);
   tcase_add_test(tc, test_atomic_write);
   tcase_add_test(tc, test_args_table);
+  tcase_add_test(tc, test_args_positionals);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -155,7 +155,7 @@ START_TEST(two_ranks) {
   }
 
   /* reports travel with heartbeats; nothing to poll yet */
-  yk_step_report rep = {.step = 42, .loss = 2.5, .tokens_per_s = 1000, .step_ms = 10, .loss_scale = 1024};
+  yk_step_stats rep = {.step = 42, .loss = 2.5, .tokens_per_s = 1000, .step_ms = 10, .loss_scale = 1024};
   yk_daemon_ctl_report(r[1].ctl, &rep);
   yk_daemon_event ev;
   ck_assert_int_eq(yk_daemon_ctl_poll(r[0].ctl, &ev), 0);

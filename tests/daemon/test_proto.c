@@ -67,7 +67,7 @@ START_TEST(roundtrip) {
     m.rep.loss = 3.25;
     m.rep.tokens_per_s = 1e6;
     m.rep.step_ms = 12.5;
-    m.rep.allreduce_ms = 1.5;
+    m.rep.comm_wait_ms = 1.5;
     m.rep.allreduce_bytes = 1u << 30;
     m.rep.loss_scale = 32768;
     m.n_members = 2;

@@ -360,15 +360,15 @@ START_TEST(test_stats_lines) {
   yk_step_stats s = {.step = 3, .loss = 2.5, .lr = 1e-3, .grad_norm = 0.5, .step_ms = 10, .comm_wait_ms = 1,
                      .tokens_per_s = 1000, .allreduce_bytes = 64, .loss_scale = 1};
   char buf[1024];
-  yk_engine_stats_text(&s, 10, buf, sizeof buf);
+  yk_step_stats_text(&s, 10, buf, sizeof buf);
   ck_assert_msg(strstr(buf, "step 3/10 | loss 2.5000") && strstr(buf, "comm wait 1.0"), "%s", buf);
-  yk_engine_stats_json(&s, buf, sizeof buf);
+  yk_step_stats_json(&s, buf, sizeof buf);
   ck_assert_msg(buf[0] == '{' && strstr(buf, "\"step\": 3") && strstr(buf, "\"allreduce_bytes\": 64") &&
                     strstr(buf, "\"skipped\": false"),
                 "%s", buf);
   s.skipped = 1;
   s.grad_norm = NAN;
-  yk_engine_stats_json(&s, buf, sizeof buf);
+  yk_step_stats_json(&s, buf, sizeof buf);
   ck_assert_msg(strstr(buf, "\"grad_norm\": 0.000000") && strstr(buf, "\"skipped\": true"), "%s", buf);
 }
 END_TEST

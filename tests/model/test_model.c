@@ -535,6 +535,61 @@ START_TEST(test_weights_roundtrip_bytes) {
 }
 END_TEST
 
+/* Without a model: the table of a config is the model's table, the config
+ * comes back from it, and writing the arena (at once or piece by piece
+ * through a source) gives the file the model saves. */
+static int copy_source(void *ctx, size_t off, size_t n, float *dst, yk_diag *d) {
+  memcpy(dst, (const float *)ctx + off, n * sizeof *dst);
+  return 0;
+}
+
+static int failing_source(void *ctx, size_t off, size_t n, float *dst, yk_diag *d) {
+  return off > 1000 ? yk_errorf(d, YK_ECORRUPT, "source broke at %zu", off) : copy_source(ctx, off, n, dst, d);
+}
+
+START_TEST(test_table_and_write_without_model) {
+  yk_device *dev = make_dev(1, YK_ISA_AUTO);
+  yk_model *m = load_model("ref_weights.bin", 1, 8, dev);
+  const yk_model_config *mc = yk_model_get_config(m);
+  const yk_tensor_desc *mt;
+  int nm = yk_model_tensors(m, &mt);
+  yk_tensor_desc *t;
+  int n;
+  yk_diag d = {0};
+  ck_assert_msg(yk_model_tensor_table(mc, &t, &n, &d) == 0, "%s", d.msg);
+  ck_assert_int_eq(n, nm);
+  ck_assert(memcmp(t, mt, (size_t)n * sizeof *t) == 0);
+  yk_model_config back;
+  ck_assert_msg(yk_model_config_from_table(t, n, mc->vocab_size, mc->heads, &back, &d) == 0, "%s", d.msg);
+  ck_assert(memcmp(&back, mc, sizeof back) == 0);
+  t[5].offset++;
+  ck_assert_int_eq(yk_model_config_from_table(t, n, mc->vocab_size, mc->heads, &back, &d), YK_EFORMAT);
+  ck_assert_msg(strstr(d.msg, t[5].name) != NULL, "%s", d.msg);
+  ck_assert_int_eq(yk_model_config_from_table(t + 1, n - 1, mc->vocab_size, mc->heads, &back, &d), YK_EFORMAT);
+  free(t);
+  char a_path[512], b_path[512];
+  snprintf(a_path, sizeof a_path, "%s/saved.bin", tmpdir);
+  snprintf(b_path, sizeof b_path, "%s/written.bin", tmpdir);
+  ck_assert_int_eq(yk_model_weights_save(m, a_path, NULL), 0);
+  for (int k = 0; k < 2; k++) {
+    if (k == 0) ck_assert_msg(yk_model_weights_write(b_path, mc, yk_model_params(m), &d) == 0, "%s", d.msg);
+    else ck_assert_msg(yk_model_weights_write_from(b_path, mc, copy_source, yk_model_params(m), &d) == 0, "%s", d.msg);
+    size_t n1, n2;
+    char *a = slurp(a_path, &n1), *b = slurp(b_path, &n2);
+    ck_assert_uint_eq(n1, n2);
+    ck_assert_msg(memcmp(a, b, n1) == 0, "written file %d differs from the saved one", k);
+    free(a);
+    free(b);
+  }
+  unlink(b_path);
+  ck_assert_int_eq(yk_model_weights_write_from(b_path, mc, failing_source, yk_model_params(m), &d), YK_ECORRUPT);
+  ck_assert_msg(strstr(d.msg, "source broke") != NULL, "%s", d.msg);
+  ck_assert_int_ne(access(b_path, F_OK), 0);
+  yk_model_destroy(m);
+  yk_device_destroy(dev);
+}
+END_TEST
+
 START_TEST(test_weights_bad_files) {
   yk_device *dev = make_dev(1, YK_ISA_AUTO);
   yk_model *m = load_model("ref_weights.bin", 1, 8, dev);
@@ -679,6 +734,7 @@ int main(void) {
   tcase_add_test(tc, test_bad_tokens);
   tcase_add_test(tc, test_weights_roundtrip_bytes);
   tcase_add_test(tc, test_weights_bad_files);
+  tcase_add_test(tc, test_table_and_write_without_model);
   tcase_add_test(tc, test_presets);
   tcase_add_test(tc, test_act16_f16_matches_fp32);
   tcase_add_test(tc, test_act16_bf16_matches_fp32);

@@ -1,18 +1,18 @@
-/* stats.c - the one way a step's figures are written down: the log line and
- * the JSON line of `yoke train` (heartbeats, /metrics and `yoke status` carry
- * the same struct). */
+/* stats.c - the one way a training step's figures are written down: the log
+ * line and the JSON line of `yoke train` (heartbeats, /metrics and `yoke
+ * status` carry the same struct). */
 #include <math.h>
 #include <stdio.h>
 
-#include "yk_engine.h"
+#include "yk_common.h"
 
-void yk_engine_stats_text(const yk_step_stats *s, int64_t steps, char *buf, size_t cap) {
+void yk_step_stats_text(const yk_step_stats *s, int64_t steps, char *buf, size_t cap) {
   snprintf(buf, cap, "step %lld/%lld | loss %.4f | lr %.3e | norm %.3f | %.1f ms (comm wait %.1f) | %.0f tok/s%s",
            (long long)s->step, (long long)steps, s->loss, s->lr, s->grad_norm, s->step_ms, s->comm_wait_ms,
            s->tokens_per_s, s->skipped ? " | skipped (fp16 overflow)" : "");
 }
 
-void yk_engine_stats_json(const yk_step_stats *s, char *buf, size_t cap) {
+void yk_step_stats_json(const yk_step_stats *s, char *buf, size_t cap) {
   snprintf(buf, cap,
            "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"ms\": %.3f, "
            "\"comm_wait_ms\": %.3f, \"tokens_per_s\": %.1f, \"allreduce_bytes\": %llu, \"loss_scale\": %g, "

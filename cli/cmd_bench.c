@@ -1,0 +1,216 @@
+/* cmd_bench.c - `yoke bench coll|train|scale|ckpt`: the command lines of
+ * the benchmarks (bench/). Each table fills the benchmark's own options
+ * struct, starting from its defaults. */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "yk_bench.h"
+
+/* ---- coll ---- */
+
+typedef struct coll_opts {
+  yk_bench_coll_opts b;
+} coll_opts;
+
+#define COLL(f) offsetof(coll_opts, b.f)
+static const yk_opt coll_table[] = {
+    {"--minbytes", 'b', YK_OPT_BYTES, COLL(minbytes), "SIZE", "smallest message (default 4K)", 1, 1e15},
+    {"--maxbytes", 'e', YK_OPT_BYTES, COLL(maxbytes), "SIZE", "largest message (default 256M)", 1, 1e15},
+    {"--stepfactor", 'f', YK_OPT_INT, COLL(stepfactor), "N", "size multiplier between rows (default 2)", 2, 1000000},
+    {"--iters", 'n', YK_OPT_INT, COLL(iters), "N", "timed iterations per row, at most (default 20; fewer for large rows)",
+     1, 1000000},
+    {"--warmup", 'w', YK_OPT_INT, COLL(warmup), "N", "warm-up iterations (default 2)", 0, 1000000},
+    {"--transport", 0, YK_OPT_STR, COLL(transports), "LIST", "libfabric,mpi (default both)"},
+    {"--provider", 0, YK_OPT_STR, COLL(provider), "NAME", "libfabric provider (default shm on one host, else tcp;ofi_rxm)"},
+    {"--algo", 0, YK_OPT_STR, COLL(algos), "LIST",
+     "ring,tree,shm,auto (default ring,tree,shm; tree rows stop at --tree-max;\n"
+     "                            shm rows only where the ranks share a host)"},
+    {"--tree-max", 0, YK_OPT_BYTES, COLL(tree_max), "SIZE", "largest message for the tree algorithm (default 4M)", 1,
+     1e15},
+    {"--dtype", 0, YK_OPT_STR, COLL(dtypes), "LIST", "f32,f16,bf16 (default f32,f16)"},
+    {"--segment", 0, YK_OPT_BYTES, COLL(segment), "SIZE",
+     "ring pipeline segment and board block (default 256K; 1M for ring over\n"
+     "                            network providers)", 1, 1e15},
+    {"--no-mpi", 0, YK_OPT_FLAG, COLL(no_mpi), NULL, "do not measure MPI_Allreduce"},
+    {"--no-register", 0, YK_OPT_FLAG, COLL(no_register), NULL,
+     "do not register the buffers with yoke (shm then copies peers' buffers\n"
+     "                            through the kernel, process_vm_readv, instead of reading them directly)"},
+    {"--no-gloo", 0, YK_OPT_FLAG, COLL(no_gloo), NULL, "do not run torch.distributed gloo"},
+    {"--timeout-ms", 0, YK_OPT_INT, COLL(timeout_ms), "MS", "per-operation deadline (default 60000)", 100, 1000000},
+    {"--json", 0, YK_OPT_FLAG, COLL(json), NULL, "one JSON object per row on stdout (table goes to stderr)"},
+    {"--png", 0, YK_OPT_STR, COLL(png), "FILE", "plot busbw against size with gnuplot"},
+    {"--calibrate", 0, YK_OPT_STR, COLL(calibrate), "FILE",
+     "measure the cost model's alpha/beta/gamma and write them to FILE"},
+};
+#undef COLL
+
+static const yk_cmd_spec coll_spec = {
+    .name = "bench coll",
+    .synopsis = "[options]",
+    .about = "Run it under mpirun: mpirun -np N yoke bench coll [options].\n"
+             "All-reduce busbw and latency per transport, algorithm and dtype (nccl-tests table),\n"
+             "with MPI_Allreduce on the same buffers, gloo beside (if torch is installed) and the\n"
+             "memory-bandwidth ceiling of this host.",
+    .opts = coll_table,
+    .nopts = YK_ARRAY_LEN(coll_table),
+};
+
+static int cmd_coll(int argc, char **argv) {
+  coll_opts o;
+  yk_bench_coll_opts_default(&o.b);
+  int code = cli_parse(&coll_spec, argc, argv, &o);
+  return code >= 0 ? code : yk_bench_coll(&o.b);
+}
+
+/* ---- train ---- */
+
+typedef struct train_opts {
+  yk_bench_train_opts b;
+  const char *seq_lens, *threads;
+} train_opts;
+
+#define TRAIN(f) offsetof(train_opts, b.f)
+static const yk_opt train_table[] = {
+    {"--model", 0, YK_OPT_STR, TRAIN(model), "NAME", "GPT-2 preset (default d12 = GPT-2 124M)"},
+    {"--batch", 0, YK_OPT_INT, TRAIN(batch), "B", "micro-batch (default 4)", 1, 100000},
+    {"--seq-len", 0, YK_OPT_STR, offsetof(train_opts, seq_lens), "LIST",
+     "comma-separated sequence lengths (default 64,256)"},
+    {"--threads", 0, YK_OPT_STR, offsetof(train_opts, threads), "LIST", "comma-separated thread counts (default 1,2)"},
+    {"--steps", 0, YK_OPT_INT, TRAIN(steps), "N", "timed steps per configuration (default 3)", 1, 100000},
+    {"--warmup", 0, YK_OPT_INT, TRAIN(warmup), "N", "untimed steps first (default 1)", 0, 100000},
+    {"--no-torch", 0, YK_OPT_FLAG, TRAIN(no_torch), NULL, "skip the PyTorch baseline"},
+    {"--json", 0, YK_OPT_FLAG, TRAIN(json), NULL, "also print one JSON object per line per measurement"},
+    {"--profile", 0, YK_OPT_FLAG, TRAIN(profile), NULL,
+     "also print the wall time per step of every device kernel\n"
+     "                            (one line per gemm shape) and of the optimizer"},
+};
+#undef TRAIN
+
+static const yk_cmd_spec train_spec = {
+    .name = "bench train",
+    .synopsis = "[options]",
+    .about = "Training throughput of one rank: ms/step, tokens/s, GFLOP/s and MFU against\n"
+             "the sgemm rate measured in the same run, beside a PyTorch baseline.",
+    .opts = train_table,
+    .nopts = YK_ARRAY_LEN(train_table),
+};
+
+/* "64,256" into out[0..8); the count, or 0 after printing why not. */
+static int int_list(const char *flag, const char *s, int *out) {
+  int n = yk_bench_parse_int_list(s, out, 8);
+  if (n <= 0)
+    fprintf(stderr, "yoke bench train: %s needs a comma-separated list of at most 8 positive integers, got '%s'\n",
+            flag, s);
+  return n > 0 ? n : 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+  train_opts o = {0};
+  yk_bench_train_opts_default(&o.b);
+  int code = cli_parse(&train_spec, argc, argv, &o);
+  if (code >= 0) return code;
+  if (o.seq_lens && !(o.b.nseq_lens = int_list("--seq-len", o.seq_lens, o.b.seq_lens))) return 2;
+  if (o.threads && !(o.b.nthreads = int_list("--threads", o.threads, o.b.threads))) return 2;
+  return yk_bench_train(&o.b);
+}
+
+/* ---- scale ---- */
+
+typedef struct scale_opts {
+  yk_bench_scale_opts b;
+} scale_opts;
+
+#define SCALE(f) offsetof(scale_opts, b.f)
+static const yk_opt scale_table[] = {
+    {"--models", 0, YK_OPT_STR, SCALE(models), "LIST", "presets to scale (default d12,d6)"},
+    {"--batch", 0, YK_OPT_INT, SCALE(batch), "B", "micro-batch per rank (default 4)", 1, 65536},
+    {"--seq-len", 0, YK_OPT_INT, SCALE(seq_len), "T", "sequence length (default 256)", 1, 65536},
+    {"--steps", 0, YK_OPT_INT, SCALE(steps), "N",
+     "steps per run; the first is warm-up, ms/step is the median of the rest (default 5)", 2, 65536},
+    {"--repeat", 0, YK_OPT_INT, SCALE(repeat), "N",
+     "rounds of the scaling runs, back to back; medians reported (default 1).\n"
+     "                            Each 2-rank run is set against the 1-rank runs just before and after it",
+     1, 64},
+    {"--launcher", 0, YK_OPT_STR, SCALE(launcher), "L",
+     "launch (yoke launch, libfabric; default) or mpirun (MPI transport)"},
+    {"--precision-model", 0, YK_OPT_STR, SCALE(precision_model), "NAME",
+     "preset for the precision and grad_accum tables (default d6)"},
+    {"--no-torch", 0, YK_OPT_FLAG, SCALE(no_torch), NULL, "skip PyTorch DDP"},
+    {"--json", 0, YK_OPT_FLAG, SCALE(json), NULL, "also print one JSON object per line per measurement"},
+};
+#undef SCALE
+
+static const yk_cmd_spec scale_spec = {
+    .name = "bench scale",
+    .synopsis = "[options]",
+    .about = "Weak scaling of yoke train from 1 to 2 ranks (1 thread each) beside PyTorch DDP,\n"
+             "then fp32/fp16/bf16 and grad_accum comparisons.",
+    .opts = scale_table,
+    .nopts = YK_ARRAY_LEN(scale_table),
+};
+
+static int cmd_scale(int argc, char **argv) {
+  scale_opts o;
+  yk_bench_scale_opts_default(&o.b);
+  int code = cli_parse(&scale_spec, argc, argv, &o);
+  return code >= 0 ? code : yk_bench_scale(&o.b);
+}
+
+/* ---- ckpt ---- */
+
+typedef struct ckpt_opts {
+  yk_bench_ckpt_opts b;
+} ckpt_opts;
+
+#define CKPT(f) offsetof(ckpt_opts, b.f)
+static const yk_opt ckpt_table[] = {
+    {"--layers", 0, YK_OPT_INT, CKPT(layers), "L", "transformer layers (default 12: GPT-2 124M, 1.74 GB of state)", 1, 96},
+    {"--channels", 0, YK_OPT_INT, CKPT(channels), "C", "model width (default 768)", 8, 16384},
+    {"--vocab", 0, YK_OPT_INT, CKPT(vocab), "V",
+     "vocabulary (default 50257; wte is padded to a multiple of 128: 50304)", 8, 1 << 20},
+    {"--world", 0, YK_OPT_INT, CKPT(world), "W",
+     "size of the simulated world; this process writes rank 0's 1/W (default 1)", 1, 4096},
+    {"--level", 0, YK_OPT_INT, CKPT(level), "N", "zstd level -7..22 (default 1, as ckpt.level)", -7, 22},
+    {"--threads", 0, YK_OPT_INT, CKPT(threads), "N", "compression threads (default 0 = all cores)", 0, 64},
+    {"--step-ms", 0, YK_OPT_INT, CKPT(step_ms), "MS",
+     "training step time the stall is compared with (default 2000: GPT-2 124M\n"
+     "                            on this CPU)", 1, 10000000},
+    {"--repeat", 0, YK_OPT_INT, CKPT(repeat), "N",
+     "synchronous saves, cold loads and warm loads to time; medians are\n"
+     "                            reported (default 3)", 1, 64},
+    {"--buffered", 0, YK_OPT_FLAG, CKPT(buffered), NULL,
+     "write shards through the page cache instead of O_DIRECT (ckpt buffered_io)"},
+    {"--dir", 0, YK_OPT_STR, CKPT(dir), "DIR", "where to write (default a new directory under /tmp, removed afterwards)"},
+    {"--json", 0, YK_OPT_FLAG, CKPT(json), NULL, "also print the figures as one JSON object"},
+};
+#undef CKPT
+
+static const yk_cmd_spec ckpt_spec = {
+    .name = "bench ckpt",
+    .synopsis = "[options]",
+    .about = "Benchmark checkpoint save/load throughput, compression ratio per tensor kind and the training stall\n"
+             "per asynchronous save, on the state of a GPT-2 (the model's tensor table: C=768, maxT=1024) with\n"
+             "L layers and synthetic values.",
+    .opts = ckpt_table,
+    .nopts = YK_ARRAY_LEN(ckpt_table),
+};
+
+static int cmd_ckpt(int argc, char **argv) {
+  ckpt_opts o;
+  yk_bench_ckpt_opts_default(&o.b);
+  int code = cli_parse(&ckpt_spec, argc, argv, &o);
+  return code >= 0 ? code : yk_bench_ckpt(&o.b);
+}
+
+static const cli_cmd bench_cmds[] = {
+    {"coll", cmd_coll, "all-reduce busbw per algorithm/transport beside MPI_Allreduce and gloo (mpirun)"},
+    {"train", cmd_train, "one-rank training throughput and MFU, PyTorch beside"},
+    {"scale", cmd_scale, "data-parallel weak scaling 1 -> 2 ranks, PyTorch DDP beside; fp16/bf16; grad_accum"},
+    {"ckpt", cmd_ckpt, "checkpoint save/load GB/s, compression ratio, async stall"},
+};
+
+int cli_cmd_bench(int argc, char **argv) {
+  return cli_dispatch("yoke bench", "benchmark", bench_cmds, YK_ARRAY_LEN(bench_cmds), argc, argv);
+}

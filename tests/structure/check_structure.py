@@ -46,8 +46,9 @@ def closure(m, seen=None):
     return seen
 
 
-def objects(build):
-    """(module, source path relative to the module, object path) for every module object."""
+def objects(build, src):
+    """(module, source path relative to the module, object path) for every module object whose source
+    still exists (a build directory keeps the objects of deleted files)."""
     out = []
     for mod in ALLOWED:
         d = os.path.join(build, mod, "CMakeFiles")
@@ -55,7 +56,7 @@ def objects(build):
             continue
         for root, _, files in os.walk(d):
             for f in files:
-                if f.endswith(".c.o"):
+                if f.endswith(".c.o") and os.path.exists(os.path.join(src, mod, f[:-2])):
                     out.append((mod, f[:-2], os.path.join(root, f)))
     return out
 
@@ -130,8 +131,40 @@ def code_lines(src):
     return per
 
 
+def selftest():
+    """The checker must find what it looks for: two files that call each other, a module that uses one
+    above it, an oversized folder. Builds them with cc in a temporary tree."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as t:
+        srcs = {
+            "ckpt/a.c": "int b(void); int a(void) { return b(); }",
+            "ckpt/b.c": "int a(void); int b(void) { return a() + 1; }",
+            "common/c.c": "int d(void); int c(void) { return d(); }",
+            "daemon/d.c": "int d(void) { return 4; }",
+        }
+        for rel, text in srcs.items():
+            mod, name = rel.split("/")
+            os.makedirs(os.path.join(t, "src", mod), exist_ok=True)
+            with open(os.path.join(t, "src", rel), "w") as f:
+                f.write(text + "\n" * 50)
+            objdir = os.path.join(t, "build", mod, "CMakeFiles", f"yk_{mod}.dir")
+            os.makedirs(objdir, exist_ok=True)
+            subprocess.run(["cc", "-c", os.path.join(t, "src", rel), "-o", os.path.join(objdir, name + ".o")],
+                           check=True)
+        r = subprocess.run([sys.executable, __file__, os.path.join(t, "build"), os.path.join(t, "src")],
+                           capture_output=True, text=True)
+        out = r.stdout
+        ok = (r.returncode == 1 and "circle between files ckpt/a.c, ckpt/b.c" in out
+              and "upward use: common/c.c (common) uses d from daemon/d.c" in out and "folder ckpt/" in out)
+        print(out, end="")
+        print("selftest:", "ok" if ok else "FAILED")
+        return 0 if ok else 1
+
+
 def main():
     args = sys.argv[1:]
+    if args == ["--selftest"]:
+        return selftest()
     share = 0.20
     if "--max-share" in args:
         i = args.index("--max-share")
@@ -141,7 +174,7 @@ def main():
         print(__doc__)
         return 2
     build, src = args
-    objs = objects(build)
+    objs = objects(build, src)
     if not objs:
         print(f"no module objects under {build}: build first")
         return 2

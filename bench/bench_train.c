@@ -1,7 +1,8 @@
 /* bench_train.c - `yoke bench train`: single-rank training throughput.
  *
- * For each (T, threads) it times full optimizer steps of a GPT-2 (forward,
- * backward, AdamW) on synthetic tokens, reports ms/step, tokens/s, achieved
+ * For each (T, threads) it times full optimizer steps of a GPT-2 - the
+ * engine's own step, yk_engine_step (forward, backward, norm, AdamW) - on
+ * a shard of synthetic tokens, reports ms/step, tokens/s, achieved
  * GFLOP/s and MFU against the sgemm rate measured in the same run with the
  * same thread count, then runs the PyTorch baseline (bench/torch_gpt2.py
  * under Debian's /usr/bin/python3) on the same model and shapes, and prints
@@ -17,9 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
+#include "yk_data.h"
 #include "yk_device.h"
+#include "yk_engine.h"
 #include "yk_model.h"
-#include "yk_optimizer.h"
 
 #ifndef YK_SOURCE_DIR
 #define YK_SOURCE_DIR "."
@@ -235,14 +239,32 @@ typedef struct {
   double ms, tok_s, gflops, mfu, peak;
 } yoke_result;
 
-static int bench_yoke(const yk_model_config *mc, int B, int T, int threads, int steps, int warmup, int profile,
-                      yoke_result *r, yk_diag *d) {
+/* A token shard of random tokens in [0, V) with one window of B*T per step,
+ * in a new temporary directory (dir[64]); the caller removes both. */
+static int synthetic_shard(char dir[64], char path[128], uint64_t ntok, int V, yk_diag *d) {
+  snprintf(dir, 64, "/tmp/yk_bench_train_XXXXXX");
+  if (!mkdtemp(dir)) return yk_errorf_sys(d, YK_EIO, "cannot create a temporary directory");
+  snprintf(path, 128, "%s/train_000.bin", dir);
+  uint16_t *tok = malloc(ntok * sizeof *tok);
+  if (!tok) return yk_errorf(d, YK_ENOMEM, "out of memory for %llu tokens", (unsigned long long)ntok);
+  yk_rng rng;
+  yk_rng_seed(&rng, 1);
+  for (uint64_t i = 0; i < ntok; i++) tok[i] = (uint16_t)(yk_rng_u64(&rng) % (uint64_t)V);
+  int rc = yk_data_shard_write(path, tok, ntok, d);
+  free(tok);
+  return rc;
+}
+
+/* Time yoke's own training step (yk_engine_step: forward, backward, norm,
+ * AdamW; lr 1e-4, no weight decay and no clipping, as the PyTorch side) on
+ * one rank. */
+static int bench_yoke(const char *model, const yk_model_config *mc, int B, int T, int threads, int steps, int warmup,
+                      int profile, yoke_result *r, yk_diag *d) {
   yk_device *dev = NULL, *real = NULL;
   prof_dev *pd = NULL;
-  yk_model *m = NULL;
-  float *mo = NULL, *vo = NULL;
-  int32_t *in = NULL, *tg = NULL;
+  yk_engine *e = NULL;
   double *times = NULL;
+  char dir[64] = "", shard[128] = "";
   int rc;
   if ((rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &real, d)) != 0) return rc;
   dev = real;
@@ -256,44 +278,42 @@ static int bench_yoke(const yk_model_config *mc, int B, int T, int threads, int 
     pd->in = real;
     dev = &pd->pub;
   }
-  if ((rc = yk_model_create(mc, B, T, dev, &m, d)) != 0) goto out;
-  yk_model_init_random(m, 1);
-  size_t n = yk_model_num_params(m);
-  const yk_tensor_desc *td;
-  int nt = yk_model_tensors(m, &td);
-  mo = yk_alloc(n * 4);
-  vo = yk_alloc(n * 4);
-  in = malloc((size_t)B * T * 4);
-  tg = malloc((size_t)B * T * 4);
-  times = calloc((size_t)steps, sizeof *times);
-  if (!mo || !vo || !in || !tg || !times) {
+  int total = warmup + steps;
+  if ((rc = synthetic_shard(dir, shard, (uint64_t)total * B * T + 1, mc->vocab_size, d)) != 0) goto out;
+  yk_config c;
+  yk_config_defaults(&c);
+  char sets[8][300];
+  snprintf(sets[0], sizeof sets[0], "model.name=%s", model);
+  snprintf(sets[1], sizeof sets[1], "data.train=%s", shard);
+  snprintf(sets[2], sizeof sets[2], "train.micro_batch=%d", B);
+  snprintf(sets[3], sizeof sets[3], "train.seq_len=%d", T);
+  snprintf(sets[4], sizeof sets[4], "train.steps=%d", total);
+  snprintf(sets[5], sizeof sets[5], "optim.lr=1e-4");
+  snprintf(sets[6], sizeof sets[6], "optim.weight_decay=0");
+  snprintf(sets[7], sizeof sets[7], "optim.grad_clip=0");
+  for (int i = 0; i < 8 && !rc; i++) rc = yk_config_set(&c, sets[i], d);
+  if (!rc) rc = yk_config_set(&c, "optim.warmup_steps=0", d);
+  if (rc) goto out;
+  yk_layout one;
+  yk_logger log;
+  yk_logger_init(&log, -1, YK_LOG_WARN, stderr);
+  if ((rc = yk_partition_layout(1, 1, 1, 0, &one, d)) != 0) goto out;
+  yk_engine_opts eo = {.cfg = &c, .layout = one, .dev = dev, .log = &log};
+  if ((rc = yk_engine_open(&eo, &e, d)) != 0) goto out;
+  if (!(times = calloc((size_t)steps, sizeof *times))) {
     rc = yk_errorf(d, YK_ENOMEM, "out of memory for the benchmark");
     goto out;
   }
-  yk_rng rng;
-  yk_rng_seed(&rng, 1);
-  for (int i = 0; i < B * T; i++) {
-    in[i] = (int32_t)(yk_rng_u64(&rng) % (uint64_t)mc->vocab_size);
-    tg[i] = (int32_t)(yk_rng_u64(&rng) % (uint64_t)mc->vocab_size);
-  }
-  yk_adamw h = {.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.0, .isa = YK_ISA_AUTO};
-  for (int s = 0; s < warmup + steps; s++) {
-    double t0 = yk_now_s();
-    float loss;
-    yk_model_zero_grad(m);
-    if ((rc = yk_model_forward(m, in, tg, &loss, d)) != 0) goto out;
-    if ((rc = yk_model_backward(m, d)) != 0) goto out;
-    double t1 = yk_now_s();
-    if ((rc = yk_optimizer_adamw_step(&h, s + 1, 1e-4, 1.0f, td, nt, 0, n, yk_model_params(m), yk_model_grads(m), mo,
-                                      vo, NULL, YK_DT_F32)) != 0)
-      goto out;
+  for (int s = 0; s < total; s++) {
+    yk_step_stats st;
+    if ((rc = yk_engine_step(e, s, &st, d)) != 0) goto out;
     if (pd) {
-      prof_slot *ps = prof_get(dev, "adamw (optimizer)");
-      ps->s += yk_now_s() - t1;
+      prof_slot *ps = prof_get(dev, "norm + adamw (optimizer)");
+      ps->s += st.opt_ms / 1e3;
       ps->calls++;
-      pd->step_s += yk_now_s() - t0;
+      pd->step_s += st.step_ms / 1e3;
     }
-    if (s >= warmup) times[s - warmup] = yk_now_s() - t0;
+    if (s >= warmup) times[s - warmup] = st.step_ms / 1e3;
     if (pd && s + 1 == warmup) { /* profile the timed steps only */
       for (int i = 0; i < pd->nslot; i++) pd->slot[i].s = 0, pd->slot[i].calls = 0;
       pd->step_s = 0;
@@ -308,13 +328,11 @@ static int bench_yoke(const yk_model_config *mc, int B, int T, int threads, int 
   r->mfu = r->peak > 0 ? r->gflops / r->peak : 0;
 out:
   free(times);
-  free(in);
-  free(tg);
-  yk_free(mo);
-  yk_free(vo);
-  yk_model_destroy(m);
+  yk_engine_close(e);
   free(pd);
   yk_device_destroy(real);
+  if (shard[0]) unlink(shard);
+  if (dir[0]) rmdir(dir);
   return rc;
 }
 
@@ -376,7 +394,7 @@ int yk_bench_train(const yk_bench_train_opts *o) {
         return 2;
       }
       yoke_result r = {0};
-      if ((rc = bench_yoke(&mc, B, T, th, steps, warmup, profile, &r, &d)) != 0) {
+      if ((rc = bench_yoke(o->model, &mc, B, T, th, steps, warmup, profile, &r, &d)) != 0) {
         fprintf(stderr, "yoke bench train: %s\n", yk_diag_msg(&d, rc));
         return 1;
       }

@@ -106,7 +106,7 @@ static int run_pair(const char *self, const char *model, int B, int T, int steps
   return 0;
 }
 
-static int write_shard(const char *path, int V, uint64_t ntok, yk_diag *d) {
+int yk_bench_synthetic_shard(const char *path, int V, uint64_t ntok, yk_diag *d) {
   uint16_t *tok = malloc(ntok * sizeof *tok);
   if (!tok) return yk_errorf(d, YK_ENOMEM, "out of memory for the synthetic shard");
   yk_rng rng;
@@ -172,7 +172,7 @@ int yk_bench_scale(const yk_bench_scale_opts *o) {
     snprintf(data, sizeof data, "%s/%s.bin", dir, model);
     /* Enough windows for every rank and step without wrapping. */
     uint64_t ntok = (uint64_t)B * T * 2 * (uint64_t)(steps + 1) * 4 + 1;
-    if ((rc = write_shard(data, mc.vocab_size, ntok, &d)) != 0) {
+    if ((rc = yk_bench_synthetic_shard(data, mc.vocab_size, ntok, &d)) != 0) {
       fprintf(stderr, "yoke bench scale: %s\n", yk_diag_msg(&d, rc));
       exit_code = 1;
       break;
@@ -257,7 +257,7 @@ int yk_bench_scale(const yk_bench_scale_opts *o) {
   char pdata[4200];
   snprintf(pdata, sizeof pdata, "%s/%s.bin", dir, pmodel);
   if (exit_code == 0 && yk_model_preset(pmodel, &pc, &d) == 0 &&
-      (access(pdata, R_OK) == 0 || write_shard(pdata, pc.vocab_size, (uint64_t)B * T * 2 * (steps + 1) * 8 + 1, &d) == 0)) {
+      (access(pdata, R_OK) == 0 || yk_bench_synthetic_shard(pdata, pc.vocab_size, (uint64_t)B * T * 2 * (steps + 1) * 8 + 1, &d) == 0)) {
     printf("\n# precision: %s, 2 ranks\n# %-6s %10s %10s %16s\n", pmodel, "prec", "ms/step", "vs fp32", "bytes/step");
     double ms32 = 0;
     const char *precs[] = {"fp32", "fp16", "bf16"};

@@ -239,22 +239,6 @@ typedef struct {
   double ms, tok_s, gflops, mfu, peak;
 } yoke_result;
 
-/* A token shard of random tokens in [0, V) with one window of B*T per step,
- * in a new temporary directory (dir[64]); the caller removes both. */
-static int synthetic_shard(char dir[64], char path[128], uint64_t ntok, int V, yk_diag *d) {
-  snprintf(dir, 64, "/tmp/yk_bench_train_XXXXXX");
-  if (!mkdtemp(dir)) return yk_errorf_sys(d, YK_EIO, "cannot create a temporary directory");
-  snprintf(path, 128, "%s/train_000.bin", dir);
-  uint16_t *tok = malloc(ntok * sizeof *tok);
-  if (!tok) return yk_errorf(d, YK_ENOMEM, "out of memory for %llu tokens", (unsigned long long)ntok);
-  yk_rng rng;
-  yk_rng_seed(&rng, 1);
-  for (uint64_t i = 0; i < ntok; i++) tok[i] = (uint16_t)(yk_rng_u64(&rng) % (uint64_t)V);
-  int rc = yk_data_shard_write(path, tok, ntok, d);
-  free(tok);
-  return rc;
-}
-
 /* Time yoke's own training step (yk_engine_step: forward, backward, norm,
  * AdamW; lr 1e-4, no weight decay and no clipping, as the PyTorch side) on
  * one rank. */
@@ -279,7 +263,15 @@ static int bench_yoke(const char *model, const yk_model_config *mc, int B, int T
     dev = &pd->pub;
   }
   int total = warmup + steps;
-  if ((rc = synthetic_shard(dir, shard, (uint64_t)total * B * T + 1, mc->vocab_size, d)) != 0) goto out;
+  /* one window of B*T tokens per step */
+  snprintf(dir, sizeof dir, "/tmp/yk_bench_train_XXXXXX");
+  if (!mkdtemp(dir)) {
+    dir[0] = '\0';
+    rc = yk_errorf_sys(d, YK_EIO, "cannot create a temporary directory");
+    goto out;
+  }
+  snprintf(shard, sizeof shard, "%s/train_000.bin", dir);
+  if ((rc = yk_bench_synthetic_shard(shard, mc->vocab_size, (uint64_t)total * B * T + 1, d)) != 0) goto out;
   yk_config c;
   yk_config_defaults(&c);
   char sets[8][300];

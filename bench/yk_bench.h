@@ -85,6 +85,9 @@ int yk_bench_ckpt(const yk_bench_ckpt_opts *o);
 /* Helpers shared by the benchmarks. */
 /* Median of v[0..n) (sorts v in place). */
 double yk_bench_median(double *v, int n);
+/* Write a token shard of ntok random tokens in [0, V) (a fixed seed) to path:
+ * the data of the training benchmarks. */
+int yk_bench_synthetic_shard(const char *path, int V, uint64_t ntok, yk_diag *d);
 /* Parse "64,256" into out[0..max); returns the count or -1. */
 int yk_bench_parse_int_list(const char *s, int *out, int max);
 /* 1 if Debian's /usr/bin/python3 can import torch. */

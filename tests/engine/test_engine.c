@@ -13,6 +13,7 @@
 #include <check.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,30 +75,32 @@ static void fixtures(void) {
   yk_device_destroy(dev);
 }
 
-static void job_config(yk_config *c, int accum, const char *precision, int shard, double clip) {
-  yk_diag d = {0};
+/* Set one config key from a printf format. */
+static void set_key(yk_config *c, const char *fmt, ...) {
   char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  yk_diag d = {0};
+  ck_assert_msg(yk_config_set(c, buf, &d) == 0, "%s: %s", buf, d.msg);
+}
+
+static void job_config(yk_config *c, int accum, const char *precision, int shard, double clip) {
   yk_config_defaults(c);
   const char *sets[] = {"model.name=tiny", "train.micro_batch=2", "train.seq_len=16", "train.threads=1",
                         "train.val_batches=3", "optim.lr=1e-2", "optim.warmup_steps=1", "optim.weight_decay=0.1",
                         "comm.timeout_ms=20000", "comm.bucket_kb=8", "log.level=warn", "loss_scale.init=1024"};
-  for (size_t i = 0; i < YK_ARRAY_LEN(sets); i++) ck_assert_int_eq(yk_config_set(c, sets[i], &d), 0);
-  snprintf(buf, sizeof buf, "data.train=%s/train_*.bin", tmpdir);
-  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
-  snprintf(buf, sizeof buf, "data.val=%s/val_*.bin", tmpdir);
-  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
-  snprintf(buf, sizeof buf, "train.init_weights=%s/init.bin", tmpdir);
-  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
-  snprintf(buf, sizeof buf, "train.steps=%d", STEPS);
-  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
-  snprintf(buf, sizeof buf, "train.grad_accum=%d", accum);
-  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
-  snprintf(buf, sizeof buf, "train.precision=%s", precision);
-  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
-  snprintf(buf, sizeof buf, "optim.grad_clip=%g", clip);
-  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
-  snprintf(buf, sizeof buf, "optim.shard=%s", shard ? "true" : "false");
-  ck_assert_int_eq(yk_config_set(c, buf, &d), 0);
+  for (size_t i = 0; i < YK_ARRAY_LEN(sets); i++) set_key(c, "%s", sets[i]);
+  set_key(c, "data.train=%s/train_*.bin", tmpdir);
+  set_key(c, "data.val=%s/val_*.bin", tmpdir);
+  set_key(c, "train.init_weights=%s/init.bin", tmpdir);
+  set_key(c, "train.steps=%d", STEPS);
+  set_key(c, "train.grad_accum=%d", accum);
+  set_key(c, "train.precision=%s", precision);
+  set_key(c, "optim.grad_clip=%g", clip);
+  set_key(c, "optim.shard=%s", shard ? "true" : "false");
+  yk_diag d = {0};
   ck_assert_int_eq(yk_config_validate(c, &d), 0);
 }
 

@@ -53,7 +53,7 @@ static void copy_worker(void *arg, int worker) {
     uint64_t bytes = p->len * es;
     uint64_t a = lo > base ? lo : base, b = hi < base + bytes ? hi : base + bytes;
     if (a < b) {
-      const uint8_t *src = (const uint8_t *)p->arena->data + p->lo * es;
+      const uint8_t *src = p->src;
       memcpy(c->w->buf[i] + (a - base), src + (a - base), b - a);
     }
     base += bytes;
@@ -259,6 +259,7 @@ int yk_ckpt_writer_save(yk_ckpt_writer *w, const yk_ckpt_state *s, int64_t step,
     p->arena = m;
     yk_partition_even_range(m->numel, w->o.world, w->o.rank, &p->lo, &p->len);
     p->slice = w->buf[i];
+    if ((rc = ck_arena_range(m, p->lo, p->len, &p->src, d))) return rc;
   }
   ck_blob_ref *refs;
   int nb;

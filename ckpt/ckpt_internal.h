@@ -17,8 +17,9 @@
 typedef struct ck_arena {
   char name[48];
   yk_dtype dtype;
-  void *data; /* full arena */
+  void *data; /* elements [held_lo, held_lo + held_len) of the arena */
   uint64_t numel;
+  uint64_t held_lo, held_len; /* what this process holds: all of it, or its ZeRO slice */
   yk_tensor_desc *tensors;
   int ntensors;
 } ck_arena;
@@ -43,6 +44,7 @@ struct yk_ckpt_state {
  * at `slice` (a snapshot or the live arena + lo), the blobs to write. */
 typedef struct ck_part {
   const ck_arena *arena; /* name, dtype, numel, tensor table */
+  const uint8_t *src;    /* the live elements [lo, lo+len) a snapshot copies from (NULL: slice is live) */
   const uint8_t *slice;
   uint64_t lo, len;
 } ck_part;
@@ -125,6 +127,10 @@ int ck_commit(const char *root, int64_t step, int world, int keep, const yk_logg
 int ck_fsync_dir(const char *dir, yk_diag *d);
 
 /* state.c */
+/* *out = where elements [lo, lo + len) of the arena are in its data; 0, or
+ * YK_EINVAL when this process does not hold all of them (d says which it
+ * holds). */
+int ck_arena_range(const ck_arena *a, uint64_t lo, uint64_t len, const uint8_t **out, yk_diag *d);
 int ck_state_blob_refs(const yk_ckpt_state *s, int rank, ck_blob_ref **out, int *n);
 
 #endif

@@ -674,7 +674,7 @@ int yk_ckpt_restore(yk_ckpt_reader *r, yk_ckpt_state *s, yk_diag *d) {
                          "'%s' [%zu,+%zu)", r->dir, sa->name, t, x->name, x->offset, x->numel, y->name, y->offset,
                          y->numel);
     }
-    int rc = yk_ckpt_reader_read(r, sa->name, 0, sa->numel, sa->data, d);
+    int rc = yk_ckpt_reader_read(r, sa->name, sa->held_lo, sa->held_len, sa->data, d);
     if (rc) return rc;
   }
   return 0;

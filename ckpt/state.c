@@ -29,8 +29,11 @@ static int valid_name(const char *n, size_t max) {
   return 1;
 }
 
-int yk_ckpt_state_add_arena(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, uint64_t numel,
-                            const yk_tensor_desc *tensors, int ntensors, yk_diag *d) {
+int yk_ckpt_state_add_arena_part(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, uint64_t numel,
+                                 uint64_t lo, uint64_t len, const yk_tensor_desc *tensors, int ntensors, yk_diag *d) {
+  if (lo > numel || len > numel - lo)
+    return yk_errorf(d, YK_EINVAL, "arena '%s': part [%llu, +%llu) is outside its %llu elements", name,
+                     (unsigned long long)lo, (unsigned long long)len, (unsigned long long)numel);
   if (!valid_name(name, 47))
     return yk_errorf(d, YK_EINVAL, "arena name '%s' is empty, longer than 47 characters or has '\"', '\\', '/'",
                      name ? name : "(null)");
@@ -62,6 +65,8 @@ int yk_ckpt_state_add_arena(yk_ckpt_state *s, const char *name, yk_dtype dtype, 
   a->dtype = dtype;
   a->data = data;
   a->numel = numel;
+  a->held_lo = lo;
+  a->held_len = len;
   if (ntensors) {
     a->tensors = malloc((size_t)ntensors * sizeof *a->tensors);
     if (!a->tensors) return yk_errorf(d, YK_ENOMEM, "out of memory registering arena '%s'", name);
@@ -69,6 +74,20 @@ int yk_ckpt_state_add_arena(yk_ckpt_state *s, const char *name, yk_dtype dtype, 
   }
   a->ntensors = ntensors;
   s->narenas++;
+  return 0;
+}
+
+int yk_ckpt_state_add_arena(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, uint64_t numel,
+                            const yk_tensor_desc *tensors, int ntensors, yk_diag *d) {
+  return yk_ckpt_state_add_arena_part(s, name, dtype, data, numel, 0, numel, tensors, ntensors, d);
+}
+
+int ck_arena_range(const ck_arena *a, uint64_t lo, uint64_t len, const uint8_t **out, yk_diag *d) {
+  if (lo < a->held_lo || lo + len > a->held_lo + a->held_len)
+    return yk_errorf(d, YK_EINVAL, "arena '%s': this rank saves elements [%llu, %llu) but holds only [%llu, %llu)",
+                     a->name, (unsigned long long)lo, (unsigned long long)(lo + len), (unsigned long long)a->held_lo,
+                     (unsigned long long)(a->held_lo + a->held_len));
+  *out = a->data ? (const uint8_t *)a->data + (lo - a->held_lo) * yk_dtype_size(a->dtype) : NULL;
   return 0;
 }
 

@@ -520,15 +520,16 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, in
   return rc;
 }
 
-static int build_parts(const yk_ckpt_state *s, int rank, int world, ck_part **out) {
+static int build_parts(const yk_ckpt_state *s, int rank, int world, ck_part **out, yk_diag *d) {
   *out = calloc((size_t)s->narenas + 1, sizeof **out);
-  if (!*out) return YK_ENOMEM;
+  if (!*out) return yk_errorf(d, YK_ENOMEM, "out of memory");
   for (int i = 0; i < s->narenas; i++) {
     const ck_arena *a = &s->arenas[i];
     ck_part *pt = &(*out)[i];
     pt->arena = a;
     yk_partition_even_range(a->numel, world, rank, &pt->lo, &pt->len);
-    pt->slice = (const uint8_t *)a->data + pt->lo * yk_dtype_size(a->dtype);
+    int rc = ck_arena_range(a, pt->lo, pt->len, &pt->slice, d);
+    if (rc) return rc;
   }
   return 0;
 }
@@ -541,7 +542,11 @@ int yk_ckpt_write_shard(const yk_ckpt_opts *o, const yk_ckpt_state *s, int64_t s
   ck_part *parts;
   ck_blob_ref *blobs;
   int nb;
-  if (build_parts(s, o->rank, o->world, &parts)) return yk_errorf(d, YK_ENOMEM, "out of memory");
+  int rc = build_parts(s, o->rank, o->world, &parts, d);
+  if (rc) {
+    free(parts);
+    return rc;
+  }
   if (ck_state_blob_refs(s, o->rank, &blobs, &nb)) {
     free(parts);
     return yk_errorf(d, YK_ENOMEM, "out of memory");
@@ -550,7 +555,7 @@ int yk_ckpt_write_shard(const yk_ckpt_opts *o, const yk_ckpt_state *s, int64_t s
                .blobs = blobs, .nblobs = nb, .model_json = o->rank == 0 ? s->model_json : NULL,
                .config_yaml = o->rank == 0 ? s->config_yaml : NULL};
   if (st) memset(st, 0, sizeof *st);
-  int rc = ck_write_plan(o->dir, &p, o->level, o->threads, o->buffered_io, st, d);
+  rc = ck_write_plan(o->dir, &p, o->level, o->threads, o->buffered_io, st, d);
   free(parts);
   free(blobs);
   return rc;

@@ -67,6 +67,12 @@ void yk_ckpt_state_free(yk_ckpt_state *s);
  * yk_ckpt_restore writes into `data`. */
 int yk_ckpt_state_add_arena(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, uint64_t numel,
                             const yk_tensor_desc *tensors, int ntensors, yk_diag *d);
+/* The same for a process that holds only elements [lo, lo + len) of the
+ * arena (a ZeRO shard): `data` points at element lo. A save needs the rank's
+ * even range (yk_partition_even_range) inside [lo, lo + len), else it fails
+ * naming both; yk_ckpt_restore fills only [lo, lo + len). */
+int yk_ckpt_state_add_arena_part(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, uint64_t numel,
+                                 uint64_t lo, uint64_t len, const yk_tensor_desc *tensors, int ntensors, yk_diag *d);
 
 /* Set (or replace) a blob by value: the bytes are copied now, so call it
  * before each save with the current value. per_rank = 0: global, only rank 0's

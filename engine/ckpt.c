@@ -100,10 +100,14 @@ int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, yk_c
   int rc;
   const yk_model_config *mc = view->mcfg;
   if (yk_ckpt_state_create(&ck->st)) return yk_errorf(d, YK_ENOMEM, "out of memory");
-  uint64_t n = view->nparams;
-  if ((rc = yk_ckpt_state_add_arena(ck->st, "params", YK_DT_F32, view->params, n, view->tensors, view->ntensors, d)) ||
-      (rc = yk_ckpt_state_add_arena(ck->st, "m", YK_DT_F32, view->m, n, view->tensors, view->ntensors, d)) ||
-      (rc = yk_ckpt_state_add_arena(ck->st, "v", YK_DT_F32, view->v, n, view->tensors, view->ntensors, d)))
+  /* A rank holds the optimizer state of its slice only; its shard of the
+   * checkpoint is that same even range, so it saves what it holds. */
+  uint64_t n = view->nparams, lo = view->soff, len = view->slen;
+  const yk_tensor_desc *t = view->tensors;
+  int nt = view->ntensors;
+  if ((rc = yk_ckpt_state_add_arena_part(ck->st, "params", YK_DT_F32, view->master, n, lo, len, t, nt, d)) ||
+      (rc = yk_ckpt_state_add_arena_part(ck->st, "m", YK_DT_F32, view->m, n, lo, len, t, nt, d)) ||
+      (rc = yk_ckpt_state_add_arena_part(ck->st, "v", YK_DT_F32, view->v, n, lo, len, t, nt, d)))
     return rc;
   if (view->params16 &&
       (rc = yk_ckpt_state_add_arena(ck->st, "params16", view->dtype16, view->params16, n, view->tensors,
@@ -155,9 +159,9 @@ static int read_blob_exact(yk_ckpt_reader *r, const char *name, void *dst, size_
 }
 
 /* The checkpoint's arena must have this model's dtype, size and tensor
- * table; then read all of it. */
-static int restore_arena(yk_ckpt_reader *r, const char *name, yk_dtype dt, void *dst, const eng_ckpt_view *v,
-                         int *missing, yk_diag *d) {
+ * table; then read elements [lo, lo + len) of it into dst. */
+static int restore_arena(yk_ckpt_reader *r, const char *name, yk_dtype dt, void *dst, size_t lo, size_t len,
+                         const eng_ckpt_view *v, int *missing, yk_diag *d) {
   yk_ckpt_arena_info a;
   yk_diag tmp = {0};
   if (missing) *missing = 0;
@@ -182,7 +186,7 @@ static int restore_arena(yk_ckpt_reader *r, const char *name, yk_dtype dt, void 
                        "resume with the model settings of the checkpoint",
                        path, name, i, a.tensors[i].name, a.tensors[i].numel, a.tensors[i].offset, v->tensors[i].name,
                        v->tensors[i].numel, v->tensors[i].offset);
-  return yk_ckpt_reader_read(r, name, 0, a.numel, dst, d);
+  return yk_ckpt_reader_read(r, name, lo, len, dst, d);
 }
 
 /* Restore everything from one checkpoint directory. */
@@ -192,23 +196,29 @@ static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *
   int rc = yk_ckpt_reader_open(path, &oo, &r, d);
   if (rc) return rc;
   const eng_ckpt_view *v = &ck->view;
+  size_t n = v->nparams, lo = v->soff, len = v->slen;
   int missing16 = 0;
-  if ((rc = restore_arena(r, "params", YK_DT_F32, v->params, v, NULL, d)) ||
-      (rc = restore_arena(r, "m", YK_DT_F32, v->m, v, NULL, d)) ||
-      (rc = restore_arena(r, "v", YK_DT_F32, v->v, v, NULL, d)))
-    goto out;
+  /* The weights the model computes with, whole: in fp32 the master weights
+   * themselves; in fp16/bf16 the 16-bit weights, widened. The optimizer
+   * state only for this rank's slice. */
   if (v->params16) {
-    if ((rc = restore_arena(r, "params16", v->dtype16, v->params16, v, &missing16, d))) goto out;
+    if ((rc = restore_arena(r, "params16", v->dtype16, v->params16, 0, n, v, &missing16, d))) goto out;
     if (missing16) {
       /* An fp32 checkpoint resumed in fp16/bf16: the 16-bit weights are the
        * master weights rounded, as at the start of a run. */
-      yk_optimizer_cast_from_f32(v->params, v->params16, v->dtype16, v->nparams, YK_ISA_AUTO);
+      if ((rc = restore_arena(r, "params", YK_DT_F32, v->model_params, 0, n, v, NULL, d))) goto out;
+      yk_optimizer_cast_from_f32(v->model_params, v->params16, v->dtype16, n, YK_ISA_AUTO);
       YK_WARN(ck->log, "ckpt: %s has no 16-bit weights (an fp32 run?); rounded them from the fp32 master weights",
               path);
     }
+    yk_optimizer_cast_to_f32(v->params16, v->dtype16, v->model_params, n, 1.0f, YK_ISA_AUTO);
+    if ((rc = restore_arena(r, "params", YK_DT_F32, v->master, lo, len, v, NULL, d))) goto out;
+  } else if ((rc = restore_arena(r, "params", YK_DT_F32, v->model_params, 0, n, v, NULL, d))) {
+    goto out;
   }
-  if (v->params16 && v->model_params && v->model_params != v->params)
-    yk_optimizer_cast_to_f32(v->params16, v->dtype16, v->model_params, v->nparams, 1.0f, YK_ISA_AUTO);
+  if ((rc = restore_arena(r, "m", YK_DT_F32, v->m, lo, len, v, NULL, d)) ||
+      (rc = restore_arena(r, "v", YK_DT_F32, v->v, lo, len, v, NULL, d)))
+    goto out;
   if ((rc = read_blob_exact(r, "step", step, sizeof *step, 0, d))) goto out;
   yk_data_pos pos;
   if ((rc = read_blob_exact(r, "data_pos", &pos, sizeof pos, 0, d))) goto out;

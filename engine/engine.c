@@ -41,12 +41,6 @@ static int build_optimizer(yk_engine *e, yk_diag *d) {
   const yk_config *c = &e->cfg;
   yk_comm *comm = e->comms.dp;
   int rc;
-  e->m = yk_alloc(e->nparams * sizeof(float));
-  e->v = yk_alloc(e->nparams * sizeof(float));
-  e->inputs = malloc((size_t)e->B * e->T * sizeof(int32_t));
-  e->targets = malloc((size_t)e->B * e->T * sizeof(int32_t));
-  if (!e->m || !e->v || !e->inputs || !e->targets)
-    return yk_errorf(d, YK_ENOMEM, "out of memory for optimizer state (%zu parameters)", e->nparams);
   eng_grads_init(&e->grads, comm, (size_t)c->comm.bucket_kb * 1024, c->comm.timeout_ms);
   int share = comm && (yk_comm_shm_state(comm) & 1);
   e->shard = comm && e->world > 1 && c->optim.shard;
@@ -61,6 +55,13 @@ static int build_optimizer(yk_engine *e, yk_diag *d) {
             "the ranks all-gather them", e->soff, e->soff + e->slen, e->nparams);
     eng_grads_set_owned(&e->grads, e->nparams); /* and needs only that slice of the reduced gradients */
   }
+  /* The moments (and, below, the master weights) of this rank's slice only. */
+  e->m = yk_alloc((e->slen ? e->slen : 1) * sizeof(float));
+  e->v = yk_alloc((e->slen ? e->slen : 1) * sizeof(float));
+  e->inputs = malloc((size_t)e->B * e->T * sizeof(int32_t));
+  e->targets = malloc((size_t)e->B * e->T * sizeof(int32_t));
+  if (!e->m || !e->v || !e->inputs || !e->targets)
+    return yk_errorf(d, YK_ENOMEM, "out of memory for optimizer state (%zu parameters)", e->slen);
   yk_precision prec = yk_config_precision(c);
   if (share && prec == YK_PREC_FP32) {
     rc = yk_model_share_grads(e->model, d);
@@ -70,8 +71,8 @@ static int build_optimizer(yk_engine *e, yk_diag *d) {
     if (rc == YK_EUNSUPPORTED) yk_diag_clear(d);
     else if (rc) return rc;
   }
-  if ((rc = yk_optimizer_mixed_init(&e->mp, c, yk_model_params(e->model), e->nparams, share && e->shard, share, d)) !=
-      0)
+  if ((rc = yk_optimizer_mixed_init(&e->mp, c, yk_model_params(e->model), e->nparams, e->soff, e->slen,
+                                     share && e->shard, share, d)) != 0)
     return rc;
   if (e->mp.params16_shm.ptr && (rc = yk_comm_register(comm, &e->mp.params16_shm, d)) != 0) return rc;
   if (e->mp.grads16_shm.ptr && (rc = yk_comm_register(comm, &e->mp.grads16_shm, d)) != 0) return rc;
@@ -118,8 +119,9 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   /* The reduction learns of final gradient ranges through the model's hook;
    * the step arms it only around its reducing backward. */
   yk_model_set_grad_hook(e->model, eng_grads_ready, &e->grads);
-  eng_ckpt_view v = {.params = e->mp.master, .m = e->m, .v = e->v, .nparams = e->nparams,
-                     .params16 = e->mp.params16, .dtype16 = e->mp.dt16, .model_params = yk_model_params(e->model),
+  eng_ckpt_view v = {.model_params = yk_model_params(e->model), .master = e->mp.master, .m = e->m, .v = e->v,
+                     .nparams = e->nparams, .soff = e->soff, .slen = e->slen, .params16 = e->mp.params16,
+                     .dtype16 = e->mp.dt16,
                      .tensors = e->tensors, .ntensors = e->ntensors, .mcfg = &e->mcfg, .loader = e->train_ld,
                      .scaler = e->mp.prec == YK_PREC_FP16 ? &e->mp.ls : NULL, .threads = e->dev->nthreads};
   if ((rc = eng_ckpt_open(&e->ck, &e->cfg, e->log, e->comms.dp, e->rank, e->world, &v, d)) != 0) return rc;
@@ -223,6 +225,17 @@ out:
 
 /* ---- queries ------------------------------------------------------------- */
 
+void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *m) {
+  uint64_t n = e->nparams, s = e->slen;
+  int mixed = e->mp.prec != YK_PREC_FP32;
+  m->weights = m->grads = n * sizeof(float);
+  m->weights16 = m->grads16 = mixed ? n * sizeof(uint16_t) : 0;
+  m->master = mixed ? s * sizeof(float) : 0;
+  m->moments = 2 * s * sizeof(float);
+  m->model_state = m->weights + m->grads + m->weights16 + m->grads16 + m->master + m->moments;
+  m->model = yk_model_memory_bytes(e->model) - m->weights - m->grads;
+}
+
 uint64_t yk_engine_params_checksum(yk_engine *e) {
   const unsigned char *b = (const unsigned char *)yk_model_params(e->model);
   uint64_t h = 1469598103934665603ull;
@@ -256,6 +269,15 @@ void yk_engine_describe(const yk_engine *e, void (*line)(void *arg, const char *
   snprintf(buf, sizeof buf, "data: %llu training tokens in %d shard(s), %llu windows per epoch",
            (unsigned long long)yk_data_loader_total_tokens(e->train_ld), yk_data_loader_shard_count(e->train_ld),
            (unsigned long long)yk_data_loader_epoch_windows(e->train_ld));
+  line(arg, buf);
+  yk_engine_memory mem;
+  yk_engine_memory_of(e, &mem);
+  snprintf(buf, sizeof buf,
+           "memory: model state %.1f MiB (weights %.1f, grads %.1f, 16-bit copies %.1f, master %.1f, moments %.1f "
+           "for %zu of %zu parameters), activations and buffers %.1f MiB",
+           mem.model_state / 1048576.0, mem.weights / 1048576.0, mem.grads / 1048576.0,
+           (mem.weights16 + mem.grads16) / 1048576.0, mem.master / 1048576.0, mem.moments / 1048576.0, e->slen,
+           e->nparams, mem.model / 1048576.0);
   line(arg, buf);
   yk_engine_schedule_describe(&e->schedule, buf, sizeof buf);
   char s2[600];

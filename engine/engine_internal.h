@@ -65,11 +65,11 @@ int eng_grads_sum_f64(eng_grads *g, double *v, int n, yk_diag *d);
 /* Everything a checkpoint holds, by pointer (borrowed from the engine).
  * Layouts are the model's layer-major arena. */
 typedef struct eng_ckpt_view {
-  float *params;                 /* fp32 master weights, nparams */
-  float *m, *v;                  /* AdamW moments */
-  size_t nparams;
-  void *params16;                /* 16-bit weights (fp16/bf16 runs) or NULL */
-  float *model_params;           /* the model's own arena when it is not `params` (refreshed after a restore) */
+  float *model_params;           /* the model's fp32 arena, nparams (every rank computes with all of it) */
+  float *master;                 /* fp32 master weights [soff, soff + slen) (in fp32 runs: model_params + soff) */
+  float *m, *v;                  /* AdamW moments [soff, soff + slen) */
+  size_t nparams, soff, slen;    /* this rank's slice: its ZeRO-1 shard, or everything */
+  void *params16;                /* 16-bit weights (fp16/bf16 runs), nparams, or NULL */
   yk_dtype dtype16;
   const yk_tensor_desc *tensors;
   int ntensors;

@@ -204,17 +204,18 @@ static int op_update(yk_engine *e, step_ctx *s, yk_diag *d) {
   /* A checkpoint's snapshot copy may still be reading the arenas. */
   if ((rc = eng_ckpt_before_update(&e->ck, d)) != 0) return rc;
   size_t o = e->soff;
+  /* master, m and v hold this rank's slice only: slice-relative pointers */
   if ((rc = yk_optimizer_adamw_step(&e->adamw, applied, s->lr, clip, e->tensors, e->ntensors, o, e->slen,
-                                    mp->master + o, grads + o, e->m + o, e->v + o,
+                                    mp->master, grads + o, e->m, e->v,
                                     mp->params16 ? mp->params16 + o : NULL,
                                     mp->dt16 == YK_DT_F32 ? YK_DT_F16 : mp->dt16)) != 0)
     return yk_errorf(d, rc, "AdamW step %lld failed", (long long)s->step);
   /* ZeRO-1: every rank gets the others' updated slices (the 16-bit weights
-   * in mixed precision; the fp32 master stays sliced). */
+   * in mixed precision, the fp32 weights otherwise: the master stays sliced). */
   if (e->shard) {
     double ta = yk_now_s();
     rc = mp->params16 ? yk_comm_allgather_sync(e->comms.dp, mp->params16 + o, mp->params16, e->nparams, mp->dt16, d)
-                      : yk_comm_allgather_sync(e->comms.dp, mp->master + o, mp->master, e->nparams, YK_DT_F32, d);
+                      : yk_comm_allgather_sync(e->comms.dp, params + o, params, e->nparams, YK_DT_F32, d);
     if (rc)
       return yk_errorf(d, rc, "step %lld: all-gather of the updated parameters failed: %s", (long long)s->step,
                        yk_diag_msg(d, rc));

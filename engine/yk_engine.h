@@ -154,6 +154,22 @@ int yk_engine_boundary(yk_engine *e, int64_t step_done, int *stop, int *exit_cod
 /* After the last step: the final checkpoint (ckpt.dir), committed. */
 int yk_engine_finish(yk_engine *e, int64_t step_done, yk_diag *d);
 
+/* What this rank holds, in bytes. Model state: the fp32 weights and
+ * gradients the model computes with, the 16-bit weights and gradients of
+ * mixed precision, and the optimizer state of this rank's slice (fp32
+ * master weights when they are not the model's own, AdamW's m and v): with
+ * ZeRO-1 over N ranks, 8 bytes + 8/N per parameter in fp32, 12 + 12/N in
+ * fp16/bf16. `model` is everything else the model allocates for its batch
+ * (activations kept for backward, logits, scratch). */
+typedef struct yk_engine_memory {
+  uint64_t weights, grads;     /* fp32, whole arena */
+  uint64_t weights16, grads16; /* fp16/bf16 runs */
+  uint64_t master, moments;    /* this rank's slice */
+  uint64_t model_state;        /* the sum of the above */
+  uint64_t model;              /* activations and buffers of the model for B x T */
+} yk_engine_memory;
+void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *out);
+
 /* FNV-1a over the fp32 weights the model computes with: ranks compare it to
  * prove they hold identical weights. */
 uint64_t yk_engine_params_checksum(yk_engine *e);

@@ -17,23 +17,25 @@ static int alloc16(size_t n, int shared, const char *what, uint16_t **p, yk_shme
   return *p ? 0 : yk_errorf(d, YK_ENOMEM, "out of memory for %s (%zu parameters)", what, n);
 }
 
-int yk_optimizer_mixed_init(yk_mixed *mp, const yk_config *c, float *model_params, size_t n, int share_params16,
-                            int share_grads16, yk_diag *d) {
+int yk_optimizer_mixed_init(yk_mixed *mp, const yk_config *c, float *model_params, size_t n, size_t off, size_t len,
+                            int share_params16, int share_grads16, yk_diag *d) {
   memset(mp, 0, sizeof *mp);
   mp->prec = yk_config_precision(c);
   mp->dt16 = mp->prec == YK_PREC_FP16 ? YK_DT_F16 : mp->prec == YK_PREC_BF16 ? YK_DT_BF16 : YK_DT_F32;
   mp->n = n;
-  mp->master = model_params;
+  mp->off = off;
+  mp->len = len;
+  mp->master = model_params + off;
   if (mp->prec == YK_PREC_FP32) return 0;
   int rc;
-  mp->master = yk_alloc(n * sizeof(float));
+  mp->master = yk_alloc((len ? len : 1) * sizeof(float));
   if (!mp->master)
-    return yk_errorf(d, YK_ENOMEM, "out of memory for %s master weights (%zu parameters)", c->train.precision, n);
+    return yk_errorf(d, YK_ENOMEM, "out of memory for %s master weights (%zu parameters)", c->train.precision, len);
   if ((rc = alloc16(n, share_params16, "yoke-params16", &mp->params16, &mp->params16_shm, d)) != 0 ||
       (rc = alloc16(n, share_grads16, "yoke-grads16", &mp->grads16, &mp->grads16_shm, d)) != 0)
     return rc;
-  memcpy(mp->master, model_params, n * sizeof(float));
-  yk_optimizer_cast_from_f32(mp->master, mp->params16, mp->dt16, n, YK_ISA_AUTO);
+  memcpy(mp->master, model_params + off, len * sizeof(float));
+  yk_optimizer_cast_from_f32(model_params, mp->params16, mp->dt16, n, YK_ISA_AUTO);
   yk_optimizer_mixed_publish(mp, model_params);
   if (mp->prec == YK_PREC_FP16) return yk_optimizer_loss_scaler_init(&mp->ls, c, d);
   return 0;

@@ -268,8 +268,10 @@ int yk_optimizer_loss_scaler_update(yk_loss_scaler *ls, int found_overflow);
 
 /* Everything train.precision fp16/bf16 adds to a run, in one place:
  *
- *   master    fp32 master weights (n): AdamW updates these. In fp32 runs this
- *             IS the model's own parameter arena (borrowed, not copied);
+ *   master    fp32 master weights of this rank's slice [off, off + len) (its
+ *             ZeRO-1 shard, or everything): AdamW updates these. In fp32 runs
+ *             this IS that slice of the model's own parameter arena (borrowed,
+ *             not copied);
  *   params16  the 16-bit weights (n, dt16): rounded from master after every
  *             update and widened into the model's fp32 arena, so every
  *             product sees exactly the rounded weights;
@@ -278,13 +280,15 @@ int yk_optimizer_loss_scaler_update(yk_loss_scaler *ls, int found_overflow);
  *             bytes), then widened and unscaled back into the fp32 arena;
  *   ls        the dynamic loss scaler (fp16 only; bf16 has fp32's range).
  *
- * Model state per parameter: fp32 16 bytes (params, grads, m, v); mixed 24
- * (params, grads, m, v, master, params16 + grads16). docs/training.md. */
+ * Model state per parameter, N ranks sharing the optimizer state (ZeRO-1):
+ * fp32 8 + 8/N bytes (params, grads; m, v); mixed 12 + 12/N (params,
+ * grads, params16, grads16; master, m, v). docs/training.md. */
 typedef struct yk_mixed {
   yk_precision prec;
   yk_dtype dt16;            /* YK_DT_F16 / YK_DT_BF16; YK_DT_F32 in fp32 runs */
   size_t n;                 /* parameters */
-  float *master;            /* fp32 runs: the model's arena (borrowed) */
+  size_t off, len;          /* the slice whose master weights this rank holds */
+  float *master;            /* len values; fp32 runs: the model's arena + off (borrowed) */
   uint16_t *params16;       /* NULL in fp32 runs */
   uint16_t *grads16;        /* NULL in fp32 runs */
   yk_shmem params16_shm;    /* the memory of params16 / grads16 when shared with peers on this host */
@@ -293,14 +297,15 @@ typedef struct yk_mixed {
 } yk_mixed;
 
 /* Set up the state of c->train.precision for n parameters whose fp32 arena
- * (model_params, borrowed) already holds the initial weights: in fp16/bf16
- * copies them to a new master, rounds params16 and widens it back into
- * model_params, and allocates grads16. share_params16 / share_grads16: put
- * that buffer in shared memory (yk_shmem, for collectives to register) instead
- * of private memory. fp16 also initialises the loss scaler from loss_scale.*.
- * Free with yk_optimizer_mixed_free, even after a failure. */
-int yk_optimizer_mixed_init(yk_mixed *mp, const yk_config *c, float *model_params, size_t n, int share_params16,
-                            int share_grads16, yk_diag *d);
+ * (model_params, borrowed) already holds the initial weights, this rank
+ * updating [off, off + len): in fp16/bf16 copies that slice to a new master,
+ * rounds all of params16 and widens it back into model_params, and allocates
+ * grads16. share_params16 / share_grads16: put that buffer in shared memory
+ * (yk_shmem, for collectives to register) instead of private memory. fp16
+ * also initialises the loss scaler from loss_scale.*. Free with
+ * yk_optimizer_mixed_free, even after a failure. */
+int yk_optimizer_mixed_init(yk_mixed *mp, const yk_config *c, float *model_params, size_t n, size_t off, size_t len,
+                            int share_params16, int share_grads16, yk_diag *d);
 void yk_optimizer_mixed_free(yk_mixed *mp);
 /* The factor backward multiplies the loss by: the loss scale in fp16, else 1. */
 float yk_optimizer_mixed_loss_scale(const yk_mixed *mp);

@@ -790,6 +790,61 @@ START_TEST(test_tiny_and_empty_arenas) {
 }
 END_TEST
 
+/* ZeRO shards: each rank registers only the part of an arena it holds (its
+ * even range) and saves it; another world size reads the whole arena back;
+ * a rank restores only its part; a part that misses the rank's range is an
+ * error naming both ranges. 11 elements over 3 ranks: 4 + 4 + 3. */
+START_TEST(test_arena_parts) {
+  char *root = mkroot();
+  yk_diag d = {0};
+  float full[11], back[11];
+  for (int i = 0; i < 11; i++) full[i] = (float)i * 1.5f - 3.0f;
+  yk_tensor_desc t[2] = {{.name = "a", .offset = 0, .numel = 5}, {.name = "b", .offset = 5, .numel = 6}};
+  for (int r = 0; r < 3; r++) {
+    uint64_t lo, len;
+    yk_partition_even_range(11, 3, r, &lo, &len);
+    float part[4];
+    memcpy(part, full + lo, len * sizeof(float));
+    yk_ckpt_state *s;
+    ck_assert_int_eq(yk_ckpt_state_create(&s), 0);
+    ck_assert_int_eq(yk_ckpt_state_add_arena_part(s, "m", YK_DT_F32, part, 11, lo, len, t, 2, &d), 0);
+    yk_ckpt_opts o;
+    yk_ckpt_opts_default(&o);
+    o.dir = root;
+    o.rank = r;
+    o.world = 3;
+    o.threads = 1;
+    int rc = yk_ckpt_write_shard(&o, s, 5, NULL, &d);
+    ck_assert_msg(rc == 0, "%s", yk_diag_msg(&d, rc));
+    /* the same part saved as rank (r + 1) % 3 holds the wrong range */
+    o.rank = (r + 1) % 3;
+    ck_assert_int_eq(yk_ckpt_write_shard(&o, s, 6, NULL, &d), YK_EINVAL);
+    ck_assert_msg(strstr(d.msg, "holds only"), "%s", d.msg);
+    yk_ckpt_state_free(s);
+  }
+  yk_ckpt_opts o;
+  yk_ckpt_opts_default(&o);
+  o.dir = root;
+  o.world = 3;
+  ck_assert_int_eq(yk_ckpt_commit(&o, 5, &d), 0);
+  yk_ckpt_reader *r;
+  ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_read(r, "m", 0, 11, back, &d), 0);
+  ck_assert(!memcmp(back, full, sizeof full));
+  /* a rank of 2 restores only its own part: [6, 11) */
+  float mine[5] = {0};
+  yk_ckpt_state *s;
+  ck_assert_int_eq(yk_ckpt_state_create(&s), 0);
+  ck_assert_int_eq(yk_ckpt_state_add_arena_part(s, "m", YK_DT_F32, mine, 11, 6, 5, t, 2, &d), 0);
+  ck_assert_int_eq(yk_ckpt_restore(r, s, &d), 0);
+  ck_assert(!memcmp(mine, full + 6, sizeof mine));
+  ck_assert_int_eq(yk_ckpt_state_add_arena_part(s, "v", YK_DT_F32, mine, 11, 8, 5, t, 2, &d), YK_EINVAL);
+  yk_ckpt_state_free(s);
+  yk_ckpt_reader_close(r);
+  rmroot(root);
+}
+END_TEST
+
 START_TEST(test_bad_input) {
   yk_ckpt_state *s;
   yk_diag d = {0};
@@ -831,6 +886,7 @@ int main(void) {
   tcase_add_test(tc, test_fallback_only_when_told);
   tcase_add_test(tc, test_async_writer);
   tcase_add_test(tc, test_tiny_and_empty_arenas);
+  tcase_add_test(tc, test_arena_parts);
   tcase_add_test(tc, test_bad_input);
   tcase_add_test(tc, test_codec_planes);
   tcase_add_test(tc, test_raw_and_zstd_plane_damage);

@@ -113,6 +113,7 @@ typedef struct rank_run {
   double norm[STEPS]; /* gradient norms: a constant gradient scale that clipping and AdamW would hide shows here */
   int applied;   /* steps whose update was applied (fp16 skips overflowed ones) */
   double val;
+  yk_engine_memory mem;
   float *params; /* final weights (copy) */
   size_t nparams;
   uint64_t checksum;
@@ -141,6 +142,7 @@ static void *run_rank(void *arg) {
   if (!rc) rc = yk_device_cpu_create(1, YK_ISA_AUTO, &dev, &r->d);
   yk_engine_opts o = {.cfg = r->cfg, .layout = lay, .comms = {.dp = comm}, .dev = dev, .log = &log};
   if (!rc) rc = yk_engine_open(&o, &e, &r->d);
+  if (!rc) yk_engine_memory_of(e, &r->mem);
   for (int64_t s = 0; !rc && s < STEPS; s++) {
     yk_step_stats st;
     if (s > 0) {
@@ -274,6 +276,41 @@ END_TEST
 START_TEST(test_dp2_fp16_equals_one_rank) { check_equal_to_one_rank(2, 2, "fp16", 1, 1.0, 1e-2, 2e-2); }
 END_TEST
 
+/* ZeRO-1 holds the optimizer state of a rank's slice only: over 3 ranks the
+ * slices add up to one copy, and the rest (the weights and gradients every
+ * rank computes with) is whole on every rank. */
+START_TEST(test_sharded_memory) {
+  fixtures();
+  const char *prec[] = {"fp32", "bf16"};
+  for (int p = 0; p < 2; p++) {
+    yk_config c1, c3;
+    job_config(&c1, 3, prec[p], 1, 1.0);
+    job_config(&c3, 1, prec[p], 1, 1.0);
+    rank_run one[1], three[3];
+    run_job(1, &c1, one);
+    run_job(3, &c3, three);
+    uint64_t n = one[0].nparams, moments = 0, master = 0;
+    int mixed = p == 1;
+    ck_assert_uint_eq(one[0].mem.moments, 8 * n);
+    ck_assert_uint_eq(one[0].mem.master, mixed ? 4 * n : 0);
+    for (int r = 0; r < 3; r++) {
+      moments += three[r].mem.moments;
+      master += three[r].mem.master;
+      ck_assert_uint_eq(three[r].mem.weights, 4 * n);
+      ck_assert_uint_eq(three[r].mem.grads16, mixed ? 2 * n : 0);
+      ck_assert_uint_le(three[r].mem.moments, 8 * (n / 3 + 1));
+    }
+    ck_assert_uint_eq(moments, 8 * n);
+    ck_assert_uint_eq(master, mixed ? 4 * n : 0);
+    /* per parameter: fp32 8 + 8/N, mixed 12 + 12/N (+ rounding of the slices) */
+    double per = (double)three[0].mem.model_state / (double)n;
+    ck_assert_msg(fabs(per - (mixed ? 16.0 : 8.0 + 8.0 / 3)) < 0.01, "%s: %.3f bytes per parameter", prec[p], per);
+    free_job(one, 1);
+    free_job(three, 3);
+  }
+}
+END_TEST
+
 /* The same job twice gives the same bits. */
 START_TEST(test_deterministic) {
   fixtures();
@@ -389,6 +426,7 @@ int main(void) {
   tcase_add_test(tc, test_dp2_bf16_equals_one_rank);
   tcase_add_test(tc, test_dp2_fp16_equals_one_rank);
   tcase_add_test(tc, test_deterministic);
+  tcase_add_test(tc, test_sharded_memory);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   /* one process: the fixtures (temp dir) are shared by the tests */

@@ -65,11 +65,13 @@ start_job() {
   wait_for "all $n ranks registered" "$log.coord" 20
 }
 
-# wait_all_exit SECONDS PID...: 0 if all exit in time
+# wait_all_exit SECONDS PID...: 0 if all exit in time; else kill -9 them (a
+# later `wait` must not hang the test until ctest's timeout) and return 1
 wait_all_exit() {
   local secs=$1; shift
   local i
   for i in $(seq $((secs * 20))); do pids_gone "$@" && return 0; sleep 0.05; done
+  kill -9 "$@" 2>/dev/null; kill -CONT "$@" 2>/dev/null
   return 1
 }
 

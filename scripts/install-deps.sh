@@ -17,12 +17,17 @@ pkgs=(
   libhttp-parser-dev                  # /metrics HTTP server
   check                               # unit tests
   libopenblas-dev                     # sgemm
-  iproute2                            # network-namespace test hosts
-  slurm-wlm munge                     # SLURM launch tests
+  iproute2                            # network-namespace test hosts (coll_hier, test_daemon_netns), ss
+  slurm-wlm munge                     # SLURM launch tests (test_daemon_slurm, test_train_slurm)
   gnuplot-nox                         # bench --png
-  clang                               # libFuzzer target for the control-protocol decoder
+  clang                               # libFuzzer target for the control-protocol decoder (fuzz_proto)
+  libclang-rt-dev                     # its fuzzer and sanitizer runtimes (only recommended by clang)
   python3                             # tests: parse status --json and /metrics
+  procps openssl bc                   # tests: pgrep/ps, job secrets, timing arithmetic
 )
+# Tests that cannot run here anyway (not root, a CPU without AVX2, a
+# container that forbids network namespaces) exit 77 and ctest lists them as
+# skipped, with one line saying why (docs/testing.md).
 if [[ "${1:-}" == "--with-torch" ]]; then pkgs+=(python3-torch); fi
 
 missing=()

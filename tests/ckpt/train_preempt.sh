@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Preemption of `yoke train`: SIGUSR1 (SLURM's --signal=USR1@T) or SIGTERM
 # -> checkpoint at the next step boundary -> exit 75 (YK_EXIT_REQUEUE); then
-# --resume latest trains to the end and the whole run (losses of both parts,
-# final params checksum) is bitwise identical to an uninterrupted one.
+# --resume latest trains to the end and the whole run (losses and gradient
+# norms of both parts, final params checksum) is bitwise identical to an
+# uninterrupted one.
 #  - 1 rank: SIGUSR1, SIGTERM (signal handler in the step loop);
 #  - 2 ranks under mpirun: SIGUSR1 to rank 1 ONLY; the ranks agree (MAX
 #    all-reduce of a stop flag at every boundary) and both checkpoint the same
@@ -27,7 +28,6 @@ comm: {timeout_ms: 20000, transport: mpi}
 coord: {port: $((20000 + RANDOM % 20000))}  # a port of our own: other jobs may hold the default
 ckpt: {every: 7, keep: 2}
 YAML
-losses() { cat "$@" | grep -o '"step": [0-9]*, "loss": [0-9.]*'; }
 sums() { cat "$@" | grep -o '"params_checksum": "[0-9a-f]*"' | sort -u; }
 wait_log() { # wait_log FILE PATTERN SECONDS
   local i
@@ -40,9 +40,9 @@ wait_pid() { # wait_pid PID SECONDS -> exit code (124 on timeout, then killed)
   kill -9 "$1" 2>/dev/null; wait "$1" 2>/dev/null; return 124
 }
 check_resume() { # check_resume WHAT STRAIGHT PART1 PART2
-  if [ "$(losses "$tmp/$2.json" | wc -l)" = $STEPS ] && diff <(losses "$tmp/$2.json") <(losses "$tmp/$3.json" "$tmp/$4.json") > /dev/null; then
-    pass "$1: $STEPS losses of preempted + resumed run identical to the straight run"
-  else fail "$1: losses differ ($(losses "$tmp/$3.json" "$tmp/$4.json" | wc -l) lines)"; fi
+  if [ "$(yk_steps "$tmp/$2.json" | wc -l)" = $STEPS ] && diff <(yk_steps "$tmp/$2.json") <(yk_steps "$tmp/$3.json" "$tmp/$4.json") > /dev/null; then
+    pass "$1: $STEPS losses and gradient norms of preempted + resumed run identical to the straight run"
+  else fail "$1: losses or norms differ ($(yk_steps "$tmp/$3.json" "$tmp/$4.json" | wc -l) lines)"; fi
   local a b; a=$(sums "$tmp/$2.json"); b=$(sums "$tmp/$4.json")
   [ -n "$a" ] && [ "$a" = "$b" ] && pass "$1: final params checksum identical" || fail "$1: checksum '$a' vs '$b'"
 }

@@ -2,12 +2,19 @@
 # yoke train with checkpoints, real processes:
 #  - bitwise resume at the same world size: N steps straight vs K steps
 #    (train.stop_after: checkpoint + exit 75 as if preempted) + --resume latest
-#    + N-K steps print identical per-step losses and end with an identical
-#    params checksum; 1 rank, and 2 ranks under mpirun (MPI transport);
+#    + N-K steps print identical per-step losses and gradient norms and end
+#    with an identical params checksum; 1 rank, fp16 and bf16 on 1 rank, and
+#    2 ranks under mpirun (MPI transport);
+#  - fp16 and bf16 gradient norms are within 2e-3 (fp16) and 1e-2 (bf16) of
+#    fp32's per step (relative; losses within 1e-3 and 1e-2): a resume that
+#    is bitwise equal to a wrong run, e.g. fp16 gradients never unscaled,
+#    still fails here;
 #  - resharded resume: a checkpoint written by 2 ranks resumed by 1 (with
 #    grad_accum 2, the same global batch) and one written by 1 rank resumed by
-#    2 continue the uninterrupted run's losses within 1e-4 per step (absolute;
-#    the only difference is the fp32 order of the gradient reduction);
+#    2 continue the uninterrupted run's losses within 1e-4 per step (absolute)
+#    and its gradient norms within 1e-5 (relative; the only difference is the
+#    fp32 order of the gradient reduction; a wrong gradient scale for one
+#    world size leaves the losses alone and moves the norms);
 #  - the GPT-2 export of the checkpoint equals --save-weights byte for byte and
 #    `yoke eval` gives the same loss on it;
 #  - resume into another model shape is refused naming the tensor.
@@ -27,7 +34,6 @@ optim: {lr: 1e-3, warmup_steps: 2, schedule: cosine, weight_decay: 0.1}
 comm: {timeout_ms: 20000, transport: mpi}
 coord: {port: $((20000 + RANDOM % 20000))}  # a port of our own: other jobs may hold the default
 YAML
-losses() { cat "$@" | grep -o '"step": [0-9]*, "loss": [0-9.]*'; }
 sums() { cat "$@" | grep -o '"params_checksum": "[0-9a-f]*"' | sort -u; }
 run() { # run NAME EXPECTED_EXIT yoke-args...
   local name=$1 want=$2; shift 2
@@ -38,22 +44,19 @@ run() { # run NAME EXPECTED_EXIT yoke-args...
 same_run() { # same_run WHAT STRAIGHT PART1 PART2
   local what=$1 a=$2 b=$3 c=$4
   # (fp16 steps skipped on a gradient overflow print no loss line)
-  local nl; nl=$(losses "$tmp/$a.json" | wc -l)
-  if [ "$nl" -ge 6 ] && diff <(losses "$tmp/$a.json") <(losses "$tmp/$b.json" "$tmp/$c.json") > "$tmp/diff"; then
-    pass "$what: $nl per-step losses identical"
+  local nl; nl=$(yk_steps "$tmp/$a.json" | wc -l)
+  if [ "$nl" -ge 6 ] && diff <(yk_steps "$tmp/$a.json") <(yk_steps "$tmp/$b.json" "$tmp/$c.json") > "$tmp/diff"; then
+    pass "$what: $nl per-step losses and gradient norms identical"
   else fail "$what: losses differ: $(head -4 "$tmp/diff")"; fi
   local s1 s2; s1=$(sums "$tmp/$a.json"); s2=$(sums "$tmp/$c.json")
   [ -n "$s1" ] && [ "$s1" = "$s2" ] && [ "$(echo "$s1" | wc -l)" = 1 ] && pass "$what: params checksum identical ($s1)" \
     || fail "$what: params checksums '$s1' vs '$s2'"
 }
 close_losses() { # close_losses WHAT STRAIGHT RESUMED FIRST_STEP
-  local what=$1 a=$2 b=$3 first=$4 m
-  m=$(join <(losses "$tmp/$a.json" | sed 's/"step": \([0-9]*\), "loss": /\1 /' | sort -k1,1) \
-           <(losses "$tmp/$b.json" | sed 's/"step": \([0-9]*\), "loss": /\1 /' | sort -k1,1) | awk -v f="$first" '
-      { d = $2 - $3; if (d < 0) d = -d; if (d > m) m = d; c++; if ($1 < f) bad = 1 }
-      END { if (c != 11 - f || bad) print "missing(" c ")"; else print m + 0 }')
-  awk -v m="$m" 'BEGIN { exit !(m !~ /missing/ && m <= 1e-4) }' \
-    && pass "$what: steps $first..10 within 1e-4 of the uninterrupted run (max diff $m)" || fail "$what: max loss diff $m"
+  local what=$1 a=$2 b=$3 first=$4 f
+  f=$(yk_steps "$tmp/$b.json" | head -1 | cut -d' ' -f1)
+  [ "$f" = "$first" ] || fail "$what: the resumed run's first step is '$f', wanted $first"
+  compare_steps "$what: steps $first..10 vs the uninterrupted run" "$tmp/$b.json" "$tmp/$a.json" "$first" 10 1e-4 1e-5
 }
 
 # ---- 1 rank, bitwise
@@ -75,6 +78,12 @@ for p in fp16 bf16; do
   run r$p 0 "$YOKE" train "$tmp/job.yaml" --json --set train.precision=$p --set ckpt.dir="$tmp/k$p" --resume latest
   same_run "$p 1 rank 10 vs 3+resume+7" s$p k$p r$p
 done
+# (at the default loss_scale.init 65536 the first fp16 step overflows and is
+# skipped, which the resumes above need; the comparison with fp32 starts at
+# 4096 so both runs apply every step)
+run sfp16b 0 "$YOKE" train "$tmp/job.yaml" --json --set train.precision=fp16 --set loss_scale.init=4096
+compare_steps "fp16 vs fp32 (1 rank, loss_scale.init=4096)" "$tmp/sfp16b.json" "$tmp/s1.json" 1 10 1e-3 2e-3
+compare_steps "bf16 vs fp32 (1 rank)" "$tmp/sbf16.json" "$tmp/s1.json" 1 10 1e-2 1e-2
 "$YOKE" ckpt inspect "$tmp/kfp16" | grep -q "params16 *f16" && pass "fp16 checkpoint holds the f16 weights (params16)" \
   || fail "no params16 arena in the fp16 checkpoint"
 

@@ -6,7 +6,9 @@
 # 75, the script requeues the job with `scontrol requeue`, SLURM starts it
 # again, and the second run resumes from the checkpoint and completes; its
 # final weights equal an uninterrupted run's (params checksum). Every wait
-# is bounded. Skips (exit 0, message) only when the cluster cannot start.
+# is bounded. Skips (exit 77, one line why; ctest shows it skipped) when the
+# cluster cannot start: not root, SLURM or munge missing, or the daemons do
+# not come up (test_daemon_slurm, which needs the same cluster, fails then).
 set -u
 . "$(dirname "$0")/../lib.sh"
 tmp=$(mktemp -d)
@@ -14,9 +16,9 @@ export YK_SLURM_DIR=/tmp/yk-slurm-ckpt-$$
 CLUSTER="$YK_SOURCE_DIR/tests/daemon/slurm-cluster.sh"
 cleanup() { bash "$CLUSTER" down "$YK_SLURM_DIR" > /dev/null 2>&1; rm -rf "$tmp"; }
 trap cleanup EXIT
+need_slurm "the SLURM requeue test"
 if ! bash "$CLUSTER" up "$YK_SLURM_DIR" > "$tmp/up.log" 2>&1; then
-  echo "SKIP: cannot start a SLURM cluster on this machine: $(tail -2 "$tmp/up.log")"
-  finish; exit 0
+  skip "cannot start a SLURM cluster on this machine: $(tail -2 "$tmp/up.log" | tr '\n' ' ')"
 fi
 export SLURM_CONF=$YK_SLURM_DIR/slurm.conf
 STEPS=1500

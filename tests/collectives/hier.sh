@@ -11,9 +11,7 @@ set -u
 YK_TMP=$(mktemp -d /tmp/yk-hier-test.XXXXXX)
 YK_CLEANUP=()
 trap 'for c in "${YK_CLEANUP[@]}"; do eval "$c" >/dev/null 2>&1; done; rm -rf "$YK_TMP"' EXIT
-if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null; then
-  echo "hier test needs root and iproute2"; pass "skipped (not root)"; finish; exit 0
-fi
+need_netns "the hierarchical all-reduce test (two nodes as network namespaces)"
 tag=$$
 NS=(ykc${tag}a ykc${tag}b)
 cleanup_ns() {

@@ -10,9 +10,7 @@
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/lib-daemon.sh"
-if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null; then
-  echo "netns test needs root and iproute2"; pass "skipped (not root)"; finish; exit 0
-fi
+need_netns "the multi-host test (hosts as network namespaces)"
 tag=$$
 hub=ykhub$tag
 NS=(yk${tag}h0 yk${tag}h1 yk${tag}h2)

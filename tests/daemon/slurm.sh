@@ -9,6 +9,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 export YK_SLURM_DIR=$YK_TMP/slurm
 YK_CLEANUP+=("bash $here/slurm-cluster.sh down $YK_SLURM_DIR")
+need_slurm "the SLURM launch test"
 if ! timeout 60 bash "$here/slurm-cluster.sh" up "$YK_SLURM_DIR" > /dev/null 2> "$YK_TMP/up.err"; then
   fail "slurm cluster did not come up: $(cat "$YK_TMP/up.err")"
   finish; exit 1

@@ -3,6 +3,12 @@
  * inputs; gemm and attention also against naive double-precision loops;
  * casts bit-exact against the scalar reference conversions.
  *
+ * `test_device --isa NAME` tests one variant only (ctest: test_device runs
+ * portable with the ISA-independent tests, test_device_avx2 the AVX2
+ * kernels). A variant this CPU cannot run exits 77 with one line saying so,
+ * which ctest shows as skipped: on a CPU without AVX2 the AVX2 kernels are
+ * not tested, and that must not read as a pass.
+ *
  * Tolerances: max|a-b| / max(max|b|, 1e-30) per output (relative to the
  * output's largest magnitude), 2e-6 unless stated; data movement and adds
  * that do the same float operations must match exactly (0). */
@@ -23,10 +29,11 @@ static variant variants[8];
 static int nvariants;
 static yk_device *ref_dev; /* portable, 1 thread */
 
-static void setup_variants(void) {
+/* only: one ISA, or YK_ISA_AUTO for every one this CPU supports */
+static void setup_variants(yk_isa only) {
   nvariants = 0;
   for (int isa = 0; isa < YK_ISA_COUNT_; isa++) {
-    if (!yk_isa_supported((yk_isa)isa)) continue;
+    if (!yk_isa_supported((yk_isa)isa) || (only != YK_ISA_AUTO && isa != (int)only)) continue;
     for (int t = 1; t <= 2; t++) variants[nvariants++] = (variant){(yk_isa)isa, t};
   }
 }
@@ -585,8 +592,25 @@ START_TEST(test_pool_every_chunk_once) {
 }
 END_TEST
 
-int main(void) {
-  setup_variants();
+int main(int argc, char **argv) {
+  yk_isa only = YK_ISA_AUTO;
+  if (argc == 3 && !strcmp(argv[1], "--isa")) {
+    if (yk_isa_parse(argv[2], &only) || only == YK_ISA_AUTO) {
+      fprintf(stderr, "test_device: unknown ISA '%s' (portable or avx2)\n", argv[2]);
+      return 2;
+    }
+  } else if (argc != 1) {
+    fprintf(stderr, "usage: test_device [--isa portable|avx2]\n");
+    return 2;
+  }
+  if (only != YK_ISA_AUTO && !yk_isa_supported(only)) {
+    printf("SKIP: this CPU cannot run the %s kernels (AVX2, FMA and F16C needed), so they are not compared "
+           "with the portable ones\n", yk_isa_name(only));
+    return 77;
+  }
+  /* the tests that do not loop over the variants run with the portable set */
+  int all_tests = only == YK_ISA_AUTO || only == YK_ISA_PORTABLE;
+  setup_variants(only);
   yk_device_cpu_create(1, YK_ISA_PORTABLE, &ref_dev, NULL);
   fprintf(stderr, "device variants under test:");
   for (int v = 0; v < nvariants; v++) fprintf(stderr, " %s/%dt", yk_isa_name(variants[v].isa), variants[v].threads);
@@ -602,9 +626,11 @@ int main(void) {
   tcase_add_test(tc, test_crossent_padding_masked);
   tcase_add_test(tc, test_nan_propagates);
   tcase_add_test(tc, test_casts_exact);
-  tcase_add_test(tc, test_isa_env);
-  tcase_add_test(tc, test_pool_bitwise_and_churn);
-  tcase_add_test(tc, test_pool_every_chunk_once);
+  if (all_tests) {
+    tcase_add_test(tc, test_isa_env);
+    tcase_add_test(tc, test_pool_bitwise_and_churn);
+    tcase_add_test(tc, test_pool_every_chunk_once);
+  }
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -111,6 +111,7 @@ typedef struct rank_run {
   yk_inproc_world *iw;
   double loss[STEPS];
   double norm[STEPS]; /* gradient norms: a constant gradient scale that clipping and AdamW would hide shows here */
+  int skipped[STEPS];
   int applied;   /* steps whose update was applied (fp16 skips overflowed ones) */
   double val;
   yk_engine_memory mem;
@@ -154,6 +155,7 @@ static void *run_rank(void *arg) {
     if (!rc) {
       r->loss[s] = st.loss;
       r->norm[s] = st.grad_norm;
+      r->skipped[s] = st.skipped;
       r->applied += !st.skipped;
       if (st.step != s + 1 || !(st.step_ms > 0) || (!st.skipped && !isfinite(st.grad_norm)))
         rc = yk_errorf(&r->d, YK_EINVAL, "stats of step %lld: step %lld, %.3f ms, norm %f", (long long)s,
@@ -311,6 +313,55 @@ START_TEST(test_sharded_memory) {
 }
 END_TEST
 
+/* Mixed precision against fp32 on one rank: fp16 gradients are unscaled
+ * before the norm (a missing unscale is a factor of the loss scale, 1024
+ * here) and bf16 ones are not scaled at all; the first step's norm agrees
+ * within the 16-bit rounding of weights, activations and gradients. */
+START_TEST(test_mixed_norms_match_fp32) {
+  fixtures();
+  yk_config c32, c16, cb16;
+  job_config(&c32, 2, "fp32", 1, 1.0);
+  job_config(&c16, 2, "fp16", 1, 1.0);
+  job_config(&cb16, 2, "bf16", 1, 1.0);
+  rank_run a[1], b[1], c[1];
+  run_job(1, &c32, a);
+  run_job(1, &c16, b);
+  run_job(1, &cb16, c);
+  ck_assert(!b[0].skipped[0]);
+  ck_assert_msg(fabs(b[0].norm[0] / a[0].norm[0] - 1) < 0.01, "fp16 norm %g, fp32 %g", b[0].norm[0], a[0].norm[0]);
+  ck_assert_msg(fabs(c[0].norm[0] / a[0].norm[0] - 1) < 0.05, "bf16 norm %g, fp32 %g", c[0].norm[0], a[0].norm[0]);
+  free_job(a, 1);
+  free_job(b, 1);
+  free_job(c, 1);
+}
+END_TEST
+
+/* An fp16 loss scale far too large overflows: the step is skipped on every
+ * rank (the weights stay bitwise as they were) and the scaler backs off. */
+START_TEST(test_fp16_overflow_skips) {
+  fixtures();
+  yk_config c;
+  job_config(&c, 1, "fp16", 1, 1.0);
+  set_key(&c, "loss_scale.init=1e30");
+  set_key(&c, "loss_scale.hysteresis=1");
+  set_key(&c, "loss_scale.backoff=1e-6");
+  rank_run rr[2];
+  run_job(2, &c, rr);
+  ck_assert(rr[0].skipped[0] && rr[1].skipped[0]);
+  ck_assert_uint_eq(rr[0].checksum, rr[1].checksum);
+  if (rr[0].applied == 0) {
+    /* the model computes with (and saves) the fp16 rounding of the weights */
+    for (size_t i = 0; i < rr[0].nparams; i++)
+      ck_assert_msg(rr[0].params[i] == yk_f16_to_f32(yk_f32_to_f16(init_params[i])),
+                    "weight %zu changed in a run of skipped steps", i);
+  } else {
+    /* the scale came down far enough to apply the later steps */
+    for (size_t i = 0; i < rr[0].nparams; i++) ck_assert(isfinite(rr[0].params[i]));
+  }
+  free_job(rr, 2);
+}
+END_TEST
+
 /* The same job twice gives the same bits. */
 START_TEST(test_deterministic) {
   fixtures();
@@ -414,6 +465,14 @@ START_TEST(test_stats_lines) {
 END_TEST
 
 int main(void) {
+  /* ctest runs this once per kernel variant (YK_ISA): one this CPU cannot
+   * run is a skip, not a second run of the portable code. */
+  const char *isa = getenv("YK_ISA");
+  yk_isa want;
+  if (isa && yk_isa_parse(isa, &want) == 0 && want != YK_ISA_AUTO && !yk_isa_supported(want)) {
+    printf("skipped: this CPU cannot run the %s kernels\n", isa);
+    return 77;
+  }
   Suite *s = suite_create("engine");
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 240);
@@ -427,6 +486,8 @@ int main(void) {
   tcase_add_test(tc, test_dp2_fp16_equals_one_rank);
   tcase_add_test(tc, test_deterministic);
   tcase_add_test(tc, test_sharded_memory);
+  tcase_add_test(tc, test_mixed_norms_match_fp32);
+  tcase_add_test(tc, test_fp16_overflow_skips);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   /* one process: the fixtures (temp dir) are shared by the tests */

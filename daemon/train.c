@@ -20,18 +20,13 @@
 #include "yk_daemon.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <signal.h>
-
 #include "job_internal.h"
 #include "yk_engine.h"
-
-/* ------------------------------------------------------------------------ */
-/* Argument parsing shared by train and eval                                */
-/* ------------------------------------------------------------------------ */
 
 /* ------------------------------------------------------------------------ */
 /* Signals of a single rank                                                 */

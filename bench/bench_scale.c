@@ -106,17 +106,6 @@ static int run_pair(const char *self, const char *model, int B, int T, int steps
   return 0;
 }
 
-int yk_bench_synthetic_shard(const char *path, int V, uint64_t ntok, yk_diag *d) {
-  uint16_t *tok = malloc(ntok * sizeof *tok);
-  if (!tok) return yk_errorf(d, YK_ENOMEM, "out of memory for the synthetic shard");
-  yk_rng rng;
-  yk_rng_seed(&rng, 7);
-  for (uint64_t i = 0; i < ntok; i++) tok[i] = (uint16_t)(yk_rng_u64(&rng) % (uint64_t)V);
-  int rc = yk_data_shard_write(path, tok, ntok, d);
-  free(tok);
-  return rc;
-}
-
 void yk_bench_scale_opts_default(yk_bench_scale_opts *o) {
   *o = (yk_bench_scale_opts){.models = "d12,d6", .batch = 4, .seq_len = 256, .steps = 5, .repeat = 1,
                              .launcher = "launch", .precision_model = "d6"};

@@ -29,29 +29,6 @@
 #define YK_SOURCE_DIR "."
 #endif
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-double yk_bench_median(double *v, int n) {
-  if (n <= 0) return NAN;
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-int yk_bench_parse_int_list(const char *s, int *out, int max) {
-  int n = 0;
-  char buf[256];
-  snprintf(buf, sizeof buf, "%s", s);
-  for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-    int64_t v;
-    if (n >= max || yk_parse_i64(tok, &v) != 0 || v < 1 || v > 1 << 20) return -1;
-    out[n++] = (int)v;
-  }
-  return n;
-}
-
 /* Best sgemm rate (GFLOP/s) of the device, same threads as training, over
  * the model's products: (B*T, C) x (C, 4C) (the MLP), (B*T, C) x (C, 3C)
  * (QKV) and (B*T, C) x (C, Vp) (the LM head, the largest), best of several
@@ -326,31 +303,6 @@ out:
   if (shard[0]) unlink(shard);
   if (dir[0]) rmdir(dir);
   return rc;
-}
-
-/* Run the PyTorch baseline; returns its ms/step or NAN if torch is absent. */
-double yk_bench_torch_ms(const char *model, int B, int T, int threads, int steps, int warmup, int ranks) {
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd,
-           "OMP_NUM_THREADS=%d OPENBLAS_NUM_THREADS=%d MKL_NUM_THREADS=%d OMP_WAIT_POLICY=PASSIVE "
-           "MALLOC_MMAP_THRESHOLD_=8589934592 MALLOC_TRIM_THRESHOLD_=8589934592 MALLOC_TOP_PAD_=1073741824 "
-           "/usr/bin/python3 %s/bench/torch_gpt2.py --model %s --B %d --T %d --threads %d --steps %d --warmup %d "
-           "--ranks %d 2>/dev/null",
-           threads, threads, threads, YK_SOURCE_DIR, model, B, T, threads, steps, warmup, ranks);
-  FILE *p = popen(cmd, "r");
-  if (!p) return NAN;
-  char line[1024];
-  double ms = NAN;
-  while (fgets(line, sizeof line, p)) {
-    const char *k = strstr(line, "\"ms_per_step\": ");
-    if (k) ms = atof(k + 15);
-  }
-  pclose(p);
-  return ms;
-}
-
-int yk_bench_torch_available(void) {
-  return system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0;
 }
 
 void yk_bench_train_opts_default(yk_bench_train_opts *o) {

@@ -25,10 +25,6 @@
 #include "yk_engine.h"
 #include "yk_model.h"
 
-#ifndef YK_SOURCE_DIR
-#define YK_SOURCE_DIR "."
-#endif
-
 /* Best sgemm rate (GFLOP/s) of the device, same threads as training, over
  * the model's products: (B*T, C) x (C, 4C) (the MLP), (B*T, C) x (C, 3C)
  * (QKV) and (B*T, C) x (C, Vp) (the LM head, the largest), best of several

@@ -204,8 +204,8 @@ int yk_edit_distance(const char *a, const char *b);
 /* Instruction sets                                                         */
 /* ------------------------------------------------------------------------ */
 
-/* Vector-kernel variants, chosen at run time (device/, optimizer/,
- * collectives/). AUTO = the best the CPU supports, or $YK_ISA if set. No
+/* Vector-kernel variants, chosen at run time by yk_isa_resolve for every
+ * module (common's casts, device/, optimizer/, collectives/, ckpt/). No
  * AVX-512 variant is shipped: no machine we test on has it. */
 typedef enum {
   YK_ISA_AUTO = -1,
@@ -219,6 +219,19 @@ const char *yk_isa_name(yk_isa isa);
 int yk_isa_parse(const char *s, yk_isa *out);
 /* 1 if this CPU can run the variant (portable always). */
 int yk_isa_supported(yk_isa isa);
+/* The variant to run when `want` is asked for. AUTO: $YK_ISA if set
+ * (portable | avx2 | auto, any case), else the best this CPU runs; a named
+ * variant is taken as asked ($YK_ISA does not override it). $YK_ISA is read
+ * on the first AUTO request and kept for the life of the process (a launch
+ * setting: kernels resolve on every call, so after that it costs a load, as
+ * the CPU check does after the first cpuid). *out is always a
+ * variant this CPU runs: on an error it is the fallback (below), so a kernel
+ * with no error path ignores the code and runs *out, while a caller that can
+ * report (the device) returns it. Returns 0, or with one sentence in d:
+ *   YK_ECONFIG       $YK_ISA is not a known name  (*out = what AUTO picks),
+ *   YK_EUNSUPPORTED  this CPU cannot run it       (*out = PORTABLE),
+ *   YK_EINVAL        want is not a yk_isa         (*out = PORTABLE). */
+int yk_isa_resolve(yk_isa want, yk_isa *out, yk_diag *d);
 
 /* ------------------------------------------------------------------------ */
 /* Tensor descriptors                                                       */

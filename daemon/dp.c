@@ -147,7 +147,7 @@ static int issue(yk_dp *dp, size_t off, size_t count) {
     /* 16-bit gradients: round this range once, note the first local
      * overflow (so an fp16 overflow can be pinned on a rank and tensor). */
     g = dp->grads16 + off;
-    yk_optimizer_cast_from_f32(dp->grads + off, g, dp->dtype, count, YK_ISA_AUTO);
+    yk_cast_from_f32(g, dp->dtype, dp->grads + off, count, YK_ISA_AUTO);
     int64_t bad = -1;
     if (dp->local_bad < 0 && yk_optimizer_find_nonfinite(g, dp->dtype, count, YK_ISA_AUTO, &bad) == 1)
       dp->local_bad = (int64_t)off + bad;

@@ -264,8 +264,8 @@ static int trainer_init(trainer *t, yk_diag *d) {
       return yk_errorf(d, YK_ENOMEM, "out of memory for %s master weights (%zu parameters)", c->train.precision,
                        t->nparams);
     memcpy(t->master, yk_model_params(t->model), t->nparams * sizeof(float));
-    yk_optimizer_cast_from_f32(t->master, t->params16, t->dt16, t->nparams, YK_ISA_AUTO);
-    yk_optimizer_cast_to_f32(t->params16, t->dt16, yk_model_params(t->model), t->nparams, 1.0f, YK_ISA_AUTO);
+    yk_cast_from_f32(t->params16, t->dt16, t->master, t->nparams, YK_ISA_AUTO);
+    yk_cast_to_f32(yk_model_params(t->model), t->params16, t->dt16, t->nparams, 1.0f, YK_ISA_AUTO);
   }
   if (t->prec == YK_PREC_FP16 && (rc = yk_optimizer_loss_scaler_init(&t->ls, c, d)) != 0) return rc;
   yk_optimizer_adamw_from_config(&t->adamw, c);
@@ -534,8 +534,7 @@ static int trainer_run(trainer *t, yk_diag *d) {
       /* Reduced 16-bit gradients -> fp32, unscaled (this rank's slice: the
        * only part its optimizer reads). */
       if (!skipped)
-        yk_optimizer_cast_to_f32(t->grads16 + t->soff, t->dt16, grads + t->soff, t->slen, 1.0f / loss_scale,
-                                 YK_ISA_AUTO);
+        yk_cast_to_f32(grads + t->soff, t->grads16 + t->soff, t->dt16, t->slen, 1.0f / loss_scale, YK_ISA_AUTO);
     }
     double lr = yk_optimizer_lr_at(&t->sched, step);
     double norm = NAN, to = yk_now_s();
@@ -571,7 +570,7 @@ static int trainer_run(trainer *t, yk_diag *d) {
         gather_s = yk_now_s() - ta;
         wait_s += gather_s; /* blocking communication: part of the comm wait */
       }
-      if (t->params16) yk_optimizer_cast_to_f32(t->params16, t->dt16, params, t->nparams, 1.0f, YK_ISA_AUTO);
+      if (t->params16) yk_cast_to_f32(params, t->params16, t->dt16, t->nparams, 1.0f, YK_ISA_AUTO);
     }
     double opt_s = yk_now_s() - to - gather_s; /* norm, AdamW and casts */
     yk_data_loader_advance(t->train_ld, t->world, accum);

@@ -230,13 +230,13 @@ static int restore_from(ykd_ckpt_ctx *ck, const char *path, int64_t *step, yk_di
     if (missing16) {
       /* An fp32 checkpoint resumed in fp16/bf16: the 16-bit weights are the
        * master weights rounded, as at the start of a run. */
-      yk_optimizer_cast_from_f32(v->params, v->params16, v->dtype16, v->nparams, YK_ISA_AUTO);
+      yk_cast_from_f32(v->params16, v->dtype16, v->params, v->nparams, YK_ISA_AUTO);
       YK_WARN(ck->log, "ckpt: %s has no 16-bit weights (an fp32 run?); rounded them from the fp32 master weights",
               path);
     }
   }
   if (v->params16 && v->model_params && v->model_params != v->params)
-    yk_optimizer_cast_to_f32(v->params16, v->dtype16, v->model_params, v->nparams, 1.0f, YK_ISA_AUTO);
+    yk_cast_to_f32(v->model_params, v->params16, v->dtype16, v->nparams, 1.0f, YK_ISA_AUTO);
   if ((rc = read_blob_exact(r, "step", step, sizeof *step, 0, d))) goto out;
   yk_data_pos pos;
   if ((rc = read_blob_exact(r, "data_pos", &pos, sizeof pos, 0, d))) goto out;

@@ -123,7 +123,12 @@ static size_t unshuffle_sse2(const uint8_t *const *pl, size_t n, size_t es, uint
 static void shuffle(const uint8_t *src, size_t i0, size_t i1, size_t stride, size_t es, uint8_t *dst) {
   size_t i = i0;
 #if defined(__x86_64__)
-  if (__builtin_cpu_supports("ssse3")) i = shuffle_ssse3(src, i0, i1, stride, es, dst);
+  /* SSSE3 comes with the AVX2 level; common's one choice (YK_ISA=portable
+   * holds here too; both give the same bytes). Its fallback on an error is
+   * the variant to run. */
+  yk_isa isa;
+  (void)yk_isa_resolve(YK_ISA_AUTO, &isa, NULL);
+  if (isa == YK_ISA_AVX2) i = shuffle_ssse3(src, i0, i1, stride, es, dst);
 #endif
   shuffle_scalar(src, i, i1, stride, es, dst);
 }

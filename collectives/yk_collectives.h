@@ -234,12 +234,13 @@ yk_algo yk_comm_pick_algo(const yk_comm *c, size_t bytes);
 
 /* dst[i] = a[i] (op) b[i] for n elements of dtype; dst may alias a or b.
  * AVG reduces like SUM (the division happens once, at the end). 16-bit
- * floats: widen to fp32, combine, round to nearest even. `isa`: 0 = best
- * available (AVX2+F16C when the CPU has it), 1 = force scalar. */
+ * floats: widen to fp32, combine, round to nearest even (common's yk_cast_*).
+ * `isa`: 0 = what yk_isa_resolve(YK_ISA_AUTO) picks (so $YK_ISA applies),
+ * 1 = force portable; both give the same bits. */
 void yk_coll_reduce(void *dst, const void *a, const void *b, size_t n, yk_dtype dtype, yk_redop op, int isa);
 /* x[i] = x[i] / size, the final step of AVG. */
 void yk_coll_avg_finish(void *x, size_t n, yk_dtype dtype, int size);
-/* "avx2+f16c" or "scalar": what isa 0 picks on this CPU. */
+/* yk_isa_name of what isa 0 picks: "avx2" or "portable". */
 const char *yk_coll_isa_name(void);
 
 /* ------------------------------------------------------------------------ */

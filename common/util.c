@@ -1,4 +1,4 @@
-/* util.c - time, memory, files, number parsing, fp16/bf16, RNG. */
+/* util.c - time, memory, files, number parsing, RNG, dtypes. */
 #define _GNU_SOURCE
 #include "yk_git_rev.h" /* generated at build time by git_rev.cmake: YK_GIT_REV */
 #include "yk_common.h"
@@ -269,58 +269,6 @@ int yk_edit_distance(const char *a, const char *b) {
   return row[lb];
 }
 
-/* ---- fp16 / bf16 (round to nearest even) ---- */
-
-static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-
-uint16_t yk_f32_to_f16(float f) {
-  uint32_t x = f2u(f);
-  uint32_t sign = (x >> 16) & 0x8000u;
-  uint32_t ax = x & 0x7fffffffu;
-  if (ax >= 0x7f800000u) /* Inf or NaN (keep NaN quiet) */
-    return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0));
-  if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to >= 65520: Inf */
-  if (ax < 0x38800000u) { /* result is subnormal or zero */
-    if (ax < 0x33000000u) return (uint16_t)sign; /* < 2^-25: rounds to 0 */
-    uint32_t e = ax >> 23;
-    uint32_t m = (ax & 0x7fffffu) | 0x800000u;
-    uint32_t shift = 126 - e; /* 14 + (112 - e) ... shift in [14, 24] */
-    uint32_t half = m >> shift;
-    uint32_t rem = m & ((1u << shift) - 1);
-    uint32_t mid = 1u << (shift - 1);
-    if (rem > mid || (rem == mid && (half & 1))) half++;
-    return (uint16_t)(sign | half);
-  }
-  uint32_t h = ((ax - 0x38000000u) >> 13);
-  uint32_t rem = ax & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;
-  return (uint16_t)(sign | h);
-}
-
-float yk_f16_to_f32(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-  uint32_t e = (h >> 10) & 0x1fu;
-  uint32_t m = h & 0x3ffu;
-  if (e == 0) {
-    if (m == 0) return u2f(sign);
-    float v = (float)m * 5.9604644775390625e-8f; /* 2^-24 */
-    return sign ? -v : v;
-  }
-  if (e == 31) return u2f(sign | 0x7f800000u | (m << 13));
-  return u2f(sign | ((e + 112) << 23) | (m << 13));
-}
-
-uint16_t yk_f32_to_bf16(float f) {
-  uint32_t x = f2u(f);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
-  uint32_t lsb = (x >> 16) & 1u;
-  x += 0x7fffu + lsb;
-  return (uint16_t)(x >> 16);
-}
-
-float yk_bf16_to_f32(uint16_t h) { return u2f((uint32_t)h << 16); }
-
 /* ---- RNG: xoshiro256** seeded by splitmix64 ---- */
 
 static uint64_t splitmix64(uint64_t *x) {
@@ -386,54 +334,3 @@ int yk_dtype_parse(const char *s, yk_dtype *out) {
     }
   return YK_EINVAL;
 }
-
-/* ---- instruction sets ---- */
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-/* AVX2 + FMA + F16C, and the OS saves YMM state. Read with cpuid directly
- * because clang's __builtin_cpu_supports does not know "f16c". */
-static int cpu_has_avx2_fma_f16c(void) {
-  unsigned a, b, c, d;
-  if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-  int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
-  if (!(fma && osxsave && avx && f16c)) return 0;
-  unsigned lo, hi;
-  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  if ((lo & 6) != 6) return 0; /* XMM and YMM state enabled */
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
-  return (b >> 5) & 1; /* AVX2 */
-}
-#endif
-
-const char *yk_isa_name(yk_isa isa) {
-  switch (isa) {
-    case YK_ISA_PORTABLE: return "portable";
-    case YK_ISA_AVX2: return "avx2";
-    case YK_ISA_AUTO: return "auto";
-    default: return "unknown";
-  }
-}
-
-int yk_isa_parse(const char *s, yk_isa *out) {
-  if (!s) return YK_EINVAL;
-  if (!strcasecmp(s, "portable")) *out = YK_ISA_PORTABLE;
-  else if (!strcasecmp(s, "avx2")) *out = YK_ISA_AVX2;
-  else if (!strcasecmp(s, "auto") || !*s) *out = YK_ISA_AUTO;
-  else return YK_EINVAL;
-  return 0;
-}
-
-int yk_isa_supported(yk_isa isa) {
-  switch (isa) {
-    case YK_ISA_PORTABLE: return 1;
-    case YK_ISA_AVX2:
-#if defined(__x86_64__) || defined(__i386__)
-      return cpu_has_avx2_fma_f16c();
-#else
-      return 0;
-#endif
-    default: return 0;
-  }
-}
-

@@ -4,8 +4,8 @@
  * diagnostic buffer that carries a human-readable reason next to a code,
  * leveled logging with rank and timestamp, monotonic time and deadlines, the
  * job configuration (YAML file + command-line overrides, table-driven), and a
- * few small utilities (aligned allocation, whole-file reads, fp16/bf16
- * conversion).
+ * few small utilities (aligned allocation, whole-file reads), the run-time
+ * choice of vector-kernel variant and the fp16/bf16 conversion kernels.
  *
  * Rules every module follows (docs/architecture.md):
  *   - functions return int: 0 on success, a negative YK_E* code on failure;
@@ -172,8 +172,11 @@ int yk_mkdirs(const char *path, yk_diag *d);
 /* Numbers                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* IEEE half and bfloat16, round-to-nearest-even. Scalar reference versions;
- * device/ has the vectorised ones. */
+/* IEEE half and bfloat16, round-to-nearest-even: the scalar references
+ * (common/cast.c). The array casts below give the same bits for every input.
+ * fp32 -> fp16 overflows to Inf from 65520 up and rounds subnormals to even;
+ * a NaN stays a NaN with the quiet bit set and the top bits of its payload
+ * (what F16C does), in both directions for fp16 and towards bf16. */
 uint16_t yk_f32_to_f16(float f);
 float yk_f16_to_f32(uint16_t h);
 uint16_t yk_f32_to_bf16(float f);
@@ -204,8 +207,8 @@ int yk_edit_distance(const char *a, const char *b);
 /* Instruction sets                                                         */
 /* ------------------------------------------------------------------------ */
 
-/* Vector-kernel variants, chosen at run time (device/, optimizer/,
- * collectives/). AUTO = the best the CPU supports, or $YK_ISA if set. No
+/* Vector-kernel variants, chosen at run time by yk_isa_resolve for every
+ * module (common's casts, device/, optimizer/, collectives/, ckpt/). No
  * AVX-512 variant is shipped: no machine we test on has it. */
 typedef enum {
   YK_ISA_AUTO = -1,
@@ -219,6 +222,19 @@ const char *yk_isa_name(yk_isa isa);
 int yk_isa_parse(const char *s, yk_isa *out);
 /* 1 if this CPU can run the variant (portable always). */
 int yk_isa_supported(yk_isa isa);
+/* The variant to run when `want` is asked for. AUTO: $YK_ISA if set
+ * (portable | avx2 | auto, any case), else the best this CPU runs; a named
+ * variant is taken as asked ($YK_ISA does not override it). $YK_ISA is read
+ * on the first AUTO request and kept for the life of the process (a launch
+ * setting: kernels resolve on every call, so after that it costs a load, as
+ * the CPU check does after the first cpuid). *out is always a
+ * variant this CPU runs: on an error it is the fallback (below), so a kernel
+ * with no error path ignores the code and runs *out, while a caller that can
+ * report (the device) returns it. Returns 0, or with one sentence in d:
+ *   YK_ECONFIG       $YK_ISA is not a known name  (*out = what AUTO picks),
+ *   YK_EUNSUPPORTED  this CPU cannot run it       (*out = PORTABLE),
+ *   YK_EINVAL        want is not a yk_isa         (*out = PORTABLE). */
+int yk_isa_resolve(yk_isa want, yk_isa *out, yk_diag *d);
 
 /* ------------------------------------------------------------------------ */
 /* Tensor descriptors                                                       */
@@ -252,6 +268,28 @@ typedef struct yk_tensor_desc {
   int64_t shape[YK_TENSOR_MAX_DIMS];
   int decay;
 } yk_tensor_desc;
+
+/* ------------------------------------------------------------------------ */
+/* fp16 / bf16 array casts                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* The one set of 16-bit float conversion kernels (device ops, optimizer,
+ * collectives and the daemon use these). Each runs the variant `isa`
+ * resolves to (yk_isa_resolve: AUTO follows $YK_ISA; a variant the CPU
+ * cannot run falls back to portable), and every variant gives the bits of
+ * the scalar references above for every input, NaNs included. dt16 is
+ * YK_DT_F16 or YK_DT_BF16; another type returns YK_EINVAL and writes
+ * nothing. Arrays hold n elements and do not overlap. Single-threaded. */
+
+/* out (n) dt16 = in (n) f32 rounded to nearest even. */
+int yk_cast_from_f32(void *out, yk_dtype dt16, const float *in, size_t n, yk_isa isa);
+/* out (n) f32 = in (n) dt16 widened (exact), times mul when mul != 1 (one
+ * fp32 multiply: unscaling gradients by 1/loss_scale on the way). */
+int yk_cast_to_f32(float *out, const void *in, yk_dtype dt16, size_t n, float mul, yk_isa isa);
+/* out (n) dt16 = x (n) f32 rounded, and x = the fp32 value of out: the 16-bit
+ * round trip in one pass, for activations stored in 16 bits that the
+ * backward pass must see exactly as stored. */
+int yk_cast_round(void *out, yk_dtype dt16, float *x, size_t n, yk_isa isa);
 
 /* ------------------------------------------------------------------------ */
 /* Job configuration                                                        */

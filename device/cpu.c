@@ -13,9 +13,11 @@
  * does not wait for a thread that is off-CPU (another process's work) before
  * a kernel can finish; see cpu_pool.h.
  *
- * ISA: the vector row kernels come from a table (cpu_kern.h) picked at
- * creation: AVX2+FMA+F16C when the CPU has it, else portable C, or what
- * $YK_ISA / the isa argument asks for. */
+ * ISA: yk_isa_resolve (common) picks the variant at creation: AVX2+FMA+F16C
+ * when the CPU has it, else portable C, or what $YK_ISA / the isa argument
+ * asks for. The vector row kernels come from that variant's table
+ * (cpu_kern.h); the fp16/bf16 casts are common's (yk_cast_*), run in chunks
+ * on the pool. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -547,48 +549,53 @@ static void cpu_crossent_bwd(const yk_device *dev, float *logits, const float *l
   cpu_pool_run(POOL(dev), nchunks_of((size_t)N, CE_ROWS), threads_for(dev, (size_t)N * V * 4), ce_bwd_chunk, &c);
 }
 
-/* ---- casts ---------------------------------------------------------- */
+/* ---- casts: common's kernels (yk_cast_*) in fixed chunks on the pool ---- */
 
-#define CAST_OP(name, TO, TI)                                                                                          \
-  typedef struct {                                                                                                     \
-    const cpu_kern *k;                                                                                                 \
-    TO *out;                                                                                                           \
-    const TI *in;                                                                                                      \
-    size_t n;                                                                                                          \
-  } name##_ctx;                                                                                                        \
-  static void name##_chunk(void *c_, int ch, int tid) {                                                                \
-    name##_ctx *c = c_;                                                                                                \
-    size_t lo = (size_t)ch * ELEM_CHUNK, hi = YK_MIN(c->n, lo + ELEM_CHUNK);                                          \
-    c->k->name(c->out + lo, c->in + lo, hi - lo);                                                                      \
-  }                                                                                                                    \
-  static void cpu_##name(const yk_device *dev, TO *out, const TI *in, size_t n) {                                      \
-    name##_ctx c = {K(dev), out, in, n};                                                                               \
-    cpu_pool_run(POOL(dev), nchunks_of(n, ELEM_CHUNK), threads_for(dev, n), name##_chunk, &c);                        \
-  }
-CAST_OP(f32_to_f16, uint16_t, float)
-CAST_OP(f16_to_f32, float, uint16_t)
-CAST_OP(f32_to_bf16, uint16_t, float)
-CAST_OP(bf16_to_f32, float, uint16_t)
+/* out (n) dt16 <- in (n) f32, or out (n) f32 <- in (n) dt16 (to16 = 0), or
+ * the round trip (round = 1: out (n) dt16 and x = in (n) f32 in place). */
+typedef struct {
+  yk_isa isa;
+  yk_dtype dt16;
+  int to16, round;
+  void *out;
+  const void *in;
+  size_t n;
+} cast_ctx;
 
-/* out (n) u16 = 16-bit bits of x (n), x = their fp32 value. */
-#define ROUND_OP(name)                                                                                                 \
-  typedef struct {                                                                                                     \
-    const cpu_kern *k;                                                                                                 \
-    uint16_t *out;                                                                                                     \
-    float *x;                                                                                                          \
-    size_t n;                                                                                                          \
-  } name##_ctx;                                                                                                        \
-  static void name##_chunk(void *c_, int ch, int tid) {                                                                \
-    name##_ctx *c = c_;                                                                                                \
-    size_t lo = (size_t)ch * ELEM_CHUNK, hi = YK_MIN(c->n, lo + ELEM_CHUNK);                                          \
-    c->k->name(c->out + lo, c->x + lo, hi - lo);                                                                       \
-  }                                                                                                                    \
-  static void cpu_##name(const yk_device *dev, uint16_t *out, float *x, size_t n) {                                    \
-    name##_ctx c = {K(dev), out, x, n};                                                                                \
-    cpu_pool_run(POOL(dev), nchunks_of(n, ELEM_CHUNK), threads_for(dev, n), name##_chunk, &c);                        \
-  }
-ROUND_OP(round_f16)
-ROUND_OP(round_bf16)
+static void cast_chunk(void *c_, int ch, int tid) {
+  cast_ctx *c = c_;
+  size_t lo = (size_t)ch * ELEM_CHUNK, hi = YK_MIN(c->n, lo + ELEM_CHUNK);
+  if (c->round)
+    yk_cast_round((uint16_t *)c->out + lo, c->dt16, (float *)c->in + lo, hi - lo, c->isa);
+  else if (c->to16)
+    yk_cast_from_f32((uint16_t *)c->out + lo, c->dt16, (const float *)c->in + lo, hi - lo, c->isa);
+  else
+    yk_cast_to_f32((float *)c->out + lo, (const uint16_t *)c->in + lo, c->dt16, hi - lo, 1.0f, c->isa);
+}
+
+static void cast_run(const yk_device *dev, yk_dtype dt16, int to16, int round, void *out, const void *in, size_t n) {
+  cast_ctx c = {dev->isa, dt16, to16, round, out, in, n};
+  cpu_pool_run(POOL(dev), nchunks_of(n, ELEM_CHUNK), threads_for(dev, n), cast_chunk, &c);
+}
+
+static void cpu_f32_to_f16(const yk_device *dev, uint16_t *out, const float *in, size_t n) {
+  cast_run(dev, YK_DT_F16, 1, 0, out, in, n);
+}
+static void cpu_f16_to_f32(const yk_device *dev, float *out, const uint16_t *in, size_t n) {
+  cast_run(dev, YK_DT_F16, 0, 0, out, in, n);
+}
+static void cpu_f32_to_bf16(const yk_device *dev, uint16_t *out, const float *in, size_t n) {
+  cast_run(dev, YK_DT_BF16, 1, 0, out, in, n);
+}
+static void cpu_bf16_to_f32(const yk_device *dev, float *out, const uint16_t *in, size_t n) {
+  cast_run(dev, YK_DT_BF16, 0, 0, out, in, n);
+}
+static void cpu_round_f16(const yk_device *dev, uint16_t *out, float *x, size_t n) {
+  cast_run(dev, YK_DT_F16, 1, 1, out, x, n);
+}
+static void cpu_round_bf16(const yk_device *dev, uint16_t *out, float *x, size_t n) {
+  cast_run(dev, YK_DT_BF16, 1, 1, out, x, n);
+}
 
 static const yk_device_ops cpu_ops = {
     .name = "cpu",
@@ -624,17 +631,8 @@ static const yk_device_ops cpu_ops = {
 
 int yk_device_cpu_create(int nthreads, yk_isa isa, yk_device **out, yk_diag *d) {
   *out = NULL;
-  if (isa == YK_ISA_AUTO) {
-    const char *env = getenv("YK_ISA");
-    if (env && *env) {
-      if (yk_isa_parse(env, &isa) != 0)
-        return yk_errorf(d, YK_ECONFIG, "YK_ISA=%s is not a known instruction set; use portable, avx2 or auto", env);
-    }
-  }
-  if (isa == YK_ISA_AUTO) isa = yk_isa_supported(YK_ISA_AVX2) ? YK_ISA_AVX2 : YK_ISA_PORTABLE;
-  if (isa < 0 || isa >= YK_ISA_COUNT_) return yk_errorf(d, YK_EINVAL, "instruction set %d is not known", (int)isa);
-  if (!yk_isa_supported(isa))
-    return yk_errorf(d, YK_EUNSUPPORTED, "this CPU cannot run the %s kernels; use YK_ISA=portable", yk_isa_name(isa));
+  int rc = yk_isa_resolve(isa, &isa, d);
+  if (rc) return rc;
   cpu_device *c = calloc(1, sizeof *c);
   if (!c) return yk_errorf(d, YK_ENOMEM, "out of memory creating the CPU device");
   c->pub.ops = &cpu_ops;

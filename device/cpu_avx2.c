@@ -2,7 +2,7 @@
  *
  * Every function carries __attribute__((target("avx2,fma,f16c"))) so this
  * file builds with the project's default flags; cpu.c only selects this table
- * after __builtin_cpu_supports says the CPU has all three. exp() is a
+ * after yk_isa_resolve says the CPU has all three. exp() is a
  * Cephes-style polynomial (about 1 ulp on the range used), so results differ
  * from the portable libm versions by a few ulps; the tests bound that. */
 #include <immintrin.h>
@@ -300,66 +300,6 @@ AVX2 static void ce_bwd_row(float *x, float lse, int target, float dloss, int V,
   if (V < Vp) memset(x + V, 0, (size_t)(Vp - V) * sizeof(float));
 }
 
-AVX2 static void f32_to_f16(uint16_t *out, const float *in, size_t n) {
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128((__m128i *)(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
-  for (; i < n; i++) out[i] = yk_f32_to_f16(in[i]);
-}
-
-AVX2 static void f16_to_f32(float *out, const uint16_t *in, size_t n) {
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + i))));
-  for (; i < n; i++) out[i] = yk_f16_to_f32(in[i]);
-}
-
-/* bf16 round-to-nearest-even: bits + 0x7fff + lsb, keep the top half; NaNs
- * are made quiet (| 0x40) like yk_f32_to_bf16. */
-AVX2 static void f32_to_bf16(uint16_t *out, const float *in, size_t n) {
-  size_t i = 0;
-  const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff), absm = _mm256_set1_epi32(0x7fffffff),
-                inf = _mm256_set1_epi32(0x7f800000), qnan = _mm256_set1_epi32(0x400000);
-  for (; i + 8 <= n; i += 8) {
-    __m256i x = _mm256_loadu_si256((const __m256i *)(in + i));
-    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), one);
-    __m256i r = _mm256_add_epi32(_mm256_add_epi32(x, bias), lsb);
-    __m256i isnan = _mm256_cmpgt_epi32(_mm256_and_si256(x, absm), inf);
-    r = _mm256_blendv_epi8(r, _mm256_or_si256(x, qnan), isnan);
-    r = _mm256_srli_epi32(r, 16);
-    /* pack 8 x u32 (values < 65536) to 8 x u16 */
-    __m128i lo = _mm256_castsi256_si128(r), hi = _mm256_extracti128_si256(r, 1);
-    _mm_storeu_si128((__m128i *)(out + i), _mm_packus_epi32(lo, hi));
-  }
-  for (; i < n; i++) out[i] = yk_f32_to_bf16(in[i]);
-}
-
-AVX2 static void bf16_to_f32(float *out, const uint16_t *in, size_t n) {
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(in + i)));
-    _mm256_storeu_si256((__m256i *)(out + i), _mm256_slli_epi32(v, 16));
-  }
-  for (; i < n; i++) out[i] = yk_bf16_to_f32(in[i]);
-}
-
-/* Fused f32 -> 16 bits -> f32 in blocks that stay in L1 (the two casts
- * above, back to back on 1 KiB of floats), so x is streamed once. */
-AVX2 static void round_f16(uint16_t *out, float *x, size_t n) {
-  for (size_t i = 0; i < n; i += 256) {
-    size_t k = n - i < 256 ? n - i : 256;
-    f32_to_f16(out + i, x + i, k);
-    f16_to_f32(x + i, out + i, k);
-  }
-}
-
-AVX2 static void round_bf16(uint16_t *out, float *x, size_t n) {
-  for (size_t i = 0; i < n; i += 256) {
-    size_t k = n - i < 256 ? n - i : 256;
-    f32_to_bf16(out + i, x + i, k);
-    bf16_to_f32(x + i, out + i, k);
-  }
-}
-
 const cpu_kern yk_cpu_kern_avx2 = {
     .ln_fwd_row = ln_fwd_row,
     .ln_bwd_row = ln_bwd_row,
@@ -373,10 +313,4 @@ const cpu_kern yk_cpu_kern_avx2 = {
     .softmax_bwd_row = softmax_bwd_row,
     .lse_row = lse_row,
     .ce_bwd_row = ce_bwd_row,
-    .f32_to_f16 = f32_to_f16,
-    .f16_to_f32 = f16_to_f32,
-    .f32_to_bf16 = f32_to_bf16,
-    .bf16_to_f32 = bf16_to_f32,
-    .round_f16 = round_f16,
-    .round_bf16 = round_bf16,
 };

@@ -3,12 +3,12 @@
  * cpu.c does the threading (cpu_pool.c, fixed chunks) and calls these
  * single-threaded kernels on row ranges. Each ISA variant (cpu_portable.c,
  * cpu_avx2.c) fills one table; the tests compare every variant the CPU
- * supports against the portable one. All pointers are fp32 row-major. */
+ * supports against the portable one. All pointers are fp32 row-major.
+ * (The fp16/bf16 casts are common's yk_cast_*, not in this table.) */
 #ifndef YK_CPU_KERN_H
 #define YK_CPU_KERN_H
 
 #include <stddef.h>
-#include <stdint.h>
 
 typedef struct cpu_kern {
   /* One LayerNorm row: out (C), *mean, *rstd from x (C), w, b (C). */
@@ -33,13 +33,6 @@ typedef struct cpu_kern {
   float (*lse_row)(const float *x, int V);
   /* x[j] = dloss*(exp(x[j]-lse) - (j==target)) for j < V, 0 for V <= j < Vp. */
   void (*ce_bwd_row)(float *x, float lse, int target, float dloss, int V, int Vp);
-  void (*f32_to_f16)(uint16_t *out, const float *in, size_t n);
-  void (*f16_to_f32)(float *out, const uint16_t *in, size_t n);
-  void (*f32_to_bf16)(uint16_t *out, const float *in, size_t n);
-  void (*bf16_to_f32)(float *out, const uint16_t *in, size_t n);
-  /* out = 16-bit bits of x; x = their fp32 value */
-  void (*round_f16)(uint16_t *out, float *x, size_t n);
-  void (*round_bf16)(uint16_t *out, float *x, size_t n);
 } cpu_kern;
 
 extern const cpu_kern yk_cpu_kern_portable;

@@ -116,32 +116,6 @@ static void ce_bwd_row(float *x, float lse, int target, float dloss, int V, int 
   for (int j = V; j < Vp; j++) x[j] = 0.0f;
 }
 
-static void f32_to_f16(uint16_t *out, const float *in, size_t n) {
-  for (size_t i = 0; i < n; i++) out[i] = yk_f32_to_f16(in[i]);
-}
-static void f16_to_f32(float *out, const uint16_t *in, size_t n) {
-  for (size_t i = 0; i < n; i++) out[i] = yk_f16_to_f32(in[i]);
-}
-static void f32_to_bf16(uint16_t *out, const float *in, size_t n) {
-  for (size_t i = 0; i < n; i++) out[i] = yk_f32_to_bf16(in[i]);
-}
-static void bf16_to_f32(float *out, const uint16_t *in, size_t n) {
-  for (size_t i = 0; i < n; i++) out[i] = yk_bf16_to_f32(in[i]);
-}
-
-static void round_f16(uint16_t *out, float *x, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    out[i] = yk_f32_to_f16(x[i]);
-    x[i] = yk_f16_to_f32(out[i]);
-  }
-}
-static void round_bf16(uint16_t *out, float *x, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    out[i] = yk_f32_to_bf16(x[i]);
-    x[i] = yk_bf16_to_f32(out[i]);
-  }
-}
-
 const cpu_kern yk_cpu_kern_portable = {
     .ln_fwd_row = ln_fwd_row,
     .ln_bwd_row = ln_bwd_row,
@@ -155,10 +129,4 @@ const cpu_kern yk_cpu_kern_portable = {
     .softmax_bwd_row = softmax_bwd_row,
     .lse_row = lse_row,
     .ce_bwd_row = ce_bwd_row,
-    .f32_to_f16 = f32_to_f16,
-    .f16_to_f32 = f16_to_f32,
-    .f32_to_bf16 = f32_to_bf16,
-    .bf16_to_f32 = bf16_to_f32,
-    .round_f16 = round_f16,
-    .round_bf16 = round_bf16,
 };

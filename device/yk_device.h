@@ -122,7 +122,9 @@ typedef struct yk_device_ops {
    * columns < V and 0 for padded columns. */
   void (*crossent_bwd)(const yk_device *dev, float *logits, const float *lse, const int32_t *targets, float dloss,
                        int N, int V, int Vp);
-  /* Casts, round-to-nearest-even, n elements; 16-bit values are raw bits. */
+  /* Casts, round-to-nearest-even, n elements; 16-bit values are raw bits.
+   * The CPU device runs common's yk_cast_* over its threads: the same bits
+   * as yk_f32_to_f16 & co. for every input. */
   void (*f32_to_f16)(const yk_device *dev, uint16_t *out, const float *in, size_t n);
   void (*f16_to_f32)(const yk_device *dev, float *out, const uint16_t *in, size_t n);
   void (*f32_to_bf16)(const yk_device *dev, uint16_t *out, const float *in, size_t n);
@@ -147,9 +149,10 @@ size_t yk_device_layernorm_bwd_scratch(const yk_device *dev, int N, int C);
 size_t yk_device_attention_bwd_scratch(const yk_device *dev, int T);
 
 /* Create the CPU device. nthreads <= 0 means all online cores. isa
- * YK_ISA_AUTO picks $YK_ISA if set ("portable" | "avx2"), else the best the
- * CPU supports; asking for a variant the CPU cannot run is YK_EUNSUPPORTED
- * with a message. Starts nthreads-1 worker threads (idle ones sleep on a
+ * picks the variant with yk_isa_resolve (YK_ISA_AUTO: $YK_ISA if set, else
+ * the best the CPU supports) and returns its error, with the message: an
+ * unknown $YK_ISA is YK_ECONFIG, a variant the CPU cannot run
+ * YK_EUNSUPPORTED. Starts nthreads-1 worker threads (idle ones sleep on a
  * futex after a short spin); yk_device_destroy joins them. Side effect:
  * OpenBLAS is set to one thread per call (openblas_set_num_threads(1),
  * process-wide) because the device splits every sgemm over its own

@@ -207,11 +207,11 @@ static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *
       /* An fp32 checkpoint resumed in fp16/bf16: the 16-bit weights are the
        * master weights rounded, as at the start of a run. */
       if ((rc = restore_arena(r, "params", YK_DT_F32, v->model_params, 0, n, v, NULL, d))) goto out;
-      yk_optimizer_cast_from_f32(v->model_params, v->params16, v->dtype16, n, YK_ISA_AUTO);
+      yk_cast_from_f32(v->params16, v->dtype16, v->model_params, n, YK_ISA_AUTO);
       YK_WARN(ck->log, "ckpt: %s has no 16-bit weights (an fp32 run?); rounded them from the fp32 master weights",
               path);
     }
-    yk_optimizer_cast_to_f32(v->params16, v->dtype16, v->model_params, n, 1.0f, YK_ISA_AUTO);
+    yk_cast_to_f32(v->model_params, v->params16, v->dtype16, n, 1.0f, YK_ISA_AUTO);
     if ((rc = restore_arena(r, "params", YK_DT_F32, v->master, lo, len, v, NULL, d))) goto out;
   } else if ((rc = restore_arena(r, "params", YK_DT_F32, v->model_params, 0, n, v, NULL, d))) {
     goto out;

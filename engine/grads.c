@@ -30,7 +30,7 @@ static int issue(eng_grads *g, size_t off, size_t count) {
     /* 16-bit gradients: round this range once and note the first local
      * overflow, so an fp16 overflow can be pinned on a rank and tensor. */
     buf = g->grads16 + off;
-    yk_optimizer_cast_from_f32(g->grads + off, buf, g->dtype, count, YK_ISA_AUTO);
+    yk_cast_from_f32(buf, g->dtype, g->grads + off, count, YK_ISA_AUTO);
     int64_t bad = -1;
     if (g->local_bad < 0 && yk_optimizer_find_nonfinite(buf, g->dtype, count, YK_ISA_AUTO, &bad) == 1)
       g->local_bad = (int64_t)off + bad;

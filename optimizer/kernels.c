@@ -1,6 +1,6 @@
-/* kernels.c - AdamW, casts, sum of squares, scaling and the Inf/NaN scan on
- * flat arrays, each in a portable scalar version and an AVX2 version chosen
- * at run time.
+/* kernels.c - AdamW, sum of squares, scaling and the Inf/NaN scan on flat
+ * arrays, each in a portable scalar version and an AVX2 version chosen at run
+ * time by common's yk_isa_resolve (the 16-bit casts are common's yk_cast_*).
  *
  * Bitwise agreement between the variants is a design goal (tests check it):
  * the AVX2 code performs the same IEEE operations in the same order as the
@@ -15,16 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-yk_isa yk_optimizer_isa_resolve(yk_isa want, int need_f16c) {
-  if (want == YK_ISA_AUTO) {
-    const char *env = getenv("YK_ISA");
-    yk_isa e;
-    if (env && *env && yk_isa_parse(env, &e) == 0) want = e;
-  }
-  if (want == YK_ISA_PORTABLE) return YK_ISA_PORTABLE;
-  __builtin_cpu_init();
-  int ok = __builtin_cpu_supports("avx2") && (!need_f16c || __builtin_cpu_supports("f16c"));
-  return ok ? YK_ISA_AVX2 : YK_ISA_PORTABLE;
+/* The variant to run: yk_isa_resolve's choice, or the fallback it documents
+ * (these kernels have no error path; the device reports a bad $YK_ISA). */
+static int use_avx2(yk_isa want) {
+  (void)yk_isa_resolve(want, &want, NULL);
+  return want == YK_ISA_AVX2;
 }
 
 /* ---- AdamW ------------------------------------------------------------- */
@@ -80,114 +75,19 @@ __attribute__((target("avx2"))) static void adamw_avx2(const adamw_k *k, float d
   adamw_scalar(k, decay, n - i, p + i, g + i, m + i, v + i);
 }
 
-/* ---- fp32 -> fp16 / bf16 ------------------------------------------------ */
-
-static void cast_f16_scalar(const float *s, uint16_t *d, size_t n) {
-  for (size_t i = 0; i < n; i++) d[i] = yk_f32_to_f16(s[i]);
-}
-static void cast_bf16_scalar(const float *s, uint16_t *d, size_t n) {
-  for (size_t i = 0; i < n; i++) d[i] = yk_f32_to_bf16(s[i]);
-}
-
-__attribute__((target("avx2,f16c"))) static void cast_f16_avx2(const float *s, uint16_t *d, size_t n) {
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128((__m128i *)(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  cast_f16_scalar(s + i, d + i, n - i);
-}
-
-/* Same rounding as yk_f32_to_bf16: add 0x7fff + lsb (ties to even), keep the
- * top half; NaN keeps its top bits with the quiet bit set. */
-__attribute__((target("avx2"))) static void cast_bf16_avx2(const float *s, uint16_t *d, size_t n) {
-  const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff);
-  const __m256i absm = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
-  const __m256i qbit = _mm256_set1_epi32(0x40);
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256i x = _mm256_castps_si256(_mm256_loadu_ps(s + i));
-    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), one);
-    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(x, _mm256_add_epi32(bias, lsb)), 16);
-    __m256i nanv = _mm256_or_si256(_mm256_srli_epi32(x, 16), qbit);
-    __m256i isnan = _mm256_cmpgt_epi32(_mm256_and_si256(x, absm), inf);
-    r = _mm256_blendv_epi8(r, nanv, isnan);
-    /* pack 8 x u32 (each < 65536) to 8 x u16; packus works per 128-bit lane */
-    __m256i pk = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xD8);
-    _mm_storeu_si128((__m128i *)(d + i), _mm256_castsi256_si128(pk));
-  }
-  cast_bf16_scalar(s + i, d + i, n - i);
-}
-
-static int cast_from_f32(const float *src, void *dst, yk_dtype dt, size_t n, yk_isa isa) {
-  if (dt == YK_DT_F16) {
-    if (isa == YK_ISA_AVX2) cast_f16_avx2(src, dst, n);
-    else cast_f16_scalar(src, dst, n);
-    return 0;
-  }
-  if (dt == YK_DT_BF16) {
-    if (isa == YK_ISA_AVX2) cast_bf16_avx2(src, dst, n);
-    else cast_bf16_scalar(src, dst, n);
-    return 0;
-  }
-  return YK_EINVAL;
-}
-
-int yk_optimizer_cast_from_f32(const float *src, void *dst, yk_dtype dt, size_t n, yk_isa isa) {
-  return cast_from_f32(src, dst, dt, n, yk_optimizer_isa_resolve(isa, dt == YK_DT_F16));
-}
-
-/* ---- 16-bit -> fp32 ----------------------------------------------------- */
-
-static void widen_scalar(const void *src, yk_dtype dt, float *dst, size_t n, float mul) {
-  const uint16_t *h = src;
-  const float *f = src;
-  for (size_t i = 0; i < n; i++) {
-    float x = dt == YK_DT_F16 ? yk_f16_to_f32(h[i]) : dt == YK_DT_BF16 ? yk_bf16_to_f32(h[i]) : f[i];
-    dst[i] = mul == 1.0f ? x : x * mul;
-  }
-}
-
-__attribute__((target("avx2,f16c"))) static void widen_avx2(const void *src, yk_dtype dt, float *dst, size_t n,
-                                                            float mul) {
-  const __m256 mv = _mm256_set1_ps(mul);
-  const int domul = mul != 1.0f;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256 x;
-    if (dt == YK_DT_F16) {
-      x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)src + i)));
-    } else if (dt == YK_DT_BF16) {
-      __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)src + i)));
-      x = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-    } else {
-      x = _mm256_loadu_ps((const float *)src + i);
-    }
-    if (domul) x = _mm256_mul_ps(x, mv);
-    _mm256_storeu_ps(dst + i, x);
-  }
-  size_t es = yk_dtype_size(dt);
-  widen_scalar((const char *)src + i * es, dt, dst + i, n - i, mul);
-}
-
-int yk_optimizer_cast_to_f32(const void *src, yk_dtype dt, float *dst, size_t n, float mul, yk_isa isa) {
-  if (dt != YK_DT_F16 && dt != YK_DT_BF16 && dt != YK_DT_F32) return YK_EINVAL;
-  if (yk_optimizer_isa_resolve(isa, 1) == YK_ISA_AVX2) widen_avx2(src, dt, dst, n, mul);
-  else widen_scalar(src, dt, dst, n, mul);
-  return 0;
-}
-
 /* ---- the AdamW driver --------------------------------------------------- */
 
 /* Chunk so the 16-bit copy of freshly updated params is made while they are
- * still in cache. */
+ * still in cache (common's yk_cast_from_f32, same variant). */
 #define ADAMW_CHUNK 4096
 
-static void adamw_run(const adamw_k *k, yk_isa isa, yk_isa isa16, float decay, size_t n, float *p, const float *g,
-                      float *m, float *v, void *p16, yk_dtype dt16) {
+static void adamw_run(const adamw_k *k, yk_isa isa, float decay, size_t n, float *p, const float *g, float *m,
+                      float *v, void *p16, yk_dtype dt16) {
   for (size_t c = 0; c < n; c += ADAMW_CHUNK) {
     size_t len = YK_MIN((size_t)ADAMW_CHUNK, n - c);
     if (isa == YK_ISA_AVX2) adamw_avx2(k, decay, len, p + c, g + c, m + c, v + c);
     else adamw_scalar(k, decay, len, p + c, g + c, m + c, v + c);
-    if (p16) cast_from_f32(p + c, (uint16_t *)p16 + c, dt16, len, isa16);
+    if (p16) yk_cast_from_f32((uint16_t *)p16 + c, dt16, p + c, len, isa);
   }
 }
 
@@ -214,12 +114,11 @@ int yk_optimizer_adamw_step(const yk_adamw *h, int64_t step, double lr, float gr
   k.eps = (float)h->eps;
   k.nss = (float)(-(lr / bc1));
   const float dec_on = (float)(1.0 - lr * h->weight_decay), dec_off = 1.0f;
-  yk_isa isa = yk_optimizer_isa_resolve(h->isa, 0);
-  yk_isa isa16 = yk_optimizer_isa_resolve(h->isa, dt16 == YK_DT_F16);
+  const yk_isa isa = use_avx2(h->isa) ? YK_ISA_AVX2 : YK_ISA_PORTABLE;
 
   const size_t end = off + count;
   if (!tensors) {
-    adamw_run(&k, isa, isa16, dec_on, count, params, grads, m, v, params16, dt16);
+    adamw_run(&k, isa, dec_on, count, params, grads, m, v, params16, dt16);
     return 0;
   }
   /* Walk the slice as runs: gaps between tensors (no decay) and the parts of
@@ -229,7 +128,7 @@ int yk_optimizer_adamw_step(const yk_adamw *h, int64_t step, double lr, float gr
 #define RUN(lo, hi, dec)                                                                                      \
   do {                                                                                                        \
     size_t r0_ = (lo) - off, n_ = (hi) - (lo);                                                                \
-    adamw_run(&k, isa, isa16, (dec), n_, params + r0_, grads + r0_, m + r0_, v + r0_,                          \
+    adamw_run(&k, isa, (dec), n_, params + r0_, grads + r0_, m + r0_, v + r0_,                                 \
               params16 ? (char *)params16 + r0_ * es16 : NULL, dt16);                                         \
   } while (0)
   for (int t = 0; t < n_tensors && cur < end; t++) {
@@ -281,7 +180,7 @@ __attribute__((target("avx2"))) static double sumsq_avx2(const float *x, size_t 
 }
 
 double yk_optimizer_sumsq(const float *x, size_t n, yk_isa isa) {
-  if (yk_optimizer_isa_resolve(isa, 0) == YK_ISA_AVX2) return sumsq_avx2(x, n);
+  if (use_avx2(isa)) return sumsq_avx2(x, n);
   double acc[8] = {0};
   sumsq_scalar_acc(x, n, acc);
   return combine8(acc);
@@ -310,7 +209,7 @@ __attribute__((target("avx2"))) static void scale_avx2(float *x, size_t n, float
 }
 
 void yk_optimizer_scale(float *x, size_t n, float s, yk_isa isa) {
-  if (yk_optimizer_isa_resolve(isa, 0) == YK_ISA_AVX2) scale_avx2(x, n, s);
+  if (use_avx2(isa)) scale_avx2(x, n, s);
   else scale_scalar(x, n, s);
 }
 
@@ -362,7 +261,7 @@ __attribute__((target("avx2"))) static int64_t nonfinite_avx2(const void *x, yk_
 
 int yk_optimizer_find_nonfinite(const void *x, yk_dtype dt, size_t n, yk_isa isa, int64_t *first) {
   if (dt != YK_DT_F32 && dt != YK_DT_F16 && dt != YK_DT_BF16) return YK_EINVAL;
-  int64_t i = yk_optimizer_isa_resolve(isa, 0) == YK_ISA_AVX2 ? nonfinite_avx2(x, dt, n) : nonfinite_scalar(x, dt, 0, n);
+  int64_t i = use_avx2(isa) ? nonfinite_avx2(x, dt, n) : nonfinite_scalar(x, dt, 0, n);
   if (first) *first = i;
   return i >= 0;
 }

@@ -35,7 +35,7 @@ int yk_optimizer_mixed_init(yk_mixed *mp, const yk_config *c, float *model_param
       (rc = alloc16(n, share_grads16, "yoke-grads16", &mp->grads16, &mp->grads16_shm, d)) != 0)
     return rc;
   memcpy(mp->master, model_params + off, len * sizeof(float));
-  yk_optimizer_cast_from_f32(model_params, mp->params16, mp->dt16, n, YK_ISA_AUTO);
+  yk_cast_from_f32(mp->params16, mp->dt16, model_params, n, YK_ISA_AUTO);
   yk_optimizer_mixed_publish(mp, model_params);
   if (mp->prec == YK_PREC_FP16) return yk_optimizer_loss_scaler_init(&mp->ls, c, d);
   return 0;
@@ -57,10 +57,10 @@ float yk_optimizer_mixed_loss_scale(const yk_mixed *mp) {
 
 void yk_optimizer_mixed_unscale(const yk_mixed *mp, float *grads, size_t off, size_t len, float loss_scale) {
   if (!mp->grads16) return;
-  yk_optimizer_cast_to_f32(mp->grads16 + off, mp->dt16, grads + off, len, 1.0f / loss_scale, YK_ISA_AUTO);
+  yk_cast_to_f32(grads + off, mp->grads16 + off, mp->dt16, len, 1.0f / loss_scale, YK_ISA_AUTO);
 }
 
 void yk_optimizer_mixed_publish(const yk_mixed *mp, float *model_params) {
   if (!mp->params16) return;
-  yk_optimizer_cast_to_f32(mp->params16, mp->dt16, model_params, mp->n, 1.0f, YK_ISA_AUTO);
+  yk_cast_to_f32(model_params, mp->params16, mp->dt16, mp->n, 1.0f, YK_ISA_AUTO);
 }

@@ -14,14 +14,13 @@
  * Nothing here allocates or keeps global state: the caller owns every array
  * and every struct. No function blocks.
  *
- * Vector kernels: AVX2 (+F16C for the fp16 copy) selected at run time with
- * __builtin_cpu_supports, portable scalar fallback (YK_ISA_PORTABLE). The
- * AVX2 kernels do the same IEEE operations in the same order as the scalar
- * code (no FMA
- * contraction: the file is built with -ffp-contract=off and the AdamW update
- * is memory-bound, so FMA buys nothing), hence the two variants give
- * BITWISE-identical results, and each is deterministic. tests/optimizer
- * checks this (tolerance: 0 ulp).
+ * Vector kernels: AVX2 selected at run time by common's yk_isa_resolve,
+ * portable scalar fallback (YK_ISA_PORTABLE); the 16-bit copy is made with
+ * common's yk_cast_from_f32. The AVX2 kernels do the same IEEE operations in
+ * the same order as the scalar code (no FMA contraction: the file is built
+ * with -ffp-contract=off and the AdamW update is memory-bound, so FMA buys
+ * nothing), hence the two variants give BITWISE-identical results, and each
+ * is deterministic. tests/optimizer checks this (tolerance: 0 ulp).
  *
  * Threads: every function is reentrant. To spread one AdamW step over k
  * threads, give each a disjoint slice (off, count) of the arena; the result
@@ -38,7 +37,7 @@
  *                             stop if ls.cfg.stop_on_min, else skip the step }
  *   else if (rc == YK_LS_SKIP) skip the step;
  *   else {
- *     yk_optimizer_cast_to_f32(g16, YK_DT_F16, g32, n, inv, YK_ISA_AUTO);   // unscale
+ *     yk_cast_to_f32(g32, g16, YK_DT_F16, n, inv, YK_ISA_AUTO);   // unscale (yk_common.h)
  *     double ss = yk_optimizer_sumsq(g32, n, YK_ISA_AUTO);  // sharded: all-reduce ss
  *     float coef = yk_optimizer_clip_coef(sqrt(ss), cfg.optim.grad_clip);
  *     yk_optimizer_adamw_step(&h, step + 1, yk_optimizer_lr_at(&sched, step), coef,
@@ -59,14 +58,10 @@
 extern "C" {
 #endif
 
-/* Kernel variant (yk_isa from yk_common.h). AUTO: $YK_ISA if set to
- * "portable" or "avx2" (as the device does; other values are ignored here,
- * the device reports them), else AVX2 when the CPU has AVX2 (and F16C where
- * 16-bit conversion is involved), else PORTABLE. Asking for AVX2 on a CPU
- * without it falls back to PORTABLE (never faults). */
-
-/* The variant `want` resolves to on this CPU for kernels that need `need_f16c`. */
-yk_isa yk_optimizer_isa_resolve(yk_isa want, int need_f16c);
+/* Kernel variant: every `isa` here (and yk_adamw.isa) goes through
+ * yk_isa_resolve (yk_common.h) and runs its choice or its fallback: AUTO
+ * follows $YK_ISA (an unknown value means AUTO here; the device reports it),
+ * AVX2 on a CPU without it runs PORTABLE (never faults). */
 
 /* ------------------------------------------------------------------------ */
 /* AdamW                                                                    */
@@ -114,23 +109,16 @@ void yk_optimizer_adamw_from_config(yk_adamw *h, const yk_config *c);
  *
  * params16 == NULL: no 16-bit copy. Otherwise, after the update,
  * params16[i] = round_to_nearest_even(p[i]) in dt16 (YK_DT_F16 or YK_DT_BF16;
- * other types -> YK_EINVAL), matching yk_f32_to_f16 / yk_f32_to_bf16 for
- * every finite and infinite value.
+ * other types -> YK_EINVAL), made by yk_cast_from_f32: the bits of
+ * yk_f32_to_f16 / yk_f32_to_bf16. (Casting whole arenas, e.g. the initial
+ * 16-bit weights or the reduced 16-bit gradients, is yk_cast_from_f32 /
+ * yk_cast_to_f32 in yk_common.h.)
  *
  * Returns 0, or YK_EINVAL for a bad table, dtype or step < 1. */
 int yk_optimizer_adamw_step(const yk_adamw *h, int64_t step, double lr, float grad_scale,
                             const yk_tensor_desc *tensors, int n_tensors, size_t off, size_t count,
                             float *params, const float *grads, float *m, float *v,
                             void *params16, yk_dtype dt16);
-
-/* Round n fp32 values to fp16 / bf16 (round-to-nearest-even), e.g. to make
- * the initial 16-bit weights from the master copy. YK_EINVAL for other dt. */
-int yk_optimizer_cast_from_f32(const float *src, void *dst, yk_dtype dt, size_t n, yk_isa isa);
-/* Widen n fp16 / bf16 / fp32 values to fp32 and multiply by `mul` (fp32
- * multiply), e.g. 16-bit reduced gradients into the fp32 arena, unscaled by
- * mul = 1/loss_scale. src and dst may not overlap unless dt is f32 and
- * src == dst. YK_EINVAL for other dt. */
-int yk_optimizer_cast_to_f32(const void *src, yk_dtype dt, float *dst, size_t n, float mul, yk_isa isa);
 
 /* ------------------------------------------------------------------------ */
 /* Learning-rate schedule                                                   */

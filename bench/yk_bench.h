@@ -51,8 +51,9 @@ typedef struct yk_bench_train_opts {
 void yk_bench_train_opts_default(yk_bench_train_opts *o);
 int yk_bench_train(const yk_bench_train_opts *o);
 
-/* yoke bench scale: 1 vs 2 ranks of yoke train beside PyTorch DDP, precision
- * and grad_accum comparisons. */
+/* yoke bench scale: 1 vs 2 ranks of yoke train, the 2 ranks with ZeRO-1
+ * (optim.shard=true: the efficiency headline) and without, beside PyTorch
+ * DDP and two independent jobs; precision and grad_accum comparisons. */
 typedef struct yk_bench_scale_opts {
   const char *models;          /* comma-separated presets to scale (default "d12,d6") */
   int64_t batch, seq_len;      /* per rank (default 4, 256) */

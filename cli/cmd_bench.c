@@ -131,7 +131,9 @@ static const yk_opt scale_table[] = {
      "steps per run; the first is warm-up, ms/step is the median of the rest (default 5)", 2, 65536},
     {"--repeat", 0, YK_OPT_INT, SCALE(repeat), "N",
      "rounds of the scaling runs, back to back; medians reported (default 1).\n"
-     "                            Each 2-rank run is set against the 1-rank runs just before and after it",
+     "                            Each round runs yoke 1 rank, 2 ranks with ZeRO-1 and without, two\n"
+     "                            independent jobs, 1 rank; each 2-rank run is set against the 1-rank runs\n"
+     "                            just before and after it",
      1, 64},
     {"--launcher", 0, YK_OPT_STR, SCALE(launcher), "L",
      "launch (yoke launch, libfabric; default) or mpirun (MPI transport)"},
@@ -145,8 +147,9 @@ static const yk_opt scale_table[] = {
 static const yk_cmd_spec scale_spec = {
     .name = "bench scale",
     .synopsis = "[options]",
-    .about = "Weak scaling of yoke train from 1 to 2 ranks (1 thread each) beside PyTorch DDP,\n"
-             "then fp32/fp16/bf16 and grad_accum comparisons.",
+    .about = "Weak scaling of yoke train from 1 to 2 ranks (1 thread each), with ZeRO-1 (optim.shard=true,\n"
+             "the default and the efficiency headline) and without (optim.shard=false, the full AdamW update\n"
+             "on every rank as in PyTorch DDP), beside PyTorch DDP; then fp32/fp16/bf16 and grad_accum comparisons.",
     .opts = scale_table,
     .nopts = YK_ARRAY_LEN(scale_table),
 };

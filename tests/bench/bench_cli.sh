@@ -1,8 +1,8 @@
 #!/bin/bash
 # `yoke bench scale` on the tiny preset: bad options are refused with a
-# message, and --repeat/--json give every row the issue asks for (yoke 1 and
-# 2 ranks, the independent-jobs ceiling, precisions, grad_accum), with sane
-# values.
+# message, and --repeat/--json give every row the issue asks for (yoke 1
+# rank, 2 ranks with ZeRO-1 and without, labelled, the headline on ZeRO-1,
+# the independent-jobs ceiling, precisions, grad_accum), with sane values.
 source "$YK_SOURCE_DIR/tests/lib.sh"
 expect_fail 2 "bench scale --repeat 0 is refused" "$YOKE" bench scale --repeat 0
 expect_stderr "--repeat needs an integer in [1, 64], got '0'" "$YOKE" bench scale --repeat 0
@@ -19,16 +19,25 @@ fi
 # one JSON row per figure; efficiency of the 2-rank and independent rows is a fraction (not a percentage)
 # in (0, 5]: tiny steps of 1-3 ms swing by 2x on a loaded 2-core host, which the medians of 2 rounds
 # cannot smooth (the real figures come from d6/d12 runs, docs/training.md)
-/usr/bin/python3 - "$OUT" <<'PY' && pass "bench scale --json: yoke 1/2 ranks, independent, 3 precisions, 3 grad_accum rows" || fail "bench scale --json rows: $(cat "$OUT")"
+/usr/bin/python3 - "$OUT" <<'PY' && pass "bench scale --json: yoke 1 rank, 2 ranks ZeRO-1 (headline) and no ZeRO, independent, 3 precisions, 3 grad_accum rows" || fail "bench scale --json rows: $(cat "$OUT")"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 need = ("impl", "model", "precision", "ranks", "grad_accum", "tokens_per_s", "ms_per_step", "comm_wait_frac", "efficiency")
 assert all(all(k in r for k in need) for r in rows), rows
 scale = [r for r in rows if r.get("rounds") == 2]
-kinds = sorted((r["impl"], r["ranks"]) for r in scale)
-assert kinds == [("independent", 2), ("yoke", 1), ("yoke", 2)], kinds
+kinds = sorted((r["impl"], r["label"], r["ranks"], r["zero"]) for r in scale)
+assert kinds == [("independent", "independent", 2, 0), ("yoke", "yoke", 1, 0), ("yoke", "yoke (ZeRO-1)", 2, 1),
+                 ("yoke", "yoke (no ZeRO)", 2, 0)], kinds
 for r in scale:
     assert r["ms_per_step"] > 0 and 0 < r["efficiency"] <= 5, r
+# the headline is the ZeRO-1 row, and only that one
+assert [r["label"] for r in scale if r["headline"]] == ["yoke (ZeRO-1)"], scale
+# both 2-rank yoke rows all-reduce the same gradients; only the optimizer's split differs
+two = [r for r in scale if r["impl"] == "yoke" and r["ranks"] == 2]
+assert all(r["allreduce_bytes_per_step"] > 0 for r in two) and \
+    two[0]["allreduce_bytes_per_step"] == two[1]["allreduce_bytes_per_step"], two
+# the precision and grad_accum tables run the default (ZeRO-1) and say so
+assert all(r["zero"] == 1 and r["label"] == "yoke (ZeRO-1)" for r in rows if r.get("efficiency") is None), rows
 prec = sorted(r["precision"] for r in rows if "time_vs_fp32" in r)
 assert prec == ["bf16", "fp16", "fp32"], prec
 acc = [r for r in rows if "allreduce_bytes_per_sample" in r]
@@ -37,11 +46,17 @@ b = {r["grad_accum"]: r["allreduce_bytes_per_sample"] for r in acc}
 # grad_accum = k cuts all-reduce bytes per sample by k
 assert abs(b[1] / b[2] - 2) < 1e-6 and abs(b[1] / b[4] - 4) < 1e-6, b
 PY
-# each round sets its 2-rank run against a 1-rank run before and one after it
-if [ "$(grep -cE '^# round [12]/2 of tiny: yoke 1 rank [0-9.]+ and [0-9.]+ ms, 2 ranks [0-9.]+ ms' "$OUT.err")" = 2 ]; then
-  pass "bench scale: two rounds, each with 1-rank runs before and after the 2-rank run"
+# each round sets both 2-rank runs against a 1-rank run before and one after them
+if [ "$(grep -cE '^# round [12]/2 of tiny: yoke 1 rank [0-9.]+ and [0-9.]+ ms, 2 ranks ZeRO-1 [0-9.]+ ms \([0-9.]+%\), no ZeRO [0-9.]+ ms \([0-9.]+%\)' "$OUT.err")" = 2 ]; then
+  pass "bench scale: two rounds, each with 1-rank runs before and after the ZeRO-1 and no-ZeRO 2-rank runs"
 else
   fail "bench scale round lines: $(cat "$OUT.err")"
+fi
+# the text output says which row the headline efficiency is
+if grep -qE '^# tiny: efficiency headline [0-9.]+% is the yoke \(ZeRO-1\) row .*yoke \(no ZeRO\) [0-9.]+%' "$OUT"; then
+  pass "bench scale: the text names the ZeRO-1 row as the headline, the no-ZeRO figure beside it"
+else
+  fail "bench scale headline line: $(grep -v '^{' "$OUT")"
 fi
 rm -f "$OUT" "$OUT.err"
 finish

@@ -59,4 +59,42 @@ else
   fail "bench scale headline line: $(grep -v '^{' "$OUT")"
 fi
 rm -f "$OUT" "$OUT.err"
+
+# `yoke bench coll`: small messages are timed in batches of back-to-back
+# calls, one rule for yoke, MPI and gloo. Every row says its batch; gloo's
+# rows (when Debian's python3 has torch) must have yoke's batch at each size;
+# without torch the bench must say gloo was skipped.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+OUT=$(mktemp /tmp/yk_bench_coll.XXXXXX)
+HAVE_TORCH=0
+/usr/bin/python3 -c 'import torch.distributed' >/dev/null 2>&1 && HAVE_TORCH=1
+if timeout 200 mpirun -np 2 --bind-to none "$YOKE" bench coll --transport mpi --algo ring --dtype f32 -b 4K -e 256K -f 8 \
+     --json > "$OUT" 2> "$OUT.err"; then
+  pass "bench coll on 4K..256K ran"
+else
+  fail "bench coll on 4K..256K: $(tail -5 "$OUT.err")"
+fi
+/usr/bin/python3 - "$OUT" "$HAVE_TORCH" <<'PY' && pass "bench coll --json: calls_per_sample 50/10/1 at 4K/32K/256K for yoke and MPI, and gloo alike when torch is there" || fail "bench coll --json rows: $(cat "$OUT")"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+ar = [r for r in rows if r["op"] == "allreduce"]
+want = {4096: 50, 32768: 10, 262144: 1}
+for impl in ("yoke", "mpi") + (("gloo",) if sys.argv[2] == "1" else ()):
+    got = {r["bytes"]: r["calls_per_sample"] for r in ar if r["impl"] == impl}
+    assert got == want, (impl, got)
+assert all(r["wrong"] == 0 and r["time_us"] > 0 for r in ar), ar
+PY
+if grep -qE '^# time per call: a sample is a batch of back-to-back calls, 1 from 262144 B, 10 from 16384 B, 50 from 0 B up \(yoke, MPI and gloo alike\)' "$OUT.err"; then
+  pass "bench coll states its batching rule for yoke, MPI and gloo"
+else
+  fail "bench coll batching line: $(head -3 "$OUT.err")"
+fi
+if [ "$HAVE_TORCH" = 1 ]; then
+  grep -q '^# torch.distributed gloo all-reduce .* small messages timed in batches of back-to-back calls as yoke and MPI are' "$OUT.err" &&
+    pass "bench coll: the gloo table says it is batched like yoke and MPI" || fail "bench coll gloo header: $(cat "$OUT.err")"
+else
+  grep -q "^# gloo: skipped (Debian's /usr/bin/python3 has no torch)" "$OUT.err" &&
+    pass "bench coll: no torch here, and the bench says gloo was skipped" || fail "bench coll gloo skip line: $(cat "$OUT.err")"
+fi
+rm -f "$OUT" "$OUT.err"
 finish

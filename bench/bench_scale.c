@@ -27,7 +27,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "yk_data.h"
 #include "yk_model.h"
 
 typedef struct {
@@ -127,17 +126,6 @@ static int run_pair(char *cmd, size_t cap, const char *self, const char *model, 
   if (rc0 || rc1) return rc0 ? rc0 : rc1;
   *r = r0.ms > r1.ms ? r0 : r1;
   return 0;
-}
-
-int yk_bench_synthetic_shard(const char *path, int V, uint64_t ntok, yk_diag *d) {
-  uint16_t *tok = malloc(ntok * sizeof *tok);
-  if (!tok) return yk_errorf(d, YK_ENOMEM, "out of memory for the synthetic shard");
-  yk_rng rng;
-  yk_rng_seed(&rng, 7);
-  for (uint64_t i = 0; i < ntok; i++) tok[i] = (uint16_t)(yk_rng_u64(&rng) % (uint64_t)V);
-  int rc = yk_data_shard_write(path, tok, ntok, d);
-  free(tok);
-  return rc;
 }
 
 /* The rows of the scaling table, in print order. */

@@ -18,39 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <unistd.h>
-
-#include "yk_data.h"
 #include "yk_device.h"
-#include "yk_engine.h"
 #include "yk_model.h"
-
-#ifndef YK_SOURCE_DIR
-#define YK_SOURCE_DIR "."
-#endif
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-double yk_bench_median(double *v, int n) {
-  if (n <= 0) return NAN;
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-int yk_bench_parse_int_list(const char *s, int *out, int max) {
-  int n = 0;
-  char buf[256];
-  snprintf(buf, sizeof buf, "%s", s);
-  for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-    int64_t v;
-    if (n >= max || yk_parse_i64(tok, &v) != 0 || v < 1 || v > 1 << 20) return -1;
-    out[n++] = (int)v;
-  }
-  return n;
-}
 
 /* Best sgemm rate (GFLOP/s) of the device, same threads as training, over
  * the model's products: (B*T, C) x (C, 4C) (the MLP), (B*T, C) x (C, 3C)
@@ -239,6 +208,26 @@ typedef struct {
   double ms, tok_s, gflops, mfu, peak;
 } yoke_result;
 
+/* --profile: each step's optimizer time into its slot; the slots count the
+ * timed steps only. */
+typedef struct prof_steps {
+  prof_dev *pd;
+  int warmup;
+} prof_steps;
+
+static void prof_on_step(void *arg, int step, const yk_step_stats *st) {
+  prof_steps *ps = arg;
+  prof_dev *pd = ps->pd;
+  prof_slot *opt = prof_get(&pd->pub, "norm + adamw (optimizer)");
+  opt->s += st->opt_ms / 1e3;
+  opt->calls++;
+  pd->step_s += st->step_ms / 1e3;
+  if (step + 1 == ps->warmup) { /* profile the timed steps only */
+    for (int i = 0; i < pd->nslot; i++) pd->slot[i].s = 0, pd->slot[i].calls = 0;
+    pd->step_s = 0;
+  }
+}
+
 /* Time yoke's own training step (yk_engine_step: forward, backward, norm,
  * AdamW; lr 1e-4, no weight decay and no clipping, as the PyTorch side) on
  * one rank. */
@@ -246,9 +235,6 @@ static int bench_yoke(const char *model, const yk_model_config *mc, int B, int T
                       int profile, yoke_result *r, yk_diag *d) {
   yk_device *dev = NULL, *real = NULL;
   prof_dev *pd = NULL;
-  yk_engine *e = NULL;
-  double *times = NULL;
-  char dir[64] = "", shard[128] = "";
   int rc;
   if ((rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &real, d)) != 0) return rc;
   dev = real;
@@ -262,95 +248,30 @@ static int bench_yoke(const char *model, const yk_model_config *mc, int B, int T
     pd->in = real;
     dev = &pd->pub;
   }
-  int total = warmup + steps;
-  /* one window of B*T tokens per step */
-  snprintf(dir, sizeof dir, "/tmp/yk_bench_train_XXXXXX");
-  if (!mkdtemp(dir)) {
-    dir[0] = '\0';
-    rc = yk_errorf_sys(d, YK_EIO, "cannot create a temporary directory");
-    goto out;
-  }
-  snprintf(shard, sizeof shard, "%s/train_000.bin", dir);
-  if ((rc = yk_bench_synthetic_shard(shard, mc->vocab_size, (uint64_t)total * B * T + 1, d)) != 0) goto out;
   yk_config c;
   yk_config_defaults(&c);
-  char sets[8][300];
-  snprintf(sets[0], sizeof sets[0], "model.name=%s", model);
-  snprintf(sets[1], sizeof sets[1], "data.train=%s", shard);
-  snprintf(sets[2], sizeof sets[2], "train.micro_batch=%d", B);
-  snprintf(sets[3], sizeof sets[3], "train.seq_len=%d", T);
-  snprintf(sets[4], sizeof sets[4], "train.steps=%d", total);
-  snprintf(sets[5], sizeof sets[5], "optim.lr=1e-4");
-  snprintf(sets[6], sizeof sets[6], "optim.weight_decay=0");
-  snprintf(sets[7], sizeof sets[7], "optim.grad_clip=0");
-  for (int i = 0; i < 8 && !rc; i++) rc = yk_config_set(&c, sets[i], d);
-  if (!rc) rc = yk_config_set(&c, "optim.warmup_steps=0", d);
-  if (rc) goto out;
-  yk_layout one;
-  yk_logger log;
-  yk_logger_init(&log, -1, YK_LOG_WARN, stderr);
-  if ((rc = yk_partition_layout(1, 1, 1, 0, &one, d)) != 0) goto out;
-  yk_engine_opts eo = {.cfg = &c, .layout = one, .dev = dev, .log = &log};
-  if ((rc = yk_engine_open(&eo, &e, d)) != 0) goto out;
-  if (!(times = calloc((size_t)steps, sizeof *times))) {
-    rc = yk_errorf(d, YK_ENOMEM, "out of memory for the benchmark");
+  if ((rc = yk_bench_config_set(&c, d, "model.name=%s", model)) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "train.micro_batch=%d", B)) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "train.seq_len=%d", T)) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "optim.lr=1e-4")) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "optim.weight_decay=0")) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "optim.grad_clip=0")) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "optim.warmup_steps=0")) != 0)
     goto out;
-  }
-  for (int s = 0; s < total; s++) {
-    yk_step_stats st;
-    if ((rc = yk_engine_step(e, s, &st, d)) != 0) goto out;
-    if (pd) {
-      prof_slot *ps = prof_get(dev, "norm + adamw (optimizer)");
-      ps->s += st.opt_ms / 1e3;
-      ps->calls++;
-      pd->step_s += st.step_ms / 1e3;
-    }
-    if (s >= warmup) times[s - warmup] = st.step_ms / 1e3;
-    if (pd && s + 1 == warmup) { /* profile the timed steps only */
-      for (int i = 0; i < pd->nslot; i++) pd->slot[i].s = 0, pd->slot[i].calls = 0;
-      pd->step_s = 0;
-    }
-  }
-  double sec = yk_bench_median(times, steps);
-  r->ms = sec * 1e3;
+  prof_steps ps = {pd, warmup};
+  yk_bench_step_opts so = {.cfg = &c, .dev = dev, .warmup = warmup, .steps = steps,
+                           .on_step = pd ? prof_on_step : NULL, .arg = &ps};
+  if ((rc = yk_bench_engine_step_ms(&so, &r->ms, d)) != 0) goto out;
+  double sec = r->ms / 1e3;
   r->tok_s = B * T / sec;
   r->gflops = yk_model_flops_per_token(mc, T) * B * T / sec * 1e-9;
   if (pd) prof_print(pd, T, threads, steps);
   r->peak = sgemm_peak(real, mc->channels, B * T, mc->padded_vocab_size);
   r->mfu = r->peak > 0 ? r->gflops / r->peak : 0;
 out:
-  free(times);
-  yk_engine_close(e);
   free(pd);
   yk_device_destroy(real);
-  if (shard[0]) unlink(shard);
-  if (dir[0]) rmdir(dir);
   return rc;
-}
-
-/* Run the PyTorch baseline; returns its ms/step or NAN if torch is absent. */
-double yk_bench_torch_ms(const char *model, int B, int T, int threads, int steps, int warmup, int ranks) {
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd,
-           "OMP_NUM_THREADS=%d OPENBLAS_NUM_THREADS=%d MKL_NUM_THREADS=%d OMP_WAIT_POLICY=PASSIVE "
-           "MALLOC_MMAP_THRESHOLD_=8589934592 MALLOC_TRIM_THRESHOLD_=8589934592 MALLOC_TOP_PAD_=1073741824 "
-           "/usr/bin/python3 %s/bench/torch_gpt2.py --model %s --B %d --T %d --threads %d --steps %d --warmup %d "
-           "--ranks %d 2>/dev/null",
-           threads, threads, threads, YK_SOURCE_DIR, model, B, T, threads, steps, warmup, ranks);
-  FILE *p = popen(cmd, "r");
-  if (!p) return NAN;
-  char line[1024];
-  double ms = NAN;
-  while (fgets(line, sizeof line, p)) {
-    const char *k = strstr(line, "\"ms_per_step\": ");
-    if (k) ms = atof(k + 15);
-  }
-  pclose(p);
-  return ms;
-}
-
-int yk_bench_torch_available(void) {
-  return system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0;
 }
 
 void yk_bench_train_opts_default(yk_bench_train_opts *o) {

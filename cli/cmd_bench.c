@@ -178,8 +178,16 @@ static const yk_opt ckpt_table[] = {
     {"--level", 0, YK_OPT_INT, CKPT(level), "N", "zstd level -7..22 (default 1, as ckpt.level)", -7, 22},
     {"--threads", 0, YK_OPT_INT, CKPT(threads), "N", "compression threads (default 0 = all cores)", 0, 64},
     {"--step-ms", 0, YK_OPT_INT, CKPT(step_ms), "MS",
-     "training step time the stall is compared with (default 2000: GPT-2 124M\n"
-     "                            on this CPU)", 1, 10000000},
+     "training step time the stall is compared with, e.g. the ms/step of a real\n"
+     "                            run (default 0: measure it, yoke's own step of this model on one rank\n"
+     "                            with every core, median of 3 after 1 warm-up)", 0, 10000000},
+    {"--batch", 0, YK_OPT_INT, CKPT(batch), "B", "micro-batch of the measured step (default train.micro_batch: 4)", 1,
+     65536},
+    {"--seq-len", 0, YK_OPT_INT, CKPT(seq_len), "T",
+     "sequence length of the measured step, at most 1024 (default train.seq_len: 64)", 1, 1024},
+    {"--adam-steps", 0, YK_OPT_INT, CKPT(adam_steps), "N",
+     "fake AdamW steps that make the synthetic m and v (default 3: they then\n"
+     "                            compress like real runs' state, docs/checkpoint-format.md)", 1, 1000},
     {"--repeat", 0, YK_OPT_INT, CKPT(repeat), "N",
      "synchronous saves, cold loads and warm loads to time; medians are\n"
      "                            reported (default 3)", 1, 64},

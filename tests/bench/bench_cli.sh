@@ -1,8 +1,11 @@
 #!/bin/bash
+# The benchmarks on tiny shapes: their options, rows and labels, not their
+# figures (the machine is shared: nothing here is timed against a bound).
 # `yoke bench scale` on the tiny preset: bad options are refused with a
 # message, and --repeat/--json give every row the issue asks for (yoke 1
 # rank, 2 ranks with ZeRO-1 and without, labelled, the headline on ZeRO-1,
 # the independent-jobs ceiling, precisions, grad_accum), with sane values.
+# `yoke bench coll` and `yoke bench ckpt` further down.
 source "$YK_SOURCE_DIR/tests/lib.sh"
 expect_fail 2 "bench scale --repeat 0 is refused" "$YOKE" bench scale --repeat 0
 expect_stderr "--repeat needs an integer in [1, 64], got '0'" "$YOKE" bench scale --repeat 0
@@ -97,4 +100,33 @@ else
     pass "bench coll: no torch here, and the bench says gloo was skipped" || fail "bench coll gloo skip line: $(cat "$OUT.err")"
 fi
 rm -f "$OUT" "$OUT.err"
+
+# `yoke bench ckpt`: the step the stall is a fraction of is measured (yoke's
+# own step of the model) unless --step-ms gives it, and the output says
+# which; --adam-steps sets the fake AdamW steps of the synthetic m and v.
+expect_fail 2 "bench ckpt --adam-steps 0 is refused" "$YOKE" bench ckpt --adam-steps 0
+expect_fail 2 "bench ckpt --seq-len 2048 is refused (the table's maxT is 1024)" "$YOKE" bench ckpt --seq-len 2048
+T=$(mktemp -d /tmp/yk_bench_ckpt.XXXXXX)
+SHAPE=(--layers 1 --channels 64 --vocab 512 --repeat 1 --json)
+if timeout 120 "$YOKE" bench ckpt "${SHAPE[@]}" --dir "$T/a" > "$T/measured" 2>&1 &&
+   timeout 120 "$YOKE" bench ckpt "${SHAPE[@]}" --dir "$T/b" --step-ms 100 --adam-steps 5 --batch 2 > "$T/given" 2>&1; then
+  pass "bench ckpt ran with a measured step and with --step-ms"
+else
+  fail "bench ckpt: $(tail -3 "$T/measured" "$T/given")"
+fi
+/usr/bin/python3 - "$T/measured" "$T/given" <<'PY' && pass "bench ckpt --json: step_source measured (B=4 T=64, the train defaults) or option (100 ms), adam_steps 3 or 5" || fail "bench ckpt json: $(cat "$T/measured" "$T/given")"
+import json, sys
+m, g = ([json.loads(l) for l in open(f) if l.startswith("{")][-1] for f in sys.argv[1:3])
+assert m["step_source"] == "measured" and m["step_ms"] > 0 and m["step_batch"] == 4 and m["step_seq_len"] == 64, m
+assert m["step_threads"] >= 1 and m["adam_steps"] == 3, m
+assert abs(m["stall_frac"] - m["stall_s"] * 1e3 / m["step_ms"]) < 1e-9, m
+assert g["step_source"] == "option" and g["step_ms"] == 100 and g["step_batch"] is None and g["adam_steps"] == 5, g
+PY
+if grep -qE '^  training step +[0-9]+ ms  measured: yoke.s step of this model on one rank, B=4 T=64, [0-9]+ threads, median of 3 after 1 warm-up' "$T/measured" &&
+   grep -qE '^  training step +100 ms  given by --step-ms, not measured' "$T/given"; then
+  pass "bench ckpt says whether the step was measured or given"
+else
+  fail "bench ckpt step line: $(grep -h 'step' "$T/measured" "$T/given")"
+fi
+rm -rf "$T"
 finish

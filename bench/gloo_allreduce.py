@@ -6,7 +6,8 @@ dtype from rank 0: {"op","impl":"gloo","algo","transport","dtype","ranks",
 "bytes","time_us","algbw_gbs","busbw_gbs","calls_per_sample","wrong"}.
 
 Timed as bench/bench_coll.c times yoke and MPI: --warmup calls, then up to
---iters samples (fewer once 0.5 s is spent), each a barrier and then a batch
+--iters samples (at least 3; fewer once the first sample's time per call
+times the samples taken passes 0.5 s), each a barrier and then a batch
 of back-to-back all-reduces whose count --batch gives by size
 ("min_bytes:calls,...", first match wins; bench_coll.c passes its own rule);
 time per call = sample / calls, the median over samples of the slowest rank
@@ -65,7 +66,6 @@ def worker(rank, args, port):
                     y = x.clone()
                     dist.all_reduce(y)
                 times = []
-                budget = time.perf_counter()
                 for it in range(args.iters):
                     ys = [x.clone() for _ in range(calls)]
                     dist.barrier()
@@ -73,9 +73,12 @@ def worker(rank, args, port):
                     for y in ys:
                         dist.all_reduce(y)
                     times.append((time.perf_counter() - t0) / calls)
-                    # stop together: a rank that stopped alone would leave
-                    # the others in an all_reduce nobody joins (a hang)
-                    stop = torch.tensor([1 if it >= 2 and time.perf_counter() - budget > 0.5 else 0])
+                    # the stop rule of bench_coll.c's time_row: after 3
+                    # samples, once the first one's time per call times the
+                    # samples taken passes 0.5 s; decided together: a rank
+                    # that stopped alone would leave the others in an
+                    # all_reduce nobody joins (a hang)
+                    stop = torch.tensor([1 if it >= 2 and times[0] * (it + 1) > 0.5 else 0])
                     dist.all_reduce(stop, op=dist.ReduceOp.MAX)
                     if stop.item():
                         break

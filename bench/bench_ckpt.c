@@ -3,8 +3,18 @@
  * table; --layers, --channels, --vocab change the shape) with synthetic values:
  *   params   f32  master weights ~ N(0, 0.02) (LayerNorm weights ~1, biases ~0)
  *   params16 bf16 the 16-bit copy of params
- *   m, v     f32  AdamW moments after a few fake steps with N(0, 1e-3) gradients
+ *   m, v     f32  AdamW moments after --adam-steps (default 3) fake steps with
+ *                 N(0, 1e-3) gradients
  * (124.5M params x (4+2+4+4) bytes = 1.74 GB raw for world 1).
+ *
+ * Why 3 fake steps: m and v compress like those of real runs then. Real
+ * checkpoints of byte-level GPT-2s trained on text (L4 C256 and L4 C768,
+ * 150-300 steps, betas 0.9/0.95 and 0.9/0.999) gave v ratios 1.218-1.253
+ * and m 1.180-1.201 (params 1.197); the synthetic v is 1.203 after 1 fake
+ * step, 1.240 after 3, 1.25 after 5-10, 1.29 after 30 and 1.36 after 100: iid
+ * gradients of one scale make v concentrate with every step, where real
+ * per-parameter gradient scales differ and keep v spread. m is 1.196-1.200
+ * at any count. docs/checkpoint-format.md has the runs.
  *
  * Figures: save GB/s (raw bytes / time of a synchronous save: shard write,
  * fsync of the file and directory, and at world 1 the commit: manifest,
@@ -14,7 +24,9 @@
  * the stall per asynchronous save as a fraction of a step: the snapshot copy
  * (default mode) and the wait at yk_ckpt_writer_release when the copy is
  * deferred into forward/backward (simulated by spinning the main thread for
- * 2/3 of a step). */
+ * 2/3 of a step). The step is measured (yoke's own step of this model on one
+ * rank, measure_step) unless --step-ms gives one, e.g. the ms/step of a real
+ * run; the output says which. */
 #define _GNU_SOURCE
 #include "yk_bench.h"
 #include "yk_ckpt.h"
@@ -41,12 +53,14 @@ typedef struct {
   size_t n;
   const yk_tensor_desc *t;
   int nt;
+  int adam_steps; /* fake AdamW steps that make m and v */
   int worker, workers;
 } fill_ctx;
 
 /* Per-tensor realistic values: LayerNorm weights ~1, biases ~0, matrices
- * N(0, 0.02); then 3 AdamW steps (lr 6e-4, betas 0.9/0.95) with N(0, 1e-3)
- * gradients. Each worker fills a contiguous share with its own RNG. */
+ * N(0, 0.02); then adam_steps AdamW steps (lr 6e-4, betas 0.9/0.95) with
+ * N(0, 1e-3) gradients. Each worker fills a contiguous share with its own
+ * RNG. */
 static void *fill_main(void *arg) {
   fill_ctx *c = arg;
   size_t lo = c->n * (size_t)c->worker / (size_t)c->workers, hi = c->n * (size_t)(c->worker + 1) / (size_t)c->workers;
@@ -60,13 +74,14 @@ static void *fill_main(void *arg) {
     int is_lnw = !strcmp(name, "ln1w") || !strcmp(name, "ln2w") || !strcmp(name, "lnfw");
     int is_bias = name[strlen(name) - 1] == 'b';
     float w = is_lnw ? 1.0f + 0.01f * yk_rng_normal(&r) : is_bias ? 0.002f * yk_rng_normal(&r) : 0.02f * yk_rng_normal(&r);
-    float m = 0, v = 0;
-    for (int s = 1; s <= 3; s++) {
+    float m = 0, v = 0, c1 = 1, c2 = 1; /* c1, c2: beta1^s, beta2^s */
+    for (int s = 1; s <= c->adam_steps; s++) {
       float g = 1e-3f * yk_rng_normal(&r);
       m = 0.9f * m + 0.1f * g;
       v = 0.95f * v + 0.05f * g * g;
-      float mh = m / (1.0f - powf(0.9f, (float)s)), vh = v / (1.0f - powf(0.95f, (float)s));
-      w -= 6e-4f * mh / (sqrtf(vh) + 1e-8f);
+      c1 *= 0.9f;
+      c2 *= 0.95f;
+      w -= 6e-4f * (m / (1.0f - c1)) / (sqrtf(v / (1.0f - c2)) + 1e-8f);
     }
     c->p[i] = w;
     c->m[i] = m;
@@ -195,19 +210,54 @@ static double disk_probe(const char *dir, int64_t step) {
   return total && t > 0 ? (double)total / t / 1e9 : 0;
 }
 
+/* The training step the stall is a fraction of, measured: yoke's own step
+ * (yk_engine_step) of this model on one rank with every core, at B and T of
+ * --batch/--seq-len (default: what `yoke train` runs with, train.micro_batch
+ * and train.seq_len), the median of STEP_TIMED steps after one warm-up. A
+ * rank of a W-rank job computes the same per-rank batch, plus the wait on
+ * the all-reduce (longer) and with ZeRO-1 only 1/W of AdamW (shorter). */
+enum { STEP_WARMUP = 1, STEP_TIMED = 3 };
+
+static int measure_step(const yk_bench_ckpt_opts *o, const yk_model_config *mc, int *B, int *T, int *threads,
+                        double *ms, yk_diag *d) {
+  yk_config c;
+  yk_config_defaults(&c);
+  int rc;
+  if ((rc = yk_bench_config_set(&c, d, "model.name=d12")) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "model.layers=%d", mc->layers)) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "model.channels=%d", mc->channels)) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "model.heads=%d", mc->heads)) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "model.vocab_size=%d", mc->vocab_size)) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "model.max_seq_len=%d", mc->max_seq_len)) != 0 ||
+      (o->batch && (rc = yk_bench_config_set(&c, d, "train.micro_batch=%lld", (long long)o->batch)) != 0) ||
+      (o->seq_len && (rc = yk_bench_config_set(&c, d, "train.seq_len=%lld", (long long)o->seq_len)) != 0))
+    return rc;
+  *B = (int)c.train.micro_batch;
+  *T = (int)c.train.seq_len;
+  *threads = yk_cpu_count();
+  yk_device *dev = NULL;
+  if ((rc = yk_device_cpu_create(*threads, YK_ISA_AUTO, &dev, d)) != 0) return rc;
+  yk_bench_step_opts so = {.cfg = &c, .dev = dev, .warmup = STEP_WARMUP, .steps = STEP_TIMED};
+  rc = yk_bench_engine_step_ms(&so, ms, d);
+  yk_device_destroy(dev);
+  return rc;
+}
+
 void yk_bench_ckpt_opts_default(yk_bench_ckpt_opts *o) {
   *o = (yk_bench_ckpt_opts){.layers = 12, .channels = 768, .vocab = 50257, .world = 1, .level = 1, .threads = 0,
-                            .step_ms = 2000, .repeat = 3};
+                            .step_ms = 0, .adam_steps = 3, .repeat = 3};
 }
 
 int yk_bench_ckpt(const yk_bench_ckpt_opts *opt) {
-  int64_t L = opt->layers, world = opt->world, level = opt->level, threads = opt->threads, step_ms = opt->step_ms,
-          C = opt->channels, repeat = opt->repeat;
+  int64_t L = opt->layers, world = opt->world, level = opt->level, threads = opt->threads, C = opt->channels,
+          repeat = opt->repeat;
+  double step_ms = (double)opt->step_ms;
   const char *dir_opt = opt->dir;
   int json_out = opt->json, buffered = opt->buffered;
-  if (repeat < 1 || repeat > 64 || world < 1 || step_ms < 1) {
-    fprintf(stderr, "yoke bench ckpt: repeat %lld, world %lld and step %lld ms do not fit: repeat in [1, 64], world "
-            "and step >= 1\n", (long long)repeat, (long long)world, (long long)step_ms);
+  if (repeat < 1 || repeat > 64 || world < 1 || opt->step_ms < 0 || opt->adam_steps < 1) {
+    fprintf(stderr, "yoke bench ckpt: repeat %lld, world %lld, step %lld ms and %lld AdamW steps do not fit: repeat in "
+            "[1, 64], world and AdamW steps >= 1, step >= 0 (0: measure it)\n", (long long)repeat, (long long)world,
+            (long long)opt->step_ms, (long long)opt->adam_steps);
     return 2;
   }
   /* the model's own tensor table (layer-major arena), as yoke train saves it */
@@ -223,6 +273,14 @@ int yk_bench_ckpt(const yk_bench_ckpt_opts *opt) {
     return 2;
   }
   size_t n = yk_model_config_num_params(&mc);
+  /* the step first, before the benchmark's own copy of the state is allocated */
+  int step_B = 0, step_T = 0, step_threads = 0, measured = step_ms == 0;
+  if (measured && (rc = measure_step(opt, &mc, &step_B, &step_T, &step_threads, &step_ms, &d)) != 0) {
+    fprintf(stderr, "yoke bench ckpt: measuring the training step failed (give one with --step-ms): %s\n",
+            yk_diag_msg(&d, rc));
+    free(t);
+    return 1;
+  }
   char model_json[128];
   snprintf(model_json, sizeof model_json, "{\"vocab_size\": %d, \"heads\": %d}", mc.vocab_size, mc.heads);
 
@@ -237,7 +295,7 @@ int yk_bench_ckpt(const yk_bench_ckpt_opts *opt) {
       return 1;
     }
   }
-  fill_ctx fc = {.n = n, .t = t, .nt = nt};
+  fill_ctx fc = {.n = n, .t = t, .nt = nt, .adam_steps = (int)opt->adam_steps};
   fc.p = yk_alloc(n * 4);
   fc.m = yk_alloc(n * 4);
   fc.v = yk_alloc(n * 4);
@@ -334,7 +392,7 @@ int yk_bench_ckpt(const yk_bench_ckpt_opts *opt) {
   t0 = yk_now_s();
   if ((rc = yk_ckpt_writer_save(w, s, last, YK_CKPT_DEFER_COPY, &d))) goto fail;
   double stall_defer = yk_now_s() - t0;
-  spin_s((double)step_ms / 1000.0 * 2.0 / 3.0);
+  spin_s(step_ms / 1000.0 * 2.0 / 3.0);
   t0 = yk_now_s();
   if ((rc = yk_ckpt_writer_release(w, yk_deadline_in_ms(600000), &d))) goto fail;
   stall_defer += yk_now_s() - t0;
@@ -405,7 +463,7 @@ int yk_bench_ckpt(const yk_bench_ckpt_opts *opt) {
     json_array_foreach(json_object_get(ar, "chunks"), k, c) comp += (uint64_t)json_integer_value(json_object_get(c, "bytes"));
     kind_ratio[a] = comp ? (double)(n * es[a]) / (double)comp : 0;
   }
-  double step_s = (double)step_ms / 1000.0;
+  double step_s = step_ms / 1000.0;
   printf("yoke bench ckpt: GPT-2 L=%lld C=%lld (%.1fM params), world %lld (rank 0 writes 1/%lld), zstd level %lld, "
          "%d threads, dir %s\n",
          (long long)L, (long long)C, (double)n / 1e6, (long long)world, (long long)world, (long long)level,
@@ -435,21 +493,33 @@ int yk_bench_ckpt(const yk_bench_ckpt_opts *opt) {
   printf("  compression ratio         %8.3f  (params f32 %.3f, params16 bf16 %.3f, m f32 %.3f, v f32 %.3f; "
          "whole checkpoint)\n",
          ratio, kind_ratio[0], kind_ratio[1], kind_ratio[2], kind_ratio[3]);
+  if (measured)
+    printf("  training step             %8.0f ms  measured: yoke's step of this model on one rank, B=%d T=%d, %d "
+           "threads, median of %d after %d warm-up\n",
+           step_ms, step_B, step_T, step_threads, STEP_TIMED, STEP_WARMUP);
+  else
+    printf("  training step             %8.0f ms  given by --step-ms, not measured\n", step_ms);
   printf("  async stall (copy)        %8.3f s = %.1f%% of a %.0f ms step (median of %d); background write %.2f s "
          "(buffers prepared once: %.2f s)\n",
-         stall_copy, 100 * stall_copy / step_s, (double)step_ms, (int)repeat, async_total, prepare_s);
+         stall_copy, 100 * stall_copy / step_s, step_ms, (int)repeat, async_total, prepare_s);
   printf("  async stall (deferred)    %8.3f s = %.1f%% of a step (copy overlapped with 2/3 step of compute)\n",
          stall_defer, 100 * stall_defer / step_s);
   if (json_out) {
-    json_t *j = json_pack("{s:s, s:I, s:f, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:{s:f, s:f, s:f, s:f}}",
+    json_t *j = json_pack("{s:s, s:I, s:f, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:{s:f, s:f, s:f, s:f}}",
                           "bench", "ckpt", "layers", (json_int_t)L, "params_m", (double)n / 1e6, "world",
-                          (json_int_t)world, "level", (json_int_t)level, "step_ms", (json_int_t)step_ms, "raw_gb",
+                          (json_int_t)world, "level", (json_int_t)level, "step_ms", step_ms, "raw_gb",
                           (double)st.raw_bytes / 1e9, "save_gbs", save_gbs, "save_write_gbs", save_write_gbs, "load_gbs", load_gbs, "ratio", ratio,
                           "stall_s", stall_copy, "stall_frac", stall_copy / step_s, "stall_frac_deferred",
                           stall_defer / step_s, "async_write_s", async_total, "save_gb_per_cpu_s", save_core, "load_gb_per_cpu_s", load_core, "loadavg",
                           load_before, "load_cold_gbs", load_cold_gbs, "disk_read_gbs", disk_gbs, "cold_share_of_disk", disk_share, "repeat", (json_int_t)repeat, "direct_io", (json_int_t)st.direct_io, "ratio_by_kind", "params_f32",
                           kind_ratio[0], "params16_bf16", kind_ratio[1], "adam_m_f32", kind_ratio[2], "adam_v_f32",
                           kind_ratio[3]);
+    /* where the step came from, and the shape it was measured at (null when given) */
+    json_object_set_new(j, "step_source", json_string(measured ? "measured" : "option"));
+    json_object_set_new(j, "step_batch", measured ? json_integer(step_B) : json_null());
+    json_object_set_new(j, "step_seq_len", measured ? json_integer(step_T) : json_null());
+    json_object_set_new(j, "step_threads", measured ? json_integer(step_threads) : json_null());
+    json_object_set_new(j, "adam_steps", json_integer((json_int_t)opt->adam_steps));
     char *txt = json_dumps(j, JSON_COMPACT);
     printf("%s\n", txt);
     free(txt);

@@ -134,6 +134,24 @@ static int run_mpi(void *ctx, void *sb, void *rb, size_t count) {
   return MPI_Allreduce(sb, rb, (int)count, m->dt, m->op, MPI_COMM_WORLD) == MPI_SUCCESS ? 0 : YK_ETRANSPORT;
 }
 
+/* Small messages: one sample is a batch of back-to-back calls (as
+ * osu_allreduce and nccl-tests time them), so the skew with which the ranks
+ * leave the barrier does not dominate a few-microsecond operation. One rule
+ * for every implementation: time_row applies it to yoke and MPI, and
+ * run_gloo hands it to bench/gloo_allreduce.py (--batch), which applies it
+ * to gloo. Sizes from min_bytes up take `calls` calls per sample; first
+ * match wins. */
+static const struct batch_step {
+  uint64_t min_bytes;
+  int calls;
+} batch_rule[] = {{256u << 10, 1}, {16u << 10, 10}, {0, 50}};
+
+static int calls_per_sample(uint64_t bytes) {
+  for (size_t i = 0; i < YK_ARRAY_LEN(batch_rule); i++)
+    if (bytes >= batch_rule[i].min_bytes) return batch_rule[i].calls;
+  return 1;
+}
+
 /* Time one row: warm-up, then iterations until the count or ~0.5 s. Returns
  * the median over iterations of the slowest rank's time (seconds). */
 static double time_row(bctx *b, run_fn fn, void *ctx, void *sb, void *rb, size_t count, int *err) {
@@ -144,12 +162,8 @@ static double time_row(bctx *b, run_fn fn, void *ctx, void *sb, void *rb, size_t
   int iters = b->o.iters > 256 ? 256 : (int)b->o.iters;
   double t_first = 0;
   int n = 0;
-  /* Small messages: one sample is a batch of back-to-back calls (as
-   * osu_allreduce and nccl-tests time them), so the skew with which the
-   * ranks leave the barrier does not dominate a few-microsecond operation.
-   * Same batching for every implementation. */
-  size_t bytes = count * (b->dtype_size ? b->dtype_size : 4);
-  int inner = bytes >= (256u << 10) ? 1 : bytes >= (16u << 10) ? 10 : 50;
+  /* a batch of back-to-back calls per sample for small messages (batch_rule) */
+  int inner = calls_per_sample(count * (b->dtype_size ? b->dtype_size : 4));
   for (; n < iters; n++) {
     MPI_Barrier(MPI_COMM_WORLD);
     double t0 = yk_now_s();
@@ -174,8 +188,9 @@ static void json_row(bctx *b, const char *impl, const char *algo, const char *tr
   if (!b->o.json || b->rank) return;
   double algbw = bytes / t / 1e9, busbw = algbw * 2.0 * (b->size - 1) / b->size;
   printf("{\"op\":\"allreduce\",\"impl\":\"%s\",\"algo\":\"%s\",\"transport\":\"%s\",\"dtype\":\"%s\",\"ranks\":%d,"
-         "\"bytes\":%zu,\"time_us\":%.2f,\"algbw_gbs\":%.4f,\"busbw_gbs\":%.4f,\"wrong\":%ld}\n",
-         impl, algo, transport, dtype, b->size, bytes, t * 1e6, algbw, busbw, wrong);
+         "\"bytes\":%zu,\"time_us\":%.2f,\"algbw_gbs\":%.4f,\"busbw_gbs\":%.4f,\"calls_per_sample\":%d,"
+         "\"wrong\":%ld}\n",
+         impl, algo, transport, dtype, b->size, bytes, t * 1e6, algbw, busbw, calls_per_sample(bytes), wrong);
   fflush(stdout);
 }
 
@@ -463,16 +478,24 @@ static void run_gloo(bctx *b) {
   if (!have) {
     fprintf(b->tab, "# gloo: skipped (Debian's /usr/bin/python3 has no torch)\n");
   } else {
-    /* f32, the dtype of the target. Bounded: timeout kills the whole
-     * process group (the script and its spawned workers) if gloo hangs. */
+    /* f32, the dtype of the target; timed as yoke and MPI are: the same
+     * iterations, warm-up and batches of back-to-back calls (batch_rule as
+     * "min_bytes:calls,..."). Bounded: timeout kills the whole process
+     * group (the script and its spawned workers) if gloo hangs. */
+    char rule[256] = "";
+    for (size_t i = 0, o = 0; i < YK_ARRAY_LEN(batch_rule) && o < sizeof rule; i++)
+      o += (size_t)snprintf(rule + o, sizeof rule - o, "%s%llu:%d", i ? "," : "",
+                            (unsigned long long)batch_rule[i].min_bytes, batch_rule[i].calls);
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "timeout -k 10 900 /usr/bin/python3 %s/bench/gloo_allreduce.py --world %d --minbytes %llu --maxbytes %llu --factor %d "
-             "--dtypes f32 2>&1",
-             YK_SOURCE_DIR, b->size, (unsigned long long)b->o.minbytes, (unsigned long long)b->o.maxbytes, (int)b->o.stepfactor);
+             "--iters %lld --warmup %lld --batch %s --dtypes f32 2>&1",
+             YK_SOURCE_DIR, b->size, (unsigned long long)b->o.minbytes, (unsigned long long)b->o.maxbytes,
+             (int)b->o.stepfactor, (long long)b->o.iters, (long long)b->o.warmup, rule);
     FILE *f = popen(cmd, "r");
-    fprintf(b->tab, "#\n# torch.distributed gloo all-reduce (tcp loopback), %d processes\n", b->size);
-    fprintf(b->tab, "# %12s %6s %10s %9s\n", "size (B)", "type", "time (us)", "busbw");
+    fprintf(b->tab, "#\n# torch.distributed gloo all-reduce (tcp loopback), %d processes; small messages timed in "
+                    "batches of back-to-back calls as yoke and MPI are\n", b->size);
+    fprintf(b->tab, "# %12s %6s %10s %9s %6s\n", "size (B)", "type", "time (us)", "busbw", "calls");
     char line[1024];
     double gloo_64m = 0;
     while (f && fgets(line, sizeof line, f)) {
@@ -489,7 +512,8 @@ static void run_gloo(bctx *b) {
       tus = strtod(pt + 10, NULL);
       busbw = strtod(pw + 12, NULL);
       sscanf(pd + 9, "%15[^\"]", dt);
-      fprintf(b->tab, "  %12llu %6s %10.1f %9.3f\n", bytes, dt, tus, busbw);
+      const char *pc = strstr(line, "\"calls_per_sample\":");
+      fprintf(b->tab, "  %12llu %6s %10.1f %9.3f %6d\n", bytes, dt, tus, busbw, pc ? atoi(pc + 19) : 0);
       if (b->o.json) fputs(line, stdout);
       char lab[96];
       snprintf(lab, sizeof lab, "gloo %s", dt);
@@ -643,9 +667,14 @@ int yk_bench_coll(const yk_bench_coll_opts *o) {
   MPI_Comm_rank(MPI_COMM_WORLD, &b.rank);
   MPI_Comm_size(MPI_COMM_WORLD, &b.size);
   b.tab = b.o.json ? stderr : stdout;
-  if (b.rank == 0)
+  if (b.rank == 0) {
     fprintf(b.tab, "# yoke bench coll: %d ranks, kernels %s, yoke %s\n", b.size, yk_coll_isa_name(),
             yk_version_string());
+    fprintf(b.tab, "# time per call: a sample is a batch of back-to-back calls,");
+    for (size_t i = 0; i < YK_ARRAY_LEN(batch_rule); i++)
+      fprintf(b.tab, "%s %d from %llu B", i ? "," : "", batch_rule[i].calls, (unsigned long long)batch_rule[i].min_bytes);
+    fprintf(b.tab, " up (yoke, MPI and gloo alike); time = sample / calls, median over samples of the slowest rank\n");
+  }
   probe(&b);
   int failed = 0;
   if (b.o.calibrate) {

@@ -7,13 +7,19 @@
  * prints: ms/step, the fraction of the step spent waiting on communication,
  * and the bytes all-reduced per step. Weak-scaling efficiency is
  * tokens/s(2 ranks) / (2 x tokens/s(1 rank)) with the per-rank batch fixed.
- * PyTorch DDP (gloo) runs the same model and shapes beside it when Debian's
- * /usr/bin/python3 has torch. A third row runs two independent 1-rank jobs
- * at once: the efficiency the host itself allows, with no communication.
- * Every 2-rank figure is divided into the mean of a 1-rank run just before
- * and one just after it (the host's speed drifts). It then compares
- * fp32/fp16/bf16 step time and bytes on the wire, and all-reduce bytes per
- * sample against grad_accum. */
+ * The 2-rank job runs twice: with ZeRO-1 (optim.shard=true, the default:
+ * each rank runs AdamW on half of the parameters, then they all-gather) and
+ * without (optim.shard=false: every rank runs the full AdamW update, as
+ * PyTorch DDP and the independent jobs do); the efficiency headline is the
+ * ZeRO-1 row, what `yoke train` runs unless told otherwise, and the no-ZeRO
+ * row is the like-for-like comparison with DDP. PyTorch DDP (gloo) runs the
+ * same model and shapes beside it when Debian's /usr/bin/python3 has torch.
+ * Another row runs two independent 1-rank jobs at once: the efficiency the
+ * host itself allows, with no communication. Every 2-rank figure is divided
+ * into the mean of a 1-rank run just before and one just after it (the
+ * host's speed drifts). It then compares fp32/fp16/bf16 step time and bytes
+ * on the wire, and all-reduce bytes per sample against grad_accum (both
+ * with ZeRO-1). */
 #include "yk_bench.h"
 
 #include <math.h>
@@ -21,7 +27,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "yk_data.h"
 #include "yk_model.h"
 
 typedef struct {
@@ -30,28 +35,45 @@ typedef struct {
   int ok;
 } run_result;
 
-static void job_cmd(char *cmd, size_t cap, const char *self, const char *launcher, int ranks, const char *model, int B,
-                    int T, int steps, int accum, const char *prec, const char *data) {
-  const char *common = "--json --set data.val= --set train.threads=1 --set train.log_every=1 --set optim.lr=1e-4";
+/* The command of one `yoke train --json` job, stderr not redirected (a
+ * failed run is printed for running by hand). optim.shard is always set,
+ * never left to the default, so a change of the default cannot silently
+ * swap what the ZeRO-1 and no-ZeRO rows measure; with one rank it changes
+ * nothing (the one rank updates every parameter either way). */
+static void job_cmd(char *cmd, size_t cap, const char *self, const char *launcher, int ranks, int shard,
+                    const char *model, int B, int T, int steps, int accum, const char *prec, const char *data) {
+  char common[512];
+  snprintf(common, sizeof common,
+           "--json --set data.val= --set train.threads=1 --set train.log_every=1 --set optim.lr=1e-4 "
+           "--set optim.shard=%s",
+           shard ? "true" : "false");
   if (ranks == 1)
     snprintf(cmd, cap,
              "OMP_NUM_THREADS=1 %s train %s --set model.name=%s --set train.micro_batch=%d --set train.seq_len=%d "
-             "--set train.steps=%d --set train.grad_accum=%d --set train.precision=%s --set data.train=%s 2>/dev/null",
+             "--set train.steps=%d --set train.grad_accum=%d --set train.precision=%s --set data.train=%s",
              self, common, model, B, T, steps, accum, prec, data);
   else if (!strcmp(launcher, "mpirun"))
     snprintf(cmd, cap,
              "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 YOKE_SECRET=%s OMP_NUM_THREADS=1 "
              "mpirun -np %d --oversubscribe --bind-to none -x YOKE_SECRET -x OMP_NUM_THREADS %s train %s "
              "--set comm.transport=mpi --set coord.port=%d --set model.name=%s --set train.micro_batch=%d --set train.seq_len=%d "
-             "--set train.steps=%d --set train.grad_accum=%d --set train.precision=%s --set data.train=%s 2>/dev/null",
+             "--set train.steps=%d --set train.grad_accum=%d --set train.precision=%s --set data.train=%s",
              "0123456789abcdef0123456789abcdef", ranks, self, common, 20000 + (int)(getpid() % 20000), model, B, T, steps,
              accum, prec, data);
   else
     snprintf(cmd, cap,
              "OMP_NUM_THREADS=1 %s launch -n %d -- train %s --set model.name=%s --set train.micro_batch=%d "
              "--set train.seq_len=%d --set train.steps=%d --set train.grad_accum=%d --set train.precision=%s "
-             "--set data.train=%s 2>/dev/null",
+             "--set data.train=%s",
              self, ranks, common, model, B, T, steps, accum, prec, data);
+}
+
+/* Start a job's command with its stderr discarded (the JSON lines are on
+ * stdout). */
+static FILE *job_start(const char *cmd) {
+  char full[16500];
+  snprintf(full, sizeof full, "%s 2>/dev/null", cmd);
+  return popen(full, "r");
 }
 
 /* Read a job's JSON lines to the end and close it. ms is the median of the
@@ -81,12 +103,12 @@ static int job_wait(FILE *p, run_result *r) {
   return r->ok ? 0 : YK_EIO;
 }
 
-/* Run one job and parse its JSON lines. */
-static int run_job(const char *self, const char *launcher, int ranks, const char *model, int B, int T, int steps,
-                   int accum, const char *prec, const char *data, run_result *r) {
-  char cmd[16384];
-  job_cmd(cmd, sizeof cmd, self, launcher, ranks, model, B, T, steps, accum, prec, data);
-  FILE *p = popen(cmd, "r");
+/* Run one job and parse its JSON lines; cmd receives its command. */
+static int run_job(char *cmd, size_t cap, const char *self, const char *launcher, int ranks, int shard,
+                   const char *model, int B, int T, int steps, int accum, const char *prec, const char *data,
+                   run_result *r) {
+  job_cmd(cmd, cap, self, launcher, ranks, shard, model, B, T, steps, accum, prec, data);
+  FILE *p = job_start(cmd);
   if (!p) return YK_ESYS;
   return job_wait(p, r);
 }
@@ -95,16 +117,33 @@ static int run_job(const char *self, const char *launcher, int ranks, const char
  * once, no communication at all. Each slows down only because the two
  * processes share the host's caches, memory bandwidth and kernel; the
  * 2-rank job cannot scale better than this. ms = the slower job's. */
-static int run_pair(const char *self, const char *model, int B, int T, int steps, const char *data, run_result *r) {
-  char cmd[16384];
-  job_cmd(cmd, sizeof cmd, self, "launch", 1, model, B, T, steps, 1, "fp32", data);
-  FILE *p0 = popen(cmd, "r"), *p1 = popen(cmd, "r");
+static int run_pair(char *cmd, size_t cap, const char *self, const char *model, int B, int T, int steps,
+                    const char *data, run_result *r) {
+  job_cmd(cmd, cap, self, "launch", 1, 1, model, B, T, steps, 1, "fp32", data);
+  FILE *p0 = job_start(cmd), *p1 = job_start(cmd);
   run_result r0 = {0}, r1 = {0};
   int rc0 = p0 ? job_wait(p0, &r0) : YK_ESYS, rc1 = p1 ? job_wait(p1, &r1) : YK_ESYS;
   if (rc0 || rc1) return rc0 ? rc0 : rc1;
   *r = r0.ms > r1.ms ? r0 : r1;
   return 0;
 }
+
+/* The rows of the scaling table, in print order. */
+enum { ROW_ONE, ROW_ZERO, ROW_NOZERO, ROW_TORCH_ONE, ROW_DDP, ROW_PAIR, NROWS };
+static const struct scale_row {
+  const char *impl, *label; /* impl: who runs it; label: the row's name in the table and in JSON */
+  const char *ranks;        /* as printed: "1+1" is two 1-rank jobs at once */
+  int nranks, zero, torch;  /* zero: the optimizer update is split over the ranks (ZeRO-1) */
+  const char *note;
+} rows[NROWS] = {
+    {"yoke", "yoke", "1", 1, 0, 0, ""},
+    {"yoke", "yoke (ZeRO-1)", "2", 2, 1, 0, "  <- headline: optim.shard=true (default), half of AdamW per rank"},
+    {"yoke", "yoke (no ZeRO)", "2", 2, 0, 0, "  optim.shard=false: full AdamW on every rank, like DDP"},
+    {"pytorch", "pytorch", "1", 1, 0, 1, ""},
+    {"pytorch-ddp", "pytorch-ddp", "2", 2, 0, 1, "  full AdamW on every rank"},
+    {"independent", "independent", "1+1", 2, 0, 0,
+     "  <- host ceiling: 2 independent 1-rank jobs at once, no communication"},
+};
 
 void yk_bench_scale_opts_default(yk_bench_scale_opts *o) {
   *o = (yk_bench_scale_opts){.models = "d12,d6", .batch = 4, .seq_len = 256, .steps = 5, .repeat = 1,
@@ -146,7 +185,10 @@ int yk_bench_scale(const yk_bench_scale_opts *o) {
   int exit_code = 0, keep = 0; /* keep: a scaling run failed */
   printf("# yoke bench scale: B=%d T=%d per rank, 1 thread per rank, %d steps (first is warm-up), launcher %s, "
          "%d round%s (medians)\n", B, T, steps, launcher, repeat, repeat > 1 ? "s" : "");
-  printf("# %-6s %5s %-11s %10s %10s %10s %10s\n", "model", "ranks", "impl", "ms/step", "tokens/s", "comm wait",
+  printf("# yoke 2 ranks run twice: ZeRO-1 (optim.shard=true, the default: each rank runs AdamW on half of the "
+         "parameters) and no ZeRO (optim.shard=false: the full update on every rank, as pytorch-ddp and the "
+         "independent jobs)\n");
+  printf("# %-6s %5s %-14s %10s %10s %10s %10s\n", "model", "ranks", "impl", "ms/step", "tokens/s", "comm wait",
          "efficiency");
   char *save = NULL;
   for (char *model = strtok_r(models_arg, ",", &save); model; model = strtok_r(NULL, ",", &save)) {
@@ -166,78 +208,93 @@ int yk_bench_scale(const yk_bench_scale_opts *o) {
       exit_code = 1;
       break;
     }
-    /* `repeat` rounds, each 1 rank, 2 ranks, 2 independent jobs, 1 rank
-     * again, then PyTorch 1 rank, 2 ranks, 1 rank again. The host's speed
-     * drifts over minutes (another tenant's load comes and goes), so each
-     * 2-rank figure is set against the mean of the 1-rank runs just before
-     * and just after it, which cancels a steady drift; the efficiencies are
+    /* `repeat` rounds, each yoke 1 rank, the two 2-rank runs (ZeRO-1 and
+     * no ZeRO), 2 independent jobs, 1 rank again, then PyTorch 1 rank, 2
+     * ranks, 1 rank again. The host's speed drifts over minutes (another
+     * tenant's load comes and goes), so each 2-rank figure is set against
+     * the mean of the 1-rank runs just before and just after it, which
+     * cancels a steady drift; the two 2-rank runs swap places every other
+     * round so that neither always runs nearer one end. The efficiencies are
      * the medians of each round's own ratio, the ms/step columns medians
      * over all runs. */
-    double ms[5][128], waitf[64], eff[3][64], bytes = 0;
-    int n1 = 0, fail = 0;
+    double ms[NROWS][128], eff[NROWS][64], waitf[NROWS][64], bytes[NROWS] = {0};
+    int nms[NROWS] = {0}, fail = 0;
     for (int rep = 0; rep < repeat && !fail; rep++) {
-      run_result r1 = {0}, r2 = {0}, pr = {0}, r1b = {0};
-      const char *failed = run_job(self, launcher, 1, model, B, T, steps, 1, "fp32", data, &r1) ? "1-rank"
-                           : run_job(self, launcher, 2, model, B, T, steps, 1, "fp32", data, &r2) ? "2-rank"
-                           : run_pair(self, model, B, T, steps, data, &pr) ? "independent-pair"
-                           : run_job(self, launcher, 1, model, B, T, steps, 1, "fp32", data, &r1b) ? "second 1-rank"
-                                                                                                    : NULL;
-      if (failed) {
-        fprintf(stderr, "yoke bench scale: the %s run of %s failed; run it by hand to see why:\n  %s launch -n 2 -- "
-                        "train --set model.name=%s --set train.micro_batch=%d --set train.seq_len=%d "
-                        "--set data.train=%s\n", failed, model, self, model, B, T, data);
-        fail = keep = 1;
-        break;
+      int order[5] = {ROW_ONE, ROW_ZERO, ROW_NOZERO, ROW_PAIR, ROW_ONE};
+      if (rep % 2) order[1] = ROW_NOZERO, order[2] = ROW_ZERO;
+      run_result r[5];
+      for (int i = 0; i < 5 && !fail; i++) {
+        int k = order[i];
+        char cmd[16384];
+        rc = k == ROW_PAIR ? run_pair(cmd, sizeof cmd, self, model, B, T, steps, data, &r[i])
+                           : run_job(cmd, sizeof cmd, self, launcher, rows[k].nranks, k != ROW_NOZERO, model, B, T,
+                                     steps, 1, "fp32", data, &r[i]);
+        if (rc) {
+          fprintf(stderr, "yoke bench scale: the %s%s run of %s failed; run it by hand to see why:\n  %s\n",
+                  i == 4 ? "second " : "", rows[k].label, model, cmd);
+          fail = keep = 1;
+        }
       }
-      double base = 0.5 * (r1.ms + r1b.ms);
-      ms[0][n1] = r1.ms, ms[0][n1 + 1] = r1b.ms, ms[1][rep] = r2.ms, waitf[rep] = r2.wait_frac, bytes = r2.bytes;
-      ms[4][rep] = pr.ms;
-      eff[0][rep] = base / r2.ms;
-      eff[2][rep] = base / pr.ms;
+      if (fail) break;
+      double base = 0.5 * (r[0].ms + r[4].ms);
+      ms[ROW_ONE][nms[ROW_ONE]++] = r[0].ms;
+      ms[ROW_ONE][nms[ROW_ONE]++] = r[4].ms;
+      for (int i = 1; i < 4; i++) {
+        int k = order[i];
+        ms[k][nms[k]++] = r[i].ms;
+        eff[k][rep] = base / r[i].ms;
+        waitf[k][rep] = r[i].wait_frac;
+        bytes[k] = r[i].bytes;
+      }
       if (torch) {
         double t1 = yk_bench_torch_ms(model, B, T, 1, steps - 1, 1, 1);
-        ms[3][rep] = yk_bench_torch_ms(model, B, T, 1, steps - 1, 1, 2);
+        double ddp = yk_bench_torch_ms(model, B, T, 1, steps - 1, 1, 2);
         double t1b = yk_bench_torch_ms(model, B, T, 1, steps - 1, 1, 1);
-        ms[2][n1] = t1, ms[2][n1 + 1] = t1b;
-        eff[1][rep] = 0.5 * (t1 + t1b) / ms[3][rep];
+        ms[ROW_TORCH_ONE][nms[ROW_TORCH_ONE]++] = t1;
+        ms[ROW_TORCH_ONE][nms[ROW_TORCH_ONE]++] = t1b;
+        ms[ROW_DDP][nms[ROW_DDP]++] = ddp;
+        eff[ROW_DDP][rep] = 0.5 * (t1 + t1b) / ddp;
       }
-      n1 += 2;
       if (repeat > 1)
-        fprintf(stderr, "# round %d/%d of %s: yoke 1 rank %.1f and %.1f ms, 2 ranks %.1f ms (%.1f%%), independent %.1f ms "
-                "(%.1f%%)\n", rep + 1, repeat, model, r1.ms, r1b.ms, r2.ms, 100 * eff[0][rep], pr.ms, 100 * eff[2][rep]);
+        fprintf(stderr, "# round %d/%d of %s: yoke 1 rank %.1f and %.1f ms, 2 ranks ZeRO-1 %.1f ms (%.1f%%), "
+                "no ZeRO %.1f ms (%.1f%%), independent %.1f ms (%.1f%%)\n",
+                rep + 1, repeat, model, r[0].ms, r[4].ms, ms[ROW_ZERO][rep], 100 * eff[ROW_ZERO][rep],
+                ms[ROW_NOZERO][rep], 100 * eff[ROW_NOZERO][rep], ms[ROW_PAIR][rep], 100 * eff[ROW_PAIR][rep]);
     }
     if (fail) {
       exit_code = 1;
       continue;
     }
     int R = (int)repeat;
-    static const char *const impl[5] = {"yoke", "yoke", "pytorch", "pytorch-ddp", "independent"};
-    static const int ranks_of[5] = {1, 2, 1, 2, 2};
-    for (int k = 0; k < 5; k++) {
-      if ((k == 2 || k == 3) && !torch) continue;
-      double m = yk_bench_median(ms[k], k == 0 || k == 2 ? n1 : R), tok = (double)B * T * ranks_of[k] / (m * 1e-3);
-      double e = k == 1 ? yk_bench_median(eff[0], R)
-                 : k == 3 ? yk_bench_median(eff[1], R)
-                 : k == 4 ? yk_bench_median(eff[2], R)
-                          : 1.0;
-      double w = k == 1 ? yk_bench_median(waitf, R) : 0;
+    for (int k = 0; k < NROWS; k++) {
+      if (rows[k].torch && !torch) continue;
+      int yoke = !strcmp(rows[k].impl, "yoke");
+      double m = yk_bench_median(ms[k], nms[k]), tok = (double)B * T * rows[k].nranks / (m * 1e-3);
+      double e = rows[k].nranks == 2 ? yk_bench_median(eff[k], R) : 1.0;
+      double w = yoke && rows[k].nranks == 2 ? yk_bench_median(waitf[k], R) : 0;
       char wbuf[32];
-      if (k <= 1) snprintf(wbuf, sizeof wbuf, "%9.1f%%", 100 * w);
+      if (yoke) snprintf(wbuf, sizeof wbuf, "%9.1f%%", 100 * w);
       else snprintf(wbuf, sizeof wbuf, "%10s", "-");
-      printf("  %-6s %5s %-11s %10.1f %10.1f %s %9.1f%%%s\n", model, k == 4 ? "1+1" : ranks_of[k] == 1 ? "1" : "2",
-             impl[k], m, tok, wbuf, 100 * e,
-             k == 4 ? "  <- host ceiling: 2 independent 1-rank jobs at once, no communication" : "");
+      printf("  %-6s %5s %-14s %10.1f %10.1f %s %9.1f%%%s\n", model, rows[k].ranks, rows[k].label, m, tok, wbuf,
+             100 * e, rows[k].note);
       if (json) {
         char cw[32], extra[64] = "";
-        if (k <= 1) snprintf(cw, sizeof cw, "%.4f", w);
+        if (yoke) snprintf(cw, sizeof cw, "%.4f", w);
         else snprintf(cw, sizeof cw, "null");
-        if (k == 1) snprintf(extra, sizeof extra, ", \"allreduce_bytes_per_step\": %.0f", bytes);
-        printf("{\"impl\": \"%s\", \"model\": \"%s\", \"precision\": \"fp32\", \"ranks\": %d, \"grad_accum\": 1, "
-               "\"B\": %d, \"T\": %d, \"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"comm_wait_frac\": %s, "
-               "\"efficiency\": %.4f, \"rounds\": %d%s}\n",
-               impl[k], model, ranks_of[k], B, T, tok, m, cw, e, R, extra);
+        if (yoke && rows[k].nranks == 2)
+          snprintf(extra, sizeof extra, ", \"allreduce_bytes_per_step\": %.0f", bytes[k]);
+        printf("{\"impl\": \"%s\", \"label\": \"%s\", \"zero\": %d, \"headline\": %s, \"model\": \"%s\", "
+               "\"precision\": \"fp32\", \"ranks\": %d, \"grad_accum\": 1, \"B\": %d, \"T\": %d, "
+               "\"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"comm_wait_frac\": %s, \"efficiency\": %.4f, "
+               "\"rounds\": %d%s}\n",
+               rows[k].impl, rows[k].label, rows[k].zero, k == ROW_ZERO ? "true" : "false", model, rows[k].nranks, B,
+               T, tok, m, cw, e, R, extra);
       }
     }
+    printf("# %s: efficiency headline %.1f%% is the yoke (ZeRO-1) row (optim.shard=true, what yoke train runs by "
+           "default); yoke (no ZeRO) %.1f%% does the full AdamW update on every rank, as pytorch-ddp and the "
+           "independent jobs do\n",
+           model, 100 * yk_bench_median(eff[ROW_ZERO], R), 100 * yk_bench_median(eff[ROW_NOZERO], R));
     fflush(stdout);
   }
 
@@ -247,37 +304,43 @@ int yk_bench_scale(const yk_bench_scale_opts *o) {
   snprintf(pdata, sizeof pdata, "%s/%s.bin", dir, pmodel);
   if (exit_code == 0 && yk_model_preset(pmodel, &pc, &d) == 0 &&
       (access(pdata, R_OK) == 0 || yk_bench_synthetic_shard(pdata, pc.vocab_size, (uint64_t)B * T * 2 * (steps + 1) * 8 + 1, &d) == 0)) {
-    printf("\n# precision: %s, 2 ranks\n# %-6s %10s %10s %16s\n", pmodel, "prec", "ms/step", "vs fp32", "bytes/step");
+    printf("\n# precision: %s, 2 ranks, yoke (ZeRO-1)\n# %-6s %10s %10s %16s\n", pmodel, "prec", "ms/step", "vs fp32", "bytes/step");
     double ms32 = 0;
     const char *precs[] = {"fp32", "fp16", "bf16"};
     for (int i = 0; i < 3; i++) {
       run_result r;
-      if (run_job(self, launcher, 2, pmodel, B, T, steps, 1, precs[i], pdata, &r) != 0) {
-        fprintf(stderr, "yoke bench scale: %s run failed\n", precs[i]);
-        exit_code = 1;
+      char cmd[16384];
+      if (run_job(cmd, sizeof cmd, self, launcher, 2, 1, pmodel, B, T, steps, 1, precs[i], pdata, &r) != 0) {
+        fprintf(stderr, "yoke bench scale: the %s run failed; run it by hand to see why:\n  %s\n", precs[i], cmd);
+        exit_code = keep = 1;
         continue;
       }
       if (i == 0) ms32 = r.ms;
       printf("  %-6s %10.1f %9.2fx %16.0f\n", precs[i], r.ms, r.ms / ms32, r.bytes);
       if (json)
-        printf("{\"impl\": \"yoke\", \"model\": \"%s\", \"precision\": \"%s\", \"ranks\": 2, \"grad_accum\": 1, "
+        printf("{\"impl\": \"yoke\", \"label\": \"yoke (ZeRO-1)\", \"zero\": 1, \"model\": \"%s\", "
+               "\"precision\": \"%s\", \"ranks\": 2, \"grad_accum\": 1, "
                "\"B\": %d, \"T\": %d, \"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, "
                "\"efficiency\": null, \"allreduce_bytes_per_step\": %.0f, \"time_vs_fp32\": %.4f}\n",
                pmodel, precs[i], B, T, 2.0 * B * T / (r.ms * 1e-3), r.ms, r.wait_frac, r.bytes, r.ms / ms32);
       fflush(stdout);
     }
-    printf("\n# grad_accum: %s, 2 ranks, fp32\n# %-6s %10s %16s %18s\n", pmodel, "accum", "ms/step", "bytes/step",
+    printf("\n# grad_accum: %s, 2 ranks, fp32, yoke (ZeRO-1)\n# %-6s %10s %16s %18s\n", pmodel, "accum", "ms/step", "bytes/step",
            "bytes/sample");
     for (int accum = 1; accum <= 4; accum *= 2) {
       run_result r;
-      if (run_job(self, launcher, 2, pmodel, B, T, 3, accum, "fp32", pdata, &r) != 0) {
-        exit_code = 1;
+      char cmd[16384];
+      if (run_job(cmd, sizeof cmd, self, launcher, 2, 1, pmodel, B, T, 3, accum, "fp32", pdata, &r) != 0) {
+        fprintf(stderr, "yoke bench scale: the grad_accum %d run failed; run it by hand to see why:\n  %s\n", accum,
+                cmd);
+        exit_code = keep = 1;
         continue;
       }
       double per_sample = r.bytes / (double)(B * accum * 2);
       printf("  %-6d %10.1f %16.0f %18.1f\n", accum, r.ms, r.bytes, per_sample);
       if (json)
-        printf("{\"impl\": \"yoke\", \"model\": \"%s\", \"precision\": \"fp32\", \"ranks\": 2, \"grad_accum\": %d, "
+        printf("{\"impl\": \"yoke\", \"label\": \"yoke (ZeRO-1)\", \"zero\": 1, \"model\": \"%s\", "
+               "\"precision\": \"fp32\", \"ranks\": 2, \"grad_accum\": %d, "
                "\"B\": %d, \"T\": %d, \"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, "
                "\"efficiency\": null, \"allreduce_bytes_per_step\": %.0f, \"allreduce_bytes_per_sample\": %.1f}\n",
                pmodel, accum, B, T, 2.0 * B * T * accum / (r.ms * 1e-3), r.ms, r.wait_frac, r.bytes, per_sample);

@@ -18,11 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <unistd.h>
-
-#include "yk_data.h"
 #include "yk_device.h"
-#include "yk_engine.h"
 #include "yk_model.h"
 
 /* Best sgemm rate (GFLOP/s) of the device, same threads as training, over
@@ -212,6 +208,26 @@ typedef struct {
   double ms, tok_s, gflops, mfu, peak;
 } yoke_result;
 
+/* --profile: each step's optimizer time into its slot; the slots count the
+ * timed steps only. */
+typedef struct prof_steps {
+  prof_dev *pd;
+  int warmup;
+} prof_steps;
+
+static void prof_on_step(void *arg, int step, const yk_step_stats *st) {
+  prof_steps *ps = arg;
+  prof_dev *pd = ps->pd;
+  prof_slot *opt = prof_get(&pd->pub, "norm + adamw (optimizer)");
+  opt->s += st->opt_ms / 1e3;
+  opt->calls++;
+  pd->step_s += st->step_ms / 1e3;
+  if (step + 1 == ps->warmup) { /* profile the timed steps only */
+    for (int i = 0; i < pd->nslot; i++) pd->slot[i].s = 0, pd->slot[i].calls = 0;
+    pd->step_s = 0;
+  }
+}
+
 /* Time yoke's own training step (yk_engine_step: forward, backward, norm,
  * AdamW; lr 1e-4, no weight decay and no clipping, as the PyTorch side) on
  * one rank. */
@@ -219,9 +235,6 @@ static int bench_yoke(const char *model, const yk_model_config *mc, int B, int T
                       int profile, yoke_result *r, yk_diag *d) {
   yk_device *dev = NULL, *real = NULL;
   prof_dev *pd = NULL;
-  yk_engine *e = NULL;
-  double *times = NULL;
-  char dir[64] = "", shard[128] = "";
   int rc;
   if ((rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &real, d)) != 0) return rc;
   dev = real;
@@ -235,69 +248,29 @@ static int bench_yoke(const char *model, const yk_model_config *mc, int B, int T
     pd->in = real;
     dev = &pd->pub;
   }
-  int total = warmup + steps;
-  /* one window of B*T tokens per step */
-  snprintf(dir, sizeof dir, "/tmp/yk_bench_train_XXXXXX");
-  if (!mkdtemp(dir)) {
-    dir[0] = '\0';
-    rc = yk_errorf_sys(d, YK_EIO, "cannot create a temporary directory");
-    goto out;
-  }
-  snprintf(shard, sizeof shard, "%s/train_000.bin", dir);
-  if ((rc = yk_bench_synthetic_shard(shard, mc->vocab_size, (uint64_t)total * B * T + 1, d)) != 0) goto out;
   yk_config c;
   yk_config_defaults(&c);
-  char sets[8][300];
-  snprintf(sets[0], sizeof sets[0], "model.name=%s", model);
-  snprintf(sets[1], sizeof sets[1], "data.train=%s", shard);
-  snprintf(sets[2], sizeof sets[2], "train.micro_batch=%d", B);
-  snprintf(sets[3], sizeof sets[3], "train.seq_len=%d", T);
-  snprintf(sets[4], sizeof sets[4], "train.steps=%d", total);
-  snprintf(sets[5], sizeof sets[5], "optim.lr=1e-4");
-  snprintf(sets[6], sizeof sets[6], "optim.weight_decay=0");
-  snprintf(sets[7], sizeof sets[7], "optim.grad_clip=0");
-  for (int i = 0; i < 8 && !rc; i++) rc = yk_config_set(&c, sets[i], d);
-  if (!rc) rc = yk_config_set(&c, "optim.warmup_steps=0", d);
-  if (rc) goto out;
-  yk_layout one;
-  yk_logger log;
-  yk_logger_init(&log, -1, YK_LOG_WARN, stderr);
-  if ((rc = yk_partition_layout(1, 1, 1, 0, &one, d)) != 0) goto out;
-  yk_engine_opts eo = {.cfg = &c, .layout = one, .dev = dev, .log = &log};
-  if ((rc = yk_engine_open(&eo, &e, d)) != 0) goto out;
-  if (!(times = calloc((size_t)steps, sizeof *times))) {
-    rc = yk_errorf(d, YK_ENOMEM, "out of memory for the benchmark");
+  if ((rc = yk_bench_config_set(&c, d, "model.name=%s", model)) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "train.micro_batch=%d", B)) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "train.seq_len=%d", T)) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "optim.lr=1e-4")) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "optim.weight_decay=0")) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "optim.grad_clip=0")) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "optim.warmup_steps=0")) != 0)
     goto out;
-  }
-  for (int s = 0; s < total; s++) {
-    yk_step_stats st;
-    if ((rc = yk_engine_step(e, s, &st, d)) != 0) goto out;
-    if (pd) {
-      prof_slot *ps = prof_get(dev, "norm + adamw (optimizer)");
-      ps->s += st.opt_ms / 1e3;
-      ps->calls++;
-      pd->step_s += st.step_ms / 1e3;
-    }
-    if (s >= warmup) times[s - warmup] = st.step_ms / 1e3;
-    if (pd && s + 1 == warmup) { /* profile the timed steps only */
-      for (int i = 0; i < pd->nslot; i++) pd->slot[i].s = 0, pd->slot[i].calls = 0;
-      pd->step_s = 0;
-    }
-  }
-  double sec = yk_bench_median(times, steps);
-  r->ms = sec * 1e3;
+  prof_steps ps = {pd, warmup};
+  yk_bench_step_opts so = {.cfg = &c, .dev = dev, .warmup = warmup, .steps = steps,
+                           .on_step = pd ? prof_on_step : NULL, .arg = &ps};
+  if ((rc = yk_bench_engine_step_ms(&so, &r->ms, d)) != 0) goto out;
+  double sec = r->ms / 1e3;
   r->tok_s = B * T / sec;
   r->gflops = yk_model_flops_per_token(mc, T) * B * T / sec * 1e-9;
   if (pd) prof_print(pd, T, threads, steps);
   r->peak = sgemm_peak(real, mc->channels, B * T, mc->padded_vocab_size);
   r->mfu = r->peak > 0 ? r->gflops / r->peak : 0;
 out:
-  free(times);
-  yk_engine_close(e);
   free(pd);
   yk_device_destroy(real);
-  if (shard[0]) unlink(shard);
-  if (dir[0]) rmdir(dir);
   return rc;
 }
 

@@ -5,6 +5,7 @@
 #define YK_BENCH_H
 
 #include "yk_common.h"
+#include "yk_device.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -51,8 +52,9 @@ typedef struct yk_bench_train_opts {
 void yk_bench_train_opts_default(yk_bench_train_opts *o);
 int yk_bench_train(const yk_bench_train_opts *o);
 
-/* yoke bench scale: 1 vs 2 ranks of yoke train beside PyTorch DDP, precision
- * and grad_accum comparisons. */
+/* yoke bench scale: 1 vs 2 ranks of yoke train, the 2 ranks with ZeRO-1
+ * (optim.shard=true: the efficiency headline) and without, beside PyTorch
+ * DDP and two independent jobs; precision and grad_accum comparisons. */
 typedef struct yk_bench_scale_opts {
   const char *models;          /* comma-separated presets to scale (default "d12,d6") */
   int64_t batch, seq_len;      /* per rank (default 4, 256) */
@@ -66,14 +68,17 @@ void yk_bench_scale_opts_default(yk_bench_scale_opts *o);
 int yk_bench_scale(const yk_bench_scale_opts *o);
 
 /* yoke bench ckpt: checkpoint save/load throughput, compression ratio per
- * tensor kind and the training stall per asynchronous save, on the state of
- * a GPT-2 (the model's tensor table) with synthetic values. */
+ * tensor kind and the training stall per asynchronous save as a fraction of
+ * the model's training step (measured unless step_ms is given), on the state
+ * of a GPT-2 (the model's tensor table) with synthetic values. */
 typedef struct yk_bench_ckpt_opts {
   int64_t layers, channels;    /* model shape (default 12, 768: GPT-2 124M, 1.74 GB of state) */
   int64_t vocab;               /* vocabulary (default 50257; the table is padded to a multiple of 128) */
   int64_t world;               /* simulated world size; this process writes rank 0's 1/W (default 1) */
   int64_t level, threads;      /* zstd level (default 1), compression threads (default 0: all cores) */
-  int64_t step_ms;             /* training step the stall is compared with (default 2000) */
+  int64_t step_ms;             /* training step the stall is compared with (default 0: measure it) */
+  int64_t batch, seq_len;      /* B and T of the measured step (default 0: train.micro_batch, train.seq_len) */
+  int64_t adam_steps;          /* fake AdamW steps that make the synthetic m and v (default 3) */
   int64_t repeat;              /* saves and loads timed; medians reported (default 3) */
   int buffered;                /* page-cache writes instead of O_DIRECT */
   const char *dir;             /* where to write (default NULL: a new directory under /tmp, removed after) */
@@ -82,12 +87,28 @@ typedef struct yk_bench_ckpt_opts {
 void yk_bench_ckpt_opts_default(yk_bench_ckpt_opts *o);
 int yk_bench_ckpt(const yk_bench_ckpt_opts *o);
 
-/* Helpers shared by the benchmarks. */
+/* Helpers shared by the benchmarks (bench_common.c). */
 /* Median of v[0..n) (sorts v in place). */
 double yk_bench_median(double *v, int n);
 /* Write a token shard of ntok random tokens in [0, V) (a fixed seed) to path:
  * the data of the training benchmarks. */
 int yk_bench_synthetic_shard(const char *path, int V, uint64_t ntok, yk_diag *d);
+/* yk_config_set of a printf-formatted "key=value". */
+int yk_bench_config_set(yk_config *c, yk_diag *d, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* yoke's own training step (yk_engine_step: forward, backward, norm, AdamW)
+ * on one rank, on a synthetic shard of the model's vocabulary written to a
+ * temporary directory (removed after): `warmup` untimed steps, then `steps`
+ * timed ones. The config gives the model, batch and optimizer; data.train,
+ * data.val, ckpt.dir and train.steps are the helper's. */
+typedef struct yk_bench_step_opts {
+  const yk_config *cfg; /* copied */
+  yk_device *dev;       /* borrowed: its threads are the step's */
+  int warmup, steps;
+  void (*on_step)(void *arg, int step, const yk_step_stats *st); /* after every step; may be NULL */
+  void *arg;
+} yk_bench_step_opts;
+/* The median ms of the timed steps into *ms. */
+int yk_bench_engine_step_ms(const yk_bench_step_opts *o, double *ms, yk_diag *d);
 /* Parse "64,256" into out[0..max); returns the count or -1. */
 int yk_bench_parse_int_list(const char *s, int *out, int max);
 /* 1 if Debian's /usr/bin/python3 can import torch. */

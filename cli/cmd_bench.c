@@ -131,7 +131,9 @@ static const yk_opt scale_table[] = {
      "steps per run; the first is warm-up, ms/step is the median of the rest (default 5)", 2, 65536},
     {"--repeat", 0, YK_OPT_INT, SCALE(repeat), "N",
      "rounds of the scaling runs, back to back; medians reported (default 1).\n"
-     "                            Each 2-rank run is set against the 1-rank runs just before and after it",
+     "                            Each round runs yoke 1 rank, 2 ranks with ZeRO-1 and without, two\n"
+     "                            independent jobs, 1 rank; each 2-rank run is set against the 1-rank runs\n"
+     "                            just before and after it",
      1, 64},
     {"--launcher", 0, YK_OPT_STR, SCALE(launcher), "L",
      "launch (yoke launch, libfabric; default) or mpirun (MPI transport)"},
@@ -145,8 +147,9 @@ static const yk_opt scale_table[] = {
 static const yk_cmd_spec scale_spec = {
     .name = "bench scale",
     .synopsis = "[options]",
-    .about = "Weak scaling of yoke train from 1 to 2 ranks (1 thread each) beside PyTorch DDP,\n"
-             "then fp32/fp16/bf16 and grad_accum comparisons.",
+    .about = "Weak scaling of yoke train from 1 to 2 ranks (1 thread each), with ZeRO-1 (optim.shard=true,\n"
+             "the default and the efficiency headline) and without (optim.shard=false, the full AdamW update\n"
+             "on every rank as in PyTorch DDP), beside PyTorch DDP; then fp32/fp16/bf16 and grad_accum comparisons.",
     .opts = scale_table,
     .nopts = YK_ARRAY_LEN(scale_table),
 };
@@ -175,8 +178,16 @@ static const yk_opt ckpt_table[] = {
     {"--level", 0, YK_OPT_INT, CKPT(level), "N", "zstd level -7..22 (default 1, as ckpt.level)", -7, 22},
     {"--threads", 0, YK_OPT_INT, CKPT(threads), "N", "compression threads (default 0 = all cores)", 0, 64},
     {"--step-ms", 0, YK_OPT_INT, CKPT(step_ms), "MS",
-     "training step time the stall is compared with (default 2000: GPT-2 124M\n"
-     "                            on this CPU)", 1, 10000000},
+     "training step time the stall is compared with, e.g. the ms/step of a real\n"
+     "                            run (default 0: measure it, yoke's own step of this model on one rank\n"
+     "                            with every core, median of 3 after 1 warm-up)", 0, 10000000},
+    {"--batch", 0, YK_OPT_INT, CKPT(batch), "B", "micro-batch of the measured step (default train.micro_batch: 4)", 1,
+     65536},
+    {"--seq-len", 0, YK_OPT_INT, CKPT(seq_len), "T",
+     "sequence length of the measured step, at most 1024 (default train.seq_len: 64)", 1, 1024},
+    {"--adam-steps", 0, YK_OPT_INT, CKPT(adam_steps), "N",
+     "fake AdamW steps that make the synthetic m and v (default 3: they then\n"
+     "                            compress like real runs' state, docs/checkpoint-format.md)", 1, 1000},
     {"--repeat", 0, YK_OPT_INT, CKPT(repeat), "N",
      "synchronous saves, cold loads and warm loads to time; medians are\n"
      "                            reported (default 3)", 1, 64},

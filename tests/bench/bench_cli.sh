@@ -1,8 +1,11 @@
 #!/bin/bash
+# The benchmarks on tiny shapes: their options, rows and labels, not their
+# figures (the machine is shared: nothing here is timed against a bound).
 # `yoke bench scale` on the tiny preset: bad options are refused with a
-# message, and --repeat/--json give every row the issue asks for (yoke 1 and
-# 2 ranks, the independent-jobs ceiling, precisions, grad_accum), with sane
-# values.
+# message, and --repeat/--json give every row the issue asks for (yoke 1
+# rank, 2 ranks with ZeRO-1 and without, labelled, the headline on ZeRO-1,
+# the independent-jobs ceiling, precisions, grad_accum), with sane values.
+# `yoke bench coll` and `yoke bench ckpt` further down.
 source "$YK_SOURCE_DIR/tests/lib.sh"
 expect_fail 2 "bench scale --repeat 0 is refused" "$YOKE" bench scale --repeat 0
 expect_stderr "--repeat needs an integer in [1, 64], got '0'" "$YOKE" bench scale --repeat 0
@@ -19,16 +22,25 @@ fi
 # one JSON row per figure; efficiency of the 2-rank and independent rows is a fraction (not a percentage)
 # in (0, 5]: tiny steps of 1-3 ms swing by 2x on a loaded 2-core host, which the medians of 2 rounds
 # cannot smooth (the real figures come from d6/d12 runs, docs/training.md)
-/usr/bin/python3 - "$OUT" <<'PY' && pass "bench scale --json: yoke 1/2 ranks, independent, 3 precisions, 3 grad_accum rows" || fail "bench scale --json rows: $(cat "$OUT")"
+/usr/bin/python3 - "$OUT" <<'PY' && pass "bench scale --json: yoke 1 rank, 2 ranks ZeRO-1 (headline) and no ZeRO, independent, 3 precisions, 3 grad_accum rows" || fail "bench scale --json rows: $(cat "$OUT")"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 need = ("impl", "model", "precision", "ranks", "grad_accum", "tokens_per_s", "ms_per_step", "comm_wait_frac", "efficiency")
 assert all(all(k in r for k in need) for r in rows), rows
 scale = [r for r in rows if r.get("rounds") == 2]
-kinds = sorted((r["impl"], r["ranks"]) for r in scale)
-assert kinds == [("independent", 2), ("yoke", 1), ("yoke", 2)], kinds
+kinds = sorted((r["impl"], r["label"], r["ranks"], r["zero"]) for r in scale)
+assert kinds == [("independent", "independent", 2, 0), ("yoke", "yoke", 1, 0), ("yoke", "yoke (ZeRO-1)", 2, 1),
+                 ("yoke", "yoke (no ZeRO)", 2, 0)], kinds
 for r in scale:
     assert r["ms_per_step"] > 0 and 0 < r["efficiency"] <= 5, r
+# the headline is the ZeRO-1 row, and only that one
+assert [r["label"] for r in scale if r["headline"]] == ["yoke (ZeRO-1)"], scale
+# both 2-rank yoke rows all-reduce the same gradients; only the optimizer's split differs
+two = [r for r in scale if r["impl"] == "yoke" and r["ranks"] == 2]
+assert all(r["allreduce_bytes_per_step"] > 0 for r in two) and \
+    two[0]["allreduce_bytes_per_step"] == two[1]["allreduce_bytes_per_step"], two
+# the precision and grad_accum tables run the default (ZeRO-1) and say so
+assert all(r["zero"] == 1 and r["label"] == "yoke (ZeRO-1)" for r in rows if r.get("efficiency") is None), rows
 prec = sorted(r["precision"] for r in rows if "time_vs_fp32" in r)
 assert prec == ["bf16", "fp16", "fp32"], prec
 acc = [r for r in rows if "allreduce_bytes_per_sample" in r]
@@ -37,11 +49,84 @@ b = {r["grad_accum"]: r["allreduce_bytes_per_sample"] for r in acc}
 # grad_accum = k cuts all-reduce bytes per sample by k
 assert abs(b[1] / b[2] - 2) < 1e-6 and abs(b[1] / b[4] - 4) < 1e-6, b
 PY
-# each round sets its 2-rank run against a 1-rank run before and one after it
-if [ "$(grep -cE '^# round [12]/2 of tiny: yoke 1 rank [0-9.]+ and [0-9.]+ ms, 2 ranks [0-9.]+ ms' "$OUT.err")" = 2 ]; then
-  pass "bench scale: two rounds, each with 1-rank runs before and after the 2-rank run"
+# each round sets both 2-rank runs against a 1-rank run before and one after them
+if [ "$(grep -cE '^# round [12]/2 of tiny: yoke 1 rank [0-9.]+ and [0-9.]+ ms, 2 ranks ZeRO-1 [0-9.]+ ms \([0-9.]+%\), no ZeRO [0-9.]+ ms \([0-9.]+%\)' "$OUT.err")" = 2 ]; then
+  pass "bench scale: two rounds, each with 1-rank runs before and after the ZeRO-1 and no-ZeRO 2-rank runs"
 else
   fail "bench scale round lines: $(cat "$OUT.err")"
 fi
+# the text output says which row the headline efficiency is
+if grep -qE '^# tiny: efficiency headline [0-9.]+% is the yoke \(ZeRO-1\) row .*yoke \(no ZeRO\) [0-9.]+%' "$OUT"; then
+  pass "bench scale: the text names the ZeRO-1 row as the headline, the no-ZeRO figure beside it"
+else
+  fail "bench scale headline line: $(grep -v '^{' "$OUT")"
+fi
 rm -f "$OUT" "$OUT.err"
+
+# `yoke bench coll`: small messages are timed in batches of back-to-back
+# calls, one rule for yoke, MPI and gloo. Every row says its batch; gloo's
+# rows (when Debian's python3 has torch) must have yoke's batch at each size;
+# without torch the bench must say gloo was skipped.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+OUT=$(mktemp /tmp/yk_bench_coll.XXXXXX)
+HAVE_TORCH=0
+/usr/bin/python3 -c 'import torch.distributed' >/dev/null 2>&1 && HAVE_TORCH=1
+if timeout 200 mpirun -np 2 --bind-to none "$YOKE" bench coll --transport mpi --algo ring --dtype f32 -b 4K -e 256K -f 8 \
+     --json > "$OUT" 2> "$OUT.err"; then
+  pass "bench coll on 4K..256K ran"
+else
+  fail "bench coll on 4K..256K: $(tail -5 "$OUT.err")"
+fi
+/usr/bin/python3 - "$OUT" "$HAVE_TORCH" <<'PY' && pass "bench coll --json: calls_per_sample 50/10/1 at 4K/32K/256K for yoke and MPI, and gloo alike when torch is there" || fail "bench coll --json rows: $(cat "$OUT")"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+ar = [r for r in rows if r["op"] == "allreduce"]
+want = {4096: 50, 32768: 10, 262144: 1}
+for impl in ("yoke", "mpi") + (("gloo",) if sys.argv[2] == "1" else ()):
+    got = {r["bytes"]: r["calls_per_sample"] for r in ar if r["impl"] == impl}
+    assert got == want, (impl, got)
+assert all(r["wrong"] == 0 and r["time_us"] > 0 for r in ar), ar
+PY
+if grep -qE '^# time per call: a sample is a batch of back-to-back calls, 1 from 262144 B, 10 from 16384 B, 50 from 0 B up \(yoke, MPI and gloo alike\)' "$OUT.err"; then
+  pass "bench coll states its batching rule for yoke, MPI and gloo"
+else
+  fail "bench coll batching line: $(head -3 "$OUT.err")"
+fi
+if [ "$HAVE_TORCH" = 1 ]; then
+  grep -q '^# torch.distributed gloo all-reduce .* small messages timed in batches of back-to-back calls as yoke and MPI are' "$OUT.err" &&
+    pass "bench coll: the gloo table says it is batched like yoke and MPI" || fail "bench coll gloo header: $(cat "$OUT.err")"
+else
+  grep -q "^# gloo: skipped (Debian's /usr/bin/python3 has no torch)" "$OUT.err" &&
+    pass "bench coll: no torch here, and the bench says gloo was skipped" || fail "bench coll gloo skip line: $(cat "$OUT.err")"
+fi
+rm -f "$OUT" "$OUT.err"
+
+# `yoke bench ckpt`: the step the stall is a fraction of is measured (yoke's
+# own step of the model) unless --step-ms gives it, and the output says
+# which; --adam-steps sets the fake AdamW steps of the synthetic m and v.
+expect_fail 2 "bench ckpt --adam-steps 0 is refused" "$YOKE" bench ckpt --adam-steps 0
+expect_fail 2 "bench ckpt --seq-len 2048 is refused (the table's maxT is 1024)" "$YOKE" bench ckpt --seq-len 2048
+T=$(mktemp -d /tmp/yk_bench_ckpt.XXXXXX)
+SHAPE=(--layers 1 --channels 64 --vocab 512 --repeat 1 --json)
+if timeout 120 "$YOKE" bench ckpt "${SHAPE[@]}" --dir "$T/a" > "$T/measured" 2>&1 &&
+   timeout 120 "$YOKE" bench ckpt "${SHAPE[@]}" --dir "$T/b" --step-ms 100 --adam-steps 5 --batch 2 > "$T/given" 2>&1; then
+  pass "bench ckpt ran with a measured step and with --step-ms"
+else
+  fail "bench ckpt: $(tail -3 "$T/measured" "$T/given")"
+fi
+/usr/bin/python3 - "$T/measured" "$T/given" <<'PY' && pass "bench ckpt --json: step_source measured (B=4 T=64, the train defaults) or option (100 ms), adam_steps 3 or 5" || fail "bench ckpt json: $(cat "$T/measured" "$T/given")"
+import json, sys
+m, g = ([json.loads(l) for l in open(f) if l.startswith("{")][-1] for f in sys.argv[1:3])
+assert m["step_source"] == "measured" and m["step_ms"] > 0 and m["step_batch"] == 4 and m["step_seq_len"] == 64, m
+assert m["step_threads"] >= 1 and m["adam_steps"] == 3, m
+assert abs(m["stall_frac"] - m["stall_s"] * 1e3 / m["step_ms"]) < 1e-9, m
+assert g["step_source"] == "option" and g["step_ms"] == 100 and g["step_batch"] is None and g["adam_steps"] == 5, g
+PY
+if grep -qE '^  training step +[0-9]+ ms  measured: yoke.s step of this model on one rank, B=4 T=64, [0-9]+ threads, median of 3 after 1 warm-up' "$T/measured" &&
+   grep -qE '^  training step +100 ms  given by --step-ms, not measured' "$T/given"; then
+  pass "bench ckpt says whether the step was measured or given"
+else
+  fail "bench ckpt step line: $(grep -h 'step' "$T/measured" "$T/given")"
+fi
+rm -rf "$T"
 finish

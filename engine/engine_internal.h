@@ -35,6 +35,7 @@ typedef struct eng_grads {
   float *grads;
   uint16_t *grads16;
   yk_dtype dtype;       /* F32: reduce grads in place; F16/BF16: round into grads16 and reduce that */
+  yk_redop op;          /* AVG, or SUM of gradients the backward already divided by the ranks */
   int64_t local_bad;    /* first non-finite local 16-bit gradient (-1: none), to name the tensor */
   size_t pend_off, pend_count;
   yk_request *reqs[ENG_GRADS_MAX_REQ];
@@ -47,8 +48,9 @@ typedef struct eng_grads {
 void eng_grads_init(eng_grads *g, yk_comm *comm, size_t bucket_bytes, int64_t timeout_ms);
 /* ZeRO-1: each rank needs only its even range of the `total` gradients. */
 void eng_grads_set_owned(eng_grads *g, size_t total);
-/* Start collecting final ranges for this step's reduction. */
-void eng_grads_begin(eng_grads *g, float *grads, uint16_t *grads16, yk_dtype dtype);
+/* Start collecting final ranges for this step's reduction with op (YK_OP_AVG
+ * or YK_OP_SUM). */
+void eng_grads_begin(eng_grads *g, float *grads, uint16_t *grads16, yk_dtype dtype, yk_redop op);
 /* The model's gradient-ready hook (ctx = g): no-op unless begun. */
 void eng_grads_ready(void *ctx, size_t offset, size_t count);
 /* Issue the tail, wait for every bucket; *wait_s = time spent waiting. */

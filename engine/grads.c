@@ -36,9 +36,9 @@ static int issue(eng_grads *g, size_t off, size_t count) {
       g->local_bad = (int64_t)off + bad;
   }
   if (!g->comm) return 0; /* one rank: the rounding is all there is to do */
-  int rc = g->owned_total ? yk_comm_reduce_owned(g->comm, buf, off, count, g->owned_total, g->dtype, YK_OP_AVG,
+  int rc = g->owned_total ? yk_comm_reduce_owned(g->comm, buf, off, count, g->owned_total, g->dtype, g->op,
                                                  &g->reqs[g->nreq], &g->errd)
-                          : yk_comm_allreduce(g->comm, buf, buf, count, g->dtype, YK_OP_AVG, &g->reqs[g->nreq],
+                          : yk_comm_allreduce(g->comm, buf, buf, count, g->dtype, g->op, &g->reqs[g->nreq],
                                               &g->errd);
   if (rc) return g->err = rc;
   g->nreq++;
@@ -46,12 +46,13 @@ static int issue(eng_grads *g, size_t off, size_t count) {
   return 0;
 }
 
-void eng_grads_begin(eng_grads *g, float *grads, uint16_t *grads16, yk_dtype dtype) {
+void eng_grads_begin(eng_grads *g, float *grads, uint16_t *grads16, yk_dtype dtype, yk_redop op) {
   /* One fp32 rank has nothing to reduce or round. */
   g->active = g->comm != NULL || dtype != YK_DT_F32;
   g->grads = grads;
   g->grads16 = grads16;
   g->dtype = dtype;
+  g->op = op;
   g->local_bad = -1;
   g->pend_count = 0;
   g->bytes = 0;

@@ -58,10 +58,19 @@ static int op_forward(yk_engine *e, step_ctx *s, const yk_sched_op *op, yk_diag 
 
 static int op_backward(yk_engine *e, step_ctx *s, const yk_sched_op *op, yk_diag *d) {
   /* Gradient accumulation: only the reducing backward starts the reduction,
-   * so a step reduces once, not once per micro-batch. */
-  if (op->reduce) eng_grads_begin(&e->grads, yk_model_grads(e->model), e->mp.grads16, e->mp.dt16);
+   * so a step reduces once, not once per micro-batch. The ranks' mean: fp32
+   * gradients are averaged by the reduction; 16-bit ones are divided by the
+   * ranks here already (folded into dloss) and summed, because a sum of
+   * 16-bit values is rounded to 16 bits before any division and can
+   * overflow fp16 where the mean would not. */
+  int predivide = e->mp.prec != YK_PREC_FP32 && e->world > 1;
+  if (op->reduce)
+    eng_grads_begin(&e->grads, yk_model_grads(e->model), e->mp.grads16, e->mp.dt16,
+                    predivide ? YK_OP_SUM : YK_OP_AVG);
+  float scale = s->loss_scale / (float)e->accum;
+  if (predivide) scale /= (float)e->world;
   double t0 = yk_now_s();
-  int rc = yk_model_backward_scaled(e->model, s->loss_scale / (float)e->accum, d);
+  int rc = yk_model_backward_scaled(e->model, scale, d);
   s->bwd_s += yk_now_s() - t0;
   return rc;
 }

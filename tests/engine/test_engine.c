@@ -362,6 +362,36 @@ START_TEST(test_fp16_overflow_skips) {
 }
 END_TEST
 
+/* fp16 over ranks: each rank's 16-bit gradients are divided by the ranks
+ * before they are summed, so the reduction overflows only where the mean
+ * itself would. Find the largest power-of-two loss scale whose first step
+ * one rank with the whole batch applies (there the largest gradient times
+ * the scale lies in [32768, 65504): a plain 16-bit sum of two ranks' similar
+ * gradients overflows); 2 ranks must apply that step too. */
+START_TEST(test_fp16_mean_overflows_like_one_rank) {
+  fixtures();
+  int k = 30;
+  for (; k > 0; k--) {
+    yk_config c1;
+    job_config(&c1, 2, "fp16", 1, 1.0);
+    set_key(&c1, "loss_scale.init=%.17g", ldexp(1.0, k));
+    rank_run one[1];
+    run_job(1, &c1, one);
+    int applied = !one[0].skipped[0];
+    free_job(one, 1);
+    if (applied) break;
+  }
+  ck_assert_msg(k > 0 && k < 30, "no loss scale in 2^1..2^29 separates overflow (k = %d)", k);
+  yk_config cn;
+  job_config(&cn, 1, "fp16", 1, 1.0);
+  set_key(&cn, "loss_scale.init=%.17g", ldexp(1.0, k));
+  rank_run many[2];
+  run_job(2, &cn, many);
+  ck_assert_msg(!many[0].skipped[0], "2 ranks overflow at loss scale 2^%d, where one rank does not", k);
+  free_job(many, 2);
+}
+END_TEST
+
 /* The same job twice gives the same bits. */
 START_TEST(test_deterministic) {
   fixtures();
@@ -488,6 +518,7 @@ int main(void) {
   tcase_add_test(tc, test_sharded_memory);
   tcase_add_test(tc, test_mixed_norms_match_fp32);
   tcase_add_test(tc, test_fp16_overflow_skips);
+  tcase_add_test(tc, test_fp16_mean_overflows_like_one_rank);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   /* one process: the fixtures (temp dir) are shared by the tests */

@@ -60,6 +60,8 @@ static const key_def keys[] = {
      "start from this GPT-2 fp32 weights file (empty = random init from seed)"},
     {"train.save_weights", T_STR, OFF(train.save_weights), "", 0, 0, NULL,
      "write a GPT-2 fp32 weights file here after training (empty = don't)"},
+    {"train.log_file", T_STR, OFF(train.log_file), "", 0, 0, NULL,
+     "rank 0 also writes the JSON step and validation lines (as --json prints them) here; a resume appends (empty = none)"},
     /* optim */
     {"optim.lr", T_FLOAT, OFF(optim.lr), "3e-4", 0, 10, NULL, "peak learning rate"},
     {"optim.min_lr", T_FLOAT, OFF(optim.min_lr), "0", 0, 10, NULL, "floor of the cosine decay"},
@@ -122,6 +124,8 @@ static const key_def keys[] = {
      "serve Prometheus /metrics on this port + local rank (0 = off)"},
     /* log */
     {"log.level", T_ENUM, OFF(log.level), "info", 0, 0, "error|warn|info|debug", "log verbosity"},
+    {"log.ranks", T_STR, OFF(log.ranks), "0", 0, 0, NULL,
+     "ranks that print info lines: 0, all, or a list such as 0,3 (warnings and errors come from every rank)"},
 };
 
 #define NKEYS ((int)YK_ARRAY_LEN(keys))

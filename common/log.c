@@ -1,6 +1,7 @@
 /* log.c - leveled logging with a UTC timestamp and the rank. */
 #include "yk_common.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/time.h>
@@ -12,6 +13,7 @@ void yk_logger_init(yk_logger *lg, int rank, int level, FILE *out) {
   lg->rank = rank;
   lg->level = level;
   lg->out = out;
+  lg->info_out = NULL;
 }
 
 int yk_log_level_parse(const char *s) {
@@ -27,6 +29,7 @@ void yk_vlog(const yk_logger *lg, int level, const char *fmt, va_list ap) {
   if (level < 0) level = 0;
   if (level > 3) level = 3;
   FILE *out = (lg && lg->out) ? lg->out : stderr;
+  if (lg && lg->info_out && level >= YK_LOG_INFO) out = lg->info_out;
 
   /* Build the whole line first so concurrent threads never interleave. */
   char line[4096];
@@ -54,4 +57,28 @@ void yk_log(const yk_logger *lg, int level, const char *fmt, ...) {
   va_start(ap, fmt);
   yk_vlog(lg, level, fmt, ap);
   va_end(ap);
+}
+
+int yk_log_ranks_match(const char *spec, int rank, int *shown, yk_diag *d) {
+  *shown = 0;
+  if (!strcasecmp(spec, "all")) {
+    *shown = 1;
+    return 0;
+  }
+  /* A list of ranks: digits separated by commas (blanks allowed around them). */
+  const char *p = spec;
+  for (;;) {
+    while (*p == ' ') p++;
+    char *end;
+    long v = strtol(p, &end, 10);
+    if (end == p || *p == '-' || *p == '+' || v > 1000000) break;
+    if (v == rank) *shown = 1;
+    p = end;
+    while (*p == ' ') p++;
+    if (*p == '\0') return 0;
+    if (*p != ',') break;
+    p++;
+  }
+  *shown = 0;
+  return yk_errorf(d, YK_ECONFIG, "log.ranks '%s' is not a rank list: write 0, all, or ranks such as 0,3", spec);
 }

@@ -110,6 +110,7 @@ typedef struct yk_logger {
   int rank;
   int level;
   FILE *out;
+  FILE *info_out; /* INFO and DEBUG lines go here instead when set (a launcher's stdout); init sets NULL */
 } yk_logger;
 
 void yk_logger_init(yk_logger *lg, int rank, int level, FILE *out);
@@ -119,6 +120,10 @@ void yk_log(const yk_logger *lg, int level, const char *fmt, ...)
 void yk_vlog(const yk_logger *lg, int level, const char *fmt, va_list ap);
 /* "error", "warn", "info", "debug" -> level; -1 if unknown. */
 int yk_log_level_parse(const char *s);
+/* log.ranks: "all", one rank or a comma-separated list ("0,3"). Sets *shown
+ * to whether `rank` prints its INFO and DEBUG lines (warnings and errors
+ * come from every rank). YK_ECONFIG with a sentence in d for a bad spec. */
+int yk_log_ranks_match(const char *spec, int rank, int *shown, yk_diag *d);
 
 #define YK_ERROR(lg, ...) yk_log((lg), YK_LOG_ERROR, __VA_ARGS__)
 #define YK_WARN(lg, ...) yk_log((lg), YK_LOG_WARN, __VA_ARGS__)
@@ -329,6 +334,7 @@ typedef struct yk_config {
     char precision[8];       /* fp32 | fp16 | bf16 */
     char init_weights[YK_CFG_STR];
     char save_weights[YK_CFG_STR];
+    char log_file[YK_CFG_STR]; /* rank 0 also writes the JSON step and validation lines here */
   } train;
   struct {
     double lr;
@@ -378,6 +384,7 @@ typedef struct yk_config {
   } coord;
   struct {
     char level[16];
+    char ranks[YK_CFG_STR];  /* ranks whose INFO lines are printed: 0 | all | a list "0,3" */
   } log;
 } yk_config;
 

@@ -130,7 +130,9 @@ int yk_daemon_selftest(const yk_daemon_selftest_opts *so) {
           break;
         default:
           snprintf(reason, sizeof reason, "%s", ev.text);
-          YK_ERROR(&lg, "job stopping: %s; exiting with code %d", ev.text, ev.code);
+          /* A user's stop (130) is not an error; an abort by the coordinator is. */
+          yk_log(&lg, ev.code == YK_EXIT_SIGINT ? YK_LOG_WARN : YK_LOG_ERROR, "job stopping: %s; exiting with code %d",
+                 ev.text, ev.code);
           break;
         }
         code = ev.code ? ev.code : YK_EXIT_FAILURE;

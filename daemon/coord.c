@@ -57,6 +57,8 @@ struct yk_coord {
   uint32_t xround;
   int ckpt_sent;
   cconn *conns;
+  int cause_rank;     /* the rank whose death ended the job, -1: none */
+  char cause[512];    /* and why, as logged */
 };
 
 static int count_state(const yk_coord *co, int state) {
@@ -140,6 +142,11 @@ void yk_coord_abort(yk_coord *co, int code, const char *reason) {
   abort_job(co, code, -1, reason);
 }
 
+int yk_coord_dead_cause(const yk_coord *co, char *why, size_t cap) {
+  if (co->cause_rank >= 0 && why && cap) snprintf(why, cap, "%s", co->cause);
+  return co->cause_rank;
+}
+
 void yk_coord_missing(const yk_coord *co, char *out, size_t cap) {
   int missing = co->world - co->n_registered;
   size_t n = (size_t)snprintf(out, cap, "%d of %d ranks never registered:", missing, co->world);
@@ -170,6 +177,8 @@ static void declare_dead(yk_coord *co, int rank, const char *why) {
     return;
   }
   YK_ERROR(co->log, "coordinator: %s; ending the job", reason);
+  co->cause_rank = rank;
+  snprintf(co->cause, sizeof co->cause, "%s", reason);
   abort_job(co, YK_EXIT_PEER_DEAD, rank, reason);
 }
 
@@ -388,8 +397,12 @@ static void on_msg(ykd_conn *c, const yk_msg *m) {
       if (!co->exit_code) co->exit_code = m->code;
     } else {
       char reason[YK_PROTO_MAX_TEXT + YK_PROTO_MAX_HOST + 64];
-      snprintf(reason, sizeof reason, "rank %d (host %s) failed with code %d: %s", r, mb->host, m->code, m->text);
-      YK_ERROR(co->log, "coordinator: %s; ending the job", reason);
+      /* A rank stopped by SIGINT (130) ends the job too, but a user's stop
+       * is not a failure. */
+      int stop = m->code == YK_EXIT_SIGINT;
+      snprintf(reason, sizeof reason, "rank %d (host %s) %s with code %d: %s", r, mb->host, stop ? "stopped" : "failed",
+               m->code, m->text);
+      yk_log(co->log, stop ? YK_LOG_WARN : YK_LOG_ERROR, "coordinator: %s; ending the job", reason);
       abort_job(co, m->code, -1, reason);
     }
     return;
@@ -493,6 +506,7 @@ int yk_coord_start(uv_loop_t *loop, const yk_coord_opts *o, yk_coord **out, yk_d
   }
   co->loop = loop;
   co->log = o->log;
+  co->cause_rank = -1;
   memcpy(co->key, o->key, o->key_len);
   co->key_len = o->key_len;
   co->world = o->world;

@@ -54,6 +54,12 @@ int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, yk_diag *d)
   int rc = yk_launch_env_detect(cfg, NULL, NULL, &job->env, d);
   if (rc) return rc;
   log->rank = job->env.rank; /* every line from here on names this rank */
+  /* One log for the job, as torchrun and DeepSpeed print it: ranks outside
+   * log.ranks keep only their warnings and errors (their figures stay in
+   * --json and /metrics). Set before the control thread shares the logger. */
+  int shown = 1;
+  if ((rc = yk_log_ranks_match(cfg->log.ranks, job->env.rank, &shown, d)) != 0) return rc;
+  if (!shown && log->level > YK_LOG_WARN) log->level = YK_LOG_WARN;
   int rank = 0, world = 1;
   uint32_t epoch = 0;
   if (job->env.world > 1) {

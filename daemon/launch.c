@@ -33,6 +33,8 @@ struct lrank {
   int running;
   int proc_open;
   int code;
+  int seq;           /* order of exit among the failed ranks, from 1 */
+  int by_launcher;   /* exited after the launcher's own SIGTERM/SIGKILL */
 };
 
 struct launcher {
@@ -49,7 +51,11 @@ struct launcher {
   int kill_stage;    /* 0 none, 1 waiting grace, 2 SIGTERM sent, 3 SIGKILL sent */
   int64_t grace_ms;
   int signals;
+  int first_signal;  /* the user's first signal to the launcher */
   int closed;
+  int failed;        /* ranks that exited non-zero so far */
+  int cause_rank;    /* the coordinator's dead rank (copied before it closes), -1: none */
+  char cause[512];
   const yk_logger *lg;
 };
 
@@ -160,20 +166,18 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal) {
   r->running = 0;
   L->live--;
   r->code = term_signal ? 128 + term_signal : (int)status;
+  r->by_launcher = L->kill_stage >= 2;
   if (r->code != 0) {
+    r->seq = ++L->failed;
+    /* A planned stop (requeue, Ctrl-C) is news, not a diagnostic. Which
+     * rank caused the end is decided once all have exited (report_outcome). */
+    int planned = r->code == YK_EXIT_REQUEUE || r->code == YK_EXIT_SIGINT;
     if (term_signal)
-      YK_WARN(L->lg, "launch: rank %d (pid %d) was killed by signal %d (%s)", r->rank, proc->pid, term_signal,
-              strsignal(term_signal));
+      YK_WARN(L->lg, "launch: rank %d (pid %d) was killed by signal %d (%s)%s", r->rank, proc->pid, term_signal,
+              strsignal(term_signal), r->by_launcher ? ", sent by the launcher" : "");
     else
-      YK_WARN(L->lg, "launch: rank %d (pid %d) exited with code %d", r->rank, proc->pid, r->code);
-    /* Ranks that stop *because* another died (PEER_DEAD, COORD_LOST) can be
-     * reaped before the one that died; the root cause's code wins. */
-    int consequence = L->first_code == YK_EXIT_PEER_DEAD || L->first_code == YK_EXIT_COORD_LOST;
-    int is_cause = r->code != YK_EXIT_PEER_DEAD && r->code != YK_EXIT_COORD_LOST;
-    if (L->first_code && consequence && is_cause) {
-      L->first_code = r->code;
-      L->first_rank = r->rank;
-    }
+      yk_log(L->lg, planned ? YK_LOG_INFO : YK_LOG_WARN, "launch: rank %d (pid %d) exited with code %d", r->rank,
+             proc->pid, r->code);
     if (!L->first_code) {
       L->first_code = r->code;
       L->first_rank = r->rank;
@@ -189,6 +193,7 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal) {
 static void on_signal(uv_signal_t *h, int signum) {
   launcher *L = h->data;
   L->signals++;
+  if (!L->first_signal) L->first_signal = signum;
   if (L->signals > 1) {
     YK_WARN(L->lg, "launch: second signal; killing all ranks");
     kill_all(L, SIGKILL);
@@ -204,11 +209,66 @@ static void on_signal(uv_signal_t *h, int signum) {
   }
 }
 
+/* The job's end, as the launcher's last line, and its exit code
+ * (docs/exit-codes.md). The root cause wins over its victims: the first
+ * rank that failed on its own (not 3 or 4, which say "because of another",
+ * and not a code from the launcher's own SIGTERM/SIGKILL); else the rank
+ * the coordinator declared dead (a stall), exit 3; else the first failure.
+ * A user's stop (130) and a planned requeue (75) are not failures. */
+static int report_outcome(launcher *L, uint64_t wall_ns) {
+  double wall_s = (double)wall_ns / 1e9;
+  const lrank *cause = NULL, *first = NULL;
+  for (int i = 0; i < L->n; i++) {
+    const lrank *r = &L->ranks[i];
+    if (!r->seq) continue;
+    if (!first || r->seq < first->seq) first = r;
+    int victim = r->code == YK_EXIT_PEER_DEAD || r->code == YK_EXIT_COORD_LOST || r->by_launcher;
+    if (!victim && (!cause || r->seq < cause->seq)) cause = r;
+  }
+  if (!first) {
+    if (L->first_code) { /* a rank that could not be started */
+      YK_ERROR(L->lg, "launch: job failed: rank %d could not be started", L->first_rank);
+      return L->first_code;
+    }
+    YK_INFO(L->lg, "launch: job done: all %d ranks finished in %.1f s", L->n, wall_s);
+    return 0;
+  }
+  if (!cause && L->signals > 1) {
+    YK_WARN(L->lg, "launch: job stopped after %.1f s: a second signal killed the ranks", wall_s);
+    return first->code;
+  }
+  if (!cause && L->cause_rank >= 0) {
+    YK_ERROR(L->lg, "launch: job failed in %.1f s: %s (the other ranks stopped because of it)", wall_s, L->cause);
+    return YK_EXIT_PEER_DEAD;
+  }
+  if (!cause) cause = first;
+  int code = cause->code;
+  if (code == YK_EXIT_REQUEUE) {
+    YK_WARN(L->lg, "launch: job checkpointed for requeue after %.1f s (exit %d); resume it with --resume latest",
+            wall_s, code);
+    return code;
+  }
+  if (code == YK_EXIT_SIGINT || (L->signals && code == YK_EXIT_SIGTERM)) {
+    YK_WARN(L->lg, "launch: job stopped after %.1f s by %s (exit %d), no checkpoint", wall_s,
+            L->signals ? strsignal(L->first_signal) : "a stop request", code);
+    return code;
+  }
+  char how[64];
+  if (code > 128) snprintf(how, sizeof how, "was killed by signal %d (%s)", code - 128, strsignal(code - 128));
+  else snprintf(how, sizeof how, "exited with code %d", code);
+  if (L->cause_rank == cause->rank)
+    YK_ERROR(L->lg, "launch: job failed in %.1f s: rank %d %s; %s", wall_s, cause->rank, how, L->cause);
+  else
+    YK_ERROR(L->lg, "launch: job failed in %.1f s: rank %d %s (the first to fail)", wall_s, cause->rank, how);
+  return code;
+}
+
 static void maybe_finish(launcher *L) {
   if (L->closed || L->live > 0 || L->open_pipes > 0) return;
   for (int i = 0; i < L->n; i++)
     if (L->ranks[i].proc_open) return;
   L->closed = 1;
+  if (L->co) L->cause_rank = yk_coord_dead_cause(L->co, L->cause, sizeof L->cause);
   if (L->co) yk_coord_close(L->co);
   uv_close((uv_handle_t *)&L->sint, NULL);
   uv_close((uv_handle_t *)&L->sterm, NULL);
@@ -316,8 +376,10 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   yk_logger lg;
   int level = yk_log_level_parse(cfg.log.level);
   yk_logger_init(&lg, -1, level < 0 ? YK_LOG_INFO : level, stderr);
+  lg.info_out = stdout; /* the launcher's own news on stdout, its diagnostics on stderr */
   launcher L = {0};
   L.lg = &lg;
+  L.cause_rank = -1;
   L.n = (int)n;
   L.grace_ms = grace;
   uv_loop_init(&L.loop);
@@ -373,6 +435,7 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   uv_signal_start(&L.sint, on_signal, SIGINT);
   uv_signal_start(&L.sterm, on_signal, SIGTERM);
   YK_INFO(&lg, "launch: %d ranks of `yoke %s ...`, coordinator on %s:%d", L.n, cargv[1], chost, yk_coord_port(L.co));
+  const uint64_t t0 = yk_now_ns();
   for (int r = 0; r < L.n; r++) {
     lrank *R = &L.ranks[r];
     rc = 0;
@@ -439,9 +502,7 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   maybe_finish(&L);
   uv_run(&L.loop, UV_RUN_DEFAULT);
   uv_loop_close(&L.loop);
-  int code = L.first_code;
-  if (code) YK_ERROR(&lg, "launch: job failed: rank %d exited first with code %d", L.first_rank, code);
-  else YK_INFO(&lg, "launch: all %d ranks finished", L.n);
+  int code = report_outcome(&L, yk_now_ns() - t0);
   free(L.ranks);
   free(cenv);
   free(cargv);

@@ -19,6 +19,7 @@
  * docs/training.md describes the step in full. */
 #include "yk_daemon.h"
 
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -53,6 +54,7 @@ typedef struct run {
   yk_logger log;
   int json;
   int tty;
+  FILE *log_file;    /* train.log_file on rank 0, else NULL */
   ykd_job job;       /* launch environment, control plane, communicators */
   yk_device *dev;
   yk_engine *eng;
@@ -119,8 +121,20 @@ static int poll_events(run *r) {
   return 0;
 }
 
+/* One JSON line of the job (rank 0): to stdout under --json, and to
+ * train.log_file for plots. Flushed so a plot of a running job is current. */
+static void json_line(run *r, const char *line) {
+  if (r->job.layout.rank != 0) return;
+  if (r->json) printf("%s\n", line);
+  if (r->log_file) {
+    fprintf(r->log_file, "%s\n", line);
+    fflush(r->log_file);
+  }
+}
+
 /* Every place a step's figures go, from the one stats struct: heartbeats
- * and /metrics (the control plane), the log line, the JSON line. */
+ * and /metrics (the control plane), the log line, the JSON line. The log
+ * line is INFO, so by default only rank 0 prints it (log.ranks). */
 static void report_step(run *r, const yk_step_stats *s, int64_t steps) {
   if (r->job.ctl) yk_daemon_ctl_report(r->job.ctl, s);
   if (s->step % r->cfg.train.log_every != 0 && s->step != steps) return;
@@ -128,16 +142,27 @@ static void report_step(run *r, const yk_step_stats *s, int64_t steps) {
   if (r->tty) fputs("\r\033[K", stdout);
   yk_step_stats_text(s, steps, buf, sizeof buf);
   YK_INFO(&r->log, "%s", buf);
-  if (r->json && r->job.layout.rank == 0) {
-    yk_step_stats_json(s, buf, sizeof buf);
-    printf("%s\n", buf);
-  }
+  yk_step_stats_json(s, buf, sizeof buf);
+  json_line(r, buf);
 }
 
 static void report_val(run *r, int64_t step, double val) {
   if (r->tty) fputs("\r\033[K", stdout);
   YK_INFO(&r->log, "step %lld | val loss %.4f", (long long)step, val);
-  if (r->json && r->job.layout.rank == 0) printf("{\"step\": %lld, \"val_loss\": %.6f}\n", (long long)step, val);
+  char buf[128];
+  snprintf(buf, sizeof buf, "{\"step\": %lld, \"val_loss\": %.6f}", (long long)step, val);
+  json_line(r, buf);
+}
+
+/* train.log_file on rank 0: rewritten by a fresh run, appended to by a
+ * resumed one so one file holds the whole curve. */
+static int open_log_file(run *r, yk_diag *d) {
+  const char *path = r->cfg.train.log_file;
+  if (!path[0] || r->job.layout.rank != 0) return 0;
+  r->log_file = fopen(path, yk_engine_start_step(r->eng) > 0 ? "a" : "w");
+  if (!r->log_file)
+    return yk_errorf(d, YK_EIO, "train.log_file %s: cannot open for writing: %s", path, strerror(errno));
+  return 0;
 }
 
 static void progress_bar(const run *r, int64_t step, int64_t steps) {
@@ -171,8 +196,10 @@ static int train_loop(run *r, yk_diag *d) {
   const yk_config *c = &r->cfg;
   const int64_t steps = c->train.steps;
   const int64_t start = yk_engine_start_step(r->eng);
+  const uint64_t t0 = yk_now_ns();
   int rc;
   yk_engine_describe(r->eng, log_line, r);
+  if ((rc = open_log_file(r, d)) != 0) return rc;
 
   double first_val = NAN, last_val = NAN;
   if (yk_engine_has_val(r->eng)) {
@@ -212,10 +239,26 @@ static int train_loop(run *r, yk_diag *d) {
   double mean_ms = steps - start > 1 ? total_ms / (double)(steps - start - 1) : 0;
   double wait_frac = total_ms > 0 ? total_wait_ms / total_ms : 0;
   uint64_t sum = yk_engine_params_checksum(r->eng);
-  char val[64] = "";
+  if (c->train.save_weights[0] && r->job.layout.rank == 0) {
+    if ((rc = yk_engine_save_weights(r->eng, c->train.save_weights, d)) != 0) return rc;
+  }
+  /* The job's one summary (rank 0 by log.ranks): what was trained, how
+   * fast, how well, and where the results are. */
+  double wall_s = (double)(yk_now_ns() - t0) / 1e9;
+  double tokens = (double)(steps - start) * (double)c->train.micro_batch * (double)c->train.seq_len *
+                  (double)c->train.grad_accum * (double)r->job.layout.world;
+  double tok_s = wall_s > 0 ? tokens / wall_s : 0;
+  char val[64] = "", out[2 * YK_CFG_STR + 64] = "";
   if (yk_engine_has_val(r->eng)) snprintf(val, sizeof val, ", val loss %.4f -> %.4f", first_val, last_val);
-  YK_INFO(&r->log, "done: %lld steps, final loss %.4f%s, %.1f ms/step, %.1f%% waiting on communication, params "
-          "checksum %016llx", (long long)steps, last_loss, val, mean_ms, wait_frac * 100, (unsigned long long)sum);
+  if (c->train.save_weights[0]) snprintf(out, sizeof out, "; weights in %s", c->train.save_weights);
+  if (c->ckpt.dir[0])
+    snprintf(out + strlen(out), sizeof out - strlen(out), "; checkpoints in %s", c->ckpt.dir);
+  char resumed[64] = "";
+  if (start > 0) snprintf(resumed, sizeof resumed, " (%lld resumed from step %lld)", (long long)(steps - start),
+                          (long long)start);
+  YK_INFO(&r->log, "done: %lld steps%s, %.0f tokens in %.1f s, %.0f tokens/s; final loss %.4f%s; "
+          "%.1f ms/step, %.1f%% waiting on communication; params checksum %016llx%s", (long long)steps, resumed,
+          tokens, wall_s, tok_s, last_loss, val, mean_ms, wait_frac * 100, (unsigned long long)sum, out);
   if (r->json) {
     /* JSON has no NaN: absent figures (no validation set, no step run) are null. */
     char fl[32], fv[32], lv[32];
@@ -223,13 +266,10 @@ static int train_loop(run *r, yk_diag *d) {
     json_num(fv, sizeof fv, first_val);
     json_num(lv, sizeof lv, last_val);
     printf("{\"done\": true, \"rank\": %d, \"world\": %d, \"steps\": %lld, \"loss\": %s, \"val_loss_first\": %s, "
-           "\"val_loss\": %s, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, \"params_checksum\": \"%016llx\"}\n",
-           r->job.layout.rank, r->job.layout.world, (long long)steps, fl, fv, lv, mean_ms, wait_frac,
-           (unsigned long long)sum);
-  }
-  if (c->train.save_weights[0] && r->job.layout.rank == 0) {
-    if ((rc = yk_engine_save_weights(r->eng, c->train.save_weights, d)) != 0) return rc;
-    YK_INFO(&r->log, "wrote weights to %s", c->train.save_weights);
+           "\"val_loss\": %s, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, \"tokens\": %.0f, \"wall_s\": %.3f, "
+           "\"tokens_per_s\": %.1f, \"params_checksum\": \"%016llx\"}\n",
+           r->job.layout.rank, r->job.layout.world, (long long)steps, fl, fv, lv, mean_ms, wait_frac, tokens, wall_s,
+           tok_s, (unsigned long long)sum);
   }
   return 0;
 }
@@ -280,6 +320,7 @@ int yk_daemon_train(const yk_daemon_train_opts *o) {
     }
   }
   yk_engine_close(r.eng);
+  if (r.log_file) fclose(r.log_file);
   restore_signals(&r);
   const char *reason = code == 0 ? "done" : rc ? yk_diag_msg(&d, rc) : code == YK_EXIT_REQUEUE ? "checkpointed for requeue"
                        : code == YK_EXIT_SIGINT ? "interrupted" : "stopped";

@@ -239,6 +239,10 @@ int yk_coord_port(const yk_coord *c);
 int yk_coord_finished(const yk_coord *c, int *code);
 /* End the job now: every registered rank gets SHUTDOWN(code, reason). */
 void yk_coord_abort(yk_coord *c, int code, const char *reason);
+/* The rank whose death (no heartbeat, lost connection) ended the job, with
+ * the coordinator's sentence saying why in why[cap]; -1 if no rank was
+ * declared dead before the job ended. Launchers name it as the root cause. */
+int yk_coord_dead_cause(const yk_coord *c, char *why, size_t cap);
 /* One line naming the ranks not registered yet, e.g. "1 of 4 ranks missing: 3". */
 void yk_coord_missing(const yk_coord *c, char *out, size_t cap);
 void yk_coord_close(yk_coord *c);

@@ -65,7 +65,8 @@ done
 
 # 2 ranks: signal rank 1 only
 $MPIRUN "$YOKE" train "$tmp/job.yaml" --json > "$tmp/s2.json" 2> "$tmp/s2.log" || fail "2-rank straight run: $(grep ERROR "$tmp/s2.log" | head -2)"
-$MPIRUN "$YOKE" train "$tmp/job.yaml" --json --set ckpt.dir="$tmp/c2" > "$tmp/p2.json" 2> "$tmp/p2.log" &
+# (log.ranks=all: the wait below is for rank 1's own step line)
+$MPIRUN "$YOKE" train "$tmp/job.yaml" --json --set ckpt.dir="$tmp/c2" --set log.ranks=all > "$tmp/p2.json" 2> "$tmp/p2.log" &
 mpid=$!; pids+=($mpid)
 r1=
 if wait_log "$tmp/p2.log" "r1 INFO  step 20/$STEPS" 40; then

@@ -73,11 +73,11 @@ a=$(grep -o '"params_checksum": "[0-9a-f]*"' "$tmp/straight.json"); b=$(grep -o 
 
 # The same with 2 tasks (srun: ranks bootstrap through the coordinator, the
 # signal reaches both, the control plane and the stop agreement make them
-# checkpoint the same step).
+# checkpoint the same step). log.ranks=all: the checks read rank 1's own lines.
 out2="$tmp/job2.out"
 rm -rf "$tmp/ck"
 jid=$(YOKE="$YOKE" sbatch --parsable --ntasks-per-node=2 --chdir="$tmp" --output="$out2" --time=5 \
-  "$YK_SOURCE_DIR/cluster-configs/slurm/preemptible.sbatch" "$tmp/job.yaml" --json 2> "$tmp/sbatch.err")
+  "$YK_SOURCE_DIR/cluster-configs/slurm/preemptible.sbatch" "$tmp/job.yaml" --json --set log.ranks=all 2> "$tmp/sbatch.err")
 [ -n "$jid" ] && pass "sbatch 2 tasks: job $jid" || { fail "sbatch 2 tasks: $(cat "$tmp/sbatch.err")"; finish; exit 1; }
 if waitfor 60 grep -qs "r1 INFO  step 100/$STEPS" "$out2"; then scancel --signal=USR1 "$jid"
 else fail "2 tasks: job did not reach step 100 (state $(state)): $(tail -3 "$out2" 2>/dev/null)"; fi

@@ -32,6 +32,29 @@ START_TEST(test_diag) {
 }
 END_TEST
 
+/* log.ranks: which ranks print INFO lines; a bad spec names itself. */
+START_TEST(test_log_ranks) {
+  int shown = -1;
+  ck_assert_int_eq(yk_log_ranks_match("0", 0, &shown, NULL), 0);
+  ck_assert_int_eq(shown, 1);
+  ck_assert_int_eq(yk_log_ranks_match("0", 1, &shown, NULL), 0);
+  ck_assert_int_eq(shown, 0);
+  ck_assert_int_eq(yk_log_ranks_match("all", 7, &shown, NULL), 0);
+  ck_assert_int_eq(shown, 1);
+  ck_assert_int_eq(yk_log_ranks_match("0, 3", 3, &shown, NULL), 0);
+  ck_assert_int_eq(shown, 1);
+  ck_assert_int_eq(yk_log_ranks_match("0,3", 2, &shown, NULL), 0);
+  ck_assert_int_eq(shown, 0);
+  yk_diag d = {0};
+  const char *bad[] = {"", "x", "0,", "-1", "0;3", "1,,2"};
+  for (size_t i = 0; i < YK_ARRAY_LEN(bad); i++) {
+    ck_assert_int_eq(yk_log_ranks_match(bad[i], 0, &shown, &d), YK_ECONFIG);
+    ck_assert_int_eq(shown, 0);
+    ck_assert_ptr_nonnull(strstr(d.msg, "log.ranks"));
+  }
+}
+END_TEST
+
 START_TEST(test_config_defaults_valid) {
   yk_config c;
   yk_config_defaults(&c);
@@ -614,6 +637,7 @@ int main(void) {
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, test_strerror_all_codes);
   tcase_add_test(tc, test_diag);
+  tcase_add_test(tc, test_log_ranks);
   tcase_add_test(tc, test_config_defaults_valid);
   tcase_add_test(tc, test_config_yaml_ok);
   tcase_add_test(tc, test_config_errors_name_line_and_key);

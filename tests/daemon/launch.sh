@@ -9,10 +9,15 @@ set -u
 export YOKE_SECRET=$(openssl rand -hex 32)
 HB="--set coord.heartbeat_ms=200 --set coord.heartbeat_timeout_ms=2000"
 
-# 1. a clean job of 3 ranks, output prefixed with the rank
+# 1. a clean job of 3 ranks, output prefixed with the rank; the launcher's
+#    own summary is its last line, on stdout (diagnostics go to stderr)
 out=$YK_TMP/ok.log
 "$YOKE" launch -n 3 -- $YK_WORKLOAD $HB > "$out" 2>&1; rc=$?
 [ $rc = 0 ] && pass "launch -n 3 exits 0" || fail "launch -n 3 exit $rc: $(tail -5 "$out")"
+"$YOKE" launch -n 2 -- $YK_WORKLOAD $HB > "$YK_TMP/ok.out" 2> "$YK_TMP/ok.err"
+tail -1 "$YK_TMP/ok.out" | grep -qE "INFO  launch: job done: all 2 ranks finished in [0-9.]+ s$" \
+  && ! grep -q "launch:" "$YK_TMP/ok.err" && pass "launcher's summary is the last line of stdout" \
+  || fail "launcher summary: stdout $(tail -1 "$YK_TMP/ok.out"); stderr $(grep launch: "$YK_TMP/ok.err")"
 for r in 0 1 2; do
   grep -q "^\[r$r\] " "$out" && pass "output of rank $r is prefixed [r$r]" || fail "no [r$r] lines"
 done
@@ -43,6 +48,8 @@ if [ -n "$victim" ]; then
   dt=$(( $(now_ms) - t0 ))
   [ $dt -le 4000 ] && pass "others exited ${dt} ms after kill -9 (limit 4000)" || fail "exit took ${dt} ms after kill -9"
   [ $rc = 137 ] && pass "launcher reports the killed rank (137)" || fail "launcher exit $rc, wanted 137"
+  tail -1 "$out" | grep -q "ERROR launch: job failed in .*: rank 1 was killed by signal 9 .*rank 1 (host .*) died: connection lost" \
+    && pass "last line: rank 1 was killed, and the coordinator's why" || fail "last line: $(tail -1 "$out")"
   for r in 0 2; do
     grep -qE "^\[r$r\].*job aborted: rank 1 \(host $(hostname)" "$out" && pass "rank $r names dead rank 1 and its host" \
       || fail "rank $r does not name rank 1: $(grep "^\[r$r\]" "$out" | tail -2)"
@@ -54,7 +61,25 @@ else
   fail "kill test: cannot find rank 1's pid"; kill $L
 fi
 
-# 4. signals are forwarded: SIGINT -> 130, SIGTERM -> checkpoint request -> 75
+# 3b. a rank that stalls (SIGSTOP) past the heartbeat timeout: the others
+#     exit 3 and the stalled one dies by the launcher's SIGKILL (137), yet
+#     the root cause (rank 1 declared dead, no heartbeat) is the last line
+#     and the exit code (3), not a victim's code
+out=$YK_TMP/stall.log
+"$YOKE" launch -n 2 --grace-ms 500 -- $YK_WORKLOAD_LONG $HB > "$out" 2>&1 &
+L=$!
+wait_for "all 2 ranks registered" "$out" 20 || fail "stall test: no rendezvous"
+sleep 0.3
+victim=$(rank_pid $L 1)
+[ -n "$victim" ] && kill -STOP "$victim"
+wait $L; rc=$?
+[ -n "$victim" ] && kill -CONT "$victim" 2>/dev/null
+[ $rc = 3 ] && tail -1 "$out" | grep -q "ERROR launch: job failed in .*: rank 1 (host .*) died: no heartbeat for" \
+  && pass "stall: the root cause (rank 1, no heartbeat) is the last line and the exit code 3" \
+  || fail "stall: exit $rc, last line: $(tail -1 "$out")"
+
+# 4. signals are forwarded: SIGINT -> 130, SIGTERM -> checkpoint request -> 75;
+#    a stop and a requeue are not failures (WARN, not "ERROR ... job failed")
 for sig in INT:130 TERM:75; do
   s=${sig%:*} want=${sig#*:}
   out=$YK_TMP/sig$s.log
@@ -69,6 +94,12 @@ for sig in INT:130 TERM:75; do
   dt=$(( $(now_ms) - t0 ))
   [ $rc = $want ] && pass "SIG$s: launcher exits $want in ${dt} ms" || fail "SIG$s: exit $rc, wanted $want: $(tail -3 "$out")"
   pids_gone $ranks && pass "SIG$s: no rank left" || fail "SIG$s: ranks left"
+  case $want in
+    130) says="WARN  launch: job stopped after [0-9.]+ s by Interrupt \(exit 130\), no checkpoint" ;;
+    75) says="WARN  launch: job checkpointed for requeue after [0-9.]+ s \(exit 75\)" ;;
+  esac
+  tail -1 "$out" | grep -qE "$says" && ! grep -q "ERROR" "$out" && pass "SIG$s: the last line says so, no ERROR" \
+    || fail "SIG$s: last line $(tail -1 "$out"); $(grep ERROR "$out" | head -2)"
 done
 
 # 4b. a checkpoint request reaches every rank: SIGUSR1 to one rank, or
@@ -139,7 +170,47 @@ wait $L; rc=$?
 grep -q "refused .*bad magic" "$out" && grep -q "hung up without sending a frame" "$out" && pass "coordinator logged the refusals" \
   || fail "no refusal lines in the launcher log"
 
-# 6. usage errors
+# 6. one log for a training job: rank 0's step lines, validation and
+#    summary once; other ranks only warnings and errors (log.ranks=all
+#    shows them all); train.log_file gets rank 0's JSON lines
+"$YOKE" data prepare --out "$YK_TMP/data" /usr/share/common-licenses/* > /dev/null || fail "data prepare"
+cat > "$YK_TMP/job.yaml" <<YAML
+model: {name: tiny}
+data: {train: $YK_TMP/data/train_*.bin, val: $YK_TMP/data/val_*.bin}
+train: {micro_batch: 2, seq_len: 32, steps: 6, threads: 1, val_every: 3, val_batches: 2}
+YAML
+T="train $YK_TMP/job.yaml $HB --set coord.port=0"
+"$YOKE" launch -n 2 -- $T --set train.log_file="$YK_TMP/steps.jsonl" --save-weights "$YK_TMP/w.bin" > "$YK_TMP/one.log" 2>&1; rc=$?
+n=$(grep -cE "INFO  step [0-9]+/6 \|" "$YK_TMP/one.log")
+[ $rc = 0 ] && [ "$n" = 6 ] && [ "$(grep -cE "step [0-9]+/6 \|" "$YK_TMP/one.log")" = "$(grep -cE "^\[r0\].* step [0-9]+/6 \|" "$YK_TMP/one.log")" ] \
+  && pass "2 ranks: each step line printed once, by rank 0" || fail "2 ranks: exit $rc, $n step lines"
+grep -q "^\[r1\].* INFO " "$YK_TMP/one.log" && fail "rank 1 printed INFO lines: $(grep "^\[r1\].* INFO " "$YK_TMP/one.log" | head -2)" \
+  || pass "rank 1 prints no INFO line by default"
+[ "$(grep -c "val loss" "$YK_TMP/one.log")" = 4 ] && pass "validation lines once (steps 0, 3, 6 and the summary)" \
+  || fail "val lines: $(grep -c "val loss" "$YK_TMP/one.log")"
+grep -qE "^\[r0\].* done: 6 steps, 768 tokens in [0-9.]+ s, [0-9]+ tokens/s; final loss [0-9.]+, val loss [0-9.]+ -> [0-9.]+; .*; weights in $YK_TMP/w.bin\$" "$YK_TMP/one.log" \
+  && [ "$(grep -c "INFO  done: " "$YK_TMP/one.log")" = 1 ] && pass "one summary: steps, tokens, time, tokens/s, losses, weights" \
+  || fail "summary: $(grep " done: " "$YK_TMP/one.log")"
+if python3 - "$YK_TMP/steps.jsonl" <<'PY' 2> "$YK_TMP/jl.err"; then pass "train.log_file holds the 6 JSON step and 3 val lines"; else fail "log_file: $(cat "$YK_TMP/jl.err")"; fi
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+steps = [r["step"] for r in rows if "loss" in r]
+vals = [r["step"] for r in rows if "val_loss" in r]
+assert steps == [1, 2, 3, 4, 5, 6] and vals == [0, 3, 6], rows
+assert all("tokens_per_s" in r and "lr" in r for r in rows if "loss" in r)
+PY
+"$YOKE" launch -n 2 -- $T --set log.ranks=all > "$YK_TMP/all.log" 2>&1
+for r in 0 1; do
+  [ "$(grep -cE "^\[r$r\].* step [0-9]+/6 \|" "$YK_TMP/all.log")" = 6 ] && pass "log.ranks=all: rank $r prints its 6 step lines" \
+    || fail "log.ranks=all: rank $r step lines: $(grep -cE "^\[r$r\].* step [0-9]+/6" "$YK_TMP/all.log")"
+done
+"$YOKE" launch -n 2 -- $T --set log.ranks=1 > "$YK_TMP/r1.log" 2>&1
+[ "$(grep -cE "^\[r1\].* step [0-9]+/6 \|" "$YK_TMP/r1.log")" = 6 ] && ! grep -qE "^\[r0\].* step [0-9]+/6 \|" "$YK_TMP/r1.log" \
+  && pass "log.ranks=1: rank 1's step lines only" || fail "log.ranks=1: $(grep -cE "step [0-9]+/6" "$YK_TMP/r1.log") step lines"
+expect_fail 2 "log.ranks=zero is a config error" "$YOKE" launch -n 2 -- $T --set log.ranks=zero
+expect_stderr "log.ranks 'zero' is not a rank list" "$YOKE" launch -n 2 -- $T --set log.ranks=zero
+
+# 7. usage errors
 expect_fail 2 "launch without -n" "$YOKE" launch -- daemon-selftest
 expect_stderr "unknown option '--bogus'" "$YOKE" launch --bogus
 expect_fail 2 "selftest unknown flag" "$YOKE" daemon-selftest --frob

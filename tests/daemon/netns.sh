@@ -131,7 +131,8 @@ train: {micro_batch: 4, seq_len: 32, steps: 6, threads: 1}
 comm: {transport: libfabric, timeout_ms: 20000}
 coord: {heartbeat_timeout_ms: 5000}
 YAML
-run_job "$YK_TMP/train" train "$YK_TMP/job.yaml" --json
+# (log.ranks=all: the data-plane line checked below is rank 1's)
+run_job "$YK_TMP/train" train "$YK_TMP/job.yaml" --json --set log.ranks=all
 rcs=""
 for i in 0 1 2; do wait "${PIDS[$i]}"; rcs="$rcs$?"; done
 [ "$rcs" = 000 ] && pass "yoke train: 3 ranks on 3 hosts finished" || { fail "train across hosts: exit codes $rcs"; tail -n 8 "$YK_TMP"/train.r*; }

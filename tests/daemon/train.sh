@@ -44,6 +44,8 @@ last=$(grep '"done": true' "$tmp/run1.json" | sed -n 's/.*"val_loss": \([0-9.]*\
 num_test "$first" ">" 5.0 && num_test "$last" "<" 3.5 \
   && pass "val loss $first -> $last (< 3.5)" || fail "val loss did not go down enough: '$first' -> '$last'"
 grep -q "global batch 8 x 1 x 1 ranks" "$tmp/run1.log" && pass "global batch logged" || fail "no global batch line"
+grep -qE "INFO  done: 150 steps, 76800 tokens in [0-9.]+ s, [0-9]+ tokens/s; final loss [0-9.]+, val loss [0-9.]+ -> [0-9.]+; .*; weights in $tmp/w.bin\$" "$tmp/run1.log" \
+  && pass "one summary line: steps, tokens, time, tokens/s, losses, weights" || fail "summary: $(grep ' done: ' "$tmp/run1.log")"
 
 # 2. Determinism: same seed, identical losses and gradient norms (every
 # step, bit for bit as printed).
@@ -53,6 +55,14 @@ if [ "$(yk_steps "$tmp/run1.json" | wc -l)" = 150 ] && diff <(yk_steps "$tmp/run
 else
   fail "runs differ ($(yk_steps "$tmp/run1.json" | wc -l) and $(yk_steps "$tmp/run2.json" | wc -l) step lines)"
 fi
+
+# 2b. train.log_file gets the same JSON step and validation lines as --json
+"$YOKE" train "$job" --json --steps 5 --set train.log_file="$tmp/steps.jsonl" > "$tmp/lf.json" 2> /dev/null
+diff <(grep -v '"done"' "$tmp/lf.json") "$tmp/steps.jsonl" > /dev/null && [ "$(wc -l < "$tmp/steps.jsonl")" = 7 ] \
+  && pass "train.log_file = the --json step and val lines (5 + 2)" || fail "log_file: $(wc -l < "$tmp/steps.jsonl") lines"
+expect_fail 1 "unwritable train.log_file exits 1" "$YOKE" train "$job" --steps 1 --set train.log_file="$tmp/no/such/dir/x"
+expect_stderr "train.log_file $tmp/no/such/dir/x: cannot open" "$YOKE" train "$job" --steps 1 --set train.log_file="$tmp/no/such/dir/x"
+expect_fail 2 "bad log.ranks exits 2" "$YOKE" train "$job" --steps 1 --set log.ranks=0,x
 
 # 3. eval of the saved weights = the final validation loss (same windows, B, T).
 ev=$("$YOKE" eval --weights "$tmp/w.bin" --data "$tmp/data/val_*.bin" --batch 8 --seq-len 64 --batches 8 --threads 1 --json | tail -1)

@@ -7,6 +7,14 @@ set -u
 expect_ok "version" "$YOKE" version
 expect_fail 2 "unknown command" "$YOKE" frobnicate
 expect_stderr "unknown command 'frobnicate'" "$YOKE" frobnicate
+# A mistyped command names the one it most likely meant, at every level.
+expect_fail 2 "mistyped command" "$YOKE" trian
+expect_stderr "unknown command 'trian' (did you mean train?)" "$YOKE" trian
+expect_stderr "unknown action 'lss' (did you mean ls?)" "$YOKE" ckpt lss
+expect_stderr "unknown benchmark 'scal' (did you mean scale?)" "$YOKE" bench scal
+expect_stderr "unknown action 'prep' (did you mean prepare?)" "$YOKE" data prep
+err=$("$YOKE" frobnicate 2>&1)
+case "$err" in *"did you mean"*) fail "no suggestion for an unrelated word: $err" ;; *) pass "no suggestion for frobnicate" ;; esac
 expect_ok "help" "$YOKE" --help
 expect_fail 2 "no command" "$YOKE"
 expect_stderr "unknown option '--bogus'" "$YOKE" version --bogus

@@ -38,7 +38,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* Bound on waiting for a background save or commit (a d48 checkpoint on a
  * slow disk takes minutes; a hang must still end). */
@@ -79,6 +81,32 @@ static int set_blobs(eng_ckpt *ck, int64_t step, yk_diag *d) {
 }
 
 /* ------------------------------------------------------------ open */
+
+/* Check at start that checkpoints can be written to `dir`, by creating it and
+ * writing a file there: a ckpt.dir that is a regular file or read-only would
+ * otherwise be found at the first save, maybe thousands of steps in. The
+ * probe's name carries the rank so ranks sharing a file system do not race. */
+static int probe_dir(const char *dir, int rank, yk_diag *d) {
+  yk_diag t = {0};
+  int rc = yk_mkdirs(dir, &t);
+  if (rc) return yk_errorf(d, YK_ECONFIG, "ckpt.dir=%s cannot be created (%s); set ckpt.dir to a writable directory",
+                           dir, yk_diag_msg(&t, rc));
+  struct stat sb;
+  if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+    return yk_errorf(d, YK_ECONFIG, "ckpt.dir=%s is not a directory (a regular file?); set ckpt.dir to a directory",
+                     dir);
+  char probe[4200];
+  snprintf(probe, sizeof probe, "%s/.yk-write-probe-r%d", dir, rank);
+  int fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  int ok = fd >= 0 && write(fd, "y", 1) == 1;
+  int e = errno;
+  if (fd >= 0) ok = (close(fd) == 0) && ok;
+  unlink(probe);
+  if (!ok)
+    return yk_errorf(d, YK_ECONFIG, "ckpt.dir=%s is not writable (creating a file there: %s); set ckpt.dir to a "
+                     "writable directory", dir, strerror(e ? e : EIO));
+  return 0;
+}
 
 int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, yk_comm *comm, int rank, int world,
                   const eng_ckpt_view *view, yk_diag *d) {
@@ -129,7 +157,7 @@ int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, yk_c
   yk_ckpt_opts_from_config(&ck->opts, cfg, rank, world);
   ck->opts.threads = view->threads > 0 ? view->threads : 1;
   ck->opts.log = log;
-  if ((rc = yk_mkdirs(cfg->ckpt.dir, d))) return rc;
+  if ((rc = probe_dir(cfg->ckpt.dir, rank, d))) return rc;
   if ((rc = yk_ckpt_writer_create(&ck->opts, &ck->w, d))) return rc;
   /* Allocate and fault in the snapshot buffers now, so the first save's
    * stall is the copy alone. */

@@ -217,6 +217,34 @@ static int restore_arena(yk_ckpt_reader *r, const char *name, yk_dtype dt, void 
   return yk_ckpt_reader_read(r, name, lo, len, dst, d);
 }
 
+/* Resuming at another global batch (another world size with the same
+ * micro_batch and grad_accum, the usual slip) is allowed - the data position
+ * counts sequences - but the run no longer continues the checkpoint's loss
+ * curve, so say so once, with the grad_accum that would keep it. */
+static void warn_batch_change(const eng_ckpt *ck, yk_ckpt_reader *r) {
+  const char *yaml = yk_ckpt_reader_config_yaml(r);
+  if (!is_root(ck) || !yaml) return;
+  yk_config old;
+  yk_config_defaults(&old);
+  if (yk_config_load_string(&old, yaml, "checkpoint config", NULL)) return; /* an older format: nothing to compare */
+  const yk_config *c = ck->cfg;
+  int ow = yk_ckpt_reader_world(r), nw = ck->world;
+  long long ob = (long long)old.train.micro_batch * old.train.grad_accum * ow;
+  long long per = (long long)c->train.micro_batch * nw;
+  long long nb = per * c->train.grad_accum;
+  if (ob == nb) return;
+  char keep[160];
+  if (ob % per == 0)
+    snprintf(keep, sizeof keep, "set train.grad_accum=%lld to keep it", ob / per);
+  else
+    snprintf(keep, sizeof keep, "keep train.micro_batch x train.grad_accum x ranks = %lld to keep it", ob);
+  YK_WARN(ck->log,
+          "ckpt: the global batch changes from %lld (micro_batch %lld x grad_accum %lld x %d rank%s, in the checkpoint) "
+          "to %lld (%lld x %lld x %d rank%s), so the loss curve will not continue the checkpoint's; %s",
+          ob, (long long)old.train.micro_batch, (long long)old.train.grad_accum, ow, ow == 1 ? "" : "s", nb,
+          (long long)c->train.micro_batch, (long long)c->train.grad_accum, nw, nw == 1 ? "" : "s", keep);
+}
+
 /* Restore everything from one checkpoint directory. */
 static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *d) {
   yk_ckpt_open_opts oo = {.verify = YK_CKPT_VERIFY_FULL, .fallback = 0, .threads = 0, .log = ck->log};
@@ -272,6 +300,7 @@ static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *
   }
   YK_INFO(ck->log, "ckpt: resumed from %s (step %lld, written by %d rank%s, now %d)", yk_ckpt_reader_path(r),
           (long long)*step, yk_ckpt_reader_world(r), yk_ckpt_reader_world(r) == 1 ? "" : "s", ck->world);
+  warn_batch_change(ck, r);
 out:
   yk_ckpt_reader_close(r);
   return rc;

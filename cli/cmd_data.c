@@ -13,6 +13,7 @@ typedef struct prepare_opts {
   const char *out;
   double val_fraction;
   int64_t shard_tokens;
+  int64_t min_tokens;
   yk_args_pos pos;
 } prepare_opts;
 
@@ -24,11 +25,14 @@ static const yk_opt prepare_table[] = {
      "0 <= F < 1 (default 0.1); 0 writes no val shard"},
     {"--shard-tokens", 0, YK_OPT_INT, offsetof(prepare_opts, shard_tokens), "N",
      "at most N tokens per shard file (default 100000000)", 1, (double)YK_SHARD_MAX_TOKENS},
+    {"--min-tokens", 0, YK_OPT_INT, offsetof(prepare_opts, min_tokens), "N",
+     "refuse input giving fewer than N train tokens (default: one window of the\n"
+     "                            default train.micro_batch x train.seq_len, + 1)", 1, (double)YK_SHARD_MAX_TOKENS},
 };
 
 static const yk_cmd_spec prepare_spec = {
     .name = "data prepare",
-    .synopsis = "[--out DIR] [--val-fraction F] [--shard-tokens N] FILE|GLOB...",
+    .synopsis = "[--out DIR] [--val-fraction F] [--shard-tokens N] [--min-tokens N] FILE|GLOB...",
     .about = "Turn text files into byte-level token shards (vocabulary 256: token = byte value)\n"
              "for the quick-start models. Files are sorted by path and read once each (symlinked\n"
              "duplicates are skipped); every document starts with token 0 as a separator, and the\n"
@@ -45,7 +49,8 @@ static const yk_cmd_spec prepare_spec = {
 static int cmd_prepare(int argc, char **argv) {
   yk_data_prepare_opts lo;
   yk_data_prepare_opts_default(&lo);
-  prepare_opts o = {.out = lo.out, .val_fraction = lo.val_fraction, .shard_tokens = lo.shard_tokens};
+  prepare_opts o = {
+      .out = lo.out, .val_fraction = lo.val_fraction, .shard_tokens = lo.shard_tokens, .min_tokens = lo.min_tokens};
   int code = cli_parse(&prepare_spec, argc, argv, &o);
   if (code >= 0) return code;
   if (!(o.val_fraction >= 0 && o.val_fraction < 1)) {
@@ -55,6 +60,7 @@ static int cmd_prepare(int argc, char **argv) {
   lo.out = o.out;
   lo.val_fraction = o.val_fraction;
   lo.shard_tokens = o.shard_tokens;
+  lo.min_tokens = o.min_tokens;
   lo.inputs = o.pos.v;
   lo.ninputs = o.pos.n;
   yk_data_prepare_result r;

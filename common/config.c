@@ -7,6 +7,7 @@
 #include "yk_common.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <yaml.h>
@@ -370,12 +371,24 @@ static const char *type_name(key_type t) {
   return "?";
 }
 
+/* A double as a person writes it: the fewest significant digits that read
+ * back as the same double (0.0003, not %.17g's 0.00029999999999999997), so a
+ * config printed and loaded again is the same config. */
+static void write_float(double x, FILE *out) {
+  char buf[32];
+  for (int prec = 1; prec <= 17; prec++) {
+    snprintf(buf, sizeof buf, "%.*g", prec, x);
+    if (strtod(buf, NULL) == x) break;
+  }
+  fputs(buf, out);
+}
+
 static void write_value(const yk_config *c, const key_def *k, FILE *out) {
   const char *field = (const char *)c + k->off;
   switch (k->type) {
   case T_INT: fprintf(out, "%lld", (long long)*(const int64_t *)field); break;
   case T_BOOL: fprintf(out, "%s", *(const int64_t *)field ? "true" : "false"); break;
-  case T_FLOAT: fprintf(out, "%.17g", *(const double *)field); break;
+  case T_FLOAT: write_float(*(const double *)field, out); break;
   case T_STR:
   case T_ENUM: {
     fputc('"', out);

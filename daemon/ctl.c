@@ -138,6 +138,20 @@ static void raise_abort(yk_daemon_ctl *ctl, const yk_daemon_event *ev) {
   }
 }
 
+/* Copy one line of text into a fixed event field. The reasons built here can
+ * be longer than the field (an error from the coordinator plus our context);
+ * the user then sees the start of it ending in "..." rather than a line cut
+ * mid-word with no sign of it. */
+static void copy_line(char *dst, size_t n, const char *src) {
+  size_t len = strlen(src);
+  if (len < n) {
+    memcpy(dst, src, len + 1);
+    return;
+  }
+  memcpy(dst, src, n - 4);
+  memcpy(dst + n - 4, "...", 4);
+}
+
 static void coord_lost(yk_daemon_ctl *ctl, const char *why) {
   if (ctl->lost || ctl->stop_phase) return;
   ctl->lost = 1;
@@ -152,7 +166,7 @@ static void coord_lost(yk_daemon_ctl *ctl, const char *why) {
   ev.type = YK_EV_COORD_LOST;
   ev.code = YK_EXIT_COORD_LOST;
   ev.rank = -1;
-  snprintf(ev.text, sizeof ev.text, "%s", why);
+  copy_line(ev.text, sizeof ev.text, why);
   raise_abort(ctl, &ev);
 }
 

@@ -3,9 +3,12 @@
 #include "yk_data.h"
 #include "yk_partition.h"
 
+#include <errno.h>
 #include <glob.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 struct yk_data_loader {
   int64_t B, T;
@@ -20,6 +23,29 @@ struct yk_data_loader {
 static int has_glob_chars(const char *s) { return strpbrk(s, "*?[") != NULL; }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Shards that are not there: name the path as written and, when relative, the
+ * directory it was resolved in (a job file's paths are relative to the
+ * working directory, not to the file), say which directory is missing, and
+ * how to make shards (the usual cause: `yoke train` before `data prepare`). */
+static int not_found(const char *what, const char *pattern, yk_diag *d) {
+  char dir[2048];
+  const char *slash = strrchr(pattern, '/');
+  if (slash == pattern) snprintf(dir, sizeof dir, "/");
+  else if (slash) snprintf(dir, sizeof dir, "%.*s", (int)(slash - pattern), pattern);
+  else snprintf(dir, sizeof dir, ".");
+  char where[4200] = "";
+  if (pattern[0] != '/') {
+    char cwd[4096];
+    if (getcwd(cwd, sizeof cwd)) snprintf(where, sizeof where, " (relative to the working directory %s)", cwd);
+  }
+  struct stat sb;
+  char missing[2200] = "";
+  if (!has_glob_chars(dir) && stat(dir, &sb) != 0)
+    snprintf(missing, sizeof missing, "; the directory %s does not exist", dir);
+  return yk_errorf(d, YK_ENOTFOUND, "%s: no file matches '%s'%s%s; make token shards with 'yoke data prepare --out %s "
+                   "FILES...'", what, pattern, where, missing, has_glob_chars(dir) ? "DIR" : dir);
+}
 
 void yk_data_loader_close(yk_data_loader *ld) {
   if (!ld) return;
@@ -48,7 +74,15 @@ int yk_data_loader_open(yk_data_loader **out, const char *what, const char *patt
     int grc = glob(pattern, GLOB_ERR, NULL, &g);
     if (grc == GLOB_NOMATCH || (grc == 0 && g.gl_pathc == 0)) {
       globfree(&g);
-      return yk_errorf(d, YK_ENOTFOUND, "%s: no file matches '%s'", what, pattern);
+      return not_found(what, pattern, d);
+    }
+    if (grc == GLOB_ABORTED) { /* GLOB_ERR: a directory on the way is missing or unreadable */
+      globfree(&g);
+      char dir[2048];
+      const char *slash = strrchr(pattern, '/');
+      snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - pattern) : 1, slash ? pattern : ".");
+      struct stat sb;
+      if (has_glob_chars(dir) || stat(dir, &sb) != 0) return not_found(what, pattern, d);
     }
     if (grc != 0) {
       globfree(&g);
@@ -58,6 +92,8 @@ int yk_data_loader_open(yk_data_loader **out, const char *what, const char *patt
     npaths = g.gl_pathc;
     qsort(paths, npaths, sizeof *paths, cmp_str); /* byte order, whatever the locale */
   } else {
+    struct stat sb;
+    if (stat(pattern, &sb) != 0 && errno == ENOENT) return not_found(what, pattern, d);
     paths = (char **)single;
     npaths = 1;
   }

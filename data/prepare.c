@@ -120,6 +120,11 @@ void yk_data_prepare_opts_default(yk_data_prepare_opts *o) {
   o->out = "data";
   o->val_fraction = 0.1;
   o->shard_tokens = 100000000;
+  /* Shards too small for the default job's first batch are refused here, at
+   * the tool that made them, not at `yoke train`'s loader later. */
+  yk_config c;
+  yk_config_defaults(&c);
+  o->min_tokens = c.train.micro_batch * c.train.seq_len + 1;
 }
 
 int yk_data_prepare(const yk_data_prepare_opts *o, yk_data_prepare_result *res, yk_diag *d) {
@@ -193,6 +198,11 @@ int yk_data_prepare(const yk_data_prepare_opts *o, yk_data_prepare_result *res, 
       free(text);
       break;
     }
+    if (len == 0) { /* a document with no text would be a lone separator */
+      res->bytes += len;
+      free(text);
+      continue;
+    }
     size_t nval = (size_t)((double)len * o->val_fraction);
     if (nval > len) nval = len;
     int prc = push_text(&train, text, len - nval);
@@ -203,7 +213,21 @@ int yk_data_prepare(const yk_data_prepare_opts *o, yk_data_prepare_result *res, 
   }
   free(seen);
   res->files = nseen;
-  if (!rc && train.n == 0) rc = yk_errorf(d, YK_EFORMAT, "the inputs hold no text");
+  if (!rc && (train.n == 0 || (int64_t)train.n < o->min_tokens)) {
+    /* name the input: the one file, or the first of several */
+    char what[2100];
+    if (files.n == 1) snprintf(what, sizeof what, "%s", files.v[0]);
+    else snprintf(what, sizeof what, "the %zu input files (%s, ...)", files.n, files.v[0]);
+    if (train.n == 0)
+      rc = yk_errorf(d, YK_EFORMAT, "%s %s empty: there is no text to make shards of", what,
+                     files.n == 1 ? "is" : "are all");
+    else
+      rc = yk_errorf(d, YK_EFORMAT,
+                     "%s: %zu bytes give %zu train tokens, fewer than one training window of %lld "
+                     "(train.micro_batch x train.seq_len + 1 at their defaults); give more text, or --min-tokens N "
+                     "for smaller windows",
+                     what, res->bytes, train.n, (long long)o->min_tokens);
+  }
   if (!rc && !(rc = yk_mkdirs(o->out, d)) && (rc = remove_old_shards(o->out, "train", d)) >= 0 &&
       (rc = remove_old_shards(o->out, "val", d)) >= 0 &&
       !(rc = write_split(o->out, "train", &train, (uint64_t)o->shard_tokens, &res->train_shards, d)))

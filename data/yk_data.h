@@ -169,6 +169,8 @@ typedef struct yk_data_prepare_opts {
                              an earlier run there are removed first */
   double val_fraction;    /* in [0, 1) (default 0.1): the last fraction of every document goes to val; 0: no val */
   int64_t shard_tokens;   /* at most this many tokens per shard file, in [1, YK_SHARD_MAX_TOKENS] (default 1e8) */
+  int64_t min_tokens;     /* refuse input giving fewer train tokens than this (default: one training window,
+                             micro_batch x seq_len + 1 at the config's defaults; 1: refuse only no text) */
   char *const *inputs;    /* ninputs text files or globs (expanded here, sorted by path) */
   int ninputs;
 } yk_data_prepare_opts;
@@ -186,9 +188,10 @@ typedef struct yk_data_prepare_result {
 
 /* Text files -> byte-level train / val shards (vocabulary 256; each
  * document starts with token 0). Deterministic: inputs are sorted and read
- * once each. YK_EINVAL (an option out of range, a glob matching nothing, a
- * directory given as a file: the caller's command line is wrong), YK_EFORMAT
- * (a file with a NUL byte, no text at all), YK_EIO, YK_ENOMEM. */
+ * once each; empty files add nothing. YK_EINVAL (an option out of range, a
+ * glob matching nothing, a directory given as a file: the caller's command
+ * line is wrong), YK_EFORMAT (a file with a NUL byte, no text at all, fewer
+ * than min_tokens train tokens: named in d), YK_EIO, YK_ENOMEM. */
 int yk_data_prepare(const yk_data_prepare_opts *o, yk_data_prepare_result *res, yk_diag *d);
 
 typedef struct yk_data_info_opts {

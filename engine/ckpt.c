@@ -38,7 +38,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* Bound on waiting for a background save or commit (a d48 checkpoint on a
  * slow disk takes minutes; a hang must still end). */
@@ -79,6 +81,32 @@ static int set_blobs(eng_ckpt *ck, int64_t step, yk_diag *d) {
 }
 
 /* ------------------------------------------------------------ open */
+
+/* Check at start that checkpoints can be written to `dir`, by creating it and
+ * writing a file there: a ckpt.dir that is a regular file or read-only would
+ * otherwise be found at the first save, maybe thousands of steps in. The
+ * probe's name carries the rank so ranks sharing a file system do not race. */
+static int probe_dir(const char *dir, int rank, yk_diag *d) {
+  yk_diag t = {0};
+  int rc = yk_mkdirs(dir, &t);
+  if (rc) return yk_errorf(d, YK_ECONFIG, "ckpt.dir=%s cannot be created (%s); set ckpt.dir to a writable directory",
+                           dir, yk_diag_msg(&t, rc));
+  struct stat sb;
+  if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+    return yk_errorf(d, YK_ECONFIG, "ckpt.dir=%s is not a directory (a regular file?); set ckpt.dir to a directory",
+                     dir);
+  char probe[4200];
+  snprintf(probe, sizeof probe, "%s/.yk-write-probe-r%d", dir, rank);
+  int fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  int ok = fd >= 0 && write(fd, "y", 1) == 1;
+  int e = errno;
+  if (fd >= 0) ok = (close(fd) == 0) && ok;
+  unlink(probe);
+  if (!ok)
+    return yk_errorf(d, YK_ECONFIG, "ckpt.dir=%s is not writable (creating a file there: %s); set ckpt.dir to a "
+                     "writable directory", dir, strerror(e ? e : EIO));
+  return 0;
+}
 
 int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, yk_comm *comm, int rank, int world,
                   const eng_ckpt_view *view, yk_diag *d) {
@@ -129,7 +157,7 @@ int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, yk_c
   yk_ckpt_opts_from_config(&ck->opts, cfg, rank, world);
   ck->opts.threads = view->threads > 0 ? view->threads : 1;
   ck->opts.log = log;
-  if ((rc = yk_mkdirs(cfg->ckpt.dir, d))) return rc;
+  if ((rc = probe_dir(cfg->ckpt.dir, rank, d))) return rc;
   if ((rc = yk_ckpt_writer_create(&ck->opts, &ck->w, d))) return rc;
   /* Allocate and fault in the snapshot buffers now, so the first save's
    * stall is the copy alone. */
@@ -189,6 +217,34 @@ static int restore_arena(yk_ckpt_reader *r, const char *name, yk_dtype dt, void 
   return yk_ckpt_reader_read(r, name, lo, len, dst, d);
 }
 
+/* Resuming at another global batch (another world size with the same
+ * micro_batch and grad_accum, the usual slip) is allowed - the data position
+ * counts sequences - but the run no longer continues the checkpoint's loss
+ * curve, so say so once, with the grad_accum that would keep it. */
+static void warn_batch_change(const eng_ckpt *ck, yk_ckpt_reader *r) {
+  const char *yaml = yk_ckpt_reader_config_yaml(r);
+  if (!is_root(ck) || !yaml) return;
+  yk_config old;
+  yk_config_defaults(&old);
+  if (yk_config_load_string(&old, yaml, "checkpoint config", NULL)) return; /* an older format: nothing to compare */
+  const yk_config *c = ck->cfg;
+  int ow = yk_ckpt_reader_world(r), nw = ck->world;
+  long long ob = (long long)old.train.micro_batch * old.train.grad_accum * ow;
+  long long per = (long long)c->train.micro_batch * nw;
+  long long nb = per * c->train.grad_accum;
+  if (ob == nb) return;
+  char keep[160];
+  if (ob % per == 0)
+    snprintf(keep, sizeof keep, "set train.grad_accum=%lld to keep it", ob / per);
+  else
+    snprintf(keep, sizeof keep, "keep train.micro_batch x train.grad_accum x ranks = %lld to keep it", ob);
+  YK_WARN(ck->log,
+          "ckpt: the global batch changes from %lld (micro_batch %lld x grad_accum %lld x %d rank%s, in the checkpoint) "
+          "to %lld (%lld x %lld x %d rank%s), so the loss curve will not continue the checkpoint's; %s",
+          ob, (long long)old.train.micro_batch, (long long)old.train.grad_accum, ow, ow == 1 ? "" : "s", nb,
+          (long long)c->train.micro_batch, (long long)c->train.grad_accum, nw, nw == 1 ? "" : "s", keep);
+}
+
 /* Restore everything from one checkpoint directory. */
 static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *d) {
   yk_ckpt_open_opts oo = {.verify = YK_CKPT_VERIFY_FULL, .fallback = 0, .threads = 0, .log = ck->log};
@@ -244,6 +300,7 @@ static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *
   }
   YK_INFO(ck->log, "ckpt: resumed from %s (step %lld, written by %d rank%s, now %d)", yk_ckpt_reader_path(r),
           (long long)*step, yk_ckpt_reader_world(r), yk_ckpt_reader_world(r) == 1 ? "" : "s", ck->world);
+  warn_batch_change(ck, r);
 out:
   yk_ckpt_reader_close(r);
   return rc;

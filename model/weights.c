@@ -6,6 +6,7 @@
  * layer-major (yk_model.h), so load/save walk the file order and copy each
  * (tensor kind, layer) chunk to or from its arena place. */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -110,6 +111,26 @@ int yk_model_weights_read_config(const char *path, yk_model_config *cfg, yk_diag
   return rc;
 }
 
+/* The first tensor holding a NaN or an infinity, checked on load: such a file
+ * (a diverged run's, a damaged copy) would otherwise train or evaluate to a
+ * non-finite loss whose message blames the learning rate. */
+static int check_finite(const yk_model *m, const char *path, yk_diag *d) {
+  const yk_tensor_desc *t;
+  int nt = yk_model_tensors(m, &t);
+  for (int i = 0; i < nt; i++) {
+    const float *p = m->params + t[i].offset;
+    size_t bad = 0, first = 0;
+    for (size_t k = 0; k < t[i].numel; k++)
+      if (!isfinite(p[k]) && bad++ == 0) first = k;
+    if (bad)
+      return yk_errorf(d, YK_EFORMAT,
+                       "weights file %s: tensor %s holds %zu non-finite value%s (the first, element %zu, is %g); "
+                       "the file is damaged or from a diverged run: use another weights file",
+                       path, t[i].name, bad, bad == 1 ? "" : "s", first, (double)p[first]);
+  }
+  return 0;
+}
+
 int yk_model_weights_load(yk_model *m, const char *path, yk_diag *d) {
   FILE *f;
   yk_model_config fc;
@@ -141,7 +162,7 @@ int yk_model_weights_load(yk_model *m, const char *path, yk_diag *d) {
   if (rc)
     return yk_errorf(d, YK_EIO, "weights file %s: read failed after a valid header (file changed while reading?); "
                      "the parameters are now partly loaded, load again", path);
-  return 0;
+  return check_finite(m, path, d);
 }
 
 /* Where write_chunk takes the arena from: the arena itself, or a source

@@ -204,7 +204,9 @@ int yk_model_weights_read_config(const char *path, yk_model_config *cfg, yk_diag
  * field by field (maxT, V, L, NH, C, Vp); a mismatch is YK_ECONFIG naming the
  * field with both values. Every format/config error is found before any
  * parameter is written (m unchanged); only an I/O failure in the middle of
- * reading a valid file leaves the parameters partly loaded (YK_EIO says so). */
+ * reading a valid file leaves the parameters partly loaded (YK_EIO says so).
+ * A NaN or infinity in the file is YK_EFORMAT naming the first tensor that
+ * holds one (found after reading, so m then holds the file's values). */
 int yk_model_weights_load(yk_model *m, const char *path, yk_diag *d);
 /* Write the parameters as a weights file (atomically: path.tmp, fsync,
  * rename). */

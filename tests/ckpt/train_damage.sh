@@ -74,4 +74,33 @@ flip "$tmp/one/step-00000008/manifest.json" 100
   || fail "empty resume: $(tail -2 "$tmp/z.log")"
 "$YOKE" train "$tmp/job.yaml" --set ckpt.dir="$tmp/empty2" --resume "$tmp/nonexistent" --steps 2 > /dev/null 2> "$tmp/z2.log"
 [ $? != 0 ] && grep -q "nonexistent" "$tmp/z2.log" && pass "--resume PATH that does not exist: error" || fail "bad path: $(tail -1 "$tmp/z2.log")"
+# resuming at another global batch: one WARN with both batches and the grad_accum that keeps it
+# ($tmp/good now holds the 2-rank checkpoints: 2 -> 1 rank)
+rm -rf "$tmp/gb"; cp -r "$tmp/good" "$tmp/gb"
+"$YOKE" train "$tmp/job.yaml" --set ckpt.dir="$tmp/gb" --resume latest --steps 7 --set train.grad_accum=3 > /dev/null 2> "$tmp/gb.log"
+[ "$(grep -c 'WARN.*global batch changes' "$tmp/gb.log")" = 1 ] && grep -qF "global batch changes from 8 (micro_batch 4 x grad_accum 1 x 2 ranks, in the checkpoint) to 12 (4 x 3 x 1 rank)" "$tmp/gb.log" \
+  && grep -q "set train.grad_accum=2 to keep it" "$tmp/gb.log" && pass "another global batch on resume: one WARN naming both" \
+  || fail "global batch WARN: $(grep -E 'WARN|ERROR' "$tmp/gb.log" | head -3)"
+rm -rf "$tmp/gb"; cp -r "$tmp/good" "$tmp/gb"
+"$YOKE" train "$tmp/job.yaml" --set ckpt.dir="$tmp/gb" --resume latest --steps 7 --set train.grad_accum=2 > /dev/null 2> "$tmp/gb.log"
+! grep -q "global batch changes" "$tmp/gb.log" && pass "same global batch (grad_accum 2 on 1 rank): no WARN" || fail "WARN at the same batch: $(grep -E 'WARN|ERROR|global batch' "$tmp/gb.log" | head -3)"
+
+# a bad ckpt.dir is found at start, in one line naming it, before step 1
+baddir() { # baddir WHAT DIR NEEDLE
+  "$YOKE" train "$tmp/job.yaml" --set ckpt.dir="$2" --steps 2 > /dev/null 2> "$tmp/b.log"; local rc=$?
+  if [ $rc = 2 ] && [ "$(grep -c ERROR "$tmp/b.log")" = 1 ] && grep ERROR "$tmp/b.log" | grep -qF -- "$3" \
+     && ! grep -q "step 1/" "$tmp/b.log"; then pass "$1: refused at start (exit 2) naming '$3'"
+  else fail "$1: exit $rc: $(grep -E 'ERROR|step 1/' "$tmp/b.log" | head -3)"; fi
+}
+: > "$tmp/plainfile"
+baddir "ckpt.dir is a regular file" "$tmp/plainfile" "ckpt.dir=$tmp/plainfile is not a directory"
+baddir "ckpt.dir under a regular file" "$tmp/plainfile/ck" "ckpt.dir=$tmp/plainfile/ck cannot be created"
+if [ "$(id -u)" != 0 ]; then
+  mkdir -p "$tmp/ro" && chmod 555 "$tmp/ro"
+  baddir "ckpt.dir read-only" "$tmp/ro" "ckpt.dir=$tmp/ro is not writable"
+else # root writes through permission bits; /proc refuses new files even to root
+  baddir "ckpt.dir not writable" /proc "ckpt.dir=/proc is not writable"
+fi
+[ -z "$(find "$tmp/good" "$tmp/empty" -name '.yk-write-probe*')" ] && pass "the start-up write probe leaves no file" \
+  || fail "probe files left: $(find "$tmp" -name '.yk-write-probe*')"
 finish

@@ -114,10 +114,18 @@ same_run "2 ranks 10 vs 5+resume+5" s2 k2 r2
 # ---- resharding 2 -> 1 (grad_accum 2 keeps the global batch) and 1 -> 2
 run r21 0 "$YOKE" train "$tmp/job.yaml" --json --set ckpt.dir="$tmp/k2copy" --resume latest --set train.grad_accum=2
 grep -q "step 5, written by 2 ranks, now 1" "$tmp/r21.log" && pass "2 -> 1: resumed a 2-rank checkpoint" || fail "2->1 resume line"
+! grep -q "global batch changes" "$tmp/r21.log" && pass "2 -> 1 keeping the global batch: no WARN" || fail "2->1 WARN: $(grep WARN "$tmp/r21.log")"
 close_losses "2 -> 1" s2 r21 6
 run s1a 0 "$YOKE" train "$tmp/job.yaml" --json --set train.grad_accum=2
 run k1a 75 "$YOKE" train "$tmp/job.yaml" --json --set ckpt.dir="$tmp/k1a" --set train.grad_accum=2 --set train.stop_after=3
+cp -r "$tmp/k1a" "$tmp/k1b"
 run r12 0 $MPIRUN "$YOKE" train "$tmp/job.yaml" --json --set ckpt.dir="$tmp/k1a" --resume latest
 grep -q "step 3, written by 1 rank, now 2" "$tmp/r12.log" && pass "1 -> 2: resumed a 1-rank checkpoint" || fail "1->2 resume line"
+! grep -q "global batch changes" "$tmp/r12.log" && pass "1 -> 2 keeping the global batch: no WARN" || fail "1->2 WARN: $(grep WARN "$tmp/r12.log")"
+# 1 -> 2 ranks without adjusting grad_accum doubles the global batch: one WARN (from rank 0) saying how to keep it
+run r12b 0 $MPIRUN "$YOKE" train "$tmp/job.yaml" --json --set ckpt.dir="$tmp/k1b" --resume latest --set train.grad_accum=2
+[ "$(grep -c 'WARN.*global batch changes' "$tmp/r12b.log")" = 1 ] && grep -q "x 2 ranks).*set train.grad_accum=1 to keep it" "$tmp/r12b.log" \
+  && pass "1 -> 2 at another global batch: one WARN with the grad_accum that keeps it" \
+  || fail "1->2 batch WARN: $(grep -E 'WARN|ERROR' "$tmp/r12b.log" | head -3)"
 close_losses "1 -> 2" s1a r12 4
 finish

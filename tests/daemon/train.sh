@@ -3,8 +3,9 @@
 #  - loss goes down on the quick-start corpus (threshold stated below);
 #  - two runs with the same seed print bitwise-identical losses;
 #  - eval of the saved weights reproduces the final validation loss;
-#  - bad input (truncated shard, wrong-magic weights, bad config, NaN weights)
-#    gives one clear error and a non-zero exit, never a crash.
+#  - bad input (truncated shard, wrong-magic weights, bad config, NaN weights,
+#    shards not made yet) gives one clear error and a non-zero exit, never a
+#    crash.
 set -u
 . "$(dirname "$0")/../lib.sh"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -90,9 +91,17 @@ expect_fail 2 "missing data exits 2" "$YOKE" train "$job" --set "data.train=$tmp
 expect_fail 2 "unknown flag exits 2" "$YOKE" train "$job" --frobnicate
 expect_stderr "unknown option '--frobnicate'" "$YOKE" train "$job" --frobnicate
 expect_fail 2 "seq_len over maxT" "$YOKE" train "$job" --set train.seq_len=100000
-# A weights file with a NaN in wte: the first loss is NaN -> clear error, exit 1.
+# A weights file with a NaN in wte is refused on load, naming the tensor (not
+# a NaN loss blamed on the learning rate), by train and eval alike.
 cp "$tmp/w.bin" "$tmp/nan.bin"
 printf '\x00\x00\xc0\x7f' | dd of="$tmp/nan.bin" bs=1 seek=1032 conv=notrunc status=none
-expect_fail 1 "NaN loss exits 1" "$YOKE" train "$job" --init-weights "$tmp/nan.bin" --steps 2 --set data.val=
-expect_stderr "loss is nan" "$YOKE" train "$job" --init-weights "$tmp/nan.bin" --steps 2 --set data.val=
+expect_fail 2 "NaN weights refused" "$YOKE" train "$job" --init-weights "$tmp/nan.bin" --steps 2 --set data.val=
+expect_stderr "nan.bin: tensor wte holds 1 non-finite value (the first, element 2, is nan)" "$YOKE" train "$job" --init-weights "$tmp/nan.bin" --steps 2 --set data.val=
+expect_stderr "nan.bin: tensor wte holds 1 non-finite value" "$YOKE" eval --weights "$tmp/nan.bin" --data "$tmp/data/val_*.bin"
+# Shards not made yet: the path as written, the directory it was resolved in, and how to make them.
+mkdir -p "$tmp/cwd"
+err=$(cd "$tmp/cwd" && "$YOKE" train "$job" --set 'data.train=data-cache/x/train_*.bin' 2>&1 >/dev/null)
+case "$err" in *"no file matches 'data-cache/x/train_*.bin' (relative to the working directory $tmp/cwd); the directory data-cache/x does not exist; make token shards with 'yoke data prepare --out data-cache/x FILES...'"*)
+  pass "missing shards: path, working directory and the data prepare hint" ;; *) fail "missing shards message: $err" ;; esac
+expect_stderr "no file matches '$tmp/nothing.bin'; make token shards" "$YOKE" train "$job" --set "data.train=$tmp/nothing.bin"
 finish

@@ -27,6 +27,17 @@ expect_fail 2 "directory argument" "$YOKE" data prepare --out "$tmp/o" "$tmp/in/
 printf 'bin\0ary' > "$tmp/bin.dat"
 expect_fail 1 "NUL byte file" "$YOKE" data prepare --out "$tmp/o" "$tmp/bin.dat"
 expect_stderr "bin.dat has a NUL byte at offset 3" "$YOKE" data prepare --out "$tmp/o" "$tmp/bin.dat"
+# input too small for one training window is refused, naming it, and writes nothing
+: > "$tmp/empty.txt"
+expect_fail 1 "empty file" "$YOKE" data prepare --out "$tmp/small" "$tmp/empty.txt"
+expect_stderr "empty.txt is empty: there is no text to make shards of" "$YOKE" data prepare --out "$tmp/small" "$tmp/empty.txt"
+expect_fail 1 "too small for a window" "$YOKE" data prepare --out "$tmp/small" "$tmp/in/a.txt"
+expect_stderr "a.txt: 32 bytes give 30 train tokens, fewer than one training window of 257" "$YOKE" data prepare --out "$tmp/small" "$tmp/in/a.txt"
+[ ! -e "$tmp/small/train_000.bin" ] && pass "no shard written for too little text" || fail "a shard was written: $(ls "$tmp/small")"
+expect_ok "--min-tokens lowers the bar" "$YOKE" data prepare --out "$tmp/small" --min-tokens 30 "$tmp/in/a.txt"
+# an empty file among others adds nothing (no lone separator)
+out=$("$YOKE" data prepare --out "$tmp/small" --val-fraction 0 "$tmp/in/c.txt" "$tmp/empty.txt")
+case "$out" in *"train: 1001 tokens"*) pass "empty file adds no tokens" ;; *) fail "empty file among others: $out" ;; esac
 
 # val fraction 0.25: per document floor(len/4) bytes go to val, each part gets a separator token
 out=$("$YOKE" data prepare --out "$tmp/o" --val-fraction 0.25 "$tmp/in/*.txt" 2>&1); rc=$?
@@ -64,7 +75,7 @@ case "$out" in *"train: $all tokens in 4 shards"*) pass "multi-shard" ;; *) fail
 cat "$tmp/o"/train_00[0-3].bin > /dev/null
 sum=0; for f in "$tmp"/o/train_*.bin; do sum=$((sum + ($(stat -c %s "$f") - 1024) / 2)); done
 [ $sum = $all ] && pass "shards sum to $all tokens" || fail "shards hold $sum tokens"
-"$YOKE" data prepare --out "$tmp/o" "$tmp/in/a.txt" > /dev/null
+"$YOKE" data prepare --out "$tmp/o" "$tmp/in/c.txt" > /dev/null
 [ ! -e "$tmp/o/train_001.bin" ] && pass "stale shards removed" || fail "stale shard left: $(ls "$tmp/o")"
 
 # yoke data info: counts, preview, and bad shards named

@@ -665,6 +665,47 @@ START_TEST(test_weights_bad_files) {
 }
 END_TEST
 
+/* A NaN or infinity in a weights file is refused on load, naming the tensor
+ * (not found later as a non-finite loss blamed on the learning rate). */
+START_TEST(test_weights_nonfinite) {
+  yk_device *dev = make_dev(1, YK_ISA_AUTO);
+  yk_model *m = load_model("ref_weights.bin", 1, 8, dev);
+  const yk_model_config *c = yk_model_get_config(m);
+  char ref[1200], p[512];
+  fixture(ref, sizeof ref, "ref_weights.bin");
+  snprintf(p, sizeof p, "%s/nonfinite.bin", tmpdir);
+  size_t n;
+  char *good = slurp(ref, &n);
+  size_t wpe0 = 1024 + (size_t)c->padded_vocab_size * c->channels * 4; /* file order: wte, wpe, ... */
+  struct {
+    size_t at;
+    float value;
+    const char *needle;
+  } cases[] = {
+      {wpe0 + 5 * 4, INFINITY, "tensor wpe holds 1 non-finite value (the first, element 5, is inf)"},
+      {n - 4 * 3, NAN, "tensor lnfb holds 1 non-finite value (the first, element"},
+  };
+  for (size_t i = 0; i < YK_ARRAY_LEN(cases); i++) {
+    char *buf = malloc(n);
+    memcpy(buf, good, n);
+    memcpy(buf + cases[i].at, &cases[i].value, 4);
+    write_bytes(p, buf, n);
+    yk_diag d = {0};
+    int rc = yk_model_weights_load(m, p, &d);
+    ck_assert_msg(rc == YK_EFORMAT, "case %zu: rc %d (%s)", i, rc, d.msg);
+    ck_assert_msg(strstr(d.msg, cases[i].needle) && strstr(d.msg, p), "case %zu: message '%s' lacks '%s'", i, d.msg,
+                  cases[i].needle);
+    free(buf);
+  }
+  /* the good file still loads */
+  yk_diag d = {0};
+  ck_assert_msg(yk_model_weights_load(m, ref, &d) == 0, "%s", d.msg);
+  free(good);
+  yk_model_destroy(m);
+  yk_device_destroy(dev);
+}
+END_TEST
+
 /* ---- presets and config ---------------------------------------------------- */
 
 START_TEST(test_presets) {
@@ -734,6 +775,7 @@ int main(void) {
   tcase_add_test(tc, test_bad_tokens);
   tcase_add_test(tc, test_weights_roundtrip_bytes);
   tcase_add_test(tc, test_weights_bad_files);
+  tcase_add_test(tc, test_weights_nonfinite);
   tcase_add_test(tc, test_table_and_write_without_model);
   tcase_add_test(tc, test_presets);
   tcase_add_test(tc, test_act16_f16_matches_fp32);

@@ -8,6 +8,9 @@
 
 typedef int (*cli_fn)(int argc, char **argv);
 
+/* The option row every command with a job config has: --set section.key=value. */
+#define CLI_SET_OPT {"--set", 0, YK_OPT_CONFIG, 0, "SECTION.KEY=VALUE", "override any config key (repeatable)"}
+
 /* One entry of a command table: `yoke NAME`, `yoke ckpt NAME`, ... */
 typedef struct cli_cmd {
   const char *name;

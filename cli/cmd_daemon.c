@@ -7,7 +7,6 @@
 #include "cli.h"
 #include "yk_daemon.h"
 
-#define SET_OPT {"--set", 0, YK_OPT_CONFIG, 0, "SECTION.KEY=VALUE", "override any config key (repeatable)"}
 #define SECRET_OPT                                                                                               \
   {"--secret-file", 0, YK_OPT_CONFIG, 0, "FILE", "per-job secret (default coord.secret_file, then YOKE_SECRET)", \
    .key = "coord.secret_file"}
@@ -20,7 +19,7 @@ typedef struct coord_opts {
 } coord_opts;
 
 static const yk_opt coord_table[] = {
-    SET_OPT,
+    CLI_SET_OPT,
     {"--world", 0, YK_OPT_INT, offsetof(coord_opts, c.world), "N", "ranks to expect (required)", 1,
      YK_PROTO_MAX_WORLD},
     {"--port", 0, YK_OPT_CONFIG, 0, "P", "TCP port (default coord.port; 0 picks a free one)", .key = "coord.port"},
@@ -160,7 +159,7 @@ typedef struct status_opts {
 } status_opts;
 
 static const yk_opt status_table[] = {
-    SET_OPT,
+    CLI_SET_OPT,
     {"--checkpoint", 0, YK_OPT_FLAG, offsetof(status_opts, checkpoint), NULL,
      "ask every rank to checkpoint at its next step boundary and exit 75"},
     {"--stop", 0, YK_OPT_FLAG, offsetof(status_opts, stop), NULL,
@@ -208,7 +207,7 @@ typedef struct selftest_opts {
 } selftest_opts;
 
 static const yk_opt selftest_table[] = {
-    SET_OPT,
+    CLI_SET_OPT,
     {"--steps", 0, YK_OPT_INT, offsetof(selftest_opts, s.steps), "N", "steps to run (default 20)", 0, 100000000},
     {"--step-ms", 0, YK_OPT_INT, offsetof(selftest_opts, s.step_ms), "MS", "wall time of one step (default 50)", 0,
      3600000},

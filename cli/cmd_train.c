@@ -16,7 +16,7 @@ typedef struct train_opts {
 } train_opts;
 
 static const yk_opt train_table[] = {
-    {"--set", 0, YK_OPT_CONFIG, 0, "SECTION.KEY=VALUE", "override any config key (repeatable)"},
+    CLI_SET_OPT,
     {"--steps", 0, YK_OPT_CONFIG, 0, "N", "same as --set train.steps=N", .key = "train.steps"},
     {"--init-weights", 0, YK_OPT_CONFIG, 0, "FILE", "start from a GPT-2 fp32 weights file (train.init_weights)",
      .key = "train.init_weights"},

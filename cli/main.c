@@ -49,7 +49,7 @@ typedef struct show_opts {
 } show_opts;
 
 static const yk_opt show_table[] = {
-    {"--set", 0, YK_OPT_CONFIG, 0, "SECTION.KEY=VALUE", "override any config key (repeatable)"},
+    CLI_SET_OPT,
 };
 
 static const yk_cmd_spec show_spec = {

@@ -43,7 +43,7 @@ static int build_optimizer(yk_engine *e, yk_diag *d) {
   int rc;
   eng_grads_init(&e->grads, comm, (size_t)c->comm.bucket_kb * 1024, c->comm.timeout_ms);
   int share = comm && (yk_comm_shm_state(comm) & 1);
-  e->shard = comm && e->world > 1 && c->optim.shard;
+  e->shard = comm && e->world > 1 && yk_config_zero_stage(c) >= 1;
   e->soff = 0;
   e->slen = e->nparams;
   if (e->shard) {

@@ -192,8 +192,13 @@ int yk_model_create(const yk_model_config *cfg, int B, int T, const yk_device *d
   return yk_model_create_ex(cfg, B, T, dev, YK_DT_F32, out, d);
 }
 
-int yk_model_create_ex(const yk_model_config *cfg_in, int B, int T, const yk_device *dev, yk_dtype act_dtype,
+int yk_model_create_ex(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_dtype act_dtype,
                        yk_model **out, yk_diag *d) {
+  return yk_model_create_provided(cfg, B, T, dev, act_dtype, NULL, out, d);
+}
+
+int yk_model_create_provided(const yk_model_config *cfg_in, int B, int T, const yk_device *dev, yk_dtype act_dtype,
+                             const yk_model_provider *prov, yk_model **out, yk_diag *d) {
   *out = NULL;
   yk_model_config cfg = *cfg_in;
   int rc = yk_model_config_finish(&cfg, d);
@@ -214,6 +219,7 @@ int yk_model_create_ex(const yk_model_config *cfg_in, int B, int T, const yk_dev
   m->T = T;
   m->dev = dev;
   m->act_dt = act_dtype;
+  if (prov) m->prov = *prov;
   int is16 = act_dtype != YK_DT_F32;
   yk_model_layout_(&cfg, &m->lay);
   const yk_device_ops *ops = dev->ops;
@@ -231,8 +237,10 @@ int yk_model_create_ex(const yk_model_config *cfg_in, int B, int T, const yk_dev
   m->work_numel = is16 ? 4 * N * C + N * 3 * C + 2 * N * 4 * C + att_n : 0;
   m->scratch_numel = N * C /*dres*/ + N * C /*dC*/ + N * 4 * C + N * 3 * C + yk_device_layernorm_bwd_scratch(dev, (int)N, (int)C) +
                      yk_device_attention_bwd_scratch(dev, T);
-  m->params = ops->alloc(dev, m->lay.total * sizeof(float));
-  m->grads = ops->alloc(dev, m->lay.total * sizeof(float));
+  if (!prov) {
+    m->params = ops->alloc(dev, m->lay.total * sizeof(float));
+    m->grads = ops->alloc(dev, m->lay.total * sizeof(float));
+  }
   m->act_mem = ops->alloc(dev, (m->act_numel + m->scratch_numel + m->work_numel) * sizeof(float));
   if (is16) m->act16_mem = ops->alloc(dev, m->act16_numel * sizeof(uint16_t));
   m->al = calloc(L, sizeof *m->al);
@@ -240,7 +248,7 @@ int yk_model_create_ex(const yk_model_config *cfg_in, int B, int T, const yk_dev
   m->tensors = calloc((size_t)m->ntensors, sizeof *m->tensors);
   m->inputs = calloc(N, sizeof(int32_t));
   m->targets = calloc(N, sizeof(int32_t));
-  if (!m->params || !m->grads || !m->act_mem || (is16 && !m->act16_mem) || !m->al || !m->tensors || !m->inputs ||
+  if ((!prov && (!m->params || !m->grads)) || !m->act_mem || (is16 && !m->act16_mem) || !m->al || !m->tensors || !m->inputs ||
       !m->targets) {
     size_t bytes = yk_model_memory_bytes(m);
     yk_model_destroy(m);
@@ -297,7 +305,7 @@ void yk_model_destroy(yk_model *m) {
   if (!m) return;
   const yk_device *dev = m->dev;
   if (m->params_shm.ptr) yk_shmem_free(&m->params_shm);
-  else dev->ops->free(dev, m->params);
+  else if (!m->prov.get_params) dev->ops->free(dev, m->params); /* a provided model's arena is borrowed */
   if (m->grads_shm.ptr) yk_shmem_free(&m->grads_shm);
   else dev->ops->free(dev, m->grads);
   dev->ops->free(dev, m->act_mem);
@@ -313,7 +321,7 @@ const yk_model_config *yk_model_get_config(const yk_model *m) { return &m->cfg; 
 int yk_model_batch(const yk_model *m) { return m->B; }
 int yk_model_seq_len(const yk_model *m) { return m->T; }
 size_t yk_model_memory_bytes(const yk_model *m) {
-  return (2 * m->lay.total + m->act_numel + m->scratch_numel + m->work_numel) * sizeof(float) +
+  return ((m->prov.get_params ? 0 : 2 * m->lay.total) + m->act_numel + m->scratch_numel + m->work_numel) * sizeof(float) +
          m->act16_numel * sizeof(uint16_t);
 }
 size_t yk_model_activation_bytes(const yk_model *m) { return m->kept_numel * yk_dtype_size(m->act_dt); }
@@ -361,7 +369,24 @@ void yk_model_set_grad_hook(yk_model *m, yk_model_grad_hook fn, void *ctx) {
 }
 const float *yk_model_logits(const yk_model *m) { return m->logits; }
 const float *yk_model_losses(const yk_model *m) { return m->losses; }
-void yk_model_zero_grad(yk_model *m) { m->dev->ops->zero(m->dev, m->grads, m->lay.total); }
+void yk_model_zero_grad(yk_model *m) {
+  if (m->grads) m->dev->ops->zero(m->dev, m->grads, m->lay.total);
+}
+void yk_model_attach_params(yk_model *m, float *arena) {
+  if (m->prov.get_params) m->params = arena;
+}
+int yk_model_regions(const yk_model *m) { return m->cfg.layers + 2; }
+void yk_model_region_range(const yk_model *m, int r, size_t *offset, size_t *count) {
+  if (r <= 0) {
+    *offset = 0;
+    *count = m->lay.layers;
+  } else if (r <= m->cfg.layers) {
+    yk_model_layer_range(m, r - 1, offset, count);
+  } else {
+    *offset = m->lay.lnfw;
+    *count = m->lay.total - m->lay.lnfw;
+  }
+}
 
 void yk_model_init_random(yk_model *m, uint64_t seed) {
   yk_rng r;
@@ -435,6 +460,50 @@ static void keep(const yk_model *m, void *dst, float *x, size_t n) {
   else if (m->act_dt == YK_DT_BF16) dev->ops->round_bf16(dev, dst, x, n);
 }
 
+/* ---- regions: the model's own arenas, or a provider's loans -------------
+ * Every parameter and gradient access of forward and backward goes through
+ * these, with a region-relative pointer: region 0 starts at wte (arena
+ * offset 0), a layer's base is what layer_at takes, the head starts at lnfw.
+ * Without a provider they return slices of the model's arenas (so the
+ * arithmetic, and the bits, are the same as indexing the arena directly). */
+enum { R_EMBED = 0 };
+#define R_LAYER(l) (1 + (l))
+#define R_HEAD(m) ((m)->cfg.layers + 1)
+
+static int params_of(yk_model *m, int r, yk_model_pass pass, float **p, yk_diag *d) {
+  size_t off, n;
+  if (m->prov.get_params) return m->prov.get_params(m->prov.ctx, r, pass, p, d);
+  yk_model_region_range(m, r, &off, &n);
+  *p = m->params + off;
+  return 0;
+}
+static int grads_of(yk_model *m, int r, float **g, yk_diag *d) {
+  size_t off, n;
+  if (m->prov.get_grads) return m->prov.get_grads(m->prov.ctx, r, g, d);
+  yk_model_region_range(m, r, &off, &n);
+  *g = m->grads + off;
+  return 0;
+}
+static int done_params(yk_model *m, int r, yk_model_pass pass, yk_diag *d) {
+  return m->prov.put_params ? m->prov.put_params(m->prov.ctx, r, pass, d) : 0;
+}
+static void notify(yk_model *m, size_t off, size_t n);
+/* Region r's gradients of this backward are final: the provider's put, or
+ * the gradient-ready hook. */
+static int done_grads(yk_model *m, int r, yk_diag *d) {
+  if (m->prov.put_grads) return m->prov.put_grads(m->prov.ctx, r, d);
+  size_t off, n;
+  yk_model_region_range(m, r, &off, &n);
+  notify(m, off, n);
+  return 0;
+}
+/* Views of one layer's tensors from its block's base. */
+static layer_view layer_at(const yk_model *m, float *base) {
+  layer_view v;
+  for (int k = 0; k < P_NLAYER; k++) v.p[k] = base + m->lay.in_layer[k];
+  return v;
+}
+
 int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets, float *loss, yk_diag *d) {
   const yk_device *dev = m->dev;
   const yk_device_ops *o = dev->ops;
@@ -448,15 +517,18 @@ int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets,
   if (rc) return rc;
   m->have_targets = 0;
   memcpy(m->inputs, inputs, (size_t)N * sizeof(int32_t));
-  float *P = m->params;
+  float *Pe, *Pl, *Ph;
 
   /* In 16-bit mode the residual stream ping-pongs between work buffers: x
    * (layer input) in R0, res2 in R1, res3 back in R0 (x is dead by then). */
   float *x = dest(m, m->encoded, W_R0);
-  o->encoder_fwd(dev, x, inputs, P + m->lay.wte, P + m->lay.wpe, N, T, C);
+  if ((rc = params_of(m, R_EMBED, YK_MODEL_FORWARD, &Pe, d))) return rc;
+  o->encoder_fwd(dev, x, inputs, Pe + m->lay.wte, Pe + m->lay.wpe, N, T, C);
+  if ((rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d))) return rc;
   keep(m, m->encoded, x, NC);
   for (int l = 0; l < c->layers; l++) {
-    layer_view w = layer_of(m, P, l);
+    if ((rc = params_of(m, R_LAYER(l), YK_MODEL_FORWARD, &Pl, d))) return rc;
+    layer_view w = layer_at(m, Pl);
     acts_layer *a = &m->al[l];
     float *ln1 = dest(m, a->ln1, W_LN);
     o->layernorm_fwd(dev, ln1, a->ln1_mean, a->ln1_rstd, x, w.p[P_LN1W], w.p[P_LN1B], N, C);
@@ -491,12 +563,17 @@ int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets,
     o->gemm(dev, 0, 1, N, C, 4 * C, 1.0f, gelu, 4 * C, w.p[P_FCPROJW], 4 * C, 1.0f, res3, C);
     keep(m, a->res3, res3, NC);
     x = res3;
+    if ((rc = done_params(m, R_LAYER(l), YK_MODEL_FORWARD, d))) return rc;
   }
+  if ((rc = params_of(m, R_HEAD(m), YK_MODEL_FORWARD, &Ph, d))) return rc;
   float *lnf = dest(m, m->lnf, W_LN);
-  o->layernorm_fwd(dev, lnf, m->lnf_mean, m->lnf_rstd, x, P + m->lay.lnfw, P + m->lay.lnfb, N, C);
+  o->layernorm_fwd(dev, lnf, m->lnf_mean, m->lnf_rstd, x, Ph, Ph + C, N, C);
   keep(m, m->lnf, lnf, NC);
   /* logits (N,Vp) = lnf (N,C) . wte (Vp,C)^T; logits and the loss stay fp32 */
-  o->gemm(dev, 0, 1, N, Vp, C, 1.0f, lnf, C, P + m->lay.wte, C, 0.0f, m->logits, Vp);
+  if ((rc = done_params(m, R_HEAD(m), YK_MODEL_FORWARD, d)) || (rc = params_of(m, R_EMBED, YK_MODEL_FORWARD, &Pe, d)))
+    return rc;
+  o->gemm(dev, 0, 1, N, Vp, C, 1.0f, lnf, C, Pe + m->lay.wte, C, 0.0f, m->logits, Vp);
+  if ((rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d))) return rc;
   if (!targets) {
     if (loss) *loss = 0.0f;
     return 0;
@@ -528,25 +605,32 @@ int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
   const yk_device_ops *o = dev->ops;
   const yk_model_config *c = &m->cfg;
   int B = m->B, T = m->T, C = c->channels, NH = c->heads, V = c->vocab_size, Vp = c->padded_vocab_size;
-  int N = B * T, L = c->layers;
-  float *P = m->params, *G = m->grads;
+  int N = B * T, L = c->layers, rc;
+  float *Pe, *Ge, *Ph, *Gh, *Pl, *Gl;
 
   /* dlogits in place of the logits */
   o->crossent_bwd(dev, m->logits, m->lse, m->targets, scale / (float)N, N, V, Vp);
   float *dlog = m->logits;
   size_t NC = (size_t)N * C;
   const float *lnf = view(m, m->lnf, W_LN, NC);
+  /* The embedding's gradient buffer (wte is tied to the LM head) stays out
+   * from here to the end of backward. */
+  if ((rc = params_of(m, R_HEAD(m), YK_MODEL_BACKWARD, &Ph, d)) || (rc = grads_of(m, R_HEAD(m), &Gh, d)) ||
+      (rc = params_of(m, R_EMBED, YK_MODEL_BACKWARD, &Pe, d)) || (rc = grads_of(m, R_EMBED, &Ge, d)))
+    return rc;
   /* LM head: dwte (Vp,C) += dlogits^T (Vp,N) . lnf (N,C); dlnf (N,C) = dlogits . wte */
-  o->gemm(dev, 1, 0, Vp, C, N, 1.0f, dlog, Vp, lnf, C, 1.0f, G + m->lay.wte, C);
-  o->gemm(dev, 0, 0, N, C, Vp, 1.0f, dlog, Vp, P + m->lay.wte, C, 0.0f, m->dC, C);
+  o->gemm(dev, 1, 0, Vp, C, N, 1.0f, dlog, Vp, lnf, C, 1.0f, Ge + m->lay.wte, C);
+  o->gemm(dev, 0, 0, N, C, Vp, 1.0f, dlog, Vp, Pe + m->lay.wte, C, 0.0f, m->dC, C);
+  if ((rc = done_params(m, R_EMBED, YK_MODEL_BACKWARD, d))) return rc;
   o->zero(dev, m->dres, (size_t)N * C);
   const float *xL = view(m, L > 0 ? m->al[L - 1].res3 : m->encoded, W_R0, NC);
-  o->layernorm_bwd(dev, m->dres, G + m->lay.lnfw, G + m->lay.lnfb, m->dC, xL, P + m->lay.lnfw, m->lnf_mean,
-                   m->lnf_rstd, N, C, m->ln_scratch);
-  notify(m, m->lay.lnfw, 2 * (size_t)C);
+  o->layernorm_bwd(dev, m->dres, Gh, Gh + C, m->dC, xL, Ph, m->lnf_mean, m->lnf_rstd, N, C, m->ln_scratch);
+  if ((rc = done_params(m, R_HEAD(m), YK_MODEL_BACKWARD, d)) || (rc = done_grads(m, R_HEAD(m), d))) return rc;
 
   for (int l = L - 1; l >= 0; l--) {
-    layer_view w = layer_of(m, P, l), g = layer_of(m, G, l);
+    if ((rc = params_of(m, R_LAYER(l), YK_MODEL_BACKWARD, &Pl, d)) || (rc = grads_of(m, R_LAYER(l), &Gl, d)))
+      return rc;
+    layer_view w = layer_at(m, Pl), g = layer_at(m, Gl);
     acts_layer *a = &m->al[l];
     /* MLP branch; dres is d(res3). Each kept activation is widened (16-bit
      * mode) just before its first use. */
@@ -579,11 +663,8 @@ int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
     const float *x = view(m, l == 0 ? m->encoded : m->al[l - 1].res3, W_R0, NC);
     o->layernorm_bwd(dev, m->dres, g.p[P_LN1W], g.p[P_LN1B], m->dC, x, w.p[P_LN1W], a->ln1_mean, a->ln1_rstd, N, C,
                      m->ln_scratch);
-    size_t off, cnt;
-    yk_model_layer_range(m, l, &off, &cnt);
-    notify(m, off, cnt);
+    if ((rc = done_params(m, R_LAYER(l), YK_MODEL_BACKWARD, d)) || (rc = done_grads(m, R_LAYER(l), d))) return rc;
   }
-  o->encoder_bwd(dev, G + m->lay.wte, G + m->lay.wpe, m->dres, m->inputs, N, T, C);
-  notify(m, 0, m->lay.layers);
-  return 0;
+  o->encoder_bwd(dev, Ge + m->lay.wte, Ge + m->lay.wpe, m->dres, m->inputs, N, T, C);
+  return done_grads(m, R_EMBED, d);
 }

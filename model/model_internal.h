@@ -71,6 +71,7 @@ struct yk_model {
   size_t scratch_numel;
   int32_t *inputs, *targets;
   int have_targets; /* a forward with targets is waiting for backward */
+  yk_model_provider prov; /* lends parameters and gradients when prov.get_params is set */
   yk_model_grad_hook hook;
   void *hook_ctx;
 };

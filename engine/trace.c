@@ -7,26 +7,27 @@
 
 #include "engine_internal.h"
 
-/* Clock offsets: rank 0 and rank r exchange ROUNDS ping-pongs (a broadcast
- * from 0 then one from r); the round with the shortest round trip gives
- * offset = r's stamp - the midpoint of 0's send and receive, within half
- * that round trip. */
+/* Clock offsets: the rank of a group and its rank 0 exchange CLOCK_ROUNDS
+ * ping-pongs (a broadcast from 0, then one from the rank); the round with
+ * the shortest round trip gives offset = the rank's stamp - the midpoint of
+ * rank 0's send and receive, within half that round trip. */
 #define CLOCK_ROUNDS 8
 
-static int sync_clocks(yk_engine *e, yk_diag *d) {
-  yk_comm *c = e->comms.dp;
-  int64_t mine[2] = {0, 0}; /* offset, error */
-  for (int r = 1; c && r < e->world; r++) {
+/* out = {offset, error} of this rank against rank 0 of c (every rank calls). */
+static int sync_group(yk_comm *c, int64_t out[2], yk_diag *d) {
+  int me = yk_comm_rank(c), n = yk_comm_size(c);
+  out[0] = out[1] = 0;
+  for (int r = 1; r < n; r++) {
     int64_t best_rtt = INT64_MAX, best_off = 0;
     for (int k = 0; k < CLOCK_ROUNDS; k++) {
       int64_t v = 0, t0 = (int64_t)yk_now_ns();
-      if (e->rank == 0) v = t0;
+      if (me == 0) v = t0;
       int rc = yk_comm_broadcast_sync(c, &v, 1, YK_DT_I64, 0, d);
-      if (e->rank == r) v = (int64_t)yk_now_ns();
+      if (me == r) v = (int64_t)yk_now_ns();
       if (!rc) rc = yk_comm_broadcast_sync(c, &v, 1, YK_DT_I64, r, d);
       if (rc) return yk_errorf(d, rc, "train.trace: measuring the clock of rank %d failed: %s", r, yk_diag_msg(d, rc));
       int64_t t1 = (int64_t)yk_now_ns();
-      if (e->rank == 0 && t1 - t0 < best_rtt) {
+      if (me == 0 && t1 - t0 < best_rtt) {
         best_rtt = t1 - t0;
         best_off = v - t0 / 2 - t1 / 2;
       }
@@ -34,10 +35,26 @@ static int sync_clocks(yk_engine *e, yk_diag *d) {
     int64_t res[2] = {best_off, best_rtt / 2};
     int rc = yk_comm_broadcast_sync(c, res, 2, YK_DT_I64, 0, d);
     if (rc) return yk_errorf(d, rc, "train.trace: sharing the clock offsets failed: %s", yk_diag_msg(d, rc));
-    if (e->rank == r) memcpy(mine, res, sizeof mine);
+    if (me == r) memcpy(out, res, 2 * sizeof *out);
   }
-  yk_trace_set_clock(e->trace, mine[0], mine[1]);
-  if (c) YK_DEBUG(e->log, "trace: clock offset to rank 0 %+.1f us, error +-%.1f us", mine[0] / 1e3, mine[1] / 1e3);
+  return 0;
+}
+
+/* Against global rank 0: each rank measures its data-parallel group's rank
+ * 0; those (dp rank 0, one per tensor-parallel rank) form global rank 0's
+ * tensor-parallel group and measure its rank 0; each dp rank 0 passes its
+ * own offset down its group, and offsets and errors add. */
+static int sync_clocks(yk_engine *e, yk_diag *d) {
+  int64_t dp[2] = {0, 0}, tp[2] = {0, 0};
+  int rc = 0;
+  if (e->comms.dp) rc = sync_group(e->comms.dp, dp, d);
+  if (!rc && e->comms.tp) rc = sync_group(e->comms.tp, tp, d);
+  if (!rc && e->comms.tp && e->comms.dp) rc = yk_comm_broadcast_sync(e->comms.dp, tp, 2, YK_DT_I64, 0, d);
+  if (rc) return rc;
+  yk_trace_set_clock(e->trace, dp[0] + tp[0], dp[1] + tp[1]);
+  if (e->comms.dp || e->comms.tp)
+    YK_DEBUG(e->log, "trace: clock offset to rank 0 %+.1f us, error +-%.1f us", (dp[0] + tp[0]) / 1e3,
+             (dp[1] + tp[1]) / 1e3);
   return 0;
 }
 

@@ -24,7 +24,7 @@ ALLOWED = {
     "trace": ["common"],
     "device": ["common"],
     "partition": ["common"],
-    "model": ["device", "common"],
+    "model": ["device", "partition", "common"],
     "data": ["partition", "common"],
     "collectives": ["partition", "common"],
     "optimizer": ["common"],

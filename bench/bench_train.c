@@ -17,8 +17,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "yk_device.h"
+#include "yk_engine.h"
+#include "yk_partition.h"
 #include "yk_model.h"
 
 /* Best sgemm rate (GFLOP/s) of the device, same threads as training, over
@@ -274,6 +277,79 @@ out:
   return rc;
 }
 
+/* ---- --trace: the recorder's overhead ----------------------------------
+ * Two engines on the same data, identical but for train.trace, step in turn
+ * (off, on, off, on, ...) so drifts of the machine hit both alike; the
+ * medians of their step times and the ratio are the overhead. The trace file
+ * goes to a temporary directory; its size per step is printed too. */
+static int bench_trace_ab(const char *model, int B, int T, int threads, int steps, int warmup, int json, yk_diag *d) {
+  char dir[64], shard[128], trace[128];
+  snprintf(dir, sizeof dir, "/tmp/yk_bench_trace_XXXXXX");
+  if (!mkdtemp(dir)) return yk_errorf_sys(d, YK_EIO, "cannot create a temporary directory");
+  snprintf(shard, sizeof shard, "%s/train_000.bin", dir);
+  snprintf(trace, sizeof trace, "%s/trace.json", dir);
+  yk_device *dev = NULL;
+  yk_engine *e[2] = {NULL, NULL};
+  double *ms[2] = {calloc((size_t)steps, sizeof(double)), calloc((size_t)steps, sizeof(double))};
+  yk_config c;
+  yk_model_config mc;
+  yk_logger log;
+  yk_layout one;
+  yk_logger_init(&log, -1, YK_LOG_WARN, stderr);
+  yk_config_defaults(&c);
+  int total = warmup + steps, rc;
+  if (!ms[0] || !ms[1]) {
+    rc = yk_errorf(d, YK_ENOMEM, "out of memory");
+    goto out;
+  }
+  if ((rc = yk_bench_config_set(&c, d, "model.name=%s", model)) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "train.micro_batch=%d", B)) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "train.seq_len=%d", T)) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "train.steps=%d", total)) != 0 ||
+      (rc = yk_bench_config_set(&c, d, "data.train=%s", shard)) != 0 || (rc = yk_model_config_from(&c, &mc, d)) != 0 ||
+      (rc = yk_bench_synthetic_shard(shard, mc.vocab_size, (uint64_t)total * B * T + 1, d)) != 0 ||
+      (rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &dev, d)) != 0 ||
+      (rc = yk_partition_layout(1, 1, 1, 0, &one, d)) != 0)
+    goto out;
+  for (int k = 0; k < 2; k++) {
+    yk_config ck = c;
+    if (k && (rc = yk_bench_config_set(&ck, d, "train.trace=%s", trace)) != 0) goto out;
+    yk_engine_opts eo = {.cfg = &ck, .layout = one, .dev = dev, .log = &log};
+    if ((rc = yk_engine_open(&eo, &e[k], d)) != 0) goto out;
+  }
+  for (int s = 0; s < total; s++)
+    for (int k = 0; k < 2; k++) {
+      yk_step_stats st;
+      if ((rc = yk_engine_step(e[k], s, &st, d)) != 0) goto out;
+      if (s >= warmup) ms[k][s - warmup] = st.step_ms;
+    }
+  yk_engine_close(e[1]);
+  e[1] = NULL;
+  FILE *f = fopen(trace, "r");
+  long bytes = 0;
+  if (f && fseek(f, 0, SEEK_END) == 0) bytes = ftell(f);
+  if (f) fclose(f);
+  double off = yk_bench_median(ms[0], steps), on = yk_bench_median(ms[1], steps);
+  printf("# yoke bench train --trace: model %s, B=%d, T=%d, %d threads, %d steps each after %d warm-up, taken in turn\n",
+         model, B, T, threads, steps, warmup);
+  printf("  trace off %.3f ms/step, on %.3f ms/step (medians): ratio %.4f (%+.2f%%); trace %.1f KB per 100 steps\n", off,
+         on, on / off, (on / off - 1) * 100, bytes / 1024.0 * 100 / total);
+  if (json)
+    printf("{\"bench\": \"trace\", \"model\": \"%s\", \"B\": %d, \"T\": %d, \"threads\": %d, \"steps\": %d, "
+           "\"off_ms\": %.4f, \"on_ms\": %.4f, \"ratio\": %.5f, \"trace_bytes_per_step\": %.1f}\n",
+           model, B, T, threads, steps, off, on, on / off, (double)bytes / total);
+out:
+  yk_engine_close(e[0]);
+  yk_engine_close(e[1]);
+  yk_device_destroy(dev);
+  free(ms[0]);
+  free(ms[1]);
+  unlink(trace);
+  unlink(shard);
+  rmdir(dir);
+  return rc;
+}
+
 void yk_bench_train_opts_default(yk_bench_train_opts *o) {
   *o = (yk_bench_train_opts){.model = "d12", .batch = 4, .seq_lens = {64, 256}, .nseq_lens = 2, .threads = {1, 2},
                              .nthreads = 2, .steps = 3, .warmup = 1};
@@ -289,6 +365,12 @@ int yk_bench_train(const yk_bench_train_opts *o) {
   if (rc) {
     fprintf(stderr, "yoke bench train: %s\n", yk_diag_msg(&d, rc));
     return 2;
+  }
+  if (o->trace) {
+    /* the overhead is small: at least 50 steps each for a stable median */
+    rc = bench_trace_ab(model, B, o->seq_lens[0], o->threads[0], steps < 50 ? 50 : steps, warmup, json, &d);
+    if (rc) fprintf(stderr, "yoke bench train --trace: %s\n", yk_diag_msg(&d, rc));
+    return rc ? 1 : 0;
   }
   if (torch && !yk_bench_torch_available()) {
     fprintf(stderr, "yoke bench train: /usr/bin/python3 has no torch (apt-get install python3-torch); "

@@ -48,6 +48,7 @@ typedef struct yk_bench_train_opts {
   int threads[8], nthreads;    /* thread counts (default 1, 2) */
   int64_t steps, warmup;       /* timed steps per configuration (default 3), untimed first (default 1) */
   int no_torch, json, profile; /* skip PyTorch / JSON rows / per-kernel wall time */
+  int trace;                   /* instead: train.trace's overhead, A/B of two engines stepping in turn (>= 50 steps) */
 } yk_bench_train_opts;
 void yk_bench_train_opts_default(yk_bench_train_opts *o);
 int yk_bench_train(const yk_bench_train_opts *o);

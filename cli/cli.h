@@ -42,5 +42,6 @@ int cli_cmd_coord(int argc, char **argv);
 int cli_cmd_launch(int argc, char **argv);
 int cli_cmd_status(int argc, char **argv);
 int cli_cmd_selftest(int argc, char **argv);
+int cli_cmd_trace(int argc, char **argv);
 
 #endif

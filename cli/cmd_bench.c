@@ -85,6 +85,9 @@ static const yk_opt train_table[] = {
     {"--profile", 0, YK_OPT_FLAG, TRAIN(profile), NULL,
      "also print the wall time per step of every device kernel\n"
      "                            (one line per gemm shape) and of the optimizer"},
+    {"--trace", 0, YK_OPT_FLAG, TRAIN(trace), NULL,
+     "instead: the overhead of train.trace, an engine tracing and one not\n"
+     "                            stepping in turn (--steps each, at least 50), medians and ratio"},
 };
 #undef TRAIN
 

@@ -91,6 +91,7 @@ static const cli_cmd subcmds[] = {
     {"launch", cli_cmd_launch, "run N ranks of a job on this machine (local launcher)"},
     {"coord", cli_cmd_coord, "run the coordinator on its own"},
     {"status", cli_cmd_status, "ask the coordinator for the job's state"},
+    {"trace", cli_cmd_trace, "merge per-rank timelines (train.trace), profile them (trace merge, trace top)"},
     {"daemon-selftest", cli_cmd_selftest, "exercise the control plane with a synthetic workload"},
 };
 

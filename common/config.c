@@ -63,6 +63,13 @@ static const key_def keys[] = {
      "write a GPT-2 fp32 weights file here after training (empty = don't)"},
     {"train.log_file", T_STR, OFF(train.log_file), "", 0, 0, NULL,
      "rank 0 also writes the JSON step and validation lines (as --json prints them) here; a resume appends (empty = none)"},
+    {"train.trace", T_STR, OFF(train.trace), "", 0, 0, NULL,
+     "write a Chrome/Perfetto trace of every rank here: {rank} in the path is replaced by the rank, else "
+     "\".rank<N>.json\" replaces a trailing \".json\" with several ranks (empty = off; docs/tracing.md)"},
+    {"train.trace_steps", T_STR, OFF(train.trace_steps), "", 0, 0, NULL,
+     "the steps to trace, A-B (inclusive, numbered as the step lines print them) or A- (empty = all)"},
+    {"train.straggler_warn", T_FLOAT, OFF(train.straggler_warn), "0.2", 0.01, 100, NULL,
+     "the coordinator warns when one rank's compute is this share above the median rank's for 3 reports in a row"},
     /* optim */
     {"optim.lr", T_FLOAT, OFF(optim.lr), "3e-4", 0, 10, NULL, "peak learning rate"},
     {"optim.min_lr", T_FLOAT, OFF(optim.min_lr), "0", 0, 10, NULL, "floor of the cosine decay"},
@@ -365,6 +372,8 @@ int yk_config_validate(const yk_config *c, yk_diag *d) {
     return yk_errorf(d, YK_ECONFIG, "optim.zero=%lld disagrees with optim.shard=%s (the older spelling of stage %d); "
                      "set only optim.zero", (long long)c->optim.zero, c->optim.shard,
                      !strcmp(c->optim.shard, "true") ? 1 : 0);
+  int64_t tf, tl;
+  if (yk_config_trace_steps(c, &tf, &tl, d)) return YK_ECONFIG;
   if (c->loss_scale.min > c->loss_scale.init)
     return yk_errorf(d, YK_ECONFIG, "loss_scale.min=%g is above loss_scale.init=%g", c->loss_scale.min,
                      c->loss_scale.init);
@@ -374,6 +383,27 @@ int yk_config_validate(const yk_config *c, yk_diag *d) {
 int yk_config_zero_stage(const yk_config *c) {
   if (c->optim.zero >= 0) return (int)c->optim.zero;
   return strcmp(c->optim.shard, "false") ? 1 : 0;
+}
+
+int yk_config_trace_steps(const yk_config *c, int64_t *first, int64_t *last, yk_diag *d) {
+  const char *s = c->train.trace_steps;
+  *first = 0;
+  *last = -1;
+  if (!s[0]) return 0;
+  char *end;
+  long long a = strtoll(s, &end, 10), b = -1;
+  int ok = end != s && *end == '-' && a >= 1;
+  if (ok && end[1]) {
+    const char *p = end + 1;
+    b = strtoll(p, &end, 10);
+    ok = end != p && *end == '\0' && b >= a;
+  }
+  if (!ok)
+    return yk_errorf(d, YK_ECONFIG, "train.trace_steps=%s: write A-B with 1 <= A <= B (the steps as the step lines "
+                     "number them) or A- for every step from A", s);
+  *first = a - 1;
+  *last = b < 0 ? -1 : b - 1;
+  return 0;
 }
 
 yk_precision yk_config_precision(const yk_config *c) {

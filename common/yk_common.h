@@ -349,6 +349,9 @@ typedef struct yk_config {
     char init_weights[YK_CFG_STR];
     char save_weights[YK_CFG_STR];
     char log_file[YK_CFG_STR]; /* rank 0 also writes the JSON step and validation lines here */
+    char trace[YK_CFG_STR];  /* Chrome trace per rank (docs/tracing.md); empty = off */
+    char trace_steps[32];    /* "A-B": the steps traced, as the log numbers them; empty = all */
+    double straggler_warn;   /* WARN when a rank is this share slower than the median, for several steps */
   } train;
   struct {
     double lr;
@@ -429,6 +432,10 @@ yk_precision yk_config_precision(const yk_config *c);
  * yk_config_validate rejects the two disagreeing. */
 int yk_config_zero_stage(const yk_config *c);
 /* Number of keys in the table and the i-th key's dotted name (for tests). */
+/* train.trace_steps as 0-based step indices [*first, *last] (*last = -1: no
+ * end). YK_ECONFIG naming the value when it is not "", "A-B" or "A-" with
+ * 1 <= A <= B. */
+int yk_config_trace_steps(const yk_config *c, int64_t *first, int64_t *last, yk_diag *d);
 int yk_config_key_count(void);
 const char *yk_config_key_name(int i);
 

@@ -244,6 +244,7 @@ int yk_daemon_coord(const yk_daemon_coord_opts *co) {
   o.port = (int)cfg.coord.port;
   o.world = (int)world;
   o.heartbeat_timeout_ms = cfg.coord.heartbeat_timeout_ms;
+  o.straggler_warn = cfg.train.straggler_warn;
   o.key = key;
   o.key_len = key_len;
   o.log = &lg;
@@ -483,6 +484,16 @@ int yk_daemon_status(const yk_daemon_status_opts *so) {
     if (mm->rep.step_ms > step_ms) step_ms = mm->rep.step_ms;
   }
   if (min_step < 0) min_step = 0;
+  ykd_straggler_view sv = {.rank = -1};
+  yk_step_stats *reps = calloc(m.n_members ? m.n_members : 1, sizeof *reps);
+  int *live = calloc(m.n_members ? m.n_members : 1, sizeof *live);
+  for (uint32_t i = 0; reps && live && i < m.n_members; i++) {
+    reps[i] = m.members[i].rep;
+    live[i] = m.members[i].state == YK_MEMBER_REGISTERED;
+  }
+  if (reps && live) ykd_straggler_of(reps, live, (int)m.n_members, &sv);
+  free(reps);
+  free(live);
   char jid[24];
   snprintf(jid, sizeof jid, "%016llx", (unsigned long long)m.job_id);
   if (action)
@@ -498,6 +509,14 @@ int yk_daemon_status(const yk_daemon_status_opts *so) {
     json_object_set_new(o, "step", json_integer(min_step));
     json_object_set_new(o, "step_ms", json_real(step_ms));
     json_object_set_new(o, "tokens_per_s", json_real(tps));
+    if (sv.rank >= 0) { /* the rank computing longest, against the median rank (stragglers) */
+      json_t *st = json_object();
+      json_object_set_new(st, "rank", json_integer(sv.rank));
+      json_object_set_new(st, "compute_ms", json_real(sv.compute_ms));
+      json_object_set_new(st, "median_compute_ms", json_real(sv.median_ms));
+      json_object_set_new(st, "excess", json_real(sv.excess));
+      json_object_set_new(o, "slowest_rank", st);
+    }
     json_t *arr = json_array();
     for (uint32_t i = 0; i < m.n_members; i++) {
       const yk_msg_member *mm = &m.members[i];
@@ -524,6 +543,9 @@ int yk_daemon_status(const yk_daemon_status_opts *so) {
   } else {
     printf("job %s  epoch %u  world %d  alive %d  step %lld  step %.1f ms  %.0f tokens/s\n", jid, m.epoch, m.world,
            m.alive, (long long)min_step, step_ms, tps);
+    if (sv.rank >= 0)
+      printf("slowest rank %d: compute %.1f ms per step, %+.0f%% against the median rank (%.1f ms)\n", sv.rank,
+             sv.compute_ms, sv.excess * 100, sv.median_ms);
     printf("%-5s %-24s %-8s %-8s %10s %8s %10s %10s %12s\n", "rank", "host", "pid", "state", "hb_age_ms", "step",
            "loss", "step_ms", "tokens/s");
     for (uint32_t i = 0; i < m.n_members; i++) {

@@ -57,6 +57,7 @@ struct yk_coord {
   uint32_t xround;
   int ckpt_sent;
   cconn *conns;
+  ykd_straggler strag;  /* the slow-rank warning (straggler.c) */
   int cause_rank;     /* the rank whose death ended the job, -1: none */
   char cause[512];    /* and why, as logged */
 };
@@ -326,6 +327,19 @@ static void on_status(cconn *cc) {
 
 static void on_status(cconn *cc);
 
+/* Every registered rank's latest report, for the straggler warning. */
+static void note_straggler(yk_coord *co) {
+  yk_step_stats *reps = malloc((size_t)co->world * sizeof *reps);
+  int *live = malloc((size_t)co->world * sizeof *live);
+  for (int i = 0; reps && live && i < co->world; i++) {
+    reps[i] = co->m[i].rep;
+    live[i] = co->m[i].state == YK_MEMBER_REGISTERED;
+  }
+  if (reps && live) ykd_straggler_note(&co->strag, reps, live, co->world, co->log);
+  free(reps);
+  free(live);
+}
+
 static void on_request(cconn *cc, const yk_msg *m) {
   yk_coord *co = cc->co;
   char who[400], reason[YK_PROTO_MAX_TEXT + 1];
@@ -377,6 +391,7 @@ static void on_msg(ykd_conn *c, const yk_msg *m) {
   switch (m->type) {
   case YK_MSG_HEARTBEAT: {
     mb->rep = m->rep;
+    note_straggler(co);
     yk_msg a = {0};
     a.type = YK_MSG_HEARTBEAT_ACK;
     a.epoch = co->epoch;
@@ -512,6 +527,7 @@ int yk_coord_start(uv_loop_t *loop, const yk_coord_opts *o, yk_coord **out, yk_d
   co->world = o->world;
   co->epoch = 1;
   co->hb_timeout_ms = o->heartbeat_timeout_ms > 0 ? o->heartbeat_timeout_ms : 5000;
+  co->strag.warn_share = o->straggler_warn;
   co->job_id = o->job_id;
   while (!co->job_id) ykd_random(&co->job_id, sizeof co->job_id);
 

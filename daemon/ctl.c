@@ -527,6 +527,8 @@ static size_t render_metrics(void *arg, char *buf, size_t cap) {
   EMIT("yoke_tokens_per_second", "gauge", "Tokens per second of this rank over the last step.", "%.17g",
        r.tokens_per_s);
   EMIT("yoke_step_seconds", "gauge", "Wall time of the last step.", "%.9g", r.step_ms / 1e3);
+  EMIT("yoke_step_compute_seconds", "gauge", "Wall time of the last step minus its communication wait (the largest "
+       "over ranks is the straggler).", "%.9g", (r.step_ms - r.comm_wait_ms) / 1e3);
   EMIT("yoke_allreduce_seconds", "gauge", "Time the last step waited on communication (not hidden by backward).", "%.9g", r.comm_wait_ms / 1e3);
   EMIT("yoke_allreduce_bytes", "gauge", "Bytes all-reduced during the last step.", "%llu",
        (unsigned long long)r.allreduce_bytes);
@@ -717,6 +719,7 @@ int yk_daemon_ctl_start(const yk_daemon_ctl_opts *o, yk_daemon_ctl **out, yk_dia
     co.port = ctl->env.coord_port;
     co.world = ctl->env.world;
     co.heartbeat_timeout_ms = ctl->hb_timeout_ms;
+    co.straggler_warn = o->cfg->train.straggler_warn;
     co.key = ctl->key;
     co.key_len = ctl->key_len;
     co.log = ctl->log;

@@ -66,4 +66,27 @@ void ykd_metrics_close(ykd_metrics *m);
 /* host:port -> address (numeric or resolved), for connecting. */
 int ykd_resolve(const char *host, int port, struct sockaddr_storage *ss, yk_diag *d);
 
+/* Stragglers (straggler.c): from every live rank's latest step report, the
+ * rank whose compute (step minus communication wait) is largest, and how
+ * much above the median rank's. 0 when fewer than two ranks reported. */
+typedef struct ykd_straggler_view {
+  int rank;
+  int64_t step;          /* the oldest step among the reports */
+  double compute_ms, median_ms;
+  double excess;         /* compute / median - 1 */
+} ykd_straggler_view;
+int ykd_straggler_of(const yk_step_stats *reps, const int *live, int n, ykd_straggler_view *v);
+
+/* The coordinator's warning: one WARN line when the same rank is more than
+ * warn_share above the median for 3 new steps in a row, then at most once a
+ * minute for that rank. Zeroed = ready (warn_share 0: 0.2). */
+typedef struct ykd_straggler {
+  double warn_share;
+  int64_t last_step;
+  int rank, streak;
+  int warned_rank;
+  uint64_t last_warn_ns;
+} ykd_straggler;
+void ykd_straggler_note(ykd_straggler *s, const yk_step_stats *reps, const int *live, int n, const yk_logger *log);
+
 #endif

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -175,6 +176,16 @@ static void progress_bar(const run *r, int64_t step, int64_t steps) {
   fflush(stdout);
 }
 
+/* YK_TEST_DELAY_RANK=R:MS, for tests only: rank R sleeps MS ms inside every
+ * step, a straggler on demand (tests/trace/trace.sh). */
+static int64_t test_delay_ms(const run *r) {
+  const char *s = getenv("YK_TEST_DELAY_RANK");
+  int rank = -1, ms = 0;
+  if (!s || sscanf(s, "%d:%d", &rank, &ms) != 2 || rank != r->job.layout.rank || ms <= 0) return 0;
+  YK_WARN(&r->log, "YK_TEST_DELAY_RANK: this rank sleeps %d ms in every step (a test-only straggler)", ms);
+  return ms;
+}
+
 static int open_engine(run *r, yk_diag *d) {
   const yk_config *c = &r->cfg;
   int threads = (int)c->train.threads;
@@ -187,6 +198,7 @@ static int open_engine(run *r, yk_diag *d) {
   int rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &r->dev, d);
   if (rc) return rc;
   yk_engine_opts o = {.cfg = c, .layout = r->job.layout, .comms = {.dp = r->job.dp, .tp = r->job.tp}, .dev = r->dev, .log = &r->log};
+  o.test_delay_ms = test_delay_ms(r);
   if ((rc = yk_engine_open(&o, &r->eng, d)) != 0) return rc;
   if (r->job.layout.world <= 1 && c->ckpt.dir[0]) install_signals(r);
   return 0;

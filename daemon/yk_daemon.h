@@ -224,6 +224,7 @@ typedef struct yk_coord_opts {
   int world;                    /* ranks expected */
   uint64_t job_id;              /* 0 = random */
   int64_t heartbeat_timeout_ms;
+  double straggler_warn;        /* train.straggler_warn (0: 0.2) */
   const uint8_t *key;           /* per-job secret (copied) */
   size_t key_len;
   const yk_logger *log;         /* must outlive the coordinator */

@@ -433,13 +433,20 @@ static void count_stall(eng_ckpt *ck, double stall) {
 /* Queue the shard write of `step`. defer = 0: copy the snapshot now (the
  * stall); defer = 1: the writer thread copies it while the next
  * forward/backward run, eng_ckpt_before_update waits for the copy. */
+static const yk_trace_name T_SNAP = {"ckpt snapshot", "ckpt", "step", "deferred"};
+static const yk_trace_name T_COPYW = {"ckpt copy wait", "ckpt", "step", NULL};
+static const yk_trace_name T_SHARDW = {"ckpt shard wait", "ckpt", "step", NULL};
+static const yk_trace_name T_COMMIT = {"ckpt commit", "ckpt", "step", NULL};
+
 static int start_save(eng_ckpt *ck, int64_t step, int defer, yk_diag *d) {
   int rc;
   /* The previous operation (rank 0: maybe a commit) must be done. */
   if ((rc = yk_ckpt_writer_wait(ck->w, yk_deadline_in_ms(CKPT_WAIT_MS), d))) return rc;
   double t0 = yk_now_s();
+  int64_t tt = yk_trace_begin(ck->tk);
   if ((rc = set_blobs(ck, step, d))) return rc;
   if ((rc = yk_ckpt_writer_save(ck->w, ck->st, step, defer ? YK_CKPT_DEFER_COPY : 0, d))) return rc;
+  yk_trace_end(ck->tk, &T_SNAP, tt, (double)step, defer);
   double stall = yk_now_s() - t0;
   ck->pending = 1;
   ck->pending_step = step;
@@ -460,7 +467,9 @@ int eng_ckpt_before_update(eng_ckpt *ck, yk_diag *d) {
   if (!ck->deferred) return 0;
   double t0 = yk_now_s();
   yk_diag t = {0};
+  int64_t tt = yk_trace_begin(ck->tk);
   int rc = yk_ckpt_writer_release(ck->w, yk_deadline_in_ms(CKPT_WAIT_MS), &t);
+  yk_trace_end(ck->tk, &T_COPYW, tt, (double)ck->pending_step, 0);
   ck->deferred = 0;
   if (rc) return yk_errorf(d, rc, "checkpoint step %lld: %s", (long long)ck->pending_step, yk_diag_msg(&t, rc));
   double waited = yk_now_s() - t0, stall = ck->deferred_stall_s + waited;
@@ -481,7 +490,9 @@ static int complete_pending(eng_ckpt *ck, yk_diag *d) {
     if (r0) return r0;
   }
   yk_diag mine = {0};
+  int64_t tt = yk_trace_begin(ck->tk);
   int rc = yk_ckpt_writer_wait(ck->w, yk_deadline_in_ms(CKPT_WAIT_MS), &mine);
+  yk_trace_end(ck->tk, &T_SHARDW, tt, (double)ck->pending_step, 0);
   int32_t f[1] = {rc ? 1 : 0};
   if (rc) YK_ERROR(ck->log, "ckpt: shard of step %lld: %s", (long long)ck->pending_step, yk_diag_msg(&mine, rc));
   if (!rc) log_written(ck, ck->pending_step);
@@ -498,8 +509,10 @@ static int complete_pending(eng_ckpt *ck, yk_diag *d) {
   rc = 0;
   if (is_root(ck)) {
     double t0 = yk_now_s();
+    int64_t tc = yk_trace_begin(ck->tk);
     rc = yk_ckpt_writer_commit(ck->w, &mine);
     if (!rc) rc = yk_ckpt_writer_wait(ck->w, yk_deadline_in_ms(CKPT_WAIT_MS), &mine);
+    yk_trace_end(ck->tk, &T_COMMIT, tc, (double)ck->pending_step, 0);
     if (!rc)
       YK_INFO(ck->log, "ckpt: committed %s/step-%08lld (commit %.3f s)", ck->cfg->ckpt.dir,
               (long long)ck->pending_step, yk_now_s() - t0);

@@ -185,6 +185,7 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   e->layout = o->layout;
   e->comms = o->comms;
   e->dev = o->dev;
+  e->test_delay_ms = o->test_delay_ms;
   if (e->layout.pp > 1)
     return yk_errorf(d, YK_EUNSUPPORTED, "layout dp %d x tp %d x pp %d: pipeline parallelism is not built yet; run "
                      "with parallel.pipeline=1", e->layout.dp, e->layout.tp, e->layout.pp);
@@ -223,11 +224,13 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
                      .tensors = e->tensors, .ntensors = e->ntensors, .mcfg = &e->mcfg, .loader = e->train_ld,
                      .scaler = e->mp.prec == YK_PREC_FP16 ? &e->mp.ls : NULL, .threads = e->dev->nthreads};
   if ((rc = eng_ckpt_open(&e->ck, &e->cfg, e->log, e->comms.dp, e->rank, e->world, &v, d)) != 0) return rc;
-  return eng_ckpt_resume(&e->ck, &e->start_step, d);
+  if ((rc = eng_ckpt_resume(&e->ck, &e->start_step, d)) != 0) return rc;
+  return eng_trace_open(e, d);
 }
 
 void yk_engine_close(yk_engine *e) {
   if (!e) return;
+  eng_trace_close(e);
   eng_grads_drain(&e->grads);
   eng_zero_drain(&e->zero);
   eng_ckpt_close(&e->ck);

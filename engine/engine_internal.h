@@ -9,6 +9,7 @@
 #include "yk_engine.h"
 #include "yk_model.h"
 #include "yk_optimizer.h"
+#include "yk_trace.h"
 
 /* ------------------------------------------------------------------------ */
 /* Gradient reduction over the data-parallel group (grads.c)                 */
@@ -41,6 +42,10 @@ typedef struct eng_grads {
   yk_request *reqs[ENG_GRADS_MAX_REQ];
   int nreq;
   uint64_t bytes;       /* bytes reduced this step */
+  yk_trace_track *tk;   /* train.trace: the engine's track (NULL: off) */
+  struct { int64_t t; uint64_t id; int idx; size_t bytes; } tr[ENG_GRADS_MAX_REQ]; /* traced: each request's issue */
+  int issued;           /* buckets issued this step */
+  uint64_t nbuckets;    /* buckets issued so far: the trace's ids */
   int err;
   yk_diag errd;
 } eng_grads;
@@ -188,6 +193,7 @@ typedef struct eng_ckpt {
   int stop_requested;            /* exit code to stop with at the next boundary (0 none) */
   int saves;
   double stall_s_total, stall_s_max, write_s_total;
+  yk_trace_track *tk;            /* train.trace: the engine's track (NULL: off) */
 } eng_ckpt;
 
 int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, yk_comm *comm, int rank, int world,
@@ -242,6 +248,25 @@ struct yk_engine {
   eng_grads grads;
   eng_ckpt ck;
   int64_t start_step;
+  yk_trace *trace;            /* train.trace (trace.c); NULL: off */
+  yk_trace_track *tk;         /* the step loop's track */
+  uint64_t trace_bytes;       /* gradient bytes reduced, for the counter */
+  int64_t test_delay_ms;      /* YK_TEST_DELAY_RANK: sleep this long in every step (tests only) */
 };
+
+/* ------------------------------------------------------------------------ */
+/* The timeline (trace.c)                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Open train.trace (nothing when unset) and align this rank's clock to rank
+ * 0's over the data-parallel group (every rank calls it). */
+int eng_trace_open(yk_engine *e, yk_diag *d);
+void eng_trace_close(yk_engine *e);
+/* The step's window and its start; then the zero_grad span (and the test
+ * delay); each op's span; the step span, counters and a drain if due. */
+int64_t eng_trace_step_begin(yk_engine *e, int64_t step);
+void eng_trace_prologue(yk_engine *e, int64_t t0);
+void eng_trace_op(yk_engine *e, const yk_sched_op *op, int64_t t0);
+void eng_trace_step_end(yk_engine *e, int64_t step, int64_t t0, const yk_step_stats *s);
 
 #endif

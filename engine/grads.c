@@ -15,12 +15,31 @@ void eng_grads_init(eng_grads *g, yk_comm *comm, size_t bucket_bytes, int64_t ti
 
 void eng_grads_set_owned(eng_grads *g, size_t total) { g->owned_total = g->comm ? total : 0; }
 
+static const yk_trace_name T_ISSUE = {"bucket issue", "comm", "bucket", "bytes"};
+static const yk_trace_name T_WAIT = {"bucket wait", "wait", "bucket", "bytes"};
+static const yk_trace_name T_AR = {"allreduce", "comm", "bucket", "bytes"};
+static const yk_trace_name T_RO = {"reduce_owned", "comm", "bucket", "bytes"};
+static const yk_trace_name T_SUM = {"scalar allreduce", "wait", "values", NULL};
+
+/* train.trace: request i was waited for since tw; its whole flight, from
+ * issue to the end of the wait, is an interval (they overlap backward and
+ * each other, so they do not nest). */
+static void trace_waited(eng_grads *g, int i, int64_t tw) {
+  if (!g->tk) return;
+  yk_trace_end(g->tk, &T_WAIT, tw, g->tr[i].idx, (double)g->tr[i].bytes);
+  yk_trace_interval(g->tk, g->owned_total ? &T_RO : &T_AR, g->tr[i].id, g->tr[i].t, (int64_t)yk_now_ns(),
+                    g->tr[i].idx, (double)g->tr[i].bytes);
+}
+
 /* Start the reduction of grads[off, off + count). */
 static int issue(eng_grads *g, size_t off, size_t count) {
   if (count == 0 || g->err) return 0;
   if (g->comm && g->nreq >= ENG_GRADS_MAX_REQ) {
     /* Too many outstanding buckets: retire the oldest first. */
+    int64_t tw = yk_trace_begin(g->tk);
     int rc = yk_request_wait(&g->reqs[0], yk_deadline_in_ms((uint64_t)g->timeout_ms), &g->errd);
+    trace_waited(g, 0, tw);
+    memmove(g->tr, g->tr + 1, (size_t)(g->nreq - 1) * sizeof g->tr[0]);
     memmove(g->reqs, g->reqs + 1, (size_t)(g->nreq - 1) * sizeof g->reqs[0]);
     g->nreq--;
     if (rc) return g->err = rc;
@@ -36,11 +55,21 @@ static int issue(eng_grads *g, size_t off, size_t count) {
       g->local_bad = (int64_t)off + bad;
   }
   if (!g->comm) return 0; /* one rank: the rounding is all there is to do */
+  int64_t ti = yk_trace_begin(g->tk);
   int rc = g->owned_total ? yk_comm_reduce_owned(g->comm, buf, off, count, g->owned_total, g->dtype, g->op,
                                                  &g->reqs[g->nreq], &g->errd)
                           : yk_comm_allreduce(g->comm, buf, buf, count, g->dtype, g->op, &g->reqs[g->nreq],
                                               &g->errd);
   if (rc) return g->err = rc;
+  if (g->tk) {
+    g->tr[g->nreq].t = ti;
+    g->tr[g->nreq].id = g->nbuckets;
+    g->tr[g->nreq].idx = g->issued;
+    g->tr[g->nreq].bytes = count * yk_dtype_size(g->dtype);
+    yk_trace_end(g->tk, &T_ISSUE, ti, g->issued, (double)g->tr[g->nreq].bytes);
+  }
+  g->nbuckets++;
+  g->issued++;
   g->nreq++;
   g->bytes += count * yk_dtype_size(g->dtype);
   return 0;
@@ -56,6 +85,7 @@ void eng_grads_begin(eng_grads *g, float *grads, uint16_t *grads16, yk_dtype dty
   g->local_bad = -1;
   g->pend_count = 0;
   g->bytes = 0;
+  g->issued = 0;
   g->err = 0;
   yk_diag_clear(&g->errd);
 }
@@ -81,7 +111,9 @@ int eng_grads_finish(eng_grads *g, double *wait_s, yk_diag *d) {
   double t0 = yk_now_s();
   int rc = g->err;
   for (int i = 0; i < g->nreq; i++) {
+    int64_t tw = yk_trace_begin(g->tk);
     int r = yk_request_wait(&g->reqs[i], yk_deadline_in_ms((uint64_t)g->timeout_ms), rc ? NULL : &g->errd);
+    trace_waited(g, i, tw);
     if (r && !rc) rc = r;
   }
   g->nreq = 0;
@@ -108,7 +140,9 @@ int eng_grads_sum_f64(eng_grads *g, double *v, int n, yk_diag *d) {
   float buf[32] = {0};
   if (n > 32) return yk_errorf(d, YK_EINVAL, "too many values to reduce (%d)", n);
   for (int i = 0; i < n; i++) buf[i] = (float)v[i];
+  int64_t t0 = yk_trace_begin(g->tk);
   int rc = yk_comm_allreduce_sync(g->comm, buf, buf, (size_t)n, YK_DT_F32, YK_OP_SUM, d);
+  yk_trace_end(g->tk, &T_SUM, t0, n, 0);
   if (rc) return rc;
   for (int i = 0; i < n; i++) v[i] = (double)buf[i];
   return 0;

@@ -218,6 +218,8 @@ static int global_norm(yk_engine *e, const float *gslice, double *norm, yk_diag 
   return rc;
 }
 
+static const yk_trace_name T_GATHER = {"allgather params", "wait", "bytes", NULL};
+
 static int op_update(yk_engine *e, step_ctx *s, yk_diag *d) {
   float *params = yk_model_params(e->model);
   /* this rank's slice of the reduced gradients: in the model's arena, or
@@ -279,12 +281,14 @@ static int op_update(yk_engine *e, step_ctx *s, yk_diag *d) {
    * in mixed precision, the fp32 weights otherwise: the master stays sliced). */
   if (e->shard) {
     double ta = yk_now_s();
+    int64_t tg = yk_trace_begin(e->tk);
     rc = mp->params16 ? yk_comm_allgather_sync(e->comms.dp, mp->params16 + o, mp->params16, e->nparams, mp->dt16, d)
                       : yk_comm_allgather_sync(e->comms.dp, params + o, params, e->nparams, YK_DT_F32, d);
     if (rc)
       return yk_errorf(d, rc, "step %lld: all-gather of the updated parameters failed: %s", (long long)s->step,
                        yk_diag_msg(d, rc));
     s->gather_s = yk_now_s() - ta;
+    yk_trace_end(e->tk, &T_GATHER, tg, (double)(e->nparams * (mp->params16 ? 2 : 4)), 0);
   }
   yk_optimizer_mixed_publish(mp, params);
   s->opt_s = yk_now_s() - t0 - s->gather_s;
@@ -297,10 +301,13 @@ int yk_engine_step(yk_engine *e, int64_t step, yk_step_stats *out, yk_diag *d) {
   step_ctx s = {.step = step, .loss_scale = yk_optimizer_mixed_loss_scale(&e->mp)};
   double t0 = yk_now_s();
   int rc = 0;
+  int64_t tt = eng_trace_step_begin(e, step); /* train.trace: the step's spans (trace.c) */
   yk_model_zero_grad(e->model);
   if (e->zstage) eng_zero_step_start(&e->zero);
+  eng_trace_prologue(e, tt);
   for (int i = 0; i < e->schedule.n && !rc; i++) {
     const yk_sched_op *op = &e->schedule.ops[i];
+    int64_t to = yk_trace_begin(e->tk);
     switch (op->kind) {
     case YK_SCHED_FORWARD: rc = op_forward(e, &s, op, d); break;
     case YK_SCHED_BACKWARD: rc = op_backward(e, &s, op, d); break;
@@ -308,6 +315,7 @@ int yk_engine_step(yk_engine *e, int64_t step, yk_step_stats *out, yk_diag *d) {
     case YK_SCHED_UPDATE: rc = op_update(e, &s, d); break;
     default: rc = yk_errorf(d, YK_EUNSUPPORTED, "schedule operation %d cannot run in this layout", (int)op->kind);
     }
+    eng_trace_op(e, op, to);
   }
   if (rc) return rc;
   yk_data_loader_advance(e->train_ld, e->world, e->accum);
@@ -329,5 +337,6 @@ int yk_engine_step(yk_engine *e, int64_t step, yk_step_stats *out, yk_diag *d) {
       .allreduce_bytes = e->zstage ? e->zero.bytes_reduce + e->zero.bytes_gather : e->grads.bytes,
       .loss_scale = e->mp.prec == YK_PREC_FP16 ? e->mp.ls.st.scale : 1.0,
   };
+  eng_trace_step_end(e, step, tt, out);
   return 0;
 }

@@ -112,6 +112,7 @@ typedef struct yk_engine_opts {
   yk_engine_comms comms;
   yk_device *dev;         /* borrowed; must outlive the engine */
   const yk_logger *log;   /* borrowed; must outlive the engine */
+  int64_t test_delay_ms;  /* tests only (YK_TEST_DELAY_RANK): sleep this long inside every step */
 } yk_engine_opts;
 
 typedef struct yk_engine yk_engine;

@@ -21,6 +21,7 @@ from collections import defaultdict
 # module -> modules it may use (transitively closed below). Mirrors docs/architecture.md.
 ALLOWED = {
     "common": [],
+    "trace": ["common"],
     "device": ["common"],
     "partition": ["common"],
     "model": ["device", "partition", "common"],
@@ -28,11 +29,11 @@ ALLOWED = {
     "collectives": ["partition", "common"],
     "optimizer": ["common"],
     "ckpt": ["partition", "common"],
-    "engine": ["model", "device", "data", "partition", "collectives", "optimizer", "ckpt", "common"],
-    "daemon": ["engine", "model", "device", "data", "partition", "collectives", "optimizer", "ckpt", "common"],
-    "bench": ["daemon", "engine", "model", "device", "data", "partition", "collectives", "optimizer", "ckpt",
+    "engine": ["trace", "model", "device", "data", "partition", "collectives", "optimizer", "ckpt", "common"],
+    "daemon": ["engine", "trace", "model", "device", "data", "partition", "collectives", "optimizer", "ckpt", "common"],
+    "bench": ["daemon", "engine", "trace", "model", "device", "data", "partition", "collectives", "optimizer", "ckpt",
               "common"],
-    "cli": ["bench", "daemon", "engine", "model", "device", "data", "partition", "collectives", "optimizer",
+    "cli": ["bench", "daemon", "engine", "trace", "model", "device", "data", "partition", "collectives", "optimizer",
             "ckpt", "common"],
 }
 

@@ -1,0 +1,128 @@
+/* trace.c - the engine's timeline (train.trace, docs/tracing.md): it opens
+ * this rank's trace, measures its clock against rank 0's, and records the
+ * step's spans and counters. The spans of the gradient buckets are in
+ * grads.c, the checkpoint's in ckpt.c; both record on the engine's track. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_internal.h"
+
+/* Clock offsets: the rank of a group and its rank 0 exchange CLOCK_ROUNDS
+ * ping-pongs (a broadcast from 0, then one from the rank); the round with
+ * the shortest round trip gives offset = the rank's stamp - the midpoint of
+ * rank 0's send and receive, within half that round trip. */
+#define CLOCK_ROUNDS 8
+
+/* out = {offset, error} of this rank against rank 0 of c (every rank calls). */
+static int sync_group(yk_comm *c, int64_t out[2], yk_diag *d) {
+  int me = yk_comm_rank(c), n = yk_comm_size(c);
+  out[0] = out[1] = 0;
+  for (int r = 1; r < n; r++) {
+    int64_t best_rtt = INT64_MAX, best_off = 0;
+    for (int k = 0; k < CLOCK_ROUNDS; k++) {
+      int64_t v = 0, t0 = (int64_t)yk_now_ns();
+      if (me == 0) v = t0;
+      int rc = yk_comm_broadcast_sync(c, &v, 1, YK_DT_I64, 0, d);
+      if (me == r) v = (int64_t)yk_now_ns();
+      if (!rc) rc = yk_comm_broadcast_sync(c, &v, 1, YK_DT_I64, r, d);
+      if (rc) return yk_errorf(d, rc, "train.trace: measuring the clock of rank %d failed: %s", r, yk_diag_msg(d, rc));
+      int64_t t1 = (int64_t)yk_now_ns();
+      if (me == 0 && t1 - t0 < best_rtt) {
+        best_rtt = t1 - t0;
+        best_off = v - t0 / 2 - t1 / 2;
+      }
+    }
+    int64_t res[2] = {best_off, best_rtt / 2};
+    int rc = yk_comm_broadcast_sync(c, res, 2, YK_DT_I64, 0, d);
+    if (rc) return yk_errorf(d, rc, "train.trace: sharing the clock offsets failed: %s", yk_diag_msg(d, rc));
+    if (me == r) memcpy(out, res, 2 * sizeof *out);
+  }
+  return 0;
+}
+
+/* Against global rank 0: each rank measures its data-parallel group's rank
+ * 0; those (dp rank 0, one per tensor-parallel rank) form global rank 0's
+ * tensor-parallel group and measure its rank 0; each dp rank 0 passes its
+ * own offset down its group, and offsets and errors add. */
+static int sync_clocks(yk_engine *e, yk_diag *d) {
+  int64_t dp[2] = {0, 0}, tp[2] = {0, 0};
+  int rc = 0;
+  if (e->comms.dp) rc = sync_group(e->comms.dp, dp, d);
+  if (!rc && e->comms.tp) rc = sync_group(e->comms.tp, tp, d);
+  if (!rc && e->comms.tp && e->comms.dp) rc = yk_comm_broadcast_sync(e->comms.dp, tp, 2, YK_DT_I64, 0, d);
+  if (rc) return rc;
+  yk_trace_set_clock(e->trace, dp[0] + tp[0], dp[1] + tp[1]);
+  if (e->comms.dp || e->comms.tp)
+    YK_DEBUG(e->log, "trace: clock offset to rank 0 %+.1f us, error +-%.1f us", (dp[0] + tp[0]) / 1e3,
+             (dp[1] + tp[1]) / 1e3);
+  return 0;
+}
+
+int eng_trace_open(yk_engine *e, yk_diag *d) {
+  const yk_config *c = &e->cfg;
+  if (!c->train.trace[0]) return 0;
+  yk_trace_opts o = {.path = c->train.trace, .rank = e->layout.rank, .world = e->layout.world};
+  int rc = yk_config_trace_steps(c, &o.first_step, &o.last_step, d);
+  if (rc || (rc = yk_trace_open(&o, &e->trace, d)) != 0) return rc;
+  e->tk = yk_trace_track_open(e->trace, "main");
+  e->grads.tk = e->ck.tk = e->tk;
+  return sync_clocks(e, d);
+}
+
+void eng_trace_close(yk_engine *e) {
+  yk_diag d = {0};
+  int rc = yk_trace_close(e->trace, &d);
+  if (rc) YK_WARN(e->log, "%s", yk_diag_msg(&d, rc));
+  e->trace = NULL;
+  e->tk = e->grads.tk = e->ck.tk = NULL;
+}
+
+static const yk_trace_name T_FWD = {"forward", "compute", "micro", "layers"};
+static const yk_trace_name T_BWD = {"backward", "compute", "micro", "reduce"};
+static const yk_trace_name T_RED = {"reduce", "comm", NULL, NULL};
+static const yk_trace_name T_UPD = {"update", "opt", NULL, NULL};
+static const yk_trace_name T_OP = {"op", "compute", "kind", NULL};
+static const yk_trace_name T_ZERO = {"zero_grad", "compute", NULL, NULL};
+static const yk_trace_name T_DELAY = {"test_delay", "compute", "ms", NULL};
+static const yk_trace_name T_STEP = {"step", "step", "step", NULL};
+static const yk_trace_name T_RSS = {"rss", "counter", "MB", NULL};
+static const yk_trace_name T_BYTES = {"reduced", "counter", "MB", NULL};
+static const yk_trace_name T_SCALE = {"loss_scale", "counter", "scale", NULL};
+
+void eng_trace_op(yk_engine *e, const yk_sched_op *op, int64_t t0) {
+  if (!e->tk) return;
+  switch (op->kind) {
+  case YK_SCHED_FORWARD: yk_trace_end(e->tk, &T_FWD, t0, op->micro, op->layer_last - op->layer_first); break;
+  case YK_SCHED_BACKWARD: yk_trace_end(e->tk, &T_BWD, t0, op->micro, op->reduce); break;
+  case YK_SCHED_REDUCE: yk_trace_end(e->tk, &T_RED, t0, 0, 0); break;
+  case YK_SCHED_UPDATE: yk_trace_end(e->tk, &T_UPD, t0, 0, 0); break;
+  default: yk_trace_end(e->tk, &T_OP, t0, op->kind, 0);
+  }
+}
+
+int64_t eng_trace_step_begin(yk_engine *e, int64_t step) {
+  yk_trace_step_begin(e->trace, step);
+  return yk_trace_begin(e->tk);
+}
+
+void eng_trace_prologue(yk_engine *e, int64_t t0) {
+  yk_trace_end(e->tk, &T_ZERO, t0, 0, 0);
+  if (e->test_delay_ms > 0) {
+    /* YK_TEST_DELAY_RANK (tests only): this rank computes that much slower. */
+    int64_t t1 = yk_trace_begin(e->tk);
+    yk_sleep_ms((unsigned)e->test_delay_ms);
+    yk_trace_end(e->tk, &T_DELAY, t1, e->test_delay_ms, 0);
+  }
+}
+
+void eng_trace_step_end(yk_engine *e, int64_t step, int64_t t0, const yk_step_stats *s) {
+  if (!e->tk) return;
+  yk_trace_end(e->tk, &T_STEP, t0, (double)(step + 1), 0);
+  e->trace_bytes += s->allreduce_bytes;
+  yk_trace_counter(e->tk, &T_RSS, (double)(yk_trace_rss_bytes() >> 20));
+  yk_trace_counter(e->tk, &T_BYTES, (double)(e->trace_bytes >> 20));
+  yk_trace_counter(e->tk, &T_SCALE, s->loss_scale);
+  yk_diag d = {0};
+  int rc = yk_trace_step_end(e->trace, step, &d);
+  if (rc) YK_WARN(e->log, "%s", yk_diag_msg(&d, rc));
+}

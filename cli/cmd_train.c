@@ -101,7 +101,7 @@ int cli_cmd_eval(int argc, char **argv) {
   int rc = yk_engine_eval_file(&o.e, &mean, &n, &d);
   if (rc) {
     YK_ERROR(&log, "%s", yk_diag_msg(&d, rc));
-    return rc == YK_ECONFIG || rc == YK_EFORMAT || rc == YK_ENOTFOUND ? 2 : 1;
+    return rc == YK_ECONFIG || rc == YK_ENOTFOUND ? 2 : 1; /* damaged weights or data: 1, docs/exit-codes.md */
   }
   printf("eval: loss %.6f over %llu batches of %lld x %lld tokens\n", mean, (unsigned long long)n,
          (long long)o.e.batch, (long long)o.e.seq_len);

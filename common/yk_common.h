@@ -56,14 +56,15 @@ extern "C" {
   XX(EEXIST, -20, "already exists")                                            \
   XX(EUSAGE, -21, "bad command-line usage")                                    \
   XX(ESYS, -22, "system call failed")                                          \
-  XX(ECLOSED, -23, "connection closed")
+  XX(ECLOSED, -23, "connection closed")                                        \
+  XX(ETERM, -24, "terminated by SIGTERM")
 
 typedef enum {
   YK_OK = 0,
 #define YK_ERR_ENUM_(name, val, msg) YK_##name = (val),
   YK_ERRNO_MAP(YK_ERR_ENUM_)
 #undef YK_ERR_ENUM_
-  YK_ERR_LAST_ = -24
+  YK_ERR_LAST_ = -25
 } yk_err;
 
 /* Static string for a code; never NULL ("unknown error" for unknown codes). */

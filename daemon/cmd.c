@@ -27,6 +27,7 @@ int yk_daemon_exit_code(int rc) {
   case YK_ECLOSED: return YK_EXIT_COORD_LOST;
   case YK_ETIMEDOUT: return YK_EXIT_RENDEZVOUS;
   case YK_EINTR: return YK_EXIT_SIGINT;
+  case YK_ETERM: return YK_EXIT_SIGTERM;
   default: return YK_EXIT_FAILURE;
   }
 }

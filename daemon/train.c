@@ -294,7 +294,9 @@ int yk_daemon_train(const yk_daemon_train_opts *o) {
   r.cfg = *o->cfg;
   r.json = o->json;
   r.tty = isatty(STDOUT_FILENO) && !o->json;
-  yk_logger_init(&r.log, 0, yk_log_level_parse(r.cfg.log.level), stderr);
+  /* No rank tag until the launch environment says which rank this is
+   * (ykd_job_open): a line before that must not claim to be rank 0's. */
+  yk_logger_init(&r.log, -1, yk_log_level_parse(r.cfg.log.level), stderr);
 
   yk_diag d = {0};
   int rc = ykd_job_open(&r.job, &r.cfg, &r.log, &d);
@@ -304,7 +306,9 @@ int yk_daemon_train(const yk_daemon_train_opts *o) {
   if (!rc) rc = open_engine(&r, &d);
   if (rc) {
     YK_ERROR(&r.log, "%s", yk_diag_msg(&d, rc));
-    code = rc == YK_EFORMAT || rc == YK_ENOTFOUND ? YK_EXIT_USAGE : yk_daemon_exit_code(rc);
+    /* A path the config names that is not there is the config's fault (2);
+     * a file that is there but damaged is bad data (1), docs/exit-codes.md. */
+    code = rc == YK_ENOTFOUND ? YK_EXIT_USAGE : yk_daemon_exit_code(rc);
   } else {
     rc = train_loop(&r, &d);
     if (rc) {

@@ -170,6 +170,35 @@ wait $L; rc=$?
 grep -q "refused .*bad magic" "$out" && grep -q "hung up without sending a frame" "$out" && pass "coordinator logged the refusals" \
   || fail "no refusal lines in the launcher log"
 
+# 5b. a flood of connections that never send a frame: five WARN lines, then
+#     one line with the count (not one line per connection)
+out=$YK_TMP/flood.log
+"$YOKE" launch -n 2 -- daemon-selftest --steps 80 --step-ms 25 $HB > "$out" 2>&1 &
+L=$!
+wait_for "all 2 ranks registered" "$out" 20
+port=$(launcher_port "$out")
+for _ in $(seq 300); do : > "/dev/tcp/127.0.0.1/$port"; done 2>/dev/null
+wait $L; rc=$?
+n=$(grep -c "coordinator: .*hung up without sending a frame" "$out")
+m=$(sed -n 's/.*coordinator: refused \([0-9]*\) more connections that sent no valid frame.*/\1/p' "$out" | awk '{s += $1} END {print s + 0}')
+[ $rc = 0 ] && [ "$n" -le 5 ] && [ $((n + m)) -ge 290 ] && pass "300 silent connections: $n lines + one count of $m (exit 0)" \
+  || fail "flood: exit $rc, $n lines, counted $m: $(grep coordinator: "$out" | tail -2)"
+
+# 5c. a signal while a rank waits for rendezvous: SIGTERM exits 143 (no step
+#     boundary, so no checkpoint), SIGINT 130; lines before the rank is known
+#     carry no rank tag, never another rank's
+for sig in TERM:143 INT:130; do
+  s=${sig%:*} want=${sig#*:}
+  YOKE_RANK=0 YOKE_WORLD=2 YOKE_COORD=127.0.0.1:$(free_port) "$YOKE" daemon-selftest > "$YK_TMP/rdv$s.log" 2>&1 &
+  P=$!
+  wait_for "listening on" "$YK_TMP/rdv$s.log" 10
+  kill -$s $P; wait $P; rc=$?
+  [ $rc = $want ] && pass "SIG$s during rendezvous exits $want" || fail "SIG$s during rendezvous: exit $rc: $(tail -2 "$YK_TMP/rdv$s.log")"
+done
+YOKE_RANK=5 YOKE_WORLD=2 YOKE_COORD=127.0.0.1:1 "$YOKE" train /dev/null --set data.train="$YK_TMP/none.bin" > "$YK_TMP/tag.log" 2>&1
+grep -qE "Z ERROR .*YOKE_RANK='5'" "$YK_TMP/tag.log" && pass "a bad YOKE_RANK is logged without a rank tag" \
+  || fail "rank tag before the rank is known: $(cat "$YK_TMP/tag.log")"
+
 # 6. one log for a training job: rank 0's step lines, validation and
 #    summary once; other ranks only warnings and errors (log.ranks=all
 #    shows them all); train.log_file gets rank 0's JSON lines

@@ -239,6 +239,42 @@ done
 expect_fail 2 "log.ranks=zero is a config error" "$YOKE" launch -n 2 -- $T --set log.ranks=zero
 expect_stderr "log.ranks 'zero' is not a rank list" "$YOKE" launch -n 2 -- $T --set log.ranks=zero
 
+# 6b. `yoke status` with no flags reaches the job `yoke launch` started here
+#     (its job file: address and secret, 0600 in a 0700 run directory, gone
+#     at exit); a stale file is dropped; two jobs: listed, pick with --job
+export XDG_RUNTIME_DIR=$YK_TMP/run   # a run directory of our own: other jobs on this machine
+mkdir -m 0700 "$XDG_RUNTIME_DIR"
+mkdir -m 0700 "$XDG_RUNTIME_DIR/yoke"
+printf 'yoke-job 1\nid 00000000deadbeef\npid 999999999\ncoord 127.0.0.1:1\nsecret 00\n' > "$XDG_RUNTIME_DIR/yoke/00000000deadbeef.job"
+LONG="train $YK_TMP/job.yaml $HB --set coord.port=0 --set train.steps=100000"
+env -u YOKE_SECRET "$YOKE" launch -n 2 -- $LONG > "$YK_TMP/st1.log" 2>&1 &
+L1=$!
+wait_for "all 2 ranks registered" "$YK_TMP/st1.log" 20
+jf=$(ls "$XDG_RUNTIME_DIR"/yoke/*.job 2>/dev/null | grep -v deadbeef)
+[ -n "$jf" ] && [ "$(stat -c %a "$jf")" = 600 ] && [ "$(stat -c %a "$XDG_RUNTIME_DIR/yoke")" = 700 ] \
+  && grep -q "coordinator on 127.0.0.1:[0-9]*, job $(basename "$jf" .job)" "$YK_TMP/st1.log" \
+  && pass "the launcher prints its address and job, and writes a 0600 job file" || fail "job file: '$jf' $(ls -la "$XDG_RUNTIME_DIR/yoke")"
+st=$(env -u YOKE_SECRET "$YOKE" status 2>&1); rc=$?
+[ $rc = 0 ] && echo "$st" | grep -qE "^job $(basename "$jf" .job) +epoch 1 +world 2 +alive 2" \
+  && pass "yoke status with no flags reaches the launched job" || fail "status: rc $rc: $st"
+[ ! -e "$XDG_RUNTIME_DIR/yoke/00000000deadbeef.job" ] && pass "a dead launcher's job file is dropped" || fail "stale job file kept"
+env -u YOKE_SECRET "$YOKE" launch -n 2 -- $LONG > "$YK_TMP/st2.log" 2>&1 &
+L2=$!
+wait_for "all 2 ranks registered" "$YK_TMP/st2.log" 20
+env -u YOKE_SECRET "$YOKE" status > "$YK_TMP/st.out" 2> "$YK_TMP/st.err"; rc=$?
+[ $rc = 2 ] && [ "$(grep -c "127.0.0.1:" "$YK_TMP/st.err")" = 2 ] && grep -q "say which with --job ID" "$YK_TMP/st.err" \
+  && pass "two jobs: status lists both and asks for --job (exit 2)" || fail "two jobs: rc $rc: $(cat "$YK_TMP/st.err")"
+id2=$(sed -n 's/.*, job \([0-9a-f]*\) .*/\1/p' "$YK_TMP/st2.log" | head -1)
+env -u YOKE_SECRET "$YOKE" status --job "${id2:0:6}" --stop > /dev/null 2>&1
+wait $L2; rc2=$?
+env -u YOKE_SECRET "$YOKE" status --stop > /dev/null 2>&1
+wait $L1; rc1=$?
+[ $rc1 = 130 ] && [ $rc2 = 130 ] && pass "status --stop (and --job ID --stop) stop the launched jobs (130)" \
+  || fail "status --stop: exits $rc1 and $rc2: $(tail -n 2 "$YK_TMP/st1.log")"
+[ -z "$(ls "$XDG_RUNTIME_DIR/yoke")" ] && pass "job files removed at exit" || fail "left: $(ls "$XDG_RUNTIME_DIR/yoke")"
+expect_fail 2 "status --job of no such job" "$YOKE" status --job ffff
+unset XDG_RUNTIME_DIR
+
 # 7. usage errors
 expect_fail 2 "launch without -n" "$YOKE" launch -- daemon-selftest
 expect_stderr "unknown option '--bogus'" "$YOKE" launch --bogus

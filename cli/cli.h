@@ -42,5 +42,7 @@ int cli_cmd_coord(int argc, char **argv);
 int cli_cmd_launch(int argc, char **argv);
 int cli_cmd_status(int argc, char **argv);
 int cli_cmd_selftest(int argc, char **argv);
+int cli_cmd_weights(int argc, char **argv);
+int cli_cmd_plot(int argc, char **argv);
 
 #endif

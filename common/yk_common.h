@@ -545,6 +545,21 @@ const char *yk_version_string(void);
 #define YK_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define YK_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* ------------------------------------------------------------------------ */
+/* Plots (plot.c): the one gnuplot helper                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Write `script` (gnuplot commands that set their own terminal and output)
+ * to OUT_PNG.gp, kept for rerunning by hand, and run gnuplot on it.
+ * YK_ENOTFOUND naming the package when gnuplot is not installed; YK_EIO when
+ * it fails (its own message is on stderr). */
+int yk_plot_gnuplot(const char *out_png, const char *script, yk_diag *d);
+/* `yoke plot`: training loss, validation loss, learning rate and tokens/s
+ * against step, one curve per log (a train.log_file or `yoke train --json`
+ * output; lines may carry a prefix before their JSON) in a 2x2 figure.
+ * A log without step lines is YK_EFORMAT naming it. */
+int yk_plot_train_logs(const char *const *logs, int n, const char *out_png, const char *title, yk_diag *d);
+
 #ifdef __cplusplus
 }
 #endif

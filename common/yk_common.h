@@ -436,6 +436,11 @@ typedef struct yk_step_stats {
 /* "step 3/10 | loss 5.1234 | lr 1.000e-03 | norm 0.812 | 52.1 ms (comm wait 1.2) | 9830 tok/s"
  * (plus " | skipped (fp16 overflow)"), into buf. `steps` is the run's total. */
 void yk_step_stats_text(const yk_step_stats *s, int64_t steps, char *buf, size_t cap);
+/* The progress bar of a run at a terminal, "[#####.....] 120/300 ETA 1m05s",
+ * into buf: `step` of `steps` done, the run having started at step `start`
+ * `elapsed_s` seconds ago (the ETA extrapolates this run's own rate; none
+ * before its first step or after its last). */
+void yk_progress_text(int64_t step, int64_t steps, int64_t start, double elapsed_s, char *buf, size_t cap);
 /* One JSON object (no newline) with every field: the `yoke train --json`
  * step line (README lists the keys). */
 void yk_step_stats_json(const yk_step_stats *s, char *buf, size_t cap);

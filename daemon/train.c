@@ -165,13 +165,11 @@ static int open_log_file(run *r, yk_diag *d) {
   return 0;
 }
 
-static void progress_bar(const run *r, int64_t step, int64_t steps) {
+static void progress_bar(const run *r, int64_t step, int64_t steps, int64_t start, uint64_t t0) {
   if (!r->tty || steps <= 0) return;
-  int width = 30, filled = (int)((double)(step) / (double)steps * width);
-  char bar[64];
-  for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
-  bar[width] = '\0';
-  fprintf(stdout, "\r[%s] %lld/%lld", bar, (long long)step, (long long)steps);
+  char bar[128];
+  yk_progress_text(step, steps, start, (double)(yk_now_ns() - t0) / 1e9, bar, sizeof bar);
+  fprintf(stdout, "\r%s", bar);
   fflush(stdout);
 }
 
@@ -232,7 +230,7 @@ static int train_loop(run *r, yk_diag *d) {
       if ((rc = yk_engine_eval(r->eng, &last_val, d)) != 0) return rc;
       report_val(r, step + 1, last_val);
     }
-    progress_bar(r, step + 1, steps);
+    progress_bar(r, step + 1, steps, start, t0);
   }
   if (r->tty) fputs("\r\033[K", stdout);
   if ((rc = yk_engine_finish(r->eng, steps, d)) != 0) return rc;

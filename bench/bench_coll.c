@@ -535,40 +535,44 @@ static void run_gloo(bctx *b) {
   MPI_Wait(&req, MPI_STATUS_IGNORE);
 }
 
+/* The busbw figure: one curve per algorithm, drawn by common's gnuplot
+ * helper (data inline in the script it keeps as PNG.gp). */
 static void write_png(bctx *b) {
   if (b->rank || !b->o.png) return;
-  char dat[512], gp[512];
-  snprintf(dat, sizeof dat, "%s.dat", b->o.png);
-  snprintf(gp, sizeof gp, "%s.gp", b->o.png);
-  FILE *f = fopen(dat, "w"), *g = fopen(gp, "w");
-  if (!f || !g) {
-    fprintf(stderr, "yoke bench coll: cannot write %s: check the directory\n", dat);
-    if (f) fclose(f);
-    if (g) fclose(g);
-    return;
-  }
-  fprintf(g, "set terminal png size 1100,700\nset output '%s'\nset logscale x 2\nset xlabel 'message size (bytes)'\n"
-             "set ylabel 'busbw (GB/s)'\nset termoption noenhanced\nset format x '%%.0s%%cB'\nset key outside right\nset grid\nset title 'all-reduce busbw, %d ranks'\n",
-          b->o.png, b->size);
-  fprintf(g, "plot ");
+  char *sc = NULL;
+  size_t sl = 0;
+  FILE *g = open_memstream(&sc, &sl);
+  if (!g) return;
   int nseries = 0;
   for (int i = 0; i < b->npts; i++) {
     int first = 1;
     for (int j = 0; j < i; j++)
       if (!strcmp(b->pts[j].label, b->pts[i].label)) first = 0;
     if (!first) continue;
+    fprintf(g, "$d%d << EOD\n", nseries++);
     for (int j = i; j < b->npts; j++)
-      if (!strcmp(b->pts[j].label, b->pts[i].label)) fprintf(f, "%.0f %.4f\n", b->pts[j].bytes, b->pts[j].busbw);
-    fprintf(f, "\n\n");
-    fprintf(g, "%s'%s' index %d with linespoints title '%s'", nseries ? ", " : "", dat, nseries, b->pts[i].label);
+      if (!strcmp(b->pts[j].label, b->pts[i].label)) fprintf(g, "%.0f %.4f\n", b->pts[j].bytes, b->pts[j].busbw);
+    fprintf(g, "EOD\n");
+  }
+  fprintf(g, "set terminal png size 1100,700\nset output '%s'\nset logscale x 2\nset xlabel 'message size (bytes)'\n"
+             "set ylabel 'busbw (GB/s)'\nset termoption noenhanced\nset format x '%%.0s%%cB'\nset key outside right\nset grid\nset title 'all-reduce busbw, %d ranks'\n",
+          b->o.png, b->size);
+  fprintf(g, "plot ");
+  nseries = 0;
+  for (int i = 0; i < b->npts; i++) {
+    int first = 1;
+    for (int j = 0; j < i; j++)
+      if (!strcmp(b->pts[j].label, b->pts[i].label)) first = 0;
+    if (!first) continue;
+    fprintf(g, "%s$d%d with linespoints title '%s'", nseries ? ", " : "", nseries, b->pts[i].label);
     nseries++;
   }
   fprintf(g, ", %.4f title 'one-host ceiling (probe)' dt 2\n", b->ceiling_gbs);
-  fclose(f);
   fclose(g);
-  char cmd[1200];
-  snprintf(cmd, sizeof cmd, "gnuplot '%s'", gp);
-  if (system(cmd) != 0) fprintf(stderr, "yoke bench coll: gnuplot failed; data in %s, script in %s\n", dat, gp);
+  yk_diag d = {0};
+  int rc = yk_plot_gnuplot(b->o.png, sc, &d);
+  free(sc);
+  if (rc) fprintf(stderr, "yoke bench coll: %s\n", yk_diag_msg(&d, rc));
   else fprintf(b->tab, "# plot written to %s\n", b->o.png);
 }
 

@@ -257,8 +257,17 @@ int yk_ckpt_list(const char *dir, yk_ckpt_entry **out, int *n, yk_diag *d) {
       char *txt;
       json_t *m;
       if (ck_load_manifest(x->path, &txt, &m, NULL) == 0) {
-        x->committed = 1;
         x->world = (int)json_integer_value(json_object_get(m, "world"));
+        /* A manifest whose shard files are not all there cannot be loaded:
+         * `ckpt ls` must not call it latest (the reader would refuse it). */
+        x->committed = 1;
+        for (int r = 0; r < x->world && x->committed; r++) {
+          char sp[4200], nm[64];
+          struct stat sb;
+          ck_shard_name(nm, sizeof nm, r, x->world);
+          snprintf(sp, sizeof sp, "%s/%s", x->path, nm);
+          if (stat(sp, &sb) != 0) x->committed = 0;
+        }
         json_decref(m);
         free(txt);
       }

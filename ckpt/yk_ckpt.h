@@ -180,7 +180,7 @@ typedef struct yk_ckpt_entry {
   int64_t step;
   int world;         /* 0 if unknown (no manifest) */
   uint64_t bytes;    /* total size of the files in the directory */
-  int committed;     /* 1: step-N with a manifest that parses and matches its checksum */
+  int committed;     /* 1: step-N with a manifest that parses and matches its checksum, and all its shard files */
 } yk_ckpt_entry;
 
 /* All step-* directories of dir, sorted by step ascending, committed and

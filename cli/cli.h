@@ -43,5 +43,7 @@ int cli_cmd_launch(int argc, char **argv);
 int cli_cmd_status(int argc, char **argv);
 int cli_cmd_selftest(int argc, char **argv);
 int cli_cmd_trace(int argc, char **argv);
+int cli_cmd_weights(int argc, char **argv);
+int cli_cmd_plot(int argc, char **argv);
 
 #endif

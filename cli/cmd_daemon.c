@@ -165,8 +165,10 @@ static const yk_opt status_table[] = {
     {"--stop", 0, YK_OPT_FLAG, offsetof(status_opts, stop), NULL,
      "ask every rank to stop at its next step boundary (exit 130)"},
     {"--coord", 0, YK_OPT_STR, offsetof(status_opts, s.coord), "HOST:PORT",
-     "coordinator (default: YOKE_COORD, then coord.host:coord.port,\n"
-     "                            then 127.0.0.1:coord.port)"},
+     "coordinator (default: YOKE_COORD, then coord.host:coord.port, then\n"
+     "                            the job `yoke launch` runs here, then 127.0.0.1:coord.port)"},
+    {"--job", 0, YK_OPT_STR, offsetof(status_opts, s.job), "ID",
+     "which job `yoke launch` runs here (when there are several)"},
     SECRET_OPT,
     {"--json", 0, YK_OPT_FLAG, offsetof(status_opts, s.json), NULL, "print JSON instead of a table"},
     {"--timeout-ms", 0, YK_OPT_INT, offsetof(status_opts, s.timeout_ms), "MS", "give up after MS (default 5000)", 1,

@@ -18,9 +18,9 @@ typedef struct train_opts {
 static const yk_opt train_table[] = {
     CLI_SET_OPT,
     {"--steps", 0, YK_OPT_CONFIG, 0, "N", "same as --set train.steps=N", .key = "train.steps"},
-    {"--init-weights", 0, YK_OPT_CONFIG, 0, "FILE", "start from a GPT-2 fp32 weights file (train.init_weights)",
+    {"--init-weights", 0, YK_OPT_CONFIG, 0, "FILE", "start from a GPT-2 fp32 weights file or a Hugging Face\n                            GPT-2 model.safetensors (train.init_weights)",
      .key = "train.init_weights"},
-    {"--save-weights", 0, YK_OPT_CONFIG, 0, "FILE", "write a GPT-2 fp32 weights file at the end (train.save_weights)",
+    {"--save-weights", 0, YK_OPT_CONFIG, 0, "FILE", "write a GPT-2 fp32 weights file at the end, or safetensors\n                            when FILE ends in .safetensors (train.save_weights)",
      .key = "train.save_weights"},
     {"--resume", 0, YK_OPT_CONFIG, 0, "latest|PATH",
      "resume from the newest checkpoint in ckpt.dir, or from a checkpoint\n"
@@ -101,7 +101,7 @@ int cli_cmd_eval(int argc, char **argv) {
   int rc = yk_engine_eval_file(&o.e, &mean, &n, &d);
   if (rc) {
     YK_ERROR(&log, "%s", yk_diag_msg(&d, rc));
-    return rc == YK_ECONFIG || rc == YK_EFORMAT || rc == YK_ENOTFOUND ? 2 : 1;
+    return rc == YK_ECONFIG || rc == YK_ENOTFOUND ? 2 : 1; /* damaged weights or data: 1, docs/exit-codes.md */
   }
   printf("eval: loss %.6f over %llu batches of %lld x %lld tokens\n", mean, (unsigned long long)n,
          (long long)o.e.batch, (long long)o.e.seq_len);

@@ -86,6 +86,8 @@ static const cli_cmd subcmds[] = {
     {"train", cli_cmd_train, "train a GPT (one rank, or one of many under mpirun/SLURM/yoke launch)"},
     {"eval", cli_cmd_eval, "mean loss of a GPT-2 weights file on token shards"},
     {"ckpt", cli_cmd_ckpt, "list, verify, inspect and convert checkpoints"},
+    {"weights", cli_cmd_weights, "convert GPT-2 weights between the llm.c file and Hugging Face safetensors"},
+    {"plot", cli_cmd_plot, "plot loss, val loss, learning rate and tokens/s of JSON training logs (gnuplot)"},
     {"bench", cli_cmd_bench, "benchmarks: coll, train, scale, ckpt"},
     {"data", cli_cmd_data, "prepare token shards from text files, check shards (data prepare, data info)"},
     {"launch", cli_cmd_launch, "run N ranks of a job on this machine (local launcher)"},

@@ -21,3 +21,19 @@ void yk_step_stats_json(const yk_step_stats *s, char *buf, size_t cap) {
            s->comm_wait_ms, s->tokens_per_s, (unsigned long long)s->allreduce_bytes, s->loss_scale, s->fwd_ms,
            s->bwd_ms, s->opt_ms, s->gather_ms, s->skipped ? "true" : "false");
 }
+
+void yk_progress_text(int64_t step, int64_t steps, int64_t start, double elapsed_s, char *buf, size_t cap) {
+  const int width = 30;
+  int filled = steps > 0 ? (int)((double)step / (double)steps * width) : 0;
+  char bar[32];
+  for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
+  bar[width] = '\0';
+  int n = snprintf(buf, cap, "[%s] %lld/%lld", bar, (long long)step, (long long)steps);
+  /* the rate of this run's own steps (a resumed run's earlier steps took no time here) */
+  if (step > start && step < steps && elapsed_s > 0 && n > 0 && (size_t)n < cap) {
+    double eta = elapsed_s / (double)(step - start) * (double)(steps - step);
+    long long e = (long long)(eta + 0.5);
+    if (e >= 3600) snprintf(buf + n, cap - (size_t)n, " ETA %lldh%02lldm", e / 3600, e / 60 % 60);
+    else snprintf(buf + n, cap - (size_t)n, " ETA %lldm%02llds", e / 60, e % 60);
+  }
+}

@@ -56,14 +56,15 @@ extern "C" {
   XX(EEXIST, -20, "already exists")                                            \
   XX(EUSAGE, -21, "bad command-line usage")                                    \
   XX(ESYS, -22, "system call failed")                                          \
-  XX(ECLOSED, -23, "connection closed")
+  XX(ECLOSED, -23, "connection closed")                                        \
+  XX(ETERM, -24, "terminated by SIGTERM")
 
 typedef enum {
   YK_OK = 0,
 #define YK_ERR_ENUM_(name, val, msg) YK_##name = (val),
   YK_ERRNO_MAP(YK_ERR_ENUM_)
 #undef YK_ERR_ENUM_
-  YK_ERR_LAST_ = -24
+  YK_ERR_LAST_ = -25
 } yk_err;
 
 /* Static string for a code; never NULL ("unknown error" for unknown codes). */
@@ -465,6 +466,11 @@ typedef struct yk_step_stats {
 /* "step 3/10 | loss 5.1234 | lr 1.000e-03 | norm 0.812 | 52.1 ms (comm wait 1.2) | 9830 tok/s"
  * (plus " | skipped (fp16 overflow)"), into buf. `steps` is the run's total. */
 void yk_step_stats_text(const yk_step_stats *s, int64_t steps, char *buf, size_t cap);
+/* The progress bar of a run at a terminal, "[#####.....] 120/300 ETA 1m05s",
+ * into buf: `step` of `steps` done, the run having started at step `start`
+ * `elapsed_s` seconds ago (the ETA extrapolates this run's own rate; none
+ * before its first step or after its last). */
+void yk_progress_text(int64_t step, int64_t steps, int64_t start, double elapsed_s, char *buf, size_t cap);
 /* One JSON object (no newline) with every field: the `yoke train --json`
  * step line (README lists the keys). */
 void yk_step_stats_json(const yk_step_stats *s, char *buf, size_t cap);
@@ -573,6 +579,21 @@ const char *yk_version_string(void);
 #define YK_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define YK_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define YK_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ------------------------------------------------------------------------ */
+/* Plots (plot.c): the one gnuplot helper                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Write `script` (gnuplot commands that set their own terminal and output)
+ * to OUT_PNG.gp, kept for rerunning by hand, and run gnuplot on it.
+ * YK_ENOTFOUND naming the package when gnuplot is not installed; YK_EIO when
+ * it fails (its own message is on stderr). */
+int yk_plot_gnuplot(const char *out_png, const char *script, yk_diag *d);
+/* `yoke plot`: training loss, validation loss, learning rate and tokens/s
+ * against step, one curve per log (a train.log_file or `yoke train --json`
+ * output; lines may carry a prefix before their JSON) in a 2x2 figure.
+ * A log without step lines is YK_EFORMAT naming it. */
+int yk_plot_train_logs(const char *const *logs, int n, const char *out_png, const char *title, yk_diag *d);
 
 #ifdef __cplusplus
 }

@@ -9,8 +9,10 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -27,6 +29,7 @@ int yk_daemon_exit_code(int rc) {
   case YK_ECLOSED: return YK_EXIT_COORD_LOST;
   case YK_ETIMEDOUT: return YK_EXIT_RENDEZVOUS;
   case YK_EINTR: return YK_EXIT_SIGINT;
+  case YK_ETERM: return YK_EXIT_SIGTERM;
   default: return YK_EXIT_FAILURE;
   }
 }
@@ -362,6 +365,32 @@ static const char *state_name(int s) {
   }
 }
 
+/* The job to ask: `want` (an id or its prefix), else the only live one.
+ * 1: found (*j filled); 0: none running here and none asked for; <0: an
+ * error in d (several jobs, listed, or no job `want`). */
+static int find_local_job(const char *want, ykd_jobinfo *j, yk_diag *d) {
+  ykd_jobinfo *jobs;
+  int n, pick = -1, hits = 0;
+  int rc = ykd_jobfile_list(&jobs, &n, d);
+  if (rc) return rc;
+  for (int i = 0; i < n; i++)
+    if (!want || !strncmp(jobs[i].id, want, strlen(want))) pick = i, hits++;
+  if (hits == 1) *j = jobs[pick];
+  else if (hits > 1) {
+    fprintf(stderr, "%-16s  %-8s  %-21s  %-8s  %s\n", "JOB", "PID", "COORDINATOR", "AGE_S", "COMMAND");
+    for (int i = 0; i < n; i++)
+      if (!want || !strncmp(jobs[i].id, want, strlen(want)))
+        fprintf(stderr, "%-16s  %-8d  %-21s  %-8lld  %s\n", jobs[i].id, jobs[i].pid, jobs[i].coord,
+                (long long)time(NULL) - jobs[i].started, jobs[i].command);
+    rc = yk_errorf(d, YK_EUSAGE, "%d jobs launched here are running (listed above): say which with --job ID", hits);
+  } else if (want) {
+    rc = yk_errorf(d, YK_EUSAGE, "no running job '%s' was launched here (`yoke status` with no --job lists them)", want);
+  }
+  for (int i = 0; i < n; i++) memset(jobs[i].secret, 0, sizeof jobs[i].secret);
+  free(jobs);
+  return rc ? rc : hits == 1;
+}
+
 void yk_daemon_status_opts_default(yk_daemon_status_opts *o) {
   *o = (yk_daemon_status_opts){.timeout_ms = 5000};
 }
@@ -378,11 +407,21 @@ int yk_daemon_status(const yk_daemon_status_opts *so) {
     return 2;
   }
   yk_diag d = {0};
-  char host[256] = "127.0.0.1";
+  char host[320] = "127.0.0.1";
   int port = (int)cfg.coord.port;
   int rc = 0;
   if (!coord) coord = getenv("YOKE_COORD");
   if (!coord || !*coord) coord = cfg.coord.host[0] ? cfg.coord.host : NULL;
+  /* No address given (or --job): a job `yoke launch` started here. */
+  ykd_jobinfo job = {0};
+  if (so->job || !coord) {
+    int found = find_local_job(so->job, &job, &d);
+    if (found < 0) {
+      fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, found));
+      return 2;
+    }
+    if (found) coord = job.coord;
+  }
   if (coord) {
     const char *colon = strrchr(coord, ':');
     if (colon) {
@@ -398,8 +437,11 @@ int yk_daemon_status(const yk_daemon_status_opts *so) {
     }
   }
   uint8_t key[YK_SECRET_MAX];
-  size_t key_len;
-  rc = yk_daemon_secret_load(&cfg, key, &key_len, &d);
+  size_t key_len = 0;
+  /* a job file brings the secret its launcher uses (hex) */
+  for (size_t i = 0; job.secret[2 * i] && i < YK_SECRET_MAX; i++) sscanf(job.secret + 2 * i, "%2hhx", &key[key_len++]);
+  memset(job.secret, 0, sizeof job.secret);
+  if (!key_len) rc = yk_daemon_secret_load(&cfg, key, &key_len, &d);
   if (rc) {
     fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, rc));
     return 2;

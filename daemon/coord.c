@@ -1,14 +1,19 @@
 /* coord.c - the coordinator: rendezvous (REGISTER -> WELCOME with every
  * rank's address), heartbeats and dead-rank detection, all-gather rounds,
  * status. Runs on a libuv loop it does not own (rank 0's control thread, the
- * local launcher, or `yoke coord`). Every refusal is one log line and drops
- * only that connection. */
+ * local launcher, or `yoke coord`). A refusal drops only that connection; it
+ * is one log line, except that refusals of strangers (connections that never
+ * sent a valid frame) beyond STRANGER_LINES per STRANGER_WINDOW_MS are only
+ * counted and summed up in one line: a port scan or a misconfigured peer
+ * retrying must not bury the job's log. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 
 #define UNAUTH_TIMEOUT_MS 10000 /* a connection must send a valid frame within this */
+#define STRANGER_LINES 5         /* refusals of strangers logged per window ... */
+#define STRANGER_WINDOW_MS 10000 /* ... the rest counted, one line per window */
 
 typedef struct cconn cconn;
 
@@ -60,7 +65,45 @@ struct yk_coord {
   ykd_straggler strag;  /* the slow-rank warning (straggler.c) */
   int cause_rank;     /* the rank whose death ended the job, -1: none */
   char cause[512];    /* and why, as logged */
+  uint64_t stranger_window_ns; /* start of the current rate-limit window */
+  int stranger_logged;         /* refusals logged in it */
+  long long stranger_quiet;    /* refusals counted but not logged in it */
 };
+
+/* Log one refusal of a stranger, or count it once this window's lines are
+ * spent (the count is logged when the window closes, by stranger_flush). */
+static void stranger_flush(yk_coord *co, uint64_t now);
+static void stranger_warn(yk_coord *co, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void stranger_warn(yk_coord *co, const char *fmt, ...) {
+  uint64_t now = yk_now_ns();
+  stranger_flush(co, now);
+  if (co->stranger_logged >= STRANGER_LINES) {
+    co->stranger_quiet++;
+    return;
+  }
+  if (!co->stranger_logged) co->stranger_window_ns = now;
+  co->stranger_logged++;
+  char line[768];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (co->stranger_logged < STRANGER_LINES) YK_WARN(co->log, "coordinator: %s", line);
+  else YK_WARN(co->log, "coordinator: %s (refusals like it in the next %d s are only counted)", line,
+               STRANGER_WINDOW_MS / 1000);
+}
+
+/* now = UINT64_MAX: the coordinator closes; say the count whatever the window. */
+static void stranger_flush(yk_coord *co, uint64_t now) {
+  if (!co->stranger_logged) return;
+  if (now != UINT64_MAX && (now - co->stranger_window_ns) / 1000000 < STRANGER_WINDOW_MS) return;
+  if (co->stranger_quiet)
+    YK_WARN(co->log, "coordinator: refused %lld more connections that sent no valid frame in %.1f s (not shown one "
+            "by one; a port scanner, or a peer with another job secret?)", co->stranger_quiet,
+            (double)((now == UINT64_MAX ? yk_now_ns() : now) - co->stranger_window_ns) / 1e9);
+  co->stranger_logged = 0;
+  co->stranger_quiet = 0;
+}
 
 static int count_state(const yk_coord *co, int state) {
   int n = 0;
@@ -99,7 +142,8 @@ static void send_err(cconn *cc, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(e.text, sizeof e.text, fmt, ap);
   va_end(ap);
-  YK_WARN(cc->co->log, "coordinator: refused %s: %s", cc->c.peer, e.text);
+  if (cc->authed) YK_WARN(cc->co->log, "coordinator: refused %s: %s", cc->c.peer, e.text);
+  else stranger_warn(cc->co, "refused %s: %s", cc->c.peer, e.text);
   ykd_conn_send(&cc->c, &e);
   /* Let the ERROR frame go out before closing: uv_close would cancel it. */
   cc->c.draining = 1;
@@ -435,15 +479,17 @@ static void on_refuse(ykd_conn *c, int code, const char *why) {
   if (cc->rank >= 0)
     YK_WARN(cc->co->log, "coordinator: refused a frame from rank %d at %s: %s; dropping the connection", cc->rank,
             c->peer, why);
-  else
+  else if (cc->authed)
     YK_WARN(cc->co->log, "coordinator: refused %s: %s; dropping the connection", c->peer, why);
+  else
+    stranger_warn(cc->co, "refused %s: %s; dropping the connection", c->peer, why);
 }
 
 static void on_close(ykd_conn *c, int err) {
   cconn *cc = (cconn *)c;
   yk_coord *co = cc->co;
   if (!cc->authed && !co->closing && c->rlen == 0 && err)
-    YK_WARN(co->log, "coordinator: %s hung up without sending a frame (a peer with another job secret?)", c->peer);
+    stranger_warn(co, "%s hung up without sending a frame (a peer with another job secret?)", c->peer);
   if (cc->rank >= 0 && co->m[cc->rank].conn == cc) {
     char why[128];
     snprintf(why, sizeof why, "connection lost (%s)", err ? uv_strerror(err) : "closed");
@@ -485,6 +531,7 @@ static void on_connection(uv_stream_t *server, int status) {
 static void on_timer(uv_timer_t *t) {
   yk_coord *co = t->data;
   uint64_t now = yk_now_ns();
+  stranger_flush(co, now);
   for (int i = 0; i < co->world; i++) {
     member *mb = &co->m[i];
     if (mb->state != YK_MEMBER_REGISTERED) continue;
@@ -499,8 +546,8 @@ static void on_timer(uv_timer_t *t) {
   for (cconn *cc = co->conns, *next; cc; cc = next) {
     next = cc->next;
     if (!cc->authed && !cc->c.closing && (now - cc->c.opened_ns) / 1000000 > UNAUTH_TIMEOUT_MS) {
-      YK_WARN(co->log, "coordinator: refused %s: no valid frame within %d ms; dropping the connection", cc->c.peer,
-              UNAUTH_TIMEOUT_MS);
+      stranger_warn(co, "refused %s: no valid frame within %d ms; dropping the connection", cc->c.peer,
+                    UNAUTH_TIMEOUT_MS);
       ykd_conn_close(&cc->c, 0);
     }
   }
@@ -588,6 +635,7 @@ static void on_handle_closed(uv_handle_t *h) {
 
 void yk_coord_close(yk_coord *co) {
   if (!co || co->closing) return;
+  stranger_flush(co, UINT64_MAX);
   co->closing = 1;
   uv_close((uv_handle_t *)&co->server, on_handle_closed);
   uv_close((uv_handle_t *)&co->timer, on_handle_closed);

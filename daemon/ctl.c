@@ -478,12 +478,14 @@ static void on_signal(uv_signal_t *h, int signum) {
     snprintf(ev.text, sizeof ev.text, "%s: checkpoint at the next step boundary, then exit %d (requeue)",
              signum == SIGTERM ? "SIGTERM" : "SIGUSR1", YK_EXIT_REQUEUE);
   }
-  YK_WARN(ctl->log, "control: %s", ev.text);
   uv_mutex_lock(&ctl->mu);
   int started = ctl->started;
   uv_mutex_unlock(&ctl->mu);
+  if (started) YK_WARN(ctl->log, "control: %s", ev.text); /* before: no boundary to promise */
   if (!started) {
-    fail_start(ctl, YK_EINTR, "interrupted by %s during rendezvous", strsignal(signum));
+    /* No step boundary yet, so no checkpoint: SIGTERM ends as 143, SIGINT
+     * as 130 (docs/exit-codes.md). */
+    fail_start(ctl, signum == SIGINT ? YK_EINTR : YK_ETERM, "interrupted by %s during rendezvous", strsignal(signum));
     return;
   }
   if (ev.type == YK_EV_CHECKPOINT_REQUESTED) {

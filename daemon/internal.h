@@ -89,4 +89,21 @@ typedef struct ykd_straggler {
 } ykd_straggler;
 void ykd_straggler_note(ykd_straggler *s, const yk_step_stats *reps, const int *live, int n, const yk_logger *log);
 
+/* Job files of `yoke launch` (jobfile.c, docs/launch.md): how `yoke status`
+ * finds a local job. write: `what` is the launched command, for listings;
+ * path (cap bytes) receives the file's path; the caller unlinks it at exit.
+ * list: the well-formed files of live launchers (files of dead ones are
+ * removed); *out is malloc'd (free()), *n its length; 0 jobs is not an error. */
+typedef struct ykd_jobinfo {
+  char id[24];
+  int pid;
+  char coord[300];                   /* host:port */
+  char secret[2 * YK_SECRET_MAX + 1]; /* hex */
+  long long started;                 /* Unix time */
+  char command[256];
+} ykd_jobinfo;
+int ykd_jobfile_write(uint64_t job_id, const char *host, int port, const uint8_t *key, size_t key_len,
+                      const char *what, char *path, size_t cap, yk_diag *d);
+int ykd_jobfile_list(ykd_jobinfo **out, int *n, yk_diag *d);
+
 #endif

@@ -392,17 +392,31 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   co.key = key;
   co.key_len = key_len;
   co.log = &lg;
+  uint64_t job_id = 0; /* one id for the coordinator, the ranks and the job file */
+  while (!job_id) ykd_random(&job_id, sizeof job_id);
+  co.job_id = job_id;
   rc = yk_coord_start(&L.loop, &co, &L.co, &d);
-  memset(key, 0, sizeof key);
   if (rc) {
+    memset(key, 0, sizeof key);
     fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, rc));
     uv_run(&L.loop, UV_RUN_DEFAULT);
     uv_loop_close(&L.loop);
     free(cargv);
     return 1;
   }
-  uint64_t job_id;
-  ykd_random(&job_id, sizeof job_id);
+  const char *chost = strcmp(bind, "0.0.0.0") ? bind : "127.0.0.1";
+  /* The job file lets `yoke status` find this job with no flags; without
+   * it (no usable run directory) status needs --coord and the secret. */
+  char jobfile[4400] = "", what[256];
+  snprintf(what, sizeof what, "yoke%s%s%s%s", o->ncmd > 0 ? " " : "", o->ncmd > 0 ? o->cmd[0] : "",
+           o->ncmd > 1 ? " " : "", o->ncmd > 1 ? o->cmd[1] : "");
+  yk_diag jd = {0};
+  if (ykd_jobfile_write(job_id, chost, yk_coord_port(L.co), key, key_len, what, jobfile, sizeof jobfile, &jd)) {
+    YK_WARN(&lg, "launch: %s; `yoke status` will need --coord and the job secret", jd.msg);
+    jobfile[0] = 0;
+  }
+
+  memset(key, 0, sizeof key);
 
   /* the children's environment */
   size_t nenv = 0;
@@ -412,7 +426,6 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   int ne = 0;
   for (size_t k = 0; k < nenv; k++)
     if (!drop_var(environ[k]) && !(gen_hex[0] && !strncmp(environ[k], "YOKE_SECRET=", 12))) cenv[ne++] = environ[k];
-  const char *chost = strcmp(bind, "0.0.0.0") ? bind : "127.0.0.1";
   snprintf(vars[0], sizeof vars[0], "YOKE_WORLD=%d", L.n);
   snprintf(vars[1], sizeof vars[1], "YOKE_LOCAL_WORLD=%d", L.n);
   snprintf(vars[2], sizeof vars[2], "YOKE_COORD=%s:%d", chost, yk_coord_port(L.co));
@@ -435,7 +448,8 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   L.sint.data = L.sterm.data = L.kill_timer.data = &L;
   uv_signal_start(&L.sint, on_signal, SIGINT);
   uv_signal_start(&L.sterm, on_signal, SIGTERM);
-  YK_INFO(&lg, "launch: %d ranks of `yoke %s ...`, coordinator on %s:%d", L.n, cargv[1], chost, yk_coord_port(L.co));
+  YK_INFO(&lg, "launch: %d ranks of `yoke %s ...`, coordinator on %s:%d, job %016llx (`yoke status` finds it)", L.n,
+          cargv[1], chost, yk_coord_port(L.co), (unsigned long long)job_id);
   const uint64_t t0 = yk_now_ns();
   for (int r = 0; r < L.n; r++) {
     lrank *R = &L.ranks[r];
@@ -503,6 +517,7 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   maybe_finish(&L);
   uv_run(&L.loop, UV_RUN_DEFAULT);
   uv_loop_close(&L.loop);
+  if (jobfile[0]) unlink(jobfile);
   int code = report_outcome(&L, yk_now_ns() - t0);
   free(L.ranks);
   free(cenv);

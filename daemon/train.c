@@ -166,13 +166,11 @@ static int open_log_file(run *r, yk_diag *d) {
   return 0;
 }
 
-static void progress_bar(const run *r, int64_t step, int64_t steps) {
+static void progress_bar(const run *r, int64_t step, int64_t steps, int64_t start, uint64_t t0) {
   if (!r->tty || steps <= 0) return;
-  int width = 30, filled = (int)((double)(step) / (double)steps * width);
-  char bar[64];
-  for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
-  bar[width] = '\0';
-  fprintf(stdout, "\r[%s] %lld/%lld", bar, (long long)step, (long long)steps);
+  char bar[128];
+  yk_progress_text(step, steps, start, (double)(yk_now_ns() - t0) / 1e9, bar, sizeof bar);
+  fprintf(stdout, "\r%s", bar);
   fflush(stdout);
 }
 
@@ -244,7 +242,7 @@ static int train_loop(run *r, yk_diag *d) {
       if ((rc = yk_engine_eval(r->eng, &last_val, d)) != 0) return rc;
       report_val(r, step + 1, last_val);
     }
-    progress_bar(r, step + 1, steps);
+    progress_bar(r, step + 1, steps, start, t0);
   }
   if (r->tty) fputs("\r\033[K", stdout);
   if ((rc = yk_engine_finish(r->eng, steps, d)) != 0) return rc;
@@ -307,7 +305,9 @@ int yk_daemon_train(const yk_daemon_train_opts *o) {
   r.cfg = *o->cfg;
   r.json = o->json;
   r.tty = isatty(STDOUT_FILENO) && !o->json;
-  yk_logger_init(&r.log, 0, yk_log_level_parse(r.cfg.log.level), stderr);
+  /* No rank tag until the launch environment says which rank this is
+   * (ykd_job_open): a line before that must not claim to be rank 0's. */
+  yk_logger_init(&r.log, -1, yk_log_level_parse(r.cfg.log.level), stderr);
 
   yk_diag d = {0};
   int rc = ykd_job_open(&r.job, &r.cfg, &r.log, &d);
@@ -317,7 +317,9 @@ int yk_daemon_train(const yk_daemon_train_opts *o) {
   if (!rc) rc = open_engine(&r, &d);
   if (rc) {
     YK_ERROR(&r.log, "%s", yk_diag_msg(&d, rc));
-    code = rc == YK_EFORMAT || rc == YK_ENOTFOUND ? YK_EXIT_USAGE : yk_daemon_exit_code(rc);
+    /* A path the config names that is not there is the config's fault (2);
+     * a file that is there but damaged is bad data (1), docs/exit-codes.md. */
+    code = rc == YK_ENOTFOUND ? YK_EXIT_USAGE : yk_daemon_exit_code(rc);
   } else {
     rc = train_loop(&r, &d);
     if (rc) {

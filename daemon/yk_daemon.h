@@ -393,10 +393,13 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o);
 
 /* yoke status: ask the coordinator (authenticated with the job secret) for
  * the job's state and print it (a table, or JSON), or send it a request.
- * 0, 1 (no answer, refused), 2 (no secret, bad address). */
+ * 0, 1 (no answer, refused), 2 (no secret, bad address, several local jobs
+ * and no --job). */
 typedef struct yk_daemon_status_opts {
   const yk_config *cfg;          /* coord.host, coord.port, coord.secret_file */
-  const char *coord;             /* HOST:PORT (NULL: YOKE_COORD, then coord.host:coord.port, then 127.0.0.1:coord.port) */
+  const char *coord;             /* HOST:PORT (NULL: YOKE_COORD, then coord.host:coord.port, then the one job
+                                    `yoke launch` runs on this machine (docs/launch.md), then 127.0.0.1:coord.port) */
+  const char *job;               /* the id (or a prefix) of a job `yoke launch` runs here (default NULL) */
   int json;                      /* JSON instead of a table */
   int64_t timeout_ms;            /* give up after this long (default 5000) */
   int action;                    /* 0: ask for the state; YK_REQ_CHECKPOINT or YK_REQ_STOP: ask every rank to */

@@ -25,6 +25,16 @@ void yk_model_layout_(const yk_model_config *cfg, arena_layout *lay);
 int yk_model_layout_tp_(const yk_model_config *cfg, int tp, int rank, arena_layout *lay, yk_tensor_desc *t,
                         yk_diag *d);
 
+/* GPT-2 in the Hugging Face safetensors layout (safetensors.c); weights.c
+ * routes to these. detect: 1 if path's content is safetensors. load: every
+ * tensor of config c checked (name, dtype, shape, range) before params (the
+ * arena, c's layout) is written. write: atomically, F32, n_head in the
+ * metadata. */
+int ykm_st_detect(const char *path);
+int ykm_st_read_config(const char *path, yk_model_config *cfg, yk_diag *d);
+int ykm_st_load(float *params, const yk_model_config *c, const char *path, yk_diag *d);
+int ykm_st_write(const char *path, const yk_model_config *cfg, const float *params, yk_diag *d);
+
 /* Views of one layer's tensors in an arena. */
 typedef struct layer_view {
   float *p[P_NLAYER];

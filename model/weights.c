@@ -104,7 +104,14 @@ static int open_checked(const char *path, FILE **fp, yk_model_config *cfg, yk_di
   return 0;
 }
 
+/* A path ending in .safetensors is written in the Hugging Face layout. */
+static int is_st_path(const char *path) {
+  size_t n = strlen(path);
+  return n >= 12 && !strcmp(path + n - 12, ".safetensors");
+}
+
 int yk_model_weights_read_config(const char *path, yk_model_config *cfg, yk_diag *d) {
+  if (ykm_st_detect(path)) return ykm_st_read_config(path, cfg, d);
   FILE *f;
   int rc = open_checked(path, &f, cfg, d);
   if (f) fclose(f);
@@ -132,9 +139,10 @@ static int check_finite(const yk_model *m, const char *path, yk_diag *d) {
 }
 
 int yk_model_weights_load(yk_model *m, const char *path, yk_diag *d) {
-  FILE *f;
+  FILE *f = NULL;
   yk_model_config fc;
-  int rc = open_checked(path, &f, &fc, d);
+  int st = ykm_st_detect(path);
+  int rc = st ? ykm_st_read_config(path, &fc, d) : open_checked(path, &f, &fc, d);
   if (rc) return rc;
   const yk_model_config *mc = &m->cfg;
   struct {
@@ -148,12 +156,13 @@ int yk_model_weights_load(yk_model *m, const char *path, yk_diag *d) {
              {"Vp", "padded vocab", fc.padded_vocab_size, mc->padded_vocab_size}};
   for (size_t i = 0; i < YK_ARRAY_LEN(cmp); i++)
     if (cmp[i].file != cmp[i].model) {
-      fclose(f);
+      if (f) fclose(f);
       return yk_errorf(d, YK_ECONFIG,
                        "weights file %s: header field %s=%d but the model config has %s=%d; use a matching model "
                        "config or weights file",
                        path, cmp[i].file_name, cmp[i].file, cmp[i].cfg_name, cmp[i].model);
     }
+  if (st) return (rc = ykm_st_load(m->params, mc, path, d)) ? rc : check_finite(m, path, d);
   /* Header and size are validated above, before any parameter is touched;
    * read straight into the arena (no second copy: a 1.5B model is 6 GB). */
   /* Under tensor parallelism the file (the whole model) goes through one
@@ -251,12 +260,25 @@ int yk_model_weights_save(const yk_model *m, const char *path, yk_diag *d) {
 }
 
 int yk_model_weights_write(const char *path, const yk_model_config *cfg, const float *params, yk_diag *d) {
+  if (is_st_path(path)) return ykm_st_write(path, cfg, params, d);
   out_ctx c = {.arena = params};
   return write_file(path, cfg, &c, d);
 }
 
 int yk_model_weights_write_from(const char *path, const yk_model_config *cfg, yk_model_params_source src, void *ctx,
                                 yk_diag *d) {
+  if (is_st_path(path)) { /* the transposes need whole tensors: gather the arena first */
+    yk_model_config c = *cfg;
+    int crc = yk_model_config_finish(&c, d);
+    if (crc) return crc;
+    size_t n = yk_model_config_num_params(&c), k = 0;
+    float *all = malloc(n * sizeof *all);
+    int rc = all ? 0 : yk_errorf(d, YK_ENOMEM, "out of memory for the %zu-parameter arena", n);
+    for (; !rc && k < n; k += 1u << 20) rc = src(ctx, k, YK_MIN(n - k, (size_t)1 << 20), all + k, d);
+    if (!rc) rc = ykm_st_write(path, &c, all, d);
+    free(all);
+    return rc;
+  }
   out_ctx c = {.src = src, .src_ctx = ctx, .cap = 1u << 20};
   if (!(c.buf = malloc(c.cap * sizeof(float)))) return yk_errorf(d, YK_ENOMEM, "out of memory for the write buffer");
   int rc = write_file(path, cfg, &c, d);

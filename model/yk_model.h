@@ -301,6 +301,13 @@ int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d);
 void yk_model_set_grad_hook(yk_model *m, yk_model_grad_hook fn, void *ctx);
 
 /* ---- GPT-2 fp32 weights file (docs/formats.md, version 3) -------------- */
+/* Every function below also speaks the Hugging Face GPT-2 safetensors layout
+ * (docs/formats.md, "GPT-2 safetensors"): read_config and load take a file
+ * whose CONTENT is safetensors (F32, or F16/BF16 widened; names with or
+ * without `transformer.`; n_head from its __metadata__, else the GPT-2 preset
+ * of the same width), and the writers write that layout to a path ending in
+ * ".safetensors". A missing or misshaped tensor is YK_EFORMAT naming it with
+ * both shapes. */
 #define YK_WEIGHTS_MAGIC 20240326
 #define YK_WEIGHTS_VERSION 3
 /* Read only the header of a weights file into *cfg (for building a model to

@@ -72,8 +72,12 @@ OUT=$(mktemp /tmp/yk_bench_coll.XXXXXX)
 HAVE_TORCH=0
 /usr/bin/python3 -c 'import torch.distributed' >/dev/null 2>&1 && HAVE_TORCH=1
 if timeout 200 mpirun -np 2 --bind-to none "$YOKE" bench coll --transport mpi --algo ring --dtype f32 -b 4K -e 256K -f 8 \
-     --json > "$OUT" 2> "$OUT.err"; then
+     --json --png "$OUT.png" > "$OUT" 2> "$OUT.err"; then
   pass "bench coll on 4K..256K ran"
+  if command -v gnuplot > /dev/null; then
+    [ "$(head -c 8 "$OUT.png" | od -An -tx1 | tr -d ' ')" = 89504e470d0a1a0a ] && pass "bench coll --png wrote a PNG" \
+      || fail "bench coll --png: $(grep -i plot "$OUT" "$OUT.err")"
+  fi
 else
   fail "bench coll on 4K..256K: $(tail -5 "$OUT.err")"
 fi
@@ -99,7 +103,7 @@ else
   grep -q "^# gloo: skipped (Debian's /usr/bin/python3 has no torch)" "$OUT.err" &&
     pass "bench coll: no torch here, and the bench says gloo was skipped" || fail "bench coll gloo skip line: $(cat "$OUT.err")"
 fi
-rm -f "$OUT" "$OUT.err"
+rm -f "$OUT" "$OUT.err" "$OUT.png" "$OUT.png.gp"
 
 # `yoke bench ckpt`: the step the stall is a fraction of is measured (yoke's
 # own step of the model) unless --step-ms gives it, and the output says

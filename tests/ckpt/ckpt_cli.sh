@@ -100,6 +100,11 @@ expect_fail 1 "verify: truncated shard" "$YOKE" ckpt verify "$T/c2"
 expect_stderr "shard-00002-of-00003.yks is" "$YOKE" ckpt verify "$T/c2"
 cp -r "$T/w3" "$T/c3"; rm "$T/c3/step-00000005/shard-00000-of-00003.yks"
 expect_stderr "shard-00000-of-00003.yks is missing or unreadable (it holds tensor wte" "$YOKE" ckpt verify "$T/c3"
+# a checkpoint with a missing shard is not the latest: the one before it is
+cp -r "$T/w3/step-00000005" "$T/c3/step-00000004"
+out=$("$YOKE" ckpt ls "$T/c3")
+echo "$out" | grep -qE '^5 .*damaged' && echo "$out" | grep -qE '^4 .*latest' \
+  && pass "ls: a missing shard makes step 5 damaged, step 4 latest" || fail "ls missing shard: $out"
 # a byte inside the "format" string: the JSON stays valid whatever lengths
 # the values before it have (the version string names the git revision)
 cp -r "$T/w3" "$T/c4"

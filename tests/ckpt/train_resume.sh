@@ -70,6 +70,9 @@ same_run "1 rank 10 vs 4+resume+6" s1 k1 r1
 expect_ok "ckpt verify of the periodic checkpoints" "$YOKE" ckpt verify "$tmp/s1"
 n=$("$YOKE" ckpt ls "$tmp/s1" | grep -c committed\\\|latest)
 [ "$n" = 3 ] && pass "ckpt.keep=3: 3 checkpoints kept (3, 6, 9, 10 saved)" || fail "ckpt ls shows $n checkpoints: $("$YOKE" ckpt ls "$tmp/s1")"
+n=$(grep -c "ckpt: committed" "$tmp/s1.log")
+[ "$n" = 4 ] && [ "$(grep -c "ckpt: committed $tmp/s1/step-00000010 " "$tmp/s1.log")" = 1 ] \
+  && pass "one 'committed' line per save (4 saves, the final one once)" || fail "committed lines: $(grep "ckpt: committed" "$tmp/s1.log")"
 
 # ---- mixed precision: params16 and the fp16 loss scaler are restored too
 for p in fp16 bf16; do

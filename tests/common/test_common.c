@@ -550,6 +550,21 @@ START_TEST(test_lengths_and_alignment) {
 }
 END_TEST
 
+/* The progress bar's ETA extrapolates this run's own steps: a run resumed
+ * at step 100 that did 50 steps in 10 s has 150 left, 30 s. */
+START_TEST(test_progress_eta) {
+  char b[128];
+  yk_progress_text(150, 300, 100, 10.0, b, sizeof b);
+  ck_assert_str_eq(b, "[###############...............] 150/300 ETA 0m30s");
+  yk_progress_text(0, 300, 0, 0.0, b, sizeof b);
+  ck_assert_str_eq(b, "[..............................] 0/300");
+  yk_progress_text(1, 10000, 0, 2.0, b, sizeof b);
+  ck_assert(strstr(b, " ETA 5h33m") != NULL);
+  yk_progress_text(300, 300, 0, 9.0, b, sizeof b);
+  ck_assert(strstr(b, "ETA") == NULL);
+}
+END_TEST
+
 START_TEST(test_bad_dtype) {
   float f[4] = {1, 2, 3, 4}, x[4] = {1, 2, 3, 4};
   uint16_t h[4] = {7, 7, 7, 7};
@@ -648,6 +663,7 @@ int main(void) {
   tcase_add_test(tc, test_atomic_write);
   tcase_add_test(tc, test_args_table);
   tcase_add_test(tc, test_args_positionals);
+  tcase_add_test(tc, test_progress_eta);
   suite_add_tcase(s, tc);
   TCase *tk = tcase_create("isa_cast");
   tcase_add_test(tk, test_reference_values);

@@ -170,6 +170,35 @@ wait $L; rc=$?
 grep -q "refused .*bad magic" "$out" && grep -q "hung up without sending a frame" "$out" && pass "coordinator logged the refusals" \
   || fail "no refusal lines in the launcher log"
 
+# 5b. a flood of connections that never send a frame: five WARN lines, then
+#     one line with the count (not one line per connection)
+out=$YK_TMP/flood.log
+"$YOKE" launch -n 2 -- daemon-selftest --steps 80 --step-ms 25 $HB > "$out" 2>&1 &
+L=$!
+wait_for "all 2 ranks registered" "$out" 20
+port=$(launcher_port "$out")
+for _ in $(seq 300); do : > "/dev/tcp/127.0.0.1/$port"; done 2>/dev/null
+wait $L; rc=$?
+n=$(grep -c "coordinator: .*hung up without sending a frame" "$out")
+m=$(sed -n 's/.*coordinator: refused \([0-9]*\) more connections that sent no valid frame.*/\1/p' "$out" | awk '{s += $1} END {print s + 0}')
+[ $rc = 0 ] && [ "$n" -le 5 ] && [ $((n + m)) -ge 290 ] && pass "300 silent connections: $n lines + one count of $m (exit 0)" \
+  || fail "flood: exit $rc, $n lines, counted $m: $(grep coordinator: "$out" | tail -2)"
+
+# 5c. a signal while a rank waits for rendezvous: SIGTERM exits 143 (no step
+#     boundary, so no checkpoint), SIGINT 130; lines before the rank is known
+#     carry no rank tag, never another rank's
+for sig in TERM:143 INT:130; do
+  s=${sig%:*} want=${sig#*:}
+  YOKE_RANK=0 YOKE_WORLD=2 YOKE_COORD=127.0.0.1:$(free_port) "$YOKE" daemon-selftest > "$YK_TMP/rdv$s.log" 2>&1 &
+  P=$!
+  wait_for "listening on" "$YK_TMP/rdv$s.log" 10
+  kill -$s $P; wait $P; rc=$?
+  [ $rc = $want ] && pass "SIG$s during rendezvous exits $want" || fail "SIG$s during rendezvous: exit $rc: $(tail -2 "$YK_TMP/rdv$s.log")"
+done
+YOKE_RANK=5 YOKE_WORLD=2 YOKE_COORD=127.0.0.1:1 "$YOKE" train /dev/null --set data.train="$YK_TMP/none.bin" > "$YK_TMP/tag.log" 2>&1
+grep -qE "Z ERROR .*YOKE_RANK='5'" "$YK_TMP/tag.log" && pass "a bad YOKE_RANK is logged without a rank tag" \
+  || fail "rank tag before the rank is known: $(cat "$YK_TMP/tag.log")"
+
 # 6. one log for a training job: rank 0's step lines, validation and
 #    summary once; other ranks only warnings and errors (log.ranks=all
 #    shows them all); train.log_file gets rank 0's JSON lines
@@ -209,6 +238,42 @@ done
   && pass "log.ranks=1: rank 1's step lines only" || fail "log.ranks=1: $(grep -cE "step [0-9]+/6" "$YK_TMP/r1.log") step lines"
 expect_fail 2 "log.ranks=zero is a config error" "$YOKE" launch -n 2 -- $T --set log.ranks=zero
 expect_stderr "log.ranks 'zero' is not a rank list" "$YOKE" launch -n 2 -- $T --set log.ranks=zero
+
+# 6b. `yoke status` with no flags reaches the job `yoke launch` started here
+#     (its job file: address and secret, 0600 in a 0700 run directory, gone
+#     at exit); a stale file is dropped; two jobs: listed, pick with --job
+export XDG_RUNTIME_DIR=$YK_TMP/run   # a run directory of our own: other jobs on this machine
+mkdir -m 0700 "$XDG_RUNTIME_DIR"
+mkdir -m 0700 "$XDG_RUNTIME_DIR/yoke"
+printf 'yoke-job 1\nid 00000000deadbeef\npid 999999999\ncoord 127.0.0.1:1\nsecret 00\n' > "$XDG_RUNTIME_DIR/yoke/00000000deadbeef.job"
+LONG="train $YK_TMP/job.yaml $HB --set coord.port=0 --set train.steps=100000"
+env -u YOKE_SECRET "$YOKE" launch -n 2 -- $LONG > "$YK_TMP/st1.log" 2>&1 &
+L1=$!
+wait_for "all 2 ranks registered" "$YK_TMP/st1.log" 20
+jf=$(ls "$XDG_RUNTIME_DIR"/yoke/*.job 2>/dev/null | grep -v deadbeef)
+[ -n "$jf" ] && [ "$(stat -c %a "$jf")" = 600 ] && [ "$(stat -c %a "$XDG_RUNTIME_DIR/yoke")" = 700 ] \
+  && grep -q "coordinator on 127.0.0.1:[0-9]*, job $(basename "$jf" .job)" "$YK_TMP/st1.log" \
+  && pass "the launcher prints its address and job, and writes a 0600 job file" || fail "job file: '$jf' $(ls -la "$XDG_RUNTIME_DIR/yoke")"
+st=$(env -u YOKE_SECRET "$YOKE" status 2>&1); rc=$?
+[ $rc = 0 ] && echo "$st" | grep -qE "^job $(basename "$jf" .job) +epoch 1 +world 2 +alive 2" \
+  && pass "yoke status with no flags reaches the launched job" || fail "status: rc $rc: $st"
+[ ! -e "$XDG_RUNTIME_DIR/yoke/00000000deadbeef.job" ] && pass "a dead launcher's job file is dropped" || fail "stale job file kept"
+env -u YOKE_SECRET "$YOKE" launch -n 2 -- $LONG > "$YK_TMP/st2.log" 2>&1 &
+L2=$!
+wait_for "all 2 ranks registered" "$YK_TMP/st2.log" 20
+env -u YOKE_SECRET "$YOKE" status > "$YK_TMP/st.out" 2> "$YK_TMP/st.err"; rc=$?
+[ $rc = 2 ] && [ "$(grep -c "127.0.0.1:" "$YK_TMP/st.err")" = 2 ] && grep -q "say which with --job ID" "$YK_TMP/st.err" \
+  && pass "two jobs: status lists both and asks for --job (exit 2)" || fail "two jobs: rc $rc: $(cat "$YK_TMP/st.err")"
+id2=$(sed -n 's/.*, job \([0-9a-f]*\) .*/\1/p' "$YK_TMP/st2.log" | head -1)
+env -u YOKE_SECRET "$YOKE" status --job "${id2:0:6}" --stop > /dev/null 2>&1
+wait $L2; rc2=$?
+env -u YOKE_SECRET "$YOKE" status --stop > /dev/null 2>&1
+wait $L1; rc1=$?
+[ $rc1 = 130 ] && [ $rc2 = 130 ] && pass "status --stop (and --job ID --stop) stop the launched jobs (130)" \
+  || fail "status --stop: exits $rc1 and $rc2: $(tail -n 2 "$YK_TMP/st1.log")"
+[ -z "$(ls "$XDG_RUNTIME_DIR/yoke")" ] && pass "job files removed at exit" || fail "left: $(ls "$XDG_RUNTIME_DIR/yoke")"
+expect_fail 2 "status --job of no such job" "$YOKE" status --job ffff
+unset XDG_RUNTIME_DIR
 
 # 7. usage errors
 expect_fail 2 "launch without -n" "$YOKE" launch -- daemon-selftest

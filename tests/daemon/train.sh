@@ -79,11 +79,11 @@ close_to "$v0" "$last" 1e-5 \
 
 # 5. Bad input.
 head -c 2000 "$tmp/data/train_000.bin" > "$tmp/trunc.bin"
-expect_fail 2 "truncated shard exits 2" "$YOKE" train "$job" --set "data.train=$tmp/trunc.bin"
+expect_fail 1 "truncated shard (bad data) exits 1" "$YOKE" train "$job" --set "data.train=$tmp/trunc.bin"
 expect_stderr "trunc.bin" "$YOKE" train "$job" --set "data.train=$tmp/trunc.bin"
 printf 'not a weights file at all, just text padding padding padding' > "$tmp/bad.bin"
 head -c 4096 /dev/zero >> "$tmp/bad.bin"
-expect_fail 2 "wrong-magic weights exit 2" "$YOKE" eval --weights "$tmp/bad.bin" --data "$tmp/data/val_*.bin"
+expect_fail 1 "wrong-magic weights (bad data) exit 1" "$YOKE" eval --weights "$tmp/bad.bin" --data "$tmp/data/val_*.bin"
 expect_stderr "magic" "$YOKE" eval --weights "$tmp/bad.bin" --data "$tmp/data/val_*.bin"
 expect_fail 2 "bad config value exits 2" "$YOKE" train "$job" --set train.micro_batch=0
 expect_stderr "train.micro_batch" "$YOKE" train "$job" --set train.micro_batch=0
@@ -95,7 +95,7 @@ expect_fail 2 "seq_len over maxT" "$YOKE" train "$job" --set train.seq_len=10000
 # a NaN loss blamed on the learning rate), by train and eval alike.
 cp "$tmp/w.bin" "$tmp/nan.bin"
 printf '\x00\x00\xc0\x7f' | dd of="$tmp/nan.bin" bs=1 seek=1032 conv=notrunc status=none
-expect_fail 2 "NaN weights refused" "$YOKE" train "$job" --init-weights "$tmp/nan.bin" --steps 2 --set data.val=
+expect_fail 1 "NaN weights refused (bad data, exit 1)" "$YOKE" train "$job" --init-weights "$tmp/nan.bin" --steps 2 --set data.val=
 expect_stderr "nan.bin: tensor wte holds 1 non-finite value (the first, element 2, is nan)" "$YOKE" train "$job" --init-weights "$tmp/nan.bin" --steps 2 --set data.val=
 expect_stderr "nan.bin: tensor wte holds 1 non-finite value" "$YOKE" eval --weights "$tmp/nan.bin" --data "$tmp/data/val_*.bin"
 # Shards not made yet: the path as written, the directory it was resolved in, and how to make them.

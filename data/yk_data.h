@@ -227,6 +227,7 @@ typedef struct yk_data_prepare_opts {
                              micro_batch x seq_len + 1 at the config's defaults; 1: refuse only no text) */
   char *const *inputs;    /* ninputs text files or globs (expanded here, sorted by path) */
   int ninputs;
+  const yk_tokenizer *tokenizer; /* borrowed; NULL (default): byte-level. GPT-2 needs one that can encode */
 } yk_data_prepare_opts;
 
 /* The defaults above, no inputs. */
@@ -240,8 +241,9 @@ typedef struct yk_data_prepare_result {
   int train_shards, val_shards;
 } yk_data_prepare_result;
 
-/* Text files -> byte-level train / val shards (vocabulary 256; each
- * document starts with token 0). Deterministic: inputs are sorted and read
+/* Text files -> train / val shards: byte-level (vocabulary 256; each
+ * document starts with token 0) or with o->tokenizer (each document starts
+ * with its end-of-text token, as llm.c's GPT-2 shards). Deterministic: inputs are sorted and read
  * once each; empty files add nothing. YK_EINVAL (an option out of range, a
  * glob matching nothing, a directory given as a file: the caller's command
  * line is wrong), YK_EFORMAT (a file with a NUL byte, no text at all, fewer

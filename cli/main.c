@@ -85,6 +85,7 @@ static const cli_cmd subcmds[] = {
     {"config", cmd_config, "print the config reference or a resolved job config"},
     {"train", cli_cmd_train, "train a GPT (one rank, or one of many under mpirun/SLURM/yoke launch)"},
     {"eval", cli_cmd_eval, "mean loss of a GPT-2 weights file on token shards"},
+    {"sample", cli_cmd_sample, "generate text from a GPT-2 weights file or a checkpoint"},
     {"ckpt", cli_cmd_ckpt, "list, verify, inspect and convert checkpoints"},
     {"bench", cli_cmd_bench, "benchmarks: coll, train, scale, ckpt"},
     {"data", cli_cmd_data, "prepare token shards from text files, check shards (data prepare, data info)"},

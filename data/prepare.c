@@ -146,11 +146,11 @@ int yk_data_prepare(const yk_data_prepare_opts *o, yk_data_prepare_result *res, 
   }
   /* the document separator: byte 0 (never in text) or GPT-2's <|endoftext|> */
   int eot = yk_data_tokenizer_eot(tk);
-  uint16_t sep = (uint16_t)(eot >= 0 ? eot : 0);
-  if (!yk_data_tokenizer_can_encode(tk) || yk_data_tokenizer_vocab_size(tk) > 65536) {
+  uint16_t sep = (uint16_t)eot;
+  if (!yk_data_tokenizer_can_encode(tk) || yk_data_tokenizer_vocab_size(tk) > 65536 || eot < 0) {
     yk_data_tokenizer_destroy(own);
-    return yk_errorf(d, YK_EINVAL, "the %s tokenizer cannot encode text into uint16 shards; give GPT-2's encoder.json "
-                     "and vocab.bpe", yk_data_tokenizer_name(tk));
+    return yk_errorf(d, YK_EINVAL, "the %s tokenizer cannot make shards (it needs to encode, ids below 65536 and an "
+                     "<|endoftext|> token); give GPT-2's encoder.json and vocab.bpe", yk_data_tokenizer_name(tk));
   }
   strlist files = {0};
   int rc = 0;

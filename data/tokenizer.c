@@ -329,7 +329,9 @@ static yk_tokenizer *tk_new(int kind, int vocab, const char *name) {
 
 int yk_data_tokenizer_byte(yk_tokenizer **out, yk_diag *d) {
   *out = tk_new(TK_BYTE, YK_DATA_BYTE_VOCAB, "byte");
-  return *out ? 0 : yk_errorf(d, YK_ENOMEM, "out of memory for the byte tokenizer");
+  if (!*out) return yk_errorf(d, YK_ENOMEM, "out of memory for the byte tokenizer");
+  (*out)->eot = 0; /* the document separator `yoke data prepare` writes (NUL is never in text) */
+  return 0;
 }
 
 void yk_data_tokenizer_destroy(yk_tokenizer *t) {

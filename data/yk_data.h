@@ -81,8 +81,8 @@ int yk_data_bytes_decode(const uint16_t *tokens, size_t n, char *out, yk_diag *d
 #define YK_TOKENIZER_MAGIC 20240328
 #define YK_TOKENIZER_HEADER_BYTES 1024
 
-/* A tokenizer: byte-level (token = byte value, vocabulary 256, no
- * end-of-text token) or GPT-2's byte-level BPE, either decode-only (from
+/* A tokenizer: byte-level (token = byte value, vocabulary 256; token 0,
+ * byte NUL, separates documents) or GPT-2's byte-level BPE, either decode-only (from
  * gpt2_tokenizer.bin) or encode + decode (from encoder.json + vocab.bpe).
  * Read-only after loading, so one may be shared by threads. The caller owns
  * it: free with yk_data_tokenizer_destroy (NULL is fine). */
@@ -103,7 +103,8 @@ int yk_data_tokenizer_load_gpt2(const char *encoder_json, const char *vocab_bpe,
 void yk_data_tokenizer_destroy(yk_tokenizer *t);
 
 int yk_data_tokenizer_vocab_size(const yk_tokenizer *t);
-/* The end-of-text token, or -1 when the tokenizer has none (byte-level). */
+/* The end-of-text token, which separates documents in shards: 0 for the
+ * byte-level tokenizer, GPT-2's <|endoftext|>; -1 when the files give none. */
 int yk_data_tokenizer_eot(const yk_tokenizer *t);
 /* 1 if yk_data_tokenizer_encode works (not for a decode-only .bin). */
 int yk_data_tokenizer_can_encode(const yk_tokenizer *t);

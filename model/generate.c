@@ -295,8 +295,12 @@ int yk_model_generate(yk_model_kv *kv, const int32_t *prompt, int nprompt, int n
     int32_t tok;
     rc = yk_model_sample_pick(kv->logits, kv->V, o, &rng, &tok, d);
     if (rc) break;
-    if ((rc = emit(ctx, tok, d))) break;
+    rc = emit(ctx, tok, d);
     st->generated++;
+    if (rc) {
+      rc = rc > 0 ? 0 : rc;
+      break;
+    }
     if (g + 1 < ntokens) { /* the last token's logits are never needed */
       rc = push(kv, hist, n, tok, &st->slides, d);
       hist[n++] = tok;

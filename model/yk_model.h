@@ -267,8 +267,9 @@ typedef struct yk_model_sample_opts {
 int yk_model_sample_pick(const float *logits, int V, const yk_model_sample_opts *o, yk_rng *rng, int32_t *out,
                          yk_diag *d);
 
-/* Called with each generated token, in order; a non-zero return (a YK_E*
- * code with d filled) stops the generation and is returned. */
+/* Called with each generated token, in order. A negative return (a YK_E*
+ * code with d filled) stops the generation, which returns it; a positive
+ * one stops it as a success (e.g. at an end-of-text token); 0 goes on. */
 typedef int (*yk_model_token_fn)(void *ctx, int32_t token, yk_diag *d);
 
 typedef struct yk_model_generate_stats {

@@ -241,9 +241,9 @@ START_TEST(test_roundtrips_and_bin) {
   ck_assert_msg(strstr(d.msg, "encoder.json and vocab.bpe") != NULL, "%s", d.msg);
   ck_assert_int_eq(yk_data_tokenizer_decode(b, VOCAB, &(const char *){0}, &n, &d), YK_EINVAL);
   ck_assert_msg(strstr(d.msg, "token 266") != NULL, "%s", d.msg);
-  /* byte tokenizer: 256 tokens, no EOT */
+  /* byte tokenizer: 256 tokens, documents separated by token 0 */
   ck_assert_int_eq(yk_data_tokenizer_vocab_size(byte), 256);
-  ck_assert_int_eq(yk_data_tokenizer_eot(byte), -1);
+  ck_assert_int_eq(yk_data_tokenizer_eot(byte), 0);
   yk_data_tokenizer_destroy(t);
   yk_data_tokenizer_destroy(b);
   yk_data_tokenizer_destroy(byte);

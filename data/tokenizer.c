@@ -351,8 +351,9 @@ int yk_data_tokenizer_load_bin(const char *path, yk_tokenizer **out, yk_diag *d)
   *out = NULL;
   char *buf;
   size_t n;
-  int rc = yk_file_read(path, &buf, &n, d);
-  if (rc) return rc;
+  yk_diag sub = {0};
+  int rc = yk_file_read(path, &buf, &n, &sub);
+  if (rc) return yk_errorf(d, rc, "%s; give the path of llm.c's gpt2_tokenizer.bin", yk_diag_msg(&sub, rc));
   const unsigned char *p = (const unsigned char *)buf;
   yk_tokenizer *t = NULL;
   if (n < YK_TOKENIZER_HEADER_BYTES) {
@@ -478,8 +479,9 @@ out:
 static int load_merges(yk_tokenizer *t, const char *path, yk_diag *d) {
   char *buf;
   size_t n;
-  int rc = yk_file_read(path, &buf, &n, d);
-  if (rc) return rc;
+  yk_diag sub = {0};
+  int rc = yk_file_read(path, &buf, &n, &sub);
+  if (rc) return yk_errorf(d, rc, "%s; give the path of GPT-2's vocab.bpe", yk_diag_msg(&sub, rc));
   int rank = 0, line = 0;
   for (char *s = buf, *e; s < buf + n && !rc; s = e + 1) {
     e = memchr(s, '\n', (size_t)(buf + n - s));

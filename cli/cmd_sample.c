@@ -183,6 +183,7 @@ int cli_cmd_sample(int argc, char **argv) {
     rc = yk_model_generate(kv, prompt, (int)np, (int)o.tokens, &so, emit, &e, &st, &d);
     double dt = yk_now_s() - t0;
     printf("\n");
+    fflush(stdout); /* before the summary on stderr, so a terminal shows them in order */
     if (!rc && !o.quiet) {
       fprintf(stderr, "sampled %d tokens after a %zu-token prompt in %.2f s (%.1f tokens/s; seed %lld, temperature %g, "
               "top-k %lld)", st.generated - e.stopped, np, dt, dt > 0 ? st.generated / dt : 0.0, (long long)o.seed,

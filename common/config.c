@@ -77,6 +77,15 @@ static const key_def keys[] = {
     {"optim.grad_clip", T_FLOAT, OFF(optim.grad_clip), "1.0", 0, 1e9, NULL, "clip by global L2 norm (0 = off)"},
     {"optim.shard", T_BOOL, OFF(optim.shard), "true", 0, 1, NULL,
      "ZeRO-1 with several ranks: each rank runs AdamW on its 1/W of the parameters, then the ranks all-gather them"},
+    /* parallel layout (docs/parallelism.md) */
+    {"parallel.tensor", T_INT, OFF(parallel.tensor), "1", 1, 1024, NULL,
+     "tensor-parallel degree: each layer's heads and MLP split over this many ranks (Megatron-style); "
+     "data-parallel degree = ranks / (tensor x pipeline)"},
+    {"parallel.pipeline", T_INT, OFF(parallel.pipeline), "1", 1, 1024, NULL,
+     "pipeline-parallel degree (the layout reserves the axis; only 1 trains today)"},
+    {"parallel.sequence", T_BOOL, OFF(parallel.sequence), "false", 0, 1, NULL,
+     "sequence parallelism: LayerNorm and residual rows split over the tensor-parallel group (needs seq_len "
+     "divisible by parallel.tensor)"},
     /* loss scaling (fp16 only) */
     {"loss_scale.init", T_FLOAT, OFF(loss_scale.init), "65536", 1, 1e38, NULL, "initial dynamic loss scale (fp16)"},
     {"loss_scale.min", T_FLOAT, OFF(loss_scale.min), "1", 1e-10, 1e38, NULL, "floor of the loss scale"},

@@ -265,6 +265,18 @@ int yk_dtype_parse(const char *s, yk_dtype *out);
  * Offsets and counts are in elements. decay marks tensors that get AdamW
  * weight decay (2-D weights and embeddings; never biases or LayerNorm). */
 #define YK_TENSOR_MAX_DIMS 4
+/* How a tensor is split across a tensor-parallel group (Megatron's names;
+ * weights are (out, in) row-major). The model's tensor table says it for
+ * every tensor; partition/ (yk_partition_split_*) does the arithmetic, so
+ * the model, the optimizer and checkpoints read one table.
+ *   REPLICATED  every rank holds all of it (LayerNorm, wpe, row-parallel biases)
+ *   COLUMN      column-parallel: dim 0 (output features) cut into tp equal
+ *               pieces, separately inside each of `split_parts` equal blocks
+ *               (3 for the fused QKV: each rank gets its heads' q, k and v)
+ *   ROW         row-parallel: dim 1 (input features) cut into tp equal pieces
+ *   VOCAB       the embedding's rows cut by yk_partition_even_range (uneven
+ *               pieces allowed, so any vocabulary size works) */
+typedef enum { YK_SPLIT_REPLICATED = 0, YK_SPLIT_COLUMN = 1, YK_SPLIT_ROW = 2, YK_SPLIT_VOCAB = 3 } yk_split_kind;
 typedef struct yk_tensor_desc {
   char name[48];
   size_t offset;
@@ -272,6 +284,8 @@ typedef struct yk_tensor_desc {
   int ndim;
   int64_t shape[YK_TENSOR_MAX_DIMS];
   int decay;
+  int split;       /* yk_split_kind */
+  int split_parts; /* COLUMN: blocks split separately (0 or 1 = one) */
 } yk_tensor_desc;
 
 /* ------------------------------------------------------------------------ */
@@ -348,6 +362,11 @@ typedef struct yk_config {
     double grad_clip;
     int64_t shard; /* bool: ZeRO-1, each data-parallel rank updates 1/W of the state */
   } optim;
+  struct {
+    int64_t tensor;   /* TP degree */
+    int64_t pipeline; /* PP degree (the axis is reserved; pipeline schedules are not built yet) */
+    int64_t sequence; /* bool: sequence parallelism inside the TP group */
+  } parallel;
   struct {
     double init;
     double min;

@@ -24,8 +24,39 @@ static void on_abort(void *arg, const yk_daemon_event *ev) {
    * the control thread: the lock keeps ykd_job_close from destroying the
    * communicator under us. */
   pthread_mutex_lock(&job->comm_lock);
+  if (job->tp) yk_comm_abort(job->tp, ev->text);
+  if (job->dp && job->dp != job->comm) yk_comm_abort(job->dp, ev->text);
   if (job->comm) yk_comm_abort(job->comm, ev->text);
   pthread_mutex_unlock(&job->comm_lock);
+}
+
+/* The layout's groups as sub-communicators of the world (a group of one
+ * rank has none). With only data parallelism the world is the dp group. */
+static int split_groups(ykd_job *job, yk_diag *d) {
+  const yk_layout *l = &job->layout;
+  yk_comm *dp = NULL, *tp = NULL;
+  int colour, key, rc = 0;
+  if (l->tp == 1 && l->pp == 1) {
+    dp = job->comm;
+  } else {
+    yk_partition_layout_group(l, YK_GROUP_TP, &colour, &key);
+    rc = yk_comm_split(job->comm, colour, key, &tp, d);
+    yk_partition_layout_group(l, YK_GROUP_DP, &colour, &key);
+    if (!rc) rc = yk_comm_split(job->comm, colour, key, &dp, d);
+    if (!rc && l->tp == 1) {
+      yk_comm_destroy(tp);
+      tp = NULL;
+    }
+    if (!rc && l->dp == 1) {
+      yk_comm_destroy(dp);
+      dp = NULL;
+    }
+  }
+  pthread_mutex_lock(&job->comm_lock);
+  job->dp = dp;
+  job->tp = tp;
+  pthread_mutex_unlock(&job->comm_lock);
+  return rc;
 }
 
 /* MPI must be up for comm.transport=mpi (every thread may call it: the comm
@@ -79,8 +110,13 @@ int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, yk_diag *d)
     epoch = info.epoch;
     log->rank = rank;
   }
-  /* Only data parallelism is trained today: every rank is one dp rank. */
-  if ((rc = yk_partition_layout(world, 1, 1, rank, &job->layout, d)) != 0) return rc;
+  /* Megatron's rank order: tensor-parallel ranks are neighbours. */
+  if ((rc = yk_partition_layout(world, (int)cfg->parallel.tensor, (int)cfg->parallel.pipeline, rank, &job->layout,
+                                d)) != 0)
+    return rc;
+  if (job->layout.pp > 1)
+    return yk_errorf(d, YK_EUNSUPPORTED, "parallel.pipeline=%d: pipeline schedules are not built yet; set "
+                     "parallel.pipeline=1", job->layout.pp);
   if (world <= 1) return 0;
 
   if (!strcmp(cfg->comm.transport, "mpi")) {
@@ -105,14 +141,16 @@ int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, yk_diag *d)
   pthread_mutex_lock(&job->comm_lock);
   job->comm = comm;
   pthread_mutex_unlock(&job->comm_lock);
-  return 0;
+  return split_groups(job, d);
 }
 
 void ykd_job_close(ykd_job *job, int exit_code, const char *reason) {
   pthread_mutex_lock(&job->comm_lock);
-  yk_comm *comm = job->comm;
-  job->comm = NULL;
+  yk_comm *comm = job->comm, *dp = job->dp != job->comm ? job->dp : NULL, *tp = job->tp;
+  job->comm = job->dp = job->tp = NULL;
   pthread_mutex_unlock(&job->comm_lock);
+  yk_comm_destroy(tp); /* children before the parent */
+  yk_comm_destroy(dp);
   yk_comm_destroy(comm);
   if (job->boot) yk_bootstrap_destroy(job->boot);
   job->boot = NULL;

@@ -12,10 +12,12 @@
 typedef struct ykd_job {
   const yk_logger *log;
   yk_launch_env env;
-  yk_layout layout;          /* dp = world, tp = pp = 1 */
+  yk_layout layout;          /* parallel.tensor / parallel.pipeline over the ranks */
   yk_daemon_ctl *ctl;        /* NULL on a single rank */
   yk_bootstrap *boot;
   yk_comm *comm;             /* every rank; NULL on a single rank */
+  yk_comm *dp, *tp;          /* the layout's data- and tensor-parallel groups (split from comm; NULL for a group
+                              * of one; dp is comm itself when every rank is a dp rank) */
   pthread_mutex_t comm_lock; /* the control thread's abort vs. destroy at close */
   int mpi_inited;            /* we called MPI_Init_thread */
 } ykd_job;

@@ -186,7 +186,7 @@ static int open_engine(run *r, yk_diag *d) {
   }
   int rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &r->dev, d);
   if (rc) return rc;
-  yk_engine_opts o = {.cfg = c, .layout = r->job.layout, .comms = {.dp = r->job.comm}, .dev = r->dev, .log = &r->log};
+  yk_engine_opts o = {.cfg = c, .layout = r->job.layout, .comms = {.dp = r->job.dp, .tp = r->job.tp}, .dev = r->dev, .log = &r->log};
   if ((rc = yk_engine_open(&o, &r->eng, d)) != 0) return rc;
   if (r->job.layout.world <= 1 && c->ckpt.dir[0]) install_signals(r);
   return 0;
@@ -239,14 +239,16 @@ static int train_loop(run *r, yk_diag *d) {
   double mean_ms = steps - start > 1 ? total_ms / (double)(steps - start - 1) : 0;
   double wait_frac = total_ms > 0 ? total_wait_ms / total_ms : 0;
   uint64_t sum = yk_engine_params_checksum(r->eng);
-  if (c->train.save_weights[0] && r->job.layout.rank == 0) {
+  /* Under tensor parallelism the ranks of data-parallel rank 0's group
+   * gather the pieces; the group's first rank (rank 0) writes. */
+  if (c->train.save_weights[0] && r->job.layout.dp_rank == 0 && r->job.layout.pp_rank == 0) {
     if ((rc = yk_engine_save_weights(r->eng, c->train.save_weights, d)) != 0) return rc;
   }
   /* The job's one summary (rank 0 by log.ranks): what was trained, how
    * fast, how well, and where the results are. */
   double wall_s = (double)(yk_now_ns() - t0) / 1e9;
   double tokens = (double)(steps - start) * (double)c->train.micro_batch * (double)c->train.seq_len *
-                  (double)c->train.grad_accum * (double)r->job.layout.world;
+                  (double)c->train.grad_accum * (double)r->job.layout.dp;
   double tok_s = wall_s > 0 ? tokens / wall_s : 0;
   char val[64] = "", out[2 * YK_CFG_STR + 64] = "";
   if (yk_engine_has_val(r->eng)) snprintf(val, sizeof val, ", val loss %.4f -> %.4f", first_val, last_val);

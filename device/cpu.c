@@ -549,6 +549,28 @@ static void cpu_crossent_bwd(const yk_device *dev, float *logits, const float *l
   cpu_pool_run(POOL(dev), nchunks_of((size_t)N, CE_ROWS), threads_for(dev, (size_t)N * V * 4), ce_bwd_chunk, &c);
 }
 
+/* Vocabulary-parallel forward: per row, the logsumexp of this rank's nv
+ * valid columns (-inf when nv is 0) and the target's logit when this rank
+ * holds it (tok in [0, nv), already shifted by the shard start), else 0. */
+static void ce_shard_chunk(void *c_, int ch, int tid) {
+  row_ctx *c = c_;
+  size_t lo, hi;
+  chunk_range(c, ch, (size_t)c->N, &lo, &hi);
+  for (size_t n = lo; n < hi; n++) {
+    const float *x = c->in + n * (size_t)c->Vp;
+    c->rstd[n] = c->V > 0 ? c->k->lse_row(x, c->V) : -INFINITY;
+    c->mean[n] = c->tok[n] >= 0 && c->tok[n] < c->V ? x[c->tok[n]] : 0.0f;
+  }
+}
+
+static void cpu_crossent_shard_fwd(const yk_device *dev, float *lse, float *tgt, const float *logits,
+                                   const int32_t *targets, int N, int nv, int ld) {
+  row_ctx c = {.k = K(dev), .mean = tgt, .rstd = lse, .in = logits, .tok = targets, .N = N, .V = nv, .Vp = ld,
+               .per = CE_ROWS};
+  cpu_pool_run(POOL(dev), nchunks_of((size_t)N, CE_ROWS), threads_for(dev, (size_t)N * (nv + 1) * 4), ce_shard_chunk,
+               &c);
+}
+
 /* ---- casts: common's kernels (yk_cast_*) in fixed chunks on the pool ---- */
 
 /* out (n) dt16 <- in (n) f32, or out (n) f32 <- in (n) dt16 (to16 = 0), or
@@ -619,6 +641,7 @@ static const yk_device_ops cpu_ops = {
     .softmax_causal_bwd = cpu_softmax_causal_bwd,
     .crossent_fwd = cpu_crossent_fwd,
     .crossent_bwd = cpu_crossent_bwd,
+    .crossent_shard_fwd = cpu_crossent_shard_fwd,
     .f32_to_f16 = cpu_f32_to_f16,
     .f16_to_f32 = cpu_f16_to_f32,
     .f32_to_bf16 = cpu_f32_to_bf16,

@@ -296,7 +296,7 @@ AVX2 static void ce_bwd_row(float *x, float lse, int target, float dloss, int V,
   for (; j + 8 <= V; j += 8)
     _mm256_storeu_ps(x + j, _mm256_mul_ps(vd, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), vl))));
   for (; j < V; j++) x[j] = dloss * exp1(x[j] - lse);
-  x[target] -= dloss;
+  if (target >= 0 && target < V) x[target] -= dloss; /* a vocabulary shard may not hold it */
   if (V < Vp) memset(x + V, 0, (size_t)(Vp - V) * sizeof(float));
 }
 

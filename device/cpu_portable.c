@@ -112,7 +112,7 @@ static float lse_row(const float *x, int V) {
 
 static void ce_bwd_row(float *x, float lse, int target, float dloss, int V, int Vp) {
   for (int j = 0; j < V; j++) x[j] = dloss * expf(x[j] - lse);
-  x[target] -= dloss;
+  if (target >= 0 && target < V) x[target] -= dloss; /* a vocabulary shard may not hold it */
   for (int j = V; j < Vp; j++) x[j] = 0.0f;
 }
 

@@ -119,9 +119,20 @@ typedef struct yk_device_ops {
   void (*crossent_fwd)(const yk_device *dev, float *losses, float *lse, const float *logits, const int32_t *targets,
                        int N, int V, int Vp);
   /* In place: logits (N,Vp) become dlogits = dloss * (softmax - onehot) for
-   * columns < V and 0 for padded columns. */
+   * columns < V and 0 for padded columns. lse (N) is the logsumexp over the
+   * whole vocabulary. A target outside [0,V) gets no one-hot term: under
+   * vocabulary parallelism a rank passes targets shifted by its shard's
+   * first row, and those it does not hold fall outside. */
   void (*crossent_bwd)(const yk_device *dev, float *logits, const float *lse, const int32_t *targets, float dloss,
                        int N, int V, int Vp);
+  /* The local half of a vocabulary-parallel cross-entropy: logits (N,ld)
+   * hold one shard of the vocabulary, its first nv columns real (nv <= ld).
+   * lse (N) = logsumexp over those nv columns (-inf if nv = 0); tgt (N) =
+   * logits[n][targets[n]] when targets[n] (shifted to the shard) is in
+   * [0,nv), else 0. The model combines the shards' lse and tgt across the
+   * group (max, then sum of exp). */
+  void (*crossent_shard_fwd)(const yk_device *dev, float *lse, float *tgt, const float *logits,
+                             const int32_t *targets, int N, int nv, int ld);
   /* Casts, round-to-nearest-even, n elements; 16-bit values are raw bits.
    * The CPU device runs common's yk_cast_* over its threads: the same bits
    * as yk_f32_to_f16 & co. for every input. */

@@ -6,6 +6,24 @@
 
 #include "engine_internal.h"
 
+/* The model's tensor-parallel collectives over the engine's tp group, in
+ * fp32 under the communicator's deadline (yk_model_tp_coll). */
+static int tp_coll(void *ctx, yk_model_tp_op op, const float *in, float *out, size_t n, yk_diag *d) {
+  yk_comm *c = ctx;
+  int rc;
+  switch (op) {
+  case YK_TP_SUM: rc = yk_comm_allreduce_sync(c, in, out, n, YK_DT_F32, YK_OP_SUM, d); break;
+  case YK_TP_MAX: rc = yk_comm_allreduce_sync(c, in, out, n, YK_DT_F32, YK_OP_MAX, d); break;
+  case YK_TP_GATHER: rc = yk_comm_allgather_sync(c, in, out, n * (size_t)yk_comm_size(c), YK_DT_F32, d); break;
+  case YK_TP_SCATTER_SUM:
+    rc = yk_comm_reduce_scatter_sync(c, in, out, n * (size_t)yk_comm_size(c), YK_DT_F32, YK_OP_SUM, d);
+    break;
+  default: return yk_errorf(d, YK_EINVAL, "unknown tensor-parallel collective %d", (int)op);
+  }
+  if (rc) return yk_errorf(d, rc, "tensor-parallel group: %s", yk_diag_msg(d, rc));
+  return 0;
+}
+
 /* Everything the model and the optimizer need, in the order a run builds
  * it. On failure the engine is left for yk_engine_close. */
 static int build_model(yk_engine *e, yk_diag *d) {
@@ -22,11 +40,15 @@ static int build_model(yk_engine *e, yk_diag *d) {
   /* fp16/bf16: the model also keeps its activations in 16 bits */
   yk_precision p = yk_config_precision(c);
   yk_dtype act = p == YK_PREC_FP16 ? YK_DT_F16 : p == YK_PREC_BF16 ? YK_DT_BF16 : YK_DT_F32;
-  if ((rc = yk_model_create_ex(&e->mcfg, e->B, e->T, e->dev, act, &e->model, d)) != 0) return rc;
+  /* An impossible split is one line before anything is allocated. */
+  if ((rc = yk_model_tp_check(&e->mcfg, e->B, e->T, e->tp, (int)c->parallel.sequence, d)) != 0) return rc;
+  yk_model_tp tp = {.size = e->tp, .rank = e->tp_rank, .sequence = (int)c->parallel.sequence, .coll = tp_coll,
+                    .ctx = e->comms.tp};
+  if ((rc = yk_model_create_tp(&e->mcfg, e->B, e->T, e->dev, act, &tp, &e->model, d)) != 0) return rc;
   if (c->train.init_weights[0]) {
     if ((rc = yk_model_weights_load(e->model, c->train.init_weights, d)) != 0) return rc;
-  } else {
-    yk_model_init_random(e->model, (uint64_t)c->train.seed);
+  } else if ((rc = yk_model_init_random_tp(e->model, (uint64_t)c->train.seed, d)) != 0) {
+    return rc;
   }
   e->nparams = yk_model_num_params(e->model);
   e->ntensors = yk_model_tensors(e->model, &e->tensors);
@@ -98,11 +120,18 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   e->layout = o->layout;
   e->comms = o->comms;
   e->dev = o->dev;
-  if (e->layout.tp > 1 || e->layout.pp > 1)
-    return yk_errorf(d, YK_EUNSUPPORTED, "layout dp %d x tp %d x pp %d: tensor and pipeline parallelism are not "
-                     "built yet; run with tp = pp = 1", e->layout.dp, e->layout.tp, e->layout.pp);
+  if (e->layout.pp > 1)
+    return yk_errorf(d, YK_EUNSUPPORTED, "layout dp %d x tp %d x pp %d: pipeline parallelism is not built yet; run "
+                     "with parallel.pipeline=1", e->layout.dp, e->layout.tp, e->layout.pp);
   e->rank = e->layout.dp_rank;
   e->world = e->layout.dp;
+  e->tp = e->layout.tp;
+  e->tp_rank = e->layout.tp_rank;
+  if ((e->tp > 1) != (e->comms.tp != NULL) ||
+      (e->comms.tp && (yk_comm_size(e->comms.tp) != e->tp || yk_comm_rank(e->comms.tp) != e->tp_rank)))
+    return yk_errorf(d, YK_EINVAL, "the tensor-parallel communicator (%d of %d) does not match the layout (tp rank "
+                     "%d of %d)", e->comms.tp ? yk_comm_rank(e->comms.tp) : 0,
+                     e->comms.tp ? yk_comm_size(e->comms.tp) : 1, e->tp_rank, e->tp);
   if ((e->world > 1) != (e->comms.dp != NULL) ||
       (e->comms.dp && (yk_comm_size(e->comms.dp) != e->world || yk_comm_rank(e->comms.dp) != e->rank)))
     return yk_errorf(d, YK_EINVAL, "the data-parallel communicator (%d of %d) does not match the layout (dp rank %d "
@@ -244,7 +273,30 @@ uint64_t yk_engine_params_checksum(yk_engine *e) {
 }
 
 int yk_engine_save_weights(yk_engine *e, const char *path, yk_diag *d) {
-  return yk_model_weights_save(e->model, path, d);
+  if (e->tp == 1) return yk_model_weights_save(e->model, path, d);
+  /* Tensor parallelism: the group all-gathers its local arenas (padded to
+   * the longest: vocabulary pieces may differ by a row) and rank 0 of the
+   * group puts every piece in its place in the whole arena. */
+  size_t max = 0;
+  for (int r = 0; r < e->tp; r++) max = YK_MAX(max, yk_model_tp_num_params(&e->mcfg, e->tp, r));
+  size_t whole_n = yk_model_config_num_params(&e->mcfg);
+  float *mine = calloc(max, sizeof(float)), *all = malloc(max * (size_t)e->tp * sizeof(float));
+  float *whole = e->tp_rank == 0 ? malloc(whole_n * sizeof(float)) : NULL;
+  int rc = 0;
+  if (!mine || !all || (e->tp_rank == 0 && !whole))
+    rc = yk_errorf(d, YK_ENOMEM, "out of memory gathering the weights of the tensor-parallel group");
+  if (!rc) {
+    memcpy(mine, yk_model_params(e->model), e->nparams * sizeof(float));
+    rc = yk_comm_allgather_sync(e->comms.tp, mine, all, max * (size_t)e->tp, YK_DT_F32, d);
+    if (rc) rc = yk_errorf(d, rc, "gathering the weights of the tensor-parallel group: %s", yk_diag_msg(d, rc));
+  }
+  for (int r = 0; !rc && whole && r < e->tp; r++)
+    rc = yk_model_tp_copy(&e->mcfg, e->tp, r, whole, all + (size_t)r * max, 0, d);
+  if (!rc && whole) rc = yk_model_weights_write(path, &e->mcfg, whole, d);
+  free(mine);
+  free(all);
+  free(whole);
+  return rc;
 }
 
 void yk_engine_describe(const yk_engine *e, void (*line)(void *arg, const char *text), void *arg) {
@@ -260,6 +312,11 @@ void yk_engine_describe(const yk_engine *e, void (*line)(void *arg, const char *
            "%s kernels",
            e->B, e->accum, e->world, e->B * e->accum * e->world, e->T, tokens, e->dev->ops->name, e->dev->nthreads,
            yk_isa_name(e->dev->isa));
+  line(arg, buf);
+  char lay[160];
+  yk_partition_layout_describe(&e->layout, lay, sizeof lay);
+  snprintf(buf, sizeof buf, "layout: %s%s", lay,
+           e->tp > 1 && c->parallel.sequence ? "; sequence parallel inside the tensor-parallel group" : "");
   line(arg, buf);
   if (e->comms.dp) {
     snprintf(buf, sizeof buf, "data plane %s, %d ranks, bucket %lld KiB", yk_comm_transport_name(e->comms.dp),

@@ -123,6 +123,7 @@ struct yk_engine {
   yk_layout layout;
   yk_engine_comms comms;
   int rank, world;            /* in the data-parallel group */
+  int tp, tp_rank;            /* the tensor-parallel group's degree and this rank's place (1, 0 without) */
   yk_device *dev;
 
   yk_model *model;

@@ -102,9 +102,14 @@ static int first_nonfinite16(yk_engine *e, int64_t *bad, yk_diag *d) {
     b += (int64_t)e->soff;
   else
     b = -1;
-  if (e->shard) {
+  /* Every rank must take the same decision: the data-parallel ranks under
+   * ZeRO-1 scanned different slices, tensor-parallel ranks hold different
+   * pieces. */
+  yk_comm *groups[2] = {e->shard ? e->comms.dp : NULL, e->tp > 1 ? e->comms.tp : NULL};
+  for (int g = 0; g < 2; g++) {
+    if (!groups[g]) continue;
     int64_t v = b < 0 ? INT64_MAX : b;
-    int rc = yk_comm_allreduce_sync(e->comms.dp, &v, &v, 1, YK_DT_I64, YK_OP_MIN, d);
+    int rc = yk_comm_allreduce_sync(groups[g], &v, &v, 1, YK_DT_I64, YK_OP_MIN, d);
     if (rc) return yk_errorf(d, rc, "agreeing on gradient overflow with the other ranks failed: %s", yk_diag_msg(d, rc));
     b = v == INT64_MAX ? -1 : v;
   }
@@ -154,28 +159,53 @@ static int mixed_check(yk_engine *e, step_ctx *s, yk_diag *d) {
   return 0;
 }
 
-/* Global L2 norm of the reduced gradients. ZeRO-1: each rank sums the
- * squares of its slice; the partial sums are all-gathered as doubles and
- * added in rank order, so every rank gets the same bits. */
-static int global_norm(yk_engine *e, const float *grads, double *norm, yk_diag *d) {
-  if (!e->shard) {
-    *norm = yk_optimizer_global_norm(grads, e->nparams, YK_ISA_AUTO);
-    return 0;
-  }
-  int w = e->world;
+/* The sum of one double per rank of c, added in rank order so every rank
+ * gets the same bits (the values travel as 64-bit integers: bit patterns). */
+static int sum_in_rank_order(yk_comm *c, double *v, const char *what, yk_diag *d) {
+  int w = yk_comm_size(c);
   double *parts = malloc((size_t)w * sizeof(double));
-  if (!parts) return yk_errorf(d, YK_ENOMEM, "out of memory for %d partial norms", w);
-  double mine = yk_optimizer_sumsq(grads + e->soff, e->slen, YK_ISA_AUTO);
-  int rc = yk_comm_allgather_sync(e->comms.dp, &mine, parts, (size_t)w, YK_DT_I64, d);
+  if (!parts) return yk_errorf(d, YK_ENOMEM, "out of memory for %d partial sums", w);
+  int rc = yk_comm_allgather_sync(c, v, parts, (size_t)w, YK_DT_I64, d);
   if (rc) {
     free(parts);
-    return yk_errorf(d, rc, "gradient norm: all-gather of the partial sums failed: %s", yk_diag_msg(d, rc));
+    return yk_errorf(d, rc, "%s: all-gather of the partial sums failed: %s", what, yk_diag_msg(d, rc));
   }
   double sum = 0;
   for (int i = 0; i < w; i++) sum += parts[i];
   free(parts);
-  *norm = sqrt(sum);
+  *v = sum;
   return 0;
+}
+
+/* Sum of squares of grads[lo, lo + len) where, under tensor parallelism,
+ * a replicated tensor (the same values on every rank of the group) counts
+ * on tensor-parallel rank 0 only, so the group's sum counts it once. */
+static double sumsq_once(const yk_engine *e, const float *grads, size_t lo, size_t len) {
+  if (e->tp == 1) return yk_optimizer_sumsq(grads + lo, len, YK_ISA_AUTO);
+  double s = 0;
+  for (int i = 0; i < e->ntensors; i++) {
+    const yk_tensor_desc *t = &e->tensors[i];
+    size_t a = YK_MAX(lo, t->offset), b = YK_MIN(lo + len, t->offset + t->numel);
+    if (a >= b || (t->split == YK_SPLIT_REPLICATED && e->tp_rank != 0)) continue;
+    s += yk_optimizer_sumsq(grads + a, b - a, YK_ISA_AUTO);
+  }
+  return s;
+}
+
+/* Global L2 norm of the reduced gradients. ZeRO-1: each rank sums the
+ * squares of its slice and the data-parallel ranks add the partial sums;
+ * tensor parallelism adds the group's pieces the same way. */
+static int global_norm(yk_engine *e, const float *grads, double *norm, yk_diag *d) {
+  if (!e->shard && e->tp == 1) {
+    *norm = yk_optimizer_global_norm(grads, e->nparams, YK_ISA_AUTO);
+    return 0;
+  }
+  double v = sumsq_once(e, grads, e->soff, e->slen);
+  int rc = 0;
+  if (e->shard) rc = sum_in_rank_order(e->comms.dp, &v, "gradient norm over the data-parallel ranks", d);
+  if (!rc && e->tp > 1) rc = sum_in_rank_order(e->comms.tp, &v, "gradient norm over the tensor-parallel group", d);
+  *norm = sqrt(v);
+  return rc;
 }
 
 static int op_update(yk_engine *e, step_ctx *s, yk_diag *d) {

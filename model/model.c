@@ -5,10 +5,24 @@
 #include <string.h>
 
 #include "model_internal.h"
+#include "yk_partition.h"
 
 static const char *const kind_names[P_NLAYER] = {"ln1w", "ln1b", "qkvw",    "qkvb", "attprojw", "attprojb",
                                                  "ln2w", "ln2b", "fcw",     "fcb",  "fcprojw",  "fcprojb"};
 static const int kind_decay[P_NLAYER] = {0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 1, 0};
+/* How each per-layer tensor is split over a tensor-parallel group: THE table
+ * (with wte VOCAB, wpe and lnf REPLICATED in fill_table) that the layout,
+ * yk_model_tp_copy, the optimizer and checkpoints read through the tensor
+ * table. QKV is column-parallel in 3 blocks (q, k, v), so a rank holds the
+ * q, k and v rows of its own heads. */
+#define REP YK_SPLIT_REPLICATED
+#define COL YK_SPLIT_COLUMN
+#define ROW YK_SPLIT_ROW
+static const int kind_split[P_NLAYER] = {REP, REP, COL, COL, ROW, REP, REP, REP, COL, COL, ROW, REP};
+static const int kind_parts[P_NLAYER] = {0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0};
+#undef REP
+#undef COL
+#undef ROW
 
 /* ---- presets ---------------------------------------------------------- */
 
@@ -112,7 +126,7 @@ static layer_view layer_of(const yk_model *m, float *arena, int l) {
 }
 
 static void set_desc(yk_tensor_desc *t, const char *name, size_t off, size_t numel, int ndim, int64_t d0, int64_t d1,
-                     int decay) {
+                     int decay, int split, int parts) {
   memset(t, 0, sizeof *t);
   snprintf(t->name, sizeof t->name, "%s", name);
   t->offset = off;
@@ -121,13 +135,16 @@ static void set_desc(yk_tensor_desc *t, const char *name, size_t off, size_t num
   t->shape[0] = d0;
   t->shape[1] = d1;
   t->decay = decay;
+  t->split = split;
+  t->split_parts = parts;
 }
 
 /* The tensor table of cfg in arena order: 4 + 12*L entries at t. */
 static void fill_table(const yk_model_config *cfg, const arena_layout *lay, yk_tensor_desc *t) {
   size_t C = (size_t)cfg->channels, L = (size_t)cfg->layers, Vp = (size_t)cfg->padded_vocab_size;
-  set_desc(t++, "wte", lay->wte, Vp * C, 2, (int64_t)Vp, (int64_t)C, 1);
-  set_desc(t++, "wpe", lay->wpe, (size_t)cfg->max_seq_len * C, 2, cfg->max_seq_len, (int64_t)C, 1);
+  set_desc(t++, "wte", lay->wte, Vp * C, 2, (int64_t)Vp, (int64_t)C, 1, YK_SPLIT_VOCAB, 0);
+  set_desc(t++, "wpe", lay->wpe, (size_t)cfg->max_seq_len * C, 2, cfg->max_seq_len, (int64_t)C, 1,
+           YK_SPLIT_REPLICATED, 0);
   for (size_t l = 0; l < L; l++)
     for (int k = 0; k < P_NLAYER; k++) {
       char name[48];
@@ -136,13 +153,100 @@ static void fill_table(const yk_model_config *cfg, const arena_layout *lay, yk_t
       size_t n = lay->kind_numel[k];
       if (kind_decay[k]) {
         int64_t rows = k == P_QKVW ? 3 * (int64_t)C : k == P_FCW ? 4 * (int64_t)C : (int64_t)C;
-        set_desc(t++, name, off, n, 2, rows, (int64_t)(n / (size_t)rows), 1);
+        set_desc(t++, name, off, n, 2, rows, (int64_t)(n / (size_t)rows), 1, kind_split[k], kind_parts[k]);
       } else {
-        set_desc(t++, name, off, n, 1, (int64_t)n, 0, 0);
+        set_desc(t++, name, off, n, 1, (int64_t)n, 0, 0, kind_split[k], kind_parts[k]);
       }
     }
-  set_desc(t++, "lnfw", lay->lnfw, C, 1, (int64_t)C, 0, 0);
-  set_desc(t++, "lnfb", lay->lnfb, C, 1, (int64_t)C, 0, 0);
+  set_desc(t++, "lnfw", lay->lnfw, C, 1, (int64_t)C, 0, 0, YK_SPLIT_REPLICATED, 0);
+  set_desc(t++, "lnfb", lay->lnfb, C, 1, (int64_t)C, 0, 0, YK_SPLIT_REPLICATED, 0);
+}
+
+int yk_model_layout_tp_(const yk_model_config *cfg, int tp, int rank, arena_layout *lay, yk_tensor_desc *t,
+                        yk_diag *d) {
+  arena_layout g;
+  yk_model_layout_(cfg, &g);
+  int n = 4 + 12 * cfg->layers;
+  fill_table(cfg, &g, t);
+  /* Each tensor becomes this rank's piece; pieces are laid out in the same
+   * (layer-major) order, so the local arena has the global one's shape. */
+  size_t off = 0;
+  for (int i = 0; i < n; i++) {
+    yk_tensor_desc piece;
+    int rc = yk_partition_split_local(&t[i], tp, rank, &piece, d);
+    if (rc) return rc;
+    piece.offset = off;
+    off += piece.numel;
+    t[i] = piece;
+  }
+  memset(lay, 0, sizeof *lay);
+  lay->wte = t[0].offset;
+  lay->wpe = t[1].offset;
+  lay->layers = t[2].offset;
+  for (int k = 0; k < P_NLAYER; k++) {
+    lay->in_layer[k] = t[2 + k].offset - lay->layers;
+    lay->kind_numel[k] = t[2 + k].numel;
+  }
+  lay->layer_size = cfg->layers > 0 ? t[2 + P_NLAYER].offset - lay->layers : 0;
+  lay->lnfw = t[n - 2].offset;
+  lay->lnfb = t[n - 1].offset;
+  lay->total = off;
+  return 0;
+}
+
+int yk_model_tp_check(const yk_model_config *cfg, int B, int T, int tp, int sequence, yk_diag *d) {
+  if (tp < 1) return yk_errorf(d, YK_ECONFIG, "parallel.tensor=%d must be at least 1", tp);
+  /* The degrees that work: divisors of the head count (C = heads x head
+   * size and 4C follow). */
+  char ok[160] = "";
+  size_t used = 0;
+  for (int k = 1; k <= cfg->heads && used + 12 < sizeof ok; k++)
+    if (cfg->heads % k == 0) used += (size_t)snprintf(ok + used, sizeof ok - used, "%s%d", used ? ", " : "", k);
+  struct {
+    const char *what;
+    long long v;
+  } div[] = {{"model.heads", cfg->heads}, {"model.channels", cfg->channels}, {"4 x model.channels (the MLP width)",
+                                                                             4LL * cfg->channels}};
+  for (size_t i = 0; i < YK_ARRAY_LEN(div); i++)
+    if (div[i].v % tp)
+      return yk_errorf(d, YK_ECONFIG, "parallel.tensor=%d does not divide %s=%lld (each rank holds whole heads); "
+                       "use one of %s", tp, div[i].what, div[i].v, ok);
+  if (sequence && tp > 1 && T % tp)
+    return yk_errorf(d, YK_ECONFIG, "train.seq_len=%d is not divisible by parallel.tensor=%d: sequence parallelism "
+                     "holds seq_len/tensor tokens per rank; use a multiple of %d or parallel.sequence=false", T, tp,
+                     tp);
+  (void)B;
+  return 0;
+}
+
+size_t yk_model_tp_num_params(const yk_model_config *cfg, int tp, int rank) {
+  arena_layout lay;
+  yk_tensor_desc *t = calloc((size_t)(4 + 12 * cfg->layers), sizeof *t);
+  yk_diag d = {0};
+  size_t n = t && yk_model_layout_tp_(cfg, tp, rank, &lay, t, &d) == 0 ? lay.total : 0;
+  free(t);
+  return n;
+}
+
+int yk_model_tp_copy(const yk_model_config *cfg_in, int tp, int rank, float *global, float *local, int to_local,
+                     yk_diag *d) {
+  yk_model_config cfg = *cfg_in;
+  int rc = yk_model_config_finish(&cfg, d);
+  if (rc) return rc;
+  int n = 4 + 12 * cfg.layers;
+  yk_tensor_desc *g = calloc((size_t)n, sizeof *g), *l = calloc((size_t)n, sizeof *l);
+  arena_layout glay, llay;
+  if (!g || !l) rc = yk_errorf(d, YK_ENOMEM, "out of memory for two tensor tables");
+  if (!rc) rc = yk_model_layout_tp_(&cfg, tp, rank, &llay, l, d);
+  if (!rc) {
+    yk_model_layout_(&cfg, &glay);
+    fill_table(&cfg, &glay, g);
+    for (int i = 0; i < n; i++)
+      yk_partition_split_copy(&g[i], tp, rank, global + g[i].offset, local + l[i].offset, to_local);
+  }
+  free(g);
+  free(l);
+  return rc;
 }
 
 int yk_model_tensor_table(const yk_model_config *cfg_in, yk_tensor_desc **out, int *n, yk_diag *d) {
@@ -192,8 +296,13 @@ int yk_model_create(const yk_model_config *cfg, int B, int T, const yk_device *d
   return yk_model_create_ex(cfg, B, T, dev, YK_DT_F32, out, d);
 }
 
-int yk_model_create_ex(const yk_model_config *cfg_in, int B, int T, const yk_device *dev, yk_dtype act_dtype,
+int yk_model_create_ex(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_dtype act_dtype,
                        yk_model **out, yk_diag *d) {
+  return yk_model_create_tp(cfg, B, T, dev, act_dtype, NULL, out, d);
+}
+
+int yk_model_create_tp(const yk_model_config *cfg_in, int B, int T, const yk_device *dev, yk_dtype act_dtype,
+                       const yk_model_tp *tp_in, yk_model **out, yk_diag *d) {
   *out = NULL;
   yk_model_config cfg = *cfg_in;
   int rc = yk_model_config_finish(&cfg, d);
@@ -203,8 +312,21 @@ int yk_model_create_ex(const yk_model_config *cfg_in, int B, int T, const yk_dev
     return yk_errorf(d, YK_ECONFIG, "sequence length T=%d must be in [1, max_seq_len=%d]", T, cfg.max_seq_len);
   if (act_dtype != YK_DT_F32 && act_dtype != YK_DT_F16 && act_dtype != YK_DT_BF16)
     return yk_errorf(d, YK_ECONFIG, "activation dtype %d is not supported; use fp32, fp16 or bf16", (int)act_dtype);
-  size_t N = (size_t)B * T, C = (size_t)cfg.channels, L = (size_t)cfg.layers, Vp = (size_t)cfg.padded_vocab_size;
-  if (N * Vp > (size_t)INT32_MAX || N * 4 * C > (size_t)INT32_MAX)
+  yk_model_tp tp = {.size = 1};
+  if (tp_in && tp_in->size > 1) {
+    tp = *tp_in;
+    if (tp.rank < 0 || tp.rank >= tp.size || !tp.coll)
+      return yk_errorf(d, YK_EINVAL, "tensor-parallel rank %d of %d (with%s collectives) is not a valid group member",
+                       tp.rank, tp.size, tp.coll ? "" : "out");
+    if ((rc = yk_model_tp_check(&cfg, B, T, tp.size, tp.sequence, d)) != 0) return rc;
+  }
+  tp.sequence = tp.size > 1 && tp.sequence;
+  size_t N = (size_t)B * T, C = (size_t)cfg.channels, L = (size_t)cfg.layers;
+  size_t Cl = C / (size_t)tp.size, NHl = (size_t)cfg.heads / (size_t)tp.size;
+  size_t Ns = tp.sequence ? N / (size_t)tp.size : N;
+  uint64_t v0, Vl;
+  yk_partition_even_range((uint64_t)cfg.padded_vocab_size, tp.size, tp.size > 1 ? tp.rank : 0, &v0, &Vl);
+  if (N * Vl > (size_t)INT32_MAX || N * 4 * C > (size_t)INT32_MAX)
     return yk_errorf(d, YK_ECONFIG, "B*T=%zu is too large for this model (B*T*Vp must stay below 2^31)", N);
 
   yk_model *m = calloc(1, sizeof *m);
@@ -214,34 +336,58 @@ int yk_model_create_ex(const yk_model_config *cfg_in, int B, int T, const yk_dev
   m->T = T;
   m->dev = dev;
   m->act_dt = act_dtype;
+  m->tp = tp;
+  m->Cl = (int)Cl;
+  m->NHl = (int)NHl;
+  m->Ns = (int)Ns;
+  m->Vl = (int)Vl;
+  m->v0 = (int)v0;
+  m->nv = (int)YK_MIN((int64_t)Vl, YK_MAX((int64_t)0, (int64_t)cfg.vocab_size - (int64_t)v0));
   int is16 = act_dtype != YK_DT_F32;
-  yk_model_layout_(&cfg, &m->lay);
+  int tpar = tp.size > 1;
+  yk_model_layout_(&cfg, &m->glay);
+  m->ntensors = 4 + 12 * (int)L;
+  m->tensors = calloc((size_t)m->ntensors, sizeof *m->tensors);
+  if (!m->tensors) {
+    yk_model_destroy(m);
+    return yk_errorf(d, YK_ENOMEM, "out of memory creating the model");
+  }
+  if ((rc = yk_model_layout_tp_(&cfg, tp.size, tp.size > 1 ? tp.rank : 0, &m->lay, m->tensors, d)) != 0) {
+    yk_model_destroy(m);
+    return rc;
+  }
   const yk_device_ops *ops = dev->ops;
-  size_t NH = (size_t)cfg.heads, att_n = (size_t)B * NH * T * T;
+  size_t att_n = (size_t)B * NHl * T * T;
 
   /* kept activations (in act_dt): per layer ln1, qkv, atty, att, res2, ln2,
-   * fch, fch_gelu, res3; plus encoded and lnf */
-  size_t per_layer = N * C + N * 3 * C + N * C + att_n + N * C + N * C + 2 * N * 4 * C + N * C;
-  m->kept_numel = N * C + L * per_layer + N * C;
+   * fch, fch_gelu, res3; plus encoded and lnf. Under tensor parallelism the
+   * per-head and MLP tensors are this rank's (Cl = C/tp channels), and with
+   * sequence parallelism the residual stream holds Ns = N/tp rows; the
+   * LayerNorm outputs are kept gathered (N rows), as the column-parallel
+   * products and their weight gradients read them whole. */
+  size_t per_layer = N * C + N * 3 * Cl + N * Cl + att_n + Ns * C + N * C + 2 * N * 4 * Cl + Ns * C;
+  m->kept_numel = Ns * C + L * per_layer + N * C;
   /* always fp32: LayerNorm mean/rstd, logits (the LM head and cross-entropy
    * stay fp32), losses, lse */
-  size_t f32_numel = L * 4 * N + 2 * N + N * Vp + 2 * N;
+  size_t f32_numel = L * 4 * Ns + 2 * Ns + N * Vl + 2 * N;
   m->act_numel = f32_numel + (is16 ? 0 : m->kept_numel);
   m->act16_numel = is16 ? m->kept_numel : 0;
-  m->work_numel = is16 ? 4 * N * C + N * 3 * C + 2 * N * 4 * C + att_n : 0;
-  m->scratch_numel = N * C /*dres*/ + N * C /*dC*/ + N * 4 * C + N * 3 * C + yk_device_layernorm_bwd_scratch(dev, (int)N, (int)C) +
-                     yk_device_attention_bwd_scratch(dev, T);
+  m->work_numel = is16 ? 2 * Ns * C + N * C + N * 3 * Cl + N * Cl + 2 * N * 4 * Cl + att_n : 0;
+  size_t rep_numel = tp.sequence ? YK_MAX(6 * C, (size_t)T * C) : 0;
+  size_t tp_numel = tpar ? N * C + Ns * C + rep_numel + 3 * N : 0;
+  m->scratch_numel = Ns * C /*dres*/ + N * C /*dC*/ + N * 4 * Cl + N * 3 * Cl +
+                     yk_device_layernorm_bwd_scratch(dev, (int)Ns, (int)C) + yk_device_attention_bwd_scratch(dev, T) +
+                     tp_numel;
   m->params = ops->alloc(dev, m->lay.total * sizeof(float));
   m->grads = ops->alloc(dev, m->lay.total * sizeof(float));
   m->act_mem = ops->alloc(dev, (m->act_numel + m->scratch_numel + m->work_numel) * sizeof(float));
   if (is16) m->act16_mem = ops->alloc(dev, m->act16_numel * sizeof(uint16_t));
   m->al = calloc(L, sizeof *m->al);
-  m->ntensors = 4 + 12 * (int)L;
-  m->tensors = calloc((size_t)m->ntensors, sizeof *m->tensors);
   m->inputs = calloc(N, sizeof(int32_t));
   m->targets = calloc(N, sizeof(int32_t));
-  if (!m->params || !m->grads || !m->act_mem || (is16 && !m->act16_mem) || !m->al || !m->tensors || !m->inputs ||
-      !m->targets) {
+  m->tshift = calloc(N, sizeof(int32_t));
+  if (!m->params || !m->grads || !m->act_mem || (is16 && !m->act16_mem) || !m->al || !m->inputs || !m->targets ||
+      !m->tshift) {
     size_t bytes = yk_model_memory_bytes(m);
     yk_model_destroy(m);
     return yk_errorf(d, YK_ENOMEM, "out of memory: the model needs %.1f MiB for B=%d T=%d; lower B or T",
@@ -252,43 +398,47 @@ int yk_model_create_ex(const yk_model_config *cfg_in, int B, int T, const yk_dev
 #define TAKE(ptr, n) (ptr = p, p += (n))
   /* a kept activation: from the 16-bit store in 16-bit mode, else fp32 */
 #define KEEP(ptr, n) (is16 ? (void)(ptr = q, q += (n)) : (void)(ptr = p, p += (n)))
-  KEEP(m->encoded, N * C);
+  KEEP(m->encoded, Ns * C);
   for (size_t l = 0; l < L; l++) {
     acts_layer *a = &m->al[l];
     KEEP(a->ln1, N * C);
-    TAKE(a->ln1_mean, N);
-    TAKE(a->ln1_rstd, N);
-    KEEP(a->qkv, N * 3 * C);
-    KEEP(a->atty, N * C);
+    TAKE(a->ln1_mean, Ns);
+    TAKE(a->ln1_rstd, Ns);
+    KEEP(a->qkv, N * 3 * Cl);
+    KEEP(a->atty, N * Cl);
     KEEP(a->att, att_n);
-    KEEP(a->res2, N * C);
+    KEEP(a->res2, Ns * C);
     KEEP(a->ln2, N * C);
-    TAKE(a->ln2_mean, N);
-    TAKE(a->ln2_rstd, N);
-    KEEP(a->fch, N * 4 * C);
-    KEEP(a->fch_gelu, N * 4 * C);
-    KEEP(a->res3, N * C);
+    TAKE(a->ln2_mean, Ns);
+    TAKE(a->ln2_rstd, Ns);
+    KEEP(a->fch, N * 4 * Cl);
+    KEEP(a->fch_gelu, N * 4 * Cl);
+    KEEP(a->res3, Ns * C);
   }
   KEEP(m->lnf, N * C);
-  TAKE(m->lnf_mean, N);
-  TAKE(m->lnf_rstd, N);
-  TAKE(m->logits, N * Vp);
+  TAKE(m->lnf_mean, Ns);
+  TAKE(m->lnf_rstd, Ns);
+  TAKE(m->logits, N * Vl);
   TAKE(m->losses, N);
   TAKE(m->lse, N);
-  TAKE(m->dres, N * C);
+  TAKE(m->dres, Ns * C);
   TAKE(m->dC, N * C);
-  TAKE(m->d4C, N * 4 * C);
-  TAKE(m->dqkv, N * 3 * C);
-  TAKE(m->ln_scratch, yk_device_layernorm_bwd_scratch(dev, (int)N, (int)C));
+  TAKE(m->d4C, N * 4 * Cl);
+  TAKE(m->dqkv, N * 3 * Cl);
+  TAKE(m->ln_scratch, yk_device_layernorm_bwd_scratch(dev, (int)Ns, (int)C));
   TAKE(m->att_scratch, yk_device_attention_bwd_scratch(dev, T));
+  if (tpar) {
+    TAKE(m->tpbuf, N * C);
+    TAKE(m->tpbuf2, Ns * C);
+    TAKE(m->rep, rep_numel);
+    TAKE(m->ce, 3 * N);
+  }
   if (is16) {
-    size_t wn[W_COUNT] = {N * C, N * C, N * C, N * 3 * C, N * C, att_n, N * 4 * C, N * 4 * C};
+    size_t wn[W_COUNT] = {Ns * C, Ns * C, N * C, N * 3 * Cl, N * Cl, att_n, N * 4 * Cl, N * 4 * Cl};
     for (int w = 0; w < W_COUNT; w++) TAKE(m->work[w], wn[w]);
   }
 #undef KEEP
 #undef TAKE
-
-  fill_table(&cfg, &m->lay, m->tensors);
   *out = m;
   return 0;
 }
@@ -306,6 +456,7 @@ void yk_model_destroy(yk_model *m) {
   free(m->tensors);
   free(m->inputs);
   free(m->targets);
+  free(m->tshift);
   free(m);
 }
 
@@ -363,30 +514,52 @@ const float *yk_model_logits(const yk_model *m) { return m->logits; }
 const float *yk_model_losses(const yk_model *m) { return m->losses; }
 void yk_model_zero_grad(yk_model *m) { m->dev->ops->zero(m->dev, m->grads, m->lay.total); }
 
-void yk_model_init_random(yk_model *m, uint64_t seed) {
+/* GPT-2's init of a whole arena of config c (layout lay) from seed. */
+static void init_arena(const yk_model_config *c, const arena_layout *lay, float *p, uint64_t seed) {
   yk_rng r;
   yk_rng_seed(&r, seed);
-  const yk_model_config *c = &m->cfg;
   size_t C = (size_t)c->channels;
   float std = 0.02f, pstd = 0.02f / sqrtf(2.0f * (float)c->layers);
-  memset(m->params, 0, m->lay.total * sizeof(float));
-  float *p = m->params;
-  for (size_t i = 0; i < (size_t)c->vocab_size * C; i++) p[m->lay.wte + i] = std * yk_rng_normal(&r);
-  for (size_t i = 0; i < (size_t)c->max_seq_len * C; i++) p[m->lay.wpe + i] = std * yk_rng_normal(&r);
+  memset(p, 0, lay->total * sizeof(float));
+  for (size_t i = 0; i < (size_t)c->vocab_size * C; i++) p[lay->wte + i] = std * yk_rng_normal(&r);
+  for (size_t i = 0; i < (size_t)c->max_seq_len * C; i++) p[lay->wpe + i] = std * yk_rng_normal(&r);
   for (int l = 0; l < c->layers; l++) {
-    layer_view v = layer_of(m, m->params, l);
+    float *base = p + lay->layers + (size_t)l * lay->layer_size;
     for (int k = 0; k < P_NLAYER; k++) {
-      size_t n = m->lay.kind_numel[k];
+      float *v = base + lay->in_layer[k];
+      size_t n = lay->kind_numel[k];
       if (k == P_LN1W || k == P_LN2W)
-        for (size_t i = 0; i < n; i++) v.p[k][i] = 1.0f;
+        for (size_t i = 0; i < n; i++) v[i] = 1.0f;
       else if (kind_decay[k]) {
-        float s = (k == P_ATTPROJW || k == P_FCPROJW) ? pstd : std;
-        for (size_t i = 0; i < n; i++) v.p[k][i] = s * yk_rng_normal(&r);
+        float sd = (k == P_ATTPROJW || k == P_FCPROJW) ? pstd : std;
+        for (size_t i = 0; i < n; i++) v[i] = sd * yk_rng_normal(&r);
       }
     }
   }
-  for (size_t i = 0; i < C; i++) p[m->lay.lnfw + i] = 1.0f;
+  for (size_t i = 0; i < C; i++) p[lay->lnfw + i] = 1.0f;
 }
+
+int yk_model_init_random_tp(yk_model *m, uint64_t seed, yk_diag *d) {
+  if (m->tp.size == 1) {
+    init_arena(&m->cfg, &m->lay, m->params, seed);
+    return 0;
+  }
+  /* Every rank draws the whole model's values and keeps its pieces, so a
+   * tensor-parallel run starts from exactly the weights one rank would. */
+  float *g = malloc(m->glay.total * sizeof(float));
+  if (!g) return yk_errorf(d, YK_ENOMEM, "out of memory for the %zu initial weights", m->glay.total);
+  init_arena(&m->cfg, &m->glay, g, seed);
+  int rc = yk_model_tp_copy(&m->cfg, m->tp.size, m->tp.rank, g, m->params, 1, d);
+  free(g);
+  return rc;
+}
+
+void yk_model_init_random(yk_model *m, uint64_t seed) {
+  yk_diag d = {0};
+  if (yk_model_init_random_tp(m, seed, &d) != 0) memset(m->params, 0, m->lay.total * sizeof(float));
+}
+
+const yk_model_tp *yk_model_get_tp(const yk_model *m) { return &m->tp; }
 
 /* ---- forward ---------------------------------------------------------- */
 
@@ -435,13 +608,149 @@ static void keep(const yk_model *m, void *dst, float *x, size_t n) {
   else if (m->act_dt == YK_DT_BF16) dev->ops->round_bf16(dev, dst, x, n);
 }
 
+/* ---- tensor-parallel communication ---------------------------------------
+ * Under tensor parallelism (tp.size > 1) the token rows of the residual
+ * stream are either all N on every rank, or (sequence parallelism) this
+ * rank's Ns = N/tp of them. These two helpers are the only places that move
+ * rows between the two forms. */
+
+/* Reduce a row-parallel partial product full (N,C): the sum over the group,
+ * all N rows in place (returns full), or with sequence parallelism this
+ * rank's Ns rows (returns tpbuf2). */
+static float *tp_reduce(yk_model *m, float *full, int *rc, yk_diag *d) {
+  size_t n = (size_t)m->Ns * m->cfg.channels;
+  if (*rc) return full;
+  if (m->tp.sequence) {
+    *rc = m->tp.coll(m->tp.ctx, YK_TP_SCATTER_SUM, full, m->tpbuf2, n, d);
+    return m->tpbuf2;
+  }
+  *rc = m->tp.coll(m->tp.ctx, YK_TP_SUM, full, full, n, d);
+  return full;
+}
+
+/* All N rows of a residual-stream tensor rows (Ns,C) into `full`: a gather
+ * with sequence parallelism, else rows itself. */
+static float *tp_rows(yk_model *m, float *rows, float *full, int *rc, yk_diag *d) {
+  if (!m->tp.sequence || *rc) return rows;
+  *rc = m->tp.coll(m->tp.ctx, YK_TP_GATHER, rows, full, (size_t)m->Ns * m->cfg.channels, d);
+  return full;
+}
+
+/* Where a replicated tensor's gradient goes: the arena, or with sequence
+ * parallelism slot `slot` of rep (a partial sum over this rank's rows that
+ * rep_sum adds in once the group has summed it). */
+static float *rg(yk_model *m, float *g, int slot, size_t len) { return m->tp.sequence ? m->rep + slot * len : g; }
+
+static int rep_begin(yk_model *m, int slots, size_t len) {
+  if (m->tp.sequence) m->dev->ops->zero(m->dev, m->rep, (size_t)slots * len);
+  return 0;
+}
+
+static int rep_sum(yk_model *m, float *const *g, int slots, size_t len, yk_diag *d) {
+  if (!m->tp.sequence) return 0;
+  int rc = m->tp.coll(m->tp.ctx, YK_TP_SUM, m->rep, m->rep, (size_t)slots * len, d);
+  for (int i = 0; i < slots && !rc; i++) m->dev->ops->add(m->dev, g[i], g[i], m->rep + i * len, len);
+  return rc;
+}
+
+/* LayerNorm of this rank's rows x (Ns,C) into out (N,C): with sequence
+ * parallelism the Ns normalised rows are gathered into all N. */
+static int norm_fwd(yk_model *m, float *out, float *mean, float *rstd, const float *x, const float *w, const float *b,
+                    yk_diag *d) {
+  const yk_device *dev = m->dev;
+  int C = m->cfg.channels, rc = 0;
+  if (!m->tp.sequence) {
+    dev->ops->layernorm_fwd(dev, out, mean, rstd, x, w, b, m->Ns, C);
+    return 0;
+  }
+  dev->ops->layernorm_fwd(dev, m->tpbuf2, mean, rstd, x, w, b, m->Ns, C);
+  tp_rows(m, m->tpbuf2, out, &rc, d);
+  return rc;
+}
+
+/* res (Ns,C) = x + bias + inp (N,K) . w (C,K)^T: an output projection. On
+ * one rank bias and residual are fused into the product; under tensor
+ * parallelism w holds K = this rank's input columns (row-parallel), so the
+ * product is a partial sum reduced over the group before x and bias join. */
+static int proj_fwd(yk_model *m, float *res, const float *x, const float *bias, const float *inp, const float *w,
+                    int K, yk_diag *d) {
+  const yk_device *dev = m->dev;
+  const yk_device_ops *o = dev->ops;
+  int N = m->B * m->T, C = m->cfg.channels, rc = 0;
+  if (m->tp.size == 1) {
+    o->bias_rows(dev, res, bias, x, N, C);
+    o->gemm(dev, 0, 1, N, C, K, 1.0f, inp, K, w, K, 1.0f, res, C);
+    return 0;
+  }
+  o->gemm(dev, 0, 1, N, C, K, 1.0f, inp, K, w, K, 0.0f, m->tpbuf, C);
+  float *r = tp_reduce(m, m->tpbuf, &rc, d);
+  if (rc) return rc;
+  o->bias_rows(dev, res, bias, x, m->Ns, C);
+  o->add(dev, res, res, r, (size_t)m->Ns * C);
+  return 0;
+}
+
+/* x (Ns,C) = wte[token] + wpe[position] for this rank's rows. Under tensor
+ * parallelism each rank looks up the tokens of its vocabulary rows (zeros
+ * for the others) and the group sums: exactly one term is non-zero. */
+static int embed_fwd(yk_model *m, float *x, const int32_t *tok, const float *P, yk_diag *d) {
+  const yk_device *dev = m->dev;
+  int N = m->B * m->T, T = m->T, C = m->cfg.channels, rc = 0;
+  if (m->tp.size == 1) {
+    dev->ops->encoder_fwd(dev, x, tok, P + m->lay.wte, P + m->lay.wpe, N, T, C);
+    return 0;
+  }
+  const float *wte = P + m->lay.wte, *wpe = P + m->lay.wpe;
+  for (int n = 0; n < N; n++) {
+    int64_t t = (int64_t)tok[n] - m->v0;
+    float *row = m->tpbuf + (size_t)n * C;
+    if (t >= 0 && t < m->Vl) memcpy(row, wte + (size_t)t * C, (size_t)C * sizeof(float));
+    else memset(row, 0, (size_t)C * sizeof(float));
+  }
+  float *r = tp_reduce(m, m->tpbuf, &rc, d);
+  if (rc) return rc;
+  int first = m->tp.sequence ? m->tp.rank * m->Ns : 0; /* global row of this rank's first row */
+  for (int i = 0; i < m->Ns; i++)
+    dev->ops->add(dev, x + (size_t)i * C, r + (size_t)i * C, wpe + (size_t)((first + i) % T) * C, (size_t)C);
+  return 0;
+}
+
+/* Vocabulary-parallel cross-entropy: each rank holds logits (N,Vl) for its
+ * vocabulary rows; the per-row logsumexp combines as
+ *     lse = M + log(sum_r exp(lse_r - M)),  M = max_r lse_r
+ * (a MAX, then one SUM that also carries the target's logit from the rank
+ * that holds it). Padded rows (>= V) are outside every rank's nv. */
+static int ce_fwd(yk_model *m, const int32_t *targets, yk_diag *d) {
+  const yk_device *dev = m->dev;
+  int N = m->B * m->T, rc;
+  if (m->tp.size == 1) {
+    dev->ops->crossent_fwd(dev, m->losses, m->lse, m->logits, targets, N, m->cfg.vocab_size,
+                           m->cfg.padded_vocab_size);
+    return 0;
+  }
+  for (int n = 0; n < N; n++) m->tshift[n] = targets[n] - m->v0;
+  float *mx = m->ce, *st = m->ce + N; /* st: sum of exp (N) | target logit (N) */
+  dev->ops->crossent_shard_fwd(dev, m->lse, st + N, m->logits, m->tshift, N, m->nv, m->Vl);
+  memcpy(mx, m->lse, (size_t)N * sizeof(float));
+  if ((rc = m->tp.coll(m->tp.ctx, YK_TP_MAX, mx, mx, (size_t)N, d)) != 0) return rc;
+  for (int n = 0; n < N; n++) st[n] = m->lse[n] == -INFINITY ? 0.0f : expf(m->lse[n] - mx[n]);
+  if ((rc = m->tp.coll(m->tp.ctx, YK_TP_SUM, st, st, 2 * (size_t)N, d)) != 0) return rc;
+  for (int n = 0; n < N; n++) {
+    m->lse[n] = mx[n] + logf(st[n]);
+    m->losses[n] = m->lse[n] - st[N + n];
+  }
+  return 0;
+}
+
 int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets, float *loss, yk_diag *d) {
   const yk_device *dev = m->dev;
   const yk_device_ops *o = dev->ops;
   const yk_model_config *c = &m->cfg;
-  int B = m->B, T = m->T, C = c->channels, NH = c->heads, V = c->vocab_size, Vp = c->padded_vocab_size;
+  /* Cl, NHl: this rank's channels and heads (C, NH on one rank); Ns: its
+   * residual-stream rows (N unless sequence parallel); Vl its vocabulary rows. */
+  int B = m->B, T = m->T, C = c->channels, Cl = m->Cl, NHl = m->NHl, V = c->vocab_size, Vl = m->Vl;
   int N = B * T;
-  size_t NC = (size_t)N * C;
+  size_t NC = (size_t)N * C, NCl = (size_t)N * Cl, NsC = (size_t)m->Ns * C;
   if (!inputs) return yk_errorf(d, YK_EINVAL, "forward needs input tokens (inputs is NULL)");
   int rc = check_tokens(inputs, (size_t)N, V, "input", d);
   if (!rc && targets) rc = check_tokens(targets, (size_t)N, V, "target", d);
@@ -453,56 +762,54 @@ int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets,
   /* In 16-bit mode the residual stream ping-pongs between work buffers: x
    * (layer input) in R0, res2 in R1, res3 back in R0 (x is dead by then). */
   float *x = dest(m, m->encoded, W_R0);
-  o->encoder_fwd(dev, x, inputs, P + m->lay.wte, P + m->lay.wpe, N, T, C);
-  keep(m, m->encoded, x, NC);
+  if ((rc = embed_fwd(m, x, inputs, P, d)) != 0) return rc;
+  keep(m, m->encoded, x, NsC);
   for (int l = 0; l < c->layers; l++) {
     layer_view w = layer_of(m, P, l);
     acts_layer *a = &m->al[l];
     float *ln1 = dest(m, a->ln1, W_LN);
-    o->layernorm_fwd(dev, ln1, a->ln1_mean, a->ln1_rstd, x, w.p[P_LN1W], w.p[P_LN1B], N, C);
+    if ((rc = norm_fwd(m, ln1, a->ln1_mean, a->ln1_rstd, x, w.p[P_LN1W], w.p[P_LN1B], d)) != 0) return rc;
     keep(m, a->ln1, ln1, NC);
-    /* qkv (N,3C) = qkvb + ln1 (N,C) . qkvw (3C,C)^T */
+    /* qkv (N,3Cl) = qkvb + ln1 (N,C) . qkvw (3Cl,C)^T: column-parallel, this rank's heads */
     float *qkv = dest(m, a->qkv, W_QKV);
-    o->bias_rows(dev, qkv, w.p[P_QKVB], NULL, N, 3 * C);
-    o->gemm(dev, 0, 1, N, 3 * C, C, 1.0f, ln1, C, w.p[P_QKVW], C, 1.0f, qkv, 3 * C);
-    keep(m, a->qkv, qkv, 3 * NC);
+    o->bias_rows(dev, qkv, w.p[P_QKVB], NULL, N, 3 * Cl);
+    o->gemm(dev, 0, 1, N, 3 * Cl, C, 1.0f, ln1, C, w.p[P_QKVW], C, 1.0f, qkv, 3 * Cl);
+    keep(m, a->qkv, qkv, 3 * NCl);
     float *atty = dest(m, a->atty, W_ATTY), *att = dest(m, a->att, W_ATT);
-    o->attention_fwd(dev, atty, att, qkv, B, T, C, NH);
-    store(m, a->att, att, (size_t)B * NH * T * T); /* only backward reads att */
-    keep(m, a->atty, atty, NC);
-    /* res2 (N,C) = x + attprojb + atty . attprojw^T (bias and residual fused) */
+    o->attention_fwd(dev, atty, att, qkv, B, T, Cl, NHl);
+    store(m, a->att, att, (size_t)B * NHl * T * T); /* only backward reads att */
+    keep(m, a->atty, atty, NCl);
+    /* res2 (Ns,C) = x + attprojb + atty (N,Cl) . attprojw (C,Cl)^T: row-parallel */
     float *res2 = dest(m, a->res2, W_R1);
-    o->bias_rows(dev, res2, w.p[P_ATTPROJB], x, N, C);
-    o->gemm(dev, 0, 1, N, C, C, 1.0f, atty, C, w.p[P_ATTPROJW], C, 1.0f, res2, C);
-    keep(m, a->res2, res2, NC);
+    if ((rc = proj_fwd(m, res2, x, w.p[P_ATTPROJB], atty, w.p[P_ATTPROJW], Cl, d)) != 0) return rc;
+    keep(m, a->res2, res2, NsC);
     float *ln2 = dest(m, a->ln2, W_LN);
-    o->layernorm_fwd(dev, ln2, a->ln2_mean, a->ln2_rstd, res2, w.p[P_LN2W], w.p[P_LN2B], N, C);
+    if ((rc = norm_fwd(m, ln2, a->ln2_mean, a->ln2_rstd, res2, w.p[P_LN2W], w.p[P_LN2B], d)) != 0) return rc;
     keep(m, a->ln2, ln2, NC);
-    /* fch (N,4C) = fcb + ln2 . fcw (4C,C)^T; gelu */
+    /* fch (N,4Cl) = fcb + ln2 . fcw (4Cl,C)^T: column-parallel; gelu */
     float *fch = dest(m, a->fch, W_FCH), *gelu = dest(m, a->fch_gelu, W_GELU);
-    o->bias_rows(dev, fch, w.p[P_FCB], NULL, N, 4 * C);
-    o->gemm(dev, 0, 1, N, 4 * C, C, 1.0f, ln2, C, w.p[P_FCW], C, 1.0f, fch, 4 * C);
-    keep(m, a->fch, fch, 4 * NC);
-    o->gelu_fwd(dev, gelu, fch, 4 * NC);
-    keep(m, a->fch_gelu, gelu, 4 * NC);
-    /* res3 (N,C) = res2 + fcprojb + gelu (N,4C) . fcprojw (C,4C)^T */
+    o->bias_rows(dev, fch, w.p[P_FCB], NULL, N, 4 * Cl);
+    o->gemm(dev, 0, 1, N, 4 * Cl, C, 1.0f, ln2, C, w.p[P_FCW], C, 1.0f, fch, 4 * Cl);
+    keep(m, a->fch, fch, 4 * NCl);
+    o->gelu_fwd(dev, gelu, fch, 4 * NCl);
+    keep(m, a->fch_gelu, gelu, 4 * NCl);
+    /* res3 (Ns,C) = res2 + fcprojb + gelu (N,4Cl) . fcprojw (C,4Cl)^T: row-parallel */
     float *res3 = dest(m, a->res3, W_R0);
-    o->bias_rows(dev, res3, w.p[P_FCPROJB], res2, N, C);
-    o->gemm(dev, 0, 1, N, C, 4 * C, 1.0f, gelu, 4 * C, w.p[P_FCPROJW], 4 * C, 1.0f, res3, C);
-    keep(m, a->res3, res3, NC);
+    if ((rc = proj_fwd(m, res3, res2, w.p[P_FCPROJB], gelu, w.p[P_FCPROJW], 4 * Cl, d)) != 0) return rc;
+    keep(m, a->res3, res3, NsC);
     x = res3;
   }
   float *lnf = dest(m, m->lnf, W_LN);
-  o->layernorm_fwd(dev, lnf, m->lnf_mean, m->lnf_rstd, x, P + m->lay.lnfw, P + m->lay.lnfb, N, C);
+  if ((rc = norm_fwd(m, lnf, m->lnf_mean, m->lnf_rstd, x, P + m->lay.lnfw, P + m->lay.lnfb, d)) != 0) return rc;
   keep(m, m->lnf, lnf, NC);
-  /* logits (N,Vp) = lnf (N,C) . wte (Vp,C)^T; logits and the loss stay fp32 */
-  o->gemm(dev, 0, 1, N, Vp, C, 1.0f, lnf, C, P + m->lay.wte, C, 0.0f, m->logits, Vp);
+  /* logits (N,Vl) = lnf (N,C) . wte (Vl,C)^T; logits and the loss stay fp32 */
+  o->gemm(dev, 0, 1, N, Vl, C, 1.0f, lnf, C, P + m->lay.wte, C, 0.0f, m->logits, Vl);
   if (!targets) {
     if (loss) *loss = 0.0f;
     return 0;
   }
   memcpy(m->targets, targets, (size_t)N * sizeof(int32_t));
-  o->crossent_fwd(dev, m->losses, m->lse, m->logits, targets, N, V, Vp);
+  if ((rc = ce_fwd(m, targets, d)) != 0) return rc;
   double s = 0.0;
   for (int i = 0; i < N; i++) s += m->losses[i];
   float mean = (float)(s / N);
@@ -520,6 +827,49 @@ static void notify(yk_model *m, size_t off, size_t n) {
 
 int yk_model_backward(yk_model *m, yk_diag *d) { return yk_model_backward_scaled(m, 1.0f, d); }
 
+/* dinp (N,C) of a product out = inp . w^T with w (K,C) (dout (N,K)): on one
+ * rank straight into dC; under tensor parallelism w holds this rank's K
+ * rows (column-parallel), so the product is partial and reduced to this
+ * rank's rows. Returns the rows' gradient. */
+static float *dx_of(yk_model *m, const float *dout, const float *w, int K, int *rc, yk_diag *d) {
+  const yk_device *dev = m->dev;
+  int N = m->B * m->T, C = m->cfg.channels;
+  if (m->tp.size == 1) {
+    dev->ops->gemm(dev, 0, 0, N, C, K, 1.0f, dout, K, w, C, 0.0f, m->dC, C);
+    return m->dC;
+  }
+  dev->ops->gemm(dev, 0, 0, N, C, K, 1.0f, dout, K, w, C, 0.0f, m->tpbuf, C);
+  return tp_reduce(m, m->tpbuf, rc, d);
+}
+
+/* Backward of the embedding: dwte rows of this rank's tokens, dwpe by
+ * position, from dres (Ns,C). */
+static int embed_bwd(yk_model *m, float *G, yk_diag *d) {
+  const yk_device *dev = m->dev;
+  int N = m->B * m->T, T = m->T, C = m->cfg.channels, rc = 0;
+  if (m->tp.size == 1) {
+    dev->ops->encoder_bwd(dev, G + m->lay.wte, G + m->lay.wpe, m->dres, m->inputs, N, T, C);
+    return 0;
+  }
+  /* In row order, one add per element, as encoder_bwd does. */
+  const float *full = tp_rows(m, m->dres, m->tpbuf, &rc, d);
+  if (rc) return rc;
+  float *dwte = G + m->lay.wte;
+  for (int n = 0; n < N; n++) {
+    int64_t t = (int64_t)m->inputs[n] - m->v0;
+    if (t >= 0 && t < m->Vl) dev->ops->add(dev, dwte + (size_t)t * C, dwte + (size_t)t * C, full + (size_t)n * C, (size_t)C);
+  }
+  size_t TC = (size_t)T * C;
+  float *dwpe = G + m->lay.wpe, *acc = rg(m, dwpe, 0, TC);
+  rep_begin(m, 1, TC);
+  int first = m->tp.sequence ? m->tp.rank * m->Ns : 0;
+  for (int i = 0; i < m->Ns; i++) {
+    float *row = acc + (size_t)((first + i) % T) * C;
+    dev->ops->add(dev, row, row, m->dres + (size_t)i * C, (size_t)C);
+  }
+  return rep_sum(m, &dwpe, 1, TC, d);
+}
+
 int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
   if (!m->have_targets)
     return yk_errorf(d, YK_EINVAL, "backward needs a forward with targets first (each forward is differentiated once)");
@@ -527,63 +877,82 @@ int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
   const yk_device *dev = m->dev;
   const yk_device_ops *o = dev->ops;
   const yk_model_config *c = &m->cfg;
-  int B = m->B, T = m->T, C = c->channels, NH = c->heads, V = c->vocab_size, Vp = c->padded_vocab_size;
-  int N = B * T, L = c->layers;
+  int B = m->B, T = m->T, C = c->channels, Cl = m->Cl, NHl = m->NHl, Vl = m->Vl, Ns = m->Ns;
+  int N = B * T, L = c->layers, rc = 0;
+  int tpar = m->tp.size > 1;
   float *P = m->params, *G = m->grads;
+  size_t NC = (size_t)N * C, NCl = (size_t)N * Cl, NsC = (size_t)Ns * C, uC = (size_t)C;
 
-  /* dlogits in place of the logits */
-  o->crossent_bwd(dev, m->logits, m->lse, m->targets, scale / (float)N, N, V, Vp);
+  /* dlogits in place of the logits (this rank's vocabulary rows) */
+  if (tpar) o->crossent_bwd(dev, m->logits, m->lse, m->tshift, scale / (float)N, N, m->nv, Vl);
+  else o->crossent_bwd(dev, m->logits, m->lse, m->targets, scale / (float)N, N, c->vocab_size, Vl);
   float *dlog = m->logits;
-  size_t NC = (size_t)N * C;
   const float *lnf = view(m, m->lnf, W_LN, NC);
-  /* LM head: dwte (Vp,C) += dlogits^T (Vp,N) . lnf (N,C); dlnf (N,C) = dlogits . wte */
-  o->gemm(dev, 1, 0, Vp, C, N, 1.0f, dlog, Vp, lnf, C, 1.0f, G + m->lay.wte, C);
-  o->gemm(dev, 0, 0, N, C, Vp, 1.0f, dlog, Vp, P + m->lay.wte, C, 0.0f, m->dC, C);
-  o->zero(dev, m->dres, (size_t)N * C);
-  const float *xL = view(m, L > 0 ? m->al[L - 1].res3 : m->encoded, W_R0, NC);
-  o->layernorm_bwd(dev, m->dres, G + m->lay.lnfw, G + m->lay.lnfb, m->dC, xL, P + m->lay.lnfw, m->lnf_mean,
-                   m->lnf_rstd, N, C, m->ln_scratch);
+  /* LM head: dwte (Vl,C) += dlogits^T (Vl,N) . lnf (N,C); dlnf (N,C) = dlogits . wte */
+  o->gemm(dev, 1, 0, Vl, C, N, 1.0f, dlog, Vl, lnf, C, 1.0f, G + m->lay.wte, C);
+  const float *dC = dx_of(m, dlog, P + m->lay.wte, Vl, &rc, d);
+  if (rc) return rc;
+  o->zero(dev, m->dres, NsC);
+  const float *xL = view(m, L > 0 ? m->al[L - 1].res3 : m->encoded, W_R0, NsC);
+  rep_begin(m, 2, uC);
+  o->layernorm_bwd(dev, m->dres, rg(m, G + m->lay.lnfw, 0, uC), rg(m, G + m->lay.lnfb, 1, uC), dC, xL,
+                   P + m->lay.lnfw, m->lnf_mean, m->lnf_rstd, Ns, C, m->ln_scratch);
+  float *const gf[2] = {G + m->lay.lnfw, G + m->lay.lnfb};
+  if ((rc = rep_sum(m, gf, 2, uC, d)) != 0) return rc;
   notify(m, m->lay.lnfw, 2 * (size_t)C);
 
   for (int l = L - 1; l >= 0; l--) {
     layer_view w = layer_of(m, P, l), g = layer_of(m, G, l);
     acts_layer *a = &m->al[l];
-    /* MLP branch; dres is d(res3). Each kept activation is widened (16-bit
-     * mode) just before its first use. */
-    const float *gelu = view(m, a->fch_gelu, W_GELU, 4 * NC);
-    o->gemm(dev, 1, 0, C, 4 * C, N, 1.0f, m->dres, C, gelu, 4 * C, 1.0f, g.p[P_FCPROJW], 4 * C);
-    o->bias_bwd(dev, g.p[P_FCPROJB], m->dres, N, C);
-    o->gemm(dev, 0, 0, N, 4 * C, C, 1.0f, m->dres, C, w.p[P_FCPROJW], 4 * C, 0.0f, m->d4C, 4 * C);
-    o->gelu_bwd(dev, m->d4C, view(m, a->fch, W_FCH, 4 * NC), m->d4C, 4 * NC);
+    /* the replicated tensors' gradients of this layer (summed over the
+     * group after the layer under sequence parallelism) */
+    float *const grep[6] = {g.p[P_LN1W], g.p[P_LN1B], g.p[P_ATTPROJB], g.p[P_LN2W], g.p[P_LN2B], g.p[P_FCPROJB]};
+    rep_begin(m, 6, uC);
+    /* MLP branch; dres is d(res3) of this rank's rows, dfull all N rows of
+     * it. Each kept activation is widened (16-bit mode) just before its
+     * first use. */
+    const float *dfull = tp_rows(m, m->dres, m->tpbuf, &rc, d);
+    if (rc) return rc;
+    const float *gelu = view(m, a->fch_gelu, W_GELU, 4 * NCl);
+    o->gemm(dev, 1, 0, C, 4 * Cl, N, 1.0f, dfull, C, gelu, 4 * Cl, 1.0f, g.p[P_FCPROJW], 4 * Cl);
+    o->bias_bwd(dev, rg(m, g.p[P_FCPROJB], 5, uC), m->dres, Ns, C);
+    o->gemm(dev, 0, 0, N, 4 * Cl, C, 1.0f, dfull, C, w.p[P_FCPROJW], 4 * Cl, 0.0f, m->d4C, 4 * Cl);
+    o->gelu_bwd(dev, m->d4C, view(m, a->fch, W_FCH, 4 * NCl), m->d4C, 4 * NCl);
     const float *ln2 = view(m, a->ln2, W_LN, NC);
-    o->gemm(dev, 1, 0, 4 * C, C, N, 1.0f, m->d4C, 4 * C, ln2, C, 1.0f, g.p[P_FCW], C);
-    o->bias_bwd(dev, g.p[P_FCB], m->d4C, N, 4 * C);
-    o->gemm(dev, 0, 0, N, C, 4 * C, 1.0f, m->d4C, 4 * C, w.p[P_FCW], C, 0.0f, m->dC, C);
-    o->layernorm_bwd(dev, m->dres, g.p[P_LN2W], g.p[P_LN2B], m->dC, view(m, a->res2, W_R1, NC), w.p[P_LN2W], a->ln2_mean, a->ln2_rstd, N,
-                     C, m->ln_scratch);
+    o->gemm(dev, 1, 0, 4 * Cl, C, N, 1.0f, m->d4C, 4 * Cl, ln2, C, 1.0f, g.p[P_FCW], C);
+    o->bias_bwd(dev, g.p[P_FCB], m->d4C, N, 4 * Cl);
+    dC = dx_of(m, m->d4C, w.p[P_FCW], 4 * Cl, &rc, d);
+    if (rc) return rc;
+    o->layernorm_bwd(dev, m->dres, rg(m, g.p[P_LN2W], 3, uC), rg(m, g.p[P_LN2B], 4, uC), dC,
+                     view(m, a->res2, W_R1, NsC), w.p[P_LN2W], a->ln2_mean, a->ln2_rstd, Ns, C, m->ln_scratch);
     /* attention branch; dres is now d(res2) */
-    o->gemm(dev, 1, 0, C, C, N, 1.0f, m->dres, C, view(m, a->atty, W_ATTY, NC), C, 1.0f, g.p[P_ATTPROJW], C);
-    o->bias_bwd(dev, g.p[P_ATTPROJB], m->dres, N, C);
-    o->gemm(dev, 0, 0, N, C, C, 1.0f, m->dres, C, w.p[P_ATTPROJW], C, 0.0f, m->dC, C);
-    const float *qkv = view(m, a->qkv, W_QKV, 3 * NC), *att = view(m, a->att, W_ATT, (size_t)B * NH * T * T);
-    o->attention_bwd(dev, m->dqkv, m->dC, qkv, att, B, T, C, NH, m->att_scratch);
+    dfull = tp_rows(m, m->dres, m->tpbuf, &rc, d);
+    if (rc) return rc;
+    o->gemm(dev, 1, 0, C, Cl, N, 1.0f, dfull, C, view(m, a->atty, W_ATTY, NCl), Cl, 1.0f, g.p[P_ATTPROJW], Cl);
+    o->bias_bwd(dev, rg(m, g.p[P_ATTPROJB], 2, uC), m->dres, Ns, C);
+    /* datty (N,Cl) = dfull . attprojw (C,Cl), in dC's buffer */
+    o->gemm(dev, 0, 0, N, Cl, C, 1.0f, dfull, C, w.p[P_ATTPROJW], Cl, 0.0f, m->dC, Cl);
+    const float *qkv = view(m, a->qkv, W_QKV, 3 * NCl), *att = view(m, a->att, W_ATT, (size_t)B * NHl * T * T);
+    o->attention_bwd(dev, m->dqkv, m->dC, qkv, att, B, T, Cl, NHl, m->att_scratch);
     const float *ln1 = view(m, a->ln1, W_LN, NC);
-    o->gemm(dev, 1, 0, 3 * C, C, N, 1.0f, m->dqkv, 3 * C, ln1, C, 1.0f, g.p[P_QKVW], C);
-    o->bias_bwd(dev, g.p[P_QKVB], m->dqkv, N, 3 * C);
+    o->gemm(dev, 1, 0, 3 * Cl, C, N, 1.0f, m->dqkv, 3 * Cl, ln1, C, 1.0f, g.p[P_QKVW], C);
+    o->bias_bwd(dev, g.p[P_QKVB], m->dqkv, N, 3 * Cl);
     /* The key bias has an exactly zero gradient: it adds q.b_k to every score
      * of a row, and softmax is invariant to that. What bias_bwd sums there is
      * rounding noise (~1e-9), which Adam's normalisation would turn into
-     * lr-sized random steps, so write the exact value. */
-    memset(g.p[P_QKVB] + C, 0, (size_t)C * sizeof(float));
-    o->gemm(dev, 0, 0, N, C, 3 * C, 1.0f, m->dqkv, 3 * C, w.p[P_QKVW], C, 0.0f, m->dC, C);
-    const float *x = view(m, l == 0 ? m->encoded : m->al[l - 1].res3, W_R0, NC);
-    o->layernorm_bwd(dev, m->dres, g.p[P_LN1W], g.p[P_LN1B], m->dC, x, w.p[P_LN1W], a->ln1_mean, a->ln1_rstd, N, C,
-                     m->ln_scratch);
+     * lr-sized random steps, so write the exact value (this rank's k block). */
+    memset(g.p[P_QKVB] + Cl, 0, (size_t)Cl * sizeof(float));
+    dC = dx_of(m, m->dqkv, w.p[P_QKVW], 3 * Cl, &rc, d);
+    if (rc) return rc;
+    const float *x = view(m, l == 0 ? m->encoded : m->al[l - 1].res3, W_R0, NsC);
+    o->layernorm_bwd(dev, m->dres, rg(m, g.p[P_LN1W], 0, uC), rg(m, g.p[P_LN1B], 1, uC), dC, x, w.p[P_LN1W],
+                     a->ln1_mean, a->ln1_rstd, Ns, C, m->ln_scratch);
+    if ((rc = rep_sum(m, grep, 6, uC, d)) != 0) return rc;
     size_t off, cnt;
     yk_model_layer_range(m, l, &off, &cnt);
     notify(m, off, cnt);
   }
-  o->encoder_bwd(dev, G + m->lay.wte, G + m->lay.wpe, m->dres, m->inputs, N, T, C);
+  if ((rc = embed_bwd(m, G, d)) != 0) return rc;
   notify(m, 0, m->lay.layers);
   return 0;
 }

@@ -17,7 +17,13 @@ typedef struct arena_layout {
   size_t kind_numel[P_NLAYER]; /* elements of each kind */
 } arena_layout;
 
+/* The whole model's arena (as in weights files and on one rank). */
 void yk_model_layout_(const yk_model_config *cfg, arena_layout *lay);
+/* Rank `rank`'s arena under tensor parallelism of degree tp (tp = 1: the
+ * whole arena) and its tensor table t (4 + 12*L entries, local offsets and
+ * shapes), both derived from the global table's split kinds. */
+int yk_model_layout_tp_(const yk_model_config *cfg, int tp, int rank, arena_layout *lay, yk_tensor_desc *t,
+                        yk_diag *d);
 
 /* Views of one layer's tensors in an arena. */
 typedef struct layer_view {
@@ -71,6 +77,19 @@ struct yk_model {
   size_t scratch_numel;
   int32_t *inputs, *targets;
   int have_targets; /* a forward with targets is waiting for backward */
+  /* Tensor parallelism (yk_model_create_tp; tp.size = 1 without). The
+   * arenas hold this rank's pieces (lay, tensors); glay is the whole
+   * model's arena, for weights files and init. */
+  yk_model_tp tp;
+  arena_layout glay;
+  int Cl, NHl;   /* channels and heads of this rank: C/tp, NH/tp */
+  int Vl, v0, nv; /* vocabulary rows held, the first one, and how many of them are real (< V) */
+  int Ns;        /* rows of the token-parallel regions (residual stream, LayerNorm): N/tp under sequence parallelism, else N */
+  float *tpbuf;  /* (N,C) partial products before their reduction; gathered rows */
+  float *tpbuf2; /* (Ns,C) a reduce-scatter's or LayerNorm's rows of this rank */
+  float *rep;    /* sequence parallelism: partial gradients of replicated tensors, summed over the group */
+  float *ce;     /* (3N) the vocabulary-parallel cross-entropy's combine */
+  int32_t *tshift; /* (N) targets shifted to this rank's vocabulary rows */
   yk_model_grad_hook hook;
   void *hook_ctx;
 };

@@ -156,9 +156,20 @@ int yk_model_weights_load(yk_model *m, const char *path, yk_diag *d) {
     }
   /* Header and size are validated above, before any parameter is touched;
    * read straight into the arena (no second copy: a 1.5B model is 6 GB). */
-  io_ctx c = {f, m->params};
+  /* Under tensor parallelism the file (the whole model) goes through one
+   * whole arena, and this rank keeps its pieces. */
+  float *whole = m->params;
+  if (m->tp.size > 1 && !(whole = malloc(m->glay.total * sizeof(float)))) {
+    fclose(f);
+    return yk_errorf(d, YK_ENOMEM, "weights file %s: out of memory for the %zu weights of the whole model", path,
+                     m->glay.total);
+  }
+  io_ctx c = {f, whole};
   rc = walk_file_order(mc, read_chunk, &c);
   fclose(f);
+  if (!rc && whole != m->params) rc = yk_model_tp_copy(mc, m->tp.size, m->tp.rank, whole, m->params, 1, d);
+  if (whole != m->params) free(whole);
+  if (rc == YK_ENOMEM) return rc;
   if (rc)
     return yk_errorf(d, YK_EIO, "weights file %s: read failed after a valid header (file changed while reading?); "
                      "the parameters are now partly loaded, load again", path);
@@ -233,6 +244,9 @@ static int write_file(const char *path, const yk_model_config *cfg_in, out_ctx *
 }
 
 int yk_model_weights_save(const yk_model *m, const char *path, yk_diag *d) {
+  if (m->tp.size > 1)
+    return yk_errorf(d, YK_EUNSUPPORTED, "%s: this rank holds 1/%d of the model (tensor parallelism); gather the "
+                     "pieces with yk_model_tp_copy and write them with yk_model_weights_write", path, m->tp.size);
   return yk_model_weights_write(path, &m->cfg, m->params, d);
 }
 

@@ -125,6 +125,62 @@ int yk_model_create_ex(const yk_model_config *cfg, int B, int T, const yk_device
                        yk_model **out, yk_diag *d);
 void yk_model_destroy(yk_model *m);
 
+/* ---- Tensor parallelism (Megatron-LM style, docs/parallelism.md) --------
+ * A model created with yk_model_create_tp holds one rank's pieces of the
+ * weights, split as the tensor table's `split` says (yk_split_kind): QKV and
+ * the MLP up-projection column-parallel (whole heads per rank), attention
+ * output and MLP down-projection row-parallel, the embedding / LM head
+ * vocabulary-parallel (uneven row counts allowed), the rest replicated. Its
+ * forward and backward call `coll` for the group's communication:
+ *   - after each row-parallel product and after the embedding lookup: SUM
+ *     (or, with sequence parallelism, SCATTER_SUM to this rank's N/tp rows);
+ *   - with sequence parallelism, GATHER of the rows before each
+ *     column-parallel product and the LM head;
+ *   - the cross-entropy: MAX then SUM of per-row statistics, so the (N,V)
+ *     logits never exist on one rank (each holds (N, Vl));
+ *   - backward mirrors it; with sequence parallelism the gradients of the
+ *     replicated tensors (LayerNorm, wpe, row-parallel biases) are partial
+ *     sums over this rank's rows and are SUMmed over the group per backward.
+ * Without sequence parallelism they are computed whole and identically on
+ * every rank. Every rank of the group must call forward/backward together.
+ * Results equal the whole model's within fp32 rounding (sums split across
+ * ranks); the replicated weights and the loss are bitwise equal across the
+ * group because every collective returns the same bits to every rank. */
+typedef enum {
+  YK_TP_SUM = 0,         /* in (n) -> out (n): element-wise sum over the group (in may equal out) */
+  YK_TP_MAX = 1,         /* the same with max */
+  YK_TP_GATHER = 2,      /* in (n) -> out (tp*n): the ranks' blocks in rank order */
+  YK_TP_SCATTER_SUM = 3, /* in (tp*n) -> out (n): this rank's block of the sum */
+} yk_model_tp_op;
+typedef int (*yk_model_tp_coll)(void *ctx, yk_model_tp_op op, const float *in, float *out, size_t n, yk_diag *d);
+typedef struct yk_model_tp {
+  int size, rank;       /* the group's degree and this rank's place in it */
+  int sequence;         /* sequence parallelism: LayerNorm and residual rows split over the group */
+  yk_model_tp_coll coll; /* fp32 collectives of the group, with deadlines; errors are returned */
+  void *ctx;
+} yk_model_tp;
+/* Whether cfg at micro-batch B, sequence length T can be split over tp
+ * ranks: heads, C and 4C divisible by tp, and T with sequence parallelism.
+ * YK_ECONFIG naming the value and the valid degrees. Allocates nothing. */
+int yk_model_tp_check(const yk_model_config *cfg, int B, int T, int tp, int sequence, yk_diag *d);
+/* yk_model_create_ex for one rank of a tensor-parallel group (tp copied;
+ * tp == NULL or tp->size == 1 is yk_model_create_ex). The arenas, the tensor
+ * table (local offsets and shapes, each tensor's split) and the activations
+ * are this rank's. yk_model_init_random and yk_model_weights_load give each
+ * rank its pieces of the whole model's values; yk_model_weights_save is
+ * YK_EUNSUPPORTED (gather with yk_model_tp_copy first). */
+int yk_model_create_tp(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_dtype act_dtype,
+                       const yk_model_tp *tp, yk_model **out, yk_diag *d);
+/* Elements of rank `rank`'s arena under tensor-parallel degree tp. */
+size_t yk_model_tp_num_params(const yk_model_config *cfg, int tp, int rank);
+/* Move rank's pieces between a whole arena (global, yk_model_config_num_params
+ * floats, layer-major) and its local arena (yk_model_tp_num_params floats):
+ * to_local = 1 global -> local, 0 local -> its elements of global. */
+int yk_model_tp_copy(const yk_model_config *cfg, int tp, int rank, float *global, float *local, int to_local,
+                     yk_diag *d);
+/* The tensor-parallel settings of m (size 1 without). */
+const yk_model_tp *yk_model_get_tp(const yk_model *m);
+
 const yk_model_config *yk_model_get_config(const yk_model *m);
 int yk_model_batch(const yk_model *m);   /* B */
 int yk_model_seq_len(const yk_model *m); /* T */
@@ -167,6 +223,10 @@ void yk_model_layer_range(const yk_model *m, int l, size_t *offset, size_t *coun
  * (attprojw, fcprojw) ~ N(0, 0.02/sqrt(2L)), biases 0, LayerNorm weights 1,
  * padded wte rows 0. Deterministic for a seed. */
 void yk_model_init_random(yk_model *m, uint64_t seed);
+/* The same, returning YK_ENOMEM when a tensor-parallel rank cannot hold the
+ * whole model's values while it draws them (yk_model_init_random then leaves
+ * zeros). */
+int yk_model_init_random_tp(yk_model *m, uint64_t seed, yk_diag *d);
 
 /* Forward pass over inputs (B,T) int32 token ids in [0,V). With targets
  * (B,T) in [0,V), computes the mean cross-entropy over the B*T positions into
@@ -174,8 +234,9 @@ void yk_model_init_random(yk_model *m, uint64_t seed);
  * only the logits are computed (inference). Out-of-range tokens are
  * YK_EINVAL naming the position and value. */
 int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets, float *loss, yk_diag *d);
-/* Logits (B,T,Vp) of the last forward (columns >= V are meaningless). Valid
- * until the next backward, which reuses the buffer for dlogits. */
+/* Logits (B,T,Vp) of the last forward (columns >= V are meaningless); under
+ * tensor parallelism this rank's (B,T,Vl) vocabulary rows. Valid until the
+ * next backward, which reuses the buffer for dlogits. */
 const float *yk_model_logits(const yk_model *m);
 /* Per-position losses (B,T) of the last forward with targets. */
 const float *yk_model_losses(const yk_model *m);

@@ -63,6 +63,23 @@ void yk_partition_layout_group(const yk_layout *l, yk_group g, int *colour, int 
 void yk_partition_layout_describe(const yk_layout *l, char *buf, size_t cap);
 
 /* ------------------------------------------------------------------------ */
+/* Tensor-parallel splits                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* The piece of tensor g (its GLOBAL shape; g->split says how it is cut, see
+ * yk_split_kind in yk_common.h) that rank `rank` of a tensor-parallel group
+ * of `tp` holds. A 1-D tensor is cut like a (n, 1) one. *out gets g's name,
+ * decay and split with the local shape and numel (offset 0: the caller lays
+ * pieces out). YK_ECONFIG naming the tensor when a COLUMN or ROW dimension is
+ * not divisible by tp (VOCAB takes uneven pieces), or ROW on a 1-D tensor. */
+int yk_partition_split_local(const yk_tensor_desc *g, int tp, int rank, yk_tensor_desc *out, yk_diag *d);
+/* Move rank's piece between a tensor's global values (g->numel floats at
+ * `global`) and its local values (yk_partition_split_local's numel at
+ * `local`): to_local = 1 copies global -> local; 0 copies local -> global,
+ * writing only this rank's elements of global. g must be splittable. */
+void yk_partition_split_copy(const yk_tensor_desc *g, int tp, int rank, float *global, float *local, int to_local);
+
+/* ------------------------------------------------------------------------ */
 /* Data slices                                                              */
 /* ------------------------------------------------------------------------ */
 

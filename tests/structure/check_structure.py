@@ -23,7 +23,7 @@ ALLOWED = {
     "common": [],
     "device": ["common"],
     "partition": ["common"],
-    "model": ["device", "common"],
+    "model": ["device", "partition", "common"],
     "data": ["partition", "common"],
     "collectives": ["partition", "common"],
     "optimizer": ["common"],

@@ -52,6 +52,10 @@ static int find(const yk_model *m, const char *name, size_t *off, yk_diag *d) {
 int yk_model_kv_create(yk_model *m, yk_model_kv **out, yk_diag *d) {
   *out = NULL;
   const yk_model_config *c = yk_model_get_config(m);
+  const yk_model_tp *tp = yk_model_get_tp(m);
+  if (tp && tp->size > 1)
+    return yk_errorf(d, YK_EUNSUPPORTED, "generation needs a whole model, not one rank's pieces (tensor-parallel size "
+                     "%d); sample from its weights file or checkpoint", tp->size);
   yk_model_kv *kv = calloc(1, sizeof *kv);
   if (!kv) return yk_errorf(d, YK_ENOMEM, "out of memory for the KV cache");
   kv->m = m;

@@ -300,7 +300,8 @@ typedef struct yk_model_kv yk_model_kv;
 /* A cache for m (borrowed: it must outlive the cache; its parameters are
  * read at every step, so they may change between steps): 2 * L * maxT * C
  * floats plus one position's activations, allocated on m's device. Empty
- * at creation. *out is the caller's: free with yk_model_kv_destroy. */
+ * at creation. A tensor-parallel rank's model is YK_EUNSUPPORTED (a whole
+ * model only). *out is the caller's: free with yk_model_kv_destroy. */
 int yk_model_kv_create(yk_model *m, yk_model_kv **out, yk_diag *d);
 void yk_model_kv_destroy(yk_model_kv *kv);
 /* Forget every position (the next step is position 0). */

@@ -178,6 +178,7 @@ START_TEST(test_known_segmentations) {
   /* a whitespace run keeps its last space for the next word: "a", "  "
    * (merged Ġ Ġ), " b"; a run at the end stays whole */
   EXPECT(t, "a   b", 'a', 263, ' ', 'b');
+  EXPECT(t, "a  the", 'a', ' ', 258); /* " the" keeps its space: Ġthe */
   EXPECT(t, "a  ", 'a', 263);
   /* newlines: "\n" before a word is its own pre-token, not joined to it */
   EXPECT(t, "a\n\nb", 'a', '\n', '\n', 'b');

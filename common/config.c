@@ -75,8 +75,11 @@ static const key_def keys[] = {
     {"optim.beta2", T_FLOAT, OFF(optim.beta2), "0.999", 0, 0.99999999, NULL, "AdamW beta2"},
     {"optim.eps", T_FLOAT, OFF(optim.eps), "1e-8", 1e-30, 1, NULL, "AdamW epsilon"},
     {"optim.grad_clip", T_FLOAT, OFF(optim.grad_clip), "1.0", 0, 1e9, NULL, "clip by global L2 norm (0 = off)"},
-    {"optim.shard", T_BOOL, OFF(optim.shard), "true", 0, 1, NULL,
-     "ZeRO-1 with several ranks: each rank runs AdamW on its 1/W of the parameters, then the ranks all-gather them"},
+    {"optim.zero", T_INT, OFF(optim.zero), "-1", -1, 3, NULL,
+     "ZeRO stage over the data-parallel ranks (DeepSpeed's meaning): 0 none; 1 AdamW state sharded; 2 also the "
+     "reduced gradients; 3 also the weights, gathered layer by layer; -1 = from optim.shard (one rank: no-op)"},
+    {"optim.shard", T_ENUM, OFF(optim.shard), "auto", 0, 0, "auto|true|false",
+     "the older spelling of optim.zero: true = stage 1, false = stage 0, auto = what optim.zero says (default 1)"},
     /* parallel layout (docs/parallelism.md) */
     {"parallel.tensor", T_INT, OFF(parallel.tensor), "1", 1, 1024, NULL,
      "tensor-parallel degree: each layer's heads and MLP split over this many ranks (Megatron-style); "
@@ -357,10 +360,20 @@ int yk_config_validate(const yk_config *c, yk_diag *d) {
   if (c->coord.heartbeat_timeout_ms <= c->coord.heartbeat_ms)
     return yk_errorf(d, YK_ECONFIG, "coord.heartbeat_timeout_ms=%lld must exceed coord.heartbeat_ms=%lld",
                      (long long)c->coord.heartbeat_timeout_ms, (long long)c->coord.heartbeat_ms);
+  if ((!strcmp(c->optim.shard, "true") && c->optim.zero >= 0 && c->optim.zero != 1) ||
+      (!strcmp(c->optim.shard, "false") && c->optim.zero > 0))
+    return yk_errorf(d, YK_ECONFIG, "optim.zero=%lld disagrees with optim.shard=%s (the older spelling of stage %d); "
+                     "set only optim.zero", (long long)c->optim.zero, c->optim.shard,
+                     !strcmp(c->optim.shard, "true") ? 1 : 0);
   if (c->loss_scale.min > c->loss_scale.init)
     return yk_errorf(d, YK_ECONFIG, "loss_scale.min=%g is above loss_scale.init=%g", c->loss_scale.min,
                      c->loss_scale.init);
   return 0;
+}
+
+int yk_config_zero_stage(const yk_config *c) {
+  if (c->optim.zero >= 0) return (int)c->optim.zero;
+  return strcmp(c->optim.shard, "false") ? 1 : 0;
 }
 
 yk_precision yk_config_precision(const yk_config *c) {

@@ -360,7 +360,8 @@ typedef struct yk_config {
     double beta2;
     double eps;
     double grad_clip;
-    int64_t shard; /* bool: ZeRO-1, each data-parallel rank updates 1/W of the state */
+    int64_t zero;            /* ZeRO stage 0..3, -1 = from shard; read it with yk_config_zero_stage */
+    char shard[8];           /* auto | true (stage 1) | false (stage 0): the older spelling of zero */
   } optim;
   struct {
     int64_t tensor;   /* TP degree */
@@ -424,6 +425,9 @@ void yk_config_write_reference(FILE *out);
 void yk_config_write_yaml(const yk_config *c, FILE *out);
 /* Precision enum from c->train.precision. */
 yk_precision yk_config_precision(const yk_config *c);
+/* The ZeRO stage of optim.zero / optim.shard (0..3; 1 when neither is set).
+ * yk_config_validate rejects the two disagreeing. */
+int yk_config_zero_stage(const yk_config *c);
 /* Number of keys in the table and the i-th key's dotted name (for tests). */
 int yk_config_key_count(void);
 const char *yk_config_key_name(int i);

@@ -239,11 +239,10 @@ static int train_loop(run *r, yk_diag *d) {
   double mean_ms = steps - start > 1 ? total_ms / (double)(steps - start - 1) : 0;
   double wait_frac = total_ms > 0 ? total_wait_ms / total_ms : 0;
   uint64_t sum = yk_engine_params_checksum(r->eng);
-  /* Under tensor parallelism the ranks of data-parallel rank 0's group
-   * gather the pieces; the group's first rank (rank 0) writes. */
-  if (c->train.save_weights[0] && r->job.layout.dp_rank == 0 && r->job.layout.pp_rank == 0) {
-    if ((rc = yk_engine_save_weights(r->eng, c->train.save_weights, d)) != 0) return rc;
-  }
+  /* every rank calls it (ZeRO-3 gathers the weights for it); rank 0 writes */
+  if (c->train.save_weights[0] &&
+      (rc = yk_engine_save_weights(r->eng, r->job.layout.rank == 0 ? c->train.save_weights : NULL, d)) != 0)
+    return rc;
   /* The job's one summary (rank 0 by log.ranks): what was trained, how
    * fast, how well, and where the results are. */
   double wall_s = (double)(yk_now_ns() - t0) / 1e9;

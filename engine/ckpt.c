@@ -137,7 +137,12 @@ int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, yk_c
       (rc = yk_ckpt_state_add_arena_part(ck->st, "m", YK_DT_F32, view->m, n, lo, len, t, nt, d)) ||
       (rc = yk_ckpt_state_add_arena_part(ck->st, "v", YK_DT_F32, view->v, n, lo, len, t, nt, d)))
     return rc;
-  if (view->params16 &&
+  /* ZeRO-3 (no whole arena): the rank's 16-bit weights are its slice too;
+   * the checkpoint's content is the same whole arena either way. */
+  if (view->params16 && !view->model_params &&
+      (rc = yk_ckpt_state_add_arena_part(ck->st, "params16", view->dtype16, view->params16, n, lo, len, t, nt, d)))
+    return rc;
+  if (view->params16 && view->model_params &&
       (rc = yk_ckpt_state_add_arena(ck->st, "params16", view->dtype16, view->params16, n, view->tensors,
                                     view->ntensors, d)))
     return rc;
@@ -257,7 +262,18 @@ static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *
   /* The weights the model computes with, whole: in fp32 the master weights
    * themselves; in fp16/bf16 the 16-bit weights, widened. The optimizer
    * state only for this rank's slice. */
-  if (v->params16) {
+  if (!v->model_params) {
+    /* ZeRO-3: only this rank's slice of everything */
+    if (v->params16) {
+      if ((rc = restore_arena(r, "params16", v->dtype16, v->params16, lo, len, v, &missing16, d))) goto out;
+    }
+    if ((rc = restore_arena(r, "params", YK_DT_F32, v->master, lo, len, v, NULL, d))) goto out;
+    if (v->params16 && missing16) {
+      yk_cast_from_f32(v->params16, v->dtype16, v->master, len, YK_ISA_AUTO);
+      YK_WARN(ck->log, "ckpt: %s has no 16-bit weights (an fp32 run?); rounded them from the fp32 master weights",
+              path);
+    }
+  } else if (v->params16) {
     if ((rc = restore_arena(r, "params16", v->dtype16, v->params16, 0, n, v, &missing16, d))) goto out;
     if (missing16) {
       /* An fp32 checkpoint resumed in fp16/bf16: the 16-bit weights are the

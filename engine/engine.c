@@ -44,13 +44,32 @@ static int build_model(yk_engine *e, yk_diag *d) {
   if ((rc = yk_model_tp_check(&e->mcfg, e->B, e->T, e->tp, (int)c->parallel.sequence, d)) != 0) return rc;
   yk_model_tp tp = {.size = e->tp, .rank = e->tp_rank, .sequence = (int)c->parallel.sequence, .coll = tp_coll,
                     .ctx = e->comms.tp};
-  if ((rc = yk_model_create_tp(&e->mcfg, e->B, e->T, e->dev, act, &tp, &e->model, d)) != 0) return rc;
+  /* this rank's arena: its tensor-parallel pieces */
+  e->nparams = yk_model_tp_num_params(&e->mcfg, e->tp, e->tp_rank);
+  if (e->zstage) {
+    /* ZeRO-2/3: the model computes with what zero.c lends it. The initial
+     * weights go through a whole arena: stage 2 keeps it (its buffers hold
+     * the full weights), stage 3 keeps only its slice (build_optimizer). */
+    yk_comm *comm = e->comms.dp;
+    int share = (yk_comm_shm_state(comm) & 1) != 0;
+    if ((rc = eng_zero_init(&e->zero, e->zstage, comm, &e->mcfg, e->tp, e->tp_rank, e->nparams,
+                            (size_t)c->comm.bucket_kb * 1024, c->comm.timeout_ms, act, share, d)) != 0)
+      return rc;
+    yk_model_provider prov;
+    eng_zero_provider(&e->zero, &prov);
+    if ((rc = yk_model_create_parallel(&e->mcfg, e->B, e->T, e->dev, act, &tp, &prov, &e->model, d)) != 0) return rc;
+    float *arena = e->zero.params;
+    if (e->zstage == 3 && !(arena = e->init_arena = yk_alloc(e->nparams * sizeof(float))))
+      return yk_errorf(d, YK_ENOMEM, "out of memory for the initial weights (%zu parameters)", e->nparams);
+    yk_model_attach_params(e->model, arena);
+  } else if ((rc = yk_model_create_parallel(&e->mcfg, e->B, e->T, e->dev, act, &tp, NULL, &e->model, d)) != 0) {
+    return rc;
+  }
   if (c->train.init_weights[0]) {
     if ((rc = yk_model_weights_load(e->model, c->train.init_weights, d)) != 0) return rc;
   } else if ((rc = yk_model_init_random_tp(e->model, (uint64_t)c->train.seed, d)) != 0) {
     return rc;
   }
-  e->nparams = yk_model_num_params(e->model);
   e->ntensors = yk_model_tensors(e->model, &e->tensors);
   return 0;
 }
@@ -59,13 +78,58 @@ static int build_model(yk_engine *e, yk_diag *d) {
  * the buffers that collectives move (the reduced gradients, and under ZeRO-1
  * the gathered weights) in shared memory registered with the communicator,
  * so peers read them in place instead of copying them through the kernel. */
+/* ZeRO-2/3: the rest of the state. Stage 2 is ZeRO-1's mixed-precision state
+ * without the full 16-bit gradients (zero.c reduces from its windows into
+ * its fp32 slice). Stage 3 keeps only this rank's slice of the weights: the
+ * fp32 master itself in fp32 runs, the 16-bit weights and the fp32 master in
+ * mixed precision; the whole initial arena is dropped here. */
+static int build_zero_state(yk_engine *e, yk_precision prec, int share, yk_diag *d) {
+  const yk_config *c = &e->cfg;
+  eng_zero *z = &e->zero;
+  int rc = 0;
+  if (e->zstage == 2) {
+    if ((rc = yk_optimizer_mixed_init(&e->mp, c, z->params, e->nparams, e->soff, e->slen, share, 0, d)) != 0)
+      return rc;
+    yk_free(e->mp.grads16); /* never touched: the windows hold 16-bit gradients */
+    e->mp.grads16 = NULL;
+    if (e->mp.params16_shm.ptr) rc = yk_comm_register(e->comms.dp, &e->mp.params16_shm, d);
+  } else {
+    yk_mixed *mp = &e->mp;
+    memset(mp, 0, sizeof *mp);
+    mp->prec = prec;
+    mp->dt16 = z->dt16;
+    mp->n = e->nparams;
+    mp->off = e->soff;
+    mp->len = e->slen;
+    const float *init = e->init_arena + e->soff;
+    if (prec == YK_PREC_FP32) {
+      mp->master = z->pshard;
+      memcpy(z->pshard, init, e->slen * sizeof(float));
+    } else {
+      if (!(mp->master = yk_alloc((e->slen ? e->slen : 1) * sizeof(float))))
+        return yk_errorf(d, YK_ENOMEM, "out of memory for master weights (%zu parameters)", e->slen);
+      memcpy(mp->master, init, e->slen * sizeof(float));
+      yk_cast_from_f32(z->p16shard, z->dt16, init, e->slen, YK_ISA_AUTO);
+      if (prec == YK_PREC_FP16) rc = yk_optimizer_loss_scaler_init(&mp->ls, c, d);
+    }
+    yk_model_attach_params(e->model, NULL);
+    yk_free(e->init_arena);
+    e->init_arena = NULL;
+  }
+  if (rc) return rc;
+  yk_optimizer_adamw_from_config(&e->adamw, c);
+  return yk_optimizer_lr_from_config(&e->sched, c, d);
+}
+
 static int build_optimizer(yk_engine *e, yk_diag *d) {
   const yk_config *c = &e->cfg;
   yk_comm *comm = e->comms.dp;
   int rc;
   eng_grads_init(&e->grads, comm, (size_t)c->comm.bucket_kb * 1024, c->comm.timeout_ms);
   int share = comm && (yk_comm_shm_state(comm) & 1);
-  e->shard = comm && e->world > 1 && c->optim.shard;
+  e->shard = comm && e->world > 1 && yk_config_zero_stage(c) >= 1;
+  static const char *const what[4] = {"", "ZeRO-1: AdamW state", "ZeRO-2: AdamW state and reduced gradients",
+                                      "ZeRO-3: AdamW state, gradients and weights"};
   e->soff = 0;
   e->slen = e->nparams;
   if (e->shard) {
@@ -73,8 +137,8 @@ static int build_optimizer(yk_engine *e, yk_diag *d) {
     yk_partition_even_range(e->nparams, e->world, e->rank, &off, &len);
     e->soff = (size_t)off;
     e->slen = (size_t)len;
-    YK_INFO(e->log, "optimizer: sharded (ZeRO-1, optim.shard): this rank updates parameters [%zu, %zu) of %zu, then "
-            "the ranks all-gather them", e->soff, e->soff + e->slen, e->nparams);
+    YK_INFO(e->log, "optimizer: sharded (%s): this rank holds and updates parameters [%zu, %zu) of %zu",
+            what[e->zstage ? e->zstage : 1], e->soff, e->soff + e->slen, e->nparams);
     eng_grads_set_owned(&e->grads, e->nparams); /* and needs only that slice of the reduced gradients */
   }
   /* The moments (and, below, the master weights) of this rank's slice only. */
@@ -85,6 +149,7 @@ static int build_optimizer(yk_engine *e, yk_diag *d) {
   if (!e->m || !e->v || !e->inputs || !e->targets)
     return yk_errorf(d, YK_ENOMEM, "out of memory for optimizer state (%zu parameters)", e->slen);
   yk_precision prec = yk_config_precision(c);
+  if (e->zstage) return build_zero_state(e, prec, share, d);
   if (share && prec == YK_PREC_FP32) {
     rc = yk_model_share_grads(e->model, d);
     if (!rc) rc = yk_comm_register(comm, yk_model_grads_shmem(e->model), d);
@@ -140,6 +205,9 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   e->B = (int)e->cfg.train.micro_batch;
   e->T = (int)e->cfg.train.seq_len;
   e->accum = (int)e->cfg.train.grad_accum;
+  /* Stage > 0 on one rank is a no-op: there is nothing to shard over. */
+  int stage = yk_config_zero_stage(&e->cfg);
+  e->zstage = e->world > 1 && stage >= 2 ? stage : 0;
   int rc;
   if ((rc = build_model(e, d)) != 0 || (rc = build_optimizer(e, d)) != 0 || (rc = build_data(e, d)) != 0) return rc;
   if ((rc = yk_engine_schedule_dp(e->accum, e->mcfg.layers, &e->schedule, d)) != 0 ||
@@ -149,7 +217,8 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
    * the step arms it only around its reducing backward. */
   yk_model_set_grad_hook(e->model, eng_grads_ready, &e->grads);
   eng_ckpt_view v = {.model_params = yk_model_params(e->model), .master = e->mp.master, .m = e->m, .v = e->v,
-                     .nparams = e->nparams, .soff = e->soff, .slen = e->slen, .params16 = e->mp.params16,
+                     .nparams = e->nparams, .soff = e->soff, .slen = e->slen,
+                     .params16 = e->zstage == 3 ? (void *)e->zero.p16shard : (void *)e->mp.params16,
                      .dtype16 = e->mp.dt16,
                      .tensors = e->tensors, .ntensors = e->ntensors, .mcfg = &e->mcfg, .loader = e->train_ld,
                      .scaler = e->mp.prec == YK_PREC_FP16 ? &e->mp.ls : NULL, .threads = e->dev->nthreads};
@@ -160,6 +229,7 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
 void yk_engine_close(yk_engine *e) {
   if (!e) return;
   eng_grads_drain(&e->grads);
+  eng_zero_drain(&e->zero);
   eng_ckpt_close(&e->ck);
   yk_data_loader_close(e->train_ld);
   yk_data_loader_close(e->val_ld);
@@ -169,6 +239,8 @@ void yk_engine_close(yk_engine *e) {
   yk_free(e->v);
   yk_optimizer_mixed_free(&e->mp);
   yk_model_destroy(e->model);
+  yk_free(e->init_arena);
+  eng_zero_free(&e->zero);
   free(e);
 }
 
@@ -208,6 +280,15 @@ int yk_engine_eval(yk_engine *e, double *loss, yk_diag *d) {
   double acc[2] = {0, 0}; /* loss sum, windows */
   int rc = sum_window_losses(e->model, e->val_ld, (uint64_t)e->rank, (uint64_t)e->world, n, e->inputs, e->targets,
                              acc, d);
+  if (rc) return rc;
+  /* ZeRO-3: a forward gathers weights with the other ranks, so every rank
+   * runs as many as the busiest one; the extra ones are not counted. */
+  uint64_t mine = n > (uint64_t)e->rank ? (n - (uint64_t)e->rank + (uint64_t)e->world - 1) / (uint64_t)e->world : 0;
+  uint64_t most = (n + (uint64_t)e->world - 1) / (uint64_t)e->world;
+  for (uint64_t i = mine; e->zstage == 3 && i < most && !rc; i++) {
+    double unused[2] = {0, 0};
+    rc = sum_window_losses(e->model, e->val_ld, 0, 1, 1, e->inputs, e->targets, unused, d);
+  }
   if (rc) return rc;
   if ((rc = eng_grads_sum_f64(&e->grads, acc, 2, d)) != 0) return rc;
   *loss = acc[0] / acc[1];
@@ -256,37 +337,59 @@ out:
 
 void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *m) {
   uint64_t n = e->nparams, s = e->slen;
-  int mixed = e->mp.prec != YK_PREC_FP32;
-  m->weights = m->grads = n * sizeof(float);
-  m->weights16 = m->grads16 = mixed ? n * sizeof(uint16_t) : 0;
+  int mixed = e->mp.prec != YK_PREC_FP32, z = e->zstage;
+  memset(m, 0, sizeof *m);
+  m->weights = (z == 3 ? (mixed ? 0 : s) : n) * sizeof(float);
+  m->grads = (z >= 2 ? s : n) * sizeof(float);
+  m->weights16 = mixed ? (z == 3 ? s : n) * sizeof(uint16_t) : 0;
+  m->grads16 = mixed && z < 2 ? n * sizeof(uint16_t) : 0;
   m->master = mixed ? s * sizeof(float) : 0;
   m->moments = 2 * s * sizeof(float);
-  m->model_state = m->weights + m->grads + m->weights16 + m->grads16 + m->master + m->moments;
-  m->model = yk_model_memory_bytes(e->model) - m->weights - m->grads;
+  /* Mixed precision computes with fp32 copies of the weights (and below
+   * stage 2 of the gradients): buffers, not state. Its stage 2/3 gradient
+   * slice is summed in fp32 (state). */
+  if (!mixed) {
+    m->model_state = m->weights + m->grads + m->moments;
+  } else {
+    m->model_state = m->weights16 + m->grads16 + m->master + m->moments + (z >= 2 ? m->grads : 0);
+    m->buffers = m->weights + (z < 2 ? m->grads : 0);
+  }
+  if (z) {
+    /* zero.c's block holds its slice of the gradients, the stage-2 weights or
+     * the stage-3 slice; the rest is working buffers (windows, the
+     * embedding's gradients, the gather slots) */
+    uint64_t in_block = s * sizeof(float) + (z == 2 ? n * sizeof(float) : mixed ? s * sizeof(uint16_t) : s * sizeof(float));
+    m->buffers += e->zero.bytes - in_block;
+  }
+  m->model = yk_model_memory_bytes(e->model) - (z ? 0 : 2 * n * sizeof(float));
 }
 
 uint64_t yk_engine_params_checksum(yk_engine *e) {
+  if (e->zstage == 3) {
+    uint64_t h = 1469598103934665603ull;
+    yk_diag d = {0};
+    return eng_zero_gather_all(&e->zero, NULL, &h, &d) ? 0 : h;
+  }
   const unsigned char *b = (const unsigned char *)yk_model_params(e->model);
   uint64_t h = 1469598103934665603ull;
   for (size_t i = 0; i < e->nparams * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ull;
   return h;
 }
 
-int yk_engine_save_weights(yk_engine *e, const char *path, yk_diag *d) {
-  if (e->tp == 1) return yk_model_weights_save(e->model, path, d);
-  /* Tensor parallelism: the group all-gathers its local arenas (padded to
-   * the longest: vocabulary pieces may differ by a row) and rank 0 of the
-   * group puts every piece in its place in the whole arena. */
+/* Tensor parallelism: the group all-gathers its local arenas (padded to
+ * the longest: vocabulary pieces may differ by a row) and the rank with a
+ * path puts every piece in its place in the whole arena and writes it. */
+static int tp_write_weights(yk_engine *e, const float *local, const char *path, yk_diag *d) {
   size_t max = 0;
   for (int r = 0; r < e->tp; r++) max = YK_MAX(max, yk_model_tp_num_params(&e->mcfg, e->tp, r));
   size_t whole_n = yk_model_config_num_params(&e->mcfg);
   float *mine = calloc(max, sizeof(float)), *all = malloc(max * (size_t)e->tp * sizeof(float));
-  float *whole = e->tp_rank == 0 ? malloc(whole_n * sizeof(float)) : NULL;
+  float *whole = path ? malloc(whole_n * sizeof(float)) : NULL;
   int rc = 0;
-  if (!mine || !all || (e->tp_rank == 0 && !whole))
+  if (!mine || !all || (path && !whole))
     rc = yk_errorf(d, YK_ENOMEM, "out of memory gathering the weights of the tensor-parallel group");
   if (!rc) {
-    memcpy(mine, yk_model_params(e->model), e->nparams * sizeof(float));
+    memcpy(mine, local, e->nparams * sizeof(float));
     rc = yk_comm_allgather_sync(e->comms.tp, mine, all, max * (size_t)e->tp, YK_DT_F32, d);
     if (rc) rc = yk_errorf(d, rc, "gathering the weights of the tensor-parallel group: %s", yk_diag_msg(d, rc));
   }
@@ -296,6 +399,24 @@ int yk_engine_save_weights(yk_engine *e, const char *path, yk_diag *d) {
   free(mine);
   free(all);
   free(whole);
+  return rc;
+}
+
+int yk_engine_save_weights(yk_engine *e, const char *path, yk_diag *d) {
+  /* The whole arena of this rank's tensor-parallel pieces: the model's,
+   * or under ZeRO-3 gathered from the data-parallel ranks (every rank takes
+   * part in those gathers). */
+  float *local = yk_model_params(e->model), *full = NULL;
+  int rc = 0;
+  if (e->zstage == 3) {
+    int need = path || (e->tp > 1 && e->layout.dp_rank == 0);
+    if (need && !(local = full = yk_alloc(e->nparams * sizeof(float))))
+      return yk_errorf(d, YK_ENOMEM, "out of memory for the weights (%zu parameters)", e->nparams);
+    rc = eng_zero_gather_all(&e->zero, full, NULL, d);
+  }
+  if (!rc && e->tp == 1 && path) rc = yk_model_weights_write(path, &e->mcfg, local, d);
+  if (!rc && e->tp > 1 && e->layout.dp_rank == 0) rc = tp_write_weights(e, local, path, d);
+  yk_free(full);
   return rc;
 }
 

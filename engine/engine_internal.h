@@ -61,13 +61,101 @@ void eng_grads_drain(eng_grads *g);
 int eng_grads_sum_f64(eng_grads *g, double *v, int n, yk_diag *d);
 
 /* ------------------------------------------------------------------------ */
+/* ZeRO stages 2 and 3 (zero.c)                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Gather slots (stage 3): two for layers, the embedding's, the head's. */
+enum { ZS_EMBED = 2, ZS_HEAD = 3 };
+typedef struct eng_zero_slot {
+  float *buf;          /* the region's fp32 weights as the model reads them */
+  uint16_t *buf16;     /* mixed precision: what the broadcasts fill, widened into buf */
+  int region;          /* held region (-1 none; fixed for the embedding and head slots) */
+  int state;           /* empty, gather in flight, ready */
+  int lent;            /* the model holds it between get_params and put_params */
+  yk_request **reqs;   /* one broadcast per rank whose slice meets the region */
+  int nreq;
+} eng_zero_slot;
+
+/* Gradient windows: two for buckets, the embedding's (ZW_EMBED). */
+enum { ZW_EMBED = 2 };
+typedef struct eng_zero_win {
+  float *base;          /* the window's fp32 buffer */
+  uint16_t *base16;     /* its 16-bit twin (mixed precision) */
+  yk_request *req;      /* reduction in flight */
+  float *buf;           /* the bucket in flight: buf[0, count) = arena [first, first + count) */
+  uint16_t *buf16;
+  size_t first, count;
+  int accumulate;       /* add the owned part into gshard (else copy) */
+} eng_zero_win;
+
+/* See zero.c. Owns `block` (every buffer below), freed by eng_zero_free. */
+typedef struct eng_zero {
+  int stage;                   /* 2 or 3; 0 = not used */
+  yk_comm *comm;               /* the data-parallel group (borrowed) */
+  int rank, world;
+  size_t n, soff, slen;        /* arena size; this rank's slice */
+  size_t *off, *len;           /* every rank's slice */
+  int nreg;                    /* regions of the model: L + 2 */
+  size_t *reg_off, *reg_cnt;
+  yk_dtype dt16;               /* F32, or the 16-bit dtype of mixed precision */
+  size_t bucket_bytes;
+  int64_t timeout_ms;
+  /* memory */
+  void *block;
+  yk_shmem shm;
+  size_t bytes;                /* of block */
+  float *params;               /* stage 2: the full fp32 arena the model computes with */
+  float *pshard;               /* stage 3, fp32: this rank's weights (the master) */
+  uint16_t *p16shard;          /* stage 3, mixed: this rank's 16-bit weights */
+  float *gshard;               /* this rank's reduced gradients (fp32, summed over micro-batches) */
+  eng_zero_slot slot[4];
+  size_t slot_cap;
+  int next_victim;
+  eng_zero_win win[3];
+  size_t wcap;
+  /* the current backward */
+  int cur;                     /* window of the open bucket */
+  size_t hi, pend_off, pend_count;
+  int accumulate;              /* add into gshard (later micro-batches) or copy (the first) */
+  yk_redop op;
+  int rc;
+  /* this step */
+  int64_t local_bad;           /* first non-finite local 16-bit gradient (arena index), -1 */
+  uint64_t bytes_reduce, bytes_gather;
+  double wait_s;
+} eng_zero;
+
+/* Allocate the stage's buffers (in shared memory registered with comm when
+ * `share`). dt16 = YK_DT_F32 in fp32 runs. */
+int eng_zero_init(eng_zero *z, int stage, yk_comm *comm, const yk_model_config *mc, int tp, int tp_rank, size_t n,
+                  size_t bucket_bytes,
+                  int64_t timeout_ms, yk_dtype dt16, int share, yk_diag *d);
+/* The callbacks to create the model with (ctx = z). */
+void eng_zero_provider(eng_zero *z, yk_model_provider *p);
+void eng_zero_step_start(eng_zero *z);
+/* Before each backward: the first micro-batch of a step copies into gshard,
+ * later ones add (accumulate = 1). */
+void eng_zero_begin(eng_zero *z, int accumulate, yk_redop op);
+/* Wait for every reduction and fold it into gshard; *wait_s = time waited on
+ * the step's collectives so far. */
+int eng_zero_finish(eng_zero *z, double *wait_s, yk_diag *d);
+/* After the update (stage 3): gathered weights are stale. */
+void eng_zero_params_changed(eng_zero *z);
+/* Stage 3, collective: every region gathered in turn; copied to dst (the full
+ * arena, may be NULL) and hashed into *fnv (FNV-1a, may be NULL). */
+int eng_zero_gather_all(eng_zero *z, float *dst, uint64_t *fnv, yk_diag *d);
+void eng_zero_drain(eng_zero *z);
+void eng_zero_free(eng_zero *z);
+
+/* ------------------------------------------------------------------------ */
 /* Checkpoints of the engine's state (ckpt.c)                                */
 /* ------------------------------------------------------------------------ */
 
 /* Everything a checkpoint holds, by pointer (borrowed from the engine).
  * Layouts are the model's layer-major arena. */
 typedef struct eng_ckpt_view {
-  float *model_params;           /* the model's fp32 arena, nparams (every rank computes with all of it) */
+  float *model_params;           /* the model's fp32 arena, nparams (every rank computes with all of it); NULL
+                                  * under ZeRO-3, where params16 too is the slice [soff, soff + slen) */
   float *master;                 /* fp32 master weights [soff, soff + slen) (in fp32 runs: model_params + soff) */
   float *m, *v;                  /* AdamW moments [soff, soff + slen) */
   size_t nparams, soff, slen;    /* this rank's slice: its ZeRO-1 shard, or everything */
@@ -140,6 +228,10 @@ struct yk_engine {
    * the whole arena. */
   int shard;
   size_t soff, slen;
+  /* ZeRO-2/3 (optim.zero, dp > 1): the model is created with zero's provider */
+  int zstage;                 /* the stage in effect: 0 with one rank */
+  eng_zero zero;
+  float *init_arena;          /* stage 3: the whole initial weights, until build_optimizer took the slice */
   yk_adamw adamw;
   yk_lr_schedule sched;
 

@@ -64,7 +64,11 @@ static int op_backward(yk_engine *e, step_ctx *s, const yk_sched_op *op, yk_diag
    * 16-bit values is rounded to 16 bits before any division and can
    * overflow fp16 where the mean would not. */
   int predivide = e->mp.prec != YK_PREC_FP32 && e->world > 1;
-  if (op->reduce)
+  /* ZeRO-2/3 keep no whole gradient arena to accumulate in: every backward
+   * reduce-scatters its gradients into the rank's slice (zero.c), and the
+   * schedule's reducing backward is just the last of them. */
+  if (e->zstage) eng_zero_begin(&e->zero, op->micro > 0, predivide ? YK_OP_SUM : YK_OP_AVG);
+  else if (op->reduce)
     eng_grads_begin(&e->grads, yk_model_grads(e->model), e->mp.grads16, e->mp.dt16,
                     predivide ? YK_OP_SUM : YK_OP_AVG);
   float scale = s->loss_scale / (float)e->accum;
@@ -78,7 +82,7 @@ static int op_backward(yk_engine *e, step_ctx *s, const yk_sched_op *op, yk_diag
 /* ---- REDUCE -------------------------------------------------------------- */
 
 static int op_reduce(yk_engine *e, step_ctx *s, yk_diag *d) {
-  int rc = eng_grads_finish(&e->grads, &s->wait_s, d);
+  int rc = e->zstage ? eng_zero_finish(&e->zero, &s->wait_s, d) : eng_grads_finish(&e->grads, &s->wait_s, d);
   if (rc) return rc;
   /* The loss reported is the mean over every rank's micro-batches. */
   double l[1] = {s->loss_sum / e->accum};
@@ -98,7 +102,10 @@ static int op_reduce(yk_engine *e, step_ctx *s, yk_diag *d) {
  * agree on the lowest index, so every rank takes the same decision. */
 static int first_nonfinite16(yk_engine *e, int64_t *bad, yk_diag *d) {
   int64_t b = -1;
-  if (yk_optimizer_find_nonfinite(e->mp.grads16 + e->soff, e->mp.dt16, e->slen, YK_ISA_AUTO, &b) == 1)
+  /* ZeRO-2/3: the reduced 16-bit values were widened into the fp32 slice */
+  int found = e->zstage ? yk_optimizer_find_nonfinite(e->zero.gshard, YK_DT_F32, e->slen, YK_ISA_AUTO, &b)
+                        : yk_optimizer_find_nonfinite(e->mp.grads16 + e->soff, e->mp.dt16, e->slen, YK_ISA_AUTO, &b);
+  if (found == 1)
     b += (int64_t)e->soff;
   else
     b = -1;
@@ -132,9 +139,9 @@ static int mixed_check(yk_engine *e, step_ctx *s, yk_diag *d) {
   }
   const yk_tensor_desc *td = yk_optimizer_tensor_at(e->tensors, e->ntensors, (size_t)bad);
   /* Which tensor overflowed on THIS rank before the reduction (if any). */
-  const yk_tensor_desc *mine = e->grads.local_bad >= 0
-                                   ? yk_optimizer_tensor_at(e->tensors, e->ntensors, (size_t)e->grads.local_bad)
-                                   : NULL;
+  int64_t local_bad = e->zstage ? e->zero.local_bad : e->grads.local_bad;
+  const yk_tensor_desc *mine =
+      local_bad >= 0 ? yk_optimizer_tensor_at(e->tensors, e->ntensors, (size_t)local_bad) : NULL;
   if (e->mp.prec != YK_PREC_FP16)
     return yk_errorf(d, YK_ENONFINITE, "step %lld: %s gradient of tensor '%s' is not finite; lower optim.lr (now %g)",
                      (long long)s->step, e->cfg.train.precision, td ? td->name : "?", e->cfg.optim.lr);
@@ -177,30 +184,33 @@ static int sum_in_rank_order(yk_comm *c, double *v, const char *what, yk_diag *d
   return 0;
 }
 
-/* Sum of squares of grads[lo, lo + len) where, under tensor parallelism,
- * a replicated tensor (the same values on every rank of the group) counts
- * on tensor-parallel rank 0 only, so the group's sum counts it once. */
-static double sumsq_once(const yk_engine *e, const float *grads, size_t lo, size_t len) {
-  if (e->tp == 1) return yk_optimizer_sumsq(grads + lo, len, YK_ISA_AUTO);
+/* Sum of squares of this rank's gradient slice gslice = elements [soff,
+ * soff + slen) of the arena, where, under tensor parallelism, a replicated
+ * tensor (the same values on every rank of the group) counts on
+ * tensor-parallel rank 0 only, so the group's sum counts it once. */
+static double sumsq_once(const yk_engine *e, const float *gslice) {
+  size_t lo = e->soff, len = e->slen;
+  if (e->tp == 1) return yk_optimizer_sumsq(gslice, len, YK_ISA_AUTO);
   double s = 0;
   for (int i = 0; i < e->ntensors; i++) {
     const yk_tensor_desc *t = &e->tensors[i];
     size_t a = YK_MAX(lo, t->offset), b = YK_MIN(lo + len, t->offset + t->numel);
     if (a >= b || (t->split == YK_SPLIT_REPLICATED && e->tp_rank != 0)) continue;
-    s += yk_optimizer_sumsq(grads + a, b - a, YK_ISA_AUTO);
+    s += yk_optimizer_sumsq(gslice + (a - lo), b - a, YK_ISA_AUTO);
   }
   return s;
 }
 
-/* Global L2 norm of the reduced gradients. ZeRO-1: each rank sums the
- * squares of its slice and the data-parallel ranks add the partial sums;
- * tensor parallelism adds the group's pieces the same way. */
-static int global_norm(yk_engine *e, const float *grads, double *norm, yk_diag *d) {
+/* Global L2 norm of the reduced gradients (gslice: this rank's slice).
+ * ZeRO: each rank sums the squares of its slice and the data-parallel
+ * ranks add the partial sums; tensor parallelism adds the group's pieces
+ * the same way. */
+static int global_norm(yk_engine *e, const float *gslice, double *norm, yk_diag *d) {
   if (!e->shard && e->tp == 1) {
-    *norm = yk_optimizer_global_norm(grads, e->nparams, YK_ISA_AUTO);
+    *norm = yk_optimizer_global_norm(gslice, e->nparams, YK_ISA_AUTO);
     return 0;
   }
-  double v = sumsq_once(e, grads, e->soff, e->slen);
+  double v = sumsq_once(e, gslice);
   int rc = 0;
   if (e->shard) rc = sum_in_rank_order(e->comms.dp, &v, "gradient norm over the data-parallel ranks", d);
   if (!rc && e->tp > 1) rc = sum_in_rank_order(e->comms.tp, &v, "gradient norm over the tensor-parallel group", d);
@@ -209,7 +219,10 @@ static int global_norm(yk_engine *e, const float *grads, double *norm, yk_diag *
 }
 
 static int op_update(yk_engine *e, step_ctx *s, yk_diag *d) {
-  float *grads = yk_model_grads(e->model), *params = yk_model_params(e->model);
+  float *params = yk_model_params(e->model);
+  /* this rank's slice of the reduced gradients: in the model's arena, or
+   * ZeRO-2/3's own slice */
+  float *gs = e->zstage ? e->zero.gshard : yk_model_grads(e->model) + e->soff;
   yk_mixed *mp = &e->mp;
   double t0 = yk_now_s();
   int rc;
@@ -225,12 +238,18 @@ static int op_update(yk_engine *e, step_ctx *s, yk_diag *d) {
       s->opt_s = yk_now_s() - t0;
       return 0;
     }
-    yk_optimizer_mixed_unscale(mp, grads, e->soff, e->slen, s->loss_scale);
+    if (!e->zstage) {
+      yk_optimizer_mixed_unscale(mp, gs - e->soff, e->soff, e->slen, s->loss_scale);
+    } else {
+      /* the same fp32 multiply yk_optimizer_mixed_unscale's widening does */
+      float mul = 1.0f / s->loss_scale;
+      for (size_t i = 0; i < e->slen; i++) gs[i] *= mul;
+    }
   }
-  if ((rc = global_norm(e, grads, &s->norm, d)) != 0) return rc;
+  if ((rc = global_norm(e, gs, &s->norm, d)) != 0) return rc;
   if (!isfinite(s->norm)) {
     int64_t bad = -1;
-    yk_optimizer_find_nonfinite(grads + e->soff, YK_DT_F32, e->slen, YK_ISA_AUTO, &bad);
+    yk_optimizer_find_nonfinite(gs, YK_DT_F32, e->slen, YK_ISA_AUTO, &bad);
     const yk_tensor_desc *td =
         bad >= 0 ? yk_optimizer_tensor_at(e->tensors, e->ntensors, e->soff + (size_t)bad) : NULL;
     return yk_errorf(d, YK_ENONFINITE, "step %lld: gradient of tensor '%s' is not finite; lower optim.lr (now %g)",
@@ -244,11 +263,18 @@ static int op_update(yk_engine *e, step_ctx *s, yk_diag *d) {
   if ((rc = eng_ckpt_before_update(&e->ck, d)) != 0) return rc;
   size_t o = e->soff;
   /* master, m and v hold this rank's slice only: slice-relative pointers */
+  uint16_t *p16 = e->zstage == 3 ? e->zero.p16shard : mp->params16 ? mp->params16 + o : NULL;
   if ((rc = yk_optimizer_adamw_step(&e->adamw, applied, s->lr, clip, e->tensors, e->ntensors, o, e->slen,
-                                    mp->master, grads + o, e->m, e->v,
-                                    mp->params16 ? mp->params16 + o : NULL,
+                                    mp->master, gs, e->m, e->v, p16,
                                     mp->dt16 == YK_DT_F32 ? YK_DT_F16 : mp->dt16)) != 0)
     return yk_errorf(d, rc, "AdamW step %lld failed", (long long)s->step);
+  /* ZeRO-3: the updated slice is all a rank holds; the next forward gathers
+   * it layer by layer. */
+  if (e->zstage == 3) {
+    eng_zero_params_changed(&e->zero);
+    s->opt_s = yk_now_s() - t0;
+    return 0;
+  }
   /* ZeRO-1: every rank gets the others' updated slices (the 16-bit weights
    * in mixed precision, the fp32 weights otherwise: the master stays sliced). */
   if (e->shard) {
@@ -272,6 +298,7 @@ int yk_engine_step(yk_engine *e, int64_t step, yk_step_stats *out, yk_diag *d) {
   double t0 = yk_now_s();
   int rc = 0;
   yk_model_zero_grad(e->model);
+  if (e->zstage) eng_zero_step_start(&e->zero);
   for (int i = 0; i < e->schedule.n && !rc; i++) {
     const yk_sched_op *op = &e->schedule.ops[i];
     switch (op->kind) {
@@ -298,7 +325,8 @@ int yk_engine_step(yk_engine *e, int64_t step, yk_step_stats *out, yk_diag *d) {
       .opt_ms = s.opt_s * 1e3,
       .gather_ms = s.gather_s * 1e3,
       .tokens_per_s = (double)e->B * e->T * e->accum * e->world / dt,
-      .allreduce_bytes = e->grads.bytes,
+      /* ZeRO-2/3: the reduce-scatters and (stage 3) the weight gathers */
+      .allreduce_bytes = e->zstage ? e->zero.bytes_reduce + e->zero.bytes_gather : e->grads.bytes,
       .loss_scale = e->mp.prec == YK_PREC_FP16 ? e->mp.ls.st.scale : 1.0,
   };
   return 0;

@@ -162,18 +162,29 @@ int yk_engine_finish(yk_engine *e, int64_t step_done, yk_diag *d);
  * fp16/bf16. `model` is everything else the model allocates for its batch
  * (activations kept for backward, logits, scratch). */
 typedef struct yk_engine_memory {
-  uint64_t weights, grads;     /* fp32, whole arena */
-  uint64_t weights16, grads16; /* fp16/bf16 runs */
+  uint64_t weights, grads;     /* fp32: whole arena, or the slice (weights under ZeRO-3, grads under ZeRO-2/3) */
+  uint64_t weights16, grads16; /* fp16/bf16 runs (weights16 sliced under ZeRO-3; no grads16 under ZeRO-2/3) */
   uint64_t master, moments;    /* this rank's slice */
-  uint64_t model_state;        /* the sum of the above */
+  uint64_t model_state;        /* by ZeRO stage over N ranks, Psi parameters (docs/parallelism.md):
+                                * fp32 16Psi, 8Psi + 8Psi/N, 4Psi + 12Psi/N, 16Psi/N; mixed 16Psi,
+                                * 4Psi + 12Psi/N, 2Psi + 16Psi/N, 18Psi/N (stage 2/3 sum the gradient
+                                * slice in fp32: 2Psi/N over DeepSpeed's 2-byte count) */
+  uint64_t buffers;            /* stated working buffers: mixed precision's fp32 compute copies; ZeRO-2/3's
+                                * gradient windows (2 x (bucket + largest layer)), the embedding's gradients
+                                * (wte is tied to the LM head), the ZeRO-3 gather slots (2 layers, embedding,
+                                * head) and their 16-bit twins */
   uint64_t model;              /* activations and buffers of the model for B x T */
 } yk_engine_memory;
 void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *out);
 
 /* FNV-1a over the fp32 weights the model computes with: ranks compare it to
- * prove they hold identical weights. */
+ * prove they hold identical weights. Under ZeRO-3 it is collective (every
+ * rank of the data-parallel group calls it; the weights are gathered region
+ * by region; 0 if a gather failed). */
 uint64_t yk_engine_params_checksum(yk_engine *e);
-/* Write the weights as a GPT-2 fp32 file (rank 0's job). */
+/* Write the weights as a GPT-2 fp32 file (rank 0's job; path NULL: nothing).
+ * Under ZeRO-3 it is collective: every rank of the data-parallel group calls
+ * it, those with a NULL path only take part in the gathers. */
 int yk_engine_save_weights(yk_engine *e, const char *path, yk_diag *d);
 /* Lines for the start of a run: model, global batch, device, data. */
 void yk_engine_describe(const yk_engine *e, void (*line)(void *arg, const char *text), void *arg);

@@ -118,12 +118,6 @@ double yk_model_flops_per_token(const yk_model_config *cfg, int T) {
 
 /* ---- creation ---------------------------------------------------------- */
 
-static layer_view layer_of(const yk_model *m, float *arena, int l) {
-  layer_view v;
-  float *base = arena + m->lay.layers + (size_t)l * m->lay.layer_size;
-  for (int k = 0; k < P_NLAYER; k++) v.p[k] = base + m->lay.in_layer[k];
-  return v;
-}
 
 static void set_desc(yk_tensor_desc *t, const char *name, size_t off, size_t numel, int ndim, int64_t d0, int64_t d1,
                      int decay, int split, int parts) {
@@ -219,6 +213,26 @@ int yk_model_tp_check(const yk_model_config *cfg, int B, int T, int tp, int sequ
   return 0;
 }
 
+int yk_model_tp_tensor_table(const yk_model_config *cfg_in, int tp, int rank, yk_tensor_desc **out, int *n,
+                             yk_diag *d) {
+  *out = NULL;
+  *n = 0;
+  yk_model_config cfg = *cfg_in;
+  int rc = yk_model_config_finish(&cfg, d);
+  if (rc) return rc;
+  int count = 4 + 12 * cfg.layers;
+  yk_tensor_desc *t = calloc((size_t)count, sizeof *t);
+  if (!t) return yk_errorf(d, YK_ENOMEM, "out of memory for a tensor table of %d tensors", count);
+  arena_layout lay;
+  if ((rc = yk_model_layout_tp_(&cfg, tp, rank, &lay, t, d)) != 0) {
+    free(t);
+    return rc;
+  }
+  *out = t;
+  *n = count;
+  return 0;
+}
+
 size_t yk_model_tp_num_params(const yk_model_config *cfg, int tp, int rank) {
   arena_layout lay;
   yk_tensor_desc *t = calloc((size_t)(4 + 12 * cfg->layers), sizeof *t);
@@ -298,11 +312,11 @@ int yk_model_create(const yk_model_config *cfg, int B, int T, const yk_device *d
 
 int yk_model_create_ex(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_dtype act_dtype,
                        yk_model **out, yk_diag *d) {
-  return yk_model_create_tp(cfg, B, T, dev, act_dtype, NULL, out, d);
+  return yk_model_create_parallel(cfg, B, T, dev, act_dtype, NULL, NULL, out, d);
 }
 
-int yk_model_create_tp(const yk_model_config *cfg_in, int B, int T, const yk_device *dev, yk_dtype act_dtype,
-                       const yk_model_tp *tp_in, yk_model **out, yk_diag *d) {
+int yk_model_create_parallel(const yk_model_config *cfg_in, int B, int T, const yk_device *dev, yk_dtype act_dtype,
+                             const yk_model_tp *tp_in, const yk_model_provider *prov, yk_model **out, yk_diag *d) {
   *out = NULL;
   yk_model_config cfg = *cfg_in;
   int rc = yk_model_config_finish(&cfg, d);
@@ -337,6 +351,7 @@ int yk_model_create_tp(const yk_model_config *cfg_in, int B, int T, const yk_dev
   m->dev = dev;
   m->act_dt = act_dtype;
   m->tp = tp;
+  if (prov) m->prov = *prov;
   m->Cl = (int)Cl;
   m->NHl = (int)NHl;
   m->Ns = (int)Ns;
@@ -378,15 +393,17 @@ int yk_model_create_tp(const yk_model_config *cfg_in, int B, int T, const yk_dev
   m->scratch_numel = Ns * C /*dres*/ + N * C /*dC*/ + N * 4 * Cl + N * 3 * Cl +
                      yk_device_layernorm_bwd_scratch(dev, (int)Ns, (int)C) + yk_device_attention_bwd_scratch(dev, T) +
                      tp_numel;
-  m->params = ops->alloc(dev, m->lay.total * sizeof(float));
-  m->grads = ops->alloc(dev, m->lay.total * sizeof(float));
+  if (!prov) {
+    m->params = ops->alloc(dev, m->lay.total * sizeof(float));
+    m->grads = ops->alloc(dev, m->lay.total * sizeof(float));
+  }
   m->act_mem = ops->alloc(dev, (m->act_numel + m->scratch_numel + m->work_numel) * sizeof(float));
   if (is16) m->act16_mem = ops->alloc(dev, m->act16_numel * sizeof(uint16_t));
   m->al = calloc(L, sizeof *m->al);
   m->inputs = calloc(N, sizeof(int32_t));
   m->targets = calloc(N, sizeof(int32_t));
   m->tshift = calloc(N, sizeof(int32_t));
-  if (!m->params || !m->grads || !m->act_mem || (is16 && !m->act16_mem) || !m->al || !m->inputs || !m->targets ||
+  if ((!prov && (!m->params || !m->grads)) || !m->act_mem || (is16 && !m->act16_mem) || !m->al || !m->inputs || !m->targets ||
       !m->tshift) {
     size_t bytes = yk_model_memory_bytes(m);
     yk_model_destroy(m);
@@ -447,7 +464,7 @@ void yk_model_destroy(yk_model *m) {
   if (!m) return;
   const yk_device *dev = m->dev;
   if (m->params_shm.ptr) yk_shmem_free(&m->params_shm);
-  else dev->ops->free(dev, m->params);
+  else if (!m->prov.get_params) dev->ops->free(dev, m->params); /* a provided model's arena is borrowed */
   if (m->grads_shm.ptr) yk_shmem_free(&m->grads_shm);
   else dev->ops->free(dev, m->grads);
   dev->ops->free(dev, m->act_mem);
@@ -464,7 +481,7 @@ const yk_model_config *yk_model_get_config(const yk_model *m) { return &m->cfg; 
 int yk_model_batch(const yk_model *m) { return m->B; }
 int yk_model_seq_len(const yk_model *m) { return m->T; }
 size_t yk_model_memory_bytes(const yk_model *m) {
-  return (2 * m->lay.total + m->act_numel + m->scratch_numel + m->work_numel) * sizeof(float) +
+  return ((m->prov.get_params ? 0 : 2 * m->lay.total) + m->act_numel + m->scratch_numel + m->work_numel) * sizeof(float) +
          m->act16_numel * sizeof(uint16_t);
 }
 size_t yk_model_activation_bytes(const yk_model *m) { return m->kept_numel * yk_dtype_size(m->act_dt); }
@@ -512,7 +529,25 @@ void yk_model_set_grad_hook(yk_model *m, yk_model_grad_hook fn, void *ctx) {
 }
 const float *yk_model_logits(const yk_model *m) { return m->logits; }
 const float *yk_model_losses(const yk_model *m) { return m->losses; }
-void yk_model_zero_grad(yk_model *m) { m->dev->ops->zero(m->dev, m->grads, m->lay.total); }
+void yk_model_zero_grad(yk_model *m) {
+  if (m->grads) m->dev->ops->zero(m->dev, m->grads, m->lay.total);
+}
+void yk_model_attach_params(yk_model *m, float *arena) {
+  if (m->prov.get_params) m->params = arena;
+}
+int yk_model_regions(const yk_model *m) { return m->cfg.layers + 2; }
+void yk_model_region_range(const yk_model *m, int r, size_t *offset, size_t *count) {
+  if (r <= 0) {
+    *offset = 0;
+    *count = m->lay.layers;
+  } else if (r <= m->cfg.layers) {
+    yk_model_layer_range(m, r - 1, offset, count);
+  } else {
+    *offset = m->lay.lnfw;
+    *count = m->lay.total - m->lay.lnfw;
+  }
+}
+
 
 /* GPT-2's init of a whole arena of config c (layout lay) from seed. */
 static void init_arena(const yk_model_config *c, const arena_layout *lay, float *p, uint64_t seed) {
@@ -608,6 +643,50 @@ static void keep(const yk_model *m, void *dst, float *x, size_t n) {
   else if (m->act_dt == YK_DT_BF16) dev->ops->round_bf16(dev, dst, x, n);
 }
 
+/* ---- regions: the model's own arenas, or a provider's loans -------------
+ * Every parameter and gradient access of forward and backward goes through
+ * these, with a region-relative pointer: region 0 starts at wte (arena
+ * offset 0), a layer's base is what layer_at takes, the head starts at lnfw.
+ * Without a provider they return slices of the model's arenas (so the
+ * arithmetic, and the bits, are the same as indexing the arena directly). */
+enum { R_EMBED = 0 };
+#define R_LAYER(l) (1 + (l))
+#define R_HEAD(m) ((m)->cfg.layers + 1)
+
+static int params_of(yk_model *m, int r, yk_model_pass pass, float **p, yk_diag *d) {
+  size_t off, n;
+  if (m->prov.get_params) return m->prov.get_params(m->prov.ctx, r, pass, p, d);
+  yk_model_region_range(m, r, &off, &n);
+  *p = m->params + off;
+  return 0;
+}
+static int grads_of(yk_model *m, int r, float **g, yk_diag *d) {
+  size_t off, n;
+  if (m->prov.get_grads) return m->prov.get_grads(m->prov.ctx, r, g, d);
+  yk_model_region_range(m, r, &off, &n);
+  *g = m->grads + off;
+  return 0;
+}
+static int done_params(yk_model *m, int r, yk_model_pass pass, yk_diag *d) {
+  return m->prov.put_params ? m->prov.put_params(m->prov.ctx, r, pass, d) : 0;
+}
+static void notify(yk_model *m, size_t off, size_t n);
+/* Region r's gradients of this backward are final: the provider's put, or
+ * the gradient-ready hook. */
+static int done_grads(yk_model *m, int r, yk_diag *d) {
+  if (m->prov.put_grads) return m->prov.put_grads(m->prov.ctx, r, d);
+  size_t off, n;
+  yk_model_region_range(m, r, &off, &n);
+  notify(m, off, n);
+  return 0;
+}
+/* Views of one layer's tensors from its block's base. */
+static layer_view layer_at(const yk_model *m, float *base) {
+  layer_view v;
+  for (int k = 0; k < P_NLAYER; k++) v.p[k] = base + m->lay.in_layer[k];
+  return v;
+}
+
 /* ---- tensor-parallel communication ---------------------------------------
  * Under tensor parallelism (tp.size > 1) the token rows of the residual
  * stream are either all N on every rank, or (sequence parallelism) this
@@ -690,7 +769,8 @@ static int proj_fwd(yk_model *m, float *res, const float *x, const float *bias, 
   return 0;
 }
 
-/* x (Ns,C) = wte[token] + wpe[position] for this rank's rows. Under tensor
+/* x (Ns,C) = wte[token] + wpe[position] for this rank's rows (P: the
+ * embedding region's weights). Under tensor
  * parallelism each rank looks up the tokens of its vocabulary rows (zeros
  * for the others) and the group sums: exactly one term is non-zero. */
 static int embed_fwd(yk_model *m, float *x, const int32_t *tok, const float *P, yk_diag *d) {
@@ -757,15 +837,18 @@ int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets,
   if (rc) return rc;
   m->have_targets = 0;
   memcpy(m->inputs, inputs, (size_t)N * sizeof(int32_t));
-  float *P = m->params;
+  float *Pe, *Pl, *Ph; /* each region's weights: embedding, layer l, head (lnf) */
 
   /* In 16-bit mode the residual stream ping-pongs between work buffers: x
    * (layer input) in R0, res2 in R1, res3 back in R0 (x is dead by then). */
   float *x = dest(m, m->encoded, W_R0);
-  if ((rc = embed_fwd(m, x, inputs, P, d)) != 0) return rc;
+  if ((rc = params_of(m, R_EMBED, YK_MODEL_FORWARD, &Pe, d)) != 0 || (rc = embed_fwd(m, x, inputs, Pe, d)) != 0 ||
+      (rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d)) != 0)
+    return rc;
   keep(m, m->encoded, x, NsC);
   for (int l = 0; l < c->layers; l++) {
-    layer_view w = layer_of(m, P, l);
+    if ((rc = params_of(m, R_LAYER(l), YK_MODEL_FORWARD, &Pl, d)) != 0) return rc;
+    layer_view w = layer_at(m, Pl);
     acts_layer *a = &m->al[l];
     float *ln1 = dest(m, a->ln1, W_LN);
     if ((rc = norm_fwd(m, ln1, a->ln1_mean, a->ln1_rstd, x, w.p[P_LN1W], w.p[P_LN1B], d)) != 0) return rc;
@@ -798,12 +881,18 @@ int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets,
     if ((rc = proj_fwd(m, res3, res2, w.p[P_FCPROJB], gelu, w.p[P_FCPROJW], 4 * Cl, d)) != 0) return rc;
     keep(m, a->res3, res3, NsC);
     x = res3;
+    if ((rc = done_params(m, R_LAYER(l), YK_MODEL_FORWARD, d)) != 0) return rc;
   }
   float *lnf = dest(m, m->lnf, W_LN);
-  if ((rc = norm_fwd(m, lnf, m->lnf_mean, m->lnf_rstd, x, P + m->lay.lnfw, P + m->lay.lnfb, d)) != 0) return rc;
+  if ((rc = params_of(m, R_HEAD(m), YK_MODEL_FORWARD, &Ph, d)) != 0 ||
+      (rc = norm_fwd(m, lnf, m->lnf_mean, m->lnf_rstd, x, Ph, Ph + C, d)) != 0 ||
+      (rc = done_params(m, R_HEAD(m), YK_MODEL_FORWARD, d)) != 0)
+    return rc;
   keep(m, m->lnf, lnf, NC);
-  /* logits (N,Vl) = lnf (N,C) . wte (Vl,C)^T; logits and the loss stay fp32 */
-  o->gemm(dev, 0, 1, N, Vl, C, 1.0f, lnf, C, P + m->lay.wte, C, 0.0f, m->logits, Vl);
+  /* logits (N,Vl) = lnf (N,C) . wte (Vl,C)^T (the tied embedding); logits and the loss stay fp32 */
+  if ((rc = params_of(m, R_EMBED, YK_MODEL_FORWARD, &Pe, d)) != 0) return rc;
+  o->gemm(dev, 0, 1, N, Vl, C, 1.0f, lnf, C, Pe + m->lay.wte, C, 0.0f, m->logits, Vl);
+  if ((rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d)) != 0) return rc;
   if (!targets) {
     if (loss) *loss = 0.0f;
     return 0;
@@ -843,7 +932,7 @@ static float *dx_of(yk_model *m, const float *dout, const float *w, int K, int *
 }
 
 /* Backward of the embedding: dwte rows of this rank's tokens, dwpe by
- * position, from dres (Ns,C). */
+ * position, from dres (Ns,C). G: the embedding region's gradients. */
 static int embed_bwd(yk_model *m, float *G, yk_diag *d) {
   const yk_device *dev = m->dev;
   int N = m->B * m->T, T = m->T, C = m->cfg.channels, rc = 0;
@@ -880,7 +969,7 @@ int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
   int B = m->B, T = m->T, C = c->channels, Cl = m->Cl, NHl = m->NHl, Vl = m->Vl, Ns = m->Ns;
   int N = B * T, L = c->layers, rc = 0;
   int tpar = m->tp.size > 1;
-  float *P = m->params, *G = m->grads;
+  float *Pe, *Ge, *Ph, *Gh, *Pl, *Gl; /* each region's weights and gradient buffer */
   size_t NC = (size_t)N * C, NCl = (size_t)N * Cl, NsC = (size_t)Ns * C, uC = (size_t)C;
 
   /* dlogits in place of the logits (this rank's vocabulary rows) */
@@ -888,21 +977,28 @@ int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
   else o->crossent_bwd(dev, m->logits, m->lse, m->targets, scale / (float)N, N, c->vocab_size, Vl);
   float *dlog = m->logits;
   const float *lnf = view(m, m->lnf, W_LN, NC);
+  /* The embedding's gradient buffer (wte is tied to the LM head) stays out
+   * from here to the end of backward. */
+  if ((rc = params_of(m, R_HEAD(m), YK_MODEL_BACKWARD, &Ph, d)) || (rc = grads_of(m, R_HEAD(m), &Gh, d)) ||
+      (rc = params_of(m, R_EMBED, YK_MODEL_BACKWARD, &Pe, d)) || (rc = grads_of(m, R_EMBED, &Ge, d)))
+    return rc;
   /* LM head: dwte (Vl,C) += dlogits^T (Vl,N) . lnf (N,C); dlnf (N,C) = dlogits . wte */
-  o->gemm(dev, 1, 0, Vl, C, N, 1.0f, dlog, Vl, lnf, C, 1.0f, G + m->lay.wte, C);
-  const float *dC = dx_of(m, dlog, P + m->lay.wte, Vl, &rc, d);
-  if (rc) return rc;
+  o->gemm(dev, 1, 0, Vl, C, N, 1.0f, dlog, Vl, lnf, C, 1.0f, Ge + m->lay.wte, C);
+  const float *dC = dx_of(m, dlog, Pe + m->lay.wte, Vl, &rc, d);
+  if (rc || (rc = done_params(m, R_EMBED, YK_MODEL_BACKWARD, d))) return rc;
   o->zero(dev, m->dres, NsC);
   const float *xL = view(m, L > 0 ? m->al[L - 1].res3 : m->encoded, W_R0, NsC);
   rep_begin(m, 2, uC);
-  o->layernorm_bwd(dev, m->dres, rg(m, G + m->lay.lnfw, 0, uC), rg(m, G + m->lay.lnfb, 1, uC), dC, xL,
-                   P + m->lay.lnfw, m->lnf_mean, m->lnf_rstd, Ns, C, m->ln_scratch);
-  float *const gf[2] = {G + m->lay.lnfw, G + m->lay.lnfb};
+  o->layernorm_bwd(dev, m->dres, rg(m, Gh, 0, uC), rg(m, Gh + C, 1, uC), dC, xL, Ph, m->lnf_mean, m->lnf_rstd, Ns, C,
+                   m->ln_scratch);
+  float *const gf[2] = {Gh, Gh + C};
   if ((rc = rep_sum(m, gf, 2, uC, d)) != 0) return rc;
-  notify(m, m->lay.lnfw, 2 * (size_t)C);
+  if ((rc = done_params(m, R_HEAD(m), YK_MODEL_BACKWARD, d)) || (rc = done_grads(m, R_HEAD(m), d))) return rc;
 
   for (int l = L - 1; l >= 0; l--) {
-    layer_view w = layer_of(m, P, l), g = layer_of(m, G, l);
+    if ((rc = params_of(m, R_LAYER(l), YK_MODEL_BACKWARD, &Pl, d)) || (rc = grads_of(m, R_LAYER(l), &Gl, d)))
+      return rc;
+    layer_view w = layer_at(m, Pl), g = layer_at(m, Gl);
     acts_layer *a = &m->al[l];
     /* the replicated tensors' gradients of this layer (summed over the
      * group after the layer under sequence parallelism) */
@@ -948,11 +1044,8 @@ int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
     o->layernorm_bwd(dev, m->dres, rg(m, g.p[P_LN1W], 0, uC), rg(m, g.p[P_LN1B], 1, uC), dC, x, w.p[P_LN1W],
                      a->ln1_mean, a->ln1_rstd, Ns, C, m->ln_scratch);
     if ((rc = rep_sum(m, grep, 6, uC, d)) != 0) return rc;
-    size_t off, cnt;
-    yk_model_layer_range(m, l, &off, &cnt);
-    notify(m, off, cnt);
+    if ((rc = done_params(m, R_LAYER(l), YK_MODEL_BACKWARD, d)) || (rc = done_grads(m, R_LAYER(l), d))) return rc;
   }
-  if ((rc = embed_bwd(m, G, d)) != 0) return rc;
-  notify(m, 0, m->lay.layers);
-  return 0;
+  if ((rc = embed_bwd(m, Ge, d)) != 0) return rc;
+  return done_grads(m, R_EMBED, d);
 }

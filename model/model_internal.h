@@ -77,7 +77,7 @@ struct yk_model {
   size_t scratch_numel;
   int32_t *inputs, *targets;
   int have_targets; /* a forward with targets is waiting for backward */
-  /* Tensor parallelism (yk_model_create_tp; tp.size = 1 without). The
+  /* Tensor parallelism (yk_model_create_parallel; tp.size = 1 without). The
    * arenas hold this rank's pieces (lay, tensors); glay is the whole
    * model's arena, for weights files and init. */
   yk_model_tp tp;
@@ -90,6 +90,7 @@ struct yk_model {
   float *rep;    /* sequence parallelism: partial gradients of replicated tensors, summed over the group */
   float *ce;     /* (3N) the vocabulary-parallel cross-entropy's combine */
   int32_t *tshift; /* (N) targets shifted to this rank's vocabulary rows */
+  yk_model_provider prov; /* lends parameters and gradients when prov.get_params is set */
   yk_model_grad_hook hook;
   void *hook_ctx;
 };

@@ -103,6 +103,38 @@ typedef struct yk_model yk_model;
  * micro-batch to act. */
 typedef void (*yk_model_grad_hook)(void *ctx, size_t offset, size_t count);
 
+/* ---- parameters and gradients lent by a provider (ZeRO-2/3) ------------
+ * By default the model owns whole fp32 parameter and gradient arenas. A
+ * model created with yk_model_create_parallel and a provider owns neither: before it uses a
+ * REGION's parameters it asks the provider for them, before it writes a
+ * region's gradients it asks for the buffer to ACCUMULATE them into, and it
+ * hands both back when done (so the engine can gather sharded weights just in
+ * time and reduce-scatter gradients from a reused working buffer).
+ * Regions, in arena order: 0 = embedding (wte, wpe), 1 + l = layer l, L + 1 =
+ * head (lnfw, lnfb); yk_model_region_range gives each one's arena range. A
+ * pointer lent for region r holds the region's elements in arena order (the
+ * element at arena offset off + i is p[i]).
+ * Order of calls (every get is followed by its put before the same region is
+ * asked for again):
+ *   forward   params 0 | for l: params 1+l | params L+1, params 0 (LM head)
+ *   backward  params L+1, grads L+1, params 0, grads 0 (LM head; grads 0 stay
+ *             out until the end), put params 0, put L+1 |
+ *             for l = L-1..0: params 1+l, grads 1+l, puts | put grads 0
+ * put_grads means the region's gradients of this backward are final. An
+ * error from a callback (YK_E* with its message in d) ends the pass with it. */
+typedef enum { YK_MODEL_FORWARD = 0, YK_MODEL_BACKWARD = 1 } yk_model_pass;
+typedef struct yk_model_provider {
+  void *ctx;
+  int (*get_params)(void *ctx, int region, yk_model_pass pass, float **params, yk_diag *d);
+  int (*put_params)(void *ctx, int region, yk_model_pass pass, yk_diag *d);
+  int (*get_grads)(void *ctx, int region, float **grads, yk_diag *d);
+  int (*put_grads)(void *ctx, int region, yk_diag *d);
+} yk_model_provider;
+/* L + 2 */
+int yk_model_regions(const yk_model *m);
+/* [offset, offset + count) of region r in the arena layout. */
+void yk_model_region_range(const yk_model *m, int r, size_t *offset, size_t *count);
+
 /* Create a model for micro-batch B and sequence length T (T <= maxT) on dev
  * (borrowed: it must outlive the model). Allocates parameters, gradients
  * (zeroed) and activations. Parameters are zero until init or load.
@@ -123,6 +155,9 @@ int yk_model_create(const yk_model_config *cfg, int B, int T, const yk_device *d
  * Another dtype is YK_ECONFIG. */
 int yk_model_create_ex(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_dtype act_dtype,
                        yk_model **out, yk_diag *d);
+/* A provided model (yk_model_create_parallel with a provider): use `arena` (borrowed, yk_model_num_params floats; NULL
+ * to detach) as the parameter arena of yk_model_params, init, load and save. */
+void yk_model_attach_params(yk_model *m, float *arena);
 void yk_model_destroy(yk_model *m);
 
 /* ---- Tensor parallelism (Megatron-LM style, docs/parallelism.md) --------
@@ -163,14 +198,25 @@ typedef struct yk_model_tp {
  * ranks: heads, C and 4C divisible by tp, and T with sequence parallelism.
  * YK_ECONFIG naming the value and the valid degrees. Allocates nothing. */
 int yk_model_tp_check(const yk_model_config *cfg, int B, int T, int tp, int sequence, yk_diag *d);
-/* yk_model_create_ex for one rank of a tensor-parallel group (tp copied;
- * tp == NULL or tp->size == 1 is yk_model_create_ex). The arenas, the tensor
- * table (local offsets and shapes, each tensor's split) and the activations
- * are this rank's. yk_model_init_random and yk_model_weights_load give each
- * rank its pieces of the whole model's values; yk_model_weights_save is
- * YK_EUNSUPPORTED (gather with yk_model_tp_copy first). */
-int yk_model_create_tp(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_dtype act_dtype,
-                       const yk_model_tp *tp, yk_model **out, yk_diag *d);
+/* yk_model_create_ex for a model-parallel rank; both extras may be NULL
+ * (then it is yk_model_create_ex).
+ *   tp (copied): one rank of a tensor-parallel group (size 1 = none). The
+ *     arenas, the tensor table (local offsets and shapes, each tensor's
+ *     split) and the activations are this rank's. yk_model_init_random and
+ *     yk_model_weights_load give each rank its pieces of the whole model's
+ *     values; yk_model_weights_save is YK_EUNSUPPORTED (gather with
+ *     yk_model_tp_copy first).
+ *   prov (copied; its ctx borrowed): no parameter or gradient arenas, the
+ *     provider lends them region by region (see yk_model_provider).
+ *     yk_model_params/grads return NULL, yk_model_zero_grad does nothing, the
+ *     gradient hook is not called and yk_model_memory_bytes counts no arena;
+ *     init, weights load and save work on an arena lent with
+ *     yk_model_attach_params. */
+int yk_model_create_parallel(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_dtype act_dtype,
+                             const yk_model_tp *tp, const yk_model_provider *prov, yk_model **out, yk_diag *d);
+/* The tensor table of rank `rank`'s arena under tensor-parallel degree tp
+ * (local offsets and shapes), as yk_model_tensor_table gives the whole one. */
+int yk_model_tp_tensor_table(const yk_model_config *cfg, int tp, int rank, yk_tensor_desc **out, int *n, yk_diag *d);
 /* Elements of rank `rank`'s arena under tensor-parallel degree tp. */
 size_t yk_model_tp_num_params(const yk_model_config *cfg, int tp, int rank);
 /* Move rank's pieces between a whole arena (global, yk_model_config_num_params

@@ -93,7 +93,8 @@ static void set_key(yk_config *c, const char *fmt, ...) {
   ck_assert_msg(yk_config_set(c, buf, &d) == 0, "%s: %s", buf, d.msg);
 }
 
-static void job_config(yk_config *c, int accum, const char *precision, int shard, double clip) {
+/* zero: the ZeRO stage (optim.zero) */
+static void job_config(yk_config *c, int accum, const char *precision, int zero, double clip) {
   yk_config_defaults(c);
   const char *sets[] = {"model.name=tiny", "train.micro_batch=2", "train.seq_len=16", "train.threads=1",
                         "train.val_batches=3", "optim.lr=1e-2", "optim.warmup_steps=1", "optim.weight_decay=0.1",
@@ -106,7 +107,7 @@ static void job_config(yk_config *c, int accum, const char *precision, int shard
   set_key(c, "train.grad_accum=%d", accum);
   set_key(c, "train.precision=%s", precision);
   set_key(c, "optim.grad_clip=%g", clip);
-  set_key(c, "optim.shard=%s", shard ? "true" : "false");
+  set_key(c, "optim.zero=%d", zero);
   yk_diag d = {0};
   ck_assert_int_eq(yk_config_validate(c, &d), 0);
 }
@@ -181,19 +182,21 @@ static void *run_rank(void *arg) {
   if (!rc) rc = yk_engine_eval(e, &r->val, &r->d);
   if (!rc) rc = yk_engine_finish(e, steps, &r->d);
   if (!rc) {
-    /* Under tensor parallelism the group gathers the whole model and its
-     * first rank writes it: only that rank reads it back. */
+    /* Under tensor parallelism data-parallel rank 0's group gathers the
+     * whole model and its first rank writes it: only that rank reads it
+     * back. */
     char path[128];
     snprintf(path, sizeof path, "%s/out-%d-%d.bin", tmpdir, r->world, r->rank);
-    rc = yk_engine_save_weights(e, path, &r->d);
-    r->checksum = yk_engine_params_checksum(e);
+    int writer = lay.tp_rank == 0 && (lay.tp == 1 || lay.dp_rank == 0);
+    rc = yk_engine_save_weights(e, writer ? path : NULL, &r->d);
+    r->checksum = yk_engine_params_checksum(e); /* collective under ZeRO-3, as the save */
     /* read the weights back through the model's own codec */
     yk_model_config mc;
     yk_model *m = NULL;
-    if (!rc && lay.tp_rank == 0) rc = yk_model_weights_read_config(path, &mc, &r->d);
-    if (!rc && lay.tp_rank == 0) rc = yk_model_create(&mc, 1, 1, dev, &m, &r->d);
-    if (!rc && lay.tp_rank == 0) rc = yk_model_weights_load(m, path, &r->d);
-    if (!rc && lay.tp_rank == 0) {
+    if (!rc && writer) rc = yk_model_weights_read_config(path, &mc, &r->d);
+    if (!rc && writer) rc = yk_model_create(&mc, 1, 1, dev, &m, &r->d);
+    if (!rc && writer) rc = yk_model_weights_load(m, path, &r->d);
+    if (!rc && writer) {
       r->nparams = yk_model_num_params(m);
       r->params = malloc(r->nparams * sizeof(float));
       memcpy(r->params, yk_model_params(m), r->nparams * sizeof(float));
@@ -222,6 +225,8 @@ static void run_job(int world, const yk_config *cfg, rank_run *out) {
     ck_assert_int_eq(pthread_create(&th[r], NULL, run_rank, &out[r]), 0);
   }
   for (int r = 0; r < world; r++) pthread_join(th[r], NULL);
+  for (int r = 0; r < world; r++)
+    if (out[r].rc) fprintf(stderr, "rank %d of %d: %s\n", r, world, out[r].d.msg);
   for (int r = 0; r < world; r++) ck_assert_msg(out[r].rc == 0, "rank %d of %d: %s", r, world, out[r].d.msg);
   if (iw) yk_inproc_world_destroy(iw);
 }
@@ -383,11 +388,95 @@ START_TEST(test_sharded_memory) {
     }
     ck_assert_uint_eq(moments, 8 * n);
     ck_assert_uint_eq(master, mixed ? 4 * n : 0);
-    /* per parameter: fp32 8 + 8/N, mixed 12 + 12/N (+ rounding of the slices) */
+    /* per parameter: fp32 8 + 8/N, mixed 4 + 12/N (+ rounding of the slices) */
     double per = (double)three[0].mem.model_state / (double)n;
-    ck_assert_msg(fabs(per - (mixed ? 16.0 : 8.0 + 8.0 / 3)) < 0.01, "%s: %.3f bytes per parameter", prec[p], per);
+    ck_assert_msg(fabs(per - (mixed ? 8.0 : 8.0 + 8.0 / 3)) < 0.01, "%s: %.3f bytes per parameter", prec[p], per);
     free_job(one, 1);
     free_job(three, 3);
+  }
+}
+END_TEST
+
+/* ZeRO-2 and ZeRO-3 against one rank, at DP2 and DP4, with gradient
+ * accumulation (every micro-batch reduce-scattered into the slices) and in
+ * bf16. Same tolerances as ZeRO-1's. */
+START_TEST(test_zero23_equal_one_rank) {
+  for (int stage = 2; stage <= 3; stage++) {
+    check_equal_to_one_rank(2, 1, "fp32", stage, 1.0, 2e-5, 1e-3);
+    check_equal_to_one_rank(4, 1, "fp32", stage, 1.0, 2e-5, 1e-3);
+    check_equal_to_one_rank(2, 2, "fp32", stage, 0.0, 2e-5, 1e-3);
+    check_equal_to_one_rank(2, 1, "bf16", stage, 1.0, 1e-2, 4.0 / 128);
+  }
+  check_equal_to_one_rank(4, 2, "fp16", 3, 1.0, 1e-2, 2e-2);
+}
+END_TEST
+
+/* With one micro-batch per step ZeRO-1, 2 and 3 reduce the same buckets in
+ * the same order and gather the same bits: identical losses, norms and
+ * weights, bit for bit, at DP2 and DP4, in fp32 and bf16. */
+START_TEST(test_zero_stages_bitwise) {
+  fixtures();
+  const char *prec[] = {"fp32", "bf16"};
+  int worlds[] = {2, 4};
+  for (int p = 0; p < 2; p++)
+    for (int w = 0; w < 2; w++) {
+      int world = worlds[w];
+      rank_run rr[3][MAX_RANKS];
+      for (int stage = 1; stage <= 3; stage++) {
+        yk_config c;
+        job_config(&c, 1, prec[p], stage, 1.0);
+        run_job(world, &c, rr[stage - 1]);
+      }
+      for (int stage = 2; stage <= 3; stage++) {
+        rank_run *a = rr[0], *b = rr[stage - 1];
+        for (int s = 0; s < STEPS; s++)
+          ck_assert_msg(a[0].loss[s] == b[0].loss[s] && a[0].norm[s] == b[0].norm[s],
+                        "%s dp%d ZeRO-%d step %d: loss %.9g norm %.9g, ZeRO-1 %.9g %.9g", prec[p], world, stage, s,
+                        b[0].loss[s], b[0].norm[s], a[0].loss[s], a[0].norm[s]);
+        for (int r = 0; r < world; r++)
+          ck_assert_msg(b[r].checksum == a[0].checksum && b[r].val == a[0].val,
+                        "%s dp%d ZeRO-%d rank %d: weights or validation differ from ZeRO-1", prec[p], world, stage, r);
+        ck_assert(memcmp(a[0].params, b[0].params, a[0].nparams * sizeof(float)) == 0);
+      }
+      for (int stage = 0; stage < 3; stage++) free_job(rr[stage], world);
+    }
+}
+END_TEST
+
+/* Per-rank model state by stage against the formulas of docs/parallelism.md
+ * (Psi = n parameters, s = this rank's slice, about Psi/N): fp32 16Psi,
+ * 8Psi + 8s, 4Psi + 12s, 16s; mixed 16Psi, 4Psi + 12s, 2Psi + 16s, 18s.
+ * ZeRO-2/3 state their working buffers; one rank is stage 0 whatever the
+ * setting. */
+START_TEST(test_zero_memory_formulas) {
+  fixtures();
+  const char *prec[] = {"fp32", "bf16"};
+  for (int p = 0; p < 2; p++) {
+    int mixed = p == 1;
+    for (int stage = 0; stage <= 3; stage++) {
+      yk_config c;
+      job_config(&c, 1, prec[p], stage, 1.0);
+      rank_run one[1], two[2];
+      run_job(1, &c, one);
+      run_job(2, &c, two);
+      uint64_t n = one[0].nparams;
+      ck_assert_uint_eq(one[0].mem.model_state, 16 * n);
+      for (int r = 0; r < 2; r++) {
+        const yk_engine_memory *m = &two[r].mem;
+        uint64_t s = stage ? m->moments / 8 : n;
+        if (stage) ck_assert_uint_le(s, n / 2 + 1);
+        uint64_t want32[4] = {16 * n, 8 * n + 8 * s, 4 * n + 12 * s, 16 * s};
+        uint64_t want16[4] = {16 * n, 4 * n + 12 * s, 2 * n + 16 * s, 18 * s};
+        ck_assert_msg(m->model_state == (mixed ? want16 : want32)[stage], "%s ZeRO-%d rank %d: state %llu, formula %llu",
+                      prec[p], stage, r, (unsigned long long)m->model_state,
+                      (unsigned long long)(mixed ? want16 : want32)[stage]);
+        /* stage 2/3 buffers: at least the embedding's gradients (wte + wpe) */
+        if (stage >= 2) ck_assert_uint_ge(m->buffers, (256 + 64) * 48 * 4);
+        if (stage < 2 && !mixed) ck_assert_uint_eq(m->buffers, 0);
+      }
+      free_job(one, 1);
+      free_job(two, 2);
+    }
   }
 }
 END_TEST
@@ -600,6 +689,12 @@ int main(void) {
   Suite *s = suite_create("engine");
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 240);
+  /* ZeRO-2/3 (CK_RUN_CASE=zero runs only these) */
+  TCase *tz = tcase_create("zero");
+  tcase_set_timeout(tz, 240);
+  tcase_add_test(tz, test_zero_stages_bitwise);
+  tcase_add_test(tz, test_zero23_equal_one_rank);
+  tcase_add_test(tz, test_zero_memory_formulas);
   tcase_add_test(tc, test_schedule_checks);
   tcase_add_test(tc, test_stats_lines);
   tcase_add_test(tc, test_open_refuses_bad_layouts);
@@ -620,6 +715,7 @@ int main(void) {
   tcase_add_test(tc, test_fp16_overflow_skips);
   tcase_add_test(tc, test_fp16_mean_overflows_like_one_rank);
   suite_add_tcase(s, tc);
+  suite_add_tcase(s, tz);
   SRunner *sr = srunner_create(s);
   /* one process: the fixtures (temp dir) are shared by the tests */
   srunner_set_fork_status(sr, CK_NOFORK);

@@ -243,13 +243,13 @@ static void free_job(rank_run *rr, int world) {
 /* A layout of `world` ranks with tensor-parallel degree tp (sequence
  * parallel if sp) against 1 rank with the same global batch: the loss of
  * step s within loss_tol (absolute; relative when rel) ... */
-static void check_layout(int world, int tp, int sp, int steps, double lr, int accum, const char *precision, int shard,
+static void check_layout(int world, int tp, int sp, int steps, double lr, int accum, const char *precision, int zero,
                          double clip, double loss_tol, int rel, double w_tol) {
   fixtures();
   yk_config c1, cn;
   int dp = world / tp;
-  job_config(&c1, dp * accum, precision, shard, clip);
-  job_config(&cn, accum, precision, shard, clip);
+  job_config(&c1, dp * accum, precision, zero, clip);
+  job_config(&cn, accum, precision, zero, clip);
   set_key(&c1, "train.steps=%d", steps);
   set_key(&cn, "train.steps=%d", steps);
   set_key(&c1, "optim.lr=%g", lr);
@@ -274,8 +274,8 @@ static void check_layout(int world, int tp, int sp, int steps, double lr, int ac
   for (int s = 0; s < steps; s++) {
     double tol = rel ? loss_tol * fabs(one[0].loss[s]) * (s < 10 ? 1 : 10) : loss_tol;
     ck_assert_msg(fabs(one[0].loss[s] - many[0].loss[s]) <= tol,
-                  "%s %d ranks (tp %d%s) x %d, shard %d: step %d loss %.7f, one rank %.7f", precision, world, tp,
-                  sp ? " sp" : "", accum, shard, s, many[0].loss[s], one[0].loss[s]);
+                  "%s %d ranks (tp %d%s) x %d, zero %d: step %d loss %.7f, one rank %.7f", precision, world, tp,
+                  sp ? " sp" : "", accum, zero, s, many[0].loss[s], one[0].loss[s]);
   }
   /* The gradient norm before clipping: relative, as the loss tolerance. */
   for (int s = 0; s < (steps < STEPS ? steps : STEPS); s++)
@@ -352,6 +352,16 @@ END_TEST
  * is chaotic enough that fp32 rounding differences grow past 1e-4 by step
  * 45 for any change of summation order). */
 START_TEST(test_dp2_tp2_equals_one_rank) { check_layout(4, 2, 1, 50, 3e-3, 1, "fp32", 1, 1.0, 1e-5, 1, 1e-2); }
+END_TEST
+
+/* ZeRO inside the layout: stages 2 and 3 shard each tensor-parallel
+ * rank's pieces over its data-parallel pair. */
+START_TEST(test_dp2_tp2_zero3_equals_one_rank) { check_layout(4, 2, 1, 8, 1e-2, 2, "fp32", 3, 1.0, 1e-5, 1, 2e-3); }
+END_TEST
+
+START_TEST(test_dp2_tp2_zero2_bf16_equals_one_rank) {
+  check_layout(4, 2, 0, 4, 1e-2, 1, "bf16", 2, 1.0, 1e-2, 0, 4.0 / 128);
+}
 END_TEST
 
 /* 16-bit under TP2: activations and gradients rounded to 16 bits in both
@@ -708,6 +718,8 @@ int main(void) {
   tcase_add_test(tc, test_tp2_sequence_equals_one_rank);
   tcase_add_test(tc, test_dp2_tp2_equals_one_rank);
   tcase_add_test(tc, test_tp2_bf16_equals_one_rank);
+  tcase_add_test(tc, test_dp2_tp2_zero3_equals_one_rank);
+  tcase_add_test(tc, test_dp2_tp2_zero2_bf16_equals_one_rank);
   tcase_add_test(tc, test_tp2_fp16_equals_one_rank);
   tcase_add_test(tc, test_deterministic);
   tcase_add_test(tc, test_sharded_memory);

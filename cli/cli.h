@@ -32,6 +32,13 @@ int cli_parse(const yk_cmd_spec *s, int argc, char **argv, void *opts);
 /* The exit code of a library error: YK_EUSAGE and YK_ECONFIG 2, others 1. */
 int cli_exit_code(int rc);
 
+/* The GPT-2 config of a checkpoint's f32 parameter arena `arena` (its
+ * tensor table and the manifest's vocab_size and heads), for exporting or
+ * sampling from it (cmd_ckpt.c). */
+struct yk_ckpt_reader;
+struct yk_model_config;
+int cli_ckpt_gpt2_config(struct yk_ckpt_reader *r, const char *arena, struct yk_model_config *out, yk_diag *d);
+
 /* The subcommands, one file each. */
 int cli_cmd_train(int argc, char **argv);
 int cli_cmd_eval(int argc, char **argv);
@@ -45,5 +52,6 @@ int cli_cmd_selftest(int argc, char **argv);
 int cli_cmd_trace(int argc, char **argv);
 int cli_cmd_weights(int argc, char **argv);
 int cli_cmd_plot(int argc, char **argv);
+int cli_cmd_sample(int argc, char **argv);
 
 #endif

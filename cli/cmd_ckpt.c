@@ -183,14 +183,13 @@ static int read_arena(void *ctx, size_t offset, size_t count, float *dst, yk_dia
 
 /* The arena must be the model's parameter arena of some GPT-2 config: the
  * config comes from its tensor table and the manifest's model section
- * (vocab_size, heads); model/ writes the file, reading the arena piece by
- * piece. */
-static int export_gpt2(yk_ckpt_reader *r, const char *arena, const char *path, yk_diag *d) {
+ * (vocab_size, heads). */
+int cli_ckpt_gpt2_config(struct yk_ckpt_reader *r, const char *arena, struct yk_model_config *out, yk_diag *d) {
   yk_ckpt_arena_info a;
   int rc = yk_ckpt_reader_find_arena(r, arena, &a, d);
   if (rc) return rc;
   if (a.dtype != YK_DT_F32)
-    return yk_errorf(d, YK_EINVAL, "arena '%s' is %s; the GPT-2 export needs the f32 master weights (--arena)", arena,
+    return yk_errorf(d, YK_EINVAL, "arena '%s' is %s; GPT-2 weights come from the f32 master weights (--arena)", arena,
                      yk_dtype_name(a.dtype));
   const char *mj = yk_ckpt_reader_model_json(r);
   json_t *m = mj ? json_loads(mj, 0, NULL) : NULL;
@@ -198,15 +197,24 @@ static int export_gpt2(yk_ckpt_reader *r, const char *arena, const char *path, y
   json_int_t NH = json_integer_value(json_object_get(m, "heads"));
   json_decref(m);
   if (V <= 0 || NH <= 0 || V > (1 << 24) || NH > (1 << 16))
-    return yk_errorf(d, YK_EFORMAT, "GPT-2 export: the manifest's model section needs vocab_size and heads; got %lld "
+    return yk_errorf(d, YK_EFORMAT, "the manifest's model section needs vocab_size and heads; got %lld "
                      "and %lld", (long long)V, (long long)NH);
   yk_model_config cfg;
   yk_diag sub = {0};
   if ((rc = yk_model_config_from_table(a.tensors, a.ntensors, (int)V, (int)NH, &cfg, &sub)))
-    return yk_errorf(d, rc, "GPT-2 export: arena '%s' is not a GPT-2 parameter arena: %s", arena, sub.msg);
+    return yk_errorf(d, rc, "arena '%s' is not a GPT-2 parameter arena: %s", arena, sub.msg);
   if (a.numel != yk_model_config_num_params(&cfg))
-    return yk_errorf(d, YK_EFORMAT, "GPT-2 export: arena '%s' has %llu elements, its GPT-2 config %zu", arena,
+    return yk_errorf(d, YK_EFORMAT, "arena '%s' has %llu elements, its GPT-2 config %zu", arena,
                      (unsigned long long)a.numel, yk_model_config_num_params(&cfg));
+  *out = cfg;
+  return 0;
+}
+
+/* model/ writes the file, reading the arena piece by piece. */
+static int export_gpt2(yk_ckpt_reader *r, const char *arena, const char *path, yk_diag *d) {
+  yk_model_config cfg;
+  int rc = cli_ckpt_gpt2_config(r, arena, &cfg, d);
+  if (rc) return rc;
   arena_source src = {r, arena};
   return yk_model_weights_write_from(path, &cfg, read_arena, &src, d);
 }

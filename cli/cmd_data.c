@@ -1,6 +1,7 @@
 /* cmd_data.c - `yoke data prepare|info`: the command lines of data/'s
  * shard tools. */
 #include <stddef.h>
+#include <string.h>
 
 #include "cli.h"
 #include "yk_data.h"
@@ -14,6 +15,7 @@ typedef struct prepare_opts {
   double val_fraction;
   int64_t shard_tokens;
   int64_t min_tokens;
+  const char *tokenizer, *encoder, *bpe;
   yk_args_pos pos;
 } prepare_opts;
 
@@ -28,15 +30,22 @@ static const yk_opt prepare_table[] = {
     {"--min-tokens", 0, YK_OPT_INT, offsetof(prepare_opts, min_tokens), "N",
      "refuse input giving fewer than N train tokens (default: one window of the\n"
      "                            default train.micro_batch x train.seq_len, + 1)", 1, (double)YK_SHARD_MAX_TOKENS},
+    {"--tokenizer", 0, YK_OPT_STR, offsetof(prepare_opts, tokenizer), "byte|gpt2",
+     "byte (default): token = byte value, vocabulary 256; gpt2: GPT-2's BPE\n"
+     "                            (needs --encoder and --bpe), vocabulary 50257"},
+    {"--encoder", 0, YK_OPT_STR, offsetof(prepare_opts, encoder), "FILE", "GPT-2's encoder.json (--tokenizer gpt2)"},
+    {"--bpe", 0, YK_OPT_STR, offsetof(prepare_opts, bpe), "FILE", "GPT-2's vocab.bpe, its merges (--tokenizer gpt2)"},
 };
 
 static const yk_cmd_spec prepare_spec = {
     .name = "data prepare",
-    .synopsis = "[--out DIR] [--val-fraction F] [--shard-tokens N] [--min-tokens N] FILE|GLOB...",
-    .about = "Turn text files into byte-level token shards (vocabulary 256: token = byte value)\n"
-             "for the quick-start models. Files are sorted by path and read once each (symlinked\n"
-             "duplicates are skipped); every document starts with token 0 as a separator, and the\n"
-             "last fraction F of every document goes to the validation split.",
+    .synopsis = "[--out DIR] [--val-fraction F] [--shard-tokens N] [--min-tokens N]\n"
+                "                         [--tokenizer gpt2 --encoder encoder.json --bpe vocab.bpe] FILE|GLOB...",
+    .about = "Turn text files into token shards: byte-level (vocabulary 256: token = byte value)\n"
+             "for the quick-start models, or GPT-2's BPE (--tokenizer gpt2). Files are sorted by path\n"
+             "and read once each (symlinked duplicates are skipped); every document starts with a\n"
+             "separator (token 0, or GPT-2's <|endoftext|>), and the last fraction F of every\n"
+             "document's tokens goes to the validation split.",
     .opts = prepare_table,
     .nopts = YK_ARRAY_LEN(prepare_table),
     .min_pos = 1,
@@ -65,7 +74,28 @@ static int cmd_prepare(int argc, char **argv) {
   lo.ninputs = o.pos.n;
   yk_data_prepare_result r;
   yk_diag d = {0};
+  yk_tokenizer *tk = NULL;
+  int gpt2 = o.tokenizer && !strcmp(o.tokenizer, "gpt2");
+  if (o.tokenizer && !gpt2 && strcmp(o.tokenizer, "byte")) {
+    fprintf(stderr, "yoke data prepare: --tokenizer '%s' is not known; use byte or gpt2\n", o.tokenizer);
+    return 2;
+  }
+  if (gpt2 != (o.encoder || o.bpe) || (gpt2 && !(o.encoder && o.bpe))) {
+    fprintf(stderr, "yoke data prepare: --tokenizer gpt2 goes with both --encoder encoder.json and --bpe vocab.bpe "
+                    "(GPT-2's files)\n");
+    return 2;
+  }
+  if (gpt2) {
+    int trc = yk_data_tokenizer_load_gpt2(o.encoder, o.bpe, &tk, &d);
+    if (trc) {
+      fprintf(stderr, "yoke data prepare: %s\n", yk_diag_msg(&d, trc));
+      return 1;
+    }
+    lo.tokenizer = tk;
+  }
   int rc = yk_data_prepare(&lo, &r, &d);
+  int vocab = tk ? yk_data_tokenizer_vocab_size(tk) : YK_DATA_BYTE_VOCAB;
+  yk_data_tokenizer_destroy(tk);
   if (rc) {
     fprintf(stderr, "yoke data prepare: %s\n", yk_diag_msg(&d, rc));
     return exit_code(rc);
@@ -78,7 +108,7 @@ static int cmd_prepare(int argc, char **argv) {
     printf("val: %zu tokens in %d shard%s: %s/val_*.bin\n", r.val_tokens, r.val_shards, r.val_shards == 1 ? "" : "s",
            lo.out);
   else printf("val: none (--val-fraction 0 or documents too short)\n");
-  printf("vocabulary: %d (byte-level)\n", YK_DATA_BYTE_VOCAB);
+  printf("vocabulary: %d (%s)\n", vocab, gpt2 ? "GPT-2 BPE" : "byte-level");
   return 0;
 }
 

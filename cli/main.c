@@ -85,6 +85,7 @@ static const cli_cmd subcmds[] = {
     {"config", cmd_config, "print the config reference or a resolved job config"},
     {"train", cli_cmd_train, "train a GPT (one rank, or one of many under mpirun/SLURM/yoke launch)"},
     {"eval", cli_cmd_eval, "mean loss of a GPT-2 weights file on token shards"},
+    {"sample", cli_cmd_sample, "generate text from a GPT-2 weights file or a checkpoint"},
     {"ckpt", cli_cmd_ckpt, "list, verify, inspect and convert checkpoints"},
     {"weights", cli_cmd_weights, "convert GPT-2 weights between the llm.c file and Hugging Face safetensors"},
     {"plot", cli_cmd_plot, "plot loss, val loss, learning rate and tokens/s of JSON training logs (gnuplot)"},

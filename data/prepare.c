@@ -1,12 +1,14 @@
-/* prepare.c - `yoke data prepare`: text files -> byte-level token shards;
+/* prepare.c - `yoke data prepare`: text files -> token shards (byte-level,
+ * or GPT-2 BPE with a tokenizer from tokenizer.c);
  * `yoke data info`: what shards hold. (Their command lines are in cli/.)
  *
  * Deterministic: inputs are expanded, sorted byte-wise by path, and files
  * reached twice (symlinks such as common-licenses/GPL -> GPL-3, hard links)
- * are read once. Each document contributes, to train, token 0 (the document
- * separator; byte NUL never occurs in text) followed by its first
- * len - floor(len * F) bytes and, to val, token 0 followed by its last
- * floor(len * F) bytes (when that is non-zero). Splitting every document
+ * are read once. Each document is encoded whole and contributes, to train,
+ * the separator (token 0 for bytes: byte NUL never occurs in text; GPT-2's
+ * <|endoftext|>, as llm.c's shards) followed by its first n - floor(n * F)
+ * tokens and, to val, the separator followed by its last floor(n * F)
+ * tokens (when that is non-zero); for bytes, tokens are bytes. Splitting every document
  * keeps train and val from the same distribution without sharing text. */
 #include "yk_data.h"
 
@@ -37,13 +39,13 @@ static int tok_push(tokbuf *b, const uint16_t *t, size_t n) {
   return 0;
 }
 
-static int push_text(tokbuf *b, const char *text, size_t n) {
-  static const uint16_t sep = 0;
+/* A document's tokens after the separator token sep. */
+static int push_doc(tokbuf *b, uint16_t sep, const int32_t *tok, size_t n) {
   if (tok_push(b, &sep, 1)) return YK_ENOMEM;
   uint16_t tmp[4096];
   for (size_t i = 0; i < n; i += 4096) {
     size_t k = YK_MIN((size_t)4096, n - i);
-    yk_data_bytes_encode(text + i, k, tmp);
+    for (size_t j = 0; j < k; j++) tmp[j] = (uint16_t)tok[i + j]; /* ids < 65536: the loaders check */
     if (tok_push(b, tmp, k)) return YK_ENOMEM;
   }
   return 0;
@@ -135,6 +137,21 @@ int yk_data_prepare(const yk_data_prepare_opts *o, yk_data_prepare_result *res, 
     return yk_errorf(d, YK_EINVAL, "tokens per shard %lld must be an integer in [1, %llu]", (long long)o->shard_tokens,
                      YK_SHARD_MAX_TOKENS);
   if (o->ninputs < 1) return yk_errorf(d, YK_EINVAL, "no input files given");
+  yk_tokenizer *own = NULL;
+  const yk_tokenizer *tk = o->tokenizer;
+  if (!tk) {
+    int brc = yk_data_tokenizer_byte(&own, d);
+    if (brc) return brc;
+    tk = own;
+  }
+  /* the document separator: byte 0 (never in text) or GPT-2's <|endoftext|> */
+  int eot = yk_data_tokenizer_eot(tk);
+  uint16_t sep = (uint16_t)eot;
+  if (!yk_data_tokenizer_can_encode(tk) || yk_data_tokenizer_vocab_size(tk) > 65536 || eot < 0) {
+    yk_data_tokenizer_destroy(own);
+    return yk_errorf(d, YK_EINVAL, "the %s tokenizer cannot make shards (it needs to encode, ids below 65536 and an "
+                     "<|endoftext|> token); give GPT-2's encoder.json and vocab.bpe", yk_data_tokenizer_name(tk));
+  }
   strlist files = {0};
   int rc = 0;
   /* expand globs; directories matched by a glob are skipped, named ones are an error */
@@ -203,11 +220,16 @@ int yk_data_prepare(const yk_data_prepare_opts *o, yk_data_prepare_result *res, 
       free(text);
       continue;
     }
-    size_t nval = (size_t)((double)len * o->val_fraction);
-    if (nval > len) nval = len;
-    int prc = push_text(&train, text, len - nval);
-    if (!prc && nval) prc = push_text(&val, text + (len - nval), nval);
+    int32_t *tok;
+    size_t ntok;
+    rc = yk_data_tokenizer_encode(tk, text, len, &tok, &ntok, d);
     free(text);
+    if (rc) break;
+    size_t nval = (size_t)((double)ntok * o->val_fraction);
+    if (nval > ntok) nval = ntok;
+    int prc = push_doc(&train, sep, tok, ntok - nval);
+    if (!prc && nval) prc = push_doc(&val, sep, tok + (ntok - nval), nval);
+    free(tok);
     res->bytes += len;
     if (prc) rc = yk_errorf(d, YK_ENOMEM, "out of memory after %zu bytes", res->bytes);
   }
@@ -238,6 +260,7 @@ int yk_data_prepare(const yk_data_prepare_opts *o, yk_data_prepare_result *res, 
   free(val.v);
 done:
   list_free(&files);
+  yk_data_tokenizer_destroy(own);
   return rc;
 }
 

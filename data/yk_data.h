@@ -4,8 +4,9 @@
  *   - token shards (docs/formats.md, "Token shard (version 1)"): a header of
  *     256 int32 (magic 20240520, version 1, token count) then that many
  *     uint16 tokens; read with mmap (validated), written atomically;
- *   - the byte-level tokenizer of the quick-start models (vocab 256,
- *     token = byte value);
+ *   - the tokenizers: the byte-level one of the quick-start models (vocab
+ *     256, token = byte value) and GPT-2's BPE (llm.c's gpt2_tokenizer.bin
+ *     for decoding, encoder.json + vocab.bpe for both ways);
  *   - `yoke data prepare`: text files -> byte-level train / val shards;
  *   - the batch loader: contiguous B*T+1-token windows over sorted shards,
  *     each data-parallel rank reading its own window per micro-batch by the
@@ -69,6 +70,60 @@ void yk_data_bytes_encode(const void *text, size_t n, uint16_t *out);
 /* out[i] = tokens[i] as a byte; YK_EINVAL (naming index and value) if a
  * token is >= 256. out holds n bytes (not NUL-terminated). */
 int yk_data_bytes_decode(const uint16_t *tokens, size_t n, char *out, yk_diag *d);
+
+/* ------------------------------------------------------------------------ */
+/* Tokenizers (data/tokenizer.c)                                            */
+/* ------------------------------------------------------------------------ */
+
+/* llm.c's gpt2_tokenizer.bin (docs/formats.md, "GPT-2 tokenizer file"): a
+ * header of 256 uint32 (magic, version 1 or 2, vocabulary size, EOT token in
+ * version 2), then per token one uint8 length (1..255) and its bytes. */
+#define YK_TOKENIZER_MAGIC 20240328
+#define YK_TOKENIZER_HEADER_BYTES 1024
+
+/* A tokenizer: byte-level (token = byte value, vocabulary 256; token 0,
+ * byte NUL, separates documents) or GPT-2's byte-level BPE, either decode-only (from
+ * gpt2_tokenizer.bin) or encode + decode (from encoder.json + vocab.bpe).
+ * Read-only after loading, so one may be shared by threads. The caller owns
+ * it: free with yk_data_tokenizer_destroy (NULL is fine). */
+typedef struct yk_tokenizer yk_tokenizer;
+
+int yk_data_tokenizer_byte(yk_tokenizer **out, yk_diag *d);
+/* gpt2_tokenizer.bin: decoding only. A missing file is YK_ENOTFOUND / YK_EIO,
+ * a bad one (short, wrong magic or version, a token of length 0, truncated,
+ * bytes after the last token) YK_EFORMAT naming the path and the field. The
+ * EOT token is the header's (version 2) or 50256 (version 1). */
+int yk_data_tokenizer_load_bin(const char *path, yk_tokenizer **out, yk_diag *d);
+/* GPT-2's encoder.json (token string -> id, in GPT-2's bytes_to_unicode
+ * alphabet) and vocab.bpe (an optional "#version" line, then one merge
+ * "first second" per line, rank = order): encoding and decoding. The
+ * vocabulary is the largest id + 1; the EOT token is "<|endoftext|>"'s id
+ * (-1 if absent). Errors as above, naming the file, line or key. */
+int yk_data_tokenizer_load_gpt2(const char *encoder_json, const char *vocab_bpe, yk_tokenizer **out, yk_diag *d);
+void yk_data_tokenizer_destroy(yk_tokenizer *t);
+
+int yk_data_tokenizer_vocab_size(const yk_tokenizer *t);
+/* The end-of-text token, which separates documents in shards: 0 for the
+ * byte-level tokenizer, GPT-2's <|endoftext|>; -1 when the files give none. */
+int yk_data_tokenizer_eot(const yk_tokenizer *t);
+/* 1 if yk_data_tokenizer_encode works (not for a decode-only .bin). */
+int yk_data_tokenizer_can_encode(const yk_tokenizer *t);
+/* "byte", "gpt2 (tokenizer.bin)" or "gpt2 (encoder.json)", for messages. */
+const char *yk_data_tokenizer_name(const yk_tokenizer *t);
+/* text[0..n) -> *out (malloc'd, the caller frees it), *nout tokens. GPT-2:
+ * GPT-2's pre-tokenizer (contractions, letters, digits, other symbols,
+ * whitespace; its character classes are exact for ASCII and Latin text),
+ * then BPE merges by rank; special tokens in the text are not recognised
+ * (<|endoftext|> is encoded as its characters). YK_EUSAGE for a
+ * decode-only tokenizer, YK_EFORMAT when merges make a symbol that
+ * encoder.json lacks. */
+int yk_data_tokenizer_encode(const yk_tokenizer *t, const char *text, size_t n, int32_t **out, size_t *nout,
+                             yk_diag *d);
+/* The bytes of one token: *bytes (owned by t, valid until destroy), *len.
+ * YK_EINVAL naming the token for one outside the vocabulary or without an
+ * entry. A token's bytes may be part of a UTF-8 character: decode a
+ * sequence by concatenating. */
+int yk_data_tokenizer_decode(const yk_tokenizer *t, int32_t tok, const char **bytes, size_t *len, yk_diag *d);
 
 /* ------------------------------------------------------------------------ */
 /* Batch loader                                                             */
@@ -173,6 +228,7 @@ typedef struct yk_data_prepare_opts {
                              micro_batch x seq_len + 1 at the config's defaults; 1: refuse only no text) */
   char *const *inputs;    /* ninputs text files or globs (expanded here, sorted by path) */
   int ninputs;
+  const yk_tokenizer *tokenizer; /* borrowed; NULL (default): byte-level. GPT-2 needs one that can encode */
 } yk_data_prepare_opts;
 
 /* The defaults above, no inputs. */
@@ -186,8 +242,9 @@ typedef struct yk_data_prepare_result {
   int train_shards, val_shards;
 } yk_data_prepare_result;
 
-/* Text files -> byte-level train / val shards (vocabulary 256; each
- * document starts with token 0). Deterministic: inputs are sorted and read
+/* Text files -> train / val shards: byte-level (vocabulary 256; each
+ * document starts with token 0) or with o->tokenizer (each document starts
+ * with its end-of-text token, as llm.c's GPT-2 shards). Deterministic: inputs are sorted and read
  * once each; empty files add nothing. YK_EINVAL (an option out of range, a
  * glob matching nothing, a directory given as a file: the caller's command
  * line is wrong), YK_EFORMAT (a file with a NUL byte, no text at all, fewer

@@ -339,6 +339,73 @@ typedef int (*yk_model_params_source)(void *ctx, size_t offset, size_t count, fl
 int yk_model_weights_write_from(const char *path, const yk_model_config *cfg, yk_model_params_source src, void *ctx,
                                 yk_diag *d);
 
+/* ---- Generation (model/generate.c) -------------------------------------
+ * A KV cache runs the forward one position at a time for text generation:
+ * each layer keeps the keys and values of the positions seen, so a new
+ * token costs one position (its matrix products on one row, attention over
+ * the cached rows) instead of a forward over the whole window. Its logits
+ * equal yk_model_forward's (targets NULL, then yk_model_logits) at the same
+ * position within rounding. Context: at most max_seq_len positions; see
+ * yk_model_generate for what happens past it. fp32 only (the parameter
+ * arena as it is). */
+typedef struct yk_model_kv yk_model_kv;
+
+/* A cache for m (borrowed: it must outlive the cache; its parameters are
+ * read at every step, so they may change between steps): 2 * L * maxT * C
+ * floats plus one position's activations, allocated on m's device. Empty
+ * at creation. A tensor-parallel rank's model is YK_EUNSUPPORTED (a whole
+ * model only). *out is the caller's: free with yk_model_kv_destroy. */
+int yk_model_kv_create(yk_model *m, yk_model_kv **out, yk_diag *d);
+void yk_model_kv_destroy(yk_model_kv *kv);
+/* Forget every position (the next step is position 0). */
+void yk_model_kv_reset(yk_model_kv *kv);
+/* Positions held. */
+int yk_model_kv_len(const yk_model_kv *kv);
+/* Run token at the next position (yk_model_kv_len) and keep its keys and
+ * values. YK_EINVAL naming the value for a token outside [0, V) or a full
+ * cache (max_seq_len positions). */
+int yk_model_kv_step(yk_model_kv *kv, int32_t token, yk_diag *d);
+/* Logits (Vp) f32 of the last step (columns >= V are meaningless); owned by
+ * kv, overwritten by the next step. */
+const float *yk_model_kv_logits(const yk_model_kv *kv);
+
+typedef struct yk_model_sample_opts {
+  float temperature; /* >= 0; 0: greedy (the first largest logit) */
+  int top_k;         /* 0: every token; k: only the k largest logits (ties at the k-th are kept) */
+  uint64_t seed;     /* the draws come from yk_rng seeded with it: same seed, same text */
+} yk_model_sample_opts;
+
+/* One token from logits (V) f32: argmax at temperature 0 (or top_k 1), else
+ * a draw from softmax(logits / temperature) restricted to the top k, using
+ * one yk_rng_uniform of rng. YK_EINVAL for a negative temperature or top_k,
+ * YK_ENONFINITE when the largest logit is not finite. */
+int yk_model_sample_pick(const float *logits, int V, const yk_model_sample_opts *o, yk_rng *rng, int32_t *out,
+                         yk_diag *d);
+
+/* Called with each generated token, in order. A negative return (a YK_E*
+ * code with d filled) stops the generation, which returns it; a positive
+ * one stops it as a success (e.g. at an end-of-text token); 0 goes on. */
+typedef int (*yk_model_token_fn)(void *ctx, int32_t token, yk_diag *d);
+
+typedef struct yk_model_generate_stats {
+  int generated;      /* tokens passed to emit */
+  int slides;         /* times the full window was rebuilt from its last half */
+  int prompt_dropped; /* leading prompt tokens beyond max_seq_len that the model never saw */
+} yk_model_generate_stats;
+
+/* Generate ntokens (>= 1) tokens after prompt[0..nprompt) (nprompt >= 1,
+ * every token in [0, V): else YK_EINVAL naming the position and value),
+ * sampling each with o, and pass each to emit. Resets kv first.
+ * The context window slides: a prompt longer than max_seq_len (maxT) keeps
+ * its last maxT tokens; when the cache is full and one more token must be
+ * added, the cache is rebuilt from the last maxT/2 tokens (one position
+ * each, at positions 0..maxT/2-1) and generation goes on, so every token
+ * after the first maxT is predicted from between maxT/2 and maxT tokens of
+ * context and the rebuilds cost maxT/2 positions per maxT/2 tokens.
+ * Deterministic for a seed (and device). st (may be NULL) gets the counts. */
+int yk_model_generate(yk_model_kv *kv, const int32_t *prompt, int nprompt, int ntokens, const yk_model_sample_opts *o,
+                      yk_model_token_fn emit, void *ctx, yk_model_generate_stats *st, yk_diag *d);
+
 #ifdef __cplusplus
 }
 #endif

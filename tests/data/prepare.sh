@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `yoke data prepare` end to end on a few small text files: token counts,
 # exact shard contents (byte-level, separators, per-document val split),
-# sorted and deduplicated inputs, determinism, multi-shard output, and the
-# errors for bad usage and bad input.
+# sorted and deduplicated inputs, determinism, multi-shard output, GPT-2 BPE
+# shards from a small encoder.json + vocab.bpe, and the errors for bad usage
+# and bad input.
 set -u
 . "$(dirname "$0")/../lib.sh"
 
@@ -91,6 +92,35 @@ expect_stderr "cut.bin: file size" "$YOKE" data info "$tmp/cut.bin"
 expect_fail 2 "info: no args" "$YOKE" data info
 expect_fail 2 "info: bad flag" "$YOKE" data info --bogus
 expect_ok "info --help" "$YOKE" data info --help
+
+# GPT-2 BPE: a vocabulary of the 256 byte symbols (ids 0..255 in byte
+# order), merges "Ġ t" -> 256, "h e" -> 257, "Ġt he" -> 258, and
+# <|endoftext|> 259; documents start with 259 and merges apply
+python3 - "$tmp" <<'PY'
+import json, sys
+bs = list(range(ord('!'), ord('~') + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+cs = bs[:]
+n = 0
+for b in range(256):
+    if b not in bs:
+        bs.append(b); cs.append(256 + n); n += 1
+enc = {chr(c): b for b, c in zip(bs, cs)}
+enc.update({'\u0120t': 256, 'he': 257, '\u0120the': 258, '<|endoftext|>': 259})
+json.dump(enc, open(sys.argv[1] + '/encoder.json', 'w'))
+open(sys.argv[1] + '/vocab.bpe', 'w', encoding='utf-8').write('#version: 0.2\n\u0120 t\nh e\n\u0120t he\n')
+PY
+printf 'the cat sat on the mat' > "$tmp/bpe.txt"
+gpt2=(--tokenizer gpt2 --encoder "$tmp/encoder.json" --bpe "$tmp/vocab.bpe")
+out=$("$YOKE" data prepare --out "$tmp/g" --val-fraction 0 --min-tokens 1 "${gpt2[@]}" "$tmp/bpe.txt" 2>&1)
+case "$out" in *"vocabulary: 260 (GPT-2 BPE)"*) pass "gpt2 prepare: $(echo "$out" | grep train:)" ;; *) fail "gpt2 prepare: $out" ;; esac
+got=$(python3 -c "import struct,sys; d=open(sys.argv[1],'rb').read()[1024:]; print(*struct.unpack('<%dH' % (len(d)//2), d))" "$tmp/g/train_000.bin")
+# 259 | t he | Ġ c a t | Ġ s a t | Ġ o n | Ġthe | Ġ m a t
+want="259 116 257 32 99 97 116 32 115 97 116 32 111 110 258 32 109 97 116"
+[ "$got" = "$want" ] && pass "gpt2 shard tokens: $got" || fail "gpt2 shard tokens: '$got', want '$want'"
+expect_fail 2 "gpt2 without --bpe" "$YOKE" data prepare --out "$tmp/g" --tokenizer gpt2 --encoder "$tmp/encoder.json" "$tmp/bpe.txt"
+expect_stderr "goes with both --encoder encoder.json and --bpe vocab.bpe" "$YOKE" data prepare --out "$tmp/g" --tokenizer gpt2 "$tmp/bpe.txt"
+expect_fail 1 "gpt2 with a missing vocab.bpe" "$YOKE" data prepare --out "$tmp/g" --tokenizer gpt2 --encoder "$tmp/encoder.json" --bpe "$tmp/nope.bpe" "$tmp/bpe.txt"
+expect_stderr "nope.bpe" "$YOKE" data prepare --out "$tmp/g" --tokenizer gpt2 --encoder "$tmp/encoder.json" --bpe "$tmp/nope.bpe" "$tmp/bpe.txt"
 
 # the quick-start corpus every Debian machine has
 out=$("$YOKE" data prepare --out "$tmp/lic" '/usr/share/common-licenses/*')

@@ -31,7 +31,7 @@ struct yk_ckpt_writer {
   int nbuf;
   ck_blob_ref *blobs;
   int nblobs;
-  char *model_json, *config_yaml;
+  char *model_json, *layout_json, *config_yaml;
   yk_ckpt_write_stats st, cur;
 };
 
@@ -98,7 +98,7 @@ static void *thread_main(void *arg) {
       }
       ck_plan p = {.step = w->step, .rank = w->o.rank, .world = w->o.world, .parts = w->parts, .nparts = w->nparts,
                    .blobs = w->blobs, .nblobs = w->nblobs, .model_json = w->model_json,
-                   .config_yaml = w->config_yaml};
+                   .layout_json = w->layout_json, .config_yaml = w->config_yaml};
       yk_ckpt_write_stats st = {0};
       rc = ck_write_plan(w->dir, &p, w->o.level, w->o.threads, w->o.buffered_io, &st, &d);
       pthread_mutex_lock(&w->mu);
@@ -167,8 +167,9 @@ static void free_snapshot_meta(yk_ckpt_writer *w) {
   w->blobs = NULL;
   w->nblobs = 0;
   free(w->model_json);
+  free(w->layout_json);
   free(w->config_yaml);
-  w->model_json = w->config_yaml = NULL;
+  w->model_json = w->layout_json = w->config_yaml = NULL;
 }
 
 /* Wait on the condition with an optional absolute monotonic deadline. */
@@ -205,7 +206,7 @@ static int ensure_buffers(yk_ckpt_writer *w, const yk_ckpt_state *s, yk_diag *d)
   for (int i = 0; i < s->narenas; i++) {
     const ck_arena *a = &s->arenas[i];
     uint64_t lo, len;
-    yk_partition_even_range(a->numel, w->o.world, w->o.rank, &lo, &len);
+    ck_arena_save_range(a, w->o.rank, w->o.world, &lo, &len);
     size_t need = len * yk_dtype_size(a->dtype);
     if (need > w->cap[i] || !w->buf[i]) {
       yk_free(w->buf[i]);
@@ -257,7 +258,7 @@ int yk_ckpt_writer_save(yk_ckpt_writer *w, const yk_ckpt_state *s, int64_t step,
     w->nparts = i + 1;
     ck_part *p = &w->parts[i];
     p->arena = m;
-    yk_partition_even_range(m->numel, w->o.world, w->o.rank, &p->lo, &p->len);
+    ck_arena_save_range(m, w->o.rank, w->o.world, &p->lo, &p->len);
     p->slice = w->buf[i];
     if ((rc = ck_arena_range(m, p->lo, p->len, &p->src, d))) return rc;
   }
@@ -277,6 +278,7 @@ int yk_ckpt_writer_save(yk_ckpt_writer *w, const yk_ckpt_state *s, int64_t step,
   w->nblobs = nb;
   if (w->o.rank == 0) {
     w->model_json = s->model_json ? strdup(s->model_json) : NULL;
+    w->layout_json = s->layout_json ? strdup(s->layout_json) : NULL;
     w->config_yaml = s->config_yaml ? strdup(s->config_yaml) : NULL;
   }
   int defer = (flags & YK_CKPT_DEFER_COPY) != 0;

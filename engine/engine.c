@@ -223,7 +223,7 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
                      .dtype16 = e->mp.dt16,
                      .tensors = e->tensors, .ntensors = e->ntensors, .mcfg = &e->mcfg, .loader = e->train_ld,
                      .scaler = e->mp.prec == YK_PREC_FP16 ? &e->mp.ls : NULL, .threads = e->dev->nthreads};
-  if ((rc = eng_ckpt_open(&e->ck, &e->cfg, e->log, e->comms.dp, e->rank, e->world, &v, d)) != 0) return rc;
+  if ((rc = eng_ckpt_open(&e->ck, &e->cfg, e->log, &e->comms, &e->layout, &v, d)) != 0) return rc;
   if ((rc = eng_ckpt_resume(&e->ck, &e->start_step, d)) != 0) return rc;
   return eng_trace_open(e, d);
 }

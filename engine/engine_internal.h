@@ -163,7 +163,8 @@ typedef struct eng_ckpt_view {
                                   * under ZeRO-3, where params16 too is the slice [soff, soff + slen) */
   float *master;                 /* fp32 master weights [soff, soff + slen) (in fp32 runs: model_params + soff) */
   float *m, *v;                  /* AdamW moments [soff, soff + slen) */
-  size_t nparams, soff, slen;    /* this rank's slice: its ZeRO-1 shard, or everything */
+  size_t nparams, soff, slen;    /* this rank's slice: its ZeRO shard (the even range of its data-parallel
+                                  * group), or everything; under tensor parallelism of its TP rank's arena */
   void *params16;                /* 16-bit weights (fp16/bf16 runs), nparams, or NULL */
   yk_dtype dtype16;
   const yk_tensor_desc *tensors;
@@ -177,8 +178,10 @@ typedef struct eng_ckpt_view {
 typedef struct eng_ckpt {
   const yk_config *cfg;
   const yk_logger *log;
-  yk_comm *comm;                 /* the ranks that agree on saves and stops (NULL: one rank) */
-  int rank, world;
+  yk_comm *agree[3];             /* the layout's groups (dp, tp, pp; NULL: none): a MAX over each in turn
+                                  * is a MAX over every rank, so all of them agree on saves and stops */
+  yk_layout layout;              /* arenas are named after its tp rank and saved by its dp group */
+  int rank, world;               /* in the whole job: the checkpoint's writer rank and shard count */
   eng_ckpt_view view;
   int enabled;                   /* ckpt.dir is set */
   yk_ckpt_opts opts;
@@ -196,8 +199,8 @@ typedef struct eng_ckpt {
   yk_trace_track *tk;            /* train.trace: the engine's track (NULL: off) */
 } eng_ckpt;
 
-int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, yk_comm *comm, int rank, int world,
-                  const eng_ckpt_view *view, yk_diag *d);
+int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, const yk_engine_comms *comms,
+                  const yk_layout *layout, const eng_ckpt_view *view, yk_diag *d);
 int eng_ckpt_resume(eng_ckpt *ck, int64_t *start_step, yk_diag *d);
 void eng_ckpt_request_stop(eng_ckpt *ck, int code);
 /* Right before the update modifies the saved arenas: a deferred snapshot

@@ -295,9 +295,10 @@ static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *
   yk_layout saved;
   yk_ckpt_reader_layout(r, &saved, NULL);
   if (saved.tp != ck->layout.tp || saved.pp != ck->layout.pp) {
-    rc = yk_errorf(d, YK_EMISMATCH, "%s: saved at parallel.tensor=%d, parallel.pipeline=%d; resume with "
-                   "parallel.tensor=%d, parallel.pipeline=%d (resharding between model-parallel degrees is not built "
-                   "yet)", path, saved.tp, saved.pp, saved.tp, saved.pp);
+    const char *key = saved.tp != ck->layout.tp ? "tensor" : "pipeline";
+    int was = saved.tp != ck->layout.tp ? saved.tp : saved.pp;
+    rc = yk_errorf(d, YK_EMISMATCH, "%s: saved at parallel.%s=%d; resume with parallel.%s=%d (resharding between "
+                   "%s-parallel degrees is not built yet)", path, key, was, key, was, key);
     goto out;
   }
   char pn[48], p16[48], mn[48], vn[48];
@@ -430,7 +431,8 @@ static int resume_local(eng_ckpt *ck, int64_t *start, yk_diag *d) {
     for (int i = 0; i < n; i++) older += !strstr(e[i].path + strlen(root), ".partial");
     rc = yk_errorf(d, first_rc, "%s%s", yk_diag_msg(&first, first_rc),
                    ck->cfg->ckpt.fallback ? " (and no older checkpoint could be loaded)"
-                   : older > 1 ? "; set ckpt.fallback=true to resume from the previous checkpoint instead" : "");
+                   : older > 1 && first_rc != YK_EMISMATCH
+                       ? "; set ckpt.fallback=true to resume from the previous checkpoint instead" : "");
   }
   free(e);
   return rc;

@@ -371,7 +371,9 @@ uint64_t yk_engine_params_checksum(yk_engine *e) {
   if (e->zstage == 3) {
     uint64_t h = 1469598103934665603ull;
     yk_diag d = {0};
-    return eng_zero_gather_all(&e->zero, NULL, &h, &d) ? 0 : h;
+    int rc = eng_zero_gather_all(&e->zero, NULL, &h, &d);
+    if (rc) YK_WARN(e->log, "params checksum: gathering the weights failed (%s); reporting 0", yk_diag_msg(&d, rc));
+    return rc ? 0 : h;
   }
   const unsigned char *b = (const unsigned char *)yk_model_params(e->model);
   uint64_t h = 1469598103934665603ull;

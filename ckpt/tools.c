@@ -39,10 +39,13 @@ int yk_ckpt_convert_reshard(yk_ckpt_reader *r, const yk_ckpt_opts *o, yk_diag *d
       yk_log(o->log, YK_LOG_WARN, "ckpt convert: dropping per-rank blob '%s' of rank %d (new world %d)", name, rank,
              o->world);
   }
-  /* the layout it was trained at stays: the arenas are still cut that way */
+  /* The layout it was trained at stays (the arenas are still cut that way),
+   * except that a data-parallel-only checkpoint resharded to M shards is
+   * exactly what M data-parallel ranks would have saved, so it says so. */
   yk_layout lay;
   int seq;
   yk_ckpt_reader_layout(r, &lay, &seq);
+  if (lay.tp == 1 && lay.pp == 1) lay.world = lay.dp = o->world;
   json_t *lj = ck_layout_json(&lay, seq);
   char *layout_json = lj ? json_dumps(lj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
   json_decref(lj);

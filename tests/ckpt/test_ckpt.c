@@ -799,6 +799,26 @@ END_TEST
  * even range) and saves it; another world size reads the whole arena back;
  * a rank restores only its part; a part that misses the rank's range is an
  * error naming both ranges. 11 elements over 3 ranks: 4 + 4 + 3. */
+/* Rewrite the manifest of checkpoint dir with "version": v (and its
+ * checksum again), as another yoke version would have written it. */
+static void set_manifest_version(const char *dir, int v) {
+  char path[4200], *txt;
+  size_t len;
+  yk_diag d = {0};
+  snprintf(path, sizeof path, "%s/manifest.json", dir);
+  ck_assert_int_eq(yk_file_read(path, &txt, &len, &d), 0);
+  char *ver = strstr(txt, "\"version\": ");
+  ck_assert_ptr_nonnull(ver);
+  ver[11] = (char)('0' + v);
+  char *key = strstr(txt, "\"manifest_xxh3\"");
+  ck_assert_ptr_nonnull(key);
+  char h[17];
+  ck_hex(h, XXH3_64bits(txt, (size_t)(key - txt)));
+  memcpy(key + strlen("\"manifest_xxh3\": \""), h, 16);
+  ck_assert_int_eq(yk_file_write_atomic(path, txt, len, &d), 0);
+  free(txt);
+}
+
 START_TEST(test_arena_parts) {
   char *root = mkroot();
   yk_diag d = {0};
@@ -846,6 +866,18 @@ START_TEST(test_arena_parts) {
   ck_assert_int_eq(yk_ckpt_state_add_arena_part(s, "v", YK_DT_F32, mine, 11, 8, 5, t, 2, &d), YK_EINVAL);
   yk_ckpt_state_free(s);
   yk_ckpt_reader_close(r);
+  /* version 1 (no layout, no splits, every shard saves every arena) reads
+   * as before; a newer version is refused naming both */
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s/step-00000005", root);
+  set_manifest_version(dir, 1);
+  ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_read(r, "m", 0, 11, back, &d), 0);
+  ck_assert(!memcmp(back, full, sizeof full));
+  yk_ckpt_reader_close(r);
+  set_manifest_version(dir, 3);
+  ck_assert_int_eq(yk_ckpt_reader_open(dir, NULL, &r, &d), YK_EFORMAT);
+  ck_assert_msg(strstr(d.msg, "version 3") && strstr(d.msg, "versions 1 to 2"), "%s", d.msg);
   rmroot(root);
 }
 END_TEST

@@ -669,6 +669,148 @@ START_TEST(test_schedule_checks) {
 }
 END_TEST
 
+
+/* Every pipeline schedule for P <= 8, micro-batches <= 32, V <= 4 passes the
+ * whole-pipeline checker (no deadlock with YK_PIPE_MAX_SENDS sends in flight,
+ * forward before backward, the memory bound), and 1F1B keeps at most P
+ * micro-batches alive on the first stage. */
+static void pipe_plan_one_layer_chunks(yk_pipe_plan *p, yk_pipe_kind k, int P, int V, int m) {
+  memset(p, 0, sizeof *p);
+  p->kind = k;
+  p->stages = P;
+  p->vstages = V;
+  p->micro_batches = m;
+  p->layers = P * V;
+  for (int c = 0; c <= P * V; c++) p->bounds[c] = c;
+}
+
+START_TEST(test_pipeline_schedules_all_valid) {
+  yk_schedule *all = malloc(8 * sizeof *all);
+  yk_diag d = {0};
+  yk_pipe_plan p;
+  int checked = 0;
+  for (int P = 1; P <= 8; P++)
+    for (int V = 1; V <= 4; V++)
+      for (int m = 1; m <= 32; m++)
+        for (int k = YK_PIPE_GPIPE; k <= YK_PIPE_INTERLEAVED; k++) {
+          if ((k == YK_PIPE_1F1B && V > 1) || (k == YK_PIPE_INTERLEAVED && V < 2) || (V > 1 && m % P)) continue;
+          pipe_plan_one_layer_chunks(&p, (yk_pipe_kind)k, P, V, m);
+          for (int s = 0; s < P; s++)
+            ck_assert_msg(yk_engine_schedule_pipeline(&p, s, &all[s], &d) == 0, "%s P%d V%d m%d: %s",
+                          yk_engine_pipe_kind_name(p.kind), P, V, m, d.msg);
+          ck_assert_msg(yk_engine_schedule_check_pipeline(&p, all, YK_PIPE_MAX_SENDS, &d) == 0, "%s P%d V%d m%d: %s",
+                        yk_engine_pipe_kind_name(p.kind), P, V, m, d.msg);
+          if (k == YK_PIPE_1F1B) ck_assert_int_le(yk_engine_schedule_max_alive(&all[0]), P);
+          if (k == YK_PIPE_GPIPE && V == 1) ck_assert_int_eq(yk_engine_schedule_max_alive(&all[0]), m);
+          checked++;
+        }
+  ck_assert_int_gt(checked, 1000);
+  free(all);
+}
+END_TEST
+
+/* Broken schedules are refused, naming the op. */
+START_TEST(test_pipeline_schedules_mutated) {
+  yk_schedule *all = malloc(4 * sizeof *all);
+  yk_diag d = {0};
+  yk_pipe_plan p;
+  char buf[512];
+  pipe_plan_one_layer_chunks(&p, YK_PIPE_1F1B, 2, 1, 4);
+  for (int s = 0; s < 2; s++) ck_assert_int_eq(yk_engine_schedule_pipeline(&p, s, &all[s], &d), 0);
+  yk_engine_schedule_describe(&all[0], buf, sizeof buf);
+  ck_assert_str_eq(buf, "F0 sa0 F1 sa1 rg0 B0 F2 sa2 rg1 B1 F3 sa3 rg2 B2 rg3 B3+ R U");
+  yk_engine_schedule_describe(&all[1], buf, sizeof buf);
+  ck_assert_str_eq(buf, "ra0 F0 B0 sg0 ra1 F1 B1 sg1 ra2 F2 B2 sg2 ra3 F3 B3+ sg3 R U");
+  /* a receive turned into a send (swapped direction) */
+  all[1].ops[0].kind = YK_SCHED_SEND_ACT;
+  ck_assert_int_eq(yk_engine_schedule_check_pipeline(&p, all, YK_PIPE_MAX_SENDS, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "stage 1 op 0 (SEND_ACT micro 0"), "%s", d.msg);
+  /* a dropped send: the receiver waits forever */
+  ck_assert_int_eq(yk_engine_schedule_pipeline(&p, 1, &all[1], &d), 0);
+  memmove(&all[0].ops[1], &all[0].ops[2], sizeof(yk_sched_op) * (size_t)(all[0].n - 2));
+  all[0].n--;
+  ck_assert_int_eq(yk_engine_schedule_check_pipeline(&p, all, YK_PIPE_MAX_SENDS, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "stage 0: micro-batch 0 of chunk 0 has no send of its output"), "%s", d.msg);
+  /* two sends of one channel swapped: the receiver gets micro-batch 1 first */
+  ck_assert_int_eq(yk_engine_schedule_pipeline(&p, 0, &all[0], &d), 0);
+  yk_sched_op t = all[0].ops[1];
+  all[0].ops[1] = all[0].ops[3];
+  all[0].ops[3] = t;
+  ck_assert_int_eq(yk_engine_schedule_check_pipeline(&p, all, YK_PIPE_MAX_SENDS, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "before its forward") && strstr(d.msg, "stage 0 op 1"), "%s", d.msg);
+  /* the same, with both forwards first: a well-formed list whose messages cross */
+  ck_assert_int_eq(yk_engine_schedule_pipeline(&p, 0, &all[0], &d), 0);
+  t = all[0].ops[1]; /* F0 sa0 F1 sa1 -> F0 F1 sa1 sa0 */
+  all[0].ops[1] = all[0].ops[2];
+  all[0].ops[2] = all[0].ops[3];
+  all[0].ops[3] = t;
+  all[0].ops[2].micro = 1;
+  ck_assert_int_eq(yk_engine_schedule_check_pipeline(&p, all, YK_PIPE_MAX_SENDS, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "stage 1 op 0 (RECV_ACT micro 0") && strstr(d.msg, "same order"), "%s", d.msg);
+  /* a receive moved after the backward that needs it: deadlock-free but wrong */
+  ck_assert_int_eq(yk_engine_schedule_pipeline(&p, 0, &all[0], &d), 0);
+  t = all[0].ops[4]; /* rg0 B0 -> B0 rg0 */
+  all[0].ops[4] = all[0].ops[5];
+  all[0].ops[5] = t;
+  ck_assert_int_eq(yk_engine_schedule_check_pipeline(&p, all, YK_PIPE_MAX_SENDS, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "stage 0 op 4 (BACKWARD micro 0") && strstr(d.msg, "gradient arrived"), "%s", d.msg);
+  /* both stages receive before they send: a real deadlock */
+  pipe_plan_one_layer_chunks(&p, YK_PIPE_1F1B, 2, 1, 1);
+  for (int s = 0; s < 2; s++) ck_assert_int_eq(yk_engine_schedule_pipeline(&p, s, &all[s], &d), 0);
+  /* stage 1: ra0 F0 B0 sg0 R U; stage 0: F0 sa0 rg0 B0 R U -> rg0 before sa0 */
+  t = all[0].ops[1];
+  all[0].ops[1] = all[0].ops[2];
+  all[0].ops[2] = t;
+  ck_assert_int_eq(yk_engine_schedule_check_pipeline(&p, all, YK_PIPE_MAX_SENDS, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "deadlock") && strstr(d.msg, "stage 0 op 1 (RECV_GRAD micro 0"), "%s", d.msg);
+  free(all);
+}
+END_TEST
+
+/* Stage assignment: by cost (the head's cost moves layers off the last stage),
+ * or stage_layers, checked. */
+START_TEST(test_pipeline_plan) {
+  yk_config c;
+  yk_diag d = {0};
+  yk_config_defaults(&c);
+  yk_model_config mc;
+  ck_assert_int_eq(yk_model_preset("d12", &mc, &d), 0);
+  ck_assert_int_eq(yk_model_config_finish(&mc, &d), 0);
+  int b[9];
+  ck_assert_int_eq(yk_engine_pipe_balance(&mc, 1024, 2, b, &d), 0);
+  ck_assert_int_eq(b[0], 0);
+  ck_assert_int_eq(b[2], 12);
+  ck_assert_int_gt(b[1], 6); /* the LM head (C x 50257) costs about 4 blocks */
+  mc.layers = 7;
+  ck_assert_int_eq(yk_engine_pipe_balance(&mc, 64, 3, b, &d), 0);
+  for (int i = 0; i < 3; i++) ck_assert_int_ge(b[i + 1] - b[i], 1);
+  ck_assert_int_eq(yk_engine_pipe_balance(&mc, 64, 8, b, &d), YK_ECONFIG);
+  yk_pipe_plan p;
+  c.parallel.pipeline = 2;
+  c.train.grad_accum = 4;
+  ck_assert_int_eq(yk_engine_pipe_plan(&c, &mc, &p, &d), 0);
+  ck_assert_int_eq(p.kind, YK_PIPE_1F1B);
+  snprintf(c.parallel.stage_layers, sizeof c.parallel.stage_layers, "5,2");
+  ck_assert_int_eq(yk_engine_pipe_plan(&c, &mc, &p, &d), 0);
+  ck_assert_int_eq(p.bounds[1], 5);
+  snprintf(c.parallel.stage_layers, sizeof c.parallel.stage_layers, "5,3");
+  ck_assert_int_eq(yk_engine_pipe_plan(&c, &mc, &p, &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "sums to 8 layers, the model has 7"), "%s", d.msg);
+  snprintf(c.parallel.stage_layers, sizeof c.parallel.stage_layers, "7,0");
+  ck_assert_int_eq(yk_engine_pipe_plan(&c, &mc, &p, &d), YK_ECONFIG);
+  c.parallel.stage_layers[0] = '\0';
+  c.parallel.virtual_stages = 2;
+  c.train.grad_accum = 3;
+  ck_assert_int_eq(yk_engine_pipe_plan(&c, &mc, &p, &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "train.grad_accum=3"), "%s", d.msg);
+  c.train.grad_accum = 4;
+  ck_assert_int_eq(yk_engine_pipe_plan(&c, &mc, &p, &d), 0);
+  ck_assert_int_eq(p.kind, YK_PIPE_INTERLEAVED);
+  snprintf(c.parallel.schedule, sizeof c.parallel.schedule, "1f1b");
+  ck_assert_int_eq(yk_engine_pipe_plan(&c, &mc, &p, &d), YK_ECONFIG);
+}
+END_TEST
+
 /* The one stats struct gives the log line and the JSON line. */
 START_TEST(test_stats_lines) {
   yk_step_stats s = {.step = 3, .loss = 2.5, .lr = 1e-3, .grad_norm = 0.5, .step_ms = 10, .comm_wait_ms = 1,
@@ -702,6 +844,12 @@ int main(void) {
   /* ZeRO-2/3 (CK_RUN_CASE=zero runs only these) */
   TCase *tz = tcase_create("zero");
   tcase_set_timeout(tz, 240);
+  /* pipeline parallelism (CK_RUN_CASE=pipeline runs only these) */
+  TCase *tpp = tcase_create("pipeline");
+  tcase_set_timeout(tpp, 240);
+  tcase_add_test(tpp, test_pipeline_schedules_all_valid);
+  tcase_add_test(tpp, test_pipeline_schedules_mutated);
+  tcase_add_test(tpp, test_pipeline_plan);
   tcase_add_test(tz, test_zero_stages_bitwise);
   tcase_add_test(tz, test_zero23_equal_one_rank);
   tcase_add_test(tz, test_zero_memory_formulas);
@@ -728,6 +876,7 @@ int main(void) {
   tcase_add_test(tc, test_fp16_mean_overflows_like_one_rank);
   suite_add_tcase(s, tc);
   suite_add_tcase(s, tz);
+  suite_add_tcase(s, tpp);
   SRunner *sr = srunner_create(s);
   /* one process: the fixtures (temp dir) are shared by the tests */
   srunner_set_fork_status(sr, CK_NOFORK);

@@ -140,7 +140,9 @@ static void *run_rank(void *arg) {
   yk_device *dev = NULL;
   yk_engine *e = NULL;
   const int steps = (int)r->cfg->train.steps;
-  int rc = yk_partition_layout(r->world, (int)r->cfg->parallel.tensor, 1, r->rank, &r->lay, &r->d);
+  int rc = yk_partition_layout(r->world, (int)r->cfg->parallel.tensor, (int)r->cfg->parallel.pipeline, r->rank,
+                               &r->lay, &r->d);
+  yk_comm *ppc = NULL;
   const yk_layout lay = r->lay;
   if (!rc && r->world > 1) {
     yk_comm_opts co;
@@ -154,11 +156,13 @@ static void *run_rank(void *arg) {
     yk_partition_layout_group(&lay, YK_GROUP_TP, &colour, &key);
     if (!rc && lay.tp > 1) rc = yk_comm_split(comm, colour, key, &tpc, &r->d);
     yk_partition_layout_group(&lay, YK_GROUP_DP, &colour, &key);
-    if (!rc && lay.tp > 1 && lay.dp > 1) rc = yk_comm_split(comm, colour, key, &dpc, &r->d);
-    if (lay.tp == 1) dpc = comm;
+    if (!rc && (lay.tp > 1 || lay.pp > 1) && lay.dp > 1) rc = yk_comm_split(comm, colour, key, &dpc, &r->d);
+    yk_partition_layout_group(&lay, YK_GROUP_PP, &colour, &key);
+    if (!rc && lay.pp > 1) rc = yk_comm_split(comm, colour, key, &ppc, &r->d);
+    if (lay.tp == 1 && lay.pp == 1) dpc = comm;
   }
   if (!rc) rc = yk_device_cpu_create(1, YK_ISA_AUTO, &dev, &r->d);
-  yk_engine_opts o = {.cfg = r->cfg, .layout = lay, .comms = {.dp = dpc, .tp = tpc}, .dev = dev, .log = &log};
+  yk_engine_opts o = {.cfg = r->cfg, .layout = lay, .comms = {.dp = dpc, .tp = tpc, .pp = ppc}, .dev = dev, .log = &log};
   if (!rc) rc = yk_engine_open(&o, &e, &r->d);
   if (!rc) yk_engine_memory_of(e, &r->mem);
   for (int64_t s = 0; !rc && s < steps; s++) {
@@ -205,6 +209,7 @@ static void *run_rank(void *arg) {
     unlink(path);
   }
   yk_engine_close(e);
+  yk_comm_destroy(ppc);
   yk_comm_destroy(tpc);
   if (dpc != comm) yk_comm_destroy(dpc);
   yk_comm_destroy(comm);
@@ -243,11 +248,29 @@ static void free_job(rank_run *rr, int world) {
 /* A layout of `world` ranks with tensor-parallel degree tp (sequence
  * parallel if sp) against 1 rank with the same global batch: the loss of
  * step s within loss_tol (absolute; relative when rel) ... */
+/* Settings beyond check_layout's arguments: `both` for both runs, `many` for
+ * the run of `world` ranks only (NULL-terminated lists, may be NULL); *out
+ * (may be NULL) gets the many-rank run's per-step losses and checksum. */
+typedef struct layout_extra {
+  const char *const *both, *const *many;
+  int pp;
+  double *losses;
+  uint64_t *checksum;
+} layout_extra;
+
+static void check_layout_ex(int world, int tp, int sp, int steps, double lr, int accum, const char *precision,
+                            int zero, double clip, double loss_tol, int rel, double w_tol, const layout_extra *x);
+
 static void check_layout(int world, int tp, int sp, int steps, double lr, int accum, const char *precision, int zero,
                          double clip, double loss_tol, int rel, double w_tol) {
+  check_layout_ex(world, tp, sp, steps, lr, accum, precision, zero, clip, loss_tol, rel, w_tol, NULL);
+}
+
+static void check_layout_ex(int world, int tp, int sp, int steps, double lr, int accum, const char *precision,
+                            int zero, double clip, double loss_tol, int rel, double w_tol, const layout_extra *x) {
   fixtures();
   yk_config c1, cn;
-  int dp = world / tp;
+  int dp = world / tp / (x && x->pp ? x->pp : 1);
   job_config(&c1, dp * accum, precision, zero, clip);
   job_config(&cn, accum, precision, zero, clip);
   set_key(&c1, "train.steps=%d", steps);
@@ -260,6 +283,12 @@ static void check_layout(int world, int tp, int sp, int steps, double lr, int ac
     set_key(&cn, "train.init_weights=%s/init6.bin", tmpdir);
   }
   set_key(&cn, "parallel.sequence=%s", sp ? "true" : "false");
+  for (int i = 0; x && x->both && x->both[i]; i++) {
+    set_key(&c1, "%s", x->both[i]);
+    set_key(&cn, "%s", x->both[i]);
+  }
+  for (int i = 0; x && x->many && x->many[i]; i++) set_key(&cn, "%s", x->many[i]);
+  if (x && x->pp) set_key(&cn, "parallel.pipeline=%d", x->pp);
   rank_run *one = calloc(1, sizeof *one), *many = calloc(MAX_RANKS, sizeof *many);
   run_job(1, &c1, one);
   run_job(world, &cn, many);
@@ -282,6 +311,8 @@ static void check_layout(int world, int tp, int sp, int steps, double lr, int ac
     ck_assert_msg(fabs(one[0].norm[s] - many[0].norm[s]) <= loss_tol * fabs(one[0].norm[s]) || isnan(one[0].norm[s]),
                   "%s %d ranks x %d: step %d gradient norm %.7g, one rank %.7g", precision, world, accum, s,
                   many[0].norm[s], one[0].norm[s]);
+  for (int st = 0; x && x->losses && st < steps; st++) x->losses[st] = many[0].loss[st];
+  if (x && x->checksum) *x->checksum = many[0].checksum;
   double maxdiff = 0;
   size_t worst = 0;
   for (size_t i = 0; i < one[0].nparams; i++) {
@@ -295,10 +326,11 @@ static void check_layout(int world, int tp, int sp, int steps, double lr, int ac
   /* training moved the weights: the comparison is not of two no-ops */
   ck_assert_msg(one[0].applied >= steps - 1 && many[0].applied == one[0].applied, "%s: %d and %d of %d steps applied",
                 precision, one[0].applied, many[0].applied, steps);
+  /* (init.bin's weights; the extra settings of pipeline runs start from the seed) */
   double moved = 0;
-  for (size_t i = 0; i < one[0].nparams; i++) moved += fabs((double)one[0].params[i] - init_params[i]);
+  for (size_t i = 0; !x && i < one[0].nparams; i++) moved += fabs((double)one[0].params[i] - init_params[i]);
   moved /= (double)one[0].nparams;
-  ck_assert_msg(moved > 1e-3, "%s: the weights moved by %g on average", precision, moved);
+  ck_assert_msg(x || moved > 1e-3, "%s: the weights moved by %g on average", precision, moved);
   free_job(one, 1);
   free_job(many, world);
   free(one);
@@ -811,6 +843,51 @@ START_TEST(test_pipeline_plan) {
 }
 END_TEST
 
+
+/* Pipeline layouts against one rank: a 3- or 4-block model from the seed
+ * (every tensor random), per-step loss within 1e-5 relative over 10 steps. */
+static void check_pipeline(int world, int tp, int pp, int layers, int accum, const char *const *many, double *losses,
+                           uint64_t *checksum) {
+  char lay[32];
+  snprintf(lay, sizeof lay, "model.layers=%d", layers);
+  const char *both[] = {lay, "train.init_weights=", NULL};
+  layout_extra x = {.both = both, .many = many, .pp = pp, .losses = losses, .checksum = checksum};
+  check_layout_ex(world, tp, 0, 10, 1e-2, accum, "fp32", 1, 1.0, 1e-5, 1, 2e-3, &x);
+}
+
+/* PP2 with an uneven split of 3 blocks; 1F1B and GPipe bitwise identical. */
+START_TEST(test_pp2_uneven_equals_one_rank) {
+  double l1[10], lg[10];
+  uint64_t h1 = 0, hg = 1;
+  const char *f1b[] = {"parallel.schedule=1f1b", NULL}, *gp[] = {"parallel.schedule=gpipe", NULL};
+  check_pipeline(2, 1, 2, 3, 4, f1b, l1, &h1);
+  check_pipeline(2, 1, 2, 3, 4, gp, lg, &hg);
+  for (int s = 0; s < 10; s++) ck_assert_msg(l1[s] == lg[s], "step %d: 1F1B %.9g, GPipe %.9g", s, l1[s], lg[s]);
+  ck_assert_msg(h1 == hg, "1F1B and GPipe end with different weights");
+}
+END_TEST
+
+START_TEST(test_pp2_stage_layers_equals_one_rank) {
+  const char *sl[] = {"parallel.stage_layers=1,2", NULL};
+  check_pipeline(2, 1, 2, 3, 3, sl, NULL, NULL);
+}
+END_TEST
+
+START_TEST(test_pp3_equals_one_rank) { check_pipeline(3, 1, 3, 4, 3, NULL, NULL, NULL); }
+END_TEST
+
+START_TEST(test_pp2_interleaved_equals_one_rank) {
+  const char *v2[] = {"parallel.virtual_stages=2", NULL};
+  check_pipeline(2, 1, 2, 4, 4, v2, NULL, NULL);
+}
+END_TEST
+
+START_TEST(test_dp2_pp2_equals_one_rank) { check_pipeline(4, 1, 2, 3, 2, NULL, NULL, NULL); }
+END_TEST
+
+START_TEST(test_tp2_pp2_equals_one_rank) { check_pipeline(4, 2, 2, 3, 2, NULL, NULL, NULL); }
+END_TEST
+
 /* The one stats struct gives the log line and the JSON line. */
 START_TEST(test_stats_lines) {
   yk_step_stats s = {.step = 3, .loss = 2.5, .lr = 1e-3, .grad_norm = 0.5, .step_ms = 10, .comm_wait_ms = 1,
@@ -850,6 +927,12 @@ int main(void) {
   tcase_add_test(tpp, test_pipeline_schedules_all_valid);
   tcase_add_test(tpp, test_pipeline_schedules_mutated);
   tcase_add_test(tpp, test_pipeline_plan);
+  tcase_add_test(tpp, test_pp2_uneven_equals_one_rank);
+  tcase_add_test(tpp, test_pp2_stage_layers_equals_one_rank);
+  tcase_add_test(tpp, test_pp3_equals_one_rank);
+  tcase_add_test(tpp, test_pp2_interleaved_equals_one_rank);
+  tcase_add_test(tpp, test_dp2_pp2_equals_one_rank);
+  tcase_add_test(tpp, test_tp2_pp2_equals_one_rank);
   tcase_add_test(tz, test_zero_stages_bitwise);
   tcase_add_test(tz, test_zero23_equal_one_rank);
   tcase_add_test(tz, test_zero_memory_formulas);

@@ -168,8 +168,10 @@ int yk_engine_schedule_max_alive(const yk_schedule *s);
 /* ------------------------------------------------------------------------ */
 
 /* The communicators of a layout (borrowed; the caller creates, aborts and
- * destroys them). NULL for a group of one rank. Today only `dp` is used: the
- * data-parallel group, which is every rank while tp = pp = 1. */
+ * destroys them). NULL for a group of one rank. `dp`: the data-parallel group
+ * (every rank while tp = pp = 1); `tp`: the tensor-parallel group; `pp`: the
+ * pipeline stages of this rank's (dp, tp) coordinates, from which the engine
+ * splits its own channels between neighbouring stages. */
 typedef struct yk_engine_comms {
   yk_comm *dp;
   yk_comm *tp;
@@ -178,7 +180,7 @@ typedef struct yk_engine_comms {
 
 typedef struct yk_engine_opts {
   const yk_config *cfg;   /* copied */
-  yk_layout layout;       /* from yk_partition_layout; dp x 1 x 1 today */
+  yk_layout layout;       /* from yk_partition_layout: any dp x tp x pp */
   yk_engine_comms comms;
   yk_device *dev;         /* borrowed; must outlive the engine */
   const yk_logger *log;   /* borrowed; must outlive the engine */
@@ -190,8 +192,10 @@ typedef struct yk_engine yk_engine;
 /* Build everything a rank trains with: the model (c->train.init_weights or
  * random from c->train.seed), AdamW and mixed-precision state, ZeRO-1
  * slices (optim.shard), the loaders of data.train and data.val, the
- * checkpoint writer (ckpt.dir), then resume (ckpt.resume). A layout with
- * tp > 1 or pp > 1 is YK_EUNSUPPORTED (model parallelism is not built yet).
+ * checkpoint writer (ckpt.dir), then resume (ckpt.resume). With pp > 1: the
+ * pipeline plan and every stage's schedule, checked together
+ * (yk_engine_schedule_check_pipeline); ZeRO-2/3 over more than one
+ * data-parallel rank and ckpt.dir are YK_EUNSUPPORTED with pp > 1.
  * *out is owned by the caller: free with yk_engine_close, even when this
  * fails (*out may then be partly built). */
 int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d);

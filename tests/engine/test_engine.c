@@ -630,9 +630,17 @@ START_TEST(test_open_refuses_bad_layouts) {
   ck_assert_int_eq(yk_partition_layout(2, 1, 2, 0, &lay, &d), 0);
   yk_engine_opts o = {.cfg = &c, .layout = lay, .dev = dev};
   yk_engine *e = NULL;
-  ck_assert_int_eq(yk_engine_open(&o, &e, &d), YK_EUNSUPPORTED);
-  ck_assert_msg(strstr(d.msg, "pp 2") && strstr(d.msg, "parallel.pipeline=1"), "%s", d.msg);
+  ck_assert_int_eq(yk_engine_open(&o, &e, &d), YK_EINVAL); /* pipeline stages without their communicator */
+  ck_assert_msg(strstr(d.msg, "pipeline communicator"), "%s", d.msg);
   yk_engine_close(e);
+  /* ZeRO-2/3 with a pipeline: one line naming both keys */
+  ck_assert_int_eq(yk_partition_layout(4, 1, 2, 0, &lay, &d), 0);
+  o.layout = lay;
+  set_key(&c, "optim.zero=3");
+  ck_assert_int_eq(yk_engine_open(&o, &e, &d), YK_EUNSUPPORTED);
+  ck_assert_msg(strstr(d.msg, "optim.zero=3 with parallel.pipeline=2") && strstr(d.msg, "optim.zero=1"), "%s", d.msg);
+  yk_engine_close(e);
+  set_key(&c, "optim.zero=1");
   ck_assert_int_eq(yk_partition_layout(2, 2, 1, 0, &lay, &d), 0);
   o.layout = lay; /* tensor parallel without its communicator */
   ck_assert_int_eq(yk_engine_open(&o, &e, &d), YK_EINVAL);

@@ -181,6 +181,7 @@ static int build_data(yk_engine *e, yk_diag *d) {
  * channels and slots. */
 static int build_pipeline(yk_engine *e, yk_diag *d) {
   int P = e->layout.pp, rc;
+  e->cfg.parallel.pipeline = P; /* the layout is what runs */
   if ((rc = yk_engine_pipe_plan(&e->cfg, &e->mcfg, &e->pipe.plan, d)) != 0) return rc;
   yk_schedule *all = malloc((size_t)P * sizeof *all);
   if (!all) return yk_errorf(d, YK_ENOMEM, "out of memory for the pipeline schedules");

@@ -98,7 +98,7 @@ layout_error "3 ranks, parallel.tensor=2" 3 "parallel.tensor can be 1, 3" --set 
 layout_error "4 heads over parallel.tensor=3" 3 "parallel.tensor=3 does not divide model.heads=4"  --set parallel.tensor=3
 layout_error "seq_len 31 under sequence parallelism" 2 "train.seq_len=31 is not divisible by parallel.tensor=2" \
   --set parallel.sequence=true --set train.seq_len=31
-layout_error "parallel.pipeline=2 (not built yet)" 2 "parallel.pipeline=2" --set parallel.tensor=1 --set parallel.pipeline=2
+layout_error "3 ranks, parallel.pipeline=2" 3 "parallel.pipeline can be 1, 3" --set parallel.tensor=1 --set parallel.pipeline=2
 
 # ---- kill -9 during tensor-parallel all-reduces (a step takes ~100+ ms)
 cat > "$tmp/big.yaml" <<YAML

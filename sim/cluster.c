@@ -122,7 +122,14 @@ int yk_sim_cluster_set(yk_sim_cluster *c, const char *assignment, yk_diag *d) {
   if (len >= sizeof name) return YK_ENOTFOUND;
   memcpy(name, assignment, len);
   name[len] = '\0';
-  if (!find(name)) return YK_ENOTFOUND;
+  if (!find(name)) {
+    /* a key of a cluster section that is not in the table is the cluster's
+     * error; anything else may be a job key */
+    static const char *const sections[] = {"device.", "intra.", "inter.", "sim."};
+    for (size_t i = 0; i < YK_ARRAY_LEN(sections); i++)
+      if (!strncmp(name, sections[i], strlen(sections[i]))) return set_named(c, name, "", "--set", d);
+    return YK_ENOTFOUND;
+  }
   if (!eq) return yk_errorf(d, YK_EUSAGE, "--set %s: write %s=VALUE", assignment, name);
   return set_named(c, name, eq + 1, "--set", d);
 }

@@ -45,10 +45,10 @@ static int run(const char *cmd, const char *log, meas *m) {
   char line[8192];
   while (fgets(line, sizeof line, f) && n < 256) {
     char *j = strchr(line, '{');
-    if (!j || !strstr(j, "\"step_ms\"") || strstr(line, "summary")) continue;
+    if (!j || !strstr(j, "\"fwd_ms\"") || strstr(j, "\"done\"")) continue;
     json_t *root = json_loads(j, 0, NULL);
     if (!root) continue;
-    json_t *sm = json_object_get(root, "step_ms");
+    json_t *sm = json_object_get(root, "ms");
     if (json_is_number(sm) && seen++ >= 2) {
       s[n] = json_number_value(sm);
       c[n] = json_number_value(json_object_get(root, "fwd_ms")) + json_number_value(json_object_get(root, "bwd_ms"));

@@ -59,5 +59,6 @@ int cli_cmd_trace(int argc, char **argv);
 int cli_cmd_weights(int argc, char **argv);
 int cli_cmd_plot(int argc, char **argv);
 int cli_cmd_sample(int argc, char **argv);
+int cli_cmd_sim(int argc, char **argv);
 
 #endif

@@ -90,6 +90,7 @@ static const cli_cmd subcmds[] = {
     {"weights", cli_cmd_weights, "convert GPT-2 weights between the llm.c file and Hugging Face safetensors"},
     {"plot", cli_cmd_plot, "plot loss, val loss, learning rate and tokens/s of JSON training logs (gnuplot)"},
     {"bench", cli_cmd_bench, "benchmarks: coll, train, scale, ckpt"},
+    {"sim", cli_cmd_sim, "predict step time and scaling efficiency of a job on a described cluster (to 4,096 nodes)"},
     {"data", cli_cmd_data, "prepare token shards from text files, check shards (data prepare, data info)"},
     {"launch", cli_cmd_launch, "run N ranks of a job on this machine (local launcher)"},
     {"coord", cli_cmd_coord, "run the coordinator on its own"},

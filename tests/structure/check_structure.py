@@ -30,10 +30,11 @@ ALLOWED = {
     "optimizer": ["common"],
     "ckpt": ["partition", "common"],
     "engine": ["trace", "model", "device", "data", "partition", "collectives", "optimizer", "ckpt", "common"],
+    "sim": ["engine", "trace", "model", "device", "data", "partition", "collectives", "optimizer", "ckpt", "common"],
     "daemon": ["engine", "trace", "model", "device", "data", "partition", "collectives", "optimizer", "ckpt", "common"],
     "bench": ["daemon", "engine", "trace", "model", "device", "data", "partition", "collectives", "optimizer", "ckpt",
               "common"],
-    "cli": ["bench", "daemon", "engine", "trace", "model", "device", "data", "partition", "collectives", "optimizer",
+    "cli": ["bench", "sim", "daemon", "engine", "trace", "model", "device", "data", "partition", "collectives", "optimizer",
             "ckpt", "common"],
 }
 

@@ -49,6 +49,7 @@ typedef struct yk_bench_train_opts {
   int64_t steps, warmup;       /* timed steps per configuration (default 3), untimed first (default 1) */
   int no_torch, json, profile; /* skip PyTorch / JSON rows / per-kernel wall time */
   int trace;                   /* instead: train.trace's overhead, A/B of two engines stepping in turn (>= 50 steps) */
+  const char *trace_detail;    /* train.trace_detail of the traced engine (NULL: the default, step) */
 } yk_bench_train_opts;
 void yk_bench_train_opts_default(yk_bench_train_opts *o);
 int yk_bench_train(const yk_bench_train_opts *o);

@@ -193,6 +193,11 @@ int yk_ckpt_writer_commit(yk_ckpt_writer *w, yk_diag *d);
 int yk_ckpt_writer_wait(yk_ckpt_writer *w, uint64_t deadline_ns, yk_diag *d);
 /* Stats of the last completed shard write. */
 void yk_ckpt_writer_stats(const yk_ckpt_writer *w, yk_ckpt_write_stats *st);
+/* Record the thread's deferred copy, its writes and commits as spans on k
+ * (a track of the trace module that only this thread records into; NULL:
+ * stop). Once it returns, nothing is recorded on the previous track. */
+struct yk_trace_track;
+void yk_ckpt_writer_trace(yk_ckpt_writer *w, struct yk_trace_track *k);
 /* Waits for the running operation (no deadline: callers wait first), joins
  * the thread, frees the buffers. NULL is fine. */
 void yk_ckpt_writer_free(yk_ckpt_writer *w);

@@ -183,6 +183,7 @@ struct yk_comm {
 
   /* queue and comm thread */
   pthread_mutex_t mu;
+  struct yk_trace_track *trk; /* the comm thread's timeline track, under mu (yk_comm_set_trace); NULL: none */
   pthread_cond_t cv;       /* queue changed / request done */
   int cv_waiters;          /* threads in a wait on cv for a request or for `busy` (under mu) */
   uint64_t last_op_ns;     /* when the last operation ended (under mu): the idle poll backs off after it */

@@ -140,6 +140,13 @@ int yk_comm_is_broken(const yk_comm *c);
  * operations fail too, and leaves the communicator broken. Safe from any
  * thread; idempotent. */
 void yk_comm_abort(yk_comm *c, const char *reason);
+/* Record each operation the comm thread runs (an asynchronous one, or one
+ * queued behind another) as a span on k: a track of the trace module that
+ * only this thread records into; NULL stops. Once it returns nothing is
+ * recorded on the previous track. Operations run inline on the caller's
+ * thread are the caller's to record. */
+struct yk_trace_track;
+void yk_comm_set_trace(yk_comm *c, struct yk_trace_track *k);
 /* Stops the comm thread, cancels everything, frees all memory including
  * requests not yet waited for. NULL is fine. Exception: after the watchdog
  * reported the comm thread stuck inside the transport, the communicator is

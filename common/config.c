@@ -68,6 +68,8 @@ static const key_def keys[] = {
      "\".rank<N>.json\" replaces a trailing \".json\" with several ranks (empty = off; docs/tracing.md)"},
     {"train.trace_steps", T_STR, OFF(train.trace_steps), "", 0, 0, NULL,
      "the steps to trace, A-B (inclusive, numbered as the step lines print them) or A- (empty = all)"},
+    {"train.trace_detail", T_ENUM, OFF(train.trace_detail), "step", 0, 0, "step|layer",
+     "layer also records each layer's forward and backward and the tensor-parallel collectives (a larger file)"},
     {"train.straggler_warn", T_FLOAT, OFF(train.straggler_warn), "0.2", 0.01, 100, NULL,
      "the coordinator warns when one rank's compute is this share above the median rank's for 3 reports in a row"},
     /* optim */

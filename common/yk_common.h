@@ -112,6 +112,8 @@ typedef struct yk_logger {
   int level;
   FILE *out;
   FILE *info_out; /* INFO and DEBUG lines go here instead when set (a launcher's stdout); init sets NULL */
+  const char *lead; /* written before a line that goes to a terminal (a launcher's "\r\033[K" erases its progress
+                     * bar first); init sets NULL */
 } yk_logger;
 
 void yk_logger_init(yk_logger *lg, int rank, int level, FILE *out);
@@ -352,6 +354,7 @@ typedef struct yk_config {
     char log_file[YK_CFG_STR]; /* rank 0 also writes the JSON step and validation lines here */
     char trace[YK_CFG_STR];  /* Chrome trace per rank (docs/tracing.md); empty = off */
     char trace_steps[32];    /* "A-B": the steps traced, as the log numbers them; empty = all */
+    char trace_detail[8];    /* step | layer: also each layer's forward/backward and tensor-parallel collectives */
     double straggler_warn;   /* WARN when a rank is this share slower than the median, for several steps */
   } train;
   struct {

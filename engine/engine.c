@@ -9,7 +9,9 @@
 /* The model's tensor-parallel collectives over the engine's tp group, in
  * fp32 under the communicator's deadline (yk_model_tp_coll). */
 static int tp_coll(void *ctx, yk_model_tp_op op, const float *in, float *out, size_t n, yk_diag *d) {
-  yk_comm *c = ctx;
+  yk_engine *e = ctx;
+  yk_comm *c = e->comms.tp;
+  int64_t t0 = yk_trace_begin(e->tkl);
   int rc;
   switch (op) {
   case YK_TP_SUM: rc = yk_comm_allreduce_sync(c, in, out, n, YK_DT_F32, YK_OP_SUM, d); break;
@@ -21,6 +23,7 @@ static int tp_coll(void *ctx, yk_model_tp_op op, const float *in, float *out, si
   default: return yk_errorf(d, YK_EINVAL, "unknown tensor-parallel collective %d", (int)op);
   }
   if (rc) return yk_errorf(d, rc, "tensor-parallel group: %s", yk_diag_msg(d, rc));
+  if (e->tkl) eng_trace_tp(e, op, (op == YK_TP_SUM || op == YK_TP_MAX ? n : n * (size_t)yk_comm_size(c)) * 4, t0);
   return 0;
 }
 
@@ -43,7 +46,7 @@ static int build_model(yk_engine *e, yk_diag *d) {
   /* An impossible split is one line before anything is allocated. */
   if ((rc = yk_model_tp_check(&e->mcfg, e->B, e->T, e->tp, (int)c->parallel.sequence, d)) != 0) return rc;
   yk_model_tp tp = {.size = e->tp, .rank = e->tp_rank, .sequence = (int)c->parallel.sequence, .coll = tp_coll,
-                    .ctx = e->comms.tp};
+                    .ctx = e};
   /* this rank's arena: its tensor-parallel pieces */
   e->nparams = yk_model_tp_num_params(&e->mcfg, e->tp, e->tp_rank);
   if (e->zstage) {

@@ -309,6 +309,9 @@ struct yk_engine {
   int64_t start_step;
   yk_trace *trace;            /* train.trace (trace.c); NULL: off */
   yk_trace_track *tk;         /* the step loop's track */
+  yk_trace_track *tkl;        /* the same at train.trace_detail=layer, else NULL: layers, tensor-parallel calls */
+  int64_t region_t0;          /* start of the model region in progress (its spans do not nest) */
+  yk_trace_track *tkc[2];     /* the comm threads' tracks (dp, tp) */
   uint64_t trace_bytes;       /* gradient bytes reduced, for the counter */
   int64_t test_delay_ms;      /* YK_TEST_DELAY_RANK: sleep this long in every step (tests only) */
 };
@@ -327,5 +330,7 @@ int64_t eng_trace_step_begin(yk_engine *e, int64_t step);
 void eng_trace_prologue(yk_engine *e, int64_t t0);
 void eng_trace_op(yk_engine *e, const yk_sched_op *op, int64_t t0);
 void eng_trace_step_end(yk_engine *e, int64_t step, int64_t t0, const yk_step_stats *s);
+/* One tensor-parallel collective (yk_model_tp_op) of `bytes`, begun at t0 on e->tkl. */
+void eng_trace_tp(yk_engine *e, int op, size_t bytes, int64_t t0);
 
 #endif

@@ -527,6 +527,10 @@ void yk_model_set_grad_hook(yk_model *m, yk_model_grad_hook fn, void *ctx) {
   m->hook = fn;
   m->hook_ctx = ctx;
 }
+void yk_model_set_span_hook(yk_model *m, yk_model_span_hook fn, void *ctx) {
+  m->span = fn;
+  m->span_ctx = ctx;
+}
 const float *yk_model_logits(const yk_model *m) { return m->logits; }
 const float *yk_model_losses(const yk_model *m) { return m->losses; }
 void yk_model_zero_grad(yk_model *m) {
@@ -666,6 +670,9 @@ static int grads_of(yk_model *m, int r, float **g, yk_diag *d) {
   yk_model_region_range(m, r, &off, &n);
   *g = m->grads + off;
   return 0;
+}
+static void span(yk_model *m, yk_model_pass pass, int r, int end) {
+  if (m->span) m->span(m->span_ctx, pass, r, end);
 }
 static int done_params(yk_model *m, int r, yk_model_pass pass, yk_diag *d) {
   return m->prov.put_params ? m->prov.put_params(m->prov.ctx, r, pass, d) : 0;
@@ -860,12 +867,16 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
   float *x = dest(m, x_store, W_R0);
   if (first > 0) {
     memcpy(x, in, NsC * sizeof(float));
-  } else if ((rc = params_of(m, R_EMBED, YK_MODEL_FORWARD, &Pe, d)) != 0 ||
-             (rc = embed_fwd(m, x, inputs, Pe, d)) != 0 || (rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d)) != 0) {
-    return rc;
+  } else {
+    span(m, YK_MODEL_FORWARD, R_EMBED, 0);
+    if ((rc = params_of(m, R_EMBED, YK_MODEL_FORWARD, &Pe, d)) != 0 || (rc = embed_fwd(m, x, inputs, Pe, d)) != 0 ||
+        (rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d)) != 0)
+      return rc;
   }
   keep(m, x_store, x, NsC);
+  if (first == 0) span(m, YK_MODEL_FORWARD, R_EMBED, 1);
   for (int l = first; l < last; l++) {
+    span(m, YK_MODEL_FORWARD, R_LAYER(l), 0);
     if ((rc = params_of(m, R_LAYER(l), YK_MODEL_FORWARD, &Pl, d)) != 0) return rc;
     layer_view w = layer_at(m, Pl);
     acts_layer *a = &m->al[l];
@@ -901,6 +912,7 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
     keep(m, a->res3, res3, NsC);
     x = res3;
     if ((rc = done_params(m, R_LAYER(l), YK_MODEL_FORWARD, d)) != 0) return rc;
+    span(m, YK_MODEL_FORWARD, R_LAYER(l), 1);
   }
   if (last < c->layers) {
     /* a pipeline stage before the last: its output goes to the next one */
@@ -909,6 +921,7 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
     m->have_targets = 1;
     return 0;
   }
+  span(m, YK_MODEL_FORWARD, R_HEAD(m), 0);
   float *lnf = dest(m, m->lnf, W_LN);
   if ((rc = params_of(m, R_HEAD(m), YK_MODEL_FORWARD, &Ph, d)) != 0 ||
       (rc = norm_fwd(m, lnf, m->lnf_mean, m->lnf_rstd, x, Ph, Ph + C, d)) != 0 ||
@@ -921,10 +934,12 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
   if ((rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d)) != 0) return rc;
   if (!targets) {
     if (loss) *loss = 0.0f;
+    span(m, YK_MODEL_FORWARD, R_HEAD(m), 1);
     return 0;
   }
   memcpy(m->targets, targets, (size_t)N * sizeof(int32_t));
   if ((rc = ce_fwd(m, targets, d)) != 0) return rc;
+  span(m, YK_MODEL_FORWARD, R_HEAD(m), 1);
   double s = 0.0;
   for (int i = 0; i < N; i++) s += m->losses[i];
   float mean = (float)(s / N);
@@ -1018,6 +1033,7 @@ int yk_model_backward_range(yk_model *m, float scale, const float *dout, float *
     goto layers;
   }
   /* dlogits in place of the logits (this rank's vocabulary rows) */
+  span(m, YK_MODEL_BACKWARD, R_HEAD(m), 0);
   if (tpar) o->crossent_bwd(dev, m->logits, m->lse, m->tshift, scale / (float)N, N, m->nv, Vl);
   else o->crossent_bwd(dev, m->logits, m->lse, m->targets, scale / (float)N, N, c->vocab_size, Vl);
   float *dlog = m->logits;
@@ -1039,9 +1055,11 @@ int yk_model_backward_range(yk_model *m, float scale, const float *dout, float *
   float *const gf[2] = {Gh, Gh + C};
   if ((rc = rep_sum(m, gf, 2, uC, d)) != 0) return rc;
   if ((rc = done_params(m, R_HEAD(m), YK_MODEL_BACKWARD, d)) || (rc = done_grads(m, R_HEAD(m), d))) return rc;
+  span(m, YK_MODEL_BACKWARD, R_HEAD(m), 1);
 
 layers:
   for (int l = last - 1; l >= first; l--) {
+    span(m, YK_MODEL_BACKWARD, R_LAYER(l), 0);
     if ((rc = params_of(m, R_LAYER(l), YK_MODEL_BACKWARD, &Pl, d)) || (rc = grads_of(m, R_LAYER(l), &Gl, d)))
       return rc;
     layer_view w = layer_at(m, Pl), g = layer_at(m, Gl);
@@ -1091,13 +1109,16 @@ layers:
                      a->ln1_mean, a->ln1_rstd, Ns, C, m->ln_scratch);
     if ((rc = rep_sum(m, grep, 6, uC, d)) != 0) return rc;
     if ((rc = done_params(m, R_LAYER(l), YK_MODEL_BACKWARD, d)) || (rc = done_grads(m, R_LAYER(l), d))) return rc;
+    span(m, YK_MODEL_BACKWARD, R_LAYER(l), 1);
   }
   if (first > 0) {
     /* a pipeline stage after the first: the gradient of its input goes back */
     memcpy(din, m->dres, NsC * sizeof(float));
     return Ge ? done_grads(m, R_EMBED, d) : 0; /* the LM head's wte gradient */
   }
+  span(m, YK_MODEL_BACKWARD, R_EMBED, 0);
   if (!Ge && (rc = grads_of(m, R_EMBED, &Ge, d)) != 0) return rc;
-  if ((rc = embed_bwd(m, Ge, d)) != 0) return rc;
-  return done_grads(m, R_EMBED, d);
+  if ((rc = embed_bwd(m, Ge, d)) != 0 || (rc = done_grads(m, R_EMBED, d)) != 0) return rc;
+  span(m, YK_MODEL_BACKWARD, R_EMBED, 1);
+  return 0;
 }

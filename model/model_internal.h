@@ -104,6 +104,8 @@ struct yk_model {
   yk_model_provider prov; /* lends parameters and gradients when prov.get_params is set */
   yk_model_grad_hook hook;
   void *hook_ctx;
+  yk_model_span_hook span;
+  void *span_ctx;
 };
 
 #endif

@@ -318,6 +318,13 @@ int yk_model_backward_range(yk_model *m, float scale, const float *dout, float *
 size_t yk_model_stream_numel(const yk_model *m);
 /* Install (or clear with fn == NULL) the gradient-ready hook. */
 void yk_model_set_grad_hook(yk_model *m, yk_model_grad_hook fn, void *ctx);
+/* For a timeline: called on the thread that runs forward or backward when
+ * it starts (end = 0) and ends (end = 1) a region: 0 the embedding, 1 +
+ * l layer l, layers + 1 the head (final LayerNorm, logits and loss). A
+ * pass's regions do not nest; an error returns without the end call. */
+typedef void (*yk_model_span_hook)(void *ctx, yk_model_pass pass, int region, int end);
+/* Install (or clear with fn == NULL) the span hook. */
+void yk_model_set_span_hook(yk_model *m, yk_model_span_hook fn, void *ctx);
 
 /* ---- GPT-2 fp32 weights file (docs/formats.md, version 3) -------------- */
 /* Every function below also speaks the Hugging Face GPT-2 safetensors layout

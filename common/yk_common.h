@@ -460,6 +460,9 @@ typedef struct yk_step_stats {
   double gather_ms;         /* ZeRO-1 all-gather of the updated parameters */
   double tokens_per_s;      /* of the whole job */
   uint64_t allreduce_bytes; /* gradient bytes this rank reduced */
+  uint64_t dp_bytes;        /* bytes this rank handed to the data-parallel group's collectives (gradient
+                             * reductions, ZeRO gathers and all-gathers): each call's whole buffer */
+  uint64_t tp_bytes;        /* the same for the tensor-parallel group (the model's collectives) */
   double loss_scale;        /* fp16 loss scale, 1 otherwise */
 } yk_step_stats;
 
@@ -573,6 +576,9 @@ int yk_args_exit_code(const yk_cmd_spec *s, int rc, const yk_diag *d);
 
 /* Number of online CPUs (>= 1). */
 int yk_cpu_count(void);
+/* This process's peak resident set (VmHWM of /proc/self/status) in bytes;
+ * 0 where the kernel does not say. */
+uint64_t yk_peak_rss_bytes(void);
 /* Version string, e.g. "0.1.0 (git abc1234)". */
 const char *yk_version_string(void);
 

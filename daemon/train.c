@@ -276,11 +276,17 @@ static int train_loop(run *r, yk_diag *d) {
     json_num(fl, sizeof fl, last_loss);
     json_num(fv, sizeof fv, first_val);
     json_num(lv, sizeof lv, last_val);
+    /* every rank's line carries its own memory: what the engine says it
+     * holds beside the peak the kernel saw (yoke bench parallel) */
+    yk_engine_memory mem;
+    yk_engine_memory_of(r->eng, &mem);
     printf("{\"done\": true, \"rank\": %d, \"world\": %d, \"steps\": %lld, \"loss\": %s, \"val_loss_first\": %s, "
            "\"val_loss\": %s, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, \"tokens\": %.0f, \"wall_s\": %.3f, "
-           "\"tokens_per_s\": %.1f, \"params_checksum\": \"%016llx\"}\n",
+           "\"tokens_per_s\": %.1f, \"params_checksum\": \"%016llx\", \"peak_rss_bytes\": %llu, "
+           "\"mem_state_bytes\": %llu, \"mem_buffers_bytes\": %llu, \"mem_model_bytes\": %llu}\n",
            r->job.layout.rank, r->job.layout.world, (long long)steps, fl, fv, lv, mean_ms, wait_frac, tokens, wall_s,
-           tok_s, (unsigned long long)sum);
+           tok_s, (unsigned long long)sum, (unsigned long long)yk_peak_rss_bytes(),
+           (unsigned long long)mem.model_state, (unsigned long long)mem.buffers, (unsigned long long)mem.model);
   }
   return 0;
 }

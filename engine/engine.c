@@ -7,17 +7,19 @@
 #include "engine_internal.h"
 
 /* The model's tensor-parallel collectives over the engine's tp group, in
- * fp32 under the communicator's deadline (yk_model_tp_coll). */
+ * fp32 under the communicator's deadline (yk_model_tp_coll). Each call's
+ * whole buffer is counted into e->tp_bytes, the step's tp_bytes. */
 static int tp_coll(void *ctx, yk_model_tp_op op, const float *in, float *out, size_t n, yk_diag *d) {
-  yk_comm *c = ctx;
+  yk_engine *e = ctx;
+  yk_comm *c = e->comms.tp;
+  size_t whole = op == YK_TP_GATHER || op == YK_TP_SCATTER_SUM ? n * (size_t)yk_comm_size(c) : n;
   int rc;
+  e->tp_bytes += whole * sizeof(float);
   switch (op) {
   case YK_TP_SUM: rc = yk_comm_allreduce_sync(c, in, out, n, YK_DT_F32, YK_OP_SUM, d); break;
   case YK_TP_MAX: rc = yk_comm_allreduce_sync(c, in, out, n, YK_DT_F32, YK_OP_MAX, d); break;
-  case YK_TP_GATHER: rc = yk_comm_allgather_sync(c, in, out, n * (size_t)yk_comm_size(c), YK_DT_F32, d); break;
-  case YK_TP_SCATTER_SUM:
-    rc = yk_comm_reduce_scatter_sync(c, in, out, n * (size_t)yk_comm_size(c), YK_DT_F32, YK_OP_SUM, d);
-    break;
+  case YK_TP_GATHER: rc = yk_comm_allgather_sync(c, in, out, whole, YK_DT_F32, d); break;
+  case YK_TP_SCATTER_SUM: rc = yk_comm_reduce_scatter_sync(c, in, out, whole, YK_DT_F32, YK_OP_SUM, d); break;
   default: return yk_errorf(d, YK_EINVAL, "unknown tensor-parallel collective %d", (int)op);
   }
   if (rc) return yk_errorf(d, rc, "tensor-parallel group: %s", yk_diag_msg(d, rc));
@@ -43,7 +45,7 @@ static int build_model(yk_engine *e, yk_diag *d) {
   /* An impossible split is one line before anything is allocated. */
   if ((rc = yk_model_tp_check(&e->mcfg, e->B, e->T, e->tp, (int)c->parallel.sequence, d)) != 0) return rc;
   yk_model_tp tp = {.size = e->tp, .rank = e->tp_rank, .sequence = (int)c->parallel.sequence, .coll = tp_coll,
-                    .ctx = e->comms.tp};
+                    .ctx = e};
   /* this rank's arena: its tensor-parallel pieces */
   e->nparams = yk_model_tp_num_params(&e->mcfg, e->tp, e->tp_rank);
   if (e->zstage) {

@@ -251,6 +251,7 @@ struct yk_engine {
   yk_trace *trace;            /* train.trace (trace.c); NULL: off */
   yk_trace_track *tk;         /* the step loop's track */
   uint64_t trace_bytes;       /* gradient bytes reduced, for the counter */
+  uint64_t tp_bytes;          /* this step's tensor-parallel collectives (tp_coll), whole buffers */
   int64_t test_delay_ms;      /* YK_TEST_DELAY_RANK: sleep this long in every step (tests only) */
 };
 

@@ -50,6 +50,7 @@ typedef struct {
   int nranks;                          /* closing lines read */
   double rss[MAXRANKS];                /* VmHWM per rank */
   double state[MAXRANKS], buffers[MAXRANKS], model[MAXRANKS]; /* yk_engine_memory_of per rank */
+  double base[MAXRANKS];               /* VmRSS before the engine opened: code, libraries, communicators */
 } job_result;
 
 /* A layout's communication by formula, per rank and step, fp32 (b = 4
@@ -78,10 +79,12 @@ static void theory_of(const struct par_row *r, const yk_model_config *mc, int B,
     } else {
       /* gradients reduced to their owners; weights gathered region by
        * region: each layer before its forward and again before its
-       * backward, the embedding (wte + wpe) and the head (lnf) once */
+       * backward, except the last two, which the two layer slots still hold
+       * when the backward starts (L + max(L - 2, 0) layer gathers); the
+       * embedding (wte + wpe) and the head (lnf) once */
       double embed = ((double)mc->padded_vocab_size + mc->max_seq_len) * C, head = 2 * C;
       double layer = (P - embed - head) / L;
-      dp->ag = P * b + (2 * L * layer + embed + head) * b;
+      dp->ag = P * b + ((L + (L > 2 ? L - 2 : 0)) * layer + embed + head) * b;
     }
   }
   if (r->tp > 1) {
@@ -133,8 +136,9 @@ static int run_job(const char *cmd, job_result *res) {
   double ms[1024];
   int nms = 0;
   while (fgets(line, sizeof line, p)) {
-    if (line[0] != '{') continue;
-    json_t *o = json_loads(line, 0, NULL);
+    const char *js = strchr(line, '{'); /* yoke launch prefixes each rank's lines with "[rN] " */
+    if (!js) continue;
+    json_t *o = json_loads(js, 0, NULL);
     if (!o) continue;
     if (json_is_true(json_object_get(o, "done"))) {
       int rk = (int)num(o, "rank");
@@ -143,6 +147,7 @@ static int run_job(const char *cmd, job_result *res) {
         res->state[rk] = num(o, "mem_state_bytes");
         res->buffers[rk] = num(o, "mem_buffers_bytes");
         res->model[rk] = num(o, "mem_model_bytes");
+        res->base[rk] = num(o, "base_rss_bytes");
         res->nranks++;
       }
     } else if (json_object_get(o, "ms")) {
@@ -233,11 +238,12 @@ int yk_bench_parallel(const yk_bench_parallel_opts *o) {
          o->model, B, T, B * T, B / 2 > 0 ? B / 2 : B, steps, yk_isa_name(isa));
   printf("# comm: bytes per rank per step handed to each group's collectives (whole buffers), beside the formula "
          "(P = the rank's parameters, N = B x T, b = 4): DP all-reduce P·b; ZeRO-1/2 reduce-to-owners P·b + all-gather "
-         "P·b; ZeRO-3 P·b + gathers (2·L·layer + wte + wpe + lnf)·b; TP (4L + 2)·N·C·b all-reduces + 3N·b (cross-"
+         "P·b; ZeRO-3 P·b + gathers ((2L - 2)·layer + wte + wpe + lnf)·b; TP (4L + 2)·N·C·b all-reduces + 3N·b (cross-"
          "entropy); TP + SP (8L + 4)·N·C·b all-gathers/reduce-scatters + (6CL + 2C + TC + 3N)·b; wire per rank: a "
          "ring all-reduce moves 2(n-1)/n of its buffer, the others (n-1)/n; scalars (loss, norm) not counted\n");
   printf("# memory: per-rank peak RSS (VmHWM, the largest rank) beside the prediction: model state by the ZeRO "
-         "formula + the engine's working buffers + the model's activations and scratch (yk_engine_memory_of))\n");
+         "formula + the engine's working buffers + the model's activations and scratch (yk_engine_memory_of) + the process's base (VmRSS before the engine "
+         "opened: code, libraries, communicators; measured)\n");
   printf("# %-20s %5s %9s %9s %9s %9s %9s %9s %9s %9s %6s\n", "layout", "ranks", "ms/step", "tokens/s", "dp MB",
          "(theory)", "tp MB", "(theory)", "RSS MB", "pred MB", "ratio");
   fflush(stdout);
@@ -264,7 +270,7 @@ int yk_bench_parallel(const yk_bench_parallel_opts *o) {
     int worst = 0;
     double pred[MAXRANKS], rss = 0, predicted = 0, state = 0;
     for (int i = 0; i < res.nranks && i < MAXRANKS; i++) {
-      pred[i] = res.state[i] + res.buffers[i] + res.model[i];
+      pred[i] = res.base[i] + res.state[i] + res.buffers[i] + res.model[i];
       if (fabs(res.rss[i] / pred[i] - 1) > fabs(res.rss[worst] / pred[worst] - 1)) worst = i;
     }
     rss = res.rss[worst];

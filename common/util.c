@@ -312,12 +312,12 @@ int yk_cpu_count(void) {
   return n > 0 ? (int)n : 1;
 }
 
-uint64_t yk_peak_rss_bytes(void) {
+uint64_t yk_rss_bytes(int peak) {
   FILE *f = fopen("/proc/self/status", "r");
   char line[256];
   unsigned long long kb = 0;
   while (f && fgets(line, sizeof line, f))
-    if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
+    if (sscanf(line, peak ? "VmHWM: %llu kB" : "VmRSS: %llu kB", &kb) == 1) break;
   if (f) fclose(f);
   return (uint64_t)kb * 1024;
 }

@@ -576,9 +576,10 @@ int yk_args_exit_code(const yk_cmd_spec *s, int rc, const yk_diag *d);
 
 /* Number of online CPUs (>= 1). */
 int yk_cpu_count(void);
-/* This process's peak resident set (VmHWM of /proc/self/status) in bytes;
- * 0 where the kernel does not say. */
-uint64_t yk_peak_rss_bytes(void);
+/* This process's resident set in bytes, now (peak 0: VmRSS of
+ * /proc/self/status) or its peak so far (peak 1: VmHWM); 0 where the kernel
+ * does not say. */
+uint64_t yk_rss_bytes(int peak);
 /* Version string, e.g. "0.1.0 (git abc1234)". */
 const char *yk_version_string(void);
 

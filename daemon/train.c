@@ -287,11 +287,11 @@ static int train_loop(run *r, yk_diag *d) {
     printf("{\"done\": true, \"rank\": %d, \"world\": %d, \"steps\": %lld, \"loss\": %s, \"val_loss_first\": %s, "
            "\"val_loss\": %s, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, \"tokens\": %.0f, \"wall_s\": %.3f, "
            "\"tokens_per_s\": %.1f, \"params_checksum\": \"%016llx\", \"peak_rss_bytes\": %llu, \"base_rss_bytes\": %llu, "
-           "\"mem_state_bytes\": %llu, \"mem_buffers_bytes\": %llu, \"mem_model_bytes\": %llu}\n",
+           "\"mem_state_bytes\": %llu, \"mem_buffers_bytes\": %llu, \"mem_model_bytes\": %llu, \"mem_peer_bytes\": %llu}\n",
            r->job.layout.rank, r->job.layout.world, (long long)steps, fl, fv, lv, mean_ms, wait_frac, tokens, wall_s,
            tok_s, (unsigned long long)sum, (unsigned long long)yk_rss_bytes(1),
            (unsigned long long)r->base_rss,
-           (unsigned long long)mem.model_state, (unsigned long long)mem.buffers, (unsigned long long)mem.model);
+           (unsigned long long)mem.model_state, (unsigned long long)mem.buffers, (unsigned long long)mem.model, (unsigned long long)mem.peer_mapped);
   }
   return 0;
 }

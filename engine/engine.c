@@ -340,6 +340,30 @@ out:
 
 /* ---- queries ------------------------------------------------------------- */
 
+/* The bytes of the data-parallel peers' registered buffers this rank reads
+ * in place over a step (yk_engine_memory.peer_mapped): a peer's pages, mapped
+ * here and so part of this rank's resident set. */
+static uint64_t peer_mapped(const yk_engine *e) {
+  yk_comm *c = e->comms.dp;
+  if (!c || e->world < 2 || !(yk_comm_shm_state(c) & 1)) return 0;
+  double part = (double)(e->world - 1) / e->world, n = (double)e->nparams;
+  double es = e->mp.prec != YK_PREC_FP32 ? 2 : 4; /* what is reduced and gathered: 16-bit in mixed precision */
+  /* ZeRO-2 all-gathers the updated weights as stage 1 does; ZeRO-3's
+   * gathers are broadcasts into this rank's own slots. The reductions'
+   * reads of the peers' gradient windows are not counted: only the buckets
+   * that meet this rank's slice are read, 68-81 MB per rank of GPT-2 124M at
+   * N = 2 (yoke bench parallel, docs/training.md). */
+  if (e->zstage) return e->zero.shm.ptr && e->zstage == 2 ? (uint64_t)(part * n * es) : 0;
+  /* stage 0 all-reduces the gradients (a direct two-shot reads 2/N of each
+   * peer's arena); stage 1 reduces them to owners and gathers the weights */
+  double g = e->shard ? part : 2 * part, b = 0;
+  if (yk_model_grads_shmem(e->model)) b += g * n * 4;
+  if (yk_model_params_shmem(e->model)) b += part * n * 4;
+  if (e->mp.grads16_shm.ptr) b += g * n * 2;
+  if (e->mp.params16_shm.ptr) b += part * n * 2;
+  return (uint64_t)b;
+}
+
 void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *m) {
   uint64_t n = e->nparams, s = e->slen;
   int mixed = e->mp.prec != YK_PREC_FP32, z = e->zstage;
@@ -367,6 +391,7 @@ void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *m) {
     m->buffers += e->zero.bytes - in_block;
   }
   m->model = yk_model_memory_bytes(e->model) - (z ? 0 : 2 * n * sizeof(float));
+  m->peer_mapped = peer_mapped(e);
 }
 
 uint64_t yk_engine_params_checksum(yk_engine *e) {

@@ -199,7 +199,7 @@ static int open_engine(run *r, yk_diag *d) {
   r->base_rss = yk_rss_bytes(0);
   int rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &r->dev, d);
   if (rc) return rc;
-  yk_engine_opts o = {.cfg = c, .layout = r->job.layout, .comms = {.dp = r->job.dp, .tp = r->job.tp}, .dev = r->dev, .log = &r->log};
+  yk_engine_opts o = {.cfg = c, .layout = r->job.layout, .comms = {.dp = r->job.dp, .tp = r->job.tp, .pp = r->job.pp}, .dev = r->dev, .log = &r->log};
   o.test_delay_ms = test_delay_ms(r);
   if ((rc = yk_engine_open(&o, &r->eng, d)) != 0) return rc;
   if (r->job.layout.world <= 1 && c->ckpt.dir[0]) install_signals(r);

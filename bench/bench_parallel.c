@@ -80,12 +80,12 @@ static void theory_of(const struct par_row *r, const yk_model_config *mc, int B,
     } else {
       /* gradients reduced to their owners; weights gathered region by
        * region: each layer before its forward and again before its
-       * backward, except the last two, which the two layer slots still hold
-       * when the backward starts (L + max(L - 2, 0) layer gathers); the
-       * embedding (wte + wpe) and the head (lnf) once */
+       * backward, the embedding (wte + wpe) and the head (lnf) once. (A
+       * model of 2 layers gathers each once: both are still in the two
+       * layer slots when its backward starts; d12 re-gathers all 12.) */
       double embed = ((double)mc->padded_vocab_size + mc->max_seq_len) * C, head = 2 * C;
       double layer = (P - embed - head) / L;
-      dp->ag = P * b + ((L + (L > 2 ? L - 2 : 0)) * layer + embed + head) * b;
+      dp->ag = P * b + ((L > 2 ? 2 * L : L) * layer + embed + head) * b;
     }
   }
   if (r->tp > 1) {
@@ -240,7 +240,7 @@ int yk_bench_parallel(const yk_bench_parallel_opts *o) {
          o->model, B, T, B * T, B / 2 > 0 ? B / 2 : B, steps, yk_isa_name(isa));
   printf("# comm: bytes per rank per step handed to each group's collectives (whole buffers), beside the formula "
          "(P = the rank's parameters, N = B x T, b = 4): DP all-reduce P·b; ZeRO-1/2 reduce-to-owners P·b + all-gather "
-         "P·b; ZeRO-3 P·b + gathers ((2L - 2)·layer + wte + wpe + lnf)·b; TP (4L + 2)·N·C·b all-reduces + 3N·b (cross-"
+         "P·b; ZeRO-3 P·b + gathers (2L·layer + wte + wpe + lnf)·b; TP (4L + 2)·N·C·b all-reduces + 3N·b (cross-"
          "entropy); TP + SP (8L + 4)·N·C·b all-gathers/reduce-scatters + (6CL + 2C + TC + 3N)·b; wire per rank: a "
          "ring all-reduce moves 2(n-1)/n of its buffer, the others (n-1)/n; scalars (loss, norm) not counted\n");
   printf("# memory: per-rank peak RSS (VmHWM, the largest rank) beside the prediction: model state by the ZeRO "

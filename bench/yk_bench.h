@@ -69,6 +69,21 @@ typedef struct yk_bench_scale_opts {
 void yk_bench_scale_opts_default(yk_bench_scale_opts *o);
 int yk_bench_scale(const yk_bench_scale_opts *o);
 
+/* yoke bench parallel: one row per parallel layout (1 rank x 2 threads,
+ * DP2, TP2, TP2 + sequence parallelism, ZeRO-1/2/3 over DP2) of `yoke
+ * train` on the same global batch: ms/step, tokens/s, bytes per group
+ * against the formula, per-rank peak RSS against the prediction, and the
+ * targets of issue 13. */
+typedef struct yk_bench_parallel_opts {
+  const char *model;           /* GPT-2 preset (default d12) */
+  int64_t batch, seq_len;      /* global B (data-parallel rows: B/2 per rank; default 4) and T (default 256) */
+  int64_t steps;               /* per row, >= 2; the first is warm-up (default 6) */
+  const char *rows;            /* comma-separated layouts: 1rank,dp2,tp2,tp2-sp,zero1,zero2,zero3 (default NULL: all) */
+  int json;                    /* also one JSON object per row */
+} yk_bench_parallel_opts;
+void yk_bench_parallel_opts_default(yk_bench_parallel_opts *o);
+int yk_bench_parallel(const yk_bench_parallel_opts *o);
+
 /* yoke bench ckpt: checkpoint save/load throughput, compression ratio per
  * tensor kind and the training stall per asynchronous save as a fraction of
  * the model's training step (measured unless step_ms is given), on the state

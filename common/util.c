@@ -312,6 +312,16 @@ int yk_cpu_count(void) {
   return n > 0 ? (int)n : 1;
 }
 
+uint64_t yk_rss_bytes(int peak) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  unsigned long long kb = 0;
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, peak ? "VmHWM: %llu kB" : "VmRSS: %llu kB", &kb) == 1) break;
+  if (f) fclose(f);
+  return (uint64_t)kb * 1024;
+}
+
 const char *yk_version_string(void) { return YK_VERSION " (git " YK_GIT_REV ")"; }
 
 /* ---- dtypes ---- */

@@ -466,6 +466,9 @@ typedef struct yk_step_stats {
   double gather_ms;         /* ZeRO-1 all-gather of the updated parameters */
   double tokens_per_s;      /* of the whole job */
   uint64_t allreduce_bytes; /* gradient bytes this rank reduced */
+  uint64_t dp_bytes;        /* bytes this rank handed to the data-parallel group's collectives (gradient
+                             * reductions, ZeRO gathers and all-gathers): each call's whole buffer */
+  uint64_t tp_bytes;        /* the same for the tensor-parallel group (the model's collectives) */
   double loss_scale;        /* fp16 loss scale, 1 otherwise */
 } yk_step_stats;
 
@@ -579,6 +582,10 @@ int yk_args_exit_code(const yk_cmd_spec *s, int rc, const yk_diag *d);
 
 /* Number of online CPUs (>= 1). */
 int yk_cpu_count(void);
+/* This process's resident set in bytes, now (peak 0: VmRSS of
+ * /proc/self/status) or its peak so far (peak 1: VmHWM); 0 where the kernel
+ * does not say. */
+uint64_t yk_rss_bytes(int peak);
 /* Version string, e.g. "0.1.0 (git abc1234)". */
 const char *yk_version_string(void);
 

@@ -54,6 +54,7 @@ typedef struct run {
   yk_config cfg;
   yk_logger log;
   int json;
+  uint64_t base_rss; /* VmRSS before the engine opened */
   int tty;
   FILE *log_file;    /* train.log_file on rank 0, else NULL */
   ykd_job job;       /* launch environment, control plane, communicators */
@@ -193,6 +194,9 @@ static int open_engine(run *r, yk_diag *d) {
     threads = yk_cpu_count() / local;
     if (threads < 1) threads = 1;
   }
+  /* what the process holds before the engine: code, libraries, the job's
+   * communicators (the base of the memory figures in the done line) */
+  r->base_rss = yk_rss_bytes(0);
   int rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &r->dev, d);
   if (rc) return rc;
   yk_engine_opts o = {.cfg = c, .layout = r->job.layout, .comms = {.dp = r->job.dp, .tp = r->job.tp, .pp = r->job.pp}, .dev = r->dev, .log = &r->log};
@@ -276,11 +280,18 @@ static int train_loop(run *r, yk_diag *d) {
     json_num(fl, sizeof fl, last_loss);
     json_num(fv, sizeof fv, first_val);
     json_num(lv, sizeof lv, last_val);
+    /* every rank's line carries its own memory: what the engine says it
+     * holds beside the peak the kernel saw (yoke bench parallel) */
+    yk_engine_memory mem;
+    yk_engine_memory_of(r->eng, &mem);
     printf("{\"done\": true, \"rank\": %d, \"world\": %d, \"steps\": %lld, \"loss\": %s, \"val_loss_first\": %s, "
            "\"val_loss\": %s, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, \"tokens\": %.0f, \"wall_s\": %.3f, "
-           "\"tokens_per_s\": %.1f, \"params_checksum\": \"%016llx\"}\n",
+           "\"tokens_per_s\": %.1f, \"params_checksum\": \"%016llx\", \"peak_rss_bytes\": %llu, \"base_rss_bytes\": %llu, "
+           "\"mem_state_bytes\": %llu, \"mem_buffers_bytes\": %llu, \"mem_model_bytes\": %llu, \"mem_peer_bytes\": %llu}\n",
            r->job.layout.rank, r->job.layout.world, (long long)steps, fl, fv, lv, mean_ms, wait_frac, tokens, wall_s,
-           tok_s, (unsigned long long)sum);
+           tok_s, (unsigned long long)sum, (unsigned long long)yk_rss_bytes(1),
+           (unsigned long long)r->base_rss,
+           (unsigned long long)mem.model_state, (unsigned long long)mem.buffers, (unsigned long long)mem.model, (unsigned long long)mem.peer_mapped);
   }
   return 0;
 }

@@ -7,23 +7,24 @@
 #include "engine_internal.h"
 
 /* The model's tensor-parallel collectives over the engine's tp group, in
- * fp32 under the communicator's deadline (yk_model_tp_coll). */
+ * fp32 under the communicator's deadline (yk_model_tp_coll). Each call's
+ * whole buffer is counted into e->tp_bytes, the step's tp_bytes. */
 static int tp_coll(void *ctx, yk_model_tp_op op, const float *in, float *out, size_t n, yk_diag *d) {
   yk_engine *e = ctx;
   yk_comm *c = e->comms.tp;
   int64_t t0 = yk_trace_begin(e->tkl);
+  size_t whole = op == YK_TP_GATHER || op == YK_TP_SCATTER_SUM ? n * (size_t)yk_comm_size(c) : n;
   int rc;
+  e->tp_bytes += whole * sizeof(float);
   switch (op) {
   case YK_TP_SUM: rc = yk_comm_allreduce_sync(c, in, out, n, YK_DT_F32, YK_OP_SUM, d); break;
   case YK_TP_MAX: rc = yk_comm_allreduce_sync(c, in, out, n, YK_DT_F32, YK_OP_MAX, d); break;
-  case YK_TP_GATHER: rc = yk_comm_allgather_sync(c, in, out, n * (size_t)yk_comm_size(c), YK_DT_F32, d); break;
-  case YK_TP_SCATTER_SUM:
-    rc = yk_comm_reduce_scatter_sync(c, in, out, n * (size_t)yk_comm_size(c), YK_DT_F32, YK_OP_SUM, d);
-    break;
+  case YK_TP_GATHER: rc = yk_comm_allgather_sync(c, in, out, whole, YK_DT_F32, d); break;
+  case YK_TP_SCATTER_SUM: rc = yk_comm_reduce_scatter_sync(c, in, out, whole, YK_DT_F32, YK_OP_SUM, d); break;
   default: return yk_errorf(d, YK_EINVAL, "unknown tensor-parallel collective %d", (int)op);
   }
   if (rc) return yk_errorf(d, rc, "tensor-parallel group: %s", yk_diag_msg(d, rc));
-  if (e->tkl) eng_trace_tp(e, op, (op == YK_TP_SUM || op == YK_TP_MAX ? n : n * (size_t)yk_comm_size(c)) * 4, t0);
+  if (e->tkl) eng_trace_tp(e, op, whole * sizeof(float), t0);
   return 0;
 }
 
@@ -379,6 +380,30 @@ out:
 
 /* ---- queries ------------------------------------------------------------- */
 
+/* The bytes of the data-parallel peers' registered buffers this rank reads
+ * in place over a step (yk_engine_memory.peer_mapped): a peer's pages, mapped
+ * here and so part of this rank's resident set. */
+static uint64_t peer_mapped(const yk_engine *e) {
+  yk_comm *c = e->comms.dp;
+  if (!c || e->world < 2 || !(yk_comm_shm_state(c) & 1)) return 0;
+  double part = (double)(e->world - 1) / e->world, n = (double)e->nparams;
+  double es = e->mp.prec != YK_PREC_FP32 ? 2 : 4; /* what is reduced and gathered: 16-bit in mixed precision */
+  /* ZeRO-2 all-gathers the updated weights as stage 1 does; ZeRO-3's
+   * gathers are broadcasts into this rank's own slots. The reductions'
+   * reads of the peers' gradient windows are not counted: only the buckets
+   * that meet this rank's slice are read, 68-81 MB per rank of GPT-2 124M at
+   * N = 2 (yoke bench parallel, docs/training.md). */
+  if (e->zstage) return e->zero.shm.ptr && e->zstage == 2 ? (uint64_t)(part * n * es) : 0;
+  /* stage 0 all-reduces the gradients (a direct two-shot reads 2/N of each
+   * peer's arena); stage 1 reduces them to owners and gathers the weights */
+  double g = e->shard ? part : 2 * part, b = 0;
+  if (yk_model_grads_shmem(e->model)) b += g * n * 4;
+  if (yk_model_params_shmem(e->model)) b += part * n * 4;
+  if (e->mp.grads16_shm.ptr) b += g * n * 2;
+  if (e->mp.params16_shm.ptr) b += part * n * 2;
+  return (uint64_t)b;
+}
+
 void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *m) {
   uint64_t n = e->nparams, s = e->slen;
   int mixed = e->mp.prec != YK_PREC_FP32, z = e->zstage;
@@ -408,6 +433,7 @@ void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *m) {
   m->model = yk_model_memory_bytes(e->model) - (z ? 0 : 2 * n * sizeof(float));
   /* pipeline stages: one model instance per micro-batch alive (no arenas) */
   for (int i = 1; i < e->pipe.nslots; i++) m->model += yk_model_memory_bytes(e->pipe.slot[i]);
+  m->peer_mapped = peer_mapped(e);
 }
 
 uint64_t yk_engine_params_checksum(yk_engine *e) {

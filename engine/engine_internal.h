@@ -313,6 +313,7 @@ struct yk_engine {
   int64_t region_t0;          /* start of the model region in progress (its spans do not nest) */
   yk_trace_track *tkc[2];     /* the comm threads' tracks (dp, tp) */
   uint64_t trace_bytes;       /* gradient bytes reduced, for the counter */
+  uint64_t tp_bytes;          /* this step's tensor-parallel collectives (tp_coll), whole buffers */
   int64_t test_delay_ms;      /* YK_TEST_DELAY_RANK: sleep this long in every step (tests only) */
 };
 

@@ -249,6 +249,10 @@ typedef struct yk_engine_memory {
                                 * (wte is tied to the LM head), the ZeRO-3 gather slots (2 layers, embedding,
                                 * head) and their 16-bit twins */
   uint64_t model;              /* activations and buffers of the model for B x T */
+  uint64_t peer_mapped;        /* ranks on one host read each other's registered buffers in place: the parts
+                                * of the peers' buffers this rank's collectives read (they count in its RSS
+                                * as well as in the owner's). All-reduced gradients: 2(N-1)/N of the arena;
+                                * ZeRO-1 slices reduced to owners, ZeRO-1/2 weights all-gathered: (N-1)/N */
 } yk_engine_memory;
 void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *out);
 

@@ -53,5 +53,6 @@ int cli_cmd_trace(int argc, char **argv);
 int cli_cmd_weights(int argc, char **argv);
 int cli_cmd_plot(int argc, char **argv);
 int cli_cmd_sample(int argc, char **argv);
+int cli_cmd_plan(int argc, char **argv);
 
 #endif

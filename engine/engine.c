@@ -210,6 +210,11 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   int stage = yk_config_zero_stage(&e->cfg);
   e->zstage = e->world > 1 && stage >= 2 ? stage : 0;
   int rc;
+  /* A job that cannot fit is one message now, not the kernel's OOM kill
+   * half-way through building it. */
+  if ((rc = yk_engine_plan_of(&e->cfg, &e->layout, o->local_ranks, e->dev, &e->plan, d)) != 0 ||
+      (rc = yk_engine_plan_check(&e->plan, &e->cfg, (uint64_t)e->cfg.train.memory_limit, o->local_ranks, d)) != 0)
+    return rc;
   if ((rc = build_model(e, d)) != 0 || (rc = build_optimizer(e, d)) != 0 || (rc = build_data(e, d)) != 0) return rc;
   if ((rc = yk_engine_schedule_dp(e->accum, e->mcfg.layers, &e->schedule, d)) != 0 ||
       (rc = yk_engine_schedule_check(&e->schedule, e->mcfg.layers, d)) != 0)
@@ -365,6 +370,7 @@ void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *m) {
     m->buffers += e->zero.bytes - in_block;
   }
   m->model = yk_model_memory_bytes(e->model) - (z ? 0 : 2 * n * sizeof(float));
+  m->planned_peak = e->plan.peak;
 }
 
 uint64_t yk_engine_params_checksum(yk_engine *e) {

@@ -183,7 +183,9 @@ int yk_engine_plan_check(const yk_engine_plan *p, const yk_config *c, uint64_t l
   if (per_batch > state / 4 && c->train.micro_batch > 1)
     snprintf(fix + strlen(fix), sizeof fix - strlen(fix), "a smaller train.micro_batch (now %lld; raise "
              "train.grad_accum to keep the batch), ", (long long)c->train.micro_batch);
-  if (p->precision == YK_PREC_FP32)
+  /* bf16 halves the kept activations but (today) adds 8 bytes of model
+   * state per parameter: worth naming only when activations dominate */
+  if (p->precision == YK_PREC_FP32 && p->item[YK_PLAN_ACTIVATIONS] > state / 2)
     snprintf(fix + strlen(fix), sizeof fix - strlen(fix), "train.precision=bf16 (16-bit activations), ");
   if (p->zero_stage < 3)
     snprintf(fix + strlen(fix), sizeof fix - strlen(fix), "optim.zero=%d over more ranks (%s), ",

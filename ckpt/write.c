@@ -819,7 +819,7 @@ int ck_commit(const char *root, int64_t step, int world, int keep, const yk_logg
   }
   if ((rc = ck_fsync_dir(root, d))) return rc;
   /* DEBUG: the caller (engine/ckpt.c) logs the one INFO line, with the commit's time. */
-  yk_log(lg, YK_LOG_DEBUG, "ckpt: committed %s (world %d)", final, world);
+  yk_log(lg, YK_LOG_INFO, "ckpt: committed %s (world %d)", final, world); /* the one line per save, whichever thread commits */
   rotate(root, step, keep, lg);
   return 0;
 }

@@ -95,7 +95,17 @@ static const key_def keys[] = {
      "tensor-parallel degree: each layer's heads and MLP split over this many ranks (Megatron-style); "
      "data-parallel degree = ranks / (tensor x pipeline)"},
     {"parallel.pipeline", T_INT, OFF(parallel.pipeline), "1", 1, 1024, NULL,
-     "pipeline-parallel degree (the layout reserves the axis; only 1 trains today)"},
+     "pipeline-parallel degree: the model's layers cut into this many stages, one after the other (ranks = data x "
+     "tensor x pipeline)"},
+    {"parallel.virtual_stages", T_INT, OFF(parallel.virtual_stages), "1", 1, 16, NULL,
+     "model chunks per pipeline stage: V > 1 runs the interleaved schedule (bubble (P-1)/(V*m+P-1); "
+     "train.grad_accum must be a multiple of parallel.pipeline)"},
+    {"parallel.schedule", T_ENUM, OFF(parallel.schedule), "auto", 0, 0, "auto|gpipe|1f1b|interleaved",
+     "pipeline schedule: gpipe (all forwards, then all backwards), 1f1b (at most P micro-batches of activations "
+     "alive), interleaved (1F1B over virtual stages); auto = interleaved when virtual_stages > 1, else 1f1b"},
+    {"parallel.stage_layers", T_STR, OFF(parallel.stage_layers), "", 0, 0, NULL,
+     "layers per pipeline chunk in chunk order, e.g. \"3,1\" (each >= 1, summing to the model's layers); empty = "
+     "balanced by a cost estimate that counts the embedding and the LM head"},
     {"parallel.sequence", T_BOOL, OFF(parallel.sequence), "false", 0, 1, NULL,
      "sequence parallelism: LayerNorm and residual rows split over the tensor-parallel group (needs seq_len "
      "divisible by parallel.tensor)"},

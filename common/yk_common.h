@@ -379,8 +379,11 @@ typedef struct yk_config {
   } optim;
   struct {
     int64_t tensor;   /* TP degree */
-    int64_t pipeline; /* PP degree (the axis is reserved; pipeline schedules are not built yet) */
+    int64_t pipeline; /* PP degree: stages */
     int64_t sequence; /* bool: sequence parallelism inside the TP group */
+    int64_t virtual_stages; /* model chunks per pipeline stage (interleaved schedule) */
+    char schedule[16];      /* auto | gpipe | 1f1b | interleaved */
+    char stage_layers[256]; /* "3,1": blocks per chunk; empty = balanced by cost */
   } parallel;
   struct {
     double init;

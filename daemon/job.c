@@ -25,6 +25,7 @@ static void on_abort(void *arg, const yk_daemon_event *ev) {
    * communicator under us. */
   pthread_mutex_lock(&job->comm_lock);
   if (job->tp) yk_comm_abort(job->tp, ev->text);
+  if (job->pp) yk_comm_abort(job->pp, ev->text);
   if (job->dp && job->dp != job->comm) yk_comm_abort(job->dp, ev->text);
   if (job->comm) yk_comm_abort(job->comm, ev->text);
   pthread_mutex_unlock(&job->comm_lock);
@@ -34,7 +35,7 @@ static void on_abort(void *arg, const yk_daemon_event *ev) {
  * rank has none). With only data parallelism the world is the dp group. */
 static int split_groups(ykd_job *job, yk_diag *d) {
   const yk_layout *l = &job->layout;
-  yk_comm *dp = NULL, *tp = NULL;
+  yk_comm *dp = NULL, *tp = NULL, *pp = NULL;
   int colour, key, rc = 0;
   if (l->tp == 1 && l->pp == 1) {
     dp = job->comm;
@@ -43,6 +44,8 @@ static int split_groups(ykd_job *job, yk_diag *d) {
     rc = yk_comm_split(job->comm, colour, key, &tp, d);
     yk_partition_layout_group(l, YK_GROUP_DP, &colour, &key);
     if (!rc) rc = yk_comm_split(job->comm, colour, key, &dp, d);
+    yk_partition_layout_group(l, YK_GROUP_PP, &colour, &key);
+    if (!rc && l->pp > 1) rc = yk_comm_split(job->comm, colour, key, &pp, d);
     if (!rc && l->tp == 1) {
       yk_comm_destroy(tp);
       tp = NULL;
@@ -55,6 +58,7 @@ static int split_groups(ykd_job *job, yk_diag *d) {
   pthread_mutex_lock(&job->comm_lock);
   job->dp = dp;
   job->tp = tp;
+  job->pp = pp;
   pthread_mutex_unlock(&job->comm_lock);
   return rc;
 }
@@ -114,9 +118,6 @@ int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, yk_diag *d)
   if ((rc = yk_partition_layout(world, (int)cfg->parallel.tensor, (int)cfg->parallel.pipeline, rank, &job->layout,
                                 d)) != 0)
     return rc;
-  if (job->layout.pp > 1)
-    return yk_errorf(d, YK_EUNSUPPORTED, "parallel.pipeline=%d: pipeline schedules are not built yet; set "
-                     "parallel.pipeline=1", job->layout.pp);
   if (world <= 1) return 0;
 
   if (!strcmp(cfg->comm.transport, "mpi")) {
@@ -146,10 +147,11 @@ int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, yk_diag *d)
 
 void ykd_job_close(ykd_job *job, int exit_code, const char *reason) {
   pthread_mutex_lock(&job->comm_lock);
-  yk_comm *comm = job->comm, *dp = job->dp != job->comm ? job->dp : NULL, *tp = job->tp;
-  job->comm = job->dp = job->tp = NULL;
+  yk_comm *comm = job->comm, *dp = job->dp != job->comm ? job->dp : NULL, *tp = job->tp, *pp = job->pp;
+  job->comm = job->dp = job->tp = job->pp = NULL;
   pthread_mutex_unlock(&job->comm_lock);
-  yk_comm_destroy(tp); /* children before the parent */
+  yk_comm_destroy(pp); /* children before the parent */
+  yk_comm_destroy(tp);
   yk_comm_destroy(dp);
   yk_comm_destroy(comm);
   if (job->boot) yk_bootstrap_destroy(job->boot);

@@ -16,7 +16,7 @@ typedef struct ykd_job {
   yk_daemon_ctl *ctl;        /* NULL on a single rank */
   yk_bootstrap *boot;
   yk_comm *comm;             /* every rank; NULL on a single rank */
-  yk_comm *dp, *tp;          /* the layout's data- and tensor-parallel groups (split from comm; NULL for a group
+  yk_comm *dp, *tp, *pp;     /* the layout's data-, tensor- and pipeline-parallel groups (split from comm; NULL for a group
                               * of one; dp is comm itself when every rank is a dp rank) */
   pthread_mutex_t comm_lock; /* the control thread's abort vs. destroy at close */
   int mpi_inited;            /* we called MPI_Init_thread */

@@ -195,7 +195,7 @@ static int open_engine(run *r, yk_diag *d) {
   }
   int rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &r->dev, d);
   if (rc) return rc;
-  yk_engine_opts o = {.cfg = c, .layout = r->job.layout, .comms = {.dp = r->job.dp, .tp = r->job.tp}, .dev = r->dev, .log = &r->log};
+  yk_engine_opts o = {.cfg = c, .layout = r->job.layout, .comms = {.dp = r->job.dp, .tp = r->job.tp, .pp = r->job.pp}, .dev = r->dev, .log = &r->log};
   o.test_delay_ms = test_delay_ms(r);
   o.local_ranks = r->job.env.local_world > 0 ? r->job.env.local_world : 1;
   if ((rc = yk_engine_open(&o, &r->eng, d)) != 0) return rc;

@@ -513,9 +513,8 @@ static int complete_pending(eng_ckpt *ck, yk_diag *d) {
     rc = yk_ckpt_writer_commit(ck->w, &mine);
     if (!rc) rc = yk_ckpt_writer_wait(ck->w, yk_deadline_in_ms(CKPT_WAIT_MS), &mine);
     yk_trace_end(ck->tk, &T_COMMIT, tc, (double)ck->pending_step, 0);
-    if (!rc)
-      YK_INFO(ck->log, "ckpt: committed %s/step-%08lld (commit %.3f s)", ck->cfg->ckpt.dir,
-              (long long)ck->pending_step, yk_now_s() - t0);
+    /* the commit itself logs "ckpt: committed DIR (world W)" once */
+    if (!rc) YK_DEBUG(ck->log, "ckpt: commit of step %lld took %.3f s", (long long)ck->pending_step, yk_now_s() - t0);
   }
   f[0] = rc ? 1 : 0;
   ck->pending = 0;

@@ -176,6 +176,22 @@ static int build_data(yk_engine *e, yk_diag *d) {
   return 0;
 }
 
+/* Pipeline stages: the plan, every stage's list (checked together, so a
+ * schedule that could deadlock never runs), this stage's list, then its
+ * channels and slots. */
+static int build_pipeline(yk_engine *e, yk_diag *d) {
+  int P = e->layout.pp, rc;
+  e->cfg.parallel.pipeline = P; /* the layout is what runs */
+  if ((rc = yk_engine_pipe_plan(&e->cfg, &e->mcfg, &e->pipe.plan, d)) != 0) return rc;
+  yk_schedule *all = malloc((size_t)P * sizeof *all);
+  if (!all) return yk_errorf(d, YK_ENOMEM, "out of memory for the pipeline schedules");
+  for (int s = 0; s < P && !rc; s++) rc = yk_engine_schedule_pipeline(&e->pipe.plan, s, &all[s], d);
+  if (!rc) rc = yk_engine_schedule_check_pipeline(&e->pipe.plan, all, YK_PIPE_MAX_SENDS, d);
+  if (!rc) e->schedule = all[e->layout.pp_rank];
+  free(all);
+  return rc ? rc : eng_pipe_open(e, d);
+}
+
 int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   yk_engine *e = calloc(1, sizeof *e);
   *out = e;
@@ -186,9 +202,13 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   e->comms = o->comms;
   e->dev = o->dev;
   e->test_delay_ms = o->test_delay_ms;
-  if (e->layout.pp > 1)
-    return yk_errorf(d, YK_EUNSUPPORTED, "layout dp %d x tp %d x pp %d: pipeline parallelism is not built yet; run "
-                     "with parallel.pipeline=1", e->layout.dp, e->layout.tp, e->layout.pp);
+  if (e->layout.pp > 1 && yk_config_zero_stage(&e->cfg) >= 2 && e->layout.dp > 1)
+    return yk_errorf(d, YK_EUNSUPPORTED, "optim.zero=%d with parallel.pipeline=%d: ZeRO-2/3 lend each layer's weights "
+                     "and gradients per micro-batch, which pipeline stages do not do yet; use optim.zero=1",
+                     yk_config_zero_stage(&e->cfg), e->layout.pp);
+  if (e->layout.pp > 1 && e->cfg.ckpt.dir[0])
+    return yk_errorf(d, YK_EUNSUPPORTED, "ckpt.dir=%s with parallel.pipeline=%d: checkpoints of pipeline layouts are "
+                     "not built yet; unset ckpt.dir or use parallel.pipeline=1", e->cfg.ckpt.dir, e->layout.pp);
   e->rank = e->layout.dp_rank;
   e->world = e->layout.dp;
   e->tp = e->layout.tp;
@@ -216,9 +236,12 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
       (rc = yk_engine_plan_check(&e->plan, &e->cfg, (uint64_t)e->cfg.train.memory_limit, o->local_ranks, d)) != 0)
     return rc;
   if ((rc = build_model(e, d)) != 0 || (rc = build_optimizer(e, d)) != 0 || (rc = build_data(e, d)) != 0) return rc;
-  if ((rc = yk_engine_schedule_dp(e->accum, e->mcfg.layers, &e->schedule, d)) != 0 ||
-      (rc = yk_engine_schedule_check(&e->schedule, e->mcfg.layers, d)) != 0)
+  if (e->layout.pp > 1) {
+    if ((rc = build_pipeline(e, d)) != 0) return rc;
+  } else if ((rc = yk_engine_schedule_dp(e->accum, e->mcfg.layers, &e->schedule, d)) != 0 ||
+             (rc = yk_engine_schedule_check(&e->schedule, e->mcfg.layers, d)) != 0) {
     return rc;
+  }
   /* The reduction learns of final gradient ranges through the model's hook;
    * the step arms it only around its reducing backward. */
   yk_model_set_grad_hook(e->model, eng_grads_ready, &e->grads);
@@ -237,6 +260,7 @@ void yk_engine_close(yk_engine *e) {
   if (!e) return;
   eng_trace_close(e);
   eng_grads_drain(&e->grads);
+  eng_pipe_close(&e->pipe); /* its slots borrow the model's arenas */
   eng_zero_drain(&e->zero);
   eng_ckpt_close(&e->ck);
   yk_data_loader_close(e->train_ld);
@@ -286,8 +310,22 @@ int yk_engine_eval(yk_engine *e, double *loss, yk_diag *d) {
   uint64_t w = yk_data_loader_epoch_windows(e->val_ld);
   if (n > w) n = w;
   double acc[2] = {0, 0}; /* loss sum, windows */
-  int rc = sum_window_losses(e->model, e->val_ld, (uint64_t)e->rank, (uint64_t)e->world, n, e->inputs, e->targets,
-                             acc, d);
+  int rc = 0;
+  if (e->pipe.on) {
+    /* every stage runs the window; the loss is the last stage's */
+    for (uint64_t q = (uint64_t)e->rank; q < n && !rc; q += (uint64_t)e->world) {
+      yk_data_loader_window(e->val_ld, q, e->inputs, e->targets, NULL, NULL);
+      float l;
+      rc = eng_pipe_eval(&e->pipe, e->inputs, e->targets, &l, d);
+      acc[0] += l;
+      acc[1] += 1;
+    }
+    if (!rc) rc = eng_grads_sum_f64(&e->grads, acc, 2, d);
+    if (!rc) *loss = acc[0] / acc[1];
+    return rc ? rc : eng_pipe_share_loss(&e->pipe, e->comms.pp, loss, d);
+  }
+  rc = sum_window_losses(e->model, e->val_ld, (uint64_t)e->rank, (uint64_t)e->world, n, e->inputs, e->targets,
+                         acc, d);
   if (rc) return rc;
   /* ZeRO-3: a forward gathers weights with the other ranks, so every rank
    * runs as many as the busiest one; the extra ones are not counted. */
@@ -370,6 +408,8 @@ void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *m) {
     m->buffers += e->zero.bytes - in_block;
   }
   m->model = yk_model_memory_bytes(e->model) - (z ? 0 : 2 * n * sizeof(float));
+  /* pipeline stages: one model instance per micro-batch alive (no arenas) */
+  for (int i = 1; i < e->pipe.nslots; i++) m->model += yk_model_memory_bytes(e->pipe.slot[i]);
   m->planned_peak = e->plan.peak;
 }
 
@@ -380,8 +420,19 @@ uint64_t yk_engine_params_checksum(yk_engine *e) {
     return eng_zero_gather_all(&e->zero, NULL, &h, &d) ? 0 : h;
   }
   const unsigned char *b = (const unsigned char *)yk_model_params(e->model);
+  float *whole = NULL;
+  if (e->pipe.on) {
+    /* collective: the stages' blocks in one arena */
+    yk_diag d = {0};
+    if (!(whole = yk_alloc(e->nparams * sizeof(float))) || eng_pipe_assemble(e, whole, &d)) {
+      yk_free(whole);
+      return 0;
+    }
+    b = (const unsigned char *)whole;
+  }
   uint64_t h = 1469598103934665603ull;
   for (size_t i = 0; i < e->nparams * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ull;
+  yk_free(whole);
   return h;
 }
 
@@ -417,6 +468,12 @@ int yk_engine_save_weights(yk_engine *e, const char *path, yk_diag *d) {
    * part in those gathers). */
   float *local = yk_model_params(e->model), *full = NULL;
   int rc = 0;
+  if (e->pipe.on) {
+    /* collective over the stages: each holds its blocks only */
+    if (!(local = full = yk_alloc(e->nparams * sizeof(float))))
+      return yk_errorf(d, YK_ENOMEM, "out of memory for the weights (%zu parameters)", e->nparams);
+    rc = eng_pipe_assemble(e, full, d);
+  }
   if (e->zstage == 3) {
     int need = path || (e->tp > 1 && e->layout.dp_rank == 0);
     if (need && !(local = full = yk_alloc(e->nparams * sizeof(float))))
@@ -466,6 +523,16 @@ void yk_engine_describe(const yk_engine *e, void (*line)(void *arg, const char *
            (mem.weights16 + mem.grads16) / 1048576.0, mem.master / 1048576.0, mem.moments / 1048576.0, e->slen,
            e->nparams, mem.model / 1048576.0);
   line(arg, buf);
+  if (e->pipe.on) {
+    const yk_pipe_plan *p = &e->pipe.plan;
+    int n = snprintf(buf, sizeof buf, "pipeline: %s, %d stages x %d chunks, %d micro-batches; this stage (%d) runs "
+                     "blocks", yk_engine_pipe_kind_name(p->kind), p->stages, p->vstages, p->micro_batches,
+                     e->pipe.stage);
+    for (int k = e->pipe.stage; k < e->pipe.K && n < (int)sizeof buf - 32; k += p->stages)
+      n += snprintf(buf + n, sizeof buf - (size_t)n, " [%d, %d)", p->bounds[k], p->bounds[k + 1]);
+    snprintf(buf + n, sizeof buf - (size_t)n, ", %d micro-batches of activations at most", e->pipe.nslots);
+    line(arg, buf);
+  }
   yk_engine_schedule_describe(&e->schedule, buf, sizeof buf);
   char s2[600];
   snprintf(s2, sizeof s2, "step schedule: %s", buf);

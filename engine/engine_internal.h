@@ -159,6 +159,61 @@ void eng_zero_drain(eng_zero *z);
 void eng_zero_free(eng_zero *z);
 
 /* ------------------------------------------------------------------------ */
+/* Pipeline parallelism (pipe.c)                                            */
+/* ------------------------------------------------------------------------ */
+
+/* A stage's side of the pipeline. Every neighbouring pair of stages talks
+ * over channels of their own: one two-rank communicator for the activations
+ * from stage s to s + 1 (chan[s]) and one for the gradients from s to s - 1
+ * (chan[P + s]), split from the pp group; a message is a broadcast from the
+ * sender (rank 0 of the channel), so each channel carries its messages in
+ * order under the communicator's deadline, and the checker's channel model
+ * is what runs. A stage keeps one model instance per micro-batch alive at
+ * once (the schedule's yk_engine_schedule_max_alive): slot 0 is the engine's
+ * model, which owns the arenas; the others borrow them through a provider,
+ * so every slot reads and accumulates into the same weights and gradients.
+ * Each stage holds the whole arena (its own blocks, plus the embedding on
+ * the first and the head and wte on the last, are the ones it trains). */
+typedef struct eng_pipe {
+  int on;                     /* parallel.pipeline > 1 */
+  yk_pipe_plan plan;
+  int stage, P, K;            /* this stage, stages, chunks */
+  yk_comm *chan[2 * YK_PIPE_MAX_CHUNKS]; /* this stage's channels (NULL for the others') */
+  yk_comm *embed;             /* first + last stage: the tied wte's gradient sum (NULL elsewhere) */
+  yk_model **slot;            /* nslots instances; slot[0] borrowed from the engine */
+  int nslots;
+  int *slot_of;               /* (chunk * m + micro) -> slot holding its activations, -1 */
+  size_t n;                   /* floats per message: yk_model_stream_numel */
+  float *in, *gin, *out;      /* received activations, received gradient, what the last op produced */
+  float *sendbuf[YK_PIPE_MAX_SENDS];
+  yk_request *sendreq[YK_PIPE_MAX_SENDS];
+  int next_send;
+  size_t wte_off, wte_n;      /* the tied embedding in the arena */
+  double wait_s;              /* time blocked in receives and send buffers this step */
+} eng_pipe;
+
+struct yk_engine;
+/* After the model and schedule exist: channels, slots, buffers. */
+int eng_pipe_open(struct yk_engine *e, yk_diag *d);
+void eng_pipe_close(eng_pipe *p);
+int eng_pipe_forward(eng_pipe *p, const yk_sched_op *op, const int32_t *inputs, const int32_t *targets, float *loss,
+                     yk_diag *d);
+int eng_pipe_backward(eng_pipe *p, const yk_sched_op *op, float scale, yk_diag *d);
+/* SEND_ACT / SEND_GRAD (non-blocking) and RECV_ACT / RECV_GRAD (blocking). */
+int eng_pipe_send(eng_pipe *p, const yk_sched_op *op, yk_diag *d);
+int eng_pipe_recv(eng_pipe *p, const yk_sched_op *op, yk_diag *d);
+/* Wait for this stage's sends; then sum wte's gradient between the first and
+ * the last stage (grads: the model's gradient arena). */
+int eng_pipe_finish(eng_pipe *p, float *grads, yk_diag *d);
+/* Every stage's blocks in one whole arena dst (collective over the pp group). */
+int eng_pipe_assemble(struct yk_engine *e, float *dst, yk_diag *d);
+/* Forward of one window through every stage (collective over the pp group);
+ * *loss is the window's loss on the last stage, 0 elsewhere. */
+int eng_pipe_eval(eng_pipe *p, const int32_t *inputs, const int32_t *targets, float *loss, yk_diag *d);
+/* The loss of the last stage, broadcast to every stage. */
+int eng_pipe_share_loss(eng_pipe *p, yk_comm *pp, double *loss, yk_diag *d);
+
+/* ------------------------------------------------------------------------ */
 /* Checkpoints of the engine's state (ckpt.c)                                */
 /* ------------------------------------------------------------------------ */
 
@@ -252,6 +307,7 @@ struct yk_engine {
 
   yk_engine_plan plan;        /* the memory plan checked before anything was allocated */
   yk_schedule schedule;       /* one step's operations */
+  eng_pipe pipe;              /* pipeline stages (pipe.on = 0 without) */
   eng_grads grads;
   eng_ckpt ck;
   int64_t start_step;

@@ -42,14 +42,17 @@ typedef struct step_ctx {
 /* ---- FORWARD / BACKWARD -------------------------------------------------- */
 
 static int op_forward(yk_engine *e, step_ctx *s, const yk_sched_op *op, yk_diag *d) {
-  int rc = yk_data_loader_next(e->train_ld, e->world, e->accum, e->rank, op->micro, e->inputs, e->targets);
+  /* pipeline: the first chunk reads the tokens, the last the targets */
+  int rc = 0, tokens = !e->pipe.on || op->chunk == 0 || op->chunk == e->pipe.K - 1;
+  if (tokens) rc = yk_data_loader_next(e->train_ld, e->world, e->accum, e->rank, op->micro, e->inputs, e->targets);
   if (rc) return yk_errorf(d, rc, "data loader refused micro-batch %d of step %lld", op->micro, (long long)s->step);
   float loss;
   double t0 = yk_now_s();
   /* A non-finite loss is not an error here: every rank must take part in
    * this step's reductions, and the check on the reduced loss ends the run
    * on all of them together. */
-  rc = yk_model_forward(e->model, e->inputs, e->targets, &loss, d);
+  rc = e->pipe.on ? eng_pipe_forward(&e->pipe, op, e->inputs, e->targets, &loss, d)
+                  : yk_model_forward(e->model, e->inputs, e->targets, &loss, d);
   if (rc && rc != YK_ENONFINITE) return rc;
   s->fwd_s += yk_now_s() - t0;
   s->loss_sum += loss;
@@ -68,26 +71,52 @@ static int op_backward(yk_engine *e, step_ctx *s, const yk_sched_op *op, yk_diag
    * reduce-scatters its gradients into the rank's slice (zero.c), and the
    * schedule's reducing backward is just the last of them. */
   if (e->zstage) eng_zero_begin(&e->zero, op->micro > 0, predivide ? YK_OP_SUM : YK_OP_AVG);
-  else if (op->reduce)
+  else if (op->reduce && !e->pipe.on) /* a pipeline reduces after its sends (op_reduce) */
     eng_grads_begin(&e->grads, yk_model_grads(e->model), e->mp.grads16, e->mp.dt16,
                     predivide ? YK_OP_SUM : YK_OP_AVG);
   float scale = s->loss_scale / (float)e->accum;
   if (predivide) scale /= (float)e->world;
   double t0 = yk_now_s();
-  int rc = yk_model_backward_scaled(e->model, scale, d);
+  int rc = e->pipe.on ? eng_pipe_backward(&e->pipe, op, scale, d) : yk_model_backward_scaled(e->model, scale, d);
   s->bwd_s += yk_now_s() - t0;
   return rc;
+}
+
+/* ---- SEND / RECV (pipeline) ------------------------------------------------ */
+
+static int op_message(yk_engine *e, const yk_sched_op *op, yk_diag *d) {
+  if (op->kind == YK_SCHED_SEND_ACT || op->kind == YK_SCHED_SEND_GRAD) return eng_pipe_send(&e->pipe, op, d);
+  return eng_pipe_recv(&e->pipe, op, d);
+}
+
+/* A pipeline stage's gradients are final once its last backward ran and the
+ * tied embedding's parts are summed: then the data-parallel reduction of the
+ * stage's arena, region by region from its end as the buckets expect. */
+static int pipe_reduce_start(yk_engine *e, yk_diag *d) {
+  int rc = eng_pipe_finish(&e->pipe, yk_model_grads(e->model), d);
+  if (rc) return rc;
+  int predivide = e->mp.prec != YK_PREC_FP32 && e->world > 1;
+  eng_grads_begin(&e->grads, yk_model_grads(e->model), e->mp.grads16, e->mp.dt16, predivide ? YK_OP_SUM : YK_OP_AVG);
+  for (int r = yk_model_regions(e->model) - 1; r >= 0; r--) {
+    size_t off, n;
+    yk_model_region_range(e->model, r, &off, &n);
+    eng_grads_ready(&e->grads, off, n);
+  }
+  return 0;
 }
 
 /* ---- REDUCE -------------------------------------------------------------- */
 
 static int op_reduce(yk_engine *e, step_ctx *s, yk_diag *d) {
-  int rc = e->zstage ? eng_zero_finish(&e->zero, &s->wait_s, d) : eng_grads_finish(&e->grads, &s->wait_s, d);
+  int rc = e->pipe.on ? pipe_reduce_start(e, d) : 0;
+  if (!rc) rc = e->zstage ? eng_zero_finish(&e->zero, &s->wait_s, d) : eng_grads_finish(&e->grads, &s->wait_s, d);
   if (rc) return rc;
-  /* The loss reported is the mean over every rank's micro-batches. */
+  /* The loss reported is the mean over every rank's micro-batches (a
+   * pipeline's last stage has them; it tells the others). */
   double l[1] = {s->loss_sum / e->accum};
   if ((rc = eng_grads_sum_f64(&e->grads, l, 1, d)) != 0) return rc;
   s->loss = l[0] / e->world;
+  if (e->pipe.on && (rc = eng_pipe_share_loss(&e->pipe, e->comms.pp, &s->loss, d)) != 0) return rc;
   if (!isfinite(s->loss))
     return yk_errorf(d, YK_ENONFINITE,
                      "step %lld: the training loss is %f; lower optim.lr (now %g) or set optim.grad_clip",
@@ -112,8 +141,9 @@ static int first_nonfinite16(yk_engine *e, int64_t *bad, yk_diag *d) {
   /* Every rank must take the same decision: the data-parallel ranks under
    * ZeRO-1 scanned different slices, tensor-parallel ranks hold different
    * pieces. */
-  yk_comm *groups[2] = {e->shard ? e->comms.dp : NULL, e->tp > 1 ? e->comms.tp : NULL};
-  for (int g = 0; g < 2; g++) {
+  yk_comm *groups[3] = {e->shard ? e->comms.dp : NULL, e->tp > 1 ? e->comms.tp : NULL,
+                        e->pipe.on ? e->comms.pp : NULL};
+  for (int g = 0; g < 3; g++) {
     if (!groups[g]) continue;
     int64_t v = b < 0 ? INT64_MAX : b;
     int rc = yk_comm_allreduce_sync(groups[g], &v, &v, 1, YK_DT_I64, YK_OP_MIN, d);
@@ -190,12 +220,15 @@ static int sum_in_rank_order(yk_comm *c, double *v, const char *what, yk_diag *d
  * tensor-parallel rank 0 only, so the group's sum counts it once. */
 static double sumsq_once(const yk_engine *e, const float *gslice) {
   size_t lo = e->soff, len = e->slen;
-  if (e->tp == 1) return yk_optimizer_sumsq(gslice, len, YK_ISA_AUTO);
+  /* a pipeline's last stage holds a copy of the first stage's wte gradient */
+  int wte_twin = e->pipe.on && e->pipe.stage == e->pipe.P - 1;
+  if (e->tp == 1 && !wte_twin) return yk_optimizer_sumsq(gslice, len, YK_ISA_AUTO);
   double s = 0;
   for (int i = 0; i < e->ntensors; i++) {
     const yk_tensor_desc *t = &e->tensors[i];
     size_t a = YK_MAX(lo, t->offset), b = YK_MIN(lo + len, t->offset + t->numel);
     if (a >= b || (t->split == YK_SPLIT_REPLICATED && e->tp_rank != 0)) continue;
+    if (wte_twin && t->offset == e->pipe.wte_off) continue;
     s += yk_optimizer_sumsq(gslice + (a - lo), b - a, YK_ISA_AUTO);
   }
   return s;
@@ -206,7 +239,7 @@ static double sumsq_once(const yk_engine *e, const float *gslice) {
  * ranks add the partial sums; tensor parallelism adds the group's pieces
  * the same way. */
 static int global_norm(yk_engine *e, const float *gslice, double *norm, yk_diag *d) {
-  if (!e->shard && e->tp == 1) {
+  if (!e->shard && e->tp == 1 && !e->pipe.on) {
     *norm = yk_optimizer_global_norm(gslice, e->nparams, YK_ISA_AUTO);
     return 0;
   }
@@ -214,6 +247,8 @@ static int global_norm(yk_engine *e, const float *gslice, double *norm, yk_diag 
   int rc = 0;
   if (e->shard) rc = sum_in_rank_order(e->comms.dp, &v, "gradient norm over the data-parallel ranks", d);
   if (!rc && e->tp > 1) rc = sum_in_rank_order(e->comms.tp, &v, "gradient norm over the tensor-parallel group", d);
+  /* each stage's gradients are zero outside its blocks */
+  if (!rc && e->pipe.on) rc = sum_in_rank_order(e->comms.pp, &v, "gradient norm over the pipeline stages", d);
   *norm = sqrt(v);
   return rc;
 }
@@ -303,6 +338,7 @@ int yk_engine_step(yk_engine *e, int64_t step, yk_step_stats *out, yk_diag *d) {
   int rc = 0;
   int64_t tt = eng_trace_step_begin(e, step); /* train.trace: the step's spans (trace.c) */
   yk_model_zero_grad(e->model);
+  e->pipe.wait_s = 0;
   if (e->zstage) eng_zero_step_start(&e->zero);
   eng_trace_prologue(e, tt);
   for (int i = 0; i < e->schedule.n && !rc; i++) {
@@ -313,6 +349,10 @@ int yk_engine_step(yk_engine *e, int64_t step, yk_step_stats *out, yk_diag *d) {
     case YK_SCHED_BACKWARD: rc = op_backward(e, &s, op, d); break;
     case YK_SCHED_REDUCE: rc = op_reduce(e, &s, d); break;
     case YK_SCHED_UPDATE: rc = op_update(e, &s, d); break;
+    case YK_SCHED_SEND_ACT:
+    case YK_SCHED_RECV_ACT:
+    case YK_SCHED_SEND_GRAD:
+    case YK_SCHED_RECV_GRAD: rc = op_message(e, op, d); break;
     default: rc = yk_errorf(d, YK_EUNSUPPORTED, "schedule operation %d cannot run in this layout", (int)op->kind);
     }
     eng_trace_op(e, op, to);
@@ -329,7 +369,7 @@ int yk_engine_step(yk_engine *e, int64_t step, yk_step_stats *out, yk_diag *d) {
       .step_ms = dt * 1e3,
       .fwd_ms = s.fwd_s * 1e3,
       .bwd_ms = s.bwd_s * 1e3,
-      .comm_wait_ms = (s.wait_s + s.gather_s) * 1e3, /* the gather blocks: part of the wait */
+      .comm_wait_ms = (s.wait_s + s.gather_s + e->pipe.wait_s) * 1e3, /* the gather and pipeline receives block */
       .opt_ms = s.opt_s * 1e3,
       .gather_ms = s.gather_s * 1e3,
       .tokens_per_s = (double)e->B * e->T * e->accum * e->world / dt,

@@ -870,6 +870,13 @@ static int ce_fwd(yk_model *m, const int32_t *targets, yk_diag *d) {
 }
 
 int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets, float *loss, yk_diag *d) {
+  return yk_model_forward_range(m, 0, m->cfg.layers, inputs, NULL, targets, NULL, loss, d);
+}
+
+size_t yk_model_stream_numel(const yk_model *m) { return (size_t)m->Ns * m->cfg.channels; }
+
+int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inputs, const float *in,
+                           const int32_t *targets, float *out, float *loss, yk_diag *d) {
   const yk_device *dev = m->dev;
   const yk_device_ops *o = dev->ops;
   const yk_model_config *c = &m->cfg;
@@ -878,22 +885,34 @@ int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets,
   int B = m->B, T = m->T, C = c->channels, Cl = m->Cl, NHl = m->NHl, V = c->vocab_size, Vl = m->Vl;
   int N = B * T;
   size_t NC = (size_t)N * C, NCl = (size_t)N * Cl, NsC = (size_t)m->Ns * C;
-  if (!inputs) return yk_errorf(d, YK_EINVAL, "forward needs input tokens (inputs is NULL)");
-  int rc = check_tokens(inputs, (size_t)N, V, "input", d);
-  if (!rc && targets) rc = check_tokens(targets, (size_t)N, V, "target", d);
+  if (first < 0 || first >= last || last > c->layers || (first > 0 && !in) || (last < c->layers && !out))
+    return yk_errorf(d, YK_EINVAL, "forward of layers [%d, %d) of %d%s", first, last, c->layers,
+                     first > 0 && !in ? " needs the input activations" : last < c->layers && !out ?
+                     " needs an output buffer" : ": not a range of the model's layers");
+  if (first == 0 && !inputs) return yk_errorf(d, YK_EINVAL, "forward needs input tokens (inputs is NULL)");
+  int rc = first == 0 ? check_tokens(inputs, (size_t)N, V, "input", d) : 0;
+  if (!rc && targets && last == c->layers) rc = check_tokens(targets, (size_t)N, V, "target", d);
   if (rc) return rc;
   m->have_targets = 0;
-  memcpy(m->inputs, inputs, (size_t)N * sizeof(int32_t));
+  m->range_first = first;
+  m->range_last = last;
+  if (first == 0) memcpy(m->inputs, inputs, (size_t)N * sizeof(int32_t));
   float *Pe, *Pl, *Ph; /* each region's weights: embedding, layer l, head (lnf) */
 
   /* In 16-bit mode the residual stream ping-pongs between work buffers: x
-   * (layer input) in R0, res2 in R1, res3 back in R0 (x is dead by then). */
-  float *x = dest(m, m->encoded, W_R0);
-  if ((rc = params_of(m, R_EMBED, YK_MODEL_FORWARD, &Pe, d)) != 0 || (rc = embed_fwd(m, x, inputs, Pe, d)) != 0 ||
-      (rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d)) != 0)
+   * (layer input) in R0, res2 in R1, res3 back in R0 (x is dead by then).
+   * A pipeline stage's input is kept where the previous block's output would
+   * be, so backward finds it there. */
+  void *x_store = first == 0 ? m->encoded : m->al[first - 1].res3;
+  float *x = dest(m, x_store, W_R0);
+  if (first > 0) {
+    memcpy(x, in, NsC * sizeof(float));
+  } else if ((rc = params_of(m, R_EMBED, YK_MODEL_FORWARD, &Pe, d)) != 0 ||
+             (rc = embed_fwd(m, x, inputs, Pe, d)) != 0 || (rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d)) != 0) {
     return rc;
-  keep(m, m->encoded, x, NsC);
-  for (int l = 0; l < c->layers; l++) {
+  }
+  keep(m, x_store, x, NsC);
+  for (int l = first; l < last; l++) {
     if ((rc = params_of(m, R_LAYER(l), YK_MODEL_FORWARD, &Pl, d)) != 0) return rc;
     layer_view w = layer_at(m, Pl);
     acts_layer *a = &m->al[l];
@@ -929,6 +948,13 @@ int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets,
     keep(m, a->res3, res3, NsC);
     x = res3;
     if ((rc = done_params(m, R_LAYER(l), YK_MODEL_FORWARD, d)) != 0) return rc;
+  }
+  if (last < c->layers) {
+    /* a pipeline stage before the last: its output goes to the next one */
+    memcpy(out, x, NsC * sizeof(float));
+    if (loss) *loss = 0.0f;
+    m->have_targets = 1;
+    return 0;
   }
   float *lnf = dest(m, m->lnf, W_LN);
   if ((rc = params_of(m, R_HEAD(m), YK_MODEL_FORWARD, &Ph, d)) != 0 ||
@@ -1007,9 +1033,21 @@ static int embed_bwd(yk_model *m, float *G, yk_diag *d) {
 }
 
 int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
+  if (m->have_targets && m->range_last < m->cfg.layers)
+    return yk_errorf(d, YK_EINVAL, "backward of layers [%d, %d) needs the gradient of their output: use "
+                     "yk_model_backward_range", m->range_first, m->range_last);
+  return yk_model_backward_range(m, scale, NULL, NULL, d);
+}
+
+int yk_model_backward_range(yk_model *m, float scale, const float *dout, float *din, yk_diag *d) {
   if (!m->have_targets)
     return yk_errorf(d, YK_EINVAL, "backward needs a forward with targets first (each forward is differentiated once)");
+  if ((m->range_last < m->cfg.layers && !dout) || (m->range_first > 0 && !din))
+    return yk_errorf(d, YK_EINVAL, "backward of layers [%d, %d) of %d needs %s", m->range_first, m->range_last,
+                     m->cfg.layers, !dout && m->range_last < m->cfg.layers ? "the gradient of their output"
+                                                                            : "a buffer for their input's gradient");
   m->have_targets = 0;
+  int first = m->range_first, last = m->range_last;
   const yk_device *dev = m->dev;
   const yk_device_ops *o = dev->ops;
   const yk_model_config *c = &m->cfg;
@@ -1019,6 +1057,13 @@ int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
   float *Pe, *Ge, *Ph, *Gh, *Pl, *Gl; /* each region's weights and gradient buffer */
   size_t NC = (size_t)N * C, NCl = (size_t)N * Cl, NsC = (size_t)Ns * C, uC = (size_t)C;
 
+  Ge = NULL;
+  if (last < L) {
+    /* a pipeline stage before the last: backward starts from the next
+     * stage's gradient of this stage's output */
+    memcpy(m->dres, dout, NsC * sizeof(float));
+    goto layers;
+  }
   /* dlogits in place of the logits (this rank's vocabulary rows) */
   if (tpar) o->crossent_bwd(dev, m->logits, m->lse, m->tshift, scale / (float)N, N, m->nv, Vl);
   else o->crossent_bwd(dev, m->logits, m->lse, m->targets, scale / (float)N, N, c->vocab_size, Vl);
@@ -1042,7 +1087,8 @@ int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
   if ((rc = rep_sum(m, gf, 2, uC, d)) != 0) return rc;
   if ((rc = done_params(m, R_HEAD(m), YK_MODEL_BACKWARD, d)) || (rc = done_grads(m, R_HEAD(m), d))) return rc;
 
-  for (int l = L - 1; l >= 0; l--) {
+layers:
+  for (int l = last - 1; l >= first; l--) {
     if ((rc = params_of(m, R_LAYER(l), YK_MODEL_BACKWARD, &Pl, d)) || (rc = grads_of(m, R_LAYER(l), &Gl, d)))
       return rc;
     layer_view w = layer_at(m, Pl), g = layer_at(m, Gl);
@@ -1093,6 +1139,12 @@ int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d) {
     if ((rc = rep_sum(m, grep, 6, uC, d)) != 0) return rc;
     if ((rc = done_params(m, R_LAYER(l), YK_MODEL_BACKWARD, d)) || (rc = done_grads(m, R_LAYER(l), d))) return rc;
   }
+  if (first > 0) {
+    /* a pipeline stage after the first: the gradient of its input goes back */
+    memcpy(din, m->dres, NsC * sizeof(float));
+    return Ge ? done_grads(m, R_EMBED, d) : 0; /* the LM head's wte gradient */
+  }
+  if (!Ge && (rc = grads_of(m, R_EMBED, &Ge, d)) != 0) return rc;
   if ((rc = embed_bwd(m, Ge, d)) != 0) return rc;
   return done_grads(m, R_EMBED, d);
 }

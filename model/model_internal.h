@@ -87,6 +87,7 @@ struct yk_model {
   size_t scratch_numel;
   int32_t *inputs, *targets;
   int have_targets; /* a forward with targets is waiting for backward */
+  int range_first, range_last; /* blocks of that forward: [0, L), or a pipeline stage's */
   /* Tensor parallelism (yk_model_create_parallel; tp.size = 1 without). The
    * arenas hold this rank's pieces (lay, tensors); glay is the whole
    * model's arena, for weights files and init. */

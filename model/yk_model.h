@@ -316,6 +316,25 @@ int yk_model_backward(yk_model *m, yk_diag *d);
 /* Same with the loss multiplied by scale (dloss = scale/(B*T)), e.g.
  * scale = 1/grad_accum, or a loss scale for fp16. */
 int yk_model_backward_scaled(yk_model *m, float scale, yk_diag *d);
+/* ---- Pipeline stages ----------------------------------------------------
+ * Forward of blocks [first, last) only (0 <= first < last <= L). first == 0:
+ * the embedding of inputs (B,T) starts it; else `in` (Ns,C) f32 is the
+ * residual stream entering block `first` (Ns = B*T, or this rank's B*T/tp
+ * rows under sequence parallelism: yk_model_stream_numel floats). last == L:
+ * final LayerNorm, LM head and, with targets, the loss, as yk_model_forward;
+ * else `out` (Ns,C) f32 receives the stream leaving block last - 1 and *loss
+ * (may be NULL) is 0. A stage's blocks see exactly the values the whole
+ * model's would (bitwise, in fp32 and 16-bit modes). Parameters and
+ * gradients stay the whole arena's layout. */
+int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inputs, const float *in,
+                           const int32_t *targets, float *out, float *loss, yk_diag *d);
+/* Backward of the last forward_range, accumulating into the gradients of its
+ * blocks (and of wte/wpe on the first stage, lnf and wte on the last): with
+ * last < L it starts from dout (Ns,C) f32, the gradient of its output; with
+ * first > 0 it writes the gradient of its input into din (Ns,C) f32. */
+int yk_model_backward_range(yk_model *m, float scale, const float *dout, float *din, yk_diag *d);
+/* Floats of one residual-stream tensor of this rank: Ns * C. */
+size_t yk_model_stream_numel(const yk_model *m);
 /* Install (or clear with fn == NULL) the gradient-ready hook. */
 void yk_model_set_grad_hook(yk_model *m, yk_model_grad_hook fn, void *ctx);
 

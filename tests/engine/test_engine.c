@@ -140,7 +140,9 @@ static void *run_rank(void *arg) {
   yk_device *dev = NULL;
   yk_engine *e = NULL;
   const int steps = (int)r->cfg->train.steps;
-  int rc = yk_partition_layout(r->world, (int)r->cfg->parallel.tensor, 1, r->rank, &r->lay, &r->d);
+  int rc = yk_partition_layout(r->world, (int)r->cfg->parallel.tensor, (int)r->cfg->parallel.pipeline, r->rank,
+                               &r->lay, &r->d);
+  yk_comm *ppc = NULL;
   const yk_layout lay = r->lay;
   if (!rc && r->world > 1) {
     yk_comm_opts co;
@@ -154,11 +156,13 @@ static void *run_rank(void *arg) {
     yk_partition_layout_group(&lay, YK_GROUP_TP, &colour, &key);
     if (!rc && lay.tp > 1) rc = yk_comm_split(comm, colour, key, &tpc, &r->d);
     yk_partition_layout_group(&lay, YK_GROUP_DP, &colour, &key);
-    if (!rc && lay.tp > 1 && lay.dp > 1) rc = yk_comm_split(comm, colour, key, &dpc, &r->d);
-    if (lay.tp == 1) dpc = comm;
+    if (!rc && (lay.tp > 1 || lay.pp > 1) && lay.dp > 1) rc = yk_comm_split(comm, colour, key, &dpc, &r->d);
+    yk_partition_layout_group(&lay, YK_GROUP_PP, &colour, &key);
+    if (!rc && lay.pp > 1) rc = yk_comm_split(comm, colour, key, &ppc, &r->d);
+    if (lay.tp == 1 && lay.pp == 1) dpc = comm;
   }
   if (!rc) rc = yk_device_cpu_create(1, YK_ISA_AUTO, &dev, &r->d);
-  yk_engine_opts o = {.cfg = r->cfg, .layout = lay, .comms = {.dp = dpc, .tp = tpc}, .dev = dev, .log = &log};
+  yk_engine_opts o = {.cfg = r->cfg, .layout = lay, .comms = {.dp = dpc, .tp = tpc, .pp = ppc}, .dev = dev, .log = &log};
   if (!rc) rc = yk_engine_open(&o, &e, &r->d);
   if (!rc) yk_engine_memory_of(e, &r->mem);
   for (int64_t s = 0; !rc && s < steps; s++) {
@@ -205,6 +209,7 @@ static void *run_rank(void *arg) {
     unlink(path);
   }
   yk_engine_close(e);
+  yk_comm_destroy(ppc);
   yk_comm_destroy(tpc);
   if (dpc != comm) yk_comm_destroy(dpc);
   yk_comm_destroy(comm);
@@ -243,11 +248,29 @@ static void free_job(rank_run *rr, int world) {
 /* A layout of `world` ranks with tensor-parallel degree tp (sequence
  * parallel if sp) against 1 rank with the same global batch: the loss of
  * step s within loss_tol (absolute; relative when rel) ... */
+/* Settings beyond check_layout's arguments: `both` for both runs, `many` for
+ * the run of `world` ranks only (NULL-terminated lists, may be NULL); *out
+ * (may be NULL) gets the many-rank run's per-step losses and checksum. */
+typedef struct layout_extra {
+  const char *const *both, *const *many;
+  int pp;
+  double *losses;
+  uint64_t *checksum;
+} layout_extra;
+
+static void check_layout_ex(int world, int tp, int sp, int steps, double lr, int accum, const char *precision,
+                            int zero, double clip, double loss_tol, int rel, double w_tol, const layout_extra *x);
+
 static void check_layout(int world, int tp, int sp, int steps, double lr, int accum, const char *precision, int zero,
                          double clip, double loss_tol, int rel, double w_tol) {
+  check_layout_ex(world, tp, sp, steps, lr, accum, precision, zero, clip, loss_tol, rel, w_tol, NULL);
+}
+
+static void check_layout_ex(int world, int tp, int sp, int steps, double lr, int accum, const char *precision,
+                            int zero, double clip, double loss_tol, int rel, double w_tol, const layout_extra *x) {
   fixtures();
   yk_config c1, cn;
-  int dp = world / tp;
+  int dp = world / tp / (x && x->pp ? x->pp : 1);
   job_config(&c1, dp * accum, precision, zero, clip);
   job_config(&cn, accum, precision, zero, clip);
   set_key(&c1, "train.steps=%d", steps);
@@ -260,6 +283,12 @@ static void check_layout(int world, int tp, int sp, int steps, double lr, int ac
     set_key(&cn, "train.init_weights=%s/init6.bin", tmpdir);
   }
   set_key(&cn, "parallel.sequence=%s", sp ? "true" : "false");
+  for (int i = 0; x && x->both && x->both[i]; i++) {
+    set_key(&c1, "%s", x->both[i]);
+    set_key(&cn, "%s", x->both[i]);
+  }
+  for (int i = 0; x && x->many && x->many[i]; i++) set_key(&cn, "%s", x->many[i]);
+  if (x && x->pp) set_key(&cn, "parallel.pipeline=%d", x->pp);
   rank_run *one = calloc(1, sizeof *one), *many = calloc(MAX_RANKS, sizeof *many);
   run_job(1, &c1, one);
   run_job(world, &cn, many);
@@ -282,6 +311,8 @@ static void check_layout(int world, int tp, int sp, int steps, double lr, int ac
     ck_assert_msg(fabs(one[0].norm[s] - many[0].norm[s]) <= loss_tol * fabs(one[0].norm[s]) || isnan(one[0].norm[s]),
                   "%s %d ranks x %d: step %d gradient norm %.7g, one rank %.7g", precision, world, accum, s,
                   many[0].norm[s], one[0].norm[s]);
+  for (int st = 0; x && x->losses && st < steps; st++) x->losses[st] = many[0].loss[st];
+  if (x && x->checksum) *x->checksum = many[0].checksum;
   double maxdiff = 0;
   size_t worst = 0;
   for (size_t i = 0; i < one[0].nparams; i++) {
@@ -295,10 +326,11 @@ static void check_layout(int world, int tp, int sp, int steps, double lr, int ac
   /* training moved the weights: the comparison is not of two no-ops */
   ck_assert_msg(one[0].applied >= steps - 1 && many[0].applied == one[0].applied, "%s: %d and %d of %d steps applied",
                 precision, one[0].applied, many[0].applied, steps);
+  /* (init.bin's weights; the extra settings of pipeline runs start from the seed) */
   double moved = 0;
-  for (size_t i = 0; i < one[0].nparams; i++) moved += fabs((double)one[0].params[i] - init_params[i]);
+  for (size_t i = 0; !x && i < one[0].nparams; i++) moved += fabs((double)one[0].params[i] - init_params[i]);
   moved /= (double)one[0].nparams;
-  ck_assert_msg(moved > 1e-3, "%s: the weights moved by %g on average", precision, moved);
+  ck_assert_msg(x || moved > 1e-3, "%s: the weights moved by %g on average", precision, moved);
   free_job(one, 1);
   free_job(many, world);
   free(one);
@@ -598,9 +630,17 @@ START_TEST(test_open_refuses_bad_layouts) {
   ck_assert_int_eq(yk_partition_layout(2, 1, 2, 0, &lay, &d), 0);
   yk_engine_opts o = {.cfg = &c, .layout = lay, .dev = dev};
   yk_engine *e = NULL;
-  ck_assert_int_eq(yk_engine_open(&o, &e, &d), YK_EUNSUPPORTED);
-  ck_assert_msg(strstr(d.msg, "pp 2") && strstr(d.msg, "parallel.pipeline=1"), "%s", d.msg);
+  ck_assert_int_eq(yk_engine_open(&o, &e, &d), YK_EINVAL); /* pipeline stages without their communicator */
+  ck_assert_msg(strstr(d.msg, "pipeline communicator"), "%s", d.msg);
   yk_engine_close(e);
+  /* ZeRO-2/3 with a pipeline: one line naming both keys */
+  ck_assert_int_eq(yk_partition_layout(4, 1, 2, 0, &lay, &d), 0);
+  o.layout = lay;
+  set_key(&c, "optim.zero=3");
+  ck_assert_int_eq(yk_engine_open(&o, &e, &d), YK_EUNSUPPORTED);
+  ck_assert_msg(strstr(d.msg, "optim.zero=3 with parallel.pipeline=2") && strstr(d.msg, "optim.zero=1"), "%s", d.msg);
+  yk_engine_close(e);
+  set_key(&c, "optim.zero=1");
   ck_assert_int_eq(yk_partition_layout(2, 2, 1, 0, &lay, &d), 0);
   o.layout = lay; /* tensor parallel without its communicator */
   ck_assert_int_eq(yk_engine_open(&o, &e, &d), YK_EINVAL);
@@ -669,6 +709,193 @@ START_TEST(test_schedule_checks) {
 }
 END_TEST
 
+
+/* Every pipeline schedule for P <= 8, micro-batches <= 32, V <= 4 passes the
+ * whole-pipeline checker (no deadlock with YK_PIPE_MAX_SENDS sends in flight,
+ * forward before backward, the memory bound), and 1F1B keeps at most P
+ * micro-batches alive on the first stage. */
+static void pipe_plan_one_layer_chunks(yk_pipe_plan *p, yk_pipe_kind k, int P, int V, int m) {
+  memset(p, 0, sizeof *p);
+  p->kind = k;
+  p->stages = P;
+  p->vstages = V;
+  p->micro_batches = m;
+  p->layers = P * V;
+  for (int c = 0; c <= P * V; c++) p->bounds[c] = c;
+}
+
+START_TEST(test_pipeline_schedules_all_valid) {
+  yk_schedule *all = malloc(8 * sizeof *all);
+  yk_diag d = {0};
+  yk_pipe_plan p;
+  int checked = 0;
+  for (int P = 1; P <= 8; P++)
+    for (int V = 1; V <= 4; V++)
+      for (int m = 1; m <= 32; m++)
+        for (int k = YK_PIPE_GPIPE; k <= YK_PIPE_INTERLEAVED; k++) {
+          if ((k == YK_PIPE_1F1B && V > 1) || (k == YK_PIPE_INTERLEAVED && V < 2) || (V > 1 && m % P)) continue;
+          pipe_plan_one_layer_chunks(&p, (yk_pipe_kind)k, P, V, m);
+          for (int s = 0; s < P; s++)
+            ck_assert_msg(yk_engine_schedule_pipeline(&p, s, &all[s], &d) == 0, "%s P%d V%d m%d: %s",
+                          yk_engine_pipe_kind_name(p.kind), P, V, m, d.msg);
+          ck_assert_msg(yk_engine_schedule_check_pipeline(&p, all, YK_PIPE_MAX_SENDS, &d) == 0, "%s P%d V%d m%d: %s",
+                        yk_engine_pipe_kind_name(p.kind), P, V, m, d.msg);
+          if (k == YK_PIPE_1F1B) ck_assert_int_le(yk_engine_schedule_max_alive(&all[0]), P);
+          if (k == YK_PIPE_GPIPE && V == 1) ck_assert_int_eq(yk_engine_schedule_max_alive(&all[0]), m);
+          checked++;
+        }
+  ck_assert_int_gt(checked, 1000);
+  free(all);
+}
+END_TEST
+
+/* Broken schedules are refused, naming the op. */
+START_TEST(test_pipeline_schedules_mutated) {
+  yk_schedule *all = malloc(4 * sizeof *all);
+  yk_diag d = {0};
+  yk_pipe_plan p;
+  char buf[512];
+  pipe_plan_one_layer_chunks(&p, YK_PIPE_1F1B, 2, 1, 4);
+  for (int s = 0; s < 2; s++) ck_assert_int_eq(yk_engine_schedule_pipeline(&p, s, &all[s], &d), 0);
+  yk_engine_schedule_describe(&all[0], buf, sizeof buf);
+  ck_assert_str_eq(buf, "F0 sa0 F1 sa1 rg0 B0 F2 sa2 rg1 B1 F3 sa3 rg2 B2 rg3 B3+ R U");
+  yk_engine_schedule_describe(&all[1], buf, sizeof buf);
+  ck_assert_str_eq(buf, "ra0 F0 B0 sg0 ra1 F1 B1 sg1 ra2 F2 B2 sg2 ra3 F3 B3+ sg3 R U");
+  /* a receive turned into a send (swapped direction) */
+  all[1].ops[0].kind = YK_SCHED_SEND_ACT;
+  ck_assert_int_eq(yk_engine_schedule_check_pipeline(&p, all, YK_PIPE_MAX_SENDS, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "stage 1 op 0 (SEND_ACT micro 0"), "%s", d.msg);
+  /* a dropped send: the receiver waits forever */
+  ck_assert_int_eq(yk_engine_schedule_pipeline(&p, 1, &all[1], &d), 0);
+  memmove(&all[0].ops[1], &all[0].ops[2], sizeof(yk_sched_op) * (size_t)(all[0].n - 2));
+  all[0].n--;
+  ck_assert_int_eq(yk_engine_schedule_check_pipeline(&p, all, YK_PIPE_MAX_SENDS, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "stage 0: micro-batch 0 of chunk 0 has no send of its output"), "%s", d.msg);
+  /* two sends of one channel swapped: the receiver gets micro-batch 1 first */
+  ck_assert_int_eq(yk_engine_schedule_pipeline(&p, 0, &all[0], &d), 0);
+  yk_sched_op t = all[0].ops[1];
+  all[0].ops[1] = all[0].ops[3];
+  all[0].ops[3] = t;
+  ck_assert_int_eq(yk_engine_schedule_check_pipeline(&p, all, YK_PIPE_MAX_SENDS, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "before its forward") && strstr(d.msg, "stage 0 op 1"), "%s", d.msg);
+  /* the same, with both forwards first: a well-formed list whose messages cross */
+  ck_assert_int_eq(yk_engine_schedule_pipeline(&p, 0, &all[0], &d), 0);
+  t = all[0].ops[1]; /* F0 sa0 F1 sa1 -> F0 F1 sa1 sa0 */
+  all[0].ops[1] = all[0].ops[2];
+  all[0].ops[2] = all[0].ops[3];
+  all[0].ops[3] = t;
+  all[0].ops[2].micro = 1;
+  ck_assert_int_eq(yk_engine_schedule_check_pipeline(&p, all, YK_PIPE_MAX_SENDS, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "stage 1 op 0 (RECV_ACT micro 0") && strstr(d.msg, "same order"), "%s", d.msg);
+  /* a receive moved after the backward that needs it: deadlock-free but wrong */
+  ck_assert_int_eq(yk_engine_schedule_pipeline(&p, 0, &all[0], &d), 0);
+  t = all[0].ops[4]; /* rg0 B0 -> B0 rg0 */
+  all[0].ops[4] = all[0].ops[5];
+  all[0].ops[5] = t;
+  ck_assert_int_eq(yk_engine_schedule_check_pipeline(&p, all, YK_PIPE_MAX_SENDS, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "stage 0 op 4 (BACKWARD micro 0") && strstr(d.msg, "gradient arrived"), "%s", d.msg);
+  /* both stages receive before they send: a real deadlock */
+  pipe_plan_one_layer_chunks(&p, YK_PIPE_1F1B, 2, 1, 1);
+  for (int s = 0; s < 2; s++) ck_assert_int_eq(yk_engine_schedule_pipeline(&p, s, &all[s], &d), 0);
+  /* stage 1: ra0 F0 B0 sg0 R U; stage 0: F0 sa0 rg0 B0 R U -> rg0 before sa0 */
+  t = all[0].ops[1];
+  all[0].ops[1] = all[0].ops[2];
+  all[0].ops[2] = t;
+  ck_assert_int_eq(yk_engine_schedule_check_pipeline(&p, all, YK_PIPE_MAX_SENDS, &d), YK_EINVAL);
+  ck_assert_msg(strstr(d.msg, "deadlock") && strstr(d.msg, "stage 0 op 1 (RECV_GRAD micro 0"), "%s", d.msg);
+  free(all);
+}
+END_TEST
+
+/* Stage assignment: by cost (the head's cost moves layers off the last stage),
+ * or stage_layers, checked. */
+START_TEST(test_pipeline_plan) {
+  yk_config c;
+  yk_diag d = {0};
+  yk_config_defaults(&c);
+  yk_model_config mc;
+  ck_assert_int_eq(yk_model_preset("d12", &mc, &d), 0);
+  ck_assert_int_eq(yk_model_config_finish(&mc, &d), 0);
+  int b[9];
+  ck_assert_int_eq(yk_engine_pipe_balance(&mc, 1024, 2, b, &d), 0);
+  ck_assert_int_eq(b[0], 0);
+  ck_assert_int_eq(b[2], 12);
+  ck_assert_int_gt(b[1], 6); /* the LM head (C x 50257) costs about 4 blocks */
+  mc.layers = 7;
+  ck_assert_int_eq(yk_engine_pipe_balance(&mc, 64, 3, b, &d), 0);
+  for (int i = 0; i < 3; i++) ck_assert_int_ge(b[i + 1] - b[i], 1);
+  ck_assert_int_eq(yk_engine_pipe_balance(&mc, 64, 8, b, &d), YK_ECONFIG);
+  yk_pipe_plan p;
+  c.parallel.pipeline = 2;
+  c.train.grad_accum = 4;
+  ck_assert_int_eq(yk_engine_pipe_plan(&c, &mc, &p, &d), 0);
+  ck_assert_int_eq(p.kind, YK_PIPE_1F1B);
+  snprintf(c.parallel.stage_layers, sizeof c.parallel.stage_layers, "5,2");
+  ck_assert_int_eq(yk_engine_pipe_plan(&c, &mc, &p, &d), 0);
+  ck_assert_int_eq(p.bounds[1], 5);
+  snprintf(c.parallel.stage_layers, sizeof c.parallel.stage_layers, "5,3");
+  ck_assert_int_eq(yk_engine_pipe_plan(&c, &mc, &p, &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "sums to 8 layers, the model has 7"), "%s", d.msg);
+  snprintf(c.parallel.stage_layers, sizeof c.parallel.stage_layers, "7,0");
+  ck_assert_int_eq(yk_engine_pipe_plan(&c, &mc, &p, &d), YK_ECONFIG);
+  c.parallel.stage_layers[0] = '\0';
+  c.parallel.virtual_stages = 2;
+  c.train.grad_accum = 3;
+  ck_assert_int_eq(yk_engine_pipe_plan(&c, &mc, &p, &d), YK_ECONFIG);
+  ck_assert_msg(strstr(d.msg, "train.grad_accum=3"), "%s", d.msg);
+  c.train.grad_accum = 4;
+  ck_assert_int_eq(yk_engine_pipe_plan(&c, &mc, &p, &d), 0);
+  ck_assert_int_eq(p.kind, YK_PIPE_INTERLEAVED);
+  snprintf(c.parallel.schedule, sizeof c.parallel.schedule, "1f1b");
+  ck_assert_int_eq(yk_engine_pipe_plan(&c, &mc, &p, &d), YK_ECONFIG);
+}
+END_TEST
+
+
+/* Pipeline layouts against one rank: a 3- or 4-block model from the seed
+ * (every tensor random), per-step loss within 1e-5 relative over 10 steps. */
+static void check_pipeline(int world, int tp, int pp, int layers, int accum, const char *const *many, double *losses,
+                           uint64_t *checksum) {
+  char lay[32];
+  snprintf(lay, sizeof lay, "model.layers=%d", layers);
+  const char *both[] = {lay, "train.init_weights=", NULL};
+  layout_extra x = {.both = both, .many = many, .pp = pp, .losses = losses, .checksum = checksum};
+  check_layout_ex(world, tp, 0, 10, 1e-2, accum, "fp32", 1, 1.0, 1e-5, 1, 2e-3, &x);
+}
+
+/* PP2 with an uneven split of 3 blocks; 1F1B and GPipe bitwise identical. */
+START_TEST(test_pp2_uneven_equals_one_rank) {
+  double l1[10], lg[10];
+  uint64_t h1 = 0, hg = 1;
+  const char *f1b[] = {"parallel.schedule=1f1b", NULL}, *gp[] = {"parallel.schedule=gpipe", NULL};
+  check_pipeline(2, 1, 2, 3, 4, f1b, l1, &h1);
+  check_pipeline(2, 1, 2, 3, 4, gp, lg, &hg);
+  for (int s = 0; s < 10; s++) ck_assert_msg(l1[s] == lg[s], "step %d: 1F1B %.9g, GPipe %.9g", s, l1[s], lg[s]);
+  ck_assert_msg(h1 == hg, "1F1B and GPipe end with different weights");
+}
+END_TEST
+
+START_TEST(test_pp2_stage_layers_equals_one_rank) {
+  const char *sl[] = {"parallel.stage_layers=1,2", NULL};
+  check_pipeline(2, 1, 2, 3, 3, sl, NULL, NULL);
+}
+END_TEST
+
+START_TEST(test_pp3_equals_one_rank) { check_pipeline(3, 1, 3, 4, 3, NULL, NULL, NULL); }
+END_TEST
+
+START_TEST(test_pp2_interleaved_equals_one_rank) {
+  const char *v2[] = {"parallel.virtual_stages=2", NULL};
+  check_pipeline(2, 1, 2, 4, 4, v2, NULL, NULL);
+}
+END_TEST
+
+START_TEST(test_dp2_pp2_equals_one_rank) { check_pipeline(4, 1, 2, 3, 2, NULL, NULL, NULL); }
+END_TEST
+
+START_TEST(test_tp2_pp2_equals_one_rank) { check_pipeline(4, 2, 2, 3, 2, NULL, NULL, NULL); }
+END_TEST
+
 /* The one stats struct gives the log line and the JSON line. */
 START_TEST(test_stats_lines) {
   yk_step_stats s = {.step = 3, .loss = 2.5, .lr = 1e-3, .grad_norm = 0.5, .step_ms = 10, .comm_wait_ms = 1,
@@ -702,6 +929,18 @@ int main(void) {
   /* ZeRO-2/3 (CK_RUN_CASE=zero runs only these) */
   TCase *tz = tcase_create("zero");
   tcase_set_timeout(tz, 240);
+  /* pipeline parallelism (CK_RUN_CASE=pipeline runs only these) */
+  TCase *tpp = tcase_create("pipeline");
+  tcase_set_timeout(tpp, 240);
+  tcase_add_test(tpp, test_pipeline_schedules_all_valid);
+  tcase_add_test(tpp, test_pipeline_schedules_mutated);
+  tcase_add_test(tpp, test_pipeline_plan);
+  tcase_add_test(tpp, test_pp2_uneven_equals_one_rank);
+  tcase_add_test(tpp, test_pp2_stage_layers_equals_one_rank);
+  tcase_add_test(tpp, test_pp3_equals_one_rank);
+  tcase_add_test(tpp, test_pp2_interleaved_equals_one_rank);
+  tcase_add_test(tpp, test_dp2_pp2_equals_one_rank);
+  tcase_add_test(tpp, test_tp2_pp2_equals_one_rank);
   tcase_add_test(tz, test_zero_stages_bitwise);
   tcase_add_test(tz, test_zero23_equal_one_rank);
   tcase_add_test(tz, test_zero_memory_formulas);
@@ -728,6 +967,7 @@ int main(void) {
   tcase_add_test(tc, test_fp16_mean_overflows_like_one_rank);
   suite_add_tcase(s, tc);
   suite_add_tcase(s, tz);
+  suite_add_tcase(s, tpp);
   SRunner *sr = srunner_create(s);
   /* one process: the fixtures (temp dir) are shared by the tests */
   srunner_set_fork_status(sr, CK_NOFORK);

@@ -50,7 +50,7 @@ typedef struct {
   int nranks;                          /* closing lines read */
   double rss[MAXRANKS];                /* VmHWM per rank */
   double state[MAXRANKS], buffers[MAXRANKS], model[MAXRANKS]; /* yk_engine_memory_of per rank */
-  double peer[MAXRANKS];               /* peers' buffers read in place (mapped here) */
+  double planned[MAXRANKS];            /* the planned peak (predicted_peak_bytes) */
   double base[MAXRANKS];               /* VmRSS before the engine opened: code, libraries, communicators */
 } job_result;
 
@@ -149,7 +149,7 @@ static int run_job(const char *cmd, job_result *res) {
         res->buffers[rk] = num(o, "mem_buffers_bytes");
         res->model[rk] = num(o, "mem_model_bytes");
         res->base[rk] = num(o, "base_rss_bytes");
-        res->peer[rk] = num(o, "mem_peer_bytes");
+        res->planned[rk] = num(o, "predicted_peak_bytes");
         res->nranks++;
       }
     } else if (json_object_get(o, "ms")) {
@@ -243,10 +243,9 @@ int yk_bench_parallel(const yk_bench_parallel_opts *o) {
          "P·b; ZeRO-3 P·b + gathers (2L·layer + wte + wpe + lnf)·b; TP (4L + 2)·N·C·b all-reduces + 3N·b (cross-"
          "entropy); TP + SP (8L + 4)·N·C·b all-gathers/reduce-scatters + (6CL + 2C + TC + 3N)·b; wire per rank: a "
          "ring all-reduce moves 2(n-1)/n of its buffer, the others (n-1)/n; scalars (loss, norm) not counted\n");
-  printf("# memory: per-rank peak RSS (VmHWM, the largest rank) beside the prediction: model state by the ZeRO "
-         "formula + the engine's working buffers + the model's activations and scratch + the parts of the peers' shared buffers its collectives read in place (all "
-         "yk_engine_memory_of) + the process's base (VmRSS before the engine "
-         "opened: code, libraries, communicators; measured)\n");
+  printf("# memory: per-rank peak RSS (VmHWM, the rank furthest from its plan) beside the planned peak of "
+         "`yoke plan` (yk_engine_plan_of: model state by the ZeRO formula, activations, logits, working and "
+         "communication buffers, the parts of peers' shared buffers read in place, the process itself)\n");
   printf("# %-20s %5s %9s %9s %9s %9s %9s %9s %9s %9s %6s\n", "layout", "ranks", "ms/step", "tokens/s", "dp MB",
          "(theory)", "tp MB", "(theory)", "RSS MB", "pred MB", "ratio");
   fflush(stdout);
@@ -273,7 +272,7 @@ int yk_bench_parallel(const yk_bench_parallel_opts *o) {
     int worst = 0;
     double pred[MAXRANKS], rss = 0, predicted = 0, state = 0;
     for (int i = 0; i < res.nranks && i < MAXRANKS; i++) {
-      pred[i] = res.base[i] + res.state[i] + res.buffers[i] + res.model[i] + res.peer[i];
+      pred[i] = res.planned[i]; /* yk_engine_plan_of: the one prediction (yoke plan, docs/memory.md) */
       if (fabs(res.rss[i] / pred[i] - 1) > fabs(res.rss[worst] / pred[worst] - 1)) worst = i;
     }
     rss = res.rss[worst];

@@ -60,5 +60,6 @@ int cli_cmd_weights(int argc, char **argv);
 int cli_cmd_plot(int argc, char **argv);
 int cli_cmd_sample(int argc, char **argv);
 int cli_cmd_sim(int argc, char **argv);
+int cli_cmd_plan(int argc, char **argv);
 
 #endif

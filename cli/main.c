@@ -84,6 +84,7 @@ static const cli_cmd subcmds[] = {
     {"version", cmd_version, "print the version"},
     {"config", cmd_config, "print the config reference or a resolved job config"},
     {"train", cli_cmd_train, "train a GPT (one rank, or one of many under mpirun/SLURM/yoke launch)"},
+    {"plan", cli_cmd_plan, "predict each rank's memory for a job, item by item, against this host's (docs/memory.md)"},
     {"eval", cli_cmd_eval, "mean loss of a GPT-2 weights file on token shards"},
     {"sample", cli_cmd_sample, "generate text from a GPT-2 weights file or a checkpoint"},
     {"ckpt", cli_cmd_ckpt, "list, verify, inspect and convert checkpoints"},

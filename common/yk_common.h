@@ -155,6 +155,15 @@ void yk_sleep_ms(unsigned ms);
  * Returns NULL on failure or when n == 0 overflows. Free with yk_free. */
 void *yk_alloc(size_t n);
 void yk_free(void *p);
+/* The resident bytes yk_alloc(n) occupies once touched (it touches all of
+ * it): 64-byte rounding, and whole 2 MiB pages for the large ones it puts
+ * on transparent huge pages. Memory plans count with it. */
+size_t yk_alloc_bytes(size_t n);
+/* This host's memory (/proc/meminfo MemTotal, MemAvailable) and this
+ * process's resident set now and at its peak (/proc/self/status VmRSS,
+ * VmHWM), in bytes; 0 where the system does not say. */
+void yk_host_memory(uint64_t *total, uint64_t *available);
+void yk_proc_memory(uint64_t *rss, uint64_t *peak);
 
 /* Memory that other processes of this host can map (an anonymous memfd,
  * mapped shared): collectives read a registered buffer of a peer on the
@@ -343,6 +352,7 @@ typedef struct yk_config {
     int64_t grad_accum;
     int64_t steps;
     int64_t stop_after;      /* stop (checkpoint, exit 75) after this step; 0 = off */
+    int64_t memory_limit;    /* bytes a rank's planned peak may reach; 0 = MemAvailable / ranks on the host */
     int64_t seed;
     int64_t val_every;
     int64_t val_batches;
@@ -582,10 +592,6 @@ int yk_args_exit_code(const yk_cmd_spec *s, int rc, const yk_diag *d);
 
 /* Number of online CPUs (>= 1). */
 int yk_cpu_count(void);
-/* This process's resident set in bytes, now (peak 0: VmRSS of
- * /proc/self/status) or its peak so far (peak 1: VmHWM); 0 where the kernel
- * does not say. */
-uint64_t yk_rss_bytes(int peak);
 /* Version string, e.g. "0.1.0 (git abc1234)". */
 const char *yk_version_string(void);
 

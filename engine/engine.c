@@ -234,6 +234,11 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   int stage = yk_config_zero_stage(&e->cfg);
   e->zstage = e->world > 1 && stage >= 2 ? stage : 0;
   int rc;
+  /* A job that cannot fit is one message now, not the kernel's OOM kill
+   * half-way through building it. */
+  if ((rc = yk_engine_plan_of(&e->cfg, &e->layout, o->local_ranks, e->dev, &e->plan, d)) != 0 ||
+      (rc = yk_engine_plan_check(&e->plan, &e->cfg, (uint64_t)e->cfg.train.memory_limit, o->local_ranks, d)) != 0)
+    return rc;
   if ((rc = build_model(e, d)) != 0 || (rc = build_optimizer(e, d)) != 0 || (rc = build_data(e, d)) != 0) return rc;
   if (e->layout.pp > 1) {
     if ((rc = build_pipeline(e, d)) != 0) return rc;
@@ -380,30 +385,6 @@ out:
 
 /* ---- queries ------------------------------------------------------------- */
 
-/* The bytes of the data-parallel peers' registered buffers this rank reads
- * in place over a step (yk_engine_memory.peer_mapped): a peer's pages, mapped
- * here and so part of this rank's resident set. */
-static uint64_t peer_mapped(const yk_engine *e) {
-  yk_comm *c = e->comms.dp;
-  if (!c || e->world < 2 || !(yk_comm_shm_state(c) & 1)) return 0;
-  double part = (double)(e->world - 1) / e->world, n = (double)e->nparams;
-  double es = e->mp.prec != YK_PREC_FP32 ? 2 : 4; /* what is reduced and gathered: 16-bit in mixed precision */
-  /* ZeRO-2 all-gathers the updated weights as stage 1 does; ZeRO-3's
-   * gathers are broadcasts into this rank's own slots. The reductions'
-   * reads of the peers' gradient windows are not counted: only the buckets
-   * that meet this rank's slice are read, 68-81 MB per rank of GPT-2 124M at
-   * N = 2 (yoke bench parallel, docs/training.md). */
-  if (e->zstage) return e->zero.shm.ptr && e->zstage == 2 ? (uint64_t)(part * n * es) : 0;
-  /* stage 0 all-reduces the gradients (a direct two-shot reads 2/N of each
-   * peer's arena); stage 1 reduces them to owners and gathers the weights */
-  double g = e->shard ? part : 2 * part, b = 0;
-  if (yk_model_grads_shmem(e->model)) b += g * n * 4;
-  if (yk_model_params_shmem(e->model)) b += part * n * 4;
-  if (e->mp.grads16_shm.ptr) b += g * n * 2;
-  if (e->mp.params16_shm.ptr) b += part * n * 2;
-  return (uint64_t)b;
-}
-
 void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *m) {
   uint64_t n = e->nparams, s = e->slen;
   int mixed = e->mp.prec != YK_PREC_FP32, z = e->zstage;
@@ -433,7 +414,7 @@ void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *m) {
   m->model = yk_model_memory_bytes(e->model) - (z ? 0 : 2 * n * sizeof(float));
   /* pipeline stages: one model instance per micro-batch alive (no arenas) */
   for (int i = 1; i < e->pipe.nslots; i++) m->model += yk_model_memory_bytes(e->pipe.slot[i]);
-  m->peer_mapped = peer_mapped(e);
+  m->planned_peak = e->plan.peak;
 }
 
 uint64_t yk_engine_params_checksum(yk_engine *e) {

@@ -135,6 +135,12 @@ typedef struct eng_zero {
 int eng_zero_init(eng_zero *z, int stage, yk_comm *comm, const yk_model_config *mc, int tp, int tp_rank, size_t n,
                   size_t bucket_bytes,
                   int64_t timeout_ms, yk_dtype dt16, int share, yk_diag *d);
+/* The bytes eng_zero_init allocates for this rank (before yk_alloc's
+ * rounding), without allocating: the engine's memory plan. touched = 1:
+ * only what backward fills of the windows (shared memory is resident only
+ * where written; private memory is zeroed whole by yk_alloc). */
+int eng_zero_plan(int stage, int world, int rank, const yk_model_config *mc, int tp, int tp_rank, size_t n,
+                  size_t bucket_bytes, yk_dtype dt16, int touched, size_t *bytes, yk_diag *d);
 /* The callbacks to create the model with (ctx = z). */
 void eng_zero_provider(eng_zero *z, yk_model_provider *p);
 void eng_zero_step_start(eng_zero *z);
@@ -302,6 +308,7 @@ struct yk_engine {
   yk_data_loader *train_ld, *val_ld;
   int32_t *inputs, *targets;  /* (B,T) */
 
+  yk_engine_plan plan;        /* the memory plan checked before anything was allocated */
   yk_schedule schedule;       /* one step's operations */
   eng_pipe pipe;              /* pipeline stages (pipe.on = 0 without) */
   eng_grads grads;

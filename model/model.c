@@ -306,6 +306,65 @@ int yk_model_config_from_table(const yk_tensor_desc *t, int n, int vocab_size, i
   return rc;
 }
 
+/* The element counts of what yk_model_create_parallel allocates: the one
+ * home of the model's memory formulas (create and yk_model_plan both use
+ * it). tp is the checked group (size 1 without); arena = local parameters. */
+static void sizes_of(const yk_model_config *cfg, int B, int T, const yk_model_tp *tp, yk_dtype act_dtype,
+                     const yk_device *dev, int provided, size_t arena, yk_model_sizes *s) {
+  size_t N = (size_t)B * T, C = (size_t)cfg->channels, L = (size_t)cfg->layers;
+  size_t Cl = C / (size_t)tp->size, NHl = (size_t)cfg->heads / (size_t)tp->size;
+  size_t Ns = tp->sequence ? N / (size_t)tp->size : N;
+  uint64_t v0, Vl;
+  yk_partition_even_range((uint64_t)cfg->padded_vocab_size, tp->size, tp->size > 1 ? tp->rank : 0, &v0, &Vl);
+  size_t att_n = (size_t)B * NHl * T * T;
+  int is16 = act_dtype != YK_DT_F32, tpar = tp->size > 1;
+  memset(s, 0, sizeof *s);
+  /* kept activations (in act_dt): per layer ln1, qkv, atty, att, res2, ln2,
+   * fch, fch_gelu, res3; plus encoded and lnf. Under tensor parallelism the
+   * per-head and MLP tensors are this rank's (Cl = C/tp channels), and with
+   * sequence parallelism the residual stream holds Ns = N/tp rows; the
+   * LayerNorm outputs are kept gathered (N rows), as the column-parallel
+   * products and their weight gradients read them whole. */
+  size_t per_layer = N * C + N * 3 * Cl + N * Cl + att_n + Ns * C + N * C + 2 * N * 4 * Cl + Ns * C;
+  s->kept_numel = Ns * C + L * per_layer + N * C;
+  /* always fp32: LayerNorm mean/rstd, logits (the LM head and cross-entropy
+   * stay fp32), losses, lse */
+  s->logits_numel = N * (size_t)Vl;
+  s->f32_numel = L * 4 * Ns + 2 * Ns + s->logits_numel + 2 * N;
+  s->work_numel = is16 ? 2 * Ns * C + N * C + N * 3 * Cl + N * Cl + 2 * N * 4 * Cl + att_n : 0;
+  s->rep_numel = tp->sequence ? YK_MAX(6 * C, (size_t)T * C) : 0;
+  size_t tp_numel = tpar ? N * C + Ns * C + s->rep_numel + 3 * N : 0;
+  s->scratch_numel = Ns * C /*dres*/ + N * C /*dC*/ + N * 4 * Cl + N * 3 * Cl +
+                     yk_device_layernorm_bwd_scratch(dev, (int)Ns, (int)C) + yk_device_attention_bwd_scratch(dev, T) +
+                     tp_numel;
+  /* bytes as the device allocates them: the two arenas, one fp32 block
+   * (fp32 activations, scratch, work) and the 16-bit store */
+  size_t f32_block = s->f32_numel + (is16 ? 0 : s->kept_numel) + s->scratch_numel + s->work_numel;
+  s->arena_bytes = provided ? 0 : 2 * yk_alloc_bytes(arena * sizeof(float));
+  s->block_bytes = yk_alloc_bytes(f32_block * sizeof(float)) + 3 * N * sizeof(int32_t);
+  s->kept16_bytes = is16 ? yk_alloc_bytes(s->kept_numel * sizeof(uint16_t)) : 0;
+  s->total_bytes = s->arena_bytes + s->block_bytes + s->kept16_bytes;
+}
+
+int yk_model_plan(const yk_model_config *cfg_in, int B, int T, const yk_device *dev, yk_dtype act_dtype,
+                  const yk_model_tp *tp_in, int provided, yk_model_sizes *out, yk_diag *d) {
+  yk_model_config cfg = *cfg_in;
+  int rc = yk_model_config_finish(&cfg, d);
+  if (rc) return rc;
+  if (B <= 0 || B > (1 << 20)) return yk_errorf(d, YK_ECONFIG, "micro-batch B=%d must be in [1, 1048576]", B);
+  if (T <= 0 || T > cfg.max_seq_len)
+    return yk_errorf(d, YK_ECONFIG, "sequence length T=%d must be in [1, max_seq_len=%d]", T, cfg.max_seq_len);
+  yk_model_tp tp = {.size = 1};
+  if (tp_in && tp_in->size > 1) {
+    tp = *tp_in;
+    if ((rc = yk_model_tp_check(&cfg, B, T, tp.size, tp.sequence, d)) != 0) return rc;
+  }
+  tp.sequence = tp.size > 1 && tp.sequence;
+  sizes_of(&cfg, B, T, &tp, act_dtype, dev, provided, yk_model_tp_num_params(&cfg, tp.size, tp.size > 1 ? tp.rank : 0),
+           out);
+  return 0;
+}
+
 int yk_model_create(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_model **out, yk_diag *d) {
   return yk_model_create_ex(cfg, B, T, dev, YK_DT_F32, out, d);
 }
@@ -373,26 +432,14 @@ int yk_model_create_parallel(const yk_model_config *cfg_in, int B, int T, const 
   }
   const yk_device_ops *ops = dev->ops;
   size_t att_n = (size_t)B * NHl * T * T;
-
-  /* kept activations (in act_dt): per layer ln1, qkv, atty, att, res2, ln2,
-   * fch, fch_gelu, res3; plus encoded and lnf. Under tensor parallelism the
-   * per-head and MLP tensors are this rank's (Cl = C/tp channels), and with
-   * sequence parallelism the residual stream holds Ns = N/tp rows; the
-   * LayerNorm outputs are kept gathered (N rows), as the column-parallel
-   * products and their weight gradients read them whole. */
-  size_t per_layer = N * C + N * 3 * Cl + N * Cl + att_n + Ns * C + N * C + 2 * N * 4 * Cl + Ns * C;
-  m->kept_numel = Ns * C + L * per_layer + N * C;
-  /* always fp32: LayerNorm mean/rstd, logits (the LM head and cross-entropy
-   * stay fp32), losses, lse */
-  size_t f32_numel = L * 4 * Ns + 2 * Ns + N * Vl + 2 * N;
-  m->act_numel = f32_numel + (is16 ? 0 : m->kept_numel);
+  yk_model_sizes sz;
+  sizes_of(&cfg, B, T, &tp, act_dtype, dev, prov != NULL, m->lay.total, &sz);
+  m->kept_numel = sz.kept_numel;
+  m->act_numel = sz.f32_numel + (is16 ? 0 : m->kept_numel);
   m->act16_numel = is16 ? m->kept_numel : 0;
-  m->work_numel = is16 ? 2 * Ns * C + N * C + N * 3 * Cl + N * Cl + 2 * N * 4 * Cl + att_n : 0;
-  size_t rep_numel = tp.sequence ? YK_MAX(6 * C, (size_t)T * C) : 0;
-  size_t tp_numel = tpar ? N * C + Ns * C + rep_numel + 3 * N : 0;
-  m->scratch_numel = Ns * C /*dres*/ + N * C /*dC*/ + N * 4 * Cl + N * 3 * Cl +
-                     yk_device_layernorm_bwd_scratch(dev, (int)Ns, (int)C) + yk_device_attention_bwd_scratch(dev, T) +
-                     tp_numel;
+  m->work_numel = sz.work_numel;
+  size_t rep_numel = sz.rep_numel;
+  m->scratch_numel = sz.scratch_numel;
   if (!prov) {
     m->params = ops->alloc(dev, m->lay.total * sizeof(float));
     m->grads = ops->alloc(dev, m->lay.total * sizeof(float));

@@ -320,6 +320,7 @@ struct yk_engine {
   int64_t region_t0;          /* start of the model region in progress (its spans do not nest) */
   yk_trace_track *tkc[2];     /* the comm threads' tracks (dp, tp) */
   uint64_t trace_bytes;       /* gradient bytes reduced, for the counter */
+  uint64_t trace_sent;        /* bytes handed to every collective and pipeline send, for the counter */
   int64_t trace_step;         /* the step being traced: pipeline flow ids */
   /* train.trace_detail=kernel: the model computes on a traced device that
    * reports each kernel call (kernel_span in trace.c) */

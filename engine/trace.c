@@ -173,6 +173,7 @@ static const yk_trace_name T_DELAY = {"test_delay", "compute", "ms", NULL};
 static const yk_trace_name T_STEP = {"step", "step", "step", NULL};
 static const yk_trace_name T_RSS = {"rss", "counter", "MB", NULL};
 static const yk_trace_name T_BYTES = {"reduced", "counter", "MB", NULL};
+static const yk_trace_name T_SENT = {"comm", "counter", "MB", NULL};
 static const yk_trace_name T_SCALE = {"loss_scale", "counter", "scale", NULL};
 
 /* Pipeline messages: the send's span is issuing it (the buffer copy, and
@@ -192,6 +193,7 @@ static void trace_message(yk_engine *e, const yk_sched_op *op, int64_t t0) {
   uint64_t m = (uint64_t)e->pipe.plan.micro_batches, K = (uint64_t)e->pipe.K;
   uint64_t id = (((uint64_t)e->trace_step * K + (uint64_t)from) * m + (uint64_t)op->micro) * 2 + (uint64_t)grad;
   int64_t t1 = (int64_t)yk_now_ns();
+  if (!recv) e->trace_sent += e->pipe.n * sizeof(float);
   /* 1 ns inside the span, so the viewer binds each end to it */
   yk_trace_flow(e->tk, &T_FLOW[grad], id, recv, recv ? t1 - 1 : t0 + 1);
   yk_trace_record(e->tk, YK_TRACE_SPAN, &T_MSG[i], t0, t1, 0, op->micro, op->chunk);
@@ -232,8 +234,10 @@ void eng_trace_step_end(yk_engine *e, int64_t step, int64_t t0, const yk_step_st
   if (!e->tk) return;
   yk_trace_end(e->tk, &T_STEP, t0, (double)(step + 1), 0);
   e->trace_bytes += s->allreduce_bytes;
+  e->trace_sent += s->dp_bytes + s->tp_bytes;
   yk_trace_counter(e->tk, &T_RSS, (double)(yk_trace_rss_bytes() >> 20));
   yk_trace_counter(e->tk, &T_BYTES, (double)(e->trace_bytes >> 20));
+  yk_trace_counter(e->tk, &T_SENT, (double)(e->trace_sent >> 20));
   yk_trace_counter(e->tk, &T_SCALE, s->loss_scale);
   yk_diag d = {0};
   int rc = yk_trace_step_end(e->trace, step, &d);

@@ -62,7 +62,7 @@ for r in (0, 1):
     assert abs(covers[len(covers) // 2] - 1) <= 0.01, f"rank {r}: median step covered {covers[len(covers) // 2]:.4f}"
     assert abs(total_cover / total_step - 1) <= 0.01, f"rank {r}: steps covered {total_cover / total_step:.4f}"
     counters = {e["name"] for e in ev if e.get("ph") == "C"}
-    assert {"rss", "reduced", "loss_scale"} <= counters, counters
+    assert {"rss", "reduced", "comm", "loss_scale"} <= counters, counters
     # the other threads' tracks: the comm thread runs the bucket reductions,
     # the checkpoint writer writes the saves of steps 30 and 60
     tracks = {e["args"]["name"]: e["tid"] for e in ev if e.get("name") == "thread_name"}

@@ -88,7 +88,7 @@ static const yk_opt train_table[] = {
     {"--trace", 0, YK_OPT_FLAG, TRAIN(trace), NULL,
      "instead: the overhead of train.trace, an engine tracing and one not\n"
      "                            stepping in turn (--steps each, at least 50), medians and ratio"},
-    {"--trace-detail", 0, YK_OPT_STR, TRAIN(trace_detail), "step|layer", "with --trace: train.trace_detail (default step)"},
+    {"--trace-detail", 0, YK_OPT_STR, TRAIN(trace_detail), "step|layer|kernel", "with --trace: train.trace_detail (default step)"},
 };
 #undef TRAIN
 

@@ -8,7 +8,7 @@
 #                                   on eth0, switch PREFIXhub (bridge br0);
 #                                   MBIT > 0 shapes every link to MBIT Mbit/s
 #   nshosts.sh shape PREFIX K MBIT  change the rate (0: unshaped)
-#   nshosts.sh down PREFIX          kill what runs in PREFIX* namespaces, delete them
+#   nshosts.sh down PREFIX          kill what runs in PREFIXh<i> and PREFIXhub, delete them
 #   nshosts.sh sweep BASE           `down` of every BASE<pid>* set whose pid is gone
 #                                   (what a killed earlier run left behind)
 #   nshosts.sh exec PREFIX PPN RANK CMD...
@@ -65,7 +65,8 @@ shape_all() {
 down() {
   local pre=$1 n p
   [ ${#pre} -ge 3 ] || { say "refusing a prefix shorter than 3 characters: '$pre'"; return 2; }
-  for n in $(ip netns list 2> /dev/null | awk '{print $1}' | grep "^$pre"); do
+  # exactly PREFIXh<i> and PREFIXhub: prefix yk12 must not take yk123's hosts
+  for n in $(ip netns list 2> /dev/null | awk '{print $1}' | grep -E "^$pre(h[0-9]+|hub)\$"); do
     for p in $(ip netns pids "$n" 2> /dev/null); do kill -9 "$p" 2> /dev/null; done
     ip netns del "$n" 2> /dev/null
   done

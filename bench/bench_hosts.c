@@ -31,6 +31,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -71,6 +72,13 @@ typedef struct {
   sigset_t sigs;
   int stopped; /* a signal arrived: stop everything */
 } hctx;
+
+/* A thread that does not block our signals (OpenBLAS starts its workers
+ * before main) would take a process-directed SIGINT and run whatever
+ * handler a library installed. Ours sends it on to the main thread (its
+ * thread id is the pid), which blocks it, so it waits there for
+ * sigtimedwait; no state is needed for that. */
+static void to_main_thread(int sig) { syscall(SYS_tgkill, getpid(), getpid(), sig); }
 
 /* Run argv (NULL-terminated) with the blocked signals unblocked, in its own
  * process group; stdout into a pipe (*fd). */
@@ -380,6 +388,14 @@ int yk_bench_scale_hosts(const yk_bench_scale_opts *s, const yk_bench_hosts_opts
   sigaddset(&c.sigs, SIGTERM);
   sigaddset(&c.sigs, SIGHUP);
   sigprocmask(SIG_BLOCK, &c.sigs, &old);
+  static const int handled[] = {SIGINT, SIGTERM, SIGHUP};
+  struct sigaction fwd = {.sa_handler = to_main_thread}, prev[3];
+  sigemptyset(&fwd.sa_mask);
+  for (int i = 0; i < 3; i++) {
+    sigaction(handled[i], NULL, &prev[i]);
+    /* an ignored signal stays ignored (a background job's SIGINT) */
+    if (prev[i].sa_handler != SIG_IGN) sigaction(handled[i], &fwd, NULL);
+  }
   int code = 0;
   script(&c, NULL, "sweep %s", PREFIX_BASE);
   if (script(&c, NULL, "up %s %d %d", c.prefix, K, mbit[0]) != 0) {
@@ -417,6 +433,7 @@ int yk_bench_scale_hosts(const yk_bench_scale_opts *s, const yk_bench_hosts_opts
     if (!code) code = 1;
   }
   interrupted |= sigtimedwait(&c.sigs, NULL, &(struct timespec){0, 0}) > 0;
+  for (int i = 0; i < 3; i++) sigaction(handled[i], &prev[i], NULL);
   sigprocmask(SIG_SETMASK, &old, NULL);
   char rm[128];
   snprintf(rm, sizeof rm, "rm -rf %s", c.dir);

@@ -437,7 +437,9 @@ int yk_bench_scale_hosts(const yk_bench_scale_opts *s, const yk_bench_hosts_opts
   sigprocmask(SIG_SETMASK, &old, NULL);
   char rm[128];
   snprintf(rm, sizeof rm, "rm -rf %s", c.dir);
-  if (code != 1 && system(rm) != 0) fprintf(stderr, "yoke bench scale: could not remove %s\n", c.dir);
-  if (code == 1) fprintf(stderr, "yoke bench scale: kept %s (job stderr, data)\n", c.dir);
+  /* a failed job's stderr stays for reading; an interrupted run keeps nothing */
+  int keep = code == 1 && !interrupted;
+  if (!keep && system(rm) != 0) fprintf(stderr, "yoke bench scale: could not remove %s\n", c.dir);
+  if (keep) fprintf(stderr, "yoke bench scale: kept %s (job stderr, data)\n", c.dir);
   return interrupted ? 130 : code;
 }

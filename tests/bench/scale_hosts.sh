@@ -81,4 +81,5 @@ kill -INT $pid
 wait_bounded
 [ $rc = 130 ] && pass "SIGINT during a job: exit 130" || fail "SIGINT: exit $rc: $(tail -3 "$T/err3")"
 [ "$(left "$pid")" = 0 ] && pass "no namespace or veth left after SIGINT" || fail "left after SIGINT: $(left "$pid")"
+grep -q "kept /tmp" "$T/err3" && fail "an interrupted run kept its directory: $(grep kept "$T/err3")" || pass "an interrupted run keeps no directory"
 finish

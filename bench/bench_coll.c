@@ -537,12 +537,12 @@ static void run_gloo(bctx *b) {
 
 /* The busbw figure: one curve per algorithm, drawn by common's gnuplot
  * helper (data inline in the script it keeps as PNG.gp). */
-static void write_png(bctx *b) {
-  if (b->rank || !b->o.png) return;
+static int write_png(bctx *b) {
+  if (b->rank || !b->o.png) return 0;
   char *sc = NULL;
   size_t sl = 0;
   FILE *g = open_memstream(&sc, &sl);
-  if (!g) return;
+  if (!g) return 1;
   int nseries = 0;
   for (int i = 0; i < b->npts; i++) {
     int first = 1;
@@ -574,6 +574,7 @@ static void write_png(bctx *b) {
   free(sc);
   if (rc) fprintf(stderr, "yoke bench coll: %s\n", yk_diag_msg(&d, rc));
   else fprintf(b->tab, "# plot written to %s\n", b->o.png);
+  return rc ? 1 : 0; /* a figure asked for and not drawn fails the run */
 }
 
 /* Cost-model calibration: alpha from 8-byte ring all-reduces, gamma from the
@@ -713,7 +714,7 @@ int yk_bench_coll(const yk_bench_coll_opts *o) {
     yk_shmem_free(&rm);
     free(mpi_times);
     if (!failed && !b.o.no_gloo) run_gloo(&b);
-    write_png(&b);
+    failed |= write_png(&b);
   }
   free(b.pts);
   MPI_Finalize();

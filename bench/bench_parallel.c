@@ -182,6 +182,37 @@ static int pick_rows(const char *list, int *want) {
   return 1;
 }
 
+/* --png: per layout, the measured peak RSS beside the planned peak (left)
+ * and tokens/s (right), drawn by common's gnuplot helper (the script, data
+ * inline, kept as PNG.gp). ok[k]: row k ran. 0, or 1 after printing why
+ * not. */
+static int write_png(const yk_bench_parallel_opts *o, const int *ok, const double *rss, const double *pred,
+                     const double *tok) {
+  char *sc = NULL;
+  size_t sl = 0;
+  FILE *g = open_memstream(&sc, &sl);
+  if (!g) return 1;
+  fprintf(g, "$m << EOD\n");
+  for (int k = 0; k < NROWS; k++)
+    if (ok[k]) fprintf(g, "\"%s\" %.1f %.1f %.1f\n", rows[k].label, rss[k] / 1048576.0, pred[k] / 1048576.0, tok[k]);
+  fprintf(g, "EOD\n");
+  fprintf(g, "set terminal png size 1400,650\nset output '%s'\nset termoption noenhanced\nset grid ytics\n"
+             "set multiplot layout 1,2 title 'yoke bench parallel: model %s, B=%d x T=%d per step'\n"
+             "set style data histograms\nset style fill solid 0.8 border -1\nset xtics rotate by -30\nset yrange [0:*]\n"
+             "set key top left\nset style histogram clustered gap 1\nset title 'per-rank peak memory (the rank furthest from "
+             "its plan)'\nset ylabel 'MiB'\nplot $m using 2:xtic(1) title 'measured peak RSS (VmHWM)', '' using 3 title "
+             "'planned peak (yoke plan)'\nset title 'throughput'\nset ylabel 'tokens/s'\nplot $m using 4:xtic(1) "
+             "notitle lc 3\nunset multiplot\n",
+          o->png, o->model, (int)o->batch, (int)o->seq_len);
+  fclose(g);
+  yk_diag d = {0};
+  int rc = yk_plot_gnuplot(o->png, sc, &d);
+  free(sc);
+  if (rc) fprintf(stderr, "yoke bench parallel: %s\n", yk_diag_msg(&d, rc));
+  else printf("# plot written to %s\n", o->png);
+  return rc ? 1 : 0;
+}
+
 int yk_bench_parallel(const yk_bench_parallel_opts *o) {
   int B = (int)o->batch, T = (int)o->seq_len, steps = (int)o->steps, want[NROWS] = {0};
   if (o->rows) {
@@ -249,7 +280,7 @@ int yk_bench_parallel(const yk_bench_parallel_opts *o) {
   printf("# %-20s %5s %9s %9s %9s %9s %9s %9s %9s %9s %6s\n", "layout", "ranks", "ms/step", "tokens/s", "dp MB",
          "(theory)", "tp MB", "(theory)", "RSS MB", "pred MB", "ratio");
   fflush(stdout);
-  double ms_of[NROWS], tok_of[NROWS], ratio_of[NROWS];
+  double ms_of[NROWS], tok_of[NROWS], ratio_of[NROWS], rss_of[NROWS], pred_of[NROWS];
   int ok_of[NROWS] = {0}, exit_code = 0, keep = 0;
   for (int k = 0; k < NROWS; k++) {
     if (!want[k]) continue;
@@ -282,6 +313,8 @@ int yk_bench_parallel(const yk_bench_parallel_opts *o) {
     ms_of[k] = res.ms;
     tok_of[k] = tok;
     ratio_of[k] = ratio;
+    rss_of[k] = rss;
+    pred_of[k] = predicted;
     ok_of[k] = 1;
     printf("  %-20s %5d %9.1f %9.0f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %6.3f\n", r->label, r->tp * r->dp, res.ms,
            tok, res.dp_bytes / 1e6, (tdp.ar + tdp.ag) / 1e6, res.tp_bytes / 1e6, (ttp.ar + ttp.ag) / 1e6, rss / 1048576.0,
@@ -311,6 +344,9 @@ int yk_bench_parallel(const yk_bench_parallel_opts *o) {
   if (ok_of[ONE] && ok_of[TP2])
     printf("#   TP2 step %.1f ms = %.2fx the 1-rank 2-thread step %.1f ms: %s (<= 1.15x)\n", ms_of[TP2],
            ms_of[TP2] / ms_of[ONE], ms_of[ONE], ms_of[TP2] <= 1.15 * ms_of[ONE] ? "met" : "MISSED");
+  int any = 0;
+  for (int k = 0; k < NROWS; k++) any |= ok_of[k];
+  if (o->png && any && write_png(o, ok_of, rss_of, pred_of, tok_of)) exit_code = 1;
   if (keep) {
     fprintf(stderr, "yoke bench parallel: kept %s (the data of the failed run); remove it when done\n", dir);
     return exit_code;

@@ -145,6 +145,54 @@ static const struct scale_row {
      "  <- host ceiling: 2 independent 1-rank jobs at once, no communication"},
 };
 
+/* One point of the efficiency figure: a row of one model at a rank count. */
+typedef struct {
+  char series[96]; /* "d12 yoke (ZeRO-1)": one line per model and row */
+  int ranks;
+  double eff;
+} eff_point;
+
+/* --png: efficiency against ranks, one line per model and row from its
+ * 1-rank base (1 by definition) beside the ideal, drawn by common's gnuplot
+ * helper (the script, data inline, kept as PNG.gp). 0, or 1 after printing
+ * why not. */
+static int write_png(const char *png, const eff_point *p, int n, int B, int T) {
+  char *sc = NULL;
+  size_t sl = 0;
+  FILE *g = open_memstream(&sc, &sl);
+  if (!g) return 1;
+  int nser = 0, maxr = 1;
+  double maxe = 1;
+  for (int i = 0; i < n; i++) {
+    int first = 1;
+    for (int j = 0; j < i; j++) first &= strcmp(p[j].series, p[i].series) != 0;
+    if (p[i].ranks > maxr) maxr = p[i].ranks;
+    if (p[i].eff > maxe) maxe = p[i].eff;
+    if (!first) continue;
+    fprintf(g, "$d%d << EOD\n1 100\n", nser++);
+    for (int j = i; j < n; j++)
+      if (!strcmp(p[j].series, p[i].series)) fprintf(g, "%d %.3f\n", p[j].ranks, 100 * p[j].eff);
+    fprintf(g, "EOD\n");
+  }
+  fprintf(g, "set terminal png size 1100,700\nset output '%s'\nset termoption noenhanced\nset grid\nset key outside right\n"
+             "set title 'yoke bench scale: weak-scaling efficiency, B=%d T=%d per rank'\nset xlabel 'ranks'\nset xtics 1\n"
+             "set ylabel 'efficiency (%% of the 1-rank rate per rank)'\nset xrange [0.8:%.1f]\nset yrange [0:%.0f]\nplot ",
+          png, B, T, maxr + 0.2, 100 * maxe * 1.1 + 5);
+  for (int i = 0, s = 0; i < n; i++) {
+    int first = 1;
+    for (int j = 0; j < i; j++) first &= strcmp(p[j].series, p[i].series) != 0;
+    if (first) fprintf(g, "$d%d with linespoints lw 2 title '%s', ", s++, p[i].series);
+  }
+  fprintf(g, "100 title 'ideal' lc rgb 'black' dt 2\n");
+  fclose(g);
+  yk_diag d = {0};
+  int rc = yk_plot_gnuplot(png, sc, &d);
+  free(sc);
+  if (rc) fprintf(stderr, "yoke bench scale: %s\n", yk_diag_msg(&d, rc));
+  else printf("# plot written to %s\n", png);
+  return rc ? 1 : 0;
+}
+
 void yk_bench_scale_opts_default(yk_bench_scale_opts *o) {
   *o = (yk_bench_scale_opts){.models = "d12,d6", .batch = 4, .seq_len = 256, .steps = 5, .repeat = 1,
                              .launcher = "launch", .precision_model = "d6"};
@@ -190,6 +238,8 @@ int yk_bench_scale(const yk_bench_scale_opts *o) {
          "independent jobs)\n");
   printf("# %-6s %5s %-14s %10s %10s %10s %10s\n", "model", "ranks", "impl", "ms/step", "tokens/s", "comm wait",
          "efficiency");
+  eff_point pts[64]; /* the --png figure's */
+  int npts = 0;
   char *save = NULL;
   for (char *model = strtok_r(models_arg, ",", &save); model; model = strtok_r(NULL, ",", &save)) {
     yk_model_config mc;
@@ -277,6 +327,11 @@ int yk_bench_scale(const yk_bench_scale_opts *o) {
       else snprintf(wbuf, sizeof wbuf, "%10s", "-");
       printf("  %-6s %5s %-14s %10.1f %10.1f %s %9.1f%%%s\n", model, rows[k].ranks, rows[k].label, m, tok, wbuf,
              100 * e, rows[k].note);
+      if (rows[k].nranks > 1 && npts < (int)YK_ARRAY_LEN(pts)) {
+        snprintf(pts[npts].series, sizeof pts[npts].series, "%s %s", model, rows[k].label);
+        pts[npts].ranks = rows[k].nranks;
+        pts[npts++].eff = e;
+      }
       if (json) {
         char cw[32], extra[64] = "";
         if (yoke) snprintf(cw, sizeof cw, "%.4f", w);
@@ -297,6 +352,9 @@ int yk_bench_scale(const yk_bench_scale_opts *o) {
            model, 100 * yk_bench_median(eff[ROW_ZERO], R), 100 * yk_bench_median(eff[ROW_NOZERO], R));
     fflush(stdout);
   }
+
+  if (o->png && npts && write_png(o->png, pts, npts, B, T)) exit_code = 1;
+  fflush(stdout);
 
   /* Precision: 2 ranks, step time and bytes on the wire. */
   yk_model_config pc;

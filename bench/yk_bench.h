@@ -65,6 +65,7 @@ typedef struct yk_bench_scale_opts {
   const char *launcher;        /* "launch" (yoke launch, libfabric; default) or "mpirun" (MPI transport) */
   const char *precision_model; /* preset of the precision and grad_accum tables (default "d6") */
   int no_torch, json;
+  const char *png;             /* plot efficiency against ranks with gnuplot into this file (default NULL) */
 } yk_bench_scale_opts;
 void yk_bench_scale_opts_default(yk_bench_scale_opts *o);
 int yk_bench_scale(const yk_bench_scale_opts *o);
@@ -92,6 +93,7 @@ typedef struct yk_bench_parallel_opts {
   int64_t steps;               /* per row, >= 2; the first is warm-up (default 6) */
   const char *rows;            /* comma-separated layouts: 1rank,dp2,tp2,tp2-sp,zero1,zero2,zero3 (default NULL: all) */
   int json;                    /* also one JSON object per row */
+  const char *png;             /* plot peak RSS beside the planned peak, and tokens/s, per layout (default NULL) */
 } yk_bench_parallel_opts;
 void yk_bench_parallel_opts_default(yk_bench_parallel_opts *o);
 int yk_bench_parallel(const yk_bench_parallel_opts *o);

@@ -146,6 +146,9 @@ static const yk_opt scale_table[] = {
      "preset for the precision and grad_accum tables (default d6)"},
     {"--no-torch", 0, YK_OPT_FLAG, SCALE(no_torch), NULL, "skip PyTorch DDP"},
     {"--json", 0, YK_OPT_FLAG, SCALE(json), NULL, "also print one JSON object per line per measurement"},
+    {"--png", 0, YK_OPT_STR, SCALE(png), "FILE",
+     "plot efficiency against ranks, one line per model and row, beside the\n"
+     "                            ideal (gnuplot; the script is kept in FILE.gp)"},
     {"--hosts", 0, YK_OPT_INT, offsetof(scale_opts, h.hosts), "K",
      "instead: weak scaling over K network-namespace hosts on shaped links (root;\n"
      "                            docs/scaling.md, \"Multi-host benchmarks on one machine\")", 1, 16},
@@ -194,6 +197,9 @@ static const yk_opt parallel_table[] = {
     {"--rows", 0, YK_OPT_STR, PAR(rows), "LIST",
      "layouts to run, of 1rank,dp2,tp2,tp2-sp,zero1,zero2,zero3 (default all)"},
     {"--json", 0, YK_OPT_FLAG, PAR(json), NULL, "also print one JSON object per row"},
+    {"--png", 0, YK_OPT_STR, PAR(png), "FILE",
+     "plot per layout the peak RSS beside the planned peak, and tokens/s\n"
+     "                            (gnuplot; the script is kept in FILE.gp)"},
 };
 #undef PAR
 

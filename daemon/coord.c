@@ -184,7 +184,9 @@ static void abort_job(yk_coord *co, int code, int dead_rank, const char *reason)
 }
 
 void yk_coord_abort(yk_coord *co, int code, const char *reason) {
-  YK_ERROR(co->log, "coordinator: ending the job: %s", reason);
+  /* a user's stop (130) is not a failure; the launcher's last line reads it as one neither */
+  if (code == YK_EXIT_SIGINT) YK_WARN(co->log, "coordinator: ending the job: %s", reason);
+  else YK_ERROR(co->log, "coordinator: ending the job: %s", reason);
   abort_job(co, code, -1, reason);
 }
 

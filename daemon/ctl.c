@@ -334,9 +334,11 @@ static void link_on_msg(ykd_conn *c, const yk_msg *m) {
     int started = ctl->started;
     uv_mutex_unlock(&ctl->mu);
     if (!started) {
+      /* a stop before WELCOME (`yoke status --stop`) ends as a stop: 130 */
       fail_start(ctl,
                  m->type == YK_MSG_PEER_DEAD          ? YK_EPEERDEAD
                  : m->code == YK_EXIT_RENDEZVOUS ? YK_ETIMEDOUT
+                 : m->code == YK_EXIT_SIGINT     ? YK_EINTR
                                                  : YK_EABORTED,
                  "during rendezvous: %s", m->text);
       return;

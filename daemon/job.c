@@ -4,6 +4,7 @@
  * when the control plane says the job is over (a dead peer, a lost
  * coordinator) and destroys them after the engine is closed. */
 #include <mpi.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,8 @@ static void on_abort(void *arg, const yk_daemon_event *ev) {
    * the control thread: the lock keeps ykd_job_close from destroying the
    * communicator under us. */
   pthread_mutex_lock(&job->comm_lock);
+  job->aborted = 1;
+  snprintf(job->abort_text, sizeof job->abort_text, "%s", ev->text);
   if (job->tp) yk_comm_abort(job->tp, ev->text);
   if (job->pp) yk_comm_abort(job->pp, ev->text);
   if (job->dp && job->dp != job->comm) yk_comm_abort(job->dp, ev->text);
@@ -119,6 +122,14 @@ int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, yk_diag *d)
                                 d)) != 0)
     return rc;
   if (world <= 1) return 0;
+  /* YK_TEST_START_DELAY_MS=MS, for tests only: every rank waits MS ms
+   * between rendezvous and the communicators' all-gather, so that a stop
+   * sent then (tests/daemon/launch.sh) lands in the start-up every time. */
+  const char *delay = getenv("YK_TEST_START_DELAY_MS");
+  if (delay && atoi(delay) > 0) {
+    YK_WARN(log, "YK_TEST_START_DELAY_MS: waiting %d ms before the communicators' all-gather (test-only)", atoi(delay));
+    yk_sleep_ms((unsigned)atoi(delay));
+  }
 
   if (!strcmp(cfg->comm.transport, "mpi")) {
     if ((rc = mpi_bootstrap(job, d)) != 0) return rc;
@@ -141,7 +152,13 @@ int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, yk_diag *d)
   if ((rc = yk_comm_create(&co, job->boot, &comm, d)) != 0) return rc;
   pthread_mutex_lock(&job->comm_lock);
   job->comm = comm;
+  /* A stop (`yoke status --stop`) or abort that came while the communicator
+   * was being made found nothing to abort: without this check the other
+   * ranks, already gone, would be waited for until comm.timeout_ms. */
+  int aborted = job->aborted;
+  if (aborted) yk_comm_abort(comm, job->abort_text);
   pthread_mutex_unlock(&job->comm_lock);
+  if (aborted) return yk_errorf(d, YK_EABORTED, "the job was stopped while it started: %s", job->abort_text);
   return split_groups(job, d);
 }
 

@@ -19,6 +19,9 @@ typedef struct ykd_job {
   yk_comm *dp, *tp, *pp;     /* the layout's data-, tensor- and pipeline-parallel groups (split from comm; NULL for a group
                               * of one; dp is comm itself when every rank is a dp rank) */
   pthread_mutex_t comm_lock; /* the control thread's abort vs. destroy at close */
+  int aborted;               /* the control plane aborted the job (under comm_lock): a communicator made after that
+                              * missed on_abort and is aborted when it is published */
+  char abort_text[512];      /* the abort event's text */
   int mpi_inited;            /* we called MPI_Init_thread */
 } ykd_job;
 

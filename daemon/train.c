@@ -62,6 +62,7 @@ typedef struct run {
   yk_engine *eng;
   int exit_code;     /* set when an event ends the run early */
   int event_code;    /* exit code of the last control-plane event (0: none) */
+  char event_text[512]; /* and its text */
   int signals;       /* SIGTERM/SIGUSR1 handlers installed (one rank with ckpt.dir) */
   struct sigaction old_term, old_usr1;
 } run;
@@ -115,6 +116,7 @@ static int poll_events(run *r) {
        * fails and the code recorded here is the one we exit with. (The
        * control thread has logged the event.) */
       r->event_code = ev.code ? ev.code : YK_EXIT_FAILURE;
+      snprintf(r->event_text, sizeof r->event_text, "%s", ev.text);
       if (r->eng) yk_engine_request_stop(r->eng, r->event_code);
       break;
     default: break;
@@ -329,11 +331,25 @@ int yk_daemon_train(const yk_daemon_train_opts *o) {
    * ranks pseudo-terminals too, which must not get it. */
   if (r.job.env.kind != YK_LAUNCH_SINGLE) r.tty = 0;
   if (!rc) rc = open_engine(&r, &d);
+  int stopped = 0; /* a stop (130) ended the run through its collectives' errors: the reason is the stop */
   if (rc) {
-    YK_ERROR(&r.log, "%s", yk_diag_msg(&d, rc));
-    /* A path the config names that is not there is the config's fault (2);
-     * a file that is there but damaged is bad data (1), docs/exit-codes.md. */
-    code = rc == YK_ENOTFOUND ? YK_EXIT_USAGE : yk_daemon_exit_code(rc);
+    /* A stop (`yoke status --stop`, Ctrl-C) or a dead peer announced while
+     * the job was starting aborts the start-up's all-gathers and
+     * collectives: their error is the event's doing, and the event's code
+     * (130 for a stop) is the exit code. A checkpoint request aborts
+     * nothing, so it explains no failure. */
+    poll_events(&r);
+    if (r.event_code && r.event_code != YK_EXIT_REQUEUE) {
+      YK_WARN(&r.log, "stopping before the first step (exit %d): %s", r.event_code,
+              r.event_text[0] ? r.event_text : yk_diag_msg(&d, rc));
+      code = r.event_code;
+      stopped = code == YK_EXIT_SIGINT;
+    } else {
+      YK_ERROR(&r.log, "%s", yk_diag_msg(&d, rc));
+      /* A path the config names that is not there is the config's fault (2);
+       * a file that is there but damaged is bad data (1), docs/exit-codes.md. */
+      code = rc == YK_ENOTFOUND ? YK_EXIT_USAGE : yk_daemon_exit_code(rc);
+    }
   } else {
     rc = train_loop(&r, &d);
     if (rc) {
@@ -344,6 +360,7 @@ int yk_daemon_train(const yk_daemon_train_opts *o) {
       if (r.event_code) YK_WARN(&r.log, "stopping: %s", yk_diag_msg(&d, rc));
       else YK_ERROR(&r.log, "%s", yk_diag_msg(&d, rc));
       code = r.event_code ? r.event_code : exit_code_for(rc);
+      stopped = code == YK_EXIT_SIGINT;
     } else {
       code = r.exit_code;
     }
@@ -351,7 +368,7 @@ int yk_daemon_train(const yk_daemon_train_opts *o) {
   yk_engine_close(r.eng);
   if (r.log_file) fclose(r.log_file);
   restore_signals(&r);
-  const char *reason = code == 0 ? "done" : rc ? yk_diag_msg(&d, rc) : code == YK_EXIT_REQUEUE ? "checkpointed for requeue"
+  const char *reason = code == 0 ? "done" : rc && !stopped ? yk_diag_msg(&d, rc) : code == YK_EXIT_REQUEUE ? "checkpointed for requeue"
                        : code == YK_EXIT_SIGINT ? "interrupted" : "stopped";
   ykd_job_close(&r.job, code, reason);
   yk_device_destroy(r.dev);

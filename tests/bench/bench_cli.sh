@@ -12,12 +12,28 @@ expect_stderr "--repeat needs an integer in [1, 64], got '0'" "$YOKE" bench scal
 expect_fail 2 "bench scale --launcher bogus is refused" "$YOKE" bench scale --launcher bogus
 expect_ok "bench scale --help" "$YOKE" bench scale --help
 
+# --png FILE: the benchmarks' figures come from common's one gnuplot helper;
+# without gnuplot the PNG checks are skipped (and --png not asked for: it
+# would fail the run, as a figure that cannot be drawn should)
+is_png() { [ "$(head -c 8 "$1" 2>/dev/null | od -An -tx1 | tr -d ' ')" = 89504e470d0a1a0a ]; }
+HAVE_GNUPLOT=0
+command -v gnuplot > /dev/null && HAVE_GNUPLOT=1
+[ $HAVE_GNUPLOT = 1 ] || echo "NOTE: gnuplot is not installed: the --png figures of bench scale, parallel and coll are not checked"
 OUT=$(mktemp /tmp/yk_bench_scale.XXXXXX)
+PNG=()
+[ $HAVE_GNUPLOT = 1 ] && PNG=(--png "$OUT.png")
 if timeout 240 "$YOKE" bench scale --models tiny --precision-model tiny --batch 2 --seq-len 32 --steps 2 --repeat 2 \
-     --no-torch --json > "$OUT" 2> "$OUT.err"; then
+     --no-torch --json "${PNG[@]}" > "$OUT" 2> "$OUT.err"; then
   pass "bench scale on tiny shapes ran"
 else
   fail "bench scale on tiny shapes: $(tail -5 "$OUT")"
+fi
+if [ $HAVE_GNUPLOT = 1 ]; then
+  # one line per 2-rank row from its 1-rank base, and the ideal
+  is_png "$OUT.png" && grep -q "^# plot written to $OUT.png\$" "$OUT" && [ "$(grep -c '^\$d[0-9] << EOD' "$OUT.png.gp")" = 3 ] \
+    && grep -q "title 'tiny yoke (ZeRO-1)'" "$OUT.png.gp" && grep -q "100 title 'ideal'" "$OUT.png.gp" \
+    && pass "bench scale --png: a PNG of efficiency against ranks (3 rows and the ideal)" \
+    || fail "bench scale --png: $(grep -i plot "$OUT" "$OUT.err"; cat "$OUT.png.gp")"
 fi
 # one JSON row per figure; efficiency of the 2-rank and independent rows is a fraction (not a percentage)
 # in (0, 5]: tiny steps of 1-3 ms swing by 2x on a loaded 2-core host, which the medians of 2 rounds
@@ -61,7 +77,7 @@ if grep -qE '^# tiny: efficiency headline [0-9.]+% is the yoke \(ZeRO-1\) row .*
 else
   fail "bench scale headline line: $(grep -v '^{' "$OUT")"
 fi
-rm -f "$OUT" "$OUT.err"
+rm -f "$OUT" "$OUT.err" "$OUT.png" "$OUT.png.gp"
 
 # `yoke bench coll`: small messages are timed in batches of back-to-back
 # calls, one rule for yoke, MPI and gloo. Every row says its batch; gloo's
@@ -71,11 +87,13 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 OUT=$(mktemp /tmp/yk_bench_coll.XXXXXX)
 HAVE_TORCH=0
 /usr/bin/python3 -c 'import torch.distributed' >/dev/null 2>&1 && HAVE_TORCH=1
+PNG=()
+[ $HAVE_GNUPLOT = 1 ] && PNG=(--png "$OUT.png")
 if timeout 200 mpirun -np 2 --bind-to none "$YOKE" bench coll --transport mpi --algo ring --dtype f32 -b 4K -e 256K -f 8 \
-     --json --png "$OUT.png" > "$OUT" 2> "$OUT.err"; then
+     --json "${PNG[@]}" > "$OUT" 2> "$OUT.err"; then
   pass "bench coll on 4K..256K ran"
-  if command -v gnuplot > /dev/null; then
-    [ "$(head -c 8 "$OUT.png" | od -An -tx1 | tr -d ' ')" = 89504e470d0a1a0a ] && pass "bench coll --png wrote a PNG" \
+  if [ $HAVE_GNUPLOT = 1 ]; then
+    is_png "$OUT.png" && pass "bench coll --png wrote a PNG" \
       || fail "bench coll --png: $(grep -i plot "$OUT" "$OUT.err")"
   fi
 else
@@ -141,11 +159,20 @@ expect_stderr "no layout 'bogus'; choose from 1rank,dp2,tp2,tp2-sp,zero1,zero2,z
 expect_fail 2 "bench parallel --batch 3 is refused for a data-parallel row" "$YOKE" bench parallel --batch 3 --rows dp2
 expect_ok "bench parallel --help" "$YOKE" bench parallel --help
 OUT=$(mktemp /tmp/yk_bench_parallel.XXXXXX)
-if timeout 120 "$YOKE" bench parallel --model tiny --batch 2 --seq-len 32 --steps 2 --rows 1rank,tp2 --json \
+PNG=()
+[ $HAVE_GNUPLOT = 1 ] && PNG=(--png "$OUT.png")
+if timeout 120 "$YOKE" bench parallel --model tiny --batch 2 --seq-len 32 --steps 2 --rows 1rank,tp2 --json "${PNG[@]}" \
      > "$OUT" 2> "$OUT.err"; then
   pass "bench parallel on tiny shapes ran"
 else
   fail "bench parallel on tiny shapes: $(tail -5 "$OUT.err")"
+fi
+if [ $HAVE_GNUPLOT = 1 ]; then
+  # one data row per layout run: name, peak RSS MiB, planned peak MiB, tokens/s
+  is_png "$OUT.png" && grep -q "^# plot written to $OUT.png\$" "$OUT" \
+    && [ "$(grep -cE '^"(1 rank x 2 threads|TP2)" [0-9.]+ [0-9.]+ [0-9.]+$' "$OUT.png.gp")" = 2 ] \
+    && pass "bench parallel --png: a PNG of peak RSS beside the planned peak, and tokens/s, per layout" \
+    || fail "bench parallel --png: $(grep -i plot "$OUT" "$OUT.err"; cat "$OUT.png.gp")"
 fi
 if grep -qE '^# layout +ranks +ms/step +tokens/s +dp MB +\(theory\) +tp MB +\(theory\) +RSS MB +pred MB +ratio$' "$OUT" &&
    grep -qE '^#   TP2 step [0-9.]+ ms = [0-9.]+x the 1-rank 2-thread step [0-9.]+ ms: (met|MISSED)' "$OUT"; then
@@ -170,5 +197,5 @@ assert one["comm_bytes"]["tp"]["measured"] == 0 and one["comm_bytes"]["dp"]["mea
 t = tp["comm_bytes"]["tp"]
 assert t["measured"] == t["theory"] > 0 and t["wire_per_rank"] == t["theory"], t   # n = 2: a ring moves the buffer once
 PY
-rm -f "$OUT" "$OUT.err"
+rm -f "$OUT" "$OUT.err" "$OUT.png" "$OUT.png.gp"
 finish

@@ -287,6 +287,23 @@ wait $L1; rc1=$?
 expect_fail 2 "status --job of no such job" "$YOKE" status --job ffff
 unset XDG_RUNTIME_DIR
 
+# 6c. `yoke status --stop` while the ranks start (registered, before the
+#     communicators' all-gather; the test-only YK_TEST_START_DELAY_MS holds
+#     them there, so the stop lands in the start-up every time) is a stop:
+#     every rank exits 130, the launcher's last line says so, no ERROR
+out=$YK_TMP/stop-start.log
+YK_TEST_START_DELAY_MS=1500 "$YOKE" launch -n 2 -- $LONG > "$out" 2>&1 &
+L=$!
+for i in $(seq 400); do [ "$(grep -c "YK_TEST_START_DELAY_MS: waiting" "$out")" = 2 ] && break; sleep 0.05; done
+"$YOKE" status --coord "127.0.0.1:$(launcher_port "$out")" --stop > /dev/null 2>&1
+wait $L; rc=$?
+n=$(grep -cE "launch: rank [01] \(pid [0-9]+\) exited with code 130\$" "$out")
+[ $rc = 130 ] && [ "$n" = 2 ] && grep -q "stopping before the first step (exit 130): stop requested by" "$out" \
+  && pass "status --stop during start-up: both ranks exit 130" || fail "stop during start-up: exit $rc, $n ranks 130: $(tail -4 "$out")"
+tail -1 "$out" | grep -qE "WARN  launch: job stopped after [0-9.]+ s by a stop request \(exit 130\), no checkpoint$" \
+  && ! grep -q ERROR "$out" && pass "stop during start-up: the last line says stopped, no ERROR" \
+  || fail "stop during start-up: last line $(tail -1 "$out"); $(grep ERROR "$out" | head -2)"
+
 # 7. usage errors
 expect_fail 2 "launch without -n" "$YOKE" launch -- daemon-selftest
 expect_stderr "unknown option '--bogus'" "$YOKE" launch --bogus

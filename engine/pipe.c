@@ -42,6 +42,14 @@ static void chan_members(int P, int c, int *from, int *to) {
   *to = c < P ? (*from + 1) % P : (*from + P - 1) % P;
 }
 
+void eng_pipe_stage(const yk_pipe_plan *p, int stage, yk_model_stage *out) {
+  memset(out, 0, sizeof *out);
+  for (int c = stage; c < p->stages * p->vstages; c += p->stages) {
+    out->first[out->n] = p->bounds[c];
+    out->last[out->n++] = p->bounds[c + 1];
+  }
+}
+
 int eng_pipe_open(yk_engine *e, yk_diag *d) {
   eng_pipe *p = &e->pipe;
   const yk_layout *l = &e->layout;
@@ -70,10 +78,12 @@ int eng_pipe_open(yk_engine *e, yk_diag *d) {
   if ((rc = yk_comm_split(e->comms.pp, ends ? 0 : -1, p->stage, &p->embed, d)) != 0)
     return yk_errorf(d, rc, "pipeline: creating the embedding group of the first and last stage failed: %s",
                      yk_diag_msg(d, rc));
+  /* wte: on the first and the last stage only */
   int wte = yk_model_tensor_find(e->model, "wte");
-  if (wte < 0) return yk_errorf(d, YK_EINVAL, "pipeline: the model has no tensor 'wte'");
-  p->wte_off = e->tensors[wte].offset;
-  p->wte_n = e->tensors[wte].numel;
+  if (ends && wte < 0) return yk_errorf(d, YK_EINVAL, "pipeline: stage %d's model has no tensor 'wte'", p->stage);
+  p->wte_off = wte < 0 ? 0 : e->tensors[wte].offset;
+  p->wte_n = wte < 0 ? 0 : e->tensors[wte].numel;
+  p->whole_n = yk_model_tp_num_params(&e->mcfg, e->tp, e->tp_rank);
   /* slots */
   int m = p->plan.micro_batches;
   p->nslots = yk_engine_schedule_max_alive(&e->schedule);
@@ -85,8 +95,8 @@ int eng_pipe_open(yk_engine *e, yk_diag *d) {
   yk_model_provider prov = {.ctx = e->model, .get_params = lend_params, .put_params = give_back,
                             .get_grads = lend_grads, .put_grads = grads_back};
   for (int i = 1; i < p->nslots; i++)
-    if ((rc = yk_model_create_parallel(&e->mcfg, e->B, e->T, e->dev, yk_model_act_dtype(e->model),
-                                       yk_model_get_tp(e->model), &prov, &p->slot[i], d)) != 0)
+    if ((rc = yk_model_create_stage(&e->mcfg, e->B, e->T, e->dev, yk_model_act_dtype(e->model),
+                                    yk_model_get_tp(e->model), &p->mstage, &prov, &p->slot[i], d)) != 0)
       return rc;
   p->n = yk_model_stream_numel(e->model);
   p->in = yk_alloc(p->n * sizeof(float));
@@ -255,24 +265,16 @@ int eng_pipe_eval(eng_pipe *p, const int32_t *inputs, const int32_t *targets, fl
 
 int eng_pipe_assemble(yk_engine *e, float *dst, yk_diag *d) {
   eng_pipe *p = &e->pipe;
-  int L = e->mcfg.layers;
-  memset(dst, 0, e->nparams * sizeof(float));
-  /* this stage's regions: its blocks, the embedding (first stage: wte's
-   * owner) and the head (last stage) */
-  for (int c = p->stage; c < p->K; c += p->P) {
-    for (int l = p->plan.bounds[c]; l < p->plan.bounds[c + 1]; l++) {
-      size_t off, n;
-      yk_model_region_range(e->model, 1 + l, &off, &n);
-      memcpy(dst + off, yk_model_params(e->model) + off, n * sizeof(float));
-    }
-    size_t off, n;
-    if (c == 0) yk_model_region_range(e->model, 0, &off, &n);
-    else if (c == p->K - 1) yk_model_region_range(e->model, L + 1, &off, &n);
-    else continue;
-    memcpy(dst + off, yk_model_params(e->model) + off, n * sizeof(float));
-  }
+  memset(dst, 0, p->whole_n * sizeof(float));
+  /* this stage's regions: its blocks, the embedding (the first stage is the
+   * owner of the wte both ends hold: the unstaged arena starts with it) and
+   * the head (last stage) */
+  yk_model_stage_copy(e->model, dst, yk_model_params(e->model), 0);
+  size_t off, n;
+  yk_model_region_range(e->model, 0, &off, &n);
+  if (p->stage != 0) memset(dst, 0, n * sizeof(float));
   /* one stage holds each value, the others add zeros */
-  int rc = yk_comm_allreduce_sync(e->comms.pp, dst, dst, e->nparams, YK_DT_F32, YK_OP_SUM, d);
+  int rc = yk_comm_allreduce_sync(e->comms.pp, dst, dst, p->whole_n, YK_DT_F32, YK_OP_SUM, d);
   if (rc) return yk_errorf(d, rc, "pipeline: gathering the stages' weights failed: %s", yk_diag_msg(d, rc));
   return 0;
 }

@@ -100,7 +100,7 @@ static int pipe_reduce_start(yk_engine *e, yk_diag *d) {
   for (int r = yk_model_regions(e->model) - 1; r >= 0; r--) {
     size_t off, n;
     yk_model_region_range(e->model, r, &off, &n);
-    eng_grads_ready(&e->grads, off, n);
+    if (n) eng_grads_ready(&e->grads, off, n); /* a region this stage does not hold */
   }
   return 0;
 }

@@ -253,7 +253,8 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   }
   /* The reduction learns of final gradient ranges through the model's hook;
    * the step arms it only around its reducing backward. */
-  yk_model_set_grad_hook(e->model, eng_grads_ready, &e->grads);
+  if (e->pipe.on) yk_model_set_grad_hook(e->model, eng_pipe_grads_ready, &e->pipe);
+  else yk_model_set_grad_hook(e->model, eng_grads_ready, &e->grads);
   eng_ckpt_view v = {.model_params = yk_model_params(e->model), .master = e->mp.master, .m = e->m, .v = e->v,
                      .nparams = e->nparams, .soff = e->soff, .slen = e->slen,
                      .params16 = e->zstage == 3 ? (void *)e->zero.p16shard : (void *)e->mp.params16,

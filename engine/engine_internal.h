@@ -187,6 +187,8 @@ typedef struct eng_pipe {
   yk_request *sendreq[YK_PIPE_MAX_SENDS];
   int next_send;
   size_t wte_off, wte_n;      /* the tied embedding in the arena (0, 0 on a stage without it) */
+  size_t embed_n;             /* the embedding region (wte, wpe) at offset 0 of the arena, 0 if not held */
+  eng_grads *grads;           /* the engine's data-parallel reduction (borrowed) */
   double wait_s;              /* time blocked in receives and send buffers this step */
 } eng_pipe;
 
@@ -202,8 +204,13 @@ int eng_pipe_backward(eng_pipe *p, const yk_sched_op *op, float scale, yk_diag *
 /* SEND_ACT / SEND_GRAD (non-blocking) and RECV_ACT / RECV_GRAD (blocking). */
 int eng_pipe_send(eng_pipe *p, const yk_sched_op *op, yk_diag *d);
 int eng_pipe_recv(eng_pipe *p, const yk_sched_op *op, yk_diag *d);
+/* The gradient-ready hook of every slot (ctx = the eng_pipe): hands final
+ * ranges to the data-parallel reduction while the stage's last backward
+ * runs, except the embedding region, whose wte waits for eng_pipe_finish. */
+void eng_pipe_grads_ready(void *ctx, size_t offset, size_t count);
 /* Wait for this stage's sends; then sum wte's gradient between the first and
- * the last stage (grads: the model's gradient arena). */
+ * the last stage (grads: the model's gradient arena) and hand the embedding
+ * region to the reduction. */
 int eng_pipe_finish(eng_pipe *p, float *grads, yk_diag *d);
 /* Every stage's blocks in one whole arena dst of whole_n floats (collective
  * over the pp group). */

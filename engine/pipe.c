@@ -9,31 +9,46 @@
 #include "engine_internal.h"
 
 /* ---- the slots' shared arenas --------------------------------------------
- * A slot beyond the first is a model created with this provider: it lends
- * the first slot's arenas region by region, looked up at every call because
- * sharing the arenas with the collectives may have moved them. */
+ * A slot beyond the first is a model created with this provider (ctx: the
+ * eng_pipe): it lends the first slot's arenas region by region, looked up at
+ * every call because sharing the arenas with the collectives may have moved
+ * them. */
 static int lend_params(void *ctx, int region, yk_model_pass pass, float **p, yk_diag *d) {
   (void)pass;
   (void)d;
+  yk_model *m = ((eng_pipe *)ctx)->slot[0];
   size_t off, n;
-  yk_model_region_range(ctx, region, &off, &n);
-  *p = yk_model_params(ctx) + off;
+  yk_model_region_range(m, region, &off, &n);
+  *p = yk_model_params(m) + off;
   return 0;
 }
 static int lend_grads(void *ctx, int region, float **g, yk_diag *d) {
   (void)d;
+  yk_model *m = ((eng_pipe *)ctx)->slot[0];
   size_t off, n;
-  yk_model_region_range(ctx, region, &off, &n);
-  *g = yk_model_grads(ctx) + off;
+  yk_model_region_range(m, region, &off, &n);
+  *g = yk_model_grads(m) + off;
   return 0;
 }
 static int give_back(void *ctx, int region, yk_model_pass pass, yk_diag *d) {
   (void)ctx, (void)region, (void)pass, (void)d;
   return 0;
 }
+/* a slot's region is final: what slot 0's gradient hook says for its own */
 static int grads_back(void *ctx, int region, yk_diag *d) {
-  (void)ctx, (void)region, (void)d;
+  (void)d;
+  eng_pipe *p = ctx;
+  size_t off, n;
+  yk_model_region_range(p->slot[0], region, &off, &n);
+  eng_pipe_grads_ready(p, off, n);
   return 0;
+}
+
+void eng_pipe_grads_ready(void *ctx, size_t offset, size_t count) {
+  eng_pipe *p = ctx;
+  /* the embedding region (offset 0 when held) waits for wte's sum */
+  if (p->wte_n && offset == 0) return;
+  eng_grads_ready(p->grads, offset, count);
 }
 
 /* Channel c's members: the sender first (rank 0, the broadcast's root). */
@@ -84,6 +99,8 @@ int eng_pipe_open(yk_engine *e, yk_diag *d) {
   p->wte_off = wte < 0 ? 0 : e->tensors[wte].offset;
   p->wte_n = wte < 0 ? 0 : e->tensors[wte].numel;
   p->whole_n = yk_model_tp_num_params(&e->mcfg, e->tp, e->tp_rank);
+  size_t off0;
+  yk_model_region_range(e->model, 0, &off0, &p->embed_n);
   /* slots */
   int m = p->plan.micro_batches;
   p->nslots = yk_engine_schedule_max_alive(&e->schedule);
@@ -92,7 +109,8 @@ int eng_pipe_open(yk_engine *e, yk_diag *d) {
   if (!p->slot || !p->slot_of) return yk_errorf(d, YK_ENOMEM, "out of memory for the pipeline's slots");
   for (int i = 0; i < p->K * m; i++) p->slot_of[i] = -1;
   p->slot[0] = e->model;
-  yk_model_provider prov = {.ctx = e->model, .get_params = lend_params, .put_params = give_back,
+  p->grads = &e->grads;
+  yk_model_provider prov = {.ctx = p, .get_params = lend_params, .put_params = give_back,
                             .get_grads = lend_grads, .put_grads = grads_back};
   for (int i = 1; i < p->nslots; i++)
     if ((rc = yk_model_create_stage(&e->mcfg, e->B, e->T, e->dev, yk_model_act_dtype(e->model),
@@ -216,6 +234,8 @@ int eng_pipe_finish(eng_pipe *p, float *grads, yk_diag *d) {
     rc = yk_errorf(d, rc, "pipeline stage %d: summing the tied embedding's gradient with stage %d failed: %s",
                    p->stage, p->stage == 0 ? p->P - 1 : 0, yk_diag_msg(d, rc));
   p->wait_s += yk_now_s() - t0;
+  /* the embedding region's reduction, held back for that sum, can go */
+  if (!rc && p->wte_n) eng_grads_ready(p->grads, 0, p->embed_n);
   return rc;
 }
 

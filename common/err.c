@@ -25,7 +25,10 @@ const char *yk_err_name(int code) {
 static int vset(yk_diag *d, int code, int sys_errno, const char *fmt, va_list ap) {
   if (!d) return code;
   d->code = code;
-  int n = vsnprintf(d->msg, sizeof d->msg, fmt, ap);
+  /* via a copy: callers wrap an earlier message, passing d->msg itself */
+  char buf[sizeof d->msg];
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  memcpy(d->msg, buf, sizeof buf);
   if (n < 0) d->msg[0] = '\0';
   if (sys_errno && n >= 0 && (size_t)n < sizeof d->msg)
     snprintf(d->msg + n, sizeof d->msg - (size_t)n, ": %s", strerror(sys_errno));

@@ -176,6 +176,7 @@ typedef struct eng_pipe {
   yk_model_stage mstage;      /* this stage's blocks, as the model holds them */
   size_t whole_n;             /* floats of the unstaged arena (this tp rank's pieces), that assemble fills */
   int stage, P, K;            /* this stage, stages, chunks */
+  int rank0, rank_stride;     /* the job rank of stage s: rank0 + s * rank_stride (Megatron order) */
   yk_comm *chan[2 * YK_PIPE_MAX_CHUNKS]; /* this stage's channels (NULL for the others') */
   yk_comm *embed;             /* first + last stage: the tied wte's gradient sum (NULL elsewhere) */
   yk_model **slot;            /* nslots instances; slot[0] borrowed from the engine */

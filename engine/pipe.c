@@ -71,6 +71,8 @@ int eng_pipe_open(yk_engine *e, yk_diag *d) {
   int rc;
   p->on = 1;
   p->stage = l->pp_rank;
+  p->rank0 = l->dp_rank * l->tp + l->tp_rank;
+  p->rank_stride = l->dp * l->tp;
   p->P = l->pp;
   p->K = p->P * p->plan.vstages;
   if (!e->comms.pp || yk_comm_size(e->comms.pp) != p->P || yk_comm_rank(e->comms.pp) != p->stage)
@@ -203,7 +205,8 @@ int eng_pipe_send(eng_pipe *p, const yk_sched_op *op, yk_diag *d) {
   memcpy(p->sendbuf[i], p->out, p->n * sizeof(float));
   if (!c || (rc = yk_comm_broadcast(c, p->sendbuf[i], p->n, YK_DT_F32, 0, &p->sendreq[i], d)) != 0)
     return yk_errorf(d, c ? rc : YK_EINVAL, "pipeline stage %d: sending the %s of micro-batch %d to stage %d "
-                     "failed: %s", p->stage, what_of(op), op->micro, op->peer, c ? yk_diag_msg(d, rc) : "no channel");
+                     "(rank %d) failed: %s", p->stage, what_of(op), op->micro, op->peer,
+                     p->rank0 + op->peer * p->rank_stride, c ? yk_diag_msg(d, rc) : "no channel");
   p->next_send = (i + 1) % YK_PIPE_MAX_SENDS;
   return 0;
 }
@@ -215,8 +218,10 @@ int eng_pipe_recv(eng_pipe *p, const yk_sched_op *op, yk_diag *d) {
   int rc = c ? yk_comm_broadcast_sync(c, buf, p->n, YK_DT_F32, 0, d) : YK_EINVAL;
   p->wait_s += yk_now_s() - t0;
   if (rc)
-    return yk_errorf(d, rc, "pipeline stage %d: receiving the %s of micro-batch %d from stage %d failed: %s",
-                     p->stage, what_of(op), op->micro, op->peer, c ? yk_diag_msg(d, rc) : "no channel");
+    return yk_errorf(d, rc, "pipeline stage %d: receiving the %s of micro-batch %d from stage %d (rank %d) failed "
+                     "(on the channel, rank 0 is stage %d and rank 1 stage %d): %s", p->stage, what_of(op), op->micro,
+                     op->peer, p->rank0 + op->peer * p->rank_stride, op->peer, p->stage,
+                     c ? yk_diag_msg(d, rc) : "no channel");
   return 0;
 }
 

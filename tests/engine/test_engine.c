@@ -25,7 +25,7 @@
 
 #define STEPS 4
 #define MAX_STEPS 50
-#define MAX_RANKS 4
+#define MAX_RANKS 8
 
 static char tmpdir[64];
 static float *init_params; /* the random initial weights (init.bin) */
@@ -896,6 +896,25 @@ END_TEST
 START_TEST(test_tp2_pp2_equals_one_rank) { check_pipeline(4, 2, 2, 3, 2, NULL, NULL, NULL); }
 END_TEST
 
+/* Every kind of parallelism at once: 8 ranks as threads (oversubscribed),
+ * at lr 3e-3 as DP2 x TP2 (at 1e-2 the three reorderings of the sums grow
+ * past 1e-5 by step 8). */
+START_TEST(test_dp2_tp2_pp2_equals_one_rank) {
+  const char *both[] = {"model.layers=3", "train.init_weights=", NULL};
+  layout_extra x = {.both = both, .pp = 2};
+  check_layout_ex(8, 2, 0, 10, 3e-3, 2, "fp32", 1, 1.0, 1e-5, 1, 2e-3, &x);
+}
+END_TEST
+
+/* PP2 (uneven 3 blocks, 1F1B) for 50 steps at lr 3e-3, as DP2 x TP2:
+ * losses within 1e-5 relative over 10 steps, 1e-4 over 50. */
+START_TEST(test_pp2_50_steps_equals_one_rank) {
+  const char *both[] = {"model.layers=3", "train.init_weights=", NULL};
+  layout_extra x = {.both = both, .pp = 2};
+  check_layout_ex(2, 1, 0, 50, 3e-3, 4, "fp32", 1, 1.0, 1e-5, 1, 1e-2, &x);
+}
+END_TEST
+
 /* A stage holds only its blocks' weights, gradients and AdamW moments (the
  * embedding region on both ends, wte being the tied LM head): PP2's stages
  * each hold about half of one rank's model state, and together exactly one
@@ -975,6 +994,8 @@ int main(void) {
   tcase_add_test(tpp, test_dp2_pp2_equals_one_rank);
   tcase_add_test(tpp, test_tp2_pp2_equals_one_rank);
   tcase_add_test(tpp, test_pp2_memory);
+  tcase_add_test(tpp, test_dp2_tp2_pp2_equals_one_rank);
+  tcase_add_test(tpp, test_pp2_50_steps_equals_one_rank);
   tcase_add_test(tz, test_zero_stages_bitwise);
   tcase_add_test(tz, test_zero23_equal_one_rank);
   tcase_add_test(tz, test_zero_memory_formulas);

@@ -282,7 +282,8 @@ out:
  * (off, on, off, on, ...) so drifts of the machine hit both alike; the
  * medians of their step times and the ratio are the overhead. The trace file
  * goes to a temporary directory; its size per step is printed too. */
-static int bench_trace_ab(const char *model, int B, int T, int threads, int steps, int warmup, int json, yk_diag *d) {
+static int bench_trace_ab(const char *model, int B, int T, int threads, int steps, int warmup, int json,
+                          const char *detail, yk_diag *d) {
   char dir[64], shard[128], trace[128];
   snprintf(dir, sizeof dir, "/tmp/yk_bench_trace_XXXXXX");
   if (!mkdtemp(dir)) return yk_errorf_sys(d, YK_EIO, "cannot create a temporary directory");
@@ -314,6 +315,7 @@ static int bench_trace_ab(const char *model, int B, int T, int threads, int step
   for (int k = 0; k < 2; k++) {
     yk_config ck = c;
     if (k && (rc = yk_bench_config_set(&ck, d, "train.trace=%s", trace)) != 0) goto out;
+    if (k && detail && (rc = yk_bench_config_set(&ck, d, "train.trace_detail=%s", detail)) != 0) goto out;
     yk_engine_opts eo = {.cfg = &ck, .layout = one, .dev = dev, .log = &log};
     if ((rc = yk_engine_open(&eo, &e[k], d)) != 0) goto out;
   }
@@ -330,8 +332,8 @@ static int bench_trace_ab(const char *model, int B, int T, int threads, int step
   if (f && fseek(f, 0, SEEK_END) == 0) bytes = ftell(f);
   if (f) fclose(f);
   double off = yk_bench_median(ms[0], steps), on = yk_bench_median(ms[1], steps);
-  printf("# yoke bench train --trace: model %s, B=%d, T=%d, %d threads, %d steps each after %d warm-up, taken in turn\n",
-         model, B, T, threads, steps, warmup);
+  printf("# yoke bench train --trace: model %s, B=%d, T=%d, %d threads, %d steps each after %d warm-up, taken in turn, "
+         "train.trace_detail=%s\n", model, B, T, threads, steps, warmup, detail ? detail : "step");
   printf("  trace off %.3f ms/step, on %.3f ms/step (medians): ratio %.4f (%+.2f%%); trace %.1f KB per 100 steps\n", off,
          on, on / off, (on / off - 1) * 100, bytes / 1024.0 * 100 / total);
   if (json)
@@ -368,7 +370,8 @@ int yk_bench_train(const yk_bench_train_opts *o) {
   }
   if (o->trace) {
     /* the overhead is small: at least 50 steps each for a stable median */
-    rc = bench_trace_ab(model, B, o->seq_lens[0], o->threads[0], steps < 50 ? 50 : steps, warmup, json, &d);
+    rc = bench_trace_ab(model, B, o->seq_lens[0], o->threads[0], steps < 50 ? 50 : steps, warmup, json, o->trace_detail,
+                        &d);
     if (rc) fprintf(stderr, "yoke bench train --trace: %s\n", yk_diag_msg(&d, rc));
     return rc ? 1 : 0;
   }

@@ -49,6 +49,7 @@ typedef struct yk_bench_train_opts {
   int64_t steps, warmup;       /* timed steps per configuration (default 3), untimed first (default 1) */
   int no_torch, json, profile; /* skip PyTorch / JSON rows / per-kernel wall time */
   int trace;                   /* instead: train.trace's overhead, A/B of two engines stepping in turn (>= 50 steps) */
+  const char *trace_detail;    /* train.trace_detail of the traced engine (NULL: the default, step) */
 } yk_bench_train_opts;
 void yk_bench_train_opts_default(yk_bench_train_opts *o);
 int yk_bench_train(const yk_bench_train_opts *o);
@@ -83,6 +84,21 @@ typedef struct yk_bench_scale_opts {
 } yk_bench_scale_opts;
 void yk_bench_scale_opts_default(yk_bench_scale_opts *o);
 int yk_bench_scale(const yk_bench_scale_opts *o);
+
+/* yoke bench parallel: one row per parallel layout (1 rank x 2 threads,
+ * DP2, TP2, TP2 + sequence parallelism, ZeRO-1/2/3 over DP2) of `yoke
+ * train` on the same global batch: ms/step, tokens/s, bytes per group
+ * against the formula, per-rank peak RSS against the prediction, and the
+ * targets of issue 13. */
+typedef struct yk_bench_parallel_opts {
+  const char *model;           /* GPT-2 preset (default d12) */
+  int64_t batch, seq_len;      /* global B (data-parallel rows: B/2 per rank; default 4) and T (default 256) */
+  int64_t steps;               /* per row, >= 2; the first is warm-up (default 6) */
+  const char *rows;            /* comma-separated layouts: 1rank,dp2,tp2,tp2-sp,zero1,zero2,zero3 (default NULL: all) */
+  int json;                    /* also one JSON object per row */
+} yk_bench_parallel_opts;
+void yk_bench_parallel_opts_default(yk_bench_parallel_opts *o);
+int yk_bench_parallel(const yk_bench_parallel_opts *o);
 
 /* yoke bench ckpt: checkpoint save/load throughput, compression ratio per
  * tensor kind and the training stall per asynchronous save as a fraction of

@@ -3,6 +3,7 @@
  * background thread while training continues. */
 #include "ckpt_internal.h"
 #include "yk_partition.h"
+#include "yk_trace.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -31,9 +32,29 @@ struct yk_ckpt_writer {
   int nbuf;
   ck_blob_ref *blobs;
   int nblobs;
-  char *model_json, *config_yaml;
+  char *model_json, *layout_json, *config_yaml;
   yk_ckpt_write_stats st, cur;
+  yk_trace_track *trk; /* the thread's timeline track (yk_ckpt_writer_trace), under mu; NULL: none */
 };
+
+static const yk_trace_name T_COPY = {"writer copy", "ckpt", "step", "bytes"};
+static const yk_trace_name T_WRITE = {"writer write", "ckpt", "step", "bytes"};
+static const yk_trace_name T_COMMIT = {"writer commit", "ckpt", "step", NULL};
+
+/* One span of the thread's work [t0, now). Under mu, so that once
+ * yk_ckpt_writer_trace(w, NULL) returns no span reaches the old track. */
+static void span(yk_ckpt_writer *w, const yk_trace_name *n, int64_t t0, double bytes) {
+  pthread_mutex_lock(&w->mu);
+  if (w->trk) yk_trace_record(w->trk, YK_TRACE_SPAN, n, t0, (int64_t)yk_now_ns(), 0, (double)w->step, bytes);
+  pthread_mutex_unlock(&w->mu);
+}
+
+void yk_ckpt_writer_trace(yk_ckpt_writer *w, yk_trace_track *k) {
+  if (!w) return;
+  pthread_mutex_lock(&w->mu);
+  w->trk = k;
+  pthread_mutex_unlock(&w->mu);
+}
 
 typedef struct {
   yk_ckpt_writer *w;
@@ -60,7 +81,7 @@ static void copy_worker(void *arg, int worker) {
   }
 }
 
-static void do_copy(yk_ckpt_writer *w) {
+static uint64_t do_copy(yk_ckpt_writer *w) {
   double t0 = yk_now_s();
   copy_ctx c = {.w = w, .threads = ck_threads(w->o.threads)};
   for (int i = 0; i < w->nparts; i++) c.total += w->parts[i].len * yk_dtype_size(w->parts[i].arena->dtype);
@@ -70,6 +91,7 @@ static void do_copy(yk_ckpt_writer *w) {
   pthread_mutex_lock(&w->mu);
   w->cur.copy_s = dt;
   pthread_mutex_unlock(&w->mu);
+  return c.total;
 }
 
 static void set_err(yk_ckpt_writer *w, int rc, const yk_diag *d) {
@@ -88,9 +110,12 @@ static void *thread_main(void *arg) {
     pthread_mutex_unlock(&w->mu);
     yk_diag d = {0};
     int rc = 0;
+    int64_t t0 = (int64_t)yk_now_ns();
     if (op == OP_SAVE) {
       if (!w->copy_done) {
-        do_copy(w);
+        uint64_t bytes = do_copy(w);
+        span(w, &T_COPY, t0, (double)bytes);
+        t0 = (int64_t)yk_now_ns();
         pthread_mutex_lock(&w->mu);
         w->copy_done = 1;
         pthread_cond_broadcast(&w->cv);
@@ -98,12 +123,13 @@ static void *thread_main(void *arg) {
       }
       ck_plan p = {.step = w->step, .rank = w->o.rank, .world = w->o.world, .parts = w->parts, .nparts = w->nparts,
                    .blobs = w->blobs, .nblobs = w->nblobs, .model_json = w->model_json,
-                   .config_yaml = w->config_yaml};
+                   .layout_json = w->layout_json, .config_yaml = w->config_yaml};
       yk_ckpt_write_stats st = {0};
       rc = ck_write_plan(w->dir, &p, w->o.level, w->o.threads, w->o.buffered_io, &st, &d);
       pthread_mutex_lock(&w->mu);
       st.copy_s = w->cur.copy_s;
       pthread_mutex_unlock(&w->mu);
+      span(w, &T_WRITE, t0, (double)st.file_bytes);
       if (!rc) {
         pthread_mutex_lock(&w->mu);
         w->st = st;
@@ -112,6 +138,7 @@ static void *thread_main(void *arg) {
                   yk_diag_msg(&d, rc));
     } else if (op == OP_COMMIT) {
       rc = ck_commit(w->dir, w->step, w->o.world, w->o.keep, w->o.log, &d);
+      span(w, &T_COMMIT, t0, 0);
       if (rc) yk_log(w->o.log, YK_LOG_ERROR, "ckpt: commit of step %lld failed: %s", (long long)w->step,
                      yk_diag_msg(&d, rc));
     }
@@ -167,8 +194,9 @@ static void free_snapshot_meta(yk_ckpt_writer *w) {
   w->blobs = NULL;
   w->nblobs = 0;
   free(w->model_json);
+  free(w->layout_json);
   free(w->config_yaml);
-  w->model_json = w->config_yaml = NULL;
+  w->model_json = w->layout_json = w->config_yaml = NULL;
 }
 
 /* Wait on the condition with an optional absolute monotonic deadline. */
@@ -205,7 +233,7 @@ static int ensure_buffers(yk_ckpt_writer *w, const yk_ckpt_state *s, yk_diag *d)
   for (int i = 0; i < s->narenas; i++) {
     const ck_arena *a = &s->arenas[i];
     uint64_t lo, len;
-    yk_partition_even_range(a->numel, w->o.world, w->o.rank, &lo, &len);
+    ck_arena_save_range(a, w->o.rank, w->o.world, &lo, &len);
     size_t need = len * yk_dtype_size(a->dtype);
     if (need > w->cap[i] || !w->buf[i]) {
       yk_free(w->buf[i]);
@@ -257,7 +285,7 @@ int yk_ckpt_writer_save(yk_ckpt_writer *w, const yk_ckpt_state *s, int64_t step,
     w->nparts = i + 1;
     ck_part *p = &w->parts[i];
     p->arena = m;
-    yk_partition_even_range(m->numel, w->o.world, w->o.rank, &p->lo, &p->len);
+    ck_arena_save_range(m, w->o.rank, w->o.world, &p->lo, &p->len);
     p->slice = w->buf[i];
     if ((rc = ck_arena_range(m, p->lo, p->len, &p->src, d))) return rc;
   }
@@ -277,6 +305,7 @@ int yk_ckpt_writer_save(yk_ckpt_writer *w, const yk_ckpt_state *s, int64_t step,
   w->nblobs = nb;
   if (w->o.rank == 0) {
     w->model_json = s->model_json ? strdup(s->model_json) : NULL;
+    w->layout_json = s->layout_json ? strdup(s->layout_json) : NULL;
     w->config_yaml = s->config_yaml ? strdup(s->config_yaml) : NULL;
   }
   int defer = (flags & YK_CKPT_DEFER_COPY) != 0;

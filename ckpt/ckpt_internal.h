@@ -3,6 +3,7 @@
 #define YK_CKPT_INTERNAL_H
 
 #include "yk_ckpt.h"
+#include "yk_partition.h"
 
 #include <jansson.h>
 #include <stdint.h>
@@ -20,6 +21,7 @@ typedef struct ck_arena {
   void *data; /* elements [held_lo, held_lo + held_len) of the arena */
   uint64_t numel;
   uint64_t held_lo, held_len; /* what this process holds: all of it, or its ZeRO slice */
+  int grank, gsize;           /* the ranks that save it and this one's place among them (gsize 0: every writer) */
   yk_tensor_desc *tensors;
   int ntensors;
 } ck_arena;
@@ -37,6 +39,7 @@ struct yk_ckpt_state {
   ck_blob *blobs;
   int nblobs;
   char *model_json;
+  char *layout_json;
   char *config_yaml;
 };
 
@@ -64,6 +67,7 @@ typedef struct ck_plan {
   const ck_blob_ref *blobs;
   int nblobs;
   const char *model_json;  /* rank 0 only, may be NULL */
+  const char *layout_json; /* rank 0 only, may be NULL */
   const char *config_yaml; /* rank 0 only, may be NULL */
 } ck_plan;
 
@@ -94,6 +98,16 @@ int ck_threads(int requested);
 /* layout.c: the on-disk layout both the writer and the reader follow. */
 void ck_step_dir(char *buf, size_t cap, const char *root, int64_t step, int partial);
 void ck_shard_name(char *buf, size_t cap, int rank, int world);
+/* The manifest's "layout" object of a training layout, and back (a missing
+ * object is one data-parallel group of `world` ranks). *out of ck_layout_json
+ * is a new reference. */
+json_t *ck_layout_json(const yk_layout *l, int sequence);
+int ck_layout_parse(json_t *j, int world, yk_layout *l, int *sequence);
+/* A tensor's split in the tensor table: "split" ("replicated", "column",
+ * "row", "vocab") and "split_parts" are written for split tensors only. */
+void ck_split_put(json_t *t, const yk_tensor_desc *td);
+const char *ck_split_name(int split);
+int ck_split_get(json_t *t, yk_tensor_desc *td);
 /* Checksums are written as 16 lowercase hex digits. */
 uint64_t ck_hex_parse(const char *s, int *ok);
 void ck_hex(char out[17], uint64_t v);
@@ -131,6 +145,9 @@ int ck_fsync_dir(const char *dir, yk_diag *d);
  * YK_EINVAL when this process does not hold all of them (d says which it
  * holds). */
 int ck_arena_range(const ck_arena *a, uint64_t lo, uint64_t len, const uint8_t **out, yk_diag *d);
+/* The elements [*lo, *lo + *len) writer `rank` of `world` saves of arena a:
+ * its even range among the arena's saving group, or among all writers. */
+void ck_arena_save_range(const ck_arena *a, int rank, int world, uint64_t *lo, uint64_t *len);
 int ck_state_blob_refs(const yk_ckpt_state *s, int rank, ck_blob_ref **out, int *n);
 
 #endif

@@ -155,6 +155,56 @@ out:
   return rc;
 }
 
+/* ---- layout and splits ---- */
+
+json_t *ck_layout_json(const yk_layout *l, int sequence) {
+  return json_pack("{s:i, s:i, s:i, s:i, s:b}", "world", l->dp * l->tp * l->pp, "dp", l->dp, "tp", l->tp, "pp", l->pp,
+                   "sequence", sequence ? 1 : 0);
+}
+
+int ck_layout_parse(json_t *j, int world, yk_layout *l, int *sequence) {
+  memset(l, 0, sizeof *l);
+  *sequence = 0;
+  l->world = l->dp = world;
+  l->tp = l->pp = 1;
+  if (!j) return 0;
+  json_int_t dp = json_integer_value(json_object_get(j, "dp")), tp = json_integer_value(json_object_get(j, "tp"));
+  json_int_t pp = json_integer_value(json_object_get(j, "pp"));
+  if (!json_is_object(j) || dp < 1 || tp < 1 || pp < 1 || dp * tp * pp > (1 << 24)) return -1;
+  l->dp = (int)dp;
+  l->tp = (int)tp;
+  l->pp = (int)pp;
+  l->world = l->dp * l->tp * l->pp;
+  *sequence = json_is_true(json_object_get(j, "sequence"));
+  return 0;
+}
+
+static const char *const split_names[] = {"replicated", "column", "row", "vocab"};
+
+const char *ck_split_name(int split) {
+  return split >= 0 && split < (int)YK_ARRAY_LEN(split_names) ? split_names[split] : "?";
+}
+
+void ck_split_put(json_t *t, const yk_tensor_desc *td) {
+  if (td->split <= YK_SPLIT_REPLICATED || td->split > YK_SPLIT_VOCAB) return;
+  json_object_set_new(t, "split", json_string(split_names[td->split]));
+  if (td->split_parts > 1) json_object_set_new(t, "split_parts", json_integer(td->split_parts));
+}
+
+int ck_split_get(json_t *t, yk_tensor_desc *td) {
+  const char *s = json_string_value(json_object_get(t, "split"));
+  json_int_t parts = json_integer_value(json_object_get(t, "split_parts"));
+  td->split = YK_SPLIT_REPLICATED;
+  td->split_parts = parts > 1 && parts < (1 << 16) ? (int)parts : 0;
+  if (!s) return 0;
+  for (int k = 0; k < (int)YK_ARRAY_LEN(split_names); k++)
+    if (!strcmp(s, split_names[k])) {
+      td->split = k;
+      return 0;
+    }
+  return -1;
+}
+
 /* ---- manifest ---- */
 
 int ck_load_manifest(const char *dir, char **text, json_t **out, yk_diag *d) {
@@ -192,11 +242,13 @@ int ck_load_manifest(const char *dir, char **text, json_t **out, yk_diag *d) {
   }
   const char *fmt = json_string_value(json_object_get(m, "format"));
   json_int_t ver = json_integer_value(json_object_get(m, "version"));
-  if (!fmt || strcmp(fmt, "yoke-checkpoint") || ver != YK_CKPT_FORMAT_VERSION) {
+  /* Version 2 only adds to version 1 (the layout, split kinds, arenas
+   * saved by a group of the shards), so version 1 reads as it always did. */
+  if (!fmt || strcmp(fmt, "yoke-checkpoint") || ver < 1 || ver > YK_CKPT_FORMAT_VERSION) {
     json_decref(m);
     free(txt);
-    return yk_errorf(d, YK_EFORMAT, "%s: format '%s' version %lld, this yoke reads yoke-checkpoint version %d", path,
-                     fmt ? fmt : "?", (long long)ver, YK_CKPT_FORMAT_VERSION);
+    return yk_errorf(d, YK_EFORMAT, "%s: format '%s' version %lld, this yoke reads yoke-checkpoint versions 1 to %d",
+                     path, fmt ? fmt : "?", (long long)ver, YK_CKPT_FORMAT_VERSION);
   }
   *out = m;
   *text = txt;

@@ -57,6 +57,8 @@ struct yk_ckpt_reader {
   const char *config_yaml;
   int64_t step;
   int world;
+  yk_layout layout; /* the training layout it was saved at (dp = world without one) */
+  int sequence;
   rshard *shards;
   rarena *arenas;
   int narenas;
@@ -176,6 +178,8 @@ static int parse_manifest(yk_ckpt_reader *r, yk_diag *d) {
       td->ndim = (int)json_array_size(shape);
       for (int q = 0; q < td->ndim; q++) td->shape[q] = json_integer_value(json_array_get(shape, (size_t)q));
       td->decay = json_is_true(json_object_get(t, "decay"));
+      if (ck_split_get(t, td))
+        return yk_errorf(d, YK_EFORMAT, "%s: arena '%s' tensor '%s' has an unknown split kind", mp, a->name, td->name);
     }
     uint64_t next = 0;
     json_array_foreach(ch, k, t) {
@@ -221,6 +225,8 @@ static int parse_manifest(yk_ckpt_reader *r, yk_diag *d) {
     b->rank = (int)json_integer_value(json_object_get(v, "rank"));
     b->shard = (int)shard;
   }
+  if (ck_layout_parse(json_object_get(m, "layout"), r->world, &r->layout, &r->sequence))
+    return yk_errorf(d, YK_EFORMAT, "%s: the layout object is malformed", mp);
   json_t *model = json_object_get(m, "model");
   if (json_is_object(model) && json_object_size(model))
     r->model_json = json_dumps(model, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -375,6 +381,10 @@ int yk_ckpt_reader_open(const char *path, const yk_ckpt_open_opts *o, yk_ckpt_re
 const char *yk_ckpt_reader_path(const yk_ckpt_reader *r) { return r->dir; }
 int64_t yk_ckpt_reader_step(const yk_ckpt_reader *r) { return r->step; }
 int yk_ckpt_reader_world(const yk_ckpt_reader *r) { return r->world; }
+void yk_ckpt_reader_layout(const yk_ckpt_reader *r, yk_layout *l, int *sequence) {
+  *l = r->layout;
+  if (sequence) *sequence = r->sequence;
+}
 int yk_ckpt_reader_arena_count(const yk_ckpt_reader *r) { return r->narenas; }
 const char *yk_ckpt_reader_model_json(const yk_ckpt_reader *r) { return r->model_json; }
 const char *yk_ckpt_reader_config_yaml(const yk_ckpt_reader *r) { return r->config_yaml; }

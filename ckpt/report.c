@@ -80,6 +80,11 @@ int yk_ckpt_manifest_print(const char *path, int raw_json, FILE *out, yk_diag *d
   fprintf(out, "format      %s version %lld, written by yoke %s\n", json_string_value(json_object_get(m, "format")),
          (long long)json_integer_value(json_object_get(m, "version")),
          json_string_value(json_object_get(m, "yoke_version")));
+  yk_layout lay;
+  int seq;
+  yk_ckpt_reader_layout(r, &lay, &seq);
+  fprintf(out, "layout      dp %d x tp %d x pp %d%s\n", lay.dp, lay.tp, lay.pp,
+          seq ? ", sequence parallel" : "");
   json_t *codec = json_object_get(m, "codec");
   fprintf(out, "codec       %s level %lld, %s, %lld elements per chunk\n", json_string_value(json_object_get(codec, "name")),
          (long long)json_integer_value(json_object_get(codec, "level")),
@@ -117,7 +122,8 @@ int yk_ckpt_manifest_print(const char *path, int raw_json, FILE *out, yk_diag *d
       size_t sl = 0;
       for (int q = 0; q < td->ndim; q++)
         sl += (size_t)snprintf(shape + sl, sizeof shape - sl, "%s%lld", q ? ", " : "", (long long)td->shape[q]);
-      fprintf(out, "      %-16s (%s)  offset %zu  numel %zu\n", td->name, shape, td->offset, td->numel);
+      fprintf(out, "      %-16s (%s)  offset %zu  numel %zu%s%s\n", td->name, shape, td->offset, td->numel,
+              td->split ? "  split " : "", td->split ? ck_split_name(td->split) : "");
     }
   }
   fprintf(out, "\nblobs:%s\n", yk_ckpt_reader_blob_count(r) ? "" : " (none)");

@@ -17,6 +17,7 @@ void yk_ckpt_state_free(yk_ckpt_state *s) {
   free(s->arenas);
   free(s->blobs);
   free(s->model_json);
+  free(s->layout_json);
   free(s->config_yaml);
   free(s);
 }
@@ -29,8 +30,12 @@ static int valid_name(const char *n, size_t max) {
   return 1;
 }
 
-int yk_ckpt_state_add_arena_part(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, uint64_t numel,
-                                 uint64_t lo, uint64_t len, const yk_tensor_desc *tensors, int ntensors, yk_diag *d) {
+int yk_ckpt_state_add_arena_group(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, uint64_t numel,
+                                  uint64_t lo, uint64_t len, int grank, int gsize, const yk_tensor_desc *tensors,
+                                  int ntensors, yk_diag *d) {
+  if (gsize < 0 || (gsize > 0 && (grank < 0 || grank >= gsize)))
+    return yk_errorf(d, YK_EINVAL, "arena '%s': saving group rank %d of %d is not valid", name ? name : "(null)",
+                     grank, gsize);
   if (lo > numel || len > numel - lo)
     return yk_errorf(d, YK_EINVAL, "arena '%s': part [%llu, +%llu) is outside its %llu elements", name,
                      (unsigned long long)lo, (unsigned long long)len, (unsigned long long)numel);
@@ -67,6 +72,8 @@ int yk_ckpt_state_add_arena_part(yk_ckpt_state *s, const char *name, yk_dtype dt
   a->numel = numel;
   a->held_lo = lo;
   a->held_len = len;
+  a->grank = gsize ? grank : 0;
+  a->gsize = gsize;
   if (ntensors) {
     a->tensors = malloc((size_t)ntensors * sizeof *a->tensors);
     if (!a->tensors) return yk_errorf(d, YK_ENOMEM, "out of memory registering arena '%s'", name);
@@ -77,9 +84,31 @@ int yk_ckpt_state_add_arena_part(yk_ckpt_state *s, const char *name, yk_dtype dt
   return 0;
 }
 
+int yk_ckpt_state_add_arena_part(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, uint64_t numel,
+                                 uint64_t lo, uint64_t len, const yk_tensor_desc *tensors, int ntensors, yk_diag *d) {
+  return yk_ckpt_state_add_arena_group(s, name, dtype, data, numel, lo, len, 0, 0, tensors, ntensors, d);
+}
+
 int yk_ckpt_state_add_arena(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, uint64_t numel,
                             const yk_tensor_desc *tensors, int ntensors, yk_diag *d) {
   return yk_ckpt_state_add_arena_part(s, name, dtype, data, numel, 0, numel, tensors, ntensors, d);
+}
+
+void yk_ckpt_arena_name(char *buf, size_t cap, const char *base, int tp, int tp_rank) {
+  if (tp <= 1) snprintf(buf, cap, "%s", base);
+  else snprintf(buf, cap, "%s.tp%dof%d", base, tp_rank, tp);
+}
+
+int yk_ckpt_state_set_layout(yk_ckpt_state *s, const yk_layout *l, int sequence, yk_diag *d) {
+  if (l->dp < 1 || l->tp < 1 || l->pp < 1)
+    return yk_errorf(d, YK_EINVAL, "layout dp %d x tp %d x pp %d is not valid", l->dp, l->tp, l->pp);
+  json_t *j = ck_layout_json(l, sequence);
+  char *txt = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+  json_decref(j);
+  if (!txt) return yk_errorf(d, YK_ENOMEM, "out of memory");
+  free(s->layout_json);
+  s->layout_json = txt;
+  return 0;
 }
 
 int ck_arena_range(const ck_arena *a, uint64_t lo, uint64_t len, const uint8_t **out, yk_diag *d) {
@@ -89,6 +118,11 @@ int ck_arena_range(const ck_arena *a, uint64_t lo, uint64_t len, const uint8_t *
                      (unsigned long long)(a->held_lo + a->held_len));
   *out = a->data ? (const uint8_t *)a->data + (lo - a->held_lo) * yk_dtype_size(a->dtype) : NULL;
   return 0;
+}
+
+void ck_arena_save_range(const ck_arena *a, int rank, int world, uint64_t *lo, uint64_t *len) {
+  if (a->gsize) yk_partition_even_range(a->numel, a->gsize, a->grank, lo, len);
+  else yk_partition_even_range(a->numel, world, rank, lo, len);
 }
 
 int yk_ckpt_state_set_blob(yk_ckpt_state *s, const char *name, const void *data, size_t len, int per_rank,

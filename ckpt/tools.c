@@ -39,6 +39,17 @@ int yk_ckpt_convert_reshard(yk_ckpt_reader *r, const yk_ckpt_opts *o, yk_diag *d
       yk_log(o->log, YK_LOG_WARN, "ckpt convert: dropping per-rank blob '%s' of rank %d (new world %d)", name, rank,
              o->world);
   }
+  /* The layout it was trained at stays (the arenas are still cut that way),
+   * except that a data-parallel-only checkpoint resharded to M shards is
+   * exactly what M data-parallel ranks would have saved, so it says so. */
+  yk_layout lay;
+  int seq;
+  yk_ckpt_reader_layout(r, &lay, &seq);
+  if (lay.tp == 1 && lay.pp == 1) lay.world = lay.dp = o->world;
+  json_t *lj = ck_layout_json(&lay, seq);
+  char *layout_json = lj ? json_dumps(lj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+  json_decref(lj);
+  if (!rc && !layout_json) rc = yk_errorf(d, YK_ENOMEM, "out of memory");
   for (int q = 0; !rc && q < o->world; q++) {
     for (int i = 0; !rc && i < na; i++) {
       parts[i].arena = &meta[i];
@@ -58,6 +69,7 @@ int yk_ckpt_convert_reshard(yk_ckpt_reader *r, const yk_ckpt_opts *o, yk_diag *d
       if ((blobs[i].rank < 0 && q == 0) || blobs[i].rank == q) mine[nm++] = blobs[i];
     ck_plan p = {.step = step, .rank = q, .world = o->world, .parts = parts, .nparts = na, .blobs = mine,
                  .nblobs = nm, .model_json = q == 0 ? yk_ckpt_reader_model_json(r) : NULL,
+                 .layout_json = q == 0 ? layout_json : NULL,
                  .config_yaml = q == 0 ? yk_ckpt_reader_config_yaml(r) : NULL};
     if (!rc) rc = ck_write_plan(o->dir, &p, o->level, o->threads, o->buffered_io, NULL, d);
     for (int i = 0; i < na; i++) {
@@ -66,6 +78,7 @@ int yk_ckpt_convert_reshard(yk_ckpt_reader *r, const yk_ckpt_opts *o, yk_diag *d
     }
   }
   if (!rc) rc = ck_commit(o->dir, step, o->world, o->keep, o->log, d);
+  free(layout_json);
   for (int i = 0; blob_data && i < nb; i++) free(blob_data[i]);
   free(blob_data);
   free(blobs);

@@ -352,8 +352,10 @@ static void writer_worker(void *arg, int worker) {
 static json_t *tensor_json(const yk_tensor_desc *t) {
   json_t *shape = json_array();
   for (int k = 0; k < t->ndim; k++) json_array_append_new(shape, json_integer(t->shape[k]));
-  return json_pack("{s:s, s:I, s:I, s:o, s:b}", "name", t->name, "offset", (json_int_t)t->offset, "numel",
-                   (json_int_t)t->numel, "shape", shape, "decay", t->decay);
+  json_t *j = json_pack("{s:s, s:I, s:I, s:o, s:b}", "name", t->name, "offset", (json_int_t)t->offset, "numel",
+                        (json_int_t)t->numel, "shape", shape, "decay", t->decay);
+  if (j) ck_split_put(j, t);
+  return j;
 }
 
 static json_t *build_index(const ck_plan *p, const ck_chunk *chunks, int nchunks, const uint64_t *blob_off,
@@ -397,6 +399,10 @@ static json_t *build_index(const ck_plan *p, const ck_chunk *chunks, int nchunks
   if (p->model_json) {
     json_t *m = json_loads(p->model_json, 0, NULL);
     if (m) json_object_set_new(ix, "model", m);
+  }
+  if (p->layout_json) {
+    json_t *l = json_loads(p->layout_json, 0, NULL);
+    if (l) json_object_set_new(ix, "layout", l);
   }
   if (p->config_yaml) json_object_set_new(ix, "config_yaml", json_string(p->config_yaml));
   return ix;
@@ -527,7 +533,7 @@ static int build_parts(const yk_ckpt_state *s, int rank, int world, ck_part **ou
     const ck_arena *a = &s->arenas[i];
     ck_part *pt = &(*out)[i];
     pt->arena = a;
-    yk_partition_even_range(a->numel, world, rank, &pt->lo, &pt->len);
+    ck_arena_save_range(a, rank, world, &pt->lo, &pt->len);
     int rc = ck_arena_range(a, pt->lo, pt->len, &pt->slice, d);
     if (rc) return rc;
   }
@@ -553,6 +559,7 @@ int yk_ckpt_write_shard(const yk_ckpt_opts *o, const yk_ckpt_state *s, int64_t s
   }
   ck_plan p = {.step = step, .rank = o->rank, .world = o->world, .parts = parts, .nparts = s->narenas,
                .blobs = blobs, .nblobs = nb, .model_json = o->rank == 0 ? s->model_json : NULL,
+               .layout_json = o->rank == 0 ? s->layout_json : NULL,
                .config_yaml = o->rank == 0 ? s->config_yaml : NULL};
   if (st) memset(st, 0, sizeof *st);
   rc = ck_write_plan(o->dir, &p, o->level, o->threads, o->buffered_io, st, d);
@@ -690,8 +697,8 @@ int ck_commit(const char *root, int64_t step, int world, int keep, const yk_logg
   json_t *m = json_pack("{s:s, s:i, s:I, s:i, s:s, s:I, s:s}", "format", "yoke-checkpoint", "version",
                         YK_CKPT_FORMAT_VERSION, "step", (json_int_t)step, "world", world, "partition", "even",
                         "created_ms", (json_int_t)yk_wall_ms(), "yoke_version", yk_version_string());
-  json_t *shards = json_array(), *arenas = NULL, *blobs = json_array();
-  json_t *model = NULL, *config = NULL;
+  json_t *shards = json_array(), *arenas = json_array(), *blobs = json_array();
+  json_t *model = NULL, *config = NULL, *layout = NULL;
   int rc = 0, level = 0;
   for (int r = 0; r < world && !rc; r++) {
     ck_shard_name(name, sizeof name, r, world);
@@ -716,22 +723,13 @@ int ck_commit(const char *root, int64_t step, int world, int keep, const yk_logg
     json_t *ia = json_object_get(ix, "arenas");
     if (r == 0) {
       level = (int)json_integer_value(json_object_get(ix, "level"));
-      arenas = json_array();
-      size_t i;
-      json_t *a;
-      json_array_foreach(ia, i, a) {
-        json_array_append_new(arenas, json_pack("{s:O, s:O, s:O, s:O, s:[], s:[]}", "name", json_object_get(a, "name"),
-                                                "dtype", json_object_get(a, "dtype"), "numel",
-                                                json_object_get(a, "numel"), "tensors", json_object_get(a, "tensors"),
-                                                "ranges", "chunks"));
-      }
       model = json_incref(json_object_get(ix, "model"));
+      layout = json_incref(json_object_get(ix, "layout"));
       config = json_incref(json_object_get(ix, "config_yaml"));
     }
-    if (json_array_size(ia) != json_array_size(arenas)) {
-      rc = yk_errorf(d, YK_EFORMAT, "%s has %zu arenas, shard 0 has %zu: shards of different saves mixed", path,
-                     json_array_size(ia), json_array_size(arenas));
-    }
+    /* An arena is saved by all shards or by a group of them (one tensor-
+     * parallel rank's): in shard order its ranges must continue each other
+     * from 0 (checked here) to numel (checked after the last shard). */
     size_t i;
     json_t *a;
     json_array_foreach(ia, i, a) {
@@ -739,18 +737,33 @@ int ck_commit(const char *root, int64_t step, int world, int keep, const yk_logg
       const char *an = json_string_value(json_object_get(a, "name"));
       json_t *ma = find_by_name(arenas, an ? an : "");
       uint64_t numel = (uint64_t)json_integer_value(json_object_get(a, "numel"));
-      uint64_t lo, len;
-      yk_partition_even_range(numel, world, r, &lo, &len);
-      if (!ma || !json_equal(json_object_get(ma, "dtype"), json_object_get(a, "dtype")) ||
-          (uint64_t)json_integer_value(json_object_get(ma, "numel")) != numel ||
-          (uint64_t)json_integer_value(json_object_get(a, "offset")) != lo ||
-          (uint64_t)json_integer_value(json_object_get(a, "count")) != len) {
-        rc = yk_errorf(d, YK_EFORMAT, "%s: arena '%s' does not match shard 0 or the even partition", path,
-                       an ? an : "?");
+      uint64_t lo = (uint64_t)json_integer_value(json_object_get(a, "offset"));
+      uint64_t len = (uint64_t)json_integer_value(json_object_get(a, "count"));
+      if (!ma) {
+        ma = json_pack("{s:O, s:O, s:O, s:O, s:[], s:[]}", "name", json_object_get(a, "name"), "dtype",
+                       json_object_get(a, "dtype"), "numel", json_object_get(a, "numel"), "tensors",
+                       json_object_get(a, "tensors"), "ranges", "chunks");
+        json_array_append_new(arenas, ma);
+      } else if (!json_equal(json_object_get(ma, "dtype"), json_object_get(a, "dtype")) ||
+                 (uint64_t)json_integer_value(json_object_get(ma, "numel")) != numel ||
+                 !json_equal(json_object_get(ma, "tensors"), json_object_get(a, "tensors"))) {
+        rc = yk_errorf(d, YK_EFORMAT, "%s: arena '%s' differs in dtype, size or tensor table from the earlier shards' "
+                       "(shards of different saves mixed)", path, an ? an : "?");
         break;
       }
-      json_array_append_new(json_object_get(ma, "ranges"),
-                            json_pack("{s:i, s:I, s:I}", "shard", r, "offset", (json_int_t)lo, "numel", (json_int_t)len));
+      json_t *rg = json_object_get(ma, "ranges");
+      json_t *last = json_array_get(rg, json_array_size(rg) ? json_array_size(rg) - 1 : 0);
+      uint64_t covered = last ? (uint64_t)(json_integer_value(json_object_get(last, "offset")) +
+                                           json_integer_value(json_object_get(last, "numel")))
+                              : 0;
+      if (lo != covered || len > numel - lo) {
+        rc = yk_errorf(d, YK_EFORMAT, "%s: arena '%s' range [%llu, +%llu) does not continue the earlier shards' [0, "
+                       "%llu) (shards of different saves or layouts mixed)", path, an ? an : "?",
+                       (unsigned long long)lo, (unsigned long long)len, (unsigned long long)covered);
+        break;
+      }
+      json_array_append_new(rg, json_pack("{s:i, s:I, s:I}", "shard", r, "offset", (json_int_t)lo, "numel",
+                                          (json_int_t)len));
       size_t k;
       json_t *c;
       json_t *mc = json_object_get(ma, "chunks");
@@ -767,7 +780,21 @@ int ck_commit(const char *root, int64_t step, int world, int keep, const yk_logg
     }
     json_decref(ix);
   }
+  size_t ai;
+  json_t *ma;
+  json_array_foreach(arenas, ai, ma) {
+    if (rc) break;
+    json_t *rg = json_object_get(ma, "ranges");
+    json_t *last = json_array_get(rg, json_array_size(rg) - 1);
+    json_int_t covered = json_integer_value(json_object_get(last, "offset")) + json_integer_value(json_object_get(last, "numel"));
+    if (covered != json_integer_value(json_object_get(ma, "numel")))
+      rc = yk_errorf(d, YK_EFORMAT, "%s: arena '%s' is saved up to element %lld of %lld: a shard of its saving group "
+                     "is missing", dir, json_string_value(json_object_get(ma, "name")), (long long)covered,
+                     (long long)json_integer_value(json_object_get(ma, "numel")));
+  }
   if (!rc) {
+    if (layout) json_object_set_new(m, "layout", layout);
+    layout = NULL;
     json_object_set_new(m, "codec", json_pack("{s:s, s:i, s:s, s:i}", "name", "zstd", "level", level, "layout",
                                               "byte-planes", "chunk_elems", YK_CKPT_CHUNK_ELEMS));
     json_object_set_new(m, "model", model ? model : json_object());
@@ -792,6 +819,7 @@ int ck_commit(const char *root, int64_t step, int world, int keep, const yk_logg
   json_decref(arenas);
   json_decref(blobs);
   json_decref(model);
+  json_decref(layout);
   json_decref(config);
   if (rc) return rc;
   /* The commit point: the complete directory appears under its final name in

@@ -1,5 +1,6 @@
 /* yk_ckpt.h - checkpoints: sharded, zstd-compressed, checksummed, atomic,
- * asynchronous and reshardable. Format: docs/checkpoint-format.md (version 1).
+ * asynchronous and reshardable. Format: docs/checkpoint-format.md (version 2;
+ * version 1 is read too).
  *
  * Model of the state. What a rank saves is a yk_ckpt_state: a list of
  *   - ARENAS: flat arrays of `numel` elements of one dtype (fp32 master
@@ -7,7 +8,10 @@
  *     tensor table (yk_tensor_desc: name, offset, numel, shape). In data
  *     parallel training every rank holds every arena fully; at save time rank
  *     r of W writes only its slice yk_partition_even_range(numel, W, r), so the
- *     W ranks write disjoint bytes in parallel;
+ *     W ranks write disjoint bytes in parallel. Under model parallelism an
+ *     arena exists only on some ranks (a tensor-parallel rank's pieces: its
+ *     data-parallel group holds them): those ranks form its saving GROUP and
+ *     cut it among themselves (yk_ckpt_state_add_arena_group);
  *   - BLOBS: small named byte strings (loss scaler, loader position, step,
  *     RNG...). A GLOBAL blob is written once (by rank 0); a PER-RANK blob is
  *     written by every rank into its own shard (e.g. a rank's RNG);
@@ -35,6 +39,7 @@
 #define YK_CKPT_H
 
 #include "yk_common.h"
+#include "yk_partition.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -44,7 +49,7 @@
 extern "C" {
 #endif
 
-#define YK_CKPT_FORMAT_VERSION 1
+#define YK_CKPT_FORMAT_VERSION 2
 /* Elements per compressed chunk (4 MiB of f32): the unit of parallel
  * compression, checksumming and random access. */
 #define YK_CKPT_CHUNK_ELEMS (1u << 20)
@@ -73,6 +78,27 @@ int yk_ckpt_state_add_arena(yk_ckpt_state *s, const char *name, yk_dtype dtype, 
  * naming both; yk_ckpt_restore fills only [lo, lo + len). */
 int yk_ckpt_state_add_arena_part(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, uint64_t numel,
                                  uint64_t lo, uint64_t len, const yk_tensor_desc *tensors, int ntensors, yk_diag *d);
+
+/* The same for an arena that only a GROUP of the writers holds (under
+ * tensor parallelism, tensor-parallel rank t's arena is held by the
+ * data-parallel ranks of t): this process is rank grank of the gsize ranks
+ * that save it and writes yk_partition_even_range(numel, gsize, grank)
+ * instead of its writer rank's range. Every rank of the group registers the
+ * arena with the same name, dtype, numel and tensor table, in the order of
+ * their writer ranks (group rank g before g + 1); other writers do not
+ * register it. gsize = 0 is yk_ckpt_state_add_arena_part (every writer). */
+int yk_ckpt_state_add_arena_group(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, uint64_t numel,
+                                  uint64_t lo, uint64_t len, int grank, int gsize, const yk_tensor_desc *tensors,
+                                  int ntensors, yk_diag *d);
+/* The name under which an arena `base` of tensor-parallel rank tp_rank of a
+ * group of tp is saved: `base` itself when tp = 1, else "base.tpRofN"
+ * ("params.tp1of2"). The one spelling writers and readers use. */
+void yk_ckpt_arena_name(char *buf, size_t cap, const char *base, int tp, int tp_rank);
+/* The training layout (degrees only; the rank fields are ignored) and
+ * whether sequence parallelism was on: the manifest's "layout" object, so a
+ * resume can refuse another tensor-parallel degree and a resharder knows how
+ * each arena was cut (with the tensors' split kinds). */
+int yk_ckpt_state_set_layout(yk_ckpt_state *s, const yk_layout *l, int sequence, yk_diag *d);
 
 /* Set (or replace) a blob by value: the bytes are copied now, so call it
  * before each save with the current value. per_rank = 0: global, only rank 0's
@@ -167,6 +193,11 @@ int yk_ckpt_writer_commit(yk_ckpt_writer *w, yk_diag *d);
 int yk_ckpt_writer_wait(yk_ckpt_writer *w, uint64_t deadline_ns, yk_diag *d);
 /* Stats of the last completed shard write. */
 void yk_ckpt_writer_stats(const yk_ckpt_writer *w, yk_ckpt_write_stats *st);
+/* Record the thread's deferred copy, its writes and commits as spans on k
+ * (a track of the trace module that only this thread records into; NULL:
+ * stop). Once it returns, nothing is recorded on the previous track. */
+struct yk_trace_track;
+void yk_ckpt_writer_trace(yk_ckpt_writer *w, struct yk_trace_track *k);
 /* Waits for the running operation (no deadline: callers wait first), joins
  * the thread, frees the buffers. NULL is fine. */
 void yk_ckpt_writer_free(yk_ckpt_writer *w);
@@ -211,7 +242,7 @@ typedef struct yk_ckpt_arena_info {
   const char *name;
   yk_dtype dtype;
   uint64_t numel;
-  const yk_tensor_desc *tensors; /* owned by the reader, valid until close */
+  const yk_tensor_desc *tensors; /* owned by the reader, valid until close; with each tensor's split (version 2) */
   int ntensors;
 } yk_ckpt_arena_info;
 
@@ -224,6 +255,11 @@ void yk_ckpt_reader_close(yk_ckpt_reader *r);
 const char *yk_ckpt_reader_path(const yk_ckpt_reader *r);  /* the checkpoint directory */
 int64_t yk_ckpt_reader_step(const yk_ckpt_reader *r);
 int yk_ckpt_reader_world(const yk_ckpt_reader *r);          /* world size that wrote it */
+/* The training layout it was saved at (degrees; rank fields 0) and whether
+ * sequence parallelism was on. A checkpoint without a layout (version 1, or
+ * written by yk_ckpt_write_shard without one) reads as dp = world, tp = pp
+ * = 1. */
+void yk_ckpt_reader_layout(const yk_ckpt_reader *r, yk_layout *l, int *sequence);
 int yk_ckpt_reader_arena_count(const yk_ckpt_reader *r);
 int yk_ckpt_reader_arena(const yk_ckpt_reader *r, int i, yk_ckpt_arena_info *info);
 /* YK_ENOTFOUND (message lists the arenas) if absent. */

@@ -33,11 +33,17 @@ int cli_parse(const yk_cmd_spec *s, int argc, char **argv, void *opts);
 int cli_exit_code(int rc);
 
 /* The GPT-2 config of a checkpoint's f32 parameter arena `arena` (its
- * tensor table and the manifest's vocab_size and heads), for exporting or
- * sampling from it (cmd_ckpt.c). */
+ * tensor table and the manifest's vocab_size and heads; under tensor
+ * parallelism of its pieces "arena.tpKofN"), for exporting or sampling from
+ * it (cmd_ckpt.c). */
 struct yk_ckpt_reader;
 struct yk_model_config;
 int cli_ckpt_gpt2_config(struct yk_ckpt_reader *r, const char *arena, struct yk_model_config *out, yk_diag *d);
+/* Read that whole arena (config from cli_ckpt_gpt2_config) into dst
+ * (yk_model_config_num_params floats); under tensor parallelism every
+ * rank's pieces put in their places (yk_model_tp_copy). */
+int cli_ckpt_gpt2_read(struct yk_ckpt_reader *r, const char *arena, const struct yk_model_config *cfg, float *dst,
+                       yk_diag *d);
 
 /* The subcommands, one file each. */
 int cli_cmd_train(int argc, char **argv);
@@ -53,5 +59,7 @@ int cli_cmd_trace(int argc, char **argv);
 int cli_cmd_weights(int argc, char **argv);
 int cli_cmd_plot(int argc, char **argv);
 int cli_cmd_sample(int argc, char **argv);
+int cli_cmd_sim(int argc, char **argv);
+int cli_cmd_plan(int argc, char **argv);
 
 #endif

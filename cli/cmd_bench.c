@@ -1,4 +1,4 @@
-/* cmd_bench.c - `yoke bench coll|train|scale|ckpt`: the command lines of
+/* cmd_bench.c - `yoke bench coll|train|scale|parallel|ckpt`: the command lines of
  * the benchmarks (bench/). Each table fills the benchmark's own options
  * struct, starting from its defaults. */
 #include <stddef.h>
@@ -88,6 +88,7 @@ static const yk_opt train_table[] = {
     {"--trace", 0, YK_OPT_FLAG, TRAIN(trace), NULL,
      "instead: the overhead of train.trace, an engine tracing and one not\n"
      "                            stepping in turn (--steps each, at least 50), medians and ratio"},
+    {"--trace-detail", 0, YK_OPT_STR, TRAIN(trace_detail), "step|layer", "with --trace: train.trace_detail (default step)"},
 };
 #undef TRAIN
 
@@ -204,6 +205,45 @@ static int cmd_scale(int argc, char **argv) {
   return code >= 0 ? code : yk_bench_scale(&o.b);
 }
 
+/* ---- parallel ---- */
+
+typedef struct parallel_opts {
+  yk_bench_parallel_opts b;
+} parallel_opts;
+
+#define PAR(f) offsetof(parallel_opts, b.f)
+static const yk_opt parallel_table[] = {
+    {"--model", 0, YK_OPT_STR, PAR(model), "NAME", "GPT-2 preset (default d12 = GPT-2 124M)"},
+    {"--batch", 0, YK_OPT_INT, PAR(batch), "B",
+     "global micro-batch of every row (default 4; the data-parallel rows take\n"
+     "                            B/2 per rank, so it must be even for them)", 1, 65536},
+    {"--seq-len", 0, YK_OPT_INT, PAR(seq_len), "T", "sequence length (default 256)", 1, 65536},
+    {"--steps", 0, YK_OPT_INT, PAR(steps), "N",
+     "steps per row; the first is warm-up, ms/step is the median of the rest (default 6)", 2, 65536},
+    {"--rows", 0, YK_OPT_STR, PAR(rows), "LIST",
+     "layouts to run, of 1rank,dp2,tp2,tp2-sp,zero1,zero2,zero3 (default all)"},
+    {"--json", 0, YK_OPT_FLAG, PAR(json), NULL, "also print one JSON object per row"},
+};
+#undef PAR
+
+static const yk_cmd_spec parallel_spec = {
+    .name = "bench parallel",
+    .synopsis = "[options]",
+    .about = "One row per parallel layout of yoke train on the same global batch: 1 rank x 2 threads, DP2,\n"
+             "TP2, TP2 + sequence parallelism, ZeRO-1/2/3 over DP2 (2 ranks of 1 thread): ms/step, tokens/s,\n"
+             "bytes per step of each group against the formula, per-rank peak RSS against the prediction,\n"
+             "and the targets (RSS within 10%, ZeRO-3 >= 90% of ZeRO-1's tokens/s, TP2 <= 1.15x one rank).",
+    .opts = parallel_table,
+    .nopts = YK_ARRAY_LEN(parallel_table),
+};
+
+static int cmd_parallel(int argc, char **argv) {
+  parallel_opts o;
+  yk_bench_parallel_opts_default(&o.b);
+  int code = cli_parse(&parallel_spec, argc, argv, &o);
+  return code >= 0 ? code : yk_bench_parallel(&o.b);
+}
+
 /* ---- ckpt ---- */
 
 typedef struct ckpt_opts {
@@ -263,6 +303,7 @@ static const cli_cmd bench_cmds[] = {
     {"train", cmd_train, "one-rank training throughput and MFU, PyTorch beside"},
     {"pipeline", cmd_pipe, "pipeline parallelism P=2: ms/step, bubble and activation memory per schedule"},
     {"scale", cmd_scale, "data-parallel weak scaling 1 -> 2 ranks, PyTorch DDP beside; fp16/bf16; grad_accum"},
+    {"parallel", cmd_parallel, "one row per parallel layout: DP2, TP2 (+SP), ZeRO-1/2/3; bytes and RSS vs formula"},
     {"ckpt", cmd_ckpt, "checkpoint save/load GB/s, compression ratio, async stall"},
 };
 

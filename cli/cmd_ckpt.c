@@ -181,27 +181,82 @@ static int read_arena(void *ctx, size_t offset, size_t count, float *dst, yk_dia
   return yk_ckpt_reader_read(s->r, s->arena, offset, count, dst, d);
 }
 
+/* The manifest's model section: vocab_size and heads (and padded_vocab_size,
+ * which a tensor-parallel table cannot show: wte is cut by rows). */
+static int model_section(yk_ckpt_reader *r, int *V, int *NH, int *Vp, yk_diag *d) {
+  const char *mj = yk_ckpt_reader_model_json(r);
+  json_t *m = mj ? json_loads(mj, 0, NULL) : NULL;
+  json_int_t v = json_integer_value(json_object_get(m, "vocab_size"));
+  json_int_t nh = json_integer_value(json_object_get(m, "heads"));
+  json_int_t vp = json_integer_value(json_object_get(m, "padded_vocab_size"));
+  json_decref(m);
+  if (v <= 0 || nh <= 0 || v > (1 << 24) || nh > (1 << 16) || vp < 0 || vp > (1 << 24))
+    return yk_errorf(d, YK_EFORMAT, "the manifest's model section needs vocab_size and heads; got %lld "
+                     "and %lld", (long long)v, (long long)nh);
+  *V = (int)v;
+  *NH = (int)nh;
+  *Vp = (int)vp;
+  return 0;
+}
+
+/* Under tensor parallelism the checkpoint holds arena.tpKofN for every rank
+ * K: the config comes from rank 0's table (wpe and the layer count are
+ * whole) and the manifest, and every rank's table must be the one the model
+ * gives that config and rank. */
+static int gpt2_config_tp(yk_ckpt_reader *r, const char *arena, int tp, yk_model_config *out, yk_diag *d) {
+  int V, NH, Vp, rc;
+  if ((rc = model_section(r, &V, &NH, &Vp, d))) return rc;
+  yk_model_config cfg = {0};
+  for (int k = 0; k < tp; k++) {
+    char name[48];
+    yk_ckpt_arena_name(name, sizeof name, arena, tp, k);
+    yk_ckpt_arena_info a;
+    if ((rc = yk_ckpt_reader_find_arena(r, name, &a, d))) return rc;
+    if (a.dtype != YK_DT_F32)
+      return yk_errorf(d, YK_EINVAL, "arena '%s' is %s; GPT-2 weights come from the f32 master weights (--arena)",
+                       name, yk_dtype_name(a.dtype));
+    if (k == 0) {
+      if (a.ntensors < 4 || (a.ntensors - 4) % 12 || strcmp(a.tensors[1].name, "wpe") || a.tensors[1].ndim != 2)
+        return yk_errorf(d, YK_EFORMAT, "arena '%s' is not a GPT-2 parameter arena: %d tensors, the second '%s'", name,
+                         a.ntensors, a.ntensors > 1 ? a.tensors[1].name : "");
+      cfg = (yk_model_config){.layers = (a.ntensors - 4) / 12, .channels = (int)a.tensors[1].shape[1], .heads = NH,
+                              .max_seq_len = (int)a.tensors[1].shape[0], .vocab_size = V, .padded_vocab_size = Vp};
+    }
+    yk_tensor_desc *want = NULL;
+    int nw = 0;
+    if ((rc = yk_model_tp_tensor_table(&cfg, tp, k, &want, &nw, d))) return rc;
+    for (int i = 0; i < nw && !rc; i++)
+      if (nw != a.ntensors || strcmp(a.tensors[i].name, want[i].name) || a.tensors[i].offset != want[i].offset ||
+          a.tensors[i].numel != want[i].numel)
+        rc = yk_errorf(d, YK_EFORMAT, "arena '%s' is not tensor-parallel rank %d of %d of GPT-2 L=%d C=%d NH=%d: tensor %d "
+                       "is '%s' (%zu elements), expected '%s' (%zu)", name, k, tp, cfg.layers, cfg.channels, NH, i,
+                       i < a.ntensors ? a.tensors[i].name : "(none)", i < a.ntensors ? a.tensors[i].numel : 0,
+                       want[i].name, want[i].numel);
+    free(want);
+    if (rc) return rc;
+  }
+  *out = cfg;
+  return 0;
+}
+
 /* The arena must be the model's parameter arena of some GPT-2 config: the
  * config comes from its tensor table and the manifest's model section
- * (vocab_size, heads). */
+ * (vocab_size, heads); a tensor-parallel checkpoint's from its pieces. */
 int cli_ckpt_gpt2_config(struct yk_ckpt_reader *r, const char *arena, struct yk_model_config *out, yk_diag *d) {
+  yk_layout lay;
+  yk_ckpt_reader_layout(r, &lay, NULL);
+  if (lay.tp > 1) return gpt2_config_tp(r, arena, lay.tp, out, d);
   yk_ckpt_arena_info a;
   int rc = yk_ckpt_reader_find_arena(r, arena, &a, d);
   if (rc) return rc;
   if (a.dtype != YK_DT_F32)
     return yk_errorf(d, YK_EINVAL, "arena '%s' is %s; GPT-2 weights come from the f32 master weights (--arena)", arena,
                      yk_dtype_name(a.dtype));
-  const char *mj = yk_ckpt_reader_model_json(r);
-  json_t *m = mj ? json_loads(mj, 0, NULL) : NULL;
-  json_int_t V = json_integer_value(json_object_get(m, "vocab_size"));
-  json_int_t NH = json_integer_value(json_object_get(m, "heads"));
-  json_decref(m);
-  if (V <= 0 || NH <= 0 || V > (1 << 24) || NH > (1 << 16))
-    return yk_errorf(d, YK_EFORMAT, "the manifest's model section needs vocab_size and heads; got %lld "
-                     "and %lld", (long long)V, (long long)NH);
+  int V, NH, Vp;
+  if ((rc = model_section(r, &V, &NH, &Vp, d))) return rc;
   yk_model_config cfg;
   yk_diag sub = {0};
-  if ((rc = yk_model_config_from_table(a.tensors, a.ntensors, (int)V, (int)NH, &cfg, &sub)))
+  if ((rc = yk_model_config_from_table(a.tensors, a.ntensors, V, NH, &cfg, &sub)))
     return yk_errorf(d, rc, "arena '%s' is not a GPT-2 parameter arena: %s", arena, sub.msg);
   if (a.numel != yk_model_config_num_params(&cfg))
     return yk_errorf(d, YK_EFORMAT, "arena '%s' has %llu elements, its GPT-2 config %zu", arena,
@@ -210,11 +265,42 @@ int cli_ckpt_gpt2_config(struct yk_ckpt_reader *r, const char *arena, struct yk_
   return 0;
 }
 
-/* model/ writes the file, reading the arena piece by piece. */
+int cli_ckpt_gpt2_read(struct yk_ckpt_reader *r, const char *arena, const struct yk_model_config *cfg, float *dst,
+                       yk_diag *d) {
+  yk_layout lay;
+  yk_ckpt_reader_layout(r, &lay, NULL);
+  if (lay.tp == 1) return yk_ckpt_reader_read(r, arena, 0, yk_model_config_num_params(cfg), dst, d);
+  /* every rank's pieces into their places in the whole arena */
+  int rc = 0;
+  for (int k = 0; k < lay.tp && !rc; k++) {
+    char name[48];
+    yk_ckpt_arena_name(name, sizeof name, arena, lay.tp, k);
+    size_t n = yk_model_tp_num_params(cfg, lay.tp, k);
+    float *local = malloc((n ? n : 1) * sizeof(float));
+    if (!local) return yk_errorf(d, YK_ENOMEM, "out of memory for arena '%s' (%zu floats)", name, n);
+    if (!(rc = yk_ckpt_reader_read(r, name, 0, n, local, d)))
+      rc = yk_model_tp_copy(cfg, lay.tp, k, dst, local, 0, d);
+    free(local);
+  }
+  return rc;
+}
+
+/* model/ writes the file, reading the arena piece by piece (a
+ * tensor-parallel checkpoint's pieces are put together in memory first). */
 static int export_gpt2(yk_ckpt_reader *r, const char *arena, const char *path, yk_diag *d) {
   yk_model_config cfg;
   int rc = cli_ckpt_gpt2_config(r, arena, &cfg, d);
   if (rc) return rc;
+  yk_layout lay;
+  yk_ckpt_reader_layout(r, &lay, NULL);
+  if (lay.tp > 1) {
+    size_t n = yk_model_config_num_params(&cfg);
+    float *whole = malloc(n * sizeof(float));
+    if (!whole) return yk_errorf(d, YK_ENOMEM, "out of memory for the whole model (%zu floats)", n);
+    if (!(rc = cli_ckpt_gpt2_read(r, arena, &cfg, whole, d))) rc = yk_model_weights_write(path, &cfg, whole, d);
+    free(whole);
+    return rc;
+  }
   arena_source src = {r, arena};
   return yk_model_weights_write_from(path, &cfg, read_arena, &src, d);
 }

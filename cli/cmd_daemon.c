@@ -109,6 +109,11 @@ static int ranks_config(char *const *args, int n, yk_config *cfg, yk_diag *d) {
         if (pass) rc = yk_config_set(cfg, args[k], d);
       } else if (!strncmp(args[k], "--set=", 6)) {
         if (pass) rc = yk_config_set(cfg, args[k] + 6, d);
+      } else if (!strcmp(args[k], "--steps") && k + 1 < n && (is_yaml(args[0]) || !strcmp(args[0], "train"))) {
+        /* train's shorthand for train.steps: the launcher's progress bar needs it */
+        char kv[64];
+        snprintf(kv, sizeof kv, "train.steps=%s", args[++k]);
+        if (pass) rc = yk_config_set(cfg, kv, d);
       } else if (!pass && is_yaml(args[k]) && args[k][0] != '-') {
         rc = yk_config_load_file(cfg, args[k], d);
       }

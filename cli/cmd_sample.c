@@ -93,7 +93,7 @@ static int load_model(const sample_opts *o, const yk_device *dev, yk_model **m, 
   yk_ckpt_reader *r;
   if ((rc = yk_ckpt_reader_open(o->ckpt, &oo, &r, d))) return rc;
   if (!(rc = cli_ckpt_gpt2_config(r, "params", &cfg, d)) && !(rc = yk_model_create(&cfg, 1, 1, dev, m, d)))
-    rc = yk_ckpt_reader_read(r, "params", 0, yk_model_num_params(*m), yk_model_params(*m), d);
+    rc = cli_ckpt_gpt2_read(r, "params", &cfg, yk_model_params(*m), d);
   yk_ckpt_reader_close(r);
   return rc;
 }

@@ -127,12 +127,8 @@ typedef struct coll_ctrl {
 
 #define COLL_CTRL_SLOTS 4
 
-typedef struct coll_model {
-  double alpha_us;     /* per message latency */
-  double beta_ns;      /* ns per byte on a link */
-  double gamma_ns;     /* ns per byte reduced */
-  double shm_gbs;      /* shared-memory copy bandwidth GB/s (0 = unknown) */
-} coll_model;
+/* the public cost model (yk_collectives.h) under its internal name */
+typedef yk_coll_model coll_model;
 
 struct yk_comm {
   xport *x;
@@ -190,6 +186,7 @@ struct yk_comm {
 
   /* queue and comm thread */
   pthread_mutex_t mu;
+  struct yk_trace_track *trk; /* the comm thread's timeline track, under mu (yk_comm_set_trace); NULL: none */
   pthread_cond_t cv;       /* queue changed / request done */
   int cv_waiters;          /* threads in a wait on cv for a request or for `busy` (under mu) */
   uint64_t last_op_ns;     /* when the last operation ended (under mu): the idle poll backs off after it */
@@ -351,7 +348,6 @@ extern const coll_algo coll_algos[COLL_ALGO_COUNT_];
 /* The row that runs r on c: the same on every rank (docs/collectives.md,
  * "Cost model"). */
 coll_algo_id coll_select(const yk_comm *c, const struct yk_request *r);
-int coll_model_load(const char *path, coll_model *m, yk_diag *d);
 
 /* ---- the comm thread and its queue (queue.c) ------------------------------ */
 

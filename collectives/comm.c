@@ -193,11 +193,11 @@ int yk_comm_create(const yk_comm_opts *opts_in, yk_bootstrap *b, yk_comm **out, 
   c->seg_bytes = opts.segment_bytes ? opts.segment_bytes : 256 * 1024;
   c->seg_explicit = opts.segment_bytes != 0;
   c->algo = algo;
-  c->model = (coll_model){.alpha_us = 8, .beta_ns = 0.25, .gamma_ns = 0.15};
+  yk_coll_model_default(&c->model);
   if (opts.log) c->log = *opts.log;
   else yk_logger_init(&c->log, b->rank, YK_LOG_INFO, NULL);
   if (opts.model_file && *opts.model_file) {
-    rc = coll_model_load(opts.model_file, &c->model, d);
+    rc = yk_coll_model_load(opts.model_file, &c->model, d);
     if (rc) goto fail;
   }
   c->xrank = calloc((size_t)c->size, sizeof(int));

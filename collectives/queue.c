@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "coll_internal.h"
+#include "yk_trace.h"
 
 /* ---- executing one operation -------------------------------------------- */
 
@@ -92,6 +93,28 @@ static void run_op_locked(yk_comm *c, struct yk_request *r) {
   if (c->cv_waiters || c->qhead) pthread_cond_broadcast(&c->cv);
 }
 
+/* The comm thread's spans, one name per kind of operation (opkind). */
+static const yk_trace_name T_OPS[OPK_COUNT_] = {
+    [OPK_ALLREDUCE] = {"comm allreduce", "comm", "bytes", "seq"},
+    [OPK_REDUCE_SCATTER] = {"comm reduce_scatter", "comm", "bytes", "seq"},
+    [OPK_ALLGATHER] = {"comm allgather", "comm", "bytes", "seq"},
+    [OPK_BROADCAST] = {"comm broadcast", "comm", "bytes", "seq"},
+    [OPK_BARRIER] = {"comm barrier", "comm", "bytes", "seq"},
+    [OPK_REDUCE_OWNED] = {"comm reduce_owned", "comm", "bytes", "seq"},
+};
+
+/* With c->mu held (so yk_comm_set_trace cannot pull the track away). */
+static void trace_op(yk_comm *c, const struct yk_request *r, int64_t t0) {
+  if (r->kind <= 0 || r->kind >= OPK_COUNT_) return;
+  yk_trace_end(c->trk, &T_OPS[r->kind], t0, (double)(r->count * yk_dtype_size(r->dtype)), r->seq);
+}
+
+void yk_comm_set_trace(yk_comm *c, struct yk_trace_track *k) {
+  pthread_mutex_lock(&c->mu);
+  c->trk = k;
+  pthread_mutex_unlock(&c->mu);
+}
+
 static void *comm_thread(void *arg) {
   yk_comm *c = arg;
   pthread_mutex_lock(&c->mu);
@@ -128,7 +151,9 @@ static void *comm_thread(void *arg) {
     struct yk_request *r = c->qhead;
     c->qhead = r->next;
     if (!c->qhead) c->qtail = NULL;
+    int64_t t0 = yk_trace_begin(c->trk);
     run_op_locked(c, r);
+    if (c->trk) trace_op(c, r, t0);
   }
   pthread_mutex_unlock(&c->mu);
   return NULL;

@@ -22,7 +22,9 @@ int yk_algo_parse(const char *s, yk_algo *out) {
   return YK_EINVAL;
 }
 
-int coll_model_load(const char *path, coll_model *m, yk_diag *d) {
+void yk_coll_model_default(yk_coll_model *m) { *m = (yk_coll_model){.alpha_us = 8, .beta_ns = 0.25, .gamma_ns = 0.15}; }
+
+int yk_coll_model_load(const char *path, coll_model *m, yk_diag *d) {
   char *buf = NULL;
   size_t len = 0;
   int rc = yk_file_read(path, &buf, &len, d);
@@ -56,7 +58,7 @@ int coll_model_load(const char *path, coll_model *m, yk_diag *d) {
 /* The two members of the logarithmic family on p' (the largest power of two
  * <= p), in seconds: recursive doubling (log2 p' whole-vector exchanges) and
  * Rabenseifner (halving + doubling). Returns p'. */
-static int tree_times(const coll_model *m, int p, size_t bytes, double *rd, double *rhd) {
+static int tree_times(const coll_model *m, int p, double bytes, double *rd, double *rhd) {
   double n = (double)bytes, a_s = m->alpha_us * 1e-6, b_s = m->beta_ns * 1e-9, g_s = m->gamma_ns * 1e-9;
   int pof2 = 1, lg = 0;
   while (pof2 * 2 <= p) pof2 *= 2, lg++;
@@ -67,12 +69,18 @@ static int tree_times(const coll_model *m, int p, size_t bytes, double *rd, doub
 
 /* Predicted time (s) of an all-reduce of `bytes` on p ranks. */
 static double model_time(const coll_model *m, yk_algo a, int p, size_t bytes) {
-  double n = (double)bytes, a_s = m->alpha_us * 1e-6, b_s = m->beta_ns * 1e-9, g_s = m->gamma_ns * 1e-9;
+  if (a != YK_ALGO_RING && a != YK_ALGO_TREE) return 1e30;
+  return yk_coll_model_time(m, YK_COLL_ALLREDUCE, a, p, (double)bytes);
+}
+
+double yk_coll_model_time(const yk_coll_model *m, yk_coll_kind k, yk_algo a, int p, double bytes) {
+  double n = bytes, a_s = m->alpha_us * 1e-6, b_s = m->beta_ns * 1e-9, g_s = m->gamma_ns * 1e-9;
   if (p <= 1) return 0;
-  switch (a) {
-  case YK_ALGO_RING:
-    return 2.0 * (p - 1) * a_s + 2.0 * (p - 1) / p * n * b_s + (double)(p - 1) / p * n * g_s;
-  case YK_ALGO_TREE: {
+  /* the two ring halves: p-1 steps, each sends and receives 1/p of the vector
+   * (the reduce-scatter also reduces what it receives) */
+  if (k == YK_COLL_REDUCE_SCATTER) return (p - 1) * a_s + (double)(p - 1) / p * n * (b_s + g_s);
+  if (k == YK_COLL_ALLGATHER) return (p - 1) * a_s + (double)(p - 1) / p * n * b_s;
+  if (a == YK_ALGO_TREE) {
     /* the cheaper of recursive doubling and Rabenseifner */
     double rd, rhd;
     int pof2 = tree_times(m, p, bytes, &rd, &rhd);
@@ -80,9 +88,7 @@ static double model_time(const coll_model *m, yk_algo a, int p, size_t bytes) {
     if (pof2 != p) t += 2 * (a_s + n * b_s) + n * g_s;
     return t;
   }
-  default:
-    return 1e30;
-  }
+  return 2.0 * (p - 1) * a_s + 2.0 * (p - 1) / p * n * b_s + (double)(p - 1) / p * n * g_s;
 }
 
 yk_algo yk_comm_pick_algo(const yk_comm *c, size_t bytes) {
@@ -123,7 +129,7 @@ coll_algo_id coll_select(const yk_comm *c, const struct yk_request *r) {
   case YK_ALGO_TREE: {
     /* within the logarithmic family, the cheaper member */
     double rd, rhd;
-    tree_times(&c->model, c->size, r->count * yk_dtype_size(r->dtype), &rd, &rhd);
+    tree_times(&c->model, c->size, (double)(r->count * yk_dtype_size(r->dtype)), &rd, &rhd);
     return rhd < rd ? COLL_ALGO_RHD : COLL_ALGO_RD;
   }
   default: return COLL_ALGO_RING;

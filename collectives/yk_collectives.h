@@ -141,6 +141,13 @@ int yk_comm_is_broken(const yk_comm *c);
  * thread; idempotent. Every communicator split from c (recursively) that
  * still exists is aborted with it. */
 void yk_comm_abort(yk_comm *c, const char *reason);
+/* Record each operation the comm thread runs (an asynchronous one, or one
+ * queued behind another) as a span on k: a track of the trace module that
+ * only this thread records into; NULL stops. Once it returns nothing is
+ * recorded on the previous track. Operations run inline on the caller's
+ * thread are the caller's to record. */
+struct yk_trace_track;
+void yk_comm_set_trace(yk_comm *c, struct yk_trace_track *k);
 /* Stops the comm thread, cancels everything, frees all memory including
  * requests not yet waited for. NULL is fine. Exception: after the watchdog
  * reported the comm thread stuck inside the transport, the communicator is
@@ -228,6 +235,30 @@ int yk_comm_register(yk_comm *c, const yk_shmem *m, yk_diag *d);
 void yk_comm_unregister(yk_comm *c, const yk_shmem *m);
 /* The algorithm the communicator would use for an all-reduce of `bytes`. */
 yk_algo yk_comm_pick_algo(const yk_comm *c, size_t bytes);
+
+/* The alpha-beta-gamma cost model the choice above uses (docs/collectives.md,
+ * "Cost model and calibration"), for whoever predicts collective times
+ * without running them (the simulator, sim/): per-message latency alpha,
+ * per-byte link time beta, per-byte reduction time gamma, and the measured
+ * shared-memory copy bandwidth. */
+typedef struct yk_coll_model {
+  double alpha_us; /* per message latency */
+  double beta_ns;  /* ns per byte on a link */
+  double gamma_ns; /* ns per byte reduced */
+  double shm_gbs;  /* shared-memory copy bandwidth GB/s (0 = unknown) */
+} yk_coll_model;
+typedef enum { YK_COLL_ALLREDUCE = 0, YK_COLL_REDUCE_SCATTER, YK_COLL_ALLGATHER } yk_coll_kind;
+/* The built-in constants (alpha 8 us, beta 0.25 ns/B, gamma 0.15 ns/B). */
+void yk_coll_model_default(yk_coll_model *m);
+/* Read a constants file written by `yoke bench coll --calibrate` ("key
+ * value" lines: alpha_us, beta_ns, gamma_ns, shm_gbs) on top of *m.
+ * YK_EFORMAT naming file, line and key on a bad line. */
+int yk_coll_model_load(const char *path, yk_coll_model *m, yk_diag *d);
+/* Predicted seconds of one operation of `bytes` (the whole vector) on p
+ * ranks with algorithm a: RING (all-reduce, or its reduce-scatter /
+ * all-gather half) or TREE (all-reduce: the cheaper of recursive doubling and
+ * Rabenseifner; the halves run on the ring). 0 for p <= 1. */
+double yk_coll_model_time(const yk_coll_model *m, yk_coll_kind k, yk_algo a, int p, double bytes);
 
 /* ------------------------------------------------------------------------ */
 /* Reduction kernels (exposed for tests and benchmarks)                     */

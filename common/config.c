@@ -12,7 +12,7 @@
 #include <strings.h>
 #include <yaml.h>
 
-typedef enum { T_INT, T_FLOAT, T_STR, T_ENUM, T_BOOL } key_type;
+typedef enum { T_INT, T_FLOAT, T_STR, T_ENUM, T_BOOL, T_BYTES } key_type;
 
 typedef struct key_def {
   const char *name;    /* dotted: section.key */
@@ -68,6 +68,11 @@ static const key_def keys[] = {
      "\".rank<N>.json\" replaces a trailing \".json\" with several ranks (empty = off; docs/tracing.md)"},
     {"train.trace_steps", T_STR, OFF(train.trace_steps), "", 0, 0, NULL,
      "the steps to trace, A-B (inclusive, numbered as the step lines print them) or A- (empty = all)"},
+    {"train.trace_detail", T_ENUM, OFF(train.trace_detail), "step", 0, 0, "step|layer",
+     "layer also records each layer's forward and backward and the tensor-parallel collectives (a larger file)"},
+    {"train.memory_limit", T_BYTES, OFF(train.memory_limit), "0", 0, 1e18, NULL,
+     "refuse to start when this rank's planned peak memory (yoke plan) exceeds this many bytes (10MB, 20GiB); 0 = "
+     "the host's MemAvailable shared by the ranks on it"},
     {"train.straggler_warn", T_FLOAT, OFF(train.straggler_warn), "0.2", 0.01, 100, NULL,
      "the coordinator warns when one rank's compute is this share above the median rank's for 3 reports in a row"},
     /* optim */
@@ -201,6 +206,7 @@ static int choice_ok(const char *choices, const char *v) {
 static void describe_range(const key_def *k, char *buf, size_t n) {
   switch (k->type) {
   case T_INT: snprintf(buf, n, "an integer in [%.0f, %.0f]", k->min, k->max); break;
+  case T_BYTES: snprintf(buf, n, "bytes (64, 4k, 10MB, 2GiB) in [%.0f, %.0f]", k->min, k->max); break;
   case T_FLOAT: snprintf(buf, n, "a number in [%g, %g]", k->min, k->max); break;
   case T_ENUM: snprintf(buf, n, "one of %s", k->choices); break;
   case T_BOOL: snprintf(buf, n, "true or false"); break;
@@ -219,6 +225,14 @@ static int set_value(yk_config *c, const key_def *k, const char *v, const char *
     if (yk_parse_i64(v, &x) != 0 || (double)x < k->min || (double)x > k->max)
       return yk_errorf(d, YK_ECONFIG, "%s: key '%s' has value '%s'; allowed: %s", where, k->name, v, allowed);
     memcpy(field, &x, sizeof x);
+    return 0;
+  }
+  case T_BYTES: {
+    uint64_t x;
+    if (yk_parse_bytes(v, &x) != 0 || (double)x < k->min || (double)x > k->max)
+      return yk_errorf(d, YK_ECONFIG, "%s: key '%s' has value '%s'; allowed: %s", where, k->name, v, allowed);
+    int64_t y = (int64_t)x;
+    memcpy(field, &y, sizeof y);
     return 0;
   }
   case T_FLOAT: {
@@ -425,6 +439,7 @@ yk_precision yk_config_precision(const yk_config *c) {
 static const char *type_name(key_type t) {
   switch (t) {
   case T_INT: return "int";
+  case T_BYTES: return "bytes";
   case T_FLOAT: return "float";
   case T_STR: return "string";
   case T_ENUM: return "enum";
@@ -448,7 +463,8 @@ static void write_float(double x, FILE *out) {
 static void write_value(const yk_config *c, const key_def *k, FILE *out) {
   const char *field = (const char *)c + k->off;
   switch (k->type) {
-  case T_INT: fprintf(out, "%lld", (long long)*(const int64_t *)field); break;
+  case T_INT:
+  case T_BYTES: fprintf(out, "%lld", (long long)*(const int64_t *)field); break;
   case T_BOOL: fprintf(out, "%s", *(const int64_t *)field ? "true" : "false"); break;
   case T_FLOAT: write_float(*(const double *)field, out); break;
   case T_STR:

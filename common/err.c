@@ -25,13 +25,14 @@ const char *yk_err_name(int code) {
 static int vset(yk_diag *d, int code, int sys_errno, const char *fmt, va_list ap) {
   if (!d) return code;
   d->code = code;
-  /* via a copy: callers wrap an earlier message, passing d->msg itself */
+  /* Through a copy: callers wrap the message they got, passing d->msg
+   * itself as an argument ("...: %s", yk_diag_msg(d, rc)), and vsnprintf
+   * into the buffer it reads from is undefined (it garbled them). */
   char buf[sizeof d->msg];
   int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  if (n < 0) buf[0] = '\0';
+  if (sys_errno && n >= 0 && (size_t)n < sizeof buf) snprintf(buf + n, sizeof buf - (size_t)n, ": %s", strerror(sys_errno));
   memcpy(d->msg, buf, sizeof buf);
-  if (n < 0) d->msg[0] = '\0';
-  if (sys_errno && n >= 0 && (size_t)n < sizeof d->msg)
-    snprintf(d->msg + n, sizeof d->msg - (size_t)n, ": %s", strerror(sys_errno));
   return code;
 }
 

@@ -6,6 +6,7 @@
 #include <strings.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char *level_tag[] = {"ERROR", "WARN ", "INFO ", "DEBUG"};
 
@@ -14,6 +15,7 @@ void yk_logger_init(yk_logger *lg, int rank, int level, FILE *out) {
   lg->level = level;
   lg->out = out;
   lg->info_out = NULL;
+  lg->lead = NULL;
 }
 
 int yk_log_level_parse(const char *s) {
@@ -37,7 +39,9 @@ void yk_vlog(const yk_logger *lg, int level, const char *fmt, va_list ap) {
   gettimeofday(&tv, NULL);
   struct tm tm;
   gmtime_r(&tv.tv_sec, &tm);
-  int n = (int)strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
+  int n = 0;
+  if (lg && lg->lead && isatty(fileno(out))) n = snprintf(line, 32, "%.31s", lg->lead);
+  n += (int)strftime(line + n, sizeof line - (size_t)n, "%Y-%m-%dT%H:%M:%S", &tm);
   if (lg && lg->rank >= 0)
     n += snprintf(line + n, sizeof line - (size_t)n, ".%03dZ r%d %s ", (int)(tv.tv_usec / 1000), lg->rank,
                   level_tag[level]);

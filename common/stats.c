@@ -15,10 +15,12 @@ void yk_step_stats_text(const yk_step_stats *s, int64_t steps, char *buf, size_t
 void yk_step_stats_json(const yk_step_stats *s, char *buf, size_t cap) {
   snprintf(buf, cap,
            "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"ms\": %.3f, "
-           "\"comm_wait_ms\": %.3f, \"tokens_per_s\": %.1f, \"allreduce_bytes\": %llu, \"loss_scale\": %g, "
+           "\"comm_wait_ms\": %.3f, \"tokens_per_s\": %.1f, \"allreduce_bytes\": %llu, \"dp_bytes\": %llu, "
+           "\"tp_bytes\": %llu, \"loss_scale\": %g, "
            "\"fwd_ms\": %.3f, \"bwd_ms\": %.3f, \"opt_ms\": %.3f, \"gather_ms\": %.3f, \"skipped\": %s}",
            (long long)s->step, s->loss, s->lr, s->skipped || !isfinite(s->grad_norm) ? 0.0 : s->grad_norm, s->step_ms,
-           s->comm_wait_ms, s->tokens_per_s, (unsigned long long)s->allreduce_bytes, s->loss_scale, s->fwd_ms,
+           s->comm_wait_ms, s->tokens_per_s, (unsigned long long)s->allreduce_bytes,
+           (unsigned long long)s->dp_bytes, (unsigned long long)s->tp_bytes, s->loss_scale, s->fwd_ms,
            s->bwd_ms, s->opt_ms, s->gather_ms, s->skipped ? "true" : "false");
 }
 

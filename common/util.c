@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -73,6 +74,36 @@ void *yk_alloc(size_t n) {
 }
 
 void yk_free(void *p) { free(p); }
+
+/* The kB value of the line starting with `key` in a /proc file, in bytes. */
+static uint64_t proc_kb(const char *path, const char *key) {
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  char line[256];
+  size_t k = strlen(key);
+  unsigned long long v = 0;
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, key, k) == 0 && sscanf(line + k, " %llu", &v) == 1) break;
+  fclose(f);
+  return (uint64_t)v * 1024;
+}
+
+void yk_host_memory(uint64_t *total, uint64_t *available) {
+  if (total) *total = proc_kb("/proc/meminfo", "MemTotal:");
+  if (available) *available = proc_kb("/proc/meminfo", "MemAvailable:");
+}
+
+void yk_proc_memory(uint64_t *rss, uint64_t *peak) {
+  if (rss) *rss = proc_kb("/proc/self/status", "VmRSS:");
+  if (peak) *peak = proc_kb("/proc/self/status", "VmHWM:");
+}
+
+size_t yk_alloc_bytes(size_t n) {
+  if (n == 0) n = 64;
+  size_t rounded = (n + 63) & ~(size_t)63;
+  if (rounded < YK_HUGE_MIN) return rounded;
+  return (rounded + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
+}
 
 int yk_shmem_alloc(size_t bytes, const char *what, yk_shmem *out, yk_diag *d) {
   out->ptr = NULL;

@@ -112,6 +112,8 @@ typedef struct yk_logger {
   int level;
   FILE *out;
   FILE *info_out; /* INFO and DEBUG lines go here instead when set (a launcher's stdout); init sets NULL */
+  const char *lead; /* written before a line that goes to a terminal (a launcher's "\r\033[K" erases its progress
+                     * bar first); init sets NULL */
 } yk_logger;
 
 void yk_logger_init(yk_logger *lg, int rank, int level, FILE *out);
@@ -153,6 +155,15 @@ void yk_sleep_ms(unsigned ms);
  * Returns NULL on failure or when n == 0 overflows. Free with yk_free. */
 void *yk_alloc(size_t n);
 void yk_free(void *p);
+/* The resident bytes yk_alloc(n) occupies once touched (it touches all of
+ * it): 64-byte rounding, and whole 2 MiB pages for the large ones it puts
+ * on transparent huge pages. Memory plans count with it. */
+size_t yk_alloc_bytes(size_t n);
+/* This host's memory (/proc/meminfo MemTotal, MemAvailable) and this
+ * process's resident set now and at its peak (/proc/self/status VmRSS,
+ * VmHWM), in bytes; 0 where the system does not say. */
+void yk_host_memory(uint64_t *total, uint64_t *available);
+void yk_proc_memory(uint64_t *rss, uint64_t *peak);
 
 /* Memory that other processes of this host can map (an anonymous memfd,
  * mapped shared): collectives read a registered buffer of a peer on the
@@ -341,6 +352,7 @@ typedef struct yk_config {
     int64_t grad_accum;
     int64_t steps;
     int64_t stop_after;      /* stop (checkpoint, exit 75) after this step; 0 = off */
+    int64_t memory_limit;    /* bytes a rank's planned peak may reach; 0 = MemAvailable / ranks on the host */
     int64_t seed;
     int64_t val_every;
     int64_t val_batches;
@@ -352,6 +364,7 @@ typedef struct yk_config {
     char log_file[YK_CFG_STR]; /* rank 0 also writes the JSON step and validation lines here */
     char trace[YK_CFG_STR];  /* Chrome trace per rank (docs/tracing.md); empty = off */
     char trace_steps[32];    /* "A-B": the steps traced, as the log numbers them; empty = all */
+    char trace_detail[8];    /* step | layer: also each layer's forward/backward and tensor-parallel collectives */
     double straggler_warn;   /* WARN when a rank is this share slower than the median, for several steps */
   } train;
   struct {
@@ -463,6 +476,9 @@ typedef struct yk_step_stats {
   double gather_ms;         /* ZeRO-1 all-gather of the updated parameters */
   double tokens_per_s;      /* of the whole job */
   uint64_t allreduce_bytes; /* gradient bytes this rank reduced */
+  uint64_t dp_bytes;        /* bytes this rank handed to the data-parallel group's collectives (gradient
+                             * reductions, ZeRO gathers and all-gathers): each call's whole buffer */
+  uint64_t tp_bytes;        /* the same for the tensor-parallel group (the model's collectives) */
   double loss_scale;        /* fp16 loss scale, 1 otherwise */
 } yk_step_stats;
 

@@ -25,6 +25,7 @@ typedef struct member {
   uint32_t addr_len;
   uint64_t last_hb_ns;
   yk_step_stats rep;
+  yk_step_stats first; /* its first report of a step */
   cconn *conn;
   int exit_code;
   uint8_t *xblob; /* this round's EXCHANGE blob */
@@ -190,6 +191,12 @@ void yk_coord_abort(yk_coord *co, int code, const char *reason) {
 int yk_coord_dead_cause(const yk_coord *co, char *why, size_t cap) {
   if (co->cause_rank >= 0 && why && cap) snprintf(why, cap, "%s", co->cause);
   return co->cause_rank;
+}
+
+int yk_coord_progress(const yk_coord *co, yk_step_stats *first, yk_step_stats *last) {
+  *first = co->m[0].first;
+  *last = co->m[0].rep;
+  return first->step > 0;
 }
 
 void yk_coord_missing(const yk_coord *co, char *out, size_t cap) {
@@ -435,6 +442,7 @@ static void on_msg(ykd_conn *c, const yk_msg *m) {
   switch (m->type) {
   case YK_MSG_HEARTBEAT: {
     mb->rep = m->rep;
+    if (mb->first.step <= 0) mb->first = m->rep;
     note_straggler(co);
     yk_msg a = {0};
     a.type = YK_MSG_HEARTBEAT_ACK;

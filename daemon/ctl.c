@@ -69,6 +69,7 @@ struct yk_daemon_ctl {
   int64_t rep_last_step;
   uint64_t ar_bytes_total;
   uint64_t steps_reported;
+  int hb_now;        /* send a heartbeat at once (the first report: a launcher's progress starts there) */
   yk_daemon_event q[QCAP];
   int qhead, qlen;
   uint64_t last_rx_ns;
@@ -596,6 +597,7 @@ static void begin_stop(yk_daemon_ctl *ctl, int code, const char *reason) {
   ctl->stop_phase = 1;
   ctl->stop_deadline = yk_deadline_in_ms(BYE_FLUSH_MS);
   if (ctl->link && ctl->link_state >= LINK_REGISTERED) {
+    send_heartbeat(ctl); /* the last step's report, for the launcher's summary */
     yk_msg m = {0};
     m.type = YK_MSG_BYE;
     m.code = code;
@@ -611,7 +613,8 @@ static void on_wake(uv_async_t *a) {
   int stop = ctl->stop_req, code = ctl->stop_code;
   char reason[256];
   memcpy(reason, ctl->stop_reason, sizeof reason);
-  int xsend = ctl->x_pending && !ctl->x_sent;
+  int xsend = ctl->x_pending && !ctl->x_sent, hb = ctl->hb_now;
+  ctl->hb_now = 0;
   yk_msg x = {0};
   uint8_t *blob = NULL;
   if (xsend) {
@@ -633,6 +636,7 @@ static void on_wake(uv_async_t *a) {
   }
   uv_mutex_unlock(&ctl->mu);
   if (xsend && ctl->stop_phase == 0) send_frame(ctl, &x);
+  if (hb && ctl->stop_phase == 0 && ctl->link_state >= LINK_REGISTERED) send_heartbeat(ctl);
   free(blob);
   if (stop && ctl->stop_phase == 0) begin_stop(ctl, code, reason);
 }
@@ -854,8 +858,10 @@ void yk_daemon_ctl_report(yk_daemon_ctl *ctl, const yk_step_stats *r) {
     ctl->ar_bytes_total += r->allreduce_bytes;
     ctl->rep_last_step = r->step;
   }
-  ctl->steps_reported++;
+  int first = ctl->steps_reported++ == 0;
+  ctl->hb_now |= first;
   uv_mutex_unlock(&ctl->mu);
+  if (first) uv_async_send(&ctl->wake);
 }
 
 int yk_daemon_ctl_poll(yk_daemon_ctl *ctl, yk_daemon_event *ev) { return yk_daemon_ctl_wait(ctl, ev, 0); }

@@ -3,7 +3,10 @@
  * coordinator in its own libuv loop, starts N ranks of a yoke subcommand with
  * the YOKE_* launch variables, prefixes their output lines with [rN],
  * forwards SIGINT/SIGTERM, and exits with the first failure's code after
- * stopping the rest (grace, then SIGTERM, then SIGKILL). */
+ * stopping the rest (grace, then SIGTERM, then SIGKILL). At a terminal it
+ * draws the job's progress bar from rank 0's step reports to the
+ * coordinator; it ends with one summary line of the job. */
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,9 +60,55 @@ struct launcher {
   int cause_rank;    /* the coordinator's dead rank (copied before it closes), -1: none */
   char cause[512];
   const yk_logger *lg;
+  /* progress, from rank 0's reports (yk_coord_progress) */
+  uv_timer_t bar_timer;
+  int bar;           /* stdout is a terminal and the run's steps are known: draw the bar */
+  int err_tty;       /* stderr is that terminal too: erase the bar before its lines */
+  int drawn;         /* bar_text is on the screen */
+  int64_t steps;     /* the run's train.steps (0: not a `yoke train`) */
+  uint64_t first_ns; /* when rank 0's first report was seen */
+  char bar_text[192];
+  int have_rep;      /* first, last: rank 0's first and last step reports */
+  yk_step_stats first, last;
 };
 
-static void emit(int fd, int rank, const char *s, size_t n) {
+#define BAR_MS 250
+static const char ERASE[] = "\r\033[K"; /* back to the line's start, clear it */
+
+static void write_all(int fd, const char *p, size_t left) {
+  while (left) {
+    ssize_t k = write(fd, p, left);
+    if (k <= 0) break;
+    p += k;
+    left -= (size_t)k;
+  }
+}
+
+/* The bar is the terminal's last line: every other line erases it first
+ * and draws it again after itself (the logger's lines erase it through
+ * lg->lead; the next tick redraws it). */
+static void bar_show(launcher *L, int on) {
+  if (!L->drawn) return;
+  char buf[sizeof L->bar_text + 16];
+  int n = on ? snprintf(buf, sizeof buf, "\r%s\033[K", L->bar_text) : snprintf(buf, sizeof buf, "%s", ERASE);
+  write_all(STDOUT_FILENO, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+}
+
+static void on_bar_timer(uv_timer_t *t) {
+  launcher *L = t->data;
+  yk_step_stats f, s;
+  if (!L->co || !yk_coord_progress(L->co, &f, &s)) return;
+  uint64_t now = yk_now_ns();
+  if (!L->first_ns) L->first_ns = now;
+  char b[128];
+  /* the rate since rank 0's first report, which came right after its first step */
+  yk_progress_text(s.step, L->steps, f.step, (double)(now - L->first_ns) / 1e9, b, sizeof b);
+  snprintf(L->bar_text, sizeof L->bar_text, "%s | loss %.4f | %.0f tok/s", b, s.loss, s.tokens_per_s);
+  L->drawn = 1;
+  bar_show(L, 1);
+}
+
+static void emit(launcher *L, int fd, int rank, const char *s, size_t n) {
   char pre[24];
   int pl = snprintf(pre, sizeof pre, "[r%d] ", rank);
   /* one write per line so lines from different ranks do not interleave */
@@ -68,14 +117,10 @@ static void emit(int fd, int rank, const char *s, size_t n) {
   memcpy(buf, pre, (size_t)pl);
   memcpy(buf + pl, s, n);
   buf[(size_t)pl + n] = '\n';
-  size_t left = (size_t)pl + n + 1;
-  const char *p = buf;
-  while (left) {
-    ssize_t k = write(fd, p, left);
-    if (k <= 0) break;
-    p += k;
-    left -= (size_t)k;
-  }
+  int bar = fd == STDOUT_FILENO || L->err_tty;
+  if (bar) bar_show(L, 0);
+  write_all(fd, buf, (size_t)pl + n + 1);
+  if (bar) bar_show(L, 1);
   free(buf);
 }
 
@@ -113,18 +158,18 @@ static void pipe_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     size_t start = 0;
     for (size_t i = 0; i < p->len; i++)
       if (p->line[i] == '\n') {
-        emit(p->fd_out, p->r->rank, p->line + start, i - start);
+        emit(p->r->L, p->fd_out, p->r->rank, p->line + start, i - start);
         start = i + 1;
       }
     /* a very long line without newline is emitted in pieces */
     if (start == 0 && p->len > 65536) {
-      emit(p->fd_out, p->r->rank, p->line, p->len);
+      emit(p->r->L, p->fd_out, p->r->rank, p->line, p->len);
       start = p->len;
     }
     memmove(p->line, p->line + start, p->len - start);
     p->len -= start;
   } else if (nread < 0) {
-    if (p->len) emit(p->fd_out, p->r->rank, p->line, p->len);
+    if (p->len) emit(p->r->L, p->fd_out, p->r->rank, p->line, p->len);
     p->len = 0;
     if (p->open) {
       p->open = 0;
@@ -217,6 +262,17 @@ static void on_signal(uv_signal_t *h, int signum) {
  * A user's stop (130) and a planned requeue (75) are not failures. */
 static int report_outcome(launcher *L, uint64_t wall_ns) {
   double wall_s = (double)wall_ns / 1e9;
+  /* What the job did, from rank 0's first and last reports: this run's
+   * steps at the last step's tokens per step (the same every step). */
+  char fig[256] = "no step reported";
+  if (L->have_rep) {
+    const yk_step_stats *s = &L->last;
+    double tokens = (double)(s->step - L->first.step + 1) * floor(s->tokens_per_s * s->step_ms / 1e3 + 0.5);
+    char resumed[48] = "";
+    if (L->first.step > 1) snprintf(resumed, sizeof resumed, " (resumed at step %lld)", (long long)L->first.step - 1);
+    snprintf(fig, sizeof fig, "%lld steps%s, %.0f tokens, %.0f tokens/s, final loss %.4f", (long long)s->step,
+             resumed, tokens, wall_s > 0 ? tokens / wall_s : 0, s->loss);
+  }
   const lrank *cause = NULL, *first = NULL;
   for (int i = 0; i < L->n; i++) {
     const lrank *r = &L->ranks[i];
@@ -230,9 +286,11 @@ static int report_outcome(launcher *L, uint64_t wall_ns) {
       YK_ERROR(L->lg, "launch: job failed: rank %d could not be started", L->first_rank);
       return L->first_code;
     }
-    YK_INFO(L->lg, "launch: job done: all %d ranks finished in %.1f s", L->n, wall_s);
+    YK_INFO(L->lg, "launch: job done in %.1f s: %s; all %d ranks finished", wall_s, fig, L->n);
     return 0;
   }
+  /* the root cause stays the last line (docs/exit-codes.md) */
+  YK_INFO(L->lg, "launch: after %.1f s: %s", wall_s, fig);
   if (!cause && L->signals > 1) {
     YK_WARN(L->lg, "launch: job stopped after %.1f s: a second signal killed the ranks", wall_s);
     return first->code;
@@ -269,7 +327,12 @@ static void maybe_finish(launcher *L) {
     if (L->ranks[i].proc_open) return;
   L->closed = 1;
   if (L->co) L->cause_rank = yk_coord_dead_cause(L->co, L->cause, sizeof L->cause);
+  if (L->co) L->have_rep = yk_coord_progress(L->co, &L->first, &L->last);
   if (L->co) yk_coord_close(L->co);
+  L->co = NULL;
+  bar_show(L, 0);
+  L->drawn = 0;
+  uv_close((uv_handle_t *)&L->bar_timer, NULL);
   uv_close((uv_handle_t *)&L->sint, NULL);
   uv_close((uv_handle_t *)&L->sterm, NULL);
   uv_close((uv_handle_t *)&L->kill_timer, NULL);
@@ -378,6 +441,10 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   yk_logger_init(&lg, -1, level < 0 ? YK_LOG_INFO : level, stderr);
   lg.info_out = stdout; /* the launcher's own news on stdout, its diagnostics on stderr */
   launcher L = {0};
+  L.steps = !strcmp(o->cmd[0], "train") ? cfg.train.steps : 0;
+  L.bar = L.steps > 0 && isatty(STDOUT_FILENO);
+  L.err_tty = L.bar && isatty(STDERR_FILENO);
+  if (L.bar) lg.lead = ERASE;
   L.lg = &lg;
   L.cause_rank = -1;
   L.n = (int)n;
@@ -445,7 +512,9 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   uv_signal_init(&L.loop, &L.sint);
   uv_signal_init(&L.loop, &L.sterm);
   uv_timer_init(&L.loop, &L.kill_timer);
-  L.sint.data = L.sterm.data = L.kill_timer.data = &L;
+  uv_timer_init(&L.loop, &L.bar_timer);
+  L.sint.data = L.sterm.data = L.kill_timer.data = L.bar_timer.data = &L;
+  if (L.bar) uv_timer_start(&L.bar_timer, on_bar_timer, BAR_MS, BAR_MS);
   uv_signal_start(&L.sint, on_signal, SIGINT);
   uv_signal_start(&L.sterm, on_signal, SIGTERM);
   YK_INFO(&lg, "launch: %d ranks of `yoke %s ...`, coordinator on %s:%d, job %016llx (`yoke status` finds it)", L.n,

@@ -54,6 +54,7 @@ typedef struct run {
   yk_config cfg;
   yk_logger log;
   int json;
+  uint64_t base_rss; /* VmRSS before the engine opened */
   int tty;
   FILE *log_file;    /* train.log_file on rank 0, else NULL */
   ykd_job job;       /* launch environment, control plane, communicators */
@@ -193,10 +194,14 @@ static int open_engine(run *r, yk_diag *d) {
     threads = yk_cpu_count() / local;
     if (threads < 1) threads = 1;
   }
+  /* what the process holds before the engine: code, libraries, the job's
+   * communicators (the base of the memory figures in the done line) */
+  yk_proc_memory(&r->base_rss, NULL);
   int rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &r->dev, d);
   if (rc) return rc;
   yk_engine_opts o = {.cfg = c, .layout = r->job.layout, .comms = {.dp = r->job.dp, .tp = r->job.tp, .pp = r->job.pp}, .dev = r->dev, .log = &r->log};
   o.test_delay_ms = test_delay_ms(r);
+  o.local_ranks = r->job.env.local_world > 0 ? r->job.env.local_world : 1;
   if ((rc = yk_engine_open(&o, &r->eng, d)) != 0) return rc;
   if (r->job.layout.world <= 1 && c->ckpt.dir[0]) install_signals(r);
   return 0;
@@ -276,11 +281,20 @@ static int train_loop(run *r, yk_diag *d) {
     json_num(fl, sizeof fl, last_loss);
     json_num(fv, sizeof fv, first_val);
     json_num(lv, sizeof lv, last_val);
+    /* every rank's line carries its own memory: what the engine says it
+     * holds and its plan (docs/memory.md) beside the peak the kernel saw */
+    uint64_t hwm = 0;
+    yk_proc_memory(NULL, &hwm);
+    yk_engine_memory mem;
+    yk_engine_memory_of(r->eng, &mem);
     printf("{\"done\": true, \"rank\": %d, \"world\": %d, \"steps\": %lld, \"loss\": %s, \"val_loss_first\": %s, "
            "\"val_loss\": %s, \"ms_per_step\": %.3f, \"comm_wait_frac\": %.4f, \"tokens\": %.0f, \"wall_s\": %.3f, "
-           "\"tokens_per_s\": %.1f, \"params_checksum\": \"%016llx\"}\n",
+           "\"tokens_per_s\": %.1f, \"params_checksum\": \"%016llx\", \"peak_rss_bytes\": %llu, \"predicted_peak_bytes\": %llu, "
+           "\"base_rss_bytes\": %llu, \"mem_state_bytes\": %llu, \"mem_buffers_bytes\": %llu, \"mem_model_bytes\": %llu}\n",
            r->job.layout.rank, r->job.layout.world, (long long)steps, fl, fv, lv, mean_ms, wait_frac, tokens, wall_s,
-           tok_s, (unsigned long long)sum);
+           tok_s, (unsigned long long)sum, (unsigned long long)hwm, (unsigned long long)mem.planned_peak,
+           (unsigned long long)r->base_rss, (unsigned long long)mem.model_state, (unsigned long long)mem.buffers,
+           (unsigned long long)mem.model);
   }
   return 0;
 }

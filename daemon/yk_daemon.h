@@ -244,6 +244,11 @@ void yk_coord_abort(yk_coord *c, int code, const char *reason);
  * the coordinator's sentence saying why in why[cap]; -1 if no rank was
  * declared dead before the job ended. Launchers name it as the root cause. */
 int yk_coord_dead_cause(const yk_coord *c, char *why, size_t cap);
+/* The job's progress as rank 0 reports it (its loss is the job's, its
+ * tokens/s the whole job's): its first and its latest step report. 0 until
+ * it reported a step. Ranks send their first report at once and their last
+ * one before BYE, so a launcher sees where the run started and ended. */
+int yk_coord_progress(const yk_coord *c, yk_step_stats *first, yk_step_stats *last);
 /* One line naming the ranks not registered yet, e.g. "1 of 4 ranks missing: 3". */
 void yk_coord_missing(const yk_coord *c, char *out, size_t cap);
 void yk_coord_close(yk_coord *c);

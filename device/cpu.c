@@ -465,6 +465,16 @@ static void cpu_attention_fwd(const yk_device *dev, float *out, float *att, cons
   cpu_pool_run(POOL(dev), B * NH, threads_for(dev, (size_t)B * NH * T * T * hd), attn_fwd_chunk, &a);
 }
 
+/* OpenBLAS packs at most a P x Q block of A and a Q x R panel of B per
+ * calling thread (its x86-64 sgemm blocking: P 768, Q 384, R about 4096),
+ * in a buffer of its own that each of our threads touches once it runs a
+ * product; the rest of that buffer stays untouched. */
+size_t yk_device_gemm_workspace(const yk_device *dev, int M, int N, int K) {
+  size_t m = (size_t)YK_MIN(M, 768), k = (size_t)YK_MIN(K, 384), n = (size_t)YK_MIN(N, 4096);
+  size_t per = ((m * k + k * n) * sizeof(float) + 4095) / 4096 * 4096;
+  return (size_t)YK_MAX(dev->nthreads, 1) * per;
+}
+
 size_t yk_device_attention_bwd_scratch(const yk_device *dev, int T) {
   return (size_t)YK_MAX(dev->nthreads, 1) * (size_t)T * T;
 }

@@ -158,6 +158,11 @@ struct yk_device {
 /* Scratch sizes (floats) for the kernels that need them. */
 size_t yk_device_layernorm_bwd_scratch(const yk_device *dev, int N, int C);
 size_t yk_device_attention_bwd_scratch(const yk_device *dev, int T);
+/* Resident bytes the GEMM library's own packing buffers reach over dev's
+ * threads for products of at most M rows, N columns and depth K (memory
+ * plans count them; an estimate from the library's blocking, checked
+ * against VmHWM in docs/memory.md). */
+size_t yk_device_gemm_workspace(const yk_device *dev, int M, int N, int K);
 
 /* Create the CPU device. nthreads <= 0 means all online cores. isa
  * picks the variant with yk_isa_resolve (YK_ISA_AUTO: $YK_ISA if set, else

@@ -12,14 +12,20 @@
  *   model   {"name", "layers", "channels", "heads", "vocab_size",
  *            "padded_vocab_size", "max_seq_len", "precision"} for the exporters;
  *   config  the job's YAML.
- * Every data-parallel rank holds the whole state; rank r of W writes the even
- * slice r of every arena (the library cuts it), so a save is W parallel
- * writers of 1/W each. Resume reads whole arenas from whatever shards hold
- * them, which is all "resharding" needs for data parallelism.
+ * Every rank of the job writes one shard (writer rank = its rank in the
+ * job). Under tensor parallelism each TP rank's arenas are its pieces of the
+ * model, saved under their own names ("params.tp1of2", yk_ckpt_arena_name)
+ * by that rank's data-parallel group, which cuts them evenly among itself
+ * (the same even range a ZeRO shard holds); without TP that group is every
+ * rank and the names are the plain ones. The manifest records the layout and
+ * each tensor's split. Resume reads each arena's range from whatever shards
+ * hold it, which is all "resharding" needs for data parallelism; another
+ * tensor-parallel degree is refused (no resharding of splits yet).
  *
- * Commit protocol (world W > 1). At every step boundary the ranks do one
- * MAX all-reduce of three int32 flags {stop requested, my shard still being
- * written, my writer failed}:
+ * Commit protocol (more than one rank). At every step boundary the ranks do
+ * a MAX all-reduce of three int32 flags {stop requested, my shard still being
+ * written, my writer failed} over each group of the layout in turn (data-,
+ * then tensor-parallel: a MAX of MAXes is the MAX over every rank):
  *   - stop: some rank got SIGTERM/SIGUSR1 (the control plane gives it to one
  *     or all ranks, at whatever boundary each happened to be); the MAX makes
  *     every rank stop at the same boundary, save synchronously and exit 75;
@@ -50,12 +56,27 @@
 
 static int is_root(const eng_ckpt *ck) { return ck->rank == 0; }
 
-/* MAX all-reduce of n int32 flags over the group (no-op on one rank). */
+/* MAX all-reduce of n flags of type dt over every rank of the job: over
+ * each group in turn (no-op on one rank). */
+static int agree_max_dt(eng_ckpt *ck, void *f, int n, yk_dtype dt, yk_diag *d) {
+  for (int g = 0; g < 3; g++) {
+    if (!ck->agree[g]) continue;
+    int rc = yk_comm_allreduce_sync(ck->agree[g], f, f, (size_t)n, dt, YK_OP_MAX, d);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
 static int agree_max(eng_ckpt *ck, int32_t *f, int n, yk_diag *d) {
-  if (!ck->comm) return 0;
-  int rc = yk_comm_allreduce_sync(ck->comm, f, f, (size_t)n, YK_DT_I32, YK_OP_MAX, d);
+  int rc = agree_max_dt(ck, f, n, YK_DT_I32, d);
   if (rc) return yk_errorf(d, rc, "checkpoint agreement with the other ranks failed: %s", yk_diag_msg(d, rc));
   return 0;
+}
+
+/* The name arena `base` of this rank is saved under. */
+static const char *arena_name(const eng_ckpt *ck, const char *base, char buf[48]) {
+  yk_ckpt_arena_name(buf, 48, base, ck->layout.tp, ck->layout.tp_rank);
+  return buf;
 }
 
 static char *config_yaml_text(const yk_config *c) {
@@ -108,12 +129,16 @@ static int probe_dir(const char *dir, int rank, yk_diag *d) {
   return 0;
 }
 
-int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, yk_comm *comm, int rank, int world,
-                  const eng_ckpt_view *view, yk_diag *d) {
+int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, const yk_engine_comms *comms,
+                  const yk_layout *layout, const eng_ckpt_view *view, yk_diag *d) {
   memset(ck, 0, sizeof *ck);
   ck->cfg = cfg;
   ck->log = log;
-  ck->comm = comm;
+  ck->agree[0] = comms->dp;
+  ck->agree[1] = comms->tp;
+  ck->agree[2] = comms->pp;
+  ck->layout = *layout;
+  int rank = layout->rank, world = layout->world;
   ck->rank = rank;
   ck->world = world;
   ck->view = *view;
@@ -129,23 +154,26 @@ int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, yk_c
   const yk_model_config *mc = view->mcfg;
   if (yk_ckpt_state_create(&ck->st)) return yk_errorf(d, YK_ENOMEM, "out of memory");
   /* A rank holds the optimizer state of its slice only; its shard of the
-   * checkpoint is that same even range, so it saves what it holds. */
+   * checkpoint is that same even range of its data-parallel group, so it
+   * saves what it holds. */
   uint64_t n = view->nparams, lo = view->soff, len = view->slen;
   const yk_tensor_desc *t = view->tensors;
-  int nt = view->ntensors;
-  if ((rc = yk_ckpt_state_add_arena_part(ck->st, "params", YK_DT_F32, view->master, n, lo, len, t, nt, d)) ||
-      (rc = yk_ckpt_state_add_arena_part(ck->st, "m", YK_DT_F32, view->m, n, lo, len, t, nt, d)) ||
-      (rc = yk_ckpt_state_add_arena_part(ck->st, "v", YK_DT_F32, view->v, n, lo, len, t, nt, d)))
+  int nt = view->ntensors, gr = layout->dp_rank, gn = layout->dp;
+  char nm[48];
+  if ((rc = yk_ckpt_state_add_arena_group(ck->st, arena_name(ck, "params", nm), YK_DT_F32, view->master, n, lo, len,
+                                          gr, gn, t, nt, d)) ||
+      (rc = yk_ckpt_state_add_arena_group(ck->st, arena_name(ck, "m", nm), YK_DT_F32, view->m, n, lo, len, gr, gn, t,
+                                          nt, d)) ||
+      (rc = yk_ckpt_state_add_arena_group(ck->st, arena_name(ck, "v", nm), YK_DT_F32, view->v, n, lo, len, gr, gn, t,
+                                          nt, d)))
     return rc;
   /* ZeRO-3 (no whole arena): the rank's 16-bit weights are its slice too;
    * the checkpoint's content is the same whole arena either way. */
-  if (view->params16 && !view->model_params &&
-      (rc = yk_ckpt_state_add_arena_part(ck->st, "params16", view->dtype16, view->params16, n, lo, len, t, nt, d)))
+  if (view->params16 &&
+      (rc = yk_ckpt_state_add_arena_group(ck->st, arena_name(ck, "params16", nm), view->dtype16, view->params16, n,
+                                          view->model_params ? 0 : lo, view->model_params ? n : len, gr, gn, t, nt, d)))
     return rc;
-  if (view->params16 && view->model_params &&
-      (rc = yk_ckpt_state_add_arena(ck->st, "params16", view->dtype16, view->params16, n, view->tensors,
-                                    view->ntensors, d)))
-    return rc;
+  if ((rc = yk_ckpt_state_set_layout(ck->st, layout, (int)cfg->parallel.sequence, d))) return rc;
   char json[512];
   snprintf(json, sizeof json,
            "{\"name\": \"%s\", \"layers\": %d, \"channels\": %d, \"heads\": %d, \"vocab_size\": %d, "
@@ -233,7 +261,10 @@ static void warn_batch_change(const eng_ckpt *ck, yk_ckpt_reader *r) {
   yk_config_defaults(&old);
   if (yk_config_load_string(&old, yaml, "checkpoint config", NULL)) return; /* an older format: nothing to compare */
   const yk_config *c = ck->cfg;
-  int ow = yk_ckpt_reader_world(r), nw = ck->world;
+  /* the data-parallel degrees: tensor-parallel ranks share their batch */
+  yk_layout saved;
+  yk_ckpt_reader_layout(r, &saved, NULL);
+  int ow = saved.dp, nw = ck->layout.dp;
   long long ob = (long long)old.train.micro_batch * old.train.grad_accum * ow;
   long long per = (long long)c->train.micro_batch * nw;
   long long nb = per * c->train.grad_accum;
@@ -259,37 +290,53 @@ static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *
   const eng_ckpt_view *v = &ck->view;
   size_t n = v->nparams, lo = v->soff, len = v->slen;
   int missing16 = 0;
+  /* Each arena is cut by the tensor-parallel degree it was saved at, which
+   * must be ours (a different data-parallel degree is fine). */
+  yk_layout saved;
+  yk_ckpt_reader_layout(r, &saved, NULL);
+  if (saved.tp != ck->layout.tp || saved.pp != ck->layout.pp) {
+    const char *key = saved.tp != ck->layout.tp ? "tensor" : "pipeline";
+    int was = saved.tp != ck->layout.tp ? saved.tp : saved.pp;
+    rc = yk_errorf(d, YK_EMISMATCH, "%s: saved at parallel.%s=%d; resume with parallel.%s=%d (resharding between "
+                   "%s-parallel degrees is not built yet)", path, key, was, key, was, key);
+    goto out;
+  }
+  char pn[48], p16[48], mn[48], vn[48];
+  arena_name(ck, "params", pn);
+  arena_name(ck, "params16", p16);
+  arena_name(ck, "m", mn);
+  arena_name(ck, "v", vn);
   /* The weights the model computes with, whole: in fp32 the master weights
    * themselves; in fp16/bf16 the 16-bit weights, widened. The optimizer
    * state only for this rank's slice. */
   if (!v->model_params) {
     /* ZeRO-3: only this rank's slice of everything */
     if (v->params16) {
-      if ((rc = restore_arena(r, "params16", v->dtype16, v->params16, lo, len, v, &missing16, d))) goto out;
+      if ((rc = restore_arena(r, p16, v->dtype16, v->params16, lo, len, v, &missing16, d))) goto out;
     }
-    if ((rc = restore_arena(r, "params", YK_DT_F32, v->master, lo, len, v, NULL, d))) goto out;
+    if ((rc = restore_arena(r, pn, YK_DT_F32, v->master, lo, len, v, NULL, d))) goto out;
     if (v->params16 && missing16) {
       yk_cast_from_f32(v->params16, v->dtype16, v->master, len, YK_ISA_AUTO);
       YK_WARN(ck->log, "ckpt: %s has no 16-bit weights (an fp32 run?); rounded them from the fp32 master weights",
               path);
     }
   } else if (v->params16) {
-    if ((rc = restore_arena(r, "params16", v->dtype16, v->params16, 0, n, v, &missing16, d))) goto out;
+    if ((rc = restore_arena(r, p16, v->dtype16, v->params16, 0, n, v, &missing16, d))) goto out;
     if (missing16) {
       /* An fp32 checkpoint resumed in fp16/bf16: the 16-bit weights are the
        * master weights rounded, as at the start of a run. */
-      if ((rc = restore_arena(r, "params", YK_DT_F32, v->model_params, 0, n, v, NULL, d))) goto out;
+      if ((rc = restore_arena(r, pn, YK_DT_F32, v->model_params, 0, n, v, NULL, d))) goto out;
       yk_cast_from_f32(v->params16, v->dtype16, v->model_params, n, YK_ISA_AUTO);
       YK_WARN(ck->log, "ckpt: %s has no 16-bit weights (an fp32 run?); rounded them from the fp32 master weights",
               path);
     }
     yk_cast_to_f32(v->model_params, v->params16, v->dtype16, n, 1.0f, YK_ISA_AUTO);
-    if ((rc = restore_arena(r, "params", YK_DT_F32, v->master, lo, len, v, NULL, d))) goto out;
-  } else if ((rc = restore_arena(r, "params", YK_DT_F32, v->model_params, 0, n, v, NULL, d))) {
+    if ((rc = restore_arena(r, pn, YK_DT_F32, v->master, lo, len, v, NULL, d))) goto out;
+  } else if ((rc = restore_arena(r, pn, YK_DT_F32, v->model_params, 0, n, v, NULL, d))) {
     goto out;
   }
-  if ((rc = restore_arena(r, "m", YK_DT_F32, v->m, lo, len, v, NULL, d)) ||
-      (rc = restore_arena(r, "v", YK_DT_F32, v->v, lo, len, v, NULL, d)))
+  if ((rc = restore_arena(r, mn, YK_DT_F32, v->m, lo, len, v, NULL, d)) ||
+      (rc = restore_arena(r, vn, YK_DT_F32, v->v, lo, len, v, NULL, d)))
     goto out;
   if ((rc = read_blob_exact(r, "step", step, sizeof *step, 0, d))) goto out;
   yk_data_pos pos;
@@ -384,7 +431,8 @@ static int resume_local(eng_ckpt *ck, int64_t *start, yk_diag *d) {
     for (int i = 0; i < n; i++) older += !strstr(e[i].path + strlen(root), ".partial");
     rc = yk_errorf(d, first_rc, "%s%s", yk_diag_msg(&first, first_rc),
                    ck->cfg->ckpt.fallback ? " (and no older checkpoint could be loaded)"
-                   : older > 1 ? "; set ckpt.fallback=true to resume from the previous checkpoint instead" : "");
+                   : older > 1 && first_rc != YK_EMISMATCH
+                       ? "; set ckpt.fallback=true to resume from the previous checkpoint instead" : "");
   }
   free(e);
   return rc;
@@ -394,12 +442,12 @@ int eng_ckpt_resume(eng_ckpt *ck, int64_t *start_step, yk_diag *d) {
   *start_step = 0;
   if (!ck->enabled || !ck->cfg->ckpt.resume[0]) return 0;
   int rc = resume_local(ck, start_step, d);
-  if (ck->comm) {
+  if (ck->world > 1) {
     /* Every rank reads the same files, so they agree unless one failed or
      * saw a different newest checkpoint (a racing writer): check. */
     int64_t v[3] = {rc ? 1 : 0, *start_step, -*start_step};
     yk_diag t = {0};
-    int r2 = yk_comm_allreduce_sync(ck->comm, v, v, 3, YK_DT_I64, YK_OP_MAX, &t);
+    int r2 = agree_max_dt(ck, v, 3, YK_DT_I64, &t);
     if (rc) return rc;
     if (r2) return yk_errorf(d, r2, "resume: agreement with the other ranks failed: %s", yk_diag_msg(&t, r2));
     if (v[0]) return yk_errorf(d, YK_EPEERDEAD, "resume failed on another rank (see its error)");

@@ -7,20 +7,24 @@
 #include "engine_internal.h"
 
 /* The model's tensor-parallel collectives over the engine's tp group, in
- * fp32 under the communicator's deadline (yk_model_tp_coll). */
+ * fp32 under the communicator's deadline (yk_model_tp_coll). Each call's
+ * whole buffer is counted into e->tp_bytes, the step's tp_bytes. */
 static int tp_coll(void *ctx, yk_model_tp_op op, const float *in, float *out, size_t n, yk_diag *d) {
-  yk_comm *c = ctx;
+  yk_engine *e = ctx;
+  yk_comm *c = e->comms.tp;
+  int64_t t0 = yk_trace_begin(e->tkl);
+  size_t whole = op == YK_TP_GATHER || op == YK_TP_SCATTER_SUM ? n * (size_t)yk_comm_size(c) : n;
   int rc;
+  e->tp_bytes += whole * sizeof(float);
   switch (op) {
   case YK_TP_SUM: rc = yk_comm_allreduce_sync(c, in, out, n, YK_DT_F32, YK_OP_SUM, d); break;
   case YK_TP_MAX: rc = yk_comm_allreduce_sync(c, in, out, n, YK_DT_F32, YK_OP_MAX, d); break;
-  case YK_TP_GATHER: rc = yk_comm_allgather_sync(c, in, out, n * (size_t)yk_comm_size(c), YK_DT_F32, d); break;
-  case YK_TP_SCATTER_SUM:
-    rc = yk_comm_reduce_scatter_sync(c, in, out, n * (size_t)yk_comm_size(c), YK_DT_F32, YK_OP_SUM, d);
-    break;
+  case YK_TP_GATHER: rc = yk_comm_allgather_sync(c, in, out, whole, YK_DT_F32, d); break;
+  case YK_TP_SCATTER_SUM: rc = yk_comm_reduce_scatter_sync(c, in, out, whole, YK_DT_F32, YK_OP_SUM, d); break;
   default: return yk_errorf(d, YK_EINVAL, "unknown tensor-parallel collective %d", (int)op);
   }
   if (rc) return yk_errorf(d, rc, "tensor-parallel group: %s", yk_diag_msg(d, rc));
+  if (e->tkl) eng_trace_tp(e, op, whole * sizeof(float), t0);
   return 0;
 }
 
@@ -43,7 +47,7 @@ static int build_model(yk_engine *e, yk_diag *d) {
   /* An impossible split is one line before anything is allocated. */
   if ((rc = yk_model_tp_check(&e->mcfg, e->B, e->T, e->tp, (int)c->parallel.sequence, d)) != 0) return rc;
   yk_model_tp tp = {.size = e->tp, .rank = e->tp_rank, .sequence = (int)c->parallel.sequence, .coll = tp_coll,
-                    .ctx = e->comms.tp};
+                    .ctx = e};
   /* this rank's arena: its tensor-parallel pieces */
   e->nparams = yk_model_tp_num_params(&e->mcfg, e->tp, e->tp_rank);
   if (e->zstage) {
@@ -242,6 +246,11 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   int stage = yk_config_zero_stage(&e->cfg);
   e->zstage = e->world > 1 && stage >= 2 ? stage : 0;
   int rc;
+  /* A job that cannot fit is one message now, not the kernel's OOM kill
+   * half-way through building it. */
+  if ((rc = yk_engine_plan_of(&e->cfg, &e->layout, o->local_ranks, e->dev, &e->plan, d)) != 0 ||
+      (rc = yk_engine_plan_check(&e->plan, &e->cfg, (uint64_t)e->cfg.train.memory_limit, o->local_ranks, d)) != 0)
+    return rc;
   if ((e->layout.pp > 1 && (rc = build_pipe_plan(e, d)) != 0) || (rc = build_model(e, d)) != 0 ||
       (rc = build_optimizer(e, d)) != 0 || (rc = build_data(e, d)) != 0)
     return rc;
@@ -261,7 +270,7 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
                      .dtype16 = e->mp.dt16,
                      .tensors = e->tensors, .ntensors = e->ntensors, .mcfg = &e->mcfg, .loader = e->train_ld,
                      .scaler = e->mp.prec == YK_PREC_FP16 ? &e->mp.ls : NULL, .threads = e->dev->nthreads};
-  if ((rc = eng_ckpt_open(&e->ck, &e->cfg, e->log, e->comms.dp, e->rank, e->world, &v, d)) != 0) return rc;
+  if ((rc = eng_ckpt_open(&e->ck, &e->cfg, e->log, &e->comms, &e->layout, &v, d)) != 0) return rc;
   if ((rc = eng_ckpt_resume(&e->ck, &e->start_step, d)) != 0) return rc;
   return eng_trace_open(e, d);
 }
@@ -420,13 +429,16 @@ void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *m) {
   m->model = yk_model_memory_bytes(e->model) - (z ? 0 : 2 * n * sizeof(float));
   /* pipeline stages: one model instance per micro-batch alive (no arenas) */
   for (int i = 1; i < e->pipe.nslots; i++) m->model += yk_model_memory_bytes(e->pipe.slot[i]);
+  m->planned_peak = e->plan.peak;
 }
 
 uint64_t yk_engine_params_checksum(yk_engine *e) {
   if (e->zstage == 3) {
     uint64_t h = 1469598103934665603ull;
     yk_diag d = {0};
-    return eng_zero_gather_all(&e->zero, NULL, &h, &d) ? 0 : h;
+    int rc = eng_zero_gather_all(&e->zero, NULL, &h, &d);
+    if (rc) YK_WARN(e->log, "params checksum: gathering the weights failed (%s); reporting 0", yk_diag_msg(&d, rc));
+    return rc ? 0 : h;
   }
   const unsigned char *b = (const unsigned char *)yk_model_params(e->model);
   float *whole = NULL;

@@ -135,6 +135,12 @@ typedef struct eng_zero {
 int eng_zero_init(eng_zero *z, int stage, yk_comm *comm, const yk_model_config *mc, int tp, int tp_rank, size_t n,
                   size_t bucket_bytes,
                   int64_t timeout_ms, yk_dtype dt16, int share, yk_diag *d);
+/* The bytes eng_zero_init allocates for this rank (before yk_alloc's
+ * rounding), without allocating: the engine's memory plan. touched = 1:
+ * only what backward fills of the windows (shared memory is resident only
+ * where written; private memory is zeroed whole by yk_alloc). */
+int eng_zero_plan(int stage, int world, int rank, const yk_model_config *mc, int tp, int tp_rank, size_t n,
+                  size_t bucket_bytes, yk_dtype dt16, int touched, size_t *bytes, yk_diag *d);
 /* The callbacks to create the model with (ctx = z). */
 void eng_zero_provider(eng_zero *z, yk_model_provider *p);
 void eng_zero_step_start(eng_zero *z);
@@ -233,7 +239,8 @@ typedef struct eng_ckpt_view {
                                   * under ZeRO-3, where params16 too is the slice [soff, soff + slen) */
   float *master;                 /* fp32 master weights [soff, soff + slen) (in fp32 runs: model_params + soff) */
   float *m, *v;                  /* AdamW moments [soff, soff + slen) */
-  size_t nparams, soff, slen;    /* this rank's slice: its ZeRO-1 shard, or everything */
+  size_t nparams, soff, slen;    /* this rank's slice: its ZeRO shard (the even range of its data-parallel
+                                  * group), or everything; under tensor parallelism of its TP rank's arena */
   void *params16;                /* 16-bit weights (fp16/bf16 runs), nparams, or NULL */
   yk_dtype dtype16;
   const yk_tensor_desc *tensors;
@@ -247,8 +254,10 @@ typedef struct eng_ckpt_view {
 typedef struct eng_ckpt {
   const yk_config *cfg;
   const yk_logger *log;
-  yk_comm *comm;                 /* the ranks that agree on saves and stops (NULL: one rank) */
-  int rank, world;
+  yk_comm *agree[3];             /* the layout's groups (dp, tp, pp; NULL: none): a MAX over each in turn
+                                  * is a MAX over every rank, so all of them agree on saves and stops */
+  yk_layout layout;              /* arenas are named after its tp rank and saved by its dp group */
+  int rank, world;               /* in the whole job: the checkpoint's writer rank and shard count */
   eng_ckpt_view view;
   int enabled;                   /* ckpt.dir is set */
   yk_ckpt_opts opts;
@@ -266,8 +275,8 @@ typedef struct eng_ckpt {
   yk_trace_track *tk;            /* train.trace: the engine's track (NULL: off) */
 } eng_ckpt;
 
-int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, yk_comm *comm, int rank, int world,
-                  const eng_ckpt_view *view, yk_diag *d);
+int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, const yk_engine_comms *comms,
+                  const yk_layout *layout, const eng_ckpt_view *view, yk_diag *d);
 int eng_ckpt_resume(eng_ckpt *ck, int64_t *start_step, yk_diag *d);
 void eng_ckpt_request_stop(eng_ckpt *ck, int code);
 /* Right before the update modifies the saved arenas: a deferred snapshot
@@ -314,6 +323,7 @@ struct yk_engine {
   yk_data_loader *train_ld, *val_ld;
   int32_t *inputs, *targets;  /* (B,T) */
 
+  yk_engine_plan plan;        /* the memory plan checked before anything was allocated */
   yk_schedule schedule;       /* one step's operations */
   eng_pipe pipe;              /* pipeline stages (pipe.on = 0 without) */
   eng_grads grads;
@@ -321,7 +331,11 @@ struct yk_engine {
   int64_t start_step;
   yk_trace *trace;            /* train.trace (trace.c); NULL: off */
   yk_trace_track *tk;         /* the step loop's track */
+  yk_trace_track *tkl;        /* the same at train.trace_detail=layer, else NULL: layers, tensor-parallel calls */
+  int64_t region_t0;          /* start of the model region in progress (its spans do not nest) */
+  yk_trace_track *tkc[2];     /* the comm threads' tracks (dp, tp) */
   uint64_t trace_bytes;       /* gradient bytes reduced, for the counter */
+  uint64_t tp_bytes;          /* this step's tensor-parallel collectives (tp_coll), whole buffers */
   int64_t test_delay_ms;      /* YK_TEST_DELAY_RANK: sleep this long in every step (tests only) */
 };
 
@@ -339,5 +353,7 @@ int64_t eng_trace_step_begin(yk_engine *e, int64_t step);
 void eng_trace_prologue(yk_engine *e, int64_t t0);
 void eng_trace_op(yk_engine *e, const yk_sched_op *op, int64_t t0);
 void eng_trace_step_end(yk_engine *e, int64_t step, int64_t t0, const yk_step_stats *s);
+/* One tensor-parallel collective (yk_model_tp_op) of `bytes`, begun at t0 on e->tkl. */
+void eng_trace_tp(yk_engine *e, int op, size_t bytes, int64_t t0);
 
 #endif

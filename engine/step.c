@@ -37,6 +37,7 @@ typedef struct step_ctx {
   double fwd_s, bwd_s, wait_s, opt_s, gather_s;
   double norm, lr;
   int skipped;
+  uint64_t gather_bytes; /* ZeRO-1/2: the all-gather of the updated weights */
 } step_ctx;
 
 /* ---- FORWARD / BACKWARD -------------------------------------------------- */
@@ -319,6 +320,7 @@ static int op_update(yk_engine *e, step_ctx *s, yk_diag *d) {
       return yk_errorf(d, rc, "step %lld: all-gather of the updated parameters failed: %s", (long long)s->step,
                        yk_diag_msg(d, rc));
     s->gather_s = yk_now_s() - ta;
+    s->gather_bytes = e->nparams * (mp->params16 ? yk_dtype_size(mp->dt16) : sizeof(float));
     yk_trace_end(e->tk, &T_GATHER, tg, (double)(e->nparams * (mp->params16 ? 2 : 4)), 0);
   }
   yk_optimizer_mixed_publish(mp, params);
@@ -334,6 +336,7 @@ int yk_engine_step(yk_engine *e, int64_t step, yk_step_stats *out, yk_diag *d) {
   int rc = 0;
   int64_t tt = eng_trace_step_begin(e, step); /* train.trace: the step's spans (trace.c) */
   yk_model_zero_grad(e->model);
+  e->tp_bytes = 0;
   e->pipe.wait_s = 0;
   if (e->zstage) eng_zero_step_start(&e->zero);
   eng_trace_prologue(e, tt);
@@ -371,6 +374,8 @@ int yk_engine_step(yk_engine *e, int64_t step, yk_step_stats *out, yk_diag *d) {
       .tokens_per_s = (double)e->B * e->T * e->accum * e->world / dt,
       /* ZeRO-2/3: the reduce-scatters and (stage 3) the weight gathers */
       .allreduce_bytes = e->zstage ? e->zero.bytes_reduce + e->zero.bytes_gather : e->grads.bytes,
+      .dp_bytes = (e->zstage ? e->zero.bytes_reduce + e->zero.bytes_gather : e->grads.bytes) + s.gather_bytes,
+      .tp_bytes = e->tp_bytes,
       .loss_scale = e->mp.prec == YK_PREC_FP16 ? e->mp.ls.st.scale : 1.0,
   };
   eng_trace_step_end(e, step, tt, out);

@@ -1,7 +1,11 @@
 /* trace.c - the engine's timeline (train.trace, docs/tracing.md): it opens
  * this rank's trace, measures its clock against rank 0's, and records the
  * step's spans and counters. The spans of the gradient buckets are in
- * grads.c, the checkpoint's in ckpt.c; both record on the engine's track. */
+ * grads.c, the checkpoint's in ckpt.c; both record on the engine's track.
+ * Other threads get their own tracks: the checkpoint writer's and each
+ * communicator's comm thread. At train.trace_detail=layer the model's
+ * regions (its span hook) and the tensor-parallel collectives inside them
+ * are recorded too. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,6 +62,33 @@ static int sync_clocks(yk_engine *e, yk_diag *d) {
   return 0;
 }
 
+static const yk_trace_name T_REGION[2][3] = {
+    {{"forward embed", "compute", NULL, NULL}, {"forward layer", "compute", "layer", NULL},
+     {"forward head", "compute", NULL, NULL}},
+    {{"backward embed", "compute", NULL, NULL}, {"backward layer", "compute", "layer", NULL},
+     {"backward head", "compute", NULL, NULL}}};
+
+/* The model's span hook: one region of a forward or backward. */
+static void region_span(void *ctx, yk_model_pass pass, int region, int end) {
+  yk_engine *e = ctx;
+  if (!end) {
+    e->region_t0 = yk_trace_begin(e->tk);
+    return;
+  }
+  int kind = region == 0 ? 0 : region <= e->mcfg.layers ? 1 : 2;
+  yk_trace_end(e->tk, &T_REGION[pass][kind], e->region_t0, region - 1, 0);
+}
+
+/* Synchronous, inside a layer: time the layer waits (cat "wait"). */
+static const yk_trace_name T_TP[4] = {{"tp allreduce", "wait", "bytes", NULL},
+                                      {"tp max", "wait", "bytes", NULL},
+                                      {"tp allgather", "wait", "bytes", NULL},
+                                      {"tp reduce_scatter", "wait", "bytes", NULL}};
+
+void eng_trace_tp(yk_engine *e, int op, size_t bytes, int64_t t0) {
+  if (op >= 0 && op < 4) yk_trace_end(e->tkl, &T_TP[op], t0, (double)bytes, 0);
+}
+
 int eng_trace_open(yk_engine *e, yk_diag *d) {
   const yk_config *c = &e->cfg;
   if (!c->train.trace[0]) return 0;
@@ -66,15 +97,31 @@ int eng_trace_open(yk_engine *e, yk_diag *d) {
   if (rc || (rc = yk_trace_open(&o, &e->trace, d)) != 0) return rc;
   e->tk = yk_trace_track_open(e->trace, "main");
   e->grads.tk = e->ck.tk = e->tk;
+  if (!strcmp(c->train.trace_detail, "layer")) {
+    e->tkl = e->tk;
+    yk_model_set_span_hook(e->model, region_span, e);
+  }
+  /* each track has one producer: the writer thread, a comm thread */
+  if (e->ck.w) yk_ckpt_writer_trace(e->ck.w, yk_trace_track_open(e->trace, "ckpt writer"));
+  yk_comm *comm[2] = {e->comms.dp, e->comms.tp};
+  static const char *const comm_name[2] = {"comm dp", "comm tp"};
+  for (int i = 0; i < 2; i++)
+    if (comm[i] && (e->tkc[i] = yk_trace_track_open(e->trace, comm_name[i])) != NULL)
+      yk_comm_set_trace(comm[i], e->tkc[i]);
   return sync_clocks(e, d);
 }
 
 void eng_trace_close(yk_engine *e) {
   yk_diag d = {0};
+  /* the other threads stop recording before their tracks go */
+  yk_ckpt_writer_trace(e->ck.w, NULL);
+  if (e->comms.dp && e->tkc[0]) yk_comm_set_trace(e->comms.dp, NULL);
+  if (e->comms.tp && e->tkc[1]) yk_comm_set_trace(e->comms.tp, NULL);
+  if (e->tkl) yk_model_set_span_hook(e->model, NULL, NULL);
   int rc = yk_trace_close(e->trace, &d);
   if (rc) YK_WARN(e->log, "%s", yk_diag_msg(&d, rc));
   e->trace = NULL;
-  e->tk = e->grads.tk = e->ck.tk = NULL;
+  e->tk = e->tkl = e->grads.tk = e->ck.tk = e->tkc[0] = e->tkc[1] = NULL;
 }
 
 static const yk_trace_name T_FWD = {"forward", "compute", "micro", "layers"};

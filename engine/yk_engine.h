@@ -185,6 +185,7 @@ typedef struct yk_engine_opts {
   yk_device *dev;         /* borrowed; must outlive the engine */
   const yk_logger *log;   /* borrowed; must outlive the engine */
   int64_t test_delay_ms;  /* tests only (YK_TEST_DELAY_RANK): sleep this long inside every step */
+  int local_ranks;        /* ranks of this job on this host, sharing its memory (0 = 1) */
 } yk_engine_opts;
 
 typedef struct yk_engine yk_engine;
@@ -249,8 +250,62 @@ typedef struct yk_engine_memory {
                                 * (wte is tied to the LM head), the ZeRO-3 gather slots (2 layers, embedding,
                                 * head) and their 16-bit twins */
   uint64_t model;              /* activations and buffers of the model for B x T */
+  uint64_t planned_peak;       /* the peak yk_engine_plan_of predicted for this rank (resident bytes) */
 } yk_engine_memory;
 void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *out);
+
+/* ------------------------------------------------------------------------ */
+/* The memory plan (yoke plan; checked by yk_engine_open)                   */
+/* ------------------------------------------------------------------------ */
+
+/* What one rank of a job will hold, item by item, in resident bytes, computed
+ * from the config and layout alone (nothing is allocated) with the same size
+ * functions yk_engine_open allocates with: the model's yk_model_plan, the
+ * ZeRO block's, yk_alloc_bytes. docs/memory.md gives every formula. */
+typedef enum {
+  YK_PLAN_WEIGHTS,     /* fp32 weights the model computes with (ZeRO-3 fp32: this rank's slice, the master) */
+  YK_PLAN_MASTER,      /* fp16/bf16: fp32 master weights of this rank's slice */
+  YK_PLAN_GRADS,       /* fp32 gradients (ZeRO-2/3: this rank's reduced slice) */
+  YK_PLAN_WEIGHTS16,   /* fp16/bf16 weights (ZeRO-3: the slice) */
+  YK_PLAN_GRADS16,     /* fp16/bf16 gradients reduced in 16 bits (ZeRO-0/1) */
+  YK_PLAN_MOMENTS,     /* AdamW m and v of this rank's slice */
+  YK_PLAN_ACTIVATIONS, /* kept for backward (in the activation dtype), LayerNorm statistics, losses */
+  YK_PLAN_LOGITS,      /* fp32 (B*T, Vp) logits, reused for their gradients */
+  YK_PLAN_MODEL_BUFFERS, /* backward buffers, 16-bit mode's fp32 work buffers, tensor-parallel buffers */
+  YK_PLAN_ZERO_BUFFERS,  /* ZeRO-2/3 gradient windows and stage-3 gather slots */
+  YK_PLAN_COMM,        /* collectives' staging, the transport's shared segments */
+  YK_PLAN_PEER,        /* ranks on one host: the peers' shared buffers collectives read in place */
+  YK_PLAN_CKPT,        /* checkpoint snapshot buffers (ckpt.dir) */
+  YK_PLAN_STARTUP,     /* one-time buffers while the engine opens (the extra they add to the peak) */
+  YK_PLAN_RUNTIME,     /* the process itself: code, libraries, threads, BLAS workspace */
+  YK_PLAN_NITEMS
+} yk_plan_item;
+
+typedef struct yk_engine_plan {
+  uint64_t item[YK_PLAN_NITEMS];
+  uint64_t steady;           /* every item but STARTUP */
+  uint64_t peak;             /* the most resident at once: steady, or start-up's moment */
+  uint64_t nparams, slen;    /* this rank's arena and the slice it updates */
+  int zero_stage;            /* the stage in effect (0 on one rank) */
+  yk_precision precision;
+  int dp, tp;
+} yk_engine_plan;
+
+/* The plan of the rank `layout` describes for config c, with dev (its
+ * threads size some buffers; the runtime item is this process's resident set
+ * now plus the BLAS workspace of dev's threads). local_ranks > 1: the
+ * data-parallel ranks share this host, so the engine puts the buffers
+ * collectives move in shared memory, resident where written, and each rank
+ * also maps what it reads of its peers'. YK_ECONFIG for a config the engine
+ * would refuse (names the value). */
+int yk_engine_plan_of(const yk_config *c, const yk_layout *layout, int local_ranks, const yk_device *dev,
+                      yk_engine_plan *p, yk_diag *d);
+/* "weights", "master", ... */
+const char *yk_engine_plan_item_name(yk_plan_item i);
+/* Whether the plan fits in limit bytes (0: MemAvailable / local_ranks, the
+ * ranks on this host): 0, or YK_ENOMEM with one sentence naming the peak,
+ * the limit, the three largest items and the settings that would shrink them. */
+int yk_engine_plan_check(const yk_engine_plan *p, const yk_config *c, uint64_t limit, int local_ranks, yk_diag *d);
 
 /* FNV-1a over the fp32 weights the model computes with: ranks compare it to
  * prove they hold identical weights. Under ZeRO-3 it is collective (every

@@ -270,6 +270,64 @@ static int put_grads(void *ctx, int r, yk_diag *d) {
 
 /* ---- set-up and the step's calls ------------------------------------------ */
 
+/* The region geometry of this rank's arena, from the tensor table: the
+ * embedding [0, lay0), L layers of lsz, the head [lnf, n); maxreg is the
+ * largest region. */
+typedef struct zero_geom {
+  size_t lay0, lsz, lnf, maxreg;
+} zero_geom;
+
+static int geom_of(const yk_model_config *mc, int tp, int tp_rank, size_t n, zero_geom *g, yk_diag *d) {
+  yk_tensor_desc *t;
+  int nt, rc;
+  if ((rc = yk_model_tp_tensor_table(mc, tp, tp_rank, &t, &nt, d))) return rc; /* this rank's pieces */
+  g->lay0 = t[2].offset;
+  g->lsz = t[2 + 12].offset - g->lay0;
+  g->lnf = t[nt - 2].offset;
+  if (mc->layers == 1) g->lsz = g->lnf - g->lay0;
+  free(t);
+  g->maxreg = YK_MAX(n - g->lnf, g->lsz);
+  return 0;
+}
+
+/* Bytes of the one block eng_zero_init carves every buffer from: gshard,
+ * the two gradient windows (a bucket plus the largest region) and the
+ * embedding's window, their 16-bit twins; stage 2 the full fp32 weights;
+ * stage 3 the four gather slots and this rank's weight slice. */
+static size_t block_bytes(int stage, const zero_geom *g, size_t n, size_t slen, size_t bucket_bytes, int is16,
+                          int touched) {
+  size_t wcap = bucket_bytes / sizeof(float) + g->maxreg, ecap = g->lay0 + bucket_bytes / sizeof(float);
+  /* touched: what backward fills of the windows, never more than the arena
+   * (a bucket larger than the model is never full) */
+  size_t nwin = 2, layers = n - g->lay0, bucket = bucket_bytes / sizeof(float);
+  if (touched) {
+    /* one window while the layers fit in one bucket; the embedding's window
+     * gets the embedding and at most a bucket's tail */
+    nwin = layers > bucket ? 2 : 1;
+    wcap = YK_MIN(wcap, layers);
+    ecap = g->lay0 + YK_MIN(bucket, layers);
+  }
+  size_t floats = slen /*gshard*/ + nwin * wcap + ecap;
+  size_t halfs = is16 ? nwin * wcap + ecap : 0;
+  if (stage == 2) floats += n; /* params */
+  if (stage == 3) {
+    floats += 2 * g->maxreg + g->lay0 + (n - g->lnf) + (is16 ? 0 : slen);
+    halfs += is16 ? 2 * g->maxreg + g->lay0 + (n - g->lnf) + slen : 0;
+  }
+  return (floats * sizeof(float) + halfs * sizeof(uint16_t) + 64 * 16 + 4095) / 4096 * 4096;
+}
+
+int eng_zero_plan(int stage, int world, int rank, const yk_model_config *mc, int tp, int tp_rank, size_t n,
+                  size_t bucket_bytes, yk_dtype dt16, int touched, size_t *bytes, yk_diag *d) {
+  zero_geom g;
+  int rc = geom_of(mc, tp, tp_rank, n, &g, d);
+  if (rc) return rc;
+  uint64_t off, len;
+  yk_partition_even_range(n, world, rank, &off, &len);
+  *bytes = block_bytes(stage, &g, n, (size_t)len, bucket_bytes, dt16 != YK_DT_F32, touched);
+  return 0;
+}
+
 int eng_zero_init(eng_zero *z, int stage, yk_comm *comm, const yk_model_config *mc, int tp, int tp_rank, size_t n,
                   size_t bucket_bytes,
                   int64_t timeout_ms, yk_dtype dt16, int share, yk_diag *d) {
@@ -300,36 +358,25 @@ int eng_zero_init(eng_zero *z, int stage, yk_comm *comm, const yk_model_config *
   z->soff = z->off[z->rank];
   z->slen = z->len[z->rank];
   /* regions from the tensor table's layout: embed [0, layer 0), layers, head */
-  yk_tensor_desc *t;
-  int nt, rc;
-  if ((rc = yk_model_tp_tensor_table(mc, tp, tp_rank, &t, &nt, d))) return rc; /* this rank's pieces */
-  size_t lay0 = t[2].offset, lsz = t[2 + 12].offset - lay0, lnf = t[nt - 2].offset;
-  if (mc->layers == 1) lsz = lnf - lay0;
-  free(t);
-  size_t maxreg = n - lnf;
+  zero_geom g;
+  int rc;
+  if ((rc = geom_of(mc, tp, tp_rank, n, &g, d))) return rc;
+  size_t lay0 = g.lay0, lsz = g.lsz, lnf = g.lnf, maxreg = g.maxreg;
   z->reg_off[0] = 0;
   z->reg_cnt[0] = lay0;
   for (int l = 0; l < mc->layers; l++) {
     z->reg_off[1 + l] = lay0 + (size_t)l * lsz;
     z->reg_cnt[1 + l] = lsz;
-    if (lsz > maxreg) maxreg = lsz;
   }
   z->reg_off[z->nreg - 1] = lnf;
   z->reg_cnt[z->nreg - 1] = n - lnf;
   z->wcap = bucket_bytes / sizeof(float) + maxreg;
   z->slot_cap = maxreg;
-  /* One block holds every working buffer (shared memory when the ranks are
-   * on one host, so the collectives read them in place). */
   int is16 = dt16 != YK_DT_F32;
   size_t ecap = lay0 + bucket_bytes / sizeof(float); /* the embedding and layer 0's bucket tail */
-  size_t floats = z->slen /*gshard*/ + 2 * z->wcap + ecap;
-  size_t halfs = is16 ? 2 * z->wcap + ecap : 0;
-  if (stage == 2) floats += n; /* params */
-  if (stage == 3) {
-    floats += 2 * maxreg + lay0 + (n - lnf) + (is16 ? 0 : z->slen);
-    halfs += is16 ? 2 * maxreg + lay0 + (n - lnf) + z->slen : 0;
-  }
-  z->bytes = (floats * sizeof(float) + halfs * sizeof(uint16_t) + 64 * 16 + 4095) / 4096 * 4096;
+  /* One block holds every working buffer (shared memory when the ranks are
+   * on one host, so the collectives read them in place). */
+  z->bytes = block_bytes(stage, &g, n, z->slen, bucket_bytes, is16, 0);
   if (share) {
     if ((rc = yk_shmem_alloc(z->bytes, "yoke-zero", &z->shm, d)) == 0) {
       z->block = z->shm.ptr;

@@ -263,21 +263,8 @@ int yk_model_tp_copy(const yk_model_config *cfg_in, int tp, int rank, float *glo
   return rc;
 }
 
-int yk_model_tensor_table(const yk_model_config *cfg_in, yk_tensor_desc **out, int *n, yk_diag *d) {
-  *out = NULL;
-  *n = 0;
-  yk_model_config cfg = *cfg_in;
-  int rc = yk_model_config_finish(&cfg, d);
-  if (rc) return rc;
-  int count = 4 + 12 * cfg.layers;
-  yk_tensor_desc *t = calloc((size_t)count, sizeof *t);
-  if (!t) return yk_errorf(d, YK_ENOMEM, "out of memory for a tensor table of %d tensors", count);
-  arena_layout lay;
-  yk_model_layout_(&cfg, &lay);
-  fill_table(&cfg, &lay, t);
-  *out = t;
-  *n = count;
-  return 0;
+int yk_model_tensor_table(const yk_model_config *cfg, yk_tensor_desc **out, int *n, yk_diag *d) {
+  return yk_model_tp_tensor_table(cfg, 1, 0, out, n, d); /* one rank holds every piece */
 }
 
 int yk_model_config_from_table(const yk_tensor_desc *t, int n, int vocab_size, int heads, yk_model_config *out,
@@ -304,6 +291,67 @@ int yk_model_config_from_table(const yk_tensor_desc *t, int n, int vocab_size, i
   free(want);
   if (!rc) *out = cfg;
   return rc;
+}
+
+/* The element counts of what yk_model_create_parallel allocates: the one
+ * home of the model's memory formulas (create and yk_model_plan both use
+ * it). tp is the checked group (size 1 without); arena = local parameters. */
+/* nl: the blocks held (a pipeline stage's; L for the whole model), head:
+ * whether the final LayerNorm, logits and loss are. */
+static void sizes_of(const yk_model_config *cfg, int B, int T, const yk_model_tp *tp, yk_dtype act_dtype,
+                     const yk_device *dev, int provided, size_t arena, size_t nl, int head, yk_model_sizes *s) {
+  size_t N = (size_t)B * T, C = (size_t)cfg->channels;
+  size_t Cl = C / (size_t)tp->size, NHl = (size_t)cfg->heads / (size_t)tp->size;
+  size_t Ns = tp->sequence ? N / (size_t)tp->size : N;
+  uint64_t v0, Vl;
+  yk_partition_even_range((uint64_t)cfg->padded_vocab_size, tp->size, tp->size > 1 ? tp->rank : 0, &v0, &Vl);
+  size_t att_n = (size_t)B * NHl * T * T;
+  int is16 = act_dtype != YK_DT_F32, tpar = tp->size > 1;
+  memset(s, 0, sizeof *s);
+  /* kept activations (in act_dt): per layer ln1, qkv, atty, att, res2, ln2,
+   * fch, fch_gelu, res3; plus encoded and lnf. Under tensor parallelism the
+   * per-head and MLP tensors are this rank's (Cl = C/tp channels), and with
+   * sequence parallelism the residual stream holds Ns = N/tp rows; the
+   * LayerNorm outputs are kept gathered (N rows), as the column-parallel
+   * products and their weight gradients read them whole. */
+  size_t per_layer = N * C + N * 3 * Cl + N * Cl + att_n + Ns * C + N * C + 2 * N * 4 * Cl + Ns * C;
+  s->kept_numel = Ns * C + nl * per_layer + (head ? N * C : 0);
+  /* always fp32: LayerNorm mean/rstd, logits (the LM head and cross-entropy
+   * stay fp32), losses, lse */
+  s->logits_numel = head ? N * (size_t)Vl : 0;
+  s->f32_numel = nl * 4 * Ns + (head ? 2 * Ns + s->logits_numel + 2 * N : 0);
+  s->work_numel = is16 ? 2 * Ns * C + N * C + N * 3 * Cl + N * Cl + 2 * N * 4 * Cl + att_n : 0;
+  s->rep_numel = tp->sequence ? YK_MAX(6 * C, (size_t)T * C) : 0;
+  size_t tp_numel = tpar ? N * C + Ns * C + s->rep_numel + 3 * N : 0;
+  s->scratch_numel = Ns * C /*dres*/ + N * C /*dC*/ + N * 4 * Cl + N * 3 * Cl +
+                     yk_device_layernorm_bwd_scratch(dev, (int)Ns, (int)C) + yk_device_attention_bwd_scratch(dev, T) +
+                     tp_numel;
+  /* bytes as the device allocates them: the two arenas, one fp32 block
+   * (fp32 activations, scratch, work) and the 16-bit store */
+  size_t f32_block = s->f32_numel + (is16 ? 0 : s->kept_numel) + s->scratch_numel + s->work_numel;
+  s->arena_bytes = provided ? 0 : 2 * yk_alloc_bytes(arena * sizeof(float));
+  s->block_bytes = yk_alloc_bytes(f32_block * sizeof(float)) + 3 * N * sizeof(int32_t);
+  s->kept16_bytes = is16 ? yk_alloc_bytes(s->kept_numel * sizeof(uint16_t)) : 0;
+  s->total_bytes = s->arena_bytes + s->block_bytes + s->kept16_bytes;
+}
+
+int yk_model_plan(const yk_model_config *cfg_in, int B, int T, const yk_device *dev, yk_dtype act_dtype,
+                  const yk_model_tp *tp_in, int provided, yk_model_sizes *out, yk_diag *d) {
+  yk_model_config cfg = *cfg_in;
+  int rc = yk_model_config_finish(&cfg, d);
+  if (rc) return rc;
+  if (B <= 0 || B > (1 << 20)) return yk_errorf(d, YK_ECONFIG, "micro-batch B=%d must be in [1, 1048576]", B);
+  if (T <= 0 || T > cfg.max_seq_len)
+    return yk_errorf(d, YK_ECONFIG, "sequence length T=%d must be in [1, max_seq_len=%d]", T, cfg.max_seq_len);
+  yk_model_tp tp = {.size = 1};
+  if (tp_in && tp_in->size > 1) {
+    tp = *tp_in;
+    if ((rc = yk_model_tp_check(&cfg, B, T, tp.size, tp.sequence, d)) != 0) return rc;
+  }
+  tp.sequence = tp.size > 1 && tp.sequence;
+  sizes_of(&cfg, B, T, &tp, act_dtype, dev, provided, yk_model_tp_num_params(&cfg, tp.size, tp.size > 1 ? tp.rank : 0),
+           (size_t)cfg.layers, 1, out);
+  return 0;
 }
 
 int yk_model_create(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_model **out, yk_diag *d) {
@@ -441,26 +489,14 @@ int yk_model_create_stage(const yk_model_config *cfg_in, int B, int T, const yk_
   for (size_t l = 0; l < L; l++) nl += m->held[1 + l];
   const yk_device_ops *ops = dev->ops;
   size_t att_n = (size_t)B * NHl * T * T;
-
-  /* kept activations (in act_dt): per layer ln1, qkv, atty, att, res2, ln2,
-   * fch, fch_gelu, res3; plus encoded and lnf. Under tensor parallelism the
-   * per-head and MLP tensors are this rank's (Cl = C/tp channels), and with
-   * sequence parallelism the residual stream holds Ns = N/tp rows; the
-   * LayerNorm outputs are kept gathered (N rows), as the column-parallel
-   * products and their weight gradients read them whole. */
-  size_t per_layer = N * C + N * 3 * Cl + N * Cl + att_n + Ns * C + N * C + 2 * N * 4 * Cl + Ns * C;
-  m->kept_numel = Ns * C + nl * per_layer + head * N * C;
-  /* always fp32: LayerNorm mean/rstd, logits (the LM head and cross-entropy
-   * stay fp32), losses, lse */
-  size_t f32_numel = nl * 4 * Ns + head * (2 * Ns + N * Vl + 2 * N);
-  m->act_numel = f32_numel + (is16 ? 0 : m->kept_numel);
+  yk_model_sizes sz;
+  sizes_of(&cfg, B, T, &tp, act_dtype, dev, prov != NULL, m->nlocal, nl, (int)head, &sz);
+  m->kept_numel = sz.kept_numel;
+  m->act_numel = sz.f32_numel + (is16 ? 0 : m->kept_numel);
   m->act16_numel = is16 ? m->kept_numel : 0;
-  m->work_numel = is16 ? 2 * Ns * C + N * C + N * 3 * Cl + N * Cl + 2 * N * 4 * Cl + att_n : 0;
-  size_t rep_numel = tp.sequence ? YK_MAX(6 * C, (size_t)T * C) : 0;
-  size_t tp_numel = tpar ? N * C + Ns * C + rep_numel + 3 * N : 0;
-  m->scratch_numel = Ns * C /*dres*/ + N * C /*dC*/ + N * 4 * Cl + N * 3 * Cl +
-                     yk_device_layernorm_bwd_scratch(dev, (int)Ns, (int)C) + yk_device_attention_bwd_scratch(dev, T) +
-                     tp_numel;
+  m->work_numel = sz.work_numel;
+  size_t rep_numel = sz.rep_numel;
+  m->scratch_numel = sz.scratch_numel;
   if (!prov) {
     m->params = ops->alloc(dev, m->nlocal * sizeof(float));
     m->grads = ops->alloc(dev, m->nlocal * sizeof(float));
@@ -598,6 +634,10 @@ void yk_model_layer_range(const yk_model *m, int l, size_t *offset, size_t *coun
 void yk_model_set_grad_hook(yk_model *m, yk_model_grad_hook fn, void *ctx) {
   m->hook = fn;
   m->hook_ctx = ctx;
+}
+void yk_model_set_span_hook(yk_model *m, yk_model_span_hook fn, void *ctx) {
+  m->span = fn;
+  m->span_ctx = ctx;
 }
 const float *yk_model_logits(const yk_model *m) { return m->logits; }
 const float *yk_model_losses(const yk_model *m) { return m->losses; }
@@ -756,6 +796,9 @@ static int grads_of(yk_model *m, int r, float **g, yk_diag *d) {
   yk_model_region_range(m, r, &off, &n);
   *g = m->grads + off;
   return 0;
+}
+static void span(yk_model *m, yk_model_pass pass, int r, int end) {
+  if (m->span) m->span(m->span_ctx, pass, r, end);
 }
 static int done_params(yk_model *m, int r, yk_model_pass pass, yk_diag *d) {
   return m->prov.put_params ? m->prov.put_params(m->prov.ctx, r, pass, d) : 0;
@@ -955,12 +998,16 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
   float *x = dest(m, x_store, W_R0);
   if (first > 0) {
     memcpy(x, in, NsC * sizeof(float));
-  } else if ((rc = params_of(m, R_EMBED, YK_MODEL_FORWARD, &Pe, d)) != 0 ||
-             (rc = embed_fwd(m, x, inputs, Pe, d)) != 0 || (rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d)) != 0) {
-    return rc;
+  } else {
+    span(m, YK_MODEL_FORWARD, R_EMBED, 0);
+    if ((rc = params_of(m, R_EMBED, YK_MODEL_FORWARD, &Pe, d)) != 0 || (rc = embed_fwd(m, x, inputs, Pe, d)) != 0 ||
+        (rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d)) != 0)
+      return rc;
   }
   keep(m, x_store, x, NsC);
+  if (first == 0) span(m, YK_MODEL_FORWARD, R_EMBED, 1);
   for (int l = first; l < last; l++) {
+    span(m, YK_MODEL_FORWARD, R_LAYER(l), 0);
     if ((rc = params_of(m, R_LAYER(l), YK_MODEL_FORWARD, &Pl, d)) != 0) return rc;
     layer_view w = layer_at(m, Pl);
     acts_layer *a = &m->al[l];
@@ -996,6 +1043,7 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
     keep(m, a->res3, res3, NsC);
     x = res3;
     if ((rc = done_params(m, R_LAYER(l), YK_MODEL_FORWARD, d)) != 0) return rc;
+    span(m, YK_MODEL_FORWARD, R_LAYER(l), 1);
   }
   if (last < c->layers) {
     /* a pipeline stage before the last: its output goes to the next one */
@@ -1004,6 +1052,7 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
     m->have_targets = 1;
     return 0;
   }
+  span(m, YK_MODEL_FORWARD, R_HEAD(m), 0);
   float *lnf = dest(m, m->lnf, W_LN);
   if ((rc = params_of(m, R_HEAD(m), YK_MODEL_FORWARD, &Ph, d)) != 0 ||
       (rc = norm_fwd(m, lnf, m->lnf_mean, m->lnf_rstd, x, Ph, Ph + C, d)) != 0 ||
@@ -1016,10 +1065,12 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
   if ((rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d)) != 0) return rc;
   if (!targets) {
     if (loss) *loss = 0.0f;
+    span(m, YK_MODEL_FORWARD, R_HEAD(m), 1);
     return 0;
   }
   memcpy(m->targets, targets, (size_t)N * sizeof(int32_t));
   if ((rc = ce_fwd(m, targets, d)) != 0) return rc;
+  span(m, YK_MODEL_FORWARD, R_HEAD(m), 1);
   double s = 0.0;
   for (int i = 0; i < N; i++) s += m->losses[i];
   float mean = (float)(s / N);
@@ -1113,6 +1164,7 @@ int yk_model_backward_range(yk_model *m, float scale, const float *dout, float *
     goto layers;
   }
   /* dlogits in place of the logits (this rank's vocabulary rows) */
+  span(m, YK_MODEL_BACKWARD, R_HEAD(m), 0);
   if (tpar) o->crossent_bwd(dev, m->logits, m->lse, m->tshift, scale / (float)N, N, m->nv, Vl);
   else o->crossent_bwd(dev, m->logits, m->lse, m->targets, scale / (float)N, N, c->vocab_size, Vl);
   float *dlog = m->logits;
@@ -1134,9 +1186,11 @@ int yk_model_backward_range(yk_model *m, float scale, const float *dout, float *
   float *const gf[2] = {Gh, Gh + C};
   if ((rc = rep_sum(m, gf, 2, uC, d)) != 0) return rc;
   if ((rc = done_params(m, R_HEAD(m), YK_MODEL_BACKWARD, d)) || (rc = done_grads(m, R_HEAD(m), d))) return rc;
+  span(m, YK_MODEL_BACKWARD, R_HEAD(m), 1);
 
 layers:
   for (int l = last - 1; l >= first; l--) {
+    span(m, YK_MODEL_BACKWARD, R_LAYER(l), 0);
     if ((rc = params_of(m, R_LAYER(l), YK_MODEL_BACKWARD, &Pl, d)) || (rc = grads_of(m, R_LAYER(l), &Gl, d)))
       return rc;
     layer_view w = layer_at(m, Pl), g = layer_at(m, Gl);
@@ -1186,13 +1240,16 @@ layers:
                      a->ln1_mean, a->ln1_rstd, Ns, C, m->ln_scratch);
     if ((rc = rep_sum(m, grep, 6, uC, d)) != 0) return rc;
     if ((rc = done_params(m, R_LAYER(l), YK_MODEL_BACKWARD, d)) || (rc = done_grads(m, R_LAYER(l), d))) return rc;
+    span(m, YK_MODEL_BACKWARD, R_LAYER(l), 1);
   }
   if (first > 0) {
     /* a pipeline stage after the first: the gradient of its input goes back */
     memcpy(din, m->dres, NsC * sizeof(float));
     return Ge ? done_grads(m, R_EMBED, d) : 0; /* the LM head's wte gradient */
   }
+  span(m, YK_MODEL_BACKWARD, R_EMBED, 0);
   if (!Ge && (rc = grads_of(m, R_EMBED, &Ge, d)) != 0) return rc;
-  if ((rc = embed_bwd(m, Ge, d)) != 0) return rc;
-  return done_grads(m, R_EMBED, d);
+  if ((rc = embed_bwd(m, Ge, d)) != 0 || (rc = done_grads(m, R_EMBED, d)) != 0) return rc;
+  span(m, YK_MODEL_BACKWARD, R_EMBED, 1);
+  return 0;
 }

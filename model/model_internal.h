@@ -117,6 +117,8 @@ struct yk_model {
   size_t nlocal;
   yk_model_grad_hook hook;
   void *hook_ctx;
+  yk_model_span_hook span;
+  void *span_ctx;
 };
 
 #endif

@@ -268,6 +268,25 @@ size_t yk_model_memory_bytes(const yk_model *m);
  * mean/rstd, backward buffers and (16-bit mode) one layer's fp32 work
  * buffers. */
 size_t yk_model_activation_bytes(const yk_model *m);
+/* What yk_model_create_parallel would allocate for cfg at B x T, without
+ * allocating (yoke plan; the engine's memory plan). Element counts of each
+ * part and the bytes the device's allocator occupies for them
+ * (yk_alloc_bytes). provided = 1: a provider lends the arenas (ZeRO-2/3), so
+ * none is counted. tp may be NULL (no tensor parallelism). */
+typedef struct yk_model_sizes {
+  size_t kept_numel;     /* activations kept for backward, in the activation dtype */
+  size_t logits_numel;   /* fp32 logits (N, Vl); reused for dlogits in backward */
+  size_t f32_numel;      /* every fp32 activation: logits, LayerNorm mean/rstd, losses, lse */
+  size_t scratch_numel;  /* backward buffers (dres, dC, d4C, dqkv, LayerNorm and attention scratch), TP buffers */
+  size_t work_numel;     /* 16-bit mode: one layer's fp32 work buffers */
+  size_t rep_numel;      /* sequence parallelism's replicated-gradient partials (part of scratch) */
+  size_t arena_bytes;    /* the fp32 parameter and gradient arenas (0 when provided) */
+  size_t block_bytes;    /* the fp32 block (fp32 activations, scratch, work) and token buffers */
+  size_t kept16_bytes;   /* 16-bit mode: the store of the kept activations */
+  size_t total_bytes;    /* arena_bytes + block_bytes + kept16_bytes */
+} yk_model_sizes;
+int yk_model_plan(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_dtype act_dtype,
+                  const yk_model_tp *tp, int provided, yk_model_sizes *out, yk_diag *d);
 /* The activation dtype given at creation (YK_DT_F32 for yk_model_create). */
 yk_dtype yk_model_act_dtype(const yk_model *m);
 
@@ -348,6 +367,13 @@ int yk_model_backward_range(yk_model *m, float scale, const float *dout, float *
 size_t yk_model_stream_numel(const yk_model *m);
 /* Install (or clear with fn == NULL) the gradient-ready hook. */
 void yk_model_set_grad_hook(yk_model *m, yk_model_grad_hook fn, void *ctx);
+/* For a timeline: called on the thread that runs forward or backward when
+ * it starts (end = 0) and ends (end = 1) a region: 0 the embedding, 1 +
+ * l layer l, layers + 1 the head (final LayerNorm, logits and loss). A
+ * pass's regions do not nest; an error returns without the end call. */
+typedef void (*yk_model_span_hook)(void *ctx, yk_model_pass pass, int region, int end);
+/* Install (or clear with fn == NULL) the span hook. */
+void yk_model_set_span_hook(yk_model *m, yk_model_span_hook fn, void *ctx);
 
 /* ---- GPT-2 fp32 weights file (docs/formats.md, version 3) -------------- */
 /* Every function below also speaks the Hugging Face GPT-2 safetensors layout

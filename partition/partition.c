@@ -30,19 +30,29 @@ uint64_t yk_partition_data_window(uint64_t step_first, int world, int accum, int
   return step_first + (uint64_t)micro * (uint64_t)world + (uint64_t)rank;
 }
 
+/* "1, 2, 4" : the divisors of n */
+static void divisors(int n, char *buf, size_t cap) {
+  size_t l = 0;
+  buf[0] = '\0';
+  for (int k = 1; k <= n && l < cap; k++)
+    if (n % k == 0) l += (size_t)snprintf(buf + l, cap - l, "%s%d", l ? ", " : "", k);
+}
+
 int yk_partition_layout(int world, int tp, int pp, int rank, yk_layout *out, yk_diag *d) {
   if (world < 1) return yk_errorf(d, YK_ECONFIG, "a job of %d ranks is not possible", world);
-  if (tp < 1 || tp > world)
-    return yk_errorf(d, YK_ECONFIG, "parallel.tensor=%d: the tensor-parallel degree must be in [1, %d] (the ranks)", tp,
-                     world);
-  if (pp < 1 || pp > world)
-    return yk_errorf(d, YK_ECONFIG, "parallel.pipeline=%d: the pipeline degree must be in [1, %d] (the ranks)", pp,
-                     world);
-  if (world % (tp * pp))
+  if (tp < 1) return yk_errorf(d, YK_ECONFIG, "parallel.tensor=%d: the tensor-parallel degree is at least 1", tp);
+  if (pp < 1) return yk_errorf(d, YK_ECONFIG, "parallel.pipeline=%d: the pipeline degree is at least 1", pp);
+  if (world % tp || world % pp || (world / tp) % pp) {
+    /* name the degrees that would work with the other one kept */
+    char ok[256];
+    int keep_pp = world % pp == 0 || world % tp != 0, kept = world % pp == 0 ? pp : world % tp == 0 ? tp : 1;
+    divisors(world / kept, ok, sizeof ok);
     return yk_errorf(d, YK_ECONFIG,
-                     "%d ranks cannot be laid out as tensor %d x pipeline %d: the ranks must be a multiple of %d; "
-                     "change the rank count or parallel.tensor / parallel.pipeline",
-                     world, tp, pp, tp * pp);
+                     "%d rank%s cannot be laid out as parallel.tensor=%d x parallel.pipeline=%d (the ranks must be a "
+                     "multiple of %d); with parallel.%s=%d, parallel.%s can be %s, or change the rank count",
+                     world, world == 1 ? "" : "s", tp, pp, tp * pp, keep_pp ? "pipeline" : "tensor", kept,
+                     keep_pp ? "tensor" : "pipeline", ok);
+  }
   if (rank < 0 || rank >= world) return yk_errorf(d, YK_ECONFIG, "rank %d is outside [0, %d)", rank, world);
   out->world = world;
   out->tp = tp;

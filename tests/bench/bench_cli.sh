@@ -133,6 +133,44 @@ else
   fail "bench ckpt step line: $(grep -h 'step' "$T/measured" "$T/given")"
 fi
 rm -rf "$T"
+# `yoke bench parallel` on the tiny preset, 2 steps, 2 rows (1 rank and TP2):
+# bad options are refused, the table has its columns and the JSON rows
+# every key the issue names, with the group bytes beside their formula.
+expect_fail 2 "bench parallel --rows bogus is refused" "$YOKE" bench parallel --rows bogus
+expect_stderr "no layout 'bogus'; choose from 1rank,dp2,tp2,tp2-sp,zero1,zero2,zero3" "$YOKE" bench parallel --rows bogus
+expect_fail 2 "bench parallel --batch 3 is refused for a data-parallel row" "$YOKE" bench parallel --batch 3 --rows dp2
+expect_ok "bench parallel --help" "$YOKE" bench parallel --help
+OUT=$(mktemp /tmp/yk_bench_parallel.XXXXXX)
+if timeout 120 "$YOKE" bench parallel --model tiny --batch 2 --seq-len 32 --steps 2 --rows 1rank,tp2 --json \
+     > "$OUT" 2> "$OUT.err"; then
+  pass "bench parallel on tiny shapes ran"
+else
+  fail "bench parallel on tiny shapes: $(tail -5 "$OUT.err")"
+fi
+if grep -qE '^# layout +ranks +ms/step +tokens/s +dp MB +\(theory\) +tp MB +\(theory\) +RSS MB +pred MB +ratio$' "$OUT" &&
+   grep -qE '^#   TP2 step [0-9.]+ ms = [0-9.]+x the 1-rank 2-thread step [0-9.]+ ms: (met|MISSED)' "$OUT"; then
+  pass "bench parallel: the table's columns and the TP2 target line"
+else
+  fail "bench parallel table: $(grep '^#' "$OUT")"
+fi
+/usr/bin/python3 - "$OUT" <<'PY' && pass "bench parallel --json: rows 1rank and tp2 with every key; tp bytes equal the formula, no dp bytes" || fail "bench parallel --json rows: $(cat "$OUT")"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+need = ("layout", "tp", "dp", "zero", "ms_per_step", "tokens_per_s", "peak_rss_bytes", "predicted_state_bytes",
+        "predicted_peak_bytes", "comm_bytes", "isa")
+assert [r["layout"] for r in rows] == ["1rank", "tp2"], rows
+assert all(all(k in r for k in need) for r in rows), rows
+one, tp = rows
+assert (one["tp"], one["dp"], tp["tp"], tp["dp"]) == (1, 1, 2, 1), rows
+for r in rows:
+    assert r["ms_per_step"] > 0 and r["tokens_per_s"] > 0 and r["peak_rss_bytes"] > 0, r
+    assert 0 < r["predicted_state_bytes"] < r["predicted_peak_bytes"], r
+    assert set(r["comm_bytes"]) == {"dp", "tp"}, r
+assert one["comm_bytes"]["tp"]["measured"] == 0 and one["comm_bytes"]["dp"]["measured"] == 0, one
+t = tp["comm_bytes"]["tp"]
+assert t["measured"] == t["theory"] > 0 and t["wire_per_rank"] == t["theory"], t   # n = 2: a ring moves the buffer once
+PY
+rm -f "$OUT" "$OUT.err"
 # bench pipeline: a fast smoke run, every schedule, JSON rows with the
 # documented fields and sane values (the figures themselves are not tested)
 if "$YOKE" bench pipeline --models small --microbatches 2 --steps 1 --warmup 0 --json > "$T.pipe" 2> "$T.pipe.err" &&

@@ -32,7 +32,7 @@ done
 "$YOKE" ckpt inspect "$CK" --json | python3 -c '
 import json, sys
 m = json.load(sys.stdin)
-assert m["format"] == "yoke-checkpoint" and m["version"] == 1 and m["step"] == 5 and m["world"] == 2
+assert m["format"] == "yoke-checkpoint" and m["version"] == 2 and m["step"] == 5 and m["world"] == 2
 assert m["model"]["vocab_size"] == 13 and len(m["shards"]) == 2
 a = m["arenas"][0]
 assert a["name"] == "params" and [t["name"] for t in a["tensors"]][:2] == ["wte", "wpe"]

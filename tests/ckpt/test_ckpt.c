@@ -157,6 +157,11 @@ static void check_arena(yk_ckpt_reader *r, const char *name, const void *want, u
 }
 
 static void check_all(yk_ckpt_reader *r, fake_state *f, int W) {
+  /* saved without a layout: one data-parallel group of the writers */
+  yk_layout lay;
+  int seq = 1;
+  yk_ckpt_reader_layout(r, &lay, &seq);
+  ck_assert(lay.dp == W && lay.tp == 1 && lay.pp == 1 && seq == 0);
   check_arena(r, "params", f->p, f->n32, 4);
   check_arena(r, "params16", f->h, f->n16, 2);
   check_arena(r, "m", f->m, f->n32, 4);
@@ -794,6 +799,26 @@ END_TEST
  * even range) and saves it; another world size reads the whole arena back;
  * a rank restores only its part; a part that misses the rank's range is an
  * error naming both ranges. 11 elements over 3 ranks: 4 + 4 + 3. */
+/* Rewrite the manifest of checkpoint dir with "version": v (and its
+ * checksum again), as another yoke version would have written it. */
+static void set_manifest_version(const char *dir, int v) {
+  char path[4200], *txt;
+  size_t len;
+  yk_diag d = {0};
+  snprintf(path, sizeof path, "%s/manifest.json", dir);
+  ck_assert_int_eq(yk_file_read(path, &txt, &len, &d), 0);
+  char *ver = strstr(txt, "\"version\": ");
+  ck_assert_ptr_nonnull(ver);
+  ver[11] = (char)('0' + v);
+  char *key = strstr(txt, "\"manifest_xxh3\"");
+  ck_assert_ptr_nonnull(key);
+  char h[17];
+  ck_hex(h, XXH3_64bits(txt, (size_t)(key - txt)));
+  memcpy(key + strlen("\"manifest_xxh3\": \""), h, 16);
+  ck_assert_int_eq(yk_file_write_atomic(path, txt, len, &d), 0);
+  free(txt);
+}
+
 START_TEST(test_arena_parts) {
   char *root = mkroot();
   yk_diag d = {0};
@@ -841,6 +866,115 @@ START_TEST(test_arena_parts) {
   ck_assert_int_eq(yk_ckpt_state_add_arena_part(s, "v", YK_DT_F32, mine, 11, 8, 5, t, 2, &d), YK_EINVAL);
   yk_ckpt_state_free(s);
   yk_ckpt_reader_close(r);
+  /* version 1 (no layout, no splits, every shard saves every arena) reads
+   * as before; a newer version is refused naming both */
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s/step-00000005", root);
+  set_manifest_version(dir, 1);
+  ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_read(r, "m", 0, 11, back, &d), 0);
+  ck_assert(!memcmp(back, full, sizeof full));
+  yk_ckpt_reader_close(r);
+  set_manifest_version(dir, 3);
+  ck_assert_int_eq(yk_ckpt_reader_open(dir, NULL, &r, &d), YK_EFORMAT);
+  ck_assert_msg(strstr(d.msg, "version 3") && strstr(d.msg, "versions 1 to 2"), "%s", d.msg);
+  rmroot(root);
+}
+END_TEST
+
+/* Tensor-parallel layout: 4 writers = dp 2 x tp 2 (Megatron order: writer w
+ * is tp rank w % 2, dp rank w / 2); tp rank k's arena "m.tpKof2" (11 and 10
+ * elements) is held by its two dp ranks and saved by them alone. */
+static int write_groups(const char *root, int64_t step, const float *whole[2], int bad_writer, yk_diag *d) {
+  yk_layout lay;
+  int rc = 0;
+  for (int w = 0; w < 4 && !rc; w++) {
+    ck_assert_int_eq(yk_partition_layout(4, 2, 1, w, &lay, d), 0);
+    int k = lay.tp_rank;
+    uint64_t n = k ? 10 : 11, lo, len;
+    int grank = w == bad_writer ? 0 : lay.dp_rank; /* bad: saves the range dp rank 0 saves */
+    yk_partition_even_range(n, 2, grank, &lo, &len);
+    yk_tensor_desc t[2] = {{.name = "emb", .offset = 0, .numel = 4, .ndim = 1, .shape = {4}, .split = YK_SPLIT_VOCAB},
+                           {.name = "qkv", .offset = 4, .numel = n - 4, .ndim = 1, .shape = {(int64_t)n - 4},
+                            .split = YK_SPLIT_COLUMN, .split_parts = 3}};
+    char name[48];
+    yk_ckpt_arena_name(name, sizeof name, "m", 2, k);
+    yk_ckpt_state *s;
+    ck_assert_int_eq(yk_ckpt_state_create(&s), 0);
+    ck_assert_int_eq(yk_ckpt_state_add_arena_group(s, name, YK_DT_F32, (void *)(whole[k] + lo), n, lo, len, grank, 2,
+                                                   t, 2, d), 0);
+    ck_assert_int_eq(yk_ckpt_state_set_layout(s, &lay, 1, d), 0);
+    yk_ckpt_opts o;
+    yk_ckpt_opts_default(&o);
+    o.dir = root;
+    o.rank = w;
+    o.world = 4;
+    o.threads = 1;
+    rc = yk_ckpt_write_shard(&o, s, step, NULL, d);
+    yk_ckpt_state_free(s);
+  }
+  yk_ckpt_opts o;
+  yk_ckpt_opts_default(&o);
+  o.dir = root;
+  o.world = 4;
+  o.keep = 0;
+  return rc ? rc : yk_ckpt_commit(&o, step, d);
+}
+
+START_TEST(test_arena_groups) {
+  char *root = mkroot();
+  yk_diag d = {0};
+  float a0[11], a1[10], back[11];
+  for (int i = 0; i < 11; i++) a0[i] = (float)i * 1.5f - 3.0f;
+  for (int i = 0; i < 10; i++) a1[i] = (float)i * -0.25f + 7.0f;
+  const float *whole[2] = {a0, a1};
+  char name[48];
+  yk_ckpt_arena_name(name, sizeof name, "params", 1, 0);
+  ck_assert_str_eq(name, "params");
+  yk_ckpt_arena_name(name, sizeof name, "params", 2, 1);
+  ck_assert_str_eq(name, "params.tp1of2");
+  int rc = write_groups(root, 5, whole, -1, &d);
+  ck_assert_msg(rc == 0, "%s", yk_diag_msg(&d, rc));
+  yk_ckpt_reader *r;
+  ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_world(r), 4);
+  yk_layout lay;
+  int seq = 0;
+  yk_ckpt_reader_layout(r, &lay, &seq);
+  ck_assert(lay.dp == 2 && lay.tp == 2 && lay.pp == 1 && lay.world == 4 && seq == 1);
+  ck_assert_int_eq(yk_ckpt_reader_read(r, "m.tp0of2", 0, 11, back, &d), 0);
+  ck_assert(!memcmp(back, a0, sizeof a0));
+  ck_assert_int_eq(yk_ckpt_reader_read(r, "m.tp1of2", 0, 10, back, &d), 0);
+  ck_assert(!memcmp(back, a1, sizeof a1));
+  yk_ckpt_arena_info ai;
+  ck_assert_int_eq(yk_ckpt_reader_find_arena(r, "m.tp1of2", &ai, &d), 0);
+  ck_assert(ai.tensors[0].split == YK_SPLIT_VOCAB && ai.tensors[1].split == YK_SPLIT_COLUMN &&
+            ai.tensors[1].split_parts == 3);
+  /* resharded to one shard: the layout and the splits stay */
+  char out[4200];
+  snprintf(out, sizeof out, "%s/one", root);
+  yk_ckpt_opts o;
+  yk_ckpt_opts_default(&o);
+  o.dir = out;
+  o.world = 1;
+  o.threads = 1;
+  ck_assert_int_eq(yk_ckpt_convert_reshard(r, &o, &d), 0);
+  yk_ckpt_reader_close(r);
+  ck_assert_int_eq(yk_ckpt_reader_open(out, NULL, &r, &d), 0);
+  yk_ckpt_reader_layout(r, &lay, &seq);
+  ck_assert(lay.dp == 2 && lay.tp == 2 && seq == 1 && yk_ckpt_reader_world(r) == 1);
+  ck_assert_int_eq(yk_ckpt_reader_read(r, "m.tp1of2", 0, 10, back, &d), 0);
+  ck_assert(!memcmp(back, a1, sizeof a1));
+  ck_assert_int_eq(yk_ckpt_reader_find_arena(r, "m.tp0of2", &ai, &d), 0);
+  ck_assert(ai.tensors[1].split == YK_SPLIT_COLUMN && ai.tensors[1].split_parts == 3);
+  yk_ckpt_reader_close(r);
+  /* a writer of tp rank 1's group saving the wrong range: the commit says so */
+  ck_assert_int_eq(write_groups(root, 6, whole, 3, &d), YK_EFORMAT);
+  ck_assert_msg(strstr(d.msg, "m.tp1of2") && strstr(d.msg, "does not continue"), "%s", d.msg);
+  /* the failed commit left the good one the newest */
+  ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &r, &d), 0);
+  ck_assert_int_eq(yk_ckpt_reader_step(r), 5);
+  yk_ckpt_reader_close(r);
   rmroot(root);
 }
 END_TEST
@@ -887,6 +1021,7 @@ int main(void) {
   tcase_add_test(tc, test_async_writer);
   tcase_add_test(tc, test_tiny_and_empty_arenas);
   tcase_add_test(tc, test_arena_parts);
+  tcase_add_test(tc, test_arena_groups);
   tcase_add_test(tc, test_bad_input);
   tcase_add_test(tc, test_codec_planes);
   tcase_add_test(tc, test_raw_and_zstd_plane_damage);

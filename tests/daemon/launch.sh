@@ -15,7 +15,7 @@ out=$YK_TMP/ok.log
 "$YOKE" launch -n 3 -- $YK_WORKLOAD $HB > "$out" 2>&1; rc=$?
 [ $rc = 0 ] && pass "launch -n 3 exits 0" || fail "launch -n 3 exit $rc: $(tail -5 "$out")"
 "$YOKE" launch -n 2 -- $YK_WORKLOAD $HB > "$YK_TMP/ok.out" 2> "$YK_TMP/ok.err"
-tail -1 "$YK_TMP/ok.out" | grep -qE "INFO  launch: job done: all 2 ranks finished in [0-9.]+ s$" \
+tail -1 "$YK_TMP/ok.out" | grep -qE "INFO  launch: job done in [0-9.]+ s: 20 steps, 20480 tokens, [0-9]+ tokens/s, final loss [0-9.]+; all 2 ranks finished$" \
   && ! grep -q "launch:" "$YK_TMP/ok.err" && pass "launcher's summary is the last line of stdout" \
   || fail "launcher summary: stdout $(tail -1 "$YK_TMP/ok.out"); stderr $(grep launch: "$YK_TMP/ok.err")"
 for r in 0 1 2; do
@@ -220,6 +220,18 @@ grep -q "^\[r1\].* INFO " "$YK_TMP/one.log" && fail "rank 1 printed INFO lines: 
 grep -qE "^\[r0\].* done: 6 steps, 768 tokens in [0-9.]+ s, [0-9]+ tokens/s; final loss [0-9.]+, val loss [0-9.]+ -> [0-9.]+; .*; weights in $YK_TMP/w.bin\$" "$YK_TMP/one.log" \
   && [ "$(grep -c "INFO  done: " "$YK_TMP/one.log")" = 1 ] && pass "one summary: steps, tokens, time, tokens/s, losses, weights" \
   || fail "summary: $(grep " done: " "$YK_TMP/one.log")"
+grep -qE "^[0-9TZ:.-]+ INFO  launch: job done in [0-9.]+ s: 6 steps, 768 tokens, [0-9]+ tokens/s, final loss [0-9.]+; all 2 ranks finished$" "$YK_TMP/one.log" \
+  && ! grep -q $'[\r\033]' "$YK_TMP/one.log" && pass "launcher's summary (steps, tokens, tokens/s, loss), no progress bar in a pipe" \
+  || fail "launcher summary: $(grep "launch: job" "$YK_TMP/one.log" | cat -v)"
+# at a terminal (a pty from script(1)) the launcher draws the bar with an ETA
+if command -v script > /dev/null; then
+  script -qc "$YOKE launch -n 2 -- $T --steps 200" /dev/null > "$YK_TMP/tty.log" 2>&1
+  grep -qaE $'\r\\[[#.]{30}\\] [0-9]+/200 ETA [0-9]+m[0-9]{2}s \\| loss [0-9.]+ \\| [0-9]+ tok/s\033\\[K' "$YK_TMP/tty.log" \
+    && grep -qa "launch: job done in [0-9.]* s: 200 steps" "$YK_TMP/tty.log" && pass "at a terminal: progress bar with ETA, then the summary" \
+    || fail "tty bar: $(tail -c 400 "$YK_TMP/tty.log" | cat -v)"
+else
+  skip "script(1) not installed: no pty for the progress bar"
+fi
 if python3 - "$YK_TMP/steps.jsonl" <<'PY' 2> "$YK_TMP/jl.err"; then pass "train.log_file holds the 6 JSON step and 3 val lines"; else fail "log_file: $(cat "$YK_TMP/jl.err")"; fi
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]

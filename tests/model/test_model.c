@@ -435,6 +435,47 @@ START_TEST(test_grad_hook_ranges_final_and_contiguous) {
 }
 END_TEST
 
+/* The span hook: begin/end pairs, one region at a time, in the order the
+ * passes visit them (forward: embedding, layers, head; backward reversed). */
+typedef struct {
+  int seq[64][3];
+  int n, open;
+} span_rec;
+
+static void span_fn(void *ctx, yk_model_pass pass, int region, int end) {
+  span_rec *r = ctx;
+  if (r->n < 64) r->seq[r->n][0] = pass, r->seq[r->n][1] = region, r->seq[r->n][2] = end;
+  r->n++;
+  r->open += end ? -1 : 1;
+  ck_assert_int_eq(r->open, end ? 0 : 1); /* regions never nest */
+}
+
+START_TEST(test_span_hook_regions_in_order) {
+  yk_device *dev = make_dev(1, YK_ISA_AUTO);
+  int32_t in[2 * 32], tgt[2 * 32];
+  yk_model *m = small_model(dev, 2, 32, in, tgt);
+  int L = yk_model_get_config(m)->layers;
+  span_rec r = {0};
+  yk_model_set_span_hook(m, span_fn, &r);
+  ck_assert_int_eq(yk_model_forward(m, in, tgt, NULL, NULL), 0);
+  ck_assert_int_eq(yk_model_backward(m, NULL), 0);
+  ck_assert_int_eq(r.n, 4 * (L + 2));
+  for (int k = 0; k < r.n; k++) {
+    int pass = k < 2 * (L + 2) ? YK_MODEL_FORWARD : YK_MODEL_BACKWARD, i = (k % (2 * (L + 2))) / 2;
+    int region = pass == YK_MODEL_FORWARD ? i : L + 1 - i;
+    ck_assert_int_eq(r.seq[k][0], pass);
+    ck_assert_int_eq(r.seq[k][1], region);
+    ck_assert_int_eq(r.seq[k][2], k % 2);
+  }
+  yk_model_set_span_hook(m, NULL, NULL);
+  r.n = 0;
+  ck_assert_int_eq(yk_model_forward(m, in, tgt, NULL, NULL), 0);
+  ck_assert_int_eq(r.n, 0);
+  yk_model_destroy(m);
+  yk_device_destroy(dev);
+}
+END_TEST
+
 START_TEST(test_grad_accumulation) {
   yk_device *dev = make_dev(1, YK_ISA_AUTO);
   int32_t in[2 * 32], tgt[2 * 32];
@@ -771,6 +812,7 @@ int main(void) {
   tcase_add_test(tc, test_gradcheck_every_tensor);
   tcase_add_test(tc, test_deterministic);
   tcase_add_test(tc, test_grad_hook_ranges_final_and_contiguous);
+  tcase_add_test(tc, test_span_hook_regions_in_order);
   tcase_add_test(tc, test_grad_accumulation);
   tcase_add_test(tc, test_bad_tokens);
   tcase_add_test(tc, test_weights_roundtrip_bytes);

@@ -112,7 +112,10 @@ START_TEST(test_layout_grid) {
   yk_partition_layout_describe(&l, buf, sizeof buf);
   ck_assert_str_eq(buf, "4 ranks = dp 2 x tp 2 x pp 1; rank 3 = (dp 1, tp 1)");
   ck_assert_int_eq(yk_partition_layout(6, 4, 1, 0, &l, &d), YK_ECONFIG);
-  ck_assert_msg(strstr(d.msg, "6 ranks") && strstr(d.msg, "tensor 4"), "%s", d.msg);
+  ck_assert_msg(strstr(d.msg, "6 ranks") && strstr(d.msg, "parallel.tensor=4") &&
+                strstr(d.msg, "parallel.tensor can be 1, 2, 3, 6"), "%s", d.msg);
+  ck_assert_int_eq(yk_partition_layout(6, 3, 4, 0, &l, &d), YK_ECONFIG); /* 6 % 4: keep tensor 3, pipeline 1 or 2 */
+  ck_assert_msg(strstr(d.msg, "with parallel.tensor=3, parallel.pipeline can be 1, 2"), "%s", d.msg);
   ck_assert_int_eq(yk_partition_layout(4, 0, 1, 0, &l, &d), YK_ECONFIG);
   ck_assert_msg(strstr(d.msg, "parallel.tensor=0"), "%s", d.msg);
 }

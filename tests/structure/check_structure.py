@@ -26,14 +26,15 @@ ALLOWED = {
     "partition": ["common"],
     "model": ["device", "partition", "common"],
     "data": ["partition", "common"],
-    "collectives": ["partition", "common"],
+    "collectives": ["trace", "partition", "common"],
     "optimizer": ["common"],
-    "ckpt": ["partition", "common"],
+    "ckpt": ["trace", "partition", "common"],
     "engine": ["trace", "model", "device", "data", "partition", "collectives", "optimizer", "ckpt", "common"],
+    "sim": ["engine", "trace", "model", "device", "data", "partition", "collectives", "optimizer", "ckpt", "common"],
     "daemon": ["engine", "trace", "model", "device", "data", "partition", "collectives", "optimizer", "ckpt", "common"],
     "bench": ["daemon", "engine", "trace", "model", "device", "data", "partition", "collectives", "optimizer", "ckpt",
               "common"],
-    "cli": ["bench", "daemon", "engine", "trace", "model", "device", "data", "partition", "collectives", "optimizer",
+    "cli": ["bench", "sim", "daemon", "engine", "trace", "model", "device", "data", "partition", "collectives", "optimizer",
             "ckpt", "common"],
 }
 

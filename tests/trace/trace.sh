@@ -17,7 +17,8 @@ JOB="train --set model.name=tiny --set data.train=$tmp/data/train_*.bin --set tr
 
 # 1. 60 steps of 2 ranks, traced
 out=$tmp/job.log
-"$YOKE" launch -n 2 --port 0 -- $JOB --set train.steps=60 --set train.trace=$tmp/t.json $HB > "$out" 2>&1
+"$YOKE" launch -n 2 --port 0 -- $JOB --set train.steps=60 --set train.trace=$tmp/t.json --set ckpt.dir=$tmp/ck \
+  --set ckpt.every=30 $HB > "$out" 2>&1
 rc=$?
 [ $rc = 0 ] && [ -s $tmp/t.rank0.json ] && [ -s $tmp/t.rank1.json ] && pass "a traced job writes t.rank0.json and t.rank1.json" \
   || fail "traced job: exit $rc, $(ls $tmp); $(tail -3 "$out")"
@@ -60,6 +61,14 @@ for r in (0, 1):
     assert abs(total_cover / total_step - 1) <= 0.01, f"rank {r}: steps covered {total_cover / total_step:.4f}"
     counters = {e["name"] for e in ev if e.get("ph") == "C"}
     assert {"rss", "reduced", "loss_scale"} <= counters, counters
+    # the other threads' tracks: the comm thread runs the bucket reductions,
+    # the checkpoint writer writes the saves of steps 30 and 60
+    tracks = {e["args"]["name"]: e["tid"] for e in ev if e.get("name") == "thread_name"}
+    assert {"main", "comm dp", "ckpt writer"} <= set(tracks), tracks
+    on = lambda t: {e["name"] for e in ev if e.get("ph") == "X" and e["tid"] == tracks[t]}
+    assert {"comm allreduce"} <= on("comm dp"), on("comm dp")
+    assert "writer write" in on("ckpt writer"), on("ckpt writer")
+    assert not any(e["name"].endswith(" layer") for e in xs), "per-layer spans at the default detail"
 PY
 
 "$YOKE" trace merge --out $tmp/m.json $tmp/t.rank0.json $tmp/t.rank1.json > $tmp/merge.txt 2>&1 \
@@ -83,6 +92,38 @@ for i, by in spans.items():
     lo = max(by[r]["b"] for r in by)
     hi = min(by[r]["e"] for r in by)
     assert lo <= hi, f"bucket {i}: ranks do not overlap: {by}"
+PY
+
+# 1b. train.trace_detail=layer under tensor parallelism: each forward and
+#     backward is tiled by its regions (embedding, every layer, head), and
+#     the tensor-parallel collectives are spans inside the layers
+"$YOKE" launch -n 2 --port 0 -- $JOB --set train.steps=10 --set parallel.tensor=2 --set train.trace=$tmp/l.json \
+  --set train.trace_detail=layer $HB > $tmp/l.log 2>&1 || fail "layer detail job: $(tail -3 $tmp/l.log)"
+python3 - "$tmp" <<'PY' && pass "trace_detail=layer: regions tile forward/backward within 1%, tp collectives inside layers" \
+  || fail "layer detail"
+import json, sys
+ev = json.load(open(sys.argv[1] + "/l.rank1.json"))["traceEvents"]
+xs = [e for e in ev if e.get("ph") == "X"]
+layers = {e["args"]["layer"] for e in xs if e["name"] == "forward layer"}
+assert layers == {0, 1}, layers  # tiny has 2 layers
+for op, parts in (("forward", ("forward embed", "forward layer", "forward head")),
+                  ("backward", ("backward head", "backward layer", "backward embed"))):
+    spans = [e for e in xs if e["name"] == op]
+    assert len(spans) == 10, (op, len(spans))
+    cov = []
+    for s in spans:
+        t0, t1 = s["ts"], s["ts"] + s["dur"]
+        kids = [e for e in xs if e["name"] in parts and e["ts"] >= t0 and e["ts"] + e["dur"] <= t1 + 0.001]
+        assert len(kids) == 4, (op, [k["name"] for k in kids])
+        cov.append(sum(k["dur"] for k in kids) / s["dur"])
+    cov.sort()
+    # forward's data loading is outside its regions; backward is all regions
+    assert cov[len(cov) // 2] > (0.95 if op == "forward" else 0.99), (op, cov)
+tp = [e for e in xs if e["name"].startswith("tp ")]
+ls = [e for e in xs if e["name"].endswith(" layer")]
+assert tp and all(e["args"]["bytes"] > 0 for e in tp), len(tp)
+inside = sum(any(l["ts"] <= e["ts"] and e["ts"] + e["dur"] <= l["ts"] + l["dur"] + 0.001 for l in ls) for e in tp)
+assert inside >= len(tp) // 2, (inside, len(tp))
 PY
 
 # 2. a window: the steps 5-9 as the step lines number them

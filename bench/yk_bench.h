@@ -54,6 +54,22 @@ typedef struct yk_bench_train_opts {
 void yk_bench_train_opts_default(yk_bench_train_opts *o);
 int yk_bench_train(const yk_bench_train_opts *o);
 
+/* yoke bench pipeline: P = 2 stages as threads (1 compute thread each) per
+ * model, schedule and micro-batch count: ms/step, the measured bubble beside
+ * (P-1)/(m+P-1) (GPipe, 1F1B) or (P-1)/(V*m+P-1) (interleaved, V = 2), the
+ * busiest stage's activation memory beside 1F1B's bound, and one rank with 2
+ * threads on the same global batch. */
+typedef struct yk_bench_pipe_opts {
+  const char *models;          /* presets, or "deep" (d12 with 24 blocks) (default "d12,deep") */
+  const char *schedules;       /* of gpipe,1f1b,interleaved (default all three) */
+  int64_t batch, seq_len;      /* micro-batch B (default 1) and T (default 64) */
+  int micro[8], nmicro;        /* micro-batches per step (default 2, 4, 8, 16) */
+  int64_t steps, warmup;       /* timed steps (default 3), untimed first (default 1) */
+  int json;                    /* also one JSON object per row */
+} yk_bench_pipe_opts;
+void yk_bench_pipe_opts_default(yk_bench_pipe_opts *o);
+int yk_bench_pipe(const yk_bench_pipe_opts *o);
+
 /* yoke bench scale: 1 vs 2 ranks of yoke train, the 2 ranks with ZeRO-1
  * (optim.shard=true: the efficiency headline) and without, beside PyTorch
  * DDP and two independent jobs; precision and grad_accum comparisons. */

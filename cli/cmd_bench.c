@@ -120,6 +120,46 @@ static int cmd_train(int argc, char **argv) {
   return yk_bench_train(&o.b);
 }
 
+/* ---- pipeline ---- */
+
+typedef struct pipe_opts {
+  yk_bench_pipe_opts b;
+  const char *micro;
+} pipe_opts;
+
+#define PIPE(f) offsetof(pipe_opts, b.f)
+static const yk_opt pipe_table[] = {
+    {"--models", 0, YK_OPT_STR, PIPE(models), "LIST", "presets, or deep = d12 with 24 blocks (default d12,deep)"},
+    {"--schedules", 0, YK_OPT_STR, PIPE(schedules), "LIST", "of gpipe,1f1b,interleaved (default all three)"},
+    {"--batch", 0, YK_OPT_INT, PIPE(batch), "B", "micro-batch (default 1)", 1, 65536},
+    {"--seq-len", 0, YK_OPT_INT, PIPE(seq_len), "T", "sequence length (default 64)", 1, 65536},
+    {"--microbatches", 0, YK_OPT_STR, offsetof(pipe_opts, micro), "LIST",
+     "micro-batches per step, even (default 2,4,8,16)"},
+    {"--steps", 0, YK_OPT_INT, PIPE(steps), "N", "timed steps per row (default 3)", 1, 100000},
+    {"--warmup", 0, YK_OPT_INT, PIPE(warmup), "N", "untimed steps first (default 1)", 0, 100000},
+    {"--json", 0, YK_OPT_FLAG, PIPE(json), NULL, "also print one JSON object per row"},
+};
+#undef PIPE
+
+static const yk_cmd_spec pipe_spec = {
+    .name = "bench pipeline",
+    .synopsis = "[options]",
+    .about = "Pipeline parallelism, 2 stages as threads of this process (1 compute thread each):\n"
+             "ms/step, measured bubble beside theory and activation memory beside 1F1B's bound per\n"
+             "schedule and micro-batch count, beside one rank with 2 threads on the same global batch.",
+    .opts = pipe_table,
+    .nopts = YK_ARRAY_LEN(pipe_table),
+};
+
+static int cmd_pipe(int argc, char **argv) {
+  pipe_opts o = {0};
+  yk_bench_pipe_opts_default(&o.b);
+  int code = cli_parse(&pipe_spec, argc, argv, &o);
+  if (code >= 0) return code;
+  if (o.micro && !(o.b.nmicro = int_list("--microbatches", o.micro, o.b.micro))) return 2;
+  return yk_bench_pipe(&o.b);
+}
+
 /* ---- scale ---- */
 
 typedef struct scale_opts {
@@ -278,6 +318,7 @@ static int cmd_ckpt(int argc, char **argv) {
 static const cli_cmd bench_cmds[] = {
     {"coll", cmd_coll, "all-reduce busbw per algorithm/transport beside MPI_Allreduce and gloo (mpirun)"},
     {"train", cmd_train, "one-rank training throughput and MFU, PyTorch beside"},
+    {"pipeline", cmd_pipe, "pipeline parallelism P=2: ms/step, bubble and activation memory per schedule"},
     {"scale", cmd_scale, "data-parallel weak scaling 1 -> 2 ranks, PyTorch DDP beside; fp16/bf16; grad_accum"},
     {"parallel", cmd_parallel, "one row per parallel layout: DP2, TP2 (+SP), ZeRO-1/2/3; bytes and RSS vs formula"},
     {"ckpt", cmd_ckpt, "checkpoint save/load GB/s, compression ratio, async stall"},

@@ -163,6 +163,9 @@ struct yk_comm {
   char tname[96];
   struct yk_comm *parent;
   uint32_t next_child_id;
+  /* the communicators split from this one that still exist, linked by
+   * next_kid (under mu): yk_comm_abort reaches them too */
+  struct yk_comm *kids, *next_kid;
 
   /* scratch buffers, owned by the executing thread */
   void *stage;

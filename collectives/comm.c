@@ -369,12 +369,37 @@ int yk_comm_split(yk_comm *p, int colour, int key, yk_comm **out, yk_diag *d) {
     yk_comm_destroy(c);
     return rc;
   }
+  pthread_mutex_lock(&p->mu);
+  c->next_kid = p->kids;
+  p->kids = c;
+  pthread_mutex_unlock(&p->mu);
   *out = c;
   return 0;
 }
 
+/* c leaves its parent's list of kids; its own kids lose their parent
+ * (destroyed before their parent, as they should be, they are gone). */
+static void unlink_kids(yk_comm *c) {
+  yk_comm *p = c->parent;
+  if (p) {
+    pthread_mutex_lock(&p->mu);
+    for (yk_comm **k = &p->kids; *k; k = &(*k)->next_kid)
+      if (*k == c) {
+        *k = c->next_kid;
+        break;
+      }
+    pthread_mutex_unlock(&p->mu);
+  }
+  if (!c->kids) return;
+  pthread_mutex_lock(&c->mu);
+  for (yk_comm *k = c->kids; k; k = k->next_kid) k->parent = NULL;
+  c->kids = NULL;
+  pthread_mutex_unlock(&c->mu);
+}
+
 void yk_comm_destroy(yk_comm *c) {
   if (!c) return;
+  unlink_kids(c);
   /* children share our transport: they go first */
   yk_comm_destroy(c->hier_cross);
   yk_comm_destroy(c->hier_local);

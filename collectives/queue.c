@@ -395,6 +395,9 @@ void yk_comm_abort(yk_comm *c, const char *reason) {
     atomic_store(&c->broken, 1);
   }
   pthread_cond_broadcast(&c->cv);
+  /* the communicators split from c (a pipeline's channels from its stage
+   * group, say) are as broken: whoever aborts c may not know them */
+  for (yk_comm *k = c->kids; k; k = k->next_kid) yk_comm_abort(k, c->abort_reason);
   pthread_mutex_unlock(&c->mu);
 }
 

@@ -138,7 +138,8 @@ int yk_comm_is_broken(const yk_comm *c);
 /* Revoke: fails every queued and running operation with YK_EABORTED (the
  * running one within a few ms), tells the peers (best effort) so that their
  * operations fail too, and leaves the communicator broken. Safe from any
- * thread; idempotent. */
+ * thread; idempotent. Every communicator split from c (recursively) that
+ * still exists is aborted with it. */
 void yk_comm_abort(yk_comm *c, const char *reason);
 /* Record each operation the comm thread runs (an asynchronous one, or one
  * queued behind another) as a span on k: a track of the trace module that

@@ -66,8 +66,11 @@ static int build_model(yk_engine *e, yk_diag *d) {
     if (e->zstage == 3 && !(arena = e->init_arena = yk_alloc(e->nparams * sizeof(float))))
       return yk_errorf(d, YK_ENOMEM, "out of memory for the initial weights (%zu parameters)", e->nparams);
     yk_model_attach_params(e->model, arena);
-  } else if ((rc = yk_model_create_parallel(&e->mcfg, e->B, e->T, e->dev, act, &tp, NULL, &e->model, d)) != 0) {
-    return rc;
+  } else {
+    /* a pipeline stage holds its own blocks' state only (eng_pipe_stage) */
+    if ((rc = yk_model_create_stage(&e->mcfg, e->B, e->T, e->dev, act, &tp, &e->pipe.mstage, NULL, &e->model, d)) != 0)
+      return rc;
+    e->nparams = yk_model_num_params(e->model);
   }
   if (c->train.init_weights[0]) {
     if ((rc = yk_model_weights_load(e->model, c->train.init_weights, d)) != 0) return rc;
@@ -180,13 +183,22 @@ static int build_data(yk_engine *e, yk_diag *d) {
   return 0;
 }
 
-/* Pipeline stages: the plan, every stage's list (checked together, so a
- * schedule that could deadlock never runs), this stage's list, then its
- * channels and slots. */
+/* Pipeline stages: the plan (before the model, which holds this stage's
+ * blocks only). */
+static int build_pipe_plan(yk_engine *e, yk_diag *d) {
+  const yk_config *c = &e->cfg;
+  int rc = c->train.init_weights[0] ? yk_model_weights_read_config(c->train.init_weights, &e->mcfg, d)
+                                    : yk_model_config_from(c, &e->mcfg, d);
+  e->cfg.parallel.pipeline = e->layout.pp; /* the layout is what runs */
+  if (!rc) rc = yk_engine_pipe_plan(&e->cfg, &e->mcfg, &e->pipe.plan, d);
+  if (!rc) eng_pipe_stage(&e->pipe.plan, e->layout.pp_rank, &e->pipe.mstage);
+  return rc;
+}
+
+/* Every stage's list (checked together, so a schedule that could deadlock
+ * never runs), this stage's list, then its channels and slots. */
 static int build_pipeline(yk_engine *e, yk_diag *d) {
-  int P = e->layout.pp, rc;
-  e->cfg.parallel.pipeline = P; /* the layout is what runs */
-  if ((rc = yk_engine_pipe_plan(&e->cfg, &e->mcfg, &e->pipe.plan, d)) != 0) return rc;
+  int P = e->layout.pp, rc = 0;
   yk_schedule *all = malloc((size_t)P * sizeof *all);
   if (!all) return yk_errorf(d, YK_ENOMEM, "out of memory for the pipeline schedules");
   for (int s = 0; s < P && !rc; s++) rc = yk_engine_schedule_pipeline(&e->pipe.plan, s, &all[s], d);
@@ -239,7 +251,9 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   if ((rc = yk_engine_plan_of(&e->cfg, &e->layout, o->local_ranks, e->dev, &e->plan, d)) != 0 ||
       (rc = yk_engine_plan_check(&e->plan, &e->cfg, (uint64_t)e->cfg.train.memory_limit, o->local_ranks, d)) != 0)
     return rc;
-  if ((rc = eng_trace_device(e, d)) != 0 || (rc = build_model(e, d)) != 0 || (rc = build_optimizer(e, d)) != 0 || (rc = build_data(e, d)) != 0) return rc;
+  if ((rc = eng_trace_device(e, d)) != 0 || (e->layout.pp > 1 && (rc = build_pipe_plan(e, d)) != 0) ||
+      (rc = build_model(e, d)) != 0 || (rc = build_optimizer(e, d)) != 0 || (rc = build_data(e, d)) != 0)
+    return rc;
   if (e->layout.pp > 1) {
     if ((rc = build_pipeline(e, d)) != 0) return rc;
   } else if ((rc = yk_engine_schedule_dp(e->accum, e->mcfg.layers, &e->schedule, d)) != 0 ||
@@ -248,7 +262,8 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   }
   /* The reduction learns of final gradient ranges through the model's hook;
    * the step arms it only around its reducing backward. */
-  yk_model_set_grad_hook(e->model, eng_grads_ready, &e->grads);
+  if (e->pipe.on) yk_model_set_grad_hook(e->model, eng_pipe_grads_ready, &e->pipe);
+  else yk_model_set_grad_hook(e->model, eng_grads_ready, &e->grads);
   eng_ckpt_view v = {.model_params = yk_model_params(e->model), .master = e->mp.master, .m = e->m, .v = e->v,
                      .nparams = e->nparams, .soff = e->soff, .slen = e->slen,
                      .params16 = e->zstage == 3 ? (void *)e->zero.p16shard : (void *)e->mp.params16,
@@ -431,14 +446,15 @@ uint64_t yk_engine_params_checksum(yk_engine *e) {
   if (e->pipe.on) {
     /* collective: the stages' blocks in one arena */
     yk_diag d = {0};
-    if (!(whole = yk_alloc(e->nparams * sizeof(float))) || eng_pipe_assemble(e, whole, &d)) {
+    if (!(whole = yk_alloc(e->pipe.whole_n * sizeof(float))) || eng_pipe_assemble(e, whole, &d)) {
       yk_free(whole);
       return 0;
     }
     b = (const unsigned char *)whole;
   }
   uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < e->nparams * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ull;
+  size_t n = e->pipe.on ? e->pipe.whole_n : e->nparams;
+  for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ull;
   yk_free(whole);
   return h;
 }
@@ -446,7 +462,7 @@ uint64_t yk_engine_params_checksum(yk_engine *e) {
 /* Tensor parallelism: the group all-gathers its local arenas (padded to
  * the longest: vocabulary pieces may differ by a row) and the rank with a
  * path puts every piece in its place in the whole arena and writes it. */
-static int tp_write_weights(yk_engine *e, const float *local, const char *path, yk_diag *d) {
+static int tp_write_weights(yk_engine *e, const float *local, size_t n, const char *path, yk_diag *d) {
   size_t max = 0;
   for (int r = 0; r < e->tp; r++) max = YK_MAX(max, yk_model_tp_num_params(&e->mcfg, e->tp, r));
   size_t whole_n = yk_model_config_num_params(&e->mcfg);
@@ -456,7 +472,7 @@ static int tp_write_weights(yk_engine *e, const float *local, const char *path, 
   if (!mine || !all || (path && !whole))
     rc = yk_errorf(d, YK_ENOMEM, "out of memory gathering the weights of the tensor-parallel group");
   if (!rc) {
-    memcpy(mine, local, e->nparams * sizeof(float));
+    memcpy(mine, local, n * sizeof(float));
     rc = yk_comm_allgather_sync(e->comms.tp, mine, all, max * (size_t)e->tp, YK_DT_F32, d);
     if (rc) rc = yk_errorf(d, rc, "gathering the weights of the tensor-parallel group: %s", yk_diag_msg(d, rc));
   }
@@ -477,8 +493,8 @@ int yk_engine_save_weights(yk_engine *e, const char *path, yk_diag *d) {
   int rc = 0;
   if (e->pipe.on) {
     /* collective over the stages: each holds its blocks only */
-    if (!(local = full = yk_alloc(e->nparams * sizeof(float))))
-      return yk_errorf(d, YK_ENOMEM, "out of memory for the weights (%zu parameters)", e->nparams);
+    if (!(local = full = yk_alloc(e->pipe.whole_n * sizeof(float))))
+      return yk_errorf(d, YK_ENOMEM, "out of memory for the weights (%zu parameters)", e->pipe.whole_n);
     rc = eng_pipe_assemble(e, full, d);
   }
   if (e->zstage == 3) {
@@ -488,7 +504,8 @@ int yk_engine_save_weights(yk_engine *e, const char *path, yk_diag *d) {
     rc = eng_zero_gather_all(&e->zero, full, NULL, d);
   }
   if (!rc && e->tp == 1 && path) rc = yk_model_weights_write(path, &e->mcfg, local, d);
-  if (!rc && e->tp > 1 && e->layout.dp_rank == 0) rc = tp_write_weights(e, local, path, d);
+  if (!rc && e->tp > 1 && e->layout.dp_rank == 0)
+    rc = tp_write_weights(e, local, e->pipe.on ? e->pipe.whole_n : e->nparams, path, d);
   yk_free(full);
   return rc;
 }

@@ -172,12 +172,17 @@ void eng_zero_free(eng_zero *z);
  * once (the schedule's yk_engine_schedule_max_alive): slot 0 is the engine's
  * model, which owns the arenas; the others borrow them through a provider,
  * so every slot reads and accumulates into the same weights and gradients.
- * Each stage holds the whole arena (its own blocks, plus the embedding on
- * the first and the head and wte on the last, are the ones it trains). */
+ * Each stage's model holds only what the stage trains (mstage): its blocks,
+ * the embedding region on the first stage and the head region and the
+ * embedding region (wte) on the last; its arenas are those regions back to
+ * back, and the optimizer state follows them. */
 typedef struct eng_pipe {
   int on;                     /* parallel.pipeline > 1 */
   yk_pipe_plan plan;
+  yk_model_stage mstage;      /* this stage's blocks, as the model holds them */
+  size_t whole_n;             /* floats of the unstaged arena (this tp rank's pieces), that assemble fills */
   int stage, P, K;            /* this stage, stages, chunks */
+  int rank0, rank_stride;     /* the job rank of stage s: rank0 + s * rank_stride (Megatron order) */
   yk_comm *chan[2 * YK_PIPE_MAX_CHUNKS]; /* this stage's channels (NULL for the others') */
   yk_comm *embed;             /* first + last stage: the tied wte's gradient sum (NULL elsewhere) */
   yk_model **slot;            /* nslots instances; slot[0] borrowed from the engine */
@@ -188,11 +193,15 @@ typedef struct eng_pipe {
   float *sendbuf[YK_PIPE_MAX_SENDS];
   yk_request *sendreq[YK_PIPE_MAX_SENDS];
   int next_send;
-  size_t wte_off, wte_n;      /* the tied embedding in the arena */
+  size_t wte_off, wte_n;      /* the tied embedding in the arena (0, 0 on a stage without it) */
+  size_t embed_n;             /* the embedding region (wte, wpe) at offset 0 of the arena, 0 if not held */
+  eng_grads *grads;           /* the engine's data-parallel reduction (borrowed) */
   double wait_s;              /* time blocked in receives and send buffers this step */
 } eng_pipe;
 
 struct yk_engine;
+/* The blocks stage `stage` of plan p runs, as a model stage. */
+void eng_pipe_stage(const yk_pipe_plan *p, int stage, yk_model_stage *out);
 /* After the model and schedule exist: channels, slots, buffers. */
 int eng_pipe_open(struct yk_engine *e, yk_diag *d);
 void eng_pipe_close(eng_pipe *p);
@@ -202,10 +211,16 @@ int eng_pipe_backward(eng_pipe *p, const yk_sched_op *op, float scale, yk_diag *
 /* SEND_ACT / SEND_GRAD (non-blocking) and RECV_ACT / RECV_GRAD (blocking). */
 int eng_pipe_send(eng_pipe *p, const yk_sched_op *op, yk_diag *d);
 int eng_pipe_recv(eng_pipe *p, const yk_sched_op *op, yk_diag *d);
+/* The gradient-ready hook of every slot (ctx = the eng_pipe): hands final
+ * ranges to the data-parallel reduction while the stage's last backward
+ * runs, except the embedding region, whose wte waits for eng_pipe_finish. */
+void eng_pipe_grads_ready(void *ctx, size_t offset, size_t count);
 /* Wait for this stage's sends; then sum wte's gradient between the first and
- * the last stage (grads: the model's gradient arena). */
+ * the last stage (grads: the model's gradient arena) and hand the embedding
+ * region to the reduction. */
 int eng_pipe_finish(eng_pipe *p, float *grads, yk_diag *d);
-/* Every stage's blocks in one whole arena dst (collective over the pp group). */
+/* Every stage's blocks in one whole arena dst of whole_n floats (collective
+ * over the pp group). */
 int eng_pipe_assemble(struct yk_engine *e, float *dst, yk_diag *d);
 /* Forward of one window through every stage (collective over the pp group);
  * *loss is the window's loss on the last stage, 0 elsewhere. */

@@ -9,31 +9,46 @@
 #include "engine_internal.h"
 
 /* ---- the slots' shared arenas --------------------------------------------
- * A slot beyond the first is a model created with this provider: it lends
- * the first slot's arenas region by region, looked up at every call because
- * sharing the arenas with the collectives may have moved them. */
+ * A slot beyond the first is a model created with this provider (ctx: the
+ * eng_pipe): it lends the first slot's arenas region by region, looked up at
+ * every call because sharing the arenas with the collectives may have moved
+ * them. */
 static int lend_params(void *ctx, int region, yk_model_pass pass, float **p, yk_diag *d) {
   (void)pass;
   (void)d;
+  yk_model *m = ((eng_pipe *)ctx)->slot[0];
   size_t off, n;
-  yk_model_region_range(ctx, region, &off, &n);
-  *p = yk_model_params(ctx) + off;
+  yk_model_region_range(m, region, &off, &n);
+  *p = yk_model_params(m) + off;
   return 0;
 }
 static int lend_grads(void *ctx, int region, float **g, yk_diag *d) {
   (void)d;
+  yk_model *m = ((eng_pipe *)ctx)->slot[0];
   size_t off, n;
-  yk_model_region_range(ctx, region, &off, &n);
-  *g = yk_model_grads(ctx) + off;
+  yk_model_region_range(m, region, &off, &n);
+  *g = yk_model_grads(m) + off;
   return 0;
 }
 static int give_back(void *ctx, int region, yk_model_pass pass, yk_diag *d) {
   (void)ctx, (void)region, (void)pass, (void)d;
   return 0;
 }
+/* a slot's region is final: what slot 0's gradient hook says for its own */
 static int grads_back(void *ctx, int region, yk_diag *d) {
-  (void)ctx, (void)region, (void)d;
+  (void)d;
+  eng_pipe *p = ctx;
+  size_t off, n;
+  yk_model_region_range(p->slot[0], region, &off, &n);
+  eng_pipe_grads_ready(p, off, n);
   return 0;
+}
+
+void eng_pipe_grads_ready(void *ctx, size_t offset, size_t count) {
+  eng_pipe *p = ctx;
+  /* the embedding region (offset 0 when held) waits for wte's sum */
+  if (p->wte_n && offset == 0) return;
+  eng_grads_ready(p->grads, offset, count);
 }
 
 /* Channel c's members: the sender first (rank 0, the broadcast's root). */
@@ -42,12 +57,22 @@ static void chan_members(int P, int c, int *from, int *to) {
   *to = c < P ? (*from + 1) % P : (*from + P - 1) % P;
 }
 
+void eng_pipe_stage(const yk_pipe_plan *p, int stage, yk_model_stage *out) {
+  memset(out, 0, sizeof *out);
+  for (int c = stage; c < p->stages * p->vstages; c += p->stages) {
+    out->first[out->n] = p->bounds[c];
+    out->last[out->n++] = p->bounds[c + 1];
+  }
+}
+
 int eng_pipe_open(yk_engine *e, yk_diag *d) {
   eng_pipe *p = &e->pipe;
   const yk_layout *l = &e->layout;
   int rc;
   p->on = 1;
   p->stage = l->pp_rank;
+  p->rank0 = l->dp_rank * l->tp + l->tp_rank;
+  p->rank_stride = l->dp * l->tp;
   p->P = l->pp;
   p->K = p->P * p->plan.vstages;
   if (!e->comms.pp || yk_comm_size(e->comms.pp) != p->P || yk_comm_rank(e->comms.pp) != p->stage)
@@ -70,10 +95,14 @@ int eng_pipe_open(yk_engine *e, yk_diag *d) {
   if ((rc = yk_comm_split(e->comms.pp, ends ? 0 : -1, p->stage, &p->embed, d)) != 0)
     return yk_errorf(d, rc, "pipeline: creating the embedding group of the first and last stage failed: %s",
                      yk_diag_msg(d, rc));
+  /* wte: on the first and the last stage only */
   int wte = yk_model_tensor_find(e->model, "wte");
-  if (wte < 0) return yk_errorf(d, YK_EINVAL, "pipeline: the model has no tensor 'wte'");
-  p->wte_off = e->tensors[wte].offset;
-  p->wte_n = e->tensors[wte].numel;
+  if (ends && wte < 0) return yk_errorf(d, YK_EINVAL, "pipeline: stage %d's model has no tensor 'wte'", p->stage);
+  p->wte_off = wte < 0 ? 0 : e->tensors[wte].offset;
+  p->wte_n = wte < 0 ? 0 : e->tensors[wte].numel;
+  p->whole_n = yk_model_tp_num_params(&e->mcfg, e->tp, e->tp_rank);
+  size_t off0;
+  yk_model_region_range(e->model, 0, &off0, &p->embed_n);
   /* slots */
   int m = p->plan.micro_batches;
   p->nslots = yk_engine_schedule_max_alive(&e->schedule);
@@ -82,11 +111,12 @@ int eng_pipe_open(yk_engine *e, yk_diag *d) {
   if (!p->slot || !p->slot_of) return yk_errorf(d, YK_ENOMEM, "out of memory for the pipeline's slots");
   for (int i = 0; i < p->K * m; i++) p->slot_of[i] = -1;
   p->slot[0] = e->model;
-  yk_model_provider prov = {.ctx = e->model, .get_params = lend_params, .put_params = give_back,
+  p->grads = &e->grads;
+  yk_model_provider prov = {.ctx = p, .get_params = lend_params, .put_params = give_back,
                             .get_grads = lend_grads, .put_grads = grads_back};
   for (int i = 1; i < p->nslots; i++)
-    if ((rc = yk_model_create_parallel(&e->mcfg, e->B, e->T, e->dev, yk_model_act_dtype(e->model),
-                                       yk_model_get_tp(e->model), &prov, &p->slot[i], d)) != 0)
+    if ((rc = yk_model_create_stage(&e->mcfg, e->B, e->T, e->dev, yk_model_act_dtype(e->model),
+                                    yk_model_get_tp(e->model), &p->mstage, &prov, &p->slot[i], d)) != 0)
       return rc;
   p->n = yk_model_stream_numel(e->model);
   p->in = yk_alloc(p->n * sizeof(float));
@@ -175,7 +205,8 @@ int eng_pipe_send(eng_pipe *p, const yk_sched_op *op, yk_diag *d) {
   memcpy(p->sendbuf[i], p->out, p->n * sizeof(float));
   if (!c || (rc = yk_comm_broadcast(c, p->sendbuf[i], p->n, YK_DT_F32, 0, &p->sendreq[i], d)) != 0)
     return yk_errorf(d, c ? rc : YK_EINVAL, "pipeline stage %d: sending the %s of micro-batch %d to stage %d "
-                     "failed: %s", p->stage, what_of(op), op->micro, op->peer, c ? yk_diag_msg(d, rc) : "no channel");
+                     "(rank %d) failed: %s", p->stage, what_of(op), op->micro, op->peer,
+                     p->rank0 + op->peer * p->rank_stride, c ? yk_diag_msg(d, rc) : "no channel");
   p->next_send = (i + 1) % YK_PIPE_MAX_SENDS;
   return 0;
 }
@@ -187,8 +218,10 @@ int eng_pipe_recv(eng_pipe *p, const yk_sched_op *op, yk_diag *d) {
   int rc = c ? yk_comm_broadcast_sync(c, buf, p->n, YK_DT_F32, 0, d) : YK_EINVAL;
   p->wait_s += yk_now_s() - t0;
   if (rc)
-    return yk_errorf(d, rc, "pipeline stage %d: receiving the %s of micro-batch %d from stage %d failed: %s",
-                     p->stage, what_of(op), op->micro, op->peer, c ? yk_diag_msg(d, rc) : "no channel");
+    return yk_errorf(d, rc, "pipeline stage %d: receiving the %s of micro-batch %d from stage %d (rank %d) failed "
+                     "(on the channel, rank 0 is stage %d and rank 1 stage %d): %s", p->stage, what_of(op), op->micro,
+                     op->peer, p->rank0 + op->peer * p->rank_stride, op->peer, p->stage,
+                     c ? yk_diag_msg(d, rc) : "no channel");
   return 0;
 }
 
@@ -206,6 +239,8 @@ int eng_pipe_finish(eng_pipe *p, float *grads, yk_diag *d) {
     rc = yk_errorf(d, rc, "pipeline stage %d: summing the tied embedding's gradient with stage %d failed: %s",
                    p->stage, p->stage == 0 ? p->P - 1 : 0, yk_diag_msg(d, rc));
   p->wait_s += yk_now_s() - t0;
+  /* the embedding region's reduction, held back for that sum, can go */
+  if (!rc && p->wte_n) eng_grads_ready(p->grads, 0, p->embed_n);
   return rc;
 }
 
@@ -255,24 +290,16 @@ int eng_pipe_eval(eng_pipe *p, const int32_t *inputs, const int32_t *targets, fl
 
 int eng_pipe_assemble(yk_engine *e, float *dst, yk_diag *d) {
   eng_pipe *p = &e->pipe;
-  int L = e->mcfg.layers;
-  memset(dst, 0, e->nparams * sizeof(float));
-  /* this stage's regions: its blocks, the embedding (first stage: wte's
-   * owner) and the head (last stage) */
-  for (int c = p->stage; c < p->K; c += p->P) {
-    for (int l = p->plan.bounds[c]; l < p->plan.bounds[c + 1]; l++) {
-      size_t off, n;
-      yk_model_region_range(e->model, 1 + l, &off, &n);
-      memcpy(dst + off, yk_model_params(e->model) + off, n * sizeof(float));
-    }
-    size_t off, n;
-    if (c == 0) yk_model_region_range(e->model, 0, &off, &n);
-    else if (c == p->K - 1) yk_model_region_range(e->model, L + 1, &off, &n);
-    else continue;
-    memcpy(dst + off, yk_model_params(e->model) + off, n * sizeof(float));
-  }
+  memset(dst, 0, p->whole_n * sizeof(float));
+  /* this stage's regions: its blocks, the embedding (the first stage is the
+   * owner of the wte both ends hold: the unstaged arena starts with it) and
+   * the head (last stage) */
+  yk_model_stage_copy(e->model, dst, yk_model_params(e->model), 0);
+  size_t off, n;
+  yk_model_region_range(e->model, 0, &off, &n);
+  if (p->stage != 0) memset(dst, 0, n * sizeof(float));
   /* one stage holds each value, the others add zeros */
-  int rc = yk_comm_allreduce_sync(e->comms.pp, dst, dst, e->nparams, YK_DT_F32, YK_OP_SUM, d);
+  int rc = yk_comm_allreduce_sync(e->comms.pp, dst, dst, p->whole_n, YK_DT_F32, YK_OP_SUM, d);
   if (rc) return yk_errorf(d, rc, "pipeline: gathering the stages' weights failed: %s", yk_diag_msg(d, rc));
   return 0;
 }

@@ -72,9 +72,19 @@ static int op_backward(yk_engine *e, step_ctx *s, const yk_sched_op *op, yk_diag
    * reduce-scatters its gradients into the rank's slice (zero.c), and the
    * schedule's reducing backward is just the last of them. */
   if (e->zstage) eng_zero_begin(&e->zero, op->micro > 0, predivide ? YK_OP_SUM : YK_OP_AVG);
-  else if (op->reduce && !e->pipe.on) /* a pipeline reduces after its sends (op_reduce) */
-    eng_grads_begin(&e->grads, yk_model_grads(e->model), e->mp.grads16, e->mp.dt16,
-                    predivide ? YK_OP_SUM : YK_OP_AVG);
+  else if (op->reduce) eng_grads_begin(&e->grads, yk_model_grads(e->model), e->mp.grads16, e->mp.dt16,
+                                       predivide ? YK_OP_SUM : YK_OP_AVG);
+  /* A pipeline stage's reducing backward is its last, of its first chunk
+   * (interleaving: the later chunks' blocks and the head were final after
+   * their own last backward): their regions go first, from the arena's end
+   * as the buckets expect, and this backward's follow through the hook
+   * (eng_pipe_grads_ready) while it runs, overlapping the cool-down. */
+  int done = op->reduce && e->pipe.on && op->layer_last < e->mcfg.layers; /* (the head is in the last chunk) */
+  for (int r = yk_model_regions(e->model) - 1; done && r > op->layer_last; r--) {
+    size_t off, n;
+    yk_model_region_range(e->model, r, &off, &n);
+    if (n) eng_pipe_grads_ready(&e->pipe, off, n); /* n = 0: a region this stage does not hold */
+  }
   float scale = s->loss_scale / (float)e->accum;
   if (predivide) scale /= (float)e->world;
   double t0 = yk_now_s();
@@ -90,26 +100,12 @@ static int op_message(yk_engine *e, const yk_sched_op *op, yk_diag *d) {
   return eng_pipe_recv(&e->pipe, op, d);
 }
 
-/* A pipeline stage's gradients are final once its last backward ran and the
- * tied embedding's parts are summed: then the data-parallel reduction of the
- * stage's arena, region by region from its end as the buckets expect. */
-static int pipe_reduce_start(yk_engine *e, yk_diag *d) {
-  int rc = eng_pipe_finish(&e->pipe, yk_model_grads(e->model), d);
-  if (rc) return rc;
-  int predivide = e->mp.prec != YK_PREC_FP32 && e->world > 1;
-  eng_grads_begin(&e->grads, yk_model_grads(e->model), e->mp.grads16, e->mp.dt16, predivide ? YK_OP_SUM : YK_OP_AVG);
-  for (int r = yk_model_regions(e->model) - 1; r >= 0; r--) {
-    size_t off, n;
-    yk_model_region_range(e->model, r, &off, &n);
-    eng_grads_ready(&e->grads, off, n);
-  }
-  return 0;
-}
-
 /* ---- REDUCE -------------------------------------------------------------- */
 
 static int op_reduce(yk_engine *e, step_ctx *s, yk_diag *d) {
-  int rc = e->pipe.on ? pipe_reduce_start(e, d) : 0;
+  /* a pipeline's stage: its sends out, the tied wte summed, then its
+   * embedding region joins the reduction the last backward started */
+  int rc = e->pipe.on ? eng_pipe_finish(&e->pipe, yk_model_grads(e->model), d) : 0;
   if (!rc) rc = e->zstage ? eng_zero_finish(&e->zero, &s->wait_s, d) : eng_grads_finish(&e->grads, &s->wait_s, d);
   if (rc) return rc;
   /* The loss reported is the mean over every rank's micro-batches (a

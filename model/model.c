@@ -296,9 +296,11 @@ int yk_model_config_from_table(const yk_tensor_desc *t, int n, int vocab_size, i
 /* The element counts of what yk_model_create_parallel allocates: the one
  * home of the model's memory formulas (create and yk_model_plan both use
  * it). tp is the checked group (size 1 without); arena = local parameters. */
+/* nl: the blocks held (a pipeline stage's; L for the whole model), head:
+ * whether the final LayerNorm, logits and loss are. */
 static void sizes_of(const yk_model_config *cfg, int B, int T, const yk_model_tp *tp, yk_dtype act_dtype,
-                     const yk_device *dev, int provided, size_t arena, yk_model_sizes *s) {
-  size_t N = (size_t)B * T, C = (size_t)cfg->channels, L = (size_t)cfg->layers;
+                     const yk_device *dev, int provided, size_t arena, size_t nl, int head, yk_model_sizes *s) {
+  size_t N = (size_t)B * T, C = (size_t)cfg->channels;
   size_t Cl = C / (size_t)tp->size, NHl = (size_t)cfg->heads / (size_t)tp->size;
   size_t Ns = tp->sequence ? N / (size_t)tp->size : N;
   uint64_t v0, Vl;
@@ -313,11 +315,11 @@ static void sizes_of(const yk_model_config *cfg, int B, int T, const yk_model_tp
    * LayerNorm outputs are kept gathered (N rows), as the column-parallel
    * products and their weight gradients read them whole. */
   size_t per_layer = N * C + N * 3 * Cl + N * Cl + att_n + Ns * C + N * C + 2 * N * 4 * Cl + Ns * C;
-  s->kept_numel = Ns * C + L * per_layer + N * C;
+  s->kept_numel = Ns * C + nl * per_layer + (head ? N * C : 0);
   /* always fp32: LayerNorm mean/rstd, logits (the LM head and cross-entropy
    * stay fp32), losses, lse */
-  s->logits_numel = N * (size_t)Vl;
-  s->f32_numel = L * 4 * Ns + 2 * Ns + s->logits_numel + 2 * N;
+  s->logits_numel = head ? N * (size_t)Vl : 0;
+  s->f32_numel = nl * 4 * Ns + (head ? 2 * Ns + s->logits_numel + 2 * N : 0);
   s->work_numel = is16 ? 2 * Ns * C + N * C + N * 3 * Cl + N * Cl + 2 * N * 4 * Cl + att_n : 0;
   s->rep_numel = tp->sequence ? YK_MAX(6 * C, (size_t)T * C) : 0;
   size_t tp_numel = tpar ? N * C + Ns * C + s->rep_numel + 3 * N : 0;
@@ -348,7 +350,7 @@ int yk_model_plan(const yk_model_config *cfg_in, int B, int T, const yk_device *
   }
   tp.sequence = tp.size > 1 && tp.sequence;
   sizes_of(&cfg, B, T, &tp, act_dtype, dev, provided, yk_model_tp_num_params(&cfg, tp.size, tp.size > 1 ? tp.rank : 0),
-           out);
+           (size_t)cfg.layers, 1, out);
   return 0;
 }
 
@@ -361,8 +363,71 @@ int yk_model_create_ex(const yk_model_config *cfg, int B, int T, const yk_device
   return yk_model_create_parallel(cfg, B, T, dev, act_dtype, NULL, NULL, out, d);
 }
 
-int yk_model_create_parallel(const yk_model_config *cfg_in, int B, int T, const yk_device *dev, yk_dtype act_dtype,
-                             const yk_model_tp *tp_in, const yk_model_provider *prov, yk_model **out, yk_diag *d) {
+int yk_model_create_parallel(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_dtype act_dtype,
+                             const yk_model_tp *tp, const yk_model_provider *prov, yk_model **out, yk_diag *d) {
+  return yk_model_create_stage(cfg, B, T, dev, act_dtype, tp, NULL, prov, out, d);
+}
+
+/* [offset, offset + count) of region r in the unstaged arena lay. */
+static void whole_region(const arena_layout *lay, int L, int r, size_t *offset, size_t *count) {
+  if (r <= 0) {
+    *offset = 0;
+    *count = lay->layers;
+  } else if (r <= L) {
+    *offset = lay->layers + (size_t)(r - 1) * lay->layer_size;
+    *count = lay->layer_size;
+  } else {
+    *offset = lay->lnfw;
+    *count = lay->total - lay->lnfw;
+  }
+}
+
+/* The regions a pipeline stage holds, their places in its compact arenas,
+ * and the tensor table of those regions (see yk_model_stage). */
+static int setup_stage(yk_model *m, const yk_model_stage *st, yk_diag *d) {
+  int L = m->cfg.layers, R = L + 2;
+  m->held = calloc((size_t)R, 1);
+  m->reg_off = calloc((size_t)R, sizeof *m->reg_off);
+  if (!m->held || !m->reg_off) return yk_errorf(d, YK_ENOMEM, "out of memory creating the model");
+  m->staged = st && st->n > 0;
+  if (st && st->n > YK_MODEL_MAX_RANGES)
+    return yk_errorf(d, YK_EINVAL, "a pipeline stage of %d block ranges; at most %d", st->n, YK_MODEL_MAX_RANGES);
+  for (int i = 0; m->staged && i < st->n; i++) {
+    int a = st->first[i], b = st->last[i];
+    if (a < 0 || a >= b || b > L || (i > 0 && a < st->last[i - 1]))
+      return yk_errorf(d, YK_EINVAL, "pipeline stage range %d, blocks [%d, %d), is not an increasing, non-overlapping "
+                       "range of the model's %d blocks", i, a, b, L);
+    for (int l = a; l < b; l++) m->held[1 + l] = 1;
+    m->held[0] |= a == 0 || b == L; /* wte: the embedding, or the LM head */
+    m->held[R - 1] |= b == L;
+  }
+  size_t off = 0, n;
+  for (int r = 0; r < R; r++) {
+    m->held[r] |= !m->staged;
+    whole_region(&m->lay, L, r, &m->reg_off[r], &n);
+    if (!m->staged || !m->held[r]) continue;
+    m->reg_off[r] = off;
+    off += n;
+  }
+  m->nlocal = m->staged ? off : m->lay.total;
+  int k = 0;
+  for (int i = 0; i < m->ntensors; i++) {
+    yk_tensor_desc t = m->tensors[i];
+    int r = t.offset < m->lay.layers ? 0 : t.offset >= m->lay.lnfw ? R - 1
+                                                                   : 1 + (int)((t.offset - m->lay.layers) / m->lay.layer_size);
+    size_t r0;
+    whole_region(&m->lay, L, r, &r0, &n);
+    if (!m->held[r]) continue;
+    t.offset = m->reg_off[r] + (t.offset - r0);
+    m->tensors[k++] = t;
+  }
+  m->ntensors = k;
+  return 0;
+}
+
+int yk_model_create_stage(const yk_model_config *cfg_in, int B, int T, const yk_device *dev, yk_dtype act_dtype,
+                          const yk_model_tp *tp_in, const yk_model_stage *stage, const yk_model_provider *prov,
+                          yk_model **out, yk_diag *d) {
   *out = NULL;
   yk_model_config cfg = *cfg_in;
   int rc = yk_model_config_finish(&cfg, d);
@@ -413,14 +478,19 @@ int yk_model_create_parallel(const yk_model_config *cfg_in, int B, int T, const 
     yk_model_destroy(m);
     return yk_errorf(d, YK_ENOMEM, "out of memory creating the model");
   }
-  if ((rc = yk_model_layout_tp_(&cfg, tp.size, tp.size > 1 ? tp.rank : 0, &m->lay, m->tensors, d)) != 0) {
+  if ((rc = yk_model_layout_tp_(&cfg, tp.size, tp.size > 1 ? tp.rank : 0, &m->lay, m->tensors, d)) != 0 ||
+      (rc = setup_stage(m, stage, d)) != 0) {
     yk_model_destroy(m);
     return rc;
   }
+  /* a stage keeps activations of its own blocks, and the head's only if it
+   * runs the head */
+  size_t nl = 0, head = m->held[L + 1];
+  for (size_t l = 0; l < L; l++) nl += m->held[1 + l];
   const yk_device_ops *ops = dev->ops;
   size_t att_n = (size_t)B * NHl * T * T;
   yk_model_sizes sz;
-  sizes_of(&cfg, B, T, &tp, act_dtype, dev, prov != NULL, m->lay.total, &sz);
+  sizes_of(&cfg, B, T, &tp, act_dtype, dev, prov != NULL, m->nlocal, nl, (int)head, &sz);
   m->kept_numel = sz.kept_numel;
   m->act_numel = sz.f32_numel + (is16 ? 0 : m->kept_numel);
   m->act16_numel = is16 ? m->kept_numel : 0;
@@ -428,8 +498,8 @@ int yk_model_create_parallel(const yk_model_config *cfg_in, int B, int T, const 
   size_t rep_numel = sz.rep_numel;
   m->scratch_numel = sz.scratch_numel;
   if (!prov) {
-    m->params = ops->alloc(dev, m->lay.total * sizeof(float));
-    m->grads = ops->alloc(dev, m->lay.total * sizeof(float));
+    m->params = ops->alloc(dev, m->nlocal * sizeof(float));
+    m->grads = ops->alloc(dev, m->nlocal * sizeof(float));
   }
   m->act_mem = ops->alloc(dev, (m->act_numel + m->scratch_numel + m->work_numel) * sizeof(float));
   if (is16) m->act16_mem = ops->alloc(dev, m->act16_numel * sizeof(uint16_t));
@@ -452,6 +522,7 @@ int yk_model_create_parallel(const yk_model_config *cfg_in, int B, int T, const 
   KEEP(m->encoded, Ns * C);
   for (size_t l = 0; l < L; l++) {
     acts_layer *a = &m->al[l];
+    if (!m->held[1 + l]) continue;
     KEEP(a->ln1, N * C);
     TAKE(a->ln1_mean, Ns);
     TAKE(a->ln1_rstd, Ns);
@@ -466,12 +537,14 @@ int yk_model_create_parallel(const yk_model_config *cfg_in, int B, int T, const 
     KEEP(a->fch_gelu, N * 4 * Cl);
     KEEP(a->res3, Ns * C);
   }
-  KEEP(m->lnf, N * C);
-  TAKE(m->lnf_mean, Ns);
-  TAKE(m->lnf_rstd, Ns);
-  TAKE(m->logits, N * Vl);
-  TAKE(m->losses, N);
-  TAKE(m->lse, N);
+  if (head) {
+    KEEP(m->lnf, N * C);
+    TAKE(m->lnf_mean, Ns);
+    TAKE(m->lnf_rstd, Ns);
+    TAKE(m->logits, N * Vl);
+    TAKE(m->losses, N);
+    TAKE(m->lse, N);
+  }
   TAKE(m->dres, Ns * C);
   TAKE(m->dC, N * C);
   TAKE(m->d4C, N * 4 * Cl);
@@ -505,6 +578,8 @@ void yk_model_destroy(yk_model *m) {
   dev->ops->free(dev, m->act16_mem);
   free(m->al);
   free(m->tensors);
+  free(m->held);
+  free(m->reg_off);
   free(m->inputs);
   free(m->targets);
   free(m->tshift);
@@ -515,7 +590,7 @@ const yk_model_config *yk_model_get_config(const yk_model *m) { return &m->cfg; 
 int yk_model_batch(const yk_model *m) { return m->B; }
 int yk_model_seq_len(const yk_model *m) { return m->T; }
 size_t yk_model_memory_bytes(const yk_model *m) {
-  return ((m->prov.get_params ? 0 : 2 * m->lay.total) + m->act_numel + m->scratch_numel + m->work_numel) * sizeof(float) +
+  return ((m->prov.get_params ? 0 : 2 * m->nlocal) + m->act_numel + m->scratch_numel + m->work_numel) * sizeof(float) +
          m->act16_numel * sizeof(uint16_t);
 }
 size_t yk_model_activation_bytes(const yk_model *m) { return m->kept_numel * yk_dtype_size(m->act_dt); }
@@ -530,9 +605,9 @@ static int share_arena(yk_model *m, float **p, yk_shmem *shm, const char *what, 
   if (!dev->ops->alloc_shared)
     return yk_errorf(d, YK_EUNSUPPORTED, "device %s has no shared memory for the %s", dev->ops->name, what);
   yk_shmem s;
-  int rc = dev->ops->alloc_shared(dev, m->lay.total * sizeof(float), &s, d);
+  int rc = dev->ops->alloc_shared(dev, m->nlocal * sizeof(float), &s, d);
   if (rc) return rc;
-  memcpy(s.ptr, *p, m->lay.total * sizeof(float));
+  memcpy(s.ptr, *p, m->nlocal * sizeof(float));
   dev->ops->free(dev, *p);
   *p = s.ptr;
   *shm = s;
@@ -543,7 +618,7 @@ int yk_model_share_grads(yk_model *m, yk_diag *d) { return share_arena(m, &m->gr
 int yk_model_share_params(yk_model *m, yk_diag *d) { return share_arena(m, &m->params, &m->params_shm, "parameters", d); }
 const yk_shmem *yk_model_grads_shmem(const yk_model *m) { return m->grads_shm.ptr ? &m->grads_shm : NULL; }
 const yk_shmem *yk_model_params_shmem(const yk_model *m) { return m->params_shm.ptr ? &m->params_shm : NULL; }
-size_t yk_model_num_params(const yk_model *m) { return m->lay.total; }
+size_t yk_model_num_params(const yk_model *m) { return m->nlocal; }
 int yk_model_tensors(const yk_model *m, const yk_tensor_desc **out) {
   *out = m->tensors;
   return m->ntensors;
@@ -554,8 +629,7 @@ int yk_model_tensor_find(const yk_model *m, const char *name) {
   return YK_ENOTFOUND;
 }
 void yk_model_layer_range(const yk_model *m, int l, size_t *offset, size_t *count) {
-  *offset = m->lay.layers + (size_t)l * m->lay.layer_size;
-  *count = m->lay.layer_size;
+  yk_model_region_range(m, 1 + l, offset, count);
 }
 void yk_model_set_grad_hook(yk_model *m, yk_model_grad_hook fn, void *ctx) {
   m->hook = fn;
@@ -568,22 +642,40 @@ void yk_model_set_span_hook(yk_model *m, yk_model_span_hook fn, void *ctx) {
 const float *yk_model_logits(const yk_model *m) { return m->logits; }
 const float *yk_model_losses(const yk_model *m) { return m->losses; }
 void yk_model_zero_grad(yk_model *m) {
-  if (m->grads) m->dev->ops->zero(m->dev, m->grads, m->lay.total);
+  if (m->grads) m->dev->ops->zero(m->dev, m->grads, m->nlocal);
 }
 void yk_model_attach_params(yk_model *m, float *arena) {
   if (m->prov.get_params) m->params = arena;
 }
 int yk_model_regions(const yk_model *m) { return m->cfg.layers + 2; }
 void yk_model_region_range(const yk_model *m, int r, size_t *offset, size_t *count) {
-  if (r <= 0) {
-    *offset = 0;
-    *count = m->lay.layers;
-  } else if (r <= m->cfg.layers) {
-    yk_model_layer_range(m, r - 1, offset, count);
-  } else {
-    *offset = m->lay.lnfw;
-    *count = m->lay.total - m->lay.lnfw;
+  int L = m->cfg.layers;
+  r = r < 0 ? 0 : r > L + 1 ? L + 1 : r;
+  whole_region(&m->lay, L, r, offset, count);
+  *offset = m->reg_off[r];
+  if (!m->held[r]) *offset = *count = 0;
+}
+
+void yk_model_stage_copy(const yk_model *m, float *whole, float *local, int to_local) {
+  for (int r = 0; r < m->cfg.layers + 2; r++) {
+    size_t off, n;
+    whole_region(&m->lay, m->cfg.layers, r, &off, &n);
+    if (!m->held[r]) continue;
+    if (to_local) memcpy(local + m->reg_off[r], whole + off, n * sizeof(float));
+    else memcpy(whole + off, local + m->reg_off[r], n * sizeof(float));
   }
+}
+
+int ykm_params_from_whole(yk_model *m, float *whole, yk_diag *d) {
+  if (!m->staged) return yk_model_tp_copy(&m->cfg, m->tp.size, m->tp.rank, whole, m->params, 1, d);
+  /* this rank's tensor-parallel pieces of everything, then the stage's regions */
+  float *mine = whole;
+  if (m->tp.size > 1 && !(mine = malloc(m->lay.total * sizeof(float))))
+    return yk_errorf(d, YK_ENOMEM, "out of memory for the %zu weights of this rank's pieces", m->lay.total);
+  int rc = mine == whole ? 0 : yk_model_tp_copy(&m->cfg, m->tp.size, m->tp.rank, whole, mine, 1, d);
+  if (!rc) yk_model_stage_copy(m, mine, m->params, 1);
+  if (mine != whole) free(mine);
+  return rc;
 }
 
 
@@ -613,7 +705,7 @@ static void init_arena(const yk_model_config *c, const arena_layout *lay, float 
 }
 
 int yk_model_init_random_tp(yk_model *m, uint64_t seed, yk_diag *d) {
-  if (m->tp.size == 1) {
+  if (m->tp.size == 1 && !m->staged) {
     init_arena(&m->cfg, &m->lay, m->params, seed);
     return 0;
   }
@@ -622,14 +714,14 @@ int yk_model_init_random_tp(yk_model *m, uint64_t seed, yk_diag *d) {
   float *g = malloc(m->glay.total * sizeof(float));
   if (!g) return yk_errorf(d, YK_ENOMEM, "out of memory for the %zu initial weights", m->glay.total);
   init_arena(&m->cfg, &m->glay, g, seed);
-  int rc = yk_model_tp_copy(&m->cfg, m->tp.size, m->tp.rank, g, m->params, 1, d);
+  int rc = ykm_params_from_whole(m, g, d);
   free(g);
   return rc;
 }
 
 void yk_model_init_random(yk_model *m, uint64_t seed) {
   yk_diag d = {0};
-  if (yk_model_init_random_tp(m, seed, &d) != 0) memset(m->params, 0, m->lay.total * sizeof(float));
+  if (yk_model_init_random_tp(m, seed, &d) != 0) memset(m->params, 0, m->nlocal * sizeof(float));
 }
 
 const yk_model_tp *yk_model_get_tp(const yk_model *m) { return &m->tp; }
@@ -884,6 +976,10 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
                      first > 0 && !in ? " needs the input activations" : last < c->layers && !out ?
                      " needs an output buffer" : ": not a range of the model's layers");
   if (first == 0 && !inputs) return yk_errorf(d, YK_EINVAL, "forward needs input tokens (inputs is NULL)");
+  for (int r = first == 0 ? 0 : 1 + first; r <= (last == c->layers ? last + 1 : last); r++)
+    if (!m->held[r])
+      return yk_errorf(d, YK_EINVAL, "forward of layers [%d, %d): this pipeline stage's model does not hold %s", first,
+                       last, r == 0 ? "the embedding" : r > c->layers ? "the LM head" : "all of those blocks");
   int rc = first == 0 ? check_tokens(inputs, (size_t)N, V, "input", d) : 0;
   if (!rc && targets && last == c->layers) rc = check_tokens(targets, (size_t)N, V, "target", d);
   if (rc) return rc;
@@ -895,9 +991,10 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
 
   /* In 16-bit mode the residual stream ping-pongs between work buffers: x
    * (layer input) in R0, res2 in R1, res3 back in R0 (x is dead by then).
-   * A pipeline stage's input is kept where the previous block's output would
-   * be, so backward finds it there. */
-  void *x_store = first == 0 ? m->encoded : m->al[first - 1].res3;
+   * A pipeline stage's input is kept where the embedding's output would be
+   * (the stage does not hold the previous block), so backward finds it
+   * there. */
+  void *x_store = m->encoded;
   float *x = dest(m, x_store, W_R0);
   if (first > 0) {
     memcpy(x, in, NsC * sizeof(float));
@@ -1138,7 +1235,7 @@ layers:
     memset(g.p[P_QKVB] + Cl, 0, (size_t)Cl * sizeof(float));
     dC = dx_of(m, m->dqkv, w.p[P_QKVW], 3 * Cl, &rc, d);
     if (rc) return rc;
-    const float *x = view(m, l == 0 ? m->encoded : m->al[l - 1].res3, W_R0, NsC);
+    const float *x = view(m, l == first ? m->encoded : m->al[l - 1].res3, W_R0, NsC);
     o->layernorm_bwd(dev, m->dres, rg(m, g.p[P_LN1W], 0, uC), rg(m, g.p[P_LN1B], 1, uC), dC, x, w.p[P_LN1W],
                      a->ln1_mean, a->ln1_rstd, Ns, C, m->ln_scratch);
     if ((rc = rep_sum(m, grep, 6, uC, d)) != 0) return rc;

@@ -25,6 +25,10 @@ void yk_model_layout_(const yk_model_config *cfg, arena_layout *lay);
 int yk_model_layout_tp_(const yk_model_config *cfg, int tp, int rank, arena_layout *lay, yk_tensor_desc *t,
                         yk_diag *d);
 
+/* Set m's parameters from `whole`, the whole model's arena (glay): this
+ * tensor-parallel rank's pieces of the regions it holds. */
+int ykm_params_from_whole(yk_model *m, float *whole, yk_diag *d);
+
 /* GPT-2 in the Hugging Face safetensors layout (safetensors.c); weights.c
  * routes to these. detect: 1 if path's content is safetensors. load: every
  * tensor of config c checked (name, dtype, shape, range) before params (the
@@ -102,6 +106,15 @@ struct yk_model {
   float *ce;     /* (3N) the vocabulary-parallel cross-entropy's combine */
   int32_t *tshift; /* (N) targets shifted to this rank's vocabulary rows */
   yk_model_provider prov; /* lends parameters and gradients when prov.get_params is set */
+  /* A pipeline stage's model (yk_model_stage): the regions it holds (L + 2
+   * flags), each one's offset in its compact arenas of nlocal floats. lay
+   * stays the unstaged arena's layout, whose region-relative offsets the
+   * kernels use. Without a stage every region is held at its lay offset and
+   * nlocal = lay.total. */
+  int staged;
+  unsigned char *held;
+  size_t *reg_off;
+  size_t nlocal;
   yk_model_grad_hook hook;
   void *hook_ctx;
   yk_model_span_hook span;

@@ -162,21 +162,27 @@ int yk_model_weights_load(yk_model *m, const char *path, yk_diag *d) {
                        "config or weights file",
                        path, cmp[i].file_name, cmp[i].file, cmp[i].cfg_name, cmp[i].model);
     }
-  if (st) return (rc = ykm_st_load(m->params, mc, path, d)) ? rc : check_finite(m, path, d);
   /* Header and size are validated above, before any parameter is touched;
    * read straight into the arena (no second copy: a 1.5B model is 6 GB). */
   /* Under tensor parallelism the file (the whole model) goes through one
-   * whole arena, and this rank keeps its pieces. */
+   * whole arena, and this rank keeps its pieces (a pipeline stage: its
+   * regions). */
   float *whole = m->params;
-  if (m->tp.size > 1 && !(whole = malloc(m->glay.total * sizeof(float)))) {
-    fclose(f);
+  if ((m->tp.size > 1 || m->staged) && !(whole = malloc(m->glay.total * sizeof(float)))) {
+    if (f) fclose(f);
     return yk_errorf(d, YK_ENOMEM, "weights file %s: out of memory for the %zu weights of the whole model", path,
                      m->glay.total);
+  }
+  if (st) {
+    rc = ykm_st_load(whole, mc, path, d);
+    if (!rc && whole != m->params) rc = ykm_params_from_whole(m, whole, d);
+    if (whole != m->params) free(whole);
+    return rc ? rc : check_finite(m, path, d);
   }
   io_ctx c = {f, whole};
   rc = walk_file_order(mc, read_chunk, &c);
   fclose(f);
-  if (!rc && whole != m->params) rc = yk_model_tp_copy(mc, m->tp.size, m->tp.rank, whole, m->params, 1, d);
+  if (!rc && whole != m->params) rc = ykm_params_from_whole(m, whole, d);
   if (whole != m->params) free(whole);
   if (rc == YK_ENOMEM) return rc;
   if (rc)
@@ -256,6 +262,9 @@ int yk_model_weights_save(const yk_model *m, const char *path, yk_diag *d) {
   if (m->tp.size > 1)
     return yk_errorf(d, YK_EUNSUPPORTED, "%s: this rank holds 1/%d of the model (tensor parallelism); gather the "
                      "pieces with yk_model_tp_copy and write them with yk_model_weights_write", path, m->tp.size);
+  if (m->staged)
+    return yk_errorf(d, YK_EUNSUPPORTED, "%s: this model holds one pipeline stage's blocks only; assemble the stages "
+                     "with yk_model_stage_copy and write them with yk_model_weights_write", path);
   return yk_model_weights_write(path, &m->cfg, m->params, d);
 }
 

@@ -130,9 +130,10 @@ typedef struct yk_model_provider {
   int (*get_grads)(void *ctx, int region, float **grads, yk_diag *d);
   int (*put_grads)(void *ctx, int region, yk_diag *d);
 } yk_model_provider;
-/* L + 2 */
+/* L + 2 (held or not, see yk_model_stage) */
 int yk_model_regions(const yk_model *m);
-/* [offset, offset + count) of region r in the arena layout. */
+/* [offset, offset + count) of region r in the arena layout (count 0: a
+ * pipeline stage's model does not hold r). */
 void yk_model_region_range(const yk_model *m, int r, size_t *offset, size_t *count);
 
 /* Create a model for micro-batch B and sequence length T (T <= maxT) on dev
@@ -214,6 +215,35 @@ int yk_model_tp_check(const yk_model_config *cfg, int B, int T, int tp, int sequ
  *     yk_model_attach_params. */
 int yk_model_create_parallel(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_dtype act_dtype,
                              const yk_model_tp *tp, const yk_model_provider *prov, yk_model **out, yk_diag *d);
+/* ---- A pipeline stage's share of the model ----------------------------
+ * A stage runs some blocks: ranges [first[i], last[i]) of them (one per
+ * chunk it runs, in increasing order, not overlapping). A model created with
+ * one (yk_model_create_stage) holds parameters, gradients and kept
+ * activations only for what the stage uses: its blocks; the embedding region
+ * (wte, wpe) when it runs block 0 or block L-1 (wte is the tied LM head);
+ * the head region (lnfw, lnfb) and the logits when it runs block L-1. Its
+ * arenas are those regions one after the other in arena order:
+ * yk_model_region_range gives a held region's offset in them (count 0 for a
+ * region not held), yk_model_tensors lists only the held tensors with those
+ * offsets, yk_model_num_params counts them, and forward_range refuses blocks
+ * it does not hold. Init and weights load keep the held regions of the whole
+ * model's values; weights save is YK_EUNSUPPORTED (assemble the stages with
+ * yk_model_stage_copy first). n = 0 is the whole model. */
+#define YK_MODEL_MAX_RANGES 64
+typedef struct yk_model_stage {
+  int n;
+  int first[YK_MODEL_MAX_RANGES], last[YK_MODEL_MAX_RANGES];
+} yk_model_stage;
+/* yk_model_create_parallel for one pipeline stage (stage NULL or n = 0: the
+ * whole model). A bad range is YK_EINVAL naming it. */
+int yk_model_create_stage(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_dtype act_dtype,
+                          const yk_model_tp *tp, const yk_model_stage *stage, const yk_model_provider *prov,
+                          yk_model **out, yk_diag *d);
+/* Move m's held regions between `whole` (this tensor-parallel rank's
+ * unstaged arena, yk_model_tp_num_params floats) and `local` (m's arena,
+ * yk_model_num_params floats): to_local = 1 whole -> local, 0 local -> its
+ * regions of whole (the rest of whole untouched). */
+void yk_model_stage_copy(const yk_model *m, float *whole, float *local, int to_local);
 /* The tensor table of rank `rank`'s arena under tensor-parallel degree tp
  * (local offsets and shapes), as yk_model_tensor_table gives the whole one. */
 int yk_model_tp_tensor_table(const yk_model_config *cfg, int tp, int rank, yk_tensor_desc **out, int *n, yk_diag *d);

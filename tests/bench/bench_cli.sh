@@ -198,4 +198,18 @@ t = tp["comm_bytes"]["tp"]
 assert t["measured"] == t["theory"] > 0 and t["wire_per_rank"] == t["theory"], t   # n = 2: a ring moves the buffer once
 PY
 rm -f "$OUT" "$OUT.err" "$OUT.png" "$OUT.png.gp"
+# bench pipeline: a fast smoke run, every schedule, JSON rows with the
+# documented fields and sane values (the figures themselves are not tested)
+if "$YOKE" bench pipeline --models small --microbatches 2 --steps 1 --warmup 0 --json > "$T.pipe" 2> "$T.pipe.err" &&
+   python3 - "$T.pipe" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+assert [r["schedule"] for r in rows] == ["gpipe", "1f1b", "interleaved"], rows
+for r in rows:
+    assert r["pp"] == 2 and r["microbatches"] == 2 and r["vstages"] == (2 if r["schedule"] == "interleaved" else 1), r
+    assert r["ms_per_step"] > 0 and 0 <= r["bubble_measured"] < 1 and r["peak_act_bytes"] > 0, r
+    assert abs(r["bubble_theory"] - 1 / (r["vstages"] * 2 + 1)) < 1e-4, r
+PY
+then pass "bench pipeline: 3 schedules, JSON rows"; else fail "bench pipeline: $(tail -3 "$T.pipe.err" "$T.pipe")"; fi
+rm -f "$T.pipe" "$T.pipe.err"
 finish

@@ -582,6 +582,18 @@ static void fn_split(tctx *t, yk_comm *c) {
   /* parent still works while the child exists */
   rc = yk_comm_allreduce_sync(c, v, r, 3, YK_DT_I64, YK_OP_SUM, &d);
   if (rc || r[1] != t->size) FAILF(t, "parent after split: rc %d", rc);
+  /* a grandchild, then an abort of the parent reaches both (a daemon aborts
+   * the groups it made; the engine's channels split from them must end too) */
+  yk_comm *sub2 = NULL;
+  rc = yk_comm_split(sub, 0, 0, &sub2, &d);
+  if (rc) FAILF(t, "rank %d: split of the split: %s", t->rank, yk_diag_msg(&d, rc));
+  yk_comm_abort(c, "parent aborted in the test");
+  if (!yk_comm_is_broken(sub) || (sub2 && !yk_comm_is_broken(sub2)))
+    FAILF(t, "rank %d: a communicator split from an aborted one is not broken", t->rank);
+  rc = sub2 ? yk_comm_allreduce_sync(sub2, v, r, 3, YK_DT_I64, YK_OP_SUM, &d) : YK_EABORTED;
+  if (rc != YK_EABORTED || !strstr(yk_diag_msg(&d, rc), "parent aborted in the test"))
+    FAILF(t, "rank %d: grandchild after the parent's abort: rc %d %s", t->rank, rc, yk_diag_msg(&d, rc));
+  yk_comm_destroy(sub2);
   yk_comm_destroy(sub);
 }
 

@@ -58,4 +58,32 @@ if [ -z "$victim" ]; then fail "the kill test's stage 1 never started: $(tail -3
   left=$(pgrep -f "train $tmp/big.yaml" | wc -l)
   [ "$left" = 0 ] && pass "no rank left behind" || fail "$left processes left"
 fi
+
+# ---- DP2 x PP2: kill -9 of rank 2 (stage 1 of dp replica 0): every other
+# rank ends naming rank 2 (the coordinator's abort reaches the engine's
+# channels, which are split from the pipeline group it aborts)
+"$YOKE" launch -n 4 -- train "$tmp/big.yaml" > "$tmp/kill4.log" 2>&1 &
+lpid=$!
+victim=""
+for i in $(seq 1 300); do
+  for p in $(pgrep -f "train $tmp/big.yaml"); do
+    tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx YOKE_RANK=2 && victim=$p
+  done
+  [ -n "$victim" ] && grep -q "step 2/" "$tmp/kill4.log" && break
+  sleep 0.1
+done
+if [ -z "$victim" ]; then fail "DP2 x PP2: rank 2 never started: $(tail -3 "$tmp/kill4.log")"; kill $lpid; else
+  kill -9 "$victim"; t0=$(date +%s%N)
+  wait $lpid; rc=$?
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  [ $ms -le 8000 ] && pass "DP2 x PP2: job ended ${ms} ms after kill -9 of rank 2" || fail "DP2 x PP2: job took ${ms} ms"
+  for r in 0 1 3; do
+    grep -q "\[r$r\].*\(ERROR\|stopping\).*rank 2" "$tmp/kill4.log" && pass "DP2 x PP2: rank $r names rank 2" \
+      || fail "DP2 x PP2: rank $r did not name rank 2: $(grep "\[r$r\]" "$tmp/kill4.log" | grep -v INFO | tail -2)"
+  done
+  [ $rc -ne 0 ] && pass "DP2 x PP2: launcher exits non-zero" || fail "DP2 x PP2: launcher exit 0 after a kill"
+  sleep 0.5
+  left=$(pgrep -f "train $tmp/big.yaml" | wc -l)
+  [ "$left" = 0 ] && pass "DP2 x PP2: no rank left behind" || fail "DP2 x PP2: $left processes left"
+fi
 finish

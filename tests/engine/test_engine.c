@@ -25,7 +25,7 @@
 
 #define STEPS 4
 #define MAX_STEPS 50
-#define MAX_RANKS 4
+#define MAX_RANKS 8
 
 static char tmpdir[64];
 static float *init_params; /* the random initial weights (init.bin) */
@@ -896,6 +896,58 @@ END_TEST
 START_TEST(test_tp2_pp2_equals_one_rank) { check_pipeline(4, 2, 2, 3, 2, NULL, NULL, NULL); }
 END_TEST
 
+/* Every kind of parallelism at once: 8 ranks as threads (oversubscribed),
+ * at lr 3e-3 as DP2 x TP2 (at 1e-2 the three reorderings of the sums grow
+ * past 1e-5 by step 8). */
+START_TEST(test_dp2_tp2_pp2_equals_one_rank) {
+  const char *both[] = {"model.layers=3", "train.init_weights=", NULL};
+  layout_extra x = {.both = both, .pp = 2};
+  check_layout_ex(8, 2, 0, 10, 3e-3, 2, "fp32", 1, 1.0, 1e-5, 1, 2e-3, &x);
+}
+END_TEST
+
+/* PP2 (uneven 3 blocks, 1F1B) for 50 steps at lr 3e-3, as DP2 x TP2:
+ * losses within 1e-5 relative over 10 steps, 1e-4 over 50. */
+START_TEST(test_pp2_50_steps_equals_one_rank) {
+  const char *both[] = {"model.layers=3", "train.init_weights=", NULL};
+  layout_extra x = {.both = both, .pp = 2};
+  check_layout_ex(2, 1, 0, 50, 3e-3, 4, "fp32", 1, 1.0, 1e-5, 1, 1e-2, &x);
+}
+END_TEST
+
+/* A stage holds only its blocks' weights, gradients and AdamW moments (the
+ * embedding region on both ends, wte being the tied LM head): PP2's stages
+ * each hold about half of one rank's model state, and together exactly one
+ * rank's plus the last stage's copy of the embedding region. */
+START_TEST(test_pp2_memory) {
+  fixtures();
+  yk_config c1, c2;
+  for (int i = 0; i < 2; i++) {
+    yk_config *c = i ? &c2 : &c1;
+    job_config(c, 2, "fp32", 1, 1.0);
+    set_key(c, "model.layers=8");
+    set_key(c, "train.init_weights=");
+    set_key(c, "train.steps=1");
+  }
+  set_key(&c2, "parallel.pipeline=2");
+  rank_run one[1], two[2];
+  run_job(1, &c1, one);
+  run_job(2, &c2, two);
+  yk_model_config mc;
+  yk_diag d = {0};
+  ck_assert_int_eq(yk_model_config_from(&c1, &mc, &d), 0);
+  uint64_t embed = (uint64_t)(mc.padded_vocab_size + mc.max_seq_len) * (uint64_t)mc.channels;
+  uint64_t all = one[0].mem.model_state;
+  for (int s = 0; s < 2; s++)
+    ck_assert_msg(two[s].mem.model_state < 0.65 * (double)all, "stage %d holds %llu bytes of model state, one rank %llu",
+                  s, (unsigned long long)two[s].mem.model_state, (unsigned long long)all);
+  /* fp32: 4 bytes of weights, 4 of gradients, 8 of moments per parameter */
+  ck_assert_uint_eq(two[0].mem.model_state + two[1].mem.model_state, all + 16 * embed);
+  free_job(one, 1);
+  free_job(two, 2);
+}
+END_TEST
+
 /* The one stats struct gives the log line and the JSON line. */
 START_TEST(test_stats_lines) {
   yk_step_stats s = {.step = 3, .loss = 2.5, .lr = 1e-3, .grad_norm = 0.5, .step_ms = 10, .comm_wait_ms = 1,
@@ -941,6 +993,9 @@ int main(void) {
   tcase_add_test(tpp, test_pp2_interleaved_equals_one_rank);
   tcase_add_test(tpp, test_dp2_pp2_equals_one_rank);
   tcase_add_test(tpp, test_tp2_pp2_equals_one_rank);
+  tcase_add_test(tpp, test_pp2_memory);
+  tcase_add_test(tpp, test_dp2_tp2_pp2_equals_one_rank);
+  tcase_add_test(tpp, test_pp2_50_steps_equals_one_rank);
   tcase_add_test(tz, test_zero_stages_bitwise);
   tcase_add_test(tz, test_zero23_equal_one_rank);
   tcase_add_test(tz, test_zero_memory_formulas);

@@ -325,8 +325,13 @@ static void sizes_of(const yk_model_config *cfg, int B, int T, const yk_model_tp
    * sequence parallelism the residual stream holds Ns = N/tp rows; the
    * LayerNorm outputs are kept gathered (N rows), as the column-parallel
    * products and their weight gradients read them whole. */
-  size_t per_layer = N * C + N * 3 * Cl + N * Cl + att_n + Ns * C + N * C + 2 * N * 4 * Cl + Ns * C;
-  s->kept_numel = Ns * C + L * per_layer + N * C;
+  size_t inner = N * C + N * 3 * Cl + N * Cl + Ns * C + N * C + 2 * N * 4 * Cl; /* ln1 .. fch_gelu but att */
+  size_t layers = L * (inner + att_n + Ns * C);                                  /* + att, res3 */
+  /* recomputation: selective keeps one layer's att for all; full keeps each
+   * layer's output res3 (the next one's input) and one layer's set of the rest */
+  if (tp->recompute == YK_MODEL_RECOMPUTE_SELECTIVE) layers = L * (inner + Ns * C) + att_n;
+  else if (tp->recompute == YK_MODEL_RECOMPUTE_FULL) layers = L * Ns * C + inner + att_n;
+  s->kept_numel = Ns * C + layers + N * C;
   /* always fp32: LayerNorm mean/rstd, logits (the LM head and cross-entropy
    * stay fp32), losses, lse */
   s->logits_numel = N * (size_t)Vl;
@@ -354,7 +359,7 @@ int yk_model_plan(const yk_model_config *cfg_in, int B, int T, const yk_device *
   if (B <= 0 || B > (1 << 20)) return yk_errorf(d, YK_ECONFIG, "micro-batch B=%d must be in [1, 1048576]", B);
   if (T <= 0 || T > cfg.max_seq_len)
     return yk_errorf(d, YK_ECONFIG, "sequence length T=%d must be in [1, max_seq_len=%d]", T, cfg.max_seq_len);
-  yk_model_tp tp = {.size = 1};
+  yk_model_tp tp = {.size = 1, .recompute = tp_in ? tp_in->recompute : YK_MODEL_RECOMPUTE_NONE};
   if (tp_in && tp_in->size > 1) {
     tp = *tp_in;
     if ((rc = yk_model_tp_check(&cfg, B, T, tp.size, tp.sequence, d)) != 0) return rc;
@@ -385,7 +390,10 @@ int yk_model_create_parallel(const yk_model_config *cfg_in, int B, int T, const 
     return yk_errorf(d, YK_ECONFIG, "sequence length T=%d must be in [1, max_seq_len=%d]", T, cfg.max_seq_len);
   if (act_dtype != YK_DT_F32 && act_dtype != YK_DT_F16 && act_dtype != YK_DT_BF16)
     return yk_errorf(d, YK_ECONFIG, "activation dtype %d is not supported; use fp32, fp16 or bf16", (int)act_dtype);
-  yk_model_tp tp = {.size = 1};
+  yk_model_tp tp = {.size = 1, .recompute = tp_in ? tp_in->recompute : YK_MODEL_RECOMPUTE_NONE};
+  if ((unsigned)tp.recompute > YK_MODEL_RECOMPUTE_FULL)
+    return yk_errorf(d, YK_ECONFIG, "recompute mode %d is not one of none (0), selective (1), full (2)",
+                     (int)tp.recompute);
   if (tp_in && tp_in->size > 1) {
     tp = *tp_in;
     if (tp.rank < 0 || tp.rank >= tp.size || !tp.coll)
@@ -463,21 +471,30 @@ int yk_model_create_parallel(const yk_model_config *cfg_in, int B, int T, const 
   /* a kept activation: from the 16-bit store in 16-bit mode, else fp32 */
 #define KEEP(ptr, n) (is16 ? (void)(ptr = q, q += (n)) : (void)(ptr = p, p += (n)))
   KEEP(m->encoded, Ns * C);
+  /* Under recomputation the layers share `once`'s (the first allocated
+   * layer's) stores of what backward recomputes (sizes_of counts the same). */
+  acts_layer *once = NULL;
   for (size_t l = 0; l < L; l++) {
     acts_layer *a = &m->al[l];
-    KEEP(a->ln1, N * C);
+    if (once && tp.recompute == YK_MODEL_RECOMPUTE_FULL) {
+      *a = *once; /* mean/rstd and res3 are the layer's own, below */
+    } else {
+      KEEP(a->ln1, N * C);
+      KEEP(a->qkv, N * 3 * Cl);
+      KEEP(a->atty, N * Cl);
+      if (once && tp.recompute == YK_MODEL_RECOMPUTE_SELECTIVE) a->att = once->att;
+      else KEEP(a->att, att_n);
+      KEEP(a->res2, Ns * C);
+      KEEP(a->ln2, N * C);
+      KEEP(a->fch, N * 4 * Cl);
+      KEEP(a->fch_gelu, N * 4 * Cl);
+    }
     TAKE(a->ln1_mean, Ns);
     TAKE(a->ln1_rstd, Ns);
-    KEEP(a->qkv, N * 3 * Cl);
-    KEEP(a->atty, N * Cl);
-    KEEP(a->att, att_n);
-    KEEP(a->res2, Ns * C);
-    KEEP(a->ln2, N * C);
     TAKE(a->ln2_mean, Ns);
     TAKE(a->ln2_rstd, Ns);
-    KEEP(a->fch, N * 4 * Cl);
-    KEEP(a->fch_gelu, N * 4 * Cl);
     KEEP(a->res3, Ns * C);
+    if (!once) once = a;
   }
   KEEP(m->lnf, N * C);
   TAKE(m->lnf_mean, Ns);
@@ -876,6 +893,71 @@ static int ce_fwd(yk_model *m, const int32_t *targets, yk_diag *d) {
   return 0;
 }
 
+/* Layer l's forward from its input x (Ns,C; in 16-bit mode the rounded
+ * values in work buffer R0) with its weights w: fills the layer's kept
+ * tensors and, with out, its output res3 (*out: the fp32 values the next
+ * layer reads). Backward's full recomputation re-runs it with out NULL. */
+static int layer_fwd(yk_model *m, int l, const layer_view *w, const float *x, float **out, yk_diag *d) {
+  const yk_device *dev = m->dev;
+  const yk_device_ops *o = dev->ops;
+  int B = m->B, T = m->T, C = m->cfg.channels, Cl = m->Cl, NHl = m->NHl, N = B * T, rc;
+  size_t NC = (size_t)N * C, NCl = (size_t)N * Cl, NsC = (size_t)m->Ns * C;
+  acts_layer *a = &m->al[l];
+  float *ln1 = dest(m, a->ln1, W_LN);
+  if ((rc = norm_fwd(m, ln1, a->ln1_mean, a->ln1_rstd, x, w->p[P_LN1W], w->p[P_LN1B], d)) != 0) return rc;
+  keep(m, a->ln1, ln1, NC);
+  /* qkv (N,3Cl) = qkvb + ln1 (N,C) . qkvw (3Cl,C)^T: column-parallel, this rank's heads */
+  float *qkv = dest(m, a->qkv, W_QKV);
+  o->bias_rows(dev, qkv, w->p[P_QKVB], NULL, N, 3 * Cl);
+  o->gemm(dev, 0, 1, N, 3 * Cl, C, 1.0f, ln1, C, w->p[P_QKVW], C, 1.0f, qkv, 3 * Cl);
+  keep(m, a->qkv, qkv, 3 * NCl);
+  float *atty = dest(m, a->atty, W_ATTY), *att = dest(m, a->att, W_ATT);
+  o->attention_fwd(dev, atty, att, qkv, B, T, Cl, NHl);
+  store(m, a->att, att, (size_t)B * NHl * T * T); /* only backward reads att */
+  keep(m, a->atty, atty, NCl);
+  /* res2 (Ns,C) = x + attprojb + atty (N,Cl) . attprojw (C,Cl)^T: row-parallel */
+  float *res2 = dest(m, a->res2, W_R1);
+  if ((rc = proj_fwd(m, res2, x, w->p[P_ATTPROJB], atty, w->p[P_ATTPROJW], Cl, d)) != 0) return rc;
+  keep(m, a->res2, res2, NsC);
+  float *ln2 = dest(m, a->ln2, W_LN);
+  if ((rc = norm_fwd(m, ln2, a->ln2_mean, a->ln2_rstd, res2, w->p[P_LN2W], w->p[P_LN2B], d)) != 0) return rc;
+  keep(m, a->ln2, ln2, NC);
+  /* fch (N,4Cl) = fcb + ln2 . fcw (4Cl,C)^T: column-parallel; gelu */
+  float *fch = dest(m, a->fch, W_FCH), *gelu = dest(m, a->fch_gelu, W_GELU);
+  o->bias_rows(dev, fch, w->p[P_FCB], NULL, N, 4 * Cl);
+  o->gemm(dev, 0, 1, N, 4 * Cl, C, 1.0f, ln2, C, w->p[P_FCW], C, 1.0f, fch, 4 * Cl);
+  keep(m, a->fch, fch, 4 * NCl);
+  o->gelu_fwd(dev, gelu, fch, 4 * NCl);
+  keep(m, a->fch_gelu, gelu, 4 * NCl);
+  if (!out) return 0; /* a recomputation: backward does not read res3 */
+  /* res3 (Ns,C) = res2 + fcprojb + gelu (N,4Cl) . fcprojw (C,4Cl)^T: row-parallel */
+  float *res3 = dest(m, a->res3, W_R0);
+  if ((rc = proj_fwd(m, res3, res2, w->p[P_FCPROJB], gelu, w->p[P_FCPROJW], 4 * Cl, d)) != 0) return rc;
+  keep(m, a->res3, res3, NsC);
+  *out = res3;
+  return 0;
+}
+
+/* Refill what recomputation did not keep of layer l (weights w) before its
+ * backward. Bitwise the forward's values: the same kernels on the same
+ * kept inputs, rounded into the same 16-bit stores. */
+static int recompute_layer(yk_model *m, int l, const layer_view *w, yk_diag *d) {
+  const yk_device *dev = m->dev;
+  acts_layer *a = &m->al[l];
+  size_t NsC = (size_t)m->Ns * m->cfg.channels, NCl = (size_t)m->B * m->T * m->Cl;
+  if (m->tp.recompute == YK_MODEL_RECOMPUTE_FULL)
+    return layer_fwd(m, l, w, view(m, l == 0 ? m->encoded : m->al[l - 1].res3, W_R0, NsC), NULL, d);
+  if (m->tp.recompute == YK_MODEL_RECOMPUTE_SELECTIVE) {
+    /* att (B,NHl,T,T) from the kept qkv (N,3Cl); the kernel's atty output
+     * (N,Cl) is not needed again and goes to d4C, free until the MLP's
+     * backward below */
+    float *att = dest(m, a->att, W_ATT);
+    dev->ops->attention_fwd(dev, m->d4C, att, view(m, a->qkv, W_QKV, 3 * NCl), m->B, m->T, m->Cl, m->NHl);
+    store(m, a->att, att, (size_t)m->B * m->NHl * m->T * m->T);
+  }
+  return 0;
+}
+
 int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets, float *loss, yk_diag *d) {
   return yk_model_forward_range(m, 0, m->cfg.layers, inputs, NULL, targets, NULL, loss, d);
 }
@@ -887,11 +969,11 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
   const yk_device *dev = m->dev;
   const yk_device_ops *o = dev->ops;
   const yk_model_config *c = &m->cfg;
-  /* Cl, NHl: this rank's channels and heads (C, NH on one rank); Ns: its
-   * residual-stream rows (N unless sequence parallel); Vl its vocabulary rows. */
-  int B = m->B, T = m->T, C = c->channels, Cl = m->Cl, NHl = m->NHl, V = c->vocab_size, Vl = m->Vl;
+  /* Ns: this rank's residual-stream rows (N unless sequence parallel); Vl
+   * its vocabulary rows (layer_fwd has the per-layer shapes). */
+  int B = m->B, T = m->T, C = c->channels, V = c->vocab_size, Vl = m->Vl;
   int N = B * T;
-  size_t NC = (size_t)N * C, NCl = (size_t)N * Cl, NsC = (size_t)m->Ns * C;
+  size_t NC = (size_t)N * C, NsC = (size_t)m->Ns * C;
   if (first < 0 || first >= last || last > c->layers || (first > 0 && !in) || (last < c->layers && !out))
     return yk_errorf(d, YK_EINVAL, "forward of layers [%d, %d) of %d%s", first, last, c->layers,
                      first > 0 && !in ? " needs the input activations" : last < c->layers && !out ?
@@ -926,38 +1008,7 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
     span(m, YK_MODEL_FORWARD, R_LAYER(l), 0);
     if ((rc = params_of(m, R_LAYER(l), YK_MODEL_FORWARD, &Pl, d)) != 0) return rc;
     layer_view w = layer_at(m, Pl);
-    acts_layer *a = &m->al[l];
-    float *ln1 = dest(m, a->ln1, W_LN);
-    if ((rc = norm_fwd(m, ln1, a->ln1_mean, a->ln1_rstd, x, w.p[P_LN1W], w.p[P_LN1B], d)) != 0) return rc;
-    keep(m, a->ln1, ln1, NC);
-    /* qkv (N,3Cl) = qkvb + ln1 (N,C) . qkvw (3Cl,C)^T: column-parallel, this rank's heads */
-    float *qkv = dest(m, a->qkv, W_QKV);
-    o->bias_rows(dev, qkv, w.p[P_QKVB], NULL, N, 3 * Cl);
-    o->gemm(dev, 0, 1, N, 3 * Cl, C, 1.0f, ln1, C, w.p[P_QKVW], C, 1.0f, qkv, 3 * Cl);
-    keep(m, a->qkv, qkv, 3 * NCl);
-    float *atty = dest(m, a->atty, W_ATTY), *att = dest(m, a->att, W_ATT);
-    o->attention_fwd(dev, atty, att, qkv, B, T, Cl, NHl);
-    store(m, a->att, att, (size_t)B * NHl * T * T); /* only backward reads att */
-    keep(m, a->atty, atty, NCl);
-    /* res2 (Ns,C) = x + attprojb + atty (N,Cl) . attprojw (C,Cl)^T: row-parallel */
-    float *res2 = dest(m, a->res2, W_R1);
-    if ((rc = proj_fwd(m, res2, x, w.p[P_ATTPROJB], atty, w.p[P_ATTPROJW], Cl, d)) != 0) return rc;
-    keep(m, a->res2, res2, NsC);
-    float *ln2 = dest(m, a->ln2, W_LN);
-    if ((rc = norm_fwd(m, ln2, a->ln2_mean, a->ln2_rstd, res2, w.p[P_LN2W], w.p[P_LN2B], d)) != 0) return rc;
-    keep(m, a->ln2, ln2, NC);
-    /* fch (N,4Cl) = fcb + ln2 . fcw (4Cl,C)^T: column-parallel; gelu */
-    float *fch = dest(m, a->fch, W_FCH), *gelu = dest(m, a->fch_gelu, W_GELU);
-    o->bias_rows(dev, fch, w.p[P_FCB], NULL, N, 4 * Cl);
-    o->gemm(dev, 0, 1, N, 4 * Cl, C, 1.0f, ln2, C, w.p[P_FCW], C, 1.0f, fch, 4 * Cl);
-    keep(m, a->fch, fch, 4 * NCl);
-    o->gelu_fwd(dev, gelu, fch, 4 * NCl);
-    keep(m, a->fch_gelu, gelu, 4 * NCl);
-    /* res3 (Ns,C) = res2 + fcprojb + gelu (N,4Cl) . fcprojw (C,4Cl)^T: row-parallel */
-    float *res3 = dest(m, a->res3, W_R0);
-    if ((rc = proj_fwd(m, res3, res2, w.p[P_FCPROJB], gelu, w.p[P_FCPROJW], 4 * Cl, d)) != 0) return rc;
-    keep(m, a->res3, res3, NsC);
-    x = res3;
+    if ((rc = layer_fwd(m, l, &w, x, &x, d)) != 0) return rc;
     if ((rc = done_params(m, R_LAYER(l), YK_MODEL_FORWARD, d)) != 0) return rc;
     span(m, YK_MODEL_FORWARD, R_LAYER(l), 1);
   }
@@ -1111,6 +1162,7 @@ layers:
       return rc;
     layer_view w = layer_at(m, Pl), g = layer_at(m, Gl);
     acts_layer *a = &m->al[l];
+    if ((rc = recompute_layer(m, l, &w, d)) != 0) return rc;
     /* the replicated tensors' gradients of this layer (summed over the
      * group after the layer under sequence parallelism) */
     float *const grep[6] = {g.p[P_LN1W], g.p[P_LN1B], g.p[P_ATTPROJB], g.p[P_LN2W], g.p[P_LN2B], g.p[P_FCPROJB]};

@@ -188,11 +188,22 @@ typedef enum {
   YK_TP_SCATTER_SUM = 3, /* in (tp*n) -> out (n): this rank's block of the sum */
 } yk_model_tp_op;
 typedef int (*yk_model_tp_coll)(void *ctx, yk_model_tp_op op, const float *in, float *out, size_t n, yk_diag *d);
+/* Activation recomputation (train.recompute), which rides in yk_model_tp
+ * because it is, like the split, a choice of how this rank lays out its
+ * activations that the plan and every model of the rank (pipeline slots)
+ * share. SELECTIVE keeps no attention probabilities att (B,NH,T,T): one
+ * layer's buffer, refilled in backward by the same attention kernel on the
+ * kept qkv. FULL keeps only each layer's input (the residual stream) and
+ * one layer's set of the rest, which backward refills by re-running the
+ * layer's forward. Either way the gradients are bitwise those of NONE: the
+ * same kernels run on the same (same-rounded) inputs. */
+typedef enum { YK_MODEL_RECOMPUTE_NONE = 0, YK_MODEL_RECOMPUTE_SELECTIVE = 1, YK_MODEL_RECOMPUTE_FULL = 2 } yk_model_recompute;
 typedef struct yk_model_tp {
   int size, rank;       /* the group's degree and this rank's place in it */
   int sequence;         /* sequence parallelism: LayerNorm and residual rows split over the group */
   yk_model_tp_coll coll; /* fp32 collectives of the group, with deadlines; errors are returned */
   void *ctx;
+  yk_model_recompute recompute; /* read with any size, also 1 (then coll may be NULL) */
 } yk_model_tp;
 /* Whether cfg at micro-batch B, sequence length T can be split over tp
  * ranks: heads, C and 4C divisible by tp, and T with sequence parallelism.

@@ -306,6 +306,11 @@ int yk_model_config_from_table(const yk_tensor_desc *t, int n, int vocab_size, i
   return rc;
 }
 
+/* Rows of one LM-head block: the logits training holds are (HEAD_ROWS, Vl),
+ * 26 MB at GPT-2's vocabulary instead of 206 MB for d12 at B=4, T=256, while
+ * a block's products stay large enough for the GEMM to run at full speed. */
+#define HEAD_ROWS 128
+
 /* The element counts of what yk_model_create_parallel allocates: the one
  * home of the model's memory formulas (create and yk_model_plan both use
  * it). tp is the checked group (size 1 without); arena = local parameters. */
@@ -332,9 +337,9 @@ static void sizes_of(const yk_model_config *cfg, int B, int T, const yk_model_tp
   if (tp->recompute == YK_MODEL_RECOMPUTE_SELECTIVE) layers = L * (inner + Ns * C) + att_n;
   else if (tp->recompute == YK_MODEL_RECOMPUTE_FULL) layers = L * Ns * C + inner + att_n;
   s->kept_numel = Ns * C + layers + N * C;
-  /* always fp32: LayerNorm mean/rstd, logits (the LM head and cross-entropy
-   * stay fp32), losses, lse */
-  s->logits_numel = N * (size_t)Vl;
+  /* always fp32: LayerNorm mean/rstd, one block of logits (the LM head and
+   * cross-entropy stay fp32, and run HEAD_ROWS rows at a time), losses, lse */
+  s->logits_numel = YK_MIN(N, (size_t)HEAD_ROWS) * (size_t)Vl;
   s->f32_numel = L * 4 * Ns + 2 * Ns + s->logits_numel + 2 * N;
   s->work_numel = is16 ? 2 * Ns * C + N * C + N * 3 * Cl + N * Cl + 2 * N * 4 * Cl + att_n : 0;
   s->rep_numel = tp->sequence ? YK_MAX(6 * C, (size_t)T * C) : 0;
@@ -424,6 +429,7 @@ int yk_model_create_parallel(const yk_model_config *cfg_in, int B, int T, const 
   m->Ns = (int)Ns;
   m->Vl = (int)Vl;
   m->v0 = (int)v0;
+  m->head_rows = (int)YK_MIN(N, (size_t)HEAD_ROWS);
   m->nv = (int)YK_MIN((int64_t)Vl, YK_MAX((int64_t)0, (int64_t)cfg.vocab_size - (int64_t)v0));
   int is16 = act_dtype != YK_DT_F32;
   int tpar = tp.size > 1;
@@ -499,7 +505,7 @@ int yk_model_create_parallel(const yk_model_config *cfg_in, int B, int T, const 
   KEEP(m->lnf, N * C);
   TAKE(m->lnf_mean, Ns);
   TAKE(m->lnf_rstd, Ns);
-  TAKE(m->logits, N * Vl);
+  TAKE(m->logits, (size_t)m->head_rows * Vl);
   TAKE(m->losses, N);
   TAKE(m->lse, N);
   TAKE(m->dres, Ns * C);
@@ -533,6 +539,7 @@ void yk_model_destroy(yk_model *m) {
   else dev->ops->free(dev, m->grads);
   dev->ops->free(dev, m->act_mem);
   dev->ops->free(dev, m->act16_mem);
+  dev->ops->free(dev, m->logits_all);
   free(m->al);
   free(m->tensors);
   free(m->inputs);
@@ -595,7 +602,7 @@ void yk_model_set_span_hook(yk_model *m, yk_model_span_hook fn, void *ctx) {
   m->span = fn;
   m->span_ctx = ctx;
 }
-const float *yk_model_logits(const yk_model *m) { return m->logits; }
+const float *yk_model_logits(const yk_model *m) { return m->logits_all; }
 const float *yk_model_losses(const yk_model *m) { return m->losses; }
 void yk_model_zero_grad(yk_model *m) {
   if (m->grads) m->dev->ops->zero(m->dev, m->grads, m->lay.total);
@@ -866,31 +873,75 @@ static int embed_fwd(yk_model *m, float *x, const int32_t *tok, const float *P, 
   return 0;
 }
 
-/* Vocabulary-parallel cross-entropy: each rank holds logits (N,Vl) for its
+/* Cross-entropy of rows [r0, r0+R) from their logits block m->logits (R,Vl)
+ * into losses and lse. Vocabulary-parallel: each rank holds logits for its
  * vocabulary rows; the per-row logsumexp combines as
  *     lse = M + log(sum_r exp(lse_r - M)),  M = max_r lse_r
  * (a MAX, then one SUM that also carries the target's logit from the rank
  * that holds it). Padded rows (>= V) are outside every rank's nv. */
-static int ce_fwd(yk_model *m, const int32_t *targets, yk_diag *d) {
+static int ce_fwd(yk_model *m, const int32_t *targets, int r0, int R, yk_diag *d) {
   const yk_device *dev = m->dev;
-  int N = m->B * m->T, rc;
+  int rc;
+  float *lse = m->lse + r0, *losses = m->losses + r0;
   if (m->tp.size == 1) {
-    dev->ops->crossent_fwd(dev, m->losses, m->lse, m->logits, targets, N, m->cfg.vocab_size,
+    dev->ops->crossent_fwd(dev, losses, lse, m->logits, targets + r0, R, m->cfg.vocab_size,
                            m->cfg.padded_vocab_size);
     return 0;
   }
-  for (int n = 0; n < N; n++) m->tshift[n] = targets[n] - m->v0;
-  float *mx = m->ce, *st = m->ce + N; /* st: sum of exp (N) | target logit (N) */
-  dev->ops->crossent_shard_fwd(dev, m->lse, st + N, m->logits, m->tshift, N, m->nv, m->Vl);
-  memcpy(mx, m->lse, (size_t)N * sizeof(float));
-  if ((rc = m->tp.coll(m->tp.ctx, YK_TP_MAX, mx, mx, (size_t)N, d)) != 0) return rc;
-  for (int n = 0; n < N; n++) st[n] = m->lse[n] == -INFINITY ? 0.0f : expf(m->lse[n] - mx[n]);
-  if ((rc = m->tp.coll(m->tp.ctx, YK_TP_SUM, st, st, 2 * (size_t)N, d)) != 0) return rc;
-  for (int n = 0; n < N; n++) {
-    m->lse[n] = mx[n] + logf(st[n]);
-    m->losses[n] = m->lse[n] - st[N + n];
+  int32_t *ts = m->tshift + r0;
+  for (int n = 0; n < R; n++) ts[n] = targets[r0 + n] - m->v0;
+  float *mx = m->ce, *st = m->ce + R; /* st: sum of exp (R) | target logit (R) */
+  dev->ops->crossent_shard_fwd(dev, lse, st + R, m->logits, ts, R, m->nv, m->Vl);
+  memcpy(mx, lse, (size_t)R * sizeof(float));
+  if ((rc = m->tp.coll(m->tp.ctx, YK_TP_MAX, mx, mx, (size_t)R, d)) != 0) return rc;
+  for (int n = 0; n < R; n++) st[n] = lse[n] == -INFINITY ? 0.0f : expf(lse[n] - mx[n]);
+  if ((rc = m->tp.coll(m->tp.ctx, YK_TP_SUM, st, st, 2 * (size_t)R, d)) != 0) return rc;
+  for (int n = 0; n < R; n++) {
+    lse[n] = mx[n] + logf(st[n]);
+    losses[n] = lse[n] - st[R + n];
   }
   return 0;
+}
+
+/* logits block m->logits (R,Vl) = lnf rows [r0, r0+R) (R,C) . wte (Vl,C)^T
+ * (the tied embedding): forward's and, recomputed, backward's. */
+static void head_block(yk_model *m, const float *lnf, const float *wte, int r0, int R) {
+  int C = m->cfg.channels;
+  m->dev->ops->gemm(m->dev, 0, 1, R, m->Vl, C, 1.0f, lnf + (size_t)r0 * C, C, wte, C, 0.0f, m->logits, m->Vl);
+}
+
+/* The LM head and cross-entropy with targets, block by block: losses and
+ * lse (N) of every position; no more than one block of logits exists. */
+static int head_fwd(yk_model *m, const float *lnf, const float *wte, const int32_t *targets, yk_diag *d) {
+  int N = m->B * m->T, rc = 0;
+  for (int r0 = 0; r0 < N && !rc; r0 += m->head_rows) {
+    int R = YK_MIN(m->head_rows, N - r0);
+    head_block(m, lnf, wte, r0, R);
+    rc = ce_fwd(m, targets, r0, R, d);
+  }
+  return rc;
+}
+
+/* Backward of the LM head and cross-entropy, block by block: each block's
+ * logits recomputed (the same product on the same lnf, so the same bits as
+ * forward's), turned into dlogits in place, then dwte (Vl,C) += dlogits^T
+ * (Vl,R) . lnf (R,C) and the block's rows of dlnf (N,C) = dlogits . wte.
+ * Returns dlnf of this rank's rows (reduced over the group under tensor
+ * parallelism: each rank's product is partial over its vocabulary rows). */
+static const float *head_bwd(yk_model *m, float scale, const float *lnf, const float *wte, float *dwte, int *rc,
+                             yk_diag *d) {
+  const yk_device *dev = m->dev;
+  int N = m->B * m->T, C = m->cfg.channels, Vl = m->Vl, tpar = m->tp.size > 1;
+  float *dlnf = tpar ? m->tpbuf : m->dC;
+  for (int r0 = 0; r0 < N; r0 += m->head_rows) {
+    int R = YK_MIN(m->head_rows, N - r0);
+    head_block(m, lnf, wte, r0, R);
+    if (tpar) dev->ops->crossent_bwd(dev, m->logits, m->lse + r0, m->tshift + r0, scale / (float)N, R, m->nv, Vl);
+    else dev->ops->crossent_bwd(dev, m->logits, m->lse + r0, m->targets + r0, scale / (float)N, R, m->cfg.vocab_size, Vl);
+    dev->ops->gemm(dev, 1, 0, Vl, C, R, 1.0f, m->logits, Vl, lnf + (size_t)r0 * C, C, 1.0f, dwte, C);
+    dev->ops->gemm(dev, 0, 0, R, C, Vl, 1.0f, m->logits, Vl, wte, C, 0.0f, dlnf + (size_t)r0 * C, C);
+  }
+  return tpar ? tp_reduce(m, m->tpbuf, rc, d) : m->dC;
 }
 
 /* Layer l's forward from its input x (Ns,C; in 16-bit mode the rounded
@@ -1026,18 +1077,24 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
       (rc = done_params(m, R_HEAD(m), YK_MODEL_FORWARD, d)) != 0)
     return rc;
   keep(m, m->lnf, lnf, NC);
-  /* logits (N,Vl) = lnf (N,C) . wte (Vl,C)^T (the tied embedding); logits and the loss stay fp32 */
+  /* the LM head (logits and the loss stay fp32): with targets in blocks
+   * (head_fwd), without them (inference) all logits (N,Vl) = lnf (N,C) .
+   * wte (Vl,C)^T into logits_all, allocated on first use */
+  if (!targets && !m->logits_all && !(m->logits_all = o->alloc(dev, (size_t)N * Vl * sizeof(float))))
+    return yk_errorf(d, YK_ENOMEM, "out of memory for the %zu logits of an inference forward", (size_t)N * Vl);
   if ((rc = params_of(m, R_EMBED, YK_MODEL_FORWARD, &Pe, d)) != 0) return rc;
-  o->gemm(dev, 0, 1, N, Vl, C, 1.0f, lnf, C, Pe + m->lay.wte, C, 0.0f, m->logits, Vl);
-  if ((rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d)) != 0) return rc;
+  if (targets) {
+    memcpy(m->targets, targets, (size_t)N * sizeof(int32_t));
+    rc = head_fwd(m, lnf, Pe + m->lay.wte, targets, d);
+  } else {
+    o->gemm(dev, 0, 1, N, Vl, C, 1.0f, lnf, C, Pe + m->lay.wte, C, 0.0f, m->logits_all, Vl);
+  }
+  if (rc || (rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d)) != 0) return rc;
+  span(m, YK_MODEL_FORWARD, R_HEAD(m), 1);
   if (!targets) {
     if (loss) *loss = 0.0f;
-    span(m, YK_MODEL_FORWARD, R_HEAD(m), 1);
     return 0;
   }
-  memcpy(m->targets, targets, (size_t)N * sizeof(int32_t));
-  if ((rc = ce_fwd(m, targets, d)) != 0) return rc;
-  span(m, YK_MODEL_FORWARD, R_HEAD(m), 1);
   double s = 0.0;
   for (int i = 0; i < N; i++) s += m->losses[i];
   float mean = (float)(s / N);
@@ -1117,9 +1174,8 @@ int yk_model_backward_range(yk_model *m, float scale, const float *dout, float *
   const yk_device *dev = m->dev;
   const yk_device_ops *o = dev->ops;
   const yk_model_config *c = &m->cfg;
-  int B = m->B, T = m->T, C = c->channels, Cl = m->Cl, NHl = m->NHl, Vl = m->Vl, Ns = m->Ns;
+  int B = m->B, T = m->T, C = c->channels, Cl = m->Cl, NHl = m->NHl, Ns = m->Ns;
   int N = B * T, L = c->layers, rc = 0;
-  int tpar = m->tp.size > 1;
   float *Pe, *Ge, *Ph, *Gh, *Pl, *Gl; /* each region's weights and gradient buffer */
   size_t NC = (size_t)N * C, NCl = (size_t)N * Cl, NsC = (size_t)Ns * C, uC = (size_t)C;
 
@@ -1130,20 +1186,14 @@ int yk_model_backward_range(yk_model *m, float scale, const float *dout, float *
     memcpy(m->dres, dout, NsC * sizeof(float));
     goto layers;
   }
-  /* dlogits in place of the logits (this rank's vocabulary rows) */
   span(m, YK_MODEL_BACKWARD, R_HEAD(m), 0);
-  if (tpar) o->crossent_bwd(dev, m->logits, m->lse, m->tshift, scale / (float)N, N, m->nv, Vl);
-  else o->crossent_bwd(dev, m->logits, m->lse, m->targets, scale / (float)N, N, c->vocab_size, Vl);
-  float *dlog = m->logits;
   const float *lnf = view(m, m->lnf, W_LN, NC);
   /* The embedding's gradient buffer (wte is tied to the LM head) stays out
    * from here to the end of backward. */
   if ((rc = params_of(m, R_HEAD(m), YK_MODEL_BACKWARD, &Ph, d)) || (rc = grads_of(m, R_HEAD(m), &Gh, d)) ||
       (rc = params_of(m, R_EMBED, YK_MODEL_BACKWARD, &Pe, d)) || (rc = grads_of(m, R_EMBED, &Ge, d)))
     return rc;
-  /* LM head: dwte (Vl,C) += dlogits^T (Vl,N) . lnf (N,C); dlnf (N,C) = dlogits . wte */
-  o->gemm(dev, 1, 0, Vl, C, N, 1.0f, dlog, Vl, lnf, C, 1.0f, Ge + m->lay.wte, C);
-  const float *dC = dx_of(m, dlog, Pe + m->lay.wte, Vl, &rc, d);
+  const float *dC = head_bwd(m, scale, lnf, Pe + m->lay.wte, Ge + m->lay.wte, &rc, d);
   if (rc || (rc = done_params(m, R_EMBED, YK_MODEL_BACKWARD, d))) return rc;
   o->zero(dev, m->dres, NsC);
   const float *xL = view(m, L > 0 ? m->al[L - 1].res3 : m->encoded, W_R0, NsC);

@@ -523,6 +523,16 @@ START_TEST(test_zero_memory_formulas) {
 }
 END_TEST
 
+/* TP2 with sequence parallelism over 10 x 16 = 160 rows: the LM head's blocks of 128
+ * and 32 rows, each combining its vocabulary-parallel cross-entropy over
+ * the group, against one rank. */
+START_TEST(test_tp2_head_blocks_equal_one_rank) {
+  const char *both[] = {"train.micro_batch=10", NULL};
+  layout_extra x = {.both = both};
+  check_layout_ex(2, 2, 1, 4, 1e-2, 1, "fp32", 1, 1.0, 1e-5, 1, 2e-3, &x);
+}
+END_TEST
+
 /* train.recompute selective and full against none: every layout's losses,
  * gradient norms, validation loss and final weights bit for bit (the
  * recomputed forward runs the same kernels on the same kept inputs), with
@@ -988,6 +998,7 @@ int main(void) {
   TCase *trc = tcase_create("recompute");
   tcase_set_timeout(trc, 240);
   tcase_add_test(trc, test_recompute_bitwise);
+  tcase_add_test(trc, test_tp2_head_blocks_equal_one_rank);
   TCase *tpp = tcase_create("pipeline");
   tcase_set_timeout(tpp, 240);
   tcase_add_test(tpp, test_pipeline_schedules_all_valid);

@@ -263,21 +263,8 @@ int yk_model_tp_copy(const yk_model_config *cfg_in, int tp, int rank, float *glo
   return rc;
 }
 
-int yk_model_tensor_table(const yk_model_config *cfg_in, yk_tensor_desc **out, int *n, yk_diag *d) {
-  *out = NULL;
-  *n = 0;
-  yk_model_config cfg = *cfg_in;
-  int rc = yk_model_config_finish(&cfg, d);
-  if (rc) return rc;
-  int count = 4 + 12 * cfg.layers;
-  yk_tensor_desc *t = calloc((size_t)count, sizeof *t);
-  if (!t) return yk_errorf(d, YK_ENOMEM, "out of memory for a tensor table of %d tensors", count);
-  arena_layout lay;
-  yk_model_layout_(&cfg, &lay);
-  fill_table(&cfg, &lay, t);
-  *out = t;
-  *n = count;
-  return 0;
+int yk_model_tensor_table(const yk_model_config *cfg, yk_tensor_desc **out, int *n, yk_diag *d) {
+  return yk_model_tp_tensor_table(cfg, 1, 0, out, n, d); /* one rank holds every piece */
 }
 
 int yk_model_config_from_table(const yk_tensor_desc *t, int n, int vocab_size, int heads, yk_model_config *out,

@@ -69,6 +69,18 @@ typedef struct yk_bench_scale_opts {
 void yk_bench_scale_opts_default(yk_bench_scale_opts *o);
 int yk_bench_scale(const yk_bench_scale_opts *o);
 
+/* yoke bench scale --hosts K: weak scaling over K network-namespace hosts
+ * on this machine (scripts/nshosts.sh), links shaped with tc tbf; needs
+ * root. Takes the model list, batch, sequence length, steps and json of
+ * the scale options. */
+typedef struct yk_bench_hosts_opts {
+  int64_t hosts, ppn;          /* hosts (0: not this benchmark) and ranks per host (default 1) */
+  const char *link_gbit;       /* link rates in Gbit/s, comma-separated, 0 = unshaped (default "1") */
+  const char *layouts;         /* dp,zero1,zero2,zero3,tp2 (default dp,zero1,zero3,tp2; TP stays in a host) */
+} yk_bench_hosts_opts;
+void yk_bench_hosts_opts_default(yk_bench_hosts_opts *o);
+int yk_bench_scale_hosts(const yk_bench_scale_opts *s, const yk_bench_hosts_opts *h);
+
 /* yoke bench parallel: one row per parallel layout (1 rank x 2 threads,
  * DP2, TP2, TP2 + sequence parallelism, ZeRO-1/2/3 over DP2) of `yoke
  * train` on the same global batch: ms/step, tokens/s, bytes per group

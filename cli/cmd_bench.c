@@ -88,7 +88,7 @@ static const yk_opt train_table[] = {
     {"--trace", 0, YK_OPT_FLAG, TRAIN(trace), NULL,
      "instead: the overhead of train.trace, an engine tracing and one not\n"
      "                            stepping in turn (--steps each, at least 50), medians and ratio"},
-    {"--trace-detail", 0, YK_OPT_STR, TRAIN(trace_detail), "step|layer", "with --trace: train.trace_detail (default step)"},
+    {"--trace-detail", 0, YK_OPT_STR, TRAIN(trace_detail), "step|layer|kernel", "with --trace: train.trace_detail (default step)"},
 };
 #undef TRAIN
 
@@ -124,6 +124,7 @@ static int cmd_train(int argc, char **argv) {
 
 typedef struct scale_opts {
   yk_bench_scale_opts b;
+  yk_bench_hosts_opts h; /* --hosts: the multi-host benchmark (bench_hosts.c) */
 } scale_opts;
 
 #define SCALE(f) offsetof(scale_opts, b.f)
@@ -145,6 +146,14 @@ static const yk_opt scale_table[] = {
      "preset for the precision and grad_accum tables (default d6)"},
     {"--no-torch", 0, YK_OPT_FLAG, SCALE(no_torch), NULL, "skip PyTorch DDP"},
     {"--json", 0, YK_OPT_FLAG, SCALE(json), NULL, "also print one JSON object per line per measurement"},
+    {"--hosts", 0, YK_OPT_INT, offsetof(scale_opts, h.hosts), "K",
+     "instead: weak scaling over K network-namespace hosts on shaped links (root;\n"
+     "                            docs/scaling.md, \"Multi-host benchmarks on one machine\")", 1, 16},
+    {"--ppn", 0, YK_OPT_INT, offsetof(scale_opts, h.ppn), "N", "with --hosts: ranks per host (default 1)", 1, 8},
+    {"--link-gbit", 0, YK_OPT_STR, offsetof(scale_opts, h.link_gbit), "LIST",
+     "with --hosts: link rates in Gbit/s, e.g. 1,10; 0 = unshaped (default 1)"},
+    {"--layouts", 0, YK_OPT_STR, offsetof(scale_opts, h.layouts), "LIST",
+     "with --hosts: dp,zero1,zero2,zero3,tp2 (default dp,zero1,zero3,tp2; TP2 needs --ppn 2)"},
 };
 #undef SCALE
 
@@ -161,8 +170,10 @@ static const yk_cmd_spec scale_spec = {
 static int cmd_scale(int argc, char **argv) {
   scale_opts o;
   yk_bench_scale_opts_default(&o.b);
+  yk_bench_hosts_opts_default(&o.h);
   int code = cli_parse(&scale_spec, argc, argv, &o);
-  return code >= 0 ? code : yk_bench_scale(&o.b);
+  if (code >= 0) return code;
+  return o.h.hosts > 0 ? yk_bench_scale_hosts(&o.b, &o.h) : yk_bench_scale(&o.b);
 }
 
 /* ---- parallel ---- */

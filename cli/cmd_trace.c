@@ -51,7 +51,7 @@ typedef struct top_opts {
 
 static const yk_opt top_table[] = {
     {"--json", 0, YK_OPT_FLAG, offsetof(top_opts, json), NULL, "one JSON object instead of the table"},
-    {"--limit", 'n', YK_OPT_INT, offsetof(top_opts, limit), "N", "rows of spans (default 20)", 1, 1e6},
+    {"--limit", 'n', YK_OPT_INT, offsetof(top_opts, limit), "N", "rows per table: spans, kernels (default 20)", 1, 1e6},
 };
 
 static const yk_cmd_spec top_spec = {
@@ -59,7 +59,8 @@ static const yk_cmd_spec top_spec = {
     .synopsis = "[--json] [--limit N] TRACE...",
     .about = "The profiler view of traces (per-rank files or a merged one): the hottest spans by\n"
              "total and per-step time (name, category and arguments such as bucket and bytes), the\n"
-             "share of the step that was communication not hidden by compute, and the slowest rank.",
+             "share of the step that was communication not hidden by compute, and the slowest rank;\n"
+             "with kernel spans (train.trace_detail=kernel) also the hottest operators (kernel, shape, layer).",
     .opts = top_table,
     .nopts = YK_ARRAY_LEN(top_table),
     .min_pos = 1,

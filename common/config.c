@@ -72,8 +72,9 @@ static const key_def keys[] = {
      "\".rank<N>.json\" replaces a trailing \".json\" with several ranks (empty = off; docs/tracing.md)"},
     {"train.trace_steps", T_STR, OFF(train.trace_steps), "", 0, 0, NULL,
      "the steps to trace, A-B (inclusive, numbered as the step lines print them) or A- (empty = all)"},
-    {"train.trace_detail", T_ENUM, OFF(train.trace_detail), "step", 0, 0, "step|layer",
-     "layer also records each layer's forward and backward and the tensor-parallel collectives (a larger file)"},
+    {"train.trace_detail", T_ENUM, OFF(train.trace_detail), "step", 0, 0, "step|layer|kernel",
+     "layer also records each layer's forward and backward and the tensor-parallel collectives; kernel also every "
+     "device kernel with its shape (larger files)"},
     {"train.memory_limit", T_BYTES, OFF(train.memory_limit), "0", 0, 1e18, NULL,
      "refuse to start when this rank's planned peak memory (yoke plan) exceeds this many bytes (10MB, 20GiB); 0 = "
      "the host's MemAvailable shared by the ranks on it"},

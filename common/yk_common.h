@@ -365,7 +365,7 @@ typedef struct yk_config {
     char log_file[YK_CFG_STR]; /* rank 0 also writes the JSON step and validation lines here */
     char trace[YK_CFG_STR];  /* Chrome trace per rank (docs/tracing.md); empty = off */
     char trace_steps[32];    /* "A-B": the steps traced, as the log numbers them; empty = all */
-    char trace_detail[8];    /* step | layer: also each layer's forward/backward and tensor-parallel collectives */
+    char trace_detail[8];    /* step | layer: also each layer's forward/backward and tensor-parallel collectives | kernel: also each kernel */
     double straggler_warn;   /* WARN when a rank is this share slower than the median, for several steps */
   } train;
   struct {

@@ -442,7 +442,8 @@ static void on_msg(ykd_conn *c, const yk_msg *m) {
   switch (m->type) {
   case YK_MSG_HEARTBEAT: {
     mb->rep = m->rep;
-    if (mb->first.step <= 0) mb->first = m->rep;
+    /* the earliest step reported: a periodic heartbeat may overtake the first report */
+    if (m->rep.step > 0 && (mb->first.step <= 0 || m->rep.step < mb->first.step)) mb->first = m->rep;
     note_straggler(co);
     yk_msg a = {0};
     a.type = YK_MSG_HEARTBEAT_ACK;

@@ -66,6 +66,7 @@ struct yk_daemon_ctl {
   uint8_t **peer_addr;
   uint32_t *peer_len;
   yk_step_stats rep;
+  yk_step_stats rep_first; /* the first report: sent on its own, however late the loop gets to it */
   int64_t rep_last_step;
   uint64_t ar_bytes_total;
   uint64_t steps_reported;
@@ -185,14 +186,16 @@ static void send_frame(yk_daemon_ctl *ctl, yk_msg *m) {
                                       yk_strerror(rc));
 }
 
-static void send_heartbeat(yk_daemon_ctl *ctl) {
+static void send_heartbeat_of(yk_daemon_ctl *ctl, int first) {
   yk_msg m = {0};
   m.type = YK_MSG_HEARTBEAT;
   uv_mutex_lock(&ctl->mu);
-  m.rep = ctl->rep;
+  m.rep = first ? ctl->rep_first : ctl->rep;
   uv_mutex_unlock(&ctl->mu);
   send_frame(ctl, &m);
 }
+
+static void send_heartbeat(yk_daemon_ctl *ctl) { send_heartbeat_of(ctl, 0); }
 
 static void on_hb_timer(uv_timer_t *t) {
   yk_daemon_ctl *ctl = t->data;
@@ -636,7 +639,7 @@ static void on_wake(uv_async_t *a) {
   }
   uv_mutex_unlock(&ctl->mu);
   if (xsend && ctl->stop_phase == 0) send_frame(ctl, &x);
-  if (hb && ctl->stop_phase == 0 && ctl->link_state >= LINK_REGISTERED) send_heartbeat(ctl);
+  if (hb && ctl->stop_phase == 0 && ctl->link_state >= LINK_REGISTERED) send_heartbeat_of(ctl, 1);
   free(blob);
   if (stop && ctl->stop_phase == 0) begin_stop(ctl, code, reason);
 }
@@ -859,6 +862,7 @@ void yk_daemon_ctl_report(yk_daemon_ctl *ctl, const yk_step_stats *r) {
     ctl->rep_last_step = r->step;
   }
   int first = ctl->steps_reported++ == 0;
+  if (first) ctl->rep_first = *r;
   ctl->hb_now |= first;
   uv_mutex_unlock(&ctl->mu);
   if (first) uv_async_send(&ctl->wake);

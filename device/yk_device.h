@@ -178,6 +178,45 @@ size_t yk_device_gemm_workspace(const yk_device *dev, int M, int N, int K);
 int yk_device_cpu_create(int nthreads, yk_isa isa, yk_device **out, yk_diag *d);
 void yk_device_destroy(yk_device *dev);
 
+/* ---- a traced device: every kernel call timed and reported --------------
+ * A device whose ops table wraps another's: each call goes to the inner
+ * device and is reported to a hook with its kernel, shape, an estimate of
+ * the bytes it moves and its start and end, so a profiler can say which
+ * kernel of which layer takes the time (the engine's
+ * train.trace_detail=kernel, docs/tracing.md). Memory calls (alloc, free,
+ * alloc_shared) pass through untimed, so memory from either device is the
+ * same memory. Kernels nest no further: the inner device's kernels call its
+ * own ops, not the wrapper's. */
+enum {
+  YK_KERN_ZERO, YK_KERN_GEMM, YK_KERN_ENCODER_FWD, YK_KERN_ENCODER_BWD, YK_KERN_LAYERNORM_FWD, YK_KERN_LAYERNORM_BWD,
+  YK_KERN_BIAS_ROWS, YK_KERN_BIAS_BWD, YK_KERN_GELU_FWD, YK_KERN_GELU_BWD, YK_KERN_ADD, YK_KERN_ATTENTION_FWD,
+  YK_KERN_ATTENTION_BWD, YK_KERN_SOFTMAX_CAUSAL, YK_KERN_SOFTMAX_CAUSAL_BWD, YK_KERN_CROSSENT_FWD,
+  YK_KERN_CROSSENT_BWD, YK_KERN_CROSSENT_SHARD_FWD, YK_KERN_F32_TO_F16, YK_KERN_F16_TO_F32, YK_KERN_F32_TO_BF16,
+  YK_KERN_BF16_TO_F32, YK_KERN_ROUND_F16, YK_KERN_ROUND_BF16,
+  YK_DEVICE_KERNELS /* how many */
+};
+
+/* One kernel call. Shapes: gemm (M, N, K); encoder, layernorm, bias (rows,
+ * columns); attention (B, T, C); softmax (rows, T); cross-entropy (rows,
+ * vocabulary columns); element-wise kernels and casts (n). */
+typedef struct yk_device_call {
+  int kernel;          /* YK_KERN_* */
+  int ndims;           /* 1..3 */
+  int64_t dim[3];
+  uint64_t bytes;      /* the kernel's tensors read and written once each (an estimate of its memory traffic) */
+  int64_t t0_ns, t1_ns;/* yk_now_ns before and after */
+} yk_device_call;
+typedef void (*yk_device_call_hook)(void *ctx, const yk_device_call *call);
+
+/* The kernel's ops-table name ("gemm", "layernorm_fwd", ...), static. */
+const char *yk_device_kernel_name(int kernel);
+/* A device calling `inner` and reporting each kernel to hook(ctx, ...) on
+ * the calling thread. inner must outlive it. *out owned by the caller: free
+ * with yk_device_traced_destroy (not yk_device_destroy). YK_ENOMEM. */
+int yk_device_traced_create(const yk_device *inner, yk_device_call_hook hook, void *ctx, yk_device **out,
+                            yk_diag *d);
+void yk_device_traced_destroy(yk_device *dev);
+
 /* Measure this device's sgemm rate in GFLOP/s on an M x N x K product
  * (e.g. 1024 x 2304 x 768), best of `reps` after one warm-up. For MFU. */
 double yk_device_gemm_gflops(const yk_device *dev, int M, int N, int K, int reps);

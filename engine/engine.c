@@ -239,7 +239,7 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   if ((rc = yk_engine_plan_of(&e->cfg, &e->layout, o->local_ranks, e->dev, &e->plan, d)) != 0 ||
       (rc = yk_engine_plan_check(&e->plan, &e->cfg, (uint64_t)e->cfg.train.memory_limit, o->local_ranks, d)) != 0)
     return rc;
-  if ((rc = build_model(e, d)) != 0 || (rc = build_optimizer(e, d)) != 0 || (rc = build_data(e, d)) != 0) return rc;
+  if ((rc = eng_trace_device(e, d)) != 0 || (rc = build_model(e, d)) != 0 || (rc = build_optimizer(e, d)) != 0 || (rc = build_data(e, d)) != 0) return rc;
   if (e->layout.pp > 1) {
     if ((rc = build_pipeline(e, d)) != 0) return rc;
   } else if ((rc = yk_engine_schedule_dp(e->accum, e->mcfg.layers, &e->schedule, d)) != 0 ||
@@ -277,6 +277,7 @@ void yk_engine_close(yk_engine *e) {
   yk_model_destroy(e->model);
   yk_free(e->init_arena);
   eng_zero_free(&e->zero);
+  yk_device_traced_destroy(e->dev_traced); /* after everything that computed on it */
   free(e);
 }
 

@@ -323,6 +323,14 @@ struct yk_engine {
   int64_t region_t0;          /* start of the model region in progress (its spans do not nest) */
   yk_trace_track *tkc[2];     /* the comm threads' tracks (dp, tp) */
   uint64_t trace_bytes;       /* gradient bytes reduced, for the counter */
+  uint64_t trace_sent;        /* bytes handed to every collective and pipeline send, for the counter */
+  int64_t trace_step;         /* the step being traced: pipeline flow ids */
+  /* train.trace_detail=kernel: the model computes on a traced device that
+   * reports each kernel call (kernel_span in trace.c) */
+  yk_device *dev_traced;      /* NULL otherwise; e->dev then points to it */
+  yk_trace_track *tkk;        /* the step loop's track at kernel detail, else NULL */
+  int region_layer;           /* the model region in progress as a layer (-1 embedding, L head), INT_MIN: none */
+  yk_trace_name knames[2][YK_DEVICE_KERNELS]; /* a kernel's span outside / inside a model region */
   uint64_t tp_bytes;          /* this step's tensor-parallel collectives (tp_coll), whole buffers */
   int64_t test_delay_ms;      /* YK_TEST_DELAY_RANK: sleep this long in every step (tests only) */
 };
@@ -343,5 +351,8 @@ void eng_trace_op(yk_engine *e, const yk_sched_op *op, int64_t t0);
 void eng_trace_step_end(yk_engine *e, int64_t step, int64_t t0, const yk_step_stats *s);
 /* One tensor-parallel collective (yk_model_tp_op) of `bytes`, begun at t0 on e->tkl. */
 void eng_trace_tp(yk_engine *e, int op, size_t bytes, int64_t t0);
+/* train.trace_detail=kernel: put a traced device in front of e->dev before
+ * the model is created (freed by yk_engine_close, after the model). */
+int eng_trace_device(yk_engine *e, yk_diag *d);
 
 #endif

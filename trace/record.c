@@ -147,10 +147,25 @@ static void num(FILE *f, double v) {
   else fprintf(f, "%.6g", v);
 }
 
+int yk_trace_shape_dims(uint64_t packed, int64_t dim[3]) {
+  int n = (int)(packed >> 62), w = n <= 1 ? 62 : n == 2 ? 31 : 20;
+  if (n < 1) n = 1;
+  for (int i = 0; i < n; i++) dim[i] = (int64_t)((packed >> (w * (n - 1 - i))) & ((1ull << w) - 1));
+  return n;
+}
+
 static void args(FILE *f, const ev *e) {
   const yk_trace_name *n = e->n;
-  if (!n->arg0 && !n->arg1) return;
+  int shape = n->shape && e->kind == YK_TRACE_SPAN;
+  if (!n->arg0 && !n->arg1 && !shape) return;
   fputs(",\"args\":{", f);
+  if (shape) {
+    int64_t dim[3];
+    int nd = yk_trace_shape_dims(e->id, dim);
+    fprintf(f, "\"%s\":\"", n->shape);
+    for (int i = 0; i < nd; i++) fprintf(f, "%s%lld", i ? "x" : "", (long long)dim[i]);
+    fprintf(f, "\"%s", n->arg0 || n->arg1 ? "," : "");
+  }
   if (n->arg0) {
     fprintf(f, "\"%s\":", n->arg0);
     num(f, e->a0);

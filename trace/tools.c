@@ -146,6 +146,10 @@ typedef struct rank_sum {
   double step_us, wait_us;
 } rank_sum;
 
+/* Kernel spans (train.trace_detail=kernel) nest inside the op and layer
+ * spans: they get their own table, the operators' (kernel, shape, layer). */
+static int is_kernel(const row *r) { return !strcmp(r->cat, "kernel"); }
+
 static int by_total(const void *a, const void *b) {
   const row *x = a, *y = b;
   return x->total_us < y->total_us ? 1 : x->total_us > y->total_us ? -1 : strcmp(x->key, y->key);
@@ -253,8 +257,7 @@ int yk_trace_top(const yk_trace_top_opts *o, FILE *out, yk_diag *d) {
   free(busy);
   double excess = median > 0 ? slow_busy / median - 1 : 0;
   double exposed = step_us > 0 ? wait_us / step_us : 0;
-  int limit = o->limit > 0 ? o->limit : 20;
-  if (limit > nrows) limit = nrows;
+  int limit = o->limit > 0 ? o->limit : 20; /* per table */
   double per = steps ? 1.0 / (double)steps : 0;
   if (o->json) {
     json_t *root = json_object(), *ranks = json_array(), *spans = json_array(), *s = json_object();
@@ -278,18 +281,23 @@ int yk_trace_top(const yk_trace_top_opts *o, FILE *out, yk_diag *d) {
     json_object_set_new(s, "median_busy_ms", json_real(median / 1e3));
     json_object_set_new(s, "excess", json_real(excess));
     json_object_set_new(root, "slowest_rank", s);
-    for (int i = 0; i < limit; i++) {
-      json_t *r = json_object();
-      json_object_set_new(r, "name", json_string(rows[i].name));
-      json_object_set_new(r, "cat", json_string(rows[i].cat));
-      json_object_set_new(r, "args", rows[i].args[0] ? json_loads(rows[i].args, 0, NULL) : json_object());
-      json_object_set_new(r, "count", json_integer((json_int_t)rows[i].count));
-      json_object_set_new(r, "total_ms", json_real(rows[i].total_us / 1e3));
-      json_object_set_new(r, "ms_per_step", json_real(rows[i].total_us * per / 1e3));
-      json_object_set_new(r, "step_share", json_real(step_us > 0 ? rows[i].total_us / step_us : 0));
-      json_array_append_new(spans, r);
-    }
+    json_t *kernels = json_array();
+    for (int pass = 0; pass < 2; pass++)
+      for (int i = 0, shown = 0; i < nrows && shown < limit; i++) {
+        if (is_kernel(&rows[i]) != pass) continue;
+        shown++;
+        json_t *r = json_object();
+        json_object_set_new(r, "name", json_string(rows[i].name));
+        json_object_set_new(r, "cat", json_string(rows[i].cat));
+        json_object_set_new(r, "args", rows[i].args[0] ? json_loads(rows[i].args, 0, NULL) : json_object());
+        json_object_set_new(r, "count", json_integer((json_int_t)rows[i].count));
+        json_object_set_new(r, "total_ms", json_real(rows[i].total_us / 1e3));
+        json_object_set_new(r, "ms_per_step", json_real(rows[i].total_us * per / 1e3));
+        json_object_set_new(r, "step_share", json_real(step_us > 0 ? rows[i].total_us / step_us : 0));
+        json_array_append_new(pass ? kernels : spans, r);
+      }
     json_object_set_new(root, "spans", spans);
+    json_object_set_new(root, "kernels", kernels);
     char *txt = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (txt) fprintf(out, "%s\n", txt);
     free(txt);
@@ -299,11 +307,20 @@ int yk_trace_top(const yk_trace_top_opts *o, FILE *out, yk_diag *d) {
     fprintf(out, "communication not hidden by compute: %.1f%% of the step\n", exposed * 100);
     fprintf(out, "slowest rank: %d, busy %.2f ms per step, %+.1f%% against the median rank (%.2f ms)\n\n",
             rs[slow].rank, slow_busy / 1e3, excess * 100, median / 1e3);
-    fprintf(out, "%10s %9s %6s %8s  %-8s %-20s %s\n", "total_ms", "ms/step", "%step", "count", "cat", "name", "args");
-    for (int i = 0; i < limit; i++)
-      fprintf(out, "%10.2f %9.3f %5.1f%% %8llu  %-8s %-20s %s\n", rows[i].total_us / 1e3,
-              rows[i].total_us * per / 1e3, step_us > 0 ? rows[i].total_us / step_us * 100 : 0,
-              (unsigned long long)rows[i].count, rows[i].cat, rows[i].name, rows[i].args);
+    for (int pass = 0; pass < 2; pass++) {
+      int shown = 0;
+      for (int i = 0; i < nrows && shown < limit; i++) {
+        if (is_kernel(&rows[i]) != pass) continue;
+        if (!shown++) {
+          if (pass) fprintf(out, "\nhottest operators (kernel, shape, layer):\n");
+          fprintf(out, "%10s %9s %6s %8s  %-8s %-20s %s\n", "total_ms", "ms/step", "%step", "count", "cat", "name",
+                  "args");
+        }
+        fprintf(out, "%10.2f %9.3f %5.1f%% %8llu  %-8s %-20s %s\n", rows[i].total_us / 1e3,
+                rows[i].total_us * per / 1e3, step_us > 0 ? rows[i].total_us / step_us * 100 : 0,
+                (unsigned long long)rows[i].count, rows[i].cat, rows[i].name, rows[i].args);
+      }
+    }
   }
 out:
   free(rows);

@@ -16,8 +16,9 @@
  * then one predictable branch on the track pointer (the inline helpers
  * below), and costs no clock read.
  *
- * Names are static: a yk_trace_name lives for the whole program (a
- * `static const` at the recording site) and events keep a pointer to it.
+ * Names outlive the trace: events keep a pointer to their yk_trace_name
+ * (a `static const` at the recording site, or a table the trace's owner
+ * frees after yk_trace_close).
  *
  * Ownership: yk_trace_open allocates the trace, yk_trace_close flushes and
  * frees it and every track it handed out. Tracks are borrowed views and must
@@ -44,6 +45,7 @@ typedef struct yk_trace_name {
   const char *name;
   const char *cat;  /* "step", "compute", "comm", "wait", "opt", "ckpt", "counter" */
   const char *arg0, *arg1;
+  const char *shape; /* spans only: the name of a shape argument, written "AxBxC" from the id (yk_trace_shape) */
 } yk_trace_name;
 
 typedef struct yk_trace yk_trace;
@@ -102,11 +104,27 @@ static inline void yk_trace_interval(yk_trace_track *k, const yk_trace_name *n, 
                                      double a0, double a1) {
   if (k) yk_trace_record(k, YK_TRACE_ASYNC, n, t0, t1, id, a0, a1);
 }
-/* One end of a flow arrow (id shared by both ends), bound to the span that
- * encloses it on the track: out = where it starts, in = where it lands. */
-static inline void yk_trace_flow(yk_trace_track *k, const yk_trace_name *n, uint64_t id, int in) {
-  if (k) yk_trace_record(k, in ? YK_TRACE_FLOW_IN : YK_TRACE_FLOW_OUT, n, (int64_t)yk_now_ns(), 0, id, 0, 0);
+/* One end of a flow arrow (id shared by both ends, on any rank) at time
+ * t_ns, bound to the span that encloses it on the track: out = where it
+ * starts, in = where it lands. The two ends must have the same name. */
+static inline void yk_trace_flow(yk_trace_track *k, const yk_trace_name *n, uint64_t id, int in, int64_t t_ns) {
+  if (k) yk_trace_record(k, in ? YK_TRACE_FLOW_IN : YK_TRACE_FLOW_OUT, n, t_ns, 0, id, 0, 0);
 }
+
+/* A shape of 1 to 3 dimensions packed into a span's id (for a name with a
+ * `shape` argument): 2 bits of count, then the dimensions in 62, 31 or 20
+ * bits each; a larger dimension saturates (written as its maximum). */
+static inline uint64_t yk_trace_shape(int ndims, const int64_t *dim) {
+  int w = ndims <= 1 ? 62 : ndims == 2 ? 31 : 20;
+  uint64_t v = (uint64_t)(ndims < 1 ? 1 : ndims > 3 ? 3 : ndims) << 62, max = (1ull << w) - 1;
+  for (int i = 0; i < ndims && i < 3; i++) {
+    uint64_t x = dim[i] < 0 ? 0 : (uint64_t)dim[i] > max ? max : (uint64_t)dim[i];
+    v |= x << (w * (ndims - 1 - i));
+  }
+  return v;
+}
+/* The dimensions of a packed shape into dim[3]; returns their count. */
+int yk_trace_shape_dims(uint64_t packed, int64_t dim[3]);
 
 /* This process's resident set in bytes (0 if unknown), for the RSS counter. */
 uint64_t yk_trace_rss_bytes(void);

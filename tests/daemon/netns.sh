@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Several "hosts": three network namespaces on one bridge (198.18.0.1-3/24,
+# Several "hosts": three network namespaces on one bridge (scripts/nshosts.sh: 198.18.0.1-3/24,
 # the benchmarking range), ranks started inside them with `ip netns exec`
 # (by hand with the YOKE_* variables, and by mpirun through an rsh agent that
 # enters the namespace: tests/daemon/nsrsh.sh).
@@ -12,29 +12,12 @@ set -u
 . "$(dirname "$0")/lib-daemon.sh"
 need_netns "the multi-host test (hosts as network namespaces)"
 tag=$$
-hub=ykhub$tag
+NSH=$(dirname "$0")/../../scripts/nshosts.sh   # the one home of namespace hosts
 NS=(yk${tag}h0 yk${tag}h1 yk${tag}h2)
 HOSTS=(host0 host1 host2)
-cleanup_ns() {
-  local n
-  for n in "${NS[@]}" "$hub"; do
-    for p in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-    ip netns del "$n" 2>/dev/null
-  done
-}
+cleanup_ns() { "$NSH" down "yk$tag"; }
 YK_CLEANUP+=(cleanup_ns)
-setup() {
-  ip netns add "$hub" && ip -n "$hub" link add br0 type bridge && ip -n "$hub" link set br0 up || return 1
-  local i
-  for i in 0 1 2; do
-    local ns=${NS[$i]}
-    ip netns add "$ns" || return 1
-    ip link add "ykv$tag$i" type veth peer name "ykp$tag$i" || return 1
-    ip link set "ykv$tag$i" netns "$ns" && ip -n "$ns" link set "ykv$tag$i" name eth0 || return 1
-    ip link set "ykp$tag$i" netns "$hub" && ip -n "$hub" link set "ykp$tag$i" master br0 && ip -n "$hub" link set "ykp$tag$i" up || return 1
-    ip -n "$ns" addr add "198.18.0.$((i + 1))/24" dev eth0 && ip -n "$ns" link set eth0 up && ip -n "$ns" link set lo up || return 1
-  done
-}
+setup() { "$NSH" up "yk$tag" 3; }
 if setup 2> "$YK_TMP/setup.err"; then pass "3 namespaces on a bridge"; else fail "netns setup: $(cat "$YK_TMP/setup.err")"; finish; exit 1; fi
 export YOKE_SECRET=$(openssl rand -hex 32)
 # B reaches C directly (not only through A): a coordinator on C answers

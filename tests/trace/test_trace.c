@@ -185,6 +185,80 @@ START_TEST(merge_top) {
 }
 END_TEST
 
+/* A span's packed shape is written as "AxBxC" (saturating per dimension);
+ * both ends of a flow arrow carry the same id, the landing end bound to
+ * its enclosing span; top puts kernel spans in their own table. */
+static const yk_trace_name N_K = {"gemm", "kernel", "layer", "bytes", "shape"};
+static const yk_trace_name N_E = {"add", "kernel", "bytes", NULL, "shape"};
+static const yk_trace_name N_F = {"pipe act", "pipe", NULL, NULL};
+
+START_TEST(shapes_flows_kernels) {
+  int64_t dim[3] = {256, 50304, 768}, back[3];
+  ck_assert_int_eq(yk_trace_shape_dims(yk_trace_shape(3, dim), back), 3);
+  ck_assert(back[0] == 256 && back[1] == 50304 && back[2] == 768);
+  int64_t big[3] = {25165824, 0, 0}, sat[3] = {1 << 21, 5, 7};
+  ck_assert_int_eq(yk_trace_shape_dims(yk_trace_shape(1, big), back), 1);
+  ck_assert(back[0] == 25165824);
+  yk_trace_shape_dims(yk_trace_shape(3, sat), back);
+  ck_assert(back[0] == (1 << 20) - 1 && back[1] == 5 && back[2] == 7);
+
+  char path[128], res[128];
+  snprintf(path, sizeof path, "%s/k.json", dir);
+  snprintf(res, sizeof res, "%s/top.json", dir);
+  yk_trace_opts o = {.path = path, .rank = 0, .world = 1, .last_step = -1};
+  yk_trace *t = NULL;
+  yk_diag d = {0};
+  ck_assert_int_eq(yk_trace_open(&o, &t, &d), 0);
+  yk_trace_track *k = yk_trace_track_open(t, "main");
+  yk_trace_step_begin(t, 0);
+  int64_t t0 = yk_trace_begin(k);
+  yk_trace_record(k, YK_TRACE_SPAN, &N_K, t0, t0 + 30000, yk_trace_shape(3, dim), 1, 4096);
+  yk_trace_record(k, YK_TRACE_SPAN, &N_E, t0 + 30000, t0 + 40000, yk_trace_shape(1, big), 96, 0);
+  yk_trace_flow(k, &N_F, 42, 0, t0 + 1);
+  yk_trace_flow(k, &N_F, 42, 1, t0 + 39999);
+  yk_trace_record(k, YK_TRACE_SPAN, &N_S, t0, t0 + 100000, 0, 1, 0);
+  ck_assert_int_eq(yk_trace_step_end(t, 0, &d), 0);
+  ck_assert_int_eq(yk_trace_close(t, &d), 0);
+  json_t *j = load(path);
+  size_t i;
+  json_t *e;
+  int flows = 0;
+  json_array_foreach(json_object_get(j, "traceEvents"), i, e) {
+    const char *n = json_string_value(json_object_get(e, "name")), *ph = json_string_value(json_object_get(e, "ph"));
+    json_t *a = json_object_get(e, "args");
+    if (!strcmp(n, "gemm")) {
+      ck_assert_str_eq(json_string_value(json_object_get(a, "shape")), "256x50304x768");
+      ck_assert_int_eq(json_integer_value(json_object_get(a, "layer")), 1);
+      ck_assert_int_eq(json_integer_value(json_object_get(a, "bytes")), 4096);
+    }
+    if (!strcmp(n, "add")) ck_assert_str_eq(json_string_value(json_object_get(a, "shape")), "25165824");
+    if (!strcmp(n, "pipe act")) {
+      flows++;
+      ck_assert_str_eq(json_string_value(json_object_get(e, "id")), "0x2a");
+      if (!strcmp(ph, "f")) ck_assert_str_eq(json_string_value(json_object_get(e, "bp")), "e");
+      else ck_assert_str_eq(ph, "s");
+    }
+  }
+  ck_assert_int_eq(flows, 2);
+  json_decref(j);
+
+  FILE *f = fopen(res, "w");
+  const char *one[1] = {path};
+  yk_trace_top_opts to = {.inputs = one, .n_inputs = 1, .json = 1};
+  ck_assert_int_eq(yk_trace_top(&to, f, &d), 0);
+  fclose(f);
+  j = load(res);
+  json_t *kern = json_object_get(j, "kernels");
+  ck_assert_int_eq(json_array_size(kern), 2);
+  ck_assert_int_eq(json_array_size(json_object_get(j, "spans")), 0);
+  json_t *top = json_array_get(kern, 0);
+  ck_assert_str_eq(json_string_value(json_object_get(top, "name")), "gemm");
+  double share = json_real_value(json_object_get(top, "step_share"));
+  ck_assert_msg(share > 0.299 && share < 0.301, "gemm share %g", share);
+  json_decref(j);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("trace");
   TCase *tc = tcase_create("trace");
@@ -193,6 +267,7 @@ int main(void) {
   tcase_add_test(tc, window);
   tcase_add_test(tc, ring_full);
   tcase_add_test(tc, merge_top);
+  tcase_add_test(tc, shapes_flows_kernels);
   suite_add_tcase(s, tc);
   SRunner *r = srunner_create(s);
   srunner_run_all(r, CK_NORMAL);

@@ -3,7 +3,9 @@
 # spans of each step cover the step span within 1%, the size stays under
 # 1 MB per rank per 100 steps, `yoke trace merge` gives monotonic tracks and
 # both ranks' spans of every bucket reduction overlap on the aligned clock,
-# train.trace_steps limits the window, a bad window is one error line, and a
+# a pipeline's messages are arrows from one rank's send to the other's
+# receive, train.trace_detail=kernel records the kernels by layer and shape
+# and trace top lists them, train.trace_steps limits the window, a bad window is one error line, and a
 # rank slowed by YK_TEST_DELAY_RANK is named by the coordinator, by
 # `yoke status` and by `yoke trace top`.
 set -u
@@ -60,7 +62,7 @@ for r in (0, 1):
     assert abs(covers[len(covers) // 2] - 1) <= 0.01, f"rank {r}: median step covered {covers[len(covers) // 2]:.4f}"
     assert abs(total_cover / total_step - 1) <= 0.01, f"rank {r}: steps covered {total_cover / total_step:.4f}"
     counters = {e["name"] for e in ev if e.get("ph") == "C"}
-    assert {"rss", "reduced", "loss_scale"} <= counters, counters
+    assert {"rss", "reduced", "comm", "loss_scale"} <= counters, counters
     # the other threads' tracks: the comm thread runs the bucket reductions,
     # the checkpoint writer writes the saves of steps 30 and 60
     tracks = {e["args"]["name"]: e["tid"] for e in ev if e.get("name") == "thread_name"}
@@ -125,6 +127,61 @@ assert tp and all(e["args"]["bytes"] > 0 for e in tp), len(tp)
 inside = sum(any(l["ts"] <= e["ts"] and e["ts"] + e["dur"] <= l["ts"] + l["dur"] + 0.001 for l in ls) for e in tp)
 assert inside >= len(tp) // 2, (inside, len(tp))
 PY
+
+# 1c. a pipeline of 2 stages at train.trace_detail=kernel: every send's
+#     flow arrow lands on the other rank's receive, after it leaves on the
+#     merged clock (within the alignment error); kernel spans carry a shape
+#     and the layer of the region around them and tile those regions; trace
+#     top lists the operators (kernel, shape, layer)
+"$YOKE" launch -n 2 --port 0 -- $JOB --set train.steps=10 --set parallel.pipeline=2 --set train.grad_accum=4 \
+  --set train.trace=$tmp/p.json --set train.trace_detail=kernel $HB > $tmp/p.log 2>&1 || fail "pipeline job: $(tail -3 $tmp/p.log)"
+"$YOKE" trace merge --out $tmp/pm.json $tmp/p.rank0.json $tmp/p.rank1.json > /dev/null 2>&1 || fail "pipeline merge"
+python3 - "$tmp" <<'PY' && pass "pipeline: 80 messages, each arrow from a send to a receive on the other rank, in time order" \
+  || fail "pipeline flows"
+import json, sys
+d = json.load(open(sys.argv[1] + "/pm.json"))
+err_us = d["metadata"]["max_clock_error_ns"] / 1e3
+ev = d["traceEvents"]
+ends = {}
+for e in ev:
+    if e.get("ph") in ("s", "f"):
+        assert (e["name"], e["ph"]) not in ends.get(e["id"], {}), f"flow id {e['id']} used twice"
+        ends.setdefault(e["id"], {})[(e["name"], e["ph"])] = e
+# 10 steps x 4 micro-batches x (activations + gradients)
+assert len(ends) == 80, len(ends)
+xs = [e for e in ev if e.get("ph") == "X"]
+def span_at(e, names):
+    return [x for x in xs if x["pid"] == e["pid"] and x["tid"] == e["tid"] and x["name"] in names
+            and x["ts"] <= e["ts"] <= x["ts"] + x["dur"]]
+for i, by in ends.items():
+    assert len(by) == 2, (i, by)
+    (n0, _), (n1, _) = by
+    assert n0 == n1, (i, by)
+    s, f = by[(n0, "s")], by[(n0, "f")]
+    assert s["pid"] != f["pid"], f"flow {i} stays on rank {s['pid']}"
+    assert f["ts"] >= s["ts"] - err_us, f"flow {i} lands {s['ts'] - f['ts']:.1f} us before it leaves (error {err_us} us)"
+    kind = n0.split()[1]
+    assert span_at(s, {"send " + kind}) and span_at(f, {"recv " + kind}), f"flow {i} is not bound to its send/receive"
+PY
+python3 - "$tmp" <<'PY' && pass "trace_detail=kernel: kernels with shape and layer tile the model's regions" || fail "kernel spans"
+import json, sys
+for r in (0, 1):
+    xs = [e for e in json.load(open(f"{sys.argv[1]}/p.rank{r}.json"))["traceEvents"] if e.get("ph") == "X"]
+    ks = [e for e in xs if e["cat"] == "kernel"]
+    assert any(k["name"] == "gemm" and len(k["args"]["shape"].split("x")) == 3 for k in ks), r
+    regions = [e for e in xs if e["name"].endswith((" embed", " layer", " head"))]
+    cover = []
+    for g in regions:
+        inside = [k for k in ks if g["ts"] <= k["ts"] and k["ts"] + k["dur"] <= g["ts"] + g["dur"] + 0.001]
+        want = g.get("args", {}).get("layer", -1 if g["name"].endswith("embed") else 2)  # tiny: 2 layers
+        assert inside and all(k["args"]["layer"] == want for k in inside), (g, inside[:2])
+        cover.append(sum(k["dur"] for k in inside) / g["dur"])
+    cover.sort()
+    assert cover[len(cover) // 2] > 0.95, f"rank {r}: kernels cover the median region {cover[len(cover) // 2]:.3f}"
+PY
+top=$("$YOKE" trace top $tmp/pm.json)
+echo "$top" | grep -A2 "^hottest operators (kernel, shape, layer):" | grep -qE "kernel +[a-z_0-9]+ +\{\"bytes\":[0-9]+,\"layer\":-?[0-9]+,\"shape\":\"[0-9x]+\"\}" \
+  && pass "trace top: $(echo "$top" | grep -A2 '^hottest operators' | tail -1 | tr -s ' ')" || fail "trace top operators: $top"
 
 # 2. a window: the steps 5-9 as the step lines number them
 "$YOKE" launch -n 2 --port 0 -- $JOB --set train.steps=12 --set train.trace=$tmp/w-{rank}.json \

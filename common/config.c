@@ -57,6 +57,10 @@ static const key_def keys[] = {
     {"train.threads", T_INT, OFF(train.threads), "0", 0, 4096, NULL, "compute threads per rank (0 = all cores / local ranks)"},
     {"train.precision", T_ENUM, OFF(train.precision), "fp32", 0, 0, "fp32|fp16|bf16",
      "weights/activations/gradients in 16 bits with fp32 master weights, or fp32 throughout"},
+    {"train.recompute", T_ENUM, OFF(train.recompute), "none", 0, 0, "none|selective|full",
+     "activation recomputation: selective recomputes the attention probabilities (B,NH,T,T) in backward, full keeps "
+     "only each layer's input and re-runs the layer's forward before its backward (less memory, more compute; the "
+     "gradients are bitwise the same)"},
     {"train.init_weights", T_STR, OFF(train.init_weights), "", 0, 0, NULL,
      "start from this GPT-2 fp32 weights file (empty = random init from seed)"},
     {"train.save_weights", T_STR, OFF(train.save_weights), "", 0, 0, NULL,

@@ -359,6 +359,7 @@ typedef struct yk_config {
     int64_t log_every;
     int64_t threads;         /* 0 = all cores */
     char precision[8];       /* fp32 | fp16 | bf16 */
+    char recompute[12];      /* none | selective | full: activations recomputed in backward (docs/memory.md) */
     char init_weights[YK_CFG_STR];
     char save_weights[YK_CFG_STR];
     char log_file[YK_CFG_STR]; /* rank 0 also writes the JSON step and validation lines here */

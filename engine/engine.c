@@ -47,7 +47,7 @@ static int build_model(yk_engine *e, yk_diag *d) {
   /* An impossible split is one line before anything is allocated. */
   if ((rc = yk_model_tp_check(&e->mcfg, e->B, e->T, e->tp, (int)c->parallel.sequence, d)) != 0) return rc;
   yk_model_tp tp = {.size = e->tp, .rank = e->tp_rank, .sequence = (int)c->parallel.sequence, .coll = tp_coll,
-                    .ctx = e};
+                    .ctx = e, .recompute = eng_recompute_of(c)};
   /* this rank's arena: its tensor-parallel pieces */
   e->nparams = yk_model_tp_num_params(&e->mcfg, e->tp, e->tp_rank);
   if (e->zstage) {

@@ -135,6 +135,9 @@ typedef struct eng_zero {
 int eng_zero_init(eng_zero *z, int stage, yk_comm *comm, const yk_model_config *mc, int tp, int tp_rank, size_t n,
                   size_t bucket_bytes,
                   int64_t timeout_ms, yk_dtype dt16, int share, yk_diag *d);
+/* train.recompute as the model's mode (plan.c; yk_engine_open and the plan
+ * give the model the same one). */
+yk_model_recompute eng_recompute_of(const yk_config *c);
 /* The bytes eng_zero_init allocates for this rank (before yk_alloc's
  * rounding), without allocating: the engine's memory plan. touched = 1:
  * only what backward fills of the windows (shared memory is resident only

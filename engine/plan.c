@@ -17,6 +17,12 @@ const char *yk_engine_plan_item_name(yk_plan_item i) {
   return (unsigned)i < YK_PLAN_NITEMS ? item_names[i] : "?";
 }
 
+yk_model_recompute eng_recompute_of(const yk_config *c) {
+  if (!strcmp(c->train.recompute, "selective")) return YK_MODEL_RECOMPUTE_SELECTIVE;
+  if (!strcmp(c->train.recompute, "full")) return YK_MODEL_RECOMPUTE_FULL;
+  return YK_MODEL_RECOMPUTE_NONE;
+}
+
 /* The model shape build_model uses: the weights file's, or the config's. */
 static int plan_model_config(const yk_config *c, yk_model_config *mc, yk_diag *d) {
   if (c->train.init_weights[0]) return yk_model_weights_read_config(c->train.init_weights, mc, d);
@@ -62,7 +68,8 @@ int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, c
   p->dp = dp;
   p->tp = tp;
 
-  yk_model_tp mtp = {.size = tp, .rank = l->tp_rank, .sequence = (int)c->parallel.sequence};
+  yk_model_tp mtp = {.size = tp, .rank = l->tp_rank, .sequence = (int)c->parallel.sequence,
+                     .recompute = eng_recompute_of(c)};
   yk_model_sizes ms;
   if ((rc = yk_model_plan(&mc, B, T, dev, act, &mtp, z != 0, &ms, d)) != 0) return rc;
   plan_model_items(&ms, act, p);

@@ -293,6 +293,11 @@ int yk_model_config_from_table(const yk_tensor_desc *t, int n, int vocab_size, i
   return rc;
 }
 
+/* Rows of one LM-head block: the logits training holds are (HEAD_ROWS, Vl),
+ * 26 MB at GPT-2's vocabulary instead of 206 MB for d12 at B=4, T=256, while
+ * a block's products stay large enough for the GEMM to run at full speed. */
+#define HEAD_ROWS 128
+
 /* The element counts of what yk_model_create_parallel allocates: the one
  * home of the model's memory formulas (create and yk_model_plan both use
  * it). tp is the checked group (size 1 without); arena = local parameters. */
@@ -314,11 +319,16 @@ static void sizes_of(const yk_model_config *cfg, int B, int T, const yk_model_tp
    * sequence parallelism the residual stream holds Ns = N/tp rows; the
    * LayerNorm outputs are kept gathered (N rows), as the column-parallel
    * products and their weight gradients read them whole. */
-  size_t per_layer = N * C + N * 3 * Cl + N * Cl + att_n + Ns * C + N * C + 2 * N * 4 * Cl + Ns * C;
-  s->kept_numel = Ns * C + nl * per_layer + (head ? N * C : 0);
-  /* always fp32: LayerNorm mean/rstd, logits (the LM head and cross-entropy
-   * stay fp32), losses, lse */
-  s->logits_numel = head ? N * (size_t)Vl : 0;
+  size_t inner = N * C + N * 3 * Cl + N * Cl + Ns * C + N * C + 2 * N * 4 * Cl; /* ln1 .. fch_gelu but att */
+  size_t layers = nl * (inner + att_n + Ns * C);                                 /* + att, res3 */
+  /* recomputation: selective keeps one layer's att for all; full keeps each
+   * layer's output res3 (the next one's input) and one layer's set of the rest */
+  if (tp->recompute == YK_MODEL_RECOMPUTE_SELECTIVE) layers = nl * (inner + Ns * C) + (nl ? att_n : 0);
+  else if (tp->recompute == YK_MODEL_RECOMPUTE_FULL) layers = nl * Ns * C + (nl ? inner + att_n : 0);
+  s->kept_numel = Ns * C + layers + (head ? N * C : 0);
+  /* always fp32: LayerNorm mean/rstd, one block of logits (the LM head and
+   * cross-entropy stay fp32, and run HEAD_ROWS rows at a time), losses, lse */
+  s->logits_numel = head ? YK_MIN(N, (size_t)HEAD_ROWS) * (size_t)Vl : 0;
   s->f32_numel = nl * 4 * Ns + (head ? 2 * Ns + s->logits_numel + 2 * N : 0);
   s->work_numel = is16 ? 2 * Ns * C + N * C + N * 3 * Cl + N * Cl + 2 * N * 4 * Cl + att_n : 0;
   s->rep_numel = tp->sequence ? YK_MAX(6 * C, (size_t)T * C) : 0;
@@ -343,7 +353,7 @@ int yk_model_plan(const yk_model_config *cfg_in, int B, int T, const yk_device *
   if (B <= 0 || B > (1 << 20)) return yk_errorf(d, YK_ECONFIG, "micro-batch B=%d must be in [1, 1048576]", B);
   if (T <= 0 || T > cfg.max_seq_len)
     return yk_errorf(d, YK_ECONFIG, "sequence length T=%d must be in [1, max_seq_len=%d]", T, cfg.max_seq_len);
-  yk_model_tp tp = {.size = 1};
+  yk_model_tp tp = {.size = 1, .recompute = tp_in ? tp_in->recompute : YK_MODEL_RECOMPUTE_NONE};
   if (tp_in && tp_in->size > 1) {
     tp = *tp_in;
     if ((rc = yk_model_tp_check(&cfg, B, T, tp.size, tp.sequence, d)) != 0) return rc;
@@ -437,7 +447,10 @@ int yk_model_create_stage(const yk_model_config *cfg_in, int B, int T, const yk_
     return yk_errorf(d, YK_ECONFIG, "sequence length T=%d must be in [1, max_seq_len=%d]", T, cfg.max_seq_len);
   if (act_dtype != YK_DT_F32 && act_dtype != YK_DT_F16 && act_dtype != YK_DT_BF16)
     return yk_errorf(d, YK_ECONFIG, "activation dtype %d is not supported; use fp32, fp16 or bf16", (int)act_dtype);
-  yk_model_tp tp = {.size = 1};
+  yk_model_tp tp = {.size = 1, .recompute = tp_in ? tp_in->recompute : YK_MODEL_RECOMPUTE_NONE};
+  if ((unsigned)tp.recompute > YK_MODEL_RECOMPUTE_FULL)
+    return yk_errorf(d, YK_ECONFIG, "recompute mode %d is not one of none (0), selective (1), full (2)",
+                     (int)tp.recompute);
   if (tp_in && tp_in->size > 1) {
     tp = *tp_in;
     if (tp.rank < 0 || tp.rank >= tp.size || !tp.coll)
@@ -468,6 +481,7 @@ int yk_model_create_stage(const yk_model_config *cfg_in, int B, int T, const yk_
   m->Ns = (int)Ns;
   m->Vl = (int)Vl;
   m->v0 = (int)v0;
+  m->head_rows = (int)YK_MIN(N, (size_t)HEAD_ROWS);
   m->nv = (int)YK_MIN((int64_t)Vl, YK_MAX((int64_t)0, (int64_t)cfg.vocab_size - (int64_t)v0));
   int is16 = act_dtype != YK_DT_F32;
   int tpar = tp.size > 1;
@@ -520,28 +534,37 @@ int yk_model_create_stage(const yk_model_config *cfg_in, int B, int T, const yk_
   /* a kept activation: from the 16-bit store in 16-bit mode, else fp32 */
 #define KEEP(ptr, n) (is16 ? (void)(ptr = q, q += (n)) : (void)(ptr = p, p += (n)))
   KEEP(m->encoded, Ns * C);
+  /* Under recomputation the layers share `once`'s (the first allocated
+   * layer's) stores of what backward recomputes (sizes_of counts the same). */
+  acts_layer *once = NULL;
   for (size_t l = 0; l < L; l++) {
     acts_layer *a = &m->al[l];
     if (!m->held[1 + l]) continue;
-    KEEP(a->ln1, N * C);
+    if (once && tp.recompute == YK_MODEL_RECOMPUTE_FULL) {
+      *a = *once; /* mean/rstd and res3 are the layer's own, below */
+    } else {
+      KEEP(a->ln1, N * C);
+      KEEP(a->qkv, N * 3 * Cl);
+      KEEP(a->atty, N * Cl);
+      if (once && tp.recompute == YK_MODEL_RECOMPUTE_SELECTIVE) a->att = once->att;
+      else KEEP(a->att, att_n);
+      KEEP(a->res2, Ns * C);
+      KEEP(a->ln2, N * C);
+      KEEP(a->fch, N * 4 * Cl);
+      KEEP(a->fch_gelu, N * 4 * Cl);
+    }
     TAKE(a->ln1_mean, Ns);
     TAKE(a->ln1_rstd, Ns);
-    KEEP(a->qkv, N * 3 * Cl);
-    KEEP(a->atty, N * Cl);
-    KEEP(a->att, att_n);
-    KEEP(a->res2, Ns * C);
-    KEEP(a->ln2, N * C);
     TAKE(a->ln2_mean, Ns);
     TAKE(a->ln2_rstd, Ns);
-    KEEP(a->fch, N * 4 * Cl);
-    KEEP(a->fch_gelu, N * 4 * Cl);
     KEEP(a->res3, Ns * C);
+    if (!once) once = a;
   }
   if (head) {
     KEEP(m->lnf, N * C);
     TAKE(m->lnf_mean, Ns);
     TAKE(m->lnf_rstd, Ns);
-    TAKE(m->logits, N * Vl);
+    TAKE(m->logits, (size_t)m->head_rows * Vl);
     TAKE(m->losses, N);
     TAKE(m->lse, N);
   }
@@ -576,6 +599,7 @@ void yk_model_destroy(yk_model *m) {
   else dev->ops->free(dev, m->grads);
   dev->ops->free(dev, m->act_mem);
   dev->ops->free(dev, m->act16_mem);
+  dev->ops->free(dev, m->logits_all);
   free(m->al);
   free(m->tensors);
   free(m->held);
@@ -639,7 +663,7 @@ void yk_model_set_span_hook(yk_model *m, yk_model_span_hook fn, void *ctx) {
   m->span = fn;
   m->span_ctx = ctx;
 }
-const float *yk_model_logits(const yk_model *m) { return m->logits; }
+const float *yk_model_logits(const yk_model *m) { return m->logits_all; }
 const float *yk_model_losses(const yk_model *m) { return m->losses; }
 void yk_model_zero_grad(yk_model *m) {
   if (m->grads) m->dev->ops->zero(m->dev, m->grads, m->nlocal);
@@ -928,29 +952,139 @@ static int embed_fwd(yk_model *m, float *x, const int32_t *tok, const float *P, 
   return 0;
 }
 
-/* Vocabulary-parallel cross-entropy: each rank holds logits (N,Vl) for its
+/* Cross-entropy of rows [r0, r0+R) from their logits block m->logits (R,Vl)
+ * into losses and lse. Vocabulary-parallel: each rank holds logits for its
  * vocabulary rows; the per-row logsumexp combines as
  *     lse = M + log(sum_r exp(lse_r - M)),  M = max_r lse_r
  * (a MAX, then one SUM that also carries the target's logit from the rank
  * that holds it). Padded rows (>= V) are outside every rank's nv. */
-static int ce_fwd(yk_model *m, const int32_t *targets, yk_diag *d) {
+static int ce_fwd(yk_model *m, const int32_t *targets, int r0, int R, yk_diag *d) {
   const yk_device *dev = m->dev;
-  int N = m->B * m->T, rc;
+  int rc;
+  float *lse = m->lse + r0, *losses = m->losses + r0;
   if (m->tp.size == 1) {
-    dev->ops->crossent_fwd(dev, m->losses, m->lse, m->logits, targets, N, m->cfg.vocab_size,
+    dev->ops->crossent_fwd(dev, losses, lse, m->logits, targets + r0, R, m->cfg.vocab_size,
                            m->cfg.padded_vocab_size);
     return 0;
   }
-  for (int n = 0; n < N; n++) m->tshift[n] = targets[n] - m->v0;
-  float *mx = m->ce, *st = m->ce + N; /* st: sum of exp (N) | target logit (N) */
-  dev->ops->crossent_shard_fwd(dev, m->lse, st + N, m->logits, m->tshift, N, m->nv, m->Vl);
-  memcpy(mx, m->lse, (size_t)N * sizeof(float));
-  if ((rc = m->tp.coll(m->tp.ctx, YK_TP_MAX, mx, mx, (size_t)N, d)) != 0) return rc;
-  for (int n = 0; n < N; n++) st[n] = m->lse[n] == -INFINITY ? 0.0f : expf(m->lse[n] - mx[n]);
-  if ((rc = m->tp.coll(m->tp.ctx, YK_TP_SUM, st, st, 2 * (size_t)N, d)) != 0) return rc;
-  for (int n = 0; n < N; n++) {
-    m->lse[n] = mx[n] + logf(st[n]);
-    m->losses[n] = m->lse[n] - st[N + n];
+  int32_t *ts = m->tshift + r0;
+  for (int n = 0; n < R; n++) ts[n] = targets[r0 + n] - m->v0;
+  float *mx = m->ce, *st = m->ce + R; /* st: sum of exp (R) | target logit (R) */
+  dev->ops->crossent_shard_fwd(dev, lse, st + R, m->logits, ts, R, m->nv, m->Vl);
+  memcpy(mx, lse, (size_t)R * sizeof(float));
+  if ((rc = m->tp.coll(m->tp.ctx, YK_TP_MAX, mx, mx, (size_t)R, d)) != 0) return rc;
+  for (int n = 0; n < R; n++) st[n] = lse[n] == -INFINITY ? 0.0f : expf(lse[n] - mx[n]);
+  if ((rc = m->tp.coll(m->tp.ctx, YK_TP_SUM, st, st, 2 * (size_t)R, d)) != 0) return rc;
+  for (int n = 0; n < R; n++) {
+    lse[n] = mx[n] + logf(st[n]);
+    losses[n] = lse[n] - st[R + n];
+  }
+  return 0;
+}
+
+/* logits block m->logits (R,Vl) = lnf rows [r0, r0+R) (R,C) . wte (Vl,C)^T
+ * (the tied embedding): forward's and, recomputed, backward's. */
+static void head_block(yk_model *m, const float *lnf, const float *wte, int r0, int R) {
+  int C = m->cfg.channels;
+  m->dev->ops->gemm(m->dev, 0, 1, R, m->Vl, C, 1.0f, lnf + (size_t)r0 * C, C, wte, C, 0.0f, m->logits, m->Vl);
+}
+
+/* The LM head and cross-entropy with targets, block by block: losses and
+ * lse (N) of every position; no more than one block of logits exists. */
+static int head_fwd(yk_model *m, const float *lnf, const float *wte, const int32_t *targets, yk_diag *d) {
+  int N = m->B * m->T, rc = 0;
+  for (int r0 = 0; r0 < N && !rc; r0 += m->head_rows) {
+    int R = YK_MIN(m->head_rows, N - r0);
+    head_block(m, lnf, wte, r0, R);
+    rc = ce_fwd(m, targets, r0, R, d);
+  }
+  return rc;
+}
+
+/* Backward of the LM head and cross-entropy, block by block: each block's
+ * logits recomputed (the same product on the same lnf, so the same bits as
+ * forward's), turned into dlogits in place, then dwte (Vl,C) += dlogits^T
+ * (Vl,R) . lnf (R,C) and the block's rows of dlnf (N,C) = dlogits . wte.
+ * Returns dlnf of this rank's rows (reduced over the group under tensor
+ * parallelism: each rank's product is partial over its vocabulary rows). */
+static const float *head_bwd(yk_model *m, float scale, const float *lnf, const float *wte, float *dwte, int *rc,
+                             yk_diag *d) {
+  const yk_device *dev = m->dev;
+  int N = m->B * m->T, C = m->cfg.channels, Vl = m->Vl, tpar = m->tp.size > 1;
+  float *dlnf = tpar ? m->tpbuf : m->dC;
+  for (int r0 = 0; r0 < N; r0 += m->head_rows) {
+    int R = YK_MIN(m->head_rows, N - r0);
+    head_block(m, lnf, wte, r0, R);
+    if (tpar) dev->ops->crossent_bwd(dev, m->logits, m->lse + r0, m->tshift + r0, scale / (float)N, R, m->nv, Vl);
+    else dev->ops->crossent_bwd(dev, m->logits, m->lse + r0, m->targets + r0, scale / (float)N, R, m->cfg.vocab_size, Vl);
+    dev->ops->gemm(dev, 1, 0, Vl, C, R, 1.0f, m->logits, Vl, lnf + (size_t)r0 * C, C, 1.0f, dwte, C);
+    dev->ops->gemm(dev, 0, 0, R, C, Vl, 1.0f, m->logits, Vl, wte, C, 0.0f, dlnf + (size_t)r0 * C, C);
+  }
+  return tpar ? tp_reduce(m, m->tpbuf, rc, d) : m->dC;
+}
+
+/* Layer l's forward from its input x (Ns,C; in 16-bit mode the rounded
+ * values in work buffer R0) with its weights w: fills the layer's kept
+ * tensors and, with out, its output res3 (*out: the fp32 values the next
+ * layer reads). Backward's full recomputation re-runs it with out NULL. */
+static int layer_fwd(yk_model *m, int l, const layer_view *w, const float *x, float **out, yk_diag *d) {
+  const yk_device *dev = m->dev;
+  const yk_device_ops *o = dev->ops;
+  int B = m->B, T = m->T, C = m->cfg.channels, Cl = m->Cl, NHl = m->NHl, N = B * T, rc;
+  size_t NC = (size_t)N * C, NCl = (size_t)N * Cl, NsC = (size_t)m->Ns * C;
+  acts_layer *a = &m->al[l];
+  float *ln1 = dest(m, a->ln1, W_LN);
+  if ((rc = norm_fwd(m, ln1, a->ln1_mean, a->ln1_rstd, x, w->p[P_LN1W], w->p[P_LN1B], d)) != 0) return rc;
+  keep(m, a->ln1, ln1, NC);
+  /* qkv (N,3Cl) = qkvb + ln1 (N,C) . qkvw (3Cl,C)^T: column-parallel, this rank's heads */
+  float *qkv = dest(m, a->qkv, W_QKV);
+  o->bias_rows(dev, qkv, w->p[P_QKVB], NULL, N, 3 * Cl);
+  o->gemm(dev, 0, 1, N, 3 * Cl, C, 1.0f, ln1, C, w->p[P_QKVW], C, 1.0f, qkv, 3 * Cl);
+  keep(m, a->qkv, qkv, 3 * NCl);
+  float *atty = dest(m, a->atty, W_ATTY), *att = dest(m, a->att, W_ATT);
+  o->attention_fwd(dev, atty, att, qkv, B, T, Cl, NHl);
+  store(m, a->att, att, (size_t)B * NHl * T * T); /* only backward reads att */
+  keep(m, a->atty, atty, NCl);
+  /* res2 (Ns,C) = x + attprojb + atty (N,Cl) . attprojw (C,Cl)^T: row-parallel */
+  float *res2 = dest(m, a->res2, W_R1);
+  if ((rc = proj_fwd(m, res2, x, w->p[P_ATTPROJB], atty, w->p[P_ATTPROJW], Cl, d)) != 0) return rc;
+  keep(m, a->res2, res2, NsC);
+  float *ln2 = dest(m, a->ln2, W_LN);
+  if ((rc = norm_fwd(m, ln2, a->ln2_mean, a->ln2_rstd, res2, w->p[P_LN2W], w->p[P_LN2B], d)) != 0) return rc;
+  keep(m, a->ln2, ln2, NC);
+  /* fch (N,4Cl) = fcb + ln2 . fcw (4Cl,C)^T: column-parallel; gelu */
+  float *fch = dest(m, a->fch, W_FCH), *gelu = dest(m, a->fch_gelu, W_GELU);
+  o->bias_rows(dev, fch, w->p[P_FCB], NULL, N, 4 * Cl);
+  o->gemm(dev, 0, 1, N, 4 * Cl, C, 1.0f, ln2, C, w->p[P_FCW], C, 1.0f, fch, 4 * Cl);
+  keep(m, a->fch, fch, 4 * NCl);
+  o->gelu_fwd(dev, gelu, fch, 4 * NCl);
+  keep(m, a->fch_gelu, gelu, 4 * NCl);
+  if (!out) return 0; /* a recomputation: backward does not read res3 */
+  /* res3 (Ns,C) = res2 + fcprojb + gelu (N,4Cl) . fcprojw (C,4Cl)^T: row-parallel */
+  float *res3 = dest(m, a->res3, W_R0);
+  if ((rc = proj_fwd(m, res3, res2, w->p[P_FCPROJB], gelu, w->p[P_FCPROJW], 4 * Cl, d)) != 0) return rc;
+  keep(m, a->res3, res3, NsC);
+  *out = res3;
+  return 0;
+}
+
+/* Refill what recomputation did not keep of layer l (weights w; first: the
+ * first layer of the range this model runs) before its backward. Bitwise the forward's values: the same kernels on the same
+ * kept inputs, rounded into the same 16-bit stores. */
+static int recompute_layer(yk_model *m, int l, int first, const layer_view *w, yk_diag *d) {
+  const yk_device *dev = m->dev;
+  acts_layer *a = &m->al[l];
+  size_t NsC = (size_t)m->Ns * m->cfg.channels, NCl = (size_t)m->B * m->T * m->Cl;
+  if (m->tp.recompute == YK_MODEL_RECOMPUTE_FULL)
+    /* the layer's input: the stage's input (encoded) for its first layer */
+    return layer_fwd(m, l, w, view(m, l == first ? m->encoded : m->al[l - 1].res3, W_R0, NsC), NULL, d);
+  if (m->tp.recompute == YK_MODEL_RECOMPUTE_SELECTIVE) {
+    /* att (B,NHl,T,T) from the kept qkv (N,3Cl); the kernel's atty output
+     * (N,Cl) is not needed again and goes to d4C, free until the MLP's
+     * backward below */
+    float *att = dest(m, a->att, W_ATT);
+    dev->ops->attention_fwd(dev, m->d4C, att, view(m, a->qkv, W_QKV, 3 * NCl), m->B, m->T, m->Cl, m->NHl);
+    store(m, a->att, att, (size_t)m->B * m->NHl * m->T * m->T);
   }
   return 0;
 }
@@ -966,11 +1100,11 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
   const yk_device *dev = m->dev;
   const yk_device_ops *o = dev->ops;
   const yk_model_config *c = &m->cfg;
-  /* Cl, NHl: this rank's channels and heads (C, NH on one rank); Ns: its
-   * residual-stream rows (N unless sequence parallel); Vl its vocabulary rows. */
-  int B = m->B, T = m->T, C = c->channels, Cl = m->Cl, NHl = m->NHl, V = c->vocab_size, Vl = m->Vl;
+  /* Ns: this rank's residual-stream rows (N unless sequence parallel); Vl
+   * its vocabulary rows (layer_fwd has the per-layer shapes). */
+  int B = m->B, T = m->T, C = c->channels, V = c->vocab_size, Vl = m->Vl;
   int N = B * T;
-  size_t NC = (size_t)N * C, NCl = (size_t)N * Cl, NsC = (size_t)m->Ns * C;
+  size_t NC = (size_t)N * C, NsC = (size_t)m->Ns * C;
   if (first < 0 || first >= last || last > c->layers || (first > 0 && !in) || (last < c->layers && !out))
     return yk_errorf(d, YK_EINVAL, "forward of layers [%d, %d) of %d%s", first, last, c->layers,
                      first > 0 && !in ? " needs the input activations" : last < c->layers && !out ?
@@ -1010,38 +1144,7 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
     span(m, YK_MODEL_FORWARD, R_LAYER(l), 0);
     if ((rc = params_of(m, R_LAYER(l), YK_MODEL_FORWARD, &Pl, d)) != 0) return rc;
     layer_view w = layer_at(m, Pl);
-    acts_layer *a = &m->al[l];
-    float *ln1 = dest(m, a->ln1, W_LN);
-    if ((rc = norm_fwd(m, ln1, a->ln1_mean, a->ln1_rstd, x, w.p[P_LN1W], w.p[P_LN1B], d)) != 0) return rc;
-    keep(m, a->ln1, ln1, NC);
-    /* qkv (N,3Cl) = qkvb + ln1 (N,C) . qkvw (3Cl,C)^T: column-parallel, this rank's heads */
-    float *qkv = dest(m, a->qkv, W_QKV);
-    o->bias_rows(dev, qkv, w.p[P_QKVB], NULL, N, 3 * Cl);
-    o->gemm(dev, 0, 1, N, 3 * Cl, C, 1.0f, ln1, C, w.p[P_QKVW], C, 1.0f, qkv, 3 * Cl);
-    keep(m, a->qkv, qkv, 3 * NCl);
-    float *atty = dest(m, a->atty, W_ATTY), *att = dest(m, a->att, W_ATT);
-    o->attention_fwd(dev, atty, att, qkv, B, T, Cl, NHl);
-    store(m, a->att, att, (size_t)B * NHl * T * T); /* only backward reads att */
-    keep(m, a->atty, atty, NCl);
-    /* res2 (Ns,C) = x + attprojb + atty (N,Cl) . attprojw (C,Cl)^T: row-parallel */
-    float *res2 = dest(m, a->res2, W_R1);
-    if ((rc = proj_fwd(m, res2, x, w.p[P_ATTPROJB], atty, w.p[P_ATTPROJW], Cl, d)) != 0) return rc;
-    keep(m, a->res2, res2, NsC);
-    float *ln2 = dest(m, a->ln2, W_LN);
-    if ((rc = norm_fwd(m, ln2, a->ln2_mean, a->ln2_rstd, res2, w.p[P_LN2W], w.p[P_LN2B], d)) != 0) return rc;
-    keep(m, a->ln2, ln2, NC);
-    /* fch (N,4Cl) = fcb + ln2 . fcw (4Cl,C)^T: column-parallel; gelu */
-    float *fch = dest(m, a->fch, W_FCH), *gelu = dest(m, a->fch_gelu, W_GELU);
-    o->bias_rows(dev, fch, w.p[P_FCB], NULL, N, 4 * Cl);
-    o->gemm(dev, 0, 1, N, 4 * Cl, C, 1.0f, ln2, C, w.p[P_FCW], C, 1.0f, fch, 4 * Cl);
-    keep(m, a->fch, fch, 4 * NCl);
-    o->gelu_fwd(dev, gelu, fch, 4 * NCl);
-    keep(m, a->fch_gelu, gelu, 4 * NCl);
-    /* res3 (Ns,C) = res2 + fcprojb + gelu (N,4Cl) . fcprojw (C,4Cl)^T: row-parallel */
-    float *res3 = dest(m, a->res3, W_R0);
-    if ((rc = proj_fwd(m, res3, res2, w.p[P_FCPROJB], gelu, w.p[P_FCPROJW], 4 * Cl, d)) != 0) return rc;
-    keep(m, a->res3, res3, NsC);
-    x = res3;
+    if ((rc = layer_fwd(m, l, &w, x, &x, d)) != 0) return rc;
     if ((rc = done_params(m, R_LAYER(l), YK_MODEL_FORWARD, d)) != 0) return rc;
     span(m, YK_MODEL_FORWARD, R_LAYER(l), 1);
   }
@@ -1059,18 +1162,24 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
       (rc = done_params(m, R_HEAD(m), YK_MODEL_FORWARD, d)) != 0)
     return rc;
   keep(m, m->lnf, lnf, NC);
-  /* logits (N,Vl) = lnf (N,C) . wte (Vl,C)^T (the tied embedding); logits and the loss stay fp32 */
+  /* the LM head (logits and the loss stay fp32): with targets in blocks
+   * (head_fwd), without them (inference) all logits (N,Vl) = lnf (N,C) .
+   * wte (Vl,C)^T into logits_all, allocated on first use */
+  if (!targets && !m->logits_all && !(m->logits_all = o->alloc(dev, (size_t)N * Vl * sizeof(float))))
+    return yk_errorf(d, YK_ENOMEM, "out of memory for the %zu logits of an inference forward", (size_t)N * Vl);
   if ((rc = params_of(m, R_EMBED, YK_MODEL_FORWARD, &Pe, d)) != 0) return rc;
-  o->gemm(dev, 0, 1, N, Vl, C, 1.0f, lnf, C, Pe + m->lay.wte, C, 0.0f, m->logits, Vl);
-  if ((rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d)) != 0) return rc;
+  if (targets) {
+    memcpy(m->targets, targets, (size_t)N * sizeof(int32_t));
+    rc = head_fwd(m, lnf, Pe + m->lay.wte, targets, d);
+  } else {
+    o->gemm(dev, 0, 1, N, Vl, C, 1.0f, lnf, C, Pe + m->lay.wte, C, 0.0f, m->logits_all, Vl);
+  }
+  if (rc || (rc = done_params(m, R_EMBED, YK_MODEL_FORWARD, d)) != 0) return rc;
+  span(m, YK_MODEL_FORWARD, R_HEAD(m), 1);
   if (!targets) {
     if (loss) *loss = 0.0f;
-    span(m, YK_MODEL_FORWARD, R_HEAD(m), 1);
     return 0;
   }
-  memcpy(m->targets, targets, (size_t)N * sizeof(int32_t));
-  if ((rc = ce_fwd(m, targets, d)) != 0) return rc;
-  span(m, YK_MODEL_FORWARD, R_HEAD(m), 1);
   double s = 0.0;
   for (int i = 0; i < N; i++) s += m->losses[i];
   float mean = (float)(s / N);
@@ -1150,9 +1259,8 @@ int yk_model_backward_range(yk_model *m, float scale, const float *dout, float *
   const yk_device *dev = m->dev;
   const yk_device_ops *o = dev->ops;
   const yk_model_config *c = &m->cfg;
-  int B = m->B, T = m->T, C = c->channels, Cl = m->Cl, NHl = m->NHl, Vl = m->Vl, Ns = m->Ns;
+  int B = m->B, T = m->T, C = c->channels, Cl = m->Cl, NHl = m->NHl, Ns = m->Ns;
   int N = B * T, L = c->layers, rc = 0;
-  int tpar = m->tp.size > 1;
   float *Pe, *Ge, *Ph, *Gh, *Pl, *Gl; /* each region's weights and gradient buffer */
   size_t NC = (size_t)N * C, NCl = (size_t)N * Cl, NsC = (size_t)Ns * C, uC = (size_t)C;
 
@@ -1163,20 +1271,14 @@ int yk_model_backward_range(yk_model *m, float scale, const float *dout, float *
     memcpy(m->dres, dout, NsC * sizeof(float));
     goto layers;
   }
-  /* dlogits in place of the logits (this rank's vocabulary rows) */
   span(m, YK_MODEL_BACKWARD, R_HEAD(m), 0);
-  if (tpar) o->crossent_bwd(dev, m->logits, m->lse, m->tshift, scale / (float)N, N, m->nv, Vl);
-  else o->crossent_bwd(dev, m->logits, m->lse, m->targets, scale / (float)N, N, c->vocab_size, Vl);
-  float *dlog = m->logits;
   const float *lnf = view(m, m->lnf, W_LN, NC);
   /* The embedding's gradient buffer (wte is tied to the LM head) stays out
    * from here to the end of backward. */
   if ((rc = params_of(m, R_HEAD(m), YK_MODEL_BACKWARD, &Ph, d)) || (rc = grads_of(m, R_HEAD(m), &Gh, d)) ||
       (rc = params_of(m, R_EMBED, YK_MODEL_BACKWARD, &Pe, d)) || (rc = grads_of(m, R_EMBED, &Ge, d)))
     return rc;
-  /* LM head: dwte (Vl,C) += dlogits^T (Vl,N) . lnf (N,C); dlnf (N,C) = dlogits . wte */
-  o->gemm(dev, 1, 0, Vl, C, N, 1.0f, dlog, Vl, lnf, C, 1.0f, Ge + m->lay.wte, C);
-  const float *dC = dx_of(m, dlog, Pe + m->lay.wte, Vl, &rc, d);
+  const float *dC = head_bwd(m, scale, lnf, Pe + m->lay.wte, Ge + m->lay.wte, &rc, d);
   if (rc || (rc = done_params(m, R_EMBED, YK_MODEL_BACKWARD, d))) return rc;
   o->zero(dev, m->dres, NsC);
   const float *xL = view(m, L > 0 ? m->al[L - 1].res3 : m->encoded, W_R0, NsC);
@@ -1195,6 +1297,7 @@ layers:
       return rc;
     layer_view w = layer_at(m, Pl), g = layer_at(m, Gl);
     acts_layer *a = &m->al[l];
+    if ((rc = recompute_layer(m, l, first, &w, d)) != 0) return rc;
     /* the replicated tensors' gradients of this layer (summed over the
      * group after the layer under sequence parallelism) */
     float *const grep[6] = {g.p[P_LN1W], g.p[P_LN1B], g.p[P_ATTPROJB], g.p[P_LN2W], g.p[P_LN2B], g.p[P_FCPROJB]};

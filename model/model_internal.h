@@ -85,7 +85,12 @@ struct yk_model {
   void *encoded;
   acts_layer *al;
   void *lnf;
-  float *lnf_mean, *lnf_rstd, *logits, *losses, *lse;
+  /* logits: one block of head_rows rows (head_rows, Vl) of the LM head, the
+   * only logits training holds (forward and backward compute them block by
+   * block); logits_all (N, Vl) is allocated by the first forward without
+   * targets (inference) and kept for yk_model_logits. */
+  float *lnf_mean, *lnf_rstd, *logits, *losses, *lse, *logits_all;
+  int head_rows;
   /* backward scratch */
   float *dres, *dC, *d4C, *dqkv, *ln_scratch, *att_scratch;
   size_t scratch_numel;

@@ -172,8 +172,9 @@ void yk_model_destroy(yk_model *m);
  *     (or, with sequence parallelism, SCATTER_SUM to this rank's N/tp rows);
  *   - with sequence parallelism, GATHER of the rows before each
  *     column-parallel product and the LM head;
- *   - the cross-entropy: MAX then SUM of per-row statistics, so the (N,V)
- *     logits never exist on one rank (each holds (N, Vl));
+ *   - the cross-entropy: MAX then SUM of per-row statistics of each
+ *     128-row block of the LM head, so the (N,V) logits never exist on one
+ *     rank (each holds one (128, Vl) block);
  *   - backward mirrors it; with sequence parallelism the gradients of the
  *     replicated tensors (LayerNorm, wpe, row-parallel biases) are partial
  *     sums over this rank's rows and are SUMmed over the group per backward.
@@ -189,11 +190,22 @@ typedef enum {
   YK_TP_SCATTER_SUM = 3, /* in (tp*n) -> out (n): this rank's block of the sum */
 } yk_model_tp_op;
 typedef int (*yk_model_tp_coll)(void *ctx, yk_model_tp_op op, const float *in, float *out, size_t n, yk_diag *d);
+/* Activation recomputation (train.recompute), which rides in yk_model_tp
+ * because it is, like the split, a choice of how this rank lays out its
+ * activations that the plan and every model of the rank (pipeline slots)
+ * share. SELECTIVE keeps no attention probabilities att (B,NH,T,T): one
+ * layer's buffer, refilled in backward by the same attention kernel on the
+ * kept qkv. FULL keeps only each layer's input (the residual stream) and
+ * one layer's set of the rest, which backward refills by re-running the
+ * layer's forward. Either way the gradients are bitwise those of NONE: the
+ * same kernels run on the same (same-rounded) inputs. */
+typedef enum { YK_MODEL_RECOMPUTE_NONE = 0, YK_MODEL_RECOMPUTE_SELECTIVE = 1, YK_MODEL_RECOMPUTE_FULL = 2 } yk_model_recompute;
 typedef struct yk_model_tp {
   int size, rank;       /* the group's degree and this rank's place in it */
   int sequence;         /* sequence parallelism: LayerNorm and residual rows split over the group */
   yk_model_tp_coll coll; /* fp32 collectives of the group, with deadlines; errors are returned */
   void *ctx;
+  yk_model_recompute recompute; /* read with any size, also 1 (then coll may be NULL) */
 } yk_model_tp;
 /* Whether cfg at micro-batch B, sequence length T can be split over tp
  * ranks: heads, C and 4C divisible by tp, and T with sequence parallelism.
@@ -263,8 +275,9 @@ int yk_model_seq_len(const yk_model *m); /* T */
 /* Bytes of parameters + gradients + activations + scratch held by m. */
 size_t yk_model_memory_bytes(const yk_model *m);
 /* Bytes of the activations kept for backward in the activation dtype
- * (encoded, the nine per-layer tensors above, lnf): halves in 16-bit mode.
- * Part of yk_model_memory_bytes, which also counts the fp32 logits,
+ * (encoded, the nine per-layer tensors above, lnf, fewer under
+ * recomputation: yk_model_recompute): halves in 16-bit mode.
+ * Part of yk_model_memory_bytes, which also counts the fp32 logits block,
  * mean/rstd, backward buffers and (16-bit mode) one layer's fp32 work
  * buffers. */
 size_t yk_model_activation_bytes(const yk_model *m);
@@ -275,7 +288,7 @@ size_t yk_model_activation_bytes(const yk_model *m);
  * none is counted. tp may be NULL (no tensor parallelism). */
 typedef struct yk_model_sizes {
   size_t kept_numel;     /* activations kept for backward, in the activation dtype */
-  size_t logits_numel;   /* fp32 logits (N, Vl); reused for dlogits in backward */
+  size_t logits_numel;   /* one fp32 block of logits (min(N, 128), Vl); reused for its dlogits in backward */
   size_t f32_numel;      /* every fp32 activation: logits, LayerNorm mean/rstd, losses, lse */
   size_t scratch_numel;  /* backward buffers (dres, dC, d4C, dqkv, LayerNorm and attention scratch), TP buffers */
   size_t work_numel;     /* 16-bit mode: one layer's fp32 work buffers */
@@ -325,13 +338,17 @@ int yk_model_init_random_tp(yk_model *m, uint64_t seed, yk_diag *d);
 
 /* Forward pass over inputs (B,T) int32 token ids in [0,V). With targets
  * (B,T) in [0,V), computes the mean cross-entropy over the B*T positions into
- * *loss (may be NULL) and keeps what backward needs. With targets == NULL
- * only the logits are computed (inference). Out-of-range tokens are
- * YK_EINVAL naming the position and value. */
+ * *loss (may be NULL) and keeps what backward needs; the LM head and the
+ * cross-entropy run 128 rows at a time, so the whole logits never exist
+ * (backward recomputes each block's). With targets == NULL only the logits
+ * are computed (inference), all of them, into a buffer this first such call
+ * allocates (B*T*Vl floats, not part of yk_model_plan). Out-of-range tokens
+ * are YK_EINVAL naming the position and value. */
 int yk_model_forward(yk_model *m, const int32_t *inputs, const int32_t *targets, float *loss, yk_diag *d);
-/* Logits (B,T,Vp) of the last forward (columns >= V are meaningless); under
- * tensor parallelism this rank's (B,T,Vl) vocabulary rows. Valid until the
- * next backward, which reuses the buffer for dlogits. */
+/* Logits (B,T,Vp) of the last forward without targets (columns >= V are
+ * meaningless); under tensor parallelism this rank's (B,T,Vl) vocabulary
+ * rows. NULL before any such forward: a training forward (with targets)
+ * holds only one block of them at a time. */
 const float *yk_model_logits(const yk_model *m);
 /* Per-position losses (B,T) of the last forward with targets. */
 const float *yk_model_losses(const yk_model *m);

@@ -523,6 +523,71 @@ START_TEST(test_zero_memory_formulas) {
 }
 END_TEST
 
+/* TP2 with sequence parallelism over 10 x 16 = 160 rows: the LM head's blocks of 128
+ * and 32 rows, each combining its vocabulary-parallel cross-entropy over
+ * the group, against one rank. */
+START_TEST(test_tp2_head_blocks_equal_one_rank) {
+  const char *both[] = {"train.micro_batch=10", NULL};
+  layout_extra x = {.both = both};
+  check_layout_ex(2, 2, 1, 4, 1e-2, 1, "fp32", 1, 1.0, 1e-5, 1, 2e-3, &x);
+}
+END_TEST
+
+/* train.recompute selective and full against none: every layout's losses,
+ * gradient norms, validation loss and final weights bit for bit (the
+ * recomputed forward runs the same kernels on the same kept inputs), with
+ * less model memory each time (the tiny model still keeps att of 2x4x16x16
+ * per layer). One rank, TP2 with sequence parallelism, DP2 ZeRO-3 (the
+ * provider lends the weights the recomputation reads) and PP2 (pipeline
+ * slots), in fp32 and bf16 (one rank and TP2). */
+START_TEST(test_recompute_bitwise) {
+  fixtures();
+  static const struct {
+    const char *prec;
+    int world;
+    const char *sets[4];
+  } cases[] = {
+      {"fp32", 1, {NULL}},
+      {"fp32", 2, {"parallel.tensor=2", "parallel.sequence=true", "train.init_weights=", NULL}},
+      {"fp32", 2, {"optim.zero=3", NULL}},
+      {"fp32", 2, {"parallel.pipeline=2", "model.layers=3", "train.init_weights=", "train.grad_accum=2"}},
+      {"bf16", 1, {NULL}},
+      {"bf16", 2, {"parallel.tensor=2", "train.init_weights=", NULL}},
+  };
+  const char *modes[] = {"none", "selective", "full"};
+  for (size_t k = 0; k < YK_ARRAY_LEN(cases); k++) {
+    rank_run *rr[3];
+    for (int mo = 0; mo < 3; mo++) {
+      yk_config c;
+      job_config(&c, 1, cases[k].prec, 1, 1.0);
+      for (int i = 0; i < 4 && cases[k].sets[i]; i++) set_key(&c, "%s", cases[k].sets[i]);
+      set_key(&c, "train.recompute=%s", modes[mo]);
+      rr[mo] = calloc(MAX_RANKS, sizeof *rr[mo]);
+      run_job(cases[k].world, &c, rr[mo]);
+    }
+    const rank_run *a = rr[0];
+    for (int mo = 1; mo < 3; mo++) {
+      const rank_run *b = rr[mo];
+      for (int s = 0; s < STEPS; s++)
+        ck_assert_msg(a[0].loss[s] == b[0].loss[s] && a[0].norm[s] == b[0].norm[s],
+                      "case %zu (%s) recompute=%s step %d: loss %.9g norm %.9g, none %.9g %.9g", k, cases[k].prec,
+                      modes[mo], s, b[0].loss[s], b[0].norm[s], a[0].loss[s], a[0].norm[s]);
+      ck_assert_msg(a[0].val == b[0].val && a[0].checksum == b[0].checksum,
+                    "case %zu (%s) recompute=%s: validation or weights differ from none", k, cases[k].prec, modes[mo]);
+      ck_assert(a[0].params && b[0].params && a[0].nparams == b[0].nparams);
+      ck_assert(memcmp(a[0].params, b[0].params, a[0].nparams * sizeof(float)) == 0);
+      ck_assert_msg(b[0].mem.model < rr[mo - 1][0].mem.model, "case %zu recompute=%s: model memory %llu, not below %s's %llu",
+                    k, modes[mo], (unsigned long long)b[0].mem.model, modes[mo - 1],
+                    (unsigned long long)rr[mo - 1][0].mem.model);
+    }
+    for (int mo = 0; mo < 3; mo++) {
+      free_job(rr[mo], cases[k].world);
+      free(rr[mo]);
+    }
+  }
+}
+END_TEST
+
 /* Mixed precision against fp32 on one rank: fp16 gradients are unscaled
  * before the norm (a missing unscale is a factor of the loss scale, 1024
  * here) and bf16 ones are not scaled at all; the first step's norm agrees
@@ -982,6 +1047,10 @@ int main(void) {
   TCase *tz = tcase_create("zero");
   tcase_set_timeout(tz, 240);
   /* pipeline parallelism (CK_RUN_CASE=pipeline runs only these) */
+  TCase *trc = tcase_create("recompute");
+  tcase_set_timeout(trc, 240);
+  tcase_add_test(trc, test_recompute_bitwise);
+  tcase_add_test(trc, test_tp2_head_blocks_equal_one_rank);
   TCase *tpp = tcase_create("pipeline");
   tcase_set_timeout(tpp, 240);
   tcase_add_test(tpp, test_pipeline_schedules_all_valid);
@@ -1023,6 +1092,7 @@ int main(void) {
   suite_add_tcase(s, tc);
   suite_add_tcase(s, tz);
   suite_add_tcase(s, tpp);
+  suite_add_tcase(s, trc);
   SRunner *sr = srunner_create(s);
   /* one process: the fixtures (temp dir) are shared by the tests */
   srunner_set_fork_status(sr, CK_NOFORK);

@@ -502,6 +502,62 @@ START_TEST(test_grad_accumulation) {
 }
 END_TEST
 
+/* The LM head and cross-entropy in 128-row blocks against the whole: a
+ * batch of N = 192 rows (blocks of 128 and 64) against its two halves of 96
+ * rows, each one whole block, accumulated with scale 0.5. Per-position
+ * losses within 1e-6 (the logits' products differ only in their row count)
+ * and every gradient within 1e-5 of the largest (fp32: dwte and the weight
+ * gradients sum over rows in another order); no more than one block of
+ * logits is planned, and inference still gives every logit. */
+START_TEST(test_head_blocks_match_whole) {
+  yk_device *dev = make_dev(1, YK_ISA_AUTO);
+  enum { B = 4, T = 48, N = B * T };
+  int32_t in[N], tgt[N];
+  yk_model *m = small_model(dev, B, T, in, tgt), *h = small_model(dev, B / 2, T, in, tgt);
+  size_t np = yk_model_num_params(m);
+  const yk_model_config *cfg = yk_model_get_config(m);
+  int Vp = cfg->padded_vocab_size;
+  yk_model_sizes sz, szh;
+  ck_assert_int_eq(yk_model_plan(cfg, B, T, dev, YK_DT_F32, NULL, 0, &sz, NULL), 0);
+  ck_assert_int_eq(yk_model_plan(cfg, B / 2, T, dev, YK_DT_F32, NULL, 0, &szh, NULL), 0);
+  ck_assert_uint_eq(sz.logits_numel, 128 * (size_t)Vp);
+  ck_assert_uint_eq(szh.logits_numel, (size_t)N / 2 * Vp);
+  float loss;
+  ck_assert_int_eq(yk_model_forward(m, in, tgt, &loss, NULL), 0);
+  float *losses = malloc(N * sizeof *losses);
+  memcpy(losses, yk_model_losses(m), N * sizeof *losses);
+  yk_model_zero_grad(m);
+  ck_assert_int_eq(yk_model_backward(m, NULL), 0);
+  yk_model_zero_grad(h);
+  double worst = 0;
+  for (int half = 0; half < 2; half++) {
+    ck_assert_int_eq(yk_model_forward(h, in + half * N / 2, tgt + half * N / 2, NULL, NULL), 0);
+    for (int i = 0; i < N / 2; i++) worst = fmax(worst, fabs(losses[half * N / 2 + i] - yk_model_losses(h)[i]));
+    ck_assert_int_eq(yk_model_backward_scaled(h, 0.5f, NULL), 0);
+  }
+  ck_assert_msg(worst <= 1e-6, "per-position losses differ by %g", worst);
+  double ge = tensor_rel_err(yk_model_grads(m), yk_model_grads(h), np);
+  ck_assert_msg(ge <= 1e-5, "gradients differ by %g of the largest", ge);
+  /* inference: all N x Vp logits, whose cross-entropy is the blocked loss */
+  ck_assert_int_eq(yk_model_forward(m, in, NULL, NULL, NULL), 0);
+  const float *lg = yk_model_logits(m);
+  ck_assert_ptr_nonnull(lg);
+  double sum = 0;
+  for (int n = 0; n < N; n++) {
+    const float *row = lg + (size_t)n * Vp;
+    double mx = -INFINITY, se = 0;
+    for (int v = 0; v < cfg->vocab_size; v++) mx = fmax(mx, row[v]);
+    for (int v = 0; v < cfg->vocab_size; v++) se += exp(row[v] - mx);
+    sum += mx + log(se) - row[tgt[n]];
+  }
+  ck_assert_msg(fabs(sum / N - loss) <= 1e-5, "loss %.7f from all logits, %.7f blocked", sum / N, loss);
+  free(losses);
+  yk_model_destroy(m);
+  yk_model_destroy(h);
+  yk_device_destroy(dev);
+}
+END_TEST
+
 START_TEST(test_bad_tokens) {
   yk_device *dev = make_dev(1, YK_ISA_AUTO);
   int32_t in[2 * 32], tgt[2 * 32];
@@ -823,6 +879,7 @@ int main(void) {
   tcase_add_test(tc, test_act16_f16_matches_fp32);
   tcase_add_test(tc, test_act16_bf16_matches_fp32);
   tcase_add_test(tc, test_act16_bad_dtype);
+  tcase_add_test(tc, test_head_blocks_match_whole);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "yk_ckpt.h"
+#include "yk_engine.h"
 #include "yk_model.h"
 
 static const char path_about[] =
@@ -270,19 +271,7 @@ int cli_ckpt_gpt2_read(struct yk_ckpt_reader *r, const char *arena, const struct
   yk_layout lay;
   yk_ckpt_reader_layout(r, &lay, NULL);
   if (lay.tp == 1) return yk_ckpt_reader_read(r, arena, 0, yk_model_config_num_params(cfg), dst, d);
-  /* every rank's pieces into their places in the whole arena */
-  int rc = 0;
-  for (int k = 0; k < lay.tp && !rc; k++) {
-    char name[48];
-    yk_ckpt_arena_name(name, sizeof name, arena, lay.tp, k);
-    size_t n = yk_model_tp_num_params(cfg, lay.tp, k);
-    float *local = malloc((n ? n : 1) * sizeof(float));
-    if (!local) return yk_errorf(d, YK_ENOMEM, "out of memory for arena '%s' (%zu floats)", name, n);
-    if (!(rc = yk_ckpt_reader_read(r, name, 0, n, local, d)))
-      rc = yk_model_tp_copy(cfg, lay.tp, k, dst, local, 0, d);
-    free(local);
-  }
-  return rc;
+  return yk_engine_ckpt_read_whole(r, arena, cfg, dst, d); /* every rank's pieces into their places */
 }
 
 /* model/ writes the file, reading the arena piece by piece (a

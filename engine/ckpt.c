@@ -250,6 +250,130 @@ static int restore_arena(yk_ckpt_reader *r, const char *name, yk_dtype dt, void 
   return yk_ckpt_reader_read(r, name, lo, len, dst, d);
 }
 
+/* ------------------------------------------------------------ resharding */
+
+/* Why whole arenas: every saved piece maps to the whole tensor and every new
+ * piece is cut from it (yk_model_tp_copy both ways, the model's one home of
+ * the split arithmetic), so any degree reads any other through one
+ * transient whole arena instead of a table of overlaps per split kind. */
+int yk_engine_ckpt_read_whole(yk_ckpt_reader *r, const char *base, const yk_model_config *cfg, float *whole,
+                              yk_diag *d) {
+  yk_layout saved;
+  yk_ckpt_reader_layout(r, &saved, NULL);
+  const char *path = yk_ckpt_reader_path(r);
+  int S = saved.tp > 0 ? saved.tp : 1, rc = 0;
+  float *local = NULL;
+  void *raw = NULL;
+  yk_tensor_desc *want = NULL;
+  for (int k = 0; k < S && !rc; k++) {
+    char name[48];
+    yk_ckpt_arena_name(name, sizeof name, base, S, k);
+    yk_ckpt_arena_info a;
+    if ((rc = yk_ckpt_reader_find_arena(r, name, &a, d))) break;
+    int nw = 0;
+    free(want);
+    want = NULL;
+    if ((rc = yk_model_tp_tensor_table(cfg, S, k, &want, &nw, d))) break;
+    size_t n = yk_model_tp_num_params(cfg, S, k);
+    int same = a.numel == n && a.ntensors == nw;
+    for (int i = 0; same && i < nw; i++)
+      same = !strcmp(a.tensors[i].name, want[i].name) && a.tensors[i].offset == want[i].offset &&
+             a.tensors[i].numel == want[i].numel;
+    if (!same) {
+      rc = yk_errorf(d, YK_EMISMATCH, "%s: arena '%s' (%llu elements in %d tensors) is not this model's piece %d of "
+                     "%d (%zu elements in %d tensors): resume with the model settings of the checkpoint (see 'yoke "
+                     "ckpt inspect %s')", path, name, (unsigned long long)a.numel, a.ntensors, k, S, n, nw, path);
+      break;
+    }
+    size_t es = yk_dtype_size(a.dtype);
+    if (a.dtype != YK_DT_F32 && a.dtype != YK_DT_F16 && a.dtype != YK_DT_BF16) {
+      rc = yk_errorf(d, YK_EFORMAT, "%s: arena '%s' is %s; model arenas are f32, f16 or bf16 (written by another "
+                     "yoke version?)", path, name, yk_dtype_name(a.dtype));
+      break;
+    }
+    free(local);
+    free(raw);
+    raw = NULL;
+    local = malloc((n ? n : 1) * sizeof(float));
+    if (a.dtype != YK_DT_F32) raw = malloc((n ? n : 1) * es);
+    if (!local || (a.dtype != YK_DT_F32 && !raw)) {
+      rc = yk_errorf(d, YK_ENOMEM, "out of memory for arena '%s' (%zu elements)", name, n);
+      break;
+    }
+    if ((rc = yk_ckpt_reader_read(r, name, 0, n, raw ? raw : (void *)local, d))) break;
+    if (raw) yk_cast_to_f32(local, raw, a.dtype, n, 1.0f, YK_ISA_AUTO); /* exact: 16-bit values widen losslessly */
+    rc = yk_model_tp_copy(cfg, S, k, whole, local, 0, d);
+  }
+  free(want);
+  free(local);
+  free(raw);
+  return rc;
+}
+
+/* This rank's elements [lo, lo + len) of its tensor-parallel piece of
+ * `whole`, as dt (16-bit: rounded, exact for values that came from 16-bit
+ * arenas). mine: scratch of the local arena's size. */
+static int take_piece(const eng_ckpt *ck, float *whole, float *mine, void *dst, yk_dtype dt, size_t lo, size_t len,
+                      yk_diag *d) {
+  int rc = yk_model_tp_copy(ck->view.mcfg, ck->layout.tp, ck->layout.tp_rank, whole, mine, 1, d);
+  if (rc) return rc;
+  if (dt == YK_DT_F32) memcpy(dst, mine + lo, len * sizeof(float));
+  else yk_cast_from_f32(dst, dt, mine + lo, len, YK_ISA_AUTO);
+  return 0;
+}
+
+/* Resume at another tensor-parallel degree: each arena whole, then this
+ * rank's piece of it, with what restore_from does at the same degree
+ * (16-bit weights when saved, else rounded from the master weights). Memory:
+ * one whole fp32 arena, one saved piece and one local arena, transiently. */
+static int restore_resharded(eng_ckpt *ck, yk_ckpt_reader *r, const yk_layout *saved, yk_diag *d) {
+  const eng_ckpt_view *v = &ck->view;
+  size_t n = v->nparams, lo = v->soff, len = v->slen, nw = yk_model_config_num_params(v->mcfg);
+  float *whole = malloc(nw * sizeof(float)), *mine = malloc((n ? n : 1) * sizeof(float));
+  int rc = 0, missing16 = 0;
+  if (!whole || !mine) {
+    rc = yk_errorf(d, YK_ENOMEM, "out of memory for resharding %s (one whole arena of %zu floats)",
+                   yk_ckpt_reader_path(r), nw);
+    goto out;
+  }
+  if (v->params16) {
+    yk_diag t = {0};
+    rc = yk_engine_ckpt_read_whole(r, "params16", v->mcfg, whole, &t);
+    if (rc == YK_ENOTFOUND) missing16 = 1, rc = 0;
+    else if (rc) {
+      *d = t;
+      goto out;
+    } else if ((rc = take_piece(ck, whole, mine, v->params16, v->dtype16, v->model_params ? 0 : lo,
+                                v->model_params ? n : len, d))) goto out;
+  }
+  if ((rc = yk_engine_ckpt_read_whole(r, "params", v->mcfg, whole, d)) ||
+      (rc = take_piece(ck, whole, mine, v->master, YK_DT_F32, lo, len, d)))
+    goto out;
+  if (v->params16 && missing16) {
+    yk_cast_from_f32(v->params16, v->dtype16, v->model_params ? mine : mine + lo, v->model_params ? n : len,
+                     YK_ISA_AUTO);
+    YK_WARN(ck->log, "ckpt: %s has no 16-bit weights (an fp32 run?); rounded them from the fp32 master weights",
+            yk_ckpt_reader_path(r));
+  }
+  /* The weights the model computes with: the 16-bit ones widened, or the
+   * fp32 master weights (mine holds this rank's whole piece of them). */
+  if (v->model_params) {
+    if (v->params16) yk_cast_to_f32(v->model_params, v->params16, v->dtype16, n, 1.0f, YK_ISA_AUTO);
+    else memcpy(v->model_params, mine, n * sizeof(float));
+  }
+  if ((rc = yk_engine_ckpt_read_whole(r, "m", v->mcfg, whole, d)) ||
+      (rc = take_piece(ck, whole, mine, v->m, YK_DT_F32, lo, len, d)) ||
+      (rc = yk_engine_ckpt_read_whole(r, "v", v->mcfg, whole, d)) ||
+      (rc = take_piece(ck, whole, mine, v->v, YK_DT_F32, lo, len, d)))
+    goto out;
+  YK_INFO(ck->log, "ckpt: resharded %s from parallel.tensor=%d to %d", yk_ckpt_reader_path(r), saved->tp,
+          ck->layout.tp);
+out:
+  free(whole);
+  free(mine);
+  return rc;
+}
+
 /* Resuming at another global batch (another world size with the same
  * micro_batch and grad_accum, the usual slip) is allowed - the data position
  * counts sequences - but the run no longer continues the checkpoint's loss
@@ -281,26 +405,13 @@ static void warn_batch_change(const eng_ckpt *ck, yk_ckpt_reader *r) {
           (long long)c->train.micro_batch, (long long)c->train.grad_accum, nw, nw == 1 ? "" : "s", keep);
 }
 
-/* Restore everything from one checkpoint directory. */
-static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *d) {
-  yk_ckpt_open_opts oo = {.verify = YK_CKPT_VERIFY_FULL, .fallback = 0, .threads = 0, .log = ck->log};
-  yk_ckpt_reader *r = NULL;
-  int rc = yk_ckpt_reader_open(path, &oo, &r, d);
-  if (rc) return rc;
+/* Resume at the saved tensor-parallel degree: each rank reads the ranges it
+ * holds of its own pieces, bitwise. */
+static int restore_same(eng_ckpt *ck, yk_ckpt_reader *r, yk_diag *d) {
   const eng_ckpt_view *v = &ck->view;
+  const char *path = yk_ckpt_reader_path(r);
   size_t n = v->nparams, lo = v->soff, len = v->slen;
-  int missing16 = 0;
-  /* Each arena is cut by the tensor-parallel degree it was saved at, which
-   * must be ours (a different data-parallel degree is fine). */
-  yk_layout saved;
-  yk_ckpt_reader_layout(r, &saved, NULL);
-  if (saved.tp != ck->layout.tp || saved.pp != ck->layout.pp) {
-    const char *key = saved.tp != ck->layout.tp ? "tensor" : "pipeline";
-    int was = saved.tp != ck->layout.tp ? saved.tp : saved.pp;
-    rc = yk_errorf(d, YK_EMISMATCH, "%s: saved at parallel.%s=%d; resume with parallel.%s=%d (resharding between "
-                   "%s-parallel degrees is not built yet)", path, key, was, key, was, key);
-    goto out;
-  }
+  int missing16 = 0, rc;
   char pn[48], p16[48], mn[48], vn[48];
   arena_name(ck, "params", pn);
   arena_name(ck, "params16", p16);
@@ -312,32 +423,54 @@ static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *
   if (!v->model_params) {
     /* ZeRO-3: only this rank's slice of everything */
     if (v->params16) {
-      if ((rc = restore_arena(r, p16, v->dtype16, v->params16, lo, len, v, &missing16, d))) goto out;
+      if ((rc = restore_arena(r, p16, v->dtype16, v->params16, lo, len, v, &missing16, d))) return rc;
     }
-    if ((rc = restore_arena(r, pn, YK_DT_F32, v->master, lo, len, v, NULL, d))) goto out;
+    if ((rc = restore_arena(r, pn, YK_DT_F32, v->master, lo, len, v, NULL, d))) return rc;
     if (v->params16 && missing16) {
       yk_cast_from_f32(v->params16, v->dtype16, v->master, len, YK_ISA_AUTO);
       YK_WARN(ck->log, "ckpt: %s has no 16-bit weights (an fp32 run?); rounded them from the fp32 master weights",
               path);
     }
   } else if (v->params16) {
-    if ((rc = restore_arena(r, p16, v->dtype16, v->params16, 0, n, v, &missing16, d))) goto out;
+    if ((rc = restore_arena(r, p16, v->dtype16, v->params16, 0, n, v, &missing16, d))) return rc;
     if (missing16) {
       /* An fp32 checkpoint resumed in fp16/bf16: the 16-bit weights are the
        * master weights rounded, as at the start of a run. */
-      if ((rc = restore_arena(r, pn, YK_DT_F32, v->model_params, 0, n, v, NULL, d))) goto out;
+      if ((rc = restore_arena(r, pn, YK_DT_F32, v->model_params, 0, n, v, NULL, d))) return rc;
       yk_cast_from_f32(v->params16, v->dtype16, v->model_params, n, YK_ISA_AUTO);
       YK_WARN(ck->log, "ckpt: %s has no 16-bit weights (an fp32 run?); rounded them from the fp32 master weights",
               path);
     }
     yk_cast_to_f32(v->model_params, v->params16, v->dtype16, n, 1.0f, YK_ISA_AUTO);
-    if ((rc = restore_arena(r, pn, YK_DT_F32, v->master, lo, len, v, NULL, d))) goto out;
+    if ((rc = restore_arena(r, pn, YK_DT_F32, v->master, lo, len, v, NULL, d))) return rc;
   } else if ((rc = restore_arena(r, pn, YK_DT_F32, v->model_params, 0, n, v, NULL, d))) {
-    goto out;
+    return rc;
   }
   if ((rc = restore_arena(r, mn, YK_DT_F32, v->m, lo, len, v, NULL, d)) ||
       (rc = restore_arena(r, vn, YK_DT_F32, v->v, lo, len, v, NULL, d)))
+    return rc;
+  return 0;
+}
+
+/* Restore everything from one checkpoint directory. */
+static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *d) {
+  yk_ckpt_open_opts oo = {.verify = YK_CKPT_VERIFY_FULL, .fallback = 0, .threads = 0, .log = ck->log};
+  yk_ckpt_reader *r = NULL;
+  int rc = yk_ckpt_reader_open(path, &oo, &r, d);
+  if (rc) return rc;
+  const eng_ckpt_view *v = &ck->view;
+  /* Each arena is cut by the tensor-parallel degree it was saved at: the
+   * same degree reads its own pieces (any data-parallel degree), another
+   * one reshards. */
+  yk_layout saved;
+  yk_ckpt_reader_layout(r, &saved, NULL);
+  if (saved.pp != ck->layout.pp) {
+    rc = yk_errorf(d, YK_EMISMATCH, "%s: saved at parallel.pipeline=%d; resume with parallel.pipeline=%d "
+                   "(resharding between pipeline degrees is not built yet)", path, saved.pp, saved.pp);
     goto out;
+  }
+  rc = saved.tp != ck->layout.tp ? restore_resharded(ck, r, &saved, d) : restore_same(ck, r, d);
+  if (rc) goto out;
   if ((rc = read_blob_exact(r, "step", step, sizeof *step, 0, d))) goto out;
   yk_data_pos pos;
   if ((rc = read_blob_exact(r, "data_pos", &pos, sizeof pos, 0, d))) goto out;

@@ -316,6 +316,17 @@ uint64_t yk_engine_params_checksum(yk_engine *e);
  * Under ZeRO-3 it is collective: every rank of the data-parallel group calls
  * it, those with a NULL path only take part in the gathers. */
 int yk_engine_save_weights(yk_engine *e, const char *path, yk_diag *d);
+/* Arena `base` ("params", "m", "v", "params16") of the checkpoint open in r,
+ * whole (cfg's layer-major arena, yk_model_config_num_params floats, 16-bit
+ * arenas widened exactly) whatever tensor-parallel degree saved it: each
+ * saved piece (base.tpKofN) is checked against the tensor table that degree
+ * gives and put in its place with yk_model_tp_copy. Holds one saved piece
+ * besides `whole` at a time. YK_ENOTFOUND if the checkpoint has no such
+ * arena. The one reader of a checkpoint's model arenas across layouts
+ * (resume at another TP degree, the exporters). */
+struct yk_ckpt_reader;
+int yk_engine_ckpt_read_whole(struct yk_ckpt_reader *r, const char *base, const yk_model_config *cfg, float *whole,
+                              yk_diag *d);
 /* Lines for the start of a run: model, global batch, device, data. */
 void yk_engine_describe(const yk_engine *e, void (*line)(void *arg, const char *text), void *arg);
 

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Resume at another tensor-parallel degree (engine/ckpt.c restore_resharded):
+# each arena (params, m, v, params16) is put together whole from the saved
+# pieces and cut for the new layout, so the continued run differs from the
+# uninterrupted one only by the rounding of the other layout's sums: losses
+# within 1e-5 relative (5e-5 absolute at losses of ~5-11), grad norms within
+# 1e-4 relative, over the 5 steps after the resume.
+#  - TP2 x DP1 (grad_accum 2) -> TP1 x DP1 (1 rank, grad_accum 2) and
+#    -> TP1 x DP2 (grad_accum 1: the same global batch);
+#  - DP2 x TP1, ZeRO-1 (each rank's m, v slices) -> TP2 x DP1 (grad_accum 2);
+#  - bf16 (params16 resharded, not rounded from the master weights) TP2 -> TP1;
+#  - the resharded checkpoint's next save at TP1 resumes bitwise at TP1.
+set -u
+. "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/lib-train.sh"
+cat > "$tmp/job.yaml" <<YAML
+model: {name: tiny}
+data: {train: "$tmp/data/train_*.bin"}
+train: {micro_batch: 4, seq_len: 32, steps: 10, threads: 1, grad_accum: 2}
+optim: {lr: 1e-3, warmup_steps: 2, schedule: cosine, weight_decay: 0.1}
+parallel: {tensor: 2}
+comm: {timeout_ms: 20000, bucket_kb: 64}
+YAML
+run() { # run NAME EXPECTED_EXIT RANKS yoke-train-args...
+  local name=$1 want=$2 n=$3; shift 3
+  if [ "$n" = 1 ]; then "$YOKE" train "$tmp/job.yaml" --json "$@" > "$tmp/$name.json" 2> "$tmp/$name.log"
+  else "$YOKE" launch -n "$n" -- train "$tmp/job.yaml" --json --set coord.port=$YK_PORT "$@" > "$tmp/$name.json" 2> "$tmp/$name.log"; fi
+  local rc=$?
+  [ "$rc" = "$want" ] || fail "$name: exit $rc, wanted $want: $(grep -h 'ERROR' "$tmp/$name.log" | head -3)"
+  return 0
+}
+resharded() { # resharded NAME FROM TO: the resume said it resharded
+  grep -q "resharded .* from parallel.tensor=$2 to $3" "$tmp/$1.log" && pass "$1: resumed, resharded TP$2 -> TP$3" \
+    || fail "$1: no reshard line: $(grep -hE 'ckpt|ERROR' "$tmp/$1.log" | head -3)"
+}
+TP1="--set parallel.tensor=1"
+
+# ---- TP2 x DP1 -> TP1 x DP1, TP1 x DP2
+run straight 0 2
+run save 75 2 --set ckpt.dir="$tmp/k" --set train.stop_after=5
+cp -r "$tmp/k" "$tmp/k2"
+run one 0 1 $TP1 --set ckpt.dir="$tmp/k" --resume latest
+resharded one 2 1
+compare_steps "TP2 -> TP1 (1 rank): steps 6..10 vs the uninterrupted TP2 run" "$tmp/one.json" "$tmp/straight.json" 6 10 5e-5 1e-4
+run dp2 0 2 $TP1 --set train.grad_accum=1 --set ckpt.dir="$tmp/k2" --resume latest
+resharded dp2 2 1
+compare_steps "TP2 -> TP1 x DP2: steps 6..10 vs the uninterrupted TP2 run" "$tmp/dp2.json" "$tmp/straight.json" 6 10 5e-5 1e-4
+
+# ---- the resharded run's own checkpoint (step 10, TP1) resumes bitwise at TP1
+run one_more 0 1 $TP1 --set ckpt.dir="$tmp/k" --resume latest --set train.steps=12
+grep -q "resumed from .*step-00000010" "$tmp/one_more.log" && ! grep -q resharded "$tmp/one_more.log" \
+  && pass "the TP1 checkpoint written after a reshard resumes at TP1 without resharding" \
+  || fail "resume of the resharded run's checkpoint: $(grep -hE 'ckpt|ERROR' "$tmp/one_more.log" | head -3)"
+
+# ---- DP2 x TP1 (ZeRO-1: m, v saved in slices) -> TP2 x DP1
+run straight_dp 0 2 $TP1 --set train.grad_accum=1 --set optim.zero=1
+run save_dp 75 2 $TP1 --set train.grad_accum=1 --set optim.zero=1 --set ckpt.dir="$tmp/kdp" --set train.stop_after=5
+run tp2 0 2 --set ckpt.dir="$tmp/kdp" --resume latest
+resharded tp2 1 2
+compare_steps "DP2 x TP1 ZeRO-1 -> TP2 x DP1: steps 6..10 vs the uninterrupted DP2 run" "$tmp/tp2.json" "$tmp/straight_dp.json" 6 10 5e-5 1e-4
+
+# ---- bf16: the 16-bit weights are resharded with the fp32 master weights
+run straight16 0 2 --set train.precision=bf16
+run save16 75 2 --set train.precision=bf16 --set ckpt.dir="$tmp/k16" --set train.stop_after=5
+run one16 0 1 $TP1 --set train.precision=bf16 --set ckpt.dir="$tmp/k16" --resume latest
+resharded one16 2 1
+grep -q "no 16-bit weights" "$tmp/one16.log" && fail "bf16: params16 was rounded from the master weights, not resharded" \
+  || pass "bf16: params16 read from the checkpoint's pieces"
+compare_steps "bf16 TP2 -> TP1: steps 6..10 vs the uninterrupted TP2 run" "$tmp/one16.json" "$tmp/straight16.json" 6 10 5e-5 1e-4
+finish

@@ -95,8 +95,14 @@ int yk_ckpt_state_add_arena(yk_ckpt_state *s, const char *name, yk_dtype dtype, 
 }
 
 void yk_ckpt_arena_name(char *buf, size_t cap, const char *base, int tp, int tp_rank) {
-  if (tp <= 1) snprintf(buf, cap, "%s", base);
-  else snprintf(buf, cap, "%s.tp%dof%d", base, tp_rank, tp);
+  yk_ckpt_arena_name_stage(buf, cap, base, tp, tp_rank, 1, 0);
+}
+
+void yk_ckpt_arena_name_stage(char *buf, size_t cap, const char *base, int tp, int tp_rank, int pp, int pp_rank) {
+  char t[24] = "", s[24] = "";
+  if (tp > 1) snprintf(t, sizeof t, ".tp%dof%d", tp_rank, tp);
+  if (pp > 1) snprintf(s, sizeof s, ".pp%dof%d", pp_rank, pp);
+  snprintf(buf, cap, "%s%s%s", base, t, s);
 }
 
 int yk_ckpt_state_set_layout(yk_ckpt_state *s, const yk_layout *l, int sequence, yk_diag *d) {

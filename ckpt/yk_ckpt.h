@@ -94,6 +94,10 @@ int yk_ckpt_state_add_arena_group(yk_ckpt_state *s, const char *name, yk_dtype d
  * group of tp is saved: `base` itself when tp = 1, else "base.tpRofN"
  * ("params.tp1of2"). The one spelling writers and readers use. */
 void yk_ckpt_arena_name(char *buf, size_t cap, const char *base, int tp, int tp_rank);
+/* The same for pipeline stage pp_rank of pp (each stage saves only the
+ * tensors it holds, with their stage-local offsets in its tensor table):
+ * ".ppSofP" appended when pp > 1 ("params.tp1of2.pp0of2", "m.pp1of3"). */
+void yk_ckpt_arena_name_stage(char *buf, size_t cap, const char *base, int tp, int tp_rank, int pp, int pp_rank);
 /* The training layout (degrees only; the rank fields are ignored) and
  * whether sequence parallelism was on: the manifest's "layout" object, so a
  * resume can refuse another tensor-parallel degree and a resharder knows how

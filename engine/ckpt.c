@@ -75,7 +75,7 @@ static int agree_max(eng_ckpt *ck, int32_t *f, int n, yk_diag *d) {
 
 /* The name arena `base` of this rank is saved under. */
 static const char *arena_name(const eng_ckpt *ck, const char *base, char buf[48]) {
-  yk_ckpt_arena_name(buf, 48, base, ck->layout.tp, ck->layout.tp_rank);
+  yk_ckpt_arena_name_stage(buf, 48, base, ck->layout.tp, ck->layout.tp_rank, ck->layout.pp, ck->layout.pp_rank);
   return buf;
 }
 
@@ -261,77 +261,111 @@ int yk_engine_ckpt_read_whole(yk_ckpt_reader *r, const char *base, const yk_mode
   yk_layout saved;
   yk_ckpt_reader_layout(r, &saved, NULL);
   const char *path = yk_ckpt_reader_path(r);
-  int S = saved.tp > 0 ? saved.tp : 1, rc = 0;
-  float *local = NULL;
+  int S = saved.tp > 0 ? saved.tp : 1, P = saved.pp > 0 ? saved.pp : 1, rc = 0;
+  float *local = NULL, *tpl = NULL;
   void *raw = NULL;
+  char *have = NULL;
   yk_tensor_desc *want = NULL;
   for (int k = 0; k < S && !rc; k++) {
-    char name[48];
-    yk_ckpt_arena_name(name, sizeof name, base, S, k);
-    yk_ckpt_arena_info a;
-    if ((rc = yk_ckpt_reader_find_arena(r, name, &a, d))) break;
     int nw = 0;
     free(want);
+    free(tpl);
+    free(have);
     want = NULL;
     if ((rc = yk_model_tp_tensor_table(cfg, S, k, &want, &nw, d))) break;
     size_t n = yk_model_tp_num_params(cfg, S, k);
-    int same = a.numel == n && a.ntensors == nw;
-    for (int i = 0; same && i < nw; i++)
-      same = !strcmp(a.tensors[i].name, want[i].name) && a.tensors[i].offset == want[i].offset &&
-             a.tensors[i].numel == want[i].numel;
-    if (!same) {
-      rc = yk_errorf(d, YK_EMISMATCH, "%s: arena '%s' (%llu elements in %d tensors) is not this model's piece %d of "
-                     "%d (%zu elements in %d tensors): resume with the model settings of the checkpoint (see 'yoke "
-                     "ckpt inspect %s')", path, name, (unsigned long long)a.numel, a.ntensors, k, S, n, nw, path);
+    tpl = malloc((n ? n : 1) * sizeof(float));
+    have = calloc((size_t)nw + 1, 1);
+    if (!tpl || !have) {
+      rc = yk_errorf(d, YK_ENOMEM, "out of memory for arena '%s' (%zu elements)", base, n);
       break;
     }
-    size_t es = yk_dtype_size(a.dtype);
-    if (a.dtype != YK_DT_F32 && a.dtype != YK_DT_F16 && a.dtype != YK_DT_BF16) {
-      rc = yk_errorf(d, YK_EFORMAT, "%s: arena '%s' is %s; model arenas are f32, f16 or bf16 (written by another "
-                     "yoke version?)", path, name, yk_dtype_name(a.dtype));
-      break;
+    /* Tensor-parallel rank k's arena from its stages' arenas: a stage saved
+     * the tensors it holds at its own offsets (its table says where), so
+     * each is copied by name to where rank k's unstaged table puts it. The
+     * first stage that holds a tensor wins: the embedding region is held by
+     * the first and the last stage, and only the first trains wpe (the
+     * last one's copy is the value it started with). */
+    for (int s = 0; s < P && !rc; s++) {
+      char name[48];
+      yk_ckpt_arena_name_stage(name, sizeof name, base, S, k, P, s);
+      yk_ckpt_arena_info a;
+      if ((rc = yk_ckpt_reader_find_arena(r, name, &a, d))) break;
+      if (a.dtype != YK_DT_F32 && a.dtype != YK_DT_F16 && a.dtype != YK_DT_BF16) {
+        rc = yk_errorf(d, YK_EFORMAT, "%s: arena '%s' is %s; model arenas are f32, f16 or bf16 (written by another "
+                       "yoke version?)", path, name, yk_dtype_name(a.dtype));
+        break;
+      }
+      size_t an = (size_t)a.numel;
+      free(local);
+      free(raw);
+      raw = NULL;
+      local = malloc((an ? an : 1) * sizeof(float));
+      if (a.dtype != YK_DT_F32) raw = malloc((an ? an : 1) * yk_dtype_size(a.dtype));
+      if (!local || (a.dtype != YK_DT_F32 && !raw)) {
+        rc = yk_errorf(d, YK_ENOMEM, "out of memory for arena '%s' (%zu elements)", name, an);
+        break;
+      }
+      if ((rc = yk_ckpt_reader_read(r, name, 0, an, raw ? raw : (void *)local, d))) break;
+      if (raw) yk_cast_to_f32(local, raw, a.dtype, an, 1.0f, YK_ISA_AUTO); /* exact: 16-bit widens losslessly */
+      for (int i = 0; i < a.ntensors && !rc; i++) {
+        const yk_tensor_desc *t = &a.tensors[i];
+        int j = 0;
+        while (j < nw && strcmp(want[j].name, t->name)) j++;
+        if (j < nw && have[j]) continue;
+        if (j == nw || want[j].numel != t->numel || t->offset + t->numel > an)
+          rc = yk_errorf(d, YK_EMISMATCH, "%s: arena '%s' tensor '%s' (%zu elements) is not in this model's piece "
+                         "%d of %d: resume with the model settings of the checkpoint (see 'yoke ckpt inspect %s')",
+                         path, name, t->name, t->numel, k, S, path);
+        else {
+          memcpy(tpl + want[j].offset, local + t->offset, t->numel * sizeof(float));
+          have[j] = 1;
+        }
+      }
     }
-    free(local);
-    free(raw);
-    raw = NULL;
-    local = malloc((n ? n : 1) * sizeof(float));
-    if (a.dtype != YK_DT_F32) raw = malloc((n ? n : 1) * es);
-    if (!local || (a.dtype != YK_DT_F32 && !raw)) {
-      rc = yk_errorf(d, YK_ENOMEM, "out of memory for arena '%s' (%zu elements)", name, n);
-      break;
-    }
-    if ((rc = yk_ckpt_reader_read(r, name, 0, n, raw ? raw : (void *)local, d))) break;
-    if (raw) yk_cast_to_f32(local, raw, a.dtype, n, 1.0f, YK_ISA_AUTO); /* exact: 16-bit values widen losslessly */
-    rc = yk_model_tp_copy(cfg, S, k, whole, local, 0, d);
+    for (int j = 0; j < nw && !rc; j++)
+      if (!have[j])
+        rc = yk_errorf(d, YK_EMISMATCH, "%s: no saved arena of '%s' holds tensor '%s' of piece %d of %d: resume with "
+                       "the model settings of the checkpoint (see 'yoke ckpt inspect %s')", path, base, want[j].name,
+                       k, S, path);
+    if (!rc) rc = yk_model_tp_copy(cfg, S, k, whole, tpl, 0, d);
   }
   free(want);
   free(local);
+  free(tpl);
+  free(have);
   free(raw);
   return rc;
 }
 
-/* This rank's elements [lo, lo + len) of its tensor-parallel piece of
- * `whole`, as dt (16-bit: rounded, exact for values that came from 16-bit
- * arenas). mine: scratch of the local arena's size. */
-static int take_piece(const eng_ckpt *ck, float *whole, float *mine, void *dst, yk_dtype dt, size_t lo, size_t len,
-                      yk_diag *d) {
-  int rc = yk_model_tp_copy(ck->view.mcfg, ck->layout.tp, ck->layout.tp_rank, whole, mine, 1, d);
+/* This rank's elements [lo, lo + len) of its piece of `whole`, as dt
+ * (16-bit: rounded, exact for values that came from 16-bit arenas): its
+ * tensor-parallel piece (yk_model_tp_copy) into tpw, then, on a pipeline
+ * stage, the stage's regions of it (yk_model_stage_copy) into mine. tpw:
+ * scratch of yk_model_tp_num_params floats; mine: of the local arena's. */
+static int take_piece(const eng_ckpt *ck, float *whole, float *tpw, float *mine, void *dst, yk_dtype dt, size_t lo,
+                      size_t len, yk_diag *d) {
+  int rc = yk_model_tp_copy(ck->view.mcfg, ck->layout.tp, ck->layout.tp_rank, whole, tpw, 1, d);
   if (rc) return rc;
+  if (ck->view.stage_model) yk_model_stage_copy(ck->view.stage_model, tpw, mine, 1);
+  else memcpy(mine, tpw, ck->view.nparams * sizeof(float));
   if (dt == YK_DT_F32) memcpy(dst, mine + lo, len * sizeof(float));
   else yk_cast_from_f32(dst, dt, mine + lo, len, YK_ISA_AUTO);
   return 0;
 }
 
-/* Resume at another tensor-parallel degree: each arena whole, then this
+/* Resume at another tensor- or pipeline-parallel degree: each arena whole, then this
  * rank's piece of it, with what restore_from does at the same degree
  * (16-bit weights when saved, else rounded from the master weights). Memory:
  * one whole fp32 arena, one saved piece and one local arena, transiently. */
 static int restore_resharded(eng_ckpt *ck, yk_ckpt_reader *r, const yk_layout *saved, yk_diag *d) {
   const eng_ckpt_view *v = &ck->view;
   size_t n = v->nparams, lo = v->soff, len = v->slen, nw = yk_model_config_num_params(v->mcfg);
+  size_t ntp = yk_model_tp_num_params(v->mcfg, ck->layout.tp, ck->layout.tp_rank);
   float *whole = malloc(nw * sizeof(float)), *mine = malloc((n ? n : 1) * sizeof(float));
+  float *tpw = malloc((ntp ? ntp : 1) * sizeof(float));
   int rc = 0, missing16 = 0;
-  if (!whole || !mine) {
+  if (!whole || !mine || !tpw) {
     rc = yk_errorf(d, YK_ENOMEM, "out of memory for resharding %s (one whole arena of %zu floats)",
                    yk_ckpt_reader_path(r), nw);
     goto out;
@@ -343,11 +377,11 @@ static int restore_resharded(eng_ckpt *ck, yk_ckpt_reader *r, const yk_layout *s
     else if (rc) {
       *d = t;
       goto out;
-    } else if ((rc = take_piece(ck, whole, mine, v->params16, v->dtype16, v->model_params ? 0 : lo,
+    } else if ((rc = take_piece(ck, whole, tpw, mine, v->params16, v->dtype16, v->model_params ? 0 : lo,
                                 v->model_params ? n : len, d))) goto out;
   }
   if ((rc = yk_engine_ckpt_read_whole(r, "params", v->mcfg, whole, d)) ||
-      (rc = take_piece(ck, whole, mine, v->master, YK_DT_F32, lo, len, d)))
+      (rc = take_piece(ck, whole, tpw, mine, v->master, YK_DT_F32, lo, len, d)))
     goto out;
   if (v->params16 && missing16) {
     yk_cast_from_f32(v->params16, v->dtype16, v->model_params ? mine : mine + lo, v->model_params ? n : len,
@@ -362,15 +396,16 @@ static int restore_resharded(eng_ckpt *ck, yk_ckpt_reader *r, const yk_layout *s
     else memcpy(v->model_params, mine, n * sizeof(float));
   }
   if ((rc = yk_engine_ckpt_read_whole(r, "m", v->mcfg, whole, d)) ||
-      (rc = take_piece(ck, whole, mine, v->m, YK_DT_F32, lo, len, d)) ||
+      (rc = take_piece(ck, whole, tpw, mine, v->m, YK_DT_F32, lo, len, d)) ||
       (rc = yk_engine_ckpt_read_whole(r, "v", v->mcfg, whole, d)) ||
-      (rc = take_piece(ck, whole, mine, v->v, YK_DT_F32, lo, len, d)))
+      (rc = take_piece(ck, whole, tpw, mine, v->v, YK_DT_F32, lo, len, d)))
     goto out;
-  YK_INFO(ck->log, "ckpt: resharded %s from parallel.tensor=%d to %d", yk_ckpt_reader_path(r), saved->tp,
-          ck->layout.tp);
+  YK_INFO(ck->log, "ckpt: resharded %s from parallel.tensor=%d, pipeline=%d to %d, %d", yk_ckpt_reader_path(r),
+          saved->tp, saved->pp, ck->layout.tp, ck->layout.pp);
 out:
   free(whole);
   free(mine);
+  free(tpw);
   return rc;
 }
 
@@ -464,12 +499,8 @@ static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *
    * one reshards. */
   yk_layout saved;
   yk_ckpt_reader_layout(r, &saved, NULL);
-  if (saved.pp != ck->layout.pp) {
-    rc = yk_errorf(d, YK_EMISMATCH, "%s: saved at parallel.pipeline=%d; resume with parallel.pipeline=%d "
-                   "(resharding between pipeline degrees is not built yet)", path, saved.pp, saved.pp);
-    goto out;
-  }
-  rc = saved.tp != ck->layout.tp ? restore_resharded(ck, r, &saved, d) : restore_same(ck, r, d);
+  int same = saved.tp == ck->layout.tp && saved.pp == ck->layout.pp;
+  rc = same ? restore_same(ck, r, d) : restore_resharded(ck, r, &saved, d);
   if (rc) goto out;
   if ((rc = read_blob_exact(r, "step", step, sizeof *step, 0, d))) goto out;
   yk_data_pos pos;

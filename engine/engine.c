@@ -222,9 +222,6 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
     return yk_errorf(d, YK_EUNSUPPORTED, "optim.zero=%d with parallel.pipeline=%d: ZeRO-2/3 lend each layer's weights "
                      "and gradients per micro-batch, which pipeline stages do not do yet; use optim.zero=1",
                      yk_config_zero_stage(&e->cfg), e->layout.pp);
-  if (e->layout.pp > 1 && e->cfg.ckpt.dir[0])
-    return yk_errorf(d, YK_EUNSUPPORTED, "ckpt.dir=%s with parallel.pipeline=%d: checkpoints of pipeline layouts are "
-                     "not built yet; unset ckpt.dir or use parallel.pipeline=1", e->cfg.ckpt.dir, e->layout.pp);
   e->rank = e->layout.dp_rank;
   e->world = e->layout.dp;
   e->tp = e->layout.tp;
@@ -268,7 +265,8 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
                      .nparams = e->nparams, .soff = e->soff, .slen = e->slen,
                      .params16 = e->zstage == 3 ? (void *)e->zero.p16shard : (void *)e->mp.params16,
                      .dtype16 = e->mp.dt16,
-                     .tensors = e->tensors, .ntensors = e->ntensors, .mcfg = &e->mcfg, .loader = e->train_ld,
+                     .tensors = e->tensors, .ntensors = e->ntensors, .mcfg = &e->mcfg,
+                     .stage_model = e->pipe.on ? e->model : NULL, .loader = e->train_ld,
                      .scaler = e->mp.prec == YK_PREC_FP16 ? &e->mp.ls : NULL, .threads = e->dev->nthreads};
   if ((rc = eng_ckpt_open(&e->ck, &e->cfg, e->log, &e->comms, &e->layout, &v, d)) != 0) return rc;
   if ((rc = eng_ckpt_resume(&e->ck, &e->start_step, d)) != 0) return rc;

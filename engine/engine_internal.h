@@ -249,6 +249,7 @@ typedef struct eng_ckpt_view {
   const yk_tensor_desc *tensors;
   int ntensors;
   const yk_model_config *mcfg;
+  const yk_model *stage_model;   /* a pipeline stage's model (its arenas hold its regions only), else NULL */
   yk_data_loader *loader;        /* its position is saved */
   yk_loss_scaler *scaler;        /* fp16 or NULL */
   int threads;                   /* compression threads */

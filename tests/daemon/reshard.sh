@@ -30,7 +30,7 @@ run() { # run NAME EXPECTED_EXIT RANKS yoke-train-args...
   return 0
 }
 resharded() { # resharded NAME FROM TO: the resume said it resharded
-  grep -q "resharded .* from parallel.tensor=$2 to $3" "$tmp/$1.log" && pass "$1: resumed, resharded TP$2 -> TP$3" \
+  grep -q "resharded .* from parallel.tensor=$2, pipeline=1 to $3, 1" "$tmp/$1.log" && pass "$1: resumed, resharded TP$2 -> TP$3" \
     || fail "$1: no reshard line: $(grep -hE 'ckpt|ERROR' "$tmp/$1.log" | head -3)"
 }
 TP1="--set parallel.tensor=1"
@@ -67,4 +67,32 @@ resharded one16 2 1
 grep -q "no 16-bit weights" "$tmp/one16.log" && fail "bf16: params16 was rounded from the master weights, not resharded" \
   || pass "bf16: params16 read from the checkpoint's pieces"
 compare_steps "bf16 TP2 -> TP1: steps 6..10 vs the uninterrupted TP2 run" "$tmp/one16.json" "$tmp/straight16.json" 6 10 5e-5 1e-4
+
+# ---- pipeline stages (3 blocks: uneven) save their own regions
+cat > "$tmp/job.yaml" <<YAML
+model: {name: tiny, layers: 3}
+data: {train: "$tmp/data/train_*.bin"}
+train: {micro_batch: 2, seq_len: 32, steps: 8, threads: 1, grad_accum: 4}
+optim: {lr: 1e-3, warmup_steps: 2, weight_decay: 0.1}
+parallel: {pipeline: 2}
+comm: {timeout_ms: 20000, transport: libfabric}
+YAML
+run pstraight 0 2
+run psave 75 2 --set ckpt.dir="$tmp/kp" --set train.stop_after=4
+cp -r "$tmp/kp" "$tmp/kp2"
+run presume 0 2 --set ckpt.dir="$tmp/kp" --resume latest
+if [ "$(yk_steps "$tmp/pstraight.json" | wc -l)" = 8 ] &&
+   diff <(yk_steps "$tmp/pstraight.json") <(yk_steps "$tmp/psave.json" "$tmp/presume.json") > "$tmp/diff"; then
+  pass "PP2: 8 steps == 4 + resume + 4, losses and norms bitwise"
+else fail "PP2 resume: $(head -4 "$tmp/diff")"; fi
+run pone 0 1 --set parallel.pipeline=1 --set ckpt.dir="$tmp/kp2" --resume latest
+grep -q "from parallel.tensor=1, pipeline=2 to 1, 1" "$tmp/pone.log" && pass "PP2 -> PP1: resharded" \
+  || fail "PP2 -> PP1: $(grep -hE 'ckpt|ERROR' "$tmp/pone.log" | head -3)"
+compare_steps "PP2 -> PP1 (1 rank): steps 5..8 vs the uninterrupted PP2 run" "$tmp/pone.json" "$tmp/pstraight.json" 5 8 5e-5 1e-4
+run ostraight 0 1 --set parallel.pipeline=1
+run osave 75 1 --set parallel.pipeline=1 --set ckpt.dir="$tmp/ko" --set train.stop_after=4
+run opp2 0 2 --set ckpt.dir="$tmp/ko" --resume latest
+grep -q "from parallel.tensor=1, pipeline=1 to 1, 2" "$tmp/opp2.log" && pass "PP1 -> PP2: resharded" \
+  || fail "PP1 -> PP2: $(grep -hE 'ckpt|ERROR' "$tmp/opp2.log" | head -3)"
+compare_steps "PP1 -> PP2: steps 5..8 vs the uninterrupted 1-rank run" "$tmp/opp2.json" "$tmp/ostraight.json" 5 8 5e-5 1e-4
 finish

@@ -18,9 +18,11 @@
  * by that rank's data-parallel group, which cuts them evenly among itself
  * (the same even range a ZeRO shard holds); without TP that group is every
  * rank and the names are the plain ones. The manifest records the layout and
- * each tensor's split. Resume reads each arena's range from whatever shards
- * hold it, which is all "resharding" needs for data parallelism; another
- * tensor-parallel degree is refused (no resharding of splits yet).
+ * each tensor's split. A pipeline stage saves only the regions it holds
+ * ("params.pp1of2"). Resume at the same TP and PP degrees reads each arena's
+ * range from whatever shards hold it, which is all "resharding" needs for
+ * data parallelism; another TP or PP degree puts each arena together whole
+ * and cuts this rank's piece from it (restore_resharded).
  *
  * Commit protocol (more than one rank). At every step boundary the ranks do
  * a MAX all-reduce of three int32 flags {stop requested, my shard still being

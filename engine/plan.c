@@ -111,12 +111,16 @@ int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, c
    * (ZeRO-0) reads every peer's part of the gradients twice over (reduce,
    * then gather), ZeRO-1 reads its owned part of the peers' gradients and
    * their parts of the weights: 2(W-1)/W of the arena either way. ZeRO-2/3
-   * read their owned part of the peers' windows, and stage 3 every peer's
-   * weight slice. */
+   * read their owned part of the peers' windows (below). */
   if (shared) {
     uint64_t W = (uint64_t)dp;
     if (z < 2) it[YK_PLAN_PEER] = 2 * (W - 1) * n * es / W;
-    else it[YK_PLAN_PEER] = (W - 1) * s * es * (z == 3 ? 2 : 1);
+    /* ZeRO-2's all-gather of the updated weights reads the peers' slices;
+     * ZeRO-3's gathers are broadcasts into this rank's own slots (measured:
+     * nothing of the peers becomes resident). Both read the buckets of the
+     * peers' gradient windows that meet this rank's slice, 3-4% of d12's
+     * peak at N = 2 (yoke bench parallel): not counted. */
+    else it[YK_PLAN_PEER] = z == 3 ? 0 : (W - 1) * s * es;
   }
   if (tp > 1) it[YK_PLAN_COMM] += 2 * yk_alloc_bytes((size_t)B * T * mc.channels * sizeof(float));
   /* The checkpoint writer's snapshot: this rank's even 1/dp of every saved
@@ -130,11 +134,13 @@ int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, c
    * (until the slice is taken), ZeRO-2's 16-bit gradients (allocated by the
    * mixed state, dropped at once), a tensor-parallel rank's whole-model
    * arena while it draws or loads its pieces. */
-  uint64_t once = 0;
+  uint64_t once = 0, once_tp = 0;
   if (z == 3) once = f32n;
   if (z == 2 && mixed) once = h16n;
-  if (tp > 1) once = YK_MAX(once, (uint64_t)yk_model_config_num_params(&mc) * sizeof(float));
-  it[YK_PLAN_STARTUP] = once;
+  /* the tensor-parallel whole-model arena lives only while the model draws
+   * or loads its pieces, before any optimizer state exists */
+  if (tp > 1) once_tp = (uint64_t)yk_model_config_num_params(&mc) * sizeof(float);
+  it[YK_PLAN_STARTUP] = YK_MAX(once, once_tp);
   uint64_t rss = 0;
   yk_proc_memory(&rss, NULL);
   /* the process as it is now (code, libraries, threads, the job's
@@ -150,9 +156,13 @@ int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, c
    * buffers); private memory is resident from its allocation (yk_alloc
    * zeroes it). */
   uint64_t later = it[YK_PLAN_CKPT] + it[YK_PLAN_PEER] + it[YK_PLAN_COMM];
-  if (shared && z) later += it[YK_PLAN_ZERO_BUFFERS] + it[YK_PLAN_GRADS] + (z == 2 ? it[YK_PLAN_WEIGHTS] : 0);
+  if (shared && z) later += it[YK_PLAN_ZERO_BUFFERS] + it[YK_PLAN_GRADS] + (z >= 2 && !(z == 3 && mixed) ? it[YK_PLAN_WEIGHTS] : 0);
   uint64_t at_start = p->steady - later + once;
-  p->peak = YK_MAX(p->steady, at_start);
+  /* at the tensor-parallel moment the optimizer state and mixed-precision
+   * copies are not allocated yet (build_optimizer comes after the model) */
+  uint64_t after_model = it[YK_PLAN_MOMENTS] + it[YK_PLAN_MASTER] + it[YK_PLAN_WEIGHTS16] + it[YK_PLAN_GRADS16];
+  uint64_t at_tp = p->steady - later - YK_MIN(after_model, p->steady - later) + once_tp;
+  p->peak = YK_MAX(p->steady, YK_MAX(at_start, at_tp));
   return 0;
 }
 

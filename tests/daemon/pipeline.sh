@@ -36,16 +36,22 @@ parallel: {pipeline: 2}
 comm: {timeout_ms: 3000, transport: libfabric}
 coord: {heartbeat_timeout_ms: 60000}
 YAML
+# rank_pid RANK LOG TRIES: the pid of the job's rank RANK once LOG shows step 2
+# (TRIES x 0.1 s at most); empty if it never got there
+rank_pid() {
+  local pid="" i p
+  for i in $(seq 1 "$3"); do
+    for p in $(pgrep -f "train $tmp/big.yaml"); do
+      tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx "YOKE_RANK=$1" && pid=$p
+    done
+    [ -n "$pid" ] && grep -q "step 2/" "$2" && break
+    sleep 0.1
+  done
+  echo "$pid"
+}
 "$YOKE" launch -n 2 -- train "$tmp/big.yaml" > "$tmp/kill.log" 2>&1 &
 lpid=$!
-victim=""
-for i in $(seq 1 200); do
-  for p in $(pgrep -f "train $tmp/big.yaml"); do
-    tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx YOKE_RANK=1 && victim=$p
-  done
-  [ -n "$victim" ] && grep -q "step 2/" "$tmp/kill.log" && break
-  sleep 0.1
-done
+victim=$(rank_pid 1 "$tmp/kill.log" 200)
 if [ -z "$victim" ]; then fail "the kill test's stage 1 never started: $(tail -3 "$tmp/kill.log")"; kill $lpid; else
   kill -9 "$victim"; t0=$(date +%s%N)
   wait $lpid; rc=$?
@@ -64,14 +70,7 @@ fi
 # channels, which are split from the pipeline group it aborts)
 "$YOKE" launch -n 4 -- train "$tmp/big.yaml" > "$tmp/kill4.log" 2>&1 &
 lpid=$!
-victim=""
-for i in $(seq 1 300); do
-  for p in $(pgrep -f "train $tmp/big.yaml"); do
-    tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx YOKE_RANK=2 && victim=$p
-  done
-  [ -n "$victim" ] && grep -q "step 2/" "$tmp/kill4.log" && break
-  sleep 0.1
-done
+victim=$(rank_pid 2 "$tmp/kill4.log" 300)
 if [ -z "$victim" ]; then fail "DP2 x PP2: rank 2 never started: $(tail -3 "$tmp/kill4.log")"; kill $lpid; else
   kill -9 "$victim"; t0=$(date +%s%N)
   wait $lpid; rc=$?

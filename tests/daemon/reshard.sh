@@ -21,14 +21,6 @@ optim: {lr: 1e-3, warmup_steps: 2, schedule: cosine, weight_decay: 0.1}
 parallel: {tensor: 2}
 comm: {timeout_ms: 20000, bucket_kb: 64}
 YAML
-run() { # run NAME EXPECTED_EXIT RANKS yoke-train-args...
-  local name=$1 want=$2 n=$3; shift 3
-  if [ "$n" = 1 ]; then "$YOKE" train "$tmp/job.yaml" --json "$@" > "$tmp/$name.json" 2> "$tmp/$name.log"
-  else "$YOKE" launch -n "$n" -- train "$tmp/job.yaml" --json --set coord.port=$YK_PORT "$@" > "$tmp/$name.json" 2> "$tmp/$name.log"; fi
-  local rc=$?
-  [ "$rc" = "$want" ] || fail "$name: exit $rc, wanted $want: $(grep -h 'ERROR' "$tmp/$name.log" | head -3)"
-  return 0
-}
 resharded() { # resharded NAME FROM TO: the resume said it resharded
   grep -q "resharded .* from parallel.tensor=$2, pipeline=1 to $3, 1" "$tmp/$1.log" && pass "$1: resumed, resharded TP$2 -> TP$3" \
     || fail "$1: no reshard line: $(grep -hE 'ckpt|ERROR' "$tmp/$1.log" | head -3)"
@@ -36,33 +28,33 @@ resharded() { # resharded NAME FROM TO: the resume said it resharded
 TP1="--set parallel.tensor=1"
 
 # ---- TP2 x DP1 -> TP1 x DP1, TP1 x DP2
-run straight 0 2
-run save 75 2 --set ckpt.dir="$tmp/k" --set train.stop_after=5
+train_job straight 0 2
+train_job save 75 2 --set ckpt.dir="$tmp/k" --set train.stop_after=5
 cp -r "$tmp/k" "$tmp/k2"
-run one 0 1 $TP1 --set ckpt.dir="$tmp/k" --resume latest
+train_job one 0 1 $TP1 --set ckpt.dir="$tmp/k" --resume latest
 resharded one 2 1
 compare_steps "TP2 -> TP1 (1 rank): steps 6..10 vs the uninterrupted TP2 run" "$tmp/one.json" "$tmp/straight.json" 6 10 5e-5 1e-4
-run dp2 0 2 $TP1 --set train.grad_accum=1 --set ckpt.dir="$tmp/k2" --resume latest
+train_job dp2 0 2 $TP1 --set train.grad_accum=1 --set ckpt.dir="$tmp/k2" --resume latest
 resharded dp2 2 1
 compare_steps "TP2 -> TP1 x DP2: steps 6..10 vs the uninterrupted TP2 run" "$tmp/dp2.json" "$tmp/straight.json" 6 10 5e-5 1e-4
 
 # ---- the resharded run's own checkpoint (step 10, TP1) resumes bitwise at TP1
-run one_more 0 1 $TP1 --set ckpt.dir="$tmp/k" --resume latest --set train.steps=12
+train_job one_more 0 1 $TP1 --set ckpt.dir="$tmp/k" --resume latest --set train.steps=12
 grep -q "resumed from .*step-00000010" "$tmp/one_more.log" && ! grep -q resharded "$tmp/one_more.log" \
   && pass "the TP1 checkpoint written after a reshard resumes at TP1 without resharding" \
   || fail "resume of the resharded run's checkpoint: $(grep -hE 'ckpt|ERROR' "$tmp/one_more.log" | head -3)"
 
 # ---- DP2 x TP1 (ZeRO-1: m, v saved in slices) -> TP2 x DP1
-run straight_dp 0 2 $TP1 --set train.grad_accum=1 --set optim.zero=1
-run save_dp 75 2 $TP1 --set train.grad_accum=1 --set optim.zero=1 --set ckpt.dir="$tmp/kdp" --set train.stop_after=5
-run tp2 0 2 --set ckpt.dir="$tmp/kdp" --resume latest
+train_job straight_dp 0 2 $TP1 --set train.grad_accum=1 --set optim.zero=1
+train_job save_dp 75 2 $TP1 --set train.grad_accum=1 --set optim.zero=1 --set ckpt.dir="$tmp/kdp" --set train.stop_after=5
+train_job tp2 0 2 --set ckpt.dir="$tmp/kdp" --resume latest
 resharded tp2 1 2
 compare_steps "DP2 x TP1 ZeRO-1 -> TP2 x DP1: steps 6..10 vs the uninterrupted DP2 run" "$tmp/tp2.json" "$tmp/straight_dp.json" 6 10 5e-5 1e-4
 
 # ---- bf16: the 16-bit weights are resharded with the fp32 master weights
-run straight16 0 2 --set train.precision=bf16
-run save16 75 2 --set train.precision=bf16 --set ckpt.dir="$tmp/k16" --set train.stop_after=5
-run one16 0 1 $TP1 --set train.precision=bf16 --set ckpt.dir="$tmp/k16" --resume latest
+train_job straight16 0 2 --set train.precision=bf16
+train_job save16 75 2 --set train.precision=bf16 --set ckpt.dir="$tmp/k16" --set train.stop_after=5
+train_job one16 0 1 $TP1 --set train.precision=bf16 --set ckpt.dir="$tmp/k16" --resume latest
 resharded one16 2 1
 grep -q "no 16-bit weights" "$tmp/one16.log" && fail "bf16: params16 was rounded from the master weights, not resharded" \
   || pass "bf16: params16 read from the checkpoint's pieces"
@@ -77,21 +69,21 @@ optim: {lr: 1e-3, warmup_steps: 2, weight_decay: 0.1}
 parallel: {pipeline: 2}
 comm: {timeout_ms: 20000, transport: libfabric}
 YAML
-run pstraight 0 2
-run psave 75 2 --set ckpt.dir="$tmp/kp" --set train.stop_after=4
+train_job pstraight 0 2
+train_job psave 75 2 --set ckpt.dir="$tmp/kp" --set train.stop_after=4
 cp -r "$tmp/kp" "$tmp/kp2"
-run presume 0 2 --set ckpt.dir="$tmp/kp" --resume latest
+train_job presume 0 2 --set ckpt.dir="$tmp/kp" --resume latest
 if [ "$(yk_steps "$tmp/pstraight.json" | wc -l)" = 8 ] &&
    diff <(yk_steps "$tmp/pstraight.json") <(yk_steps "$tmp/psave.json" "$tmp/presume.json") > "$tmp/diff"; then
   pass "PP2: 8 steps == 4 + resume + 4, losses and norms bitwise"
 else fail "PP2 resume: $(head -4 "$tmp/diff")"; fi
-run pone 0 1 --set parallel.pipeline=1 --set ckpt.dir="$tmp/kp2" --resume latest
+train_job pone 0 1 --set parallel.pipeline=1 --set ckpt.dir="$tmp/kp2" --resume latest
 grep -q "from parallel.tensor=1, pipeline=2 to 1, 1" "$tmp/pone.log" && pass "PP2 -> PP1: resharded" \
   || fail "PP2 -> PP1: $(grep -hE 'ckpt|ERROR' "$tmp/pone.log" | head -3)"
 compare_steps "PP2 -> PP1 (1 rank): steps 5..8 vs the uninterrupted PP2 run" "$tmp/pone.json" "$tmp/pstraight.json" 5 8 5e-5 1e-4
-run ostraight 0 1 --set parallel.pipeline=1
-run osave 75 1 --set parallel.pipeline=1 --set ckpt.dir="$tmp/ko" --set train.stop_after=4
-run opp2 0 2 --set ckpt.dir="$tmp/ko" --resume latest
+train_job ostraight 0 1 --set parallel.pipeline=1
+train_job osave 75 1 --set parallel.pipeline=1 --set ckpt.dir="$tmp/ko" --set train.stop_after=4
+train_job opp2 0 2 --set ckpt.dir="$tmp/ko" --resume latest
 grep -q "from parallel.tensor=1, pipeline=1 to 1, 2" "$tmp/opp2.log" && pass "PP1 -> PP2: resharded" \
   || fail "PP1 -> PP2: $(grep -hE 'ckpt|ERROR' "$tmp/opp2.log" | head -3)"
 compare_steps "PP1 -> PP2: steps 5..8 vs the uninterrupted 1-rank run" "$tmp/opp2.json" "$tmp/ostraight.json" 5 8 5e-5 1e-4

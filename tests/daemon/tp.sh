@@ -24,20 +24,12 @@ optim: {lr: 1e-3, warmup_steps: 2, schedule: cosine, weight_decay: 0.1}
 parallel: {tensor: 2}
 comm: {timeout_ms: 20000, bucket_kb: 64}
 YAML
-run() { # run NAME EXPECTED_EXIT RANKS yoke-train-args...
-  local name=$1 want=$2 n=$3; shift 3
-  if [ "$n" = 1 ]; then "$YOKE" train "$tmp/job.yaml" --json "$@" > "$tmp/$name.json" 2> "$tmp/$name.log"
-  else "$YOKE" launch -n "$n" -- train "$tmp/job.yaml" --json --set coord.port=$YK_PORT "$@" > "$tmp/$name.json" 2> "$tmp/$name.log"; fi
-  local rc=$?
-  [ "$rc" = "$want" ] || fail "$name: exit $rc, wanted $want: $(grep -h 'ERROR' "$tmp/$name.log" | head -3)"
-  return 0
-}
 # "RANK CHECKSUM" of every rank's final line
 sums() { cat "$@" | sed -n 's/.*"done": true, "rank": \([0-9]*\),.*"params_checksum": "\([0-9a-f]*\)".*/\1 \2/p' | sort; }
 
 # ---- TP2 against one rank; the layout line
-run one 0 1 --set parallel.tensor=1 --save-weights "$tmp/one.bin"
-run tp 0 2 --save-weights "$tmp/tp.bin"
+train_job one 0 1 --set parallel.tensor=1 --save-weights "$tmp/one.bin"
+train_job tp 0 2 --save-weights "$tmp/tp.bin"
 n=$(grep -c "layout: 2 ranks = dp 1 x tp 2 x pp 1; rank 0 = (dp 0, tp 0)" "$tmp/tp.log")
 [ "$n" = 1 ] && pass "launch -n 2, parallel.tensor=2: the layout line printed once" || fail "layout line $n times: $(grep layout "$tmp/tp.log")"
 compare_steps "TP2 vs 1 rank, 10 steps (loss within 5e-4 = 1e-4 relative)" "$tmp/tp.json" "$tmp/one.json" 1 10 5e-4 1e-3
@@ -54,9 +46,9 @@ num_test "$diff" "<" 1e-4 && pass "TP2 trained weights == 1 rank's within 1e-4 (
 # ---- bitwise resume: TP2 (dp 1), then DP2 x TP2 at each ZeRO stage
 resume_case() { # resume_case NAME RANKS STRAIGHT_JSON args...
   local name=$1 n=$2 straight=$3; shift 3
-  run k$name 75 "$n" --set ckpt.dir="$tmp/k$name" --set train.stop_after=5 "$@"
+  train_job k$name 75 "$n" --set ckpt.dir="$tmp/k$name" --set train.stop_after=5 "$@"
   cp -r "$tmp/k$name" "$tmp/k${name}copy"
-  run r$name 0 "$n" --set ckpt.dir="$tmp/k$name" --resume latest "$@"
+  train_job r$name 0 "$n" --set ckpt.dir="$tmp/k$name" --resume latest "$@"
   if [ "$(yk_steps "$straight" | wc -l)" = 10 ] &&
      diff <(yk_steps "$straight") <(yk_steps "$tmp/k$name.json" "$tmp/r$name.json") > "$tmp/diff"; then
     pass "$name: 10 steps == 5 + resume + 5, losses and norms bitwise"
@@ -69,12 +61,12 @@ resume_case() { # resume_case NAME RANKS STRAIGHT_JSON args...
 resume_case tp2 2 "$tmp/tp.json"
 for c in "0 false" "1 true" "2 false" "3 true"; do
   set -- $c
-  run s$1 0 4 --set optim.zero=$1 --set parallel.sequence=$2
+  train_job s$1 0 4 --set optim.zero=$1 --set parallel.sequence=$2
   resume_case dp2tp2-zero$1-sp$2 4 "$tmp/s$1.json" --set optim.zero=$1 --set parallel.sequence=$2
 done
 
 # ---- another data-parallel degree, another TP degree, the export
-run d21 0 2 --set optim.zero=3 --set parallel.sequence=true --set ckpt.dir="$tmp/kdp2tp2-zero3-sptruecopy" --resume latest \
+train_job d21 0 2 --set optim.zero=3 --set parallel.sequence=true --set ckpt.dir="$tmp/kdp2tp2-zero3-sptruecopy" --resume latest \
   --set train.grad_accum=2
 grep -q "step 5, written by 4 ranks, now 2" "$tmp/d21.log" && pass "DP2 x TP2 -> DP1 x TP2: resumed" \
   || fail "DP2->DP1 resume line: $(grep -E 'ckpt|ERROR' "$tmp/d21.log" | head -2)"

@@ -129,7 +129,12 @@ static int poll_events(run *r) {
  * train.log_file for plots. Flushed so a plot of a running job is current. */
 static void json_line(run *r, const char *line) {
   if (r->job.layout.rank != 0) return;
-  if (r->json) printf("%s\n", line);
+  if (r->json) {
+    /* one line at a time: readers follow it live, and a rank ended by a
+     * signal or a peer's failure loses none of the steps it reported */
+    printf("%s\n", line);
+    fflush(stdout);
+  }
   if (r->log_file) {
     fprintf(r->log_file, "%s\n", line);
     fflush(r->log_file);

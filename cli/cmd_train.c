@@ -13,6 +13,7 @@
 typedef struct train_opts {
   yk_config cfg;
   int json;
+  const char *join;
 } train_opts;
 
 static const yk_opt train_table[] = {
@@ -30,6 +31,10 @@ static const yk_opt train_table[] = {
      "                            the next step boundary and exit 75 (requeue)",
      .key = "ckpt.resume"},
     {"--json", 0, YK_OPT_FLAG, offsetof(train_opts, json), NULL, "also print one JSON object per step and a summary line"},
+    {"--join", 0, YK_OPT_STR, offsetof(train_opts, join), "HOST:PORT",
+     "join the running elastic job whose coordinator listens at HOST:PORT\n"
+     "                            (the job secret in YOKE_SECRET or coord.secret_file); it takes this\n"
+     "                            rank in at its next step boundary (docs/elasticity.md)"},
 };
 
 static const yk_cmd_spec train_spec = {
@@ -53,7 +58,7 @@ int cli_cmd_train(int argc, char **argv) {
                     "(make shards with 'yoke data prepare')\n");
     return 2;
   }
-  yk_daemon_train_opts t = {.cfg = &o.cfg, .json = o.json};
+  yk_daemon_train_opts t = {.cfg = &o.cfg, .json = o.json, .join = o.join};
   return yk_daemon_train(&t);
 }
 

@@ -116,6 +116,22 @@ static const key_def keys[] = {
     {"parallel.sequence", T_BOOL, OFF(parallel.sequence), "false", 0, 1, NULL,
      "sequence parallelism: LayerNorm and residual rows split over the tensor-parallel group (needs seq_len "
      "divisible by parallel.tensor)"},
+    /* elasticity (docs/elasticity.md) */
+    {"elastic.enabled", T_BOOL, OFF(elastic.enabled), "false", 0, 1, NULL,
+     "ranks may leave (die, drain) and join a running job: the survivors re-form at a step boundary and redo the "
+     "interrupted step (yoke launch and SLURM with the libfabric transport; not mpirun)"},
+    {"elastic.min_ranks", T_INT, OFF(elastic.min_ranks), "1", 1, 65536, NULL,
+     "fewer ranks than this: checkpoint and exit 75 (requeue)"},
+    {"elastic.max_ranks", T_INT, OFF(elastic.max_ranks), "0", 0, 65536, NULL,
+     "joins beyond this many ranks are refused (0 = the launched world size)"},
+    {"elastic.redundancy", T_ENUM, OFF(elastic.redundancy), "buddy", 0, 0, "buddy|checkpoint",
+     "where a re-formed job gets its state: buddy = from the survivors' memory over the data plane (data "
+     "parallelism, optim.zero 0), checkpoint = reload the last checkpoint at the new layout and redo the steps since"},
+    {"elastic.batch", T_ENUM, OFF(elastic.batch), "keep", 0, 0, "keep|scale",
+     "keep = the global batch stays the same (train.grad_accum x ranks is re-divided; a world it does not divide "
+     "checkpoints and exits 75), scale = grad_accum stays and the global batch follows the world size"},
+    {"elastic.ledger", T_STR, OFF(elastic.ledger), "", 0, 0, NULL,
+     "append one JSON line per completed step naming the data windows it consumed (rank 0 of each epoch writes)"},
     /* loss scaling (fp16 only) */
     {"loss_scale.init", T_FLOAT, OFF(loss_scale.init), "65536", 1, 1e38, NULL, "initial dynamic loss scale (fp16)"},
     {"loss_scale.min", T_FLOAT, OFF(loss_scale.min), "1", 1e-10, 1e38, NULL, "floor of the loss scale"},

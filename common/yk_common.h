@@ -390,6 +390,14 @@ typedef struct yk_config {
     char stage_layers[256]; /* "3,1": blocks per chunk; empty = balanced by cost */
   } parallel;
   struct {
+    int64_t enabled;         /* bool: ranks may leave and join; docs/elasticity.md */
+    int64_t min_ranks;       /* below this: checkpoint and exit 75 */
+    int64_t max_ranks;       /* joins beyond this are refused (0 = the launched world) */
+    char redundancy[16];     /* buddy (state from surviving peers' memory) | checkpoint (reload the last one) */
+    char batch[8];           /* keep (global batch fixed: grad_accum adjusted) | scale (grad_accum fixed) */
+    char ledger[YK_CFG_STR]; /* per-step record of the sample windows consumed ("" = off) */
+  } elastic;
+  struct {
     double init;
     double min;
     double growth_factor;

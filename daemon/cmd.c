@@ -251,6 +251,8 @@ int yk_daemon_coord(const yk_daemon_coord_opts *co) {
   o.key = key;
   o.key_len = key_len;
   o.log = &lg;
+  o.elastic = (int)cfg.elastic.enabled;
+  o.max_ranks = (int)cfg.elastic.max_ranks;
   coord_run cr = {0};
   cr.lg = &lg;
   rc = yk_coord_start(&loop, &o, &cr.co, &d);

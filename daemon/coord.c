@@ -36,7 +36,8 @@ typedef struct member {
 struct cconn {
   ykd_conn c;
   yk_coord *co;
-  int rank;       /* -1 until REGISTER */
+  int rank;       /* -1 until REGISTER (and once it left the membership) */
+  int leaving;    /* elastic: drained out of the membership, its BYE still to come */
   int authed;     /* sent one valid frame */
   cconn *prev, *next;
 };
@@ -50,7 +51,10 @@ struct yk_coord {
   const yk_logger *log;
   uint8_t key[YK_SECRET_MAX];
   size_t key_len;
-  int world;
+  int world;      /* members of the current epoch: m[0, world) */
+  int cap;        /* m's capacity: the launched world, or elastic.max_ranks */
+  int elastic;
+  int njoin;      /* elastic: joiners waiting for the next epoch, m[world, world + njoin) */
   int port;
   uint64_t job_id;
   uint32_t epoch;
@@ -215,6 +219,78 @@ void yk_coord_missing(const yk_coord *co, char *out, size_t cap) {
     }
 }
 
+/* The members of the new epoch, in order: every live member (but `drain`)
+ * keeps its relative order, then the joiners. A REFORM tells each its new
+ * rank (and a drained member rank -1: leave at the next step boundary).
+ * docs/elasticity.md. */
+static void reform(yk_coord *co, int cause, int drain, const char *why) {
+  member *nm = calloc((size_t)co->cap, sizeof *nm);
+  yk_msg_member *mm = calloc((size_t)co->cap, sizeof *mm);
+  if (!nm || !mm) {
+    free(nm);
+    free(mm);
+    abort_job(co, YK_EXIT_FAILURE, -1, "coordinator out of memory re-forming the job");
+    return;
+  }
+  int n = 0;
+  cconn *leaver = NULL;
+  for (int i = 0; i < co->world + co->njoin; i++) {
+    member *mb = &co->m[i];
+    if (i == drain && mb->conn) {
+      leaver = mb->conn;
+      leaver->rank = -1;
+      leaver->leaving = 1;
+    }
+    if (mb->state != YK_MEMBER_REGISTERED || i == drain) {
+      free(mb->addr);
+      free(mb->xblob);
+      continue;
+    }
+    free(mb->xblob);
+    mb->xblob = NULL;
+    mb->xgot = 0;
+    nm[n] = *mb;
+    if (nm[n].conn) nm[n].conn->rank = n;
+    n++;
+  }
+  free(co->m);
+  co->m = nm;
+  co->world = n;
+  co->n_registered = n;
+  co->njoin = 0;
+  co->xround = 0;
+  co->epoch++;
+  for (int i = 0; i < n; i++) {
+    mm[i].rank = i;
+    mm[i].pid = nm[i].pid;
+    snprintf(mm[i].host, sizeof mm[i].host, "%s", nm[i].host);
+    mm[i].addr = nm[i].addr;
+    mm[i].addr_len = nm[i].addr_len;
+  }
+  yk_msg w = {0};
+  w.type = YK_MSG_REFORM;
+  w.world = n;
+  w.epoch = co->epoch;
+  w.job_id = co->job_id;
+  w.code = cause;
+  snprintf(w.text, sizeof w.text, "%.1000s", why);
+  w.n_members = (uint32_t)n;
+  w.members = mm;
+  for (int i = 0; i < n; i++) {
+    if (!nm[i].conn) continue;
+    yk_msg c = w;
+    c.rank = i;
+    ykd_conn_send(&nm[i].conn->c, &c);
+  }
+  if (leaver) {
+    yk_msg c = w;
+    c.rank = -1;
+    ykd_conn_send(&leaver->c, &c);
+  }
+  free(mm);
+  YK_WARN(co->log, "coordinator: epoch %u: %d ranks (%s)", co->epoch, n, why);
+}
+
 static void declare_dead(yk_coord *co, int rank, const char *why) {
   member *mb = &co->m[rank];
   if (mb->state != YK_MEMBER_REGISTERED) return;
@@ -228,6 +304,11 @@ static void declare_dead(yk_coord *co, int rank, const char *why) {
   snprintf(reason, sizeof reason, "rank %d (host %s, pid %u) died: %s", rank, mb->host, mb->pid, why);
   if (co->aborted) {
     YK_INFO(co->log, "coordinator: %s (job already ending)", reason);
+    return;
+  }
+  if (co->elastic && co->started && count_state(co, YK_MEMBER_REGISTERED) > 0) {
+    YK_WARN(co->log, "coordinator: %s; re-forming the job without it", reason);
+    reform(co, YK_REFORM_FAILURE, -1, reason);
     return;
   }
   YK_ERROR(co->log, "coordinator: %s; ending the job", reason);
@@ -269,9 +350,43 @@ static void send_welcome(yk_coord *co) {
           (unsigned long long)co->job_id, co->epoch);
 }
 
+/* elastic: a rank joining a running job (REGISTER with world 0). It waits in
+ * m[world + njoin] for the next epoch, which starts at once: the members
+ * re-form at their next step boundary. */
+static void on_join(cconn *cc, const yk_msg *m) {
+  yk_coord *co = cc->co;
+  if (!co->elastic)
+    return send_err(cc, "%s pid %u asks to join, but this job is not elastic (set elastic.enabled: true)", m->host,
+                    m->pid);
+  if (co->aborted) return send_err(cc, "the job is ending; not accepting ranks");
+  if (co->world + co->njoin >= co->cap)
+    return send_err(cc, "the job already has %d ranks, elastic.max_ranks is %d", co->world + co->njoin, co->cap);
+  member *mb = &co->m[co->world + co->njoin];
+  memset(mb, 0, sizeof *mb);
+  if (m->blob_len) {
+    mb->addr = malloc(m->blob_len);
+    if (!mb->addr) return send_err(cc, "coordinator out of memory");
+    memcpy(mb->addr, m->blob, m->blob_len);
+  }
+  mb->addr_len = m->blob_len;
+  mb->state = YK_MEMBER_REGISTERED;
+  snprintf(mb->host, sizeof mb->host, "%s", m->host);
+  mb->pid = m->pid;
+  mb->last_hb_ns = yk_now_ns();
+  mb->conn = cc;
+  cc->rank = co->world + co->njoin;
+  co->njoin++;
+  char why[400];
+  snprintf(why, sizeof why, "%s pid %u joined", m->host, m->pid);
+  YK_INFO(co->log, "coordinator: %s (%s); the job grows to %d ranks at the next step boundary", why, cc->c.peer,
+          co->world + co->njoin);
+  if (co->started) reform(co, YK_REFORM_JOIN, -1, why);
+}
+
 static void on_register(cconn *cc, const yk_msg *m) {
   yk_coord *co = cc->co;
-  if (cc->rank >= 0) return send_err(cc, "second REGISTER on one connection");
+  if (cc->rank >= 0 || cc->leaving) return send_err(cc, "second REGISTER on one connection");
+  if (m->world == 0 && m->rank < 0) return on_join(cc, m);
   if (m->world != co->world)
     return send_err(cc, "rank %d from %s says the world is %d ranks, the coordinator expects %d", m->rank, m->host,
                     m->world, co->world);
@@ -313,6 +428,13 @@ static void on_exchange(cconn *cc, const yk_msg *m) {
   yk_coord *co = cc->co;
   if (!co->started) return send_err(cc, "EXCHANGE before every rank registered");
   member *mb = &co->m[cc->rank];
+  if (m->epoch != co->epoch) {
+    /* sent before the rank read the REFORM that started this epoch: it
+     * abandons that all-gather when it reads it */
+    YK_DEBUG(co->log, "coordinator: dropping rank %d's EXCHANGE of epoch %u (now %u)", cc->rank, m->epoch, co->epoch);
+    return;
+  }
+  if (cc->rank >= co->world) return send_err(cc, "EXCHANGE from a joiner before its epoch");
   if (m->round != co->xround)
     return send_err(cc, "rank %d sent EXCHANGE round %u, the coordinator is at round %u", cc->rank, m->round,
                     co->xround);
@@ -411,11 +533,19 @@ static void on_request(cconn *cc, const yk_msg *m) {
       YK_WARN(co->log, "coordinator: %s; telling every rank", reason);
       broadcast(co, &b, -1);
     }
+  } else if (m->action == YK_REQ_DRAIN) {
+    int r = m->code;
+    if (!co->elastic) return send_err(cc, "drain needs an elastic job (elastic.enabled: true)");
+    if (r < 0 || r >= co->world || co->m[r].state != YK_MEMBER_REGISTERED)
+      return send_err(cc, "cannot drain rank %d: the job's ranks are 0..%d", r, co->world - 1);
+    if (co->world == 1) return send_err(cc, "cannot drain rank %d: it is the job's last rank", r);
+    snprintf(reason, sizeof reason, "rank %d (host %.255s) drained by %.300s", r, co->m[r].host, who);
+    reform(co, YK_REFORM_DRAIN, r, reason);
   } else if (m->action == YK_REQ_STOP) {
     snprintf(reason, sizeof reason, "stop requested by %.300s: %.600s", who, m->text);
     yk_coord_abort(co, YK_EXIT_SIGINT, reason);
   } else {
-    return send_err(cc, "unknown REQUEST action %d (1 = checkpoint, 2 = stop)", m->action);
+    return send_err(cc, "unknown REQUEST action %d (1 = checkpoint, 2 = stop, 3 = drain)", m->action);
   }
   if (cc->rank < 0) on_status(cc); /* an operator's request is answered with the job's state */
 }
@@ -437,6 +567,14 @@ static void on_msg(ykd_conn *c, const yk_msg *m) {
     return;
   default:
     break;
+  }
+  if (cc->rank < 0 && cc->leaving) {
+    /* a drained rank finishing its last step: its heartbeats and its BYE */
+    if (m->type == YK_MSG_BYE) {
+      YK_INFO(co->log, "coordinator: drained %s left (code %d)", cc->c.peer, m->code);
+      cc->leaving = 0;
+    }
+    return;
   }
   if (cc->rank < 0)
     return send_err(cc, "%s from a connection that has not registered", yk_msg_type_name(m->type));
@@ -462,6 +600,14 @@ static void on_msg(ykd_conn *c, const yk_msg *m) {
     cc->rank = -1;
     if (m->code == 0) {
       YK_INFO(co->log, "coordinator: rank %d (%s) finished", r, mb->host);
+    } else if (co->elastic && co->started && !co->aborted && m->code != YK_EXIT_USAGE && m->code != YK_EXIT_SIGINT &&
+               m->code != YK_EXIT_REQUEUE && count_state(co, YK_MEMBER_REGISTERED) > 0) {
+      /* elastic: a rank that failed leaves; the others go on without it */
+      char reason[YK_PROTO_MAX_TEXT + YK_PROTO_MAX_HOST + 64];
+      snprintf(reason, sizeof reason, "rank %d (host %s) failed with code %d: %s", r, mb->host, m->code, m->text);
+      mb->state = YK_MEMBER_DEAD;
+      YK_WARN(co->log, "coordinator: %s; re-forming the job without it", reason);
+      reform(co, YK_REFORM_FAILURE, -1, reason);
     } else if (m->code == YK_EXIT_REQUEUE || co->aborted) {
       YK_INFO(co->log, "coordinator: rank %d (%s) left with code %d: %s", r, mb->host, m->code, m->text);
       if (!co->exit_code) co->exit_code = m->code;
@@ -543,7 +689,7 @@ static void on_timer(uv_timer_t *t) {
   yk_coord *co = t->data;
   uint64_t now = yk_now_ns();
   stranger_flush(co, now);
-  for (int i = 0; i < co->world; i++) {
+  for (int i = 0; i < co->world + co->njoin; i++) {
     member *mb = &co->m[i];
     if (mb->state != YK_MEMBER_REGISTERED) continue;
     uint64_t age_ms = (now - mb->last_hb_ns) / 1000000;
@@ -572,7 +718,9 @@ int yk_coord_start(uv_loop_t *loop, const yk_coord_opts *o, yk_coord **out, yk_d
     return yk_errorf(d, YK_EINVAL, "coordinator secret of %zu bytes (need 16..%d)", o->key_len, YK_SECRET_MAX);
   yk_coord *co = calloc(1, sizeof *co);
   if (!co) return yk_errorf(d, YK_ENOMEM, "out of memory for the coordinator");
-  co->m = calloc((size_t)o->world, sizeof *co->m);
+  co->elastic = o->elastic;
+  co->cap = o->elastic && o->max_ranks > o->world ? o->max_ranks : o->world;
+  co->m = calloc((size_t)co->cap, sizeof *co->m);
   if (!co->m) {
     free(co);
     return yk_errorf(d, YK_ENOMEM, "out of memory for %d members", o->world);
@@ -629,7 +777,7 @@ int yk_coord_start(uv_loop_t *loop, const yk_coord_opts *o, yk_coord **out, yk_d
 
 static void maybe_free(yk_coord *co) {
   if (!co->closing || co->open_handles > 0 || co->conns) return;
-  for (int i = 0; i < co->world; i++) {
+  for (int i = 0; i < co->world + co->njoin; i++) {
     free(co->m[i].addr);
     free(co->m[i].xblob);
   }

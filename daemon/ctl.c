@@ -50,6 +50,7 @@ struct yk_daemon_ctl {
   char last_error[YK_PROTO_MAX_TEXT + 1];
   int lost;          /* coordinator loss already reported */
   int aborting;      /* an abort event was raised */
+  int elastic;       /* elastic.enabled: a lost coordinator checkpoints and requeues instead of aborting */
   int stop_phase;    /* 0 running, 1 flushing BYE, 2 waiting for the embedded coordinator, 3 closing */
   uint64_t stop_deadline;
   uint64_t linger_log_ns;
@@ -80,6 +81,7 @@ struct yk_daemon_ctl {
   size_t x_len;
   uint8_t *x_all;
   uint32_t x_round;
+  uint32_t x_epoch;   /* the epoch the pending all-gather belongs to */
   char x_err[512];
   int link_dead;
   int stop_req, stop_code;
@@ -169,6 +171,23 @@ static void coord_lost(yk_daemon_ctl *ctl, const char *why) {
   ev.code = YK_EXIT_COORD_LOST;
   ev.rank = -1;
   copy_line(ev.text, sizeof ev.text, why);
+  if (ctl->elastic) {
+    /* The data plane still works: every rank checkpoints at the next step
+     * boundary (agreed over it) and exits 75 to be requeued with a new
+     * coordinator. Nothing is aborted; only membership changes are lost. */
+    ev.type = YK_EV_CHECKPOINT_REQUESTED;
+    ev.code = YK_EXIT_REQUEUE;
+    char text[sizeof ev.text];
+    snprintf(text, sizeof text, "%.400s; elastic job: checkpoint at the next step boundary, then exit 75", why);
+    copy_line(ev.text, sizeof ev.text, text);
+    YK_WARN(ctl->log, "control: %s", ev.text);
+    push_event(ctl, &ev);
+    uv_mutex_lock(&ctl->mu);
+    ctl->link_dead = 1;
+    uv_cond_broadcast(&ctl->cv);
+    uv_mutex_unlock(&ctl->mu);
+    return;
+  }
   raise_abort(ctl, &ev);
 }
 
@@ -256,6 +275,87 @@ static void on_welcome(yk_daemon_ctl *ctl, const yk_msg *m) {
   ctl->link_state = LINK_WELCOMED;
   YK_INFO(ctl->log, "control: joined job %016llx as rank %d of %d (epoch %u)", (unsigned long long)m->job_id, m->rank,
           m->world, m->epoch);
+}
+
+/* Store the members' addresses of a WELCOME or REFORM; 0 or YK_ENOMEM. */
+static int take_members(yk_daemon_ctl *ctl, const yk_msg *m) {
+  uint8_t **pa = calloc((size_t)(m->world > 0 ? m->world : 1), sizeof *pa);
+  uint32_t *pl = calloc((size_t)(m->world > 0 ? m->world : 1), sizeof *pl);
+  int oom = !pa || !pl;
+  for (int i = 0; !oom && i < (int)m->n_members; i++) {
+    const yk_msg_member *mm = &m->members[i];
+    if (mm->rank < 0 || mm->rank >= m->world) continue;
+    pl[mm->rank] = mm->addr_len;
+    pa[mm->rank] = malloc(mm->addr_len ? mm->addr_len : 1);
+    if (!pa[mm->rank]) oom = 1;
+    else if (mm->addr_len) memcpy(pa[mm->rank], mm->addr, mm->addr_len);
+  }
+  if (oom) {
+    for (int i = 0; pa && i < m->world; i++) free(pa[i]);
+    free(pa);
+    free(pl);
+    return YK_ENOMEM;
+  }
+  uv_mutex_lock(&ctl->mu);
+  for (int i = 0; ctl->peer_addr && i < ctl->job.world; i++) free(ctl->peer_addr[i]);
+  free(ctl->peer_addr);
+  free(ctl->peer_len);
+  ctl->peer_addr = pa;
+  ctl->peer_len = pl;
+  uv_mutex_unlock(&ctl->mu);
+  return 0;
+}
+
+/* elastic: the membership of a new epoch (docs/elasticity.md). A joiner
+ * takes its first REFORM as its WELCOME. Otherwise the job facts change at
+ * once, an all-gather of the old epoch is abandoned (its rank re-forms), and
+ * the step loop gets the event; a failure also aborts the communicators so
+ * that collectives blocked on the dead rank return now. */
+static void on_reform(yk_daemon_ctl *ctl, const yk_msg *m) {
+  if (m->world < 0 || (int)m->n_members != m->world || m->rank < -1 || m->rank >= m->world) {
+    YK_ERROR(ctl->log, "control: malformed REFORM (rank %d of %d, %u members); ignored", m->rank, m->world,
+             m->n_members);
+    return;
+  }
+  if (take_members(ctl, m)) {
+    coord_lost(ctl, "out of memory storing the members of a new epoch");
+    return;
+  }
+  uv_mutex_lock(&ctl->mu);
+  int joining = !ctl->started;
+  ctl->job.rank = m->rank;
+  ctl->job.world = m->world;
+  ctl->job.local_rank = ctl->env.local_rank;
+  ctl->job.epoch = m->epoch;
+  ctl->job.job_id = m->job_id;
+  ctl->x_round = 0;
+  ctl->x_sent = 0;
+  if (ctl->x_pending) {
+    ctl->x_rc = YK_EABORTED;
+    ctl->x_done = 1;
+    ctl->x_pending = 0;
+    snprintf(ctl->x_err, sizeof ctl->x_err, "all-gather abandoned: the job re-formed (epoch %u)", m->epoch);
+  }
+  ctl->started = 1;
+  uv_cond_broadcast(&ctl->cv);
+  uv_mutex_unlock(&ctl->mu);
+  if (joining) {
+    ctl->link_state = LINK_WELCOMED;
+    YK_INFO(ctl->log, "control: joined job %016llx as rank %d of %d (epoch %u)", (unsigned long long)m->job_id,
+            m->rank, m->world, m->epoch);
+    return;
+  }
+  yk_daemon_event ev = {0};
+  ev.type = YK_EV_REFORM;
+  ev.rank = m->rank;
+  ev.world = m->world;
+  ev.epoch = m->epoch;
+  ev.code = m->code;
+  copy_line(ev.text, sizeof ev.text, m->text);
+  YK_WARN(ctl->log, "control: epoch %u: %s; this rank is %s%d of %d", m->epoch, m->text,
+          m->rank < 0 ? "leaving (was " : "now rank ", m->rank < 0 ? ctl->env.rank : m->rank, m->world);
+  push_event(ctl, &ev);
+  if (m->code == YK_REFORM_FAILURE && ctl->on_abort) ctl->on_abort(ctl->abort_arg, &ev);
 }
 
 static void on_exchange_all(yk_daemon_ctl *ctl, const yk_msg *m) {
@@ -348,6 +448,9 @@ static void link_on_msg(ykd_conn *c, const yk_msg *m) {
   }
   case YK_MSG_EXCHANGE_ALL:
     on_exchange_all(ctl, m);
+    return;
+  case YK_MSG_REFORM:
+    if (ctl->link_state == LINK_REGISTERED || ctl->link_state == LINK_WELCOMED) on_reform(ctl, m);
     return;
   case YK_MSG_CHECKPOINT: {
     if (ctl->ckpt_seen) return;
@@ -628,6 +731,7 @@ static void on_wake(uv_async_t *a) {
     if (blob) memcpy(blob, ctl->x_mine, ctl->x_len);
     x.type = YK_MSG_EXCHANGE;
     x.round = ctl->x_round;
+    x.epoch = ctl->x_epoch;
     x.blob = blob;
     x.blob_len = (uint32_t)ctl->x_len;
     ctl->x_sent = 1;
@@ -676,6 +780,7 @@ int yk_daemon_ctl_start(const yk_daemon_ctl_opts *o, yk_daemon_ctl **out, yk_dia
   ctl->log = o->log;
   ctl->hb_ms = o->cfg->coord.heartbeat_ms;
   ctl->hb_timeout_ms = o->cfg->coord.heartbeat_timeout_ms;
+  ctl->elastic = (int)o->cfg->elastic.enabled;
   ctl->rdv_ms = o->rendezvous_timeout_ms > 0 ? o->rendezvous_timeout_ms : 60000;
   ctl->abort_grace_ms = o->abort_grace_ms;
   ctl->metrics_port = (int)o->cfg->coord.metrics_port;
@@ -734,6 +839,8 @@ int yk_daemon_ctl_start(const yk_daemon_ctl_opts *o, yk_daemon_ctl **out, yk_dia
     co.key = ctl->key;
     co.key_len = ctl->key_len;
     co.log = ctl->log;
+    co.elastic = (int)o->cfg->elastic.enabled;
+    co.max_ranks = (int)o->cfg->elastic.max_ranks;
     rc = yk_coord_start(&ctl->loop, &co, &ctl->coord, d);
     if (rc) goto fail_loop;
     ctl->env.coord_port = yk_coord_port(ctl->coord);
@@ -832,6 +939,7 @@ int yk_daemon_ctl_allgather(yk_daemon_ctl *ctl, const void *mine, size_t len, vo
   ctl->x_done = 0;
   ctl->x_rc = 0;
   ctl->x_pending = 1;
+  ctl->x_epoch = ctl->job.epoch;
   uint32_t round = ctl->x_round;
   uv_mutex_unlock(&ctl->mu);
   uv_async_send(&ctl->wake);

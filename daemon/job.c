@@ -85,12 +85,92 @@ static int mpi_bootstrap(ykd_job *job, yk_diag *d) {
   return yk_bootstrap_mpi_create(&job->boot, d);
 }
 
-int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, yk_diag *d) {
+/* `yoke train --join HOST:PORT`: a rank of no launch, registering with a
+ * running elastic job's coordinator as "any rank" (world 0). */
+static int join_env(ykd_job *job, const char *join, yk_diag *d) {
+  const char *colon = strrchr(join, ':');
+  char *end = NULL;
+  long port = colon ? strtol(colon + 1, &end, 10) : 0;
+  if (!colon || colon == join || !end || *end || port < 1 || port > 65535 || (size_t)(colon - join) >= sizeof job->env.coord_host)
+    return yk_errorf(d, YK_EUSAGE, "--join %s: expected HOST:PORT of the job's coordinator (yoke status shows it)", join);
+  yk_launch_env *e = &job->env;
+  e->kind = YK_LAUNCH_YOKE;
+  e->rank = -1;
+  e->world = 0;
+  e->local_rank = 0;
+  e->embed_coord = 0;
+  memcpy(e->coord_host, join, (size_t)(colon - join));
+  e->coord_host[colon - join] = 0;
+  e->coord_port = (int)port;
+  job->joining = 1;
+  return 0;
+}
+
+/* The communicators of the ranks as the control plane now says (rank,
+ * world, epoch): the world's, then the layout's groups. */
+static int make_comms(ykd_job *job, const yk_config *cfg, int rank, int world, uint32_t epoch, yk_diag *d) {
+  if (!job->boot) {
+    yk_bootstrap *b = calloc(1, sizeof *b);
+    if (!b) return yk_errorf(d, YK_ENOMEM, "out of memory");
+    b->kind = "coord";
+    b->ctx = job->ctl;
+    b->allgather = ctl_allgather;
+    b->destroy = ctl_bootstrap_destroy;
+    job->boot = b;
+  }
+  job->boot->rank = rank;
+  job->boot->size = world;
+  yk_comm_opts co;
+  yk_comm_opts_from_config(&co, cfg);
+  co.epoch = epoch;
+  co.log = job->log;
+  yk_comm *comm = NULL;
+  int rc = yk_comm_create(&co, job->boot, &comm, d);
+  if (rc) return rc;
+  pthread_mutex_lock(&job->comm_lock);
+  job->comm = comm;
+  int aborted = job->aborted;
+  if (aborted) yk_comm_abort(comm, job->abort_text);
+  pthread_mutex_unlock(&job->comm_lock);
+  if (aborted) return yk_errorf(d, YK_EABORTED, "the job was stopped while it started: %s", job->abort_text);
+  return split_groups(job, d);
+}
+
+static void destroy_comms(ykd_job *job) {
+  pthread_mutex_lock(&job->comm_lock);
+  yk_comm *comm = job->comm, *dp = job->dp != job->comm ? job->dp : NULL, *tp = job->tp, *pp = job->pp;
+  job->comm = job->dp = job->tp = job->pp = NULL;
+  pthread_mutex_unlock(&job->comm_lock);
+  yk_comm_destroy(pp); /* children before the parent */
+  yk_comm_destroy(tp);
+  yk_comm_destroy(dp);
+  yk_comm_destroy(comm);
+}
+
+int ykd_job_reform(ykd_job *job, const yk_config *cfg, yk_diag *d) {
+  destroy_comms(job);
+  yk_daemon_job info;
+  yk_daemon_ctl_job(job->ctl, &info);
+  pthread_mutex_lock(&job->comm_lock);
+  job->aborted = 0; /* the failure that aborted the old epoch's communicators is behind us */
+  job->abort_text[0] = 0;
+  job->epoch = info.epoch;
+  pthread_mutex_unlock(&job->comm_lock);
+  if (info.rank < 0) return 0; /* drained: this rank leaves */
+  int rc = yk_partition_layout(info.world, (int)cfg->parallel.tensor, (int)cfg->parallel.pipeline, info.rank,
+                               &job->layout, d);
+  if (rc) return rc;
+  if (info.world <= 1) return 0;
+  return make_comms(job, cfg, info.rank, info.world, info.epoch, d);
+}
+
+int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, const char *join, yk_diag *d) {
   memset(job, 0, sizeof *job);
   pthread_mutex_init(&job->comm_lock, NULL);
   job->log = log;
   int rc = yk_launch_env_detect(cfg, NULL, NULL, &job->env, d);
   if (rc) return rc;
+  if (join && (rc = join_env(job, join, d)) != 0) return rc;
   log->rank = job->env.rank; /* every line from here on names this rank */
   /* One log for the job, as torchrun and DeepSpeed print it: ranks outside
    * log.ranks keep only their warnings and errors (their figures stay in
@@ -100,7 +180,7 @@ int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, yk_diag *d)
   if (!shown && log->level > YK_LOG_WARN) log->level = YK_LOG_WARN;
   int rank = 0, world = 1;
   uint32_t epoch = 0;
-  if (job->env.world > 1) {
+  if (job->env.world > 1 || job->joining) {
     yk_daemon_ctl_opts o = {
         .cfg = cfg,
         .env = &job->env,
@@ -115,6 +195,7 @@ int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, yk_diag *d)
     rank = info.rank;
     world = info.world;
     epoch = info.epoch;
+    job->epoch = epoch;
     log->rank = rank;
   }
   /* Megatron's rank order: tensor-parallel ranks are neighbours. */
@@ -133,44 +214,12 @@ int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, yk_diag *d)
 
   if (!strcmp(cfg->comm.transport, "mpi")) {
     if ((rc = mpi_bootstrap(job, d)) != 0) return rc;
-  } else {
-    yk_bootstrap *b = calloc(1, sizeof *b);
-    if (!b) return yk_errorf(d, YK_ENOMEM, "out of memory");
-    b->rank = rank;
-    b->size = world;
-    b->kind = "coord";
-    b->ctx = job->ctl;
-    b->allgather = ctl_allgather;
-    b->destroy = ctl_bootstrap_destroy;
-    job->boot = b;
   }
-  yk_comm_opts co;
-  yk_comm_opts_from_config(&co, cfg);
-  co.epoch = epoch;
-  co.log = log;
-  yk_comm *comm = NULL;
-  if ((rc = yk_comm_create(&co, job->boot, &comm, d)) != 0) return rc;
-  pthread_mutex_lock(&job->comm_lock);
-  job->comm = comm;
-  /* A stop (`yoke status --stop`) or abort that came while the communicator
-   * was being made found nothing to abort: without this check the other
-   * ranks, already gone, would be waited for until comm.timeout_ms. */
-  int aborted = job->aborted;
-  if (aborted) yk_comm_abort(comm, job->abort_text);
-  pthread_mutex_unlock(&job->comm_lock);
-  if (aborted) return yk_errorf(d, YK_EABORTED, "the job was stopped while it started: %s", job->abort_text);
-  return split_groups(job, d);
+  return make_comms(job, cfg, rank, world, epoch, d);
 }
 
 void ykd_job_close(ykd_job *job, int exit_code, const char *reason) {
-  pthread_mutex_lock(&job->comm_lock);
-  yk_comm *comm = job->comm, *dp = job->dp != job->comm ? job->dp : NULL, *tp = job->tp, *pp = job->pp;
-  job->comm = job->dp = job->tp = job->pp = NULL;
-  pthread_mutex_unlock(&job->comm_lock);
-  yk_comm_destroy(pp); /* children before the parent */
-  yk_comm_destroy(tp);
-  yk_comm_destroy(dp);
-  yk_comm_destroy(comm);
+  destroy_comms(job);
   if (job->boot) yk_bootstrap_destroy(job->boot);
   job->boot = NULL;
   yk_daemon_ctl_stop(job->ctl, exit_code, reason);

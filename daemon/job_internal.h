@@ -23,13 +23,19 @@ typedef struct ykd_job {
                               * missed on_abort and is aborted when it is published */
   char abort_text[512];      /* the abort event's text */
   int mpi_inited;            /* we called MPI_Init_thread */
+  int joining;               /* `yoke train --join`: entered a running elastic job */
+  uint32_t epoch;            /* the membership epoch the communicators belong to */
 } ykd_job;
 
 /* Detect the launch environment; with more than one rank, start the control
  * plane (rendezvous through the coordinator) and create the communicator. A
  * single rank gets layout 1 x 1 x 1 and no ctl/comm. Close with
  * ykd_job_close even on failure. Sets log->rank to this rank. */
-int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, yk_diag *d);
+int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, const char *join, yk_diag *d);
+/* elastic: destroy the communicators of the old epoch and make those of the
+ * control plane's current one (this rank's new rank and world, the layout
+ * over them). A drained rank (new rank -1) gets none: it leaves. */
+int ykd_job_reform(ykd_job *job, const yk_config *cfg, yk_diag *d);
 /* Destroy the communicator, leave the job (BYE with exit_code and reason),
  * finalize MPI when we initialised it and the job ends together. */
 void ykd_job_close(ykd_job *job, int exit_code, const char *reason);

@@ -58,6 +58,7 @@ struct launcher {
   int closed;
   int failed;        /* ranks that exited non-zero so far */
   int cause_rank;    /* the coordinator's dead rank (copied before it closes), -1: none */
+  int elastic;       /* elastic.enabled: a rank's exit does not end the job */
   char cause[512];
   const yk_logger *lg;
   /* progress, from rank 0's reports (yk_coord_progress) */
@@ -223,7 +224,10 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal) {
     else
       yk_log(L->lg, planned ? YK_LOG_INFO : YK_LOG_WARN, "launch: rank %d (pid %d) exited with code %d", r->rank,
              proc->pid, r->code);
-    if (!L->first_code) {
+    if (L->elastic && !planned && L->live > 0 && L->kill_stage == 0 && !L->signals) {
+      /* an elastic job goes on without it (the coordinator re-forms it) */
+      YK_WARN(L->lg, "launch: the elastic job goes on with %d rank(s)", L->live);
+    } else if (!L->first_code) {
       L->first_code = r->code;
       L->first_rank = r->rank;
       if (L->live > 0 && L->kill_stage == 0) {
@@ -274,6 +278,15 @@ static int report_outcome(launcher *L, uint64_t wall_ns) {
              resumed, tokens, wall_s > 0 ? tokens / wall_s : 0, s->loss);
   }
   const lrank *cause = NULL, *first = NULL;
+  int finished = 0, left = 0;
+  for (int i = 0; i < L->n; i++) finished += L->ranks[i].code == 0, left += L->ranks[i].code != 0;
+  if (L->elastic && finished > 0 && !L->signals) {
+    /* the job finished on the ranks that were left: those that died were
+     * replaced by the re-formed job, not failures of it */
+    YK_INFO(L->lg, "launch: elastic job done in %.1f s: %s; %d rank(s) finished, %d left during the run", wall_s, fig,
+            finished, left);
+    return 0;
+  }
   for (int i = 0; i < L->n; i++) {
     const lrank *r = &L->ranks[i];
     if (!r->seq) continue;
@@ -447,6 +460,7 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   if (L.bar) lg.lead = ERASE;
   L.lg = &lg;
   L.cause_rank = -1;
+  L.elastic = (int)cfg.elastic.enabled;
   L.n = (int)n;
   L.grace_ms = grace;
   uv_loop_init(&L.loop);
@@ -459,6 +473,8 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   co.key = key;
   co.key_len = key_len;
   co.log = &lg;
+  co.elastic = (int)cfg.elastic.enabled;
+  co.max_ranks = (int)cfg.elastic.max_ranks;
   uint64_t job_id = 0; /* one id for the coordinator, the ranks and the job file */
   while (!job_id) ykd_random(&job_id, sizeof job_id);
   co.job_id = job_id;

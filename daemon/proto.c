@@ -14,7 +14,7 @@ const char *yk_msg_type_name(int type) {
   static const char *names[] = {"?",         "CHALLENGE", "REGISTER", "WELCOME",   "HEARTBEAT",
                                 "HEARTBEAT_ACK", "PEER_DEAD", "SHUTDOWN", "BYE",   "STATUS_REQ",
                                 "STATUS",    "EXCHANGE",  "EXCHANGE_ALL", "ERROR",
-                                "REQUEST",   "CHECKPOINT"};
+                                "REQUEST",   "CHECKPOINT",    "REFORM"};
   if (type <= 0 || type >= YK_MSG_TYPE_MAX_) return "UNKNOWN";
   return names[type];
 }
@@ -217,10 +217,15 @@ int yk_proto_encode(const yk_msg *m, const uint8_t *key, size_t key_len, uint8_t
     w_blob(&w, m->blob, m->blob_len);
     break;
   case YK_MSG_WELCOME:
+  case YK_MSG_REFORM:
     w_i32(&w, m->rank);
     w_i32(&w, m->world);
     w_u32(&w, m->epoch);
     w_u64(&w, m->job_id);
+    if (m->type == YK_MSG_REFORM) {
+      w_i32(&w, m->code);
+      w_str(&w, m->text, YK_PROTO_MAX_TEXT);
+    }
     w_u32(&w, m->n_members);
     for (uint32_t i = 0; i < m->n_members; i++) {
       const yk_msg_member *mm = &m->members[i];
@@ -266,6 +271,7 @@ int yk_proto_encode(const yk_msg *m, const uint8_t *key, size_t key_len, uint8_t
     }
     break;
   case YK_MSG_EXCHANGE:
+    w_u32(&w, m->epoch);
     w_u32(&w, m->round);
     w_blob(&w, m->blob, m->blob_len);
     break;
@@ -374,11 +380,16 @@ long yk_proto_decode(const uint8_t *buf, size_t len, const uint8_t *key, size_t 
     r_str(&r, m->host, YK_PROTO_MAX_HOST, "register.host");
     m->blob = r_blob(&r, &m->blob_len, YK_PROTO_MAX_ADDR, "register.addr");
     break;
-  case YK_MSG_WELCOME: {
+  case YK_MSG_WELCOME:
+  case YK_MSG_REFORM: {
     m->rank = r_i32(&r, "welcome.rank");
     m->world = r_i32(&r, "welcome.world");
     m->epoch = r_u32(&r, "welcome.epoch");
     m->job_id = r_u64(&r, "welcome.job_id");
+    if (m->type == YK_MSG_REFORM) {
+      m->code = r_i32(&r, "reform.cause");
+      r_str(&r, m->text, YK_PROTO_MAX_TEXT, "reform.reason");
+    }
     uint32_t n = r_u32(&r, "welcome.n");
     if (r.bad || members_alloc(&r, m, n, 4 + 4 + 2 + 4)) break;
     for (uint32_t i = 0; i < n && !r.bad; i++) {
@@ -428,6 +439,7 @@ long yk_proto_decode(const uint8_t *buf, size_t len, const uint8_t *key, size_t 
     break;
   }
   case YK_MSG_EXCHANGE:
+    m->epoch = r_u32(&r, "exchange.epoch");
     m->round = r_u32(&r, "exchange.round");
     m->blob = r_blob(&r, &m->blob_len, YK_PROTO_MAX_ADDR, "exchange.blob");
     break;

@@ -64,6 +64,14 @@ typedef struct run {
   int event_code;    /* exit code of the last control-plane event (0: none) */
   char event_text[512]; /* and its text */
   int signals;       /* SIGTERM/SIGUSR1 handlers installed (one rank with ckpt.dir) */
+  /* elastic (docs/elasticity.md) */
+  const char *join;  /* --join HOST:PORT */
+  int log_level;     /* log.level as configured: re-applied with log.ranks for a rank's new number */
+  int failure;       /* a REFORM for a failure arrived: the step in flight is redone */
+  int left;          /* drained: this rank left the job at a boundary */
+  int reforms;       /* membership changes survived */
+  double recovery_s; /* time spent re-forming */
+  FILE *ledger;      /* elastic.ledger, opened by whoever is rank 0 (append) */
   struct sigaction old_term, old_usr1;
 } run;
 
@@ -107,6 +115,13 @@ static int poll_events(run *r) {
       YK_ERROR(&r->log, "%s", ev.text);
       r->exit_code = r->event_code = ev.code ? ev.code : YK_EXIT_FAILURE;
       return 1;
+    case YK_EV_REFORM:
+      /* the new epoch takes effect at the boundary where every rank has
+       * heard of it (yk_engine_boundary agrees); a failure cannot wait: the
+       * step in flight fails on the aborted communicators and is redone */
+      if (r->eng) yk_engine_request_reform(r->eng, ev.epoch);
+      if (ev.code == YK_REFORM_FAILURE) r->failure = 1;
+      break;
     case YK_EV_SHUTDOWN:
     case YK_EV_CHECKPOINT_REQUESTED:
       /* A stop (SIGINT: 130) or a preemption (SIGTERM/SIGUSR1: 75), maybe
@@ -192,6 +207,164 @@ static int64_t test_delay_ms(const run *r) {
   return ms;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Elasticity (docs/elasticity.md)                                          */
+/* ------------------------------------------------------------------------ */
+
+/* What elastic.enabled needs, checked before anything is allocated. */
+static int elastic_check(run *r, yk_diag *d) {
+  const yk_config *c = &r->cfg;
+  if (r->job.env.kind == YK_LAUNCH_OPENMPI || !strcmp(c->comm.transport, "mpi"))
+    return yk_errorf(d, YK_ECONFIG, "elastic.enabled=true cannot work %s: its world is fixed (OpenMPI 4.1 ends "
+                     "every rank when one dies); launch with `yoke launch` or srun --no-kill and comm.transport="
+                     "libfabric, or set elastic.enabled=false", r->job.env.kind == YK_LAUNCH_OPENMPI ? "under mpirun"
+                     : "with comm.transport=mpi");
+  if (c->elastic.max_ranks && c->elastic.max_ranks < c->elastic.min_ranks)
+    return yk_errorf(d, YK_ECONFIG, "elastic.max_ranks=%lld is below elastic.min_ranks=%lld",
+                     (long long)c->elastic.max_ranks, (long long)c->elastic.min_ranks);
+  if (!strcmp(c->elastic.redundancy, "buddy")) return yk_engine_reform_check(c, &r->job.layout, d);
+  if (!c->ckpt.dir[0])
+    return yk_errorf(d, YK_ECONFIG, "elastic.redundancy=checkpoint re-forms from the last checkpoint: set ckpt.dir "
+                     "(and ckpt.every), or use elastic.redundancy=buddy");
+  return yk_errorf(d, YK_EUNSUPPORTED, "elastic.redundancy=checkpoint is not built yet: use elastic.redundancy=buddy "
+                   "(data parallelism with optim.zero=0); docs/elasticity.md");
+}
+
+/* Micro-batches per rank for `world` ranks: the global batch (grad_accum x
+ * the launched world) stays, or grad_accum stays (elastic.batch=scale). 0:
+ * the global batch does not divide over this world. */
+static int elastic_accum(const run *r, int world) {
+  const yk_config *c = &r->cfg;
+  if (!strcmp(c->elastic.batch, "scale")) return (int)c->train.grad_accum;
+  int64_t global = c->train.grad_accum * (int64_t)r->job.env.world;
+  if (r->job.joining) global = c->train.grad_accum; /* a joiner's config is per rank: the sync brings the rest */
+  return global % world == 0 ? (int)(global / world) : 0;
+}
+
+/* log.ranks for this rank's (new) number */
+static void apply_log_ranks(run *r) {
+  int shown = 1;
+  r->log.rank = r->job.layout.rank;
+  if (yk_log_ranks_match(r->cfg.log.ranks, r->job.layout.rank, &shown, NULL) == 0)
+    r->log.level = shown || r->log_level <= YK_LOG_WARN ? r->log_level : YK_LOG_WARN;
+}
+
+/* Re-form at the control plane's newest epoch: new communicators, the
+ * engine in place, then the state of the most advanced rank on every rank.
+ * Another change during it (a second death) starts it over. */
+static int elastic_reform(run *r, yk_diag *d) {
+  const yk_config *c = &r->cfg;
+  double t0 = yk_now_s();
+  int64_t before = yk_engine_steps_done(r->eng);
+  for (int attempt = 0;; attempt++) {
+    yk_daemon_event ev;
+    while (yk_daemon_ctl_poll(r->job.ctl, &ev)) /* older notices are folded into the newest epoch */
+      if (ev.type == YK_EV_PEER_DEAD || ev.type == YK_EV_COORD_LOST || ev.type == YK_EV_SHUTDOWN) {
+        r->event_code = ev.code;
+        snprintf(r->event_text, sizeof r->event_text, "%s", ev.text);
+        return yk_errorf(d, YK_EABORTED, "%s", ev.text);
+      } else if (ev.type == YK_EV_CHECKPOINT_REQUESTED) {
+        yk_engine_request_stop(r->eng, ev.code ? ev.code : YK_EXIT_REQUEUE);
+      }
+    int rc = ykd_job_reform(&r->job, c, d);
+    yk_daemon_job info;
+    yk_daemon_ctl_job(r->job.ctl, &info);
+    if (!rc && info.rank < 0) {
+      r->left = 1;
+      return 0;
+    }
+    int accum = 0;
+    if (!rc) {
+      apply_log_ranks(r);
+      accum = elastic_accum(r, r->job.layout.dp);
+      yk_engine_comms comms = {.dp = r->job.dp, .tp = r->job.tp, .pp = r->job.pp};
+      rc = yk_engine_reform(r->eng, &r->job.layout, &comms, accum ? accum : (int)c->train.grad_accum, d);
+    }
+    int src = 0;
+    if (!rc) rc = yk_engine_sync(r->eng, &src, d);
+    yk_daemon_job now;
+    yk_daemon_ctl_job(r->job.ctl, &now);
+    if (rc && now.epoch != info.epoch && attempt < 64) { /* the membership changed again meanwhile */
+      YK_WARN(&r->log, "elastic: epoch %u changed to %u while re-forming (%s); again", info.epoch, now.epoch,
+              yk_diag_msg(d, rc));
+      yk_diag_clear(d);
+      continue;
+    }
+    if (rc) return rc;
+    r->failure = 0;
+    r->reforms++;
+    double dt = yk_now_s() - t0;
+    r->recovery_s += dt;
+    int64_t steps = yk_engine_steps_done(r->eng);
+    YK_WARN(&r->log, "elastic: epoch %u: %d ranks, %d micro-batches each; re-formed in %.2f s, state from rank %d "
+            "at step %lld (this rank had %lld); no completed step lost", info.epoch, info.world,
+            yk_engine_accum(r->eng), dt, src, (long long)steps, (long long)before);
+    if (r->json && r->job.layout.rank == 0) {
+      char buf[256];
+      snprintf(buf, sizeof buf, "{\"reform\": true, \"epoch\": %u, \"world\": %d, \"accum\": %d, \"step\": %lld, "
+               "\"source_rank\": %d, \"reform_s\": %.3f}", info.epoch, info.world, yk_engine_accum(r->eng),
+               (long long)steps, src, dt);
+      json_line(r, buf);
+    }
+    if (info.world < c->elastic.min_ranks) {
+      YK_WARN(&r->log, "elastic: %d ranks is below elastic.min_ranks=%lld: checkpoint at this boundary, then exit %d "
+              "(requeue)", info.world, (long long)c->elastic.min_ranks, YK_EXIT_REQUEUE);
+      yk_engine_request_stop(r->eng, YK_EXIT_REQUEUE);
+    } else if (!accum) {
+      YK_WARN(&r->log, "elastic: the global batch of %lld micro-batches does not divide over %d ranks "
+              "(elastic.batch=keep): checkpoint at this boundary, then exit %d (requeue); choose train.grad_accum so "
+              "that it divides, or set elastic.batch=scale", (long long)(c->train.grad_accum * r->job.env.world),
+              info.world, YK_EXIT_REQUEUE);
+      yk_engine_request_stop(r->eng, YK_EXIT_REQUEUE);
+    }
+    return 0;
+  }
+}
+
+/* Whether an error of the step can be survived by re-forming: the
+ * communicators failed (aborted by a REFORM, a peer gone) in an elastic job
+ * whose control plane announces a new epoch within the heartbeat timeout. */
+static int elastic_recoverable(run *r, int rc) {
+  if (!r->cfg.elastic.enabled || !r->job.ctl) return 0;
+  if (rc != YK_EABORTED && rc != YK_EPEERDEAD && rc != YK_ETIMEDOUT && rc != YK_ETRANSPORT && rc != YK_ECLOSED)
+    return 0;
+  uint64_t deadline = yk_deadline_in_ms(r->cfg.coord.heartbeat_timeout_ms * 2 + 1000);
+  while (!r->failure && !yk_deadline_passed(deadline)) {
+    yk_daemon_event ev;
+    if (!yk_daemon_ctl_wait(r->job.ctl, &ev, yk_deadline_in_ms(100))) continue;
+    if (ev.type == YK_EV_REFORM) {
+      yk_engine_request_reform(r->eng, ev.epoch);
+      if (ev.code == YK_REFORM_FAILURE) r->failure = 1;
+    } else if (ev.type == YK_EV_CHECKPOINT_REQUESTED) {
+      yk_engine_request_stop(r->eng, ev.code ? ev.code : YK_EXIT_REQUEUE);
+    } else {
+      r->event_code = ev.code ? ev.code : YK_EXIT_FAILURE;
+      snprintf(r->event_text, sizeof r->event_text, "%s", ev.text);
+      return 0;
+    }
+  }
+  return r->failure;
+}
+
+/* elastic.ledger: one line per completed step, by the rank 0 of its epoch:
+ * the step, the epoch's world and micro-batches, and the data windows
+ * [first, first + count) it consumed (rank r read first + m*world + r for
+ * micro-batch m). A step redone after a failure can appear twice; its last
+ * line is the one that counts (docs/elasticity.md). */
+static void ledger_line(run *r, int64_t step) {
+  const yk_config *c = &r->cfg;
+  if (!c->elastic.ledger[0] || r->job.layout.rank != 0) return;
+  if (!r->ledger && !(r->ledger = fopen(c->elastic.ledger, "a"))) {
+    YK_WARN(&r->log, "elastic.ledger %s: cannot open for appending: %s", c->elastic.ledger, strerror(errno));
+    return;
+  }
+  int accum = yk_engine_accum(r->eng), world = r->job.layout.dp;
+  uint64_t count = (uint64_t)accum * (uint64_t)world, end = yk_engine_windows_done(r->eng);
+  fprintf(r->ledger, "{\"step\": %lld, \"epoch\": %u, \"world\": %d, \"accum\": %d, \"first\": %llu, \"count\": %llu}\n",
+          (long long)step, r->job.epoch, world, accum, (unsigned long long)(end - count), (unsigned long long)count);
+  fflush(r->ledger);
+}
+
 static int open_engine(run *r, yk_diag *d) {
   const yk_config *c = &r->cfg;
   int threads = (int)c->train.threads;
@@ -209,7 +382,18 @@ static int open_engine(run *r, yk_diag *d) {
   yk_engine_opts o = {.cfg = c, .layout = r->job.layout, .comms = {.dp = r->job.dp, .tp = r->job.tp, .pp = r->job.pp}, .dev = r->dev, .log = &r->log};
   o.test_delay_ms = test_delay_ms(r);
   o.local_ranks = r->job.env.local_world > 0 ? r->job.env.local_world : 1;
+  o.joining = r->job.joining;
+  if (c->elastic.enabled && (rc = elastic_check(r, d)) != 0) return rc;
   if ((rc = yk_engine_open(&o, &r->eng, d)) != 0) return rc;
+  if (r->job.joining) {
+    /* the members re-form at their next boundary and the most advanced one
+     * sends everything to this rank (yk_engine_sync) */
+    int src = 0;
+    double t0 = yk_now_s();
+    if ((rc = yk_engine_sync(r->eng, &src, d)) != 0) return rc;
+    YK_WARN(&r->log, "elastic: joined at step %lld as rank %d of %d; state from rank %d in %.2f s",
+            (long long)yk_engine_steps_done(r->eng), r->job.layout.rank, r->job.layout.world, src, yk_now_s() - t0);
+  }
   if (r->job.layout.world <= 1 && c->ckpt.dir[0]) install_signals(r);
   return 0;
 }
@@ -219,6 +403,7 @@ static int train_loop(run *r, yk_diag *d) {
   const int64_t steps = c->train.steps;
   const int64_t start = yk_engine_start_step(r->eng);
   const uint64_t t0 = yk_now_ns();
+  const uint64_t windows0 = yk_engine_windows_done(r->eng);
   int rc;
   yk_engine_describe(r->eng, log_line, r);
   if ((rc = open_log_file(r, d)) != 0) return rc;
@@ -229,20 +414,46 @@ static int train_loop(run *r, yk_diag *d) {
     report_val(r, start, first_val);
   }
   double total_ms = 0, total_wait_ms = 0, last_loss = NAN;
-  for (int64_t step = start; step < steps; step++) {
+  for (int64_t step = start; step < steps;) {
     if (poll_events(r)) return 0;
-    if (step > start) { /* the boundary after `step` steps: checkpoint, agreed stop */
+    if (step > start || r->reforms) { /* the boundary after `step` steps: checkpoint, agreed stop and re-form */
       if (stop_signal && r->signals) {
         YK_WARN(&r->log, "signal received: checkpoint at this step boundary, then exit %d (requeue)", YK_EXIT_REQUEUE);
         stop_signal = 0;
         yk_engine_request_stop(r->eng, YK_EXIT_REQUEUE);
       }
       int stop = 0;
-      if ((rc = yk_engine_boundary(r->eng, step, &stop, &r->exit_code, d)) != 0) return rc;
+      rc = r->failure ? YK_EABORTED : yk_engine_boundary(r->eng, step, &stop, &r->exit_code, d);
+      if (rc && elastic_recoverable(r, rc)) {
+        yk_diag_clear(d);
+        if ((rc = elastic_reform(r, d)) != 0) return rc;
+        if (r->left) return 0;
+        step = yk_engine_steps_done(r->eng);
+        continue;
+      }
+      if (rc) return rc;
       if (stop) return 0;
+      if (r->job.ctl && yk_engine_reform_epoch(r->eng) > r->job.epoch) { /* a join or a drain, agreed */
+        if ((rc = elastic_reform(r, d)) != 0) return rc;
+        if (r->left) return 0;
+        step = yk_engine_steps_done(r->eng);
+        continue;
+      }
     }
     yk_step_stats s;
-    if ((rc = yk_engine_step(r->eng, step, &s, d)) != 0) return rc;
+    rc = r->failure ? YK_EABORTED : yk_engine_step(r->eng, step, &s, d);
+    if (rc && elastic_recoverable(r, rc)) {
+      /* the step fails on the aborted communicators: re-form, then redo it
+       * (or go on after it, if some rank had applied it: yk_engine_sync) */
+      YK_WARN(&r->log, "elastic: step %lld interrupted (%s); re-forming", (long long)step + 1, yk_diag_msg(d, rc));
+      yk_diag_clear(d);
+      if ((rc = elastic_reform(r, d)) != 0) return rc;
+      if (r->left) return 0;
+      step = yk_engine_steps_done(r->eng);
+      continue;
+    }
+    if (rc) return rc;
+    ledger_line(r, step + 1);
     if (step > start) { /* the first step warms caches and thread pools */
       total_ms += s.step_ms;
       total_wait_ms += s.comm_wait_ms;
@@ -255,6 +466,7 @@ static int train_loop(run *r, yk_diag *d) {
       report_val(r, step + 1, last_val);
     }
     progress_bar(r, step + 1, steps, start, t0);
+    step++;
   }
   if (r->tty) fputs("\r\033[K", stdout);
   if ((rc = yk_engine_finish(r->eng, steps, d)) != 0) return rc;
@@ -268,8 +480,9 @@ static int train_loop(run *r, yk_diag *d) {
   /* The job's one summary (rank 0 by log.ranks): what was trained, how
    * fast, how well, and where the results are. */
   double wall_s = (double)(yk_now_ns() - t0) / 1e9;
-  double tokens = (double)(steps - start) * (double)c->train.micro_batch * (double)c->train.seq_len *
-                  (double)c->train.grad_accum * (double)r->job.layout.dp;
+  /* the windows consumed: an elastic job's world (and micro-batches) may change */
+  double tokens = (double)(yk_engine_windows_done(r->eng) - windows0) * (double)c->train.micro_batch *
+                  (double)c->train.seq_len;
   double tok_s = wall_s > 0 ? tokens / wall_s : 0;
   char val[64] = "", out[2 * YK_CFG_STR + 64] = "";
   if (yk_engine_has_val(r->eng)) snprintf(val, sizeof val, ", val loss %.4f -> %.4f", first_val, last_val);
@@ -331,7 +544,9 @@ int yk_daemon_train(const yk_daemon_train_opts *o) {
   yk_logger_init(&r.log, -1, yk_log_level_parse(r.cfg.log.level), stderr);
 
   yk_diag d = {0};
-  int rc = ykd_job_open(&r.job, &r.cfg, &r.log, &d);
+  r.join = o->join;
+  r.log_level = r.log.level;
+  int rc = ykd_job_open(&r.job, &r.cfg, &r.log, o->join, &d);
   /* The bar is for a person at a terminal running one rank; launchers give
    * ranks pseudo-terminals too, which must not get it. */
   if (r.job.env.kind != YK_LAUNCH_SINGLE) r.tty = 0;
@@ -372,6 +587,7 @@ int yk_daemon_train(const yk_daemon_train_opts *o) {
   }
   yk_engine_close(r.eng);
   if (r.log_file) fclose(r.log_file);
+  if (r.ledger) fclose(r.ledger);
   restore_signals(&r);
   const char *reason = code == 0 ? "done" : rc && !stopped ? yk_diag_msg(&d, rc) : code == YK_EXIT_REQUEUE ? "checkpointed for requeue"
                        : code == YK_EXIT_SIGINT ? "interrupted" : "stopped";

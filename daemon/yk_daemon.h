@@ -35,7 +35,7 @@ int yk_daemon_exit_code(int yk_err);
 /* Control protocol (docs/protocol.md)                                      */
 /* ------------------------------------------------------------------------ */
 
-#define YK_PROTO_VERSION 1
+#define YK_PROTO_VERSION 2
 #define YK_PROTO_MAGIC 0x50434b59u    /* "YKCP" little-endian */
 #define YK_PROTO_HDR 40               /* fixed header bytes */
 #define YK_PROTO_MAC 32               /* HMAC-SHA256 trailer */
@@ -57,12 +57,13 @@ typedef enum {
   YK_MSG_BYE = 8,           /* C->S  this rank is leaving: exit code, reason */
   YK_MSG_STATUS_REQ = 9,    /* C->S  ask for the job's state */
   YK_MSG_STATUS = 10,       /* S->C  job state and members */
-  YK_MSG_EXCHANGE = 11,     /* C->S  one blob for an all-gather round */
+  YK_MSG_EXCHANGE = 11,     /* C->S  one blob for an all-gather round of an epoch */
   YK_MSG_EXCHANGE_ALL = 12, /* S->C  every rank's blob for that round */
   YK_MSG_ERROR = 13,        /* S->C  refusal with a reason, then the server closes */
   YK_MSG_REQUEST = 14,      /* C->S  ask the job to checkpoint-and-exit or stop (rank or operator) */
   YK_MSG_CHECKPOINT = 15,   /* S->C  checkpoint at the next step boundary, then exit with code */
-  YK_MSG_TYPE_MAX_ = 16
+  YK_MSG_REFORM = 16,       /* S->C  elastic: the membership of a new epoch (WELCOME's fields, cause, reason) */
+  YK_MSG_TYPE_MAX_ = 17
 } yk_msg_type;
 
 const char *yk_msg_type_name(int type);
@@ -88,7 +89,15 @@ typedef struct yk_msg_member {
 typedef enum {
   YK_REQ_CHECKPOINT = 1, /* every rank: checkpoint at the next step boundary, exit 75 */
   YK_REQ_STOP = 2,       /* every rank: stop at the next step boundary, exit 130 */
+  YK_REQ_DRAIN = 3,      /* elastic: rank `code` leaves at the next step boundary (exit 0) */
 } yk_request_action;
+
+/* Why a REFORM happened (its `code`): docs/elasticity.md. */
+typedef enum {
+  YK_REFORM_FAILURE = 1, /* a rank died or went silent: abort what is in flight, redo the step */
+  YK_REFORM_JOIN = 2,    /* ranks joined: re-form at the next step boundary */
+  YK_REFORM_DRAIN = 3,   /* a rank is draining: re-form at the next step boundary, it leaves */
+} yk_reform_cause;
 
 typedef enum {
   YK_MEMBER_EMPTY = 0,
@@ -228,6 +237,10 @@ typedef struct yk_coord_opts {
   const uint8_t *key;           /* per-job secret (copied) */
   size_t key_len;
   const yk_logger *log;         /* must outlive the coordinator */
+  /* elastic.* (docs/elasticity.md): a death, a drain or a join re-forms the
+   * job under a new epoch (REFORM) instead of ending it */
+  int elastic;
+  int max_ranks;                /* members at most (0: world) */
 } yk_coord_opts;
 
 /* Create a coordinator listening on loop (the caller runs the loop). The
@@ -263,12 +276,15 @@ typedef enum {
   YK_EV_SHUTDOWN = 2,             /* code, text: the job ends (signal or coordinator) */
   YK_EV_CHECKPOINT_REQUESTED = 3, /* checkpoint at the next step boundary, then exit with code */
   YK_EV_COORD_LOST = 4,           /* text: stop with YK_EXIT_COORD_LOST */
+  YK_EV_REFORM = 5,               /* elastic: epoch, rank (-1: leave), world, code = yk_reform_cause, text */
 } yk_daemon_event_type;
 
 typedef struct yk_daemon_event {
   yk_daemon_event_type type;
-  int rank;          /* PEER_DEAD: the dead rank */
-  int code;          /* the exit code the step loop should end with */
+  int rank;          /* PEER_DEAD: the dead rank; REFORM: this rank's new rank (-1: it leaves) */
+  int code;          /* the exit code the step loop should end with (REFORM: the cause) */
+  int world;         /* REFORM: ranks in the new epoch */
+  uint32_t epoch;    /* REFORM: the new epoch */
   char host[256];    /* PEER_DEAD: its host */
   char text[512];    /* one line for the user */
 } yk_daemon_event;
@@ -358,6 +374,7 @@ void yk_daemon_ctl_stop(yk_daemon_ctl *ctl, int exit_code, const char *reason);
 typedef struct yk_daemon_train_opts {
   const yk_config *cfg; /* the job, validated; data.train must be set */
   int json;             /* also print one JSON object per step and a summary line (rank 0) */
+  const char *join;     /* "HOST:PORT": join that running elastic job (NULL: start with the launch environment) */
 } yk_daemon_train_opts;
 int yk_daemon_train(const yk_daemon_train_opts *o);
 

@@ -759,15 +759,18 @@ int eng_ckpt_boundary(eng_ckpt *ck, int64_t step_done, int *stop, int *exit_code
     eng_ckpt_request_stop(ck, YK_EXIT_REQUEUE);
   }
   /* This rank's part: a background save or commit still running, or failed. */
-  int32_t f[3] = {ck->stop_requested, 0, 0};
+  /* f[3]: elastic, the newest epoch any rank heard of: all re-form at this
+   * same boundary even when the REFORM reached some of them later */
+  int32_t f[4] = {ck->stop_requested, 0, 0, (int32_t)ck->reform_seen};
   if (ck->w) {
     int p = yk_ckpt_writer_poll(ck->w);
     if (p < 0) f[2] = 1; /* the writer thread logged the reason */
     else if (p == 0) f[1] = 1;
   }
   int local_err = f[2];
-  int rc = agree_max(ck, f, 3, d);
+  int rc = agree_max(ck, f, 4, d);
   if (rc) return rc;
+  ck->reform_agreed = (uint32_t)f[3];
   if (f[2])
     return yk_errorf(d, YK_EIO, "checkpoint step %lld could not be %s on %s (see the ckpt error there); check "
                      "ckpt.dir=%s (space, permissions) or unset it", (long long)ck->pending_step,

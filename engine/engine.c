@@ -270,6 +270,7 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
                      .scaler = e->mp.prec == YK_PREC_FP16 ? &e->mp.ls : NULL, .threads = e->dev->nthreads};
   if ((rc = eng_ckpt_open(&e->ck, &e->cfg, e->log, &e->comms, &e->layout, &v, d)) != 0) return rc;
   if ((rc = eng_ckpt_resume(&e->ck, &e->start_step, d)) != 0) return rc;
+  e->steps_done = o->joining ? -1 : e->start_step;
   return eng_trace_open(e, d);
 }
 

@@ -274,6 +274,8 @@ typedef struct eng_ckpt {
   int deferred;                  /* the pending save's copy runs in the writer thread */
   double deferred_stall_s;
   int stop_requested;            /* exit code to stop with at the next boundary (0 none) */
+  uint32_t reform_seen;          /* elastic: the newest epoch the control plane announced to this rank */
+  uint32_t reform_agreed;        /* the newest any rank had seen, agreed at the last boundary */
   int saves;
   double stall_s_total, stall_s_max, write_s_total;
   yk_trace_track *tk;            /* train.trace: the engine's track (NULL: off) */
@@ -333,6 +335,7 @@ struct yk_engine {
   eng_grads grads;
   eng_ckpt ck;
   int64_t start_step;
+  int64_t steps_done;         /* optimizer steps applied to this rank's state (-1: a joiner before its sync) */
   yk_trace *trace;            /* train.trace (trace.c); NULL: off */
   yk_trace_track *tk;         /* the step loop's track */
   yk_trace_track *tkl;        /* the same at train.trace_detail=layer, else NULL: layers, tensor-parallel calls */

@@ -358,6 +358,7 @@ int yk_engine_step(yk_engine *e, int64_t step, yk_step_stats *out, yk_diag *d) {
   }
   if (rc) return rc;
   yk_data_loader_advance(e->train_ld, e->world, e->accum);
+  e->steps_done = step + 1; /* the update is applied (elastic: yk_engine_sync) */
   double dt = yk_now_s() - t0;
   *out = (yk_step_stats){
       .step = step + 1,

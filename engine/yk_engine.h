@@ -186,6 +186,7 @@ typedef struct yk_engine_opts {
   const yk_logger *log;   /* borrowed; must outlive the engine */
   int64_t test_delay_ms;  /* tests only (YK_TEST_DELAY_RANK): sleep this long inside every step */
   int local_ranks;        /* ranks of this job on this host, sharing its memory (0 = 1) */
+  int joining;            /* elastic: a rank joining a running job; its state comes from yk_engine_sync */
 } yk_engine_opts;
 
 typedef struct yk_engine yk_engine;
@@ -253,6 +254,36 @@ typedef struct yk_engine_memory {
   uint64_t planned_peak;       /* the peak yk_engine_plan_of predicted for this rank (resident bytes) */
 } yk_engine_memory;
 void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *out);
+
+/* ------------------------------------------------------------------------ */
+/* Elasticity (engine/elastic.c, docs/elasticity.md)                        */
+/* ------------------------------------------------------------------------ */
+
+/* Whether a job of this config and layout can be re-formed in memory
+ * (elastic.redundancy=buddy): data parallelism with optim.zero 0, where every
+ * rank holds the whole state. YK_EUNSUPPORTED names what to change. */
+int yk_engine_reform_check(const yk_config *c, const yk_layout *l, yk_diag *d);
+/* The control plane announced epoch `epoch`: fold it into the next
+ * boundary's agreement (yk_engine_boundary), after which
+ * yk_engine_reform_epoch gives the newest epoch any rank had heard of. */
+void yk_engine_request_reform(yk_engine *e, uint32_t epoch);
+uint32_t yk_engine_reform_epoch(const yk_engine *e);
+/* Re-form in place over a new epoch's communicators (the old ones may be
+ * destroyed before this call: nothing in flight is used): this rank's place,
+ * `accum` micro-batches per step, the registered shared memory, the
+ * checkpoint's shards. Not collective; follow it with yk_engine_sync. */
+int yk_engine_reform(yk_engine *e, const yk_layout *layout, const yk_engine_comms *comms, int accum, yk_diag *d);
+/* Collective over the data-parallel group: the most advanced rank (most
+ * steps done, then the lowest) broadcasts weights, optimizer state, loss
+ * scaler and data position to every other; *source = its dp rank. After it
+ * every rank continues at step yk_engine_steps_done. */
+int yk_engine_sync(yk_engine *e, int *source, yk_diag *d);
+/* Optimizer steps applied to this rank's state. */
+int64_t yk_engine_steps_done(const yk_engine *e);
+/* Micro-batches per optimizer step and rank (train.grad_accum as re-formed). */
+int yk_engine_accum(const yk_engine *e);
+/* Data windows consumed by all ranks so far (the loader's position). */
+uint64_t yk_engine_windows_done(const yk_engine *e);
 
 /* ------------------------------------------------------------------------ */
 /* The memory plan (yoke plan; checked by yk_engine_open)                   */

@@ -161,6 +161,7 @@ typedef struct status_opts {
   yk_config cfg;
   yk_daemon_status_opts s;
   int checkpoint, stop;
+  int64_t drain;
 } status_opts;
 
 static const yk_opt status_table[] = {
@@ -169,6 +170,9 @@ static const yk_opt status_table[] = {
      "ask every rank to checkpoint at its next step boundary and exit 75"},
     {"--stop", 0, YK_OPT_FLAG, offsetof(status_opts, stop), NULL,
      "ask every rank to stop at its next step boundary (exit 130)"},
+    {"--drain", 0, YK_OPT_INT, offsetof(status_opts, drain), "RANK",
+     "elastic jobs: rank RANK leaves at its next step boundary and the job\n"
+     "                            goes on without it (docs/elasticity.md)", 0, 65535},
     {"--coord", 0, YK_OPT_STR, offsetof(status_opts, s.coord), "HOST:PORT",
      "coordinator (default: YOKE_COORD, then coord.host:coord.port, then\n"
      "                            the job `yoke launch` runs here, then 127.0.0.1:coord.port)"},
@@ -182,7 +186,7 @@ static const yk_opt status_table[] = {
 
 static const yk_cmd_spec status_spec = {
     .name = "status",
-    .synopsis = "[JOB.yaml] [options] [--checkpoint | --stop]",
+    .synopsis = "[JOB.yaml] [options] [--checkpoint | --stop | --drain RANK]",
     .about = "Ask the coordinator (authenticated with the job secret) for the job's state: epoch, step,\n"
              "members with host, pid and heartbeat age, step time and tokens/s.",
     .opts = status_table,
@@ -194,14 +198,16 @@ static const yk_cmd_spec status_spec = {
 
 int cli_cmd_status(int argc, char **argv) {
   status_opts o = {0};
+  o.drain = -1;
   yk_daemon_status_opts_default(&o.s);
   int code = cli_parse(&status_spec, argc, argv, &o);
   if (code >= 0) return code;
-  if (o.checkpoint && o.stop) {
-    fprintf(stderr, "yoke status: --checkpoint and --stop exclude each other (see yoke status --help)\n");
+  if (o.checkpoint + o.stop + (o.drain >= 0) > 1) {
+    fprintf(stderr, "yoke status: --checkpoint, --stop and --drain exclude each other (see yoke status --help)\n");
     return 2;
   }
-  o.s.action = o.checkpoint ? YK_REQ_CHECKPOINT : o.stop ? YK_REQ_STOP : 0;
+  o.s.action = o.checkpoint ? YK_REQ_CHECKPOINT : o.stop ? YK_REQ_STOP : o.drain >= 0 ? YK_REQ_DRAIN : 0;
+  o.s.drain_rank = o.drain;
   o.s.cfg = &o.cfg;
   return yk_daemon_status(&o.s);
 }

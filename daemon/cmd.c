@@ -403,9 +403,9 @@ int yk_daemon_status(const yk_daemon_status_opts *so) {
   int json = so->json, action = so->action;
   int64_t timeout_ms = so->timeout_ms;
   const char *coord = so->coord;
-  if (action != 0 && action != YK_REQ_CHECKPOINT && action != YK_REQ_STOP) {
-    fprintf(stderr, "yoke %s: request %d is neither checkpoint (%d) nor stop (%d)\n", cmd, action, YK_REQ_CHECKPOINT,
-            YK_REQ_STOP);
+  if (action != 0 && action != YK_REQ_CHECKPOINT && action != YK_REQ_STOP && action != YK_REQ_DRAIN) {
+    fprintf(stderr, "yoke %s: request %d is neither checkpoint (%d), stop (%d) nor drain (%d)\n", cmd, action,
+            YK_REQ_CHECKPOINT, YK_REQ_STOP, YK_REQ_DRAIN);
     return 2;
   }
   yk_diag d = {0};
@@ -486,12 +486,13 @@ int yk_daemon_status(const yk_daemon_status_opts *so) {
   yk_msg req = {0};
   req.type = action ? YK_MSG_REQUEST : YK_MSG_STATUS_REQ;
   req.action = action;
-  req.code = action == YK_REQ_CHECKPOINT ? YK_EXIT_REQUEUE : YK_EXIT_SIGINT;
+  req.code = action == YK_REQ_CHECKPOINT ? YK_EXIT_REQUEUE : action == YK_REQ_DRAIN ? (int32_t)so->drain_rank
+                                                                                      : YK_EXIT_SIGINT;
   if (action) {
     char hn[128] = "?";
     gethostname(hn, sizeof hn - 1);
-    snprintf(req.text, sizeof req.text, "yoke status --%s on %s", action == YK_REQ_CHECKPOINT ? "checkpoint" : "stop",
-             hn);
+    snprintf(req.text, sizeof req.text, "yoke status --%s on %s",
+             action == YK_REQ_CHECKPOINT ? "checkpoint" : action == YK_REQ_DRAIN ? "drain" : "stop", hn);
   }
   req.seq = 1;
   memcpy(req.session, in.session, 16);
@@ -540,7 +541,10 @@ int yk_daemon_status(const yk_daemon_status_opts *so) {
   free(live);
   char jid[24];
   snprintf(jid, sizeof jid, "%016llx", (unsigned long long)m.job_id);
-  if (action)
+  if (action == YK_REQ_DRAIN)
+    fprintf(stderr, "yoke %s: rank %lld leaves at the next step boundary; the job goes on with %d ranks (epoch %u)\n",
+            cmd, (long long)so->drain_rank, m.world, m.epoch);
+  else if (action)
     fprintf(stderr, "yoke %s: asked the job's %d live ranks to %s\n", cmd, m.alive,
             action == YK_REQ_CHECKPOINT ? "checkpoint at the next step boundary and exit 75"
                                         : "stop at the next step boundary");

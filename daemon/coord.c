@@ -14,6 +14,7 @@
 #define UNAUTH_TIMEOUT_MS 10000 /* a connection must send a valid frame within this */
 #define STRANGER_LINES 5         /* refusals of strangers logged per window ... */
 #define STRANGER_WINDOW_MS 10000 /* ... the rest counted, one line per window */
+#define DRAIN_BATCH_MS 300       /* SIGTERMs to ranks of one job within this are decided together */
 
 typedef struct cconn cconn;
 
@@ -28,6 +29,8 @@ typedef struct member {
   yk_step_stats first; /* its first report of a step */
   cconn *conn;
   int exit_code;
+  int drain;      /* elastic: leaves at the next epoch (asked to drain) */
+  int drain_self; /* elastic: asked for its own drain (SIGTERM), decided with the others' after DRAIN_BATCH_MS */
   uint8_t *xblob; /* this round's EXCHANGE blob */
   uint32_t xlen;
   int xgot;
@@ -55,6 +58,7 @@ struct yk_coord {
   int cap;        /* m's capacity: the launched world, or elastic.max_ranks */
   int elastic;
   int njoin;      /* elastic: joiners waiting for the next epoch, m[world, world + njoin) */
+  uint64_t drain_due_ns; /* elastic: when the pending self-drains are decided (0: none) */
   int port;
   uint64_t job_id;
   uint32_t epoch;
@@ -223,7 +227,7 @@ void yk_coord_missing(const yk_coord *co, char *out, size_t cap) {
  * keeps its relative order, then the joiners. A REFORM tells each its new
  * rank (and a drained member rank -1: leave at the next step boundary).
  * docs/elasticity.md. */
-static void reform(yk_coord *co, int cause, int drain, const char *why) {
+static void reform(yk_coord *co, int cause, const char *why) {
   member *nm = calloc((size_t)co->cap, sizeof *nm);
   yk_msg_member *mm = calloc((size_t)co->cap, sizeof *mm);
   if (!nm || !mm) {
@@ -232,16 +236,23 @@ static void reform(yk_coord *co, int cause, int drain, const char *why) {
     abort_job(co, YK_EXIT_FAILURE, -1, "coordinator out of memory re-forming the job");
     return;
   }
-  int n = 0;
-  cconn *leaver = NULL;
+  int n = 0, nleave = 0;
+  cconn **leaver = calloc((size_t)co->cap, sizeof *leaver);
+  if (!leaver) {
+    free(nm);
+    free(mm);
+    abort_job(co, YK_EXIT_FAILURE, -1, "coordinator out of memory re-forming the job");
+    return;
+  }
   for (int i = 0; i < co->world + co->njoin; i++) {
     member *mb = &co->m[i];
-    if (i == drain && mb->conn) {
-      leaver = mb->conn;
-      leaver->rank = -1;
-      leaver->leaving = 1;
+    int drain = mb->drain && mb->state == YK_MEMBER_REGISTERED;
+    if (drain && mb->conn) {
+      leaver[nleave++] = mb->conn;
+      mb->conn->rank = -1;
+      mb->conn->leaving = 1;
     }
-    if (mb->state != YK_MEMBER_REGISTERED || i == drain) {
+    if (mb->state != YK_MEMBER_REGISTERED || drain) {
       free(mb->addr);
       free(mb->xblob);
       continue;
@@ -282,12 +293,14 @@ static void reform(yk_coord *co, int cause, int drain, const char *why) {
     c.rank = i;
     ykd_conn_send(&nm[i].conn->c, &c);
   }
-  if (leaver) {
+  for (int i = 0; i < nleave; i++) {
     yk_msg c = w;
     c.rank = -1;
-    ykd_conn_send(&leaver->c, &c);
+    ykd_conn_send(&leaver[i]->c, &c);
   }
+  free(leaver);
   free(mm);
+  co->drain_due_ns = 0;
   YK_WARN(co->log, "coordinator: epoch %u: %d ranks (%s)", co->epoch, n, why);
 }
 
@@ -308,7 +321,7 @@ static void declare_dead(yk_coord *co, int rank, const char *why) {
   }
   if (co->elastic && co->started && count_state(co, YK_MEMBER_REGISTERED) > 0) {
     YK_WARN(co->log, "coordinator: %s; re-forming the job without it", reason);
-    reform(co, YK_REFORM_FAILURE, -1, reason);
+    reform(co, YK_REFORM_FAILURE, reason);
     return;
   }
   YK_ERROR(co->log, "coordinator: %s; ending the job", reason);
@@ -380,7 +393,7 @@ static void on_join(cconn *cc, const yk_msg *m) {
   snprintf(why, sizeof why, "%s pid %u joined", m->host, m->pid);
   YK_INFO(co->log, "coordinator: %s (%s); the job grows to %d ranks at the next step boundary", why, cc->c.peer,
           co->world + co->njoin);
-  if (co->started) reform(co, YK_REFORM_JOIN, -1, why);
+  if (co->started) reform(co, YK_REFORM_JOIN, why);
 }
 
 static void on_register(cconn *cc, const yk_msg *m) {
@@ -538,9 +551,18 @@ static void on_request(cconn *cc, const yk_msg *m) {
     if (!co->elastic) return send_err(cc, "drain needs an elastic job (elastic.enabled: true)");
     if (r < 0 || r >= co->world || co->m[r].state != YK_MEMBER_REGISTERED)
       return send_err(cc, "cannot drain rank %d: the job's ranks are 0..%d", r, co->world - 1);
+    if (cc->rank == r) {
+      /* its own SIGTERM: a preemption of the whole job sends one to every
+       * rank at once, which must checkpoint rather than drain one by one */
+      co->m[r].drain_self = 1;
+      if (!co->drain_due_ns) co->drain_due_ns = yk_now_ns() + DRAIN_BATCH_MS * 1000000ull;
+      YK_INFO(co->log, "coordinator: rank %d asks to leave (%.300s)", r, m->text);
+      return;
+    }
     if (co->world == 1) return send_err(cc, "cannot drain rank %d: it is the job's last rank", r);
     snprintf(reason, sizeof reason, "rank %d (host %.255s) drained by %.300s", r, co->m[r].host, who);
-    reform(co, YK_REFORM_DRAIN, r, reason);
+    co->m[r].drain = 1;
+    reform(co, YK_REFORM_DRAIN, reason);
   } else if (m->action == YK_REQ_STOP) {
     snprintf(reason, sizeof reason, "stop requested by %.300s: %.600s", who, m->text);
     yk_coord_abort(co, YK_EXIT_SIGINT, reason);
@@ -607,7 +629,7 @@ static void on_msg(ykd_conn *c, const yk_msg *m) {
       snprintf(reason, sizeof reason, "rank %d (host %s) failed with code %d: %s", r, mb->host, m->code, m->text);
       mb->state = YK_MEMBER_DEAD;
       YK_WARN(co->log, "coordinator: %s; re-forming the job without it", reason);
-      reform(co, YK_REFORM_FAILURE, -1, reason);
+      reform(co, YK_REFORM_FAILURE, reason);
     } else if (m->code == YK_EXIT_REQUEUE || co->aborted) {
       YK_INFO(co->log, "coordinator: rank %d (%s) left with code %d: %s", r, mb->host, m->code, m->text);
       if (!co->exit_code) co->exit_code = m->code;
@@ -685,6 +707,44 @@ static void on_connection(uv_stream_t *server, int status) {
   ykd_conn_send(&cc->c, &ch);
 }
 
+/* Ranks that asked to leave (SIGTERM) within DRAIN_BATCH_MS: they drain,
+ * unless that leaves nobody, which is a preemption of the whole job: every
+ * rank checkpoints and exits 75. */
+static void decide_drains(yk_coord *co) {
+  co->drain_due_ns = 0;
+  int asked = 0, live = 0;
+  char who[256] = "";
+  size_t n = 0;
+  for (int i = 0; i < co->world; i++) {
+    member *mb = &co->m[i];
+    if (mb->state != YK_MEMBER_REGISTERED) continue;
+    live++;
+    if (!mb->drain_self) continue;
+    asked++;
+    if (n < sizeof who - 16) n += (size_t)snprintf(who + n, sizeof who - n, "%s%d", asked > 1 ? ", " : "", i);
+  }
+  if (!asked) return;
+  if (asked >= live) {
+    for (int i = 0; i < co->world; i++) co->m[i].drain_self = 0;
+    if (co->ckpt_sent || co->aborted) return;
+    co->ckpt_sent = 1;
+    yk_msg b = {0};
+    b.type = YK_MSG_CHECKPOINT;
+    b.code = YK_EXIT_REQUEUE;
+    snprintf(b.text, sizeof b.text, "SIGTERM on every rank (%s)", who);
+    YK_WARN(co->log, "coordinator: %s: checkpoint and exit 75, as a preemption", b.text);
+    broadcast(co, &b, -1);
+    return;
+  }
+  for (int i = 0; i < co->world; i++) {
+    if (co->m[i].state == YK_MEMBER_REGISTERED && co->m[i].drain_self) co->m[i].drain = 1;
+    co->m[i].drain_self = 0;
+  }
+  char reason[320];
+  snprintf(reason, sizeof reason, "rank(s) %s leave on SIGTERM", who);
+  reform(co, YK_REFORM_DRAIN, reason);
+}
+
 static void on_timer(uv_timer_t *t) {
   yk_coord *co = t->data;
   uint64_t now = yk_now_ns();
@@ -700,6 +760,7 @@ static void on_timer(uv_timer_t *t) {
       declare_dead(co, i, why);
     }
   }
+  if (co->drain_due_ns && now >= co->drain_due_ns) decide_drains(co);
   for (cconn *cc = co->conns, *next; cc; cc = next) {
     next = cc->next;
     if (!cc->authed && !cc->c.closing && (now - cc->c.opened_ns) / 1000000 > UNAUTH_TIMEOUT_MS) {

@@ -352,8 +352,10 @@ static void on_reform(yk_daemon_ctl *ctl, const yk_msg *m) {
   ev.epoch = m->epoch;
   ev.code = m->code;
   copy_line(ev.text, sizeof ev.text, m->text);
-  YK_WARN(ctl->log, "control: epoch %u: %s; this rank is %s%d of %d", m->epoch, m->text,
-          m->rank < 0 ? "leaving (was " : "now rank ", m->rank < 0 ? ctl->env.rank : m->rank, m->world);
+  if (m->rank < 0)
+    YK_WARN(ctl->log, "control: epoch %u: %s; this rank leaves at the next step boundary", m->epoch, m->text);
+  else
+    YK_WARN(ctl->log, "control: epoch %u: %s; this rank is now rank %d of %d", m->epoch, m->text, m->rank, m->world);
   push_event(ctl, &ev);
   if (m->code == YK_REFORM_FAILURE && ctl->on_abort) ctl->on_abort(ctl->abort_arg, &ev);
 }
@@ -595,6 +597,21 @@ static void on_signal(uv_signal_t *h, int signum) {
     /* No step boundary yet, so no checkpoint: SIGTERM ends as 143, SIGINT
      * as 130 (docs/exit-codes.md). */
     fail_start(ctl, signum == SIGINT ? YK_EINTR : YK_ETERM, "interrupted by %s during rendezvous", strsignal(signum));
+    return;
+  }
+  if (ctl->elastic && signum == SIGTERM) {
+    /* elastic: this rank alone leaves at the next step boundary (a
+     * SIGTERM to every rank at once is a preemption: the coordinator
+     * makes them all checkpoint instead) */
+    yk_msg r = {0};
+    r.type = YK_MSG_REQUEST;
+    r.action = YK_REQ_DRAIN;
+    uv_mutex_lock(&ctl->mu);
+    r.code = ctl->job.rank;
+    uv_mutex_unlock(&ctl->mu);
+    snprintf(r.text, sizeof r.text, "SIGTERM on rank %d", r.code);
+    YK_WARN(ctl->log, "control: SIGTERM: asking the coordinator to let this rank leave at the next step boundary");
+    send_frame(ctl, &r);
     return;
   }
   if (ev.type == YK_EV_CHECKPOINT_REQUESTED) {

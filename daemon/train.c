@@ -416,7 +416,10 @@ static int train_loop(run *r, yk_diag *d) {
   double total_ms = 0, total_wait_ms = 0, last_loss = NAN;
   for (int64_t step = start; step < steps;) {
     if (poll_events(r)) return 0;
-    if (step > start || r->reforms) { /* the boundary after `step` steps: checkpoint, agreed stop and re-form */
+    /* the boundary after `step` steps (checkpoint, agreed stop, re-form):
+     * before every step but a fresh start's first, which every rank of the
+     * epoch then skips alike (a joiner and the members it joined are past it) */
+    if (step > start || r->reforms || r->job.joining) {
       if (stop_signal && r->signals) {
         YK_WARN(&r->log, "signal received: checkpoint at this step boundary, then exit %d (requeue)", YK_EXIT_REQUEUE);
         stop_signal = 0;

@@ -424,7 +424,9 @@ typedef struct yk_daemon_status_opts {
   const char *job;               /* the id (or a prefix) of a job `yoke launch` runs here (default NULL) */
   int json;                      /* JSON instead of a table */
   int64_t timeout_ms;            /* give up after this long (default 5000) */
-  int action;                    /* 0: ask for the state; YK_REQ_CHECKPOINT or YK_REQ_STOP: ask every rank to */
+  int action;                    /* 0: ask for the state; YK_REQ_CHECKPOINT or YK_REQ_STOP: ask every rank to;
+                                    YK_REQ_DRAIN: rank drain_rank of an elastic job leaves at the next boundary */
+  int64_t drain_rank;
 } yk_daemon_status_opts;
 void yk_daemon_status_opts_default(yk_daemon_status_opts *o);
 int yk_daemon_status(const yk_daemon_status_opts *o);

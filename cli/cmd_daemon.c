@@ -69,6 +69,10 @@ static const yk_opt launch_table[] = {
     {"--bind", 0, YK_OPT_STR, offsetof(launch_opts, l.bind), "ADDR", "coordinator address (default 127.0.0.1)"},
     {"--grace-ms", 0, YK_OPT_INT, offsetof(launch_opts, l.grace_ms), "MS",
      "after a failure, let the others stop on their own this long (default 3000)", 0, 3600000},
+    {"--add", 0, YK_OPT_INT, offsetof(launch_opts, l.add), "N",
+     "start N ranks that join the running elastic job launched here (its\n"
+     "                            coordinator and secret from its job file; --job ID when several run)", 1, 4096},
+    {"--job", 0, YK_OPT_STR, offsetof(launch_opts, l.job), "ID", "with --add: which job launched here"},
     {"--wrap", 0, YK_OPT_STR, offsetof(launch_opts, l.wrap), "'CMD'",
      "start each rank as CMD... yoke ..., with {rank} in CMD replaced by the rank,\n"
      "                            e.g. --wrap 'ip netns exec host{rank}' (tests put ranks on namespace hosts)"},
@@ -77,7 +81,8 @@ static const yk_opt launch_table[] = {
 static const yk_cmd_spec launch_spec = {
     .name = "launch",
     .synopsis = "-n N [options] JOB.yaml [--set section.key=value ...]\n"
-                "       yoke launch -n N [options] -- SUBCOMMAND [ARGS...]",
+                "       yoke launch -n N [options] -- SUBCOMMAND [ARGS...]\n"
+                "       yoke launch --add N [--job ID] JOB.yaml [--set ...]   (grow a running elastic job)",
     .about = "Run a job of N ranks on this machine: start the coordinator, then N processes of\n"
              "`yoke train JOB.yaml ...` (first form) or `yoke SUBCOMMAND ARGS...` (second form) with\n"
              "YOKE_RANK, YOKE_WORLD, YOKE_LOCAL_RANK, YOKE_COORD and YOKE_SECRET set. Their output lines\n"
@@ -126,7 +131,7 @@ int cli_cmd_launch(int argc, char **argv) {
   yk_daemon_launch_opts_default(&o.l);
   int code = cli_parse(&launch_spec, argc, argv, &o);
   if (code >= 0) return code;
-  if (o.l.np <= 0) {
+  if (o.l.np <= 0 && o.l.add <= 0) {
     fprintf(stderr, "yoke launch: -n N is required (see yoke launch --help)\n");
     return 2;
   }

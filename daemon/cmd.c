@@ -367,31 +367,6 @@ static const char *state_name(int s) {
   }
 }
 
-/* The job to ask: `want` (an id or its prefix), else the only live one.
- * 1: found (*j filled); 0: none running here and none asked for; <0: an
- * error in d (several jobs, listed, or no job `want`). */
-static int find_local_job(const char *want, ykd_jobinfo *j, yk_diag *d) {
-  ykd_jobinfo *jobs;
-  int n, pick = -1, hits = 0;
-  int rc = ykd_jobfile_list(&jobs, &n, d);
-  if (rc) return rc;
-  for (int i = 0; i < n; i++)
-    if (!want || !strncmp(jobs[i].id, want, strlen(want))) pick = i, hits++;
-  if (hits == 1) *j = jobs[pick];
-  else if (hits > 1) {
-    fprintf(stderr, "%-16s  %-8s  %-21s  %-8s  %s\n", "JOB", "PID", "COORDINATOR", "AGE_S", "COMMAND");
-    for (int i = 0; i < n; i++)
-      if (!want || !strncmp(jobs[i].id, want, strlen(want)))
-        fprintf(stderr, "%-16s  %-8d  %-21s  %-8lld  %s\n", jobs[i].id, jobs[i].pid, jobs[i].coord,
-                (long long)time(NULL) - jobs[i].started, jobs[i].command);
-    rc = yk_errorf(d, YK_EUSAGE, "%d jobs launched here are running (listed above): say which with --job ID", hits);
-  } else if (want) {
-    rc = yk_errorf(d, YK_EUSAGE, "no running job '%s' was launched here (`yoke status` with no --job lists them)", want);
-  }
-  for (int i = 0; i < n; i++) memset(jobs[i].secret, 0, sizeof jobs[i].secret);
-  free(jobs);
-  return rc ? rc : hits == 1;
-}
 
 void yk_daemon_status_opts_default(yk_daemon_status_opts *o) {
   *o = (yk_daemon_status_opts){.timeout_ms = 5000};
@@ -417,7 +392,7 @@ int yk_daemon_status(const yk_daemon_status_opts *so) {
   /* No address given (or --job): a job `yoke launch` started here. */
   ykd_jobinfo job = {0};
   if (so->job || !coord) {
-    int found = find_local_job(so->job, &job, &d);
+    int found = ykd_jobfile_find(so->job, &job, &d);
     if (found < 0) {
       fprintf(stderr, "yoke %s: %s\n", cmd, yk_diag_msg(&d, found));
       return 2;

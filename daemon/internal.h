@@ -105,5 +105,9 @@ typedef struct ykd_jobinfo {
 int ykd_jobfile_write(uint64_t job_id, const char *host, int port, const uint8_t *key, size_t key_len,
                       const char *what, char *path, size_t cap, yk_diag *d);
 int ykd_jobfile_list(ykd_jobinfo **out, int *n, yk_diag *d);
+/* The job `yoke launch` runs here: `want` (an id or its prefix), else the
+ * only live one. 1: found (*j filled); 0: none running here and none asked
+ * for; <0: an error in d (several jobs, listed on stderr, or no job `want`). */
+int ykd_jobfile_find(const char *want, ykd_jobinfo *j, yk_diag *d);
 
 #endif

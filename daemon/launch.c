@@ -408,7 +408,7 @@ void yk_daemon_launch_opts_default(yk_daemon_launch_opts *o) {
 
 int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   const char *cmd = "launch";
-  int64_t n = o->np, port = o->port, grace = o->grace_ms;
+  int64_t n = o->add > 0 ? o->add : o->np, port = o->port, grace = o->grace_ms;
   const char *bind = o->bind ? o->bind : "127.0.0.1";
   const char *wrap = o->wrap;
   const yk_config cfg = *o->cfg;
@@ -425,7 +425,7 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
     fprintf(stderr, "yoke %s: cannot find the yoke executable's path\n", cmd);
     return 1;
   }
-  char **cargv = calloc((size_t)o->ncmd + 2, sizeof *cargv);
+  char **cargv = calloc((size_t)o->ncmd + 4, sizeof *cargv); /* + --join HOST:PORT */
   if (!cargv) return 1;
   cargv[0] = exe;
   for (int k = 0; k < o->ncmd; k++) cargv[1 + k] = o->cmd[k];
@@ -433,7 +433,7 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   /* secret: the job's file, an exported YOKE_SECRET, or a fresh one */
   uint8_t key[YK_SECRET_MAX];
   size_t key_len = 0;
-  char gen_hex[65] = "";
+  char gen_hex[2 * YK_SECRET_MAX + 1] = "";
   rc = yk_daemon_secret_load(&cfg, key, &key_len, &d);
   if (rc == YK_ENOTFOUND) {
     rc = yk_daemon_secret_generate(gen_hex, &d);
@@ -464,6 +464,32 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   L.n = (int)n;
   L.grace_ms = grace;
   uv_loop_init(&L.loop);
+  uint64_t job_id = 0; /* one id for the coordinator, the ranks and the job file */
+  char chost_buf[300] = "127.0.0.1", jobfile[4400] = "", what[256], join_arg[300] = "";
+  int cport = 0;
+  if (o->add > 0) {
+    /* ranks for a running elastic job: its coordinator and secret come from
+     * the job file of the `yoke launch` that runs it (docs/elasticity.md) */
+    ykd_jobinfo ji;
+    int found = ykd_jobfile_find(o->job, &ji, &d);
+    const char *colon = found == 1 ? strrchr(ji.coord, ':') : NULL;
+    if (found != 1 || !colon || strcmp(o->cmd[0], "train")) {
+      fprintf(stderr, "yoke %s: --add: %s\n", cmd,
+              found < 0 ? yk_diag_msg(&d, found)
+              : found == 0 ? "no job launched here is running (start one with yoke launch -n N, elastic.enabled: true)"
+                           : "--add starts `yoke train` ranks: give the job's train command");
+      free(cargv);
+      return 2;
+    }
+    snprintf(chost_buf, sizeof chost_buf, "%.*s", (int)(colon - ji.coord), ji.coord);
+    cport = atoi(colon + 1);
+    snprintf(join_arg, sizeof join_arg, "%s", ji.coord);
+    snprintf(gen_hex, sizeof gen_hex, "%.64s", ji.secret);
+    sscanf(ji.id, "%llx", (unsigned long long *)&job_id);
+    memset(ji.secret, 0, sizeof ji.secret);
+    cargv[1 + o->ncmd] = "--join";
+    cargv[2 + o->ncmd] = join_arg;
+  } else {
   yk_coord_opts co = {0};
   co.bind_host = bind;
   co.port = (int)port;
@@ -475,7 +501,6 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   co.log = &lg;
   co.elastic = (int)cfg.elastic.enabled;
   co.max_ranks = (int)cfg.elastic.max_ranks;
-  uint64_t job_id = 0; /* one id for the coordinator, the ranks and the job file */
   while (!job_id) ykd_random(&job_id, sizeof job_id);
   co.job_id = job_id;
   rc = yk_coord_start(&L.loop, &co, &L.co, &d);
@@ -487,18 +512,19 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
     free(cargv);
     return 1;
   }
-  const char *chost = strcmp(bind, "0.0.0.0") ? bind : "127.0.0.1";
+  snprintf(chost_buf, sizeof chost_buf, "%s", strcmp(bind, "0.0.0.0") ? bind : "127.0.0.1");
+  cport = yk_coord_port(L.co);
   /* The job file lets `yoke status` find this job with no flags; without
    * it (no usable run directory) status needs --coord and the secret. */
-  char jobfile[4400] = "", what[256];
   snprintf(what, sizeof what, "yoke%s%s%s%s", o->ncmd > 0 ? " " : "", o->ncmd > 0 ? o->cmd[0] : "",
            o->ncmd > 1 ? " " : "", o->ncmd > 1 ? o->cmd[1] : "");
   yk_diag jd = {0};
-  if (ykd_jobfile_write(job_id, chost, yk_coord_port(L.co), key, key_len, what, jobfile, sizeof jobfile, &jd)) {
+  if (ykd_jobfile_write(job_id, chost_buf, cport, key, key_len, what, jobfile, sizeof jobfile, &jd)) {
     YK_WARN(&lg, "launch: %s; `yoke status` will need --coord and the job secret", jd.msg);
     jobfile[0] = 0;
   }
-
+  }
+  const char *chost = chost_buf;
   memset(key, 0, sizeof key);
 
   /* the children's environment */
@@ -511,13 +537,15 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
     if (!drop_var(environ[k]) && !(gen_hex[0] && !strncmp(environ[k], "YOKE_SECRET=", 12))) cenv[ne++] = environ[k];
   snprintf(vars[0], sizeof vars[0], "YOKE_WORLD=%d", L.n);
   snprintf(vars[1], sizeof vars[1], "YOKE_LOCAL_WORLD=%d", L.n);
-  snprintf(vars[2], sizeof vars[2], "YOKE_COORD=%s:%d", chost, yk_coord_port(L.co));
+  snprintf(vars[2], sizeof vars[2], "YOKE_COORD=%s:%d", chost, cport);
   snprintf(vars[3], sizeof vars[3], "YOKE_JOB_ID=%016llx", (unsigned long long)job_id);
   snprintf(vars[4], sizeof vars[4], "YOKE_SECRET=%s", gen_hex);
-  cenv[ne++] = vars[0];
-  cenv[ne++] = vars[1];
-  cenv[ne++] = vars[2];
-  cenv[ne++] = vars[3];
+  if (!o->add) { /* joiners register as "any rank" (yoke train --join) */
+    cenv[ne++] = vars[0];
+    cenv[ne++] = vars[1];
+    cenv[ne++] = vars[2];
+    cenv[ne++] = vars[3];
+  }
   if (gen_hex[0]) cenv[ne++] = vars[4];
   int rank_slot = ne;
   cenv[ne++] = vars[5];
@@ -533,8 +561,12 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   if (L.bar) uv_timer_start(&L.bar_timer, on_bar_timer, BAR_MS, BAR_MS);
   uv_signal_start(&L.sint, on_signal, SIGINT);
   uv_signal_start(&L.sterm, on_signal, SIGTERM);
-  YK_INFO(&lg, "launch: %d ranks of `yoke %s ...`, coordinator on %s:%d, job %016llx (`yoke status` finds it)", L.n,
-          cargv[1], chost, yk_coord_port(L.co), (unsigned long long)job_id);
+  if (o->add)
+    YK_INFO(&lg, "launch: %d rank(s) of `yoke %s ...` joining job %016llx (coordinator %s:%d) at its next step "
+            "boundary", L.n, cargv[1], (unsigned long long)job_id, chost, cport);
+  else
+    YK_INFO(&lg, "launch: %d ranks of `yoke %s ...`, coordinator on %s:%d, job %016llx (`yoke status` finds it)", L.n,
+            cargv[1], chost, cport, (unsigned long long)job_id);
   const uint64_t t0 = yk_now_ns();
   for (int r = 0; r < L.n; r++) {
     lrank *R = &L.ranks[r];
@@ -543,8 +575,8 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
     R->rank = r;
     snprintf(vars[5], sizeof vars[5], "YOKE_RANK=%d", r);
     snprintf(vars[6], sizeof vars[6], "YOKE_LOCAL_RANK=%d", r);
-    cenv[rank_slot] = vars[5];
-    cenv[rank_slot + 1] = vars[6];
+    cenv[rank_slot] = o->add ? NULL : vars[5];
+    cenv[rank_slot + 1] = o->add ? NULL : vars[6];
     lpipe *ps[2] = {&R->out, &R->err};
     uv_stdio_container_t stdio[3];
     stdio[0].flags = UV_IGNORE;

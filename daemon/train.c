@@ -197,13 +197,15 @@ static void progress_bar(const run *r, int64_t step, int64_t steps, int64_t star
   fflush(stdout);
 }
 
-/* YK_TEST_DELAY_RANK=R:MS, for tests only: rank R sleeps MS ms inside every
- * step, a straggler on demand (tests/trace/trace.sh). */
+/* YK_TEST_DELAY_RANK=R:MS, for tests only: rank R (-1: every rank) sleeps MS
+ * ms inside every step, a straggler on demand (tests/trace/trace.sh), or a
+ * job slow enough to be killed at random moments (tests/daemon/elastic.sh). */
 static int64_t test_delay_ms(const run *r) {
   const char *s = getenv("YK_TEST_DELAY_RANK");
   int rank = -1, ms = 0;
-  if (!s || sscanf(s, "%d:%d", &rank, &ms) != 2 || rank != r->job.layout.rank || ms <= 0) return 0;
-  YK_WARN(&r->log, "YK_TEST_DELAY_RANK: this rank sleeps %d ms in every step (a test-only straggler)", ms);
+  if (!s || sscanf(s, "%d:%d", &rank, &ms) != 2 || (rank != r->job.layout.rank && rank != -1) || ms <= 0) return 0;
+  YK_WARN(&r->log, "YK_TEST_DELAY_RANK: this rank sleeps %d ms in every step (a test-only %s)", ms,
+          rank == -1 ? "slow-down of every rank" : "straggler");
   return ms;
 }
 

@@ -409,6 +409,9 @@ typedef struct yk_daemon_launch_opts {
   const char *wrap;              /* start each rank as WRAP... yoke ..., {rank} in WRAP replaced (default NULL) */
   char *const *cmd;              /* what each rank runs after `yoke`: SUBCOMMAND ARGS... (ncmd >= 1 words) */
   int ncmd;
+  int64_t add;                   /* > 0: start this many `yoke train ... --join` ranks into the running elastic
+                                    job `yoke launch` runs here (no coordinator of our own; np is ignored) */
+  const char *job;               /* with add: which job (an id or its prefix; NULL: the only one) */
 } yk_daemon_launch_opts;
 void yk_daemon_launch_opts_default(yk_daemon_launch_opts *o);
 int yk_daemon_launch(const yk_daemon_launch_opts *o);

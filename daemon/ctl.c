@@ -592,14 +592,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   uv_mutex_lock(&ctl->mu);
   int started = ctl->started;
   uv_mutex_unlock(&ctl->mu);
-  if (started) YK_WARN(ctl->log, "control: %s", ev.text); /* before: no boundary to promise */
-  if (!started) {
-    /* No step boundary yet, so no checkpoint: SIGTERM ends as 143, SIGINT
-     * as 130 (docs/exit-codes.md). */
-    fail_start(ctl, signum == SIGINT ? YK_EINTR : YK_ETERM, "interrupted by %s during rendezvous", strsignal(signum));
-    return;
-  }
-  if (ctl->elastic && signum == SIGTERM) {
+  if (started && ctl->elastic && signum == SIGTERM) {
     /* elastic: this rank alone leaves at the next step boundary (a
      * SIGTERM to every rank at once is a preemption: the coordinator
      * makes them all checkpoint instead) */
@@ -612,6 +605,13 @@ static void on_signal(uv_signal_t *h, int signum) {
     snprintf(r.text, sizeof r.text, "SIGTERM on rank %d", r.code);
     YK_WARN(ctl->log, "control: SIGTERM: asking the coordinator to let this rank leave at the next step boundary");
     send_frame(ctl, &r);
+    return;
+  }
+  if (started) YK_WARN(ctl->log, "control: %s", ev.text); /* before: no boundary to promise */
+  if (!started) {
+    /* No step boundary yet, so no checkpoint: SIGTERM ends as 143, SIGINT
+     * as 130 (docs/exit-codes.md). */
+    fail_start(ctl, signum == SIGINT ? YK_EINTR : YK_ETERM, "interrupted by %s during rendezvous", strsignal(signum));
     return;
   }
   if (ev.type == YK_EV_CHECKPOINT_REQUESTED) {
@@ -940,6 +940,11 @@ int yk_daemon_ctl_peer_addr(const yk_daemon_ctl *ctl, int rank, const void **add
 
 int yk_daemon_ctl_allgather(yk_daemon_ctl *ctl, const void *mine, size_t len, void *all, uint64_t deadline_ns,
                             yk_diag *d) {
+  return yk_daemon_ctl_allgather_epoch(ctl, UINT32_MAX, mine, len, all, deadline_ns, d);
+}
+
+int yk_daemon_ctl_allgather_epoch(yk_daemon_ctl *ctl, uint32_t epoch, const void *mine, size_t len, void *all,
+                                  uint64_t deadline_ns, yk_diag *d) {
   if (len > YK_PROTO_MAX_ADDR)
     return yk_errorf(d, YK_EINVAL, "all-gather blob of %zu bytes exceeds %d", len, YK_PROTO_MAX_ADDR);
   if (!deadline_ns) deadline_ns = yk_deadline_in_ms(60000);
@@ -955,6 +960,11 @@ int yk_daemon_ctl_allgather(yk_daemon_ctl *ctl, const void *mine, size_t len, vo
   ctl->x_all = all;
   ctl->x_done = 0;
   ctl->x_rc = 0;
+  if (epoch != UINT32_MAX && epoch != ctl->job.epoch) {
+    uint32_t now = ctl->job.epoch;
+    uv_mutex_unlock(&ctl->mu);
+    return yk_errorf(d, YK_EABORTED, "all-gather of epoch %u abandoned: the job re-formed (epoch %u)", epoch, now);
+  }
   ctl->x_pending = 1;
   ctl->x_epoch = ctl->job.epoch;
   uint32_t round = ctl->x_round;
@@ -1012,6 +1022,17 @@ int yk_daemon_ctl_wait(yk_daemon_ctl *ctl, yk_daemon_event *ev, uint64_t deadlin
   }
   uv_mutex_unlock(&ctl->mu);
   return got;
+}
+
+int yk_daemon_ctl_wait_epoch(yk_daemon_ctl *ctl, uint32_t epoch, uint64_t deadline_ns) {
+  uv_mutex_lock(&ctl->mu);
+  while (ctl->job.epoch == epoch && !ctl->link_dead && !yk_deadline_passed(deadline_ns)) {
+    uint64_t now = yk_now_ns();
+    uv_cond_timedwait(&ctl->cv, &ctl->mu, deadline_ns > now ? deadline_ns - now : 1);
+  }
+  int moved = ctl->job.epoch != epoch;
+  uv_mutex_unlock(&ctl->mu);
+  return moved;
 }
 
 int64_t yk_daemon_ctl_heartbeat_age_ms(yk_daemon_ctl *ctl) {

@@ -13,7 +13,8 @@
 /* ---- bootstrap through the coordinator -------------------------------- */
 
 static int ctl_allgather(yk_bootstrap *b, const void *mine, size_t len, void *all, uint64_t deadline_ns, yk_diag *d) {
-  return yk_daemon_ctl_allgather((yk_daemon_ctl *)b->ctx, mine, len, all, deadline_ns, d);
+  ykd_job *job = b->ctx;
+  return yk_daemon_ctl_allgather_epoch(job->ctl, job->epoch, mine, len, all, deadline_ns, d);
 }
 
 static void ctl_bootstrap_destroy(yk_bootstrap *b) { free(b); }
@@ -113,7 +114,7 @@ static int make_comms(ykd_job *job, const yk_config *cfg, int rank, int world, u
     yk_bootstrap *b = calloc(1, sizeof *b);
     if (!b) return yk_errorf(d, YK_ENOMEM, "out of memory");
     b->kind = "coord";
-    b->ctx = job->ctl;
+    b->ctx = job;
     b->allgather = ctl_allgather;
     b->destroy = ctl_bootstrap_destroy;
     job->boot = b;
@@ -147,10 +148,11 @@ static void destroy_comms(ykd_job *job) {
   yk_comm_destroy(comm);
 }
 
-int ykd_job_reform(ykd_job *job, const yk_config *cfg, yk_diag *d) {
+int ykd_job_reform(ykd_job *job, const yk_config *cfg, yk_daemon_job *used, yk_diag *d) {
   destroy_comms(job);
   yk_daemon_job info;
   yk_daemon_ctl_job(job->ctl, &info);
+  *used = info;
   pthread_mutex_lock(&job->comm_lock);
   job->aborted = 0; /* the failure that aborted the old epoch's communicators is behind us */
   job->abort_text[0] = 0;
@@ -215,7 +217,32 @@ int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, const char 
   if (!strcmp(cfg->comm.transport, "mpi")) {
     if ((rc = mpi_bootstrap(job, d)) != 0) return rc;
   }
-  return make_comms(job, cfg, rank, world, epoch, d);
+  rc = make_comms(job, cfg, rank, world, epoch, d);
+  /* a joiner meets a job that may re-form again while it connects (another
+   * join, a death): follow it to the newest epoch */
+  for (int attempt = 0; rc && job->joining && attempt < 64; attempt++) {
+    if (!yk_daemon_ctl_wait_epoch(job->ctl, epoch, yk_deadline_in_ms(2 * cfg->coord.heartbeat_timeout_ms + 1000)))
+      break;
+    yk_daemon_job now;
+    yk_daemon_ctl_job(job->ctl, &now);
+    if (now.rank < 0) break;
+    YK_WARN(log, "elastic: the job re-formed (epoch %u) while this rank joined; joining epoch %u", epoch, now.epoch);
+    yk_diag_clear(d);
+    destroy_comms(job);
+    pthread_mutex_lock(&job->comm_lock);
+    job->aborted = 0;
+    job->epoch = epoch = now.epoch;
+    pthread_mutex_unlock(&job->comm_lock);
+    rank = now.rank;
+    world = now.world;
+    log->rank = rank;
+    if ((rc = yk_partition_layout(world, (int)cfg->parallel.tensor, (int)cfg->parallel.pipeline, rank, &job->layout,
+                                  d)) != 0)
+      return rc;
+    if (world <= 1) return 0;
+    rc = make_comms(job, cfg, rank, world, epoch, d);
+  }
+  return rc;
 }
 
 void ykd_job_close(ykd_job *job, int exit_code, const char *reason) {

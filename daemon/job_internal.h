@@ -34,8 +34,9 @@ typedef struct ykd_job {
 int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, const char *join, yk_diag *d);
 /* elastic: destroy the communicators of the old epoch and make those of the
  * control plane's current one (this rank's new rank and world, the layout
- * over them). A drained rank (new rank -1) gets none: it leaves. */
-int ykd_job_reform(ykd_job *job, const yk_config *cfg, yk_diag *d);
+ * over them; *used says which). A drained rank (new rank -1) gets none: it
+ * leaves. */
+int ykd_job_reform(ykd_job *job, const yk_config *cfg, yk_daemon_job *used, yk_diag *d);
 /* Destroy the communicator, leave the job (BYE with exit_code and reason),
  * finalize MPI when we initialised it and the job ends together. */
 void ykd_job_close(ykd_job *job, int exit_code, const char *reason);

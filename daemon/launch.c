@@ -59,6 +59,9 @@ struct launcher {
   int failed;        /* ranks that exited non-zero so far */
   int cause_rank;    /* the coordinator's dead rank (copied before it closes), -1: none */
   int elastic;       /* elastic.enabled: a rank's exit does not end the job */
+  int members_wait;  /* elastic: our ranks are gone, others that joined still train */
+  int job_done, job_code; /* the coordinator's view at the end: every member left, with this job code */
+  uv_timer_t members_timer;
   char cause[512];
   const yk_logger *lg;
   /* progress, from rank 0's reports (yk_coord_progress) */
@@ -206,12 +209,30 @@ static void proc_closed(uv_handle_t *h) {
   maybe_finish(r->L);
 }
 
+/* A rank killed by a signal cannot remove the shared-memory regions its
+ * libfabric shm endpoint made (/dev/shm/yk<pid>_..., collectives/
+ * xport_ofi.c names them): its launcher does. */
+static void sweep_shm(int pid) {
+  DIR *dir = opendir("/dev/shm");
+  if (!dir) return;
+  char prefix[32], path[512];
+  snprintf(prefix, sizeof prefix, "yk%d_", pid);
+  struct dirent *de;
+  while ((de = readdir(dir)) != NULL)
+    if (!strncmp(de->d_name, prefix, strlen(prefix))) {
+      snprintf(path, sizeof path, "/dev/shm/%s", de->d_name);
+      unlink(path);
+    }
+  closedir(dir);
+}
+
 static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal) {
   lrank *r = proc->data;
   launcher *L = r->L;
   r->running = 0;
   L->live--;
   r->code = term_signal ? 128 + term_signal : (int)status;
+  if (term_signal) sweep_shm(proc->pid);
   r->by_launcher = L->kill_stage >= 2;
   if (r->code != 0) {
     r->seq = ++L->failed;
@@ -280,11 +301,21 @@ static int report_outcome(launcher *L, uint64_t wall_ns) {
   const lrank *cause = NULL, *first = NULL;
   int finished = 0, left = 0;
   for (int i = 0; i < L->n; i++) finished += L->ranks[i].code == 0, left += L->ranks[i].code != 0;
-  if (L->elastic && finished > 0 && !L->signals) {
+  int requeued = 0;
+  for (int i = 0; i < L->n; i++) requeued += L->ranks[i].code == YK_EXIT_REQUEUE;
+  if (L->elastic && !finished && requeued && !L->signals) {
+    /* below elastic.min_ranks (or the coordinator lost): the ranks left
+     * checkpointed and asked to be requeued; those that died caused it */
+    YK_INFO(L->lg, "launch: after %.1f s: %s", wall_s, fig);
+    YK_WARN(L->lg, "launch: elastic job checkpointed for requeue after %.1f s (exit %d; %d rank(s) left during the "
+            "run); resume it with --resume latest", wall_s, YK_EXIT_REQUEUE, left - requeued);
+    return YK_EXIT_REQUEUE;
+  }
+  if (L->elastic && !L->signals && (finished > 0 || (L->job_done && L->job_code == 0 && L->have_rep))) {
     /* the job finished on the ranks that were left: those that died were
      * replaced by the re-formed job, not failures of it */
-    YK_INFO(L->lg, "launch: elastic job done in %.1f s: %s; %d rank(s) finished, %d left during the run", wall_s, fig,
-            finished, left);
+    YK_INFO(L->lg, "launch: elastic job done in %.1f s: %s; %d of this launcher's %d rank(s) finished, %d left during "
+            "the run", wall_s, fig, finished, L->n, left);
     return 0;
   }
   for (int i = 0; i < L->n; i++) {
@@ -334,12 +365,28 @@ static int report_outcome(launcher *L, uint64_t wall_ns) {
   return code;
 }
 
+static void on_members_timer(uv_timer_t *t) { maybe_finish(t->data); }
+
 static void maybe_finish(launcher *L) {
   if (L->closed || L->live > 0 || L->open_pipes > 0) return;
   for (int i = 0; i < L->n; i++)
     if (L->ranks[i].proc_open) return;
+  /* elastic: ranks that joined later (yoke launch --add, srun) may still
+   * train; the coordinator lives here, so stay until every member left */
+  if (L->elastic && L->co && !yk_coord_finished(L->co, NULL) && !L->signals) {
+    if (!L->members_wait) {
+      L->members_wait = 1;
+      YK_INFO(L->lg, "launch: this launcher's ranks are done; serving the coordinator until the ranks that joined "
+              "the job leave");
+      uv_timer_start(&L->members_timer, on_members_timer, 200, 200);
+    }
+    return;
+  }
+  if (L->members_wait) uv_timer_stop(&L->members_timer);
   L->closed = 1;
+  uv_close((uv_handle_t *)&L->members_timer, NULL);
   if (L->co) L->cause_rank = yk_coord_dead_cause(L->co, L->cause, sizeof L->cause);
+  if (L->co) L->job_done = yk_coord_finished(L->co, &L->job_code);
   if (L->co) L->have_rep = yk_coord_progress(L->co, &L->first, &L->last);
   if (L->co) yk_coord_close(L->co);
   L->co = NULL;
@@ -557,6 +604,8 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   uv_signal_init(&L.loop, &L.sterm);
   uv_timer_init(&L.loop, &L.kill_timer);
   uv_timer_init(&L.loop, &L.bar_timer);
+  uv_timer_init(&L.loop, &L.members_timer);
+  L.members_timer.data = &L;
   L.sint.data = L.sterm.data = L.kill_timer.data = L.bar_timer.data = &L;
   if (L.bar) uv_timer_start(&L.bar_timer, on_bar_timer, BAR_MS, BAR_MS);
   uv_signal_start(&L.sint, on_signal, SIGINT);

@@ -221,6 +221,10 @@ static int elastic_check(run *r, yk_diag *d) {
                      "every rank when one dies); launch with `yoke launch` or srun --no-kill and comm.transport="
                      "libfabric, or set elastic.enabled=false", r->job.env.kind == YK_LAUNCH_OPENMPI ? "under mpirun"
                      : "with comm.transport=mpi");
+  if (r->job.env.embed_coord)
+    return yk_errorf(d, YK_ECONFIG, "elastic.enabled=true with the coordinator inside rank 0: its death would end "
+                     "the job; run `yoke coord` as its own process (the sbatch script's first node) and point the "
+                     "ranks at it with coord.host / YOKE_COORD (docs/elasticity.md)");
   if (c->elastic.max_ranks && c->elastic.max_ranks < c->elastic.min_ranks)
     return yk_errorf(d, YK_ECONFIG, "elastic.max_ranks=%lld is below elastic.min_ranks=%lld",
                      (long long)c->elastic.max_ranks, (long long)c->elastic.min_ranks);
@@ -232,15 +236,21 @@ static int elastic_check(run *r, yk_diag *d) {
                    "(data parallelism with optim.zero=0); docs/elasticity.md");
 }
 
-/* Micro-batches per rank for `world` ranks: the global batch (grad_accum x
- * the launched world) stays, or grad_accum stays (elastic.batch=scale). 0:
- * the global batch does not divide over this world. */
+/* Micro-batches per rank for `world` ranks: the job's global batch stays
+ * (elastic.batch=keep), or grad_accum stays (scale). 0: the global batch
+ * does not divide over this world. */
 static int elastic_accum(const run *r, int world) {
-  const yk_config *c = &r->cfg;
-  if (!strcmp(c->elastic.batch, "scale")) return (int)c->train.grad_accum;
-  int64_t global = c->train.grad_accum * (int64_t)r->job.env.world;
-  if (r->job.joining) global = c->train.grad_accum; /* a joiner's config is per rank: the sync brings the rest */
+  if (!strcmp(r->cfg.elastic.batch, "scale")) return (int)r->cfg.train.grad_accum;
+  int64_t global = yk_engine_global_micro(r->eng);
   return global % world == 0 ? (int)(global / world) : 0;
+}
+
+/* After a failed re-form step: whether the membership moved on (a new
+ * epoch will say why; it may arrive a moment after a peer's abort did). */
+static int epoch_moved(run *r, uint32_t epoch, int rc) {
+  if (rc != YK_EABORTED && rc != YK_EPEERDEAD && rc != YK_ETIMEDOUT && rc != YK_ETRANSPORT && rc != YK_ECLOSED)
+    return 0;
+  return yk_daemon_ctl_wait_epoch(r->job.ctl, epoch, yk_deadline_in_ms(2 * r->cfg.coord.heartbeat_timeout_ms + 1000));
 }
 
 /* log.ranks for this rank's (new) number */
@@ -268,25 +278,31 @@ static int elastic_reform(run *r, yk_diag *d) {
       } else if (ev.type == YK_EV_CHECKPOINT_REQUESTED) {
         yk_engine_request_stop(r->eng, ev.code ? ev.code : YK_EXIT_REQUEUE);
       }
-    int rc = ykd_job_reform(&r->job, c, d);
-    yk_daemon_job info;
-    yk_daemon_ctl_job(r->job.ctl, &info);
+    yk_daemon_job info; /* the epoch this attempt forms (the control plane may move past it) */
+    int rc = ykd_job_reform(&r->job, c, &info, d);
     if (!rc && info.rank < 0) {
       r->left = 1;
       return 0;
     }
     int accum = 0;
+    int64_t global = 0;
     if (!rc) {
       apply_log_ranks(r);
-      accum = elastic_accum(r, r->job.layout.dp);
       yk_engine_comms comms = {.dp = r->job.dp, .tp = r->job.tp, .pp = r->job.pp};
-      rc = yk_engine_reform(r->eng, &r->job.layout, &comms, accum ? accum : (int)c->train.grad_accum, d);
+      rc = yk_engine_reform(r->eng, &r->job.layout, &comms, d);
     }
     int src = 0;
     if (!rc) rc = yk_engine_sync(r->eng, &src, d);
-    yk_daemon_job now;
-    yk_daemon_ctl_job(r->job.ctl, &now);
-    if (rc && now.epoch != info.epoch && attempt < 64) { /* the membership changed again meanwhile */
+    if (!rc) {
+      global = yk_engine_global_micro(r->eng);
+      accum = elastic_accum(r, r->job.layout.dp);
+      /* a global batch that does not divide runs this one boundary at the
+       * old micro-batch count on the way to its checkpoint (below) */
+      rc = yk_engine_set_accum(r->eng, accum ? accum : (int)(global / r->job.layout.dp > 0 ? global / r->job.layout.dp : 1), d);
+    }
+    if (rc && attempt < 64 && epoch_moved(r, info.epoch, rc)) { /* the membership changed again meanwhile */
+      yk_daemon_job now;
+      yk_daemon_ctl_job(r->job.ctl, &now);
       YK_WARN(&r->log, "elastic: epoch %u changed to %u while re-forming (%s); again", info.epoch, now.epoch,
               yk_diag_msg(d, rc));
       yk_diag_clear(d);
@@ -315,8 +331,7 @@ static int elastic_reform(run *r, yk_diag *d) {
     } else if (!accum) {
       YK_WARN(&r->log, "elastic: the global batch of %lld micro-batches does not divide over %d ranks "
               "(elastic.batch=keep): checkpoint at this boundary, then exit %d (requeue); choose train.grad_accum so "
-              "that it divides, or set elastic.batch=scale", (long long)(c->train.grad_accum * r->job.env.world),
-              info.world, YK_EXIT_REQUEUE);
+              "that it divides, or set elastic.batch=scale", (long long)global, info.world, YK_EXIT_REQUEUE);
       yk_engine_request_stop(r->eng, YK_EXIT_REQUEUE);
     }
     return 0;
@@ -392,7 +407,20 @@ static int open_engine(run *r, yk_diag *d) {
      * sends everything to this rank (yk_engine_sync) */
     int src = 0;
     double t0 = yk_now_s();
-    if ((rc = yk_engine_sync(r->eng, &src, d)) != 0) return rc;
+    if ((rc = yk_engine_sync(r->eng, &src, d)) != 0) {
+      /* the job re-formed again meanwhile: take part in that re-form */
+      if (!epoch_moved(r, r->job.epoch, rc)) return rc;
+      yk_diag_clear(d);
+      return elastic_reform(r, d);
+    }
+    int accum = elastic_accum(r, r->job.layout.dp);
+    if ((rc = yk_engine_set_accum(r->eng, accum ? accum : 1, d)) != 0) return rc;
+    if (!accum) {
+      YK_WARN(&r->log, "elastic: the global batch of %lld micro-batches does not divide over %d ranks: checkpoint at "
+              "the next boundary, then exit %d", (long long)yk_engine_global_micro(r->eng), r->job.layout.dp,
+              YK_EXIT_REQUEUE);
+      yk_engine_request_stop(r->eng, YK_EXIT_REQUEUE);
+    }
     YK_WARN(&r->log, "elastic: joined at step %lld as rank %d of %d; state from rank %d in %.2f s",
             (long long)yk_engine_steps_done(r->eng), r->job.layout.rank, r->job.layout.world, src, yk_now_s() - t0);
   }
@@ -551,6 +579,9 @@ int yk_daemon_train(const yk_daemon_train_opts *o) {
   yk_diag d = {0};
   r.join = o->join;
   r.log_level = r.log.level;
+  /* elastic: a rank outlives its launcher (the coordinator's host) long
+   * enough to checkpoint; its output pipe may be gone by then */
+  if (r.cfg.elastic.enabled) signal(SIGPIPE, SIG_IGN);
   int rc = ykd_job_open(&r.job, &r.cfg, &r.log, o->join, &d);
   /* The bar is for a person at a terminal running one rank; launchers give
    * ranks pseudo-terminals too, which must not get it. */

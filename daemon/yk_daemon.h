@@ -340,6 +340,11 @@ int yk_daemon_ctl_peer_addr(const yk_daemon_ctl *ctl, int rank, const void **add
  * made in the same order on every rank. */
 int yk_daemon_ctl_allgather(yk_daemon_ctl *ctl, const void *mine, size_t len, void *all, uint64_t deadline_ns,
                             yk_diag *d);
+/* The same for the members of one epoch: fails (YK_EABORTED) when the job
+ * is at another epoch already, or re-forms before every member contributed
+ * (elastic: the caller re-forms again at the newer one). */
+int yk_daemon_ctl_allgather_epoch(yk_daemon_ctl *ctl, uint32_t epoch, const void *mine, size_t len, void *all,
+                                  uint64_t deadline_ns, yk_diag *d);
 
 /* Publish the latest step metrics (copied; cheap, thread-safe). They go out
  * with the next heartbeat and are served at /metrics. */
@@ -352,6 +357,12 @@ int yk_daemon_ctl_poll(yk_daemon_ctl *ctl, yk_daemon_event *ev);
 /* Like poll but waits until an event arrives or the deadline passes
  * (absolute monotonic ns; 0 = do not wait). Returns 1 (ev filled) or 0. */
 int yk_daemon_ctl_wait(yk_daemon_ctl *ctl, yk_daemon_event *ev, uint64_t deadline_ns);
+
+/* elastic: wait until the job is past epoch `epoch` (a REFORM arrived):
+ * 1, or 0 at the deadline (absolute ns) or when the coordinator is lost. A
+ * collective can fail (a peer's abort) a moment before the coordinator's
+ * REFORM says why. */
+int yk_daemon_ctl_wait_epoch(yk_daemon_ctl *ctl, uint32_t epoch, uint64_t deadline_ns);
 
 /* Milliseconds since the last frame from the coordinator. */
 int64_t yk_daemon_ctl_heartbeat_age_ms(yk_daemon_ctl *ctl);

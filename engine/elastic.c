@@ -68,14 +68,28 @@ static int register_shared(yk_engine *e, yk_diag *d) {
   return 0;
 }
 
-int yk_engine_reform(yk_engine *e, const yk_layout *layout, const yk_engine_comms *comms, int accum, yk_diag *d) {
+int yk_engine_set_accum(yk_engine *e, int accum, yk_diag *d) {
+  if (accum < 1) return yk_errorf(d, YK_EINVAL, "re-form: %d micro-batches per step", accum);
+  int rc = yk_data_loader_check_split(e->train_ld, e->world, accum, d);
+  if (rc) return rc;
+  if ((rc = yk_engine_schedule_dp(accum, e->mcfg.layers, &e->schedule, d)) != 0 ||
+      (rc = yk_engine_schedule_check(&e->schedule, e->mcfg.layers, d)) != 0)
+    return rc;
+  e->accum = accum;
+  e->cfg.train.grad_accum = accum;
+  e->global_micro = (int64_t)accum * e->world;
+  return 0;
+}
+
+int64_t yk_engine_global_micro(const yk_engine *e) { return e->global_micro; }
+
+int yk_engine_reform(yk_engine *e, const yk_layout *layout, const yk_engine_comms *comms, yk_diag *d) {
   int rc = yk_engine_reform_check(&e->cfg, layout, d);
   if (rc) return rc;
   if ((layout->dp > 1) != (comms->dp != NULL) ||
       (comms->dp && (yk_comm_size(comms->dp) != layout->dp || yk_comm_rank(comms->dp) != layout->dp_rank)))
     return yk_errorf(d, YK_EINVAL, "re-form: the data-parallel communicator does not match the layout (dp rank %d of "
                      "%d)", layout->dp_rank, layout->dp);
-  if (accum < 1) return yk_errorf(d, YK_EINVAL, "re-form: %d micro-batches per step", accum);
   /* Nothing may still point at the old communicators. */
   eng_grads_drain(&e->grads);
   eng_trace_close(e);
@@ -84,20 +98,15 @@ int yk_engine_reform(yk_engine *e, const yk_layout *layout, const yk_engine_comm
   e->comms = *comms;
   e->rank = layout->dp_rank;
   e->world = layout->dp;
-  e->accum = accum;
-  e->cfg.train.grad_accum = accum;
   eng_grads_init(&e->grads, comms->dp, (size_t)e->cfg.comm.bucket_kb * 1024, e->cfg.comm.timeout_ms);
   if ((rc = register_shared(e, d)) != 0) return rc;
-  if ((rc = yk_data_loader_check_split(e->train_ld, e->world, e->accum, d)) != 0) return rc;
-  if ((rc = yk_engine_schedule_dp(e->accum, e->mcfg.layers, &e->schedule, d)) != 0 ||
-      (rc = yk_engine_schedule_check(&e->schedule, e->mcfg.layers, d)) != 0)
-    return rc;
   uint32_t seen = e->ck.reform_seen, agreed = e->ck.reform_agreed;
+  int64_t saved = e->ck.last_saved;
   eng_ckpt_view v = e->ck.view;
   if ((rc = eng_ckpt_open(&e->ck, &e->cfg, e->log, &e->comms, &e->layout, &v, d)) != 0) return rc;
   e->ck.reform_seen = seen;
   e->ck.reform_agreed = agreed;
-  e->ck.last_saved = e->steps_done; /* what the old epoch saved stays saved */
+  e->ck.last_saved = saved; /* what the old epoch saved stays saved (yk_engine_sync makes it every rank's) */
   return eng_trace_open(e, d);
 }
 
@@ -149,12 +158,15 @@ int yk_engine_sync(yk_engine *e, int *source, yk_diag *d) {
   if (mp->prec == YK_PREC_FP16 &&
       (rc = bcast_bytes(c, &mp->ls.st, sizeof mp->ls.st, root, "loss scaler", d)) != 0)
     return rc;
+  if ((rc = bcast(c, &e->global_micro, 1, YK_DT_I64, root, "global batch", d)) != 0) return rc;
   yk_data_pos pos;
   yk_data_loader_get_pos(e->train_ld, &pos);
   if ((rc = bcast_bytes(c, &pos, sizeof pos, root, "data position", d)) != 0) return rc;
   if ((rc = yk_data_loader_set_pos(e->train_ld, &pos, d)) != 0) return rc;
+  /* whether the current step is saved already: every rank must take the
+   * same decision at the next boundary */
+  if ((rc = bcast(c, &e->ck.last_saved, 1, YK_DT_I64, root, "last saved step", d)) != 0) return rc;
   e->steps_done = steps;
   e->start_step = steps;
-  e->ck.last_saved = steps;
   return 0;
 }

@@ -271,6 +271,7 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   if ((rc = eng_ckpt_open(&e->ck, &e->cfg, e->log, &e->comms, &e->layout, &v, d)) != 0) return rc;
   if ((rc = eng_ckpt_resume(&e->ck, &e->start_step, d)) != 0) return rc;
   e->steps_done = o->joining ? -1 : e->start_step;
+  e->global_micro = (int64_t)e->accum * e->world;
   return eng_trace_open(e, d);
 }
 

@@ -335,6 +335,7 @@ struct yk_engine {
   eng_grads grads;
   eng_ckpt ck;
   int64_t start_step;
+  int64_t global_micro;       /* micro-batches per optimizer step over all data-parallel ranks (elastic) */
   int64_t steps_done;         /* optimizer steps applied to this rank's state (-1: a joiner before its sync) */
   yk_trace *trace;            /* train.trace (trace.c); NULL: off */
   yk_trace_track *tk;         /* the step loop's track */

@@ -270,12 +270,18 @@ void yk_engine_request_reform(yk_engine *e, uint32_t epoch);
 uint32_t yk_engine_reform_epoch(const yk_engine *e);
 /* Re-form in place over a new epoch's communicators (the old ones may be
  * destroyed before this call: nothing in flight is used): this rank's place,
- * `accum` micro-batches per step, the registered shared memory, the
- * checkpoint's shards. Not collective; follow it with yk_engine_sync. */
-int yk_engine_reform(yk_engine *e, const yk_layout *layout, const yk_engine_comms *comms, int accum, yk_diag *d);
+ * the registered shared memory, the checkpoint's shards. Not collective;
+ * follow it with yk_engine_sync, then yk_engine_set_accum. */
+int yk_engine_reform(yk_engine *e, const yk_layout *layout, const yk_engine_comms *comms, yk_diag *d);
+/* Micro-batches per step and rank from now on (the global batch becomes
+ * accum x data-parallel ranks). */
+int yk_engine_set_accum(yk_engine *e, int accum, yk_diag *d);
+/* The job's global batch in micro-batches (grad_accum x data-parallel ranks
+ * at the start; yk_engine_sync gives a joiner the job's). */
+int64_t yk_engine_global_micro(const yk_engine *e);
 /* Collective over the data-parallel group: the most advanced rank (most
  * steps done, then the lowest) broadcasts weights, optimizer state, loss
- * scaler and data position to every other; *source = its dp rank. After it
+ * scaler, global batch and data position to every other; *source = its dp rank. After it
  * every rank continues at step yk_engine_steps_done. */
 int yk_engine_sync(yk_engine *e, int *source, yk_diag *d);
 /* Optimizer steps applied to this rank's state. */

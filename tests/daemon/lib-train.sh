@@ -2,7 +2,7 @@
 # dir, the license corpus as shards in $tmp/data, mpirun settings for root,
 # a job secret, and a coordinator port of our own (other jobs on this machine
 # may hold the default 29400). Source after tests/lib.sh.
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+tmp=$(mktemp -d); [ -n "${YK_KEEP_TMP:-}" ] && echo "keeping $tmp" || trap 'rm -rf "$tmp"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 export YOKE_SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 MPIRUN="mpirun --oversubscribe --bind-to none -x YOKE_SECRET -x OMP_NUM_THREADS"

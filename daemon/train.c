@@ -213,22 +213,30 @@ static int64_t test_delay_ms(const run *r) {
 /* Elasticity (docs/elasticity.md)                                          */
 /* ------------------------------------------------------------------------ */
 
-/* What elastic.enabled needs, checked before anything is allocated. */
+/* What elastic.enabled needs, checked before the job is joined (nothing
+ * made yet: no communicator, no shared memory). */
 static int elastic_check(run *r, yk_diag *d) {
   const yk_config *c = &r->cfg;
-  if (r->job.env.kind == YK_LAUNCH_OPENMPI || !strcmp(c->comm.transport, "mpi"))
+  yk_launch_env env;
+  int rc = yk_launch_env_detect(c, NULL, NULL, &env, d);
+  if (rc) return rc;
+  if (env.kind == YK_LAUNCH_OPENMPI || !strcmp(c->comm.transport, "mpi"))
     return yk_errorf(d, YK_ECONFIG, "elastic.enabled=true cannot work %s: its world is fixed (OpenMPI 4.1 ends "
                      "every rank when one dies); launch with `yoke launch` or srun --no-kill and comm.transport="
-                     "libfabric, or set elastic.enabled=false", r->job.env.kind == YK_LAUNCH_OPENMPI ? "under mpirun"
+                     "libfabric, or set elastic.enabled=false", env.kind == YK_LAUNCH_OPENMPI ? "under mpirun"
                      : "with comm.transport=mpi");
-  if (r->job.env.embed_coord)
+  if (env.embed_coord && env.world > 1 && !r->join)
     return yk_errorf(d, YK_ECONFIG, "elastic.enabled=true with the coordinator inside rank 0: its death would end "
                      "the job; run `yoke coord` as its own process (the sbatch script's first node) and point the "
                      "ranks at it with coord.host / YOKE_COORD (docs/elasticity.md)");
   if (c->elastic.max_ranks && c->elastic.max_ranks < c->elastic.min_ranks)
     return yk_errorf(d, YK_ECONFIG, "elastic.max_ranks=%lld is below elastic.min_ranks=%lld",
                      (long long)c->elastic.max_ranks, (long long)c->elastic.min_ranks);
-  if (!strcmp(c->elastic.redundancy, "buddy")) return yk_engine_reform_check(c, &r->job.layout, d);
+  if (!strcmp(c->elastic.redundancy, "buddy")) {
+    /* the layout as it will be at any world size: the same tensor and pipeline degrees */
+    yk_layout l = {.dp = 2, .tp = (int)c->parallel.tensor, .pp = (int)c->parallel.pipeline};
+    return yk_engine_reform_check(c, &l, d);
+  }
   if (!c->ckpt.dir[0])
     return yk_errorf(d, YK_ECONFIG, "elastic.redundancy=checkpoint re-forms from the last checkpoint: set ckpt.dir "
                      "(and ckpt.every), or use elastic.redundancy=buddy");
@@ -400,7 +408,6 @@ static int open_engine(run *r, yk_diag *d) {
   o.test_delay_ms = test_delay_ms(r);
   o.local_ranks = r->job.env.local_world > 0 ? r->job.env.local_world : 1;
   o.joining = r->job.joining;
-  if (c->elastic.enabled && (rc = elastic_check(r, d)) != 0) return rc;
   if ((rc = yk_engine_open(&o, &r->eng, d)) != 0) return rc;
   if (r->job.joining) {
     /* the members re-form at their next boundary and the most advanced one
@@ -582,7 +589,16 @@ int yk_daemon_train(const yk_daemon_train_opts *o) {
   /* elastic: a rank outlives its launcher (the coordinator's host) long
    * enough to checkpoint; its output pipe may be gone by then */
   if (r.cfg.elastic.enabled) signal(SIGPIPE, SIG_IGN);
-  int rc = ykd_job_open(&r.job, &r.cfg, &r.log, o->join, &d);
+  int rc = 0;
+  /* buddy redundancy needs every rank's state whole: ZeRO stage 0 unless
+   * the job file asked for a stage (then elastic_check names the clash) */
+  if (r.cfg.elastic.enabled && !strcmp(r.cfg.elastic.redundancy, "buddy") && r.cfg.optim.zero < 0 &&
+      !strcmp(r.cfg.optim.shard, "auto"))
+    r.cfg.optim.zero = 0;
+  if (r.cfg.elastic.enabled) rc = elastic_check(&r, &d);
+  else if (o->join) rc = yk_errorf(&d, YK_ECONFIG, "--join %s: this rank's config is not elastic; set "
+                                   "elastic.enabled=true as the job does", o->join);
+  if (!rc) rc = ykd_job_open(&r.job, &r.cfg, &r.log, o->join, &d);
   /* The bar is for a person at a terminal running one rank; launchers give
    * ranks pseudo-terminals too, which must not get it. */
   if (r.job.env.kind != YK_LAUNCH_SINGLE) r.tty = 0;

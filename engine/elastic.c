@@ -29,7 +29,7 @@ int yk_engine_reform_check(const yk_config *c, const yk_layout *l, yk_diag *d) {
                      "%d: use elastic.redundancy=checkpoint (with ckpt.dir) to re-form it from the last checkpoint",
                      l->tp, l->pp);
   int z = yk_config_zero_stage(c);
-  if (z >= 1 && l->dp > 1 && c->optim.zero != 0)
+  if (z >= 1 && l->dp > 1)
     return yk_errorf(d, YK_EUNSUPPORTED,
                      "elastic.redundancy=buddy keeps every rank's state whole, which optim.zero=%d shards: set "
                      "optim.zero=0, or elastic.redundancy=checkpoint (with ckpt.dir) to re-form from the last "

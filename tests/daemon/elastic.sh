@@ -23,7 +23,7 @@ cat > "$tmp/job.yaml" <<YAML
 model: {name: tiny}
 data: {train: "$tmp/data/train_*.bin"}
 train: {micro_batch: 2, seq_len: 32, steps: 100000, threads: 1, grad_accum: 3}
-optim: {lr: 1e-3, warmup_steps: 2, zero: 0}
+optim: {lr: 1e-3, warmup_steps: 2}
 comm: {timeout_ms: 20000}
 coord: {heartbeat_ms: 200, heartbeat_timeout_ms: 2000}
 elastic: {enabled: true, max_ranks: 4}

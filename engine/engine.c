@@ -266,7 +266,7 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
                      .params16 = e->zstage == 3 ? (void *)e->zero.p16shard : (void *)e->mp.params16,
                      .dtype16 = e->mp.dt16,
                      .tensors = e->tensors, .ntensors = e->ntensors, .mcfg = &e->mcfg,
-                     .stage_model = e->pipe.on ? e->model : NULL, .loader = e->train_ld,
+                     .stage = e->pipe.on ? &e->pipe.mstage : NULL, .loader = e->train_ld,
                      .scaler = e->mp.prec == YK_PREC_FP16 ? &e->mp.ls : NULL, .threads = e->dev->nthreads};
   if ((rc = eng_ckpt_open(&e->ck, &e->cfg, e->log, &e->comms, &e->layout, &v, d)) != 0) return rc;
   if ((rc = eng_ckpt_resume(&e->ck, &e->start_step, d)) != 0) return rc;

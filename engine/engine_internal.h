@@ -249,7 +249,7 @@ typedef struct eng_ckpt_view {
   const yk_tensor_desc *tensors;
   int ntensors;
   const yk_model_config *mcfg;
-  const yk_model *stage_model;   /* a pipeline stage's model (its arenas hold its regions only), else NULL */
+  const yk_model_stage *stage;   /* a pipeline stage's blocks (its arenas hold its regions only), else NULL */
   yk_data_loader *loader;        /* its position is saved */
   yk_loss_scaler *scaler;        /* fp16 or NULL */
   int threads;                   /* compression threads */
@@ -289,6 +289,16 @@ int eng_ckpt_before_update(eng_ckpt *ck, yk_diag *d);
 int eng_ckpt_boundary(eng_ckpt *ck, int64_t step_done, int *stop, int *exit_code, yk_diag *d);
 int eng_ckpt_finish(eng_ckpt *ck, int64_t step_done, yk_diag *d);
 void eng_ckpt_close(eng_ckpt *ck);
+/* The piece of a whole arena that tensor-parallel rank tp_rank of tp on
+ * pipeline stage `stage` (NULL: no pipeline) holds, elements [lo, lo + len)
+ * of it into dst as dt (16-bit: rounded, exact for values that came from
+ * 16-bit arenas). tpw: scratch of yk_model_tp_num_params floats; mine: of
+ * the stage's arena (yk_model_stage_table). The one cut of resharding: the
+ * resume at another layout and `yoke ckpt convert --layout` both use it. */
+int eng_ckpt_piece(const yk_model_config *cfg, int tp, int tp_rank, const yk_model_stage *stage, float *whole,
+                   float *tpw, float *mine, void *dst, yk_dtype dt, size_t lo, size_t len, yk_diag *d);
+/* The config as YAML text (malloc'd, free()), or NULL when out of memory. */
+char *eng_ckpt_config_yaml(const yk_config *c);
 
 /* ------------------------------------------------------------------------ */
 /* The engine                                                               */

@@ -392,6 +392,66 @@ static void whole_region(const arena_layout *lay, int L, int r, size_t *offset, 
   }
 }
 
+/* The regions a pipeline stage `st` holds (held[L + 2]: the embedding,
+ * each block, the head) and their places in its compact arenas (reg_off,
+ * *nlocal floats), for the unstaged layout lay of L blocks. st NULL or n = 0:
+ * every region at its lay offset. The one home of a stage's arena layout
+ * (the model's own, and yk_model_stage_table / _copy_cfg for offline tools). */
+static int map_stage(const arena_layout *lay, int L, const yk_model_stage *st, unsigned char *held, size_t *reg_off,
+                     size_t *nlocal, yk_diag *d) {
+  int R = L + 2, staged = st && st->n > 0;
+  if (st && st->n > YK_MODEL_MAX_RANGES)
+    return yk_errorf(d, YK_EINVAL, "a pipeline stage of %d block ranges; at most %d", st->n, YK_MODEL_MAX_RANGES);
+  memset(held, 0, (size_t)R);
+  for (int i = 0; staged && i < st->n; i++) {
+    int a = st->first[i], b = st->last[i];
+    if (a < 0 || a >= b || b > L || (i > 0 && a < st->last[i - 1]))
+      return yk_errorf(d, YK_EINVAL, "pipeline stage range %d, blocks [%d, %d), is not an increasing, non-overlapping "
+                       "range of the model's %d blocks", i, a, b, L);
+    for (int l = a; l < b; l++) held[1 + l] = 1;
+    held[0] |= a == 0 || b == L; /* wte: the embedding, or the LM head */
+    held[R - 1] |= b == L;
+  }
+  size_t off = 0, n;
+  for (int r = 0; r < R; r++) {
+    held[r] |= !staged;
+    whole_region(lay, L, r, &reg_off[r], &n);
+    if (!staged || !held[r]) continue;
+    reg_off[r] = off;
+    off += n;
+  }
+  *nlocal = staged ? off : lay->total;
+  return 0;
+}
+
+/* Keep the tensors of held regions in t[0..n), at their compact offsets;
+ * returns how many are kept. */
+static int map_table(const arena_layout *lay, int L, const unsigned char *held, const size_t *reg_off,
+                     yk_tensor_desc *t, int n) {
+  int R = L + 2, k = 0;
+  for (int i = 0; i < n; i++) {
+    yk_tensor_desc x = t[i];
+    int r = x.offset < lay->layers ? 0 : x.offset >= lay->lnfw ? R - 1 : 1 + (int)((x.offset - lay->layers) / lay->layer_size);
+    size_t r0, cnt;
+    whole_region(lay, L, r, &r0, &cnt);
+    if (!held[r]) continue;
+    x.offset = reg_off[r] + (x.offset - r0);
+    t[k++] = x;
+  }
+  return k;
+}
+
+static void map_copy(const arena_layout *lay, int L, const unsigned char *held, const size_t *reg_off, float *whole,
+                     float *local, int to_local) {
+  for (int r = 0; r < L + 2; r++) {
+    size_t off, n;
+    whole_region(lay, L, r, &off, &n);
+    if (!held[r]) continue;
+    if (to_local) memcpy(local + reg_off[r], whole + off, n * sizeof(float));
+    else memcpy(whole + off, local + reg_off[r], n * sizeof(float));
+  }
+}
+
 /* The regions a pipeline stage holds, their places in its compact arenas,
  * and the tensor table of those regions (see yk_model_stage). */
 static int setup_stage(yk_model *m, const yk_model_stage *st, yk_diag *d) {
@@ -400,38 +460,67 @@ static int setup_stage(yk_model *m, const yk_model_stage *st, yk_diag *d) {
   m->reg_off = calloc((size_t)R, sizeof *m->reg_off);
   if (!m->held || !m->reg_off) return yk_errorf(d, YK_ENOMEM, "out of memory creating the model");
   m->staged = st && st->n > 0;
-  if (st && st->n > YK_MODEL_MAX_RANGES)
-    return yk_errorf(d, YK_EINVAL, "a pipeline stage of %d block ranges; at most %d", st->n, YK_MODEL_MAX_RANGES);
-  for (int i = 0; m->staged && i < st->n; i++) {
-    int a = st->first[i], b = st->last[i];
-    if (a < 0 || a >= b || b > L || (i > 0 && a < st->last[i - 1]))
-      return yk_errorf(d, YK_EINVAL, "pipeline stage range %d, blocks [%d, %d), is not an increasing, non-overlapping "
-                       "range of the model's %d blocks", i, a, b, L);
-    for (int l = a; l < b; l++) m->held[1 + l] = 1;
-    m->held[0] |= a == 0 || b == L; /* wte: the embedding, or the LM head */
-    m->held[R - 1] |= b == L;
-  }
-  size_t off = 0, n;
-  for (int r = 0; r < R; r++) {
-    m->held[r] |= !m->staged;
-    whole_region(&m->lay, L, r, &m->reg_off[r], &n);
-    if (!m->staged || !m->held[r]) continue;
-    m->reg_off[r] = off;
-    off += n;
-  }
-  m->nlocal = m->staged ? off : m->lay.total;
-  int k = 0;
-  for (int i = 0; i < m->ntensors; i++) {
-    yk_tensor_desc t = m->tensors[i];
-    int r = t.offset < m->lay.layers ? 0 : t.offset >= m->lay.lnfw ? R - 1
-                                                                   : 1 + (int)((t.offset - m->lay.layers) / m->lay.layer_size);
-    size_t r0;
-    whole_region(&m->lay, L, r, &r0, &n);
-    if (!m->held[r]) continue;
-    t.offset = m->reg_off[r] + (t.offset - r0);
-    m->tensors[k++] = t;
-  }
-  m->ntensors = k;
+  int rc = map_stage(&m->lay, L, st, m->held, m->reg_off, &m->nlocal, d);
+  if (rc) return rc;
+  m->ntensors = map_table(&m->lay, L, m->held, m->reg_off, m->tensors, m->ntensors);
+  return 0;
+}
+
+/* A stage's map of tensor-parallel rank `rank` of tp without a model: its
+ * unstaged layout and table (t, 4 + 12L entries) and held / reg_off (L + 2). */
+typedef struct stage_of {
+  yk_model_config cfg;
+  arena_layout lay;
+  yk_tensor_desc *t;
+  unsigned char *held;
+  size_t *reg_off, nlocal;
+} stage_of;
+
+static void stage_of_free(stage_of *s) {
+  free(s->t);
+  free(s->held);
+  free(s->reg_off);
+}
+
+static int stage_of_make(const yk_model_config *cfg, int tp, int rank, const yk_model_stage *st, stage_of *s,
+                         yk_diag *d) {
+  memset(s, 0, sizeof *s);
+  s->cfg = *cfg;
+  int rc = yk_model_config_finish(&s->cfg, d);
+  if (rc) return rc;
+  int L = s->cfg.layers;
+  s->t = calloc((size_t)(4 + 12 * L), sizeof *s->t);
+  s->held = calloc((size_t)L + 2, 1);
+  s->reg_off = calloc((size_t)L + 2, sizeof *s->reg_off);
+  if (!s->t || !s->held || !s->reg_off) rc = yk_errorf(d, YK_ENOMEM, "out of memory for a stage's tensor table");
+  if (!rc) rc = yk_model_layout_tp_(&s->cfg, tp, rank, &s->lay, s->t, d);
+  if (!rc) rc = map_stage(&s->lay, L, st, s->held, s->reg_off, &s->nlocal, d);
+  if (rc) stage_of_free(s);
+  return rc;
+}
+
+int yk_model_stage_table(const yk_model_config *cfg, int tp, int rank, const yk_model_stage *st, yk_tensor_desc **out,
+                         int *n, size_t *numel, yk_diag *d) {
+  *out = NULL;
+  *n = 0;
+  stage_of s;
+  int rc = stage_of_make(cfg, tp, rank, st, &s, d);
+  if (rc) return rc;
+  *n = map_table(&s.lay, s.cfg.layers, s.held, s.reg_off, s.t, 4 + 12 * s.cfg.layers);
+  if (numel) *numel = s.nlocal;
+  *out = s.t;
+  s.t = NULL;
+  stage_of_free(&s);
+  return 0;
+}
+
+int yk_model_stage_copy_cfg(const yk_model_config *cfg, int tp, int rank, const yk_model_stage *st, float *whole,
+                            float *local, int to_local, yk_diag *d) {
+  stage_of s;
+  int rc = stage_of_make(cfg, tp, rank, st, &s, d);
+  if (rc) return rc;
+  map_copy(&s.lay, s.cfg.layers, s.held, s.reg_off, whole, local, to_local);
+  stage_of_free(&s);
   return 0;
 }
 
@@ -681,13 +770,7 @@ void yk_model_region_range(const yk_model *m, int r, size_t *offset, size_t *cou
 }
 
 void yk_model_stage_copy(const yk_model *m, float *whole, float *local, int to_local) {
-  for (int r = 0; r < m->cfg.layers + 2; r++) {
-    size_t off, n;
-    whole_region(&m->lay, m->cfg.layers, r, &off, &n);
-    if (!m->held[r]) continue;
-    if (to_local) memcpy(local + m->reg_off[r], whole + off, n * sizeof(float));
-    else memcpy(whole + off, local + m->reg_off[r], n * sizeof(float));
-  }
+  map_copy(&m->lay, m->cfg.layers, m->held, m->reg_off, whole, local, to_local);
 }
 
 int ykm_params_from_whole(yk_model *m, float *whole, yk_diag *d) {

@@ -256,6 +256,17 @@ int yk_model_create_stage(const yk_model_config *cfg, int B, int T, const yk_dev
  * yk_model_num_params floats): to_local = 1 whole -> local, 0 local -> its
  * regions of whole (the rest of whole untouched). */
 void yk_model_stage_copy(const yk_model *m, float *whole, float *local, int to_local);
+/* The same without a model, for offline tools (checkpoint conversion): the
+ * tensor table (*out malloc'd, free(); *n entries) and arena size (*numel
+ * floats, may be NULL) of the model yk_model_create_stage would make for
+ * tensor-parallel rank `rank` of tp and `stage` (NULL or n = 0: the whole
+ * rank), and the copy between its arena `local` and that rank's unstaged
+ * arena `whole`, exactly as yk_model_stage_copy does. A bad range or config
+ * is YK_EINVAL / YK_ECONFIG naming it. */
+int yk_model_stage_table(const yk_model_config *cfg, int tp, int rank, const yk_model_stage *stage,
+                         yk_tensor_desc **out, int *n, size_t *numel, yk_diag *d);
+int yk_model_stage_copy_cfg(const yk_model_config *cfg, int tp, int rank, const yk_model_stage *stage, float *whole,
+                            float *local, int to_local, yk_diag *d);
 /* The tensor table of rank `rank`'s arena under tensor-parallel degree tp
  * (local offsets and shapes), as yk_model_tensor_table gives the whole one. */
 int yk_model_tp_tensor_table(const yk_model_config *cfg, int tp, int rank, yk_tensor_desc **out, int *n, yk_diag *d);

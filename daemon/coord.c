@@ -55,6 +55,7 @@ struct yk_coord {
   uint64_t job_id;
   uint32_t epoch;
   int64_t hb_timeout_ms;
+  int64_t hb_ms;
   member *m;
   int n_registered;
   int started;
@@ -234,6 +235,21 @@ static void declare_dead(yk_coord *co, int rank, const char *why) {
   co->cause_rank = rank;
   snprintf(co->cause, sizeof co->cause, "%s", reason);
   abort_job(co, YK_EXIT_PEER_DEAD, rank, reason);
+}
+
+/* The registered rank other than `except` that has been silent longest,
+ * if that is over two heartbeat intervals (its control thread, which
+ * heartbeats whatever the step does, is not running), else -1. */
+static int silent_member(const yk_coord *co, int except) {
+  uint64_t now = yk_now_ns(), oldest = 0;
+  int who = -1;
+  for (int i = 0; i < co->world; i++) {
+    const member *mb = &co->m[i];
+    if (i == except || mb->state != YK_MEMBER_REGISTERED) continue;
+    uint64_t age_ms = (now - mb->last_hb_ns) / 1000000;
+    if (age_ms > (uint64_t)(2 * co->hb_ms) && age_ms > oldest) oldest = age_ms, who = i;
+  }
+  return who;
 }
 
 static void send_welcome(yk_coord *co) {
@@ -472,6 +488,19 @@ static void on_msg(ykd_conn *c, const yk_msg *m) {
       int stop = m->code == YK_EXIT_SIGINT;
       snprintf(reason, sizeof reason, "rank %d (host %s) %s with code %d: %s", r, mb->host, stop ? "stopped" : "failed",
                m->code, m->text);
+      int silent = stop ? -1 : silent_member(co, r);
+      if (silent >= 0) {
+        /* A rank that hangs (SIGSTOP, a stuck kernel call) keeps its
+         * sockets open, so its peers only see their waits on it time out
+         * (comm.timeout_ms), and a peer of those peers blames the rank that
+         * timed out, alive but blocked. The hung one is the rank whose
+         * heartbeats stopped while the others' kept coming: name it. */
+        char why[YK_PROTO_MAX_TEXT + 160];
+        snprintf(why, sizeof why, "no heartbeat for %llu ms (hung or stopped?) while rank %d failed: %s",
+                 (unsigned long long)((yk_now_ns() - co->m[silent].last_hb_ns) / 1000000), r, m->text);
+        declare_dead(co, silent, why);
+        return;
+      }
       yk_log(co->log, stop ? YK_LOG_WARN : YK_LOG_ERROR, "coordinator: %s; ending the job", reason);
       abort_job(co, m->code, -1, reason);
     }
@@ -585,6 +614,7 @@ int yk_coord_start(uv_loop_t *loop, const yk_coord_opts *o, yk_coord **out, yk_d
   co->world = o->world;
   co->epoch = 1;
   co->hb_timeout_ms = o->heartbeat_timeout_ms > 0 ? o->heartbeat_timeout_ms : 5000;
+  co->hb_ms = o->heartbeat_ms > 0 ? o->heartbeat_ms : 1000;
   co->strag.warn_share = o->straggler_warn;
   co->job_id = o->job_id;
   while (!co->job_id) ykd_random(&co->job_id, sizeof co->job_id);

@@ -346,11 +346,6 @@ static int export_safetensors(yk_ckpt_reader *r, const char *arena, const char *
   return rc;
 }
 
-/* The model config of the checkpoint's "params" arena, whatever its layout. */
-static int gpt2_config_sharded_or_whole(yk_ckpt_reader *r, yk_model_config *mc, yk_diag *d) {
-  return cli_ckpt_gpt2_config(r, "params", mc, d);
-}
-
 /* "tp=2,pp=2,dp=1,v=2" into the target config's degrees and *dp; a key
  * given twice, an unknown key or a bad number is one line naming it. */
 static int parse_layout(const char *s, yk_config *c, int *dp, yk_diag *d) {
@@ -409,7 +404,7 @@ static int convert_layout(yk_ckpt_reader *r, const convert_opts *o, yk_diag *d) 
   if (!rc && dp != saved.dp && (c->train.grad_accum * saved.dp) % dp == 0)
     c->train.grad_accum = c->train.grad_accum * saved.dp / dp;
   yk_model_config mc;
-  if (!rc) rc = gpt2_config_sharded_or_whole(r, &mc, d);
+  if (!rc) rc = cli_ckpt_gpt2_config(r, "params", &mc, d); /* whatever its layout */
   yk_logger lg;
   yk_logger_init(&lg, -1, YK_LOG_WARN, stderr);
   yk_engine_ckpt_convert_opts co = {.cfg = c, .dp = dp, .dir = o->out, .level = (int)o->level,

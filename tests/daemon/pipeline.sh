@@ -6,11 +6,11 @@
 #  - kill -9 of the last stage mid-step, with the coordinator's heartbeat
 #    timeout far away: the first stage's receive ends within the channel's
 #    deadline (comm.timeout_ms) naming stage 1, no hang, nothing left behind;
-#  - a hung stage (SIGSTOP, not killed: its sockets stay open) under DP2 x
-#    PP2, the heartbeat timeout far away: its neighbour's receive times out,
-#    and every other rank names the stopped rank (the coordinator names the
-#    rank whose heartbeats stopped, not the neighbour blocked on it); under
-#    PP2 with the heartbeat timeout first, the coordinator's verdict names it.
+#  - a hung stage (SIGSTOP, not killed: its sockets stay open): the middle
+#    stage of PP3 with the heartbeat timeout far away (both neighbours'
+#    receives time out naming it; the coordinator names the rank whose
+#    heartbeats stopped), and rank 1 of PP2 with the heartbeat timeout first
+#    (the coordinator's verdict names it).
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/lib-train.sh"
@@ -119,7 +119,7 @@ stop_test() {
   [ "$left" = 0 ] && pass "$name: no rank left behind" || fail "$name: $left processes left"
 }
 # comm.timeout_ms 3000 first (heartbeat timeout 60 s): 3 s + 0.5 s grace + slack
-stop_test "DP2 x PP2 SIGSTOP rank 2" 4 2 9000
+stop_test "PP3 SIGSTOP rank 1" 3 1 9000 --set parallel.pipeline=3
 # the heartbeat timeout first (2 s, comm.timeout_ms 20 s)
 stop_test "PP2 SIGSTOP rank 1" 2 1 9000 --set coord.heartbeat_timeout_ms=2000 --set comm.timeout_ms=20000
 finish

@@ -21,8 +21,10 @@
  * buckets of comm.bucket_kb and each full bucket's reduction starts at once
  * (all-reduce, or reduce-to-owners under ZeRO-1) while backward goes on
  * with the earlier layers; eng_grads_finish issues the tail and waits for
- * every bucket in issue order. In fp16/bf16 each range is first rounded into
- * grads16 and reduced in 16 bits. Every rank issues the same buckets in the
+ * every bucket in issue order. In fp16/bf16 each bucket is first rounded to
+ * 16 bits packed into the first half of its own fp32 memory and reduced in
+ * 16 bits there (the gradients have one home, the fp32 arena); the update
+ * widens it back (eng_grads_widen). Every rank issues the same buckets in the
  * same order: the ranges depend only on the model's shape. */
 #define ENG_GRADS_MAX_REQ 64
 
@@ -34,8 +36,9 @@ typedef struct eng_grads {
   /* the reduction of the current step (between begin and finish) */
   int active;
   float *grads;
-  uint16_t *grads16;
-  yk_dtype dtype;       /* F32: reduce grads in place; F16/BF16: round into grads16 and reduce that */
+  yk_dtype dtype;       /* F32: reduce grads in place; F16/BF16: round each bucket into 16 bits packed at its start */
+  size_t (*bk)[2];      /* F16/BF16: this step's buckets (offset, count), for eng_grads_widen */
+  size_t nbk, capbk;
   yk_redop op;          /* AVG, or SUM of gradients the backward already divided by the ranks */
   int64_t local_bad;    /* first non-finite local 16-bit gradient (-1: none), to name the tensor */
   size_t pend_off, pend_count;
@@ -62,6 +65,12 @@ void eng_grads_ready(void *ctx, size_t offset, size_t count);
 int eng_grads_finish(eng_grads *g, double *wait_s, yk_diag *d);
 /* Wait (bounded) for anything still in flight: before the communicator goes. */
 void eng_grads_drain(eng_grads *g);
+/* Drain, and free the bucket list. */
+void eng_grads_free(eng_grads *g);
+/* F16/BF16, after finish: arena elements [lo, lo + len) (this rank's slice)
+ * widened from their bucket's packed 16-bit form back to fp32, times mul
+ * (1/loss scale). Elements outside stay packed (unspecified as fp32). */
+void eng_grads_widen(eng_grads *g, size_t lo, size_t len, float mul);
 /* Sum n (<= 32) doubles over the group, as f32 (losses and counts). */
 int eng_grads_sum_f64(eng_grads *g, double *v, int n, yk_diag *d);
 

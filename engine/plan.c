@@ -38,7 +38,8 @@ static void plan_model_items(const yk_model_sizes *ms, yk_dtype act, yk_engine_p
                   (uint64_t)(ms->f32_numel - ms->logits_numel) * sizeof(float);
   p->item[YK_PLAN_LOGITS] = logits;
   p->item[YK_PLAN_ACTIVATIONS] = acts;
-  p->item[YK_PLAN_MODEL_BUFFERS] = ms->block_bytes + ms->kept16_bytes - logits - acts;
+  /* with mixed precision's weight slots (yk_model_tp.weights16) */
+  p->item[YK_PLAN_MODEL_BUFFERS] = ms->block_bytes + ms->kept16_bytes - logits - acts + ms->wslot_bytes;
 }
 
 int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, const yk_device *dev,
@@ -69,7 +70,7 @@ int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, c
   p->tp = tp;
 
   yk_model_tp mtp = {.size = tp, .rank = l->tp_rank, .sequence = (int)c->parallel.sequence,
-                     .recompute = eng_recompute_of(c)};
+                     .recompute = eng_recompute_of(c), .weights16 = mixed && !z ? act : YK_DT_F32};
   yk_model_sizes ms;
   if ((rc = yk_model_plan(&mc, B, T, dev, act, &mtp, z != 0, &ms, d)) != 0) return rc;
   plan_model_items(&ms, act, p);
@@ -80,11 +81,10 @@ int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, c
   size_t bucket = (size_t)c->comm.bucket_kb * 1024;
   it[YK_PLAN_MOMENTS] = 2 * f32s;
   if (z == 0) {
-    it[YK_PLAN_WEIGHTS] = it[YK_PLAN_GRADS] = ms.arena_bytes / 2; /* the model's two arenas */
-    if (mixed) {
-      it[YK_PLAN_MASTER] = f32s;
-      it[YK_PLAN_WEIGHTS16] = it[YK_PLAN_GRADS16] = h16n;
-    }
+    /* the model's two arenas, in every precision: mixed precision's master
+     * IS the weight arena and its gradients are reduced in 16 bits packed
+     * inside the fp32 gradient arena (engine/grads.c) */
+    it[YK_PLAN_WEIGHTS] = it[YK_PLAN_GRADS] = ms.arena_bytes / 2;
   } else {
     /* zero.c's block: gshard (the gradient slice), stage 2 the full fp32
      * weights, stage 3 the weight slice (fp32: the master itself); the rest
@@ -114,7 +114,8 @@ int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, c
    * read their owned part of the peers' windows (below). */
   if (shared) {
     uint64_t W = (uint64_t)dp;
-    if (z < 2) it[YK_PLAN_PEER] = 2 * (W - 1) * n * es / W;
+    /* ZeRO-1 all-gathers the fp32 arena (the master) in every precision */
+    if (z < 2) it[YK_PLAN_PEER] = (W - 1) * n * (es + (shard ? sizeof(float) : es)) / W;
     /* ZeRO-2's all-gather of the updated weights reads the peers' slices;
      * ZeRO-3's gathers are broadcasts into this rank's own slots (measured:
      * nothing of the peers becomes resident). Both read the buckets of the
@@ -128,7 +129,7 @@ int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, c
   if (c->ckpt.dir[0]) {
     uint64_t o2, part;
     yk_partition_even_range(n, dp, l->dp_rank, &o2, &part);
-    it[YK_PLAN_CKPT] = 3 * yk_alloc_bytes(part * sizeof(float)) + (mixed ? yk_alloc_bytes(part * sizeof(uint16_t)) : 0);
+    it[YK_PLAN_CKPT] = 3 * yk_alloc_bytes(part * sizeof(float)) + (mixed && z ? yk_alloc_bytes(part * sizeof(uint16_t)) : 0);
   }
   /* One-time buffers while the engine opens: ZeRO-3's whole initial arena
    * (until the slice is taken), ZeRO-2's 16-bit gradients (allocated by the

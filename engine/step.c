@@ -128,9 +128,10 @@ static int op_reduce(yk_engine *e, step_ctx *s, yk_diag *d) {
  * agree on the lowest index, so every rank takes the same decision. */
 static int first_nonfinite16(yk_engine *e, int64_t *bad, yk_diag *d) {
   int64_t b = -1;
-  /* ZeRO-2/3: the reduced 16-bit values were widened into the fp32 slice */
-  int found = e->zstage ? yk_optimizer_find_nonfinite(e->zero.gshard, YK_DT_F32, e->slen, YK_ISA_AUTO, &b)
-                        : yk_optimizer_find_nonfinite(e->mp.grads16 + e->soff, e->mp.dt16, e->slen, YK_ISA_AUTO, &b);
+  /* the reduced 16-bit values were widened into the fp32 slice (ZeRO-2/3's,
+   * or the model's arena, op_update): widening keeps Inf and NaN */
+  const float *gs = e->zstage ? e->zero.gshard : yk_model_grads(e->model) + e->soff;
+  int found = yk_optimizer_find_nonfinite(gs, YK_DT_F32, e->slen, YK_ISA_AUTO, &b);
   if (found == 1)
     b += (int64_t)e->soff;
   else
@@ -265,19 +266,19 @@ static int op_update(yk_engine *e, step_ctx *s, yk_diag *d) {
   /* fp16/bf16: skip on overflow (fp16) or stop; else the reduced 16-bit
    * gradients -> fp32, unscaled (this rank's slice: all its optimizer reads). */
   if (mp->prec != YK_PREC_FP32) {
+    /* the slice widened from its buckets' packed 16-bit form (grads.c),
+     * unscaled on the way; ZeRO-2/3 widened already, so the same fp32
+     * multiply here */
+    float mul = 1.0f / s->loss_scale;
+    if (!e->zstage) eng_grads_widen(&e->grads, e->soff, e->slen, mul);
+    else
+      for (size_t i = 0; i < e->slen; i++) gs[i] *= mul;
     if ((rc = mixed_check(e, s, d)) != 0) return rc;
     if (s->skipped) {
       /* fp16 overflow: every rank skips the update (the batch is spent, as
        * with torch's GradScaler); logging and validation go on. */
       s->opt_s = yk_now_s() - t0;
       return 0;
-    }
-    if (!e->zstage) {
-      yk_optimizer_mixed_unscale(mp, gs - e->soff, e->soff, e->slen, s->loss_scale);
-    } else {
-      /* the same fp32 multiply yk_optimizer_mixed_unscale's widening does */
-      float mul = 1.0f / s->loss_scale;
-      for (size_t i = 0; i < e->slen; i++) gs[i] *= mul;
     }
   }
   if ((rc = global_norm(e, gs, &s->norm, d)) != 0) return rc;

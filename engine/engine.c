@@ -50,7 +50,8 @@ static int build_model(yk_engine *e, yk_diag *d) {
    * its 16-bit rounding (yk_model_tp.weights16); ZeRO-2/3 lend weights
    * already rounded. */
   yk_model_tp tp = {.size = e->tp, .rank = e->tp_rank, .sequence = (int)c->parallel.sequence, .coll = tp_coll,
-                    .ctx = e, .recompute = eng_recompute_of(c), .weights16 = e->zstage ? YK_DT_F32 : act};
+                    .ctx = e, .recompute = eng_recompute_of(c),
+                    .weights16 = e->zstage || eng_offloaded(c) ? YK_DT_F32 : act};
   /* this rank's arena: its tensor-parallel pieces */
   e->nparams = yk_model_tp_num_params(&e->mcfg, e->tp, e->tp_rank);
   if (e->zstage) {
@@ -131,6 +132,43 @@ static int build_zero_state(yk_engine *e, yk_precision prec, int share, yk_diag 
   return yk_optimizer_lr_from_config(&e->sched, c, d);
 }
 
+/* optim.offload=disk: the first pass writes the initial state into the file
+ * (the master: this rank's slice of the initial weights; m = v = 0), then in
+ * mixed precision the arena takes the weights' 16-bit rounding, which is all
+ * the products ever read (the master lives in the file from now on). */
+static int fill_chunk(void *ctx, size_t off, size_t count, float **arr, yk_diag *d) {
+  yk_engine *e = ctx;
+  (void)d;
+  int k = 0;
+  if (e->off.narr == 3) memcpy(arr[k++], yk_model_params(e->model) + e->soff + off, count * sizeof(float));
+  memset(arr[k], 0, e->off.chunk * sizeof(float));
+  memset(arr[k + 1], 0, e->off.chunk * sizeof(float));
+  if (count < e->off.chunk && e->off.narr == 3) memset(arr[0] + count, 0, (e->off.chunk - count) * sizeof(float));
+  return 0;
+}
+
+static int build_offload(yk_engine *e, yk_diag *d) {
+  const yk_config *c = &e->cfg;
+  int mixed = e->mp.prec != YK_PREC_FP32, rc;
+  size_t chunk = eng_offload_chunk_of(c);
+  if ((rc = eng_offload_open(&e->off, c->optim.offload_dir, e->layout.rank, e->slen, mixed ? 3 : 2, chunk,
+                             c->comm.timeout_ms, e->log, d)) != 0)
+    return rc;
+  if (mixed && !(e->off16 = yk_alloc(chunk * sizeof(uint16_t))))
+    return yk_errorf(d, YK_ENOMEM, "out of memory for the offload's 16-bit chunk");
+  if ((rc = eng_offload_pass(&e->off, 0, fill_chunk, e, d)) != 0) return rc;
+  if (mixed) {
+    float *p = yk_model_params(e->model);
+    for (size_t i = 0; i < e->nparams; i += chunk) {
+      size_t k = YK_MIN(chunk, e->nparams - i);
+      yk_cast_from_f32(e->off16, e->mp.dt16, p + i, k, YK_ISA_AUTO);
+      yk_cast_to_f32(p + i, e->off16, e->mp.dt16, k, 1.0f, YK_ISA_AUTO);
+    }
+    e->mp.master = NULL; /* in the file */
+  }
+  return 0;
+}
+
 static int build_optimizer(yk_engine *e, yk_diag *d) {
   const yk_config *c = &e->cfg;
   yk_comm *comm = e->comms.dp;
@@ -151,12 +189,16 @@ static int build_optimizer(yk_engine *e, yk_diag *d) {
             what[e->zstage ? e->zstage : 1], e->soff, e->soff + e->slen, e->nparams);
     eng_grads_set_owned(&e->grads, e->nparams); /* and needs only that slice of the reduced gradients */
   }
-  /* The moments (and, below, the master weights) of this rank's slice only. */
-  e->m = yk_alloc((e->slen ? e->slen : 1) * sizeof(float));
-  e->v = yk_alloc((e->slen ? e->slen : 1) * sizeof(float));
+  /* The moments (and, below, the master weights) of this rank's slice only;
+   * on disk under optim.offload=disk (build_offload) */
+  int off = eng_offloaded(c);
+  if (!off) {
+    e->m = yk_alloc((e->slen ? e->slen : 1) * sizeof(float));
+    e->v = yk_alloc((e->slen ? e->slen : 1) * sizeof(float));
+  }
   e->inputs = malloc((size_t)e->B * e->T * sizeof(int32_t));
   e->targets = malloc((size_t)e->B * e->T * sizeof(int32_t));
-  if (!e->m || !e->v || !e->inputs || !e->targets)
+  if ((!off && (!e->m || !e->v)) || !e->inputs || !e->targets)
     return yk_errorf(d, YK_ENOMEM, "out of memory for optimizer state (%zu parameters)", e->slen);
   yk_precision prec = yk_config_precision(c);
   if (e->zstage) return build_zero_state(e, prec, share, d);
@@ -174,6 +216,7 @@ static int build_optimizer(yk_engine *e, yk_diag *d) {
   if ((rc = yk_optimizer_mixed_init_in_arena(&e->mp, c, yk_model_params(e->model), e->nparams, e->soff, e->slen,
                                               d)) != 0)
     return rc;
+  if (off && (rc = build_offload(e, d)) != 0) return rc;
   yk_optimizer_adamw_from_config(&e->adamw, c);
   return yk_optimizer_lr_from_config(&e->sched, c, d);
 }
@@ -246,6 +289,12 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   /* Stage > 0 on one rank is a no-op: there is nothing to shard over. */
   int stage = yk_config_zero_stage(&e->cfg);
   e->zstage = e->world > 1 && stage >= 2 ? stage : 0;
+  if (eng_offloaded(&e->cfg) && e->zstage)
+    return yk_errorf(d, YK_EUNSUPPORTED, "optim.offload=disk with optim.zero=%d: the offload streams ZeRO-0/1's "
+                     "update only; use optim.zero=1 (the state is sharded over the ranks as well)", e->zstage);
+  if (eng_offloaded(&e->cfg) && e->cfg.ckpt.dir[0])
+    return yk_errorf(d, YK_EUNSUPPORTED, "optim.offload=disk with ckpt.dir=%s: saving and resuming the offloaded "
+                     "state is not built yet; train without ckpt.dir, or with optim.offload=none", e->cfg.ckpt.dir);
   int rc;
   /* A job that cannot fit is one message now, not the kernel's OOM kill
    * half-way through building it. */
@@ -290,6 +339,8 @@ void yk_engine_close(yk_engine *e) {
   free(e->targets);
   yk_free(e->m);
   yk_free(e->v);
+  eng_offload_close(&e->off);
+  yk_free(e->off16);
   yk_optimizer_mixed_free(&e->mp);
   yk_model_destroy(e->model);
   yk_free(e->init_arena);
@@ -415,7 +466,7 @@ void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *m) {
   m->weights16 = mixed && z >= 2 ? (z == 3 ? s : n) * sizeof(uint16_t) : 0;
   m->grads16 = 0;
   m->master = mixed && z >= 2 ? s * sizeof(float) : 0;
-  m->moments = 2 * s * sizeof(float);
+  m->moments = e->off.on ? 0 : 2 * s * sizeof(float); /* offloaded: in the file */
   m->model_state = m->weights16 + m->master + m->moments + m->grads;
   if (!mixed || z < 2) m->model_state += m->weights;
   else m->buffers = m->weights; /* ZeRO-2's fp32 arena the model computes with */

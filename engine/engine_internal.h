@@ -11,6 +11,8 @@
 #include "yk_optimizer.h"
 #include "yk_trace.h"
 
+#include <pthread.h>
+
 /* ------------------------------------------------------------------------ */
 /* Gradient reduction over the data-parallel group (grads.c)                 */
 /* ------------------------------------------------------------------------ */
@@ -147,6 +149,8 @@ int eng_zero_init(eng_zero *z, int stage, yk_comm *comm, const yk_model_config *
 /* train.recompute as the model's mode (plan.c; yk_engine_open and the plan
  * give the model the same one). */
 yk_model_recompute eng_recompute_of(const yk_config *c);
+/* optim.offload is disk (plan.c). */
+int eng_offloaded(const yk_config *c);
 /* The bytes eng_zero_init allocates for this rank (before yk_alloc's
  * rounding), without allocating: the engine's memory plan. touched = 1:
  * only what backward fills of the windows (shared memory is resident only
@@ -169,6 +173,53 @@ void eng_zero_params_changed(eng_zero *z);
 int eng_zero_gather_all(eng_zero *z, float *dst, uint64_t *fnv, yk_diag *d);
 void eng_zero_drain(eng_zero *z);
 void eng_zero_free(eng_zero *z);
+
+/* ------------------------------------------------------------------------ */
+/* Optimizer state on disk (offload.c)                                      */
+/* ------------------------------------------------------------------------ */
+
+/* optim.offload=disk: this rank's master (mixed precision), m and v in one
+ * file, streamed through three staging sets by a reader and a writer thread
+ * (see offload.c). */
+typedef struct eng_offload {
+  int on;
+  char path[4096];
+  int fd, direct;              /* direct: opened with O_DIRECT */
+  int narr;                    /* arrays per element: 2 (m, v) or 3 (master, m, v) */
+  size_t n, chunk, nchunks;    /* elements of the slice, per chunk, chunks */
+  size_t set_bytes;            /* narr * chunk * 4: one chunk of every array */
+  uint8_t *buf[3];             /* the staging sets (page-aligned) */
+  int state[3];
+  pthread_t reader, writer;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;           /* on CLOCK_MONOTONIC */
+  int threads, sync_made, quit, active, reading;
+  size_t next_read, next_write;
+  int err;
+  char errmsg[4400];
+  int64_t timeout_ms;
+  uint64_t bytes_read, bytes_written;
+} eng_offload;
+/* The update of one chunk: elements [off, off + count) of the slice, whose
+ * arrays (master, m, v or m, v: count floats each) are arr[]. */
+typedef int (*eng_offload_fn)(void *ctx, size_t off, size_t count, float **arr, yk_diag *d);
+/* Bytes of the file and of the staging for a slice of n elements. */
+uint64_t eng_offload_file_bytes(size_t n, int narr, size_t chunk);
+uint64_t eng_offload_staging_bytes(int narr, size_t chunk);
+/* Elements per chunk from optim.offload_chunk_kb (whole 4 KiB pages). */
+size_t eng_offload_chunk_of(const yk_config *c);
+/* Check optim.offload_dir (a writable directory with room: statvfs), create
+ * and reserve the file (posix_fallocate), start the threads. Every failure
+ * is one sentence naming the directory, the bytes needed and what to do. */
+int eng_offload_open(eng_offload *o, const char *dir, int rank, size_t n, int narr, size_t chunk, int64_t timeout_ms,
+                     const yk_logger *log, yk_diag *d);
+/* One pass over every chunk in order: read = 1 reads each chunk ahead (the
+ * update), 0 fills fresh sets (writing the state the first time); fn runs
+ * on the main thread; every chunk is written behind. Each wait is bounded by
+ * timeout_ms. */
+int eng_offload_pass(eng_offload *o, int read, eng_offload_fn fn, void *ctx, yk_diag *d);
+/* Stop the threads, close and delete the file (the zeroed struct is closed too). */
+void eng_offload_close(eng_offload *o);
 
 /* ------------------------------------------------------------------------ */
 /* Pipeline parallelism (pipe.c)                                            */
@@ -319,7 +370,9 @@ struct yk_engine {
   size_t nparams;
   int B, T, accum;
 
-  float *m, *v;               /* AdamW moments, fp32 */
+  float *m, *v;               /* AdamW moments, fp32 (NULL when offloaded) */
+  eng_offload off;            /* optim.offload=disk: master (mixed), m, v in a file */
+  uint16_t *off16;            /* offloaded mixed precision: one chunk of the updated 16-bit weights */
   yk_mixed mp;                /* master weights, 16-bit copies, loss scaler */
   /* ZeRO-1 (optim.shard, dp > 1): this rank runs AdamW on [soff, soff + slen)
    * only and the ranks all-gather the updated weights; otherwise the slice is

@@ -251,6 +251,33 @@ static int global_norm(yk_engine *e, const float *gslice, double *norm, yk_diag 
   return rc;
 }
 
+/* optim.offload=disk: AdamW on one chunk of the slice, its master (mixed
+ * precision), m and v in the offload's staging set. The same kernel on the
+ * same elements as the in-memory update (AdamW is element-wise, so a chunk's
+ * call gives each element the bits one call over the slice gives); mixed
+ * precision widens the chunk's rounded weights into the arena, which is what
+ * the products read. */
+typedef struct off_step {
+  yk_engine *e;
+  int64_t applied;
+  double lr;
+  float clip;
+  const float *gs;
+} off_step;
+static int update_chunk(void *ctx, size_t off, size_t count, float **arr, yk_diag *d) {
+  off_step *u = ctx;
+  yk_engine *e = u->e;
+  float *arena = yk_model_params(e->model) + e->soff + off;
+  int mixed = e->off.narr == 3, rc;
+  float *p = mixed ? arr[0] : arena, *m = arr[mixed], *v = arr[mixed + 1];
+  if ((rc = yk_optimizer_adamw_step(&e->adamw, u->applied, u->lr, u->clip, e->tensors, e->ntensors, e->soff + off,
+                                    count, p, u->gs + off, m, v, mixed ? e->off16 : NULL,
+                                    mixed ? e->mp.dt16 : YK_DT_F16)) != 0)
+    return yk_errorf(d, rc, "AdamW on offloaded chunk at %zu failed", e->soff + off);
+  if (mixed) yk_cast_to_f32(arena, e->off16, e->mp.dt16, count, 1.0f, YK_ISA_AUTO);
+  return 0;
+}
+
 static const yk_trace_name T_GATHER = {"allgather params", "wait", "bytes", NULL};
 
 static int op_update(yk_engine *e, step_ctx *s, yk_diag *d) {
@@ -299,7 +326,10 @@ static int op_update(yk_engine *e, step_ctx *s, yk_diag *d) {
   size_t o = e->soff;
   /* master, m and v hold this rank's slice only: slice-relative pointers */
   uint16_t *p16 = e->zstage == 3 ? e->zero.p16shard : mp->params16 ? mp->params16 + o : NULL;
-  if ((rc = yk_optimizer_adamw_step(&e->adamw, applied, s->lr, clip, e->tensors, e->ntensors, o, e->slen,
+  if (e->off.on) {
+    off_step u = {.e = e, .applied = applied, .lr = s->lr, .clip = clip, .gs = gs};
+    if ((rc = eng_offload_pass(&e->off, 1, update_chunk, &u, d)) != 0) return rc;
+  } else if ((rc = yk_optimizer_adamw_step(&e->adamw, applied, s->lr, clip, e->tensors, e->ntensors, o, e->slen,
                                     mp->master, gs, e->m, e->v, p16,
                                     mp->dt16 == YK_DT_F32 ? YK_DT_F16 : mp->dt16)) != 0)
     return yk_errorf(d, rc, "AdamW step %lld failed", (long long)s->step);

@@ -276,6 +276,7 @@ typedef enum {
   YK_PLAN_COMM,        /* collectives' staging, the transport's shared segments */
   YK_PLAN_PEER,        /* ranks on one host: the peers' shared buffers collectives read in place */
   YK_PLAN_CKPT,        /* checkpoint snapshot buffers (ckpt.dir) */
+  YK_PLAN_OFFLOAD,     /* optim.offload=disk: the staging sets the update streams the state through */
   YK_PLAN_STARTUP,     /* one-time buffers while the engine opens (the extra they add to the peak) */
   YK_PLAN_RUNTIME,     /* the process itself: code, libraries, threads, BLAS workspace */
   YK_PLAN_NITEMS

@@ -28,6 +28,9 @@ int yk_engine_reform_check(const yk_config *c, const yk_layout *l, yk_diag *d) {
                      "elastic.redundancy=buddy re-forms data parallelism in memory; this job has tensor %d x pipeline "
                      "%d: use elastic.redundancy=checkpoint (with ckpt.dir) to re-form it from the last checkpoint",
                      l->tp, l->pp);
+  if (strcmp(c->optim.offload, "none"))
+    return yk_errorf(d, YK_EUNSUPPORTED, "elastic.redundancy=buddy sends the optimizer state from memory; "
+                     "optim.offload=%s keeps it in files: set optim.offload=none for an elastic job", c->optim.offload);
   int z = yk_config_zero_stage(c);
   if (z >= 1 && l->dp > 1)
     return yk_errorf(d, YK_EUNSUPPORTED,

@@ -207,34 +207,39 @@ static void *shared_run(void *arg) {
  * safe for that loses messages or completions: an operation then times
  * out with every rank alive and waiting on the other. */
 static int run_shared(yk_comm *c, int iters) {
+  enum { G = 3 }; /* more threads in the endpoint at once: a missing lock shows sooner */
   int me = yk_comm_rank(c), rc;
   yk_diag d = {0};
   double t0 = yk_now_s();
-  yk_comm *g[2] = {0};
-  for (int i = 0; i < 2; i++)
+  yk_comm *g[G] = {0};
+  shared_arg a[G];
+  for (int i = 0; i < G; i++) {
     if ((rc = yk_comm_split(c, 0, me, &g[i], &d))) return fail_out(me, rc, &d, t0);
-  shared_arg a[2] = {{.c = g[0], .kind = 0, .iters = iters}, {.c = g[1], .kind = 1, .iters = iters}};
-  pthread_t th;
-  for (int i = 0; i < 2; i++) yk_comm_set_algo(g[i], YK_ALGO_RING); /* through the transport, not the board */
-  if (pthread_create(&th, NULL, shared_run, &a[0])) {
-    fprintf(stderr, "coll_mp: rank %d: cannot start a thread\n", me);
-    return 1;
+    yk_comm_set_algo(g[i], YK_ALGO_RING); /* through the transport, not the board */
+    a[i] = (shared_arg){.c = g[i], .kind = i & 1, .iters = iters};
   }
-  shared_run(&a[1]);
-  pthread_join(th, NULL);
-  int ret = 0;
-  for (int i = 0; i < 2; i++) {
+  pthread_t th[G];
+  int started = 0, ret = 0;
+  for (; started < G - 1; started++)
+    if (pthread_create(&th[started], NULL, shared_run, &a[started])) break;
+  if (started < G - 1) {
+    fprintf(stderr, "coll_mp: rank %d: cannot start a thread\n", me);
+    ret = 1;
+  } else {
+    shared_run(&a[G - 1]);
+  }
+  for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < G && !ret; i++) {
     if (a[i].rc) ret = fail_out(me, a[i].rc, &a[i].d, t0);
     else if (a[i].wrong) {
-      fprintf(stderr, "coll_mp: rank %d: shared: wrong %s result\n", me, i ? "broadcast" : "all-reduce");
+      fprintf(stderr, "coll_mp: rank %d: shared: wrong %s result\n", me, a[i].kind ? "broadcast" : "all-reduce");
       ret = 1;
     }
   }
-  yk_comm_destroy(g[1]);
-  yk_comm_destroy(g[0]);
+  for (int i = G - 1; i >= 0; i--) yk_comm_destroy(g[i]);
   if (!ret)
-    printf("coll_mp: rank %d: shared endpoint: %d all-reduces and %d x 4 broadcasts on two threads in %.2f s\n", me,
-           iters, iters, yk_now_s() - t0);
+    printf("coll_mp: rank %d: shared endpoint: %d x %d operations on %d communicators and threads in %.2f s\n", me,
+           G, iters, G, yk_now_s() - t0);
   return ret;
 }
 

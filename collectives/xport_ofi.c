@@ -42,7 +42,6 @@
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_errno.h>
 #include <rdma/fi_tagged.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,14 +265,6 @@ static void o_test(xport *x, xreq *r) {
   if (!__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) o_progress(x, NULL);
 }
 
-static void cancel_locked(oxport *o, xreq *r);
-static void o_cancel(xport *x, xreq *r) {
-  oxport *o = (oxport *)x;
-  if (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE) || lock_bounded(o)) return; /* not done: the caller's drain is bounded */
-  cancel_locked(o, r);
-  pthread_mutex_unlock(&o->mu);
-}
-
 static void cancel_locked(oxport *o, xreq *r) {
   if (r->done) return;
   /* still on the backlog? */
@@ -291,6 +282,14 @@ static void cancel_locked(oxport *o, xreq *r) {
     }
   /* completes as an FI_ECANCELED error entry naming r; the caller drains */
   fi_cancel(&o->ep->fid, &r->priv[0]);
+}
+
+static void o_cancel(xport *x, xreq *r) {
+  oxport *o = (oxport *)x;
+  /* lock not had in time: r stays pending, and the caller's drain is bounded */
+  if (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE) || lock_bounded(o)) return;
+  cancel_locked(o, r);
+  pthread_mutex_unlock(&o->mu);
 }
 
 static void o_destroy(xport *x) {

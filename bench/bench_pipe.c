@@ -46,7 +46,7 @@ typedef struct stage_run {
   yk_inproc_world *w;
   int rank;
   int steps, warmup;
-  double ms, bubble;
+  double ms, bubble, busy, wait; /* medians: step, idle share, forward + backward, blocked (ms) */
   uint64_t act_bytes;
   int rc;
   yk_diag d;
@@ -62,7 +62,8 @@ static void *run_stage(void *arg) {
   yk_engine *e = NULL;
   yk_layout lay;
   double *ms = calloc((size_t)r->steps, sizeof *ms), *bub = calloc((size_t)r->steps, sizeof *bub);
-  int rc = ms && bub ? yk_partition_layout(PIPE_P, 1, PIPE_P, r->rank, &lay, &r->d)
+  double *bz = calloc((size_t)r->steps, sizeof *bz), *wt = calloc((size_t)r->steps, sizeof *wt);
+  int rc = ms && bub && bz && wt ? yk_partition_layout(PIPE_P, 1, PIPE_P, r->rank, &lay, &r->d)
                      : yk_errorf(&r->d, YK_ENOMEM, "out of memory for the step times");
   yk_comm_opts co;
   yk_comm_opts_from_config(&co, r->cfg);
@@ -82,6 +83,8 @@ static void *run_stage(void *arg) {
     double busy = st.fwd_ms + st.bwd_ms;
     ms[s - r->warmup] = st.step_ms;
     bub[s - r->warmup] = st.comm_wait_ms / (busy + st.comm_wait_ms);
+    bz[s - r->warmup] = busy;
+    wt[s - r->warmup] = st.comm_wait_ms;
   }
   if (!rc) {
     yk_engine_memory mem;
@@ -89,6 +92,8 @@ static void *run_stage(void *arg) {
     r->act_bytes = mem.model;
     r->ms = yk_bench_median(ms, r->steps);
     r->bubble = yk_bench_median(bub, r->steps);
+    r->busy = yk_bench_median(bz, r->steps);
+    r->wait = yk_bench_median(wt, r->steps);
   }
   yk_engine_close(e);
   yk_comm_destroy(pp);
@@ -97,6 +102,8 @@ static void *run_stage(void *arg) {
   yk_device_destroy(dev);
   free(ms);
   free(bub);
+  free(bz);
+  free(wt);
   r->rc = rc;
   return NULL;
 }
@@ -155,8 +162,8 @@ int yk_bench_pipe(const yk_bench_pipe_opts *o) {
   printf("pipeline parallelism, P=%d stages as threads (1 compute thread each) vs 1 rank with 2 threads on the same "
          "global batch; B=%lld T=%lld; the machine may be loaded: figures are noisy\n",
          PIPE_P, (long long)o->batch, (long long)o->seq_len);
-  printf("%-6s %-11s %2s %2s %3s %9s %9s %7s %7s %11s %11s %8s\n", "model", "schedule", "pp", "V", "m", "ms/step",
-         "1rank ms", "ratio", "bubble", "theory", "act peak", "1F1B bnd");
+  printf("%-6s %-11s %2s %2s %3s %9s %9s %7s %7s %11s %11s %8s  %s\n", "model", "schedule", "pp", "V", "m", "ms/step",
+         "1rank ms", "ratio", "bubble", "theory", "act peak", "1F1B bnd", "busy/blocked ms per stage");
   char *sm = NULL;
   for (char *model = strtok_r(models, ",", &sm); !rc && model; model = strtok_r(NULL, ",", &sm)) {
     /* the model's own vocabulary in the shard */
@@ -201,13 +208,16 @@ int yk_bench_pipe(const yk_bench_pipe_opts *o) {
         double theory = (double)(PIPE_P - 1) / (V * m + PIPE_P - 1);
         uint64_t peak = YK_MAX(st[0].act_bytes, st[1].act_bytes);
         double bound = act_bound(&cp, st[0].act_bytes, &d);
-        printf("%-6s %-11s %2d %2d %3d %9.1f %9.1f %6.2fx %6.1f%% %10.1f%% %8.1f MiB %6.1f MiB\n", model, sch, PIPE_P, V,
-               m, ms, one_ms, ms / one_ms, 100 * bubble, 100 * theory, peak / 1048576.0, bound / 1048576.0);
+        printf("%-6s %-11s %2d %2d %3d %9.1f %9.1f %6.2fx %6.1f%% %10.1f%% %8.1f MiB %6.1f MiB  %.0f/%.0f %.0f/%.0f\n",
+               model, sch, PIPE_P, V, m, ms, one_ms, ms / one_ms, 100 * bubble, 100 * theory, peak / 1048576.0,
+               bound / 1048576.0, st[0].busy, st[0].wait, st[1].busy, st[1].wait);
         if (o->json)
           printf("{\"model\": \"%s\", \"schedule\": \"%s\", \"pp\": %d, \"vstages\": %d, \"microbatches\": %d, "
                  "\"ms_per_step\": %.3f, \"one_rank_2threads_ms\": %.3f, \"bubble_measured\": %.4f, "
-                 "\"bubble_theory\": %.4f, \"peak_act_bytes\": %llu, \"act_bound_1f1b_bytes\": %.0f}\n",
-                 model, sch, PIPE_P, V, m, ms, one_ms, bubble, theory, (unsigned long long)peak, bound);
+                 "\"bubble_theory\": %.4f, \"peak_act_bytes\": %llu, \"act_bound_1f1b_bytes\": %.0f, "
+                 "\"stage_busy_ms\": [%.3f, %.3f], \"stage_blocked_ms\": [%.3f, %.3f]}\n",
+                 model, sch, PIPE_P, V, m, ms, one_ms, bubble, theory, (unsigned long long)peak, bound, st[0].busy,
+                 st[1].busy, st[0].wait, st[1].wait);
         fflush(stdout);
       }
     }

@@ -87,17 +87,17 @@ int yk_ckpt_convert_reshard(yk_ckpt_reader *r, const yk_ckpt_opts *o, yk_diag *d
   return rc;
 }
 
-/* Write tensor t of arena a to f. */
-static int write_tensor(yk_ckpt_reader *r, const yk_ckpt_arena_info *a, const yk_tensor_desc *t, FILE *f,
+/* Write tensor t to f, read piece by piece through rd. */
+static int write_tensor(yk_ckpt_tensor_reader rd, void *ctx, yk_dtype dt, const yk_tensor_desc *t, FILE *f,
                         const char *path, yk_diag *d) {
-  size_t es = yk_dtype_size(a->dtype);
+  size_t es = yk_dtype_size(dt);
   size_t step = YK_CKPT_CHUNK_ELEMS * 4ull;
   uint8_t *buf = malloc(YK_MIN((uint64_t)step, (uint64_t)t->numel + 1) * es);
   if (!buf) return yk_errorf(d, YK_ENOMEM, "out of memory");
   int rc = 0;
   for (uint64_t off = 0; !rc && off < t->numel; off += step) {
     uint64_t n = YK_MIN((uint64_t)step, t->numel - off);
-    rc = yk_ckpt_reader_read(r, a->name, t->offset + off, n, buf, d);
+    rc = rd(ctx, t->offset + off, n, buf, d);
     if (!rc && fwrite(buf, es, n, f) != n) rc = yk_errorf_sys(d, YK_EIO, "cannot write '%s'", path);
   }
   free(buf);
@@ -125,17 +125,36 @@ static const char *st_dtype(yk_dtype t) {
   }
 }
 
+typedef struct arena_ctx {
+  yk_ckpt_reader *r;
+  const char *arena;
+} arena_ctx;
+
+static int read_arena(void *ctx, uint64_t off, uint64_t n, void *dst, yk_diag *d) {
+  arena_ctx *a = ctx;
+  return yk_ckpt_reader_read(a->r, a->arena, off, n, dst, d);
+}
+
 int yk_ckpt_export_safetensors(yk_ckpt_reader *r, const char *arena, const char *out_path, yk_diag *d) {
   yk_ckpt_arena_info a;
   int rc = yk_ckpt_reader_find_arena(r, arena, &a, d);
   if (rc) return rc;
-  const char *dt = st_dtype(a.dtype);
-  if (!dt) return yk_errorf(d, YK_EUNSUPPORTED, "arena '%s': dtype %s has no safetensors name", arena,
-                            yk_dtype_name(a.dtype));
   if (!a.ntensors) return yk_errorf(d, YK_EINVAL, "arena '%s' has no tensor table to export", arena);
+  arena_ctx ctx = {r, arena};
+  return yk_ckpt_safetensors_write(out_path, arena, a.dtype, a.tensors, a.ntensors, yk_ckpt_reader_step(r),
+                                   read_arena, &ctx, d);
+}
+
+int yk_ckpt_safetensors_write(const char *out_path, const char *what, yk_dtype dtype, const yk_tensor_desc *tensors,
+                              int ntensors, int64_t step_no, yk_ckpt_tensor_reader rd, void *ctx, yk_diag *d) {
+  int rc = 0;
+  yk_ckpt_arena_info a = {.name = what, .dtype = dtype, .tensors = tensors, .ntensors = ntensors};
+  const char *dt = st_dtype(a.dtype);
+  if (!dt) return yk_errorf(d, YK_EUNSUPPORTED, "arena '%s': dtype %s has no safetensors name", what,
+                            yk_dtype_name(a.dtype));
   json_t *h = json_object();
   char stepbuf[32];
-  snprintf(stepbuf, sizeof stepbuf, "%lld", (long long)yk_ckpt_reader_step(r));
+  snprintf(stepbuf, sizeof stepbuf, "%lld", (long long)step_no);
   json_object_set_new(h, "__metadata__", json_pack("{s:s, s:s, s:s}", "format", "pt", "producer", "yoke", "step",
                                                    stepbuf));
   size_t es = yk_dtype_size(a.dtype);
@@ -173,6 +192,6 @@ int yk_ckpt_export_safetensors(yk_ckpt_reader *r, const char *arena, const char 
     if (fputc(' ', f) == EOF) rc = yk_errorf_sys(d, YK_EIO, "cannot write '%s'", tmp);
   free(txt);
   /* data in table order; the host is little endian (x86-64, aarch64) */
-  for (int i = 0; !rc && i < a.ntensors; i++) rc = write_tensor(r, &a, &a.tensors[i], f, tmp, d);
+  for (int i = 0; !rc && i < a.ntensors; i++) rc = write_tensor(rd, ctx, a.dtype, &a.tensors[i], f, tmp, d);
   return finish_file(f, tmp, out_path, rc, d);
 }

@@ -314,6 +314,14 @@ int yk_ckpt_restore(yk_ckpt_reader *r, yk_ckpt_state *s, yk_diag *d);
 int yk_ckpt_convert_reshard(yk_ckpt_reader *r, const yk_ckpt_opts *o, yk_diag *d);
 /* Export every tensor of arena `arena` to a safetensors file. */
 int yk_ckpt_export_safetensors(yk_ckpt_reader *r, const char *arena, const char *out_path, yk_diag *d);
+/* The writer behind it, for tensors that are not one saved arena (a model
+ * put together from its TP pieces and PP stages, cli/): the table `tensors`
+ * (offsets into a flat array of dtype) written in table order, each read
+ * through rd(ctx, offset, count, dst) in pieces; `what` names it in errors,
+ * step goes to the metadata. Written to a temporary name, fsynced, renamed. */
+typedef int (*yk_ckpt_tensor_reader)(void *ctx, uint64_t offset, uint64_t count, void *dst, yk_diag *d);
+int yk_ckpt_safetensors_write(const char *out_path, const char *what, yk_dtype dtype, const yk_tensor_desc *tensors,
+                              int ntensors, int64_t step, yk_ckpt_tensor_reader rd, void *ctx, yk_diag *d);
 
 /* What `yoke ckpt` prints (its command line is parsed in cli/). */
 /* The checkpoints of root dir as a table: step, world, size, status

@@ -97,6 +97,14 @@ static const key_def keys[] = {
      "reduced gradients; 3 also the weights, gathered layer by layer; -1 = from optim.shard (one rank: no-op)"},
     {"optim.shard", T_ENUM, OFF(optim.shard), "auto", 0, 0, "auto|true|false",
      "the older spelling of optim.zero: true = stage 1, false = stage 0, auto = what optim.zero says (default 1)"},
+    {"optim.offload", T_ENUM, OFF(optim.offload), "none", 0, 0, "none|disk",
+     "disk: the fp32 master weights (mixed precision) and AdamW m, v of this rank's slice live in files in "
+     "optim.offload_dir, streamed through the update in chunks with O_DIRECT, read ahead and written behind "
+     "(docs/memory.md)"},
+    {"optim.offload_dir", T_STR, OFF(optim.offload_dir), "", 0, 0, NULL,
+     "directory of the offload files (scratch: checked for space at start, rebuilt from the checkpoint on resume)"},
+    {"optim.offload_chunk_kb", T_INT, OFF(optim.offload_chunk_kb), "4096", 4, 1048576, NULL,
+     "KiB of each offloaded array per chunk (a multiple of 4); three chunks of every array are staged in memory"},
     /* parallel layout (docs/parallelism.md) */
     {"parallel.tensor", T_INT, OFF(parallel.tensor), "1", 1, 1024, NULL,
      "tensor-parallel degree: each layer's heads and MLP split over this many ranks (Megatron-style); "

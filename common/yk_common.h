@@ -380,6 +380,9 @@ typedef struct yk_config {
     double grad_clip;
     int64_t zero;            /* ZeRO stage 0..3, -1 = from shard; read it with yk_config_zero_stage */
     char shard[8];           /* auto | true (stage 1) | false (stage 0): the older spelling of zero */
+    char offload[8];         /* none | disk: master weights and AdamW moments in files (docs/memory.md) */
+    char offload_dir[YK_CFG_STR]; /* where the offload files go */
+    int64_t offload_chunk_kb;     /* KiB of each array per streamed chunk */
   } optim;
   struct {
     int64_t tensor;   /* TP degree */

@@ -247,6 +247,7 @@ int yk_daemon_coord(const yk_daemon_coord_opts *co) {
   o.port = (int)cfg.coord.port;
   o.world = (int)world;
   o.heartbeat_timeout_ms = cfg.coord.heartbeat_timeout_ms;
+  o.heartbeat_ms = cfg.coord.heartbeat_ms;
   o.straggler_warn = cfg.train.straggler_warn;
   o.key = key;
   o.key_len = key_len;

@@ -55,10 +55,16 @@ struct yk_coord {
   uint64_t job_id;
   uint32_t epoch;
   int64_t hb_timeout_ms;
+  int64_t hb_ms;
   member *m;
   int n_registered;
   int started;
   int aborted;
+  /* a rank's failure held back (at most two heartbeat intervals) in case
+   * another rank turns out to be hung: see on_failure */
+  int pend_rank, pend_code;
+  uint64_t pend_t0;
+  char pend_text[YK_PROTO_MAX_TEXT + YK_PROTO_MAX_HOST + 64], pend_msg[YK_PROTO_MAX_TEXT + 1];
   int exit_code;
   uint32_t xround;
   int ckpt_sent;
@@ -234,6 +240,44 @@ static void declare_dead(yk_coord *co, int rank, const char *why) {
   co->cause_rank = rank;
   snprintf(co->cause, sizeof co->cause, "%s", reason);
   abort_job(co, YK_EXIT_PEER_DEAD, rank, reason);
+}
+
+/* The registered rank other than `except` that has been silent longest,
+ * if that is over two heartbeat intervals (its control thread, which
+ * heartbeats whatever the step does, is not running), else -1. */
+static int silent_member(const yk_coord *co, int except) {
+  uint64_t now = yk_now_ns(), oldest = 0;
+  int who = -1;
+  for (int i = 0; i < co->world; i++) {
+    const member *mb = &co->m[i];
+    if (i == except || mb->state != YK_MEMBER_REGISTERED) continue;
+    uint64_t age_ms = (now - mb->last_hb_ns) / 1000000;
+    if (age_ms > (uint64_t)(2 * co->hb_ms) && age_ms > oldest) oldest = age_ms, who = i;
+  }
+  return who;
+}
+
+/* A rank failed (pend_*). A rank that hangs (SIGSTOP, a stuck kernel
+ * call) keeps its sockets open, so its peers only see their waits on it time
+ * out (comm.timeout_ms), and a peer of those peers blames the rank that timed
+ * out, alive but blocked; which of them fails first is a race. The hung one
+ * is the rank whose heartbeats stopped while the others' kept coming: if one
+ * has been silent for two heartbeat intervals it is named as the cause;
+ * else the verdict waits until one is, or until two intervals have passed
+ * since the failure (then the failure itself is the cause). Called on the
+ * failure and from the timer. */
+static void on_failure(yk_coord *co) {
+  if (co->pend_rank < 0 || co->aborted) return;
+  int silent = silent_member(co, co->pend_rank);
+  if (silent >= 0) {
+    char why[YK_PROTO_MAX_TEXT + 160];
+    snprintf(why, sizeof why, "no heartbeat for %llu ms (hung or stopped?) while rank %d failed: %s",
+             (unsigned long long)((yk_now_ns() - co->m[silent].last_hb_ns) / 1000000), co->pend_rank, co->pend_msg);
+    declare_dead(co, silent, why);
+  } else if ((yk_now_ns() - co->pend_t0) / 1000000 > (uint64_t)(2 * co->hb_ms)) {
+    YK_ERROR(co->log, "coordinator: %s; ending the job", co->pend_text);
+    abort_job(co, co->pend_code, -1, co->pend_text);
+  }
 }
 
 static void send_welcome(yk_coord *co) {
@@ -472,8 +516,17 @@ static void on_msg(ykd_conn *c, const yk_msg *m) {
       int stop = m->code == YK_EXIT_SIGINT;
       snprintf(reason, sizeof reason, "rank %d (host %s) %s with code %d: %s", r, mb->host, stop ? "stopped" : "failed",
                m->code, m->text);
-      yk_log(co->log, stop ? YK_LOG_WARN : YK_LOG_ERROR, "coordinator: %s; ending the job", reason);
-      abort_job(co, m->code, -1, reason);
+      if (stop) {
+        YK_WARN(co->log, "coordinator: %s; ending the job", reason);
+        abort_job(co, m->code, -1, reason);
+      } else if (co->pend_rank < 0) {
+        co->pend_rank = r;
+        co->pend_code = m->code;
+        co->pend_t0 = yk_now_ns();
+        snprintf(co->pend_text, sizeof co->pend_text, "%s", reason);
+        snprintf(co->pend_msg, sizeof co->pend_msg, "%s", m->text);
+        on_failure(co);
+      }
     }
     return;
   }
@@ -543,6 +596,7 @@ static void on_timer(uv_timer_t *t) {
   yk_coord *co = t->data;
   uint64_t now = yk_now_ns();
   stranger_flush(co, now);
+  on_failure(co);
   for (int i = 0; i < co->world; i++) {
     member *mb = &co->m[i];
     if (mb->state != YK_MEMBER_REGISTERED) continue;
@@ -580,11 +634,13 @@ int yk_coord_start(uv_loop_t *loop, const yk_coord_opts *o, yk_coord **out, yk_d
   co->loop = loop;
   co->log = o->log;
   co->cause_rank = -1;
+  co->pend_rank = -1;
   memcpy(co->key, o->key, o->key_len);
   co->key_len = o->key_len;
   co->world = o->world;
   co->epoch = 1;
   co->hb_timeout_ms = o->heartbeat_timeout_ms > 0 ? o->heartbeat_timeout_ms : 5000;
+  co->hb_ms = o->heartbeat_ms > 0 ? o->heartbeat_ms : 1000;
   co->strag.warn_share = o->straggler_warn;
   co->job_id = o->job_id;
   while (!co->job_id) ykd_random(&co->job_id, sizeof co->job_id);

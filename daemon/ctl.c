@@ -730,6 +730,7 @@ int yk_daemon_ctl_start(const yk_daemon_ctl_opts *o, yk_daemon_ctl **out, yk_dia
     co.port = ctl->env.coord_port;
     co.world = ctl->env.world;
     co.heartbeat_timeout_ms = ctl->hb_timeout_ms;
+    co.heartbeat_ms = o->cfg->coord.heartbeat_ms;
     co.straggler_warn = o->cfg->train.straggler_warn;
     co.key = ctl->key;
     co.key_len = ctl->key_len;

@@ -455,6 +455,7 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
   co.port = (int)port;
   co.world = (int)n;
   co.heartbeat_timeout_ms = cfg.coord.heartbeat_timeout_ms;
+  co.heartbeat_ms = cfg.coord.heartbeat_ms;
   co.straggler_warn = cfg.train.straggler_warn;
   co.key = key;
   co.key_len = key_len;

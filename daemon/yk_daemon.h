@@ -224,6 +224,8 @@ typedef struct yk_coord_opts {
   int world;                    /* ranks expected */
   uint64_t job_id;              /* 0 = random */
   int64_t heartbeat_timeout_ms;
+  int64_t heartbeat_ms;         /* the ranks' heartbeat interval (0: 1000): a rank silent for two of them
+                                 * while another fails is named as the cause (a hung stage) */
   double straggler_warn;        /* train.straggler_warn (0: 0.2) */
   const uint8_t *key;           /* per-job secret (copied) */
   size_t key_len;

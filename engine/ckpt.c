@@ -81,7 +81,7 @@ static const char *arena_name(const eng_ckpt *ck, const char *base, char buf[48]
   return buf;
 }
 
-static char *config_yaml_text(const yk_config *c) {
+char *eng_ckpt_config_yaml(const yk_config *c) {
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
@@ -183,7 +183,7 @@ int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, cons
            cfg->model.name, mc->layers, mc->channels, mc->heads, mc->vocab_size, mc->padded_vocab_size,
            mc->max_seq_len, cfg->train.precision);
   if ((rc = yk_ckpt_state_set_model_json(ck->st, json, d))) return rc;
-  char *yaml = config_yaml_text(cfg);
+  char *yaml = eng_ckpt_config_yaml(cfg);
   if (!yaml) return yk_errorf(d, YK_ENOMEM, "out of memory");
   rc = yk_ckpt_state_set_config_yaml(ck->st, yaml, d);
   free(yaml);
@@ -340,20 +340,28 @@ int yk_engine_ckpt_read_whole(yk_ckpt_reader *r, const char *base, const yk_mode
   return rc;
 }
 
-/* This rank's elements [lo, lo + len) of its piece of `whole`, as dt
- * (16-bit: rounded, exact for values that came from 16-bit arenas): its
- * tensor-parallel piece (yk_model_tp_copy) into tpw, then, on a pipeline
- * stage, the stage's regions of it (yk_model_stage_copy) into mine. tpw:
- * scratch of yk_model_tp_num_params floats; mine: of the local arena's. */
+/* Its tensor-parallel piece (yk_model_tp_copy) into tpw, then, on a
+ * pipeline stage, the stage's regions of it (yk_model_stage_copy_cfg) into
+ * mine, then the slice. */
+int eng_ckpt_piece(const yk_model_config *cfg, int tp, int tp_rank, const yk_model_stage *stage, float *whole,
+                   float *tpw, float *mine, void *dst, yk_dtype dt, size_t lo, size_t len, yk_diag *d) {
+  int rc = yk_model_tp_copy(cfg, tp, tp_rank, whole, tpw, 1, d);
+  if (rc) return rc;
+  if (stage && (rc = yk_model_stage_copy_cfg(cfg, tp, tp_rank, stage, tpw, mine, 1, d))) return rc;
+  const float *src = stage ? mine : tpw;
+  if (dt == YK_DT_F32) memcpy(dst, src + lo, len * sizeof(float));
+  else yk_cast_from_f32(dst, dt, src + lo, len, YK_ISA_AUTO);
+  return 0;
+}
+
+/* This rank's elements [lo, lo + len) of its piece of `whole`. */
 static int take_piece(const eng_ckpt *ck, float *whole, float *tpw, float *mine, void *dst, yk_dtype dt, size_t lo,
                       size_t len, yk_diag *d) {
-  int rc = yk_model_tp_copy(ck->view.mcfg, ck->layout.tp, ck->layout.tp_rank, whole, tpw, 1, d);
-  if (rc) return rc;
-  if (ck->view.stage_model) yk_model_stage_copy(ck->view.stage_model, tpw, mine, 1);
-  else memcpy(mine, tpw, ck->view.nparams * sizeof(float));
-  if (dt == YK_DT_F32) memcpy(dst, mine + lo, len * sizeof(float));
-  else yk_cast_from_f32(dst, dt, mine + lo, len, YK_ISA_AUTO);
-  return 0;
+  int rc = eng_ckpt_piece(ck->view.mcfg, ck->layout.tp, ck->layout.tp_rank, ck->view.stage, whole, tpw, mine, dst, dt,
+                          lo, len, d);
+  /* restore_resharded reads the fp32 weights the model computes with from mine */
+  if (!rc && !ck->view.stage) memcpy(mine, tpw, ck->view.nparams * sizeof(float));
+  return rc;
 }
 
 /* Resume at another tensor- or pipeline-parallel degree: each arena whole, then this
@@ -489,6 +497,23 @@ static int restore_same(eng_ckpt *ck, yk_ckpt_reader *r, yk_diag *d) {
   return 0;
 }
 
+/* Under the same pipeline degree the stages may still be cut elsewhere
+ * (another parallel.stage_layers, virtual_stages or seq_len, which the cost
+ * estimate weighs): then this stage's saved table differs from its own and
+ * the arenas are resharded like another degree's. */
+static int same_stage(const eng_ckpt *ck, yk_ckpt_reader *r) {
+  if (ck->layout.pp == 1) return 1;
+  char nm[48];
+  yk_ckpt_arena_info a;
+  if (yk_ckpt_reader_find_arena(r, arena_name(ck, "params", nm), &a, NULL)) return 1; /* restore_same names it */
+  if (a.ntensors != ck->view.ntensors) return 0;
+  for (int i = 0; i < a.ntensors; i++)
+    if (strcmp(a.tensors[i].name, ck->view.tensors[i].name) || a.tensors[i].offset != ck->view.tensors[i].offset ||
+        a.tensors[i].numel != ck->view.tensors[i].numel)
+      return 0;
+  return 1;
+}
+
 /* Restore everything from one checkpoint directory. */
 static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *d) {
   yk_ckpt_open_opts oo = {.verify = YK_CKPT_VERIFY_FULL, .fallback = 0, .threads = 0, .log = ck->log};
@@ -501,7 +526,7 @@ static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *
    * one reshards. */
   yk_layout saved;
   yk_ckpt_reader_layout(r, &saved, NULL);
-  int same = saved.tp == ck->layout.tp && saved.pp == ck->layout.pp;
+  int same = saved.tp == ck->layout.tp && saved.pp == ck->layout.pp && same_stage(ck, r);
   rc = same ? restore_same(ck, r, d) : restore_resharded(ck, r, &saved, d);
   if (rc) goto out;
   if ((rc = read_blob_exact(r, "step", step, sizeof *step, 0, d))) goto out;

@@ -46,8 +46,12 @@ static int build_model(yk_engine *e, yk_diag *d) {
   yk_dtype act = p == YK_PREC_FP16 ? YK_DT_F16 : p == YK_PREC_BF16 ? YK_DT_BF16 : YK_DT_F32;
   /* An impossible split is one line before anything is allocated. */
   if ((rc = yk_model_tp_check(&e->mcfg, e->B, e->T, e->tp, (int)c->parallel.sequence, d)) != 0) return rc;
+  /* Below ZeRO-2 the model's fp32 arena is the master and the products read
+   * its 16-bit rounding (yk_model_tp.weights16); ZeRO-2/3 lend weights
+   * already rounded. */
   yk_model_tp tp = {.size = e->tp, .rank = e->tp_rank, .sequence = (int)c->parallel.sequence, .coll = tp_coll,
-                    .ctx = e, .recompute = eng_recompute_of(c)};
+                    .ctx = e, .recompute = eng_recompute_of(c),
+                    .weights16 = e->zstage || eng_offloaded(c) ? YK_DT_F32 : act};
   /* this rank's arena: its tensor-parallel pieces */
   e->nparams = yk_model_tp_num_params(&e->mcfg, e->tp, e->tp_rank);
   if (e->zstage) {
@@ -128,6 +132,43 @@ static int build_zero_state(yk_engine *e, yk_precision prec, int share, yk_diag 
   return yk_optimizer_lr_from_config(&e->sched, c, d);
 }
 
+/* optim.offload=disk: the first pass writes the initial state into the file
+ * (the master: this rank's slice of the initial weights; m = v = 0), then in
+ * mixed precision the arena takes the weights' 16-bit rounding, which is all
+ * the products ever read (the master lives in the file from now on). */
+static int fill_chunk(void *ctx, size_t off, size_t count, float **arr, yk_diag *d) {
+  yk_engine *e = ctx;
+  (void)d;
+  int k = 0;
+  if (e->off.narr == 3) memcpy(arr[k++], yk_model_params(e->model) + e->soff + off, count * sizeof(float));
+  memset(arr[k], 0, e->off.chunk * sizeof(float));
+  memset(arr[k + 1], 0, e->off.chunk * sizeof(float));
+  if (count < e->off.chunk && e->off.narr == 3) memset(arr[0] + count, 0, (e->off.chunk - count) * sizeof(float));
+  return 0;
+}
+
+static int build_offload(yk_engine *e, yk_diag *d) {
+  const yk_config *c = &e->cfg;
+  int mixed = e->mp.prec != YK_PREC_FP32, rc;
+  size_t chunk = eng_offload_chunk_of(c);
+  if ((rc = eng_offload_open(&e->off, c->optim.offload_dir, e->layout.rank, e->slen, mixed ? 3 : 2, chunk,
+                             c->comm.timeout_ms, e->log, d)) != 0)
+    return rc;
+  if (mixed && !(e->off16 = yk_alloc(chunk * sizeof(uint16_t))))
+    return yk_errorf(d, YK_ENOMEM, "out of memory for the offload's 16-bit chunk");
+  if ((rc = eng_offload_pass(&e->off, 0, fill_chunk, e, d)) != 0) return rc;
+  if (mixed) {
+    float *p = yk_model_params(e->model);
+    for (size_t i = 0; i < e->nparams; i += chunk) {
+      size_t k = YK_MIN(chunk, e->nparams - i);
+      yk_cast_from_f32(e->off16, e->mp.dt16, p + i, k, YK_ISA_AUTO);
+      yk_cast_to_f32(p + i, e->off16, e->mp.dt16, k, 1.0f, YK_ISA_AUTO);
+    }
+    e->mp.master = NULL; /* in the file */
+  }
+  return 0;
+}
+
 static int build_optimizer(yk_engine *e, yk_diag *d) {
   const yk_config *c = &e->cfg;
   yk_comm *comm = e->comms.dp;
@@ -148,16 +189,23 @@ static int build_optimizer(yk_engine *e, yk_diag *d) {
             what[e->zstage ? e->zstage : 1], e->soff, e->soff + e->slen, e->nparams);
     eng_grads_set_owned(&e->grads, e->nparams); /* and needs only that slice of the reduced gradients */
   }
-  /* The moments (and, below, the master weights) of this rank's slice only. */
-  e->m = yk_alloc((e->slen ? e->slen : 1) * sizeof(float));
-  e->v = yk_alloc((e->slen ? e->slen : 1) * sizeof(float));
+  /* The moments (and, below, the master weights) of this rank's slice only;
+   * on disk under optim.offload=disk (build_offload) */
+  int off = eng_offloaded(c);
+  if (!off) {
+    e->m = yk_alloc((e->slen ? e->slen : 1) * sizeof(float));
+    e->v = yk_alloc((e->slen ? e->slen : 1) * sizeof(float));
+  }
   e->inputs = malloc((size_t)e->B * e->T * sizeof(int32_t));
   e->targets = malloc((size_t)e->B * e->T * sizeof(int32_t));
-  if (!e->m || !e->v || !e->inputs || !e->targets)
+  if ((!off && (!e->m || !e->v)) || !e->inputs || !e->targets)
     return yk_errorf(d, YK_ENOMEM, "out of memory for optimizer state (%zu parameters)", e->slen);
   yk_precision prec = yk_config_precision(c);
   if (e->zstage) return build_zero_state(e, prec, share, d);
-  if (share && prec == YK_PREC_FP32) {
+  /* Every precision reduces in the model's gradient arena (mixed precision
+   * in 16 bits packed inside it, grads.c) and ZeRO-1 all-gathers the fp32
+   * arena, which is the master. */
+  if (share) {
     rc = yk_model_share_grads(e->model, d);
     if (!rc) rc = yk_comm_register(comm, yk_model_grads_shmem(e->model), d);
     if (!rc && e->shard) rc = yk_model_share_params(e->model, d); /* what ZeRO-1 all-gathers */
@@ -165,11 +213,10 @@ static int build_optimizer(yk_engine *e, yk_diag *d) {
     if (rc == YK_EUNSUPPORTED) yk_diag_clear(d);
     else if (rc) return rc;
   }
-  if ((rc = yk_optimizer_mixed_init(&e->mp, c, yk_model_params(e->model), e->nparams, e->soff, e->slen,
-                                     share && e->shard, share, d)) != 0)
+  if ((rc = yk_optimizer_mixed_init_in_arena(&e->mp, c, yk_model_params(e->model), e->nparams, e->soff, e->slen,
+                                              d)) != 0)
     return rc;
-  if (e->mp.params16_shm.ptr && (rc = yk_comm_register(comm, &e->mp.params16_shm, d)) != 0) return rc;
-  if (e->mp.grads16_shm.ptr && (rc = yk_comm_register(comm, &e->mp.grads16_shm, d)) != 0) return rc;
+  if (off && (rc = build_offload(e, d)) != 0) return rc;
   yk_optimizer_adamw_from_config(&e->adamw, c);
   return yk_optimizer_lr_from_config(&e->sched, c, d);
 }
@@ -242,6 +289,12 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   /* Stage > 0 on one rank is a no-op: there is nothing to shard over. */
   int stage = yk_config_zero_stage(&e->cfg);
   e->zstage = e->world > 1 && stage >= 2 ? stage : 0;
+  if (eng_offloaded(&e->cfg) && e->zstage)
+    return yk_errorf(d, YK_EUNSUPPORTED, "optim.offload=disk with optim.zero=%d: the offload streams ZeRO-0/1's "
+                     "update only; use optim.zero=1 (the state is sharded over the ranks as well)", e->zstage);
+  if (eng_offloaded(&e->cfg) && e->cfg.ckpt.dir[0])
+    return yk_errorf(d, YK_EUNSUPPORTED, "optim.offload=disk with ckpt.dir=%s: saving and resuming the offloaded "
+                     "state is not built yet; train without ckpt.dir, or with optim.offload=none", e->cfg.ckpt.dir);
   int rc;
   /* A job that cannot fit is one message now, not the kernel's OOM kill
    * half-way through building it. */
@@ -266,7 +319,7 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
                      .params16 = e->zstage == 3 ? (void *)e->zero.p16shard : (void *)e->mp.params16,
                      .dtype16 = e->mp.dt16,
                      .tensors = e->tensors, .ntensors = e->ntensors, .mcfg = &e->mcfg,
-                     .stage_model = e->pipe.on ? e->model : NULL, .loader = e->train_ld,
+                     .stage = e->pipe.on ? &e->pipe.mstage : NULL, .loader = e->train_ld,
                      .scaler = e->mp.prec == YK_PREC_FP16 ? &e->mp.ls : NULL, .threads = e->dev->nthreads};
   if ((rc = eng_ckpt_open(&e->ck, &e->cfg, e->log, &e->comms, &e->layout, &v, d)) != 0) return rc;
   if ((rc = eng_ckpt_resume(&e->ck, &e->start_step, d)) != 0) return rc;
@@ -276,7 +329,7 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
 void yk_engine_close(yk_engine *e) {
   if (!e) return;
   eng_trace_close(e);
-  eng_grads_drain(&e->grads);
+  eng_grads_free(&e->grads);
   eng_pipe_close(&e->pipe); /* its slots borrow the model's arenas */
   eng_zero_drain(&e->zero);
   eng_ckpt_close(&e->ck);
@@ -286,6 +339,8 @@ void yk_engine_close(yk_engine *e) {
   free(e->targets);
   yk_free(e->m);
   yk_free(e->v);
+  eng_offload_close(&e->off);
+  yk_free(e->off16);
   yk_optimizer_mixed_free(&e->mp);
   yk_model_destroy(e->model);
   yk_free(e->init_arena);
@@ -405,19 +460,16 @@ void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *m) {
   memset(m, 0, sizeof *m);
   m->weights = (z == 3 ? (mixed ? 0 : s) : n) * sizeof(float);
   m->grads = (z >= 2 ? s : n) * sizeof(float);
-  m->weights16 = mixed ? (z == 3 ? s : n) * sizeof(uint16_t) : 0;
-  m->grads16 = mixed && z < 2 ? n * sizeof(uint16_t) : 0;
-  m->master = mixed ? s * sizeof(float) : 0;
-  m->moments = 2 * s * sizeof(float);
-  /* Mixed precision computes with fp32 copies of the weights (and below
-   * stage 2 of the gradients): buffers, not state. Its stage 2/3 gradient
-   * slice is summed in fp32 (state). */
-  if (!mixed) {
-    m->model_state = m->weights + m->grads + m->moments;
-  } else {
-    m->model_state = m->weights16 + m->grads16 + m->master + m->moments + (z >= 2 ? m->grads : 0);
-    m->buffers = m->weights + (z < 2 ? m->grads : 0);
-  }
+  /* Below ZeRO-2 mixed precision holds what fp32 holds: the fp32 arena is
+   * the master, the gradients have one fp32 home. ZeRO-2/3 keep their
+   * 16-bit weights and a master copy of the slice. */
+  m->weights16 = mixed && z >= 2 ? (z == 3 ? s : n) * sizeof(uint16_t) : 0;
+  m->grads16 = 0;
+  m->master = mixed && z >= 2 ? s * sizeof(float) : 0;
+  m->moments = e->off.on ? 0 : 2 * s * sizeof(float); /* offloaded: in the file */
+  m->model_state = m->weights16 + m->master + m->moments + m->grads;
+  if (!mixed || z < 2) m->model_state += m->weights;
+  else m->buffers = m->weights; /* ZeRO-2's fp32 arena the model computes with */
   if (z) {
     /* zero.c's block holds its slice of the gradients, the stage-2 weights or
      * the stage-3 slice; the rest is working buffers (windows, the
@@ -425,7 +477,7 @@ void yk_engine_memory_of(const yk_engine *e, yk_engine_memory *m) {
     uint64_t in_block = s * sizeof(float) + (z == 2 ? n * sizeof(float) : mixed ? s * sizeof(uint16_t) : s * sizeof(float));
     m->buffers += e->zero.bytes - in_block;
   }
-  m->model = yk_model_memory_bytes(e->model) - (z ? 0 : 2 * n * sizeof(float));
+  m->model = yk_model_memory_bytes(e->model) - (z ? 0 : 2 * n * sizeof(float)); /* with the weight slots */
   /* pipeline stages: one model instance per micro-batch alive (no arenas) */
   for (int i = 1; i < e->pipe.nslots; i++) m->model += yk_model_memory_bytes(e->pipe.slot[i]);
   m->planned_peak = e->plan.peak;
@@ -452,7 +504,21 @@ uint64_t yk_engine_params_checksum(yk_engine *e) {
   }
   uint64_t h = 1469598103934665603ull;
   size_t n = e->pipe.on ? e->pipe.whole_n : e->nparams;
-  for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ull;
+  if (e->mp.prec != YK_PREC_FP32 && !e->zstage) {
+    /* the weights the model computes with: the master's 16-bit rounding */
+    float f[1024];
+    uint16_t h16[1024];
+    const float *x = (const float *)b;
+    for (size_t i = 0; i < n; i += 1024) {
+      size_t k = YK_MIN((size_t)1024, n - i);
+      yk_cast_from_f32(h16, e->mp.dt16, x + i, k, YK_ISA_AUTO);
+      yk_cast_to_f32(f, h16, e->mp.dt16, k, 1.0f, YK_ISA_AUTO);
+      const unsigned char *c = (const unsigned char *)f;
+      for (size_t j = 0; j < k * sizeof(float); j++) h = (h ^ c[j]) * 1099511628211ull;
+    }
+  } else {
+    for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ull;
+  }
   yk_free(whole);
   return h;
 }

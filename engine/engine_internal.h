@@ -11,6 +11,8 @@
 #include "yk_optimizer.h"
 #include "yk_trace.h"
 
+#include <pthread.h>
+
 /* ------------------------------------------------------------------------ */
 /* Gradient reduction over the data-parallel group (grads.c)                 */
 /* ------------------------------------------------------------------------ */
@@ -21,8 +23,10 @@
  * buckets of comm.bucket_kb and each full bucket's reduction starts at once
  * (all-reduce, or reduce-to-owners under ZeRO-1) while backward goes on
  * with the earlier layers; eng_grads_finish issues the tail and waits for
- * every bucket in issue order. In fp16/bf16 each range is first rounded into
- * grads16 and reduced in 16 bits. Every rank issues the same buckets in the
+ * every bucket in issue order. In fp16/bf16 each bucket is first rounded to
+ * 16 bits packed into the first half of its own fp32 memory and reduced in
+ * 16 bits there (the gradients have one home, the fp32 arena); the update
+ * widens it back (eng_grads_widen). Every rank issues the same buckets in the
  * same order: the ranges depend only on the model's shape. */
 #define ENG_GRADS_MAX_REQ 64
 
@@ -34,8 +38,9 @@ typedef struct eng_grads {
   /* the reduction of the current step (between begin and finish) */
   int active;
   float *grads;
-  uint16_t *grads16;
-  yk_dtype dtype;       /* F32: reduce grads in place; F16/BF16: round into grads16 and reduce that */
+  yk_dtype dtype;       /* F32: reduce grads in place; F16/BF16: round each bucket into 16 bits packed at its start */
+  size_t (*bk)[2];      /* F16/BF16: this step's buckets (offset, count), for eng_grads_widen */
+  size_t nbk, capbk;
   yk_redop op;          /* AVG, or SUM of gradients the backward already divided by the ranks */
   int64_t local_bad;    /* first non-finite local 16-bit gradient (-1: none), to name the tensor */
   size_t pend_off, pend_count;
@@ -62,6 +67,12 @@ void eng_grads_ready(void *ctx, size_t offset, size_t count);
 int eng_grads_finish(eng_grads *g, double *wait_s, yk_diag *d);
 /* Wait (bounded) for anything still in flight: before the communicator goes. */
 void eng_grads_drain(eng_grads *g);
+/* Drain, and free the bucket list. */
+void eng_grads_free(eng_grads *g);
+/* F16/BF16, after finish: arena elements [lo, lo + len) (this rank's slice)
+ * widened from their bucket's packed 16-bit form back to fp32, times mul
+ * (1/loss scale). Elements outside stay packed (unspecified as fp32). */
+void eng_grads_widen(eng_grads *g, size_t lo, size_t len, float mul);
 /* Sum n (<= 32) doubles over the group, as f32 (losses and counts). */
 int eng_grads_sum_f64(eng_grads *g, double *v, int n, yk_diag *d);
 
@@ -138,6 +149,8 @@ int eng_zero_init(eng_zero *z, int stage, yk_comm *comm, const yk_model_config *
 /* train.recompute as the model's mode (plan.c; yk_engine_open and the plan
  * give the model the same one). */
 yk_model_recompute eng_recompute_of(const yk_config *c);
+/* optim.offload is disk (plan.c). */
+int eng_offloaded(const yk_config *c);
 /* The bytes eng_zero_init allocates for this rank (before yk_alloc's
  * rounding), without allocating: the engine's memory plan. touched = 1:
  * only what backward fills of the windows (shared memory is resident only
@@ -160,6 +173,53 @@ void eng_zero_params_changed(eng_zero *z);
 int eng_zero_gather_all(eng_zero *z, float *dst, uint64_t *fnv, yk_diag *d);
 void eng_zero_drain(eng_zero *z);
 void eng_zero_free(eng_zero *z);
+
+/* ------------------------------------------------------------------------ */
+/* Optimizer state on disk (offload.c)                                      */
+/* ------------------------------------------------------------------------ */
+
+/* optim.offload=disk: this rank's master (mixed precision), m and v in one
+ * file, streamed through three staging sets by a reader and a writer thread
+ * (see offload.c). */
+typedef struct eng_offload {
+  int on;
+  char path[4096];
+  int fd, direct;              /* direct: opened with O_DIRECT */
+  int narr;                    /* arrays per element: 2 (m, v) or 3 (master, m, v) */
+  size_t n, chunk, nchunks;    /* elements of the slice, per chunk, chunks */
+  size_t set_bytes;            /* narr * chunk * 4: one chunk of every array */
+  uint8_t *buf[3];             /* the staging sets (page-aligned) */
+  int state[3];
+  pthread_t reader, writer;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;           /* on CLOCK_MONOTONIC */
+  int threads, sync_made, quit, active, reading;
+  size_t next_read, next_write;
+  int err;
+  char errmsg[4400];
+  int64_t timeout_ms;
+  uint64_t bytes_read, bytes_written;
+} eng_offload;
+/* The update of one chunk: elements [off, off + count) of the slice, whose
+ * arrays (master, m, v or m, v: count floats each) are arr[]. */
+typedef int (*eng_offload_fn)(void *ctx, size_t off, size_t count, float **arr, yk_diag *d);
+/* Bytes of the file and of the staging for a slice of n elements. */
+uint64_t eng_offload_file_bytes(size_t n, int narr, size_t chunk);
+uint64_t eng_offload_staging_bytes(int narr, size_t chunk);
+/* Elements per chunk from optim.offload_chunk_kb (whole 4 KiB pages). */
+size_t eng_offload_chunk_of(const yk_config *c);
+/* Check optim.offload_dir (a writable directory with room: statvfs), create
+ * and reserve the file (posix_fallocate), start the threads. Every failure
+ * is one sentence naming the directory, the bytes needed and what to do. */
+int eng_offload_open(eng_offload *o, const char *dir, int rank, size_t n, int narr, size_t chunk, int64_t timeout_ms,
+                     const yk_logger *log, yk_diag *d);
+/* One pass over every chunk in order: read = 1 reads each chunk ahead (the
+ * update), 0 fills fresh sets (writing the state the first time); fn runs
+ * on the main thread; every chunk is written behind. Each wait is bounded by
+ * timeout_ms. */
+int eng_offload_pass(eng_offload *o, int read, eng_offload_fn fn, void *ctx, yk_diag *d);
+/* Stop the threads, close and delete the file (the zeroed struct is closed too). */
+void eng_offload_close(eng_offload *o);
 
 /* ------------------------------------------------------------------------ */
 /* Pipeline parallelism (pipe.c)                                            */
@@ -249,7 +309,7 @@ typedef struct eng_ckpt_view {
   const yk_tensor_desc *tensors;
   int ntensors;
   const yk_model_config *mcfg;
-  const yk_model *stage_model;   /* a pipeline stage's model (its arenas hold its regions only), else NULL */
+  const yk_model_stage *stage;   /* a pipeline stage's blocks (its arenas hold its regions only), else NULL */
   yk_data_loader *loader;        /* its position is saved */
   yk_loss_scaler *scaler;        /* fp16 or NULL */
   int threads;                   /* compression threads */
@@ -289,6 +349,16 @@ int eng_ckpt_before_update(eng_ckpt *ck, yk_diag *d);
 int eng_ckpt_boundary(eng_ckpt *ck, int64_t step_done, int *stop, int *exit_code, yk_diag *d);
 int eng_ckpt_finish(eng_ckpt *ck, int64_t step_done, yk_diag *d);
 void eng_ckpt_close(eng_ckpt *ck);
+/* The piece of a whole arena that tensor-parallel rank tp_rank of tp on
+ * pipeline stage `stage` (NULL: no pipeline) holds, elements [lo, lo + len)
+ * of it into dst as dt (16-bit: rounded, exact for values that came from
+ * 16-bit arenas). tpw: scratch of yk_model_tp_num_params floats; mine: of
+ * the stage's arena (yk_model_stage_table). The one cut of resharding: the
+ * resume at another layout and `yoke ckpt convert --layout` both use it. */
+int eng_ckpt_piece(const yk_model_config *cfg, int tp, int tp_rank, const yk_model_stage *stage, float *whole,
+                   float *tpw, float *mine, void *dst, yk_dtype dt, size_t lo, size_t len, yk_diag *d);
+/* The config as YAML text (malloc'd, free()), or NULL when out of memory. */
+char *eng_ckpt_config_yaml(const yk_config *c);
 
 /* ------------------------------------------------------------------------ */
 /* The engine                                                               */
@@ -310,7 +380,9 @@ struct yk_engine {
   size_t nparams;
   int B, T, accum;
 
-  float *m, *v;               /* AdamW moments, fp32 */
+  float *m, *v;               /* AdamW moments, fp32 (NULL when offloaded) */
+  eng_offload off;            /* optim.offload=disk: master (mixed), m, v in a file */
+  uint16_t *off16;            /* offloaded mixed precision: one chunk of the updated 16-bit weights */
   yk_mixed mp;                /* master weights, 16-bit copies, loss scaler */
   /* ZeRO-1 (optim.shard, dp > 1): this rank runs AdamW on [soff, soff + slen)
    * only and the ranks all-gather the updated weights; otherwise the slice is

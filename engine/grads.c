@@ -1,6 +1,7 @@
 /* grads.c - the gradient reduction of one step over the data-parallel group:
  * buckets that start reducing while backward still runs (see eng_grads in
  * engine_internal.h). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine_internal.h"
@@ -31,6 +32,42 @@ static void trace_waited(eng_grads *g, int i, int64_t tw) {
                     g->tr[i].idx, (double)g->tr[i].bytes);
 }
 
+/* The 16-bit form of a bucket lives in its own fp32 memory: x (count fp32)
+ * is rounded (nearest even) into (uint16_t *)x[0, count), front to back
+ * through a chunk on the stack: the 16-bit element i lands at byte 2i, at
+ * or before the fp32 element i it came from (byte 4i), so nothing is
+ * overwritten before it is read. unpack_16 is the reverse, back to front
+ * (fp32 element i at byte 4i is written only once the 16-bit elements at
+ * bytes >= 2i are read), for elements [a, b) of the bucket, times mul: the
+ * bits of yk_cast_from_f32 and yk_cast_to_f32 on separate arrays. */
+#define PACK_CHUNK 2048
+static void pack_16(float *x, yk_dtype dt, size_t count) {
+  uint16_t tmp[PACK_CHUNK], *p = (uint16_t *)x;
+  for (size_t i = 0; i < count; i += PACK_CHUNK) {
+    size_t k = YK_MIN((size_t)PACK_CHUNK, count - i);
+    yk_cast_from_f32(tmp, dt, x + i, k, YK_ISA_AUTO);
+    memcpy(p + i, tmp, k * sizeof(uint16_t));
+  }
+}
+static void unpack_16(float *x, yk_dtype dt, size_t a, size_t b, float mul) {
+  uint16_t tmp[PACK_CHUNK];
+  const uint16_t *p = (const uint16_t *)x;
+  while (b > a) {
+    size_t k = YK_MIN((size_t)PACK_CHUNK, b - a);
+    memcpy(tmp, p + b - k, k * sizeof(uint16_t));
+    yk_cast_to_f32(x + b - k, tmp, dt, k, mul, YK_ISA_AUTO);
+    b -= k;
+  }
+}
+
+void eng_grads_widen(eng_grads *g, size_t lo, size_t len, float mul) {
+  for (size_t i = 0; i < g->nbk; i++) {
+    size_t off = g->bk[i][0], cnt = g->bk[i][1];
+    size_t a = YK_MAX(lo, off), b = YK_MIN(lo + len, off + cnt);
+    if (a < b) unpack_16(g->grads + off, g->dtype, a - off, b - off, mul);
+  }
+}
+
 /* Start the reduction of grads[off, off + count). */
 static int issue(eng_grads *g, size_t off, size_t count) {
   if (count == 0 || g->err) return 0;
@@ -46,10 +83,23 @@ static int issue(eng_grads *g, size_t off, size_t count) {
   }
   void *buf = g->grads + off;
   if (g->dtype != YK_DT_F32) {
-    /* 16-bit gradients: round this range once and note the first local
-     * overflow, so an fp16 overflow can be pinned on a rank and tensor. */
-    buf = g->grads16 + off;
-    yk_cast_from_f32(buf, g->dtype, g->grads + off, count, YK_ISA_AUTO);
+    /* 16-bit gradients: round this range once, packed into the first half of
+     * its own fp32 memory (no second arena: see pack_16), and note the first
+     * local overflow, so an fp16 overflow can be pinned on a rank and tensor. */
+    if (g->nbk == g->capbk) {
+      size_t cap = g->capbk ? 2 * g->capbk : 64;
+      size_t(*nb)[2] = realloc(g->bk, cap * sizeof *nb);
+      if (!nb) {
+        yk_errorf(&g->errd, YK_ENOMEM, "out of memory for the list of gradient buckets (%zu)", cap);
+        return g->err = YK_ENOMEM;
+      }
+      g->bk = nb;
+      g->capbk = cap;
+    }
+    g->bk[g->nbk][0] = off;
+    g->bk[g->nbk][1] = count;
+    g->nbk++;
+    pack_16(g->grads + off, g->dtype, count);
     int64_t bad = -1;
     if (g->local_bad < 0 && yk_optimizer_find_nonfinite(buf, g->dtype, count, YK_ISA_AUTO, &bad) == 1)
       g->local_bad = (int64_t)off + bad;
@@ -79,8 +129,9 @@ void eng_grads_begin(eng_grads *g, float *grads, uint16_t *grads16, yk_dtype dty
   /* One fp32 rank has nothing to reduce or round. */
   g->active = g->comm != NULL || dtype != YK_DT_F32;
   g->grads = grads;
-  g->grads16 = grads16;
+  (void)grads16;
   g->dtype = dtype;
+  g->nbk = 0;
   g->op = op;
   g->local_bad = -1;
   g->pend_count = 0;
@@ -130,6 +181,13 @@ void eng_grads_drain(eng_grads *g) {
     if (g->reqs[i]) yk_request_wait(&g->reqs[i], yk_deadline_in_ms(1000), NULL);
   g->nreq = 0;
   g->active = 0;
+}
+
+void eng_grads_free(eng_grads *g) {
+  eng_grads_drain(g);
+  free(g->bk);
+  g->bk = NULL;
+  g->nbk = g->capbk = 0;
 }
 
 int eng_grads_sum_f64(eng_grads *g, double *v, int n, yk_diag *d) {

@@ -11,7 +11,7 @@
 
 static const char *const item_names[YK_PLAN_NITEMS] = {
     "weights", "master", "grads", "weights16", "grads16", "moments", "activations",
-    "logits", "model_buffers", "zero_buffers", "comm_buffers", "peer_buffers", "ckpt_snapshot", "startup", "runtime"};
+    "logits", "model_buffers", "zero_buffers", "comm_buffers", "peer_buffers", "ckpt_snapshot", "offload_staging", "startup", "runtime"};
 
 const char *yk_engine_plan_item_name(yk_plan_item i) {
   return (unsigned)i < YK_PLAN_NITEMS ? item_names[i] : "?";
@@ -22,6 +22,8 @@ yk_model_recompute eng_recompute_of(const yk_config *c) {
   if (!strcmp(c->train.recompute, "full")) return YK_MODEL_RECOMPUTE_FULL;
   return YK_MODEL_RECOMPUTE_NONE;
 }
+
+int eng_offloaded(const yk_config *c) { return !strcmp(c->optim.offload, "disk"); }
 
 /* The model shape build_model uses: the weights file's, or the config's. */
 static int plan_model_config(const yk_config *c, yk_model_config *mc, yk_diag *d) {
@@ -38,7 +40,8 @@ static void plan_model_items(const yk_model_sizes *ms, yk_dtype act, yk_engine_p
                   (uint64_t)(ms->f32_numel - ms->logits_numel) * sizeof(float);
   p->item[YK_PLAN_LOGITS] = logits;
   p->item[YK_PLAN_ACTIVATIONS] = acts;
-  p->item[YK_PLAN_MODEL_BUFFERS] = ms->block_bytes + ms->kept16_bytes - logits - acts;
+  /* with mixed precision's weight slots (yk_model_tp.weights16) */
+  p->item[YK_PLAN_MODEL_BUFFERS] = ms->block_bytes + ms->kept16_bytes - logits - acts + ms->wslot_bytes;
 }
 
 int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, const yk_device *dev,
@@ -69,7 +72,8 @@ int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, c
   p->tp = tp;
 
   yk_model_tp mtp = {.size = tp, .rank = l->tp_rank, .sequence = (int)c->parallel.sequence,
-                     .recompute = eng_recompute_of(c)};
+                     .recompute = eng_recompute_of(c),
+                     .weights16 = mixed && !z && !eng_offloaded(c) ? act : YK_DT_F32};
   yk_model_sizes ms;
   if ((rc = yk_model_plan(&mc, B, T, dev, act, &mtp, z != 0, &ms, d)) != 0) return rc;
   plan_model_items(&ms, act, p);
@@ -79,12 +83,19 @@ int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, c
   uint64_t h16n = yk_alloc_bytes(n * sizeof(uint16_t));
   size_t bucket = (size_t)c->comm.bucket_kb * 1024;
   it[YK_PLAN_MOMENTS] = 2 * f32s;
+  if (eng_offloaded(c)) {
+    /* the master (mixed precision) and m, v are in the file: what stays is
+     * three staging sets of a chunk of each, and mixed precision's 16-bit chunk */
+    size_t chunk = eng_offload_chunk_of(c);
+    it[YK_PLAN_MOMENTS] = 0;
+    it[YK_PLAN_OFFLOAD] = eng_offload_staging_bytes(mixed ? 3 : 2, chunk) +
+                          (mixed ? yk_alloc_bytes(chunk * sizeof(uint16_t)) : 0);
+  }
   if (z == 0) {
-    it[YK_PLAN_WEIGHTS] = it[YK_PLAN_GRADS] = ms.arena_bytes / 2; /* the model's two arenas */
-    if (mixed) {
-      it[YK_PLAN_MASTER] = f32s;
-      it[YK_PLAN_WEIGHTS16] = it[YK_PLAN_GRADS16] = h16n;
-    }
+    /* the model's two arenas, in every precision: mixed precision's master
+     * IS the weight arena and its gradients are reduced in 16 bits packed
+     * inside the fp32 gradient arena (engine/grads.c) */
+    it[YK_PLAN_WEIGHTS] = it[YK_PLAN_GRADS] = ms.arena_bytes / 2;
   } else {
     /* zero.c's block: gshard (the gradient slice), stage 2 the full fp32
      * weights, stage 3 the weight slice (fp32: the master itself); the rest
@@ -114,7 +125,8 @@ int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, c
    * read their owned part of the peers' windows (below). */
   if (shared) {
     uint64_t W = (uint64_t)dp;
-    if (z < 2) it[YK_PLAN_PEER] = 2 * (W - 1) * n * es / W;
+    /* ZeRO-1 all-gathers the fp32 arena (the master) in every precision */
+    if (z < 2) it[YK_PLAN_PEER] = (W - 1) * n * (es + (shard ? sizeof(float) : es)) / W;
     /* ZeRO-2's all-gather of the updated weights reads the peers' slices;
      * ZeRO-3's gathers are broadcasts into this rank's own slots (measured:
      * nothing of the peers becomes resident). Both read the buckets of the
@@ -128,7 +140,7 @@ int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, c
   if (c->ckpt.dir[0]) {
     uint64_t o2, part;
     yk_partition_even_range(n, dp, l->dp_rank, &o2, &part);
-    it[YK_PLAN_CKPT] = 3 * yk_alloc_bytes(part * sizeof(float)) + (mixed ? yk_alloc_bytes(part * sizeof(uint16_t)) : 0);
+    it[YK_PLAN_CKPT] = 3 * yk_alloc_bytes(part * sizeof(float)) + (mixed && z ? yk_alloc_bytes(part * sizeof(uint16_t)) : 0);
   }
   /* One-time buffers while the engine opens: ZeRO-3's whole initial arena
    * (until the slice is taken), ZeRO-2's 16-bit gradients (allocated by the
@@ -155,7 +167,7 @@ int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, c
    * before the first step writes the shared buffers (the ZeRO block, peers'
    * buffers); private memory is resident from its allocation (yk_alloc
    * zeroes it). */
-  uint64_t later = it[YK_PLAN_CKPT] + it[YK_PLAN_PEER] + it[YK_PLAN_COMM];
+  uint64_t later = it[YK_PLAN_CKPT] + it[YK_PLAN_PEER] + it[YK_PLAN_COMM] + it[YK_PLAN_OFFLOAD];
   if (shared && z) later += it[YK_PLAN_ZERO_BUFFERS] + it[YK_PLAN_GRADS] + (z >= 2 && !(z == 3 && mixed) ? it[YK_PLAN_WEIGHTS] : 0);
   uint64_t at_start = p->steady - later + once;
   /* at the tensor-parallel moment the optimizer state and mixed-precision

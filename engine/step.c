@@ -128,9 +128,10 @@ static int op_reduce(yk_engine *e, step_ctx *s, yk_diag *d) {
  * agree on the lowest index, so every rank takes the same decision. */
 static int first_nonfinite16(yk_engine *e, int64_t *bad, yk_diag *d) {
   int64_t b = -1;
-  /* ZeRO-2/3: the reduced 16-bit values were widened into the fp32 slice */
-  int found = e->zstage ? yk_optimizer_find_nonfinite(e->zero.gshard, YK_DT_F32, e->slen, YK_ISA_AUTO, &b)
-                        : yk_optimizer_find_nonfinite(e->mp.grads16 + e->soff, e->mp.dt16, e->slen, YK_ISA_AUTO, &b);
+  /* the reduced 16-bit values were widened into the fp32 slice (ZeRO-2/3's,
+   * or the model's arena, op_update): widening keeps Inf and NaN */
+  const float *gs = e->zstage ? e->zero.gshard : yk_model_grads(e->model) + e->soff;
+  int found = yk_optimizer_find_nonfinite(gs, YK_DT_F32, e->slen, YK_ISA_AUTO, &b);
   if (found == 1)
     b += (int64_t)e->soff;
   else
@@ -250,6 +251,33 @@ static int global_norm(yk_engine *e, const float *gslice, double *norm, yk_diag 
   return rc;
 }
 
+/* optim.offload=disk: AdamW on one chunk of the slice, its master (mixed
+ * precision), m and v in the offload's staging set. The same kernel on the
+ * same elements as the in-memory update (AdamW is element-wise, so a chunk's
+ * call gives each element the bits one call over the slice gives); mixed
+ * precision widens the chunk's rounded weights into the arena, which is what
+ * the products read. */
+typedef struct off_step {
+  yk_engine *e;
+  int64_t applied;
+  double lr;
+  float clip;
+  const float *gs;
+} off_step;
+static int update_chunk(void *ctx, size_t off, size_t count, float **arr, yk_diag *d) {
+  off_step *u = ctx;
+  yk_engine *e = u->e;
+  float *arena = yk_model_params(e->model) + e->soff + off;
+  int mixed = e->off.narr == 3, rc;
+  float *p = mixed ? arr[0] : arena, *m = arr[mixed], *v = arr[mixed + 1];
+  if ((rc = yk_optimizer_adamw_step(&e->adamw, u->applied, u->lr, u->clip, e->tensors, e->ntensors, e->soff + off,
+                                    count, p, u->gs + off, m, v, mixed ? e->off16 : NULL,
+                                    mixed ? e->mp.dt16 : YK_DT_F16)) != 0)
+    return yk_errorf(d, rc, "AdamW on offloaded chunk at %zu failed", e->soff + off);
+  if (mixed) yk_cast_to_f32(arena, e->off16, e->mp.dt16, count, 1.0f, YK_ISA_AUTO);
+  return 0;
+}
+
 static const yk_trace_name T_GATHER = {"allgather params", "wait", "bytes", NULL};
 
 static int op_update(yk_engine *e, step_ctx *s, yk_diag *d) {
@@ -265,19 +293,19 @@ static int op_update(yk_engine *e, step_ctx *s, yk_diag *d) {
   /* fp16/bf16: skip on overflow (fp16) or stop; else the reduced 16-bit
    * gradients -> fp32, unscaled (this rank's slice: all its optimizer reads). */
   if (mp->prec != YK_PREC_FP32) {
+    /* the slice widened from its buckets' packed 16-bit form (grads.c),
+     * unscaled on the way; ZeRO-2/3 widened already, so the same fp32
+     * multiply here */
+    float mul = 1.0f / s->loss_scale;
+    if (!e->zstage) eng_grads_widen(&e->grads, e->soff, e->slen, mul);
+    else
+      for (size_t i = 0; i < e->slen; i++) gs[i] *= mul;
     if ((rc = mixed_check(e, s, d)) != 0) return rc;
     if (s->skipped) {
       /* fp16 overflow: every rank skips the update (the batch is spent, as
        * with torch's GradScaler); logging and validation go on. */
       s->opt_s = yk_now_s() - t0;
       return 0;
-    }
-    if (!e->zstage) {
-      yk_optimizer_mixed_unscale(mp, gs - e->soff, e->soff, e->slen, s->loss_scale);
-    } else {
-      /* the same fp32 multiply yk_optimizer_mixed_unscale's widening does */
-      float mul = 1.0f / s->loss_scale;
-      for (size_t i = 0; i < e->slen; i++) gs[i] *= mul;
     }
   }
   if ((rc = global_norm(e, gs, &s->norm, d)) != 0) return rc;
@@ -298,7 +326,10 @@ static int op_update(yk_engine *e, step_ctx *s, yk_diag *d) {
   size_t o = e->soff;
   /* master, m and v hold this rank's slice only: slice-relative pointers */
   uint16_t *p16 = e->zstage == 3 ? e->zero.p16shard : mp->params16 ? mp->params16 + o : NULL;
-  if ((rc = yk_optimizer_adamw_step(&e->adamw, applied, s->lr, clip, e->tensors, e->ntensors, o, e->slen,
+  if (e->off.on) {
+    off_step u = {.e = e, .applied = applied, .lr = s->lr, .clip = clip, .gs = gs};
+    if ((rc = eng_offload_pass(&e->off, 1, update_chunk, &u, d)) != 0) return rc;
+  } else if ((rc = yk_optimizer_adamw_step(&e->adamw, applied, s->lr, clip, e->tensors, e->ntensors, o, e->slen,
                                     mp->master, gs, e->m, e->v, p16,
                                     mp->dt16 == YK_DT_F32 ? YK_DT_F16 : mp->dt16)) != 0)
     return yk_errorf(d, rc, "AdamW step %lld failed", (long long)s->step);

@@ -276,6 +276,7 @@ typedef enum {
   YK_PLAN_COMM,        /* collectives' staging, the transport's shared segments */
   YK_PLAN_PEER,        /* ranks on one host: the peers' shared buffers collectives read in place */
   YK_PLAN_CKPT,        /* checkpoint snapshot buffers (ckpt.dir) */
+  YK_PLAN_OFFLOAD,     /* optim.offload=disk: the staging sets the update streams the state through */
   YK_PLAN_STARTUP,     /* one-time buffers while the engine opens (the extra they add to the peak) */
   YK_PLAN_RUNTIME,     /* the process itself: code, libraries, threads, BLAS workspace */
   YK_PLAN_NITEMS
@@ -327,6 +328,27 @@ int yk_engine_save_weights(yk_engine *e, const char *path, yk_diag *d);
 struct yk_ckpt_reader;
 int yk_engine_ckpt_read_whole(struct yk_ckpt_reader *r, const char *base, const yk_model_config *cfg, float *whole,
                               yk_diag *d);
+/* `yoke ckpt convert --layout`: write the checkpoint open in r (any
+ * layout) as a new committed checkpoint of the same step under o->dir, as
+ * the dp x tp x pp ranks of the target would have saved it: every model
+ * arena (params, m, v and, when saved, params16 in its dtype) whole
+ * (yk_engine_ckpt_read_whole), then each rank's piece cut as a resume at that
+ * layout cuts it (the same code), with its stage's tensor table and saved by
+ * its data-parallel group; the global blobs (step, data position, loss
+ * scaler) and the model section copied; cfg's YAML as the new config. A run
+ * at the target layout resuming from it loads bitwise what resuming from r
+ * with resharding loads. Memory: every arena whole in fp32 (4 x 4 bytes per
+ * parameter in fp32 runs) plus one rank's pieces. */
+typedef struct yk_engine_ckpt_convert_opts {
+  const yk_config *cfg;   /* the target: parallel.tensor, pipeline, virtual_stages, schedule, stage_layers,
+                           * sequence and train.seq_len, micro_batch, grad_accum as the resuming run has them */
+  int dp;                 /* its data-parallel degree: world = dp x tp x pp */
+  const char *dir;        /* checkpoint root the result goes to (DIR/step-N) */
+  int level, threads;     /* zstd level, compression threads (0: all cores) */
+  const yk_logger *log;   /* may be NULL */
+} yk_engine_ckpt_convert_opts;
+int yk_engine_ckpt_convert(struct yk_ckpt_reader *r, const yk_model_config *mcfg, const yk_engine_ckpt_convert_opts *o,
+                           yk_diag *d);
 /* Lines for the start of a run: model, global batch, device, data. */
 void yk_engine_describe(const yk_engine *e, void (*line)(void *arg, const char *text), void *arg);
 

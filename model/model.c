@@ -303,8 +303,13 @@ int yk_model_config_from_table(const yk_tensor_desc *t, int n, int vocab_size, i
  * it). tp is the checked group (size 1 without); arena = local parameters. */
 /* nl: the blocks held (a pipeline stage's; L for the whole model), head:
  * whether the final LayerNorm, logits and loss are. */
+/* The 16-bit chunk the weight slots' rounding goes through (elements). */
+#define WCHUNK ((size_t)1 << 16)
+
+/* lay: this rank's arena layout; embed: whether the embedding region is held. */
 static void sizes_of(const yk_model_config *cfg, int B, int T, const yk_model_tp *tp, yk_dtype act_dtype,
-                     const yk_device *dev, int provided, size_t arena, size_t nl, int head, yk_model_sizes *s) {
+                     const yk_device *dev, int provided, size_t arena, size_t nl, int head, const arena_layout *lay,
+                     int embed, yk_model_sizes *s) {
   size_t N = (size_t)B * T, C = (size_t)cfg->channels;
   size_t Cl = C / (size_t)tp->size, NHl = (size_t)cfg->heads / (size_t)tp->size;
   size_t Ns = tp->sequence ? N / (size_t)tp->size : N;
@@ -342,7 +347,13 @@ static void sizes_of(const yk_model_config *cfg, int B, int T, const yk_model_tp
   s->arena_bytes = provided ? 0 : 2 * yk_alloc_bytes(arena * sizeof(float));
   s->block_bytes = yk_alloc_bytes(f32_block * sizeof(float)) + 3 * N * sizeof(int32_t);
   s->kept16_bytes = is16 ? yk_alloc_bytes(s->kept_numel * sizeof(uint16_t)) : 0;
-  s->total_bytes = s->arena_bytes + s->block_bytes + s->kept16_bytes;
+  /* 16-bit weights: one slot per region in use at once (embedding, head, two
+   * layers: a layer's get always follows the previous layer's put) */
+  if (tp->weights16 != YK_DT_F32) {
+    s->wslot_numel = (embed ? lay->layers : 0) + (head ? lay->total - lay->lnfw : 0) + YK_MIN(nl, 2) * lay->layer_size;
+    s->wslot_bytes = yk_alloc_bytes(s->wslot_numel * sizeof(float)) + yk_alloc_bytes(WCHUNK * sizeof(uint16_t));
+  }
+  s->total_bytes = s->arena_bytes + s->block_bytes + s->kept16_bytes + s->wslot_bytes;
 }
 
 int yk_model_plan(const yk_model_config *cfg_in, int B, int T, const yk_device *dev, yk_dtype act_dtype,
@@ -359,8 +370,15 @@ int yk_model_plan(const yk_model_config *cfg_in, int B, int T, const yk_device *
     if ((rc = yk_model_tp_check(&cfg, B, T, tp.size, tp.sequence, d)) != 0) return rc;
   }
   tp.sequence = tp.size > 1 && tp.sequence;
+  tp.weights16 = tp_in ? tp_in->weights16 : YK_DT_F32;
+  arena_layout lay;
+  yk_tensor_desc *t = calloc(4 + 12 * (size_t)cfg.layers, sizeof *t);
+  if (!t) return yk_errorf(d, YK_ENOMEM, "out of memory for the tensor table");
+  rc = yk_model_layout_tp_(&cfg, tp.size, tp.size > 1 ? tp.rank : 0, &lay, t, d);
+  free(t);
+  if (rc) return rc;
   sizes_of(&cfg, B, T, &tp, act_dtype, dev, provided, yk_model_tp_num_params(&cfg, tp.size, tp.size > 1 ? tp.rank : 0),
-           (size_t)cfg.layers, 1, out);
+           (size_t)cfg.layers, 1, &lay, 1, out);
   return 0;
 }
 
@@ -392,6 +410,66 @@ static void whole_region(const arena_layout *lay, int L, int r, size_t *offset, 
   }
 }
 
+/* The regions a pipeline stage `st` holds (held[L + 2]: the embedding,
+ * each block, the head) and their places in its compact arenas (reg_off,
+ * *nlocal floats), for the unstaged layout lay of L blocks. st NULL or n = 0:
+ * every region at its lay offset. The one home of a stage's arena layout
+ * (the model's own, and yk_model_stage_table / _copy_cfg for offline tools). */
+static int map_stage(const arena_layout *lay, int L, const yk_model_stage *st, unsigned char *held, size_t *reg_off,
+                     size_t *nlocal, yk_diag *d) {
+  int R = L + 2, staged = st && st->n > 0;
+  if (st && st->n > YK_MODEL_MAX_RANGES)
+    return yk_errorf(d, YK_EINVAL, "a pipeline stage of %d block ranges; at most %d", st->n, YK_MODEL_MAX_RANGES);
+  memset(held, 0, (size_t)R);
+  for (int i = 0; staged && i < st->n; i++) {
+    int a = st->first[i], b = st->last[i];
+    if (a < 0 || a >= b || b > L || (i > 0 && a < st->last[i - 1]))
+      return yk_errorf(d, YK_EINVAL, "pipeline stage range %d, blocks [%d, %d), is not an increasing, non-overlapping "
+                       "range of the model's %d blocks", i, a, b, L);
+    for (int l = a; l < b; l++) held[1 + l] = 1;
+    held[0] |= a == 0 || b == L; /* wte: the embedding, or the LM head */
+    held[R - 1] |= b == L;
+  }
+  size_t off = 0, n;
+  for (int r = 0; r < R; r++) {
+    held[r] |= !staged;
+    whole_region(lay, L, r, &reg_off[r], &n);
+    if (!staged || !held[r]) continue;
+    reg_off[r] = off;
+    off += n;
+  }
+  *nlocal = staged ? off : lay->total;
+  return 0;
+}
+
+/* Keep the tensors of held regions in t[0..n), at their compact offsets;
+ * returns how many are kept. */
+static int map_table(const arena_layout *lay, int L, const unsigned char *held, const size_t *reg_off,
+                     yk_tensor_desc *t, int n) {
+  int R = L + 2, k = 0;
+  for (int i = 0; i < n; i++) {
+    yk_tensor_desc x = t[i];
+    int r = x.offset < lay->layers ? 0 : x.offset >= lay->lnfw ? R - 1 : 1 + (int)((x.offset - lay->layers) / lay->layer_size);
+    size_t r0, cnt;
+    whole_region(lay, L, r, &r0, &cnt);
+    if (!held[r]) continue;
+    x.offset = reg_off[r] + (x.offset - r0);
+    t[k++] = x;
+  }
+  return k;
+}
+
+static void map_copy(const arena_layout *lay, int L, const unsigned char *held, const size_t *reg_off, float *whole,
+                     float *local, int to_local) {
+  for (int r = 0; r < L + 2; r++) {
+    size_t off, n;
+    whole_region(lay, L, r, &off, &n);
+    if (!held[r]) continue;
+    if (to_local) memcpy(local + reg_off[r], whole + off, n * sizeof(float));
+    else memcpy(whole + off, local + reg_off[r], n * sizeof(float));
+  }
+}
+
 /* The regions a pipeline stage holds, their places in its compact arenas,
  * and the tensor table of those regions (see yk_model_stage). */
 static int setup_stage(yk_model *m, const yk_model_stage *st, yk_diag *d) {
@@ -400,38 +478,67 @@ static int setup_stage(yk_model *m, const yk_model_stage *st, yk_diag *d) {
   m->reg_off = calloc((size_t)R, sizeof *m->reg_off);
   if (!m->held || !m->reg_off) return yk_errorf(d, YK_ENOMEM, "out of memory creating the model");
   m->staged = st && st->n > 0;
-  if (st && st->n > YK_MODEL_MAX_RANGES)
-    return yk_errorf(d, YK_EINVAL, "a pipeline stage of %d block ranges; at most %d", st->n, YK_MODEL_MAX_RANGES);
-  for (int i = 0; m->staged && i < st->n; i++) {
-    int a = st->first[i], b = st->last[i];
-    if (a < 0 || a >= b || b > L || (i > 0 && a < st->last[i - 1]))
-      return yk_errorf(d, YK_EINVAL, "pipeline stage range %d, blocks [%d, %d), is not an increasing, non-overlapping "
-                       "range of the model's %d blocks", i, a, b, L);
-    for (int l = a; l < b; l++) m->held[1 + l] = 1;
-    m->held[0] |= a == 0 || b == L; /* wte: the embedding, or the LM head */
-    m->held[R - 1] |= b == L;
-  }
-  size_t off = 0, n;
-  for (int r = 0; r < R; r++) {
-    m->held[r] |= !m->staged;
-    whole_region(&m->lay, L, r, &m->reg_off[r], &n);
-    if (!m->staged || !m->held[r]) continue;
-    m->reg_off[r] = off;
-    off += n;
-  }
-  m->nlocal = m->staged ? off : m->lay.total;
-  int k = 0;
-  for (int i = 0; i < m->ntensors; i++) {
-    yk_tensor_desc t = m->tensors[i];
-    int r = t.offset < m->lay.layers ? 0 : t.offset >= m->lay.lnfw ? R - 1
-                                                                   : 1 + (int)((t.offset - m->lay.layers) / m->lay.layer_size);
-    size_t r0;
-    whole_region(&m->lay, L, r, &r0, &n);
-    if (!m->held[r]) continue;
-    t.offset = m->reg_off[r] + (t.offset - r0);
-    m->tensors[k++] = t;
-  }
-  m->ntensors = k;
+  int rc = map_stage(&m->lay, L, st, m->held, m->reg_off, &m->nlocal, d);
+  if (rc) return rc;
+  m->ntensors = map_table(&m->lay, L, m->held, m->reg_off, m->tensors, m->ntensors);
+  return 0;
+}
+
+/* A stage's map of tensor-parallel rank `rank` of tp without a model: its
+ * unstaged layout and table (t, 4 + 12L entries) and held / reg_off (L + 2). */
+typedef struct stage_of {
+  yk_model_config cfg;
+  arena_layout lay;
+  yk_tensor_desc *t;
+  unsigned char *held;
+  size_t *reg_off, nlocal;
+} stage_of;
+
+static void stage_of_free(stage_of *s) {
+  free(s->t);
+  free(s->held);
+  free(s->reg_off);
+}
+
+static int stage_of_make(const yk_model_config *cfg, int tp, int rank, const yk_model_stage *st, stage_of *s,
+                         yk_diag *d) {
+  memset(s, 0, sizeof *s);
+  s->cfg = *cfg;
+  int rc = yk_model_config_finish(&s->cfg, d);
+  if (rc) return rc;
+  int L = s->cfg.layers;
+  s->t = calloc((size_t)(4 + 12 * L), sizeof *s->t);
+  s->held = calloc((size_t)L + 2, 1);
+  s->reg_off = calloc((size_t)L + 2, sizeof *s->reg_off);
+  if (!s->t || !s->held || !s->reg_off) rc = yk_errorf(d, YK_ENOMEM, "out of memory for a stage's tensor table");
+  if (!rc) rc = yk_model_layout_tp_(&s->cfg, tp, rank, &s->lay, s->t, d);
+  if (!rc) rc = map_stage(&s->lay, L, st, s->held, s->reg_off, &s->nlocal, d);
+  if (rc) stage_of_free(s);
+  return rc;
+}
+
+int yk_model_stage_table(const yk_model_config *cfg, int tp, int rank, const yk_model_stage *st, yk_tensor_desc **out,
+                         int *n, size_t *numel, yk_diag *d) {
+  *out = NULL;
+  *n = 0;
+  stage_of s;
+  int rc = stage_of_make(cfg, tp, rank, st, &s, d);
+  if (rc) return rc;
+  *n = map_table(&s.lay, s.cfg.layers, s.held, s.reg_off, s.t, 4 + 12 * s.cfg.layers);
+  if (numel) *numel = s.nlocal;
+  *out = s.t;
+  s.t = NULL;
+  stage_of_free(&s);
+  return 0;
+}
+
+int yk_model_stage_copy_cfg(const yk_model_config *cfg, int tp, int rank, const yk_model_stage *st, float *whole,
+                            float *local, int to_local, yk_diag *d) {
+  stage_of s;
+  int rc = stage_of_make(cfg, tp, rank, st, &s, d);
+  if (rc) return rc;
+  map_copy(&s.lay, s.cfg.layers, s.held, s.reg_off, whole, local, to_local);
+  stage_of_free(&s);
   return 0;
 }
 
@@ -447,7 +554,10 @@ int yk_model_create_stage(const yk_model_config *cfg_in, int B, int T, const yk_
     return yk_errorf(d, YK_ECONFIG, "sequence length T=%d must be in [1, max_seq_len=%d]", T, cfg.max_seq_len);
   if (act_dtype != YK_DT_F32 && act_dtype != YK_DT_F16 && act_dtype != YK_DT_BF16)
     return yk_errorf(d, YK_ECONFIG, "activation dtype %d is not supported; use fp32, fp16 or bf16", (int)act_dtype);
-  yk_model_tp tp = {.size = 1, .recompute = tp_in ? tp_in->recompute : YK_MODEL_RECOMPUTE_NONE};
+  yk_model_tp tp = {.size = 1, .recompute = tp_in ? tp_in->recompute : YK_MODEL_RECOMPUTE_NONE,
+                    .weights16 = tp_in ? tp_in->weights16 : YK_DT_F32};
+  if (tp.weights16 != YK_DT_F32 && tp.weights16 != YK_DT_F16 && tp.weights16 != YK_DT_BF16)
+    return yk_errorf(d, YK_ECONFIG, "16-bit weights dtype %d is not supported; use fp16 or bf16", (int)tp.weights16);
   if ((unsigned)tp.recompute > YK_MODEL_RECOMPUTE_FULL)
     return yk_errorf(d, YK_ECONFIG, "recompute mode %d is not one of none (0), selective (1), full (2)",
                      (int)tp.recompute);
@@ -504,7 +614,7 @@ int yk_model_create_stage(const yk_model_config *cfg_in, int B, int T, const yk_
   const yk_device_ops *ops = dev->ops;
   size_t att_n = (size_t)B * NHl * T * T;
   yk_model_sizes sz;
-  sizes_of(&cfg, B, T, &tp, act_dtype, dev, prov != NULL, m->nlocal, nl, (int)head, &sz);
+  sizes_of(&cfg, B, T, &tp, act_dtype, dev, prov != NULL, m->nlocal, nl, (int)head, &m->lay, m->held[0], &sz);
   m->kept_numel = sz.kept_numel;
   m->act_numel = sz.f32_numel + (is16 ? 0 : m->kept_numel);
   m->act16_numel = is16 ? m->kept_numel : 0;
@@ -517,12 +627,17 @@ int yk_model_create_stage(const yk_model_config *cfg_in, int B, int T, const yk_
   }
   m->act_mem = ops->alloc(dev, (m->act_numel + m->scratch_numel + m->work_numel) * sizeof(float));
   if (is16) m->act16_mem = ops->alloc(dev, m->act16_numel * sizeof(uint16_t));
+  int w16 = tp.weights16 != YK_DT_F32;
+  if (w16) {
+    m->wslot_mem = ops->alloc(dev, (sz.wslot_numel ? sz.wslot_numel : 1) * sizeof(float));
+    m->wtmp = ops->alloc(dev, WCHUNK * sizeof(uint16_t));
+  }
   m->al = calloc(L, sizeof *m->al);
   m->inputs = calloc(N, sizeof(int32_t));
   m->targets = calloc(N, sizeof(int32_t));
   m->tshift = calloc(N, sizeof(int32_t));
   if ((!prov && (!m->params || !m->grads)) || !m->act_mem || (is16 && !m->act16_mem) || !m->al || !m->inputs || !m->targets ||
-      !m->tshift) {
+      !m->tshift || (w16 && (!m->wslot_mem || !m->wtmp))) {
     size_t bytes = yk_model_memory_bytes(m);
     yk_model_destroy(m);
     return yk_errorf(d, YK_ENOMEM, "out of memory: the model needs %.1f MiB for B=%d T=%d; lower B or T",
@@ -586,6 +701,15 @@ int yk_model_create_stage(const yk_model_config *cfg_in, int B, int T, const yk_
   }
 #undef KEEP
 #undef TAKE
+  /* the weight slots: embedding, head, two layers (sizes_of's order) */
+  float *ws = m->wslot_mem;
+  size_t wn[4] = {m->held[0] ? m->lay.layers : 0, head ? m->lay.total - m->lay.lnfw : 0, nl ? m->lay.layer_size : 0,
+                  nl > 1 ? m->lay.layer_size : 0};
+  for (int i = 0; i < 4; i++) {
+    m->wslot[i].buf = w16 && wn[i] ? ws : NULL;
+    m->wslot[i].region = -1;
+    if (w16) ws += wn[i];
+  }
   *out = m;
   return 0;
 }
@@ -599,6 +723,8 @@ void yk_model_destroy(yk_model *m) {
   else dev->ops->free(dev, m->grads);
   dev->ops->free(dev, m->act_mem);
   dev->ops->free(dev, m->act16_mem);
+  dev->ops->free(dev, m->wslot_mem);
+  dev->ops->free(dev, m->wtmp);
   dev->ops->free(dev, m->logits_all);
   free(m->al);
   free(m->tensors);
@@ -614,8 +740,11 @@ const yk_model_config *yk_model_get_config(const yk_model *m) { return &m->cfg; 
 int yk_model_batch(const yk_model *m) { return m->B; }
 int yk_model_seq_len(const yk_model *m) { return m->T; }
 size_t yk_model_memory_bytes(const yk_model *m) {
-  return ((m->prov.get_params ? 0 : 2 * m->nlocal) + m->act_numel + m->scratch_numel + m->work_numel) * sizeof(float) +
-         m->act16_numel * sizeof(uint16_t);
+  size_t ws = 0;
+  for (int i = 0; i < 4; i++)
+    if (m->wslot[i].buf) ws += i < 2 ? (i ? m->lay.total - m->lay.lnfw : m->lay.layers) : m->lay.layer_size;
+  return ((m->prov.get_params ? 0 : 2 * m->nlocal) + m->act_numel + m->scratch_numel + m->work_numel + ws) * sizeof(float) +
+         (m->act16_numel + (m->wtmp ? WCHUNK : 0)) * sizeof(uint16_t);
 }
 size_t yk_model_activation_bytes(const yk_model *m) { return m->kept_numel * yk_dtype_size(m->act_dt); }
 yk_dtype yk_model_act_dtype(const yk_model *m) { return m->act_dt; }
@@ -681,13 +810,7 @@ void yk_model_region_range(const yk_model *m, int r, size_t *offset, size_t *cou
 }
 
 void yk_model_stage_copy(const yk_model *m, float *whole, float *local, int to_local) {
-  for (int r = 0; r < m->cfg.layers + 2; r++) {
-    size_t off, n;
-    whole_region(&m->lay, m->cfg.layers, r, &off, &n);
-    if (!m->held[r]) continue;
-    if (to_local) memcpy(local + m->reg_off[r], whole + off, n * sizeof(float));
-    else memcpy(whole + off, local + m->reg_off[r], n * sizeof(float));
-  }
+  map_copy(&m->lay, m->cfg.layers, m->held, m->reg_off, whole, local, to_local);
 }
 
 int ykm_params_from_whole(yk_model *m, float *whole, yk_diag *d) {
@@ -807,11 +930,55 @@ enum { R_EMBED = 0 };
 #define R_LAYER(l) (1 + (l))
 #define R_HEAD(m) ((m)->cfg.layers + 1)
 
+/* tp.weights16: region r's weights src (n fp32, the master) rounded to 16
+ * bits and widened into its slot, unless the slot holds them from earlier in
+ * this forward/backward. Slots 0 and 1 are the embedding's and the head's;
+ * a layer takes whichever of 2 and 3 is not lent and was used least
+ * recently. The rounding runs through a WCHUNK 16-bit buffer on the device's
+ * threads: the bits of yk_cast_from_f32 then yk_cast_to_f32. */
+static float *rounded_weights(yk_model *m, int r, const float *src, size_t n) {
+  int s = r == R_EMBED ? 0 : r == R_HEAD(m) ? 1 : -1;
+  for (int i = 2; i < 4 && s < 0; i++)
+    if (m->wslot[i].buf && m->wslot[i].region == r) s = i;
+  if (s < 0)
+    for (int i = 2; i < 4; i++)
+      if (m->wslot[i].buf && !m->wslot[i].lent && (s < 0 || m->wslot[i].used < m->wslot[s].used)) s = i;
+  if (s < 0 || !m->wslot[s].buf) return NULL;
+  float *dst = m->wslot[s].buf;
+  if (m->wslot[s].region != r) {
+    const yk_device_ops *o = m->dev->ops;
+    int bf = m->tp.weights16 == YK_DT_BF16;
+    for (size_t i = 0; i < n; i += WCHUNK) {
+      size_t k = YK_MIN(WCHUNK, n - i);
+      if (bf) {
+        o->f32_to_bf16(m->dev, m->wtmp, src + i, k);
+        o->bf16_to_f32(m->dev, dst + i, m->wtmp, k);
+      } else {
+        o->f32_to_f16(m->dev, m->wtmp, src + i, k);
+        o->f16_to_f32(m->dev, dst + i, m->wtmp, k);
+      }
+    }
+    m->wslot[s].region = r;
+  }
+  m->wslot[s].lent = 1;
+  m->wslot[s].used = ++m->wtick;
+  return dst;
+}
+
 static int params_of(yk_model *m, int r, yk_model_pass pass, float **p, yk_diag *d) {
   size_t off, n;
-  if (m->prov.get_params) return m->prov.get_params(m->prov.ctx, r, pass, p, d);
   yk_model_region_range(m, r, &off, &n);
-  *p = m->params + off;
+  float *src = m->params + off;
+  if (m->prov.get_params) {
+    int rc = m->prov.get_params(m->prov.ctx, r, pass, &src, d);
+    if (rc) return rc;
+  }
+  if (m->tp.weights16 == YK_DT_F32) {
+    *p = src;
+    return 0;
+  }
+  if (!(*p = rounded_weights(m, r, src, n)))
+    return yk_errorf(d, YK_EINVAL, "region %d's 16-bit weights have no free slot (two layers are lent at once)", r);
   return 0;
 }
 static int grads_of(yk_model *m, int r, float **g, yk_diag *d) {
@@ -825,6 +992,8 @@ static void span(yk_model *m, yk_model_pass pass, int r, int end) {
   if (m->span) m->span(m->span_ctx, pass, r, end);
 }
 static int done_params(yk_model *m, int r, yk_model_pass pass, yk_diag *d) {
+  for (int i = 0; i < 4; i++)
+    if (m->wslot[i].region == r) m->wslot[i].lent = 0;
   return m->prov.put_params ? m->prov.put_params(m->prov.ctx, r, pass, d) : 0;
 }
 static void notify(yk_model *m, size_t off, size_t n);
@@ -1120,6 +1289,9 @@ int yk_model_forward_range(yk_model *m, int first, int last, const int32_t *inpu
   m->have_targets = 0;
   m->range_first = first;
   m->range_last = last;
+  /* the master weights may have changed since the last pass: every slot is
+   * refilled at its region's first use */
+  for (int i = 0; i < 4; i++) m->wslot[i].region = -1;
   if (first == 0) memcpy(m->inputs, inputs, (size_t)N * sizeof(int32_t));
   float *Pe, *Pl, *Ph; /* each region's weights: embedding, layer l, head (lnf) */
 

@@ -110,6 +110,13 @@ struct yk_model {
   float *rep;    /* sequence parallelism: partial gradients of replicated tensors, summed over the group */
   float *ce;     /* (3N) the vocabulary-parallel cross-entropy's combine */
   int32_t *tshift; /* (N) targets shifted to this rank's vocabulary rows */
+  /* tp.weights16: the rounded weights of the regions in use (slot 0 the
+   * embedding, 1 the head, 2 and 3 layers), from wslot_mem; wtmp the 16-bit
+   * chunk the rounding goes through. region -1: empty. */
+  struct { float *buf; int region, lent; uint64_t used; } wslot[4];
+  float *wslot_mem;
+  uint16_t *wtmp;
+  uint64_t wtick;
   yk_model_provider prov; /* lends parameters and gradients when prov.get_params is set */
   /* A pipeline stage's model (yk_model_stage): the regions it holds (L + 2
    * flags), each one's offset in its compact arenas of nlocal floats. lay

@@ -206,6 +206,17 @@ typedef struct yk_model_tp {
   yk_model_tp_coll coll; /* fp32 collectives of the group, with deadlines; errors are returned */
   void *ctx;
   yk_model_recompute recompute; /* read with any size, also 1 (then coll may be NULL) */
+  /* Mixed precision's weights, also read with any size: YK_DT_F32 (0) = the
+   * products read the arena as it is; YK_DT_F16 / YK_DT_BF16 = the arena (or
+   * a provider's loan) holds the fp32 MASTER weights and every product reads
+   * their 16-bit rounding (nearest even), widened into one of the model's
+   * weight slots just before the region is used: the embedding's, the
+   * head's and two for layers (yk_model_sizes.wslot_numel), refilled at the
+   * first use of a region in each forward (the arena may have changed since)
+   * and kept for its backward. So the rank holds no second copy of the
+   * weights: what mixed precision computes with is derived, region by
+   * region, from the one fp32 arena (docs/memory.md). */
+  yk_dtype weights16;
 } yk_model_tp;
 /* Whether cfg at micro-batch B, sequence length T can be split over tp
  * ranks: heads, C and 4C divisible by tp, and T with sequence parallelism.
@@ -256,6 +267,17 @@ int yk_model_create_stage(const yk_model_config *cfg, int B, int T, const yk_dev
  * yk_model_num_params floats): to_local = 1 whole -> local, 0 local -> its
  * regions of whole (the rest of whole untouched). */
 void yk_model_stage_copy(const yk_model *m, float *whole, float *local, int to_local);
+/* The same without a model, for offline tools (checkpoint conversion): the
+ * tensor table (*out malloc'd, free(); *n entries) and arena size (*numel
+ * floats, may be NULL) of the model yk_model_create_stage would make for
+ * tensor-parallel rank `rank` of tp and `stage` (NULL or n = 0: the whole
+ * rank), and the copy between its arena `local` and that rank's unstaged
+ * arena `whole`, exactly as yk_model_stage_copy does. A bad range or config
+ * is YK_EINVAL / YK_ECONFIG naming it. */
+int yk_model_stage_table(const yk_model_config *cfg, int tp, int rank, const yk_model_stage *stage,
+                         yk_tensor_desc **out, int *n, size_t *numel, yk_diag *d);
+int yk_model_stage_copy_cfg(const yk_model_config *cfg, int tp, int rank, const yk_model_stage *stage, float *whole,
+                            float *local, int to_local, yk_diag *d);
 /* The tensor table of rank `rank`'s arena under tensor-parallel degree tp
  * (local offsets and shapes), as yk_model_tensor_table gives the whole one. */
 int yk_model_tp_tensor_table(const yk_model_config *cfg, int tp, int rank, yk_tensor_desc **out, int *n, yk_diag *d);
@@ -293,10 +315,12 @@ typedef struct yk_model_sizes {
   size_t scratch_numel;  /* backward buffers (dres, dC, d4C, dqkv, LayerNorm and attention scratch), TP buffers */
   size_t work_numel;     /* 16-bit mode: one layer's fp32 work buffers */
   size_t rep_numel;      /* sequence parallelism's replicated-gradient partials (part of scratch) */
+  size_t wslot_numel;    /* tp.weights16: the fp32 weight slots (embedding + head + 2 layers), else 0 */
   size_t arena_bytes;    /* the fp32 parameter and gradient arenas (0 when provided) */
   size_t block_bytes;    /* the fp32 block (fp32 activations, scratch, work) and token buffers */
   size_t kept16_bytes;   /* 16-bit mode: the store of the kept activations */
-  size_t total_bytes;    /* arena_bytes + block_bytes + kept16_bytes */
+  size_t wslot_bytes;    /* the weight slots and their 16-bit staging chunk (tp.weights16), else 0 */
+  size_t total_bytes;    /* arena_bytes + block_bytes + kept16_bytes + wslot_bytes */
 } yk_model_sizes;
 int yk_model_plan(const yk_model_config *cfg, int B, int T, const yk_device *dev, yk_dtype act_dtype,
                   const yk_model_tp *tp, int provided, yk_model_sizes *out, yk_diag *d);

@@ -26,8 +26,10 @@ int yk_optimizer_mixed_init(yk_mixed *mp, const yk_config *c, float *model_param
   mp->off = off;
   mp->len = len;
   mp->master = model_params + off;
+  mp->master_borrowed = 1;
   if (mp->prec == YK_PREC_FP32) return 0;
   int rc;
+  mp->master_borrowed = 0;
   mp->master = yk_alloc((len ? len : 1) * sizeof(float));
   if (!mp->master)
     return yk_errorf(d, YK_ENOMEM, "out of memory for %s master weights (%zu parameters)", c->train.precision, len);
@@ -41,9 +43,22 @@ int yk_optimizer_mixed_init(yk_mixed *mp, const yk_config *c, float *model_param
   return 0;
 }
 
+int yk_optimizer_mixed_init_in_arena(yk_mixed *mp, const yk_config *c, float *model_params, size_t n, size_t off,
+                                     size_t len, yk_diag *d) {
+  memset(mp, 0, sizeof *mp);
+  mp->prec = yk_config_precision(c);
+  mp->dt16 = mp->prec == YK_PREC_FP16 ? YK_DT_F16 : mp->prec == YK_PREC_BF16 ? YK_DT_BF16 : YK_DT_F32;
+  mp->n = n;
+  mp->off = off;
+  mp->len = len;
+  mp->master = model_params + off;
+  mp->master_borrowed = 1;
+  return mp->prec == YK_PREC_FP16 ? yk_optimizer_loss_scaler_init(&mp->ls, c, d) : 0;
+}
+
 void yk_optimizer_mixed_free(yk_mixed *mp) {
   if (mp->prec == YK_PREC_FP32) return; /* master is the model's */
-  yk_free(mp->master);
+  if (!mp->master_borrowed) yk_free(mp->master);
   if (mp->params16_shm.ptr) yk_shmem_free(&mp->params16_shm);
   else yk_free(mp->params16);
   if (mp->grads16_shm.ptr) yk_shmem_free(&mp->grads16_shm);

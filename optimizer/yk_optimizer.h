@@ -257,33 +257,42 @@ int yk_optimizer_loss_scaler_update(yk_loss_scaler *ls, int found_overflow);
 /* Everything train.precision fp16/bf16 adds to a run, in one place:
  *
  *   master    fp32 master weights of this rank's slice [off, off + len) (its
- *             ZeRO-1 shard, or everything): AdamW updates these. In fp32 runs
- *             this IS that slice of the model's own parameter arena (borrowed,
- *             not copied);
- *   params16  the 16-bit weights (n, dt16): rounded from master after every
- *             update and widened into the model's fp32 arena, so every
- *             product sees exactly the rounded weights;
- *   grads16   the 16-bit gradients (n, dt16): the model's fp32 gradients are
- *             rounded here bucket by bucket and reduced in 16 bits (half the
- *             bytes), then widened and unscaled back into the fp32 arena;
+ *             ZeRO shard, or everything): AdamW updates these. Borrowed from
+ *             the model's fp32 parameter arena (master_borrowed = 1) in fp32
+ *             runs and in mixed precision below ZeRO-2, where the arena IS
+ *             the master and the model reads its 16-bit rounding region by
+ *             region (yk_model_tp.weights16); a copy of its own under ZeRO-2/3;
+ *   params16  ZeRO-2 only: the 16-bit weights (n, dt16), rounded from master
+ *             after every update, all-gathered and widened into the stage's
+ *             fp32 arena; NULL otherwise;
+ *   grads16   NULL: the gradients live in one fp32 home (the model's arena,
+ *             or ZeRO-2/3's slice) and are rounded to 16 bits in place
+ *             bucket by bucket for the reduction (engine/grads.c);
  *   ls        the dynamic loss scaler (fp16 only; bf16 has fp32's range).
  *
  * Model state per parameter, N ranks sharing the optimizer state (ZeRO-1):
- * fp32 8 + 8/N bytes (params, grads; m, v); mixed 12 + 12/N (params,
- * grads, params16, grads16; master, m, v). docs/training.md. */
+ * 8 + 8/N bytes in fp32 and in mixed precision (fp32 weights = master, fp32
+ * gradients; m, v). docs/memory.md. */
 typedef struct yk_mixed {
   yk_precision prec;
   yk_dtype dt16;            /* YK_DT_F16 / YK_DT_BF16; YK_DT_F32 in fp32 runs */
   size_t n;                 /* parameters */
   size_t off, len;          /* the slice whose master weights this rank holds */
-  float *master;            /* len values; fp32 runs: the model's arena + off (borrowed) */
-  uint16_t *params16;       /* NULL in fp32 runs */
-  uint16_t *grads16;        /* NULL in fp32 runs */
+  float *master;            /* len values; borrowed: the model's arena + off */
+  int master_borrowed;      /* 1: master points into the model's arena (not freed) */
+  uint16_t *params16;       /* ZeRO-2 mixed only, else NULL */
+  uint16_t *grads16;        /* always NULL (kept for ZeRO-2's init, which frees it) */
   yk_shmem params16_shm;    /* the memory of params16 / grads16 when shared with peers on this host */
   yk_shmem grads16_shm;
   yk_loss_scaler ls;        /* fp16 only */
 } yk_mixed;
 
+/* Mixed precision whose master weights are the model's arena (fp32 runs,
+ * and fp16/bf16 below ZeRO-2): master = model_params + off, borrowed; no
+ * 16-bit copies; fp16 initialises the loss scaler from loss_scale.*. Free
+ * with yk_optimizer_mixed_free. */
+int yk_optimizer_mixed_init_in_arena(yk_mixed *mp, const yk_config *c, float *model_params, size_t n, size_t off,
+                                     size_t len, yk_diag *d);
 /* Set up the state of c->train.precision for n parameters whose fp32 arena
  * (model_params, borrowed) already holds the initial weights, this rank
  * updating [off, off + len): in fp16/bf16 copies that slice to a new master,
@@ -298,10 +307,10 @@ void yk_optimizer_mixed_free(yk_mixed *mp);
 /* The factor backward multiplies the loss by: the loss scale in fp16, else 1. */
 float yk_optimizer_mixed_loss_scale(const yk_mixed *mp);
 /* After the reduction: grads[off, off+len) = widen(grads16[off, off+len)) /
- * loss scale (fp32 multiply). No-op in fp32 runs. */
+ * loss scale (fp32 multiply). No-op without grads16. */
 void yk_optimizer_mixed_unscale(const yk_mixed *mp, float *grads, size_t off, size_t len, float loss_scale);
 /* After the update (and, sharded, the gather of params16): widen params16
- * into the model's fp32 arena. No-op in fp32 runs. */
+ * into the model's fp32 arena. No-op without params16. */
 void yk_optimizer_mixed_publish(const yk_mixed *mp, float *model_params);
 
 #ifdef __cplusplus

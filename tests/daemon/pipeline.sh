@@ -5,7 +5,12 @@
 #    promised: the tied embedding's gradient is summed in another order);
 #  - kill -9 of the last stage mid-step, with the coordinator's heartbeat
 #    timeout far away: the first stage's receive ends within the channel's
-#    deadline (comm.timeout_ms) naming stage 1, no hang, nothing left behind.
+#    deadline (comm.timeout_ms) naming stage 1, no hang, nothing left behind;
+#  - a hung stage (SIGSTOP, not killed: its sockets stay open): the middle
+#    stage of PP3 with the heartbeat timeout far away (both neighbours'
+#    receives time out naming it; the coordinator names the rank whose
+#    heartbeats stopped), and rank 1 of PP2 with the heartbeat timeout first
+#    (the coordinator's verdict names it).
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/lib-train.sh"
@@ -85,4 +90,36 @@ if [ -z "$victim" ]; then fail "DP2 x PP2: rank 2 never started: $(tail -3 "$tmp
   left=$(pgrep -f "train $tmp/big.yaml" | wc -l)
   [ "$left" = 0 ] && pass "DP2 x PP2: no rank left behind" || fail "DP2 x PP2: $left processes left"
 fi
+
+# ---- a hung stage: SIGSTOP (sockets stay open, nothing is closed)
+# stop_test NAME RANKS VICTIM LIMIT_MS yoke-train-args...: SIGSTOP rank VICTIM
+# at step 2; every other rank names it in an ERROR line, the job ends within
+# LIMIT_MS, non-zero, and no rank is left (the launcher SIGKILLs the stopped one)
+stop_test() {
+  local name=$1 n=$2 v=$3 limit=$4; shift 4
+  "$YOKE" launch -n "$n" --grace-ms 500 -- train "$tmp/big.yaml" "$@" > "$tmp/$name.log" 2>&1 &
+  local lpid=$! victim rc ms r t0
+  victim=$(rank_pid "$v" "$tmp/$name.log" 300)
+  if [ -z "$victim" ]; then fail "$name: rank $v never started: $(tail -3 "$tmp/$name.log")"; kill $lpid; return; fi
+  kill -STOP "$victim"; t0=$(date +%s%N)
+  wait $lpid; rc=$?
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  kill -CONT "$victim" 2>/dev/null
+  [ $ms -le "$limit" ] && pass "$name: job ended ${ms} ms after SIGSTOP of rank $v" || fail "$name: job took ${ms} ms"
+  for r in $(seq 0 $((n - 1))); do
+    [ "$r" = "$v" ] && continue
+    grep -q "\[r$r\].*ERROR.*rank $v" "$tmp/$name.log" && pass "$name: rank $r names rank $v" \
+      || fail "$name: rank $r did not name rank $v: $(grep "\[r$r\]" "$tmp/$name.log" | grep -v INFO | tail -2 | cut -c1-300)"
+  done
+  tail -1 "$tmp/$name.log" | grep -q "job failed .*rank $v " && pass "$name: the launcher's last line names rank $v" \
+    || fail "$name: last line: $(tail -1 "$tmp/$name.log" | cut -c1-300)"
+  [ $rc -ne 0 ] && pass "$name: launcher exits non-zero ($rc)" || fail "$name: launcher exit 0 after a SIGSTOP"
+  sleep 0.5
+  left=$(pgrep -f "train $tmp/big.yaml" | wc -l)
+  [ "$left" = 0 ] && pass "$name: no rank left behind" || fail "$name: $left processes left"
+}
+# comm.timeout_ms 3000 first (heartbeat timeout 60 s): 3 s + 0.5 s grace + slack
+stop_test "PP3 SIGSTOP rank 1" 3 1 9000 --set parallel.pipeline=3
+# the heartbeat timeout first (2 s, comm.timeout_ms 20 s)
+stop_test "PP2 SIGSTOP rank 1" 2 1 9000 --set coord.heartbeat_timeout_ms=2000 --set comm.timeout_ms=20000
 finish

@@ -51,7 +51,7 @@ train_job tp2 0 2 --set ckpt.dir="$tmp/kdp" --resume latest
 resharded tp2 1 2
 compare_steps "DP2 x TP1 ZeRO-1 -> TP2 x DP1: steps 6..10 vs the uninterrupted DP2 run" "$tmp/tp2.json" "$tmp/straight_dp.json" 6 10 5e-5 1e-4
 
-# ---- bf16: the 16-bit weights are resharded with the fp32 master weights
+# ---- bf16: the fp32 master weights are resharded (the 16-bit weights are their rounding)
 train_job straight16 0 2 --set train.precision=bf16
 train_job save16 75 2 --set train.precision=bf16 --set ckpt.dir="$tmp/k16" --set train.stop_after=5
 train_job one16 0 1 $TP1 --set train.precision=bf16 --set ckpt.dir="$tmp/k16" --resume latest

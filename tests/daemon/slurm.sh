@@ -41,4 +41,31 @@ done
   || fail "sbatch job '$jid': '$state': $(cat "$YK_TMP/sbatch.err") $(tail -5 "$out" 2>/dev/null)"
 grep -q "all 2 ranks registered" "$out" && pass "sbatch: 2 ranks rendezvoused" || fail "sbatch: no rendezvous in $(tail -5 "$out" 2>/dev/null)"
 [ "$(grep -c 'joined job' "$out" 2>/dev/null)" = 2 ] && pass "sbatch: both ranks joined" || fail "sbatch: joins"
+
+# An elastic job under srun --no-kill, the coordinator its own process
+# (cluster-configs/slurm/elastic.sbatch does the same on a real cluster): one
+# of 3 tasks is killed, the other two finish the job (docs/elasticity.md).
+"$YOKE" data prepare --out "$YK_TMP/data" /usr/share/common-licenses/* > /dev/null
+cat > "$YK_TMP/el.yaml" <<YAML
+model: {name: tiny}
+data: {train: "$YK_TMP/data/train_*.bin"}
+train: {micro_batch: 2, seq_len: 32, steps: 150, threads: 1, grad_accum: 2}
+coord: {heartbeat_ms: 200, heartbeat_timeout_ms: 2000}
+elastic: {enabled: true}
+YAML
+port=$(free_port)
+"$YOKE" coord "$YK_TMP/el.yaml" --world 3 --port $port > "$YK_TMP/elcoord.log" 2>&1 &
+coordpid=$!
+out=$YK_TMP/elsrun.log
+YOKE_COORD=127.0.0.1:$port YK_TEST_DELAY_RANK=-1:30 timeout 90 srun --no-kill -n 3 --time=2 "$YOKE" train "$YK_TMP/el.yaml" \
+  > "$out" 2>&1 &
+srunpid=$!
+for i in $(seq 100); do grep -q "step 20/" "$out" 2>/dev/null && break; sleep 0.2; done
+victim=$(pgrep -f "yoke train $YK_TMP/el.yaml" | tail -1)
+kill -9 "$victim"
+wait $srunpid
+wait $coordpid; crc=$?
+grep -q "epoch 2: 2 ranks" "$out" && grep -q "done: 150 steps" "$out" && [ $crc = 0 ] \
+  && pass "srun --no-kill: a task killed, the other two re-formed and finished; yoke coord exits 0" \
+  || fail "elastic srun: coord exit $crc: $(grep -h 'ERROR\|epoch' "$out" "$YK_TMP/elcoord.log" | head -4)"
 finish

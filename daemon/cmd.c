@@ -560,6 +560,17 @@ int yk_daemon_status(const yk_daemon_status_opts *so) {
       json_array_append_new(arr, e);
     }
     json_object_set_new(o, "members", arr);
+    /* elastic jobs: the latest membership changes and the time they cost */
+    json_t *ch = json_array();
+    for (uint32_t i = 0; i < m.n_changes; i++) {
+      json_t *e = json_object();
+      json_object_set_new(e, "epoch", json_integer(m.changes[i].epoch));
+      json_object_set_new(e, "cause", json_string(m.changes[i].cause));
+      json_object_set_new(e, "duration_s", m.changes[i].seconds >= 0 ? json_real(m.changes[i].seconds) : json_null());
+      json_array_append_new(ch, e);
+    }
+    json_object_set_new(o, "changes", ch);
+    json_object_set_new(o, "recovery_s", json_real(m.recovery_s));
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (s) puts(s);
     free(s);
@@ -577,6 +588,14 @@ int yk_daemon_status(const yk_daemon_status_opts *so) {
       printf("%-5d %-24s %-8u %-8s %10u %8lld %10.4f %10.1f %12.0f\n", mm->rank, mm->host[0] ? mm->host : "-",
              mm->pid, state_name(mm->state), mm->hb_age_ms, (long long)mm->rep.step, mm->rep.loss, mm->rep.step_ms,
              mm->rep.tokens_per_s);
+    }
+    if (m.n_changes) {
+      printf("membership changes (latest %u; %.2f s lost to recovery in all):\n", m.n_changes, m.recovery_s);
+      for (uint32_t i = 0; i < m.n_changes; i++) {
+        char dur[32] = "in progress";
+        if (m.changes[i].seconds >= 0) snprintf(dur, sizeof dur, "%.2f s", m.changes[i].seconds);
+        printf("  epoch %-4u %-12s %s\n", m.changes[i].epoch, dur, m.changes[i].cause);
+      }
     }
   }
   yk_msg_free(&m);

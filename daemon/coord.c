@@ -59,6 +59,14 @@ struct yk_coord {
   int elastic;
   int njoin;      /* elastic: joiners waiting for the next epoch, m[world, world + njoin) */
   uint64_t drain_due_ns; /* elastic: when the pending self-drains are decided (0: none) */
+  /* elastic: the latest membership changes (a ring, oldest first from
+   * nhist - YK_PROTO_MAX_CHANGES), for STATUS: each one's time until the
+   * first step completed after it, and their sum */
+  yk_msg_change hist[YK_PROTO_MAX_CHANGES];
+  uint64_t hist_t0[YK_PROTO_MAX_CHANGES];
+  int64_t hist_step[YK_PROTO_MAX_CHANGES];
+  int nhist;
+  double recovery_s;
   int port;
   uint64_t job_id;
   uint32_t epoch;
@@ -313,7 +321,29 @@ static void reform(yk_coord *co, int cause, const char *why) {
   free(leaver);
   free(mm);
   co->drain_due_ns = 0;
+  int64_t top = 0;
+  for (int i = 0; i < n; i++)
+    if (nm[i].rep.step > top) top = nm[i].rep.step;
+  int h = co->nhist++ % YK_PROTO_MAX_CHANGES;
+  co->hist[h].epoch = co->epoch;
+  co->hist[h].seconds = -1;
+  snprintf(co->hist[h].cause, sizeof co->hist[h].cause, "%.250s", why);
+  co->hist_t0[h] = yk_now_ns();
+  co->hist_step[h] = top;
   YK_WARN(co->log, "coordinator: epoch %u: %d ranks (%s)", co->epoch, n, why);
+}
+
+/* A member reported `step`: the changes it is the first step after are
+ * over. A step redone after a failure is reported again with the same
+ * number: only a step beyond every one reported before the change counts. */
+static void note_progress(yk_coord *co, int64_t step) {
+  int first = co->nhist > YK_PROTO_MAX_CHANGES ? co->nhist - YK_PROTO_MAX_CHANGES : 0;
+  for (int k = first; k < co->nhist; k++) {
+    int h = k % YK_PROTO_MAX_CHANGES;
+    if (co->hist[h].seconds >= 0 || step <= co->hist_step[h]) continue;
+    co->hist[h].seconds = (double)(yk_now_ns() - co->hist_t0[h]) / 1e9;
+    co->recovery_s += co->hist[h].seconds;
+  }
 }
 
 static void declare_dead(yk_coord *co, int rank, const char *why) {
@@ -559,6 +589,9 @@ static void on_status(cconn *cc) {
   s.alive = count_state(co, YK_MEMBER_REGISTERED);
   s.n_members = (uint32_t)co->world;
   s.members = mm;
+  int first = co->nhist > YK_PROTO_MAX_CHANGES ? co->nhist - YK_PROTO_MAX_CHANGES : 0;
+  for (int k = first; k < co->nhist; k++) s.changes[s.n_changes++] = co->hist[k % YK_PROTO_MAX_CHANGES];
+  s.recovery_s = co->recovery_s;
   ykd_conn_send(&cc->c, &s);
   free(mm);
 }
@@ -656,6 +689,7 @@ static void on_msg(ykd_conn *c, const yk_msg *m) {
     mb->rep = m->rep;
     /* the earliest step reported: a periodic heartbeat may overtake the first report */
     if (m->rep.step > 0 && (mb->first.step <= 0 || m->rep.step < mb->first.step)) mb->first = m->rep;
+    if (co->nhist && cc->rank < co->world) note_progress(co, m->rep.step);
     note_straggler(co);
     yk_msg a = {0};
     a.type = YK_MSG_HEARTBEAT_ACK;
@@ -673,7 +707,8 @@ static void on_msg(ykd_conn *c, const yk_msg *m) {
     if (m->code == 0) {
       YK_INFO(co->log, "coordinator: rank %d (%s) finished", r, mb->host);
     } else if (co->elastic && co->started && !co->aborted && m->code != YK_EXIT_USAGE && m->code != YK_EXIT_SIGINT &&
-               m->code != YK_EXIT_REQUEUE && count_state(co, YK_MEMBER_REGISTERED) > 0) {
+               m->code != YK_EXIT_REQUEUE && m->code != YK_EXIT_SIGTERM && count_state(co, YK_MEMBER_REGISTERED) > 0) {
+      /* (a stop the ranks agreed on - 75, 130, 143 - ends the job, it is no departure) */
       /* elastic: a rank that failed leaves; the others go on without it */
       char reason[YK_PROTO_MAX_TEXT + YK_PROTO_MAX_HOST + 64];
       snprintf(reason, sizeof reason, "rank %d (host %s) failed with code %d: %s", r, mb->host, m->code, m->text);

@@ -82,6 +82,8 @@ struct yk_daemon_ctl {
   uint8_t *x_all;
   uint32_t x_round;
   uint32_t x_epoch;   /* the epoch the pending all-gather belongs to */
+  int reforms;        /* elastic: re-forms the step loop went through (/metrics) */
+  double recovery_s;  /* and the time they took */
   char x_err[512];
   int link_dead;
   int stop_req, stop_code;
@@ -356,8 +358,10 @@ static void on_reform(yk_daemon_ctl *ctl, const yk_msg *m) {
     YK_WARN(ctl->log, "control: epoch %u: %s; this rank leaves at the next step boundary", m->epoch, m->text);
   else
     YK_WARN(ctl->log, "control: epoch %u: %s; this rank is now rank %d of %d", m->epoch, m->text, m->rank, m->world);
-  push_event(ctl, &ev);
+  /* abort first: once the step loop has the event it may build the new
+   * epoch's communicators, which this abort must not reach */
   if (m->code == YK_REFORM_FAILURE && ctl->on_abort) ctl->on_abort(ctl->abort_arg, &ev);
+  push_event(ctl, &ev);
 }
 
 static void on_exchange_all(yk_daemon_ctl *ctl, const yk_msg *m) {
@@ -638,7 +642,8 @@ static size_t render_metrics(void *arg, char *buf, size_t cap) {
   uint64_t total = ctl->ar_bytes_total, nrep = ctl->steps_reported;
   double age = (double)(yk_now_ns() - ctl->last_rx_ns) / 1e9;
   yk_daemon_job job = ctl->job;
-  int alive = ctl->alive;
+  int alive = ctl->alive, reforms = ctl->reforms;
+  double recovery = ctl->recovery_s;
   uv_mutex_unlock(&ctl->mu);
   char lab[64];
   snprintf(lab, sizeof lab, "rank=\"%d\"", ctl->env.rank);
@@ -668,6 +673,8 @@ static size_t render_metrics(void *arg, char *buf, size_t cap) {
   EMIT("yoke_world_size", "gauge", "Ranks in the job.", "%d", job.world);
   EMIT("yoke_ranks_alive", "gauge", "Ranks the coordinator counts alive.", "%d", alive);
   EMIT("yoke_epoch", "gauge", "Membership epoch.", "%u", job.epoch);
+  EMIT("yoke_reforms_total", "counter", "Membership changes this rank re-formed through (elastic jobs).", "%d", reforms);
+  EMIT("yoke_recovery_seconds_total", "counter", "Seconds this rank spent re-forming (elastic jobs).", "%.6f", recovery);
 #undef EMIT
   return n;
 }
@@ -1023,6 +1030,13 @@ int yk_daemon_ctl_wait(yk_daemon_ctl *ctl, yk_daemon_event *ev, uint64_t deadlin
   }
   uv_mutex_unlock(&ctl->mu);
   return got;
+}
+
+void yk_daemon_ctl_note_reform(yk_daemon_ctl *ctl, double seconds) {
+  uv_mutex_lock(&ctl->mu);
+  ctl->reforms++;
+  ctl->recovery_s += seconds;
+  uv_mutex_unlock(&ctl->mu);
 }
 
 int yk_daemon_ctl_wait_epoch(yk_daemon_ctl *ctl, uint32_t epoch, uint64_t deadline_ns) {

@@ -26,6 +26,11 @@ static void on_abort(void *arg, const yk_daemon_event *ev) {
    * the control thread: the lock keeps ykd_job_close from destroying the
    * communicator under us. */
   pthread_mutex_lock(&job->comm_lock);
+  if (ev->type == YK_EV_REFORM && ev->epoch <= job->epoch) {
+    /* elastic: a failure of an epoch these communicators already outlived */
+    pthread_mutex_unlock(&job->comm_lock);
+    return;
+  }
   job->aborted = 1;
   snprintf(job->abort_text, sizeof job->abort_text, "%s", ev->text);
   if (job->tp) yk_comm_abort(job->tp, ev->text);

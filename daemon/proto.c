@@ -269,6 +269,13 @@ int yk_proto_encode(const yk_msg *m, const uint8_t *key, size_t key_len, uint8_t
       w_u32(&w, mm->hb_age_ms);
       w_report(&w, &mm->rep);
     }
+    w_u32(&w, m->n_changes);
+    for (uint32_t i = 0; i < m->n_changes && i < YK_PROTO_MAX_CHANGES; i++) {
+      w_u32(&w, m->changes[i].epoch);
+      w_f64(&w, m->changes[i].seconds);
+      w_str(&w, m->changes[i].cause, 255);
+    }
+    w_f64(&w, m->recovery_s);
     break;
   case YK_MSG_EXCHANGE:
     w_u32(&w, m->epoch);
@@ -436,6 +443,19 @@ long yk_proto_decode(const uint8_t *buf, size_t len, const uint8_t *key, size_t 
       mm->hb_age_ms = r_u32(&r, "status.member.hb_age");
       r_report(&r, &mm->rep);
     }
+    if (r.bad) break;
+    m->n_changes = r_u32(&r, "status.n_changes");
+    if (m->n_changes > YK_PROTO_MAX_CHANGES) {
+      r.bad = 1;
+      r.what = "status.n_changes";
+      break;
+    }
+    for (uint32_t i = 0; i < m->n_changes && !r.bad; i++) {
+      m->changes[i].epoch = r_u32(&r, "status.change.epoch");
+      m->changes[i].seconds = r_f64(&r, "status.change.seconds");
+      r_str(&r, m->changes[i].cause, 255, "status.change.cause");
+    }
+    m->recovery_s = r_f64(&r, "status.recovery_s");
     break;
   }
   case YK_MSG_EXCHANGE:

@@ -320,6 +320,7 @@ static int elastic_reform(run *r, yk_diag *d) {
       r->reforms++;
       double dt = yk_now_s() - t0;
       r->recovery_s += dt;
+      yk_daemon_ctl_note_reform(r->job.ctl, dt);
       int64_t steps = yk_engine_start_step(r->eng);
       YK_WARN(&r->log, "elastic: epoch %u: %d ranks as dp %d x tp %d x pp %d; re-opened from the checkpoint of step "
               "%lld in %.2f s (%lld completed steps are redone)", info.epoch, info.world, r->job.layout.dp,
@@ -371,6 +372,7 @@ static int elastic_reform(run *r, yk_diag *d) {
     r->reforms++;
     double dt = yk_now_s() - t0;
     r->recovery_s += dt;
+    yk_daemon_ctl_note_reform(r->job.ctl, dt);
     int64_t steps = yk_engine_steps_done(r->eng);
     YK_WARN(&r->log, "elastic: epoch %u: %d ranks, %d micro-batches each; re-formed in %.2f s, state from rank %d "
             "at step %lld (this rank had %lld); no completed step lost", info.epoch, info.world,

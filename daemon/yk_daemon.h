@@ -85,6 +85,14 @@ typedef struct yk_msg_member {
   yk_step_stats rep;         /* STATUS: its last report */
 } yk_msg_member;
 
+/* One membership change in STATUS (elastic jobs, docs/elasticity.md). */
+#define YK_PROTO_MAX_CHANGES 8
+typedef struct yk_msg_change {
+  uint32_t epoch;             /* the epoch it started */
+  double seconds;             /* from the change to the first step completed after it; < 0: not yet */
+  char cause[256];
+} yk_msg_change;
+
 /* REQUEST actions */
 typedef enum {
   YK_REQ_CHECKPOINT = 1, /* every rank: checkpoint at the next step boundary, exit 75 */
@@ -134,6 +142,10 @@ typedef struct yk_msg {
   yk_step_stats rep;           /* HEARTBEAT */
   uint32_t n_members;
   yk_msg_member *members;       /* WELCOME / STATUS / EXCHANGE_ALL (addr = blob) */
+  /* STATUS (elastic jobs): the latest membership changes, oldest first */
+  uint32_t n_changes;
+  yk_msg_change changes[YK_PROTO_MAX_CHANGES];
+  double recovery_s;            /* STATUS: time lost to every change so far */
 } yk_msg;
 
 void yk_msg_free(yk_msg *m);
@@ -361,6 +373,9 @@ int yk_daemon_ctl_poll(yk_daemon_ctl *ctl, yk_daemon_event *ev);
 /* Like poll but waits until an event arrives or the deadline passes
  * (absolute monotonic ns; 0 = do not wait). Returns 1 (ev filled) or 0. */
 int yk_daemon_ctl_wait(yk_daemon_ctl *ctl, yk_daemon_event *ev, uint64_t deadline_ns);
+
+/* elastic: the step loop re-formed, in `seconds` (/metrics counts them). */
+void yk_daemon_ctl_note_reform(yk_daemon_ctl *ctl, double seconds);
 
 /* elastic: wait until the job is past epoch `epoch` (a REFORM arrived):
  * 1, or 0 at the deadline (absolute ns) or when the coordinator is lost. A

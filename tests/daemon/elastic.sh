@@ -129,7 +129,11 @@ launcher=$!
 sleep 2
 "$YOKE" status --coord 127.0.0.1:$((YK_PORT + 1)) --drain 2 > "$tmp/status.out" 2>&1 && grep -q "leaves at the next step boundary" "$tmp/status.out" \
   && pass "yoke status --drain 2: $(cat "$tmp/status.out")" || fail "status --drain: $(cat "$tmp/status.out")"
-sleep 1
+sleep 1.5
+"$YOKE" status --coord 127.0.0.1:$((YK_PORT + 1)) > "$tmp/status2.out" 2>&1
+grep -q "epoch 2 .* s  *rank 2 (host .*) drained by" "$tmp/status2.out" && grep -q "lost to recovery" "$tmp/status2.out" \
+  && pass "yoke status lists the change with its cause and duration: $(grep 'epoch 2 ' "$tmp/status2.out")" \
+  || fail "status after the drain: $(cat "$tmp/status2.out")"
 victim=$(pids_of_job | head -2 | tail -1) # a rank that is not draining already
 kill -TERM "$victim"
 wait $launcher; rc=$?

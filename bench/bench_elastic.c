@@ -106,7 +106,7 @@ static int child_start(child *c, const char *cmd, const char *out_path, const ch
     c->fd[0] = p[0][0];
     c->fd[1] = p[1][0];
   }
-  if (log_path) c->log = fopen(log_path, "w");
+  if (log_path && (c->log = fopen(log_path, "w"))) setvbuf(c->log, NULL, _IOLBF, 0);
   return 0;
 }
 
@@ -651,6 +651,7 @@ int yk_bench_elastic(const yk_bench_elastic_opts *o) {
          "completed step after it (total); grow: the same from `yoke launch --add 1`\n");
   printf("  %-5s %-8s %-5s %8s %8s %9s %8s %6s %16s %s\n", "model", "impl", "event", "detect_s", "reform_s",
          "restore_s", "resume_s", "lost", "last -> from", "torchrun/yoke");
+  fflush(stdout);
   char models[256];
   snprintf(models, sizeof models, "%s", o->models);
   int exit_code = 0, misses = 0;

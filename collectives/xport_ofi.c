@@ -10,8 +10,22 @@
  * or the caller of a *_sync call when the communicator is idle) reads the CQ
  * while it waits, and the comm thread polls it every 2 ms while idle, so
  * rxm's connection set-up and rendezvous acknowledgements always move.
- * Access is serialised by the communicator (one executing thread at a time),
- * which is what FI_THREAD_DOMAIN asks for.
+ *
+ * Threads: one endpoint serves a communicator and every communicator split
+ * from it (yk_comm_split shares the transport), and each of those has its
+ * own executing thread: a rank's tensor-parallel calls run on the main
+ * thread while its data-parallel comm thread runs ZeRO-3's broadcasts and
+ * the world's comm thread polls. FI_THREAD_DOMAIN, which we ask for, makes
+ * the application serialise every call into the domain: the providers then
+ * take no locks (libfabric's util CQ is OFI_LOCK_NOOP), and two threads in
+ * fi_cq_read or fi_tsend at once lose or duplicate entries. A lost completion
+ * is a collective that times out with every rank alive and waiting on the
+ * other. So every entry point below holds `mu` around its provider calls
+ * (and the backlog and registration cache, which are ours). Progress only
+ * tries it: whoever holds it reads the CQ for every communicator, and the
+ * waiter calls again. A post waits for it at most lock_ms, a fraction of
+ * comm.timeout_ms (the holder is then stuck inside the provider, which the
+ * queue's watchdog reports), so no wait here is unbounded.
  *
  * -FI_EAGAIN from a post puts the operation on a backlog (kept in order, so
  * send-after-send still holds) that every progress call retries after
@@ -21,14 +35,17 @@
  * Memory registration: when the provider asks for FI_MR_LOCAL we register
  * the buffers we pass (a small cache of registrations, reused across
  * operations); otherwise descriptors are NULL. */
+#define _GNU_SOURCE /* pthread_mutex_clocklock */
 #include <rdma/fabric.h>
 #include <rdma/fi_cm.h>
 #include <rdma/fi_domain.h>
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_errno.h>
 #include <rdma/fi_tagged.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "coll_internal.h"
@@ -67,7 +84,24 @@ typedef struct oxport {
   uint64_t mr_clock;
   pend *bl_head, *bl_tail; /* backlog of posts that got -FI_EAGAIN */
   int bl_size;
+  /* held around every provider call, the backlog and the MR cache: the
+   * endpoint is shared by the threads of every communicator split from the
+   * one that created it (see the top of the file) */
+  pthread_mutex_t mu;
+  int mu_ok;
+  uint64_t lock_ms; /* longest wait for mu in a post or a cancel */
 } oxport;
+
+/* Take o->mu within o->lock_ms; 0 or YK_ETIMEDOUT (the holder is stuck in a
+ * provider call). */
+static int lock_bounded(oxport *o) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t ns = (uint64_t)ts.tv_nsec + o->lock_ms * 1000000ull;
+  ts.tv_sec += (time_t)(ns / 1000000000ull);
+  ts.tv_nsec = (long)(ns % 1000000000ull);
+  return pthread_mutex_clocklock(&o->mu, CLOCK_MONOTONIC, &ts) == 0 ? 0 : YK_ETIMEDOUT;
+}
 
 static xreq *ctx_req(void *ctx) { return (xreq *)((char *)ctx - offsetof(xreq, priv)); }
 
@@ -134,11 +168,21 @@ static int enqueue(oxport *o, int is_send, int peer, uint64_t tag, void *buf, si
   return 0;
 }
 
+static int post_locked(oxport *o, int is_send, int peer, uint64_t tag, void *buf, size_t n, xreq *r) {
+  if (lock_bounded(o)) {
+    snprintf(r->errmsg, sizeof r->errmsg, "the libfabric endpoint was held by another thread of this rank for more "
+             "than %llu ms (stuck inside the provider?)", (unsigned long long)o->lock_ms);
+    return YK_ETIMEDOUT;
+  }
+  int rc = enqueue(o, is_send, peer, tag, buf, n, r);
+  pthread_mutex_unlock(&o->mu);
+  return rc;
+}
 static int o_isend(xport *x, int peer, uint64_t tag, const void *buf, size_t n, xreq *r) {
-  return enqueue((oxport *)x, 1, peer, tag, (void *)buf, n, r);
+  return post_locked((oxport *)x, 1, peer, tag, (void *)buf, n, r);
 }
 static int o_irecv(xport *x, int peer, uint64_t tag, void *buf, size_t n, xreq *r) {
-  return enqueue((oxport *)x, 0, peer, tag, buf, n, r);
+  return post_locked((oxport *)x, 0, peer, tag, buf, n, r);
 }
 
 static int err_code(int e) {
@@ -156,8 +200,7 @@ static int err_code(int e) {
   }
 }
 
-static int o_progress(xport *x, yk_diag *d) {
-  oxport *o = (oxport *)x;
+static int progress_locked(oxport *o, yk_diag *d) {
   struct fi_cq_tagged_entry ev[16];
   for (int rounds = 0; rounds < 4; rounds++) {
     ssize_t n = fi_cq_read(o->cq, ev, 16);
@@ -207,12 +250,22 @@ static int o_progress(xport *x, yk_diag *d) {
   return 0;
 }
 
+/* Only tries the lock: its holder is reading the CQ (or posting, and calls
+ * again), and whoever reads a completion marks its request done, whichever
+ * communicator it belongs to. */
+static int o_progress(xport *x, yk_diag *d) {
+  oxport *o = (oxport *)x;
+  if (pthread_mutex_trylock(&o->mu) != 0) return 0;
+  int rc = progress_locked(o, d);
+  pthread_mutex_unlock(&o->mu);
+  return rc;
+}
+
 static void o_test(xport *x, xreq *r) {
   if (!__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) o_progress(x, NULL);
 }
 
-static void o_cancel(xport *x, xreq *r) {
-  oxport *o = (oxport *)x;
+static void cancel_locked(oxport *o, xreq *r) {
   if (r->done) return;
   /* still on the backlog? */
   for (pend **pp = &o->bl_head; *pp; pp = &(*pp)->next)
@@ -231,6 +284,14 @@ static void o_cancel(xport *x, xreq *r) {
   fi_cancel(&o->ep->fid, &r->priv[0]);
 }
 
+static void o_cancel(xport *x, xreq *r) {
+  oxport *o = (oxport *)x;
+  /* lock not had in time: r stays pending, and the caller's drain is bounded */
+  if (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE) || lock_bounded(o)) return;
+  cancel_locked(o, r);
+  pthread_mutex_unlock(&o->mu);
+}
+
 static void o_destroy(xport *x) {
   oxport *o = (oxport *)x;
   while (o->bl_head) {
@@ -247,6 +308,7 @@ static void o_destroy(xport *x) {
   if (o->fabric) fi_close(&o->fabric->fid);
   if (o->info) fi_freeinfo(o->info);
   free(o->addrs);
+  if (o->mu_ok) pthread_mutex_destroy(&o->mu);
   free(o);
 }
 
@@ -260,6 +322,12 @@ int xport_ofi_create(yk_bootstrap *b, const char *provider, uint64_t timeout_ms,
   o->base.rank = b->rank;
   o->base.size = b->size;
   atomic_init(&o->base.refs, 1);
+  pthread_mutex_init(&o->mu, NULL);
+  o->mu_ok = 1;
+  /* a provider call holds mu for microseconds; the exec reserve's fraction of
+   * the deadline (queue.c) is far beyond that and leaves the caller time to
+   * report */
+  o->lock_ms = YK_MAX(timeout_ms / 5, 100);
   snprintf(o->base.name, sizeof o->base.name, "libfabric:%s", provider);
   int ret, rc;
   struct fi_info *hints = fi_allocinfo();

@@ -128,6 +128,12 @@ static int count_state(const yk_coord *co, int state) {
 
 int yk_coord_port(const yk_coord *c) { return c->port; }
 
+int yk_coord_live(const yk_coord *co) {
+  int n = 0;
+  for (int i = 0; i < co->world + co->njoin; i++) n += co->m[i].state == YK_MEMBER_REGISTERED;
+  return n;
+}
+
 int yk_coord_finished(const yk_coord *co, int *code) {
   if (code) *code = co->exit_code;
   return (co->started || co->aborted) && count_state(co, YK_MEMBER_REGISTERED) == 0;

@@ -148,6 +148,18 @@ static void destroy_comms(ykd_job *job) {
   yk_comm_destroy(comm);
 }
 
+/* elastic: the largest valid layout of `world` ranks: the job's tensor and
+ * pipeline degrees when they divide it, else without one of them, else
+ * data parallelism alone (a checkpoint reshards between them). */
+static int elastic_layout(const yk_config *cfg, int world, int rank, yk_layout *out, yk_diag *d) {
+  int tp = (int)cfg->parallel.tensor, pp = (int)cfg->parallel.pipeline;
+  const int cand[4][2] = {{tp, pp}, {1, pp}, {tp, 1}, {1, 1}};
+  for (int i = 0; i < 4; i++)
+    if (world % (cand[i][0] * cand[i][1]) == 0)
+      return yk_partition_layout(world, cand[i][0], cand[i][1], rank, out, d);
+  return yk_partition_layout(world, 1, 1, rank, out, d);
+}
+
 int ykd_job_reform(ykd_job *job, const yk_config *cfg, yk_daemon_job *used, yk_diag *d) {
   destroy_comms(job);
   yk_daemon_job info;
@@ -159,8 +171,7 @@ int ykd_job_reform(ykd_job *job, const yk_config *cfg, yk_daemon_job *used, yk_d
   job->epoch = info.epoch;
   pthread_mutex_unlock(&job->comm_lock);
   if (info.rank < 0) return 0; /* drained: this rank leaves */
-  int rc = yk_partition_layout(info.world, (int)cfg->parallel.tensor, (int)cfg->parallel.pipeline, info.rank,
-                               &job->layout, d);
+  int rc = elastic_layout(cfg, info.world, info.rank, &job->layout, d);
   if (rc) return rc;
   if (info.world <= 1) return 0;
   return make_comms(job, cfg, info.rank, info.world, info.epoch, d);
@@ -200,9 +211,11 @@ int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, const char 
     job->epoch = epoch;
     log->rank = rank;
   }
-  /* Megatron's rank order: tensor-parallel ranks are neighbours. */
-  if ((rc = yk_partition_layout(world, (int)cfg->parallel.tensor, (int)cfg->parallel.pipeline, rank, &job->layout,
-                                d)) != 0)
+  /* Megatron's rank order: tensor-parallel ranks are neighbours. A joiner
+   * meets whatever world the job has now. */
+  if ((rc = job->joining ? elastic_layout(cfg, world, rank, &job->layout, d)
+                         : yk_partition_layout(world, (int)cfg->parallel.tensor, (int)cfg->parallel.pipeline, rank,
+                                               &job->layout, d)) != 0)
     return rc;
   if (world <= 1) return 0;
   /* YK_TEST_START_DELAY_MS=MS, for tests only: every rank waits MS ms
@@ -236,9 +249,7 @@ int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, const char 
     rank = now.rank;
     world = now.world;
     log->rank = rank;
-    if ((rc = yk_partition_layout(world, (int)cfg->parallel.tensor, (int)cfg->parallel.pipeline, rank, &job->layout,
-                                  d)) != 0)
-      return rc;
+    if ((rc = elastic_layout(cfg, world, rank, &job->layout, d)) != 0) return rc;
     if (world <= 1) return 0;
     rc = make_comms(job, cfg, rank, world, epoch, d);
   }

@@ -373,7 +373,7 @@ static void maybe_finish(launcher *L) {
     if (L->ranks[i].proc_open) return;
   /* elastic: ranks that joined later (yoke launch --add, srun) may still
    * train; the coordinator lives here, so stay until every member left */
-  if (L->elastic && L->co && !yk_coord_finished(L->co, NULL) && !L->signals) {
+  if (L->elastic && L->co && yk_coord_live(L->co) > 0 && !L->signals) {
     if (!L->members_wait) {
       L->members_wait = 1;
       YK_INFO(L->lg, "launch: this launcher's ranks are done; serving the coordinator until the ranks that joined "

@@ -72,6 +72,9 @@ typedef struct run {
   int reforms;       /* membership changes survived */
   double recovery_s; /* time spent re-forming */
   FILE *ledger;      /* elastic.ledger, opened by whoever is rank 0 (append) */
+  int ckpt_mode;     /* elastic.redundancy=checkpoint: re-form by re-opening the engine from the last checkpoint */
+  int64_t accum0;    /* train.grad_accum as configured (elastic.batch=scale keeps it) */
+  int64_t global;    /* the job's global batch in micro-batches (checkpoint mode; 0: not known yet) */
   struct sigaction old_term, old_usr1;
 } run;
 
@@ -213,6 +216,8 @@ static int64_t test_delay_ms(const run *r) {
 /* Elasticity (docs/elasticity.md)                                          */
 /* ------------------------------------------------------------------------ */
 
+static int open_engine(run *r, yk_diag *d);
+
 /* What elastic.enabled needs, checked before the job is joined (nothing
  * made yet: no communicator, no shared memory). */
 static int elastic_check(run *r, yk_diag *d) {
@@ -237,11 +242,11 @@ static int elastic_check(run *r, yk_diag *d) {
     yk_layout l = {.dp = 2, .tp = (int)c->parallel.tensor, .pp = (int)c->parallel.pipeline};
     return yk_engine_reform_check(c, &l, d);
   }
-  if (!c->ckpt.dir[0])
-    return yk_errorf(d, YK_ECONFIG, "elastic.redundancy=checkpoint re-forms from the last checkpoint: set ckpt.dir "
-                     "(and ckpt.every), or use elastic.redundancy=buddy");
-  return yk_errorf(d, YK_EUNSUPPORTED, "elastic.redundancy=checkpoint is not built yet: use elastic.redundancy=buddy "
-                   "(data parallelism with optim.zero=0); docs/elasticity.md");
+  if (!c->ckpt.dir[0] || c->ckpt.every <= 0)
+    return yk_errorf(d, YK_ECONFIG, "elastic.redundancy=checkpoint re-forms from the last checkpoint: set ckpt.dir and "
+                     "ckpt.every (now '%s' and %lld), or use elastic.redundancy=buddy", c->ckpt.dir,
+                     (long long)c->ckpt.every);
+  return 0;
 }
 
 /* Micro-batches per rank for `world` ranks: the job's global batch stays
@@ -275,7 +280,7 @@ static void apply_log_ranks(run *r) {
 static int elastic_reform(run *r, yk_diag *d) {
   const yk_config *c = &r->cfg;
   double t0 = yk_now_s(), t_sync = t0;
-  int64_t before = yk_engine_steps_done(r->eng);
+  int64_t before = r->eng ? yk_engine_steps_done(r->eng) : 0;
   for (int attempt = 0;; attempt++) {
     yk_daemon_event ev;
     while (yk_daemon_ctl_poll(r->job.ctl, &ev)) /* older notices are folded into the newest epoch */
@@ -283,11 +288,56 @@ static int elastic_reform(run *r, yk_diag *d) {
         r->event_code = ev.code;
         snprintf(r->event_text, sizeof r->event_text, "%s", ev.text);
         return yk_errorf(d, YK_EABORTED, "%s", ev.text);
-      } else if (ev.type == YK_EV_CHECKPOINT_REQUESTED) {
+      } else if (ev.type == YK_EV_CHECKPOINT_REQUESTED && r->eng) {
         yk_engine_request_stop(r->eng, ev.code ? ev.code : YK_EXIT_REQUEUE);
       }
+    if (r->ckpt_mode && r->eng) { /* nothing survives but the last checkpoint */
+      yk_engine_close(r->eng);
+      r->eng = NULL;
+    }
     yk_daemon_job info; /* the epoch this attempt forms (the control plane may move past it) */
     int rc = ykd_job_reform(&r->job, c, &info, d);
+    if (r->ckpt_mode) {
+      if (!rc && info.rank < 0) {
+        r->left = 1;
+        return 0;
+      }
+      if (!rc) {
+        apply_log_ranks(r);
+        rc = open_engine(r, d);
+      }
+      if (rc && attempt < 64 && epoch_moved(r, info.epoch, rc)) {
+        YK_WARN(&r->log, "elastic: the job re-formed again while re-opening (%s); again", yk_diag_msg(d, rc));
+        yk_diag_clear(d);
+        if (r->eng) {
+          yk_engine_close(r->eng);
+          r->eng = NULL;
+        }
+        continue;
+      }
+      if (rc) return rc;
+      r->failure = 0;
+      r->reforms++;
+      double dt = yk_now_s() - t0;
+      r->recovery_s += dt;
+      int64_t steps = yk_engine_start_step(r->eng);
+      YK_WARN(&r->log, "elastic: epoch %u: %d ranks as dp %d x tp %d x pp %d; re-opened from the checkpoint of step "
+              "%lld in %.2f s (%lld completed steps are redone)", info.epoch, info.world, r->job.layout.dp,
+              r->job.layout.tp, r->job.layout.pp, (long long)steps, dt, (long long)(before - steps));
+      if (r->json && r->job.layout.rank == 0) {
+        char buf[320];
+        snprintf(buf, sizeof buf, "{\"reform\": true, \"epoch\": %u, \"world\": %d, \"accum\": %d, \"step\": %lld, "
+                 "\"source_rank\": -1, \"reform_s\": %.3f, \"steps_redone\": %lld}", info.epoch, info.world,
+                 yk_engine_accum(r->eng), (long long)steps, dt, (long long)(before - steps));
+        json_line(r, buf);
+      }
+      if (info.world < c->elastic.min_ranks) {
+        YK_WARN(&r->log, "elastic: %d ranks is below elastic.min_ranks=%lld: exit %d (requeue) from this checkpoint",
+                info.world, (long long)c->elastic.min_ranks, YK_EXIT_REQUEUE);
+        yk_engine_request_stop(r->eng, YK_EXIT_REQUEUE);
+      }
+      return 0;
+    }
     if (!rc && info.rank < 0) {
       r->left = 1;
       return 0;
@@ -404,15 +454,42 @@ static int open_engine(run *r, yk_diag *d) {
   }
   /* what the process holds before the engine: code, libraries, the job's
    * communicators (the base of the memory figures in the done line) */
-  yk_proc_memory(&r->base_rss, NULL);
-  int rc = yk_device_cpu_create(threads, YK_ISA_AUTO, &r->dev, d);
+  if (!r->dev) yk_proc_memory(&r->base_rss, NULL);
+  int rc = r->dev ? 0 : yk_device_cpu_create(threads, YK_ISA_AUTO, &r->dev, d);
   if (rc) return rc;
-  yk_engine_opts o = {.cfg = c, .layout = r->job.layout, .comms = {.dp = r->job.dp, .tp = r->job.tp, .pp = r->job.pp}, .dev = r->dev, .log = &r->log};
+  yk_config ec = *c;
+  if (r->ckpt_mode && (r->job.joining || r->global)) {
+    /* elastic.redundancy=checkpoint: every rank of the new epoch opens the
+     * engine at its layout from the last checkpoint (resharded as needed),
+     * with the job's global batch re-divided (members know it, a joiner
+     * learns it here) */
+    int64_t g = r->global;
+    if (r->job.comm && (rc = yk_comm_allreduce_sync(r->job.comm, &g, &g, 1, YK_DT_I64, YK_OP_MAX, d)) != 0)
+      return rc;
+    r->global = g;
+    int dp = r->job.layout.dp;
+    int64_t accum = !strcmp(c->elastic.batch, "scale") ? r->accum0 : g % dp == 0 ? g / dp : 0;
+    if (!accum) {
+      return yk_errorf(d, YK_EUNSUPPORTED, "elastic: the global batch of %lld micro-batches does not divide over %d "
+                       "data-parallel ranks (elastic.batch=keep): the last checkpoint stands; requeue with a world it "
+                       "divides, or set elastic.batch=scale", (long long)g, dp);
+    }
+    /* the engine's copy: the job's own config (its tensor and pipeline
+     * degrees) still decides the next re-form's layout */
+    ec.train.grad_accum = accum;
+    ec.parallel.tensor = r->job.layout.tp;
+    ec.parallel.pipeline = r->job.layout.pp;
+    snprintf(ec.ckpt.resume, sizeof ec.ckpt.resume, "latest");
+    YK_WARN(&r->log, "elastic: opening the engine at dp %d x tp %d x pp %d, %lld micro-batches each, from the last "
+            "checkpoint in %s", dp, r->job.layout.tp, r->job.layout.pp, (long long)accum, c->ckpt.dir);
+  }
+  yk_engine_opts o = {.cfg = &ec, .layout = r->job.layout, .comms = {.dp = r->job.dp, .tp = r->job.tp, .pp = r->job.pp}, .dev = r->dev, .log = &r->log};
   o.test_delay_ms = test_delay_ms(r);
   o.local_ranks = r->job.env.local_world > 0 ? r->job.env.local_world : 1;
-  o.joining = r->job.joining;
+  o.joining = r->job.joining && !r->ckpt_mode;
   if ((rc = yk_engine_open(&o, &r->eng, d)) != 0) return rc;
-  if (r->job.joining) {
+  r->global = (int64_t)ec.train.grad_accum * r->job.layout.dp;
+  if (r->job.joining && !r->ckpt_mode) {
     /* the members re-form at their next boundary and the most advanced one
      * sends everything to this rank (yk_engine_sync) */
     int src = 0;
@@ -589,6 +666,8 @@ int yk_daemon_train(const yk_daemon_train_opts *o) {
   yk_diag d = {0};
   r.join = o->join;
   r.log_level = r.log.level;
+  r.ckpt_mode = r.cfg.elastic.enabled && !strcmp(r.cfg.elastic.redundancy, "checkpoint");
+  r.accum0 = r.cfg.train.grad_accum;
   /* elastic: a rank outlives its launcher (the coordinator's host) long
    * enough to checkpoint; its output pipe may be gone by then */
   if (r.cfg.elastic.enabled) signal(SIGPIPE, SIG_IGN);

@@ -250,6 +250,8 @@ typedef struct yk_coord_opts {
  * the loop has run the close callbacks. */
 int yk_coord_start(struct uv_loop_s *loop, const yk_coord_opts *o, yk_coord **out, yk_diag *d);
 int yk_coord_port(const yk_coord *c);
+/* Members registered now (joiners waiting for their epoch included). */
+int yk_coord_live(const yk_coord *c);
 /* 1 once every member said BYE or is dead (after the job started), or the
  * job was aborted and everybody was told. *code is the job's exit code. */
 int yk_coord_finished(const yk_coord *c, int *code);

@@ -283,7 +283,8 @@ void eng_offload_close(eng_offload *o) {
     pthread_mutex_destroy(&o->mu);
   }
   for (int i = 0; i < 3; i++) free(o->buf[i]);
-  if (o->fd >= 0) {
+  /* an engine that never offloaded holds a zeroed struct: fd 0 is not ours */
+  if (o->path[0] && o->fd >= 0) {
     close(o->fd);
     unlink(o->path); /* scratch: the checkpoint is the source of truth */
   }

@@ -5,9 +5,13 @@
  *             all-gather, broadcast, barrier over dtypes x ops x sizes
  *   loop      large all-reduces until --seconds pass (for the kill test)
  *   mismatch  rank 1 all-reduces a different count than the others
+ *   shared    two communicators split from the world, so sharing its
+ *             transport endpoint, driven at once from two threads (as a
+ *             rank's tensor- and data-parallel groups are), --iters each
  * Exit status 0 on success; on a collective error prints
  * "coll_mp: rank R: ERROR <message>" and exits 3. */
 #include <mpi.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -156,17 +160,100 @@ static int run_mismatch(yk_comm *c) {
   return 0;
 }
 
+/* One thread's part of run_shared: `iters` operations on c through the
+ * transport (ring algorithms), each result checked. kind 0: small sync
+ * all-reduces (the model's tensor-parallel calls); kind 1: async broadcasts
+ * from every root in turn, waited for in issue order (ZeRO-3's gathers). */
+typedef struct shared_arg {
+  yk_comm *c;
+  int kind, iters, rc, wrong;
+  yk_diag d;
+} shared_arg;
+
+static void *shared_run(void *arg) {
+  shared_arg *a = arg;
+  yk_comm *c = a->c;
+  int p = yk_comm_size(c), me = yk_comm_rank(c);
+  enum { N = 96, Q = 4 };
+  _Static_assert(N % Q == 0, "pieces of equal size");
+  float buf[N];
+  yk_request *rq[Q] = {0};
+  for (int it = 0; it < a->iters && !a->rc && !a->wrong; it++) {
+    int salt = it * 7 + a->kind;
+    if (a->kind == 0) {
+      tl_fill(buf, N, YK_DT_F32, me, salt);
+      if ((a->rc = yk_comm_allreduce_sync(c, buf, buf, N, YK_DT_F32, YK_OP_SUM, &a->d))) break;
+      a->wrong = tl_check_reduce(buf, 0, N, YK_DT_F32, YK_OP_SUM, p, salt) != 0;
+      continue;
+    }
+    /* Q pieces, piece q broadcast from rank q % p, all in flight at once */
+    for (int q = 0; q < Q; q++) tl_fill(buf + q * (N / Q), N / Q, YK_DT_F32, me == q % p ? me : -1, salt + q);
+    for (int q = 0; q < Q && !a->rc; q++)
+      a->rc = yk_comm_broadcast(c, buf + q * (N / Q), N / Q, YK_DT_F32, q % p, &rq[q], &a->d);
+    for (int q = 0; q < Q; q++) {
+      int r = rq[q] ? yk_request_wait(&rq[q], yk_deadline_in_ms(60000), a->rc ? NULL : &a->d) : 0;
+      if (r && !a->rc) a->rc = r;
+    }
+    for (int q = 0; q < Q && !a->rc; q++)
+      a->wrong |= tl_check_copy(buf + q * (N / Q), 0, N / Q, YK_DT_F32, q % p, N / Q, p, salt + q) != 0;
+  }
+  return NULL;
+}
+
+/* Split communicators share their parent's transport endpoint; a rank
+ * drives its groups from different threads (the main thread's tensor-
+ * parallel calls, the data-parallel comm thread's broadcasts) while the
+ * parent's comm thread polls between operations. A transport that is not
+ * safe for that loses messages or completions: an operation then times
+ * out with every rank alive and waiting on the other. */
+static int run_shared(yk_comm *c, int iters) {
+  enum { G = 3 }; /* more threads in the endpoint at once: a missing lock shows sooner */
+  int me = yk_comm_rank(c), rc;
+  yk_diag d = {0};
+  double t0 = yk_now_s();
+  yk_comm *g[G] = {0};
+  shared_arg a[G];
+  for (int i = 0; i < G; i++) {
+    if ((rc = yk_comm_split(c, 0, me, &g[i], &d))) return fail_out(me, rc, &d, t0);
+    yk_comm_set_algo(g[i], YK_ALGO_RING); /* through the transport, not the board */
+    a[i] = (shared_arg){.c = g[i], .kind = i & 1, .iters = iters};
+  }
+  pthread_t th[G];
+  int started = 0, ret = 0;
+  for (; started < G - 1; started++)
+    if (pthread_create(&th[started], NULL, shared_run, &a[started])) break;
+  if (started < G - 1) {
+    fprintf(stderr, "coll_mp: rank %d: cannot start a thread\n", me);
+    ret = 1;
+  } else {
+    shared_run(&a[G - 1]);
+  }
+  for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < G && !ret; i++) {
+    if (a[i].rc) ret = fail_out(me, a[i].rc, &a[i].d, t0);
+    else if (a[i].wrong) {
+      fprintf(stderr, "coll_mp: rank %d: shared: wrong %s result\n", me, a[i].kind ? "broadcast" : "all-reduce");
+      ret = 1;
+    }
+  }
+  for (int i = G - 1; i >= 0; i--) yk_comm_destroy(g[i]);
+  if (!ret)
+    printf("coll_mp: rank %d: shared endpoint: %d x %d operations on %d communicators and threads in %.2f s\n", me,
+           G, iters, G, yk_now_s() - t0);
+  return ret;
+}
+
 static void usage(void) {
-  fprintf(stderr, "usage: coll_mp check|loop|mismatch [--bootstrap mpi|file] [--transport T] [--provider P]\n"
+  fprintf(stderr, "usage: coll_mp check|loop|mismatch|shared [--bootstrap mpi|file] [--transport T] [--provider P]\n"
                   "       [--dir D --job J --rank R --size N] [--timeout-ms MS] [--seconds S] [--big]\n"
-                  "       [--oneshot BYTES] [--register]\n");
+                  "       [--oneshot BYTES] [--register] [--iters N]\n");
 }
 
 int main(int argc, char **argv) {
   if (argc < 2) return usage(), 2;
   const char *mode = argv[1], *boot = "mpi", *dir = NULL, *job = "coll", *tr = "auto", *prov = NULL;
   int rank = -1, size = -1, big = 0, reg = 0;
-  long oneshot = 0;
+  long oneshot = 0, iters = 2000;
   long timeout = 20000;
   double secs = 30;
   for (int i = 2; i < argc; i++) {
@@ -184,6 +271,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--timeout-ms")) timeout = atol(v), i++;
     else if (!strcmp(a, "--seconds")) secs = atof(v), i++;
     else if (!strcmp(a, "--oneshot")) oneshot = atol(v), i++;
+    else if (!strcmp(a, "--iters")) iters = atol(v), i++;
     else return usage(), 2;
   }
   int use_mpi = !strcmp(boot, "mpi");
@@ -214,6 +302,8 @@ int main(int argc, char **argv) {
     ret = run_loop(c, secs);
   } else if (!strcmp(mode, "mismatch")) {
     ret = run_mismatch(c);
+  } else if (!strcmp(mode, "shared")) {
+    ret = run_shared(c, (int)iters);
   } else {
     usage();
     ret = 2;

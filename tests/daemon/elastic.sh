@@ -34,8 +34,9 @@ pids_of_job() { pgrep -f "yoke train $tmp/job.yaml" || true; }
 
 # check_losses JSON... : every reported step loss equals r1's within 1e-5
 # relative (a step redone after a failure may be reported twice: both must).
-check_losses() {
-  python3 - "$tmp/r1.json" "$@" <<'EOF'
+check_losses() { check_losses_ref "$tmp/r1.json" "$@"; }
+check_losses_ref() {
+  python3 - "$@" <<'EOF'
 import json, sys
 def steps(path):
     out = []
@@ -157,6 +158,30 @@ unset YK_TEST_DELAY_RANK
 "$YOKE" launch -n 4 -- train "$tmp/job.yaml" --json --set train.steps=60 --set ckpt.dir="$tmp/ck" --resume latest \
   > "$tmp/min2.json" 2> "$tmp/min2.log" && out=$(check_losses "$tmp/min.json" "$tmp/min2.json") \
   && pass "below min_ranks: the resumed job equals 1 rank ($out)" || fail "below min_ranks resume: $(grep -h ERROR "$tmp/min2.log" | head -2) $out"
+
+# ---- elastic.redundancy=checkpoint: tensor parallelism and ZeRO-1 ---------------------
+# 4 ranks = dp 2 x tp 2 (ZeRO-1). A kill leaves 3: the largest valid layout
+# is dp 3 x tp 1, re-opened from the last checkpoint (resharded TP2 -> TP1),
+# the steps since redone; a join brings back dp 2 x tp 2. The global batch
+# (3 x 2 = 6 micro-batches) is the 1-rank run's grad_accum 6.
+"$YOKE" train "$tmp/job.yaml" --json --set train.steps=60 --set train.grad_accum=6 --set elastic.enabled=false \
+  > "$tmp/c1.json" 2> "$tmp/c1.log" || fail "checkpoint mode: 1-rank reference: $(tail -2 "$tmp/c1.log")"
+export YK_TEST_DELAY_RANK=-1:50
+CK="--set parallel.tensor=2 --set optim.zero=1 --set elastic.redundancy=checkpoint --set ckpt.every=5 --set ckpt.dir=$tmp/ck3"
+"$YOKE" launch -n 4 -- train "$tmp/job.yaml" --json --set train.steps=60 $CK > "$tmp/c4.json" 2> "$tmp/c4.log" &
+launcher=$!
+sleep 2.5
+job=$(grep -ao 'job [0-9a-f]\{16\}' "$tmp/c4.json" | head -1 | cut -c5-)
+kill -9 "$(pids_of_job | sed -n 2p)"
+sleep 1.5
+"$YOKE" launch --add 1 --job "$job" "$tmp/job.yaml" --json --set train.steps=60 $CK > "$tmp/c4add.json" 2> "$tmp/c4add.log"
+wait $launcher; rc=$?
+unset YK_TEST_DELAY_RANK
+grep -q "as dp 3 x tp 1 x pp 1; re-opened from the checkpoint" "$tmp/c4.log" && grep -q "as dp 2 x tp 2 x pp 1; re-opened" "$tmp/c4.log" \
+  && [ "$rc" = 0 ] && pass "checkpoint mode: dp2 x tp2 -> (kill) dp3 x tp1 -> (join) dp2 x tp2, each from the last checkpoint" \
+  || fail "checkpoint mode: exit $rc: $(grep -h 'ERROR\|re-opened' "$tmp/c4.log" "$tmp/c4add.log" | head -4)"
+out=$(check_losses_ref "$tmp/c1.json" "$tmp/c4.json" "$tmp/c4add.json") && pass "checkpoint mode: losses equal 1 rank ($out)" \
+  || fail "checkpoint mode: losses: $out"
 
 # ---- the coordinator dies: the ranks checkpoint and exit 75 ----------------------
 export YK_TEST_DELAY_RANK=-1:30

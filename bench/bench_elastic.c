@@ -619,6 +619,12 @@ int yk_bench_elastic(const yk_bench_elastic_opts *o) {
   }
   x.self[n] = '\0';
   yk_rng_seed(&x.rng, o->seed ? (uint64_t)o->seed : (uint64_t)time(NULL) ^ (uint64_t)getpid());
+  struct sigaction sa = {0}, old_int, old_term;
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  interrupted = 0;
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
   int torch = !o->no_torch;
   if (torch && !yk_bench_torch_available()) {
     fprintf(stderr, "yoke bench elastic: /usr/bin/python3 has no torch (apt-get install python3-torch): the torchrun "
@@ -626,16 +632,12 @@ int yk_bench_elastic(const yk_bench_elastic_opts *o) {
     torch = 0;
   }
   snprintf(x.dir, sizeof x.dir, "/tmp/yk_bench_elastic_XXXXXX");
-  if (!mkdtemp(x.dir)) {
-    fprintf(stderr, "yoke bench elastic: cannot create a temporary directory\n");
-    return 1;
+  if (interrupted || !mkdtemp(x.dir)) {
+    if (!interrupted) fprintf(stderr, "yoke bench elastic: cannot create a temporary directory\n");
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    return interrupted ? YK_EXIT_SIGINT : 1;
   }
-  struct sigaction sa = {0}, old_int, old_term;
-  sa.sa_handler = on_interrupt;
-  sigemptyset(&sa.sa_mask);
-  interrupted = 0;
-  sigaction(SIGINT, &sa, &old_int);
-  sigaction(SIGTERM, &sa, &old_term);
   yk_isa isa = YK_ISA_PORTABLE;
   yk_diag d = {0};
   if (yk_isa_resolve(YK_ISA_AUTO, &isa, &d) != 0) yk_diag_clear(&d);

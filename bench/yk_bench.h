@@ -134,6 +134,27 @@ typedef struct yk_bench_ckpt_opts {
 void yk_bench_ckpt_opts_default(yk_bench_ckpt_opts *o);
 int yk_bench_ckpt(const yk_bench_ckpt_opts *o);
 
+/* yoke bench elastic: an elastic job of `ranks` ranks (yoke launch, 1
+ * thread each) per model loses a random rank to kill -9 at a random moment
+ * of step kill_after + 1: time to detect, re-form, restore the state and
+ * the first step after it, and the completed steps lost; then the time from
+ * `yoke launch --add 1` to the first step at the full size; torchrun's
+ * elastic agent (restart of every worker from a checkpoint every
+ * ckpt_every steps) beside. docs/elasticity.md, "Benchmark". */
+typedef struct yk_bench_elastic_opts {
+  const char *models;          /* comma-separated presets (default "d6,d12") */
+  int64_t ranks;               /* ranks at the start (default 4) */
+  int64_t batch, seq_len;      /* micro-batch B (default 1) and T (default 64) */
+  int64_t accum;               /* micro-batches per rank at `ranks` (default 3: 12 in all, 4 each on 3 ranks) */
+  int64_t kill_after;          /* steps completed before the kill (default 15) */
+  int64_t ckpt_every;          /* torchrun's checkpoint interval K in steps (default 10) */
+  int64_t timeout_s;           /* deadline of each wait (default 600) */
+  int64_t seed;                /* victim and moment of the kill (default 0: from the clock) */
+  int no_torch, no_grow, json; /* skip torchrun / the grow / also one JSON object per row */
+} yk_bench_elastic_opts;
+void yk_bench_elastic_opts_default(yk_bench_elastic_opts *o);
+int yk_bench_elastic(const yk_bench_elastic_opts *o);
+
 /* Helpers shared by the benchmarks (bench_common.c). */
 /* Median of v[0..n) (sorts v in place). */
 double yk_bench_median(double *v, int n);

@@ -1,4 +1,4 @@
-/* cmd_bench.c - `yoke bench coll|train|scale|parallel|ckpt`: the command lines of
+/* cmd_bench.c - `yoke bench coll|train|scale|parallel|ckpt|elastic`: the command lines of
  * the benchmarks (bench/). Each table fills the benchmark's own options
  * struct, starting from its defaults. */
 #include <stddef.h>
@@ -315,6 +315,52 @@ static int cmd_ckpt(int argc, char **argv) {
   return code >= 0 ? code : yk_bench_ckpt(&o.b);
 }
 
+/* ---- elastic ---- */
+
+typedef struct elastic_opts {
+  yk_bench_elastic_opts b;
+} elastic_opts;
+
+#define EL(f) offsetof(elastic_opts, b.f)
+static const yk_opt elastic_table[] = {
+    {"--models", 0, YK_OPT_STR, EL(models), "LIST", "GPT-2 presets (default d6,d12; tiny for a quick look)"},
+    {"--ranks", 0, YK_OPT_INT, EL(ranks), "N", "ranks at the start, one is killed (default 4)", 2, 64},
+    {"--batch", 0, YK_OPT_INT, EL(batch), "B", "micro-batch (default 1)", 1, 65536},
+    {"--seq-len", 0, YK_OPT_INT, EL(seq_len), "T", "sequence length (default 64)", 1, 65536},
+    {"--accum", 0, YK_OPT_INT, EL(accum), "N",
+     "micro-batches per rank at --ranks (default 3); the global batch stays, so\n"
+     "                            ranks x N must divide over ranks - 1", 1, 65536},
+    {"--kill-after", 0, YK_OPT_INT, EL(kill_after), "N",
+     "steps completed before the kill, at a random moment of the next (default 15)", 2, 1000000},
+    {"--ckpt-every", 0, YK_OPT_INT, EL(ckpt_every), "K", "torchrun's checkpoint interval in steps (default 10)", 1,
+     1000000},
+    {"--timeout", 0, YK_OPT_INT, EL(timeout_s), "S", "deadline of each wait in seconds (default 600)", 1, 86400},
+    {"--seed", 0, YK_OPT_INT, EL(seed), "N", "seed of the victim and the moment (default 0: from the clock)", 0,
+     1e15},
+    {"--no-torch", 0, YK_OPT_FLAG, EL(no_torch), NULL, "skip torchrun"},
+    {"--no-grow", 0, YK_OPT_FLAG, EL(no_grow), NULL, "skip the grow (yoke launch --add 1)"},
+    {"--json", 0, YK_OPT_FLAG, EL(json), NULL, "also print one JSON object per row"},
+};
+#undef EL
+
+static const yk_cmd_spec elastic_spec = {
+    .name = "bench elastic",
+    .synopsis = "[options]",
+    .about = "An elastic job of N ranks (yoke launch, 1 thread each) loses a random rank to kill -9 in the\n"
+             "middle of a step: time to detect, re-form, restore the state and to the first step after it,\n"
+             "completed steps lost; then the time from `yoke launch --add 1` to the first step at full size.\n"
+             "torchrun's elastic agent beside (restart of every worker from a checkpoint every K steps).",
+    .opts = elastic_table,
+    .nopts = YK_ARRAY_LEN(elastic_table),
+};
+
+static int cmd_elastic(int argc, char **argv) {
+  elastic_opts o;
+  yk_bench_elastic_opts_default(&o.b);
+  int code = cli_parse(&elastic_spec, argc, argv, &o);
+  return code >= 0 ? code : yk_bench_elastic(&o.b);
+}
+
 static const cli_cmd bench_cmds[] = {
     {"coll", cmd_coll, "all-reduce busbw per algorithm/transport beside MPI_Allreduce and gloo (mpirun)"},
     {"train", cmd_train, "one-rank training throughput and MFU, PyTorch beside"},
@@ -322,6 +368,7 @@ static const cli_cmd bench_cmds[] = {
     {"scale", cmd_scale, "data-parallel weak scaling 1 -> 2 ranks, PyTorch DDP beside; fp16/bf16; grad_accum"},
     {"parallel", cmd_parallel, "one row per parallel layout: DP2, TP2 (+SP), ZeRO-1/2/3; bytes and RSS vs formula"},
     {"ckpt", cmd_ckpt, "checkpoint save/load GB/s, compression ratio, async stall"},
+    {"elastic", cmd_elastic, "kill -9 of a rank: time to detect, re-form, resume, steps lost; grow; torchrun beside"},
 };
 
 int cli_cmd_bench(int argc, char **argv) {

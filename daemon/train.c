@@ -279,7 +279,7 @@ static void apply_log_ranks(run *r) {
  * Another change during it (a second death) starts it over. */
 static int elastic_reform(run *r, yk_diag *d) {
   const yk_config *c = &r->cfg;
-  double t0 = yk_now_s();
+  double t0 = yk_now_s(), t_sync = t0;
   int64_t before = r->eng ? yk_engine_steps_done(r->eng) : 0;
   for (int attempt = 0;; attempt++) {
     yk_daemon_event ev;
@@ -351,6 +351,7 @@ static int elastic_reform(run *r, yk_diag *d) {
       rc = yk_engine_reform(r->eng, &r->job.layout, &comms, d);
     }
     int src = 0;
+    t_sync = yk_now_s(); /* communicators and engine re-formed: the state's sync starts */
     if (!rc) rc = yk_engine_sync(r->eng, &src, d);
     if (!rc) {
       global = yk_engine_global_micro(r->eng);
@@ -370,18 +371,20 @@ static int elastic_reform(run *r, yk_diag *d) {
     if (rc) return rc;
     r->failure = 0;
     r->reforms++;
-    double dt = yk_now_s() - t0;
+    double t1 = yk_now_s(), dt = t1 - t0;
     r->recovery_s += dt;
     yk_daemon_ctl_note_reform(r->job.ctl, dt);
     int64_t steps = yk_engine_steps_done(r->eng);
-    YK_WARN(&r->log, "elastic: epoch %u: %d ranks, %d micro-batches each; re-formed in %.2f s, state from rank %d "
-            "at step %lld (this rank had %lld); no completed step lost", info.epoch, info.world,
-            yk_engine_accum(r->eng), dt, src, (long long)steps, (long long)before);
+    YK_WARN(&r->log, "elastic: epoch %u: %d ranks, %d micro-batches each; re-formed in %.2f s (state restored in "
+            "%.2f s), state from rank %d at step %lld (this rank had %lld); no completed step lost", info.epoch,
+            info.world, yk_engine_accum(r->eng), dt, t1 - t_sync, src, (long long)steps, (long long)before);
     if (r->json && r->job.layout.rank == 0) {
+      /* reform_s: communicators and engine rebuilt (from the start of the
+       * re-form, retries included); restore_s: the state's sync after it */
       char buf[256];
       snprintf(buf, sizeof buf, "{\"reform\": true, \"epoch\": %u, \"world\": %d, \"accum\": %d, \"step\": %lld, "
-               "\"source_rank\": %d, \"reform_s\": %.3f}", info.epoch, info.world, yk_engine_accum(r->eng),
-               (long long)steps, src, dt);
+               "\"source_rank\": %d, \"reform_s\": %.3f, \"restore_s\": %.3f}", info.epoch, info.world,
+               yk_engine_accum(r->eng), (long long)steps, src, t_sync - t0, t1 - t_sync);
       json_line(r, buf);
     }
     if (info.world < c->elastic.min_ranks) {

@@ -212,4 +212,28 @@ for r in rows:
 PY
 then pass "bench pipeline: 3 schedules, JSON rows"; else fail "bench pipeline: $(tail -3 "$T.pipe.err" "$T.pipe")"; fi
 rm -f "$T.pipe" "$T.pipe.err"
+# bench elastic: a smoke run on tiny (1 kill, a grow, no torchrun: its
+# restarts take seconds): JSON rows for both events with the documented
+# fields, no completed step lost, no process or temporary directory left
+# behind. YK_TEST_DELAY_RANK makes a step long enough to be killed inside.
+expect_fail 2 "bench elastic: a global batch that does not divide over ranks - 1 is refused" \
+  "$YOKE" bench elastic --models tiny --ranks 4 --accum 2 --no-torch
+tmp0=$(ls -d /tmp/yk_bench_elastic_* 2>/dev/null | wc -l)
+if YK_TEST_DELAY_RANK=-1:40 timeout 120 "$YOKE" bench elastic --models tiny --kill-after 4 --no-torch --timeout 60 \
+     --seed 7 --json > "$T.el" 2> "$T.el.err" && python3 - "$T.el" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+assert sorted(r["event"] for r in rows) == ["grow", "kill"], rows
+for r in rows:
+    assert r["impl"] == "yoke" and r["model"] == "tiny", r
+    assert all(k in r for k in ("detect_s", "reform_s", "restore_s", "resume_s", "steps_lost")), r
+    assert r["steps_lost"] == 0 and 0 < r["resume_s"] < 60 and r["detect_s"] is not None, r
+PY
+then pass "bench elastic: kill and grow rows on tiny, 0 steps lost ($(grep -c '^{' "$T.el") rows)"
+else fail "bench elastic: $(tail -5 "$T.el.err" "$T.el")"; fi
+sleep 0.5
+[ -z "$(pgrep -f 'yk_bench_elastic_' || true)" ] && [ "$(ls -d /tmp/yk_bench_elastic_* 2>/dev/null | wc -l)" = "$tmp0" ] \
+  && pass "bench elastic: no process and no temporary directory left" \
+  || fail "bench elastic: left behind: $(pgrep -fa 'yk_bench_elastic_') $(ls -d /tmp/yk_bench_elastic_* 2>/dev/null)"
+rm -f "$T.el" "$T.el.err"
 finish

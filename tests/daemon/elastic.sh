@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Elastic training with real processes (docs/elasticity.md):
-#  - kill -9 storm: a job of 4 ranks loses a random rank at a random moment,
+#  - kill -9 storm: a job of 4 ranks (checkpointing every 7 steps) loses a random rank at a random moment,
 #    again and again (YK_ELASTIC_KILLS times, default 20), each time grown
 #    back by `yoke launch --add 1`, so kills also land during a re-form and
 #    during a join. The job finishes; every loss it reports equals the 1-rank
@@ -82,7 +82,10 @@ STEPS=$((60 + KILLS * 22))
 "$YOKE" train "$tmp/job.yaml" --json --set train.steps=$STEPS --set train.grad_accum=12 --set elastic.enabled=false \
   > "$tmp/r1.json" 2> "$tmp/r1.log" || fail "1-rank reference: $(tail -2 "$tmp/r1.log")"
 export YK_TEST_DELAY_RANK=-1:40
-"$YOKE" launch -n 4 -- train "$tmp/job.yaml" --json --set train.steps=$STEPS --set elastic.ledger="$tmp/ledger" \
+# checkpoints every 7 steps: kills also land during a save (buddy mode does
+# not read them, but a save cut short must not break the next)
+STORM="--set elastic.ledger=$tmp/ledger --set ckpt.dir=$tmp/ckst --set ckpt.every=7 --set ckpt.keep=2"
+"$YOKE" launch -n 4 -- train "$tmp/job.yaml" --json --set train.steps=$STEPS $STORM \
   > "$tmp/storm.json" 2> "$tmp/storm.log" &
 launcher=$!
 sleep 2
@@ -97,7 +100,7 @@ while [ $k -lt "$KILLS" ] && kill -0 $launcher 2>/dev/null; do
   kill -9 "$victim" 2>/dev/null && k=$((k + 1))
   # grow back (sometimes at once, so that the next kill meets a join or a re-form)
   [ $((RANDOM % 2)) = 0 ] && sleep 0.$((RANDOM % 10))
-  "$YOKE" launch --add 1 --job "$job" "$tmp/job.yaml" --json --set train.steps=$STEPS --set elastic.ledger="$tmp/ledger" \
+  "$YOKE" launch --add 1 --job "$job" "$tmp/job.yaml" --json --set train.steps=$STEPS $STORM \
     > "$tmp/add$adds.json" 2> "$tmp/add$adds.log" &
   adds=$((adds + 1))
   sleep 0.$((5 + RANDOM % 5))
@@ -120,6 +123,9 @@ lost=$(grep -h "no completed step lost" "$tmp"/storm.log "$tmp"/add*.log | wc -l
 [ "$lost" -gt 0 ] && ! grep -hq "steps lost" "$tmp"/storm.log && pass "kill storm: no completed step lost ($lost re-form lines)" \
   || fail "kill storm: re-form lines: $lost"
 [ -z "$(pids_of_job)" ] && pass "kill storm: no process left" || fail "kill storm: processes left: $(pids_of_job)"
+last=$(ls "$tmp/ckst" | grep '^step-' | tail -1)
+out=$("$YOKE" ckpt verify "$tmp/ckst/$last" 2>&1) && pass "kill storm: the last checkpoint verifies ($last)" \
+  || fail "kill storm: checkpoint $last: $out"
 
 # ---- drain and SIGTERM ---------------------------------------------------------
 export YK_TEST_DELAY_RANK=-1:30

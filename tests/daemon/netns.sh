@@ -5,7 +5,8 @@
 # enters the namespace: tests/daemon/nsrsh.sh).
 # Rank 0 on host A embeds the coordinator; ranks on B and C reach it over the
 # veth links. Then: kill -9 of the rank on C, and a network partition of C
-# (link down: no FIN, so only heartbeats can tell). Namespaces are removed on
+# (link down: no FIN, so only heartbeats can tell), once ending the job and
+# once in an elastic job that goes on without C. Namespaces are removed on
 # exit, whatever happens.
 set -u
 . "$(dirname "$0")/../lib.sh"
@@ -124,4 +125,22 @@ grep -q "data plane libfabric:tcp;ofi_rxm" "$YK_TMP/train.r1" && pass "data plan
 sums=$(grep -ho '"params_checksum": "[0-9a-f]*"' "$YK_TMP"/train.r* | sort -u | wc -l)
 n=$(grep -l '"done": true' "$YK_TMP"/train.r* | wc -l)
 [ "$n" = 3 ] && [ "$sums" = 1 ] && pass "3 hosts hold identical weights" || fail "$n done, $sums checksums"
+
+# 5. an elastic job across the hosts (docs/elasticity.md): host 2's link goes
+#    down (no FIN: only the heartbeats tell), the coordinator (in the launcher
+#    on A) re-forms the job on A and B, which finish it; C gives up on its own.
+out=$YK_TMP/elastic.log
+YK_TEST_DELAY_RANK=-1:40 timeout 90 ip netns exec "${NS[0]}" "$YOKE" launch -n 3 --bind 198.18.0.1 \
+  --wrap "ip netns exec yk${tag}h{rank} env YOKE_HOSTNAME=host{rank}" -- train "$YK_TMP/job.yaml" \
+  --set train.steps=150 --set train.grad_accum=2 --set elastic.enabled=true --set comm.timeout_ms=5000 \
+  --set coord.heartbeat_ms=200 --set coord.heartbeat_timeout_ms=2000 > "$out" 2>&1 &
+lpid=$!
+for i in $(seq 150); do grep -q "step 10/150" "$out" 2>/dev/null && break; sleep 0.2; done
+ip -n "${NS[2]}" link set eth0 down
+wait $lpid; rc=$?
+ip -n "${NS[2]}" link set eth0 up
+[ $rc = 0 ] && grep -q "rank 2 (host host2.*no heartbeat for.*re-forming the job without it" "$out" \
+  && grep -q "done: 150 steps" "$out" \
+  && pass "elastic across hosts: host 2's link down, A and B re-formed and finished the job" \
+  || fail "elastic across hosts: exit $rc: $(grep -h 'ERROR\|epoch 2\|launch:' "$out" | tail -4)"
 finish

@@ -443,6 +443,24 @@ static void send_welcome(yk_coord *co) {
           (unsigned long long)co->job_id, co->epoch);
 }
 
+/* A registering rank's facts into its member slot (address copied). */
+static int member_take(member *mb, cconn *cc, const yk_msg *m) {
+  uint8_t *addr = NULL;
+  if (m->blob_len) {
+    if (!(addr = malloc(m->blob_len))) return YK_ENOMEM;
+    memcpy(addr, m->blob, m->blob_len);
+  }
+  free(mb->addr);
+  mb->addr = addr;
+  mb->addr_len = m->blob_len;
+  mb->state = YK_MEMBER_REGISTERED;
+  snprintf(mb->host, sizeof mb->host, "%s", m->host);
+  mb->pid = m->pid;
+  mb->last_hb_ns = yk_now_ns();
+  mb->conn = cc;
+  return 0;
+}
+
 /* elastic: a rank joining a running job (REGISTER with world 0). It waits in
  * m[world + njoin] for the next epoch, which starts at once: the members
  * re-form at their next step boundary. */
@@ -456,17 +474,7 @@ static void on_join(cconn *cc, const yk_msg *m) {
     return send_err(cc, "the job already has %d ranks, elastic.max_ranks is %d", co->world + co->njoin, co->cap);
   member *mb = &co->m[co->world + co->njoin];
   memset(mb, 0, sizeof *mb);
-  if (m->blob_len) {
-    mb->addr = malloc(m->blob_len);
-    if (!mb->addr) return send_err(cc, "coordinator out of memory");
-    memcpy(mb->addr, m->blob, m->blob_len);
-  }
-  mb->addr_len = m->blob_len;
-  mb->state = YK_MEMBER_REGISTERED;
-  snprintf(mb->host, sizeof mb->host, "%s", m->host);
-  mb->pid = m->pid;
-  mb->last_hb_ns = yk_now_ns();
-  mb->conn = cc;
+  if (member_take(mb, cc, m)) return send_err(cc, "coordinator out of memory");
   cc->rank = co->world + co->njoin;
   co->njoin++;
   char why[400];
@@ -496,20 +504,7 @@ static void on_register(cconn *cc, const yk_msg *m) {
     return send_err(cc, "rank %d is already registered by %s pid %u", r, mb->host, mb->pid);
   if (mb->state != YK_MEMBER_EMPTY)
     return send_err(cc, "rank %d already left the job (rejoining needs elasticity)", r);
-  uint8_t *addr = NULL;
-  if (m->blob_len) {
-    addr = malloc(m->blob_len);
-    if (!addr) return send_err(cc, "coordinator out of memory");
-    memcpy(addr, m->blob, m->blob_len);
-  }
-  free(mb->addr);
-  mb->addr = addr;
-  mb->addr_len = m->blob_len;
-  mb->state = YK_MEMBER_REGISTERED;
-  snprintf(mb->host, sizeof mb->host, "%s", m->host);
-  mb->pid = m->pid;
-  mb->last_hb_ns = yk_now_ns();
-  mb->conn = cc;
+  if (member_take(mb, cc, m)) return send_err(cc, "coordinator out of memory");
   cc->rank = r;
   co->n_registered++;
   YK_INFO(co->log, "coordinator: rank %d registered from %s pid %u (%s), %d/%d", r, m->host, m->pid, cc->c.peer,

@@ -238,47 +238,6 @@ static void on_hb_timer(uv_timer_t *t) {
   send_heartbeat(ctl);
 }
 
-static void on_welcome(yk_daemon_ctl *ctl, const yk_msg *m) {
-  if (m->world != ctl->env.world || (int)m->n_members != m->world || m->rank < 0 || m->rank >= m->world) {
-    fail_start(ctl, YK_EPROTO, "WELCOME says rank %d of %d with %u members; this rank expected a world of %d",
-               m->rank, m->world, m->n_members, ctl->env.world);
-    ykd_conn_close(ctl->link, 0);
-    return;
-  }
-  uint8_t **pa = calloc((size_t)m->world, sizeof *pa);
-  uint32_t *pl = calloc((size_t)m->world, sizeof *pl);
-  int oom = !pa || !pl;
-  for (int i = 0; !oom && i < m->world; i++) {
-    const yk_msg_member *mm = &m->members[i];
-    if (mm->rank < 0 || mm->rank >= m->world) continue;
-    pl[mm->rank] = mm->addr_len;
-    pa[mm->rank] = malloc(mm->addr_len ? mm->addr_len : 1);
-    if (!pa[mm->rank]) oom = 1;
-    else if (mm->addr_len) memcpy(pa[mm->rank], mm->addr, mm->addr_len);
-  }
-  if (oom) {
-    for (int i = 0; pa && i < m->world; i++) free(pa[i]);
-    free(pa);
-    free(pl);
-    fail_start(ctl, YK_ENOMEM, "out of memory storing %d peer addresses", m->world);
-    return;
-  }
-  uv_mutex_lock(&ctl->mu);
-  ctl->peer_addr = pa;
-  ctl->peer_len = pl;
-  ctl->job.rank = m->rank;
-  ctl->job.world = m->world;
-  ctl->job.local_rank = ctl->env.local_rank;
-  ctl->job.epoch = m->epoch;
-  ctl->job.job_id = m->job_id;
-  ctl->started = 1;
-  uv_cond_broadcast(&ctl->cv);
-  uv_mutex_unlock(&ctl->mu);
-  ctl->link_state = LINK_WELCOMED;
-  YK_INFO(ctl->log, "control: joined job %016llx as rank %d of %d (epoch %u)", (unsigned long long)m->job_id, m->rank,
-          m->world, m->epoch);
-}
-
 /* Store the members' addresses of a WELCOME or REFORM; 0 or YK_ENOMEM. */
 static int take_members(yk_daemon_ctl *ctl, const yk_msg *m) {
   uint8_t **pa = calloc((size_t)(m->world > 0 ? m->world : 1), sizeof *pa);
@@ -306,6 +265,31 @@ static int take_members(yk_daemon_ctl *ctl, const yk_msg *m) {
   ctl->peer_len = pl;
   uv_mutex_unlock(&ctl->mu);
   return 0;
+}
+
+static void on_welcome(yk_daemon_ctl *ctl, const yk_msg *m) {
+  if (m->world != ctl->env.world || (int)m->n_members != m->world || m->rank < 0 || m->rank >= m->world) {
+    fail_start(ctl, YK_EPROTO, "WELCOME says rank %d of %d with %u members; this rank expected a world of %d",
+               m->rank, m->world, m->n_members, ctl->env.world);
+    ykd_conn_close(ctl->link, 0);
+    return;
+  }
+  if (take_members(ctl, m)) {
+    fail_start(ctl, YK_ENOMEM, "out of memory storing %d peer addresses", m->world);
+    return;
+  }
+  uv_mutex_lock(&ctl->mu);
+  ctl->job.rank = m->rank;
+  ctl->job.world = m->world;
+  ctl->job.local_rank = ctl->env.local_rank;
+  ctl->job.epoch = m->epoch;
+  ctl->job.job_id = m->job_id;
+  ctl->started = 1;
+  uv_cond_broadcast(&ctl->cv);
+  uv_mutex_unlock(&ctl->mu);
+  ctl->link_state = LINK_WELCOMED;
+  YK_INFO(ctl->log, "control: joined job %016llx as rank %d of %d (epoch %u)", (unsigned long long)m->job_id, m->rank,
+          m->world, m->epoch);
 }
 
 /* elastic: the membership of a new epoch (docs/elasticity.md). A joiner

@@ -401,6 +401,15 @@ static int elastic_reform(run *r, yk_diag *d) {
   }
 }
 
+/* Re-form, and continue at the step the re-formed job agreed on (unless
+ * this rank left: r->left). */
+static int elastic_go_on(run *r, int64_t *step, yk_diag *d) {
+  yk_diag_clear(d);
+  int rc = elastic_reform(r, d);
+  if (!rc && !r->left) *step = yk_engine_steps_done(r->eng);
+  return rc;
+}
+
 /* Whether an error of the step can be survived by re-forming: the
  * communicators failed (aborted by a REFORM, a peer gone) in an elastic job
  * whose control plane announces a new epoch within the heartbeat timeout. */
@@ -546,21 +555,15 @@ static int train_loop(run *r, yk_diag *d) {
       }
       int stop = 0;
       rc = r->failure ? YK_EABORTED : yk_engine_boundary(r->eng, step, &stop, &r->exit_code, d);
-      if (rc && elastic_recoverable(r, rc)) {
-        yk_diag_clear(d);
-        if ((rc = elastic_reform(r, d)) != 0) return rc;
+      if (!rc && stop) return 0; /* an agreed stop comes before a membership change */
+      /* a failure that a new epoch explains, or a join or a drain agreed at this boundary */
+      int reform = rc ? elastic_recoverable(r, rc) : r->job.ctl && yk_engine_reform_epoch(r->eng) > r->job.epoch;
+      if (reform) {
+        if ((rc = elastic_go_on(r, &step, d)) != 0) return rc;
         if (r->left) return 0;
-        step = yk_engine_steps_done(r->eng);
         continue;
       }
       if (rc) return rc;
-      if (stop) return 0;
-      if (r->job.ctl && yk_engine_reform_epoch(r->eng) > r->job.epoch) { /* a join or a drain, agreed */
-        if ((rc = elastic_reform(r, d)) != 0) return rc;
-        if (r->left) return 0;
-        step = yk_engine_steps_done(r->eng);
-        continue;
-      }
     }
     yk_step_stats s;
     rc = r->failure ? YK_EABORTED : yk_engine_step(r->eng, step, &s, d);
@@ -568,10 +571,8 @@ static int train_loop(run *r, yk_diag *d) {
       /* the step fails on the aborted communicators: re-form, then redo it
        * (or go on after it, if some rank had applied it: yk_engine_sync) */
       YK_WARN(&r->log, "elastic: step %lld interrupted (%s); re-forming", (long long)step + 1, yk_diag_msg(d, rc));
-      yk_diag_clear(d);
-      if ((rc = elastic_reform(r, d)) != 0) return rc;
+      if ((rc = elastic_go_on(r, &step, d)) != 0) return rc;
       if (r->left) return 0;
-      step = yk_engine_steps_done(r->eng);
       continue;
     }
     if (rc) return rc;

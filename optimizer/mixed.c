@@ -17,8 +17,9 @@ static int alloc16(size_t n, int shared, const char *what, uint16_t **p, yk_shme
   return *p ? 0 : yk_errorf(d, YK_ENOMEM, "out of memory for %s (%zu parameters)", what, n);
 }
 
-int yk_optimizer_mixed_init(yk_mixed *mp, const yk_config *c, float *model_params, size_t n, size_t off, size_t len,
-                            int share_params16, int share_grads16, yk_diag *d) {
+/* What both set-ups share: the precision, the slice, and the master as the
+ * fp32 arena's slice (borrowed) until a separate one is made. */
+static void mixed_base(yk_mixed *mp, const yk_config *c, float *model_params, size_t n, size_t off, size_t len) {
   memset(mp, 0, sizeof *mp);
   mp->prec = yk_config_precision(c);
   mp->dt16 = mp->prec == YK_PREC_FP16 ? YK_DT_F16 : mp->prec == YK_PREC_BF16 ? YK_DT_BF16 : YK_DT_F32;
@@ -27,6 +28,11 @@ int yk_optimizer_mixed_init(yk_mixed *mp, const yk_config *c, float *model_param
   mp->len = len;
   mp->master = model_params + off;
   mp->master_borrowed = 1;
+}
+
+int yk_optimizer_mixed_init(yk_mixed *mp, const yk_config *c, float *model_params, size_t n, size_t off, size_t len,
+                            int share_params16, int share_grads16, yk_diag *d) {
+  mixed_base(mp, c, model_params, n, off, len);
   if (mp->prec == YK_PREC_FP32) return 0;
   int rc;
   mp->master_borrowed = 0;
@@ -45,14 +51,7 @@ int yk_optimizer_mixed_init(yk_mixed *mp, const yk_config *c, float *model_param
 
 int yk_optimizer_mixed_init_in_arena(yk_mixed *mp, const yk_config *c, float *model_params, size_t n, size_t off,
                                      size_t len, yk_diag *d) {
-  memset(mp, 0, sizeof *mp);
-  mp->prec = yk_config_precision(c);
-  mp->dt16 = mp->prec == YK_PREC_FP16 ? YK_DT_F16 : mp->prec == YK_PREC_BF16 ? YK_DT_BF16 : YK_DT_F32;
-  mp->n = n;
-  mp->off = off;
-  mp->len = len;
-  mp->master = model_params + off;
-  mp->master_borrowed = 1;
+  mixed_base(mp, c, model_params, n, off, len);
   return mp->prec == YK_PREC_FP16 ? yk_optimizer_loss_scaler_init(&mp->ls, c, d) : 0;
 }
 

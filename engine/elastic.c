@@ -127,11 +127,19 @@ static int bcast_bytes(yk_comm *c, void *p, size_t bytes, int root, const char *
   return 0;
 }
 
-/* Broadcast n elements of dt at p from root (n may be 0). */
+/* Broadcast n elements of dt at p from root (n may be 0), in pieces of at
+ * most BCAST_CHUNK bytes: a transport posts one receive per message, and a
+ * whole model's arena in one (d12: 500 MB) is more than libfabric's shm
+ * provider will take (fi_trecv: ENOMEM). */
+#define BCAST_CHUNK ((size_t)16 << 20)
 static int bcast(yk_comm *c, void *p, size_t n, yk_dtype dt, int root, const char *what, yk_diag *d) {
   if (!n || !p) return 0;
-  int rc = yk_comm_broadcast_sync(c, p, n, dt, root, d);
-  if (rc) return yk_errorf(d, rc, "re-form: broadcasting the %s failed: %s", what, yk_diag_msg(d, rc));
+  size_t es = yk_dtype_size(dt), per = BCAST_CHUNK / es;
+  for (size_t off = 0; off < n; off += per) {
+    size_t k = n - off < per ? n - off : per;
+    int rc = yk_comm_broadcast_sync(c, (char *)p + off * es, k, dt, root, d);
+    if (rc) return yk_errorf(d, rc, "re-form: broadcasting the %s failed: %s", what, yk_diag_msg(d, rc));
+  }
   return 0;
 }
 

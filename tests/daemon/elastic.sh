@@ -129,7 +129,7 @@ out=$("$YOKE" ckpt verify "$tmp/ckst/$last" 2>&1) && pass "kill storm: the last 
 
 # ---- drain and SIGTERM ---------------------------------------------------------
 export YK_TEST_DELAY_RANK=-1:30
-"$YOKE" launch -n 4 --port $((YK_PORT + 1)) -- train "$tmp/job.yaml" --json --set train.steps=80 --set elastic.ledger="$tmp/ledger2" \
+"$YOKE" launch -n 4 --port $((YK_PORT + 1)) -- train "$tmp/job.yaml" --json --set train.steps=160 --set elastic.ledger="$tmp/ledger2" \
   > "$tmp/drain.json" 2> "$tmp/drain.log" &
 launcher=$!
 sleep 2
@@ -152,7 +152,7 @@ world=$(sed 's/^\[r[0-9]*\] //' "$tmp/drain.json" | grep '"done": true' | head -
 grep -q "exited with code" "$tmp/drain.log" && fail "drain: a drained rank exited non-zero: $(grep 'exited with code' "$tmp/drain.log")" \
   || pass "drained ranks exit 0"
 out=$(check_losses "$tmp/drain.json") && pass "drain: losses equal 1 rank ($out)" || fail "drain: $out"
-out=$(check_ledger "$tmp/ledger2" 80) && pass "drain: ledger: $out" || fail "drain: ledger: $out"
+out=$(check_ledger "$tmp/ledger2" 160) && pass "drain: ledger: $out" || fail "drain: ledger: $out"
 
 # ---- below elastic.min_ranks: checkpoint, exit 75, resume ------------------
 export YK_TEST_DELAY_RANK=-1:30

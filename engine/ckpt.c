@@ -769,8 +769,12 @@ static int start_save(eng_ckpt *ck, int64_t step, int defer, yk_diag *d) {
     return 0;
   }
   count_stall(ck, stall);
-  YK_INFO(ck->log, "ckpt: step %lld: snapshot taken, training stalled %.1f ms; writing in the background",
-          (long long)step, stall * 1e3);
+  if (ck->view.off)
+    YK_INFO(ck->log, "ckpt: step %lld: writing the shard, the offloaded state streamed from %s (training waits "
+            "for it)", (long long)step, ck->view.off->path);
+  else
+    YK_INFO(ck->log, "ckpt: step %lld: snapshot taken, training stalled %.1f ms; writing in the background",
+            (long long)step, stall * 1e3);
   return 0;
 }
 

@@ -847,8 +847,16 @@ static int save_sync(eng_ckpt *ck, int64_t step, yk_diag *d) {
   int rc;
   if ((rc = complete_pending(ck, d))) return rc;
   if (ck->last_saved == step) return 0; /* already on disk (resumed at this step, or saved) */
+  double t0 = yk_now_s(), before = ck->stall_s_total;
   if ((rc = start_save(ck, step, 0, d))) return rc;
-  return complete_pending(ck, d);
+  rc = complete_pending(ck, d);
+  if (!rc && ck->view.off) {
+    /* offload: training waited for the whole write, so that is the stall */
+    double all = yk_now_s() - t0;
+    ck->stall_s_total = before + all;
+    if (all > ck->stall_s_max) ck->stall_s_max = all;
+  }
+  return rc;
 }
 
 int eng_ckpt_boundary(eng_ckpt *ck, int64_t step_done, int *stop, int *exit_code, yk_diag *d) {

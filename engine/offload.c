@@ -13,7 +13,9 @@
  * is not involved; without it (tmpfs) each pass ends with fdatasync and
  * POSIX_FADV_DONTNEED so the cache does not grow.
  *
- * The file is scratch: the checkpoint stays the source of truth. Its space
+ * The file is scratch: the checkpoint stays the source of truth (a save
+ * streams the state out of it with eng_offload_read, a resume rebuilds it
+ * with a write-only pass: ckpt.c, docs/memory.md). Its space
  * is checked (statvfs) and reserved (posix_fallocate) when it is opened, so
  * a full disk is one error at start, before any state is written. */
 #define _GNU_SOURCE

@@ -71,7 +71,7 @@ static void copy_worker(void *arg, int worker) {
   for (int i = 0; i < c->w->nparts && base < hi; i++) {
     const ck_part *p = &c->w->parts[i];
     size_t es = yk_dtype_size(p->arena->dtype);
-    uint64_t bytes = p->len * es;
+    uint64_t bytes = p->slice ? p->len * es : 0; /* a fill arena: no snapshot */
     uint64_t a = lo > base ? lo : base, b = hi < base + bytes ? hi : base + bytes;
     if (a < b) {
       const uint8_t *src = p->src;
@@ -84,7 +84,8 @@ static void copy_worker(void *arg, int worker) {
 static uint64_t do_copy(yk_ckpt_writer *w) {
   double t0 = yk_now_s();
   copy_ctx c = {.w = w, .threads = ck_threads(w->o.threads)};
-  for (int i = 0; i < w->nparts; i++) c.total += w->parts[i].len * yk_dtype_size(w->parts[i].arena->dtype);
+  for (int i = 0; i < w->nparts; i++)
+    if (w->parts[i].slice) c.total += w->parts[i].len * yk_dtype_size(w->parts[i].arena->dtype);
   if (c.total < (64u << 20)) c.threads = 1;
   ck_run_threads(c.threads, copy_worker, &c);
   double dt = yk_now_s() - t0;
@@ -234,6 +235,7 @@ static int ensure_buffers(yk_ckpt_writer *w, const yk_ckpt_state *s, yk_diag *d)
     const ck_arena *a = &s->arenas[i];
     uint64_t lo, len;
     ck_arena_save_range(a, w->o.rank, w->o.world, &lo, &len);
+    if (a->fill) continue; /* written without a snapshot */
     size_t need = len * yk_dtype_size(a->dtype);
     if (need > w->cap[i] || !w->buf[i]) {
       yk_free(w->buf[i]);
@@ -286,7 +288,7 @@ int yk_ckpt_writer_save(yk_ckpt_writer *w, const yk_ckpt_state *s, int64_t step,
     ck_part *p = &w->parts[i];
     p->arena = m;
     ck_arena_save_range(m, w->o.rank, w->o.world, &p->lo, &p->len);
-    p->slice = w->buf[i];
+    p->slice = m->fill ? NULL : w->buf[i];
     if ((rc = ck_arena_range(m, p->lo, p->len, &p->src, d))) return rc;
   }
   ck_blob_ref *refs;

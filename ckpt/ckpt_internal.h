@@ -18,7 +18,9 @@
 typedef struct ck_arena {
   char name[48];
   yk_dtype dtype;
-  void *data; /* elements [held_lo, held_lo + held_len) of the arena */
+  void *data; /* elements [held_lo, held_lo + held_len) of the arena (NULL: fill gives them) */
+  yk_ckpt_fill_fn fill; /* yk_ckpt_state_add_arena_fill: copies a range out at write time */
+  void *fill_ctx;
   uint64_t numel;
   uint64_t held_lo, held_len; /* what this process holds: all of it, or its ZeRO slice */
   int grank, gsize;           /* the ranks that save it and this one's place among them (gsize 0: every writer) */
@@ -48,7 +50,7 @@ struct yk_ckpt_state {
 typedef struct ck_part {
   const ck_arena *arena; /* name, dtype, numel, tensor table */
   const uint8_t *src;    /* the live elements [lo, lo+len) a snapshot copies from (NULL: slice is live) */
-  const uint8_t *slice;
+  const uint8_t *slice;   /* NULL: arena->fill copies each chunk out while it is written */
   uint64_t lo, len;
 } ck_part;
 

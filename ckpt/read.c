@@ -684,6 +684,9 @@ int yk_ckpt_restore(yk_ckpt_reader *r, yk_ckpt_state *s, yk_diag *d) {
                          "'%s' [%zu,+%zu)", r->dir, sa->name, t, x->name, x->offset, x->numel, y->name, y->offset,
                          y->numel);
     }
+    if (!sa->data)
+      return yk_errorf(d, YK_EINVAL, "arena '%s' is registered with a fill function and has no memory to restore "
+                       "into; read it with yk_ckpt_reader_read", sa->name);
     int rc = yk_ckpt_reader_read(r, sa->name, sa->held_lo, sa->held_len, sa->data, d);
     if (rc) return rc;
   }

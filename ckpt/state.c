@@ -30,9 +30,9 @@ static int valid_name(const char *n, size_t max) {
   return 1;
 }
 
-int yk_ckpt_state_add_arena_group(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, uint64_t numel,
-                                  uint64_t lo, uint64_t len, int grank, int gsize, const yk_tensor_desc *tensors,
-                                  int ntensors, yk_diag *d) {
+static int add_arena(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, yk_ckpt_fill_fn fill,
+                     void *fill_ctx, uint64_t numel, uint64_t lo, uint64_t len, int grank, int gsize,
+                     const yk_tensor_desc *tensors, int ntensors, yk_diag *d) {
   if (gsize < 0 || (gsize > 0 && (grank < 0 || grank >= gsize)))
     return yk_errorf(d, YK_EINVAL, "arena '%s': saving group rank %d of %d is not valid", name ? name : "(null)",
                      grank, gsize);
@@ -43,7 +43,7 @@ int yk_ckpt_state_add_arena_group(yk_ckpt_state *s, const char *name, yk_dtype d
     return yk_errorf(d, YK_EINVAL, "arena name '%s' is empty, longer than 47 characters or has '\"', '\\', '/'",
                      name ? name : "(null)");
   if ((int)dtype < 0 || dtype >= YK_DT_COUNT_) return yk_errorf(d, YK_EINVAL, "arena '%s': bad dtype %d", name, dtype);
-  if (!data && numel) return yk_errorf(d, YK_EINVAL, "arena '%s': data is NULL for %llu elements", name,
+  if (!data && !fill && numel) return yk_errorf(d, YK_EINVAL, "arena '%s': data is NULL for %llu elements", name,
                                        (unsigned long long)numel);
   if (ntensors < 0 || (ntensors && !tensors)) return yk_errorf(d, YK_EINVAL, "arena '%s': bad tensor table", name);
   for (int i = 0; i < s->narenas; i++)
@@ -69,6 +69,8 @@ int yk_ckpt_state_add_arena_group(yk_ckpt_state *s, const char *name, yk_dtype d
   snprintf(a->name, sizeof a->name, "%s", name);
   a->dtype = dtype;
   a->data = data;
+  a->fill = fill;
+  a->fill_ctx = fill_ctx;
   a->numel = numel;
   a->held_lo = lo;
   a->held_len = len;
@@ -82,6 +84,19 @@ int yk_ckpt_state_add_arena_group(yk_ckpt_state *s, const char *name, yk_dtype d
   a->ntensors = ntensors;
   s->narenas++;
   return 0;
+}
+
+int yk_ckpt_state_add_arena_group(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, uint64_t numel,
+                                  uint64_t lo, uint64_t len, int grank, int gsize, const yk_tensor_desc *tensors,
+                                  int ntensors, yk_diag *d) {
+  return add_arena(s, name, dtype, data, NULL, NULL, numel, lo, len, grank, gsize, tensors, ntensors, d);
+}
+
+int yk_ckpt_state_add_arena_fill(yk_ckpt_state *s, const char *name, yk_dtype dtype, yk_ckpt_fill_fn fill, void *ctx,
+                                 uint64_t numel, uint64_t lo, uint64_t len, int grank, int gsize,
+                                 const yk_tensor_desc *tensors, int ntensors, yk_diag *d) {
+  if (!fill) return yk_errorf(d, YK_EINVAL, "arena '%s': the fill function is NULL; pass one", name ? name : "(null)");
+  return add_arena(s, name, dtype, NULL, fill, ctx, numel, lo, len, grank, gsize, tensors, ntensors, d);
 }
 
 int yk_ckpt_state_add_arena_part(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, uint64_t numel,

@@ -247,6 +247,7 @@ typedef struct {
   const char *path;
   uint64_t pos;
   pthread_mutex_t mu;
+  pthread_mutex_t fill_mu; /* one fill call at a time (yk_ckpt_state_add_arena_fill) */
   pthread_cond_t cv;
   int next_claim, next_write, window;
   uint8_t **slot;
@@ -259,12 +260,36 @@ typedef struct {
 
 /* Compress chunk i into its slot (claimed by the caller). Returns 0 or sets
  * w->err. Called without the lock. */
-static void compress_one(wctx *w, int i, void *z, uint8_t *scratch) {
+static void compress_one(wctx *w, int i, void *z, uint8_t *scratch, uint8_t **fbuf) {
   ck_chunk *c = &w->chunks[i];
   const ck_part *pt = &w->p->parts[c->part];
   size_t es = yk_dtype_size(pt->arena->dtype);
-  const uint8_t *src = pt->slice + (c->off - pt->lo) * es;
+  const uint8_t *src = pt->slice ? pt->slice + (c->off - pt->lo) * es : NULL;
   int s = i % w->window;
+  if (!src) {
+    /* an arena that is not in memory: its fill copies this chunk out */
+    yk_diag fd = {0};
+    int frc = 0;
+    if (!*fbuf) *fbuf = big_alloc((size_t)YK_CKPT_CHUNK_ELEMS * 8);
+    if (!*fbuf) frc = yk_errorf(&fd, YK_ENOMEM, "out of memory for a chunk of arena '%s'", pt->arena->name);
+    else {
+      pthread_mutex_lock(&w->fill_mu);
+      frc = pt->arena->fill(pt->arena->fill_ctx, c->off, c->n, *fbuf, &fd);
+      pthread_mutex_unlock(&w->fill_mu);
+    }
+    if (frc) {
+      pthread_mutex_lock(&w->mu);
+      if (!w->err) w->err = yk_errorf(w->d, frc, "arena '%s' at element %llu: %s", pt->arena->name,
+                                      (unsigned long long)c->off, yk_diag_msg(&fd, frc));
+      c->bytes = 0;
+      w->slot_len[s] = 0;
+      w->slot_ready[s] = i;
+      pthread_cond_broadcast(&w->cv);
+      pthread_mutex_unlock(&w->mu);
+      return;
+    }
+    src = *fbuf;
+  }
   size_t len = ck_chunk_encode(src, c->n, es, w->level, z, scratch, w->slot[s], w->slot_cap, &c->raw_sum);
   if (len) c->sum = XXH3_64bits(w->slot[s], len);
   pthread_mutex_lock(&w->mu);
@@ -284,7 +309,7 @@ static void compress_one(wctx *w, int i, void *z, uint8_t *scratch) {
 static void writer_worker(void *arg, int worker) {
   wctx *w = arg;
   void *z = NULL;
-  uint8_t *scratch = NULL;
+  uint8_t *scratch = NULL, *fbuf = NULL;
   if (worker == 0) {
     for (int i = 0; i < w->nchunks; i++) {
       int s = i % w->window;
@@ -309,7 +334,7 @@ static void writer_worker(void *arg, int worker) {
           pthread_mutex_unlock(&w->mu);
           break;
         }
-        compress_one(w, i, z, scratch);
+        compress_one(w, i, z, scratch, &fbuf);
       }
       pthread_mutex_lock(&w->mu);
       int err = w->err;
@@ -327,6 +352,7 @@ static void writer_worker(void *arg, int worker) {
       if (rc) break;
     }
     free(scratch);
+    free(fbuf);
     ck_zctx_free(z);
     return;
   }
@@ -340,12 +366,13 @@ static void writer_worker(void *arg, int worker) {
     if (w->err || w->next_claim >= w->nchunks) break;
     int i = w->next_claim++;
     pthread_mutex_unlock(&w->mu);
-    compress_one(w, i, z, scratch);
+    compress_one(w, i, z, scratch, &fbuf);
     pthread_mutex_lock(&w->mu);
   }
   pthread_cond_broadcast(&w->cv);
   pthread_mutex_unlock(&w->mu);
   free(scratch);
+  free(fbuf);
   ck_zctx_free(z);
 }
 
@@ -461,9 +488,11 @@ int ck_write_plan(const char *root, const ck_plan *p, int level, int threads, in
   }
   if (!rc && nchunks) {
     pthread_mutex_init(&w.mu, NULL);
+    pthread_mutex_init(&w.fill_mu, NULL);
     pthread_cond_init(&w.cv, NULL);
     ck_run_threads(nthr + 1, writer_worker, &w);
     pthread_mutex_destroy(&w.mu);
+    pthread_mutex_destroy(&w.fill_mu);
     pthread_cond_destroy(&w.cv);
     rc = w.err;
   }

@@ -90,6 +90,20 @@ int yk_ckpt_state_add_arena_part(yk_ckpt_state *s, const char *name, yk_dtype dt
 int yk_ckpt_state_add_arena_group(yk_ckpt_state *s, const char *name, yk_dtype dtype, void *data, uint64_t numel,
                                   uint64_t lo, uint64_t len, int grank, int gsize, const yk_tensor_desc *tensors,
                                   int ntensors, yk_diag *d);
+/* The same for an arena whose elements are not in memory (optimizer state
+ * in a file, optim.offload=disk): a write asks `fill` for them chunk by
+ * chunk (at most YK_CKPT_CHUNK_ELEMS elements at a time), so no snapshot of
+ * the arena is ever held: fill(ctx, lo, len, dst, d) copies arena elements
+ * [lo, lo + len) (inside this rank's save range) into dst and returns 0 or a
+ * negative YK_E* with d set. It is called from the writer's threads, one
+ * call at a time. The snapshot writer takes no copy of such an arena, so the
+ * caller must not change what fill reads until the shard is written
+ * (yk_ckpt_writer_wait). yk_ckpt_restore cannot fill such an arena: read it
+ * with yk_ckpt_reader_read. */
+typedef int (*yk_ckpt_fill_fn)(void *ctx, uint64_t lo, uint64_t len, void *dst, yk_diag *d);
+int yk_ckpt_state_add_arena_fill(yk_ckpt_state *s, const char *name, yk_dtype dtype, yk_ckpt_fill_fn fill, void *ctx,
+                                 uint64_t numel, uint64_t lo, uint64_t len, int grank, int gsize,
+                                 const yk_tensor_desc *tensors, int ntensors, yk_diag *d);
 /* The name under which an arena `base` of tensor-parallel rank tp_rank of a
  * group of tp is saved: `base` itself when tp = 1, else "base.tpRofN"
  * ("params.tp1of2"). The one spelling writers and readers use. */

@@ -105,6 +105,13 @@ static int set_blobs(eng_ckpt *ck, int64_t step, yk_diag *d) {
 
 /* ------------------------------------------------------------ open */
 
+/* The checkpoint writer's fill of an arena that lives in the offload file:
+ * arena elements [lo, lo + len) are slice elements [lo - soff, ...). */
+static int fill_from_offload(void *ctx, uint64_t lo, uint64_t len, void *dst, yk_diag *d) {
+  const struct eng_ckpt_fill *f = ctx;
+  return eng_offload_read(f->off, f->arr, (size_t)(lo - f->soff), (size_t)len, dst, d);
+}
+
 /* Check at start that checkpoints can be written to `dir`, by creating it and
  * writing a file there: a ckpt.dir that is a regular file or read-only would
  * otherwise be found at the first save, maybe thousands of steps in. The
@@ -162,8 +169,24 @@ int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, cons
   const yk_tensor_desc *t = view->tensors;
   int nt = view->ntensors, gr = layout->dp_rank, gn = layout->dp;
   char nm[48];
-  if ((rc = yk_ckpt_state_add_arena_group(ck->st, arena_name(ck, "params", nm), YK_DT_F32, view->master, n, lo, len,
-                                          gr, gn, t, nt, d)) ||
+  if (view->off) {
+    /* optim.offload=disk: the master weights (mixed precision) and the
+     * moments are in the offload file; the writer streams them out of it
+     * chunk by chunk (fill_from_offload), into the same arenas. */
+    eng_offload *o = view->off;
+    static const char *const base3[3] = {"params", "m", "v"};
+    int first = o->narr == 3 ? 0 : 1;
+    if (o->narr == 2 && (rc = yk_ckpt_state_add_arena_group(ck->st, arena_name(ck, "params", nm), YK_DT_F32,
+                                                            view->master, n, lo, len, gr, gn, t, nt, d)))
+      return rc;
+    for (int a = first; a < 3; a++) {
+      ck->fill[a] = (struct eng_ckpt_fill){.off = o, .arr = a - first, .soff = lo};
+      if ((rc = yk_ckpt_state_add_arena_fill(ck->st, arena_name(ck, base3[a], nm), YK_DT_F32, fill_from_offload,
+                                             &ck->fill[a], n, lo, len, gr, gn, t, nt, d)))
+        return rc;
+    }
+  } else if ((rc = yk_ckpt_state_add_arena_group(ck->st, arena_name(ck, "params", nm), YK_DT_F32, view->master, n,
+                                                 lo, len, gr, gn, t, nt, d)) ||
       (rc = yk_ckpt_state_add_arena_group(ck->st, arena_name(ck, "m", nm), YK_DT_F32, view->m, n, lo, len, gr, gn, t,
                                           nt, d)) ||
       (rc = yk_ckpt_state_add_arena_group(ck->st, arena_name(ck, "v", nm), YK_DT_F32, view->v, n, lo, len, gr, gn, t,
@@ -450,6 +473,48 @@ static void warn_batch_change(const eng_ckpt *ck, yk_ckpt_reader *r) {
           (long long)c->train.micro_batch, (long long)c->train.grad_accum, nw, nw == 1 ? "" : "s", keep);
 }
 
+/* optim.offload=disk: rebuild the offload file from the checkpoint, one
+ * chunk at a time (a write-only pass). The master weights come from the
+ * model's arena, where restore_same has just put them whole in fp32; m and v
+ * from the checkpoint's ranges of this rank's slice. Mixed precision then
+ * rounds the arena to the 16-bit weights the products read, as at start. */
+typedef struct {
+  eng_ckpt *ck;
+  yk_ckpt_reader *r;
+  const char *mn, *vn;
+} offload_restore;
+
+static int restore_chunk(void *ctx, size_t off, size_t count, float **arr, yk_diag *d) {
+  offload_restore *x = ctx;
+  const eng_ckpt_view *v = &x->ck->view;
+  size_t chunk = v->off->chunk, at = v->soff + off;
+  int k = 0, rc;
+  if (v->off->narr == 3) {
+    memcpy(arr[k], v->model_params + at, count * sizeof(float));
+    memset(arr[k] + count, 0, (chunk - count) * sizeof(float));
+    k++;
+  }
+  if ((rc = restore_arena(x->r, x->mn, YK_DT_F32, arr[k], at, count, v, NULL, d)) ||
+      (rc = restore_arena(x->r, x->vn, YK_DT_F32, arr[k + 1], at, count, v, NULL, d)))
+    return rc;
+  memset(arr[k] + count, 0, (chunk - count) * sizeof(float));
+  memset(arr[k + 1] + count, 0, (chunk - count) * sizeof(float));
+  return 0;
+}
+
+static int restore_offload(eng_ckpt *ck, yk_ckpt_reader *r, const char *pn, const char *mn, const char *vn,
+                           yk_diag *d) {
+  const eng_ckpt_view *v = &ck->view;
+  (void)pn;
+  offload_restore x = {.ck = ck, .r = r, .mn = mn, .vn = vn};
+  int rc = eng_offload_pass(v->off, 0, restore_chunk, &x, d);
+  if (rc) return rc;
+  if (v->off->narr == 3) eng_offload_round(v->model_params, v->nparams, v->off16, v->off->chunk, v->dtype16);
+  YK_INFO(ck->log, "ckpt: rebuilt the offload file %s from %s (%zu chunks)", v->off->path, yk_ckpt_reader_path(r),
+          v->off->nchunks);
+  return 0;
+}
+
 /* Resume at the saved tensor-parallel degree: each rank reads the ranges it
  * holds of its own pieces, bitwise. */
 static int restore_same(eng_ckpt *ck, yk_ckpt_reader *r, yk_diag *d) {
@@ -491,6 +556,7 @@ static int restore_same(eng_ckpt *ck, yk_ckpt_reader *r, yk_diag *d) {
   } else if ((rc = restore_arena(r, pn, YK_DT_F32, v->model_params, 0, n, v, NULL, d))) {
     return rc;
   }
+  if (v->off) return restore_offload(ck, r, pn, mn, vn, d);
   if ((rc = restore_arena(r, mn, YK_DT_F32, v->m, lo, len, v, NULL, d)) ||
       (rc = restore_arena(r, vn, YK_DT_F32, v->v, lo, len, v, NULL, d)))
     return rc;
@@ -527,6 +593,12 @@ static int restore_from(eng_ckpt *ck, const char *path, int64_t *step, yk_diag *
   yk_layout saved;
   yk_ckpt_reader_layout(r, &saved, NULL);
   int same = saved.tp == ck->layout.tp && saved.pp == ck->layout.pp && same_stage(ck, r);
+  if (!same && v->off) {
+    rc = yk_errorf(d, YK_EUNSUPPORTED, "%s was saved at parallel.tensor=%d, pipeline=%d; resharding it to %d, %d "
+                   "with optim.offload=disk is not built: resume at the saved degrees, or with optim.offload=none "
+                   "and save once", path, saved.tp, saved.pp, ck->layout.tp, ck->layout.pp);
+    goto out;
+  }
   rc = same ? restore_same(ck, r, d) : restore_resharded(ck, r, &saved, d);
   if (rc) goto out;
   if ((rc = read_blob_exact(r, "step", step, sizeof *step, 0, d))) goto out;
@@ -697,8 +769,12 @@ static int start_save(eng_ckpt *ck, int64_t step, int defer, yk_diag *d) {
     return 0;
   }
   count_stall(ck, stall);
-  YK_INFO(ck->log, "ckpt: step %lld: snapshot taken, training stalled %.1f ms; writing in the background",
-          (long long)step, stall * 1e3);
+  if (ck->view.off)
+    YK_INFO(ck->log, "ckpt: step %lld: writing the shard, the offloaded state streamed from %s (training waits "
+            "for it)", (long long)step, ck->view.off->path);
+  else
+    YK_INFO(ck->log, "ckpt: step %lld: snapshot taken, training stalled %.1f ms; writing in the background",
+            (long long)step, stall * 1e3);
   return 0;
 }
 
@@ -771,8 +847,16 @@ static int save_sync(eng_ckpt *ck, int64_t step, yk_diag *d) {
   int rc;
   if ((rc = complete_pending(ck, d))) return rc;
   if (ck->last_saved == step) return 0; /* already on disk (resumed at this step, or saved) */
+  double t0 = yk_now_s(), before = ck->stall_s_total;
   if ((rc = start_save(ck, step, 0, d))) return rc;
-  return complete_pending(ck, d);
+  rc = complete_pending(ck, d);
+  if (!rc && ck->view.off) {
+    /* offload: training waited for the whole write, so that is the stall */
+    double all = yk_now_s() - t0;
+    ck->stall_s_total = before + all;
+    if (all > ck->stall_s_max) ck->stall_s_max = all;
+  }
+  return rc;
 }
 
 int eng_ckpt_boundary(eng_ckpt *ck, int64_t step_done, int *stop, int *exit_code, yk_diag *d) {
@@ -834,7 +918,9 @@ int eng_ckpt_boundary(eng_ckpt *ck, int64_t step_done, int *stop, int *exit_code
   }
   int64_t every = ck->cfg->ckpt.every;
   if (!ck->enabled || every <= 0 || step_done % every != 0 || ck->last_saved == step_done) return 0;
-  if (!ck->cfg->ckpt.async) return save_sync(ck, step_done, d);
+  /* optim.offload=disk: the next update rewrites the file the save streams
+   * from, so the save is synchronous (and holds no snapshot) */
+  if (!ck->cfg->ckpt.async || ck->view.off) return save_sync(ck, step_done, d);
   if (ck->pending) {
     /* The previous save is still being written somewhere: finish it first
      * (this stalls; raise ckpt.every if it shows up in the log). */

@@ -158,12 +158,7 @@ static int build_offload(yk_engine *e, yk_diag *d) {
     return yk_errorf(d, YK_ENOMEM, "out of memory for the offload's 16-bit chunk");
   if ((rc = eng_offload_pass(&e->off, 0, fill_chunk, e, d)) != 0) return rc;
   if (mixed) {
-    float *p = yk_model_params(e->model);
-    for (size_t i = 0; i < e->nparams; i += chunk) {
-      size_t k = YK_MIN(chunk, e->nparams - i);
-      yk_cast_from_f32(e->off16, e->mp.dt16, p + i, k, YK_ISA_AUTO);
-      yk_cast_to_f32(p + i, e->off16, e->mp.dt16, k, 1.0f, YK_ISA_AUTO);
-    }
+    eng_offload_round(yk_model_params(e->model), e->nparams, e->off16, chunk, e->mp.dt16);
     e->mp.master = NULL; /* in the file */
   }
   return 0;
@@ -292,9 +287,6 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
   if (eng_offloaded(&e->cfg) && e->zstage)
     return yk_errorf(d, YK_EUNSUPPORTED, "optim.offload=disk with optim.zero=%d: the offload streams ZeRO-0/1's "
                      "update only; use optim.zero=1 (the state is sharded over the ranks as well)", e->zstage);
-  if (eng_offloaded(&e->cfg) && e->cfg.ckpt.dir[0])
-    return yk_errorf(d, YK_EUNSUPPORTED, "optim.offload=disk with ckpt.dir=%s: saving and resuming the offloaded "
-                     "state is not built yet; train without ckpt.dir, or with optim.offload=none", e->cfg.ckpt.dir);
   int rc;
   /* A job that cannot fit is one message now, not the kernel's OOM kill
    * half-way through building it. */
@@ -320,7 +312,8 @@ int yk_engine_open(const yk_engine_opts *o, yk_engine **out, yk_diag *d) {
                      .dtype16 = e->mp.dt16,
                      .tensors = e->tensors, .ntensors = e->ntensors, .mcfg = &e->mcfg,
                      .stage = e->pipe.on ? &e->pipe.mstage : NULL, .loader = e->train_ld,
-                     .scaler = e->mp.prec == YK_PREC_FP16 ? &e->mp.ls : NULL, .threads = e->dev->nthreads};
+                     .scaler = e->mp.prec == YK_PREC_FP16 ? &e->mp.ls : NULL, .threads = e->dev->nthreads,
+                     .off = e->off.on ? &e->off : NULL, .off16 = e->off16};
   if ((rc = eng_ckpt_open(&e->ck, &e->cfg, e->log, &e->comms, &e->layout, &v, d)) != 0) return rc;
   if ((rc = eng_ckpt_resume(&e->ck, &e->start_step, d)) != 0) return rc;
   e->steps_done = o->joining ? -1 : e->start_step;

@@ -219,6 +219,14 @@ int eng_offload_open(eng_offload *o, const char *dir, int rank, size_t n, int na
  * timeout_ms. */
 int eng_offload_pass(eng_offload *o, int read, eng_offload_fn fn, void *ctx, yk_diag *d);
 /* Stop the threads, close and delete the file (the zeroed struct is closed too). */
+/* Copy elements [off, off + count) of array a (0..narr-1: master, m, v; or
+ * m, v) of the slice out of the file into dst, one chunk's part at a time
+ * through staging set 0: between passes only (YK_EBUSY during one). The
+ * checkpoint writer's fill (ckpt.c). */
+int eng_offload_read(eng_offload *o, int a, size_t off, size_t count, float *dst, yk_diag *d);
+/* p[0..n) := its dt16 rounding, widened again, through tmp (chunk 16-bit
+ * values): what the model's arena holds under mixed-precision offload. */
+void eng_offload_round(float *p, size_t n, uint16_t *tmp, size_t chunk, yk_dtype dt16);
 void eng_offload_close(eng_offload *o);
 
 /* ------------------------------------------------------------------------ */
@@ -313,6 +321,9 @@ typedef struct eng_ckpt_view {
   yk_data_loader *loader;        /* its position is saved */
   yk_loss_scaler *scaler;        /* fp16 or NULL */
   int threads;                   /* compression threads */
+  eng_offload *off;              /* optim.offload=disk: master (mixed precision), m, v are in its file (master,
+                                  * m, v above NULL; saves stream them out, resume streams them in), else NULL */
+  uint16_t *off16;               /* its 16-bit chunk (mixed precision), for rounding the arena at resume */
 } eng_ckpt_view;
 
 typedef struct eng_ckpt {
@@ -339,6 +350,11 @@ typedef struct eng_ckpt {
   int saves;
   double stall_s_total, stall_s_max, write_s_total;
   yk_trace_track *tk;            /* train.trace: the engine's track (NULL: off) */
+  struct eng_ckpt_fill {         /* optim.offload=disk: what each file-backed arena's fill reads */
+    eng_offload *off;
+    int arr;
+    size_t soff;
+  } fill[3];
 } eng_ckpt;
 
 int eng_ckpt_open(eng_ckpt *ck, const yk_config *cfg, const yk_logger *log, const yk_engine_comms *comms,

@@ -13,7 +13,9 @@
  * is not involved; without it (tmpfs) each pass ends with fdatasync and
  * POSIX_FADV_DONTNEED so the cache does not grow.
  *
- * The file is scratch: the checkpoint stays the source of truth. Its space
+ * The file is scratch: the checkpoint stays the source of truth (a save
+ * streams the state out of it with eng_offload_read, a resume rebuilds it
+ * with a write-only pass: ckpt.c, docs/memory.md). Its space
  * is checked (statvfs) and reserved (posix_fallocate) when it is opened, so
  * a full disk is one error at start, before any state is written. */
 #define _GNU_SOURCE
@@ -267,6 +269,47 @@ int eng_offload_pass(eng_offload *o, int read, eng_offload_fn fn, void *ctx, yk_
     posix_fadvise(o->fd, 0, 0, POSIX_FADV_DONTNEED);
   }
   return rc;
+}
+
+int eng_offload_read(eng_offload *o, int a, size_t off, size_t count, float *dst, yk_diag *d) {
+  if (a < 0 || a >= o->narr || off > o->n || count > o->n - off)
+    return yk_errorf(d, YK_EINVAL, "offload file %s: array %d elements [%zu, +%zu) are outside its %d arrays of %zu; "
+                     "this is a bug in the caller", o->path, a, off, count, o->narr, o->n);
+  pthread_mutex_lock(&o->mu);
+  int busy = o->active;
+  pthread_mutex_unlock(&o->mu);
+  if (busy) return yk_errorf(d, YK_EBUSY, "offload file %s: read during an update pass; read between steps", o->path);
+  /* staging set 0 is idle between passes: one array's whole part of a chunk
+   * at a time (page-aligned offset and length, as O_DIRECT needs) */
+  uint8_t *buf = o->buf[0];
+  size_t part = o->chunk * sizeof(float);
+  while (count) {
+    size_t k = off / o->chunk, in = off % o->chunk, cnt = YK_MIN(count, o->chunk - in);
+    off_t at = (off_t)(OFF_HDR + (uint64_t)k * o->set_bytes + (uint64_t)a * part);
+    size_t done = 0;
+    while (done < part) {
+      ssize_t r = pread(o->fd, buf + done, part - done, at + (off_t)done);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0)
+        return yk_errorf(d, YK_EIO, "offload file %s: reading chunk %zu for the checkpoint failed (%s); check the "
+                         "disk of optim.offload_dir", o->path, k, r < 0 ? strerror(errno) : "short read");
+      done += (size_t)r;
+    }
+    if (!o->direct) posix_fadvise(o->fd, at, (off_t)part, POSIX_FADV_DONTNEED);
+    memcpy(dst, buf + in * sizeof(float), cnt * sizeof(float));
+    dst += cnt;
+    off += cnt;
+    count -= cnt;
+  }
+  return 0;
+}
+
+void eng_offload_round(float *p, size_t n, uint16_t *tmp, size_t chunk, yk_dtype dt16) {
+  for (size_t i = 0; i < n; i += chunk) {
+    size_t k = YK_MIN(chunk, n - i);
+    yk_cast_from_f32(tmp, dt16, p + i, k, YK_ISA_AUTO);
+    yk_cast_to_f32(p + i, tmp, dt16, k, 1.0f, YK_ISA_AUTO);
+  }
 }
 
 void eng_offload_close(eng_offload *o) {

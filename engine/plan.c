@@ -136,11 +136,15 @@ int yk_engine_plan_of(const yk_config *c, const yk_layout *l, int local_ranks, c
   }
   if (tp > 1) it[YK_PLAN_COMM] += 2 * yk_alloc_bytes((size_t)B * T * mc.channels * sizeof(float));
   /* The checkpoint writer's snapshot: this rank's even 1/dp of every saved
-   * arena (fp32 weights or master, m, v; the 16-bit weights). */
+   * arena (fp32 weights or master, m, v; the 16-bit weights). Under
+   * optim.offload=disk the arenas in the file have none: the save streams
+   * them (fp32 keeps the weights' snapshot, mixed precision none). */
   if (c->ckpt.dir[0]) {
     uint64_t o2, part;
     yk_partition_even_range(n, dp, l->dp_rank, &o2, &part);
-    it[YK_PLAN_CKPT] = 3 * yk_alloc_bytes(part * sizeof(float)) + (mixed && z ? yk_alloc_bytes(part * sizeof(uint16_t)) : 0);
+    int snap = eng_offloaded(c) ? (mixed ? 0 : 1) : 3;
+    it[YK_PLAN_CKPT] = (uint64_t)snap * yk_alloc_bytes(part * sizeof(float)) +
+                       (mixed && z ? yk_alloc_bytes(part * sizeof(uint16_t)) : 0);
   }
   /* One-time buffers while the engine opens: ZeRO-3's whole initial arena
    * (until the slice is taken), ZeRO-2's 16-bit gradients (allocated by the

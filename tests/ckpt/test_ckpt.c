@@ -751,6 +751,93 @@ START_TEST(test_async_writer) {
 }
 END_TEST
 
+/* Arenas not in memory (optim.offload=disk): the writer asks fill for each
+ * chunk of the save range, one call at a time, takes no snapshot of them,
+ * and the checkpoint reads back the same elements; a failing fill fails the
+ * save naming the arena. */
+typedef struct {
+  const float *src;
+  uint64_t lo, hi; /* the save range fill may be asked for */
+  int calls, fail;
+} fill_src;
+
+static int fill_copy(void *ctx, uint64_t lo, uint64_t len, void *dst, yk_diag *d) {
+  fill_src *f = ctx;
+  f->calls++;
+  if (f->fail) return yk_errorf(d, YK_EIO, "offload file gone at %llu", (unsigned long long)lo);
+  if (lo < f->lo || lo + len > f->hi || len > YK_CKPT_CHUNK_ELEMS)
+    return yk_errorf(d, YK_EINVAL, "asked for [%llu, +%llu) outside [%llu, %llu)", (unsigned long long)lo,
+                     (unsigned long long)len, (unsigned long long)f->lo, (unsigned long long)f->hi);
+  memcpy(dst, f->src + lo, len * sizeof(float));
+  return 0;
+}
+
+START_TEST(test_fill_arenas) {
+  fake_state f;
+  fake_init(&f, 2300000, 23);
+  char *root = mkroot();
+  yk_diag d = {0};
+  for (int fail = 0; fail <= 1; fail++) {
+    yk_ckpt_writer *w[2];
+    yk_ckpt_state *s[2];
+    fill_src fm[2], fv[2];
+    for (int r = 0; r < 2; r++) {
+      yk_ckpt_opts o;
+      yk_ckpt_opts_default(&o);
+      o.dir = root;
+      o.rank = r;
+      o.world = 2;
+      o.threads = 2;
+      ck_assert_int_eq(yk_ckpt_writer_create(&o, &w[r], &d), 0);
+      ck_assert_int_eq(yk_ckpt_state_create(&s[r]), 0);
+      uint64_t lo, len;
+      yk_partition_even_range(f.n32, 2, r, &lo, &len);
+      fm[r] = (fill_src){.src = f.m, .lo = lo, .hi = lo + len, .fail = fail && r == 1};
+      fv[r] = (fill_src){.src = f.v, .lo = lo, .hi = lo + len};
+      ck_assert_int_eq(yk_ckpt_state_add_arena(s[r], "params", YK_DT_F32, f.p, f.n32, f.t32, 3, &d), 0);
+      ck_assert_int_eq(yk_ckpt_state_add_arena_fill(s[r], "m", YK_DT_F32, fill_copy, &fm[r], f.n32, lo, len, 0, 0,
+                                                    f.t32, 3, &d), 0);
+      ck_assert_int_eq(yk_ckpt_state_add_arena_fill(s[r], "v", YK_DT_F32, fill_copy, &fv[r], f.n32, lo, len, 0, 0,
+                                                    f.t32, 3, &d), 0);
+      ck_assert_int_eq(yk_ckpt_writer_prepare(w[r], s[r], &d), 0);
+      int rc = yk_ckpt_writer_save(w[r], s[r], 5 + fail, 0, &d);
+      ck_assert_msg(rc == 0, "save: %s", yk_diag_msg(&d, rc));
+    }
+    for (int r = 0; r < 2; r++) {
+      memset(&d, 0, sizeof d);
+      int rc = yk_ckpt_writer_wait(w[r], yk_deadline_in_ms(30000), &d);
+      if (fail && r == 1) {
+        ck_assert_int_eq(rc, YK_EIO);
+        ck_assert_msg(strstr(d.msg, "arena 'm'") && strstr(d.msg, "offload file gone"), "%s", d.msg);
+        continue;
+      }
+      ck_assert_msg(rc == 0, "wait: %s", yk_diag_msg(&d, rc));
+      ck_assert(fm[r].calls >= 2 && fv[r].calls >= 2); /* chunk by chunk (tensor cuts, 1M elements) */
+    }
+    if (!fail) {
+      ck_assert_int_eq(yk_ckpt_writer_commit(w[0], &d), 0);
+      ck_assert_int_eq(yk_ckpt_writer_wait(w[0], yk_deadline_in_ms(30000), &d), 0);
+      yk_ckpt_reader *rd;
+      ck_assert_int_eq(yk_ckpt_reader_open(root, NULL, &rd, &d), 0);
+      check_arena(rd, "params", f.p, f.n32, 4);
+      check_arena(rd, "m", f.m, f.n32, 4);
+      check_arena(rd, "v", f.v, f.n32, 4);
+      /* yk_ckpt_restore has no memory to put a fill arena in */
+      ck_assert_int_eq(yk_ckpt_restore(rd, s[0], &d), YK_EINVAL);
+      yk_ckpt_reader_close(rd);
+    }
+    for (int r = 0; r < 2; r++) {
+      yk_ckpt_writer_free(w[r]);
+      yk_ckpt_state_free(s[r]);
+    }
+  }
+  ck_assert_int_eq(yk_ckpt_state_add_arena_fill(NULL, "x", YK_DT_F32, NULL, NULL, 1, 0, 1, 0, 0, NULL, 0, &d),
+                   YK_EINVAL);
+  rmroot(root);
+  fake_free(&f);
+}
+END_TEST
+
 START_TEST(test_tiny_and_empty_arenas) {
   /* fewer elements than ranks, an empty arena, no tensor table, no blobs */
   int64_t tiny[3] = {-1, 1ll << 40, 7};
@@ -1019,6 +1106,7 @@ int main(void) {
   tcase_add_test(tc, test_random_damage_detected);
   tcase_add_test(tc, test_fallback_only_when_told);
   tcase_add_test(tc, test_async_writer);
+  tcase_add_test(tc, test_fill_arenas);
   tcase_add_test(tc, test_tiny_and_empty_arenas);
   tcase_add_test(tc, test_arena_parts);
   tcase_add_test(tc, test_arena_groups);

@@ -59,6 +59,7 @@ struct yk_coord {
   int elastic;
   int njoin;      /* elastic: joiners waiting for the next epoch, m[world, world + njoin) */
   uint64_t drain_due_ns; /* elastic: when the pending self-drains are decided (0: none) */
+  int gone;              /* elastic: launched ranks that died before they registered */
   /* elastic: the latest membership changes (a ring, oldest first from
    * nhist - YK_PROTO_MAX_CHANGES), for STATUS: each one's time until the
    * first step completed after it, and their sum */
@@ -410,7 +411,46 @@ static void on_failure(yk_coord *co) {
   }
 }
 
+/* elastic: the job starts without the ranks that died before registering:
+ * the registered ones, in order, renumbered 0..n-1. */
+static void drop_gone(yk_coord *co) {
+  int n = 0;
+  for (int i = 0; i < co->world; i++) {
+    if (co->m[i].state != YK_MEMBER_REGISTERED) {
+      free(co->m[i].addr);
+      continue;
+    }
+    if (n != i) {
+      co->m[n] = co->m[i];
+      memset(&co->m[i], 0, sizeof co->m[i]);
+    }
+    if (co->m[n].conn) co->m[n].conn->rank = n;
+    n++;
+  }
+  YK_WARN(co->log, "coordinator: %d of %d ranks died before registering; the elastic job starts with %d", co->gone,
+          co->world, n);
+  co->world = n;
+  co->gone = 0;
+}
+
+static void send_welcome(yk_coord *co);
+
+void yk_coord_rank_gone(yk_coord *co, int rank) {
+  if (!co->elastic || co->started || co->aborted || rank < 0 || rank >= co->world) return;
+  if (co->m[rank].state != YK_MEMBER_EMPTY) return; /* registered: its connection tells */
+  co->m[rank].state = YK_MEMBER_DEAD;
+  co->gone++;
+  if (co->n_registered + co->gone == co->world) {
+    if (co->n_registered == 0) {
+      abort_job(co, YK_EXIT_PEER_DEAD, -1, "every rank died before registering");
+      return;
+    }
+    send_welcome(co);
+  }
+}
+
 static void send_welcome(yk_coord *co) {
+  if (co->gone) drop_gone(co);
   yk_msg_member *mm = calloc((size_t)co->world, sizeof *mm);
   if (!mm) {
     YK_ERROR(co->log, "coordinator: out of memory building WELCOME");
@@ -509,7 +549,7 @@ static void on_register(cconn *cc, const yk_msg *m) {
   co->n_registered++;
   YK_INFO(co->log, "coordinator: rank %d registered from %s pid %u (%s), %d/%d", r, m->host, m->pid, cc->c.peer,
           co->n_registered, co->world);
-  if (co->n_registered == co->world) send_welcome(co);
+  if (co->n_registered + co->gone == co->world) send_welcome(co);
 }
 
 static void on_exchange(cconn *cc, const yk_msg *m) {

@@ -268,7 +268,9 @@ static int take_members(yk_daemon_ctl *ctl, const yk_msg *m) {
 }
 
 static void on_welcome(yk_daemon_ctl *ctl, const yk_msg *m) {
-  if (m->world != ctl->env.world || (int)m->n_members != m->world || m->rank < 0 || m->rank >= m->world) {
+  /* an elastic job may start smaller than launched (ranks that died before registering) */
+  int world_ok = ctl->elastic ? m->world >= 1 && m->world <= ctl->env.world : m->world == ctl->env.world;
+  if (!world_ok || (int)m->n_members != m->world || m->rank < 0 || m->rank >= m->world) {
     fail_start(ctl, YK_EPROTO, "WELCOME says rank %d of %d with %u members; this rank expected a world of %d",
                m->rank, m->world, m->n_members, ctl->env.world);
     ykd_conn_close(ctl->link, 0);

@@ -236,15 +236,16 @@ int ykd_job_open(ykd_job *job, const yk_config *cfg, yk_logger *log, const char 
     if ((rc = mpi_bootstrap(job, d)) != 0) return rc;
   }
   rc = make_comms(job, cfg, rank, world, epoch, d);
-  /* a joiner meets a job that may re-form again while it connects (another
-   * join, a death): follow it to the newest epoch */
-  for (int attempt = 0; rc && job->joining && attempt < 64; attempt++) {
+  /* an elastic job may re-form while a rank connects (a death during the
+   * start-up, a join): follow it to the newest epoch */
+  for (int attempt = 0; rc && (job->joining || cfg->elastic.enabled) && attempt < 64; attempt++) {
     if (!yk_daemon_ctl_wait_epoch(job->ctl, epoch, yk_deadline_in_ms(2 * cfg->coord.heartbeat_timeout_ms + 1000)))
       break;
     yk_daemon_job now;
     yk_daemon_ctl_job(job->ctl, &now);
     if (now.rank < 0) break;
-    YK_WARN(log, "elastic: the job re-formed (epoch %u) while this rank joined; joining epoch %u", epoch, now.epoch);
+    YK_WARN(log, "elastic: the job re-formed (epoch %u) while this rank connected; connecting at epoch %u", epoch,
+            now.epoch);
     yk_diag_clear(d);
     destroy_comms(job);
     pthread_mutex_lock(&job->comm_lock);

@@ -233,6 +233,7 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal) {
   L->live--;
   r->code = term_signal ? 128 + term_signal : (int)status;
   if (term_signal) sweep_shm(proc->pid);
+  if (L->co && r->code) yk_coord_rank_gone(L->co, r->rank); /* elastic: start without it if it never registered */
   r->by_launcher = L->kill_stage >= 2;
   if (r->code != 0) {
     r->seq = ++L->failed;

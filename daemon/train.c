@@ -75,6 +75,7 @@ typedef struct run {
   int ckpt_mode;     /* elastic.redundancy=checkpoint: re-form by re-opening the engine from the last checkpoint */
   int64_t accum0;    /* train.grad_accum as configured (elastic.batch=scale keeps it) */
   int64_t global;    /* the job's global batch in micro-batches (checkpoint mode; 0: not known yet) */
+  int restarted;     /* elastic: the job re-formed during the start-up; the engine was opened again */
   struct sigaction old_term, old_usr1;
 } run;
 
@@ -469,7 +470,11 @@ static int open_engine(run *r, yk_diag *d) {
   int rc = r->dev ? 0 : yk_device_cpu_create(threads, YK_ISA_AUTO, &r->dev, d);
   if (rc) return rc;
   yk_config ec = *c;
-  if (r->ckpt_mode && (r->job.joining || r->global)) {
+  /* a rank whose job re-formed before this open (at the start-up, or later)
+   * meets the others in the new epoch's state exchange */
+  r->restarted = r->job.epoch > 1;
+  if (r->ckpt_mode && !r->global && !r->job.joining) r->global = r->accum0 * (int64_t)r->job.env.world;
+  if (r->ckpt_mode && (r->job.joining || r->restarted)) {
     /* elastic.redundancy=checkpoint: every rank of the new epoch opens the
      * engine at its layout from the last checkpoint (resharded as needed),
      * with the job's global batch re-divided (members know it, a joiner
@@ -494,13 +499,28 @@ static int open_engine(run *r, yk_diag *d) {
     YK_WARN(&r->log, "elastic: opening the engine at dp %d x tp %d x pp %d, %lld micro-batches each, from the last "
             "checkpoint in %s", dp, r->job.layout.tp, r->job.layout.pp, (long long)accum, c->ckpt.dir);
   }
+  /* an elastic job that starts smaller than launched (a rank died before
+   * registering) keeps the global batch it was launched with */
+  int dp0 = r->job.layout.dp;
+  if (c->elastic.enabled && !r->job.joining && !strcmp(c->elastic.batch, "keep") && !(r->ckpt_mode && r->restarted) &&
+      r->job.env.world > 0 && r->job.layout.world != r->job.env.world) {
+    int64_t g0 = r->accum0 * (int64_t)(r->job.env.world / (c->parallel.tensor * c->parallel.pipeline));
+    if (g0 % dp0)
+      return yk_errorf(d, YK_EUNSUPPORTED, "elastic: the job starts with %d of %d ranks and its global batch of %lld "
+                       "micro-batches does not divide over %d data-parallel ranks (elastic.batch=keep); relaunch, or "
+                       "set elastic.batch=scale", r->job.layout.world, r->job.env.world, (long long)g0, dp0);
+    ec.train.grad_accum = g0 / dp0;
+  }
   yk_engine_opts o = {.cfg = &ec, .layout = r->job.layout, .comms = {.dp = r->job.dp, .tp = r->job.tp, .pp = r->job.pp}, .dev = r->dev, .log = &r->log};
   o.test_delay_ms = test_delay_ms(r);
   o.local_ranks = r->job.env.local_world > 0 ? r->job.env.local_world : 1;
   o.joining = r->job.joining && !r->ckpt_mode;
   if ((rc = yk_engine_open(&o, &r->eng, d)) != 0) return rc;
   r->global = (int64_t)ec.train.grad_accum * r->job.layout.dp;
-  if (r->job.joining && !r->ckpt_mode) {
+  /* a joiner, and every member that started again after a re-form during the
+   * start-up (a joiner may be among them), take the state of the most
+   * advanced rank */
+  if ((r->job.joining || r->restarted) && !r->ckpt_mode) {
     /* the members re-form at their next boundary and the most advanced one
      * sends everything to this rank (yk_engine_sync) */
     int src = 0;
@@ -545,9 +565,11 @@ static int train_loop(run *r, yk_diag *d) {
   for (int64_t step = start; step < steps;) {
     if (poll_events(r)) return 0;
     /* the boundary after `step` steps (checkpoint, agreed stop, re-form):
-     * before every step but a fresh start's first, which every rank of the
-     * epoch then skips alike (a joiner and the members it joined are past it) */
-    if (step > start || r->reforms || r->job.joining) {
+     * before every step but a run's first; in an elastic job before every
+     * step, so that ranks that entered the epoch in different ways (a join,
+     * a re-form during the start-up or after it) run the same sequence:
+     * state exchange, boundary, step */
+    if (step > start || c->elastic.enabled) {
       if (stop_signal && r->signals) {
         YK_WARN(&r->log, "signal received: checkpoint at this step boundary, then exit %d (requeue)", YK_EXIT_REQUEUE);
         stop_signal = 0;
@@ -688,6 +710,27 @@ int yk_daemon_train(const yk_daemon_train_opts *o) {
    * ranks pseudo-terminals too, which must not get it. */
   if (r.job.env.kind != YK_LAUNCH_SINGLE) r.tty = 0;
   if (!rc) rc = open_engine(&r, &d);
+  /* elastic: a death (or a join) during the start-up re-forms the job
+   * before its first step; start again at the newest epoch */
+  for (int attempt = 0; rc && r.cfg.elastic.enabled && r.job.ctl && attempt < 64 && epoch_moved(&r, r.job.epoch, rc);
+       attempt++) {
+    YK_WARN(&r.log, "elastic: the job re-formed while it started (%s); starting again", yk_diag_msg(&d, rc));
+    yk_diag_clear(&d);
+    if (r.eng) {
+      yk_engine_close(r.eng);
+      r.eng = NULL;
+    }
+    yk_daemon_job info;
+    rc = ykd_job_reform(&r.job, &r.cfg, &info, &d);
+    if (!rc && info.rank < 0) {
+      r.left = 1;
+      break;
+    }
+    if (!rc) {
+      apply_log_ranks(&r);
+      rc = open_engine(&r, &d);
+    }
+  }
   int stopped = 0; /* a stop (130) ended the run through its collectives' errors: the reason is the stop */
   if (rc) {
     /* A stop (`yoke status --stop`, Ctrl-C) or a dead peer announced while
@@ -707,6 +750,8 @@ int yk_daemon_train(const yk_daemon_train_opts *o) {
        * a file that is there but damaged is bad data (1), docs/exit-codes.md. */
       code = rc == YK_ENOTFOUND ? YK_EXIT_USAGE : yk_daemon_exit_code(rc);
     }
+  } else if (r.left) {
+    code = 0; /* drained during the start-up */
   } else {
     rc = train_loop(&r, &d);
     if (rc) {

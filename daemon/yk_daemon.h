@@ -262,6 +262,9 @@ typedef struct yk_coord_opts {
  * the loop has run the close callbacks. */
 int yk_coord_start(struct uv_loop_s *loop, const yk_coord_opts *o, yk_coord **out, yk_diag *d);
 int yk_coord_port(const yk_coord *c);
+/* elastic: launched rank `rank` died before it registered (its launcher saw
+ * it exit): the job starts without it. No-op otherwise. */
+void yk_coord_rank_gone(yk_coord *c, int rank);
 /* Members registered now (joiners waiting for their epoch included). */
 int yk_coord_live(const yk_coord *c);
 /* 1 once every member said BYE or is dead (after the job started), or the

@@ -917,7 +917,8 @@ int eng_ckpt_boundary(eng_ckpt *ck, int64_t step_done, int *stop, int *exit_code
     return 0;
   }
   int64_t every = ck->cfg->ckpt.every;
-  if (!ck->enabled || every <= 0 || step_done % every != 0 || ck->last_saved == step_done) return 0;
+  /* (step 0 is the start, nothing to save: an elastic job's boundary runs before its first step too) */
+  if (!ck->enabled || every <= 0 || step_done <= 0 || step_done % every != 0 || ck->last_saved == step_done) return 0;
   /* optim.offload=disk: the next update rewrites the file the save streams
    * from, so the save is synchronous (and holds no snapshot) */
   if (!ck->cfg->ckpt.async || ck->view.off) return save_sync(ck, step_done, d);

@@ -79,7 +79,8 @@ EOF
 
 # ---- the kill storm --------------------------------------------------------
 STEPS=$((60 + KILLS * 22))
-"$YOKE" train "$tmp/job.yaml" --json --set train.steps=$STEPS --set train.grad_accum=12 --set elastic.enabled=false \
+REF=$((STEPS > 160 ? STEPS : 160)) # the reference also serves the drain below
+"$YOKE" train "$tmp/job.yaml" --json --set train.steps=$REF --set train.grad_accum=12 --set elastic.enabled=false \
   > "$tmp/r1.json" 2> "$tmp/r1.log" || fail "1-rank reference: $(tail -2 "$tmp/r1.log")"
 export YK_TEST_DELAY_RANK=-1:40
 # checkpoints every 7 steps: kills also land during a save (buddy mode does
@@ -126,6 +127,19 @@ lost=$(grep -h "no completed step lost" "$tmp"/storm.log "$tmp"/add*.log | wc -l
 last=$(ls "$tmp/ckst" | grep '^step-' | tail -1)
 out=$("$YOKE" ckpt verify "$tmp/ckst/$last" 2>&1) && pass "kill storm: the last checkpoint verifies ($last)" \
   || fail "kill storm: checkpoint $last: $out"
+
+# ---- a death during the start-up (rendezvous, communicators, engine open) -----------
+for delay in 0.3 0.6 0.9; do
+  YK_TEST_DELAY_RANK=-1:30 "$YOKE" launch -n 4 -- train "$tmp/job.yaml" --json --set train.steps=60 \
+    > "$tmp/start.json" 2> "$tmp/start.log" &
+  launcher=$!
+  sleep $delay
+  kill -9 "$(pids_of_job | tail -1)" 2>/dev/null
+  wait $launcher; rc=$?
+  out=$(check_losses "$tmp/start.json") && [ "$rc" = 0 ] \
+    && pass "a rank killed ${delay} s after the launch: the others start at the new epoch and finish ($out)" \
+    || { fail "killed at ${delay} s: exit $rc, $out: $(grep -h 'ERROR' "$tmp/start.log" | head -3)"; break; }
+done
 
 # ---- drain and SIGTERM ---------------------------------------------------------
 export YK_TEST_DELAY_RANK=-1:30

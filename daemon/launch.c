@@ -526,6 +526,8 @@ int yk_daemon_launch(const yk_daemon_launch_opts *o) {
               found < 0 ? yk_diag_msg(&d, found)
               : found == 0 ? "no job launched here is running (start one with yoke launch -n N, elastic.enabled: true)"
                            : "--add starts `yoke train` ranks: give the job's train command");
+      uv_run(&L.loop, UV_RUN_DEFAULT);
+      uv_loop_close(&L.loop);
       free(cargv);
       return 2;
     }

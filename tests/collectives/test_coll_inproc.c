@@ -587,6 +587,10 @@ static void fn_split(tctx *t, yk_comm *c) {
   yk_comm *sub2 = NULL;
   rc = yk_comm_split(sub, 0, 0, &sub2, &d);
   if (rc) FAILF(t, "rank %d: split of the split: %s", t->rank, yk_diag_msg(&d, rc));
+  /* every rank's split is done before any rank aborts the parent (an abort
+   * reaches a split still in progress on another rank and fails it) */
+  rc = yk_comm_allreduce_sync(c, v, r, 3, YK_DT_I64, YK_OP_SUM, &d);
+  if (rc) FAILF(t, "rank %d: parent before the abort: rc %d", t->rank, rc);
   yk_comm_abort(c, "parent aborted in the test");
   if (!yk_comm_is_broken(sub) || (sub2 && !yk_comm_is_broken(sub2)))
     FAILF(t, "rank %d: a communicator split from an aborted one is not broken", t->rank);

@@ -239,6 +239,8 @@ job=$(grep -ao 'job [0-9a-f]\{16\}' "$tmp/ne.out" | head -1 | cut -c5-)
 out=$("$YOKE" launch --add 1 --job "$job" "$tmp/job.yaml" --set train.steps=400 2>&1)
 echo "$out" | grep -q "this job is not elastic" && pass "a join to a job that is not elastic: refused" || fail "join non-elastic: $out"
 wait $launcher
+# a failed run leaves its logs for a look afterwards (CI runs on a fresh clone)
+[ "$YK_FAILED" != 0 ] && cp -r "$tmp" "/tmp/yk_elastic_failed.$$" 2>/dev/null && echo "logs kept in /tmp/yk_elastic_failed.$$"
 [ "$(shm_count)" -le "$shm0" ] && pass "no shared-memory segment left ($(shm_count) before: $shm0)" \
   || fail "shared memory left: $(ls /dev/shm | grep '^yk')"
 finish

@@ -510,6 +510,8 @@ static void on_join(cconn *cc, const yk_msg *m) {
     return send_err(cc, "%s pid %u asks to join, but this job is not elastic (set elastic.enabled: true)", m->host,
                     m->pid);
   if (co->aborted) return send_err(cc, "the job is ending; not accepting ranks");
+  if (co->started && count_state(co, YK_MEMBER_REGISTERED) == 0)
+    return send_err(cc, "the job has no live rank left (it finished or ended); nothing to join");
   if (co->world + co->njoin >= co->cap)
     return send_err(cc, "the job already has %d ranks, elastic.max_ranks is %d", co->world + co->njoin, co->cap);
   member *mb = &co->m[co->world + co->njoin];
@@ -690,6 +692,26 @@ static void on_request(cconn *cc, const yk_msg *m) {
   if (cc->rank < 0) on_status(cc); /* an operator's request is answered with the job's state */
 }
 
+/* elastic: the job finished while ranks that joined at its last boundary
+ * (none has completed a step) wait for their first epoch: tell them, or
+ * they would wait out their deadline for members that are gone. */
+static void end_late_joiners(yk_coord *co) {
+  int live = 0, stepped = 0;
+  for (int i = 0; i < co->world + co->njoin; i++)
+    if (co->m[i].state == YK_MEMBER_REGISTERED) live++, stepped += co->m[i].rep.step > 0;
+  if (!live || stepped) return;
+  yk_msg b = {0};
+  b.type = YK_MSG_SHUTDOWN;
+  b.code = YK_EXIT_FAILURE;
+  snprintf(b.text, sizeof b.text, "the job finished (its last member left) before this rank could join it");
+  YK_WARN(co->log, "coordinator: the job finished; telling %d rank(s) that joined too late", live);
+  for (int i = 0; i < co->world + co->njoin; i++)
+    if (co->m[i].state == YK_MEMBER_REGISTERED && co->m[i].conn) {
+      yk_msg c = b;
+      ykd_conn_send(&co->m[i].conn->c, &c);
+    }
+}
+
 static void on_msg(ykd_conn *c, const yk_msg *m) {
   cconn *cc = (cconn *)c;
   yk_coord *co = cc->co;
@@ -741,6 +763,7 @@ static void on_msg(ykd_conn *c, const yk_msg *m) {
     cc->rank = -1;
     if (m->code == 0) {
       YK_INFO(co->log, "coordinator: rank %d (%s) finished", r, mb->host);
+      if (co->elastic) end_late_joiners(co);
     } else if (co->elastic && co->started && !co->aborted && m->code != YK_EXIT_USAGE && m->code != YK_EXIT_SIGINT &&
                m->code != YK_EXIT_REQUEUE && m->code != YK_EXIT_SIGTERM && count_state(co, YK_MEMBER_REGISTERED) > 0) {
       /* (a stop the ranks agreed on - 75, 130, 143 - ends the job, it is no departure) */

@@ -531,6 +531,9 @@ static int open_engine(run *r, yk_diag *d) {
       yk_diag_clear(d);
       return elastic_reform(r, d);
     }
+    if (yk_engine_steps_done(r->eng) < 0) /* every member had left: there is no state to take */
+      return yk_errorf(d, YK_ECLOSED, "elastic: joined a job with no other rank left (it finished or ended); "
+                       "nothing to train with");
     int accum = elastic_accum(r, r->job.layout.dp);
     if ((rc = yk_engine_set_accum(r->eng, accum ? accum : 1, d)) != 0) return rc;
     if (!accum) {

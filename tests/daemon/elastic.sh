@@ -78,7 +78,7 @@ EOF
 }
 
 # ---- the kill storm --------------------------------------------------------
-STEPS=$((60 + KILLS * 22))
+STEPS=$((100 + KILLS * 30)) # long enough that the kills end before the job does
 REF=$((STEPS > 160 ? STEPS : 160)) # the reference also serves the drain below
 "$YOKE" train "$tmp/job.yaml" --json --set train.steps=$REF --set train.grad_accum=12 --set elastic.enabled=false \
   > "$tmp/r1.json" 2> "$tmp/r1.log" || fail "1-rank reference: $(tail -2 "$tmp/r1.log")"

@@ -54,11 +54,18 @@ grep -q "rank 2 registered from host2 .*(198.18.0.3:" "$YK_TMP/ok.r0" && pass "c
 # 1b. mpirun across the hosts: mpirun runs on A, its rsh agent starts orted
 #     inside B and C; coord.host is A's address
 out=$YK_TMP/mpi.log
+# (OpenMPI 4.1's own start-up over the rsh agent now and then loses the path
+# to one of its orted daemons, "no-path", exit 213, before any yoke rank
+# runs: that launch is tried once more, and said so)
+for try in 1 2; do
 port=$(free_port)
 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 ip netns exec "${NS[0]}" \
   mpirun --mca plm_rsh_agent "$(dirname "$0")/nsrsh.sh" --mca oob_tcp_if_include 198.18.0.0/24 \
   --mca btl self,tcp --mca btl_tcp_if_include 198.18.0.0/24 -H "${NS[0]},${NS[1]},${NS[2]}" -np 3 -x YOKE_SECRET \
   "$YOKE" $YK_WORKLOAD $HB --set coord.host=198.18.0.1 --set coord.port=$port > "$out" 2>&1; rc=$?
+[ $rc = 213 ] && grep -q "no-path" "$out" && [ $try = 1 ] || break
+echo "note: mpirun's orted start-up lost a path (exit 213, OpenMPI's, no yoke rank had started); once more"
+done
 [ $rc = 0 ] && pass "mpirun -np 3 across 3 hosts exits 0" || fail "mpirun across hosts: exit $rc: $(tail -5 "$out")"
 for i in 1 2; do
   grep -q "registered from ${NS[$i]} .*(198.18.0.$((i + 1)):" "$out" && pass "mpirun: rank on ${NS[$i]} registered from 198.18.0.$((i + 1))" \
